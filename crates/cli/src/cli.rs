@@ -1,0 +1,92 @@
+//! Command-line grammar. Parsing only: every value is validated before any runtime starts.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exchange SPIFFE identities for short-lived registry credentials.
+#[derive(Debug, Parser)]
+#[command(name = "svid-broker", version, about, long_about = None)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run a development SPIFFE trust domain: a CA and a Workload API server on a Unix socket.
+    ///
+    /// Runs in the foreground until SIGINT or SIGTERM. Writes DIR/workload.sock,
+    /// DIR/bundle.pem and DIR/bundle.jwks.json, then prints `ready` on stdout.
+    Dev(DevArgs),
+    /// Inspect identities.
+    #[command(subcommand)]
+    Inspect(InspectCommand),
+    /// Verify an SVID offline against trust bundles.
+    #[command(subcommand)]
+    Verify(VerifyCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DevArgs {
+    /// Directory for the Workload API socket and the bundle files (created if missing).
+    #[arg(long, value_name = "DIR", default_value_os_t = default_dev_dir())]
+    pub(crate) dir: PathBuf,
+    /// SPIFFE ID to issue SVIDs for; repeat for more. The first is the default identity.
+    #[arg(long = "spiffe-id", value_name = "ID", default_value = "spiffe://example.org/workload")]
+    pub(crate) spiffe_ids: Vec<String>,
+    /// Trust domain of the CA; defaults to the trust domain of the first --spiffe-id.
+    #[arg(long, value_name = "TD")]
+    pub(crate) trust_domain: Option<String>,
+}
+
+fn default_dev_dir() -> PathBuf {
+    std::env::temp_dir().join("svid-broker-dev")
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum InspectCommand {
+    /// Check a SPIFFE ID against SPIFFE-ID.md (strict: lower-case scheme and trust domain).
+    Id {
+        /// Print one JSON object with `trust_domain` and `path`.
+        #[arg(long)]
+        json: bool,
+        /// The SPIFFE ID, e.g. spiffe://example.org/ns/prod/sa/api.
+        #[arg(value_name = "ID", allow_hyphen_values = true)]
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum VerifyCommand {
+    /// Validate a JWT-SVID; prints its SPIFFE ID when valid.
+    Jwt {
+        /// Trust bundle as TD=FILE, FILE a SPIFFE bundle document; repeat for more trust domains.
+        #[arg(long = "bundle", value_name = "TD=FILE", required = true)]
+        bundles: Vec<String>,
+        /// An audience this verifier accepts; repeat for more (the token must name one of them).
+        #[arg(long = "audience", value_name = "AUD", required = true)]
+        audiences: Vec<String>,
+        /// Judge the token at this Unix time instead of now.
+        #[arg(long, value_name = "UNIX_SECONDS")]
+        at: Option<u64>,
+        /// Clock-skew allowance for exp, nbf and iat, in seconds.
+        #[arg(long, value_name = "SECONDS")]
+        leeway: Option<u64>,
+        /// The token, or `-` to read it from stdin.
+        #[arg(value_name = "TOKEN", allow_hyphen_values = true)]
+        token: String,
+    },
+    /// Verify an X.509-SVID chain; prints its SPIFFE ID when valid.
+    X509 {
+        /// Trust bundle as TD=FILE, FILE a PEM bundle or a SPIFFE bundle document; repeatable.
+        #[arg(long = "bundle", value_name = "TD=FILE", required = true)]
+        bundles: Vec<String>,
+        /// Judge the chain at this Unix time instead of now.
+        #[arg(long, value_name = "UNIX_SECONDS")]
+        at: Option<u64>,
+        /// PEM file holding the chain, leaf first.
+        #[arg(value_name = "CHAIN_PEM")]
+        chain: PathBuf,
+    },
+}

@@ -1,0 +1,16 @@
+//! One module per subcommand; `run` dispatches.
+
+mod dev;
+mod inspect;
+mod verify;
+
+use crate::cli::{Cli, Command};
+use crate::error::CliError;
+
+pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Dev(args) => dev::run(args),
+        Command::Inspect(cmd) => inspect::run(cmd),
+        Command::Verify(cmd) => verify::run(cmd),
+    }
+}

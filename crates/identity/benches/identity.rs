@@ -1,0 +1,188 @@
+//! Criterion benchmarks for svid-broker-identity, one function per group:
+//! `jwt_benches` (group `jwt_svid`), and room below for `x509_benches` and `id_benches`.
+//!
+//! Run: `cargo bench -p svid-broker-identity --bench identity -- --warm-up-time 1 --measurement-time 3`
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "benchmark setup should fail loudly"
+)]
+
+use std::hint::black_box;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::KeySize;
+use aws_lc_rs::signature::{
+    self, EcdsaKeyPair, KeyPair as _, ParsedPublicKey, RsaKeyPair, RsaPublicKeyComponents,
+};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use criterion::{Criterion, criterion_group, criterion_main};
+use svid_broker_identity::bundle::{
+    BundleSet, EcCurve, JwtAuthority, JwtBundle, JwtPublicKey, SpiffeBundle, X509Bundle,
+};
+use svid_broker_identity::id::TrustDomain;
+use svid_broker_identity::jwt::JwtSvidValidator;
+
+// === JWT-SVID ===
+
+/// One signed token plus everything each contender needs to verify it.
+struct JwtCase {
+    name: &'static str,
+    token: String,
+    floor_key: ParsedPublicKey,
+    ours: BundleSet,
+    spiffe: spiffe::JwtBundleSet,
+}
+
+impl JwtCase {
+    fn es256() -> Self {
+        let pair = EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let point = pair.public_key().as_ref();
+        let key = JwtPublicKey::ec_point(EcCurve::P256, point).unwrap();
+        let coord = |range: std::ops::Range<usize>| URL_SAFE_NO_PAD.encode(&point[range]);
+        let jwk = format!(
+            r#"{{"kty":"EC","crv":"P-256","x":"{}","y":"{}","kid":"k1","use":"jwt-svid"}}"#,
+            coord(1..33),
+            coord(33..65)
+        );
+        let token = mint("ES256", |input| {
+            pair.sign(&SystemRandom::new(), input)
+                .unwrap()
+                .as_ref()
+                .to_vec()
+        });
+        let floor_key = ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point).unwrap();
+        Self::new("es256", token, floor_key, key, &jwk)
+    }
+
+    fn rs256() -> Self {
+        let pair = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
+        let public = pair.public_key();
+        let n = public.modulus().big_endian_without_leading_zero();
+        let e = public.exponent().big_endian_without_leading_zero();
+        let key = JwtPublicKey::rsa(n, e).unwrap();
+        let jwk = format!(
+            r#"{{"kty":"RSA","n":"{}","e":"{}","kid":"k1","use":"jwt-svid"}}"#,
+            URL_SAFE_NO_PAD.encode(n),
+            URL_SAFE_NO_PAD.encode(e)
+        );
+        let token = mint("RS256", |input| {
+            let mut sig = vec![0; pair.public_modulus_len()];
+            pair.sign(
+                &signature::RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                input,
+                &mut sig,
+            )
+            .unwrap();
+            sig
+        });
+        let floor_key = RsaPublicKeyComponents { n, e }
+            .to_parsed_public_key(&signature::RSA_PKCS1_2048_8192_SHA256)
+            .unwrap();
+        Self::new("rs256", token, floor_key, key, &jwk)
+    }
+
+    fn new(
+        name: &'static str,
+        token: String,
+        floor_key: ParsedPublicKey,
+        key: JwtPublicKey,
+        jwk: &str,
+    ) -> Self {
+        let td = TrustDomain::parse("example.org").unwrap();
+        let authority = JwtAuthority {
+            kid: "k1".to_owned(),
+            key,
+            alg: None,
+        };
+        let jwt = JwtBundle::new(td.clone(), vec![authority]).unwrap();
+        let mut ours = BundleSet::new();
+        ours.insert(SpiffeBundle::new(X509Bundle::empty(td), jwt).unwrap())
+            .unwrap();
+
+        let mut bundle = spiffe::JwtBundle::new(spiffe::TrustDomain::new("example.org").unwrap());
+        bundle.add_jwk_authority_json(jwk.as_bytes()).unwrap();
+        let mut spiffe = spiffe::JwtBundleSet::new();
+        spiffe.add_bundle(bundle);
+
+        Self {
+            name,
+            token,
+            floor_key,
+            ours,
+            spiffe,
+        }
+    }
+}
+
+/// A token valid for an hour of wall-clock time (the spiffe crate reads the system clock).
+fn mint(alg: &str, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = format!(r#"{{"alg":"{alg}","kid":"k1","typ":"JWT"}}"#);
+    let claims = format!(
+        r#"{{"sub":"spiffe://example.org/ns/prod/sa/web","aud":["svc"],"exp":{},"iat":{now}}}"#,
+        now + 3600
+    );
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(claims)
+    );
+    let sig = sign(input.as_bytes());
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
+}
+
+fn jwt_benches(c: &mut Criterion) {
+    let validator = JwtSvidValidator::new(["svc"]).unwrap();
+    let mut group = c.benchmark_group("jwt_svid");
+    for case in [JwtCase::es256(), JwtCase::rs256()] {
+        let (input, sig) = case.token.rsplit_once('.').unwrap();
+        let sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
+        // Every contender must accept the token, or the numbers compare failure paths.
+        case.floor_key.verify_sig(input.as_bytes(), &sig).unwrap();
+        validator
+            .validate(&case.token, &case.ours, SystemTime::now())
+            .unwrap();
+        spiffe::JwtSvid::parse_and_validate(&case.token, &case.spiffe, &["svc"]).unwrap();
+
+        group.bench_function(format!("{}/floor", case.name), |b| {
+            b.iter(|| {
+                case.floor_key
+                    .verify_sig(black_box(input.as_bytes()), black_box(&sig))
+                    .is_ok()
+            });
+        });
+        group.bench_function(format!("{}/ours", case.name), |b| {
+            let now = SystemTime::now();
+            b.iter(|| {
+                validator
+                    .validate(black_box(&case.token), &case.ours, now)
+                    .is_ok()
+            });
+        });
+        group.bench_function(format!("{}/spiffe_crate", case.name), |b| {
+            b.iter(|| {
+                spiffe::JwtSvid::parse_and_validate(black_box(&case.token), &case.spiffe, &["svc"])
+                    .is_ok()
+            });
+        });
+    }
+    group.finish();
+}
+
+// === X.509-SVID ===
+// (helper C: add `fn x509_benches(c: &mut Criterion)` here and list it in `criterion_group!`.)
+
+// === SPIFFE ID ===
+// (helper A: add `fn id_benches(c: &mut Criterion)` here and list it in `criterion_group!`.)
+
+criterion_group!(benches, jwt_benches);
+criterion_main!(benches);

@@ -1,0 +1,805 @@
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use super::*;
+use crate::bundle::testing::{TestKey, b64, jwt_set, p256, rsa2048};
+use crate::bundle::{BundleSet, EcCurve, JwtBundle, SpiffeBundle, X509Bundle};
+
+const NOW: i64 = 1_800_000_000;
+const SUB: &str = "spiffe://example.org/workload";
+
+fn now() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(NOW as u64)
+}
+
+fn header(alg: &str, kid: &str) -> String {
+    format!(r#"{{"alg":"{alg}","kid":"{kid}","typ":"JWT"}}"#)
+}
+
+fn claims_with(extra: &str) -> String {
+    format!(
+        r#"{{"sub":"{SUB}","aud":"svc","exp":{},"iat":{}{extra}}}"#,
+        NOW + 300,
+        NOW - 10
+    )
+}
+
+fn claims() -> String {
+    claims_with("")
+}
+
+fn validator() -> JwtSvidValidator {
+    JwtSvidValidator::new(["svc"]).unwrap()
+}
+
+fn es256_set() -> BundleSet {
+    jwt_set("example.org", vec![p256().authority("k1")])
+}
+
+fn es256(header: &str, claims: &str) -> String {
+    p256().jws(JwsAlgorithm::Es256, header, claims)
+}
+
+fn validate(token: &str) -> Result<JwtSvidClaims, JwtSvidError> {
+    validator().validate(token, &es256_set(), now())
+}
+
+fn err(token: &str) -> JwtSvidError {
+    validate(token).unwrap_err()
+}
+
+// === success ===
+
+#[test]
+fn valid_token_for_each_of_the_nine_algorithms() {
+    let p384 = TestKey::ec(EcCurve::P384);
+    let p521 = TestKey::ec(EcCurve::P521);
+    let set = jwt_set(
+        "example.org",
+        vec![
+            p256().authority("p256"),
+            p384.authority("p384"),
+            p521.authority("p521"),
+            rsa2048().authority("rsa"),
+        ],
+    );
+    for alg in JwsAlgorithm::ALL {
+        let (key, kid) = match alg {
+            JwsAlgorithm::Es256 => (p256(), "p256"),
+            JwsAlgorithm::Es384 => (&p384, "p384"),
+            JwsAlgorithm::Es512 => (&p521, "p521"),
+            _ => (rsa2048(), "rsa"),
+        };
+        let token = key.jws(alg, &header(alg.as_str(), kid), &claims());
+        let verified = validator().validate(&token, &set, now()).unwrap();
+        assert_eq!(verified.alg, alg);
+        assert_eq!(verified.kid, kid);
+    }
+}
+
+#[test]
+fn valid_token_yields_its_claims() {
+    let token = es256(
+        r#"{"alg":"ES256","kid":"k1"}"#,
+        &format!(
+            r#"{{"sub":"{SUB}","aud":["other","svc"],"exp":{},"nbf":{},"iat":{},"x":{{"y":[1]}}}}"#,
+            NOW + 60,
+            NOW - 5,
+            NOW - 10
+        ),
+    );
+    let verified = validate(&token).unwrap();
+    assert_eq!(verified.spiffe_id.as_str(), SUB);
+    assert_eq!(verified.audiences, ["other", "svc"]);
+    assert_eq!(verified.expires_at, now() + Duration::from_secs(60));
+    assert_eq!(verified.not_before, Some(now() - Duration::from_secs(5)));
+    assert_eq!(verified.issued_at, Some(now() - Duration::from_secs(10)));
+    assert_eq!(verified.claims_map().unwrap()["x"]["y"][0], 1);
+    assert!(!format!("{verified:?}").contains("claims_json"));
+}
+
+// === construction ===
+
+#[test]
+fn validator_needs_an_expected_audience() {
+    assert_eq!(
+        JwtSvidValidator::new(Vec::<String>::new()).unwrap_err(),
+        JwtSvidError::NoExpectedAudience
+    );
+    assert_eq!(
+        JwtSvidValidator::new(["a", ""]).unwrap_err(),
+        JwtSvidError::EmptyExpectedAudience { index: 1 }
+    );
+}
+
+#[test]
+fn validator_leeway_is_whole_seconds_up_to_the_maximum() {
+    assert_eq!(
+        validator().with_leeway(MAX_LEEWAY).unwrap().leeway(),
+        MAX_LEEWAY
+    );
+    for bad in [
+        MAX_LEEWAY + Duration::from_secs(1),
+        Duration::from_millis(1500),
+    ] {
+        assert!(matches!(
+            validator().with_leeway(bad).unwrap_err(),
+            JwtSvidError::InvalidLeeway { .. }
+        ));
+    }
+}
+
+#[test]
+fn validator_limits_must_be_in_range() {
+    assert!(validator().with_max_token_len(MAX_TOKEN_LEN_LIMIT).is_ok());
+    assert!(validator().with_max_token_len(0).is_err());
+    assert!(
+        validator()
+            .with_max_token_len(MAX_TOKEN_LEN_LIMIT + 1)
+            .is_err()
+    );
+    assert!(validator().with_max_audiences(1).is_ok());
+    assert!(validator().with_max_audiences(0).is_err());
+    assert!(validator().with_max_kidless_candidates(65).is_err());
+}
+
+// === size and form ===
+
+#[test]
+fn token_over_length_cap_is_rejected() {
+    let token = es256(&header("ES256", "k1"), &claims());
+    let at_cap = validator().with_max_token_len(token.len()).unwrap();
+    assert!(at_cap.validate(&token, &es256_set(), now()).is_ok());
+    let below = validator().with_max_token_len(token.len() - 1).unwrap();
+    assert_eq!(
+        below.validate(&token, &es256_set(), now()).unwrap_err(),
+        JwtSvidError::TokenTooLarge {
+            len: token.len(),
+            max: token.len() - 1
+        }
+    );
+}
+
+#[test]
+fn json_serialization_is_rejected() {
+    let token = r#"{"payload":"e30","signatures":[]}"#;
+    assert_eq!(err(token), JwtSvidError::JsonSerialization);
+}
+
+#[test]
+fn token_without_three_segments_is_rejected() {
+    let token = es256(&header("ES256", "k1"), &claims());
+    let two = token.rsplit_once('.').unwrap().0;
+    assert_eq!(err(two), JwtSvidError::SegmentCount { segments: 2 });
+    let five = format!("{token}.a.b");
+    assert_eq!(err(&five), JwtSvidError::SegmentCount { segments: 5 });
+}
+
+#[test]
+fn padded_or_non_base64url_segments_are_rejected() {
+    let token = es256(&header("ES256", "k1"), &claims());
+    let (h, rest) = token.split_once('.').unwrap();
+    let padded_header = format!("{h}=.{rest}");
+    assert_eq!(
+        err(&padded_header),
+        JwtSvidError::Base64 {
+            part: TokenPart::Header
+        }
+    );
+    let (c, s) = rest.split_once('.').unwrap();
+    let bad_claims = format!("{h}.{c}+.{s}");
+    assert_eq!(
+        err(&bad_claims),
+        JwtSvidError::Base64 {
+            part: TokenPart::Claims
+        }
+    );
+    let padded_sig = format!("{token}==");
+    assert_eq!(
+        err(&padded_sig),
+        JwtSvidError::Base64 {
+            part: TokenPart::Signature
+        }
+    );
+}
+
+#[test]
+fn oversized_signature_is_rejected() {
+    let token = es256(&header("ES256", "k1"), &claims());
+    let (input, _) = token.rsplit_once('.').unwrap();
+    let big = format!(
+        "{input}.{}",
+        URL_SAFE_NO_PAD.encode([7u8; MAX_SIGNATURE_LEN + 10])
+    );
+    assert_eq!(
+        err(&big),
+        JwtSvidError::Base64 {
+            part: TokenPart::Signature
+        }
+    );
+}
+
+// === header ===
+
+#[test]
+fn header_that_is_not_an_object_is_rejected() {
+    let token = es256("[1]", &claims());
+    assert!(matches!(
+        err(&token),
+        JwtSvidError::MalformedJson {
+            part: TokenPart::Header,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn header_members_outside_the_allow_list_are_rejected_by_name() {
+    for member in ["crit", "jku", "jwk", "x5u", "x5c", "b64", "cty", "x5t"] {
+        let token = es256(
+            &format!(r#"{{"alg":"ES256","kid":"k1","{member}":["x"]}}"#),
+            &claims(),
+        );
+        assert_eq!(
+            err(&token),
+            JwtSvidError::HeaderMemberNotAllowed {
+                member: member.to_owned()
+            }
+        );
+    }
+}
+
+#[test]
+fn header_duplicate_member_is_rejected() {
+    let token = es256(r#"{"alg":"ES256","kid":"k1","alg":"ES256"}"#, &claims());
+    assert_eq!(
+        err(&token),
+        JwtSvidError::DuplicateMember {
+            part: TokenPart::Header,
+            member: Some("alg")
+        }
+    );
+}
+
+#[test]
+fn header_alg_of_wrong_type_is_rejected() {
+    let token = es256(r#"{"alg":256,"kid":"k1"}"#, &claims());
+    assert_eq!(
+        err(&token),
+        JwtSvidError::WrongType {
+            part: TokenPart::Header,
+            member: "alg"
+        }
+    );
+}
+
+#[test]
+fn header_without_alg_is_rejected() {
+    let token = es256(r#"{"kid":"k1"}"#, &claims());
+    assert_eq!(err(&token), JwtSvidError::MissingAlg);
+}
+
+#[test]
+fn disallowed_algorithms_are_rejected_before_any_key_lookup() {
+    // An empty bundle set: had a key lookup happened first, the error would be NoBundle.
+    let empty = BundleSet::new();
+    for (alg, kind) in [
+        ("none", RejectedAlgorithm::None),
+        ("HS256", RejectedAlgorithm::Hmac),
+        ("HS512", RejectedAlgorithm::Hmac),
+        ("EdDSA", RejectedAlgorithm::EdDsa),
+        ("es256", RejectedAlgorithm::Other),
+        ("RS1", RejectedAlgorithm::Other),
+    ] {
+        let token = es256(&header(alg, "k1"), &claims());
+        assert_eq!(
+            validator().validate(&token, &empty, now()).unwrap_err(),
+            JwtSvidError::UnsupportedAlgorithm { kind },
+            "{alg}"
+        );
+    }
+}
+
+#[test]
+fn typ_must_be_jwt_or_jose() {
+    for typ in ["JWT", "JOSE"] {
+        let token = es256(
+            &format!(r#"{{"alg":"ES256","kid":"k1","typ":"{typ}"}}"#),
+            &claims(),
+        );
+        assert!(validate(&token).is_ok(), "{typ}");
+    }
+    for typ in ["jwt", "at+jwt", ""] {
+        let token = es256(
+            &format!(r#"{{"alg":"ES256","kid":"k1","typ":"{typ}"}}"#),
+            &claims(),
+        );
+        assert_eq!(err(&token), JwtSvidError::InvalidTyp, "{typ}");
+    }
+}
+
+// === kid ===
+
+#[test]
+fn kid_is_required_by_default() {
+    let token = es256(r#"{"alg":"ES256"}"#, &claims());
+    assert_eq!(err(&token), JwtSvidError::MissingKid);
+}
+
+#[test]
+fn kidless_token_is_tried_against_fitting_trust_domain_keys_when_enabled() {
+    let other = TestKey::ec(EcCurve::P256);
+    let set = jwt_set(
+        "example.org",
+        vec![
+            other.authority("first"),
+            rsa2048().authority("rsa"),
+            p256().authority("second"),
+        ],
+    );
+    let token = es256(r#"{"alg":"ES256"}"#, &claims());
+    let lenient = validator().with_kid_mode(KidMode::TryTrustDomainKeys);
+    assert_eq!(lenient.validate(&token, &set, now()).unwrap().kid, "second");
+
+    let forged = other.jws(JwsAlgorithm::Es256, r#"{"alg":"ES256"}"#, &claims());
+    let set = jwt_set("example.org", vec![p256().authority("only")]);
+    assert_eq!(
+        lenient.validate(&forged, &set, now()).unwrap_err(),
+        JwtSvidError::InvalidSignature
+    );
+}
+
+#[test]
+fn kidless_token_without_fitting_key_is_rejected() {
+    let set = jwt_set("example.org", vec![rsa2048().authority("rsa")]);
+    let token = es256(r#"{"alg":"ES256"}"#, &claims());
+    let lenient = validator().with_kid_mode(KidMode::TryTrustDomainKeys);
+    assert_eq!(
+        lenient.validate(&token, &set, now()).unwrap_err(),
+        JwtSvidError::NoCandidateKey {
+            alg: JwsAlgorithm::Es256
+        }
+    );
+}
+
+#[test]
+fn kidless_token_with_too_many_candidate_keys_is_rejected() {
+    let keys: Vec<TestKey> = (0..3).map(|_| TestKey::ec(EcCurve::P256)).collect();
+    let mut authorities: Vec<_> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| k.authority(&format!("k{i}")))
+        .collect();
+    authorities.push(p256().authority("real"));
+    let set = jwt_set("example.org", authorities);
+    let token = es256(r#"{"alg":"ES256"}"#, &claims());
+    let lenient = validator().with_kid_mode(KidMode::TryTrustDomainKeys);
+    assert!(
+        lenient
+            .clone()
+            .with_max_kidless_candidates(4)
+            .unwrap()
+            .validate(&token, &set, now())
+            .is_ok()
+    );
+    assert_eq!(
+        lenient
+            .with_max_kidless_candidates(3)
+            .unwrap()
+            .validate(&token, &set, now())
+            .unwrap_err(),
+        JwtSvidError::TooManyCandidateKeys { count: 4, max: 3 }
+    );
+}
+
+#[test]
+fn escaped_kid_is_matched_by_value() {
+    let token = es256(r#"{"alg":"ES256","kid":"k\u0031"}"#, &claims());
+    assert_eq!(validate(&token).unwrap().kid, "k1");
+}
+
+#[test]
+fn unknown_kid_is_rejected() {
+    let token = es256(&header("ES256", "k2"), &claims());
+    assert_eq!(err(&token), JwtSvidError::UnknownKid);
+}
+
+// === claims ===
+
+#[test]
+fn claims_that_are_not_an_object_are_rejected() {
+    let token = es256(&header("ES256", "k1"), "not json");
+    assert!(matches!(
+        err(&token),
+        JwtSvidError::MalformedJson {
+            part: TokenPart::Claims,
+            ..
+        }
+    ));
+    let trailing = es256(&header("ES256", "k1"), &format!("{} {{}}", claims()));
+    assert!(matches!(
+        err(&trailing),
+        JwtSvidError::MalformedJson {
+            part: TokenPart::Claims,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn missing_required_claims_are_rejected() {
+    for (claim, json) in [
+        ("sub", format!(r#"{{"aud":"svc","exp":{}}}"#, NOW + 60)),
+        ("aud", format!(r#"{{"sub":"{SUB}","exp":{}}}"#, NOW + 60)),
+        ("exp", format!(r#"{{"sub":"{SUB}","aud":"svc"}}"#)),
+    ] {
+        let token = es256(&header("ES256", "k1"), &json);
+        assert_eq!(err(&token), JwtSvidError::MissingClaim { claim });
+    }
+}
+
+#[test]
+fn claims_of_wrong_type_are_rejected() {
+    for (member, json) in [
+        (
+            "sub",
+            format!(r#"{{"sub":7,"aud":"svc","exp":{}}}"#, NOW + 60),
+        ),
+        (
+            "aud",
+            format!(r#"{{"sub":"{SUB}","aud":7,"exp":{}}}"#, NOW + 60),
+        ),
+        (
+            "aud",
+            format!(r#"{{"sub":"{SUB}","aud":["svc",7],"exp":{}}}"#, NOW + 60),
+        ),
+        (
+            "exp",
+            format!(r#"{{"sub":"{SUB}","aud":"svc","exp":"{}"}}"#, NOW + 60),
+        ),
+        (
+            "exp",
+            format!(r#"{{"sub":"{SUB}","aud":"svc","exp":{}.5}}"#, NOW + 60),
+        ),
+        (
+            "exp",
+            format!(r#"{{"sub":"{SUB}","aud":"svc","exp":{}}}"#, u64::MAX),
+        ),
+        (
+            "nbf",
+            format!(
+                r#"{{"sub":"{SUB}","aud":"svc","exp":{},"nbf":null}}"#,
+                NOW + 60
+            ),
+        ),
+        (
+            "iat",
+            format!(
+                r#"{{"sub":"{SUB}","aud":"svc","exp":{},"iat":[1]}}"#,
+                NOW + 60
+            ),
+        ),
+    ] {
+        let token = es256(&header("ES256", "k1"), &json);
+        assert_eq!(
+            err(&token),
+            JwtSvidError::WrongType {
+                part: TokenPart::Claims,
+                member
+            },
+            "{json}"
+        );
+    }
+}
+
+#[test]
+fn duplicate_claims_are_rejected() {
+    let token = es256(&header("ES256", "k1"), &claims_with(r#","sub":"x""#));
+    assert_eq!(
+        err(&token),
+        JwtSvidError::DuplicateMember {
+            part: TokenPart::Claims,
+            member: Some("sub")
+        }
+    );
+    let token = es256(
+        &header("ES256", "k1"),
+        &claims_with(r#","jti":"a","jti":"b""#),
+    );
+    assert_eq!(
+        err(&token),
+        JwtSvidError::DuplicateMember {
+            part: TokenPart::Claims,
+            member: None
+        }
+    );
+}
+
+#[test]
+fn claims_over_member_cap_are_rejected() {
+    let extra: String = (0..MAX_CLAIMS_MEMBERS)
+        .map(|i| format!(r#","c{i}":0"#))
+        .collect();
+    let token = es256(&header("ES256", "k1"), &claims_with(&extra));
+    assert_eq!(
+        err(&token),
+        JwtSvidError::TooManyClaims {
+            max: MAX_CLAIMS_MEMBERS
+        }
+    );
+}
+
+#[test]
+fn empty_audience_array_is_rejected() {
+    let json = format!(r#"{{"sub":"{SUB}","aud":[],"exp":{}}}"#, NOW + 60);
+    let token = es256(&header("ES256", "k1"), &json);
+    assert_eq!(err(&token), JwtSvidError::EmptyAudience);
+}
+
+#[test]
+fn audience_count_over_cap_is_rejected() {
+    let auds = |n: usize| {
+        let values: Vec<String> = (0..n).map(|i| format!(r#""a{i}""#)).collect();
+        format!(
+            r#"{{"sub":"{SUB}","aud":[{},"svc"],"exp":{}}}"#,
+            values.join(","),
+            NOW + 60
+        )
+    };
+    let at_cap = es256(&header("ES256", "k1"), &auds(DEFAULT_MAX_AUDIENCES - 1));
+    assert!(validate(&at_cap).is_ok());
+    let over = es256(&header("ES256", "k1"), &auds(DEFAULT_MAX_AUDIENCES));
+    assert_eq!(
+        err(&over),
+        JwtSvidError::TooManyAudiences {
+            max: DEFAULT_MAX_AUDIENCES
+        }
+    );
+}
+
+// === subject and trust domain ===
+
+#[test]
+fn subject_that_is_not_a_strict_spiffe_id_is_rejected() {
+    for sub in [
+        "spiffe://Example.org/w",
+        "https://example.org/w",
+        "spiffe://example.org/w/",
+    ] {
+        let json = format!(r#"{{"sub":"{sub}","aud":"svc","exp":{}}}"#, NOW + 60);
+        let token = es256(&header("ES256", "k1"), &json);
+        assert!(
+            matches!(err(&token), JwtSvidError::InvalidSubject { .. }),
+            "{sub}"
+        );
+    }
+}
+
+#[test]
+fn subject_from_trust_domain_without_bundle_is_rejected_without_echoing_it() {
+    let json = format!(
+        r#"{{"sub":"spiffe://elsewhere.test/w","aud":"svc","exp":{}}}"#,
+        NOW + 60
+    );
+    let token = es256(&header("ES256", "k1"), &json);
+    let error = err(&token);
+    assert_eq!(error, JwtSvidError::NoBundle);
+    assert!(!error.to_string().contains("elsewhere"));
+}
+
+#[test]
+fn keys_of_other_trust_domains_are_never_used() {
+    // The signing key is trusted, but only for other.org.
+    let mut set = jwt_set("other.org", vec![p256().authority("k1")]);
+    set.insert(SpiffeBundle::empty(crate::bundle::testing::td(
+        "example.org",
+    )))
+    .unwrap();
+    let token = es256(&header("ES256", "k1"), &claims());
+    assert_eq!(
+        validator().validate(&token, &set, now()).unwrap_err(),
+        JwtSvidError::UnknownKid
+    );
+}
+
+#[test]
+fn x509_authorities_are_never_used_for_jwt() {
+    let td = crate::bundle::testing::td("example.org");
+    let x509 = X509Bundle::new(
+        td.clone(),
+        vec![crate::bundle::testing::ca_cert(
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+        )],
+    )
+    .unwrap();
+    let mut set = BundleSet::new();
+    set.insert(SpiffeBundle::new(x509, JwtBundle::empty(td)).unwrap())
+        .unwrap();
+    let token = es256(&header("ES256", "k1"), &claims());
+    assert_eq!(
+        validator().validate(&token, &set, now()).unwrap_err(),
+        JwtSvidError::UnknownKid
+    );
+}
+
+// === key binding and signature ===
+
+#[test]
+fn alg_that_does_not_fit_the_key_is_rejected() {
+    let set = jwt_set(
+        "example.org",
+        vec![p256().authority("ec"), rsa2048().authority("rsa")],
+    );
+    for (alg, kid) in [
+        (JwsAlgorithm::Es384, "ec"),
+        (JwsAlgorithm::Rs256, "ec"),
+        (JwsAlgorithm::Es256, "rsa"),
+    ] {
+        let token = format!(
+            "{}.{}.{}",
+            b64(&header(alg.as_str(), kid)),
+            b64(&claims()),
+            URL_SAFE_NO_PAD.encode([1u8; 64])
+        );
+        assert_eq!(
+            validator().validate(&token, &set, now()).unwrap_err(),
+            JwtSvidError::AlgorithmKeyMismatch { alg },
+            "{alg} with {kid}"
+        );
+    }
+}
+
+#[test]
+fn alg_other_than_the_jwk_declared_alg_is_rejected() {
+    let mut authority = rsa2048().authority("rsa");
+    authority.alg = Some(JwsAlgorithm::Rs256);
+    let set = jwt_set("example.org", vec![authority]);
+    let ok = rsa2048().jws(JwsAlgorithm::Rs256, &header("RS256", "rsa"), &claims());
+    assert!(validator().validate(&ok, &set, now()).is_ok());
+    let token = rsa2048().jws(JwsAlgorithm::Ps256, &header("PS256", "rsa"), &claims());
+    assert_eq!(
+        validator().validate(&token, &set, now()).unwrap_err(),
+        JwtSvidError::AlgorithmKeyMismatch {
+            alg: JwsAlgorithm::Ps256
+        }
+    );
+}
+
+#[test]
+fn tampered_claims_fail_the_signature() {
+    let token = es256(&header("ES256", "k1"), &claims());
+    let parts: Vec<&str> = token.split('.').collect();
+    let other_claims = b64(&claims().replace("svc", "svd"));
+    let tampered = format!("{}.{other_claims}.{}", parts[0], parts[2]);
+    let validator = JwtSvidValidator::new(["svd"]).unwrap();
+    assert_eq!(
+        validator
+            .validate(&tampered, &es256_set(), now())
+            .unwrap_err(),
+        JwtSvidError::InvalidSignature
+    );
+}
+
+#[test]
+fn signature_by_another_key_is_rejected() {
+    let token =
+        TestKey::ec(EcCurve::P256).jws(JwsAlgorithm::Es256, &header("ES256", "k1"), &claims());
+    assert_eq!(err(&token), JwtSvidError::InvalidSignature);
+}
+
+#[test]
+fn time_and_audience_are_checked_only_after_the_signature() {
+    let json = format!(r#"{{"sub":"{SUB}","aud":"nobody","exp":{}}}"#, NOW - 3600);
+    let forged = TestKey::ec(EcCurve::P256).jws(JwsAlgorithm::Es256, &header("ES256", "k1"), &json);
+    assert_eq!(err(&forged), JwtSvidError::InvalidSignature);
+}
+
+// === time ===
+
+fn with_times(exp: i64, nbf: Option<i64>, iat: Option<i64>) -> String {
+    let mut json = format!(r#"{{"sub":"{SUB}","aud":"svc","exp":{exp}"#);
+    if let Some(nbf) = nbf {
+        json.push_str(&format!(r#","nbf":{nbf}"#));
+    }
+    if let Some(iat) = iat {
+        json.push_str(&format!(r#","iat":{iat}"#));
+    }
+    json.push('}');
+    es256(&header("ES256", "k1"), &json)
+}
+
+#[test]
+fn exp_at_now_minus_leeway_is_expired() {
+    let strict = validator().with_leeway(Duration::ZERO).unwrap();
+    let set = es256_set();
+    assert!(
+        strict
+            .validate(&with_times(NOW + 1, None, None), &set, now())
+            .is_ok()
+    );
+    assert_eq!(
+        strict
+            .validate(&with_times(NOW, None, None), &set, now())
+            .unwrap_err(),
+        JwtSvidError::Expired {
+            exp: NOW,
+            now: NOW,
+            leeway_secs: 0
+        }
+    );
+    // Default leeway 30 s.
+    assert!(validate(&with_times(NOW - 29, None, None)).is_ok());
+    assert!(matches!(
+        err(&with_times(NOW - 30, None, None)),
+        JwtSvidError::Expired { .. }
+    ));
+}
+
+#[test]
+fn now_is_truncated_to_whole_seconds() {
+    let strict = validator().with_leeway(Duration::ZERO).unwrap();
+    let almost = now() + Duration::from_millis(999);
+    assert!(
+        strict
+            .validate(&with_times(NOW + 1, None, None), &es256_set(), almost)
+            .is_ok()
+    );
+}
+
+#[test]
+fn nbf_beyond_leeway_is_rejected() {
+    assert!(validate(&with_times(NOW + 60, Some(NOW + 30), None)).is_ok());
+    assert!(matches!(
+        err(&with_times(NOW + 60, Some(NOW + 31), None)),
+        JwtSvidError::NotYetValid { nbf, .. } if nbf == NOW + 31
+    ));
+}
+
+#[test]
+fn iat_beyond_leeway_is_rejected() {
+    assert!(validate(&with_times(NOW + 60, None, Some(NOW + 30))).is_ok());
+    assert!(matches!(
+        err(&with_times(NOW + 60, None, Some(NOW + 31))),
+        JwtSvidError::IssuedInFuture { iat, .. } if iat == NOW + 31
+    ));
+}
+
+#[test]
+fn clock_before_epoch_is_rejected() {
+    let token = es256(&header("ES256", "k1"), &claims());
+    let before = UNIX_EPOCH - Duration::from_secs(1);
+    assert_eq!(
+        validator()
+            .validate(&token, &es256_set(), before)
+            .unwrap_err(),
+        JwtSvidError::ClockBeforeEpoch
+    );
+}
+
+// === audience ===
+
+#[test]
+fn audience_must_contain_an_expected_value() {
+    let token = es256(&header("ES256", "k1"), &claims());
+    let any_of = JwtSvidValidator::new(["x", "svc"]).unwrap();
+    assert!(any_of.validate(&token, &es256_set(), now()).is_ok());
+    let other = JwtSvidValidator::new(["x", "y"]).unwrap();
+    assert_eq!(
+        other.validate(&token, &es256_set(), now()).unwrap_err(),
+        JwtSvidError::AudienceMismatch
+    );
+}
+
+// === JwtSvid ===
+
+#[test]
+fn jwt_svid_redacts_debug_and_display() {
+    let token = es256(&header("ES256", "k1"), &claims());
+    let svid = JwtSvid::new(token.clone());
+    assert_eq!(svid.expose(), token);
+    let shown = format!("{svid:?} {svid}");
+    assert!(!shown.contains(&token[..10]), "{shown}");
+    assert!(shown.contains(&token.len().to_string()));
+}

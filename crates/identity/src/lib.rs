@@ -1,0 +1,20 @@
+//! SPIFFE identity validation for svid-broker.
+//!
+//! Sync code only (no async runtime): SPIFFE IDs and trust domains ([`id`]), authorizers
+//! ([`authorize`]), trust bundles ([`bundle`]), JWT-SVID validation ([`jwt`]), standalone
+//! X.509-SVID verification ([`x509`]) and the rustls verifiers built on it (`tls`, feature `rustls`).
+//! Every check takes the current time as an argument so tests can pin it.
+
+pub mod authorize;
+pub mod bundle;
+pub mod clock;
+pub mod id;
+pub mod jwt;
+#[cfg(feature = "rustls")]
+pub mod tls;
+pub mod x509;
+
+pub use authorize::{
+    AuthorizeError, Authorizer, AuthorizerConfigError, Captures, PathPattern, PatternError,
+};
+pub use id::{IdError, MAX_SPIFFE_ID_LEN, MAX_TRUST_DOMAIN_LEN, ParseMode, SpiffeId, TrustDomain};
