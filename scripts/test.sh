@@ -10,3 +10,7 @@ cd "$(dirname "$0")/.."
 
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked
+
+# The examples are documentation that must keep working: run them, not just build them.
+cargo run --locked -q -p svid-broker-examples --example validate_svids
+cargo run --locked -q -p svid-broker-examples --example workload_api_source

@@ -17,8 +17,15 @@ const SECOND: &str = "spiffe://example.org/ns/default/sa/batch";
 fn dev_serves_the_workload_api_writes_bundles_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let dir_arg = dir.path().to_str().unwrap();
-    let mut daemon =
-        Daemon::start_until_ready(&["dev", "--dir", dir_arg, "--spiffe-id", WORKLOAD, "--spiffe-id", SECOND]);
+    let mut daemon = Daemon::start_until_ready(&[
+        "dev",
+        "--dir",
+        dir_arg,
+        "--spiffe-id",
+        WORKLOAD,
+        "--spiffe-id",
+        SECOND,
+    ]);
 
     let socket = dir.path().join("workload.sock");
     assert!(socket.exists(), "DIR/workload.sock must exist once ready");
@@ -29,10 +36,17 @@ fn dev_serves_the_workload_api_writes_bundles_and_stops_on_sigterm() {
     let bundle = SpiffeBundle::parse_document(td, &document).unwrap();
     assert!(!bundle.x509().is_empty() && !bundle.jwt().is_empty());
     assert!(bundle.ignored().is_empty(), "{:?}", bundle.ignored());
-    assert_eq!(daemon.next_line(Duration::from_millis(200)), None, "stdout carries only `ready`");
+    assert_eq!(
+        daemon.next_line(Duration::from_millis(200)),
+        None,
+        "stdout carries only `ready`"
+    );
 
     let endpoint = format!("unix://{}", socket.display());
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let (svids, token) = runtime.block_on(async {
         let client = WorkloadApiClient::connect_to(&endpoint).await.unwrap();
         let svids = client.fetch_all_x509_svids().await.unwrap();
@@ -40,9 +54,17 @@ fn dev_serves_the_workload_api_writes_bundles_and_stops_on_sigterm() {
             .fetch_jwt_token(&["svid-broker"], None)
             .await
             .unwrap();
-        let source = X509Source::builder().endpoint(&endpoint).build().await.unwrap();
+        let source = X509Source::builder()
+            .endpoint(&endpoint)
+            .build()
+            .await
+            .unwrap();
         let default = source.svid().unwrap();
-        assert_eq!(default.spiffe_id().to_string(), WORKLOAD, "first --spiffe-id is the default");
+        assert_eq!(
+            default.spiffe_id().to_string(),
+            WORKLOAD,
+            "first --spiffe-id is the default"
+        );
         (svids, token)
     });
     let ids: Vec<String> = svids.iter().map(|s| s.spiffe_id().to_string()).collect();
@@ -51,7 +73,8 @@ fn dev_serves_the_workload_api_writes_bundles_and_stops_on_sigterm() {
     // What the Workload API hands out verifies offline against the files `dev` wrote.
     let mut set = BundleSet::new();
     set.insert(bundle).unwrap();
-    let claims = JwtSvidValidator::new(["svid-broker"]).unwrap()
+    let claims = JwtSvidValidator::new(["svid-broker"])
+        .unwrap()
         .validate(&token, &set, std::time::SystemTime::now())
         .unwrap();
     assert_eq!(claims.spiffe_id.as_str(), WORKLOAD);
@@ -63,7 +86,16 @@ fn dev_serves_the_workload_api_writes_bundles_and_stops_on_sigterm() {
         .collect();
     std::fs::write(&chain, pem_chain).unwrap();
     let bundle_arg = format!("example.org={}", dir.path().join("bundle.pem").display());
-    let out = run(&["verify", "x509", "--bundle", &bundle_arg, chain.to_str().unwrap()], None);
+    let out = run(
+        &[
+            "verify",
+            "x509",
+            "--bundle",
+            &bundle_arg,
+            chain.to_str().unwrap(),
+        ],
+        None,
+    );
     assert_eq!(out.code(), Some(0), "{out:?}");
     assert_eq!(out.stdout.trim(), SECOND);
     drop(runtime);
@@ -88,9 +120,20 @@ fn dev_rejects_bad_identities_before_starting() {
     let cases: &[(&[&str], &str)] = &[
         (&["--spiffe-id", "spiffe://Example.org/web"], "lower case"),
         (&["--spiffe-id", "spiffe://example.org"], "no path"),
-        (&["--spiffe-id", WORKLOAD, "--spiffe-id", "spiffe://other.org/x"], "not in trust domain"),
+        (
+            &[
+                "--spiffe-id",
+                WORKLOAD,
+                "--spiffe-id",
+                "spiffe://other.org/x",
+            ],
+            "not in trust domain",
+        ),
         (&["--spiffe-id", WORKLOAD, "--spiffe-id", WORKLOAD], "twice"),
-        (&["--spiffe-id", WORKLOAD, "--trust-domain", "other.org"], "not in trust domain"),
+        (
+            &["--spiffe-id", WORKLOAD, "--trust-domain", "other.org"],
+            "not in trust domain",
+        ),
     ];
     for (extra, rule) in cases {
         let out = run(&[&["dev", "--dir", dir_arg][..], extra].concat(), None);

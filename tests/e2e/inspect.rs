@@ -4,14 +4,26 @@ use crate::support::run;
 
 #[test]
 fn valid_id_exits_zero_and_prints_json() {
-    let out = run(&["inspect", "id", "--json", "spiffe://example.org/ns/prod/sa/api"], None);
+    let out = run(
+        &[
+            "inspect",
+            "id",
+            "--json",
+            "spiffe://example.org/ns/prod/sa/api",
+        ],
+        None,
+    );
     assert_eq!(out.code(), Some(0), "stderr: {}", out.stderr);
     let value: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
     assert_eq!(
         value,
         serde_json::json!({"trust_domain": "example.org", "path": "/ns/prod/sa/api"})
     );
-    assert_eq!(out.stdout.lines().count(), 1, "exactly one JSON object line");
+    assert_eq!(
+        out.stdout.lines().count(),
+        1,
+        "exactly one JSON object line"
+    );
     assert!(out.stderr.is_empty());
 }
 
@@ -28,7 +40,11 @@ fn trust_domain_only_id_has_empty_path() {
 fn human_output_names_trust_domain_and_path() {
     let out = run(&["inspect", "id", "spiffe://example.org/web"], None);
     assert_eq!(out.code(), Some(0), "stderr: {}", out.stderr);
-    assert!(out.stdout.contains("trust domain: example.org"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("trust domain: example.org"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("path: /web"), "{}", out.stdout);
 }
 
@@ -36,7 +52,10 @@ fn human_output_names_trust_domain_and_path() {
 #[test]
 fn invalid_ids_exit_one_with_one_line_naming_the_rule() {
     let cases: &[(&str, &str)] = &[
-        ("spiffe://Example.org/web", "trust domain must be lower case"),
+        (
+            "spiffe://Example.org/web",
+            "trust domain must be lower case",
+        ),
         ("SPIFFE://example.org/web", "scheme must be lower case"),
         ("https://example.org/web", "wrong scheme"),
         ("spiffe:///web", "trust domain is missing"),
@@ -48,7 +67,10 @@ fn invalid_ids_exit_one_with_one_line_naming_the_rule() {
         ("spiffe://example.org/web#x", "fragment"),
         ("spiffe://user@example.org/web", "userinfo"),
         ("spiffe://example.org:8080/web", "port"),
-        ("spiffe://example.org/w\u{e9}b", "path segments may only contain"),
+        (
+            "spiffe://example.org/w\u{e9}b",
+            "path segments may only contain",
+        ),
         ("", "spiffe id is empty"),
     ];
     for (input, rule_word) in cases {

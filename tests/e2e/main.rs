@@ -1,8 +1,14 @@
 //! End-to-end tests of the `svid-broker` binary: the CLI contracts scripts rely on, and the dev
 //! trust domain driven by the real `spiffe` crate client.
 
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "test harness helpers: a failed step must fail the test, with the step named"
+)]
+
 mod support;
 
-mod inspect;
 mod dev;
+mod inspect;
 mod verify;

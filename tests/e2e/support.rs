@@ -50,7 +50,8 @@ pub(crate) fn run(args: &[&str], stdin: Option<&str>) -> Output {
     }
     let stdout = drain(child.stdout.take().expect("stdout"));
     let stderr = drain(child.stderr.take().expect("stderr"));
-    let status = wait_bounded(&mut child, STEP_TIMEOUT).expect("svid-broker did not finish in time");
+    let status =
+        wait_bounded(&mut child, STEP_TIMEOUT).expect("svid-broker did not finish in time");
     Output {
         status,
         stdout: stdout.recv_timeout(STEP_TIMEOUT).expect("stdout"),
@@ -113,7 +114,10 @@ impl Daemon {
             }
         });
         let daemon = Daemon { child, lines };
-        let first = daemon.lines.recv_timeout(STEP_TIMEOUT).expect("no `ready` line in time");
+        let first = daemon
+            .lines
+            .recv_timeout(STEP_TIMEOUT)
+            .expect("no `ready` line in time");
         assert_eq!(first, "ready", "first stdout line must be exactly `ready`");
         daemon
     }
@@ -126,7 +130,10 @@ impl Daemon {
     /// Sends `signal` (e.g. "TERM") to this process only and waits for it to exit.
     pub(crate) fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
         let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-s", signal, &pid]).status().expect("run kill");
+        let sent = Command::new("kill")
+            .args(["-s", signal, &pid])
+            .status()
+            .expect("run kill");
         assert!(sent.success(), "kill -s {signal} {pid} failed");
         wait_bounded(&mut self.child, STEP_TIMEOUT).expect("svid-broker did not exit after signal")
     }

@@ -33,7 +33,11 @@ pub(crate) struct DevArgs {
     #[arg(long, value_name = "DIR", default_value_os_t = default_dev_dir())]
     pub(crate) dir: PathBuf,
     /// SPIFFE ID to issue SVIDs for; repeat for more. The first is the default identity.
-    #[arg(long = "spiffe-id", value_name = "ID", default_value = "spiffe://example.org/workload")]
+    #[arg(
+        long = "spiffe-id",
+        value_name = "ID",
+        default_value = "spiffe://example.org/workload"
+    )]
     pub(crate) spiffe_ids: Vec<String>,
     /// Trust domain of the CA; defaults to the trust domain of the first --spiffe-id.
     #[arg(long, value_name = "TD")]

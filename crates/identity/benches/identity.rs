@@ -35,6 +35,7 @@ struct JwtCase {
     token: String,
     floor_key: ParsedPublicKey,
     ours: BundleSet,
+    other_kid: BundleSet,
     spiffe: spiffe::JwtBundleSet,
 }
 
@@ -56,7 +57,7 @@ impl JwtCase {
                 .to_vec()
         });
         let floor_key = ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point).unwrap();
-        Self::new("es256", token, floor_key, key, &jwk)
+        Self::new("es256", token, floor_key, &key, &jwk)
     }
 
     fn rs256() -> Self {
@@ -84,26 +85,31 @@ impl JwtCase {
         let floor_key = RsaPublicKeyComponents { n, e }
             .to_parsed_public_key(&signature::RSA_PKCS1_2048_8192_SHA256)
             .unwrap();
-        Self::new("rs256", token, floor_key, key, &jwk)
+        Self::new("rs256", token, floor_key, &key, &jwk)
     }
 
     fn new(
         name: &'static str,
         token: String,
         floor_key: ParsedPublicKey,
-        key: JwtPublicKey,
+        key: &JwtPublicKey,
         jwk: &str,
     ) -> Self {
-        let td = TrustDomain::parse("example.org").unwrap();
-        let authority = JwtAuthority {
-            kid: "k1".to_owned(),
-            key,
-            alg: None,
+        let set = |kid: &str| {
+            let td = TrustDomain::parse("example.org").unwrap();
+            let authority = JwtAuthority {
+                kid: kid.to_owned(),
+                key: key.clone(),
+                alg: None,
+            };
+            let jwt = JwtBundle::new(td.clone(), vec![authority]).unwrap();
+            let mut set = BundleSet::new();
+            set.insert(SpiffeBundle::new(X509Bundle::empty(td), jwt).unwrap())
+                .unwrap();
+            set
         };
-        let jwt = JwtBundle::new(td.clone(), vec![authority]).unwrap();
-        let mut ours = BundleSet::new();
-        ours.insert(SpiffeBundle::new(X509Bundle::empty(td), jwt).unwrap())
-            .unwrap();
+        let ours = set("k1");
+        let other_kid = set("k2");
 
         let mut bundle = spiffe::JwtBundle::new(spiffe::TrustDomain::new("example.org").unwrap());
         bundle.add_jwk_authority_json(jwk.as_bytes()).unwrap();
@@ -115,6 +121,7 @@ impl JwtCase {
             token,
             floor_key,
             ours,
+            other_kid,
             spiffe,
         }
     }
@@ -168,6 +175,16 @@ fn jwt_benches(c: &mut Criterion) {
                     .is_ok()
             });
         });
+        // Everything before the signature: the same token against a bundle that lacks its kid
+        // is rejected right before verification, so this is the cost any caller can impose.
+        group.bench_function(format!("{}/ours_unknown_kid", case.name), |b| {
+            let now = SystemTime::now();
+            b.iter(|| {
+                validator
+                    .validate(black_box(&case.token), &case.other_kid, now)
+                    .is_err()
+            });
+        });
         group.bench_function(format!("{}/spiffe_crate", case.name), |b| {
             b.iter(|| {
                 spiffe::JwtSvid::parse_and_validate(black_box(&case.token), &case.spiffe, &["svc"])
@@ -179,10 +196,85 @@ fn jwt_benches(c: &mut Criterion) {
 }
 
 // === X.509-SVID ===
-// (helper C: add `fn x509_benches(c: &mut Criterion)` here and list it in `criterion_group!`.)
+
+// The unit tests' rcgen fixture generator (self-contained: rcgen, pki-types and std only).
+#[path = "../src/x509/fixtures.rs"]
+mod fixtures;
+
+fn x509_bundle_set(fx: &fixtures::Fixture) -> BundleSet {
+    let td = TrustDomain::parse(fx.bundle_td).unwrap();
+    let x509 = X509Bundle::new(td.clone(), fx.roots.clone()).unwrap();
+    let mut set = BundleSet::new();
+    set.insert(SpiffeBundle::new(x509, JwtBundle::empty(td)).unwrap())
+        .unwrap();
+    set
+}
+
+/// `ours`: the full `x509::verify` (caps, leaf profile, intermediates, per-TD bundle, path
+/// validation). `webpki_floor`: rustls-webpki path validation alone on the same chain and
+/// anchors, i.e. the signature checks any verifier must pay. P-256 throughout.
+fn x509_benches(c: &mut Criterion) {
+    let now = fixtures::now();
+    let webpki_now =
+        rustls_pki_types::UnixTime::since_unix_epoch(now.duration_since(UNIX_EPOCH).unwrap());
+    let cases = [
+        // Root in the bundle; leaf presented.
+        ("2_cert", fixtures::good_p256()),
+        // Root in the bundle; leaf and intermediate presented.
+        ("3_cert", fixtures::good_with_intermediate()),
+    ];
+    let mut group = c.benchmark_group("x509_svid");
+    for (name, fx) in &cases {
+        let set = x509_bundle_set(fx);
+        let anchors = set
+            .x509(&TrustDomain::parse(fx.bundle_td).unwrap())
+            .unwrap()
+            .trust_anchors()
+            .to_vec();
+        let floor = || {
+            let ee = webpki::EndEntityCert::try_from(&fx.chain[0])?;
+            ee.verify_for_usage(
+                svid_broker_identity::x509::SUPPORTED_SIG_ALGS,
+                &anchors,
+                &fx.chain[1..],
+                webpki_now,
+                webpki::KeyUsage::client_auth(),
+                None,
+                None,
+            )
+            .map(|_| ())
+        };
+        // Both must accept, or the numbers compare failure paths.
+        svid_broker_identity::x509::verify(&fx.chain, &set, now).unwrap();
+        floor().unwrap();
+
+        group.bench_function(format!("{name}/ours"), |b| {
+            b.iter(|| svid_broker_identity::x509::verify(black_box(&fx.chain), &set, now).is_ok());
+        });
+        group.bench_function(format!("{name}/webpki_floor"), |b| {
+            b.iter(|| black_box(floor()).is_ok());
+        });
+    }
+    group.finish();
+}
 
 // === SPIFFE ID ===
-// (helper A: add `fn id_benches(c: &mut Criterion)` here and list it in `criterion_group!`.)
 
-criterion_group!(benches, jwt_benches);
+fn id_benches(c: &mut Criterion) {
+    let mut group = c.benchmark_group("spiffe_id");
+    let typical = "spiffe://example.org/ns/production/sa/image-puller";
+    let long = format!("spiffe://example.org/{}", ["segment"; 200].join("/"));
+    group.bench_function("parse_typical", |b| {
+        b.iter(|| svid_broker_identity::SpiffeId::parse(black_box(typical)))
+    });
+    group.bench_function("parse_1.6kb", |b| {
+        b.iter(|| svid_broker_identity::SpiffeId::parse(black_box(&long)))
+    });
+    group.bench_function("spiffe_crate_typical", |b| {
+        b.iter(|| spiffe::SpiffeId::new(black_box(typical)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, id_benches, jwt_benches, x509_benches);
 criterion_main!(benches);

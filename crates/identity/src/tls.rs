@@ -12,6 +12,9 @@
 //! - **TLS 1.3 only.** `verify_tls12_signature` always fails with
 //!   [`TlsVerifyError::Tls12NotSupported`]; configure rustls with `TLS13` only. TLS 1.3 handshake
 //!   signatures are checked with the aws-lc-rs provider's algorithms.
+//! - **Same options as [`crate::x509::verify`]**: by default the leaf's EKU must be absent or hold
+//!   both serverAuth and clientAuth ([`EkuPolicy::Spiffe`](crate::x509::EkuPolicy::Spiffe)),
+//!   which satisfies either TLS role; `with_options` changes caps and EKU policy.
 //! - **No root hints**: `root_hint_subjects` is empty, since the acceptable roots depend on the
 //!   peer's trust domain, which is only known from its certificate.
 //! - **Errors**: [`X509SvidError::UnknownIssuer`] and [`X509SvidError::BadSignature`] map to the

@@ -34,7 +34,16 @@
 //!   is what an SVID usable for both sides of mTLS looks like. webpki's own EKU check is given a
 //!   validator that accepts anything, so the EKU of CA certificates is not constrained (as in
 //!   go-spiffe, which verifies with "any"); webpki still refuses an *empty* EKU extension.
-//! - Path validation does not check revocation (SPIFFE relies on short-lived SVIDs).
+//! - **URI name constraints are refused, not implemented**: webpki evaluates name constraints
+//!   itself during path building and fails closed on URI subtrees, so a correct implementation
+//!   here could not make such a chain pass; the specific error at least says why (§4.2 warns that
+//!   libraries without support reject these chains). DNS/IP/email constraints are enforced by
+//!   webpki as usual.
+//! - Not checked: revocation (SPIFFE relies on short-lived SVIDs), the validity of trust anchors
+//!   (RFC 5280 treats them as inputs), and the issuer-side rule that the URI SAN is critical when
+//!   the subject is empty.
+//!
+//! Test fixtures are minted by the rcgen generator in `x509/fixtures.rs`, one function per defect.
 
 #[cfg(test)]
 pub(crate) mod fixtures;
@@ -44,6 +53,7 @@ mod tests;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::clock::Rfc3339;
 use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor, UnixTime};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, GeneralSubtree, NameConstraints};
@@ -427,7 +437,11 @@ pub enum X509SvidError {
         index: usize,
     },
     /// A certificate's notAfter is before the verification time.
-    #[error("certificate {index} expired (notAfter {not_after:?}, now {now:?})")]
+    #[error(
+        "certificate {index} expired (notAfter {}, now {})",
+        Rfc3339(*.not_after),
+        Rfc3339(*.now)
+    )]
     CertExpired {
         /// Index in the presented chain.
         index: usize,
@@ -437,7 +451,11 @@ pub enum X509SvidError {
         now: SystemTime,
     },
     /// A certificate's notBefore is after the verification time.
-    #[error("certificate {index} is not valid yet (notBefore {not_before:?}, now {now:?})")]
+    #[error(
+        "certificate {index} is not valid yet (notBefore {}, now {})",
+        Rfc3339(*.not_before),
+        Rfc3339(*.now)
+    )]
     CertNotYetValid {
         /// Index in the presented chain.
         index: usize,

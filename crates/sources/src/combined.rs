@@ -125,18 +125,13 @@ impl fmt::Debug for CombinedBundles {
 #[cfg(test)]
 mod tests {
     use arc_swap::ArcSwap;
-    use svid_broker_identity::bundle::X509Bundle;
 
     use super::*;
     use crate::testutil::TestCa;
 
     fn set_with(td: &str, ca: &TestCa) -> BundleSet {
-        let td = TrustDomain::parse(td).unwrap();
-        let x509 = X509Bundle::new(td.clone(), vec![ca.der()]).unwrap();
-        let bundle =
-            SpiffeBundle::new(x509, svid_broker_identity::bundle::JwtBundle::empty(td)).unwrap();
         let mut set = BundleSet::new();
-        set.insert(bundle).unwrap();
+        set.insert(ca.spiffe_bundle(td)).unwrap();
         set
     }
 

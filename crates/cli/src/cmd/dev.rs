@@ -34,7 +34,10 @@ impl DevConfig {
         for raw in &args.spiffe_ids {
             let id = SpiffeId::parse(raw).map_err(|err| usage("--spiffe-id", err.to_string()))?;
             if id.is_trust_domain_id() {
-                return Err(usage("--spiffe-id", format!("{id} has no path; an SVID needs one")));
+                return Err(usage(
+                    "--spiffe-id",
+                    format!("{id} has no path; an SVID needs one"),
+                ));
             }
             if identities.contains(&id) {
                 return Err(usage("--spiffe-id", format!("{id} is given twice")));
@@ -55,7 +58,11 @@ impl DevConfig {
                 format!("{foreign} is not in trust domain {trust_domain}"),
             ));
         }
-        Ok(Self { dir: args.dir, trust_domain, identities })
+        Ok(Self {
+            dir: args.dir,
+            trust_domain,
+            identities,
+        })
     }
 }
 
@@ -65,7 +72,9 @@ pub(crate) fn run(args: DevArgs) -> Result<(), CliError> {
         .recursive(true)
         .mode(0o700)
         .create(&config.dir)
-        .map_err(|err| CliError::Dev(format!("cannot create {}: {err}", config.dir.display()).into()))?;
+        .map_err(|err| {
+            CliError::Dev(format!("cannot create {}: {err}", config.dir.display()).into())
+        })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -109,7 +118,10 @@ async fn serve(config: DevConfig) -> Result<(), CliError> {
             }
         }
     }
-    server.shutdown().await.map_err(|err| dev_error(Box::new(err)))
+    server
+        .shutdown()
+        .await
+        .map_err(|err| dev_error(Box::new(err)))
 }
 
 fn announce(config: &DevConfig, endpoint: &str) {
@@ -132,7 +144,10 @@ fn announce(config: &DevConfig, endpoint: &str) {
 /// a bundle.
 fn write_bundles(dir: &Path, td: &DevTrustDomain) -> Result<(), CliError> {
     write_atomic(&dir.join(BUNDLE_PEM), td.bundle_pem().as_bytes())?;
-    write_atomic(&dir.join(BUNDLE_DOCUMENT), td.bundle_document_json().as_bytes())
+    write_atomic(
+        &dir.join(BUNDLE_DOCUMENT),
+        td.bundle_document_json().as_bytes(),
+    )
 }
 
 fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), CliError> {

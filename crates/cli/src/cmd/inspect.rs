@@ -28,7 +28,11 @@ fn inspect_id(input: &str, json: bool) -> Result<(), CliError> {
             out,
             "{id}\ntrust domain: {}\npath: {}",
             id.trust_domain(),
-            if id.path().is_empty() { "(none: names the trust domain)" } else { id.path() }
+            if id.path().is_empty() {
+                "(none: names the trust domain)"
+            } else {
+                id.path()
+            }
         )
     };
     written.map_err(CliError::Output)

@@ -20,14 +20,26 @@ const MAX_STDIN_TOKEN_BYTES: u64 = 1024 * 1024;
 
 pub(crate) fn run(cmd: VerifyCommand) -> Result<(), CliError> {
     match cmd {
-        VerifyCommand::Jwt { bundles, audiences, at, leeway, token } => {
+        VerifyCommand::Jwt {
+            bundles,
+            audiences,
+            at,
+            leeway,
+            token,
+        } => {
             let bundles = load_bundles(&bundles, BundleKind::Document)?;
-            let mut validator = JwtSvidValidator::new(audiences)
-                .map_err(|err| CliError::Usage { arg: "--audience", reason: err.to_string() })?;
+            let mut validator =
+                JwtSvidValidator::new(audiences).map_err(|err| CliError::Usage {
+                    arg: "--audience",
+                    reason: err.to_string(),
+                })?;
             if let Some(seconds) = leeway {
                 validator = validator
                     .with_leeway(Duration::from_secs(seconds))
-                    .map_err(|err| CliError::Usage { arg: "--leeway", reason: err.to_string() })?;
+                    .map_err(|err| CliError::Usage {
+                        arg: "--leeway",
+                        reason: err.to_string(),
+                    })?;
             }
             let token = read_token(&token)?;
             let claims = validator
@@ -50,7 +62,9 @@ fn print_line(line: &str) -> Result<(), CliError> {
 }
 
 fn time_at(at: Option<u64>) -> SystemTime {
-    at.map_or_else(SystemTime::now, |secs| UNIX_EPOCH + Duration::from_secs(secs))
+    at.map_or_else(SystemTime::now, |secs| {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,11 +82,16 @@ fn load_bundles(specs: &[String], kind: BundleKind) -> Result<BundleSet, CliErro
             arg: "--bundle",
             reason: format!("expected TD=FILE, got {spec:?}"),
         })?;
-        let td = TrustDomain::parse_id_or_name(td)
-            .map_err(|err| CliError::Usage { arg: "--bundle", reason: err.to_string() })?;
+        let td = TrustDomain::parse_id_or_name(td).map_err(|err| CliError::Usage {
+            arg: "--bundle",
+            reason: err.to_string(),
+        })?;
         let path = PathBuf::from(path);
         let bytes = read_capped(&path)?;
-        let bundle_error = |source| CliError::Bundle { path: path.clone(), source };
+        let bundle_error = |source| CliError::Bundle {
+            path: path.clone(),
+            source,
+        };
         let is_document = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
         let bundle = if is_document {
             SpiffeBundle::parse_document(td, &bytes).map_err(bundle_error)?
@@ -91,14 +110,22 @@ fn load_bundles(specs: &[String], kind: BundleKind) -> Result<BundleSet, CliErro
 }
 
 fn read_capped(path: &Path) -> Result<Vec<u8>, CliError> {
-    let read_error = |source| CliError::Read { path: path.to_path_buf(), source };
+    let read_error = |source| CliError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
     let file = std::fs::File::open(path).map_err(read_error)?;
     let mut bytes = Vec::new();
-    file.take(MAX_INPUT_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(read_error)?;
+    file.take(MAX_INPUT_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
     if bytes.len() as u64 > MAX_INPUT_FILE_BYTES {
         return Err(CliError::Usage {
             arg: "file",
-            reason: format!("{} is larger than {MAX_INPUT_FILE_BYTES} bytes", path.display()),
+            reason: format!(
+                "{} is larger than {MAX_INPUT_FILE_BYTES} bytes",
+                path.display()
+            ),
         });
     }
     Ok(bytes)
@@ -113,7 +140,10 @@ fn read_token(arg: &str) -> Result<String, CliError> {
         .lock()
         .take(MAX_STDIN_TOKEN_BYTES)
         .read_to_string(&mut token)
-        .map_err(|source| CliError::Read { path: PathBuf::from("<stdin>"), source })?;
+        .map_err(|source| CliError::Read {
+            path: PathBuf::from("<stdin>"),
+            source,
+        })?;
     Ok(token)
 }
 

@@ -113,7 +113,16 @@ fn x509_bundle_from_pem_without_certificates_is_rejected() {
 fn x509_bundle_from_pem_over_size_cap_is_rejected() {
     let text = " ".repeat(MAX_PEM_BUNDLE_BYTES + 1);
     let err = X509Bundle::from_pem(td("example.org"), text.as_bytes()).unwrap_err();
-    assert!(matches!(err, BundleError::TooLarge { what: "pem bundle", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            BundleError::TooLarge {
+                what: "pem bundle",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -286,7 +295,8 @@ fn authority_declared_alg_must_equal_token_alg() {
 fn document_round_trips_through_json() {
     let cert = ca_cert(&rcgen::PKCS_ECDSA_P256_SHA256);
     let ed_cert = ca_cert(&rcgen::PKCS_ED25519);
-    let x509 = X509Bundle::new(td("example.org"), vec![cert, ed_cert]).unwrap();
+    let rsa_cert = ca_cert(&rcgen::PKCS_RSA_SHA256);
+    let x509 = X509Bundle::new(td("example.org"), vec![cert, ed_cert, rsa_cert]).unwrap();
     let mut rsa = rsa2048().authority("rsa");
     rsa.alg = Some(JwsAlgorithm::Ps256);
     let jwt = JwtBundle::new(td("example.org"), vec![p256().authority("ec"), rsa]).unwrap();
@@ -309,9 +319,12 @@ fn document_round_trips_through_json() {
     assert_eq!(keys[0]["crv"], "P-256");
     assert_eq!(keys[0]["use"], "x509-svid");
     assert_eq!(keys[1]["kty"], "OKP");
-    assert_eq!(keys[2]["use"], "jwt-svid");
-    assert_eq!(keys[3]["kty"], "RSA");
-    assert_eq!(keys[3]["alg"], "PS256");
+    assert_eq!(keys[2]["kty"], "RSA");
+    assert_eq!(keys[2]["e"], "AQAB");
+    assert_eq!(keys[3]["use"], "jwt-svid");
+    assert_eq!(keys[3]["kid"], "ec");
+    assert_eq!(keys[4]["kty"], "RSA");
+    assert_eq!(keys[4]["alg"], "PS256");
 }
 
 #[test]
@@ -621,6 +634,7 @@ fn bundle_set_insert_rejects_second_bundle_for_a_trust_domain() {
         ["example.org", "other.org"]
     );
     assert!(set.x509(&td("third.org")).is_none());
+    assert!(set.get_by_name("other.org").is_some());
 }
 
 #[test]
@@ -673,4 +687,18 @@ fn providers_return_the_current_set() {
     next.insert(SpiffeBundle::empty(td("example.org"))).unwrap();
     swap.store(Arc::new(next));
     assert_eq!(swap.bundles().len(), 1);
+}
+
+// === properties ===
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_documents_never_panic_and_round_trip(json in "\\PC{0,200}") {
+        if let Ok(bundle) = parse(&json) {
+            let again = parse(&bundle.to_document_json()).unwrap();
+            proptest::prop_assert_eq!(again.jwt().authorities(), bundle.jwt().authorities());
+            proptest::prop_assert_eq!(again.sequence(), bundle.sequence());
+        }
+        let _ = BundleSet::parse_bundle_map(json.as_bytes());
+    }
 }

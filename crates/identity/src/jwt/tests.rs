@@ -803,3 +803,22 @@ fn jwt_svid_redacts_debug_and_display() {
     assert!(!shown.contains(&token[..10]), "{shown}");
     assert!(shown.contains(&token.len().to_string()));
 }
+
+// === properties ===
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_compact_tokens_never_validate(token in "[A-Za-z0-9_.-]{0,400}") {
+        let set = es256_set();
+        let lenient = validator().with_kid_mode(KidMode::TryTrustDomainKeys);
+        proptest::prop_assert!(validator().validate(&token, &set, now()).is_err());
+        proptest::prop_assert!(lenient.validate(&token, &set, now()).is_err());
+    }
+
+    #[test]
+    fn arbitrary_signed_json_never_panics(header in "\\PC{0,60}", claims in "\\PC{0,120}") {
+        // Signed with the trusted key, so parsing, time and audience checks all run.
+        let token = es256(&header, &claims);
+        let _ = validate(&token);
+    }
+}

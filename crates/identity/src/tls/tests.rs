@@ -288,3 +288,61 @@ fn peer_spiffe_id_needs_a_single_valid_uri_san() {
     let fx = fixtures::good_p256();
     assert_eq!(peer_spiffe_id(&fx.chain), Some(id(fixtures::LEAF_ID)));
 }
+
+#[test]
+fn expired_client_certificate_reason_survives() {
+    let root = Ca::root(fixtures::TD);
+    let bundles = provider_with(fixtures::TD, vec![root.cert().clone()]);
+    let expired = fixtures::expired_signed_by(&root);
+    let client = Party {
+        chain: expired.chain,
+        key: PrivateKeyDer::from(expired.leaf_key),
+    };
+    let (client, server) = connections(
+        client,
+        party(&root, SERVER_ID),
+        Arc::clone(&bundles),
+        Authorizer::member_of(TrustDomain::parse(fixtures::TD).unwrap()),
+        bundles,
+        Authorizer::exact(id(SERVER_ID)),
+    );
+    match handshake(client, server) {
+        Err(Failed::Server(e)) => assert!(matches!(
+            other_error::<X509SvidError>(&e),
+            X509SvidError::CertExpired { index: 0, .. }
+        )),
+        other => panic!("expected a server-side failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn verifiers_read_the_current_bundles_at_each_handshake() {
+    let root = Ca::root(fixtures::TD);
+    let swap = Arc::new(arc_swap::ArcSwap::from_pointee(BundleSet::new()));
+    let server_bundles: Arc<dyn BundleProvider> = Arc::clone(&swap) as Arc<dyn BundleProvider>;
+    let client_bundles = provider_with(fixtures::TD, vec![root.cert().clone()]);
+    let attempt = || {
+        let (client, server) = connections(
+            party(&root, CLIENT_ID),
+            party(&root, SERVER_ID),
+            Arc::clone(&server_bundles),
+            Authorizer::exact(id(CLIENT_ID)),
+            Arc::clone(&client_bundles),
+            Authorizer::exact(id(SERVER_ID)),
+        );
+        handshake(client, server)
+    };
+
+    // No bundle for the client's trust domain yet: refused.
+    assert!(matches!(attempt(), Err(Failed::Server(_))));
+
+    let td = TrustDomain::parse(fixtures::TD).unwrap();
+    let x509 = X509Bundle::new(td.clone(), vec![root.cert().clone()]).unwrap();
+    let mut set = BundleSet::new();
+    set.insert(SpiffeBundle::new(x509, JwtBundle::empty(td)).unwrap())
+        .unwrap();
+    swap.store(Arc::new(set));
+
+    // Same verifier type, new snapshot: accepted.
+    attempt().unwrap();
+}

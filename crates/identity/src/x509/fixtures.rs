@@ -349,6 +349,16 @@ pub(crate) fn leaf_no_key_usage() -> Fixture {
     direct_p256(&p)
 }
 
+/// Leaf with a second keyUsage extension (digitalSignature only) after rcgen's own.
+pub(crate) fn leaf_duplicate_key_usage() -> Fixture {
+    let mut p = leaf_params(LEAF_ID);
+    // KeyUsage ::= BIT STRING; 0x80 = digitalSignature, 7 unused bits.
+    let mut ext = CustomExtension::from_oid_content(&[2, 5, 29, 15], tlv(0x03, &[0x07, 0x80]));
+    ext.set_criticality(true);
+    p.custom_extensions.push(ext);
+    direct_p256(&p)
+}
+
 /// Leaf with two URI SANs; the second is not even a SPIFFE ID.
 pub(crate) fn leaf_two_uri_sans() -> Fixture {
     let mut p = leaf_params(LEAF_ID);
@@ -385,17 +395,31 @@ pub(crate) fn leaf_eku_server_only() -> Fixture {
     direct_p256(&p)
 }
 
-/// Leaf with a 1024-bit RSA key (the key is random bytes: no private key exists, none is needed
-/// to show that the verifier refuses it).
-pub(crate) fn rsa_1024_leaf() -> Fixture {
+/// Root → leaf whose key has no private half (see [`RawPublicKey`]).
+fn leaf_with_raw_key(public_key: &RawPublicKey) -> Fixture {
     let root = Ca::root(TD);
     Fixture {
-        chain: vec![root.sign(&leaf_params(LEAF_ID), &RawRsaPublicKey::new(1024))],
+        chain: vec![root.sign(&leaf_params(LEAF_ID), public_key)],
         bundle_td: TD,
         roots: vec![root.cert().clone()],
-        // Unrelated key: the certificate's key has no private half.
+        // Unrelated key: the certificate's own key has no private half.
         leaf_key: pkcs8(&key(&rcgen::PKCS_ECDSA_P256_SHA256)),
     }
+}
+
+/// Leaf with a 1024-bit RSA key.
+pub(crate) fn rsa_1024_leaf() -> Fixture {
+    leaf_with_raw_key(&RawPublicKey::rsa(1024))
+}
+
+/// Leaf with an 8200-bit RSA key (above the 8192-bit maximum).
+pub(crate) fn leaf_rsa_too_large() -> Fixture {
+    leaf_with_raw_key(&RawPublicKey::rsa(8200))
+}
+
+/// Leaf with an ML-DSA-44 key (a key type outside the allowed set).
+pub(crate) fn leaf_unsupported_key_algorithm() -> Fixture {
+    leaf_with_raw_key(&RawPublicKey::opaque(&rcgen::PKCS_ML_DSA_44, 1312))
 }
 
 /// Leaf with a P-521 key (a curve outside the allowed set).
@@ -549,9 +573,20 @@ pub(crate) fn chain_too_long() -> Fixture {
 
 /// A leaf whose validity ended before [`now`].
 pub(crate) fn expired() -> Fixture {
+    expired_signed_by(&Ca::root(TD))
+}
+
+/// A leaf of `ca` whose validity ended before [`now`] (for handshakes with a shared root).
+pub(crate) fn expired_signed_by(ca: &Ca) -> Fixture {
     let mut p = leaf_params(LEAF_ID);
     p.not_after = rcgen::date_time_ymd(2026, 3, 1);
-    direct_p256(&p)
+    let leaf_key = key(&rcgen::PKCS_ECDSA_P256_SHA256);
+    Fixture {
+        chain: vec![ca.sign(&p, &leaf_key)],
+        bundle_td: TD,
+        roots: vec![ca.cert().clone()],
+        leaf_key: pkcs8(&leaf_key),
+    }
 }
 
 /// A leaf whose validity starts after [`now`].
@@ -617,15 +652,17 @@ fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     out
 }
 
-/// An RSA public key of a chosen size with no private half, for size-policy tests.
+/// A public key with no private half, for key-policy tests: the certificate can be signed by
+/// its issuer, but nobody can use the key.
 #[derive(Debug)]
-pub(crate) struct RawRsaPublicKey {
+pub(crate) struct RawPublicKey {
     der: Vec<u8>,
+    alg: &'static SignatureAlgorithm,
 }
 
-impl RawRsaPublicKey {
-    /// A `bits`-bit modulus (top bit set, odd) with exponent 65537.
-    pub(crate) fn new(bits: usize) -> Self {
+impl RawPublicKey {
+    /// An RSA key with a `bits`-bit modulus (top bit set, odd) and exponent 65537.
+    pub(crate) fn rsa(bits: usize) -> Self {
         let mut modulus = vec![0x5a_u8; bits / 8];
         modulus[0] = 0xc5;
         if let Some(last) = modulus.last_mut() {
@@ -638,16 +675,25 @@ impl RawRsaPublicKey {
         body.extend_from_slice(&tlv(0x02, &[0x01, 0x00, 0x01]));
         Self {
             der: tlv(0x30, &body),
+            alg: &rcgen::PKCS_RSA_SHA256,
+        }
+    }
+
+    /// Arbitrary key bytes under `alg`'s SubjectPublicKeyInfo algorithm identifier.
+    pub(crate) fn opaque(alg: &'static SignatureAlgorithm, len: usize) -> Self {
+        Self {
+            der: vec![0x42; len],
+            alg,
         }
     }
 }
 
-impl PublicKeyData for RawRsaPublicKey {
+impl PublicKeyData for RawPublicKey {
     fn der_bytes(&self) -> &[u8] {
         &self.der
     }
 
     fn algorithm(&self) -> &'static SignatureAlgorithm {
-        &rcgen::PKCS_RSA_SHA256
+        self.alg
     }
 }

@@ -262,6 +262,17 @@ fn leaf_no_key_usage_is_refused() {
     );
 }
 
+#[test]
+fn duplicate_leaf_extension_is_refused() {
+    assert_eq!(
+        err(&fixtures::leaf_duplicate_key_usage()),
+        X509SvidError::MalformedExtension {
+            index: 0,
+            extension: CertExtension::KeyUsage
+        }
+    );
+}
+
 // === leaf profile: EKU ===
 
 #[test]
@@ -317,6 +328,28 @@ fn rsa_1024_leaf_is_refused() {
             bits: 1024,
             min: MIN_RSA_KEY_BITS,
             max: MAX_RSA_KEY_BITS
+        }
+    );
+}
+
+#[test]
+fn rsa_leaf_above_8192_bits_is_refused() {
+    assert_eq!(
+        err(&fixtures::leaf_rsa_too_large()),
+        X509SvidError::LeafRsaKeySize {
+            bits: 8200,
+            min: MIN_RSA_KEY_BITS,
+            max: MAX_RSA_KEY_BITS
+        }
+    );
+}
+
+#[test]
+fn leaf_key_of_another_algorithm_is_refused() {
+    assert_eq!(
+        err(&fixtures::leaf_unsupported_key_algorithm()),
+        X509SvidError::LeafKeyAlgorithmUnsupported {
+            algorithm_oid: "2.16.840.1.101.3.4.3.17".to_owned()
         }
     );
 }

@@ -21,7 +21,9 @@
 //! - The bundles of both streams are converted into one [`BundleSet`]: X.509 authorities (DER)
 //!   become [`X509Bundle`]s; the JWT authorities, which the `spiffe` crate keeps as raw JWK JSON,
 //!   are reassembled into a JWK Set and parsed with [`SpiffeBundle::parse_document`], so the
-//!   identity crate's key rules apply (only `use: jwt-svid` keys count). The set is re-published
+//!   identity crate's key rules apply (only `use: jwt-svid` keys count). One caveat: the
+//!   `spiffe` crate indexes JWT authorities by `kid` and silently keeps the last of duplicates,
+//!   so a duplicate-`kid` JWKS from the agent is not rejected here. The set is re-published
 //!   on every update of either stream. A conversion failure or withdrawal keeps the last good
 //!   set and is recorded in [`WorkloadApiSource::last_error`].
 //! - [`WorkloadApiSource::x509_svid`] returns the current own X.509-SVID with its key in a
@@ -312,6 +314,8 @@ impl WorkloadApiSource {
             Err(e) => return Err(classify_jwt(e, &endpoint, timeout).await),
         };
 
+        // Subscribe before the first conversion, so an update racing it is not lost.
+        let (x509_updates, jwt_updates) = (x509.updated(), jwt.updated());
         let initial = convert(&x509, &jwt)?;
         let inner = Arc::new(Inner {
             x509,
@@ -319,11 +323,7 @@ impl WorkloadApiSource {
             snapshot: Snapshot::new(initial),
             status: Mutex::new(Status::default()),
         });
-        let task = handle.spawn(follow(
-            Arc::downgrade(&inner),
-            inner.x509.updated(),
-            inner.jwt.updated(),
-        ));
+        let task = handle.spawn(follow(Arc::downgrade(&inner), x509_updates, jwt_updates));
         Ok(Self {
             inner,
             _task: AbortOnDrop(task),
@@ -441,7 +441,7 @@ impl Inner {
     }
 }
 
-/// Re-publishes on every update of either stream until both sources close or the source drops.
+/// Re-publishes on every update of either stream until either source closes or ours drops.
 async fn follow(
     weak: std::sync::Weak<Inner>,
     mut x509_updates: spiffe::X509SourceUpdates,

@@ -1,0 +1,3 @@
+//! Registry access policy for svid-broker.
+
+pub mod scope;
