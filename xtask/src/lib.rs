@@ -22,16 +22,29 @@ pub struct ProtoFile {
 }
 
 /// Every proto file the workspace generates code for.
-pub const PROTO_FILES: &[ProtoFile] = &[ProtoFile {
-    proto: "spiffe/workload.proto",
-    // The Workload API has no proto package (its wire paths are `/SpiffeWorkloadAPI/...`).
-    generated: "_.rs",
-    checked_in: "workload.rs",
-}];
+pub const PROTO_FILES: &[ProtoFile] = &[
+    ProtoFile {
+        proto: "spiffe/workload.proto",
+        // The Workload API has no proto package (its wire paths are `/SpiffeWorkloadAPI/...`).
+        generated: "_.rs",
+        checked_in: "workload.rs",
+    },
+    ProtoFile {
+        proto: "svid_broker/v1/exchange.proto",
+        generated: "svid_broker.v1.rs",
+        checked_in: "exchange.rs",
+    },
+];
 
 /// Messages generated without `#[derive(Debug)]`, because they hold a private key or a token;
 /// `svid-broker-proto` implements a redacting `Debug` for each.
-pub const REDACTED_DEBUG: &[&str] = &[".X509SVID", ".JWTSVID", ".ValidateJWTSVIDRequest"];
+pub const REDACTED_DEBUG: &[&str] = &[
+    ".X509SVID",
+    ".JWTSVID",
+    ".ValidateJWTSVIDRequest",
+    ".svid_broker.v1.ExchangeRequest",
+    ".svid_broker.v1.ExchangeResponse",
+];
 
 /// The proto include directory, relative to the workspace root.
 pub const PROTO_DIR: &str = "proto";

@@ -14,13 +14,11 @@ fn drift_is_detected() {
     // drift error that tells how to regenerate.
     let root = xtask::workspace_root();
     let scratch = tempfile::tempdir().unwrap();
-    let proto_dst = scratch.path().join(xtask::PROTO_DIR).join("spiffe");
-    std::fs::create_dir_all(&proto_dst).unwrap();
-    std::fs::copy(
-        root.join(xtask::PROTO_DIR).join("spiffe/workload.proto"),
-        proto_dst.join("workload.proto"),
-    )
-    .unwrap();
+    for file in xtask::PROTO_FILES {
+        let dst = scratch.path().join(xtask::PROTO_DIR).join(file.proto);
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(root.join(xtask::PROTO_DIR).join(file.proto), dst).unwrap();
+    }
     let written = xtask::codegen(scratch.path()).unwrap();
     assert_eq!(written.len(), xtask::PROTO_FILES.len());
     xtask::check(scratch.path()).unwrap();

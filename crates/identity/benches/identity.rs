@@ -20,7 +20,7 @@ use aws_lc_rs::signature::{
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use svid_broker_identity::bundle::{
     BundleSet, EcCurve, JwtAuthority, JwtBundle, JwtPublicKey, SpiffeBundle, X509Bundle,
 };
@@ -277,4 +277,58 @@ fn id_benches(c: &mut Criterion) {
 }
 
 criterion_group!(benches, id_benches, jwt_benches, x509_benches);
-criterion_main!(benches);
+
+// === Instruction counts ===
+//
+// Wall-clock ratios on a shared 2-core machine move by 10-20% between runs. Instruction counts
+// under callgrind do not, so the JWT comparison is also measured that way:
+//
+//   SVID_BENCH_INSTRUCTIONS=es256/ours valgrind --tool=callgrind \
+//     --toggle-collect='*measured_loop*' target/release/deps/identity-<hash>
+//
+// counts only what `measured_loop` runs (COUNT validations), not key generation or setup.
+
+const INSTRUCTION_COUNT_ITERATIONS: usize = 200;
+
+#[inline(never)]
+fn measured_loop(iterations: usize, mut one: impl FnMut() -> bool) -> usize {
+    (0..iterations).filter(|_| black_box(one())).count()
+}
+
+fn count_instructions(spec: &str) {
+    let (alg, contender) = spec.split_once('/').expect("spec is ALG/CONTENDER");
+    let case = match alg {
+        "es256" => JwtCase::es256(),
+        "rs256" => JwtCase::rs256(),
+        other => panic!("unknown alg {other}"),
+    };
+    let validator = JwtSvidValidator::new(["svc"]).unwrap();
+    let (input, sig) = case.token.rsplit_once('.').unwrap();
+    let sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
+    let now = SystemTime::now();
+    let ok = match contender {
+        "floor" => measured_loop(INSTRUCTION_COUNT_ITERATIONS, || {
+            case.floor_key.verify_sig(input.as_bytes(), &sig).is_ok()
+        }),
+        "ours" => measured_loop(INSTRUCTION_COUNT_ITERATIONS, || {
+            validator.validate(&case.token, &case.ours, now).is_ok()
+        }),
+        "spiffe_crate" => measured_loop(INSTRUCTION_COUNT_ITERATIONS, || {
+            spiffe::JwtSvid::parse_and_validate(&case.token, &case.spiffe, &["svc"]).is_ok()
+        }),
+        other => panic!("unknown contender {other}"),
+    };
+    assert_eq!(
+        ok, INSTRUCTION_COUNT_ITERATIONS,
+        "every iteration must accept the token"
+    );
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("SVID_BENCH_INSTRUCTIONS") {
+        count_instructions(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

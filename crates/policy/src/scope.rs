@@ -429,6 +429,11 @@ pub(crate) fn check_component(c: &[u8], base: usize) -> Result<(), NameError> {
     Ok(())
 }
 
+/// True when `h` is a `host[:port]` per distribution's domain grammar.
+pub(crate) fn is_host(h: &str) -> bool {
+    check_host(h.as_bytes()).is_ok()
+}
+
 /// `domain := domain-component ('.' domain-component)* [':' port]` or `'[' ipv6 ']' [':' port]`.
 fn check_host(h: &[u8]) -> Result<(), ()> {
     let (host, port) = if let Some(rest) = h.strip_prefix(b"[") {
@@ -460,7 +465,9 @@ fn check_host(h: &[u8]) -> Result<(), ()> {
                 [first, middle @ .., last] => {
                     first.is_ascii_alphanumeric()
                         && last.is_ascii_alphanumeric()
-                        && middle.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-')
+                        && middle
+                            .iter()
+                            .all(|&b| b.is_ascii_alphanumeric() || b == b'-')
                 }
             };
             if !ok {

@@ -1,5 +1,6 @@
 //! Generated gRPC and protobuf code for svid-broker's `proto/` files.
 //!
+//! [`workload`] is the SPIFFE Workload API and [`exchange`] svid-broker's token exchange API.
 //! [`workload`] is the SPIFFE Workload API (`proto/spiffe/workload.proto`: service
 //! `SpiffeWorkloadAPI`, no proto package, wire paths `/SpiffeWorkloadAPI/<Method>`), with both a
 //! client and a server, generated without tonic's transport so only its `codegen` feature is
@@ -30,6 +31,23 @@ use std::fmt;
 )]
 pub mod workload {
     include!("gen/workload.rs");
+}
+
+/// The svid-broker token exchange API (`proto/svid_broker/v1/exchange.proto`, package
+/// `svid_broker.v1`): messages, `token_exchange_client` and `token_exchange_server`. Field names
+/// follow RFC 8693.
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    unused_qualifications,
+    missing_debug_implementations,
+    clippy::all,
+    clippy::pedantic,
+    clippy::allow_attributes_without_reason,
+    reason = "generated code, checked for drift by xtask"
+)]
+pub mod exchange {
+    include!("gen/exchange.rs");
 }
 
 /// Shows a secret as its length only.
@@ -81,6 +99,33 @@ impl fmt::Debug for workload::ValidateJwtsvidRequest {
     }
 }
 
+impl fmt::Debug for exchange::ExchangeRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExchangeRequest")
+            .field("requested_token_type", &self.requested_token_type())
+            .field("audience", &self.audience)
+            .field("scope", &self.scope)
+            .field("subject_token", &Redacted(self.subject_token.len()))
+            .field("subject_token_type", &self.subject_token_type())
+            .finish()
+    }
+}
+
+impl fmt::Debug for exchange::ExchangeResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExchangeResponse")
+            .field("access_token", &Redacted(self.access_token.len()))
+            .field("issued_token_type", &self.issued_token_type())
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .field("username", &self.username)
+            .field("expires_at", &self.expires_at)
+            .field("subject", &self.subject)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::workload::*;
@@ -123,6 +168,33 @@ mod tests {
         let shown = format!("{req:?}");
         assert!(!shown.contains("TOKEN"), "{shown}");
         assert!(shown.contains("registry"), "{shown}");
+    }
+
+    #[test]
+    fn exchange_debug_redacts_tokens() {
+        use super::exchange::{ExchangeRequest, ExchangeResponse, SubjectTokenType, TokenType};
+        let req = ExchangeRequest {
+            requested_token_type: TokenType::RegistryLoginCredential.into(),
+            audience: "registry.local".into(),
+            scope: vec!["repository:team/app:pull".into()],
+            subject_token: "eyJhbGciOi.SATOKEN.SIG".into(),
+            subject_token_type: SubjectTokenType::KubernetesServiceAccount.into(),
+        };
+        let shown = format!("{req:?}");
+        assert!(!shown.contains("SATOKEN"), "{shown}");
+        assert!(
+            shown.contains("RegistryLoginCredential") && shown.contains("team/app"),
+            "{shown}"
+        );
+        let resp = ExchangeResponse {
+            access_token: "eyJhbGciOi.REGISTRYTOKEN.SIG".into(),
+            token_type: "Bearer".into(),
+            subject: "spiffe://td/w".into(),
+            ..Default::default()
+        };
+        let shown = format!("{resp:?}");
+        assert!(!shown.contains("REGISTRYTOKEN"), "{shown}");
+        assert!(shown.contains("spiffe://td/w"), "{shown}");
     }
 
     #[test]

@@ -123,16 +123,16 @@ fn check_entry(index: usize, entry: &Access) -> Result<(), TokenError> {
 /// `resourcetype := [a-z0-9]+ ['(' [a-z0-9]+ ')']` (distribution scope.md).
 fn is_resource_type(s: &str) -> bool {
     fn word(w: &str) -> bool {
-        !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        !w.is_empty()
+            && w.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
     }
     if s.len() > MAX_RESOURCE_TYPE_LEN {
         return false;
     }
     match s.split_once('(') {
         None => word(s),
-        Some((base, rest)) => {
-            word(base) && rest.strip_suffix(')').is_some_and(word)
-        }
+        Some((base, rest)) => word(base) && rest.strip_suffix(')').is_some_and(word),
     }
 }
 

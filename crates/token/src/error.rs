@@ -130,7 +130,9 @@ pub enum TokenError {
     TimeOutOfRange,
     /// The current signing leaf would expire before the token plus the registry's leeway.
     /// Rotation prevents this; the check is a last line of defence.
-    #[error("signing leaf ends at {leaf_not_after} but the token needs it until {required} (unix seconds)")]
+    #[error(
+        "signing leaf ends at {leaf_not_after} but the token needs it until {required} (unix seconds)"
+    )]
     LeafTooShortLived {
         /// The leaf's `notAfter`, unix seconds.
         leaf_not_after: u64,
@@ -285,7 +287,9 @@ pub enum KeyError {
     #[error("ca certificate keyUsage lacks keyCertSign")]
     CaCannotSignCertificates,
     /// A certificate of the chain is not valid now.
-    #[error("ca certificate {index} is not valid now: valid from {not_before} to {not_after} (unix seconds)")]
+    #[error(
+        "ca certificate {index} is not valid now: valid from {not_before} to {not_after} (unix seconds)"
+    )]
     CertificateNotValidNow {
         /// Position in the chain (0 = the signing CA).
         index: usize,
@@ -298,7 +302,9 @@ pub enum KeyError {
     #[error("ca private key pem holds no PRIVATE KEY (pkcs#8) block")]
     NoPrivateKey,
     /// The key PEM holds a key in a format other than unencrypted PKCS#8.
-    #[error("ca private key pem block {label:?} is not supported; convert it to unencrypted pkcs#8 (PRIVATE KEY)")]
+    #[error(
+        "ca private key pem block {label:?} is not supported; convert it to unencrypted pkcs#8 (PRIVATE KEY)"
+    )]
     UnsupportedKeyFormat {
         /// The block's label.
         label: String,
@@ -310,7 +316,9 @@ pub enum KeyError {
     #[error("ca private key does not match the ca certificate's public key")]
     KeyMismatch,
     /// A JWS algorithm name that is not one of ES256, ES384 and RS256.
-    #[error("signing algorithm {name:?} is not supported; use ES256, ES384 or RS256 (EdDSA, PS* and HS* are rejected by distribution 2.8)")]
+    #[error(
+        "signing algorithm {name:?} is not supported; use ES256, ES384 or RS256 (EdDSA, PS* and HS* are rejected by distribution 2.8)"
+    )]
     UnsupportedAlgorithm {
         /// The rejected name.
         name: String,
@@ -330,7 +338,9 @@ pub enum KeyError {
         max: usize,
     },
     /// A new leaf would outlive the signing CA: it could not be verified for its whole life.
-    #[error("a new signing leaf would end at {leaf_not_after} but the ca ends at {ca_not_after} (unix seconds); renew the ca")]
+    #[error(
+        "a new signing leaf would end at {leaf_not_after} but the ca ends at {ca_not_after} (unix seconds); renew the ca"
+    )]
     CaExpiresTooSoon {
         /// The leaf's intended `notAfter`, unix seconds.
         leaf_not_after: u64,

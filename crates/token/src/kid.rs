@@ -42,7 +42,9 @@ pub(crate) fn base32_nopad(bytes: &[u8]) -> String {
         buffer &= (1 << bits) - 1;
     }
     if bits > 0 {
-        out.push(char::from(ALPHABET[usize::from((buffer << (5 - bits)) & 0x1f)]));
+        out.push(char::from(
+            ALPHABET[usize::from((buffer << (5 - bits)) & 0x1f)],
+        ));
     }
     out
 }

@@ -30,17 +30,19 @@ mod profile;
 mod publish;
 
 #[cfg(test)]
+mod testutil;
+#[cfg(test)]
 mod verify28;
 
 pub use claims::{
     Access, MAX_ACCESS_ENTRIES, MAX_ACTION_LEN, MAX_ACTIONS_PER_ENTRY, MAX_AUDIENCE_LEN,
     MAX_ISSUER_LEN, MAX_RESOURCE_NAME_LEN, MAX_RESOURCE_TYPE_LEN,
 };
-pub use error::{Claim, KeyError, TokenError};
+pub use error::{Claim, KeyError, PemSource, RotationRule, TokenError};
 pub use keys::{
-    DEFAULT_LEAF_COMMON_NAME, DEFAULT_LEAF_LIFETIME, DEFAULT_MAX_TOKEN_TTL, KeyRing,
-    KeyRingConfig, LEAF_BACKDATE, MAX_CA_CERTS, MAX_LEAF_COMMON_NAME_LEN, MAX_LEAF_LIFETIME,
-    MAX_PEM_LEN, MIN_RSA_BITS, ROTATION_MARGIN, SigningAlgorithm, SigningCa, SigningLeaf,
+    DEFAULT_LEAF_COMMON_NAME, DEFAULT_LEAF_LIFETIME, DEFAULT_MAX_TOKEN_TTL, KeyRing, KeyRingConfig,
+    LEAF_BACKDATE, MAX_CA_CERTS, MAX_LEAF_COMMON_NAME_LEN, MAX_LEAF_LIFETIME, MAX_PEM_LEN,
+    MIN_RSA_BITS, ROTATION_MARGIN, SigningAlgorithm, SigningCa, SigningLeaf,
 };
 pub use kid::libtrust_key_id;
 pub use mint::{

@@ -60,7 +60,9 @@ impl fmt::Display for TokenProfile {
 
 /// A profile name that is not known.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown token profile {name:?}; expected distribution-2 (also harbor, gitlab), distribution-3 or zot")]
+#[error(
+    "unknown token profile {name:?}; expected distribution-2 (also harbor, gitlab), distribution-3 or zot"
+)]
 #[non_exhaustive]
 pub struct ProfileError {
     /// The rejected name (truncated to 64 bytes).

@@ -52,7 +52,13 @@ fn bad_hosts_are_rejected() {
     ] {
         let err = ResourceScope::parse(&format!("repository:{name}:pull")).unwrap_err();
         assert!(
-            matches!(err, ScopeError::InvalidName { source: NameError::InvalidHost, .. }),
+            matches!(
+                err,
+                ScopeError::InvalidName {
+                    source: NameError::InvalidHost,
+                    ..
+                }
+            ),
             "{name}: {err}"
         );
     }
@@ -81,7 +87,15 @@ fn registry_catalog_scope() {
 
 #[test]
 fn resource_type_grammar() {
-    for t in ["Repository", "repo-sitory", "repository(", "repository()", "a(b)c", "(x)", ""] {
+    for t in [
+        "Repository",
+        "repo-sitory",
+        "repository(",
+        "repository()",
+        "a(b)c",
+        "(x)",
+        "",
+    ] {
         let err = ResourceScope::parse(&format!("{t}:a:pull")).unwrap_err();
         assert!(
             matches!(err, ScopeError::InvalidResourceType { .. }),
@@ -104,7 +118,10 @@ fn empty_action_list_parses_to_no_actions() {
     let s = one("repository:a:");
     assert!(s.actions.is_empty());
     assert_eq!(s.to_string(), "repository:a:");
-    assert_eq!(one("repository:a:pull,,push").actions, actions(&["pull", "push"]));
+    assert_eq!(
+        one("repository:a:pull,,push").actions,
+        actions(&["pull", "push"])
+    );
 }
 
 #[test]
@@ -122,7 +139,10 @@ fn bad_actions_are_rejected() {
     for a in ["Pull", "pull1", "pu-ll", "**", "pull push"] {
         let err = ResourceScope::parse(&format!("repository:a:{a}")).unwrap_err();
         assert!(
-            matches!(err, ScopeError::InvalidAction { .. } | ScopeError::InvalidName { .. }),
+            matches!(
+                err,
+                ScopeError::InvalidAction { .. } | ScopeError::InvalidName { .. }
+            ),
             "{a}: {err}"
         );
     }
@@ -131,12 +151,12 @@ fn bad_actions_are_rejected() {
         ResourceScope::parse(&format!("repository:a:{long}")),
         Err(ScopeError::ActionTooLong { .. })
     ));
-    let many = vec!["pull"; MAX_ACTIONS_PER_SCOPE + 1].join(",");
+    let many = ["pull"; MAX_ACTIONS_PER_SCOPE + 1].join(",");
     assert!(matches!(
         ResourceScope::parse(&format!("repository:a:{many}")),
         Err(ScopeError::TooManyActions { .. })
     ));
-    let ok = vec!["pull"; MAX_ACTIONS_PER_SCOPE].join(",");
+    let ok = ["pull"; MAX_ACTIONS_PER_SCOPE].join(",");
     assert!(ResourceScope::parse(&format!("repository:a:{ok}")).is_ok());
 }
 
@@ -184,11 +204,17 @@ fn name_grammar_accepts_distribution_names() {
 fn name_grammar_rejects_bad_names() {
     assert_eq!(name_err("Library"), NameError::Uppercase { offset: 0 });
     assert_eq!(name_err("a/Library/b"), NameError::Uppercase { offset: 2 });
-    assert_eq!(name_err("library/Alpine"), NameError::Uppercase { offset: 8 });
+    assert_eq!(
+        name_err("library/Alpine"),
+        NameError::Uppercase { offset: 8 }
+    );
     assert_eq!(name_err("a/b c"), NameError::InvalidChar { offset: 3 });
     assert_eq!(name_err("a/b@c"), NameError::InvalidChar { offset: 3 });
     assert_eq!(name_err("a/é"), NameError::InvalidChar { offset: 2 });
-    assert_eq!(name_err("a/../b"), NameError::LeadingSeparator { offset: 2 });
+    assert_eq!(
+        name_err("a/../b"),
+        NameError::LeadingSeparator { offset: 2 }
+    );
     assert_eq!(name_err("a..b"), NameError::BadSeparator { offset: 1 });
     assert_eq!(name_err("a___b"), NameError::BadSeparator { offset: 1 });
     assert_eq!(name_err("a.-b"), NameError::BadSeparator { offset: 1 });
@@ -265,7 +291,9 @@ fn empty_parameters_mean_no_scopes() {
 
 #[test]
 fn scope_count_caps() {
-    let many: Vec<String> = (0..=MAX_SCOPES).map(|i| format!("repository:r{i}:pull")).collect();
+    let many: Vec<String> = (0..=MAX_SCOPES)
+        .map(|i| format!("repository:r{i}:pull"))
+        .collect();
     let joined = many.join(" ");
     assert_eq!(
         parse_scopes([joined.as_str()]),

@@ -1,0 +1,438 @@
+//! Errors from loading a policy and from deciding a request.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use svid_broker_identity::{IdError, PatternError};
+
+use crate::repository::RepoPatternError;
+
+/// A 1-based line and column (in characters) in the policy file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Location {
+    /// Line, starting at 1.
+    pub line: usize,
+    /// Column in characters, starting at 1.
+    pub column: usize,
+}
+
+impl Location {
+    /// The location of byte `offset` in `source` (clamped to the end, and to a char boundary).
+    pub fn from_offset(source: &str, offset: usize) -> Self {
+        let mut offset = offset.min(source.len());
+        while !source.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let before = &source[..offset];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        Self {
+            line: before.matches('\n').count() + 1,
+            column: before[line_start..].chars().count() + 1,
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}, column {}", self.line, self.column)
+    }
+}
+
+fn fmt_at(location: Option<&Location>) -> String {
+    location.map_or_else(String::new, |l| format!(" at {l}"))
+}
+
+/// Why a policy file was rejected. Every variant about a rule names the rule's `id`; every
+/// variant about a registry names the registry; `at` points at the offending value.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The file could not be read.
+    #[error("cannot read policy file {path}: {source}", path = path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is larger than [`crate::MAX_POLICY_FILE_BYTES`].
+    #[error("policy file {path} is {len} bytes, the maximum is {max}", path = path.display())]
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// TOML syntax, an unknown key, a missing key or a value of the wrong type.
+    #[error("invalid policy{}: {message}", fmt_at(at.as_ref()))]
+    Syntax {
+        /// Where the parser stopped, when it says.
+        at: Option<Location>,
+        /// The parser's message.
+        message: String,
+    },
+    /// No `[[registries]]` at all.
+    #[error("policy defines no registries")]
+    NoRegistries,
+    /// Too many registries.
+    #[error("policy defines {count} registries, the maximum is {max}")]
+    TooManyRegistries {
+        /// How many.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Too many rules.
+    #[error("policy defines {count} rules, the maximum is {max}")]
+    TooManyRules {
+        /// How many.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A list is longer than [`crate::MAX_LIST_LEN`].
+    #[error("{owner:?}: {field} has {len} entries, the maximum is {max} (at {at})")]
+    ListTooLong {
+        /// The rule id or registry name.
+        owner: String,
+        /// The key.
+        field: &'static str,
+        /// How many entries.
+        len: usize,
+        /// The limit.
+        max: usize,
+        /// Where the list is.
+        at: Location,
+    },
+    /// A list that must not be empty is empty.
+    #[error("{owner:?}: {field} must not be empty (at {at})")]
+    EmptyList {
+        /// The rule id or registry name.
+        owner: String,
+        /// The key.
+        field: &'static str,
+        /// Where the list is.
+        at: Location,
+    },
+    /// A registry name is not `[a-z0-9][a-z0-9._-]*` (at most 64 bytes).
+    #[error(
+        "invalid registry name {name:?} at {at} (expected [a-z0-9][a-z0-9._-]*, at most 64 bytes)"
+    )]
+    InvalidRegistryName {
+        /// The name.
+        name: String,
+        /// Where it is.
+        at: Location,
+    },
+    /// Two registries with one name.
+    #[error("duplicate registry name {name:?} at {at}")]
+    DuplicateRegistryName {
+        /// The name.
+        name: String,
+        /// Where the second one is.
+        at: Location,
+    },
+    /// A `service` that is empty, too long, or has spaces, quotes or control characters.
+    #[error(
+        "registry {registry:?}: invalid service at {at} (visible ascii without quotes or backslashes, at most 255 bytes)"
+    )]
+    InvalidService {
+        /// The registry.
+        registry: String,
+        /// Where the value is.
+        at: Location,
+    },
+    /// Two registries with one `service` (the realm picks the registry by service).
+    #[error("registry {registry:?}: duplicate service {service:?} at {at}")]
+    DuplicateService {
+        /// The second registry.
+        registry: String,
+        /// The service.
+        service: String,
+        /// Where the second one is.
+        at: Location,
+    },
+    /// An `issuer` that is empty, too long, or has spaces, quotes or control characters.
+    #[error(
+        "registry {registry:?}: invalid issuer at {at} (visible ascii without quotes or backslashes, at most 255 bytes)"
+    )]
+    InvalidIssuer {
+        /// The registry.
+        registry: String,
+        /// Where the value is.
+        at: Location,
+    },
+    /// `token_ttl_seconds` below [`crate::MIN_TOKEN_TTL_SECONDS`].
+    #[error(
+        "registry {registry:?}: token_ttl_seconds = {seconds} at {at} is below the minimum of {min}"
+    )]
+    TtlTooShort {
+        /// The registry.
+        registry: String,
+        /// The value.
+        seconds: i64,
+        /// The limit.
+        min: u64,
+        /// Where the value is.
+        at: Location,
+    },
+    /// `token_ttl_seconds` above [`crate::MAX_TOKEN_TTL_SECONDS`].
+    #[error(
+        "registry {registry:?}: token_ttl_seconds = {seconds} at {at} is above the maximum of {max}"
+    )]
+    TtlTooLong {
+        /// The registry.
+        registry: String,
+        /// The value.
+        seconds: i64,
+        /// The limit.
+        max: u64,
+        /// Where the value is.
+        at: Location,
+    },
+    /// A host that is not a lowercase `host[:port]`.
+    #[error(
+        "registry {registry:?}: invalid host {host:?} at {at} (expected lowercase host[:port])"
+    )]
+    InvalidHost {
+        /// The registry.
+        registry: String,
+        /// The host.
+        host: String,
+        /// Where it is.
+        at: Location,
+    },
+    /// One host listed twice (in one registry or across registries).
+    #[error("registry {registry:?}: duplicate host {host:?} at {at}")]
+    DuplicateHost {
+        /// The registry listing it the second time.
+        registry: String,
+        /// The host.
+        host: String,
+        /// Where the second one is.
+        at: Location,
+    },
+    /// A rule id that is empty, too long or not `[A-Za-z0-9._:/-]+`.
+    #[error("invalid rule id {rule:?} at {at} (expected [A-Za-z0-9._:/-]+, at most 128 bytes)")]
+    InvalidRuleId {
+        /// The id.
+        rule: String,
+        /// Where it is.
+        at: Location,
+    },
+    /// Two rules with one id.
+    #[error("duplicate rule id {rule:?} at {at}")]
+    DuplicateRuleId {
+        /// The id.
+        rule: String,
+        /// Where the second one is.
+        at: Location,
+    },
+    /// A rule with both or neither of `subject` and `trust_domain`.
+    #[error("rule {rule:?} at {at}: set exactly one of subject and trust_domain")]
+    SubjectMatcher {
+        /// The rule.
+        rule: String,
+        /// Where the rule is.
+        at: Location,
+    },
+    /// `subject` without wildcards is not a valid SPIFFE ID.
+    #[error("rule {rule:?}: invalid subject at {at}: {source}")]
+    InvalidSubject {
+        /// The rule.
+        rule: String,
+        /// Where the value is.
+        at: Location,
+        /// Why.
+        source: IdError,
+    },
+    /// `subject` with wildcards or captures is not a valid pattern.
+    #[error("rule {rule:?}: invalid subject pattern at {at}: {source}")]
+    InvalidSubjectPattern {
+        /// The rule.
+        rule: String,
+        /// Where the value is.
+        at: Location,
+        /// Why.
+        source: PatternError,
+    },
+    /// `trust_domain` is not a valid trust domain.
+    #[error("rule {rule:?}: invalid trust_domain at {at}: {source}")]
+    InvalidTrustDomain {
+        /// The rule.
+        rule: String,
+        /// Where the value is.
+        at: Location,
+        /// Why.
+        source: IdError,
+    },
+    /// `registry` names no `[[registries]]` entry.
+    #[error("rule {rule:?}: unknown registry {registry:?} at {at}")]
+    UnknownRegistry {
+        /// The rule.
+        rule: String,
+        /// The name used.
+        registry: String,
+        /// Where it is.
+        at: Location,
+    },
+    /// A repository pattern does not parse.
+    #[error("rule {rule:?}: invalid repository pattern {pattern:?} at {at}: {source}")]
+    InvalidRepositoryPattern {
+        /// The rule.
+        rule: String,
+        /// The pattern.
+        pattern: String,
+        /// Where it is.
+        at: Location,
+        /// Why.
+        source: RepoPatternError,
+    },
+    /// A repository pattern uses a capture the subject does not define.
+    #[error(
+        "rule {rule:?}: undefined capture {{{capture}}} at {at}: the subject does not define it"
+    )]
+    UndefinedCapture {
+        /// The rule.
+        rule: String,
+        /// The capture name.
+        capture: String,
+        /// Where the pattern is.
+        at: Location,
+    },
+    /// The subject defines a capture that no repository pattern uses (the rule then grants
+    /// the same to every value, which is rarely what was meant; use `*` instead).
+    #[error(
+        "rule {rule:?}: unused capture {{{capture}}} at {at}: no repository pattern uses it (use '*' in the subject instead)"
+    )]
+    UnusedCapture {
+        /// The rule.
+        rule: String,
+        /// The capture name.
+        capture: String,
+        /// Where the subject is.
+        at: Location,
+    },
+    /// An action other than `pull`, `push`, `delete`, `*` and `registry:catalog:*`.
+    #[error(
+        "rule {rule:?}: invalid action {action:?} at {at} (expected pull, push, delete, * or registry:catalog:*)"
+    )]
+    InvalidAction {
+        /// The rule.
+        rule: String,
+        /// The action.
+        action: String,
+        /// Where it is.
+        at: Location,
+    },
+    /// A catalog rule that also lists repositories.
+    #[error("rule {rule:?} at {at}: a registry:catalog:* rule must not list repositories")]
+    CatalogWithRepositories {
+        /// The rule.
+        rule: String,
+        /// Where the repositories are.
+        at: Location,
+    },
+    /// `registry:catalog:*` listed together with repository actions.
+    #[error(
+        "rule {rule:?} at {at}: registry:catalog:* cannot be mixed with repository actions; use a separate rule"
+    )]
+    CatalogMixedActions {
+        /// The rule.
+        rule: String,
+        /// Where the actions are.
+        at: Location,
+    },
+    /// A repository rule without `repositories`.
+    #[error(
+        "rule {rule:?} at {at}: repositories is required (unless actions is [\"registry:catalog:*\"])"
+    )]
+    MissingRepositories {
+        /// The rule.
+        rule: String,
+        /// Where the rule is.
+        at: Location,
+    },
+    /// An allow rule whose pattern matches every repository, without `whole_registry = true`.
+    #[error(
+        "rule {rule:?}: repository pattern {pattern:?} at {at} grants every repository; set whole_registry = true if that is intended"
+    )]
+    WholeRegistryNotMarked {
+        /// The rule.
+        rule: String,
+        /// The pattern.
+        pattern: String,
+        /// Where it is.
+        at: Location,
+    },
+    /// `whole_registry = true` on a rule with no registry-wide pattern (a stale marker would
+    /// hide a later broadening).
+    #[error(
+        "rule {rule:?}: whole_registry = true at {at} but no repository pattern grants every repository"
+    )]
+    WholeRegistryUnused {
+        /// The rule.
+        rule: String,
+        /// Where the marker is.
+        at: Location,
+    },
+}
+
+/// Why [`crate::Policy::decide`] could not decide. A denial is not an error: it is an empty
+/// or partial grant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecisionError {
+    /// No registry has this `service` (the realm answers 400).
+    #[error("unknown service {service:?}")]
+    UnknownService {
+        /// The service asked for, cut to [`crate::MAX_SERVICE_LEN`] bytes.
+        service: String,
+    },
+    /// More requested scopes than [`crate::scope::MAX_SCOPES`].
+    #[error("{count} scopes requested, the maximum is {max}")]
+    TooManyScopes {
+        /// How many.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_from_offset() {
+        let src = "ab\ncdé\nf";
+        assert_eq!(
+            Location::from_offset(src, 0),
+            Location { line: 1, column: 1 }
+        );
+        assert_eq!(
+            Location::from_offset(src, 3),
+            Location { line: 2, column: 1 }
+        );
+        // `é` is two bytes but one column.
+        assert_eq!(
+            Location::from_offset(src, 7),
+            Location { line: 2, column: 4 }
+        );
+        // Inside a multi-byte char: clamp back to its start.
+        assert_eq!(
+            Location::from_offset(src, 6),
+            Location { line: 2, column: 3 }
+        );
+        assert_eq!(
+            Location::from_offset(src, 999),
+            Location { line: 3, column: 2 }
+        );
+        assert_eq!(
+            Location { line: 4, column: 2 }.to_string(),
+            "line 4, column 2"
+        );
+    }
+}

@@ -1,0 +1,827 @@
+//! The policy file, its load-time validation, and the decision.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::io::Read as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use svid_broker_identity::{Captures, PathPattern, SpiffeId, TrustDomain};
+use toml::Spanned;
+
+use crate::decision::{ActionSet, Decision, RuleHit, ScopeTrace};
+use crate::error::{DecisionError, Location, PolicyError};
+use crate::repository::{RepoPatternError, RepositoryPattern};
+use crate::scope::{self, Action, MAX_SCOPES, ResourceScope};
+
+/// Largest policy file [`Policy::load`] reads, in bytes.
+pub const MAX_POLICY_FILE_BYTES: u64 = 1024 * 1024;
+/// Most `[[registries]]` entries.
+pub const MAX_REGISTRIES: usize = 256;
+/// Most `[[rules]]` entries.
+pub const MAX_RULES: usize = 10_000;
+/// Most entries in one list (`hosts`, `repositories`, `actions`).
+pub const MAX_LIST_LEN: usize = 256;
+/// Default token lifetime when `token_ttl_seconds` is absent.
+pub const DEFAULT_TOKEN_TTL_SECONDS: u64 = 300;
+/// Shortest token lifetime: clients treat anything shorter as 60 s anyway (token.md).
+pub const MIN_TOKEN_TTL_SECONDS: u64 = 60;
+/// Longest token lifetime: registry tokens are meant to be short-lived.
+pub const MAX_TOKEN_TTL_SECONDS: u64 = 3600;
+/// Longest `service` or `issuer`, in bytes.
+pub const MAX_SERVICE_LEN: usize = 255;
+/// Longest registry name, in bytes.
+pub const MAX_REGISTRY_NAME_LEN: usize = 64;
+/// Longest rule id, in bytes.
+pub const MAX_RULE_ID_LEN: usize = 128;
+
+/// The action string that grants the registry catalog (`GET /v2/_catalog`).
+pub const CATALOG_ACTION: &str = "registry:catalog:*";
+
+/// How tokens for a registry are shaped (header `kid` format and related quirks); the token
+/// crate interprets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[non_exhaustive]
+pub enum Profile {
+    /// distribution 2.x (and Harbor, GitLab): `x5c` chain plus a libtrust `kid`.
+    #[serde(rename = "distribution-2")]
+    Distribution2,
+    /// distribution 3.x: `x5c` plus an RFC 7638 `kid`.
+    #[serde(rename = "distribution-3")]
+    Distribution3,
+    /// zot.
+    #[serde(rename = "zot")]
+    Zot,
+}
+
+impl Profile {
+    /// The name used in the policy file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Distribution2 => "distribution-2",
+            Self::Distribution3 => "distribution-3",
+            Self::Zot => "zot",
+        }
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether a rule grants or takes away actions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Effect {
+    /// Grants the rule's actions.
+    #[default]
+    Allow,
+    /// Takes the rule's actions away, whatever any allow rule says.
+    Deny,
+}
+
+/// One registry the broker issues tokens for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registry {
+    name: String,
+    service: String,
+    issuer: String,
+    profile: Profile,
+    token_ttl: Duration,
+    hosts: Vec<String>,
+}
+
+impl Registry {
+    /// The name rules refer to.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The `service` the registry sends in its challenge; the token's `aud`.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The token's `iss` (the registry's `auth.token.issuer`).
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The token profile.
+    pub fn profile(&self) -> Profile {
+        self.profile
+    }
+
+    /// How long tokens for this registry live (at least [`MIN_TOKEN_TTL_SECONDS`]).
+    pub fn token_ttl(&self) -> Duration {
+        self.token_ttl
+    }
+
+    /// The `host[:port]`s the registry answers on.
+    pub fn hosts(&self) -> &[String] {
+        &self.hosts
+    }
+}
+
+#[derive(Debug)]
+enum SubjectMatcher {
+    Exact(SpiffeId),
+    TrustDomain(TrustDomain),
+    Pattern(PathPattern),
+}
+
+#[derive(Debug)]
+enum Target {
+    Repositories(Vec<RepositoryPattern>),
+    Catalog,
+}
+
+#[derive(Debug)]
+struct Rule {
+    id: Arc<str>,
+    subject: SubjectMatcher,
+    target: Target,
+    actions: ActionSet,
+    effect: Effect,
+}
+
+/// Rules of one registry, indexed by what the subject matcher needs to look at first.
+#[derive(Debug, Default)]
+struct RegistryRules {
+    exact: HashMap<SpiffeId, Vec<usize>>,
+    /// Trust-domain rules and pattern rules (patterns have a literal trust domain).
+    by_trust_domain: HashMap<TrustDomain, Vec<usize>>,
+}
+
+/// A validated policy. Immutable and cheap to share (`Arc<Policy>` behind an `ArcSwap` for
+/// hot reload).
+///
+/// Decisions are default deny, deny overrides allow, and never depend on rule order: for
+/// each requested resource the grant is (the union of what matching allow rules allow) minus
+/// (the union of what matching deny rules deny), intersected with what was asked.
+#[derive(Debug)]
+pub struct Policy {
+    registries: Vec<Arc<Registry>>,
+    by_service: HashMap<String, usize>,
+    by_name: HashMap<String, usize>,
+    /// Sorted by id, so traces list rules in the same order whatever the file order.
+    rules: Vec<Rule>,
+    /// Parallel to `registries`.
+    index: Vec<RegistryRules>,
+}
+
+// The TOML shapes. Spans point errors at the offending value.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default)]
+    registries: Vec<Spanned<RawRegistry>>,
+    #[serde(default)]
+    rules: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistry {
+    name: Spanned<String>,
+    service: Spanned<String>,
+    issuer: Spanned<String>,
+    profile: Profile,
+    token_ttl_seconds: Option<Spanned<i64>>,
+    hosts: Spanned<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    id: Spanned<String>,
+    subject: Option<Spanned<String>>,
+    trust_domain: Option<Spanned<String>>,
+    registry: Spanned<String>,
+    repositories: Option<Spanned<Vec<Spanned<String>>>>,
+    actions: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    effect: Effect,
+    whole_registry: Option<Spanned<bool>>,
+}
+
+struct Loader<'s> {
+    source: &'s str,
+}
+
+impl Loader<'_> {
+    fn at<T>(&self, s: &Spanned<T>) -> Location {
+        Location::from_offset(self.source, s.span().start)
+    }
+
+    fn list<'v, T>(
+        &self,
+        owner: &str,
+        field: &'static str,
+        list: &'v Spanned<Vec<T>>,
+    ) -> Result<&'v [T], PolicyError> {
+        let at = self.at(list);
+        let items = list.get_ref();
+        if items.is_empty() {
+            return Err(PolicyError::EmptyList {
+                owner: owner.to_owned(),
+                field,
+                at,
+            });
+        }
+        if items.len() > MAX_LIST_LEN {
+            return Err(PolicyError::ListTooLong {
+                owner: owner.to_owned(),
+                field,
+                len: items.len(),
+                max: MAX_LIST_LEN,
+                at,
+            });
+        }
+        Ok(items)
+    }
+
+    fn registry(&self, raw: &RawRegistry) -> Result<Registry, PolicyError> {
+        let name = raw.name.get_ref();
+        if !is_registry_name(name) {
+            return Err(PolicyError::InvalidRegistryName {
+                name: name.clone(),
+                at: self.at(&raw.name),
+            });
+        }
+        if !is_token_text(raw.service.get_ref()) {
+            return Err(PolicyError::InvalidService {
+                registry: name.clone(),
+                at: self.at(&raw.service),
+            });
+        }
+        if !is_token_text(raw.issuer.get_ref()) {
+            return Err(PolicyError::InvalidIssuer {
+                registry: name.clone(),
+                at: self.at(&raw.issuer),
+            });
+        }
+        let ttl = match &raw.token_ttl_seconds {
+            None => DEFAULT_TOKEN_TTL_SECONDS,
+            Some(t) => {
+                let seconds = *t.get_ref();
+                let at = self.at(t);
+                let s = u64::try_from(seconds)
+                    .ok()
+                    .filter(|s| *s >= MIN_TOKEN_TTL_SECONDS)
+                    .ok_or_else(|| PolicyError::TtlTooShort {
+                        registry: name.clone(),
+                        seconds,
+                        min: MIN_TOKEN_TTL_SECONDS,
+                        at,
+                    })?;
+                if s > MAX_TOKEN_TTL_SECONDS {
+                    return Err(PolicyError::TtlTooLong {
+                        registry: name.clone(),
+                        seconds,
+                        max: MAX_TOKEN_TTL_SECONDS,
+                        at,
+                    });
+                }
+                s
+            }
+        };
+        let mut hosts = Vec::new();
+        for host in self.list(name, "hosts", &raw.hosts)? {
+            let h = host.get_ref();
+            if h.bytes().any(|b| b.is_ascii_uppercase()) || !scope::is_host(h) {
+                return Err(PolicyError::InvalidHost {
+                    registry: name.clone(),
+                    host: h.clone(),
+                    at: self.at(host),
+                });
+            }
+            hosts.push(h.clone());
+        }
+        Ok(Registry {
+            name: name.clone(),
+            service: raw.service.get_ref().clone(),
+            issuer: raw.issuer.get_ref().clone(),
+            profile: raw.profile,
+            token_ttl: Duration::from_secs(ttl),
+            hosts,
+        })
+    }
+
+    fn rule(
+        &self,
+        raw: &Spanned<RawRule>,
+        by_name: &HashMap<String, usize>,
+    ) -> Result<(Rule, usize), PolicyError> {
+        let rule_at = self.at(raw);
+        let raw = raw.get_ref();
+        let id = raw.id.get_ref();
+        if !is_rule_id(id) {
+            return Err(PolicyError::InvalidRuleId {
+                rule: id.clone(),
+                at: self.at(&raw.id),
+            });
+        }
+        let rule = || id.clone();
+
+        let subject = match (&raw.subject, &raw.trust_domain) {
+            (Some(s), None) => {
+                let text = s.get_ref();
+                let at = self.at(s);
+                if text.contains(['*', '{', '}']) {
+                    SubjectMatcher::Pattern(PathPattern::parse(text).map_err(|source| {
+                        PolicyError::InvalidSubjectPattern {
+                            rule: rule(),
+                            at,
+                            source,
+                        }
+                    })?)
+                } else {
+                    SubjectMatcher::Exact(SpiffeId::parse(text).map_err(|source| {
+                        PolicyError::InvalidSubject {
+                            rule: rule(),
+                            at,
+                            source,
+                        }
+                    })?)
+                }
+            }
+            (None, Some(td)) => {
+                SubjectMatcher::TrustDomain(TrustDomain::parse_id_or_name(td.get_ref()).map_err(
+                    |source| PolicyError::InvalidTrustDomain {
+                        rule: rule(),
+                        at: self.at(td),
+                        source,
+                    },
+                )?)
+            }
+            _ => {
+                return Err(PolicyError::SubjectMatcher {
+                    rule: rule(),
+                    at: rule_at,
+                });
+            }
+        };
+
+        let registry =
+            *by_name
+                .get(raw.registry.get_ref())
+                .ok_or_else(|| PolicyError::UnknownRegistry {
+                    rule: rule(),
+                    registry: raw.registry.get_ref().clone(),
+                    at: self.at(&raw.registry),
+                })?;
+
+        let mut catalog = false;
+        let mut repo_actions = ActionSet::EMPTY;
+        for action in self.list(id, "actions", &raw.actions)? {
+            match action.get_ref().as_str() {
+                CATALOG_ACTION => catalog = true,
+                text => {
+                    let parsed = Action::parse(text).ok().filter(Action::is_known);
+                    let Some(a) = parsed else {
+                        return Err(PolicyError::InvalidAction {
+                            rule: rule(),
+                            action: text.to_owned(),
+                            at: self.at(action),
+                        });
+                    };
+                    let set = if a == Action::ALL {
+                        ActionSet::EVERYTHING
+                    } else {
+                        ActionSet::from_actions([&a])
+                    };
+                    repo_actions = repo_actions.union(set);
+                }
+            }
+        }
+        if catalog && !repo_actions.is_empty() {
+            return Err(PolicyError::CatalogMixedActions {
+                rule: rule(),
+                at: self.at(&raw.actions),
+            });
+        }
+
+        let capture_names: Vec<&str> = match &subject {
+            SubjectMatcher::Pattern(p) => p.capture_names().collect(),
+            _ => Vec::new(),
+        };
+        let subject_at = raw.subject.as_ref().map_or(rule_at, |s| self.at(s));
+        let (target, actions, registry_wide) = if catalog {
+            if let Some(repos) = &raw.repositories {
+                return Err(PolicyError::CatalogWithRepositories {
+                    rule: rule(),
+                    at: self.at(repos),
+                });
+            }
+            (Target::Catalog, ActionSet::STAR, false)
+        } else {
+            let Some(repos) = &raw.repositories else {
+                return Err(PolicyError::MissingRepositories {
+                    rule: rule(),
+                    at: rule_at,
+                });
+            };
+            let mut patterns = Vec::new();
+            let mut registry_wide = false;
+            for item in self.list(id, "repositories", repos)? {
+                let at = self.at(item);
+                let p =
+                    RepositoryPattern::parse(item.get_ref(), &capture_names).map_err(|source| {
+                        match source {
+                            RepoPatternError::UndefinedCapture { name, .. } => {
+                                PolicyError::UndefinedCapture {
+                                    rule: rule(),
+                                    capture: name,
+                                    at,
+                                }
+                            }
+                            source => PolicyError::InvalidRepositoryPattern {
+                                rule: rule(),
+                                pattern: item.get_ref().clone(),
+                                at,
+                                source,
+                            },
+                        }
+                    })?;
+                if p.is_registry_wide() {
+                    registry_wide = true;
+                    let marked = raw.whole_registry.as_ref().is_some_and(|w| *w.get_ref());
+                    if raw.effect == Effect::Allow && !marked {
+                        return Err(PolicyError::WholeRegistryNotMarked {
+                            rule: rule(),
+                            pattern: item.get_ref().clone(),
+                            at,
+                        });
+                    }
+                }
+                patterns.push(p);
+            }
+            (Target::Repositories(patterns), repo_actions, registry_wide)
+        };
+
+        // Every capture the subject defines must be used by some repository pattern.
+        let mut used = vec![false; capture_names.len()];
+        if let Target::Repositories(patterns) = &target {
+            for i in patterns.iter().flat_map(RepositoryPattern::captures_used) {
+                used[i] = true;
+            }
+        }
+        if let Some(i) = used.iter().position(|u| !u) {
+            return Err(PolicyError::UnusedCapture {
+                rule: rule(),
+                capture: capture_names[i].to_owned(),
+                at: subject_at,
+            });
+        }
+
+        if let Some(w) = &raw.whole_registry
+            && *w.get_ref()
+            && !registry_wide
+        {
+            return Err(PolicyError::WholeRegistryUnused {
+                rule: rule(),
+                at: self.at(w),
+            });
+        }
+
+        Ok((
+            Rule {
+                id: Arc::from(id.as_str()),
+                subject,
+                target,
+                actions,
+                effect: raw.effect,
+            },
+            registry,
+        ))
+    }
+}
+
+impl Policy {
+    /// Parses and validates a policy from TOML text.
+    pub fn from_toml_str(source: &str) -> Result<Self, PolicyError> {
+        let raw: RawPolicy = toml::from_str(source).map_err(|e| PolicyError::Syntax {
+            at: e.span().map(|s| Location::from_offset(source, s.start)),
+            message: e.message().trim_end().to_owned(),
+        })?;
+        let loader = Loader { source };
+
+        if raw.registries.is_empty() {
+            return Err(PolicyError::NoRegistries);
+        }
+        if raw.registries.len() > MAX_REGISTRIES {
+            return Err(PolicyError::TooManyRegistries {
+                count: raw.registries.len(),
+                max: MAX_REGISTRIES,
+            });
+        }
+        if raw.rules.len() > MAX_RULES {
+            return Err(PolicyError::TooManyRules {
+                count: raw.rules.len(),
+                max: MAX_RULES,
+            });
+        }
+
+        let mut registries = Vec::with_capacity(raw.registries.len());
+        let mut by_name = HashMap::new();
+        let mut by_service = HashMap::new();
+        let mut hosts = HashSet::new();
+        for spanned in &raw.registries {
+            let r = spanned.get_ref();
+            let registry = loader.registry(r)?;
+            let i = registries.len();
+            if by_name.insert(registry.name.clone(), i).is_some() {
+                return Err(PolicyError::DuplicateRegistryName {
+                    name: registry.name,
+                    at: loader.at(&r.name),
+                });
+            }
+            if by_service.insert(registry.service.clone(), i).is_some() {
+                return Err(PolicyError::DuplicateService {
+                    registry: registry.name,
+                    service: registry.service,
+                    at: loader.at(&r.service),
+                });
+            }
+            for (host, spanned_host) in registry.hosts.iter().zip(r.hosts.get_ref()) {
+                if !hosts.insert(host.clone()) {
+                    return Err(PolicyError::DuplicateHost {
+                        registry: registry.name.clone(),
+                        host: host.clone(),
+                        at: loader.at(spanned_host),
+                    });
+                }
+            }
+            registries.push(Arc::new(registry));
+        }
+
+        let mut rules = Vec::with_capacity(raw.rules.len());
+        let mut ids = HashSet::new();
+        for spanned in &raw.rules {
+            let (rule, registry) = loader.rule(spanned, &by_name)?;
+            if !ids.insert(rule.id.clone()) {
+                return Err(PolicyError::DuplicateRuleId {
+                    rule: rule.id.to_string(),
+                    at: loader.at(&spanned.get_ref().id),
+                });
+            }
+            rules.push((rule, registry));
+        }
+        rules.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+
+        let mut index: Vec<RegistryRules> = registries
+            .iter()
+            .map(|_| RegistryRules::default())
+            .collect();
+        let mut table = Vec::with_capacity(rules.len());
+        for (i, (rule, registry)) in rules.into_iter().enumerate() {
+            let idx = &mut index[registry];
+            match &rule.subject {
+                SubjectMatcher::Exact(id) => idx.exact.entry(id.clone()).or_default().push(i),
+                SubjectMatcher::TrustDomain(td) => {
+                    idx.by_trust_domain.entry(td.clone()).or_default().push(i);
+                }
+                SubjectMatcher::Pattern(p) => idx
+                    .by_trust_domain
+                    .entry(p.trust_domain().clone())
+                    .or_default()
+                    .push(i),
+            }
+            table.push(rule);
+        }
+
+        Ok(Self {
+            registries,
+            by_service,
+            by_name,
+            rules: table,
+            index,
+        })
+    }
+
+    /// Reads, parses and validates a policy file of at most [`MAX_POLICY_FILE_BYTES`].
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, PolicyError> {
+        let path = path.as_ref();
+        let io = |source| PolicyError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        // Read one byte past the cap instead of trusting metadata, which a FIFO or a file
+        // growing under us would get wrong.
+        let mut text = String::new();
+        file.take(MAX_POLICY_FILE_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(io)?;
+        let len = text.len() as u64;
+        if len > MAX_POLICY_FILE_BYTES {
+            return Err(PolicyError::FileTooLarge {
+                path: path.to_owned(),
+                len,
+                max: MAX_POLICY_FILE_BYTES,
+            });
+        }
+        Self::from_toml_str(&text)
+    }
+
+    /// All registries, in file order.
+    pub fn registries(&self) -> impl ExactSizeIterator<Item = &Arc<Registry>> {
+        self.registries.iter()
+    }
+
+    /// The registry whose `service` this is.
+    pub fn registry_by_service(&self, service: &str) -> Option<&Arc<Registry>> {
+        self.by_service.get(service).map(|&i| &self.registries[i])
+    }
+
+    /// The registry with this name.
+    pub fn registry_by_name(&self, name: &str) -> Option<&Arc<Registry>> {
+        self.by_name.get(name).map(|&i| &self.registries[i])
+    }
+
+    /// Number of rules.
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Decides what `subject` may do on the registry named by `service`.
+    ///
+    /// Default deny; deny overrides allow; rule order never matters. A rule's `*` allows
+    /// `pull`, `push`, `delete` and `*`; a requested `*` is granted only by a rule allowing `*`,
+    /// and is withdrawn by any deny rule matching the resource. `registry:catalog:*` is granted
+    /// only by a catalog rule. Rules for `repository` also cover `repository(plugin)` (the same
+    /// repositories; the grant keeps the requested type). Actions other than `pull`, `push`,
+    /// `delete` and `*` are never granted.
+    pub fn decide(
+        &self,
+        subject: &SpiffeId,
+        service: &str,
+        requested: &[ResourceScope],
+    ) -> Result<Decision, DecisionError> {
+        let Some(&reg) = self.by_service.get(service) else {
+            let mut cut = service.len().min(MAX_SERVICE_LEN);
+            while !service.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            return Err(DecisionError::UnknownService {
+                service: service[..cut].to_owned(),
+            });
+        };
+        if requested.len() > MAX_SCOPES {
+            return Err(DecisionError::TooManyScopes {
+                count: requested.len(),
+                max: MAX_SCOPES,
+            });
+        }
+
+        // The rules whose subject matcher accepts this subject, with its captures; in id
+        // order, because both index lists are ascending and are merged.
+        let idx = &self.index[reg];
+        let exact = idx.exact.get(subject).map_or(&[][..], Vec::as_slice);
+        let by_td = idx
+            .by_trust_domain
+            .get(subject.trust_domain())
+            .map_or(&[][..], Vec::as_slice);
+        let mut matched: Vec<(&Rule, Option<Captures<'_, '_>>)> = Vec::new();
+        for i in merge_sorted(exact, by_td) {
+            let rule = &self.rules[i];
+            match &rule.subject {
+                SubjectMatcher::Exact(_) | SubjectMatcher::TrustDomain(_) => {
+                    matched.push((rule, None));
+                }
+                SubjectMatcher::Pattern(p) => {
+                    if let Some(c) = p.matches(subject) {
+                        matched.push((rule, Some(c)));
+                    }
+                }
+            }
+        }
+
+        let mut trace = Vec::with_capacity(requested.len());
+        for req in requested {
+            let wanted = ActionSet::from_actions(&req.actions);
+            let mut allowed = ActionSet::EMPTY;
+            let mut denied = ActionSet::EMPTY;
+            let mut allowed_by = Vec::new();
+            let mut denied_by = Vec::new();
+            if !wanted.is_empty() {
+                for (rule, captures) in &matched {
+                    if !rule_covers(rule, req, captures.as_ref()) {
+                        continue;
+                    }
+                    let (acc, hits, effective) = match rule.effect {
+                        Effect::Allow => (&mut allowed, &mut allowed_by, rule.actions),
+                        Effect::Deny => (&mut denied, &mut denied_by, rule.actions.deny_closure()),
+                    };
+                    let hit = effective.intersect(wanted);
+                    if !hit.is_empty() {
+                        *acc = acc.union(hit);
+                        hits.push(RuleHit {
+                            rule: rule.id.clone(),
+                            actions: hit,
+                        });
+                    }
+                }
+            }
+            trace.push(ScopeTrace {
+                requested: req.clone(),
+                granted: allowed.minus(denied),
+                allowed_by,
+                denied_by,
+            });
+        }
+
+        let mut granted: Vec<ResourceScope> = trace
+            .iter()
+            .filter(|t| !t.granted.is_empty())
+            .map(|t| ResourceScope {
+                resource_type: t.requested.resource_type,
+                name: t.requested.name.clone(),
+                actions: t.granted.to_set(),
+            })
+            .collect();
+        granted.sort_by(|a, b| (a.resource_type, &a.name).cmp(&(b.resource_type, &b.name)));
+        // Callers that skipped `parse_scopes` may repeat a resource: merge, never duplicate.
+        granted.dedup_by(|later, kept| {
+            let same = later.resource_type == kept.resource_type && later.name == kept.name;
+            if same {
+                kept.actions.append(&mut later.actions);
+            }
+            same
+        });
+
+        Ok(Decision {
+            registry: self.registries[reg].clone(),
+            subject: subject.clone(),
+            granted,
+            trace,
+        })
+    }
+}
+
+/// Whether `rule`'s target (its repository patterns, or the catalog) covers `req`.
+fn rule_covers(rule: &Rule, req: &ResourceScope, captures: Option<&Captures<'_, '_>>) -> bool {
+    match &rule.target {
+        Target::Catalog => req.is_catalog(),
+        Target::Repositories(patterns) => {
+            req.resource_type.is_repository()
+                && patterns.iter().any(|p| p.is_match(&req.name, captures))
+        }
+    }
+}
+
+/// Merges two ascending index lists (they never share an index: a rule is indexed once).
+fn merge_sorted<'a>(a: &'a [usize], b: &'a [usize]) -> impl Iterator<Item = usize> + 'a {
+    let (mut i, mut j) = (0, 0);
+    std::iter::from_fn(move || match (a.get(i), b.get(j)) {
+        (Some(&x), Some(&y)) if x <= y => {
+            i += 1;
+            Some(x)
+        }
+        (_, Some(&y)) => {
+            j += 1;
+            Some(y)
+        }
+        (Some(&x), None) => {
+            i += 1;
+            Some(x)
+        }
+        (None, None) => None,
+    })
+}
+
+fn is_registry_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_REGISTRY_NAME_LEN
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter().all(|&c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
+        })
+}
+
+/// `service` and `issuer` end up in JWT claims and in the registry's config and challenge
+/// header, so keep them to visible ASCII that needs no quoting.
+fn is_token_text(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_SERVICE_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+}
+
+fn is_rule_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_RULE_ID_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'-'))
+}
+
+#[cfg(test)]
+mod tests;

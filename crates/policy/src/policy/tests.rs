@@ -1,0 +1,1149 @@
+use super::*;
+use crate::scope::parse_scopes;
+
+const REGISTRIES: &str = r#"
+[[registries]]
+name = "local"
+service = "registry.local"
+issuer = "svid-broker"
+profile = "distribution-2"
+hosts = ["127.0.0.1:5000", "registry.local"]
+
+[[registries]]
+name = "other"
+service = "registry.other"
+issuer = "svid-broker-other"
+profile = "distribution-3"
+token_ttl_seconds = 120
+hosts = ["[::1]:5001"]
+"#;
+
+fn policy(rules: &str) -> Policy {
+    let text = format!("{REGISTRIES}\n{rules}");
+    Policy::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+fn load_err(rules: &str) -> PolicyError {
+    let text = format!("{REGISTRIES}\n{rules}");
+    match Policy::from_toml_str(&text) {
+        Ok(_) => panic!("policy loaded but should not:\n{text}"),
+        Err(e) => e,
+    }
+}
+
+/// Line of `needle`'s first occurrence in the rules text, as seen in the whole file.
+fn line_of(rules: &str, needle: &str) -> usize {
+    let text = format!("{REGISTRIES}\n{rules}");
+    let offset = text.find(needle).expect("needle in text");
+    text[..offset].matches('\n').count() + 1
+}
+
+fn id(s: &str) -> SpiffeId {
+    SpiffeId::parse(s).unwrap()
+}
+
+/// Decides on "registry.local" and returns the granted scope string.
+fn grant(p: &Policy, subject: &str, scopes: &[&str]) -> String {
+    let req = parse_scopes(scopes.iter().copied()).unwrap();
+    p.decide(&id(subject), "registry.local", &req)
+        .unwrap()
+        .granted_scope()
+}
+
+const TEAMS: &str = r#"
+[[rules]]
+id = "teams-pull-own-namespace"
+subject = "spiffe://example.org/ns/{ns}/sa/*"
+registry = "local"
+repositories = ["team-{ns}/*"]
+actions = ["pull"]
+"#;
+
+// ---------------------------------------------------------------------------------------------
+// Loading
+
+#[test]
+fn loads_registries() {
+    let p = policy(TEAMS);
+    assert_eq!(p.registries().len(), 2);
+    assert_eq!(p.rule_count(), 1);
+    let local = p.registry_by_name("local").unwrap();
+    assert_eq!(local.service(), "registry.local");
+    assert_eq!(local.issuer(), "svid-broker");
+    assert_eq!(local.profile(), Profile::Distribution2);
+    assert_eq!(
+        local.token_ttl(),
+        Duration::from_secs(DEFAULT_TOKEN_TTL_SECONDS)
+    );
+    assert_eq!(local.hosts(), ["127.0.0.1:5000", "registry.local"]);
+    let other = p.registry_by_service("registry.other").unwrap();
+    assert_eq!(other.name(), "other");
+    assert_eq!(other.profile(), Profile::Distribution3);
+    assert_eq!(other.token_ttl(), Duration::from_secs(120));
+    assert!(p.registry_by_service("registry.nope").is_none());
+    assert!(p.registry_by_name("nope").is_none());
+    let names: Vec<&str> = p.registries().map(|r| r.name()).collect();
+    assert_eq!(names, ["local", "other"]);
+}
+
+fn registry_with(extra: &str) -> String {
+    format!(
+        "[[registries]]\nname = \"r\"\nservice = \"s\"\nissuer = \"i\"\nprofile = \"zot\"\nhosts = [\"h\"]\n{extra}\n"
+    )
+}
+
+#[test]
+fn ttl_bounds() {
+    for (ttl, ok) in [
+        ("60", true),
+        ("3600", true),
+        ("59", false),
+        ("-5", false),
+        ("3601", false),
+    ] {
+        let text = registry_with(&format!("token_ttl_seconds = {ttl}"));
+        let got = Policy::from_toml_str(&text);
+        assert_eq!(got.is_ok(), ok, "{ttl}");
+        if let Err(e) = got {
+            let loc = Location {
+                line: 7,
+                column: 21,
+            };
+            match e {
+                PolicyError::TtlTooShort {
+                    registry, min, at, ..
+                } => {
+                    assert!(ttl.starts_with('-') || ttl == "59");
+                    assert_eq!((registry.as_str(), min, at), ("r", 60, loc));
+                }
+                PolicyError::TtlTooLong { max, at, .. } => {
+                    assert_eq!(ttl, "3601");
+                    assert_eq!((max, at), (3600, loc));
+                }
+                other => panic!("{other}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_location() {
+    let e = Policy::from_toml_str(&registry_with("colour = \"blue\"")).unwrap_err();
+    let PolicyError::Syntax { at, message } = &e else {
+        panic!("{e}")
+    };
+    assert_eq!(*at, Some(Location { line: 7, column: 1 }));
+    assert!(message.contains("colour"), "{message}");
+
+    let rules = "[[rules]]\nid = \"r\"\nsubject = \"spiffe://example.org/a\"\nregistry = \"local\"\nrepositories = [\"a\"]\nactions = [\"pull\"]\nrepos = [\"b\"]\n";
+    let e = load_err(rules);
+    let PolicyError::Syntax { at, message } = &e else {
+        panic!("{e}")
+    };
+    assert_eq!(at.map(|l| l.line), Some(line_of(rules, "repos =")));
+    assert!(message.contains("repos"), "{message}");
+
+    let e = Policy::from_toml_str(&format!("{REGISTRIES}\nversion = 2\n")).unwrap_err();
+    assert!(matches!(e, PolicyError::Syntax { at: Some(_), .. }), "{e}");
+    assert!(e.to_string().contains("version"), "{e}");
+}
+
+#[test]
+fn syntax_errors_have_location() {
+    let e = Policy::from_toml_str("[[registries]]\nname = \"a\nservice = 1\n").unwrap_err();
+    let PolicyError::Syntax { at: Some(at), .. } = e else {
+        panic!("{e}")
+    };
+    assert_eq!(at.line, 2);
+
+    let e = Policy::from_toml_str(
+        &registry_with("").replace("profile = \"zot\"", "profile = \"quay\""),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            PolicyError::Syntax {
+                at: Some(Location {
+                    line: 5,
+                    column: 11
+                }),
+                ..
+            }
+        ),
+        "{e}"
+    );
+
+    let e = Policy::from_toml_str(&registry_with("").replace("hosts = [\"h\"]\n", "")).unwrap_err();
+    assert!(e.to_string().contains("hosts"), "{e}");
+}
+
+#[test]
+fn registry_validation() {
+    let e = Policy::from_toml_str("").unwrap_err();
+    assert!(matches!(e, PolicyError::NoRegistries), "{e}");
+
+    let bad = |from: &str, to: &str| {
+        let text = registry_with("").replace(from, to);
+        Policy::from_toml_str(&text).unwrap_err()
+    };
+    let e = bad("name = \"r\"", "name = \"R!\"");
+    assert!(
+        matches!(&e, PolicyError::InvalidRegistryName { name, at } if name == "R!" && *at == Location { line: 2, column: 8 }),
+        "{e}"
+    );
+    let e = bad("service = \"s\"", "service = \"a b\"");
+    assert!(
+        matches!(&e, PolicyError::InvalidService { at, .. } if at.line == 3),
+        "{e}"
+    );
+    let e = bad("issuer = \"i\"", "issuer = \"\"");
+    assert!(
+        matches!(&e, PolicyError::InvalidIssuer { at, .. } if at.line == 4),
+        "{e}"
+    );
+    let e = bad("hosts = [\"h\"]", "hosts = [\"h\", \"Upper.example\"]");
+    assert!(
+        matches!(&e, PolicyError::InvalidHost { host, at, .. } if host == "Upper.example" && *at == Location { line: 6, column: 15 }),
+        "{e}"
+    );
+    let e = bad("hosts = [\"h\"]", "hosts = [\"https://h\"]");
+    assert!(matches!(&e, PolicyError::InvalidHost { .. }), "{e}");
+    let e = bad("hosts = [\"h\"]", "hosts = []");
+    assert!(
+        matches!(&e, PolicyError::EmptyList { owner, field: "hosts", at } if owner == "r" && at.line == 6),
+        "{e}"
+    );
+    let e = bad("hosts = [\"h\"]", "hosts = [\"h:1\", \"h:1\"]");
+    assert!(
+        matches!(&e, PolicyError::DuplicateHost { host, .. } if host == "h:1"),
+        "{e}"
+    );
+}
+
+#[test]
+fn duplicate_registries() {
+    let two =
+        |a: &str, b: &str| format!("{}{}", registry_with(""), registry_with("").replace(a, b));
+    let e = Policy::from_toml_str(&two("hosts = [\"h\"]", "hosts = [\"h2\"]\n")).unwrap_err();
+    assert!(
+        matches!(&e, PolicyError::DuplicateRegistryName { name, at } if name == "r" && at.line == 9),
+        "{e}"
+    );
+    // Second registry: new name, same service, its own host.
+    let text =
+        two("name = \"r\"", "name = \"r2\"").replacen("hosts = [\"h\"]", "hosts = [\"h1\"]", 1);
+    let e = Policy::from_toml_str(&text).unwrap_err();
+    assert!(
+        matches!(&e, PolicyError::DuplicateService { service, registry, at } if service == "s" && registry == "r2" && at.line == 10),
+        "{e}"
+    );
+    let text = two(
+        "name = \"r\"\nservice = \"s\"",
+        "name = \"r2\"\nservice = \"s2\"",
+    );
+    let e = Policy::from_toml_str(&text).unwrap_err();
+    assert!(
+        matches!(&e, PolicyError::DuplicateHost { host, registry, at } if host == "h" && registry == "r2" && at.line == 13),
+        "{e}"
+    );
+}
+
+fn rule(body: &str) -> String {
+    format!("[[rules]]\n{body}\n")
+}
+
+#[test]
+fn duplicate_rule_id() {
+    let r = rule(
+        "id = \"a\"\ntrust_domain = \"example.org\"\nregistry = \"local\"\nrepositories = [\"x\"]\nactions = [\"pull\"]",
+    );
+    let rules = format!("{r}{r}");
+    let e = load_err(&rules);
+    let text = format!("{REGISTRIES}\n{rules}");
+    let want_line = text[..text.rfind("id = ").unwrap()].matches('\n').count() + 1;
+    assert!(
+        matches!(&e, PolicyError::DuplicateRuleId { rule, at } if rule == "a" && at.line == want_line),
+        "{e}"
+    );
+}
+
+#[test]
+fn rule_id_must_be_sane() {
+    let rules = rule(
+        "id = \"has space\"\ntrust_domain = \"example.org\"\nregistry = \"local\"\nrepositories = [\"x\"]\nactions = [\"pull\"]",
+    );
+    let e = load_err(&rules);
+    assert!(
+        matches!(&e, PolicyError::InvalidRuleId { rule, .. } if rule == "has space"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unknown_registry() {
+    let rules = rule(
+        "id = \"a\"\ntrust_domain = \"example.org\"\nregistry = \"nope\"\nrepositories = [\"x\"]\nactions = [\"pull\"]",
+    );
+    let e = load_err(&rules);
+    let line = line_of(&rules, "registry = \"nope\"");
+    assert!(
+        matches!(&e, PolicyError::UnknownRegistry { rule, registry, at } if rule == "a" && registry == "nope" && *at == Location { line, column: 12 }),
+        "{e}"
+    );
+    assert_eq!(
+        e.to_string(),
+        format!("rule \"a\": unknown registry \"nope\" at line {line}, column 12")
+    );
+}
+
+#[test]
+fn undefined_capture() {
+    let rules = rule(
+        "id = \"a\"\nsubject = \"spiffe://example.org/ns/{ns}/sa/*\"\nregistry = \"local\"\nrepositories = [\"team-{ns}/*\", \"{sa}/x\"]\nactions = [\"pull\"]",
+    );
+    let e = load_err(&rules);
+    let line = line_of(&rules, "repositories");
+    assert!(
+        matches!(&e, PolicyError::UndefinedCapture { rule, capture, at } if rule == "a" && capture == "sa" && *at == Location { line, column: 32 }),
+        "{e}"
+    );
+
+    // An exact subject defines no captures at all.
+    let rules = rule(
+        "id = \"b\"\nsubject = \"spiffe://example.org/web\"\nregistry = \"local\"\nrepositories = [\"{ns}\"]\nactions = [\"pull\"]",
+    );
+    assert!(
+        matches!(load_err(&rules), PolicyError::UndefinedCapture { capture, .. } if capture == "ns")
+    );
+}
+
+#[test]
+fn unused_capture() {
+    let rules = rule(
+        "id = \"a\"\nsubject = \"spiffe://example.org/ns/{ns}/sa/{sa}\"\nregistry = \"local\"\nrepositories = [\"team-{ns}/*\"]\nactions = [\"pull\"]",
+    );
+    let e = load_err(&rules);
+    let line = line_of(&rules, "subject =");
+    assert!(
+        matches!(&e, PolicyError::UnusedCapture { rule, capture, at } if rule == "a" && capture == "sa" && *at == Location { line, column: 11 }),
+        "{e}"
+    );
+
+    // A catalog rule uses no capture.
+    let rules = rule(
+        "id = \"c\"\nsubject = \"spiffe://example.org/ns/{ns}\"\nregistry = \"local\"\nactions = [\"registry:catalog:*\"]",
+    );
+    assert!(
+        matches!(load_err(&rules), PolicyError::UnusedCapture { capture, .. } if capture == "ns")
+    );
+
+    // Used by one pattern of several is enough.
+    policy(&rule(
+        "id = \"d\"\nsubject = \"spiffe://example.org/ns/{ns}\"\nregistry = \"local\"\nrepositories = [\"shared/*\", \"{ns}/**\"]\nactions = [\"pull\"]",
+    ));
+}
+
+#[test]
+fn subject_matchers_are_validated() {
+    let base = "id = \"a\"\nregistry = \"local\"\nrepositories = [\"x\"]\nactions = [\"pull\"]\n";
+    // The value starts at column 11 (`subject = "`) or 16 (`trust_domain = "`) of its line.
+    let subject_at = |rules: &str, column| Location {
+        line: line_of(rules, "subject ="),
+        column,
+    };
+    let rules = rule(&format!("{base}subject = \"spiffe://Example.org/a\""));
+    let e = load_err(&rules);
+    assert!(
+        matches!(&e, PolicyError::InvalidSubject { rule, at, .. } if rule == "a" && *at == subject_at(&rules, 11)),
+        "{e}"
+    );
+    let rules = rule(&format!("{base}subject = \"spiffe://example.org/a*\""));
+    let e = load_err(&rules);
+    assert!(
+        matches!(&e, PolicyError::InvalidSubjectPattern { rule, at, .. } if rule == "a" && *at == subject_at(&rules, 11)),
+        "{e}"
+    );
+    let rules = rule(&format!("{base}trust_domain = \"exa mple.org\""));
+    let e = load_err(&rules);
+    let td_at = Location {
+        line: line_of(&rules, "trust_domain ="),
+        column: 16,
+    };
+    assert!(
+        matches!(&e, PolicyError::InvalidTrustDomain { rule, at, .. } if rule == "a" && *at == td_at),
+        "{e}"
+    );
+    let e = load_err(&rule(&format!(
+        "{base}subject = \"spiffe://example.org/{{ns}}\""
+    )));
+    assert!(matches!(&e, PolicyError::UnusedCapture { .. }), "{e}");
+    let rules = rule(&format!(
+        "{base}trust_domain = \"example.org\"\nsubject = \"spiffe://example.org/a\""
+    ));
+    let e = load_err(&rules);
+    let line = line_of(&rules, "[[rules]]");
+    assert!(
+        matches!(&e, PolicyError::SubjectMatcher { rule, at } if rule == "a" && *at == Location { line, column: 1 }),
+        "{e}"
+    );
+    let e = load_err(&rule(base));
+    assert!(matches!(&e, PolicyError::SubjectMatcher { .. }), "{e}");
+    // Both spellings of a trust domain work.
+    policy(&rule(&format!(
+        "{base}trust_domain = \"spiffe://example.org\""
+    )));
+}
+
+#[test]
+fn repository_patterns_are_validated() {
+    let rules = rule(
+        "id = \"a\"\ntrust_domain = \"example.org\"\nregistry = \"local\"\nrepositories = [\"ok\", \"Bad/*\"]\nactions = [\"pull\"]",
+    );
+    let e = load_err(&rules);
+    let line = line_of(&rules, "repositories");
+    assert!(
+        matches!(&e, PolicyError::InvalidRepositoryPattern { rule, pattern, at, source: RepoPatternError::Literal(_) } if rule == "a" && pattern == "Bad/*" && *at == Location { line, column: 23 }),
+        "{e}"
+    );
+    let rules = rule(
+        "id = \"a\"\ntrust_domain = \"example.org\"\nregistry = \"local\"\nrepositories = [\"app-*\"]\nactions = [\"pull\"]",
+    );
+    assert!(matches!(
+        load_err(&rules),
+        PolicyError::InvalidRepositoryPattern {
+            source: RepoPatternError::PartialWildcard { .. },
+            ..
+        }
+    ));
+}
+
+#[test]
+fn whole_registry_needs_marker() {
+    for pattern in ["*", "**", "*/*", "*/**"] {
+        let body = format!(
+            "id = \"a\"\ntrust_domain = \"example.org\"\nregistry = \"local\"\nrepositories = [\"x/*\", \"{pattern}\"]\nactions = [\"pull\"]"
+        );
+        let rules = rule(&body);
+        let e = load_err(&rules);
+        let line = line_of(&rules, "repositories");
+        assert!(
+            matches!(&e, PolicyError::WholeRegistryNotMarked { rule, pattern: p, at } if rule == "a" && p == pattern && *at == Location { line, column: 24 }),
+            "{pattern}: {e}"
+        );
+        let e = load_err(&rule(&format!("{body}\nwhole_registry = false")));
+        assert!(
+            matches!(&e, PolicyError::WholeRegistryNotMarked { .. }),
+            "{e}"
+        );
+        policy(&rule(&format!("{body}\nwhole_registry = true")));
+    }
+    // A deny rule covering everything is safe without the marker.
+    policy(&rule(
+        "id = \"d\"\ntrust_domain = \"example.org\"\nregistry = \"local\"\nrepositories = [\"**\"]\nactions = [\"push\"]\neffect = \"deny\"",
+    ));
+}
+
+#[test]
+fn whole_registry_marker_must_be_needed() {
+    let rules = rule(
+        "id = \"a\"\ntrust_domain = \"example.org\"\nregistry = \"local\"\nrepositories = [\"x/*\"]\nactions = [\"pull\"]\nwhole_registry = true",
+    );
+    let e = load_err(&rules);
+    let line = line_of(&rules, "whole_registry");
+    assert!(
+        matches!(&e, PolicyError::WholeRegistryUnused { rule, at } if rule == "a" && *at == Location { line, column: 18 }),
+        "{e}"
+    );
+    let rules = rule(
+        "id = \"c\"\ntrust_domain = \"example.org\"\nregistry = \"local\"\nactions = [\"registry:catalog:*\"]\nwhole_registry = true",
+    );
+    assert!(matches!(
+        load_err(&rules),
+        PolicyError::WholeRegistryUnused { .. }
+    ));
+}
+
+#[test]
+fn catalog_rules_stand_alone() {
+    let rules = rule(
+        "id = \"c\"\ntrust_domain = \"example.org\"\nregistry = \"local\"\nrepositories = [\"x\"]\nactions = [\"registry:catalog:*\"]",
+    );
+    let e = load_err(&rules);
+    let line = line_of(&rules, "repositories");
+    assert!(
+        matches!(&e, PolicyError::CatalogWithRepositories { rule, at } if rule == "c" && *at == Location { line, column: 16 }),
+        "{e}"
+    );
+    let rules = rule(
+        "id = \"c\"\ntrust_domain = \"example.org\"\nregistry = \"local\"\nactions = [\"pull\", \"registry:catalog:*\"]",
+    );
+    let e = load_err(&rules);
+    let line = line_of(&rules, "actions");
+    assert!(
+        matches!(&e, PolicyError::CatalogMixedActions { rule, at } if rule == "c" && *at == Location { line, column: 11 }),
+        "{e}"
+    );
+    let rules = rule(
+        "id = \"c\"\ntrust_domain = \"example.org\"\nregistry = \"local\"\nactions = [\"pull\"]",
+    );
+    let e = load_err(&rules);
+    assert!(
+        matches!(&e, PolicyError::MissingRepositories { rule, at } if rule == "c" && at.line == line_of(&rules, "[[rules]]")),
+        "{e}"
+    );
+}
+
+#[test]
+fn empty_lists_are_rejected() {
+    let rules = rule(
+        "id = \"a\"\ntrust_domain = \"example.org\"\nregistry = \"local\"\nrepositories = []\nactions = [\"pull\"]",
+    );
+    let e = load_err(&rules);
+    assert!(
+        matches!(&e, PolicyError::EmptyList { owner, field: "repositories", at } if owner == "a" && at.line == line_of(&rules, "repositories")),
+        "{e}"
+    );
+    let rules = rule(
+        "id = \"a\"\ntrust_domain = \"example.org\"\nregistry = \"local\"\nrepositories = [\"x\"]\nactions = []",
+    );
+    let e = load_err(&rules);
+    assert!(
+        matches!(&e, PolicyError::EmptyList { owner, field: "actions", at } if owner == "a" && at.line == line_of(&rules, "actions")),
+        "{e}"
+    );
+}
+
+#[test]
+fn list_length_is_capped() {
+    let many = vec!["\"x\""; MAX_LIST_LEN + 1].join(",");
+    let rules = rule(&format!(
+        "id = \"a\"\ntrust_domain = \"example.org\"\nregistry = \"local\"\nrepositories = [{many}]\nactions = [\"pull\"]"
+    ));
+    assert!(matches!(
+        load_err(&rules),
+        PolicyError::ListTooLong {
+            field: "repositories",
+            ..
+        }
+    ));
+}
+
+#[test]
+fn actions_are_validated() {
+    for bad in ["pul", "Pull", "registry:catalog:pull", "mount", ""] {
+        let rules = rule(&format!(
+            "id = \"a\"\ntrust_domain = \"example.org\"\nregistry = \"local\"\nrepositories = [\"x\"]\nactions = [\"pull\", \"{bad}\"]"
+        ));
+        let e = load_err(&rules);
+        assert!(
+            matches!(&e, PolicyError::InvalidAction { rule, action, at } if rule == "a" && action == bad && *at == Location { line: line_of(&rules, "actions"), column: 20 }),
+            "{bad}: {e}"
+        );
+    }
+}
+
+#[test]
+fn load_from_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.toml");
+    std::fs::write(&path, format!("{REGISTRIES}{TEAMS}")).unwrap();
+    let p = Policy::load(&path).unwrap();
+    assert_eq!(p.rule_count(), 1);
+
+    let big = dir.path().join("big.toml");
+    let mut text = format!("{REGISTRIES}{TEAMS}");
+    text.push_str(&"#".repeat(usize::try_from(MAX_POLICY_FILE_BYTES).unwrap()));
+    std::fs::write(&big, text).unwrap();
+    let e = Policy::load(&big).unwrap_err();
+    assert!(
+        matches!(e, PolicyError::FileTooLarge { len, max, .. } if len == MAX_POLICY_FILE_BYTES + 1 && max == MAX_POLICY_FILE_BYTES),
+        "{e}"
+    );
+
+    let e = Policy::load(dir.path().join("missing.toml")).unwrap_err();
+    assert!(matches!(e, PolicyError::Io { .. }), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deciding
+
+#[test]
+fn policy_and_decision_can_cross_threads() {
+    fn check<T: Send + Sync>() {}
+    check::<Policy>();
+    check::<Decision>();
+}
+
+#[test]
+fn exact_id_rule() {
+    let p = policy(&rule(
+        "id = \"web\"\nsubject = \"spiffe://example.org/web\"\nregistry = \"local\"\nrepositories = [\"apps/web\"]\nactions = [\"pull\", \"push\"]",
+    ));
+    assert_eq!(
+        grant(
+            &p,
+            "spiffe://example.org/web",
+            &["repository:apps/web:pull,push,delete"]
+        ),
+        "repository:apps/web:pull,push"
+    );
+    assert_eq!(
+        grant(
+            &p,
+            "spiffe://example.org/web2",
+            &["repository:apps/web:pull"]
+        ),
+        ""
+    );
+    assert_eq!(
+        grant(
+            &p,
+            "spiffe://example.org/web/x",
+            &["repository:apps/web:pull"]
+        ),
+        ""
+    );
+    assert_eq!(
+        grant(&p, "spiffe://other.org/web", &["repository:apps/web:pull"]),
+        ""
+    );
+    assert_eq!(
+        grant(
+            &p,
+            "spiffe://example.org/web",
+            &["repository:apps/api:pull"]
+        ),
+        ""
+    );
+}
+
+#[test]
+fn trust_domain_rule() {
+    let p = policy(&rule(
+        "id = \"td\"\ntrust_domain = \"example.org\"\nregistry = \"local\"\nrepositories = [\"public/*\"]\nactions = [\"pull\"]",
+    ));
+    assert_eq!(
+        grant(
+            &p,
+            "spiffe://example.org/any/thing",
+            &["repository:public/a:pull"]
+        ),
+        "repository:public/a:pull"
+    );
+    assert_eq!(
+        grant(&p, "spiffe://example.org", &["repository:public/a:pull"]),
+        "repository:public/a:pull"
+    );
+    assert_eq!(
+        grant(&p, "spiffe://example.com/x", &["repository:public/a:pull"]),
+        ""
+    );
+    assert_eq!(
+        grant(
+            &p,
+            "spiffe://example.org/x",
+            &["repository:public/a/b:pull"]
+        ),
+        ""
+    );
+}
+
+#[test]
+fn pattern_rule_with_captures() {
+    let p = policy(TEAMS);
+    let web = "spiffe://example.org/ns/prod/sa/web";
+    assert_eq!(
+        grant(&p, web, &["repository:team-prod/app:pull"]),
+        "repository:team-prod/app:pull"
+    );
+    assert_eq!(grant(&p, web, &["repository:team-dev/app:pull"]), "");
+    assert_eq!(grant(&p, web, &["repository:team-prod:pull"]), "");
+    assert_eq!(grant(&p, web, &["repository:team-prod/a/b:pull"]), "");
+    assert_eq!(
+        grant(
+            &p,
+            "spiffe://example.org/ns/prod/sa/web/x",
+            &["repository:team-prod/app:pull"]
+        ),
+        ""
+    );
+    assert_eq!(
+        grant(
+            &p,
+            "spiffe://example.org/ns/dev/sa/api",
+            &["repository:team-dev/app:pull"]
+        ),
+        "repository:team-dev/app:pull"
+    );
+}
+
+#[test]
+fn star_and_double_star_repositories() {
+    let p = policy(&rule(
+        "id = \"m\"\ntrust_domain = \"example.org\"\nregistry = \"local\"\nrepositories = [\"mirror/**\", \"tools/*\"]\nactions = [\"pull\"]",
+    ));
+    let who = "spiffe://example.org/ci";
+    assert_eq!(
+        grant(&p, who, &["repository:mirror/a:pull"]),
+        "repository:mirror/a:pull"
+    );
+    assert_eq!(
+        grant(&p, who, &["repository:mirror/a/b/c:pull"]),
+        "repository:mirror/a/b/c:pull"
+    );
+    assert_eq!(grant(&p, who, &["repository:mirror:pull"]), "");
+    assert_eq!(
+        grant(&p, who, &["repository:tools/x:pull"]),
+        "repository:tools/x:pull"
+    );
+    assert_eq!(grant(&p, who, &["repository:tools/x/y:pull"]), "");
+
+    let p = policy(&rule(
+        "id = \"all\"\ntrust_domain = \"example.org\"\nregistry = \"local\"\nrepositories = [\"**\"]\nactions = [\"pull\"]\nwhole_registry = true",
+    ));
+    assert_eq!(
+        grant(&p, who, &["repository:a:pull", "repository:x/y/z:pull"]),
+        "repository:a:pull repository:x/y/z:pull"
+    );
+}
+
+const ALLOW_ALL_PROD: &str = r#"
+[[rules]]
+id = "prod-rw"
+subject = "spiffe://example.org/ns/prod/sa/*"
+registry = "local"
+repositories = ["team-prod/**"]
+actions = ["*"]
+"#;
+
+const DENY_PUSH_RELEASE: &str = r#"
+[[rules]]
+id = "no-push-release"
+trust_domain = "example.org"
+registry = "local"
+repositories = ["team-prod/release/*"]
+actions = ["push", "delete"]
+effect = "deny"
+"#;
+
+#[test]
+fn deny_overrides_allow_in_either_order() {
+    let a = policy(&format!("{ALLOW_ALL_PROD}{DENY_PUSH_RELEASE}"));
+    let b = policy(&format!("{DENY_PUSH_RELEASE}{ALLOW_ALL_PROD}"));
+    let req = parse_scopes([
+        "repository:team-prod/release/app:pull,push,delete repository:team-prod/dev/app:pull,push",
+    ])
+    .unwrap();
+    let who = id("spiffe://example.org/ns/prod/sa/ci");
+    let da = a.decide(&who, "registry.local", &req).unwrap();
+    let db = b.decide(&who, "registry.local", &req).unwrap();
+    assert_eq!(da, db);
+    assert_eq!(
+        da.granted_scope(),
+        "repository:team-prod/dev/app:pull,push repository:team-prod/release/app:pull"
+    );
+    let t = &da.trace[1];
+    assert_eq!(t.requested.name, "team-prod/release/app");
+    assert_eq!(t.allowed_by.len(), 1);
+    assert_eq!(&*t.allowed_by[0].rule, "prod-rw");
+    assert_eq!(t.allowed_by[0].actions.to_string(), "delete,pull,push");
+    assert_eq!(&*t.denied_by[0].rule, "no-push-release");
+    assert_eq!(t.denied_by[0].actions.to_string(), "delete,push");
+}
+
+#[test]
+fn deny_withdraws_star() {
+    let p = policy(&format!("{ALLOW_ALL_PROD}{DENY_PUSH_RELEASE}"));
+    let who = "spiffe://example.org/ns/prod/sa/ci";
+    // `*` satisfies push at the registry, so a push denial must take `*` away too.
+    assert_eq!(grant(&p, who, &["repository:team-prod/release/app:*"]), "");
+    assert_eq!(
+        grant(&p, who, &["repository:team-prod/release/app:*,pull"]),
+        "repository:team-prod/release/app:pull"
+    );
+    assert_eq!(
+        grant(&p, who, &["repository:team-prod/dev/app:*"]),
+        "repository:team-prod/dev/app:*"
+    );
+}
+
+#[test]
+fn deny_star_denies_everything() {
+    let p = policy(&format!(
+        "{ALLOW_ALL_PROD}{}",
+        rule(
+            "id = \"freeze\"\ntrust_domain = \"example.org\"\nregistry = \"local\"\nrepositories = [\"team-prod/frozen\"]\nactions = [\"*\"]\neffect = \"deny\""
+        )
+    ));
+    assert_eq!(
+        grant(
+            &p,
+            "spiffe://example.org/ns/prod/sa/ci",
+            &["repository:team-prod/frozen:pull,push,delete,*"]
+        ),
+        ""
+    );
+}
+
+#[test]
+fn default_deny() {
+    let p = policy(TEAMS);
+    let req = parse_scopes(["repository:elsewhere/app:pull"]).unwrap();
+    let d = p
+        .decide(
+            &id("spiffe://example.org/ns/prod/sa/web"),
+            "registry.local",
+            &req,
+        )
+        .unwrap();
+    assert!(d.is_empty());
+    assert_eq!(d.trace.len(), 1);
+    assert!(d.trace[0].allowed_by.is_empty() && d.trace[0].denied_by.is_empty());
+    assert!(
+        d.explain().contains("denied by default: no rule matched"),
+        "{}",
+        d.explain()
+    );
+    // A policy without rules denies everything.
+    let empty = policy("");
+    assert_eq!(
+        grant(&empty, "spiffe://example.org/a", &["repository:a:pull"]),
+        ""
+    );
+}
+
+#[test]
+fn partial_grant_is_not_an_error() {
+    let p = policy(TEAMS);
+    let web = "spiffe://example.org/ns/prod/sa/web";
+    assert_eq!(
+        grant(
+            &p,
+            web,
+            &[
+                "repository:team-prod/app:pull,push",
+                "repository:team-dev/app:pull"
+            ]
+        ),
+        "repository:team-prod/app:pull"
+    );
+}
+
+#[test]
+fn catalog_grant_and_absence() {
+    let catalog = rule(
+        "id = \"catalog\"\nsubject = \"spiffe://example.org/admin\"\nregistry = \"local\"\nactions = [\"registry:catalog:*\"]",
+    );
+    let everything = rule(
+        "id = \"admin-all\"\ntrust_domain = \"example.org\"\nregistry = \"local\"\nrepositories = [\"**\"]\nactions = [\"*\"]\nwhole_registry = true",
+    );
+    let p = policy(&format!("{catalog}{everything}"));
+    assert_eq!(
+        grant(&p, "spiffe://example.org/admin", &["registry:catalog:*"]),
+        "registry:catalog:*"
+    );
+    // `*` on every repository is not the catalog.
+    assert_eq!(
+        grant(&p, "spiffe://example.org/other", &["registry:catalog:*"]),
+        ""
+    );
+    // The catalog grant is `*` only, and says nothing about repositories named "catalog".
+    assert_eq!(
+        grant(&p, "spiffe://example.org/admin", &["registry:catalog:pull"]),
+        ""
+    );
+    let p = policy(&catalog);
+    assert_eq!(
+        grant(
+            &p,
+            "spiffe://example.org/admin",
+            &["repository:catalog:pull"]
+        ),
+        ""
+    );
+    assert_eq!(
+        grant(&p, "spiffe://example.org/admin", &["registry:other:*"]),
+        ""
+    );
+
+    let deny = rule(
+        "id = \"no-catalog\"\ntrust_domain = \"example.org\"\nregistry = \"local\"\nactions = [\"registry:catalog:*\"]\neffect = \"deny\"",
+    );
+    let p = policy(&format!("{catalog}{deny}"));
+    assert_eq!(
+        grant(&p, "spiffe://example.org/admin", &["registry:catalog:*"]),
+        ""
+    );
+}
+
+#[test]
+fn star_semantics() {
+    let star = policy(&rule(
+        "id = \"s\"\ntrust_domain = \"example.org\"\nregistry = \"local\"\nrepositories = [\"a\"]\nactions = [\"*\"]",
+    ));
+    let named = policy(&rule(
+        "id = \"n\"\ntrust_domain = \"example.org\"\nregistry = \"local\"\nrepositories = [\"a\"]\nactions = [\"pull\", \"push\", \"delete\"]",
+    ));
+    let who = "spiffe://example.org/x";
+    assert_eq!(
+        grant(&star, who, &["repository:a:pull,push,delete,*"]),
+        "repository:a:*,delete,pull,push"
+    );
+    assert_eq!(
+        grant(&named, who, &["repository:a:pull,push,delete,*"]),
+        "repository:a:delete,pull,push"
+    );
+    assert_eq!(grant(&named, who, &["repository:a:*"]), "");
+    // Unknown actions are never granted, even by `*`.
+    assert_eq!(
+        grant(&star, who, &["repository:a:mount,pull"]),
+        "repository:a:pull"
+    );
+    assert_eq!(grant(&star, who, &["repository:a:mount"]), "");
+    assert_eq!(grant(&star, who, &["repository:a:"]), "");
+}
+
+#[test]
+fn plugin_type_is_covered_and_kept() {
+    let p = policy(TEAMS);
+    assert_eq!(
+        grant(
+            &p,
+            "spiffe://example.org/ns/prod/sa/web",
+            &["repository(plugin):team-prod/sshfs:pull"]
+        ),
+        "repository(plugin):team-prod/sshfs:pull"
+    );
+}
+
+#[test]
+fn rules_of_other_registries_do_not_apply() {
+    let p = policy(&rule(
+        "id = \"o\"\ntrust_domain = \"example.org\"\nregistry = \"other\"\nrepositories = [\"a\"]\nactions = [\"pull\"]",
+    ));
+    assert_eq!(
+        grant(&p, "spiffe://example.org/x", &["repository:a:pull"]),
+        ""
+    );
+    let req = parse_scopes(["repository:a:pull"]).unwrap();
+    let d = p
+        .decide(&id("spiffe://example.org/x"), "registry.other", &req)
+        .unwrap();
+    assert_eq!(d.granted_scope(), "repository:a:pull");
+    assert_eq!(d.registry.name(), "other");
+    assert_eq!(d.registry.token_ttl(), Duration::from_secs(120));
+}
+
+#[test]
+fn unknown_service() {
+    let p = policy(TEAMS);
+    let e = p
+        .decide(&id("spiffe://example.org/a"), "registry.nope", &[])
+        .unwrap_err();
+    assert_eq!(
+        e,
+        DecisionError::UnknownService {
+            service: "registry.nope".into()
+        }
+    );
+    let long = "é".repeat(MAX_SERVICE_LEN);
+    let DecisionError::UnknownService { service } = p
+        .decide(&id("spiffe://example.org/a"), &long, &[])
+        .unwrap_err()
+    else {
+        panic!()
+    };
+    assert!(service.len() <= MAX_SERVICE_LEN);
+}
+
+#[test]
+fn too_many_scopes() {
+    let p = policy(TEAMS);
+    let one = parse_scopes(["repository:a:pull"]).unwrap();
+    let req = vec![one[0].clone(); MAX_SCOPES + 1];
+    let e = p
+        .decide(&id("spiffe://example.org/a"), "registry.local", &req)
+        .unwrap_err();
+    assert_eq!(
+        e,
+        DecisionError::TooManyScopes {
+            count: MAX_SCOPES + 1,
+            max: MAX_SCOPES
+        }
+    );
+}
+
+#[test]
+fn unmerged_requests_are_merged_in_the_grant() {
+    let p = policy(&rule(
+        "id = \"s\"\ntrust_domain = \"example.org\"\nregistry = \"local\"\nrepositories = [\"a\"]\nactions = [\"*\"]",
+    ));
+    let req = vec![
+        ResourceScope::parse("repository:a:push").unwrap(),
+        ResourceScope::parse("repository:a:pull").unwrap(),
+    ];
+    let d = p
+        .decide(&id("spiffe://example.org/x"), "registry.local", &req)
+        .unwrap();
+    assert_eq!(d.granted_scope(), "repository:a:pull,push");
+    assert_eq!(d.trace.len(), 2);
+}
+
+#[test]
+fn explain_names_the_deciding_rules() {
+    let p = policy(&format!("{TEAMS}{ALLOW_ALL_PROD}{DENY_PUSH_RELEASE}"));
+    let req = parse_scopes([
+        "repository:team-prod/release/app:pull,push",
+        "repository:nowhere/app:pull",
+        "repository:team-prod/x:pull,mount",
+    ])
+    .unwrap();
+    let d = p
+        .decide(
+            &id("spiffe://example.org/ns/prod/sa/ci"),
+            "registry.local",
+            &req,
+        )
+        .unwrap();
+    let text = d.explain();
+    let want = "\
+subject:  spiffe://example.org/ns/prod/sa/ci
+registry: local (service registry.local, issuer svid-broker, profile distribution-2, token ttl 300s)
+granted:  repository:team-prod/release/app:pull repository:team-prod/x:pull
+
+requested repository:nowhere/app:pull
+  granted: nothing
+  denied by default: no rule matched
+
+requested repository:team-prod/release/app:pull,push
+  granted: pull
+  allowed pull,push by rule prod-rw
+  denied push by rule no-push-release
+
+requested repository:team-prod/x:mount,pull
+  granted: pull
+  allowed pull by rule prod-rw
+  allowed pull by rule teams-pull-own-namespace
+  denied mount: not an action policy can grant
+";
+    assert_eq!(text, want);
+    assert_eq!(d.to_string(), want);
+
+    // A partly decided scope names what fell to the default.
+    let d = p
+        .decide(
+            &id("spiffe://example.org/ns/dev/sa/web"),
+            "registry.local",
+            &parse_scopes(["repository:team-dev/a:pull,push"]).unwrap(),
+        )
+        .unwrap();
+    assert!(d.explain().contains("  allowed pull by rule teams-pull-own-namespace\n  denied push by default: no rule matched\n"), "{}", d.explain());
+    let d = p
+        .decide(&id("spiffe://example.org/a"), "registry.local", &[])
+        .unwrap();
+    assert!(
+        d.explain()
+            .contains("granted:  nothing\nno scopes requested\n"),
+        "{}",
+        d.explain()
+    );
+}
+
+mod shuffle {
+    use super::*;
+    use proptest::prelude::*;
+
+    const RULES: &[&str] = &[
+        TEAMS,
+        ALLOW_ALL_PROD,
+        DENY_PUSH_RELEASE,
+        r#"
+[[rules]]
+id = "ci-push-teams"
+subject = "spiffe://example.org/ns/{ns}/sa/ci"
+registry = "local"
+repositories = ["team-{ns}/**"]
+actions = ["push", "pull"]
+"#,
+        r#"
+[[rules]]
+id = "deny-dev-delete"
+subject = "spiffe://example.org/ns/dev/sa/*"
+registry = "local"
+repositories = ["**"]
+actions = ["delete"]
+effect = "deny"
+"#,
+        r#"
+[[rules]]
+id = "admin"
+subject = "spiffe://example.org/admin"
+registry = "local"
+repositories = ["**"]
+actions = ["*"]
+whole_registry = true
+"#,
+        r#"
+[[rules]]
+id = "admin-catalog"
+subject = "spiffe://example.org/admin"
+registry = "local"
+actions = ["registry:catalog:*"]
+"#,
+        r#"
+[[rules]]
+id = "freeze"
+trust_domain = "example.org"
+registry = "local"
+repositories = ["team-prod/frozen"]
+actions = ["*"]
+effect = "deny"
+"#,
+        r#"
+[[rules]]
+id = "other-td-pull"
+trust_domain = "other.org"
+registry = "local"
+repositories = ["team-prod/*"]
+actions = ["pull"]
+"#,
+    ];
+
+    const SUBJECTS: &[&str] = &[
+        "spiffe://example.org/ns/prod/sa/ci",
+        "spiffe://example.org/ns/prod/sa/web",
+        "spiffe://example.org/ns/dev/sa/ci",
+        "spiffe://example.org/admin",
+        "spiffe://other.org/x",
+    ];
+
+    const SCOPES: &[&str] = &[
+        "repository:team-prod/app:pull,push,delete,*",
+        "repository:team-prod/release/app:*",
+        "repository:team-prod/frozen:pull",
+        "repository:team-dev/a/b:delete,push",
+        "repository:team-dev/x:pull",
+        "registry:catalog:*",
+        "repository(plugin):team-prod/p:pull",
+        "repository:elsewhere:pull,push",
+    ];
+
+    proptest! {
+        #[test]
+        fn rule_order_never_changes_a_decision(
+            order in Just((0..RULES.len()).collect::<Vec<_>>()).prop_shuffle(),
+            subject in 0..SUBJECTS.len(),
+            scopes in proptest::sample::subsequence((0..SCOPES.len()).collect::<Vec<_>>(), 0..=SCOPES.len()),
+        ) {
+            let base = policy(&RULES.concat());
+            let shuffled = policy(&order.iter().map(|&i| RULES[i]).collect::<String>());
+            let req = parse_scopes(scopes.iter().map(|&i| SCOPES[i])).unwrap();
+            let who = id(SUBJECTS[subject]);
+            let a = base.decide(&who, "registry.local", &req).unwrap();
+            let b = shuffled.decide(&who, "registry.local", &req).unwrap();
+            prop_assert_eq!(a.explain(), b.explain());
+            prop_assert_eq!(a, b);
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Minting: claims plus one signature with the key ring's current leaf.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use svid_broker_identity::id::{MAX_SPIFFE_ID_LEN, SpiffeId};
+use zeroize::Zeroizing;
+
+use crate::claims::{
+    Access, Claims, MAX_AUDIENCE_LEN, MAX_ISSUER_LEN, check_claim, normalize_access,
+};
+use crate::error::{Claim, TokenError};
+use crate::keys::KeyRing;
+use crate::profile::TokenProfile;
+
+/// Default token lifetime.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(5 * 60);
+/// Shortest token lifetime: the token spec's default `expires_in`, and what clients assume as
+/// a floor.
+pub const MIN_TOKEN_TTL: Duration = Duration::from_secs(60);
+/// The leeway distribution (2.8 and 3.x) grants on `exp` and `nbf`.
+pub const REGISTRY_LEEWAY: Duration = Duration::from_secs(60);
+/// How far `nbf` and `iat` are set into the past: zot checks `iat` with zero leeway, so a
+/// registry whose clock is a little behind ours would otherwise reject a fresh token.
+pub const CLOCK_BACKDATE: Duration = Duration::from_secs(5);
+
+/// Length of the random `jti`, in bytes (128 bits).
+const JTI_BYTES: usize = 16;
+/// Longest base64url signature: RSA-2048 (256 bytes) is 342 characters.
+const MAX_SIGNATURE_B64_LEN: usize = 342;
+
+/// Signs registry tokens with a [`KeyRing`].
+#[derive(Debug)]
+pub struct TokenMinter {
+    keys: KeyRing,
+}
+
+/// What to put into one token. Build with [`MintRequest::new`], then adjust fields.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MintRequest<'a> {
+    /// `iss`: exactly the registry's configured `auth.token.issuer`.
+    pub issuer: &'a str,
+    /// `aud`: exactly the registry's `auth.token.service`.
+    pub audience: &'a str,
+    /// `sub`: the workload's SPIFFE ID (registries log it as the user).
+    pub subject: &'a SpiffeId,
+    /// The granted access; normalized (sorted, merged, deduplicated) before signing.
+    pub access: &'a [Access],
+    /// Lifetime; whole seconds count, at least [`MIN_TOKEN_TTL`] and at most the key ring's
+    /// `max_token_ttl`. Default [`DEFAULT_TOKEN_TTL`].
+    pub ttl: Duration,
+    /// Header profile for the target registry. Default [`TokenProfile::Distribution2`].
+    pub profile: TokenProfile,
+    /// The issuing time.
+    pub now: SystemTime,
+}
+
+impl<'a> MintRequest<'a> {
+    /// A request with the default lifetime and profile.
+    pub fn new(
+        issuer: &'a str,
+        audience: &'a str,
+        subject: &'a SpiffeId,
+        access: &'a [Access],
+        now: SystemTime,
+    ) -> Self {
+        Self {
+            issuer,
+            audience,
+            subject,
+            access,
+            ttl: DEFAULT_TOKEN_TTL,
+            profile: TokenProfile::default(),
+            now,
+        }
+    }
+
+    /// Sets the lifetime.
+    #[must_use]
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Sets the header profile.
+    #[must_use]
+    pub fn with_profile(mut self, profile: TokenProfile) -> Self {
+        self.profile = profile;
+        self
+    }
+}
+
+/// A signed registry token: a bearer credential, wiped on drop and never printed.
+#[derive(Clone)]
+pub struct RegistryToken(Zeroizing<String>);
+
+impl RegistryToken {
+    /// The compact JWS, to send as `Authorization: Bearer` or in the realm's `token` field.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RegistryToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RegistryToken([redacted])")
+    }
+}
+
+/// A minted token and what the caller needs for the response and the audit log.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MintedToken {
+    /// The token.
+    pub token: RegistryToken,
+    /// The `jti` (128 random bits, base64url): safe to log, identifies the token in audits.
+    pub jti: String,
+    /// The issuing time, whole seconds (the realm's `issued_at`). The `iat` and `nbf` claims
+    /// are [`CLOCK_BACKDATE`] earlier.
+    pub issued_at: SystemTime,
+    /// The `exp` claim.
+    pub expires_at: SystemTime,
+    /// The `access` claim as signed (normalized).
+    pub access: Vec<Access>,
+    /// The `kid` header value (empty never happens; depends on the profile).
+    pub key_id: String,
+}
+
+impl MintedToken {
+    /// `expires_at - issued_at`, the realm's `expires_in`.
+    pub fn expires_in(&self) -> Duration {
+        self.expires_at
+            .duration_since(self.issued_at)
+            .unwrap_or_default()
+    }
+}
+
+impl TokenMinter {
+    /// A minter signing with `keys`.
+    pub fn new(keys: KeyRing) -> Self {
+        Self { keys }
+    }
+
+    /// The key ring (for JWKS, discovery and the CA bundle).
+    pub fn key_ring(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    /// Checks the request, rotates the signing leaf if due, and signs one token.
+    ///
+    /// # Errors
+    /// A [`TokenError`] naming the rejected input, or a rotation/signing failure.
+    pub fn mint(&self, req: &MintRequest<'_>) -> Result<MintedToken, TokenError> {
+        let ttl_secs = req.ttl.as_secs();
+        if ttl_secs < MIN_TOKEN_TTL.as_secs() {
+            return Err(TokenError::TtlTooShort {
+                ttl_secs,
+                min_secs: MIN_TOKEN_TTL.as_secs(),
+            });
+        }
+        let max = self.keys.config().max_token_ttl.as_secs();
+        if ttl_secs > max {
+            return Err(TokenError::TtlTooLong {
+                ttl_secs,
+                max_secs: max,
+            });
+        }
+        check_claim(Claim::Issuer, req.issuer, MAX_ISSUER_LEN)?;
+        check_claim(Claim::Audience, req.audience, MAX_AUDIENCE_LEN)?;
+        check_claim(Claim::Subject, req.subject.as_str(), MAX_SPIFFE_ID_LEN)?;
+        let access = normalize_access(req.access)?;
+
+        let now = req
+            .now
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| TokenError::TimeOutOfRange)?
+            .as_secs();
+        let iat = now
+            .checked_sub(CLOCK_BACKDATE.as_secs())
+            .ok_or(TokenError::TimeOutOfRange)?;
+        let exp = now
+            .checked_add(ttl_secs)
+            .ok_or(TokenError::TimeOutOfRange)?;
+
+        self.keys
+            .rotate_if_due(req.now)
+            .map_err(TokenError::Rotation)?;
+        let leaf = self.keys.current();
+        let required = exp + REGISTRY_LEEWAY.as_secs();
+        if leaf.not_after_unix() <= required {
+            return Err(TokenError::LeafTooShortLived {
+                leaf_not_after: leaf.not_after_unix(),
+                required,
+            });
+        }
+
+        let mut jti_bytes = [0u8; JTI_BYTES];
+        aws_lc_rs::rand::fill(&mut jti_bytes).map_err(|_| TokenError::Random)?;
+        let jti = URL_SAFE_NO_PAD.encode(jti_bytes);
+
+        let claims = serde_json::to_vec(&Claims {
+            iss: req.issuer,
+            sub: req.subject.as_str(),
+            aud: req.audience,
+            exp,
+            nbf: iat,
+            iat,
+            jti: &jti,
+            access: &access,
+        })
+        .map_err(|_| TokenError::Signing)?;
+        let header = leaf.header_b64(req.profile);
+        // Sized up front so the buffer never reallocates: a reallocation would leave an
+        // unwiped copy of the token behind.
+        let mut token = Zeroizing::new(String::with_capacity(
+            header.len() + 2 + claims.len().div_ceil(3) * 4 + MAX_SIGNATURE_B64_LEN,
+        ));
+        token.push_str(header);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&claims, &mut token);
+        let signature = leaf
+            .sign(token.as_bytes())
+            .map_err(|_| TokenError::Signing)?;
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
+
+        Ok(MintedToken {
+            token: RegistryToken(token),
+            jti,
+            issued_at: UNIX_EPOCH + Duration::from_secs(now),
+            expires_at: UNIX_EPOCH + Duration::from_secs(exp),
+            access,
+            key_id: leaf.key_id(req.profile).to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

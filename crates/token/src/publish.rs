@@ -1,0 +1,149 @@
+//! Published documents: the JWKS and the OpenID discovery document.
+
+use serde_json::{Map, Value, json};
+
+use crate::keys::{KeyRing, SigningLeaf};
+use crate::profile::TokenProfile;
+
+impl KeyRing {
+    /// The JWKS (RFC 7517) with the current leaf and, after a rotation, the previous one, whose
+    /// tokens may still be live. Each key has `kid` as `profile` computes it, `use: sig`,
+    /// `alg`, and `x5c` (the chain up to, not including, the trust anchor).
+    ///
+    /// This is what distribution 3's `auth.token.jwks` file and OIDC relying parties consume;
+    /// distribution 2.8 has no JWKS and relies on `x5c` and the `rootcertbundle`.
+    pub fn jwks_json(&self, profile: TokenProfile) -> String {
+        let mut keys = vec![jwk_entry(&self.current(), profile)];
+        if let Some(previous) = self.previous() {
+            keys.push(jwk_entry(&previous, profile));
+        }
+        json!({ "keys": keys }).to_string()
+    }
+
+    /// A minimal OpenID Connect discovery document (`/.well-known/openid-configuration`) for
+    /// relying parties that fetch keys by discovery: `issuer`, `jwks_uri`, the signing
+    /// algorithm, and the members OpenID Connect Discovery 1.0 §3 marks required.
+    pub fn openid_configuration_json(&self, issuer_url: &str, jwks_url: &str) -> String {
+        json!({
+            "issuer": issuer_url,
+            "jwks_uri": jwks_url,
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": [self.config().algorithm.jws_name()],
+            "claims_supported": ["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "access"],
+        })
+        .to_string()
+    }
+}
+
+fn jwk_entry(leaf: &SigningLeaf, profile: TokenProfile) -> Value {
+    let mut m: Map<String, Value> = leaf.jwk().members();
+    m.insert("kid".into(), leaf.key_id(profile).into());
+    m.insert("use".into(), "sig".into());
+    m.insert("alg".into(), leaf.algorithm().jws_name().into());
+    m.insert("x5c".into(), leaf.x5c().into());
+    Value::Object(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde_json::Value;
+
+    use crate::keys::{KeyRing, KeyRingConfig, SigningAlgorithm, SigningCa};
+    use crate::profile::TokenProfile;
+
+    fn ring(algorithm: SigningAlgorithm, now: SystemTime) -> KeyRing {
+        let ca = SigningCa::generate(
+            SigningAlgorithm::Es256,
+            "test ca",
+            Duration::from_secs(86_400),
+            now,
+        )
+        .unwrap();
+        let config = KeyRingConfig {
+            algorithm,
+            ..KeyRingConfig::default()
+        };
+        KeyRing::new(ca, config, now).unwrap()
+    }
+
+    fn keys(doc: &str) -> Vec<Value> {
+        let v: Value = serde_json::from_str(doc).unwrap();
+        v["keys"].as_array().unwrap().clone()
+    }
+
+    #[test]
+    fn jwks_has_current_then_previous_with_profile_kids() {
+        let now = SystemTime::now();
+        let ring = ring(SigningAlgorithm::Es256, now);
+        assert_eq!(keys(&ring.jwks_json(TokenProfile::Distribution2)).len(), 1);
+
+        let first = ring.current();
+        ring.rotate(now + Duration::from_secs(1)).unwrap();
+        let second = ring.current();
+
+        for profile in TokenProfile::ALL {
+            let ks = keys(&ring.jwks_json(profile));
+            assert_eq!(ks.len(), 2);
+            assert_eq!(ks[0]["kid"], second.key_id(profile));
+            assert_eq!(ks[1]["kid"], first.key_id(profile));
+            for k in &ks {
+                assert_eq!(k["kty"], "EC");
+                assert_eq!(k["crv"], "P-256");
+                assert_eq!(k["use"], "sig");
+                assert_eq!(k["alg"], "ES256");
+                assert_eq!(k["x"].as_str().unwrap().len(), 43);
+                assert_eq!(k["y"].as_str().unwrap().len(), 43);
+                assert!(k.get("d").is_none(), "private member published");
+            }
+            let x5c0 = ks[0]["x5c"][0].as_str().unwrap();
+            assert_eq!(
+                STANDARD.decode(x5c0).unwrap(),
+                second.certificate().as_ref()
+            );
+        }
+        assert_eq!(
+            keys(&ring.jwks_json(TokenProfile::Distribution2))[0]["kid"],
+            second.libtrust_key_id()
+        );
+        assert_eq!(
+            keys(&ring.jwks_json(TokenProfile::Distribution3))[0]["kid"],
+            second.thumbprint()
+        );
+    }
+
+    #[test]
+    fn jwks_for_rsa_and_p384_leaves() {
+        let now = SystemTime::now();
+        let rsa = keys(&ring(SigningAlgorithm::Rs256, now).jwks_json(TokenProfile::Zot));
+        assert_eq!(rsa[0]["kty"], "RSA");
+        assert_eq!(rsa[0]["alg"], "RS256");
+        assert_eq!(rsa[0]["e"], "AQAB");
+        // 2048-bit modulus without a leading zero: 256 bytes = 342 base64url characters.
+        assert_eq!(rsa[0]["n"].as_str().unwrap().len(), 342);
+
+        let p384 = keys(&ring(SigningAlgorithm::Es384, now).jwks_json(TokenProfile::Zot));
+        assert_eq!(p384[0]["crv"], "P-384");
+        assert_eq!(p384[0]["alg"], "ES384");
+        assert_eq!(p384[0]["x"].as_str().unwrap().len(), 64);
+    }
+
+    #[test]
+    fn openid_configuration_is_minimal_and_valid() {
+        let ring = ring(SigningAlgorithm::Es384, SystemTime::now());
+        let doc: Value = serde_json::from_str(&ring.openid_configuration_json(
+            "https://broker.example",
+            "https://broker.example/jwks.json",
+        ))
+        .unwrap();
+        assert_eq!(doc["issuer"], "https://broker.example");
+        assert_eq!(doc["jwks_uri"], "https://broker.example/jwks.json");
+        assert_eq!(doc["id_token_signing_alg_values_supported"][0], "ES384");
+        assert_eq!(doc["response_types_supported"][0], "id_token");
+        assert_eq!(doc["subject_types_supported"][0], "public");
+    }
+}
