@@ -5,8 +5,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Nothing outside Rust is needed yet; the registry tests of the token service will add
-# docker-registry and skopeo here.
+# The real registry (Debian's docker-registry, distribution 2.8.2) and the real client (skopeo
+# 1.9.3) for the end-to-end tests. Installed only when missing, and only as root; without them
+# those tests fail under CI=true and are skipped with a notice otherwise.
+need=()
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v skopeo >/dev/null || need+=(skopeo)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "scripts/test.sh: missing ${need[*]}; run as root to install them (apt-get)" >&2
+  fi
+fi
 
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked

@@ -11,4 +11,5 @@ mod support;
 
 mod dev;
 mod inspect;
+mod registry;
 mod verify;

@@ -221,9 +221,9 @@ pub enum KeyError {
         /// Which input.
         source_kind: PemSource,
         /// Its size in bytes.
-        len: u64,
+        len: usize,
         /// The cap.
-        max: u64,
+        max: usize,
     },
     /// A PEM input could not be parsed. The parser's error is dropped on purpose: it could quote
     /// parts of a private key file.

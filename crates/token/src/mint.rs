@@ -125,7 +125,7 @@ pub struct MintedToken {
     pub expires_at: SystemTime,
     /// The `access` claim as signed (normalized).
     pub access: Vec<Access>,
-    /// The `kid` header value (empty never happens; depends on the profile).
+    /// The `kid` header value under the request's profile.
     pub key_id: String,
 }
 

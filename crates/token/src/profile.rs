@@ -18,10 +18,16 @@ pub enum TokenProfile {
     /// `rootcertbundle` and its `jwks` file. (v3.0.0 computes EC thumbprints wrongly; the `x5c`
     /// chain still verifies there because it is checked first.)
     Distribution3,
-    /// zot's classic bearer mode: `kid` is the RFC 7638 thumbprint. zot verifies with golang-jwt
-    /// against the key in its `cert` setting (a certificate or a bare public key), checks that
-    /// `iat` is not in the future with zero leeway (covered by back-dating `iat`/`nbf`), and
-    /// checks neither `iss` nor `aud`.
+    /// zot's classic bearer mode: `kid` is the RFC 7638 thumbprint. What zot checks (read from
+    /// `pkg/api/bearer.go` and `bearer_auth.go`): golang-jwt v5 with zero leeway and
+    /// `WithIssuedAt`, so `iat` must not be in the future (covered by back-dating `iat`/`nbf`
+    /// by [`crate::CLOCK_BACKDATE`]); no `iss` or `aud` check; `access` matched literally
+    /// (type, name, and the action by exact string: `*` is not a wildcard there).
+    ///
+    /// zot ignores `x5c` and `kid`: it verifies with the one public key loaded at startup from
+    /// its `cert` setting (a certificate or a bare public key). Unlike distribution, which
+    /// trusts the CA, zot in this mode needs its `cert` replaced, and a restart, whenever the
+    /// signing leaf rotates.
     Zot,
 }
 

@@ -5,10 +5,14 @@ use rcgen::{
     KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ECDSA_P521_SHA512,
     PKCS_ED25519, PKCS_RSA_SHA256, RsaKeySize,
 };
+use rustls_pki_types::CertificateDer;
 use x509_parser::extensions::ParsedExtension;
 
 use super::*;
+use crate::error::PemSource;
+use crate::kid::libtrust_key_id;
 use crate::mint::{MintRequest, TokenMinter};
+use crate::profile::TokenProfile;
 use crate::testutil::{CA_LIFETIME, ca, config, ring, subject, t0};
 use crate::verify28::Registry28;
 use crate::{Access, TokenError};
@@ -298,7 +302,7 @@ fn refuses_malformed_certificate_pem() {
             source_kind: PemSource::Certificate
         }
     ));
-    let huge = "x".repeat(usize::try_from(MAX_PEM_LEN).unwrap() + 1);
+    let huge = "x".repeat(MAX_PEM_LEN + 1);
     assert!(matches!(
         load_err(&huge, &a.key_pem),
         KeyError::PemTooLarge {
@@ -335,8 +339,7 @@ fn loads_from_files_with_a_size_cap() {
     ));
     let big = dir.path().join("big.pem");
     let mut f = std::fs::File::create(&big).unwrap();
-    f.write_all(&vec![b'x'; usize::try_from(MAX_PEM_LEN).unwrap() + 10])
-        .unwrap();
+    f.write_all(&vec![b'x'; MAX_PEM_LEN + 10]).unwrap();
     assert!(matches!(
         SigningCa::from_pem_files(&cert, &big, t0()),
         Err(KeyError::PemTooLarge {
@@ -558,4 +561,27 @@ fn debug_output_redacts_keys() {
     for line in ext.key_pem.lines().filter(|l| !l.starts_with("-----")) {
         assert!(!shown.contains(line));
     }
+}
+
+#[test]
+fn concurrent_rotation_issues_exactly_one_leaf() {
+    let ring = ring(SigningAlgorithm::Es256);
+    let first = ring.current();
+    let later = first.not_after() - ring.config().rotate_when_remaining + Duration::from_secs(1);
+    let rotated: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| usize::from(ring.rotate_if_due(later).unwrap())))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(rotated, 1);
+    assert!(ring.previous().unwrap().same_as(&first));
+}
+
+#[test]
+fn key_ring_and_minter_are_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<KeyRing>();
+    assert_send_sync::<TokenMinter>();
+    assert_send_sync::<SigningLeaf>();
 }

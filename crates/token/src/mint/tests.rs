@@ -347,6 +347,25 @@ fn verifier_rejects_what_2_8_rejects() {
             "{alg}"
         );
     }
+    // A signature of the wrong length (e.g. DER instead of r || s), and an empty one.
+    let good = forge(&m, &header, &claims);
+    let (signed, sig) = good.rsplit_once('.').unwrap();
+    let mut long_sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
+    long_sig.push(0);
+    let long = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(long_sig));
+    assert_eq!(
+        reg.verify(&long, t0()).unwrap_err(),
+        Reject::SignatureLength
+    );
+    assert_eq!(
+        reg.verify(&format!("{signed}."), t0()).unwrap_err(),
+        Reject::EmptySignature
+    );
+    assert_eq!(
+        reg.verify(&format!("{signed}.x.y"), t0()).unwrap_err(),
+        Reject::Malformed
+    );
+
     let mut no_exp = claims.clone();
     no_exp.as_object_mut().unwrap().remove("exp");
     assert_eq!(

@@ -1,0 +1,487 @@
+//! The signing CA: loaded from PEM (operator-provided) or generated (development), and the
+//! issuer of signing leaves.
+
+use std::fmt;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::KeySize;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair,
+    EcdsaSigningAlgorithm, KeyPair as _, RSA_PKCS1_SHA256, RsaKeyPair,
+};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyUsagePurpose,
+    PublicKeyData, SignatureAlgorithm, SigningKey,
+};
+use rustls_pki_types::CertificateDer;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::oid_registry::{
+    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION,
+    OID_SIG_ED448, OID_SIG_ED25519,
+};
+use x509_parser::x509::SubjectPublicKeyInfo;
+use zeroize::Zeroizing;
+
+use super::leaf::{LeafParts, LeafPublicKey, SigningLeaf, TokenKey};
+use super::{
+    GENERATED_CA_BACKDATE, KeyRingConfig, LEAF_BACKDATE, MAX_CA_CERTS, MAX_LEAF_COMMON_NAME_LEN,
+    MAX_PEM_LEN, MIN_RSA_BITS, SigningAlgorithm, pem_block, random_serial, unix_secs,
+    whole_seconds,
+};
+use crate::error::{KeyError, PemSource};
+
+// === CA key ===
+
+/// The CA's private key, held by aws-lc-rs (which wipes it when freed). Signs certificates, so
+/// ECDSA signatures are DER (ASN.1), unlike the JWS `r || s` of the leaves.
+enum CaKey {
+    Ecdsa {
+        pair: EcdsaKeyPair,
+        algorithm: SigningAlgorithm,
+    },
+    Rsa(RsaKeyPair),
+}
+
+impl CaKey {
+    fn generate(algorithm: SigningAlgorithm) -> Result<Self, KeyError> {
+        let failed = |_| KeyError::KeyGeneration { algorithm };
+        Ok(match algorithm {
+            SigningAlgorithm::Es256 | SigningAlgorithm::Es384 => Self::Ecdsa {
+                pair: EcdsaKeyPair::generate(ca_ecdsa_alg(algorithm)).map_err(failed)?,
+                algorithm,
+            },
+            SigningAlgorithm::Rs256 => {
+                Self::Rsa(RsaKeyPair::generate(KeySize::Rsa2048).map_err(failed)?)
+            }
+        })
+    }
+
+    fn from_pkcs8(algorithm: SigningAlgorithm, der: &[u8]) -> Result<Self, KeyError> {
+        let malformed = |_| KeyError::MalformedPrivateKey;
+        Ok(match algorithm {
+            SigningAlgorithm::Es256 | SigningAlgorithm::Es384 => Self::Ecdsa {
+                pair: EcdsaKeyPair::from_pkcs8(ca_ecdsa_alg(algorithm), der).map_err(malformed)?,
+                algorithm,
+            },
+            SigningAlgorithm::Rs256 => Self::Rsa(RsaKeyPair::from_pkcs8(der).map_err(malformed)?),
+        })
+    }
+
+    fn algorithm(&self) -> SigningAlgorithm {
+        match self {
+            Self::Ecdsa { algorithm, .. } => *algorithm,
+            Self::Rsa(_) => SigningAlgorithm::Rs256,
+        }
+    }
+}
+
+fn ca_ecdsa_alg(algorithm: SigningAlgorithm) -> &'static EcdsaSigningAlgorithm {
+    if algorithm == SigningAlgorithm::Es384 {
+        &ECDSA_P384_SHA384_ASN1_SIGNING
+    } else {
+        &ECDSA_P256_SHA256_ASN1_SIGNING
+    }
+}
+
+impl PublicKeyData for CaKey {
+    fn der_bytes(&self) -> &[u8] {
+        match self {
+            Self::Ecdsa { pair, .. } => pair.public_key().as_ref(),
+            Self::Rsa(pair) => pair.public_key().as_ref(),
+        }
+    }
+
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        CaKey::algorithm(self).rcgen()
+    }
+}
+
+impl SigningKey for CaKey {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        let rng = SystemRandom::new();
+        match self {
+            Self::Ecdsa { pair, .. } => pair
+                .sign(&rng, msg)
+                .map(|sig| sig.as_ref().to_vec())
+                .map_err(|_| rcgen::Error::RingUnspecified),
+            Self::Rsa(pair) => {
+                let mut sig = vec![0u8; pair.public_modulus_len()];
+                pair.sign(&RSA_PKCS1_SHA256, &rng, msg, &mut sig)
+                    .map_err(|_| rcgen::Error::RingUnspecified)?;
+                Ok(sig)
+            }
+        }
+    }
+}
+
+// === SigningCa ===
+
+/// The CA that issues signing leaves. Registries trust it (or the top of its chain) through
+/// `rootcertbundle`; it never signs tokens itself.
+pub struct SigningCa {
+    key: CaKey,
+    /// The signing CA first, then its issuers; the last one is what registries trust.
+    certs: Vec<CertificateDer<'static>>,
+    /// The earliest `notAfter` of the chain: no leaf may outlive it.
+    not_after: SystemTime,
+}
+
+impl SigningCa {
+    /// Generates a self-signed CA in memory, for development. The key exists only in this
+    /// process; registries need only [`Self::ca_bundle_pem`].
+    ///
+    /// # Errors
+    /// [`KeyError::InvalidCommonName`], [`KeyError::TimeOutOfRange`], or a key or certificate
+    /// generation failure.
+    pub fn generate(
+        algorithm: SigningAlgorithm,
+        common_name: &str,
+        lifetime: Duration,
+        now: SystemTime,
+    ) -> Result<Self, KeyError> {
+        check_common_name(common_name)?;
+        let now = whole_seconds(now)?;
+        let not_before = now
+            .checked_sub(GENERATED_CA_BACKDATE)
+            .ok_or(KeyError::TimeOutOfRange)?;
+        let not_after = now.checked_add(lifetime).ok_or(KeyError::TimeOutOfRange)?;
+        unix_secs(not_before)?;
+        let key = CaKey::generate(algorithm)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = common_name_dn(common_name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.not_before = not_before.into();
+        params.not_after = not_after.into();
+        params.serial_number = Some(random_serial(algorithm)?);
+        let cert = params.self_signed(&key).map_err(KeyError::Certificate)?;
+        Ok(Self {
+            key,
+            certs: vec![cert.der().clone()],
+            not_after,
+        })
+    }
+
+    /// Loads the CA from PEM text.
+    ///
+    /// `cert_pem` holds the signing CA certificate first, then optionally the certificates
+    /// above it; the last one is the trust anchor for registries, and the ones before it travel
+    /// in every token's `x5c`. `key_pem` holds the signing CA's unencrypted PKCS#8 key
+    /// (`PRIVATE KEY`). The signing CA must be P-256, P-384 or RSA >= 2048 bits, have
+    /// basicConstraints cA=true, allow keyCertSign, and match the key; no certificate in the
+    /// chain may have an Ed25519/Ed448 key; all must be valid at `now`.
+    ///
+    /// # Errors
+    /// A [`KeyError`] naming the rule that failed.
+    pub fn from_pem(cert_pem: &str, key_pem: &str, now: SystemTime) -> Result<Self, KeyError> {
+        check_pem_len(PemSource::Certificate, cert_pem.len())?;
+        check_pem_len(PemSource::PrivateKey, key_pem.len())?;
+        let certs = parse_cert_chain(cert_pem)?;
+        let now_unix = i64::try_from(unix_secs(now)?).map_err(|_| KeyError::TimeOutOfRange)?;
+        let mut not_after = i64::MAX;
+        let mut algorithm = SigningAlgorithm::Es256;
+        let mut signing_public_key = Vec::new();
+        for (index, der) in certs.iter().enumerate() {
+            let (_, cert) = x509_parser::parse_x509_certificate(der)
+                .map_err(|_| KeyError::MalformedCertificate { index })?;
+            let spki = cert.public_key();
+            if spki.algorithm.algorithm == OID_SIG_ED25519
+                || spki.algorithm.algorithm == OID_SIG_ED448
+            {
+                return Err(KeyError::EdwardsCurveRefused { index });
+            }
+            let validity = cert.validity();
+            let (nb, na) = (
+                validity.not_before.timestamp(),
+                validity.not_after.timestamp(),
+            );
+            if now_unix < nb || now_unix > na {
+                return Err(KeyError::CertificateNotValidNow {
+                    index,
+                    not_before: nb,
+                    not_after: na,
+                });
+            }
+            not_after = not_after.min(na);
+            if index == 0 {
+                algorithm = ca_key_algorithm(spki)?;
+                check_is_ca(&cert)?;
+                signing_public_key = spki.subject_public_key.data.to_vec();
+            }
+        }
+        let key_der = parse_private_key(key_pem)?;
+        let key = CaKey::from_pkcs8(algorithm, &key_der)?;
+        if key.der_bytes() != signing_public_key.as_slice() {
+            return Err(KeyError::KeyMismatch);
+        }
+        let not_after = UNIX_EPOCH
+            + Duration::from_secs(u64::try_from(not_after).map_err(|_| KeyError::TimeOutOfRange)?);
+        Ok(Self {
+            key,
+            certs,
+            not_after,
+        })
+    }
+
+    /// Reads [`Self::from_pem`]'s inputs from files, refusing files over [`MAX_PEM_LEN`].
+    ///
+    /// # Errors
+    /// [`KeyError::Io`], [`KeyError::PemTooLarge`], or any error of [`Self::from_pem`].
+    pub fn from_pem_files(
+        cert_path: &Path,
+        key_path: &Path,
+        now: SystemTime,
+    ) -> Result<Self, KeyError> {
+        let cert = read_pem_file(PemSource::Certificate, cert_path)?;
+        let key = read_pem_file(PemSource::PrivateKey, key_path)?;
+        Self::from_pem(&cert, &key, now)
+    }
+
+    /// The signing CA's certificate (the first of the chain).
+    pub fn certificate(&self) -> &CertificateDer<'static> {
+        &self.certs[0]
+    }
+
+    /// The certificate registries trust: the last of the chain.
+    pub fn trust_anchor(&self) -> &CertificateDer<'static> {
+        // The constructors never build an empty chain.
+        &self.certs[self.certs.len() - 1]
+    }
+
+    /// The CA key's algorithm (independent of the leaves' algorithm).
+    pub fn algorithm(&self) -> SigningAlgorithm {
+        self.key.algorithm()
+    }
+
+    /// The earliest `notAfter` in the chain.
+    pub fn not_after(&self) -> SystemTime {
+        self.not_after
+    }
+
+    /// The trust anchor as PEM, for the registry's `auth.token.rootcertbundle`.
+    pub fn ca_bundle_pem(&self) -> String {
+        pem_block("CERTIFICATE", self.trust_anchor())
+    }
+
+    /// The certificates that follow the leaf in `x5c`: the chain without its trust anchor
+    /// (empty for a self-signed signing CA).
+    fn x5c_tail(&self) -> &[CertificateDer<'static>] {
+        &self.certs[..self.certs.len() - 1]
+    }
+
+    pub(super) fn issue_leaf(
+        &self,
+        config: &KeyRingConfig,
+        now: SystemTime,
+    ) -> Result<SigningLeaf, KeyError> {
+        let algorithm = config.algorithm;
+        let now = whole_seconds(now)?;
+        let not_before = now
+            .checked_sub(LEAF_BACKDATE)
+            .ok_or(KeyError::TimeOutOfRange)?;
+        let not_after = now
+            .checked_add(config.leaf_lifetime)
+            .ok_or(KeyError::TimeOutOfRange)?;
+        unix_secs(not_before)?;
+        let not_after_unix = unix_secs(not_after)?;
+        if not_after > self.not_after {
+            return Err(KeyError::CaExpiresTooSoon {
+                leaf_not_after: not_after_unix,
+                ca_not_after: unix_secs(self.not_after)?,
+            });
+        }
+        let key = TokenKey::generate(algorithm)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = common_name_dn(&config.leaf_common_name);
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.not_before = not_before.into();
+        params.not_after = not_after.into();
+        params.serial_number = Some(random_serial(algorithm)?);
+        params.use_authority_key_identifier_extension = true;
+        let issuer = Issuer::from_ca_cert_der(self.certificate(), &self.key)
+            .map_err(KeyError::Certificate)?;
+        let public = LeafPublicKey {
+            der: key.public_der(),
+            algorithm,
+        };
+        let cert = params
+            .signed_by(&public, &issuer)
+            .map_err(KeyError::Certificate)?;
+        let cert = cert.der().clone();
+        let mut x5c = Vec::with_capacity(1 + self.x5c_tail().len());
+        x5c.push(STANDARD.encode(&cert));
+        x5c.extend(self.x5c_tail().iter().map(|c| STANDARD.encode(c)));
+        SigningLeaf::new(LeafParts {
+            key,
+            algorithm,
+            cert,
+            x5c,
+            not_before,
+            not_after,
+            not_after_unix,
+        })
+    }
+}
+
+impl fmt::Debug for SigningCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningCa")
+            .field("algorithm", &self.algorithm())
+            .field("chain_len", &self.certs.len())
+            .field("not_after", &self.not_after)
+            .field("key", &"[redacted]")
+            .finish()
+    }
+}
+
+pub(super) fn check_common_name(cn: &str) -> Result<(), KeyError> {
+    if cn.is_empty() || cn.len() > MAX_LEAF_COMMON_NAME_LEN || cn.chars().any(char::is_control) {
+        return Err(KeyError::InvalidCommonName {
+            len: cn.len(),
+            max: MAX_LEAF_COMMON_NAME_LEN,
+        });
+    }
+    Ok(())
+}
+
+fn common_name_dn(cn: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    dn
+}
+
+fn check_pem_len(source_kind: PemSource, len: usize) -> Result<(), KeyError> {
+    if len > MAX_PEM_LEN {
+        return Err(KeyError::PemTooLarge {
+            source_kind,
+            len,
+            max: MAX_PEM_LEN,
+        });
+    }
+    Ok(())
+}
+
+fn read_pem_file(source_kind: PemSource, path: &Path) -> Result<Zeroizing<String>, KeyError> {
+    use std::io::Read as _;
+    let io = |source| KeyError::Io {
+        source_kind,
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    // Read one byte past the cap so an oversized file is detected without reading it all.
+    // Allocated once at the cap so reading never reallocates and leaves an unwiped copy.
+    let mut text = Zeroizing::new(String::with_capacity(MAX_PEM_LEN + 1));
+    file.take(u64::try_from(MAX_PEM_LEN + 1).unwrap_or(u64::MAX))
+        .read_to_string(&mut text)
+        .map_err(io)?;
+    check_pem_len(source_kind, text.len())?;
+    Ok(text)
+}
+
+fn parse_cert_chain(cert_pem: &str) -> Result<Vec<CertificateDer<'static>>, KeyError> {
+    let blocks = pem::parse_many(cert_pem).map_err(|_| KeyError::MalformedPem {
+        source_kind: PemSource::Certificate,
+    })?;
+    if blocks.is_empty() {
+        return Err(KeyError::NoCaCertificate);
+    }
+    if blocks.len() > MAX_CA_CERTS {
+        return Err(KeyError::TooManyCaCertificates {
+            count: blocks.len(),
+            max: MAX_CA_CERTS,
+        });
+    }
+    blocks
+        .into_iter()
+        .enumerate()
+        .map(|(index, block)| {
+            if block.tag() == "CERTIFICATE" {
+                Ok(CertificateDer::from(block.into_contents()))
+            } else {
+                Err(KeyError::UnexpectedCertificateLabel {
+                    index,
+                    label: block.tag().chars().take(64).collect(),
+                })
+            }
+        })
+        .collect()
+}
+
+/// Finds the one `PRIVATE KEY` block; every decoded block is wiped when this returns.
+fn parse_private_key(key_pem: &str) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    let malformed = KeyError::MalformedPem {
+        source_kind: PemSource::PrivateKey,
+    };
+    let blocks: Vec<(String, Zeroizing<Vec<u8>>)> = pem::parse_many(key_pem)
+        .map_err(|_| malformed)?
+        .into_iter()
+        .map(|b| (b.tag().to_owned(), Zeroizing::new(b.into_contents())))
+        .collect();
+    let mut pkcs8 = blocks.iter().filter(|(tag, _)| tag == "PRIVATE KEY");
+    match (pkcs8.next(), pkcs8.next()) {
+        (Some((_, der)), None) => Ok(der.clone()),
+        (Some(_), Some(_)) => Err(KeyError::MalformedPem {
+            source_kind: PemSource::PrivateKey,
+        }),
+        (None, _) => match blocks.iter().find(|(tag, _)| tag.contains("PRIVATE KEY")) {
+            Some((tag, _)) => Err(KeyError::UnsupportedKeyFormat {
+                label: tag.chars().take(64).collect(),
+            }),
+            None => Err(KeyError::NoPrivateKey),
+        },
+    }
+}
+
+fn ca_key_algorithm(spki: &SubjectPublicKeyInfo<'_>) -> Result<SigningAlgorithm, KeyError> {
+    let oid = &spki.algorithm.algorithm;
+    if *oid == OID_PKCS1_RSAENCRYPTION {
+        let bits = spki
+            .parsed()
+            .map_err(|_| KeyError::MalformedCertificate { index: 0 })?
+            .key_size();
+        if bits < MIN_RSA_BITS {
+            return Err(KeyError::RsaKeyTooSmall {
+                bits,
+                min: MIN_RSA_BITS,
+            });
+        }
+        return Ok(SigningAlgorithm::Rs256);
+    }
+    if *oid == OID_KEY_TYPE_EC_PUBLIC_KEY {
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok());
+        if curve.as_ref() == Some(&OID_EC_P256) {
+            return Ok(SigningAlgorithm::Es256);
+        }
+        if curve.as_ref() == Some(&OID_NIST_EC_P384) {
+            return Ok(SigningAlgorithm::Es384);
+        }
+    }
+    Err(KeyError::UnsupportedKeyType { index: 0 })
+}
+
+fn check_is_ca(cert: &X509Certificate<'_>) -> Result<(), KeyError> {
+    let is_ca = cert
+        .basic_constraints()
+        .map_err(|_| KeyError::MalformedCertificate { index: 0 })?
+        .is_some_and(|bc| bc.value.ca);
+    if !is_ca {
+        return Err(KeyError::NotCa);
+    }
+    let key_usage = cert
+        .key_usage()
+        .map_err(|_| KeyError::MalformedCertificate { index: 0 })?;
+    if key_usage.is_some_and(|ku| !ku.value.key_cert_sign()) {
+        return Err(KeyError::CaCannotSignCertificates);
+    }
+    Ok(())
+}
