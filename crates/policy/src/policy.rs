@@ -766,6 +766,41 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// Whether any allow rule of the registry named by `service` matches `subject` (whatever
+    /// resources it names): "may this subject use this registry at all", which the broker asks
+    /// before issuing a registry login credential. Deny rules are not weighed here: the
+    /// tokens later obtained with the credential are still decided by [`Self::decide`].
+    ///
+    /// # Errors
+    /// [`DecisionError::UnknownService`].
+    pub fn has_allow_rule(&self, subject: &SpiffeId, service: &str) -> Result<bool, DecisionError> {
+        let Some(&reg) = self.by_service.get(service) else {
+            let mut cut = service.len().min(MAX_SERVICE_LEN);
+            while !service.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            return Err(DecisionError::UnknownService {
+                service: service[..cut].to_owned(),
+            });
+        };
+        let idx = &self.index[reg];
+        let exact = idx.exact.get(subject).map_or(&[][..], Vec::as_slice);
+        let by_td = idx
+            .by_trust_domain
+            .get(subject.trust_domain())
+            .map_or(&[][..], Vec::as_slice);
+        Ok(merge_sorted(exact, by_td).any(|i| {
+            let rule = &self.rules[i];
+            rule.effect == Effect::Allow
+                && match &rule.subject {
+                    SubjectMatcher::Exact(_) | SubjectMatcher::TrustDomain(_) => true,
+                    SubjectMatcher::Pattern(p) => p.matches(subject).is_some(),
+                }
+        }))
+    }
+}
+
 /// Whether `rule`'s target (its repository patterns, or the catalog) covers `req`.
 fn rule_covers(rule: &Rule, req: &ResourceScope, captures: Option<&Captures<'_, '_>>) -> bool {
     match &rule.target {

@@ -160,7 +160,7 @@ impl SigningLeaf {
         self.0.parts.algorithm
     }
 
-    /// The certificate's `notBefore` (back-dated by [`LEAF_BACKDATE`]).
+    /// The certificate's `notBefore` (back-dated by [`crate::LEAF_BACKDATE`]).
     pub fn not_before(&self) -> SystemTime {
         self.0.parts.not_before
     }

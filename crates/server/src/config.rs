@@ -1,0 +1,531 @@
+//! The broker's configuration file (TOML), parsed strictly and validated before any runtime
+//! starts. Unknown keys are errors with line and column. Relative paths are resolved against
+//! the configuration file's directory.
+//!
+//! ```toml
+//! [server]
+//! http_addr = "127.0.0.1:8080"        # the token realm, JWKS, discovery, health, metrics
+//! grpc_addr = "127.0.0.1:8443"        # optional: the gRPC Exchange listener (needs workload_api)
+//! public_url = "http://127.0.0.1:8080" # realm = public_url + "/token"; OIDC issuer
+//! shutdown_grace_seconds = 10         # in-flight requests get this long to finish (1..=300)
+//!
+//! [identity]
+//! audience = "svid-broker"            # JWT-SVIDs presented to the broker must carry it
+//! bundle_files = [{ trust_domain = "example.org", path = "bundle.jwks.json" }]
+//! bundle_poll_seconds = 5             # how often bundle files are re-read (1..=3600)
+//! workload_api = "unix:///run/spire/agent.sock"  # optional: own SVID (gRPC TLS) and bundles
+//!
+//! [policy]
+//! file = "policy.toml"                # reloaded on change and on SIGHUP; last good kept
+//! poll_seconds = 5                    # change detection period (1..=3600)
+//!
+//! [signing]
+//! ca_cert_file = "ca.pem"             # signing CA first, then its issuers
+//! ca_key_file = "ca.key"              # unencrypted PKCS#8
+//! # generate = true                   # instead of the two files: dev only, single replica
+//! algorithm = "ES256"                 # ES256, ES384 or RS256 (signing leaves)
+//!
+//! [credentials]
+//! login_credential_ttl_seconds = 1800 # 60..=3600
+//! refresh_token_ttl_seconds = 3600    # 60..=86400
+//!
+//! [limits]
+//! requests_per_second_per_subject = 50  # 0 disables the limit
+//! burst = 100
+//! token_cache = true
+//!
+//! [log]
+//! format = "text"                     # or "json"
+//! audit = "stderr"                    # or "stdout", or a file path; its own stream
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use svid_broker_identity::TrustDomain;
+use svid_broker_policy::Location;
+use svid_broker_token::SigningAlgorithm;
+
+use crate::credential::{
+    DEFAULT_LOGIN_CREDENTIAL_TTL, DEFAULT_REFRESH_TOKEN_TTL, MAX_LOGIN_CREDENTIAL_TTL,
+    MAX_REFRESH_TOKEN_TTL,
+};
+
+/// Largest configuration file accepted, in bytes.
+pub const MAX_CONFIG_FILE_BYTES: u64 = 256 * 1024;
+/// Most bundle files.
+pub const MAX_BUNDLE_FILES: usize = 256;
+/// Longest `shutdown_grace_seconds`.
+pub const MAX_SHUTDOWN_GRACE_SECONDS: u64 = 300;
+/// Longest poll period, in seconds.
+pub const MAX_POLL_SECONDS: u64 = 3600;
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is larger than [`MAX_CONFIG_FILE_BYTES`].
+    #[error("{path} is larger than {max} bytes")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The cap.
+        max: u64,
+    },
+    /// TOML syntax, an unknown key or a wrongly typed value.
+    #[error("line {}, column {}: {message}", location.line, location.column)]
+    Parse {
+        /// Where.
+        location: Location,
+        /// The parser's message (the file holds paths and addresses, never secrets).
+        message: String,
+    },
+    /// A value breaks a rule.
+    #[error("{key}: {rule}")]
+    Invalid {
+        /// The key, e.g. `server.http_addr`.
+        key: &'static str,
+        /// The rule it breaks.
+        rule: &'static str,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: RawServer,
+    identity: RawIdentity,
+    policy: RawPolicy,
+    signing: RawSigning,
+    #[serde(default)]
+    credentials: RawCredentials,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    http_addr: String,
+    grpc_addr: Option<String>,
+    public_url: String,
+    #[serde(default = "default_grace")]
+    shutdown_grace_seconds: u64,
+}
+
+fn default_grace() -> u64 {
+    10
+}
+
+fn default_poll() -> u64 {
+    5
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBundleFile {
+    trust_domain: String,
+    path: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    audience: String,
+    #[serde(default)]
+    bundle_files: Vec<RawBundleFile>,
+    #[serde(default = "default_poll")]
+    bundle_poll_seconds: u64,
+    workload_api: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    file: PathBuf,
+    #[serde(default = "default_poll")]
+    poll_seconds: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSigning {
+    ca_cert_file: Option<PathBuf>,
+    ca_key_file: Option<PathBuf>,
+    #[serde(default)]
+    generate: bool,
+    #[serde(default = "default_algorithm")]
+    algorithm: String,
+}
+
+fn default_algorithm() -> String {
+    "ES256".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredentials {
+    #[serde(default = "default_login_ttl")]
+    login_credential_ttl_seconds: u64,
+    #[serde(default = "default_refresh_ttl")]
+    refresh_token_ttl_seconds: u64,
+}
+
+fn default_login_ttl() -> u64 {
+    DEFAULT_LOGIN_CREDENTIAL_TTL.as_secs()
+}
+
+fn default_refresh_ttl() -> u64 {
+    DEFAULT_REFRESH_TOKEN_TTL.as_secs()
+}
+
+impl Default for RawCredentials {
+    fn default() -> Self {
+        Self {
+            login_credential_ttl_seconds: default_login_ttl(),
+            refresh_token_ttl_seconds: default_refresh_ttl(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    #[serde(default = "default_rps")]
+    requests_per_second_per_subject: u32,
+    #[serde(default = "default_burst")]
+    burst: u32,
+    #[serde(default = "default_true")]
+    token_cache: bool,
+}
+
+fn default_rps() -> u32 {
+    50
+}
+
+fn default_burst() -> u32 {
+    100
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            requests_per_second_per_subject: default_rps(),
+            burst: default_burst(),
+            token_cache: true,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    #[serde(default = "default_format")]
+    format: String,
+    #[serde(default = "default_audit")]
+    audit: String,
+}
+
+fn default_format() -> String {
+    "text".to_owned()
+}
+
+fn default_audit() -> String {
+    "stderr".to_owned()
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: default_format(),
+            audit: default_audit(),
+        }
+    }
+}
+
+/// Where the signing CA comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SigningSource {
+    /// PEM files (production; replicas share them).
+    Files {
+        /// Certificate chain, signing CA first.
+        cert: PathBuf,
+        /// PKCS#8 private key.
+        key: PathBuf,
+    },
+    /// Generated in memory at start-up (development, single replica).
+    Generate,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where audit events go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuditTarget {
+    /// Standard error.
+    Stderr,
+    /// Standard output.
+    Stdout,
+    /// A file, appended to.
+    File(PathBuf),
+}
+
+/// A validated broker configuration.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct BrokerConfig {
+    /// Realm listener address.
+    pub http_addr: SocketAddr,
+    /// gRPC listener address, if any.
+    pub grpc_addr: Option<SocketAddr>,
+    /// The URL clients and registries reach the realm at (no trailing slash).
+    pub public_url: String,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+    /// The broker's JWT-SVID audience.
+    pub audience: String,
+    /// Trust bundle files, per trust domain.
+    pub bundle_files: Vec<(TrustDomain, PathBuf)>,
+    /// Bundle file poll period.
+    pub bundle_poll: Duration,
+    /// Workload API endpoint, if any.
+    pub workload_api: Option<String>,
+    /// Policy file.
+    pub policy_file: PathBuf,
+    /// Policy poll period.
+    pub policy_poll: Duration,
+    /// The signing CA's source.
+    pub signing: SigningSource,
+    /// The signing leaves' algorithm.
+    pub algorithm: SigningAlgorithm,
+    /// Login credential lifetime.
+    pub login_credential_ttl: Duration,
+    /// Refresh token lifetime.
+    pub refresh_token_ttl: Duration,
+    /// Per-subject requests per second; 0 = unlimited.
+    pub requests_per_second_per_subject: u32,
+    /// Rate-limit burst.
+    pub burst: u32,
+    /// Whether issued tokens are cached.
+    pub token_cache: bool,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Audit destination.
+    pub audit: AuditTarget,
+}
+
+impl BrokerConfig {
+    /// The realm URL registries put in `auth.token.realm`.
+    pub fn realm_url(&self) -> String {
+        format!("{}/token", self.public_url)
+    }
+
+    /// Reads and validates a configuration file.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the rule that failed.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        use std::io::Read as _;
+        let io = |source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        let mut text = String::new();
+        file.take(MAX_CONFIG_FILE_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(io)?;
+        if text.len() as u64 > MAX_CONFIG_FILE_BYTES {
+            return Err(ConfigError::TooLarge {
+                path: path.to_owned(),
+                max: MAX_CONFIG_FILE_BYTES,
+            });
+        }
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::from_toml_str(&text, base)
+    }
+
+    /// Parses and validates configuration text; relative paths resolve against `base_dir`.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the rule that failed.
+    pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            location: Location::from_offset(text, e.span().map_or(0, |s| s.start)),
+            message: e.message().to_owned(),
+        })?;
+        let invalid = |key, rule| Err(ConfigError::Invalid { key, rule });
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base_dir.join(p)
+            }
+        };
+
+        let Ok(http_addr) = raw.server.http_addr.parse::<SocketAddr>() else {
+            return invalid("server.http_addr", "must be an ip:port socket address");
+        };
+        let grpc_addr = match raw.server.grpc_addr.as_deref() {
+            None => None,
+            Some(a) => match a.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => return invalid("server.grpc_addr", "must be an ip:port socket address"),
+            },
+        };
+        let public_url = raw.server.public_url.trim_end_matches('/').to_owned();
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://"))
+            || public_url.len() <= "https://".len()
+            || public_url.contains(['?', '#', ' '])
+        {
+            return invalid(
+                "server.public_url",
+                "must be an http:// or https:// url without query or fragment",
+            );
+        }
+        let grace = raw.server.shutdown_grace_seconds;
+        if grace == 0 || grace > MAX_SHUTDOWN_GRACE_SECONDS {
+            return invalid("server.shutdown_grace_seconds", "must be 1..=300");
+        }
+
+        if raw.identity.audience.is_empty() || raw.identity.audience.len() > 1024 {
+            return invalid("identity.audience", "must be 1 to 1024 bytes");
+        }
+        if raw.identity.bundle_files.is_empty() && raw.identity.workload_api.is_none() {
+            return invalid(
+                "identity.bundle_files",
+                "at least one bundle file (or identity.workload_api) is required",
+            );
+        }
+        if raw.identity.bundle_files.len() > MAX_BUNDLE_FILES {
+            return invalid("identity.bundle_files", "at most 256 entries");
+        }
+        let mut bundle_files = Vec::with_capacity(raw.identity.bundle_files.len());
+        for b in &raw.identity.bundle_files {
+            let Ok(td) = TrustDomain::parse_id_or_name(&b.trust_domain) else {
+                return invalid("identity.bundle_files.trust_domain", "not a trust domain");
+            };
+            if bundle_files.iter().any(|(t, _)| *t == td) {
+                return invalid(
+                    "identity.bundle_files.trust_domain",
+                    "each trust domain may appear once",
+                );
+            }
+            bundle_files.push((td, resolve(&b.path)));
+        }
+        if !(1..=MAX_POLL_SECONDS).contains(&raw.identity.bundle_poll_seconds) {
+            return invalid("identity.bundle_poll_seconds", "must be 1..=3600");
+        }
+        if grpc_addr.is_some() && raw.identity.workload_api.is_none() {
+            return invalid(
+                "server.grpc_addr",
+                "the grpc listener needs identity.workload_api for its own x509-svid",
+            );
+        }
+        if !(1..=MAX_POLL_SECONDS).contains(&raw.policy.poll_seconds) {
+            return invalid("policy.poll_seconds", "must be 1..=3600");
+        }
+
+        let signing = match (
+            raw.signing.generate,
+            raw.signing.ca_cert_file,
+            raw.signing.ca_key_file,
+        ) {
+            (true, None, None) => SigningSource::Generate,
+            (false, Some(cert), Some(key)) => SigningSource::Files {
+                cert: resolve(&cert),
+                key: resolve(&key),
+            },
+            (true, _, _) => {
+                return invalid(
+                    "signing.generate",
+                    "cannot be combined with ca_cert_file or ca_key_file",
+                );
+            }
+            _ => {
+                return invalid(
+                    "signing",
+                    "set both ca_cert_file and ca_key_file, or generate = true",
+                );
+            }
+        };
+        let Ok(algorithm) = SigningAlgorithm::from_jws_name(&raw.signing.algorithm) else {
+            return invalid("signing.algorithm", "must be ES256, ES384 or RS256");
+        };
+
+        let login = raw.credentials.login_credential_ttl_seconds;
+        if !(60..=MAX_LOGIN_CREDENTIAL_TTL.as_secs()).contains(&login) {
+            return invalid("credentials.login_credential_ttl_seconds", "must be 60..=3600");
+        }
+        let refresh = raw.credentials.refresh_token_ttl_seconds;
+        if !(60..=MAX_REFRESH_TOKEN_TTL.as_secs()).contains(&refresh) {
+            return invalid("credentials.refresh_token_ttl_seconds", "must be 60..=86400");
+        }
+        if raw.limits.requests_per_second_per_subject > 0 && raw.limits.burst == 0 {
+            return invalid("limits.burst", "must be at least 1 when a rate limit is set");
+        }
+        let log_format = match raw.log.format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            _ => return invalid("log.format", "must be \"text\" or \"json\""),
+        };
+        let audit = match raw.log.audit.as_str() {
+            "stderr" => AuditTarget::Stderr,
+            "stdout" => AuditTarget::Stdout,
+            "" => return invalid("log.audit", "must be stderr, stdout or a file path"),
+            path => AuditTarget::File(resolve(Path::new(path))),
+        };
+
+        Ok(Self {
+            http_addr,
+            grpc_addr,
+            public_url,
+            shutdown_grace: Duration::from_secs(grace),
+            audience: raw.identity.audience,
+            bundle_files,
+            bundle_poll: Duration::from_secs(raw.identity.bundle_poll_seconds),
+            workload_api: raw.identity.workload_api,
+            policy_file: resolve(&raw.policy.file),
+            policy_poll: Duration::from_secs(raw.policy.poll_seconds),
+            signing,
+            algorithm,
+            login_credential_ttl: Duration::from_secs(login),
+            refresh_token_ttl: Duration::from_secs(refresh),
+            requests_per_second_per_subject: raw.limits.requests_per_second_per_subject,
+            burst: raw.limits.burst,
+            token_cache: raw.limits.token_cache,
+            log_format,
+            audit,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

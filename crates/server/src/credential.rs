@@ -1,0 +1,482 @@
+//! Stateless broker credentials: registry login credentials (`sbl1.`) and realm refresh tokens
+//! (`sbr1.`).
+//!
+//! Shape: `<prefix>.<base64url(json payload)>.<base64url(HMAC-SHA256)>`. The MAC covers the
+//! prefix and the payload text, so a credential of one kind can never pass as the other even
+//! if the keys were equal; they are not: each kind has its own key, derived with HKDF-SHA256
+//! from the signing CA private key and a per-kind `info` label. Every replica holding the CA
+//! therefore derives the same keys and nothing else needs sharing; rotating the CA revokes
+//! every outstanding credential (they are short-lived, so that is acceptable).
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::{hkdf, hmac, rand};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use svid_broker_identity::SpiffeId;
+use svid_broker_policy::ResourceScope;
+use svid_broker_policy::scope::{self, ScopeError};
+use zeroize::Zeroizing;
+
+/// Longest credential accepted for verification, in bytes. A login credential with a full
+/// ceiling of [`scope::MAX_SCOPES`] long scopes stays well under it.
+pub const MAX_CREDENTIAL_LEN: usize = 8 * 1024;
+/// Default lifetime of a login credential.
+pub const DEFAULT_LOGIN_CREDENTIAL_TTL: Duration = Duration::from_secs(30 * 60);
+/// Longest lifetime of a login credential.
+pub const MAX_LOGIN_CREDENTIAL_TTL: Duration = Duration::from_secs(60 * 60);
+/// Default lifetime of a refresh token (it is re-issued on each refresh grant).
+pub const DEFAULT_REFRESH_TOKEN_TTL: Duration = Duration::from_secs(60 * 60);
+/// Longest lifetime of a refresh token.
+pub const MAX_REFRESH_TOKEN_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Clock skew tolerated on `iat` between replicas.
+pub const CREDENTIAL_IAT_LEEWAY: Duration = Duration::from_secs(60);
+/// Shortest input keying material accepted for key derivation, in bytes.
+pub const MIN_IKM_LEN: usize = 32;
+
+const LOGIN_PREFIX: &str = "sbl1";
+const REFRESH_PREFIX: &str = "sbr1";
+const HKDF_SALT: &[u8] = b"svid-broker credential keys v1";
+const LOGIN_INFO: &[u8] = b"svid-broker login credential v1";
+const REFRESH_INFO: &[u8] = b"svid-broker refresh token v1";
+const JTI_BYTES: usize = 16;
+
+/// The two kinds of broker credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CredentialKind {
+    /// `sbl1.`: a registry login credential issued by `Exchange`, sent as a Basic password.
+    LoginCredential,
+    /// `sbr1.`: a refresh token issued by the realm for offline access.
+    RefreshToken,
+}
+
+impl CredentialKind {
+    /// The wire prefix (without the dot).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::LoginCredential => LOGIN_PREFIX,
+            Self::RefreshToken => REFRESH_PREFIX,
+        }
+    }
+
+    /// The kind a presented secret claims to be, by its prefix; `None` for anything else
+    /// (a JWT-SVID, for instance).
+    pub fn sniff(secret: &str) -> Option<Self> {
+        let (prefix, _) = secret.split_once('.')?;
+        match prefix {
+            LOGIN_PREFIX => Some(Self::LoginCredential),
+            REFRESH_PREFIX => Some(Self::RefreshToken),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for CredentialKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::LoginCredential => "login credential",
+            Self::RefreshToken => "refresh token",
+        })
+    }
+}
+
+/// Which part of a credential could not be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CredentialPart {
+    /// The overall `prefix.payload.mac` shape.
+    Shape,
+    /// The payload's base64url.
+    PayloadEncoding,
+    /// The MAC's base64url.
+    MacEncoding,
+    /// The payload's JSON.
+    PayloadJson,
+}
+
+impl fmt::Display for CredentialPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Shape => "shape",
+            Self::PayloadEncoding => "payload encoding",
+            Self::MacEncoding => "mac encoding",
+            Self::PayloadJson => "payload json",
+        })
+    }
+}
+
+/// Why a credential was refused. Never carries the credential itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CredentialError {
+    /// Longer than [`MAX_CREDENTIAL_LEN`].
+    #[error("{kind} is {len} bytes, the maximum is {max}")]
+    TooLong {
+        /// The kind expected.
+        kind: CredentialKind,
+        /// Its length.
+        len: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// The prefix is not the expected kind's.
+    #[error("not a {expected}")]
+    WrongKind {
+        /// The kind expected.
+        expected: CredentialKind,
+    },
+    /// A part does not decode.
+    #[error("malformed {kind}: bad {part}")]
+    Malformed {
+        /// The kind expected.
+        kind: CredentialKind,
+        /// The part.
+        part: CredentialPart,
+    },
+    /// The MAC does not verify (forged, altered, or from another signing CA).
+    #[error("{kind} signature does not verify")]
+    BadMac {
+        /// The kind expected.
+        kind: CredentialKind,
+    },
+    /// `sub` is not a SPIFFE ID.
+    #[error("{kind} subject is not a spiffe id")]
+    InvalidSubject {
+        /// The kind expected.
+        kind: CredentialKind,
+    },
+    /// The ceiling does not parse as scopes.
+    #[error("{kind} scope ceiling is invalid")]
+    InvalidCeiling {
+        /// The kind expected.
+        kind: CredentialKind,
+        /// Why.
+        #[source]
+        source: ScopeError,
+    },
+    /// `exp` is past.
+    #[error("{kind} expired at unix time {expired_at}")]
+    Expired {
+        /// The kind.
+        kind: CredentialKind,
+        /// `exp`, Unix seconds.
+        expired_at: u64,
+    },
+    /// `iat` is in the future beyond [`CREDENTIAL_IAT_LEEWAY`].
+    #[error("{kind} was issued in the future (unix time {issued_at})")]
+    IssuedInFuture {
+        /// The kind.
+        kind: CredentialKind,
+        /// `iat`, Unix seconds.
+        issued_at: u64,
+    },
+    /// `exp` is not after `iat`, or the lifetime exceeds the kind's maximum.
+    #[error("{kind} has an invalid lifetime")]
+    InvalidLifetime {
+        /// The kind.
+        kind: CredentialKind,
+    },
+    /// Issuing: the lifetime is zero or over the kind's maximum.
+    #[error("{kind} lifetime of {ttl_secs}s is outside 1..={max_secs}s")]
+    TtlOutOfRange {
+        /// The kind.
+        kind: CredentialKind,
+        /// The requested lifetime.
+        ttl_secs: u64,
+        /// The cap.
+        max_secs: u64,
+    },
+    /// Issuing: the time is before the Unix epoch or overflows.
+    #[error("time out of range")]
+    TimeOutOfRange,
+    /// Issuing: the random `jti` could not be drawn.
+    #[error("random number generator failed")]
+    Random,
+    /// Key derivation: too little keying material.
+    #[error("key material is {len} bytes, at least {min} are needed")]
+    WeakKeyMaterial {
+        /// Its length.
+        len: usize,
+        /// The floor.
+        min: usize,
+    },
+}
+
+/// A secret string (password, refresh token): wiped on drop, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Zeroizing<String>);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(Zeroizing::new(secret.into()))
+    }
+
+    /// The secret text, for the wire only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// The verified content of a broker credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CredentialClaims {
+    /// The kind.
+    pub kind: CredentialKind,
+    /// The SPIFFE ID it was issued to.
+    pub subject: SpiffeId,
+    /// The registry `service` it is bound to.
+    pub service: String,
+    /// Issue time.
+    pub issued_at: SystemTime,
+    /// Expiry.
+    pub expires_at: SystemTime,
+    /// Its unique ID (safe to log).
+    pub jti: String,
+    /// For login credentials: the most that tokens obtained with it may grant; empty means
+    /// whatever policy allows. Always empty for refresh tokens.
+    pub ceiling: Vec<ResourceScope>,
+}
+
+/// An issued credential.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct IssuedCredential {
+    /// The credential text.
+    pub secret: Secret,
+    /// Its `jti`.
+    pub jti: String,
+    /// Its expiry.
+    pub expires_at: SystemTime,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Payload {
+    sub: String,
+    svc: String,
+    iat: u64,
+    exp: u64,
+    jti: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+}
+
+/// The MAC keys of both credential kinds.
+pub struct CredentialKeys {
+    login: hmac::Key,
+    refresh: hmac::Key,
+}
+
+impl fmt::Debug for CredentialKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CredentialKeys([redacted])")
+    }
+}
+
+impl CredentialKeys {
+    /// Derives both keys with HKDF-SHA256 from `ikm`: the signing CA's private key (PKCS#8
+    /// DER), so replicas sharing the CA agree; or, for a generated development CA, random
+    /// bytes that live only in this process.
+    ///
+    /// # Errors
+    /// [`CredentialError::WeakKeyMaterial`] under [`MIN_IKM_LEN`] bytes.
+    pub fn derive(ikm: &[u8]) -> Result<Self, CredentialError> {
+        if ikm.len() < MIN_IKM_LEN {
+            return Err(CredentialError::WeakKeyMaterial {
+                len: ikm.len(),
+                min: MIN_IKM_LEN,
+            });
+        }
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(ikm);
+        let expand = |info: &[u8]| -> Result<hmac::Key, CredentialError> {
+            let okm = prk
+                .expand(&[info], hmac::HMAC_SHA256)
+                .map_err(|_| CredentialError::WeakKeyMaterial {
+                    len: ikm.len(),
+                    min: MIN_IKM_LEN,
+                })?;
+            Ok(hmac::Key::from(okm))
+        };
+        Ok(Self {
+            login: expand(LOGIN_INFO)?,
+            refresh: expand(REFRESH_INFO)?,
+        })
+    }
+
+    /// Keys from fresh random material (a generated development CA, single replica).
+    ///
+    /// # Errors
+    /// [`CredentialError::Random`].
+    pub fn random() -> Result<Self, CredentialError> {
+        let mut ikm = Zeroizing::new([0u8; 32]);
+        rand::fill(ikm.as_mut()).map_err(|_| CredentialError::Random)?;
+        Self::derive(ikm.as_ref())
+    }
+
+    fn key(&self, kind: CredentialKind) -> &hmac::Key {
+        match kind {
+            CredentialKind::LoginCredential => &self.login,
+            CredentialKind::RefreshToken => &self.refresh,
+        }
+    }
+
+    /// Issues a credential of `kind` for `subject` and `service`, valid from `now` for `ttl`.
+    /// `ceiling` is only recorded for login credentials.
+    ///
+    /// # Errors
+    /// [`CredentialError::TtlOutOfRange`], [`CredentialError::TimeOutOfRange`],
+    /// [`CredentialError::Random`].
+    pub fn issue(
+        &self,
+        kind: CredentialKind,
+        subject: &SpiffeId,
+        service: &str,
+        ceiling: &[ResourceScope],
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<IssuedCredential, CredentialError> {
+        let max = max_ttl(kind);
+        let ttl_secs = ttl.as_secs();
+        if ttl_secs == 0 || ttl > max {
+            return Err(CredentialError::TtlOutOfRange {
+                kind,
+                ttl_secs,
+                max_secs: max.as_secs(),
+            });
+        }
+        let iat = unix(now)?;
+        let exp = iat
+            .checked_add(ttl_secs)
+            .ok_or(CredentialError::TimeOutOfRange)?;
+        let mut jti = [0u8; JTI_BYTES];
+        rand::fill(&mut jti).map_err(|_| CredentialError::Random)?;
+        let jti = URL_SAFE_NO_PAD.encode(jti);
+        let scope = (kind == CredentialKind::LoginCredential && !ceiling.is_empty())
+            .then(|| scope::join_scopes(ceiling));
+        let payload = Payload {
+            sub: subject.as_str().to_owned(),
+            svc: service.to_owned(),
+            iat,
+            exp,
+            jti: jti.clone(),
+            scope,
+        };
+        let json = serde_json::to_vec(&payload).map_err(|_| CredentialError::TimeOutOfRange)?;
+        let mut text = Zeroizing::new(String::with_capacity(
+            kind.prefix().len() + 2 + json.len() * 4 / 3 + 4 + 44,
+        ));
+        text.push_str(kind.prefix());
+        text.push('.');
+        URL_SAFE_NO_PAD.encode_string(&json, &mut text);
+        let tag = hmac::sign(self.key(kind), text.as_bytes());
+        text.push('.');
+        URL_SAFE_NO_PAD.encode_string(tag.as_ref(), &mut text);
+        Ok(IssuedCredential {
+            secret: Secret(text),
+            jti,
+            expires_at: UNIX_EPOCH + Duration::from_secs(exp),
+        })
+    }
+
+    /// Verifies a credential of `kind` at `now`: shape, MAC (constant time), then payload,
+    /// lifetime and expiry. The caller checks the service binding.
+    ///
+    /// # Errors
+    /// The first [`CredentialError`] rule that fails.
+    pub fn verify(
+        &self,
+        kind: CredentialKind,
+        credential: &str,
+        now: SystemTime,
+    ) -> Result<CredentialClaims, CredentialError> {
+        if credential.len() > MAX_CREDENTIAL_LEN {
+            return Err(CredentialError::TooLong {
+                kind,
+                len: credential.len(),
+                max: MAX_CREDENTIAL_LEN,
+            });
+        }
+        let malformed = |part| CredentialError::Malformed { kind, part };
+        let (signed, mac_b64) = credential
+            .rsplit_once('.')
+            .ok_or(malformed(CredentialPart::Shape))?;
+        let (prefix, payload_b64) = signed
+            .split_once('.')
+            .ok_or(malformed(CredentialPart::Shape))?;
+        if prefix != kind.prefix() {
+            return Err(CredentialError::WrongKind { expected: kind });
+        }
+        if payload_b64.contains('.') {
+            return Err(malformed(CredentialPart::Shape));
+        }
+        let mac = URL_SAFE_NO_PAD
+            .decode(mac_b64)
+            .map_err(|_| malformed(CredentialPart::MacEncoding))?;
+        hmac::verify(self.key(kind), signed.as_bytes(), &mac)
+            .map_err(|_| CredentialError::BadMac { kind })?;
+        let json = URL_SAFE_NO_PAD
+            .decode(payload_b64)
+            .map_err(|_| malformed(CredentialPart::PayloadEncoding))?;
+        let payload: Payload =
+            serde_json::from_slice(&json).map_err(|_| malformed(CredentialPart::PayloadJson))?;
+        let subject =
+            SpiffeId::parse(&payload.sub).map_err(|_| CredentialError::InvalidSubject { kind })?;
+        if payload.exp <= payload.iat || payload.exp - payload.iat > max_ttl(kind).as_secs() {
+            return Err(CredentialError::InvalidLifetime { kind });
+        }
+        let now_secs = unix(now)?;
+        if payload.iat > now_secs.saturating_add(CREDENTIAL_IAT_LEEWAY.as_secs()) {
+            return Err(CredentialError::IssuedInFuture {
+                kind,
+                issued_at: payload.iat,
+            });
+        }
+        if now_secs >= payload.exp {
+            return Err(CredentialError::Expired {
+                kind,
+                expired_at: payload.exp,
+            });
+        }
+        let ceiling = match (&payload.scope, kind) {
+            (Some(s), CredentialKind::LoginCredential) => scope::parse_scopes([s.as_str()])
+                .map_err(|source| CredentialError::InvalidCeiling { kind, source })?,
+            _ => Vec::new(),
+        };
+        Ok(CredentialClaims {
+            kind,
+            subject,
+            service: payload.svc,
+            issued_at: UNIX_EPOCH + Duration::from_secs(payload.iat),
+            expires_at: UNIX_EPOCH + Duration::from_secs(payload.exp),
+            jti: payload.jti,
+            ceiling,
+        })
+    }
+}
+
+fn max_ttl(kind: CredentialKind) -> Duration {
+    match kind {
+        CredentialKind::LoginCredential => MAX_LOGIN_CREDENTIAL_TTL,
+        CredentialKind::RefreshToken => MAX_REFRESH_TOKEN_TTL,
+    }
+}
+
+fn unix(t: SystemTime) -> Result<u64, CredentialError> {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .map_err(|_| CredentialError::TimeOutOfRange)
+}
+
+#[cfg(test)]
+mod tests;

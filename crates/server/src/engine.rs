@@ -1,0 +1,996 @@
+//! The broker's decisions as plain synchronous functions: authenticate a caller, decide what
+//! policy grants, mint. The realm and the gRPC service only move bytes around these calls.
+//!
+//! Every [`Broker::exchange`] call emits exactly one audit event and updates the metrics,
+//! whether it succeeds or fails; the realm reports authentication failures through
+//! [`Broker::record_rejection`] so those are audited too.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use rustls_pki_types::CertificateDer;
+use svid_broker_identity::SpiffeId;
+use svid_broker_identity::bundle::BundleProvider;
+use svid_broker_identity::jwt::{JwtSvidError, JwtSvidValidator};
+use svid_broker_identity::x509::{self, X509SvidError};
+use svid_broker_policy::scope::{self, ScopeError};
+use svid_broker_policy::{Action, DecisionError, Policy, Profile, ResourceScope};
+use svid_broker_token::{
+    Access, KeyError, MintRequest, RegistryToken, TokenError, TokenMinter, TokenProfile,
+};
+
+use crate::credential::{
+    CredentialError, CredentialKeys, CredentialKind, DEFAULT_LOGIN_CREDENTIAL_TTL,
+    DEFAULT_REFRESH_TOKEN_TTL, IssuedCredential, Secret,
+};
+use crate::ops::{
+    AuditEvent, AuditSink, CacheKey, CachedToken, Metrics, RateLimit, RateLimiter, TokenCache,
+    peer_text, rfc3339,
+};
+
+/// Longest Basic username accepted (a SPIFFE ID is at most 2048 bytes).
+pub const MAX_USERNAME_LEN: usize = 2048;
+/// Longest `client_id` recorded in the audit log; longer ones are cut.
+pub const MAX_CLIENT_ID_LEN: usize = 128;
+
+/// Where a request came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Endpoint {
+    /// `GET /token`.
+    RealmGet,
+    /// `POST /token`.
+    RealmPost,
+    /// gRPC `Exchange`.
+    Grpc,
+}
+
+impl Endpoint {
+    /// The metrics and audit label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::RealmGet => "realm_get",
+            Self::RealmPost => "realm_post",
+            Self::Grpc => "grpc",
+        }
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// Who.
+    pub spiffe_id: SpiffeId,
+    /// How they proved it.
+    pub method: AuthMethod,
+}
+
+/// How a caller authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AuthMethod {
+    /// An X.509-SVID over mutual TLS.
+    X509Svid,
+    /// A JWT-SVID whose audience is the broker's.
+    JwtSvid,
+    /// A registry login credential issued by `Exchange`.
+    LoginCredential,
+    /// A refresh token issued by the realm.
+    RefreshToken,
+}
+
+impl AuthMethod {
+    /// The audit label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::X509Svid => "x509-svid",
+            Self::JwtSvid => "jwt-svid",
+            Self::LoginCredential => "login-credential",
+            Self::RefreshToken => "refresh-token",
+        }
+    }
+}
+
+/// What the caller wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ExchangeKind {
+    /// A registry bearer token for the given scopes.
+    AccessToken,
+    /// A registry login credential (username and password for the realm).
+    LoginCredential,
+}
+
+impl ExchangeKind {
+    fn label(self) -> &'static str {
+        match self {
+            Self::AccessToken => "access_token",
+            Self::LoginCredential => "login_credential",
+        }
+    }
+}
+
+/// One exchange request.
+#[derive(Debug, Clone)]
+pub struct ExchangeInput<'a> {
+    /// What to issue.
+    pub kind: ExchangeKind,
+    /// The registry's `service`.
+    pub service: &'a str,
+    /// Raw scope parameters (each may hold several space-separated scopes).
+    pub scopes: &'a [String],
+    /// The client's address, for the audit log.
+    pub peer: Option<SocketAddr>,
+    /// Where the request came in.
+    pub endpoint: Endpoint,
+}
+
+/// What an exchange issued.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ExchangeOutput {
+    /// A registry bearer token.
+    #[non_exhaustive]
+    AccessToken {
+        /// The token.
+        token: RegistryToken,
+        /// Its `jti`.
+        jti: String,
+        /// What it grants (possibly nothing).
+        granted: Vec<ResourceScope>,
+        /// When it was issued (a cached token keeps its original time).
+        issued_at: SystemTime,
+        /// Its `exp`.
+        expires_at: SystemTime,
+    },
+    /// A registry login credential.
+    #[non_exhaustive]
+    LoginCredential {
+        /// The username (the subject's SPIFFE ID).
+        username: String,
+        /// The password (`sbl1.` credential).
+        password: Secret,
+        /// The most tokens obtained with it may grant; empty = whatever policy allows.
+        ceiling: Vec<ResourceScope>,
+        /// Its expiry.
+        expires_at: SystemTime,
+    },
+}
+
+/// The class of an [`ExchangeError`], mapped to HTTP and gRPC status codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// Bad request (HTTP 400, gRPC INVALID_ARGUMENT).
+    InvalidArgument,
+    /// Bad or missing credentials (HTTP 401, gRPC UNAUTHENTICATED).
+    Unauthenticated,
+    /// Authenticated but not allowed (HTTP 403, gRPC PERMISSION_DENIED).
+    PermissionDenied,
+    /// Rate limited (HTTP 429, gRPC RESOURCE_EXHAUSTED).
+    ResourceExhausted,
+    /// The broker cannot serve now (HTTP 503, gRPC UNAVAILABLE).
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// The metrics and audit label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::InvalidArgument => "invalid_argument",
+            Self::Unauthenticated => "unauthenticated",
+            Self::PermissionDenied => "permission_denied",
+            Self::ResourceExhausted => "resource_exhausted",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Why a request is malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidRequest {
+    /// No `service` was given.
+    #[error("missing service")]
+    MissingService,
+    /// No registry has this `service`.
+    #[error("unknown service")]
+    UnknownService {
+        /// The service asked for, cut to 256 bytes.
+        service: String,
+    },
+    /// A scope does not parse.
+    #[error("invalid scope")]
+    Scope(#[source] ScopeError),
+    /// Too many scopes for the policy.
+    #[error("too many scopes")]
+    TooManyScopes(#[source] DecisionError),
+    /// The request itself is malformed (realm form or query).
+    #[error("malformed request: {what}")]
+    Malformed {
+        /// What was wrong.
+        what: &'static str,
+    },
+    /// `grant_type` is not `password` or `refresh_token`.
+    #[error("unsupported grant_type")]
+    UnsupportedGrantType,
+}
+
+/// Why authentication failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthFailure {
+    /// No credentials were presented.
+    #[error("credentials required")]
+    MissingCredentials,
+    /// The `Authorization` header is not `Basic` or `Bearer`, or does not decode.
+    #[error("malformed authorization header")]
+    MalformedAuthorization,
+    /// The JWT-SVID was rejected.
+    #[error("jwt-svid rejected")]
+    JwtSvid(#[source] JwtSvidError),
+    /// The X.509-SVID was rejected.
+    #[error("x509-svid rejected")]
+    X509Svid(#[source] X509SvidError),
+    /// A login credential or refresh token was rejected.
+    #[error("broker credential rejected")]
+    Credential(#[source] CredentialError),
+    /// The credential is bound to another registry service.
+    #[error("credential is bound to another service")]
+    WrongService {
+        /// The service it is bound to.
+        bound: String,
+    },
+    /// A login credential's Basic username is not its subject.
+    #[error("username does not match the credential")]
+    UsernameMismatch,
+}
+
+/// Why an authenticated caller was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Denial {
+    /// An access token was asked for over gRPC and policy granted none of the scopes.
+    #[error("no requested scope is allowed")]
+    EmptyGrant,
+    /// A login credential was asked for a registry no allow rule lets the subject use.
+    #[error("subject may not use this registry")]
+    RegistryNotAllowed,
+}
+
+/// Why the broker could not serve.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unavailability {
+    /// Minting failed.
+    #[error("token signing failed")]
+    Mint(#[source] TokenError),
+    /// Issuing a credential failed.
+    #[error("credential issuance failed")]
+    Credential(#[source] CredentialError),
+}
+
+/// Why an exchange failed. `Display` is the short reason a client may see; the source chain
+/// (for logs and audit) says which rule failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExchangeError {
+    /// Bad request.
+    #[error("{reason}")]
+    InvalidArgument {
+        /// Why.
+        #[source]
+        reason: InvalidRequest,
+    },
+    /// Bad or missing credentials.
+    #[error("{reason}")]
+    Unauthenticated {
+        /// Why.
+        #[source]
+        reason: AuthFailure,
+    },
+    /// Not allowed.
+    #[error("{reason}")]
+    PermissionDenied {
+        /// Why.
+        #[source]
+        reason: Denial,
+    },
+    /// Rate limited.
+    #[error("rate limit exceeded")]
+    ResourceExhausted {
+        /// Who.
+        subject: SpiffeId,
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// Cannot serve now.
+    #[error("{reason}")]
+    Unavailable {
+        /// Why.
+        #[source]
+        reason: Unavailability,
+    },
+}
+
+impl ExchangeError {
+    /// The error class.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::InvalidArgument { .. } => ErrorCode::InvalidArgument,
+            Self::Unauthenticated { .. } => ErrorCode::Unauthenticated,
+            Self::PermissionDenied { .. } => ErrorCode::PermissionDenied,
+            Self::ResourceExhausted { .. } => ErrorCode::ResourceExhausted,
+            Self::Unavailable { .. } => ErrorCode::Unavailable,
+        }
+    }
+
+    /// The whole chain, `: `-joined, for logs and the audit `reason`.
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut source = std::error::Error::source(self);
+        // The outer Display already repeats the first source's text.
+        if let Some(first) = source {
+            if first.to_string() == out {
+                source = first.source();
+            }
+        }
+        while let Some(e) = source {
+            out.push_str(": ");
+            out.push_str(&e.to_string());
+            source = e.source();
+        }
+        out
+    }
+
+    fn unauthenticated(reason: AuthFailure) -> Self {
+        Self::Unauthenticated { reason }
+    }
+
+    /// An [`InvalidRequest::UnknownService`] error for `service`.
+    pub fn unknown_service(service: &str) -> Self {
+        Self::invalid(InvalidRequest::UnknownService {
+            service: cut(service, 256).to_owned(),
+        })
+    }
+
+    fn invalid(reason: InvalidRequest) -> Self {
+        Self::InvalidArgument { reason }
+    }
+}
+
+/// What a broker credential (login credential or refresh token) restricts a caller to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CredentialBinding {
+    /// The registry service it is valid for.
+    pub service: String,
+    /// The most it may grant; empty = whatever policy allows.
+    pub ceiling: Vec<ResourceScope>,
+    /// The credential's `jti`, for the audit log.
+    pub jti: String,
+}
+
+/// A caller authenticated at the realm, plus what its credential restricts it to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Authenticated {
+    /// The caller.
+    pub caller: Caller,
+    /// Present for login credentials and refresh tokens.
+    pub binding: Option<CredentialBinding>,
+}
+
+/// Tunables of the engine (the config file fills them).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct BrokerOptions {
+    /// The audience JWT-SVIDs presented to the broker must carry.
+    pub audience: String,
+    /// Lifetime of login credentials.
+    pub login_credential_ttl: Duration,
+    /// Lifetime of refresh tokens.
+    pub refresh_token_ttl: Duration,
+    /// Per-subject rate limit; `None` disables it.
+    pub rate_limit: Option<RateLimit>,
+    /// Whether issued tokens are cached.
+    pub cache: bool,
+    /// Where audit events go.
+    pub audit: AuditSink,
+}
+
+impl BrokerOptions {
+    /// Defaults for `audience`: default lifetimes, no rate limit, cache on, audit to stderr.
+    pub fn new(audience: impl Into<String>) -> Self {
+        Self {
+            audience: audience.into(),
+            login_credential_ttl: DEFAULT_LOGIN_CREDENTIAL_TTL,
+            refresh_token_ttl: DEFAULT_REFRESH_TOKEN_TTL,
+            rate_limit: None,
+            cache: true,
+            audit: AuditSink::Stderr,
+        }
+    }
+}
+
+/// Why a [`Broker`] could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerBuildError {
+    /// The audience is not acceptable to the JWT-SVID validator.
+    #[error("invalid broker audience")]
+    Audience(#[source] JwtSvidError),
+}
+
+/// The engine: policy, bundles, key ring and operations, shared behind an `Arc`.
+pub struct Broker {
+    policy: ArcSwap<Policy>,
+    bundles: Arc<dyn BundleProvider>,
+    validator: JwtSvidValidator,
+    minter: TokenMinter,
+    credentials: CredentialKeys,
+    options: BrokerOptions,
+    metrics: Metrics,
+    limiter: RateLimiter,
+    cache: TokenCache,
+}
+
+impl fmt::Debug for Broker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Broker")
+            .field("audience", &self.options.audience)
+            .field("rules", &self.policy.load().rule_count())
+            .field("minter", &self.minter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// Builds the engine.
+    ///
+    /// # Errors
+    /// [`BrokerBuildError::Audience`] for an empty audience.
+    pub fn new(
+        policy: Policy,
+        bundles: Arc<dyn BundleProvider>,
+        minter: TokenMinter,
+        credentials: CredentialKeys,
+        options: BrokerOptions,
+    ) -> Result<Self, BrokerBuildError> {
+        let validator = JwtSvidValidator::new([options.audience.clone()])
+            .map_err(BrokerBuildError::Audience)?;
+        Ok(Self {
+            policy: ArcSwap::from_pointee(policy),
+            bundles,
+            validator,
+            minter,
+            credentials,
+            limiter: RateLimiter::new(options.rate_limit),
+            cache: TokenCache::new(options.cache),
+            options,
+            metrics: Metrics::default(),
+        })
+    }
+
+    /// The current policy snapshot.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// Installs a new policy (already validated); drops cached tokens so the new grants apply
+    /// at once.
+    pub fn replace_policy(&self, policy: Policy) {
+        self.policy.store(Arc::new(policy));
+        self.cache.clear();
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The token minter (key ring, JWKS, CA bundle).
+    pub fn minter(&self) -> &TokenMinter {
+        &self.minter
+    }
+
+    /// The bundle provider.
+    pub fn bundles(&self) -> &Arc<dyn BundleProvider> {
+        &self.bundles
+    }
+
+    /// The audience JWT-SVIDs must carry.
+    pub fn audience(&self) -> &str {
+        &self.options.audience
+    }
+
+    /// Issues a new signing leaf now (the old one stays published as the previous leaf).
+    ///
+    /// # Errors
+    /// The key ring's error; the current leaf stays in place.
+    pub fn rotate_signing_key(&self, now: SystemTime) -> Result<(), KeyError> {
+        self.minter.key_ring().rotate(now)?;
+        self.cache.clear();
+        self.metrics.key_rotated();
+        Ok(())
+    }
+
+    /// Rotates the signing leaf if due; returns whether it did.
+    ///
+    /// # Errors
+    /// The key ring's error.
+    pub fn rotate_signing_key_if_due(&self, now: SystemTime) -> Result<bool, KeyError> {
+        let rotated = self.minter.key_ring().rotate_if_due(now)?;
+        if rotated {
+            self.cache.clear();
+            self.metrics.key_rotated();
+        }
+        Ok(rotated)
+    }
+
+    /// Authenticates a JWT-SVID whose `aud` must contain the broker's audience.
+    ///
+    /// # Errors
+    /// [`ExchangeError::Unauthenticated`] with the validator's reason.
+    pub fn authenticate_jwt_svid(
+        &self,
+        token: &str,
+        now: SystemTime,
+    ) -> Result<Caller, ExchangeError> {
+        let bundles = self.bundles.bundles();
+        let claims = self
+            .validator
+            .validate(token, &bundles, now)
+            .map_err(|e| ExchangeError::unauthenticated(AuthFailure::JwtSvid(e)))?;
+        Ok(Caller {
+            spiffe_id: claims.spiffe_id,
+            method: AuthMethod::JwtSvid,
+        })
+    }
+
+    /// Authenticates an X.509-SVID chain (leaf first) against the trust bundles.
+    ///
+    /// # Errors
+    /// [`ExchangeError::Unauthenticated`] with the verifier's reason.
+    pub fn authenticate_x509(
+        &self,
+        chain: &[CertificateDer<'_>],
+        now: SystemTime,
+    ) -> Result<Caller, ExchangeError> {
+        let bundles = self.bundles.bundles();
+        let verified = x509::verify(chain, &bundles, now)
+            .map_err(|e| ExchangeError::unauthenticated(AuthFailure::X509Svid(e)))?;
+        Ok(Caller {
+            spiffe_id: verified.into_spiffe_id(),
+            method: AuthMethod::X509Svid,
+        })
+    }
+
+    /// Authenticates a secret presented at the realm (a Basic password, a Bearer token or a
+    /// `refresh_token` form field): a login credential (`sbl1.`), a refresh token (`sbr1.`), or
+    /// else a JWT-SVID. For a login credential a non-empty `username` must be its subject;
+    /// for a JWT-SVID the username is informational.
+    ///
+    /// # Errors
+    /// [`ExchangeError::Unauthenticated`].
+    pub fn authenticate_secret(
+        &self,
+        username: Option<&str>,
+        secret: &str,
+        now: SystemTime,
+    ) -> Result<Authenticated, ExchangeError> {
+        match CredentialKind::sniff(secret) {
+            Some(kind) => {
+                let claims = self
+                    .credentials
+                    .verify(kind, secret, now)
+                    .map_err(|e| ExchangeError::unauthenticated(AuthFailure::Credential(e)))?;
+                if kind == CredentialKind::LoginCredential
+                    && username.is_some_and(|u| !u.is_empty() && u != claims.subject.as_str())
+                {
+                    return Err(ExchangeError::unauthenticated(
+                        AuthFailure::UsernameMismatch,
+                    ));
+                }
+                let method = match kind {
+                    CredentialKind::RefreshToken => AuthMethod::RefreshToken,
+                    _ => AuthMethod::LoginCredential,
+                };
+                Ok(Authenticated {
+                    caller: Caller {
+                        spiffe_id: claims.subject,
+                        method,
+                    },
+                    binding: Some(CredentialBinding {
+                        service: claims.service,
+                        ceiling: claims.ceiling,
+                        jti: claims.jti,
+                    }),
+                })
+            }
+            None => Ok(Authenticated {
+                caller: self.authenticate_jwt_svid(secret, now)?,
+                binding: None,
+            }),
+        }
+    }
+
+    /// Issues a realm refresh token for `subject` bound to `service` (offline access).
+    ///
+    /// # Errors
+    /// [`ExchangeError::Unavailable`].
+    pub fn issue_refresh_token(
+        &self,
+        subject: &SpiffeId,
+        service: &str,
+        now: SystemTime,
+    ) -> Result<IssuedCredential, ExchangeError> {
+        self.credentials
+            .issue(
+                CredentialKind::RefreshToken,
+                subject,
+                service,
+                &[],
+                self.options.refresh_token_ttl,
+                now,
+            )
+            .map_err(|e| ExchangeError::Unavailable {
+                reason: Unavailability::Credential(e),
+            })
+    }
+
+    /// Decides and issues for an authenticated caller (gRPC: no credential binding).
+    ///
+    /// # Errors
+    /// See [`ExchangeError`]. Over gRPC an access-token request whose scopes are all refused
+    /// is [`Denial::EmptyGrant`]; at the realm an empty grant is a valid (empty) token.
+    pub fn exchange(
+        &self,
+        caller: &Caller,
+        input: &ExchangeInput<'_>,
+        now: SystemTime,
+    ) -> Result<ExchangeOutput, ExchangeError> {
+        self.exchange_as(caller, None, input, None, now)
+    }
+
+    /// [`Self::exchange`] for a caller authenticated at the realm: a login credential's
+    /// ceiling and service binding apply, and `client_id` goes to the audit log.
+    ///
+    /// # Errors
+    /// See [`Self::exchange`]; a credential bound to another service is
+    /// [`AuthFailure::WrongService`].
+    pub fn exchange_authenticated(
+        &self,
+        auth: &Authenticated,
+        input: &ExchangeInput<'_>,
+        client_id: Option<&str>,
+        now: SystemTime,
+    ) -> Result<ExchangeOutput, ExchangeError> {
+        self.exchange_as(&auth.caller, auth.binding.as_ref(), input, client_id, now)
+    }
+
+    fn exchange_as(
+        &self,
+        caller: &Caller,
+        binding: Option<&CredentialBinding>,
+        input: &ExchangeInput<'_>,
+        client_id: Option<&str>,
+        now: SystemTime,
+    ) -> Result<ExchangeOutput, ExchangeError> {
+        let mut cached = false;
+        let result = self.decide_and_issue(caller, binding, input, now, &mut cached);
+        match &result {
+            Ok(out) => {
+                self.metrics.issued(
+                    input.endpoint,
+                    matches!(out, ExchangeOutput::LoginCredential { .. }),
+                );
+                self.audit_success(caller, input, client_id, out, cached);
+            }
+            Err(err) => {
+                self.metrics.denied(input.endpoint, err.code());
+                self.audit_failure(Some(caller), input, client_id, err);
+            }
+        }
+        result
+    }
+
+    /// Records a request refused before an exchange could start (bad credentials, malformed
+    /// request): one audit event and the metrics.
+    pub fn record_rejection(
+        &self,
+        input: &ExchangeInput<'_>,
+        client_id: Option<&str>,
+        err: &ExchangeError,
+    ) {
+        self.metrics.denied(input.endpoint, err.code());
+        self.audit_failure(None, input, client_id, err);
+    }
+
+    fn decide_and_issue(
+        &self,
+        caller: &Caller,
+        binding: Option<&CredentialBinding>,
+        input: &ExchangeInput<'_>,
+        now: SystemTime,
+        cached: &mut bool,
+    ) -> Result<ExchangeOutput, ExchangeError> {
+        if input.service.is_empty() {
+            return Err(ExchangeError::invalid(InvalidRequest::MissingService));
+        }
+        if let Some(b) = binding {
+            if b.service != input.service {
+                return Err(ExchangeError::unauthenticated(AuthFailure::WrongService {
+                    bound: b.service.clone(),
+                }));
+            }
+        }
+        let requested = scope::parse_scopes(input.scopes.iter().map(String::as_str))
+            .map_err(|e| ExchangeError::invalid(InvalidRequest::Scope(e)))?;
+        let policy = self.policy.load();
+        let decision = policy
+            .decide(&caller.spiffe_id, input.service, &requested)
+            .map_err(|e| {
+                ExchangeError::invalid(match e {
+                    DecisionError::UnknownService { service } => {
+                        InvalidRequest::UnknownService { service }
+                    }
+                    _ => InvalidRequest::TooManyScopes(e),
+                })
+            })?;
+        self.limiter
+            .check(&caller.spiffe_id, now)
+            .map_err(|retry_after| ExchangeError::ResourceExhausted {
+                subject: caller.spiffe_id.clone(),
+                retry_after,
+            })?;
+        let mut granted = decision.granted.clone();
+        if let Some(b) = binding {
+            if !b.ceiling.is_empty() {
+                granted = within_ceiling(&granted, &b.ceiling);
+            }
+        }
+        let registry = decision.registry.clone();
+        match input.kind {
+            ExchangeKind::AccessToken => {
+                if input.endpoint == Endpoint::Grpc && !requested.is_empty() && granted.is_empty()
+                {
+                    return Err(ExchangeError::PermissionDenied {
+                        reason: Denial::EmptyGrant,
+                    });
+                }
+                let key = CacheKey {
+                    subject: caller.spiffe_id.clone(),
+                    service: input.service.to_owned(),
+                    granted: scope::join_scopes(&granted),
+                };
+                if let Some(hit) = self.cache.get(&key, now) {
+                    self.metrics.cache(true);
+                    *cached = true;
+                    return Ok(ExchangeOutput::AccessToken {
+                        token: hit.token,
+                        jti: hit.jti,
+                        granted,
+                        issued_at: hit.issued_at,
+                        expires_at: hit.expires_at,
+                    });
+                }
+                self.metrics.cache(false);
+                let access: Vec<Access> = granted.iter().map(to_access).collect();
+                let req = MintRequest::new(
+                    registry.issuer(),
+                    registry.service(),
+                    &caller.spiffe_id,
+                    &access,
+                    now,
+                )
+                .with_ttl(registry.token_ttl())
+                .with_profile(token_profile(registry.profile()));
+                let minted = self.minter.mint(&req).map_err(|e| ExchangeError::Unavailable {
+                    reason: Unavailability::Mint(e),
+                })?;
+                self.cache.put(
+                    key,
+                    CachedToken {
+                        token: minted.token.clone(),
+                        jti: minted.jti.clone(),
+                        issued_at: minted.issued_at,
+                        expires_at: minted.expires_at,
+                    },
+                    now,
+                );
+                Ok(ExchangeOutput::AccessToken {
+                    token: minted.token,
+                    jti: minted.jti,
+                    granted,
+                    issued_at: minted.issued_at,
+                    expires_at: minted.expires_at,
+                })
+            }
+            ExchangeKind::LoginCredential => {
+                let allowed = if requested.is_empty() {
+                    policy
+                        .has_allow_rule(&caller.spiffe_id, input.service)
+                        .unwrap_or(false)
+                } else {
+                    !granted.is_empty()
+                };
+                if !allowed {
+                    return Err(ExchangeError::PermissionDenied {
+                        reason: Denial::RegistryNotAllowed,
+                    });
+                }
+                let issued = self
+                    .credentials
+                    .issue(
+                        CredentialKind::LoginCredential,
+                        &caller.spiffe_id,
+                        input.service,
+                        &granted,
+                        self.options.login_credential_ttl,
+                        now,
+                    )
+                    .map_err(|e| ExchangeError::Unavailable {
+                        reason: Unavailability::Credential(e),
+                    })?;
+                Ok(ExchangeOutput::LoginCredential {
+                    username: caller.spiffe_id.as_str().to_owned(),
+                    password: issued.secret,
+                    ceiling: granted,
+                    expires_at: issued.expires_at,
+                })
+            }
+        }
+    }
+
+    fn audit_success(
+        &self,
+        caller: &Caller,
+        input: &ExchangeInput<'_>,
+        client_id: Option<&str>,
+        out: &ExchangeOutput,
+        cached: bool,
+    ) {
+        let (granted, jti, expires_at) = match out {
+            ExchangeOutput::AccessToken {
+                granted,
+                jti,
+                expires_at,
+                ..
+            } => (granted.as_slice(), Some(jti.as_str()), *expires_at),
+            ExchangeOutput::LoginCredential {
+                ceiling,
+                expires_at,
+                ..
+            } => (ceiling.as_slice(), None, *expires_at),
+        };
+        self.options.audit.emit(&AuditEvent {
+            time: rfc3339(SystemTime::now()),
+            event: "svid-broker.exchange",
+            decision: "allow",
+            code: None,
+            reason: if granted.is_empty() {
+                "nothing granted".to_owned()
+            } else {
+                "granted".to_owned()
+            },
+            subject: Some(caller.spiffe_id.as_str()),
+            actor: actor(Some(caller), client_id),
+            service: input.service,
+            requested: requested_text(input.scopes),
+            granted: scope::join_scopes(granted),
+            kind: input.kind.label(),
+            jti,
+            expires_at: Some(rfc3339(expires_at)),
+            cached,
+            peer: peer_text(input.peer),
+            endpoint: input.endpoint.label(),
+        });
+    }
+
+    fn audit_failure(
+        &self,
+        caller: Option<&Caller>,
+        input: &ExchangeInput<'_>,
+        client_id: Option<&str>,
+        err: &ExchangeError,
+    ) {
+        self.options.audit.emit(&AuditEvent {
+            time: rfc3339(SystemTime::now()),
+            event: "svid-broker.exchange",
+            decision: "deny",
+            code: Some(err.code().label()),
+            reason: err.chain(),
+            subject: caller.map(|c| c.spiffe_id.as_str()),
+            actor: actor(caller, client_id),
+            service: cut(input.service, MAX_CLIENT_ID_LEN),
+            requested: requested_text(input.scopes),
+            granted: String::new(),
+            kind: input.kind.label(),
+            jti: None,
+            expires_at: None,
+            cached: false,
+            peer: peer_text(input.peer),
+            endpoint: input.endpoint.label(),
+        });
+    }
+}
+
+fn actor(caller: Option<&Caller>, client_id: Option<&str>) -> String {
+    let method = caller.map_or("unauthenticated", |c| c.method.label());
+    match client_id {
+        Some(id) if !id.is_empty() => {
+            let id: String = cut(id, MAX_CLIENT_ID_LEN)
+                .chars()
+                .filter(|c| !c.is_control())
+                .collect();
+            format!("{method} client_id={id}")
+        }
+        _ => method.to_owned(),
+    }
+}
+
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Requested scopes for the audit log, capped so a hostile request cannot bloat it.
+fn requested_text(scopes: &[String]) -> String {
+    let joined = scopes
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(" ");
+    cut(&joined, 4096).to_owned()
+}
+
+/// The grant restricted to a login credential's ceiling. `*` in the ceiling covers every
+/// action, as the registry reads it.
+fn within_ceiling(granted: &[ResourceScope], ceiling: &[ResourceScope]) -> Vec<ResourceScope> {
+    granted
+        .iter()
+        .filter_map(|g| {
+            let c = ceiling
+                .iter()
+                .find(|c| c.resource_type == g.resource_type && c.name == g.name)?;
+            let actions: std::collections::BTreeSet<Action> = if c.actions.contains(&Action::ALL) {
+                g.actions.clone()
+            } else {
+                g.actions.intersection(&c.actions).cloned().collect()
+            };
+            (!actions.is_empty()).then(|| ResourceScope {
+                resource_type: g.resource_type,
+                name: g.name.clone(),
+                actions,
+            })
+        })
+        .collect()
+}
+
+fn to_access(scope: &ResourceScope) -> Access {
+    Access::new(
+        scope.resource_type.as_str(),
+        scope.name.clone(),
+        scope.actions.iter().map(|a| a.as_str().to_owned()),
+    )
+}
+
+/// The token crate's profile for a policy registry profile.
+pub fn token_profile(profile: Profile) -> TokenProfile {
+    match profile {
+        Profile::Distribution3 => TokenProfile::Distribution3,
+        Profile::Zot => TokenProfile::Zot,
+        _ => TokenProfile::Distribution2,
+    }
+}
+
+#[cfg(test)]
+mod tests;

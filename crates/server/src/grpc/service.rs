@@ -1,0 +1,358 @@
+//! The `svid_broker.v1.TokenExchange` service: proto in, engine call, proto out.
+//!
+//! Everything protocol-specific happens in three functions, so the engine never sees proto
+//! types and the client never sees an internal error: [`convert`] (request → [`ExchangeInput`]),
+//! [`response`] ([`ExchangeOutput`] → response) and [`status`] ([`ExchangeError`] → `Status`).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use svid_broker_policy::scope::{MAX_SCOPE_PARAM_LEN, MAX_SCOPE_PARAMS};
+use svid_broker_proto::exchange::token_exchange_server::TokenExchange;
+use svid_broker_proto::exchange::{ExchangeRequest, ExchangeResponse, TokenType};
+use tonic::metadata::MetadataMap;
+use tonic::{Code, Request, Response, Status};
+
+use svid_broker_identity::clock::Clock;
+
+use super::tls::PeerInfo;
+use crate::engine::{
+    AuthFailure, Broker, Caller, Endpoint, ErrorCode, ExchangeError, ExchangeInput, ExchangeKind,
+    ExchangeOutput, InvalidRequest,
+};
+
+/// Longest `audience` (registry service name) accepted, in bytes.
+pub const MAX_AUDIENCE_LEN: usize = 255;
+/// Longest `authorization` metadata value accepted, in bytes. JWT-SVIDs are well under this.
+pub const MAX_AUTHORIZATION_LEN: usize = 8 * 1024;
+/// `token_type` of an access token response (RFC 8693 §2.2.1).
+pub const TOKEN_TYPE_BEARER: &str = "Bearer";
+/// `token_type` of a login credential response: not a token for a protected resource
+/// (RFC 8693 §2.2.1).
+pub const TOKEN_TYPE_NOT_APPLICABLE: &str = "N_A";
+
+/// A request the edge rejects before the engine sees it. `Display` is what the client reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// `requested_token_type` is `TOKEN_TYPE_UNSPECIFIED`.
+    #[error("requested_token_type is required")]
+    TokenTypeUnspecified,
+    /// `requested_token_type` is a number this server does not know.
+    #[error("requested_token_type {value} is not known")]
+    TokenTypeUnknown {
+        /// The value sent.
+        value: i32,
+    },
+    /// A `subject_token` (or its type) was sent; acting for another identity is not built yet.
+    #[error(
+        "subject_token is not supported yet: service-account token exchange arrives with the kubelet credential provider; authenticate as the subject itself"
+    )]
+    SubjectTokenUnsupported,
+    /// `audience` is empty.
+    #[error("audience (the registry service name) is required")]
+    AudienceMissing,
+    /// `audience` is longer than [`MAX_AUDIENCE_LEN`].
+    #[error("audience is {len} bytes, more than the {max} allowed")]
+    AudienceTooLong {
+        /// Its length.
+        len: usize,
+        /// [`MAX_AUDIENCE_LEN`].
+        max: usize,
+    },
+    /// An access token was asked for without any `scope`.
+    #[error("scope is required for an access token")]
+    ScopeMissing,
+    /// More `scope` values than [`MAX_SCOPE_PARAMS`].
+    #[error("{count} scope values sent, more than the {max} allowed")]
+    TooManyScopes {
+        /// How many were sent.
+        count: usize,
+        /// [`MAX_SCOPE_PARAMS`].
+        max: usize,
+    },
+    /// One `scope` value longer than [`MAX_SCOPE_PARAM_LEN`].
+    #[error("a scope value is {len} bytes, more than the {max} allowed")]
+    ScopeTooLong {
+        /// Its length.
+        len: usize,
+        /// [`MAX_SCOPE_PARAM_LEN`].
+        max: usize,
+    },
+}
+
+impl RequestError {
+    fn code(&self) -> Code {
+        match self {
+            Self::SubjectTokenUnsupported => Code::Unimplemented,
+            _ => Code::InvalidArgument,
+        }
+    }
+
+    /// The same as an engine error, for the metrics and the audit log.
+    fn to_exchange_error(&self) -> ExchangeError {
+        let what = match self {
+            Self::TokenTypeUnspecified => "requested_token_type is required",
+            Self::TokenTypeUnknown { .. } => "requested_token_type is not known",
+            Self::SubjectTokenUnsupported => "subject_token is not supported yet",
+            Self::AudienceMissing => "audience is required",
+            Self::AudienceTooLong { .. } => "audience is too long",
+            Self::ScopeMissing => "scope is required for an access token",
+            Self::TooManyScopes { .. } => "too many scope values",
+            Self::ScopeTooLong { .. } => "a scope value is too long",
+        };
+        ExchangeError::InvalidArgument {
+            reason: InvalidRequest::Malformed { what },
+        }
+    }
+}
+
+/// Serves `Exchange` over a shared [`Broker`].
+pub struct ExchangeService {
+    broker: Arc<Broker>,
+    clock: Arc<dyn Clock>,
+}
+
+impl ExchangeService {
+    /// A service answering with `broker`, reading the time from `clock`.
+    pub fn new(broker: Arc<Broker>, clock: Arc<dyn Clock>) -> Self {
+        Self { broker, clock }
+    }
+}
+
+impl fmt::Debug for ExchangeService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExchangeService")
+            .field("broker", &self.broker)
+            .finish_non_exhaustive()
+    }
+}
+
+#[tonic::async_trait]
+impl TokenExchange for ExchangeService {
+    async fn exchange(
+        &self,
+        request: Request<ExchangeRequest>,
+    ) -> Result<Response<ExchangeResponse>, Status> {
+        let now = self.clock.now();
+        let peer_info = request.extensions().get::<PeerInfo>().cloned();
+        let peer = peer_info.as_ref().and_then(PeerInfo::remote_addr);
+        let (metadata, _, message) = request.into_parts();
+
+        // The request is checked before the caller: a malformed one is refused the same way
+        // whoever sends it, and nothing below runs on unchecked sizes.
+        let input = match convert(&message, peer) {
+            Ok(input) => input,
+            Err(error) => {
+                self.broker.record_rejection(
+                    &audit_input(&message, peer),
+                    None,
+                    &error.to_exchange_error(),
+                );
+                tracing::info!(?peer, %error, "grpc: exchange request rejected");
+                return Err(Status::new(error.code(), error.to_string()));
+            }
+        };
+        let caller =
+            authenticate(&self.broker, peer_info.as_ref(), &metadata, now).map_err(|error| {
+                self.broker.record_rejection(&input, None, &error);
+                tracing::info!(?peer, error = %error.chain(), "grpc: authentication failed");
+                status(&error)
+            })?;
+        // The engine records this outcome in the metrics and the audit log itself.
+        match self.broker.exchange(&caller, &input, now) {
+            Ok(output) => Ok(Response::new(response(&caller, output, now))),
+            Err(error) => {
+                tracing::info!(
+                    ?peer,
+                    caller = %caller.spiffe_id,
+                    service = input.service,
+                    error = %error.chain(),
+                    "grpc: exchange refused"
+                );
+                Err(status(&error))
+            }
+        }
+    }
+}
+
+/// What the audit log records of a request the edge refused: only what passed the size caps.
+fn audit_input(message: &ExchangeRequest, peer: Option<SocketAddr>) -> ExchangeInput<'_> {
+    let kind = match TokenType::try_from(message.requested_token_type) {
+        Ok(TokenType::RegistryLoginCredential) => ExchangeKind::LoginCredential,
+        // Unknown kinds are recorded as the default request.
+        _ => ExchangeKind::AccessToken,
+    };
+    let audience_ok = message.audience.len() <= MAX_AUDIENCE_LEN;
+    let scopes_ok = message.scope.len() <= MAX_SCOPE_PARAMS
+        && message.scope.iter().all(|s| s.len() <= MAX_SCOPE_PARAM_LEN);
+    ExchangeInput {
+        kind,
+        service: if audience_ok { &message.audience } else { "" },
+        scopes: if scopes_ok { &message.scope } else { &[] },
+        peer,
+        endpoint: Endpoint::Grpc,
+    }
+}
+
+/// The caller: the client certificate's SPIFFE ID when the handshake carried one (a bearer
+/// is then ignored: the certificate is the stronger, channel-bound credential), otherwise the
+/// JWT-SVID bearer's.
+fn authenticate(
+    broker: &Broker,
+    peer: Option<&PeerInfo>,
+    metadata: &MetadataMap,
+    now: SystemTime,
+) -> Result<Caller, ExchangeError> {
+    if let Some(chain) = peer.and_then(PeerInfo::peer_chain) {
+        return broker.authenticate_x509(chain, now);
+    }
+    let unauthenticated = |reason| ExchangeError::Unauthenticated { reason };
+    let token = bearer(metadata)
+        .map_err(unauthenticated)?
+        .ok_or(unauthenticated(AuthFailure::MissingCredentials))?;
+    broker.authenticate_jwt_svid(token, now)
+}
+
+/// The bearer token of the `authorization` metadata, if there is one.
+pub(crate) fn bearer(metadata: &MetadataMap) -> Result<Option<&str>, AuthFailure> {
+    let mut values = metadata.get_all("authorization").iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() || value.len() > MAX_AUTHORIZATION_LEN {
+        return Err(AuthFailure::MalformedAuthorization);
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| AuthFailure::MalformedAuthorization)?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or(AuthFailure::MalformedAuthorization)?;
+    let token = token.trim_start_matches(' ');
+    // RFC 9110 §11.1: the scheme is case-insensitive.
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(' ') {
+        return Err(AuthFailure::MalformedAuthorization);
+    }
+    Ok(Some(token))
+}
+
+/// The one conversion of a proto request into the engine's input. The engine parses and
+/// checks the scopes themselves; here only presence and sizes are checked.
+pub(crate) fn convert(
+    request: &ExchangeRequest,
+    peer: Option<SocketAddr>,
+) -> Result<ExchangeInput<'_>, RequestError> {
+    let kind = match TokenType::try_from(request.requested_token_type) {
+        Ok(TokenType::Unspecified) => return Err(RequestError::TokenTypeUnspecified),
+        Ok(TokenType::RegistryAccessToken) => ExchangeKind::AccessToken,
+        Ok(TokenType::RegistryLoginCredential) => ExchangeKind::LoginCredential,
+        Err(_) => {
+            return Err(RequestError::TokenTypeUnknown {
+                value: request.requested_token_type,
+            });
+        }
+    };
+    if !request.subject_token.is_empty() || request.subject_token_type != 0 {
+        return Err(RequestError::SubjectTokenUnsupported);
+    }
+    if request.audience.is_empty() {
+        return Err(RequestError::AudienceMissing);
+    }
+    if request.audience.len() > MAX_AUDIENCE_LEN {
+        return Err(RequestError::AudienceTooLong {
+            len: request.audience.len(),
+            max: MAX_AUDIENCE_LEN,
+        });
+    }
+    if request.scope.len() > MAX_SCOPE_PARAMS {
+        return Err(RequestError::TooManyScopes {
+            count: request.scope.len(),
+            max: MAX_SCOPE_PARAMS,
+        });
+    }
+    if let Some(long) = request.scope.iter().find(|s| s.len() > MAX_SCOPE_PARAM_LEN) {
+        return Err(RequestError::ScopeTooLong {
+            len: long.len(),
+            max: MAX_SCOPE_PARAM_LEN,
+        });
+    }
+    if matches!(kind, ExchangeKind::AccessToken)
+        && request.scope.iter().all(|s| s.trim().is_empty())
+    {
+        return Err(RequestError::ScopeMissing);
+    }
+    Ok(ExchangeInput {
+        kind,
+        service: &request.audience,
+        scopes: &request.scope,
+        peer,
+        endpoint: Endpoint::Grpc,
+    })
+}
+
+/// The one mapping of an engine result to the proto response.
+pub(crate) fn response(
+    caller: &Caller,
+    output: ExchangeOutput,
+    now: SystemTime,
+) -> ExchangeResponse {
+    let subject = caller.spiffe_id.to_string();
+    match output {
+        ExchangeOutput::AccessToken {
+            token,
+            granted,
+            expires_at,
+            ..
+        } => ExchangeResponse {
+            access_token: token.expose().to_owned(),
+            issued_token_type: TokenType::RegistryAccessToken.into(),
+            token_type: TOKEN_TYPE_BEARER.to_owned(),
+            expires_in: seconds_until(expires_at, now),
+            scope: granted.iter().map(ToString::to_string).collect(),
+            username: String::new(),
+            expires_at: unix_seconds(expires_at),
+            subject,
+        },
+        ExchangeOutput::LoginCredential {
+            username,
+            password,
+            ceiling,
+            expires_at,
+        } => ExchangeResponse {
+            access_token: password.expose().to_owned(),
+            issued_token_type: TokenType::RegistryLoginCredential.into(),
+            token_type: TOKEN_TYPE_NOT_APPLICABLE.to_owned(),
+            expires_in: seconds_until(expires_at, now),
+            scope: ceiling.iter().map(ToString::to_string).collect(),
+            username,
+            expires_at: unix_seconds(expires_at),
+            subject,
+        },
+    }
+}
+
+/// The one mapping of an engine error to a gRPC status: the class picks the code, the short
+/// `Display` is the message; the source chain stays in the log.
+pub(crate) fn status(error: &ExchangeError) -> Status {
+    let code = match error.code() {
+        ErrorCode::InvalidArgument => Code::InvalidArgument,
+        ErrorCode::Unauthenticated => Code::Unauthenticated,
+        ErrorCode::PermissionDenied => Code::PermissionDenied,
+        ErrorCode::ResourceExhausted => Code::ResourceExhausted,
+        ErrorCode::Unavailable => Code::Unavailable,
+    };
+    Status::new(code, error.to_string())
+}
+
+fn seconds_until(at: SystemTime, now: SystemTime) -> i64 {
+    at.duration_since(now)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn unix_seconds(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
