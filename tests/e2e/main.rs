@@ -11,5 +11,6 @@ mod support;
 
 mod dev;
 mod inspect;
+mod realm;
 mod registry;
 mod verify;

@@ -25,6 +25,55 @@ pub(crate) enum Command {
     /// Verify an SVID offline against trust bundles.
     #[command(subcommand)]
     Verify(VerifyCommand),
+    /// Run the token-exchange service (token realm, JWKS, metrics, gRPC Exchange).
+    ///
+    /// Runs in the foreground; SIGHUP reloads the policy (the last good one is kept when the
+    /// new one is invalid); SIGINT or SIGTERM drain in-flight requests and stop.
+    Serve(ServeArgs),
+    /// Policy tools.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Print a registry's `auth.token` configuration and write its root certificate bundle.
+    RegistryConfig(RegistryConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// The broker configuration file (TOML).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// Show what a policy grants a subject, and which rules decided it.
+    Explain {
+        /// The policy file (TOML).
+        #[arg(long, value_name = "FILE")]
+        policy: PathBuf,
+        /// The SPIFFE ID asking.
+        #[arg(long, value_name = "ID")]
+        subject: String,
+        /// The registry `service` (token audience).
+        #[arg(long, value_name = "SERVICE")]
+        service: String,
+        /// A requested scope, e.g. repository:team/app:pull,push; repeat or space-join for more.
+        #[arg(long = "scope", value_name = "SCOPE", required = true)]
+        scopes: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RegistryConfigArgs {
+    /// The broker configuration file (TOML).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: PathBuf,
+    /// The registry's `name` in the policy.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) registry: String,
+    /// Where to write NAME-rootcertbundle.pem.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub(crate) out_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

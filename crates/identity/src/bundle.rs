@@ -15,9 +15,11 @@
 //! "unknown or unusable" from "broken":
 //!
 //! - **ignored** (recorded in [`SpiffeBundle::ignored`], the bundle still loads): missing or
-//!   unknown `kty` or `use`, an `x509-svid` entry without `x5c`, a `jwt-svid` entry without `kid`,
-//!   an unsupported curve or key type, a JWK `alg` outside the JWT-SVID set or not fitting the key,
-//!   an RSA key below [`MIN_RSA_BITS`];
+//!   unknown `kty` or `use`, an `x509-svid` entry without `x5c`, a `jwt-svid` entry without `kid`
+//!   or with an empty one, an unsupported curve or key type, a JWK `alg` outside the JWT-SVID set
+//!   or not fitting the key, an RSA key below [`MIN_RSA_BITS`] or above [`MAX_RSA_BITS`], an
+//!   `x509-svid` CA certificate that parses but whose key cannot be written back as a JWK
+//!   (compressed EC point, another curve, RSASSA-PSS or another key type);
 //! - **rejected** (the whole document fails, so the caller keeps its last good bundle): malformed
 //!   JSON, a wrong JSON type for a member this module reads, duplicate JSON members, a size or count
 //!   cap exceeded, bad base64, a certificate that does not parse, an EC point off its curve,
@@ -61,6 +63,12 @@ pub const MAX_BUNDLE_MAP_TRUST_DOMAINS: usize = 1024;
 /// The refresh interval to use when a document has no `spiffe_refresh_hint` (spec §4.1.2 suggests
 /// about five minutes).
 pub const DEFAULT_REFRESH_HINT: Duration = Duration::from_secs(300);
+/// Shortest interval [`SpiffeBundle::refresh_hint_or_default`] returns: a publisher's hint of 0
+/// or 1 s would otherwise have every consumer poll it in a tight loop.
+pub const MIN_REFRESH_HINT: Duration = Duration::from_secs(30);
+/// Longest interval [`SpiffeBundle::refresh_hint_or_default`] returns: a huge hint would
+/// otherwise stop refreshes for good, so revoked authorities would never be dropped.
+pub const MAX_REFRESH_HINT: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Why a bundle, bundle document or bundle map was rejected.
 #[derive(Debug, thiserror::Error)]
@@ -520,14 +528,25 @@ impl SpiffeBundle {
         self.sequence
     }
 
-    /// `spiffe_refresh_hint`, when present.
+    /// `spiffe_refresh_hint`, when present, exactly as published (unbounded: use
+    /// [`SpiffeBundle::refresh_hint_or_default`] to schedule refreshes).
     pub fn refresh_hint(&self) -> Option<Duration> {
         self.refresh_hint
     }
 
-    /// `spiffe_refresh_hint`, or [`DEFAULT_REFRESH_HINT`] when absent.
+    /// The interval to refresh this bundle at: `spiffe_refresh_hint` clamped to
+    /// [`MIN_REFRESH_HINT`]..=[`MAX_REFRESH_HINT`], or [`DEFAULT_REFRESH_HINT`] when absent. The
+    /// hint comes from the publisher, so it is not trusted to be sane; the raw value stays
+    /// available from [`SpiffeBundle::refresh_hint`].
     pub fn refresh_hint_or_default(&self) -> Duration {
-        self.refresh_hint.unwrap_or(DEFAULT_REFRESH_HINT)
+        self.refresh_hint.map_or(DEFAULT_REFRESH_HINT, |hint| {
+            hint.clamp(MIN_REFRESH_HINT, MAX_REFRESH_HINT)
+        })
+    }
+
+    /// Same as [`SpiffeBundle::refresh_hint_or_default`]: the clamped refresh interval.
+    pub fn refresh_interval(&self) -> Duration {
+        self.refresh_hint_or_default()
     }
 
     /// Document entries that were skipped while parsing, with the reason, for operators.

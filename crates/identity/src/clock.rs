@@ -69,9 +69,31 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, UNIX_EPOCH};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-    use super::Rfc3339;
+    use super::{Clock, FixedClock, Rfc3339, SystemClock};
+
+    #[test]
+    fn fixed_clock_returns_its_instant_every_time() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let clock = FixedClock(at);
+        assert_eq!(clock.now(), at);
+        assert_eq!(clock.now(), at);
+        let dyn_clock: &dyn Clock = &clock;
+        assert_eq!(dyn_clock.now(), at);
+        assert_ne!(FixedClock(UNIX_EPOCH).now(), at);
+    }
+
+    #[test]
+    fn system_clock_follows_the_wall_clock() {
+        // Bracketed by two direct readings, so no assumption about how fast the test runs.
+        let before = SystemTime::now();
+        let now = SystemClock.now();
+        let after = SystemTime::now();
+        assert!(before <= now && now <= after);
+        // And it is not stuck at a constant such as the epoch.
+        assert!(now > UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    }
 
     #[test]
     fn rfc3339_known_instants() {

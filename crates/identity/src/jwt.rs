@@ -10,17 +10,21 @@
 //!    present, is `JWT` or `JOSE` (case-sensitive, as every peer does);
 //! 4. `alg`: one of the nine JWT-SVID algorithms ([`JwsAlgorithm`]); `none`, `HS*`, `EdDSA` and
 //!    anything else are rejected here, before any key is looked up;
-//! 5. `kid`: present, unless [`KidMode::TryTrustDomainKeys`] is chosen;
+//! 5. `kid`: present and non-empty (`""` counts as absent), unless
+//!    [`KidMode::TryTrustDomainKeys`] is chosen;
 //! 6. claims: a JSON object without duplicate members; `sub`, `aud` and `exp` present with the
 //!    right types; `aud` a string or a non-empty array of strings, at most
-//!    [`JwtSvidValidator::max_audiences`]; `exp`, `nbf`, `iat` integers;
+//!    [`JwtSvidValidator::max_audiences`]; `exp`, `nbf`, `iat` integers; every other member's
+//!    value representable as a JSON value (numbers within `f64` range, valid Unicode strings,
+//!    nesting at most [`MAX_CLAIM_NESTING`] deep), so [`JwtSvidClaims::claims_map`] cannot fail;
 //! 7. `sub` is a SPIFFE ID (strict parse) whose trust domain has a bundle in the given
 //!    [`BundleSet`]; only that trust domain's JWT authorities are used from here on;
 //! 8. key: the authority named by `kid`, whose key type and curve fit `alg` (ES256↔P-256,
 //!    ES384↔P-384, ES512↔P-521, RS*/PS*↔RSA ≥ 2048 bits) and whose declared JWK `alg`, if any,
 //!    equals the token's;
 //! 9. signature;
-//! 10. time: `exp`, then `nbf`, then `iat`, all against the one `now` argument;
+//! 10. time: `exp`, then `nbf`, then `iat`, all against the one `now` argument, and each within
+//!     [`MIN_NUMERIC_DATE`]..=[`MAX_NUMERIC_DATE`];
 //! 11. audience: at least one `aud` value is in the validator's expected set (any-of).
 //!
 //! # Why time and audience come after the signature
@@ -40,6 +44,7 @@
 //! expired), not yet valid when `nbf > now + L`, and issued in the future when `iat > now + L`.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -78,6 +83,15 @@ pub const MAX_KIDLESS_CANDIDATES_LIMIT: usize = 64;
 pub const MAX_CLAIMS_MEMBERS: usize = 256;
 /// Longest signature accepted, in bytes (an RSA-8192 signature).
 pub const MAX_SIGNATURE_LEN: usize = 1024;
+/// Deepest nesting of arrays and objects allowed inside one claim's value (well below
+/// serde_json's own recursion limit of 128, so [`JwtSvidClaims::claims_map`] can always parse
+/// what validation accepted).
+pub const MAX_CLAIM_NESTING: usize = 64;
+/// Latest NumericDate accepted for `exp`, `nbf` and `iat`: 9999-12-31T23:59:59Z. Later values
+/// would give [`SystemTime`]s close to the platform maximum, where callers' arithmetic overflows.
+pub const MAX_NUMERIC_DATE: i64 = 253_402_300_799;
+/// Earliest NumericDate accepted: 0001-01-01T00:00:00Z (the mirror of [`MAX_NUMERIC_DATE`]).
+pub const MIN_NUMERIC_DATE: i64 = -62_135_596_800;
 
 /// A JWS algorithm allowed for JWT-SVIDs (JWT-SVID §2.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -197,6 +211,32 @@ impl fmt::Display for RejectedAlgorithm {
             Self::EdDsa => "EdDSA",
             Self::Other => "an unknown algorithm",
         })
+    }
+}
+
+/// Why a claim value is syntactically valid JSON but still unacceptable: a JSON value model
+/// (`serde_json::Value`, as [`JwtSvidClaims::claims_map`] builds) could not hold it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClaimValueProblem {
+    /// Arrays or objects nested deeper than the cap.
+    TooDeep {
+        /// The cap ([`MAX_CLAIM_NESTING`]).
+        max: usize,
+    },
+    /// A number outside the range of a 64-bit float (for example `1e400`).
+    NumberOutOfRange,
+    /// A string with a lone UTF-16 surrogate escape (for example `"\ud800"`) or invalid UTF-8.
+    InvalidString,
+}
+
+impl fmt::Display for ClaimValueProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooDeep { max } => write!(f, "a value nested deeper than {max} levels"),
+            Self::NumberOutOfRange => f.write_str("a number out of range"),
+            Self::InvalidString => f.write_str("a string that is not valid unicode"),
+        }
     }
 }
 
@@ -333,7 +373,7 @@ pub enum JwtSvidError {
     /// `typ` is present but not `JWT` or `JOSE` (§2.3).
     #[error("typ must be \"JWT\" or \"JOSE\"")]
     InvalidTyp,
-    /// The header has no `kid` and [`KidMode::Required`] is in force.
+    /// The header has no `kid`, or an empty one, and [`KidMode::Required`] is in force.
     #[error("header has no kid")]
     MissingKid,
     /// A required claim is missing.
@@ -341,6 +381,15 @@ pub enum JwtSvidError {
     MissingClaim {
         /// The claim: `sub`, `aud` or `exp`.
         claim: &'static str,
+    },
+    /// A claim value is valid JSON syntax but not representable as a JSON value (the claims
+    /// could not be returned by [`JwtSvidClaims::claims_map`]).
+    #[error("token claims hold {problem} (column {column})")]
+    InvalidClaimValue {
+        /// What is wrong with the value.
+        problem: ClaimValueProblem,
+        /// Column of the problem in the decoded claims JSON.
+        column: usize,
     },
     /// The claims object has more than [`MAX_CLAIMS_MEMBERS`] members.
     #[error("claims have more than {max} members")]
@@ -426,7 +475,7 @@ pub enum JwtSvidError {
         /// The leeway.
         leeway_secs: u64,
     },
-    /// A NumericDate cannot be represented as a [`SystemTime`].
+    /// A NumericDate is outside [`MIN_NUMERIC_DATE`]..=[`MAX_NUMERIC_DATE`] (years 1 to 9999).
     #[error("claim {claim:?} is out of range")]
     TimeOutOfRange {
         /// The claim.
@@ -469,8 +518,10 @@ impl JwtSvidClaims {
     /// validation itself never builds a `serde_json::Value`.
     ///
     /// # Errors
-    /// Never for a validated token (its claims parsed as an object already); the `Result` is kept
-    /// rather than a panic.
+    /// Never for a validated token: validation walked every member, known or not, through the
+    /// same serde_json parser and rejected what a `Value` cannot hold (numbers out of `f64`
+    /// range, lone surrogates, invalid UTF-8, nesting deeper than [`MAX_CLAIM_NESTING`]; see
+    /// [`JwtSvidError::InvalidClaimValue`]). The `Result` is kept rather than a panic.
     pub fn claims_map(
         &self,
     ) -> Result<serde_json::Map<String, serde_json::Value>, serde_json::Error> {
@@ -755,7 +806,9 @@ impl JwtSvidValidator {
         {
             return Err(JwtSvidError::InvalidTyp);
         }
-        let kid = header.kid;
+        // An empty `kid` names no key; taking it as one would let an authority published with
+        // `"kid": ""` match tokens that carry no real key id.
+        let kid = header.kid.filter(|kid| !kid.is_empty());
         if kid.is_none() && self.kid_mode == KidMode::Required {
             return Err(JwtSvidError::MissingKid);
         }
@@ -764,13 +817,31 @@ impl JwtSvidValidator {
 
     fn parse_claims<'c>(&self, claims_json: &'c [u8]) -> Result<parse::Claims<'c>, JwtSvidError> {
         let mut de = serde_json::Deserializer::from_slice(claims_json);
+        let too_deep = Cell::new(false);
         let mut claims = parse::ClaimsSeed {
             max_audiences: self.max_audiences,
             max_members: MAX_CLAIMS_MEMBERS,
+            max_nesting: MAX_CLAIM_NESTING,
+            too_deep: &too_deep,
         }
         .deserialize(&mut de)
         .and_then(|claims| de.end().map(|()| claims))
-        .map_err(|err| malformed(TokenPart::Claims, &err))?;
+        .map_err(|err| {
+            let problem = if too_deep.get() {
+                Some(ClaimValueProblem::TooDeep {
+                    max: MAX_CLAIM_NESTING,
+                })
+            } else {
+                value_problem(&err)
+            };
+            match problem {
+                Some(problem) => JwtSvidError::InvalidClaimValue {
+                    problem,
+                    column: err.column(),
+                },
+                None => malformed(TokenPart::Claims, &err),
+            }
+        })?;
         match claims.problem.take() {
             Some(Problem::TooManyAudiences) => Err(JwtSvidError::TooManyAudiences {
                 max: self.max_audiences,
@@ -947,6 +1018,26 @@ fn malformed(part: TokenPart, err: &serde_json::Error) -> JwtSvidError {
     }
 }
 
+/// Names the serde_json syntax errors that valid-looking JSON text can still raise. serde_json
+/// exposes only a coarse error category, so its (long-stable) messages are matched; an
+/// unrecognised message still rejects the token, as [`JwtSvidError::MalformedJson`].
+fn value_problem(err: &serde_json::Error) -> Option<ClaimValueProblem> {
+    if !err.is_syntax() {
+        return None;
+    }
+    let message = err.to_string();
+    if message.starts_with("number out of range") {
+        Some(ClaimValueProblem::NumberOutOfRange)
+    } else if message.starts_with("lone leading surrogate")
+        || message.starts_with("unexpected end of hex escape")
+        || message.starts_with("invalid unicode code point")
+    {
+        Some(ClaimValueProblem::InvalidString)
+    } else {
+        None
+    }
+}
+
 fn check_problem(problem: Option<Problem>, part: TokenPart) -> Result<(), JwtSvidError> {
     match problem {
         None => Ok(()),
@@ -963,6 +1054,9 @@ fn check_problem(problem: Option<Problem>, part: TokenPart) -> Result<(), JwtSvi
 }
 
 fn numeric_date(secs: i64, claim: &'static str) -> Result<SystemTime, JwtSvidError> {
+    if !(MIN_NUMERIC_DATE..=MAX_NUMERIC_DATE).contains(&secs) {
+        return Err(JwtSvidError::TimeOutOfRange { claim });
+    }
     let offset = Duration::from_secs(secs.unsigned_abs());
     if secs >= 0 {
         UNIX_EPOCH.checked_add(offset)

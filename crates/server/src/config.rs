@@ -482,14 +482,23 @@ impl BrokerConfig {
 
         let login = raw.credentials.login_credential_ttl_seconds;
         if !(60..=MAX_LOGIN_CREDENTIAL_TTL.as_secs()).contains(&login) {
-            return invalid("credentials.login_credential_ttl_seconds", "must be 60..=3600");
+            return invalid(
+                "credentials.login_credential_ttl_seconds",
+                "must be 60..=3600",
+            );
         }
         let refresh = raw.credentials.refresh_token_ttl_seconds;
         if !(60..=MAX_REFRESH_TOKEN_TTL.as_secs()).contains(&refresh) {
-            return invalid("credentials.refresh_token_ttl_seconds", "must be 60..=86400");
+            return invalid(
+                "credentials.refresh_token_ttl_seconds",
+                "must be 60..=86400",
+            );
         }
         if raw.limits.requests_per_second_per_subject > 0 && raw.limits.burst == 0 {
-            return invalid("limits.burst", "must be at least 1 when a rate limit is set");
+            return invalid(
+                "limits.burst",
+                "must be at least 1 when a rate limit is set",
+            );
         }
         let log_format = match raw.log.format.as_str() {
             "text" => LogFormat::Text,

@@ -300,12 +300,13 @@ impl CredentialKeys {
         }
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(ikm);
         let expand = |info: &[u8]| -> Result<hmac::Key, CredentialError> {
-            let okm = prk
-                .expand(&[info], hmac::HMAC_SHA256)
-                .map_err(|_| CredentialError::WeakKeyMaterial {
+            let info = [info];
+            let okm = prk.expand(&info, hmac::HMAC_SHA256).map_err(|_| {
+                CredentialError::WeakKeyMaterial {
                     len: ikm.len(),
                     min: MIN_IKM_LEN,
-                })?;
+                }
+            })?;
             Ok(hmac::Key::from(okm))
         };
         Ok(Self {

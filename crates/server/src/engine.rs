@@ -267,7 +267,7 @@ pub enum Denial {
 pub enum Unavailability {
     /// Minting failed.
     #[error("token signing failed")]
-    Mint(#[source] TokenError),
+    Mint(#[source] Arc<TokenError>),
     /// Issuing a credential failed.
     #[error("credential issuance failed")]
     Credential(#[source] CredentialError),
@@ -333,10 +333,10 @@ impl ExchangeError {
         let mut out = self.to_string();
         let mut source = std::error::Error::source(self);
         // The outer Display already repeats the first source's text.
-        if let Some(first) = source {
-            if first.to_string() == out {
-                source = first.source();
-            }
+        if let Some(first) = source
+            && first.to_string() == out
+        {
+            source = first.source();
         }
         while let Some(e) = source {
             out.push_str(": ");
@@ -531,6 +531,14 @@ impl Broker {
         Ok(rotated)
     }
 
+    /// The gRPC listener's client-certificate verifier: optional client auth, any trust
+    /// domain with a bundle; the policy decides what the identity may do.
+    pub fn tls_client_verifier(&self) -> Arc<dyn rustls::server::danger::ClientCertVerifier> {
+        Arc::new(crate::client_auth::AnyTrustDomainVerifier::new(
+            self.bundles.clone(),
+        ))
+    }
+
     /// Authenticates a JWT-SVID whose `aud` must contain the broker's audience.
     ///
     /// # Errors
@@ -721,12 +729,12 @@ impl Broker {
         if input.service.is_empty() {
             return Err(ExchangeError::invalid(InvalidRequest::MissingService));
         }
-        if let Some(b) = binding {
-            if b.service != input.service {
-                return Err(ExchangeError::unauthenticated(AuthFailure::WrongService {
-                    bound: b.service.clone(),
-                }));
-            }
+        if let Some(b) = binding
+            && b.service != input.service
+        {
+            return Err(ExchangeError::unauthenticated(AuthFailure::WrongService {
+                bound: b.service.clone(),
+            }));
         }
         let requested = scope::parse_scopes(input.scopes.iter().map(String::as_str))
             .map_err(|e| ExchangeError::invalid(InvalidRequest::Scope(e)))?;
@@ -747,17 +755,16 @@ impl Broker {
                 subject: caller.spiffe_id.clone(),
                 retry_after,
             })?;
-        let mut granted = decision.granted.clone();
-        if let Some(b) = binding {
-            if !b.ceiling.is_empty() {
-                granted = within_ceiling(&granted, &b.ceiling);
-            }
+        let mut granted = decision.granted;
+        if let Some(b) = binding
+            && !b.ceiling.is_empty()
+        {
+            granted = within_ceiling(&granted, &b.ceiling);
         }
-        let registry = decision.registry.clone();
+        let registry = decision.registry;
         match input.kind {
             ExchangeKind::AccessToken => {
-                if input.endpoint == Endpoint::Grpc && !requested.is_empty() && granted.is_empty()
-                {
+                if input.endpoint == Endpoint::Grpc && !requested.is_empty() && granted.is_empty() {
                     return Err(ExchangeError::PermissionDenied {
                         reason: Denial::EmptyGrant,
                     });
@@ -789,9 +796,12 @@ impl Broker {
                 )
                 .with_ttl(registry.token_ttl())
                 .with_profile(token_profile(registry.profile()));
-                let minted = self.minter.mint(&req).map_err(|e| ExchangeError::Unavailable {
-                    reason: Unavailability::Mint(e),
-                })?;
+                let minted = self
+                    .minter
+                    .mint(&req)
+                    .map_err(|e| ExchangeError::Unavailable {
+                        reason: Unavailability::Mint(Arc::new(e)),
+                    })?;
                 self.cache.put(
                     key,
                     CachedToken {
@@ -917,6 +927,18 @@ impl Broker {
             endpoint: input.endpoint.label(),
         });
     }
+}
+
+/// An error and its `source()` chain as `a: b: c`, for log lines.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
 }
 
 fn actor(caller: Option<&Caller>, client_id: Option<&str>) -> String {

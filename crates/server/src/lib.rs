@@ -11,6 +11,7 @@
 //! - [`server`]: [`BrokerServer`], wiring listeners, policy reload, key rotation and shutdown.
 //! - [`grpc`]: the gRPC `Exchange` service.
 
+pub mod client_auth;
 pub mod config;
 pub mod credential;
 pub mod engine;
@@ -18,6 +19,9 @@ pub mod grpc;
 pub mod ops;
 pub mod realm;
 pub mod server;
+
+#[cfg(test)]
+mod testutil;
 
 pub use config::{BrokerConfig, ConfigError};
 pub use credential::{CredentialError, CredentialKeys, CredentialKind, Secret};

@@ -82,7 +82,10 @@ pub fn router(state: RealmState) -> Router {
     Router::new()
         .route("/token", get(token_get).post(token_post))
         .route("/jwks.json", get(jwks))
-        .route("/.well-known/openid-configuration", get(openid_configuration))
+        .route(
+            "/.well-known/openid-configuration",
+            get(openid_configuration),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -166,8 +169,11 @@ fn header_credentials(headers: &HeaderMap) -> Result<HeaderCredentials, AuthFail
         );
         let text =
             std::str::from_utf8(&decoded).map_err(|_| AuthFailure::MalformedAuthorization)?;
+        // The password is split off at the *last* colon: every secret the broker accepts is
+        // colon-free (JWS, `sbl1.`/`sbr1.`), while the username is a SPIFFE ID
+        // (`spiffe://...`), which `skopeo --creds ID:SECRET` sends unsplit.
         let (username, password) = text
-            .split_once(':')
+            .rsplit_once(':')
             .ok_or(AuthFailure::MalformedAuthorization)?;
         Ok(HeaderCredentials::Basic {
             username: username.to_owned(),
@@ -197,11 +203,14 @@ async fn token_get(State(state): State<RealmState>, req: Request) -> Response {
                 Endpoint::RealmGet,
                 peer,
                 &Fields::default(),
-                ExchangeError::InvalidArgument { reason: e },
+                &ExchangeError::InvalidArgument { reason: e },
             ),
         }
     };
-    state.broker.metrics().observe(Route::TokenGet, start.elapsed());
+    state
+        .broker
+        .metrics()
+        .observe(Route::TokenGet, start.elapsed());
     response
 }
 
@@ -226,7 +235,7 @@ async fn token_post(State(state): State<RealmState>, req: Request) -> Response {
                 Endpoint::RealmPost,
                 peer,
                 &Fields::default(),
-                ExchangeError::InvalidArgument { reason: e },
+                &ExchangeError::InvalidArgument { reason: e },
             ),
         },
     };
@@ -248,7 +257,7 @@ fn bad_request_early(
         endpoint,
         peer,
         &Fields::default(),
-        ExchangeError::InvalidArgument {
+        &ExchangeError::InvalidArgument {
             reason: InvalidRequest::Malformed { what },
         },
     )
@@ -270,7 +279,7 @@ fn serve_token(
             endpoint,
             peer,
             fields,
-            ExchangeError::InvalidArgument {
+            &ExchangeError::InvalidArgument {
                 reason: InvalidRequest::MissingService,
             },
         );
@@ -283,7 +292,7 @@ fn serve_token(
             endpoint,
             peer,
             fields,
-            ExchangeError::unknown_service(service),
+            &ExchangeError::unknown_service(service),
         );
     }
     if let Err(e) = scope::parse_scopes(fields.scopes.iter().map(String::as_str)) {
@@ -292,7 +301,7 @@ fn serve_token(
             endpoint,
             peer,
             fields,
-            ExchangeError::InvalidArgument {
+            &ExchangeError::InvalidArgument {
                 reason: InvalidRequest::Scope(e),
             },
         );
@@ -300,7 +309,7 @@ fn serve_token(
 
     let auth = match authenticate(state, endpoint, fields, creds, now) {
         Ok(a) => a,
-        Err(e) => return fail(state, endpoint, peer, fields, e),
+        Err(e) => return fail(state, endpoint, peer, fields, &e),
     };
     let input = ExchangeInput {
         kind: ExchangeKind::AccessToken,
@@ -309,8 +318,7 @@ fn serve_token(
         peer,
         endpoint,
     };
-    let out = match broker.exchange_authenticated(&auth, &input, fields.client_id.as_deref(), now)
-    {
+    let out = match broker.exchange_authenticated(&auth, &input, fields.client_id.as_deref(), now) {
         Ok(out) => out,
         // Already audited and counted by the engine.
         Err(e) => return error_response(&e),
@@ -408,7 +416,7 @@ fn fail(
     endpoint: Endpoint,
     peer: Option<SocketAddr>,
     fields: &Fields,
-    err: ExchangeError,
+    err: &ExchangeError,
 ) -> Response {
     let input = ExchangeInput {
         kind: ExchangeKind::AccessToken,
@@ -419,8 +427,8 @@ fn fail(
     };
     state
         .broker
-        .record_rejection(&input, fields.client_id.as_deref(), &err);
-    error_response(&err)
+        .record_rejection(&input, fields.client_id.as_deref(), err);
+    error_response(err)
 }
 
 /// The HTTP status for an error class.
@@ -458,7 +466,8 @@ fn error_response(err: &ExchangeError) -> Response {
             );
         }
         ExchangeError::ResourceExhausted { retry_after, .. } => {
-            let secs = retry_after.as_secs().max(1);
+            // Rounded up: a client retrying after the advertised time must find a token.
+            let secs = (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1);
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 headers.insert(RETRY_AFTER, v);
             }
@@ -517,19 +526,25 @@ fn raw_json(body: String) -> Response {
 async fn healthz(State(state): State<RealmState>) -> Response {
     let start = Instant::now();
     let resp = (StatusCode::OK, "ok\n").into_response();
-    state.broker.metrics().observe(Route::Health, start.elapsed());
+    state
+        .broker
+        .metrics()
+        .observe(Route::Health, start.elapsed());
     resp
 }
 
 async fn readyz(State(state): State<RealmState>) -> Response {
     let start = Instant::now();
-    let ready = state.ready.load(Ordering::Acquire) && state.broker.bundles().bundles().len() > 0;
+    let ready = state.ready.load(Ordering::Acquire) && !state.broker.bundles().bundles().is_empty();
     let resp = if ready {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
     };
-    state.broker.metrics().observe(Route::Health, start.elapsed());
+    state
+        .broker
+        .metrics()
+        .observe(Route::Health, start.elapsed());
     resp
 }
 

@@ -2,6 +2,9 @@
 
 mod dev;
 mod inspect;
+mod policy;
+mod registry_config;
+mod serve;
 mod verify;
 
 use crate::cli::{Cli, Command};
@@ -12,5 +15,8 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
         Command::Dev(args) => dev::run(args),
         Command::Inspect(cmd) => inspect::run(cmd),
         Command::Verify(cmd) => verify::run(cmd),
+        Command::Serve(args) => serve::run(args),
+        Command::Policy(cmd) => policy::run(cmd),
+        Command::RegistryConfig(args) => registry_config::run(args),
     }
 }

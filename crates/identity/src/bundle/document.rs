@@ -50,7 +50,7 @@ pub enum IgnoreReason {
     UnknownUse,
     /// An `x509-svid` entry with a missing or empty `x5c`.
     MissingX5c,
-    /// A `jwt-svid` entry without `kid`.
+    /// A `jwt-svid` entry without `kid`, or with an empty one.
     MissingKid,
     /// An EC `crv` other than P-256, P-384 or P-521.
     UnsupportedCurve,
@@ -60,6 +60,11 @@ pub enum IgnoreReason {
     AlgKeyMismatch,
     /// An RSA key with a modulus below [`MIN_RSA_BITS`](super::MIN_RSA_BITS).
     WeakRsaKey,
+    /// An RSA key with a modulus above [`MAX_RSA_BITS`](super::MAX_RSA_BITS).
+    RsaKeyTooLarge,
+    /// An `x509-svid` CA certificate whose public key cannot be expressed as a JWK (a compressed
+    /// EC point, a curve other than P-256/P-384/P-521, RSASSA-PSS or another key type).
+    UnsupportedCertificateKey,
 }
 
 impl fmt::Display for IgnoreReason {
@@ -75,6 +80,8 @@ impl fmt::Display for IgnoreReason {
             Self::UnsupportedAlg => "unsupported alg",
             Self::AlgKeyMismatch => "alg does not fit the key",
             Self::WeakRsaKey => "rsa key too small",
+            Self::RsaKeyTooLarge => "rsa key too large",
+            Self::UnsupportedCertificateKey => "ca certificate key not expressible as a jwk",
         })
     }
 }
@@ -287,7 +294,20 @@ fn from_raw(trust_domain: TrustDomain, raw: RawDocument<'_>) -> Result<SpiffeBun
                 let der = STANDARD
                     .decode(x5c.as_bytes())
                     .map_err(|_| invalid(EntryError::Base64 { member: "x5c" }))?;
-                certs.push((index, CertificateDer::from(der)));
+                let cert = CertificateDer::from(der);
+                // A certificate that does not parse stays fatal (X509Bundle::new reports it); one
+                // that parses but whose key has no JWK form is skipped like any other key we do
+                // not support, rather than failing the whole document.
+                if webpki::anchor_from_trusted_cert(&cert).is_ok()
+                    && OwnedKeyParams::from_certificate(&cert).is_none()
+                {
+                    ignored.push(IgnoredEntry {
+                        index,
+                        reason: IgnoreReason::UnsupportedCertificateKey,
+                    });
+                    continue;
+                }
+                certs.push((index, cert));
             }
             Entry::Jwt(kid) => match jwt_key(&jwk).map_err(invalid)? {
                 JwtKey::Use(key, alg) => authorities.push(JwtAuthority {
@@ -346,9 +366,10 @@ fn classify<'j>(jwk: &'j RawJwk<'_>) -> Entry<'j> {
             if !matches!(kty, "EC" | "RSA") {
                 return Entry::Ignore(IgnoreReason::UnsupportedKty);
             }
+            // An empty `kid` names no key: tokens always need a real key id to select it.
             match jwk.kid.as_deref() {
-                Some(kid) => Entry::Jwt(kid),
-                None => Entry::Ignore(IgnoreReason::MissingKid),
+                Some(kid) if !kid.is_empty() => Entry::Jwt(kid),
+                _ => Entry::Ignore(IgnoreReason::MissingKid),
             }
         }
         _ => Entry::Ignore(IgnoreReason::UnknownUse),
@@ -385,6 +406,9 @@ fn jwt_key(jwk: &RawJwk<'_>) -> Result<JwtKey, EntryError> {
             match JwtPublicKey::rsa(&n, &e) {
                 Err(KeyError::RsaTooSmall { .. }) => {
                     return Ok(JwtKey::Ignore(IgnoreReason::WeakRsaKey));
+                }
+                Err(KeyError::RsaTooLarge { .. }) => {
+                    return Ok(JwtKey::Ignore(IgnoreReason::RsaKeyTooLarge));
                 }
                 other => other?,
             }

@@ -702,3 +702,129 @@ proptest::proptest! {
         let _ = BundleSet::parse_bundle_map(json.as_bytes());
     }
 }
+
+// === review fixes: empty kid, refresh hint bounds, unusable keys are ignored ===
+
+#[test]
+fn document_jwt_key_with_empty_kid_is_ignored() {
+    let bundle = parse(&doc(&[
+        ec_jwk(p256(), Some(""), ""),
+        ec_jwk(p256(), Some("k1"), ""),
+    ]))
+    .unwrap();
+    assert_eq!(
+        ignored_reasons(&bundle),
+        vec![(0, IgnoreReason::MissingKid)]
+    );
+    assert_eq!(bundle.jwt().len(), 1);
+    assert!(bundle.jwt().find("").is_none());
+    assert!(bundle.jwt().find("k1").is_some());
+}
+
+fn with_hint(hint: &str) -> SpiffeBundle {
+    parse(&format!(r#"{{"keys":[],"spiffe_refresh_hint":{hint}}}"#)).unwrap()
+}
+
+#[test]
+fn refresh_hint_within_bounds_is_used_as_is() {
+    for secs in [30, 60, 86_400] {
+        let bundle = with_hint(&secs.to_string());
+        assert_eq!(bundle.refresh_hint(), Some(Duration::from_secs(secs)));
+        assert_eq!(bundle.refresh_hint_or_default(), Duration::from_secs(secs));
+        assert_eq!(bundle.refresh_interval(), Duration::from_secs(secs));
+    }
+    let absent = parse(r#"{"keys":[]}"#).unwrap();
+    assert_eq!(absent.refresh_hint(), None);
+    assert_eq!(absent.refresh_interval(), DEFAULT_REFRESH_HINT);
+}
+
+#[test]
+fn refresh_hint_out_of_bounds_is_clamped_but_kept_raw() {
+    for (hint, raw, clamped) in [
+        ("0", Duration::ZERO, MIN_REFRESH_HINT),
+        ("29", Duration::from_secs(29), MIN_REFRESH_HINT),
+        ("86401", Duration::from_secs(86_401), MAX_REFRESH_HINT),
+        (
+            "18446744073709551615",
+            Duration::from_secs(u64::MAX),
+            MAX_REFRESH_HINT,
+        ),
+    ] {
+        let bundle = with_hint(hint);
+        assert_eq!(bundle.refresh_hint(), Some(raw), "{hint}");
+        assert_eq!(bundle.refresh_hint_or_default(), clamped, "{hint}");
+        assert_eq!(bundle.refresh_interval(), clamped, "{hint}");
+    }
+}
+
+#[test]
+fn document_jwt_rsa_key_above_8192_bits_is_ignored() {
+    let big = format!(
+        r#"{{"kty":"RSA","use":"jwt-svid","kid":"big","n":"{}","e":"AQAB"}}"#,
+        URL_SAFE_NO_PAD.encode(vec![0xff; 1025])
+    );
+    let bundle = parse(&doc(&[big, ec_jwk(p256(), Some("k1"), "")])).unwrap();
+    assert_eq!(
+        ignored_reasons(&bundle),
+        vec![(0, IgnoreReason::RsaKeyTooLarge)]
+    );
+    assert!(bundle.jwt().find("k1").is_some());
+}
+
+/// A CA certificate (signed by a real root) whose public key is `public_key`.
+fn ca_with_raw_key(public_key: &crate::x509::fixtures::RawPublicKey) -> CertificateDer<'static> {
+    use crate::x509::fixtures::{Ca, ca_params};
+    Ca::root("example.org").sign(&ca_params("example.org", "odd"), public_key)
+}
+
+fn rsa_pss_ca() -> CertificateDer<'static> {
+    const RSA_ENCRYPTION: &[u8] = &[
+        0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01,
+    ];
+    let cert = ca_with_raw_key(&crate::x509::fixtures::RawPublicKey::rsa(2048));
+    let mut der = cert.as_ref().to_vec();
+    let at = der
+        .windows(RSA_ENCRYPTION.len())
+        .position(|w| w == RSA_ENCRYPTION)
+        .unwrap();
+    der[at + RSA_ENCRYPTION.len() - 1] = 0x0a;
+    CertificateDer::from(der)
+}
+
+#[test]
+fn document_x509_ca_whose_key_has_no_jwk_form_is_ignored() {
+    use crate::x509::fixtures::RawPublicKey;
+    let good = ca_cert(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let odd = [
+        // 33 bytes under id-ecPublicKey/P-256: a compressed point's length.
+        ca_with_raw_key(&RawPublicKey::opaque(&rcgen::PKCS_ECDSA_P256_SHA256, 33)),
+        // An RSASSA-PSS SubjectPublicKeyInfo (rcgen cannot make one: patch rsaEncryption's OID
+        // to id-RSASSA-PSS, the same length; a trust anchor's own signature is never checked).
+        rsa_pss_ca(),
+        // A key type outside the supported set.
+        ca_with_raw_key(&RawPublicKey::opaque(&rcgen::PKCS_ML_DSA_44, 1312)),
+    ];
+    for cert in &odd {
+        // Direct callers of X509Bundle::new still get the error.
+        assert!(matches!(
+            X509Bundle::new(td("example.org"), vec![cert.clone()]),
+            Err(BundleError::UnsupportedAuthorityKey { index: 0 })
+        ));
+    }
+    let mut keys = vec![x509_jwk(&good)];
+    keys.extend(odd.iter().map(|cert| x509_jwk(cert)));
+    let bundle = parse(&doc(&keys)).unwrap();
+    assert_eq!(
+        ignored_reasons(&bundle),
+        vec![
+            (1, IgnoreReason::UnsupportedCertificateKey),
+            (2, IgnoreReason::UnsupportedCertificateKey),
+            (3, IgnoreReason::UnsupportedCertificateKey),
+        ]
+    );
+    assert_eq!(bundle.x509().authorities(), std::slice::from_ref(&good));
+    // What was loaded writes back and reads again.
+    let again = parse(&bundle.to_document_json()).unwrap();
+    assert_eq!(again.x509().authorities(), std::slice::from_ref(&good));
+    assert!(again.ignored().is_empty());
+}

@@ -5,6 +5,7 @@
 //! Only JSON syntax errors come out of serde_json.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -103,12 +104,17 @@ impl<'de> Deserialize<'de> for Header<'de> {
 // === claims ===
 
 /// Claims parser; the audience cap is carried in through a seed.
-pub(super) struct ClaimsSeed {
+pub(super) struct ClaimsSeed<'a> {
     pub(super) max_audiences: usize,
     pub(super) max_members: usize,
+    /// Deepest nesting allowed inside an unknown claim's value.
+    pub(super) max_nesting: usize,
+    /// Set when an unknown claim's value nests deeper than `max_nesting` (the parse then fails,
+    /// and this tells the caller why).
+    pub(super) too_deep: &'a Cell<bool>,
 }
 
-impl<'de> de::DeserializeSeed<'de> for ClaimsSeed {
+impl<'de> de::DeserializeSeed<'de> for ClaimsSeed<'_> {
     type Value = Claims<'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
@@ -116,7 +122,7 @@ impl<'de> de::DeserializeSeed<'de> for ClaimsSeed {
     }
 }
 
-impl<'de> Visitor<'de> for ClaimsSeed {
+impl<'de> Visitor<'de> for ClaimsSeed<'_> {
     type Value = Claims<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -183,7 +189,14 @@ impl<'de> Visitor<'de> for ClaimsSeed {
                     }
                 }
                 _ => {
-                    map.next_value::<IgnoredAny>()?;
+                    // Not `IgnoredAny`: it skips without range-checking numbers, checking
+                    // strings or bounding depth, so a token could validate whose claims
+                    // `JwtSvidClaims::claims_map` then cannot parse.
+                    map.next_value_seed(Skip {
+                        depth: 0,
+                        max_depth: self.max_nesting,
+                        too_deep: self.too_deep,
+                    })?;
                     if others.contains(&key) {
                         note(&mut claims.problem, Problem::Duplicate(None));
                     } else {
@@ -271,6 +284,85 @@ impl<'de> Visitor<'de> for AudSeed {
 }
 
 // === value helpers ===
+
+/// Walks a JSON value it does not keep, through the same serde_json paths a
+/// `serde_json::Value` parse takes, so the value fails here exactly when it could not become a
+/// `Value` later: numbers outside `f64` range, strings with lone surrogates or invalid UTF-8
+/// (serde_json reports both while parsing), and nesting deeper than `max_depth` (checked here,
+/// below serde_json's own limit of 128).
+struct Skip<'a> {
+    depth: usize,
+    max_depth: usize,
+    too_deep: &'a Cell<bool>,
+}
+
+impl Skip<'_> {
+    fn nested<E: de::Error>(&self) -> Result<Self, E> {
+        if self.depth >= self.max_depth {
+            self.too_deep.set(true);
+            return Err(E::custom("claim value nested too deeply"));
+        }
+        Ok(Skip {
+            depth: self.depth + 1,
+            max_depth: self.max_depth,
+            too_deep: self.too_deep,
+        })
+    }
+
+    fn same_level(&self) -> Self {
+        Skip {
+            depth: self.depth,
+            max_depth: self.max_depth,
+            too_deep: self.too_deep,
+        }
+    }
+}
+
+impl<'de> de::DeserializeSeed<'de> for Skip<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Skip<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let inner = self.nested()?;
+        while seq.next_element_seed(inner.same_level())?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let inner = self.nested()?;
+        while map.next_key_seed(inner.same_level())?.is_some() {
+            map.next_value_seed(inner.same_level())?;
+        }
+        Ok(())
+    }
+}
 
 /// A string that borrows from the input when it has no escapes.
 struct Str<'a>(Cow<'a, str>);

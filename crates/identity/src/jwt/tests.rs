@@ -822,3 +822,218 @@ proptest::proptest! {
         let _ = validate(&token);
     }
 }
+
+// === review fixes: claim values, date range, empty kid, empty bundle ===
+
+#[test]
+fn unknown_claims_with_plain_values_validate_and_map() {
+    let nested = format!(
+        "{}1{}",
+        "[".repeat(MAX_CLAIM_NESTING),
+        "]".repeat(MAX_CLAIM_NESTING)
+    );
+    for extra in [
+        r#","x":1e300"#.to_owned(),
+        r#","x":18446744073709551616"#.to_owned(),
+        r#","x":"\ud83d\ude00""#.to_owned(),
+        r#","x":{"a":[true,null,-1.5,"s"]}"#.to_owned(),
+        format!(r#","x":{nested}"#),
+    ] {
+        let verified = validate(&es256(&header("ES256", "k1"), &claims_with(&extra)))
+            .unwrap_or_else(|e| panic!("{extra}: {e}"));
+        let map = verified.claims_map().unwrap();
+        assert!(map.contains_key("x"), "{extra}");
+    }
+}
+
+#[test]
+fn unknown_claim_with_number_out_of_range_is_rejected() {
+    for extra in [r#","x":1e400"#, r#","x":[-1e999]"#, r#","x":{"y":1e309}"#] {
+        let token = es256(&header("ES256", "k1"), &claims_with(extra));
+        assert!(
+            matches!(
+                err(&token),
+                JwtSvidError::InvalidClaimValue {
+                    problem: ClaimValueProblem::NumberOutOfRange,
+                    ..
+                }
+            ),
+            "{extra}: {:?}",
+            err(&token)
+        );
+    }
+}
+
+#[test]
+fn unknown_claim_with_invalid_string_is_rejected() {
+    for extra in [
+        r#","x":"\ud800""#,
+        r#","x":"\udc00""#,
+        r#","x":["\ud800x"]"#,
+        r#","x":{"\ud800":1}"#,
+    ] {
+        let token = es256(&header("ES256", "k1"), &claims_with(extra));
+        assert!(
+            matches!(
+                err(&token),
+                JwtSvidError::InvalidClaimValue {
+                    problem: ClaimValueProblem::InvalidString,
+                    ..
+                }
+            ),
+            "{extra}: {:?}",
+            err(&token)
+        );
+    }
+}
+
+#[test]
+fn unknown_claim_with_invalid_utf8_is_rejected() {
+    let mut claims = claims_with(r#","x":"AB""#).into_bytes();
+    let at = claims.iter().rposition(|&b| b == b'A').unwrap();
+    claims[at] = 0xff;
+    let signing_input = format!(
+        "{}.{}",
+        b64(&header("ES256", "k1")),
+        URL_SAFE_NO_PAD.encode(&claims)
+    );
+    let sig = p256().sign(JwsAlgorithm::Es256, signing_input.as_bytes());
+    let token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig));
+    assert!(
+        matches!(
+            err(&token),
+            JwtSvidError::InvalidClaimValue {
+                problem: ClaimValueProblem::InvalidString,
+                ..
+            }
+        ),
+        "{:?}",
+        err(&token)
+    );
+}
+
+#[test]
+fn unknown_claim_nested_too_deep_is_rejected() {
+    for depth in [MAX_CLAIM_NESTING + 1, 2000] {
+        for (open, close) in [("[", "]"), (r#"{"a":"#, "}")] {
+            let extra = format!(r#","x":{}1{}"#, open.repeat(depth), close.repeat(depth));
+            let token = es256(&header("ES256", "k1"), &claims_with(&extra));
+            assert_eq!(
+                err(&token),
+                JwtSvidError::InvalidClaimValue {
+                    problem: ClaimValueProblem::TooDeep {
+                        max: MAX_CLAIM_NESTING
+                    },
+                    column: err(&token).column_for_test(),
+                },
+                "depth {depth} {open}"
+            );
+        }
+    }
+}
+
+impl JwtSvidError {
+    fn column_for_test(&self) -> usize {
+        match self {
+            Self::InvalidClaimValue { column, .. } | Self::MalformedJson { column, .. } => *column,
+            _ => 0,
+        }
+    }
+}
+
+#[test]
+fn numeric_dates_up_to_year_9999_are_accepted() {
+    let token = with_times(MAX_NUMERIC_DATE, Some(NOW - 5), Some(NOW - 5));
+    let verified = validate(&token).unwrap();
+    assert_eq!(
+        verified.expires_at,
+        UNIX_EPOCH + Duration::from_secs(MAX_NUMERIC_DATE as u64)
+    );
+}
+
+#[test]
+fn numeric_dates_after_year_9999_are_out_of_range() {
+    for exp in [MAX_NUMERIC_DATE + 1, i64::MAX] {
+        let token = with_times(exp, None, None);
+        assert_eq!(
+            err(&token),
+            JwtSvidError::TimeOutOfRange { claim: "exp" },
+            "{exp}"
+        );
+    }
+    for nbf in [MIN_NUMERIC_DATE - 1, i64::MIN] {
+        let token = with_times(NOW + 100, Some(nbf), None);
+        assert_eq!(err(&token), JwtSvidError::TimeOutOfRange { claim: "nbf" });
+        let token = with_times(NOW + 100, None, Some(nbf));
+        assert_eq!(err(&token), JwtSvidError::TimeOutOfRange { claim: "iat" });
+    }
+}
+
+#[test]
+fn empty_kid_in_token_header_counts_as_missing() {
+    let set = jwt_set("example.org", vec![p256().authority("")]);
+    let token = es256(r#"{"alg":"ES256","kid":""}"#, &claims());
+    assert_eq!(
+        validator().validate(&token, &set, now()).unwrap_err(),
+        JwtSvidError::MissingKid
+    );
+    // With kid-less search allowed, "" is no key id either: the key is found by trying keys.
+    let verified = validator()
+        .with_kid_mode(KidMode::TryTrustDomainKeys)
+        .validate(&token, &es256_set(), now())
+        .unwrap();
+    assert_eq!(verified.kid, "k1");
+}
+
+fn p256_jwk(kid: &str) -> String {
+    let TestKey::Ec(_, pair) = p256() else {
+        unreachable!("p256() is an EC key")
+    };
+    use aws_lc_rs::signature::KeyPair as _;
+    let point = pair.public_key().as_ref();
+    format!(
+        r#"{{"kty":"EC","use":"jwt-svid","kid":"{kid}","crv":"P-256","x":"{}","y":"{}"}}"#,
+        URL_SAFE_NO_PAD.encode(&point[1..33]),
+        URL_SAFE_NO_PAD.encode(&point[33..])
+    )
+}
+
+fn set_from_document(doc: &str) -> BundleSet {
+    let td = crate::id::TrustDomain::parse("example.org").unwrap();
+    let mut set = BundleSet::new();
+    set.insert(SpiffeBundle::parse_document(td, doc.as_bytes()).unwrap())
+        .unwrap();
+    set
+}
+
+#[test]
+fn bundle_document_with_empty_keys_trusts_nothing() {
+    let token = es256(&header("ES256", "k1"), &claims());
+    let empty = set_from_document(r#"{"keys":[]}"#);
+    assert_eq!(
+        validator().validate(&token, &empty, now()).unwrap_err(),
+        JwtSvidError::UnknownKid
+    );
+    assert_eq!(
+        validator()
+            .with_kid_mode(KidMode::TryTrustDomainKeys)
+            .validate(&token, &empty, now())
+            .unwrap_err(),
+        JwtSvidError::UnknownKid
+    );
+    let kidless = es256(r#"{"alg":"ES256"}"#, &claims());
+    assert_eq!(
+        validator()
+            .with_kid_mode(KidMode::TryTrustDomainKeys)
+            .validate(&kidless, &empty, now())
+            .unwrap_err(),
+        JwtSvidError::NoCandidateKey {
+            alg: JwsAlgorithm::Es256
+        }
+    );
+    let full = set_from_document(&format!(r#"{{"keys":[{}]}}"#, p256_jwk("k1")));
+    assert_eq!(
+        validator().validate(&token, &full, now()).unwrap().kid,
+        "k1"
+    );
+}

@@ -346,3 +346,129 @@ fn verifiers_read_the_current_bundles_at_each_handshake() {
     // Same verifier type, new snapshot: accepted.
     attempt().unwrap();
 }
+
+// === review additions: chain defects are refused through both verifiers ===
+
+/// A party presenting a fixture's chain and key.
+fn fixture_party(fx: &fixtures::Fixture) -> Party {
+    Party {
+        chain: fx.chain.clone(),
+        key: PrivateKeyDer::from(fx.leaf_key.clone_key()),
+    }
+}
+
+/// Handshakes with the fixture on the client side (the server verifies it), then on the server
+/// side (the client verifies it); returns the two refusals.
+fn refused_both_ways(fx: &fixtures::Fixture) -> (Error, Error) {
+    let td = TrustDomain::parse(fixtures::TD).unwrap();
+    let other = Ca::root(fixtures::TD);
+    let fixture_bundles = provider_with(fx.bundle_td, fx.roots.clone());
+    let other_bundles = provider_with(fixtures::TD, vec![other.cert().clone()]);
+
+    let (client, server) = connections(
+        fixture_party(fx),
+        party(&other, SERVER_ID),
+        Arc::clone(&fixture_bundles),
+        Authorizer::member_of(td.clone()),
+        Arc::clone(&other_bundles),
+        Authorizer::exact(id(SERVER_ID)),
+    );
+    let by_server = match handshake(client, server) {
+        Err(Failed::Server(e)) => e,
+        other => panic!("expected the server to refuse, got {other:?}"),
+    };
+
+    let (client, server) = connections(
+        party(&other, CLIENT_ID),
+        fixture_party(fx),
+        other_bundles,
+        Authorizer::exact(id(CLIENT_ID)),
+        fixture_bundles,
+        Authorizer::member_of(td),
+    );
+    let by_client = match handshake(client, server) {
+        Err(Failed::Client(e)) => e,
+        other => panic!("expected the client to refuse, got {other:?}"),
+    };
+    (by_server, by_client)
+}
+
+#[test]
+fn good_fixture_chains_pass_both_verifiers() {
+    // The control for the refusals below: the same plumbing accepts well-formed chains.
+    for fx in [fixtures::good_p256(), fixtures::good_with_intermediate()] {
+        let td = TrustDomain::parse(fixtures::TD).unwrap();
+        let other = Ca::root(fixtures::TD);
+        let fixture_bundles = provider_with(fx.bundle_td, fx.roots.clone());
+        let other_bundles = provider_with(fixtures::TD, vec![other.cert().clone()]);
+        let (client, server) = connections(
+            fixture_party(&fx),
+            party(&other, SERVER_ID),
+            Arc::clone(&fixture_bundles),
+            Authorizer::member_of(td.clone()),
+            Arc::clone(&other_bundles),
+            Authorizer::exact(id(SERVER_ID)),
+        );
+        handshake(client, server).unwrap();
+        let (client, server) = connections(
+            party(&other, CLIENT_ID),
+            fixture_party(&fx),
+            other_bundles,
+            Authorizer::exact(id(CLIENT_ID)),
+            fixture_bundles,
+            Authorizer::member_of(td),
+        );
+        handshake(client, server).unwrap();
+    }
+}
+
+#[test]
+fn leaf_and_intermediate_defects_are_refused_with_their_reason() {
+    let cases = [
+        (fixtures::leaf_ca_true(), X509SvidError::LeafIsCa),
+        (
+            fixtures::leaf_two_uri_sans(),
+            X509SvidError::LeafMultipleUriSans { count: 2 },
+        ),
+        (
+            fixtures::leaf_no_key_usage(),
+            X509SvidError::LeafMissingKeyUsage,
+        ),
+        (
+            fixtures::intermediate_not_ca(),
+            X509SvidError::IntermediateNotCa { index: 1 },
+        ),
+    ];
+    for (fx, expected) in cases {
+        let (by_server, by_client) = refused_both_ways(&fx);
+        assert_eq!(other_error::<X509SvidError>(&by_server), &expected);
+        assert_eq!(other_error::<X509SvidError>(&by_client), &expected);
+    }
+}
+
+#[test]
+fn verifier_methods_refuse_defects_directly() {
+    let now = UnixTime::since_unix_epoch(Duration::from_secs(fixtures::NOW_SECS));
+    for (fx, expected) in [
+        (fixtures::leaf_ca_true(), X509SvidError::LeafIsCa),
+        (
+            fixtures::intermediate_not_ca(),
+            X509SvidError::IntermediateNotCa { index: 1 },
+        ),
+    ] {
+        let td = TrustDomain::parse(fixtures::TD).unwrap();
+        let bundles = provider_with(fx.bundle_td, fx.roots.clone());
+        let client =
+            SpiffeClientCertVerifier::new(Arc::clone(&bundles), Authorizer::member_of(td.clone()));
+        let e = client
+            .verify_client_cert(&fx.chain[0], &fx.chain[1..], now)
+            .unwrap_err();
+        assert_eq!(other_error::<X509SvidError>(&e), &expected);
+        let server = SpiffeServerCertVerifier::new(bundles, Authorizer::member_of(td));
+        let name = ServerName::try_from("not-checked.invalid").unwrap();
+        let e = server
+            .verify_server_cert(&fx.chain[0], &fx.chain[1..], &name, &[], now)
+            .unwrap_err();
+        assert_eq!(other_error::<X509SvidError>(&e), &expected);
+    }
+}

@@ -509,6 +509,68 @@ pub(crate) fn intermediate_expired() -> Fixture {
     via_intermediate(p)
 }
 
+/// An intermediate whose validity starts after [`now`].
+pub(crate) fn intermediate_not_yet_valid() -> Fixture {
+    let mut p = ca_params(TD, "intermediate");
+    p.not_before = rcgen::date_time_ymd(2026, 9, 1);
+    via_intermediate(p)
+}
+
+/// Leaf with an RSA key of exactly `bits` bits (2047 is one short of the minimum).
+pub(crate) fn rsa_leaf_bits(bits: usize) -> Fixture {
+    leaf_with_raw_key(&RawPublicKey::rsa_exact_bits(bits))
+}
+
+// === RSA issuers, minted with OpenSSL (aws-lc-rs and rcgen refuse to sign with a key below
+// 2048 bits); `testdata/README.md` has the script. Valid 2026-01-01 to 2027-01-01, P-256 leaves
+// for LEAF_ID. ===
+
+fn der(bytes: &'static [u8]) -> CertificateDer<'static> {
+    CertificateDer::from(bytes)
+}
+
+/// RSA-`bits` root (2047 or 2048) → P-256 leaf.
+pub(crate) fn openssl_rsa_root(bits: usize) -> Fixture {
+    let (root, leaf): (&'static [u8], &'static [u8]) = match bits {
+        2047 => (
+            include_bytes!("testdata/rsa2047_root.der"),
+            include_bytes!("testdata/rsa2047_root_leaf.der"),
+        ),
+        _ => (
+            include_bytes!("testdata/rsa2048_root.der"),
+            include_bytes!("testdata/rsa2048_root_leaf.der"),
+        ),
+    };
+    Fixture {
+        chain: vec![der(leaf)],
+        bundle_td: TD,
+        roots: vec![der(root)],
+        leaf_key: pkcs8(&key(&rcgen::PKCS_ECDSA_P256_SHA256)),
+    }
+}
+
+/// P-256 root → RSA-`bits` intermediate (2047 or 2048) → P-256 leaf.
+pub(crate) fn openssl_rsa_intermediate(bits: usize) -> Fixture {
+    let (root, inter, leaf): (&'static [u8], &'static [u8], &'static [u8]) = match bits {
+        2047 => (
+            include_bytes!("testdata/p256_root_for_2047.der"),
+            include_bytes!("testdata/rsa2047_inter.der"),
+            include_bytes!("testdata/rsa2047_inter_leaf.der"),
+        ),
+        _ => (
+            include_bytes!("testdata/p256_root_for_2048.der"),
+            include_bytes!("testdata/rsa2048_inter.der"),
+            include_bytes!("testdata/rsa2048_inter_leaf.der"),
+        ),
+    };
+    Fixture {
+        chain: vec![der(leaf), der(inter)],
+        bundle_td: TD,
+        roots: vec![der(root)],
+        leaf_key: pkcs8(&key(&rcgen::PKCS_ECDSA_P256_SHA256)),
+    }
+}
+
 /// The DER of a critical nameConstraints extension permitting only URIs in `host`.
 fn uri_name_constraints_ext(host: &str) -> CustomExtension {
     // NameConstraints ::= SEQUENCE { permittedSubtrees [0] GeneralSubtrees }
@@ -670,6 +732,29 @@ impl RawPublicKey {
         }
         // INTEGER is signed: a leading zero keeps the modulus positive.
         let mut n = vec![0];
+        n.extend_from_slice(&modulus);
+        let mut body = tlv(0x02, &n);
+        body.extend_from_slice(&tlv(0x02, &[0x01, 0x00, 0x01]));
+        Self {
+            der: tlv(0x30, &body),
+            alg: &rcgen::PKCS_RSA_SHA256,
+        }
+    }
+
+    /// An RSA key whose modulus has exactly `bits` bits (top bit set, odd), exponent 65537.
+    pub(crate) fn rsa_exact_bits(bits: usize) -> Self {
+        let mut modulus = vec![0x5a_u8; bits.div_ceil(8)];
+        let top = (bits - 1) % 8;
+        modulus[0] = (1 << top) | (0x5a & ((1u8 << top) - 1));
+        if let Some(last) = modulus.last_mut() {
+            *last |= 1;
+        }
+        // DER INTEGERs are minimal: a leading zero only when the top bit would read as a sign.
+        let mut n = if modulus[0] & 0x80 == 0 {
+            vec![]
+        } else {
+            vec![0]
+        };
         n.extend_from_slice(&modulus);
         let mut body = tlv(0x02, &n);
         body.extend_from_slice(&tlv(0x02, &[0x01, 0x00, 0x01]));

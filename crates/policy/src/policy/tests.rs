@@ -1156,9 +1156,15 @@ fn has_allow_rule_matches_subjects_with_an_allow_rule_only() {
     let ok = id("spiffe://example.org/ns/prod/sa/web");
     assert!(p.has_allow_rule(&ok, "registry.local").unwrap());
     // Matches no subject pattern.
-    assert!(!p.has_allow_rule(&id("spiffe://example.org/other"), "registry.local").unwrap());
+    assert!(
+        !p.has_allow_rule(&id("spiffe://example.org/other"), "registry.local")
+            .unwrap()
+    );
     // Another trust domain.
-    assert!(!p.has_allow_rule(&id("spiffe://other.org/ns/prod/sa/web"), "registry.local").unwrap());
+    assert!(
+        !p.has_allow_rule(&id("spiffe://other.org/ns/prod/sa/web"), "registry.local")
+            .unwrap()
+    );
     // The rule is for another registry.
     assert!(!p.has_allow_rule(&ok, "registry.other").unwrap());
     assert!(matches!(

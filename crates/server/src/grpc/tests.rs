@@ -138,13 +138,10 @@ async fn tls_connect(
 /// the server's alert on its first read (TLS 1.3 sends the client's Finished first).
 async fn first_read_error(stream: &mut TlsStream<TcpStream>) -> Option<std::io::Error> {
     let mut buf = [0u8; 16];
-    match tokio::time::timeout(STEP, stream.read(&mut buf))
+    tokio::time::timeout(STEP, stream.read(&mut buf))
         .await
         .unwrap()
-    {
-        Ok(_) => None,
-        Err(e) => Some(e),
-    }
+        .err()
 }
 
 /// A listener on 127.0.0.1 with its handshake-completed connection stream.
@@ -440,7 +437,7 @@ fn convert_rejects_each_malformed_field() {
     req.audience = "a".repeat(service::MAX_AUDIENCE_LEN);
     assert!(service::convert(&req, None).is_ok());
 
-    let mut req = ok.clone();
+    let mut req = ok;
     req.scope = vec![" ".into()];
     assert_eq!(err(&req), RequestError::ScopeMissing);
     req.scope = vec!["repository:a:pull".into(); MAX_SCOPE_PARAMS + 1];

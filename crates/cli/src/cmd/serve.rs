@@ -1,0 +1,70 @@
+//! `svid-broker serve`: the token-exchange service in the foreground.
+
+use std::sync::Arc;
+
+use svid_broker_identity::clock::SystemClock;
+use svid_broker_server::config::{BrokerConfig, LogFormat};
+use svid_broker_server::{BrokerServer, ServerHandle};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cli::ServeArgs;
+use crate::cmd::policy::error_chain;
+use crate::error::CliError;
+
+pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
+    // Everything the file says is checked before a runtime or a socket exists.
+    let config = BrokerConfig::load(&args.config).map_err(|e| CliError::Usage {
+        arg: "--config",
+        reason: error_chain(&e),
+    })?;
+    init_logging(config.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| failed(&e))?;
+    runtime.block_on(serve(config))
+}
+
+fn failed(err: &dyn std::error::Error) -> CliError {
+    CliError::Usage {
+        arg: "--config",
+        reason: error_chain(err),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second subscriber (tests calling twice) is not an error worth failing on.
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        _ => builder.try_init(),
+    };
+}
+
+async fn serve(config: BrokerConfig) -> Result<(), CliError> {
+    let install = |kind| signal(kind).map_err(|e| failed(&e));
+    let mut hangup = install(SignalKind::hangup())?;
+    let mut interrupt = install(SignalKind::interrupt())?;
+    let mut terminate = install(SignalKind::terminate())?;
+    let handle: ServerHandle = BrokerServer::start(config, Arc::new(SystemClock))
+        .await
+        .map_err(|e| failed(&e))?;
+    println!("ready http={}", handle.http_addr());
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                // The reloader logs the outcome; a bad file keeps the last good policy.
+                let _ = handle.reload_policy();
+            }
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+        }
+    }
+    eprintln!("svid-broker serve: shutting down");
+    handle.shutdown().await;
+    Ok(())
+}

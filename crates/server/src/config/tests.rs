@@ -1,0 +1,207 @@
+use super::*;
+
+const FULL: &str = r#"
+[server]
+http_addr = "127.0.0.1:8080"
+grpc_addr = "127.0.0.1:8443"
+public_url = "http://127.0.0.1:8080/"
+shutdown_grace_seconds = 5
+
+[identity]
+audience = "svid-broker"
+bundle_files = [{ trust_domain = "example.org", path = "bundle.jwks.json" }]
+workload_api = "unix:///run/spire/agent.sock"
+
+[policy]
+file = "policy.toml"
+
+[signing]
+ca_cert_file = "ca.pem"
+ca_key_file = "/etc/broker/ca.key"
+algorithm = "ES384"
+
+[credentials]
+login_credential_ttl_seconds = 600
+
+[limits]
+requests_per_second_per_subject = 0
+token_cache = false
+
+[log]
+format = "json"
+audit = "audit.log"
+"#;
+
+const MINIMAL: &str = r#"
+[server]
+http_addr = "127.0.0.1:0"
+public_url = "http://broker.example"
+[identity]
+audience = "svid-broker"
+bundle_files = [{ trust_domain = "spiffe://example.org", path = "b.json" }]
+[policy]
+file = "p.toml"
+[signing]
+generate = true
+"#;
+
+fn parse(text: &str) -> Result<BrokerConfig, ConfigError> {
+    BrokerConfig::from_toml_str(text, Path::new("/cfg"))
+}
+
+fn rule(text: &str) -> (&'static str, &'static str) {
+    match parse(text) {
+        Err(ConfigError::Invalid { key, rule }) => (key, rule),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn full_config_parses_and_resolves_paths() {
+    let c = parse(FULL).unwrap();
+    assert_eq!(c.http_addr, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(c.grpc_addr, Some("127.0.0.1:8443".parse().unwrap()));
+    assert_eq!(c.public_url, "http://127.0.0.1:8080");
+    assert_eq!(c.realm_url(), "http://127.0.0.1:8080/token");
+    assert_eq!(c.shutdown_grace, Duration::from_secs(5));
+    assert_eq!(c.bundle_files[0].1, PathBuf::from("/cfg/bundle.jwks.json"));
+    assert_eq!(c.policy_file, PathBuf::from("/cfg/policy.toml"));
+    assert_eq!(
+        c.signing,
+        SigningSource::Files {
+            cert: "/cfg/ca.pem".into(),
+            key: "/etc/broker/ca.key".into()
+        }
+    );
+    assert_eq!(c.algorithm, SigningAlgorithm::Es384);
+    assert_eq!(c.login_credential_ttl, Duration::from_secs(600));
+    assert_eq!(c.refresh_token_ttl, DEFAULT_REFRESH_TOKEN_TTL);
+    assert_eq!(c.requests_per_second_per_subject, 0);
+    assert!(!c.token_cache);
+    assert_eq!(c.log_format, LogFormat::Json);
+    assert_eq!(c.audit, AuditTarget::File("/cfg/audit.log".into()));
+}
+
+#[test]
+fn minimal_config_takes_defaults() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.signing, SigningSource::Generate);
+    assert_eq!(c.grpc_addr, None);
+    assert_eq!(c.algorithm, SigningAlgorithm::Es256);
+    assert_eq!(c.requests_per_second_per_subject, 50);
+    assert_eq!(c.burst, 100);
+    assert!(c.token_cache);
+    assert_eq!(c.audit, AuditTarget::Stderr);
+    assert_eq!(c.policy_poll, Duration::from_secs(5));
+}
+
+#[test]
+fn unknown_keys_are_refused_with_line_and_column() {
+    let text = MINIMAL.replace("[policy]\n", "[policy]\nfiel = \"x\"\n");
+    match parse(&text) {
+        Err(ConfigError::Parse { location, message }) => {
+            assert_eq!(location.line, 9, "{message}");
+            assert_eq!(location.column, 1);
+            assert!(message.contains("fiel"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(parse("[bogus]\n"), Err(ConfigError::Parse { .. })));
+}
+
+#[test]
+fn each_rule_is_enforced() {
+    let cases: [(&str, &str, &str); 12] = [
+        (
+            "http_addr = \"127.0.0.1:0\"",
+            "http_addr = \"localhost\"",
+            "server.http_addr",
+        ),
+        (
+            "public_url = \"http://broker.example\"",
+            "public_url = \"ftp://x\"",
+            "server.public_url",
+        ),
+        (
+            "public_url = \"http://broker.example\"",
+            "public_url = \"http://x?y\"",
+            "server.public_url",
+        ),
+        (
+            "[server]\n",
+            "[server]\nshutdown_grace_seconds = 0\n",
+            "server.shutdown_grace_seconds",
+        ),
+        (
+            "audience = \"svid-broker\"",
+            "audience = \"\"",
+            "identity.audience",
+        ),
+        (
+            "bundle_files = [{ trust_domain = \"spiffe://example.org\", path = \"b.json\" }]",
+            "bundle_files = []",
+            "identity.bundle_files",
+        ),
+        (
+            "trust_domain = \"spiffe://example.org\"",
+            "trust_domain = \"Not A TD\"",
+            "identity.bundle_files.trust_domain",
+        ),
+        (
+            "[server]\n",
+            "[server]\ngrpc_addr = \"127.0.0.1:1\"\n",
+            "server.grpc_addr",
+        ),
+        (
+            "generate = true",
+            "generate = true\nca_key_file = \"k\"",
+            "signing.generate",
+        ),
+        ("generate = true", "ca_key_file = \"k\"", "signing"),
+        (
+            "generate = true",
+            "generate = true\nalgorithm = \"EdDSA\"",
+            "signing.algorithm",
+        ),
+        (
+            "[policy]\n",
+            "[log]\nformat = \"xml\"\n[policy]\n",
+            "log.format",
+        ),
+    ];
+    for (from, to, key) in cases {
+        assert!(MINIMAL.contains(from), "{from}");
+        let text = MINIMAL.replacen(from, to, 1);
+        assert_eq!(rule(&text).0, key, "{to}");
+    }
+    let text = format!("{MINIMAL}[credentials]\nlogin_credential_ttl_seconds = 7200\n");
+    assert_eq!(rule(&text).0, "credentials.login_credential_ttl_seconds");
+    let text = format!("{MINIMAL}[credentials]\nrefresh_token_ttl_seconds = 59\n");
+    assert_eq!(rule(&text).0, "credentials.refresh_token_ttl_seconds");
+    let text = format!("{MINIMAL}[limits]\nburst = 0\n");
+    assert_eq!(rule(&text).0, "limits.burst");
+    let dup = MINIMAL.replace(
+        "bundle_files = [{ trust_domain = \"spiffe://example.org\", path = \"b.json\" }]",
+        "bundle_files = [{ trust_domain = \"example.org\", path = \"a\" }, { trust_domain = \"example.org\", path = \"b\" }]",
+    );
+    assert_eq!(rule(&dup).0, "identity.bundle_files.trust_domain");
+}
+
+#[test]
+fn load_reads_files_and_caps_their_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broker.toml");
+    std::fs::write(&path, MINIMAL).unwrap();
+    let c = BrokerConfig::load(&path).unwrap();
+    assert_eq!(c.policy_file, dir.path().join("p.toml"));
+    assert!(matches!(
+        BrokerConfig::load(&dir.path().join("missing.toml")),
+        Err(ConfigError::Io { .. })
+    ));
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, "#".repeat(MAX_CONFIG_FILE_BYTES as usize + 1)).unwrap();
+    assert!(matches!(
+        BrokerConfig::load(&big),
+        Err(ConfigError::TooLarge { .. })
+    ));
+}

@@ -1,0 +1,576 @@
+use std::time::Duration;
+
+use super::*;
+use crate::testutil::{
+    ADMIN, AUDIENCE, BUILDER, Fixture, READER, SERVICE, STRANGER, claims, id, t0,
+};
+
+fn input<'a>(
+    kind: ExchangeKind,
+    service: &'a str,
+    scopes: &'a [String],
+    endpoint: Endpoint,
+) -> ExchangeInput<'a> {
+    ExchangeInput {
+        kind,
+        service,
+        scopes,
+        peer: Some("127.0.0.1:4000".parse().unwrap()),
+        endpoint,
+    }
+}
+
+fn scopes(s: &[&str]) -> Vec<String> {
+    s.iter().map(|x| (*x).to_owned()).collect()
+}
+
+fn caller(who: &str) -> Caller {
+    Caller {
+        spiffe_id: id(who),
+        method: AuthMethod::JwtSvid,
+    }
+}
+
+fn access_token(out: ExchangeOutput) -> (RegistryToken, String, Vec<ResourceScope>, SystemTime) {
+    match out {
+        ExchangeOutput::AccessToken {
+            token,
+            jti,
+            granted,
+            expires_at,
+            ..
+        } => (token, jti, granted, expires_at),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn jwt_svid_with_the_broker_audience_authenticates() {
+    let f = Fixture::new();
+    let c = f
+        .broker
+        .authenticate_jwt_svid(&f.jwt(BUILDER, AUDIENCE), t0())
+        .unwrap();
+    assert_eq!(c.spiffe_id, id(BUILDER));
+    assert_eq!(c.method, AuthMethod::JwtSvid);
+}
+
+#[test]
+fn jwt_svid_with_another_audience_is_unauthenticated() {
+    let f = Fixture::new();
+    let err = f
+        .broker
+        .authenticate_jwt_svid(&f.jwt(BUILDER, "someone-else"), t0())
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Unauthenticated);
+    assert!(matches!(
+        err,
+        ExchangeError::Unauthenticated {
+            reason: AuthFailure::JwtSvid(_)
+        }
+    ));
+    let err = f.broker.authenticate_jwt_svid("garbage", t0()).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Unauthenticated);
+}
+
+#[test]
+fn x509_svids_of_trusted_domains_authenticate() {
+    let f = Fixture::new();
+    let svid =
+        f.td.x509_svid(&id("spiffe://example.org/workload"))
+            .unwrap();
+    let c = f.broker.authenticate_x509(svid.chain(), t0()).unwrap();
+    assert_eq!(c.method, AuthMethod::X509Svid);
+    let other = svid_broker_dev::DevTrustDomain::new(
+        svid_broker_identity::TrustDomain::parse("other.org").unwrap(),
+        [id("spiffe://other.org/w")],
+    )
+    .unwrap();
+    let foreign = other.x509_svid(&id("spiffe://other.org/w")).unwrap();
+    let err = f
+        .broker
+        .authenticate_x509(foreign.chain(), t0())
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ExchangeError::Unauthenticated {
+            reason: AuthFailure::X509Svid(_)
+        }
+    ));
+}
+
+#[test]
+fn access_token_carries_the_policy_grant_and_registry_claims() {
+    let f = Fixture::new();
+    let s = scopes(&["repository:team/app:pull,push,delete"]);
+    let out = f
+        .broker
+        .exchange(
+            &caller(BUILDER),
+            &input(ExchangeKind::AccessToken, SERVICE, &s, Endpoint::Grpc),
+            t0(),
+        )
+        .unwrap();
+    let (token, jti, granted, _) = access_token(out);
+    assert_eq!(
+        scope::join_scopes(&granted),
+        "repository:team/app:pull,push"
+    );
+    let c = claims(token.expose());
+    assert_eq!(c["iss"], "svid-broker");
+    assert_eq!(c["aud"], SERVICE);
+    assert_eq!(c["sub"], BUILDER);
+    assert_eq!(c["jti"], jti.as_str());
+    assert_eq!(
+        c["access"],
+        serde_json::json!([{"type":"repository","name":"team/app","actions":["pull","push"]}])
+    );
+    assert_eq!(c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap(), 305);
+}
+
+#[test]
+fn realm_accepts_empty_grants_but_grpc_refuses_them() {
+    let f = Fixture::new();
+    let s = scopes(&["repository:team/app:pull"]);
+    let out = f
+        .broker
+        .exchange(
+            &caller(STRANGER),
+            &input(ExchangeKind::AccessToken, SERVICE, &s, Endpoint::RealmGet),
+            t0(),
+        )
+        .unwrap();
+    let (token, _, granted, _) = access_token(out);
+    assert!(granted.is_empty());
+    assert_eq!(claims(token.expose())["access"], serde_json::json!([]));
+    let err = f
+        .broker
+        .exchange(
+            &caller(STRANGER),
+            &input(ExchangeKind::AccessToken, SERVICE, &s, Endpoint::Grpc),
+            t0(),
+        )
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ExchangeError::PermissionDenied {
+            reason: Denial::EmptyGrant
+        }
+    ));
+}
+
+#[test]
+fn unknown_service_and_bad_scopes_are_invalid_arguments() {
+    let f = Fixture::new();
+    let s = scopes(&["repository:team/app:pull"]);
+    let err = f
+        .broker
+        .exchange(
+            &caller(BUILDER),
+            &input(ExchangeKind::AccessToken, "nope", &s, Endpoint::Grpc),
+            t0(),
+        )
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ExchangeError::InvalidArgument {
+            reason: InvalidRequest::UnknownService { .. }
+        }
+    ));
+    let bad = scopes(&["repository::pull"]);
+    let err = f
+        .broker
+        .exchange(
+            &caller(BUILDER),
+            &input(ExchangeKind::AccessToken, SERVICE, &bad, Endpoint::Grpc),
+            t0(),
+        )
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ExchangeError::InvalidArgument {
+            reason: InvalidRequest::Scope(_)
+        }
+    ));
+    let err = f
+        .broker
+        .exchange(
+            &caller(BUILDER),
+            &input(ExchangeKind::AccessToken, "", &s, Endpoint::Grpc),
+            t0(),
+        )
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ExchangeError::InvalidArgument {
+            reason: InvalidRequest::MissingService
+        }
+    ));
+}
+
+#[test]
+fn issued_tokens_are_reused_for_half_their_life() {
+    let f = Fixture::new();
+    let s = scopes(&["repository:team/app:pull"]);
+    let now = t0();
+    let ask = |at| {
+        access_token(
+            f.broker
+                .exchange(
+                    &caller(READER),
+                    &input(ExchangeKind::AccessToken, SERVICE, &s, Endpoint::RealmGet),
+                    at,
+                )
+                .unwrap(),
+        )
+        .1
+    };
+    let first = ask(now);
+    assert_eq!(ask(now + Duration::from_secs(100)), first);
+    assert_eq!(f.broker.metrics().cache_hits(), 1);
+    // 300 s lifetime: past 150 s a fresh token is minted.
+    assert_ne!(ask(now + Duration::from_secs(160)), first);
+    assert_eq!(f.broker.metrics().cache_misses(), 2);
+    // A rotation empties the cache.
+    let again = ask(now + Duration::from_secs(161));
+    f.broker
+        .rotate_signing_key(now + Duration::from_secs(162))
+        .unwrap();
+    assert_ne!(ask(now + Duration::from_secs(163)), again);
+}
+
+#[test]
+fn the_cache_is_off_when_disabled() {
+    let f = Fixture::with(|o| o.cache = false);
+    let s = scopes(&["repository:team/app:pull"]);
+    let ask = || {
+        access_token(
+            f.broker
+                .exchange(
+                    &caller(READER),
+                    &input(ExchangeKind::AccessToken, SERVICE, &s, Endpoint::RealmGet),
+                    t0(),
+                )
+                .unwrap(),
+        )
+        .1
+    };
+    assert_ne!(ask(), ask());
+}
+
+#[test]
+fn per_subject_rate_limit_refuses_past_the_burst() {
+    let f = Fixture::with(|o| {
+        o.rate_limit = Some(RateLimit {
+            per_second: 1.0,
+            burst: 2.0,
+        });
+    });
+    let s = scopes(&["repository:team/app:pull"]);
+    let now = t0();
+    let ask = |who, at| {
+        f.broker.exchange(
+            &caller(who),
+            &input(ExchangeKind::AccessToken, SERVICE, &s, Endpoint::RealmGet),
+            at,
+        )
+    };
+    assert!(ask(READER, now).is_ok());
+    assert!(ask(READER, now).is_ok());
+    let err = ask(READER, now).unwrap_err();
+    assert!(matches!(err, ExchangeError::ResourceExhausted { .. }));
+    assert_eq!(err.code(), ErrorCode::ResourceExhausted);
+    // Another subject has its own bucket; time refills.
+    assert!(ask(BUILDER, now).is_ok());
+    assert!(ask(READER, now + Duration::from_secs(1)).is_ok());
+}
+
+#[test]
+fn login_credential_needs_a_rule_for_the_registry() {
+    let f = Fixture::new();
+    let none: Vec<String> = Vec::new();
+    let out = f
+        .broker
+        .exchange(
+            &caller(BUILDER),
+            &input(
+                ExchangeKind::LoginCredential,
+                SERVICE,
+                &none,
+                Endpoint::Grpc,
+            ),
+            t0(),
+        )
+        .unwrap();
+    let ExchangeOutput::LoginCredential {
+        username,
+        password,
+        ceiling,
+        ..
+    } = out
+    else {
+        panic!()
+    };
+    assert_eq!(username, BUILDER);
+    assert!(password.expose().starts_with("sbl1."));
+    assert!(ceiling.is_empty());
+    for who in [STRANGER, ADMIN] {
+        let service = if who == ADMIN {
+            "registry.other"
+        } else {
+            SERVICE
+        };
+        let err = f
+            .broker
+            .exchange(
+                &caller(who),
+                &input(
+                    ExchangeKind::LoginCredential,
+                    service,
+                    &none,
+                    Endpoint::Grpc,
+                ),
+                t0(),
+            )
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            ExchangeError::PermissionDenied {
+                reason: Denial::RegistryNotAllowed
+            }
+        ));
+    }
+}
+
+fn login(f: &Fixture, who: &str, ceiling: &[&str]) -> Secret {
+    let s = scopes(ceiling);
+    match f
+        .broker
+        .exchange(
+            &caller(who),
+            &input(ExchangeKind::LoginCredential, SERVICE, &s, Endpoint::Grpc),
+            t0(),
+        )
+        .unwrap()
+    {
+        ExchangeOutput::LoginCredential { password, .. } => password,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn login_credential_ceiling_limits_later_grants() {
+    let f = Fixture::new();
+    let password = login(&f, BUILDER, &["repository:team/app:pull"]);
+    let auth = f
+        .broker
+        .authenticate_secret(Some(BUILDER), password.expose(), t0())
+        .unwrap();
+    assert_eq!(auth.caller.method, AuthMethod::LoginCredential);
+    let s = scopes(&[
+        "repository:team/app:pull,push",
+        "repository:team/other:pull",
+    ]);
+    let out = f
+        .broker
+        .exchange_authenticated(
+            &auth,
+            &input(ExchangeKind::AccessToken, SERVICE, &s, Endpoint::RealmGet),
+            Some("containers/image"),
+            t0(),
+        )
+        .unwrap();
+    assert_eq!(
+        scope::join_scopes(&access_token(out).2),
+        "repository:team/app:pull"
+    );
+    // No ceiling: whatever policy allows.
+    let open = login(&f, BUILDER, &[]);
+    let auth = f
+        .broker
+        .authenticate_secret(None, open.expose(), t0())
+        .unwrap();
+    let out = f
+        .broker
+        .exchange_authenticated(
+            &auth,
+            &input(ExchangeKind::AccessToken, SERVICE, &s, Endpoint::RealmGet),
+            None,
+            t0(),
+        )
+        .unwrap();
+    assert_eq!(
+        scope::join_scopes(&access_token(out).2),
+        "repository:team/app:pull,push repository:team/other:pull"
+    );
+}
+
+#[test]
+fn login_credential_is_bound_to_its_username_and_service() {
+    let f = Fixture::new();
+    let password = login(&f, BUILDER, &[]);
+    let err = f
+        .broker
+        .authenticate_secret(Some(READER), password.expose(), t0())
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ExchangeError::Unauthenticated {
+            reason: AuthFailure::UsernameMismatch
+        }
+    ));
+    let auth = f
+        .broker
+        .authenticate_secret(Some(""), password.expose(), t0())
+        .unwrap();
+    let none: Vec<String> = Vec::new();
+    let err = f
+        .broker
+        .exchange_authenticated(
+            &auth,
+            &input(
+                ExchangeKind::AccessToken,
+                "registry.other",
+                &none,
+                Endpoint::RealmGet,
+            ),
+            None,
+            t0(),
+        )
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ExchangeError::Unauthenticated {
+            reason: AuthFailure::WrongService { .. }
+        }
+    ));
+}
+
+#[test]
+fn refresh_tokens_authenticate_until_they_expire() {
+    let f = Fixture::new();
+    let now = t0();
+    let r = f
+        .broker
+        .issue_refresh_token(&id(READER), SERVICE, now)
+        .unwrap();
+    let auth = f
+        .broker
+        .authenticate_secret(None, r.secret.expose(), now)
+        .unwrap();
+    assert_eq!(auth.caller.method, AuthMethod::RefreshToken);
+    assert_eq!(auth.caller.spiffe_id, id(READER));
+    let err = f
+        .broker
+        .authenticate_secret(None, r.secret.expose(), now + Duration::from_secs(3600))
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ExchangeError::Unauthenticated {
+            reason: AuthFailure::Credential(CredentialError::Expired { .. })
+        }
+    ));
+}
+
+#[test]
+fn every_exchange_is_audited_without_secrets() {
+    let f = Fixture::new();
+    let s = scopes(&["repository:team/app:pull,push"]);
+    let out = f
+        .broker
+        .exchange_authenticated(
+            &Authenticated {
+                caller: caller(READER),
+                binding: None,
+            },
+            &input(ExchangeKind::AccessToken, SERVICE, &s, Endpoint::RealmGet),
+            Some("containers/image"),
+            t0(),
+        )
+        .unwrap();
+    let (token, jti, _, _) = access_token(out);
+    let _ = f.broker.exchange(
+        &caller(READER),
+        &input(ExchangeKind::AccessToken, "nope", &s, Endpoint::Grpc),
+        t0(),
+    );
+    let lines = f.audit_lines();
+    assert_eq!(lines.len(), 2);
+    let ok = &lines[0];
+    assert_eq!(ok["decision"], "allow");
+    assert_eq!(ok["subject"], READER);
+    assert_eq!(ok["actor"], "jwt-svid client_id=containers/image");
+    assert_eq!(ok["requested"], "repository:team/app:pull,push");
+    assert_eq!(ok["granted"], "repository:team/app:pull");
+    assert_eq!(ok["jti"], jti.as_str());
+    assert_eq!(ok["peer"], "127.0.0.1:4000");
+    assert_eq!(ok["endpoint"], "realm_get");
+    assert!(ok["expires_at"].as_str().unwrap().ends_with('Z'));
+    let denied = &lines[1];
+    assert_eq!(denied["decision"], "deny");
+    assert_eq!(denied["code"], "invalid_argument");
+    assert!(
+        denied["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unknown service")
+    );
+    let all = f.audit.lock().unwrap().join("\n");
+    assert!(!all.contains(token.expose()));
+}
+
+#[test]
+fn rejections_before_an_exchange_are_audited_and_counted() {
+    let f = Fixture::new();
+    let s = scopes(&[]);
+    let err = f.broker.authenticate_jwt_svid("x", t0()).unwrap_err();
+    f.broker.record_rejection(
+        &input(ExchangeKind::AccessToken, SERVICE, &s, Endpoint::RealmPost),
+        None,
+        &err,
+    );
+    let lines = f.audit_lines();
+    assert_eq!(lines[0]["code"], "unauthenticated");
+    assert_eq!(lines[0]["actor"], "unauthenticated");
+    assert!(
+        f.broker.metrics().render().contains(
+            "svid_broker_denied_total{endpoint=\"realm_post\",code=\"unauthenticated\"} 1"
+        )
+    );
+}
+
+#[test]
+fn error_chain_names_the_rule() {
+    let f = Fixture::new();
+    let err = f
+        .broker
+        .authenticate_jwt_svid(&f.jwt(BUILDER, "other"), t0())
+        .unwrap_err();
+    let chain = err.chain();
+    assert!(chain.starts_with("jwt-svid rejected: "), "{chain}");
+    assert!(chain.len() > "jwt-svid rejected: ".len());
+}
+
+#[test]
+fn ceiling_star_covers_every_action() {
+    let granted = scope::parse_scopes(["repository:a/b:pull,push"]).unwrap();
+    let star = scope::parse_scopes(["repository:a/b:*"]).unwrap();
+    assert_eq!(within_ceiling(&granted, &star), granted);
+    let pull = scope::parse_scopes(["repository:a/b:pull"]).unwrap();
+    assert_eq!(within_ceiling(&granted, &pull), pull);
+    let other = scope::parse_scopes(["repository:a/c:pull"]).unwrap();
+    assert!(within_ceiling(&granted, &other).is_empty());
+}
+
+#[test]
+fn profiles_map_to_token_profiles() {
+    assert_eq!(
+        token_profile(Profile::Distribution2),
+        TokenProfile::Distribution2
+    );
+    assert_eq!(
+        token_profile(Profile::Distribution3),
+        TokenProfile::Distribution3
+    );
+    assert_eq!(token_profile(Profile::Zot), TokenProfile::Zot);
+}

@@ -1,0 +1,401 @@
+use std::io::{Read as _, Write as _};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use http::Request as HttpRequest;
+use http_body_util::BodyExt as _;
+use svid_broker_identity::clock::FixedClock;
+use tower::ServiceExt as _;
+
+use super::*;
+use crate::ops::RateLimit;
+use crate::testutil::{AUDIENCE, BUILDER, Fixture, READER, claims, t0};
+
+const URL: &str = "http://127.0.0.1:9999";
+
+fn app(f: &Fixture, ready: bool) -> Router {
+    router(RealmState::new(
+        f.broker.clone(),
+        Arc::new(FixedClock(t0())),
+        URL,
+        Arc::new(AtomicBool::new(ready)),
+    ))
+}
+
+fn basic(user: &str, pass: &str) -> String {
+    format!("Basic {}", STANDARD.encode(format!("{user}:{pass}")))
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+async fn send(app: Router, req: HttpRequest<Body>) -> Reply {
+    let resp = app.oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8(bytes.to_vec()).unwrap(),
+    }
+}
+
+async fn get(app: Router, uri: &str, auth: Option<&str>) -> Reply {
+    let mut b = HttpRequest::get(uri);
+    if let Some(a) = auth {
+        b = b.header(AUTHORIZATION, a);
+    }
+    send(app, b.body(Body::empty()).unwrap()).await
+}
+
+async fn post(app: Router, form: &str, auth: Option<&str>) -> Reply {
+    let mut b =
+        HttpRequest::post("/token").header(CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(a) = auth {
+        b = b.header(AUTHORIZATION, a);
+    }
+    send(app, b.body(Body::from(form.to_owned())).unwrap()).await
+}
+
+fn enc(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn get_token_with_basic_jwt_svid_and_repeated_scopes() {
+    let f = Fixture::new();
+    let jwt = f.jwt(BUILDER, AUDIENCE);
+    let uri = format!(
+        "/token?account={}&service=registry.local&scope={}&scope={}",
+        enc(BUILDER),
+        enc("repository:team/app:pull,push"),
+        enc("repository:team/base:pull")
+    );
+    let r = get(app(&f, true), &uri, Some(&basic(BUILDER, &jwt))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["token"], v["access_token"]);
+    assert!(v["expires_in"].as_u64().unwrap() >= 60);
+    let issued = v["issued_at"].as_str().unwrap();
+    assert_eq!(issued.len(), "2026-11-25T23:58:29Z".len(), "{issued}");
+    assert!(issued.ends_with('Z') && issued.as_bytes()[10] == b'T');
+    assert!(v.get("refresh_token").is_none());
+    assert!(v.get("scope").is_none());
+    let c = claims(v["token"].as_str().unwrap());
+    assert_eq!(c["access"].as_array().unwrap().len(), 2);
+    assert_eq!(r.headers[CACHE_CONTROL], "no-store");
+}
+
+#[tokio::test]
+async fn bearer_jwt_svid_is_accepted_too() {
+    let f = Fixture::new();
+    let jwt = f.jwt(READER, AUDIENCE);
+    let r = get(
+        app(&f, true),
+        "/token?service=registry.local&scope=repository:team/app:pull",
+        Some(&format!("Bearer {jwt}")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+#[tokio::test]
+async fn offline_token_returns_a_refresh_token_usable_on_post() {
+    let f = Fixture::new();
+    let jwt = f.jwt(READER, AUDIENCE);
+    let r = get(
+        app(&f, true),
+        "/token?service=registry.local&offline_token=true&client_id=test",
+        Some(&basic(READER, &jwt)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let refresh = r.json()["refresh_token"].as_str().unwrap().to_owned();
+    assert!(refresh.starts_with("sbr1."));
+    let form = format!(
+        "grant_type=refresh_token&refresh_token={}&service=registry.local&client_id=containers%2Fimage&scope={}&scope={}",
+        enc(&refresh),
+        enc("repository:team/app:pull,push"),
+        enc("repository:team/b:pull")
+    );
+    let r = post(app(&f, true), &form, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let v = r.json();
+    assert_eq!(
+        v["scope"],
+        "repository:team/app:pull repository:team/b:pull"
+    );
+    assert_eq!(v["token"], v["access_token"]);
+    assert!(v["refresh_token"].as_str().unwrap().starts_with("sbr1."));
+}
+
+#[tokio::test]
+async fn post_password_grant_with_space_joined_scope() {
+    let f = Fixture::new();
+    let jwt = f.jwt(BUILDER, AUDIENCE);
+    let form = format!(
+        "grant_type=password&username={}&password={}&service=registry.local&client_id=docker&access_type=offline&scope={}",
+        enc(BUILDER),
+        enc(&jwt),
+        enc("repository:team/app:push repository:team/app:pull registry:catalog:*")
+    );
+    let r = post(app(&f, true), &form, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let v = r.json();
+    // Partial grant: no catalog for the builder, and that is not an error.
+    assert_eq!(v["scope"], "repository:team/app:pull,push");
+    assert!(v.get("refresh_token").is_some());
+}
+
+#[tokio::test]
+async fn refresh_grant_refuses_other_credential_kinds() {
+    let f = Fixture::new();
+    let jwt = f.jwt(BUILDER, AUDIENCE);
+    let form = format!(
+        "grant_type=refresh_token&refresh_token={}&service=registry.local",
+        enc(&jwt)
+    );
+    let r = post(app(&f, true), &form, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = post(
+        app(&f, true),
+        "grant_type=refresh_token&service=registry.local",
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = post(
+        app(&f, true),
+        "grant_type=magic&service=registry.local",
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn bad_requests_get_400() {
+    let f = Fixture::new();
+    let auth = basic(BUILDER, &f.jwt(BUILDER, AUDIENCE));
+    for uri in [
+        "/token?scope=repository:team/app:pull",
+        "/token?service=unknown.registry",
+        "/token?service=registry.local&scope=repository:team/app",
+        "/token?service=registry.local&scope=repository:team//app:pull",
+        "/token?service=registry.local&scope=nonsense",
+    ] {
+        let r = get(app(&f, true), uri, Some(&auth)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}: {}", r.body);
+        assert_eq!(r.json()["errors"][0]["code"], "INVALID_REQUEST");
+    }
+}
+
+#[tokio::test]
+async fn bad_or_missing_credentials_get_401_with_a_basic_challenge() {
+    let f = Fixture::new();
+    let wrong_audience = f.jwt(BUILDER, "not-the-broker");
+    for auth in [
+        None,
+        Some(basic(BUILDER, &wrong_audience)),
+        Some(basic(BUILDER, "not-a-token")),
+        Some("Digest abc".to_owned()),
+        Some("Basic !!!".to_owned()),
+    ] {
+        let r = get(
+            app(&f, true),
+            "/token?service=registry.local&scope=repository:team/app:pull",
+            auth.as_deref(),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{auth:?}: {}", r.body);
+        assert_eq!(r.headers[WWW_AUTHENTICATE], "Basic realm=\"svid-broker\"");
+    }
+    // Every refusal is audited, and no secret reaches the audit log.
+    let audit = f.audit.lock().unwrap().join("\n");
+    assert_eq!(audit.lines().count(), 5);
+    assert!(!audit.contains(&wrong_audience));
+}
+
+#[tokio::test]
+async fn rate_limited_requests_get_429_with_retry_after() {
+    let f = Fixture::with(|o| {
+        o.rate_limit = Some(RateLimit {
+            per_second: 0.5,
+            burst: 1.0,
+        });
+    });
+    let auth = basic(READER, &f.jwt(READER, AUDIENCE));
+    let uri = "/token?service=registry.local&scope=repository:team/app:pull";
+    assert_eq!(
+        get(app(&f, true), uri, Some(&auth)).await.status,
+        StatusCode::OK
+    );
+    let r = get(app(&f, true), uri, Some(&auth)).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.headers[RETRY_AFTER], "2");
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused() {
+    let f = Fixture::new();
+    let form = format!("service=registry.local&x={}", "a".repeat(MAX_BODY_BYTES));
+    let r = post(app(&f, true), &form, None).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn login_credentials_work_as_basic_passwords() {
+    let f = Fixture::new();
+    let caller = crate::engine::Caller {
+        spiffe_id: crate::testutil::id(BUILDER),
+        method: crate::engine::AuthMethod::JwtSvid,
+    };
+    let none: Vec<String> = Vec::new();
+    let ExchangeOutput::LoginCredential {
+        username, password, ..
+    } = f
+        .broker
+        .exchange(
+            &caller,
+            &ExchangeInput {
+                kind: ExchangeKind::LoginCredential,
+                service: "registry.local",
+                scopes: &none,
+                peer: None,
+                endpoint: Endpoint::Grpc,
+            },
+            t0(),
+        )
+        .unwrap()
+    else {
+        panic!()
+    };
+    let r = get(
+        app(&f, true),
+        "/token?service=registry.local&scope=repository:team/app:push",
+        Some(&basic(&username, password.expose())),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // Bound to its service.
+    let r = get(
+        app(&f, true),
+        "/token?service=registry.other",
+        Some(&basic(&username, password.expose())),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn jwks_discovery_health_and_metrics() {
+    let f = Fixture::new();
+    let r = get(app(&f, true), "/jwks.json", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["keys"].as_array().unwrap().len(), 1);
+    let r = get(app(&f, true), "/.well-known/openid-configuration", None).await;
+    assert_eq!(r.json()["issuer"], URL);
+    assert_eq!(r.json()["jwks_uri"], format!("{URL}/jwks.json"));
+    assert_eq!(
+        get(app(&f, true), "/healthz", None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(app(&f, true), "/readyz", None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(app(&f, false), "/readyz", None).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let auth = basic(READER, &f.jwt(READER, AUDIENCE));
+    let token = get(
+        app(&f, true),
+        "/token?service=registry.local&scope=repository:team/app:pull",
+        Some(&auth),
+    )
+    .await
+    .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = get(app(&f, true), "/metrics", None).await;
+    assert!(
+        r.headers[CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    assert!(
+        r.body
+            .contains("svid_broker_issued_total{endpoint=\"realm_get\",kind=\"access_token\"} 1")
+    );
+    assert!(
+        r.body
+            .contains("svid_broker_request_duration_seconds_count{route=\"token_get\"} 1")
+    );
+    assert!(!r.body.contains(&token));
+}
+
+/// A real listener and a hand-written chunked POST, as containers/image sends it (no
+/// Content-Length).
+#[tokio::test]
+async fn chunked_post_bodies_are_read_whole() {
+    let f = Fixture::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = app(&f, true).into_make_service_with_connect_info::<SocketAddr>();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, service).await;
+    });
+    let refresh = f
+        .broker
+        .issue_refresh_token(&crate::testutil::id(READER), "registry.local", t0())
+        .unwrap();
+    let form = format!(
+        "grant_type=refresh_token&refresh_token={}&service=registry.local&client_id=containers%2Fimage&scope={}",
+        enc(refresh.secret.expose()),
+        enc("repository:team/app:pull")
+    );
+    let (a, b) = form.split_at(form.len() / 2);
+    let request = format!(
+        "POST /token HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
+        a.len(),
+        b.len()
+    );
+    let response = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap();
+    server.abort();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.contains("\"scope\":\"repository:team/app:pull\""),
+        "{response}"
+    );
+    let audit = f.audit_lines();
+    assert_eq!(
+        audit[0]["peer"].as_str().unwrap().split(':').next(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        audit[0]["actor"],
+        "refresh-token client_id=containers/image"
+    );
+}

@@ -1,0 +1,551 @@
+//! [`BrokerServer`]: builds the engine from a [`BrokerConfig`] and runs the listeners, the
+//! policy reloader and the key-rotation task until [`ServerHandle::shutdown`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use svid_broker_identity::bundle::BundleProvider;
+use svid_broker_identity::clock::Clock;
+use svid_broker_policy::{Policy, PolicyError};
+use svid_broker_sources::file::FileSourceConfig;
+use svid_broker_sources::workload::WorkloadApiOptions;
+use svid_broker_sources::{CombinedBundles, FileBundleSource, WorkloadApiSource};
+use svid_broker_token::{KeyError, KeyRing, KeyRingConfig, SigningCa, TokenMinter};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use zeroize::Zeroizing;
+
+use crate::config::{AuditTarget, BrokerConfig, SigningSource};
+use crate::credential::{CredentialError, CredentialKeys};
+use crate::engine::{Broker, BrokerBuildError, BrokerOptions};
+use crate::ops::{AuditSink, RateLimit};
+use crate::realm::{self, RealmState};
+
+/// Lifetime of a generated development CA.
+pub const GENERATED_CA_LIFETIME: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+/// Common name of a generated development CA.
+pub const GENERATED_CA_COMMON_NAME: &str = "svid-broker development signing ca";
+/// How often the rotation task asks whether the signing leaf is due.
+pub const ROTATION_CHECK_PERIOD: Duration = Duration::from_secs(30);
+/// Longest token lifetime the key ring is configured for (the policy allows up to an hour).
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(60 * 60);
+/// Lifetime of a signing leaf; long enough that rotation overlaps a full token lifetime.
+pub const LEAF_LIFETIME: Duration = Duration::from_secs(4 * 60 * 60);
+/// A leaf is replaced when less than this is left.
+pub const ROTATE_WHEN_REMAINING: Duration = Duration::from_secs(2 * 60 * 60);
+/// Longest wait for the Workload API's first answer.
+pub const WORKLOAD_API_SYNC_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the server could not start or reload.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The policy file is invalid.
+    #[error("policy {path} is invalid")]
+    Policy {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: PolicyError,
+    },
+    /// The signing CA could not be loaded or generated, or the key ring refused it.
+    #[error("signing keys are unusable")]
+    Keys(#[source] KeyError),
+    /// The CA private key file could not be read for credential key derivation.
+    #[error("cannot read the signing ca key {path}")]
+    CaKeyFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The CA private key file holds no PEM block.
+    #[error("the signing ca key {path} is not pem")]
+    CaKeyPem {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Credential keys could not be derived.
+    #[error("credential keys could not be derived")]
+    Credentials(#[source] CredentialError),
+    /// Bundle files could not be loaded.
+    #[error("trust bundles could not be loaded")]
+    Bundles(#[source] svid_broker_sources::file::FileSourceError),
+    /// The Workload API could not be reached.
+    #[error("the workload api is unavailable")]
+    WorkloadApi(#[source] svid_broker_sources::workload::WorkloadSourceError),
+    /// The engine refused its options.
+    #[error("broker options are invalid")]
+    Broker(#[source] BrokerBuildError),
+    /// The audit file could not be opened.
+    #[error("cannot open audit log {path}")]
+    Audit {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC listener could not be set up.
+    #[error("grpc listener setup failed")]
+    Grpc(#[source] crate::grpc::GrpcError),
+}
+
+/// Starts brokers.
+#[derive(Debug)]
+pub struct BrokerServer;
+
+/// A running broker.
+pub struct ServerHandle {
+    broker: Arc<Broker>,
+    clock: Arc<dyn Clock>,
+    http_addr: SocketAddr,
+    grpc_addr: Option<SocketAddr>,
+    reloader: Arc<PolicyReloader>,
+    ready: Arc<AtomicBool>,
+    shutdown_tx: watch::Sender<bool>,
+    http_task: JoinHandle<()>,
+    grpc_task: Option<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+    grace: Duration,
+    // Kept alive for as long as the server runs: dropping a source stops its poller.
+    _file_source: Option<Arc<FileBundleSource>>,
+    _workload: Option<Arc<WorkloadApiSource>>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("http_addr", &self.http_addr)
+            .field("grpc_addr", &self.grpc_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds the signing CA, key ring and credential keys from the configuration, at `now`.
+///
+/// # Errors
+/// [`ServerError::Keys`], [`ServerError::CaKeyFile`], [`ServerError::CaKeyPem`],
+/// [`ServerError::Credentials`].
+pub fn load_signing(
+    config: &BrokerConfig,
+    now: SystemTime,
+) -> Result<(TokenMinter, CredentialKeys), ServerError> {
+    let (ca, credential_keys) = match &config.signing {
+        SigningSource::Generate => {
+            let ca = SigningCa::generate(
+                config.algorithm,
+                GENERATED_CA_COMMON_NAME,
+                GENERATED_CA_LIFETIME,
+                now,
+            )
+            .map_err(ServerError::Keys)?;
+            // The generated key never leaves the token crate; a random secret plays its part
+            // (a generated CA is single-replica by definition).
+            (
+                ca,
+                CredentialKeys::random().map_err(ServerError::Credentials)?,
+            )
+        }
+        SigningSource::Files { cert, key } => {
+            let ca = SigningCa::from_pem_files(cert, key, now).map_err(ServerError::Keys)?;
+            let text = Zeroizing::new(std::fs::read_to_string(key).map_err(|source| {
+                ServerError::CaKeyFile {
+                    path: key.clone(),
+                    source,
+                }
+            })?);
+            let block = pem::parse(text.as_bytes())
+                .map_err(|_| ServerError::CaKeyPem { path: key.clone() })?;
+            let der = Zeroizing::new(block.into_contents());
+            (
+                ca,
+                CredentialKeys::derive(&der).map_err(ServerError::Credentials)?,
+            )
+        }
+    };
+    let mut ring_config = KeyRingConfig::default();
+    ring_config.algorithm = config.algorithm;
+    ring_config.max_token_ttl = MAX_TOKEN_TTL;
+    ring_config.leaf_lifetime = LEAF_LIFETIME;
+    ring_config.rotate_when_remaining = ROTATE_WHEN_REMAINING;
+    let ring = KeyRing::new(ca, ring_config, now).map_err(ServerError::Keys)?;
+    Ok((TokenMinter::new(ring), credential_keys))
+}
+
+fn audit_sink(target: &AuditTarget) -> Result<AuditSink, ServerError> {
+    Ok(match target {
+        AuditTarget::Stderr => AuditSink::Stderr,
+        AuditTarget::Stdout => AuditSink::Stdout,
+        AuditTarget::File(path) => AuditSink::file(path).map_err(|source| ServerError::Audit {
+            path: path.clone(),
+            source,
+        })?,
+    })
+}
+
+fn policy_stamp(path: &std::path::Path) -> Option<Vec<u8>> {
+    // The file's bytes, not its mtime: a rewrite within the same second must still count.
+    let bytes = std::fs::read(path).ok()?;
+    Some(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes)
+            .as_ref()
+            .to_vec(),
+    )
+}
+
+impl BrokerServer {
+    /// Builds the engine and starts every listener and background task. Must be called inside
+    /// a Tokio runtime. `clock` governs every decision (tests inject one).
+    ///
+    /// # Errors
+    /// A [`ServerError`] naming what could not be set up; nothing keeps running on error.
+    pub async fn start(
+        config: BrokerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<ServerHandle, ServerError> {
+        let now = clock.now();
+        let policy = Policy::load(&config.policy_file).map_err(|source| ServerError::Policy {
+            path: config.policy_file.clone(),
+            source,
+        })?;
+        let stamp = policy_stamp(&config.policy_file);
+        let (minter, credential_keys) = load_signing(&config, now)?;
+
+        let mut providers: Vec<Arc<dyn BundleProvider>> = Vec::new();
+        let mut file_source = None;
+        if !config.bundle_files.is_empty() {
+            let mut fc = FileSourceConfig::new().poll_interval(config.bundle_poll);
+            for (td, path) in &config.bundle_files {
+                fc = fc.bundle_file(td.clone(), path.clone());
+            }
+            let source = Arc::new(FileBundleSource::start(fc).map_err(ServerError::Bundles)?);
+            providers.push(source.clone());
+            file_source = Some(source);
+        }
+        let mut workload = None;
+        if let Some(endpoint) = &config.workload_api {
+            let options = WorkloadApiOptions::default()
+                .endpoint(endpoint.clone())
+                .initial_sync_timeout(WORKLOAD_API_SYNC_TIMEOUT);
+            let source = Arc::new(
+                WorkloadApiSource::connect(options)
+                    .await
+                    .map_err(ServerError::WorkloadApi)?,
+            );
+            providers.push(source.clone());
+            workload = Some(source);
+        }
+        let bundles: Arc<dyn BundleProvider> = if providers.len() == 1 {
+            providers.remove(0)
+        } else {
+            Arc::new(CombinedBundles::new(providers))
+        };
+
+        let mut options = BrokerOptions::new(config.audience.clone());
+        options.login_credential_ttl = config.login_credential_ttl;
+        options.refresh_token_ttl = config.refresh_token_ttl;
+        options.rate_limit = (config.requests_per_second_per_subject > 0).then(|| RateLimit {
+            per_second: f64::from(config.requests_per_second_per_subject),
+            burst: f64::from(config.burst),
+        });
+        options.cache = config.token_cache;
+        options.audit = audit_sink(&config.audit)?;
+        let broker = Arc::new(
+            Broker::new(policy, bundles, minter, credential_keys, options)
+                .map_err(ServerError::Broker)?,
+        );
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let ready = Arc::new(AtomicBool::new(false));
+
+        let http_listener = TcpListener::bind(config.http_addr)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: config.http_addr,
+                source,
+            })?;
+        let http_addr = http_listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind {
+                addr: config.http_addr,
+                source,
+            })?;
+
+        let mut grpc_addr = None;
+        let mut grpc_task = None;
+        if let (Some(addr), Some(source)) = (config.grpc_addr, workload.as_ref()) {
+            let svid = source.x509_svid().map_err(ServerError::WorkloadApi)?;
+            let key =
+                crate::grpc::certified_key(svid.chain().to_vec(), svid.private_key().to_rustls())
+                    .map_err(ServerError::Grpc)?;
+            let server_svid = Arc::new(crate::grpc::ServerSvid::new(key));
+            let tls =
+                crate::grpc::server_tls_config(server_svid.clone(), broker.tls_client_verifier())
+                    .map_err(ServerError::Grpc)?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            grpc_addr = Some(
+                listener
+                    .local_addr()
+                    .map_err(|source| ServerError::Bind { addr, source })?,
+            );
+            let shutdown = wait_for(shutdown_rx.clone());
+            let b = broker.clone();
+            let c = clock.clone();
+            grpc_task = Some(tokio::spawn(async move {
+                if let Err(error) = crate::grpc::serve(b, c, listener, tls, shutdown).await {
+                    tracing::error!(error = %crate::engine::error_chain(&error), "grpc listener failed");
+                }
+            }));
+            // The broker's own SVID rotates; the resolver reads `server_svid` per handshake.
+            let source = source.clone();
+            let mut rx = shutdown_rx.clone();
+            let mut current = svid.chain().to_vec();
+            grpc_task_svid(&mut current, &server_svid, &source);
+            let refresher = tokio::spawn(async move {
+                let mut tick = tokio::time::interval(ROTATION_CHECK_PERIOD);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => grpc_task_svid(&mut current, &server_svid, &source),
+                        _ = rx.changed() => break,
+                    }
+                }
+            });
+            // Not awaited on shutdown beyond abort: it holds no request.
+            drop(refresher);
+        }
+
+        let state = RealmState::new(
+            broker.clone(),
+            clock.clone(),
+            &config.public_url,
+            ready.clone(),
+        );
+        let app = realm::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let http_shutdown = wait_for(shutdown_rx.clone());
+        let http_task = tokio::spawn(async move {
+            if let Err(error) = axum::serve(http_listener, app)
+                .with_graceful_shutdown(http_shutdown)
+                .await
+            {
+                tracing::error!(%error, "http listener failed");
+            }
+        });
+
+        let mut background = Vec::new();
+        // Key rotation: ask the ring every period (minting also rotates when due; this keeps
+        // the published JWKS fresh when no one mints).
+        {
+            let broker = broker.clone();
+            let clock = clock.clone();
+            let mut rx = shutdown_rx.clone();
+            background.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(ROTATION_CHECK_PERIOD);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            if let Err(error) = broker.rotate_signing_key_if_due(clock.now()) {
+                                tracing::error!(error = %crate::engine::error_chain(&error), "signing key rotation failed");
+                            }
+                        }
+                        _ = rx.changed() => break,
+                    }
+                }
+            }));
+        }
+
+        let reloader = Arc::new(PolicyReloader {
+            broker: broker.clone(),
+            path: config.policy_file.clone(),
+            stamp: Mutex::new(stamp),
+        });
+        {
+            let reloader = reloader.clone();
+            let mut rx = shutdown_rx.clone();
+            let period = config.policy_poll;
+            background.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(period);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => { let _ = reloader.reload(false); }
+                        _ = rx.changed() => break,
+                    }
+                }
+            }));
+        }
+
+        ready.store(true, Ordering::Release);
+        tracing::info!(%http_addr, grpc_addr = ?grpc_addr, "svid-broker serving");
+        let handle = ServerHandle {
+            broker,
+            clock,
+            http_addr,
+            grpc_addr,
+            reloader,
+            ready,
+            shutdown_tx,
+            http_task,
+            grpc_task,
+            background,
+            grace: config.shutdown_grace,
+            _file_source: file_source,
+            _workload: workload,
+        };
+        Ok(handle)
+    }
+}
+
+fn grpc_task_svid(
+    current: &mut Vec<rustls_pki_types::CertificateDer<'static>>,
+    server_svid: &crate::grpc::ServerSvid,
+    source: &WorkloadApiSource,
+) {
+    let Ok(svid) = source.x509_svid() else {
+        return;
+    };
+    if svid.chain() == current.as_slice() {
+        return;
+    }
+    match crate::grpc::certified_key(svid.chain().to_vec(), svid.private_key().to_rustls()) {
+        Ok(key) => {
+            server_svid.store(key);
+            *current = svid.chain().to_vec();
+        }
+        Err(error) => {
+            tracing::error!(error = %crate::engine::error_chain(&error), "new broker svid is unusable");
+        }
+    }
+}
+
+/// Loads the policy file into the broker, keeping the last good policy on error.
+#[derive(Debug)]
+struct PolicyReloader {
+    broker: Arc<Broker>,
+    path: PathBuf,
+    stamp: Mutex<Option<Vec<u8>>>,
+}
+
+impl PolicyReloader {
+    /// Reloads when forced or when the file's content changed; `Ok(true)` when a new policy
+    /// went live.
+    fn reload(&self, force: bool) -> Result<bool, ServerError> {
+        let stamp = policy_stamp(&self.path);
+        let mut last = self.stamp.lock().unwrap_or_else(PoisonError::into_inner);
+        if !force && *last == stamp {
+            return Ok(false);
+        }
+        // Remember even a bad version, so the poller reports it once rather than every period.
+        *last = stamp;
+        match Policy::load(&self.path) {
+            Ok(policy) => {
+                self.broker.replace_policy(policy);
+                self.broker.metrics().policy_reload(true);
+                tracing::info!(path = %self.path.display(), "policy reloaded");
+                Ok(true)
+            }
+            Err(source) => {
+                self.broker.metrics().policy_reload(false);
+                let err = ServerError::Policy {
+                    path: self.path.clone(),
+                    source,
+                };
+                tracing::error!(
+                    error = %crate::engine::error_chain(&err),
+                    "policy reload failed; keeping the last good policy"
+                );
+                Err(err)
+            }
+        }
+    }
+}
+
+async fn wait_for(mut rx: watch::Receiver<bool>) {
+    // Either the flag flips or the sender is gone: both mean stop.
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+impl ServerHandle {
+    /// The realm's bound address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The gRPC listener's bound address, when one runs.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc_addr
+    }
+
+    /// The engine.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// The signing CA trust anchor as PEM, for a registry's `rootcertbundle`.
+    pub fn ca_bundle_pem(&self) -> String {
+        self.broker.minter().key_ring().ca_bundle_pem()
+    }
+
+    /// Issues a new signing leaf now; registries keep verifying through the CA.
+    ///
+    /// # Errors
+    /// The key ring's error; the current leaf stays.
+    pub fn rotate_signing_key(&self, now: SystemTime) -> Result<(), KeyError> {
+        self.broker.rotate_signing_key(now)
+    }
+
+    /// Re-reads the policy file now (SIGHUP). On success the new policy is live; on error the
+    /// last good policy stays and the error says why.
+    ///
+    /// # Errors
+    /// [`ServerError::Policy`].
+    pub fn reload_policy(&self) -> Result<(), ServerError> {
+        self.reloader.reload(true).map(|_| ())
+    }
+
+    /// The clock the server decides with.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Asks every listener to stop accepting, waits up to the configured grace period for
+    /// in-flight requests to finish, then stops the background tasks.
+    pub async fn shutdown(self) {
+        self.ready.store(false, Ordering::Release);
+        let _ = self.shutdown_tx.send(true);
+        let grace = self.grace;
+        let mut http = self.http_task;
+        if tokio::time::timeout(grace, &mut http).await.is_err() {
+            tracing::warn!("http listener did not drain in time; aborting");
+            http.abort();
+        }
+        if let Some(mut grpc) = self.grpc_task
+            && tokio::time::timeout(grace, &mut grpc).await.is_err()
+        {
+            tracing::warn!("grpc listener did not drain in time; aborting");
+            grpc.abort();
+        }
+        for task in self.background {
+            task.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

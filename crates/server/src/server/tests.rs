@@ -1,0 +1,158 @@
+use std::io::{Read as _, Write as _};
+use std::path::Path;
+
+use base64::Engine as _;
+use svid_broker_dev::DevTrustDomain;
+use svid_broker_identity::TrustDomain;
+use svid_broker_identity::clock::SystemClock;
+
+use super::*;
+use crate::testutil::{AUDIENCE, BUILDER, POLICY, id};
+
+fn write_config(dir: &Path, td: &DevTrustDomain) -> BrokerConfig {
+    std::fs::write(dir.join("policy.toml"), POLICY).unwrap();
+    std::fs::write(dir.join("bundle.json"), td.bundle_document_json()).unwrap();
+    let text = r#"
+[server]
+http_addr = "127.0.0.1:0"
+public_url = "http://127.0.0.1:1"
+shutdown_grace_seconds = 5
+[identity]
+audience = "svid-broker"
+bundle_files = [{ trust_domain = "example.org", path = "bundle.json" }]
+[policy]
+file = "policy.toml"
+poll_seconds = 3600
+[signing]
+generate = true
+[log]
+audit = "audit.log"
+"#;
+    BrokerConfig::from_toml_str(text, dir).unwrap()
+}
+
+/// One HTTP/1.1 request over a fresh connection; returns (status, body).
+async fn http(addr: SocketAddr, path: &str, auth: Option<String>) -> (u16, String) {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let status = out[9..12].parse().unwrap();
+        let body = out.split_once("\r\n\r\n").map(|x| x.1.to_owned()).unwrap();
+        (status, body)
+    })
+    .await
+    .unwrap()
+}
+
+fn basic(td: &DevTrustDomain, who: &str) -> String {
+    let jwt = td.issue_jwt_svid(&id(who), &[AUDIENCE]).unwrap();
+    let raw = format!("{who}:{}", jwt.token().expose());
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
+fn granted(body: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    crate::testutil::claims(v["token"].as_str().unwrap())["access"].clone()
+}
+
+#[tokio::test]
+async fn serves_reloads_rotates_and_shuts_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let td = DevTrustDomain::new(
+        TrustDomain::parse("example.org").unwrap(),
+        [id("spiffe://example.org/w")],
+    )
+    .unwrap();
+    let config = write_config(dir.path(), &td);
+    let handle = BrokerServer::start(config, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let addr = handle.http_addr();
+    assert_ne!(addr.port(), 0);
+    assert!(handle.grpc_addr().is_none());
+    assert!(
+        handle
+            .ca_bundle_pem()
+            .starts_with("-----BEGIN CERTIFICATE-----")
+    );
+
+    assert_eq!(http(addr, "/healthz", None).await.0, 200);
+    assert_eq!(http(addr, "/readyz", None).await.0, 200);
+    let token_path = "/token?service=registry.local&scope=repository:team/app:push";
+    let (status, body) = http(addr, token_path, Some(basic(&td, BUILDER))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(granted(&body)[0]["actions"], serde_json::json!(["push"]));
+
+    // A broken policy is refused and the last good one stays.
+    std::fs::write(dir.path().join("policy.toml"), "[[rules]]\nbogus = 1\n").unwrap();
+    assert!(matches!(
+        handle.reload_policy(),
+        Err(ServerError::Policy { .. })
+    ));
+    let (_, body) = http(addr, token_path, Some(basic(&td, BUILDER))).await;
+    assert_eq!(granted(&body)[0]["actions"], serde_json::json!(["push"]));
+
+    // A good one goes live at once (the cache is dropped too).
+    let pull_only = POLICY.replace("actions = [\"pull\", \"push\"]", "actions = [\"pull\"]");
+    std::fs::write(dir.path().join("policy.toml"), pull_only).unwrap();
+    handle.reload_policy().unwrap();
+    let (_, body) = http(addr, token_path, Some(basic(&td, BUILDER))).await;
+    assert_eq!(granted(&body), serde_json::json!([]));
+    let (_, metrics) = http(addr, "/metrics", None).await;
+    assert!(metrics.contains("svid_broker_policy_reloads_total{result=\"ok\"} 1"));
+    assert!(metrics.contains("svid_broker_policy_reloads_total{result=\"failed\"} 1"));
+
+    // Rotation publishes the new leaf next to the previous one.
+    let (_, jwks) = http(addr, "/jwks.json", None).await;
+    assert!(jwks.matches("\"kid\"").count() == 1);
+    handle.rotate_signing_key(SystemTime::now()).unwrap();
+    let (_, jwks) = http(addr, "/jwks.json", None).await;
+    assert_eq!(jwks.matches("\"kid\"").count(), 2);
+
+    let audit = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    assert_eq!(audit.lines().count(), 3);
+    assert!(audit.lines().all(|l| l.contains(BUILDER)));
+
+    handle.shutdown().await;
+    let refused = tokio::task::spawn_blocking(move || std::net::TcpStream::connect(addr).is_err())
+        .await
+        .unwrap();
+    assert!(refused, "listener still accepting after shutdown");
+}
+
+#[tokio::test]
+async fn start_fails_cleanly_on_a_bad_policy_or_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let td = DevTrustDomain::new(
+        TrustDomain::parse("example.org").unwrap(),
+        [id("spiffe://example.org/w")],
+    )
+    .unwrap();
+    let mut config = write_config(dir.path(), &td);
+    std::fs::write(dir.path().join("policy.toml"), "nonsense").unwrap();
+    assert!(matches!(
+        BrokerServer::start(config.clone(), Arc::new(SystemClock)).await,
+        Err(ServerError::Policy { .. })
+    ));
+    std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
+    config.signing = SigningSource::Files {
+        cert: dir.path().join("missing.pem"),
+        key: dir.path().join("missing.key"),
+    };
+    assert!(matches!(
+        BrokerServer::start(config, Arc::new(SystemClock)).await,
+        Err(ServerError::Keys(_))
+    ));
+}
