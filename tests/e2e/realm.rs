@@ -507,3 +507,179 @@ fn the_registry_enforces_what_the_broker_grants() {
         .unwrap_or(0);
     assert!(denied >= 2, "{metrics}");
 }
+
+/// A signing CA on disk (P-256, self-signed), as an operator would provide it.
+fn write_ca_files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "e2e broker signing ca");
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    (cert_path, key_path)
+}
+
+fn send_signal(daemon: &crate::support::Daemon, signal: &str) {
+    let pid = daemon.child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-s", signal, &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -s {signal} {pid} failed");
+}
+
+/// The operator path: `svid-broker serve --config` with a CA from files,
+/// `svid-broker registry-config` for the registry's `auth.token` block, a real push, then a
+/// policy change picked up on SIGHUP and a clean exit on SIGTERM.
+#[test]
+fn serve_and_registry_config_from_the_command_line() {
+    if !require("docker-registry") || !require("skopeo") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_ca_files(dir.path());
+    let td = DevTrustDomain::new(
+        TrustDomain::parse("example.org").unwrap(),
+        [SpiffeId::parse("spiffe://example.org/workload").unwrap()],
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
+    std::fs::write(dir.path().join("bundle.json"), td.bundle_document_json()).unwrap();
+    let port = crate::registry::free_port();
+    let config_path = dir.path().join("broker.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"
+[server]
+http_addr = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+[identity]
+audience = "svid-broker"
+bundle_files = [{{ trust_domain = "example.org", path = "bundle.json" }}]
+[policy]
+file = "policy.toml"
+poll_seconds = 3600
+[signing]
+ca_cert_file = "{}"
+ca_key_file = "{}"
+[log]
+audit = "audit.log"
+"#,
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let config = config_path.display().to_string();
+
+    // registry-config: the auth.token block and the root bundle, from the config alone.
+    let out_dir = dir.path().join("registry");
+    let out_dir_arg = out_dir.display().to_string();
+    let rc = crate::support::run(
+        &[
+            "registry-config",
+            "--config",
+            &config,
+            "--registry",
+            "local",
+            "--out-dir",
+            &out_dir_arg,
+        ],
+        None,
+    );
+    assert_eq!(rc.code(), Some(0), "{}", rc.stderr);
+    let bundle = std::fs::canonicalize(out_dir.join("local-rootcertbundle.pem")).unwrap();
+    assert_eq!(
+        rc.stdout,
+        format!(
+            "auth:\n  token:\n    realm: http://127.0.0.1:{port}/token\n    service: registry.local\n    issuer: svid-broker\n    rootcertbundle: {}\n",
+            bundle.display()
+        )
+    );
+    assert_eq!(
+        std::fs::read_to_string(&bundle).unwrap().trim(),
+        std::fs::read_to_string(&cert).unwrap().trim().replace("\r\n", "\n")
+    );
+    let unknown = crate::support::run(
+        &["registry-config", "--config", &config, "--registry", "nope"],
+        None,
+    );
+    assert_eq!(unknown.code(), Some(2));
+
+    let mut daemon = crate::support::Daemon::start_until_ready(&["serve", "--config", &config]);
+    let addr_line = daemon.next_line(Duration::from_secs(10)).unwrap();
+    assert_eq!(addr_line, format!("http=127.0.0.1:{port}"));
+    let broker_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+
+    let realm = format!("http://127.0.0.1:{port}/token");
+    let registry = Registry::start(Some(&TokenAuth {
+        realm: &realm,
+        service: SERVICE,
+        issuer: ISSUER,
+        rootcertbundle: &bundle,
+    }));
+    let jwt = |who: &str| {
+        td.issue_jwt_svid(&SpiffeId::parse(who).unwrap(), &[AUDIENCE])
+            .unwrap()
+            .token()
+            .expose()
+            .to_owned()
+    };
+    let work = tempfile::tempdir().unwrap();
+    let image = write_oci_image(&work.path().join("image"), "v1", "cli\n");
+    let creds = format!("{BUILDER}:{}", jwt(BUILDER));
+    let out = skopeo(
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &creds,
+            &format!("oci:{}:v1", image.display()),
+            &registry.image_ref("team/app", "v1"),
+        ],
+        work.path(),
+    );
+    assert!(out.success, "push failed: {}\n{}", out.stderr, registry.log());
+
+    // Take push away from the builder; SIGHUP applies it without a restart.
+    let granted_push = || {
+        let basic = format!(
+            "Basic {}",
+            STANDARD.encode(format!("{BUILDER}:{}", jwt(BUILDER)))
+        );
+        let (status, _, body) = http(
+            broker_addr,
+            &format!("/token?service={SERVICE}&scope=repository:team/app:push"),
+            Some(&basic),
+        );
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        jws_part(v["token"].as_str().unwrap(), 1)["access"] != serde_json::json!([])
+    };
+    assert!(granted_push());
+    let pull_only = POLICY.replace("actions = [\"pull\", \"push\"]", "actions = [\"pull\"]");
+    std::fs::write(dir.path().join("policy.toml"), pull_only).unwrap();
+    send_signal(&daemon, "HUP");
+    let mut reloaded = false;
+    for _ in 0..100 {
+        if !granted_push() {
+            reloaded = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(reloaded, "SIGHUP did not reload the policy");
+
+    let status = daemon.signal_and_wait("TERM");
+    assert!(status.success(), "serve exited with {status}");
+    let audit = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    assert!(audit.lines().count() >= 3, "{audit}");
+    assert!(!audit.contains(&jwt(BUILDER)[..40]));
+}

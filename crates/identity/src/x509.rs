@@ -397,6 +397,31 @@ pub enum X509SvidError {
         /// Upper bound.
         max: usize,
     },
+    /// An intermediate's RSA key size is outside [`MIN_RSA_KEY_BITS`]..=[`MAX_RSA_KEY_BITS`].
+    #[error("intermediate certificate {index} rsa key has {bits} bits, allowed are {min} to {max}")]
+    IntermediateRsaKeySize {
+        /// Index in the presented chain.
+        index: usize,
+        /// Modulus size.
+        bits: usize,
+        /// Lower bound.
+        min: usize,
+        /// Upper bound.
+        max: usize,
+    },
+    /// Every trust anchor that could have issued the chain has an RSA key outside
+    /// [`MIN_RSA_KEY_BITS`]..=[`MAX_RSA_KEY_BITS`].
+    #[error(
+        "the bundle's issuing authority has an rsa key of {bits} bits, allowed are {min} to {max}"
+    )]
+    TrustAnchorRsaKeySize {
+        /// Modulus size.
+        bits: usize,
+        /// Lower bound.
+        min: usize,
+        /// Upper bound.
+        max: usize,
+    },
     /// The leaf's EC key is on a curve other than P-256 or P-384.
     #[error("the leaf ec key is on an unsupported curve ({curve_oid})")]
     LeafEcCurveUnsupported {
@@ -611,6 +636,7 @@ pub(crate) fn verify_parts(
         })?;
     let anchors = bundle.trust_anchors();
     check_anchor_name_constraints(anchors, &issuers)?;
+    check_anchor_rsa_key_size(anchors, &issuers)?;
 
     let ee = webpki::EndEntityCert::try_from(leaf).map_err(map_webpki)?;
     ee.verify_for_usage(
@@ -785,6 +811,15 @@ fn intermediate_profile(index: usize, cert: &X509Certificate<'_>) -> Result<(), 
     if !ku.key_cert_sign() {
         return Err(X509SvidError::IntermediateNoKeyCertSign { index });
     }
+    // webpki would refuse a short RSA issuer key too, but only as a bad signature; say why.
+    if let Some(bits) = rsa_bits_out_of_range(cert.public_key()) {
+        return Err(X509SvidError::IntermediateRsaKeySize {
+            index,
+            bits,
+            min: MIN_RSA_KEY_BITS,
+            max: MAX_RSA_KEY_BITS,
+        });
+    }
     let nc = cert
         .name_constraints()
         .map_err(|_| malformed(CertExtension::NameConstraints))?;
@@ -833,6 +868,54 @@ fn check_anchor_name_constraints(
         }
     }
     Ok(())
+}
+
+/// The modulus size of an RSA key outside the allowed range; `None` for a fitting RSA key or any
+/// other key type.
+fn rsa_bits_out_of_range(spki: &SubjectPublicKeyInfo<'_>) -> Option<usize> {
+    if spki.algorithm.algorithm != OID_PKCS1_RSAENCRYPTION {
+        return None;
+    }
+    let Ok(PublicKey::RSA(rsa)) = spki.parsed() else {
+        return None;
+    };
+    let bits = unsigned_bits(rsa.modulus);
+    (!(MIN_RSA_KEY_BITS..=MAX_RSA_KEY_BITS).contains(&bits)).then_some(bits)
+}
+
+/// Refuses when every trust anchor that could end the path has an RSA key of a size webpki's
+/// algorithms refuse, so the failure names the key size instead of a bad signature. When any
+/// candidate is acceptable, path validation decides.
+fn check_anchor_rsa_key_size(
+    anchors: &[TrustAnchor<'_>],
+    issuers: &[&[u8]],
+) -> Result<(), X509SvidError> {
+    let mut too_weak = None;
+    for anchor in anchors {
+        let subject: &[u8] = &anchor.subject;
+        if !issuers
+            .iter()
+            .any(|raw| der_contents(raw).is_some_and(|c| c == subject))
+        {
+            continue;
+        }
+        let wrapped = der_sequence(&anchor.subject_public_key_info);
+        let bits = SubjectPublicKeyInfo::from_der(&wrapped)
+            .ok()
+            .and_then(|(_, spki)| rsa_bits_out_of_range(&spki));
+        match bits {
+            Some(bits) => too_weak = Some(bits),
+            None => return Ok(()),
+        }
+    }
+    match too_weak {
+        Some(bits) => Err(X509SvidError::TrustAnchorRsaKeySize {
+            bits,
+            min: MIN_RSA_KEY_BITS,
+            max: MAX_RSA_KEY_BITS,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The contents of one DER TLV (tag and definite length stripped).

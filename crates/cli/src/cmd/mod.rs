@@ -15,8 +15,8 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
         Command::Dev(args) => dev::run(args),
         Command::Inspect(cmd) => inspect::run(cmd),
         Command::Verify(cmd) => verify::run(cmd),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(&args),
         Command::Policy(cmd) => policy::run(cmd),
-        Command::RegistryConfig(args) => registry_config::run(args),
+        Command::RegistryConfig(args) => registry_config::run(&args),
     }
 }

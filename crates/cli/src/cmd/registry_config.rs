@@ -14,7 +14,7 @@ use crate::error::CliError;
 /// Largest certificate file read, in bytes.
 const MAX_CERT_FILE_BYTES: u64 = 64 * 1024;
 
-pub(crate) fn run(args: RegistryConfigArgs) -> Result<(), CliError> {
+pub(crate) fn run(args: &RegistryConfigArgs) -> Result<(), CliError> {
     let usage = |arg, reason: String| CliError::Usage { arg, reason };
     let config =
         BrokerConfig::load(&args.config).map_err(|e| usage("--config", error_chain(&e)))?;
@@ -77,8 +77,7 @@ fn trust_anchor_pem(path: &Path) -> Result<String, CliError> {
     })?;
     let last = blocks
         .into_iter()
-        .filter(|b| b.tag() == "CERTIFICATE")
-        .last()
+        .rfind(|b| b.tag() == "CERTIFICATE")
         .ok_or_else(|| CliError::Usage {
             arg: "--config",
             reason: format!(

@@ -11,7 +11,7 @@ use crate::cli::ServeArgs;
 use crate::cmd::policy::error_chain;
 use crate::error::CliError;
 
-pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
+pub(crate) fn run(args: &ServeArgs) -> Result<(), CliError> {
     // Everything the file says is checked before a runtime or a socket exists.
     let config = BrokerConfig::load(&args.config).map_err(|e| CliError::Usage {
         arg: "--config",
@@ -53,7 +53,9 @@ async fn serve(config: BrokerConfig) -> Result<(), CliError> {
     let handle: ServerHandle = BrokerServer::start(config, Arc::new(SystemClock))
         .await
         .map_err(|e| failed(&e))?;
-    println!("ready http={}", handle.http_addr());
+    // `ready` alone on the first line (the contract `dev` follows too), then the bound address.
+    println!("ready");
+    println!("http={}", handle.http_addr());
     loop {
         tokio::select! {
             _ = hangup.recv() => {

@@ -675,14 +675,25 @@ fn rsa_2048_issuers_from_openssl_verify() {
 fn rsa_2047_root_is_refused() {
     assert_eq!(
         err(&fixtures::openssl_rsa_root(2047)),
-        rsa_2047_issuer_error()
+        X509SvidError::TrustAnchorRsaKeySize {
+            bits: 2047,
+            min: MIN_RSA_KEY_BITS,
+            max: MAX_RSA_KEY_BITS
+        }
     );
 }
 
 #[test]
 fn rsa_2047_intermediate_is_refused() {
-    let e = err(&fixtures::openssl_rsa_intermediate(2047));
-    assert_eq!(e, rsa_2047_issuer_error());
+    assert_eq!(
+        err(&fixtures::openssl_rsa_intermediate(2047)),
+        X509SvidError::IntermediateRsaKeySize {
+            index: 1,
+            bits: 2047,
+            min: MIN_RSA_KEY_BITS,
+            max: MAX_RSA_KEY_BITS
+        }
+    );
 }
 
 #[test]
@@ -712,10 +723,6 @@ fn intermediate_not_yet_valid_is_refused_naming_it() {
 /// webpki's RSA algorithms (`RSA_PKCS1_2048_8192_*`) refuse a public key outside 2048..=8192
 /// bits when verifying the signature it made, so a short issuer key surfaces as a signature
 /// failure; the 2048-bit controls, built the same way, verify.
-fn rsa_2047_issuer_error() -> X509SvidError {
-    X509SvidError::BadSignature
-}
-
 #[test]
 fn rsa_exact_bits_fixture_is_well_formed_at_the_minimum() {
     // The 2047-bit refusal above is about size, not encoding: the same construction at 2048

@@ -24,11 +24,15 @@
 //!    clock governs both listeners) until `shutdown` resolves; it then stops accepting,
 //!    marks the service `NOT_SERVING` and drains in-flight calls before returning.
 //!
+//! Clients (tests, tools, the load generator): [`client_tls_config`] and [`connect`] /
+//! [`exchange_client`].
+//!
 //! Caps: [`MAX_MESSAGE_SIZE`], [`MAX_CONCURRENT_STREAMS`], [`MAX_HEADER_LIST_SIZE`],
 //! [`tls::HANDSHAKE_TIMEOUT`], [`tls::MAX_PENDING_HANDSHAKES`],
 //! [`service::MAX_AUDIENCE_LEN`], [`service::MAX_AUTHORIZATION_LEN`], and the scope caps of
 //! `svid_broker_policy::scope`.
 
+pub mod client;
 pub mod service;
 pub mod tls;
 
@@ -45,7 +49,11 @@ use svid_broker_identity::clock::Clock;
 use svid_broker_proto::exchange::token_exchange_server::TokenExchangeServer;
 use tokio::net::TcpListener;
 
+pub use client::{client_tls_config, connect, exchange_client};
 pub use service::{ExchangeService, RequestError};
+/// The generated messages, client and server of `svid_broker.v1` (re-exported so callers of
+/// [`client`] need no direct dependency on the proto crate).
+pub use svid_broker_proto::exchange as proto;
 pub use tls::{
     OptionalClientAuth, PeerInfo, ServerSvid, SvidCertResolver, TlsConn, certified_key,
     server_tls_config,
@@ -85,6 +93,15 @@ pub enum GrpcError {
         /// rustls' reason.
         #[source]
         source: rustls::Error,
+    },
+    /// A client could not connect to the Exchange listener.
+    #[error("cannot connect to the grpc listener at {addr}")]
+    Connect {
+        /// Where.
+        addr: std::net::SocketAddr,
+        /// tonic's reason (TCP or TLS).
+        #[source]
+        source: tonic::transport::Error,
     },
     /// The HTTP/2 server failed.
     #[error("the grpc server failed")]

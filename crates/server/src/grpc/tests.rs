@@ -14,9 +14,7 @@ use svid_broker_identity::authorize::Authorizer;
 use svid_broker_identity::bundle::BundleProvider;
 use svid_broker_identity::clock::SystemClock;
 use svid_broker_identity::id::{SpiffeId, TrustDomain};
-use svid_broker_identity::tls::{
-    SpiffeClientCertVerifier, SpiffeServerCertVerifier, peer_spiffe_id,
-};
+use svid_broker_identity::tls::{SpiffeClientCertVerifier, peer_spiffe_id};
 use svid_broker_policy::Policy;
 use svid_broker_policy::scope::{MAX_SCOPE_PARAM_LEN, MAX_SCOPE_PARAMS};
 use svid_broker_proto::exchange::token_exchange_client::TokenExchangeClient;
@@ -26,12 +24,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use tonic::transport::{Channel, Endpoint as ChannelEndpoint};
+use tonic::transport::Channel;
 
 use super::tls::{self, ServerSvid, certified_key, server_tls_config};
 use super::{
-    GrpcError, MAX_MESSAGE_SIZE, OptionalClientAuth, RequestError, SERVICE_NAME, TlsConn, serve,
-    service,
+    GrpcError, MAX_MESSAGE_SIZE, OptionalClientAuth, RequestError, SERVICE_NAME, TlsConn,
+    client_tls_config, connect, serve, service,
 };
 use crate::credential::CredentialKeys;
 use crate::engine::{
@@ -99,24 +97,12 @@ fn client_config(
     bundles: Arc<dyn BundleProvider>,
     client_cert: Option<&DevX509Svid>,
 ) -> Arc<ClientConfig> {
-    let builder = ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .dangerous()
-    .with_custom_certificate_verifier(Arc::new(SpiffeServerCertVerifier::new(
+    client_tls_config(
         bundles,
         Authorizer::Exact(id(BROKER_ID)),
-    )));
-    let mut config = match client_cert {
-        Some(svid) => builder
-            .with_client_auth_cert(svid.chain().to_vec(), svid.private_key().to_rustls())
-            .unwrap(),
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Arc::new(config)
+        client_cert.map(|svid| (svid.chain().to_vec(), svid.private_key().to_rustls())),
+    )
+    .unwrap()
 }
 
 /// The server name is ignored by the SPIFFE verifier; any valid one will do.
@@ -340,6 +326,13 @@ async fn a_server_svid_the_client_does_not_authorize_fails_on_the_client() {
     pki.server_svid
         .store(certified_key(wrong.chain().to_vec(), wrong.private_key().to_rustls()).unwrap());
     assert!(tls_connect(addr, pki.client_config(None)).await.is_err());
+    // The same through the client helper: connecting fails, nothing is sent.
+    assert!(matches!(
+        tokio::time::timeout(STEP, connect(addr, pki.client_config(None)))
+            .await
+            .unwrap(),
+        Err(GrpcError::Connect { .. })
+    ));
 }
 
 #[test]
@@ -508,7 +501,12 @@ repositories = ["team-{ns}/*"]
 actions = ["pull", "push"]
 "#;
 
-fn test_broker(bundles: Arc<dyn BundleProvider>, rate_limit: Option<RateLimit>) -> Arc<Broker> {
+type AuditLines = Arc<std::sync::Mutex<Vec<String>>>;
+
+fn test_broker(
+    bundles: Arc<dyn BundleProvider>,
+    rate_limit: Option<RateLimit>,
+) -> (Arc<Broker>, AuditLines) {
     let now = SystemTime::now();
     let ca = SigningCa::generate(
         SigningAlgorithm::Es256,
@@ -518,26 +516,26 @@ fn test_broker(bundles: Arc<dyn BundleProvider>, rate_limit: Option<RateLimit>) 
     )
     .unwrap();
     let ring = KeyRing::new(ca, KeyRingConfig::default(), now).unwrap();
-    let (audit, _lines) = AuditSink::memory();
+    let (audit, lines) = AuditSink::memory();
     let mut options = BrokerOptions::new(AUDIENCE);
     options.audit = audit;
     options.rate_limit = rate_limit;
-    Arc::new(
-        Broker::new(
-            Policy::from_toml_str(POLICY).unwrap(),
-            bundles,
-            TokenMinter::new(ring),
-            CredentialKeys::random().unwrap(),
-            options,
-        )
-        .unwrap(),
+    let broker = Broker::new(
+        Policy::from_toml_str(POLICY).unwrap(),
+        bundles,
+        TokenMinter::new(ring),
+        CredentialKeys::random().unwrap(),
+        options,
     )
+    .unwrap();
+    (Arc::new(broker), lines)
 }
 
 /// A running gRPC server on 127.0.0.1.
 struct Running {
     pki: Pki,
     broker: Arc<Broker>,
+    audit: AuditLines,
     addr: SocketAddr,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), GrpcError>>,
@@ -550,7 +548,7 @@ impl Running {
 
     async fn start_with(rate_limit: Option<RateLimit>) -> Self {
         let pki = Pki::new();
-        let broker = test_broker(Arc::clone(&pki.bundles), rate_limit);
+        let (broker, audit) = test_broker(Arc::clone(&pki.bundles), rate_limit);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -566,6 +564,7 @@ impl Running {
         Self {
             pki,
             broker,
+            audit,
             addr,
             shutdown: Some(tx),
             task,
@@ -590,6 +589,15 @@ impl Running {
             .to_owned()
     }
 
+    fn audit_events(&self) -> Vec<serde_json::Value> {
+        self.audit
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
     async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -602,24 +610,11 @@ impl Running {
     }
 }
 
-/// A tonic channel whose connector does the TLS handshake with `config`.
 async fn channel(addr: SocketAddr, config: Arc<ClientConfig>) -> Channel {
-    let connector = tower::service_fn(move |_: http::Uri| {
-        let config = Arc::clone(&config);
-        async move {
-            let stream = tls_connect(addr, config).await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-        }
-    });
-    tokio::time::timeout(
-        STEP,
-        ChannelEndpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect_with_connector(connector),
-    )
-    .await
-    .unwrap()
-    .unwrap()
+    tokio::time::timeout(STEP, connect(addr, config))
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 fn with_bearer<T>(message: T, token: &str) -> tonic::Request<T> {
@@ -1042,4 +1037,49 @@ async fn shutdown_stops_accepting_and_returns() {
     server.stop().await;
     // The listener is closed: a new TLS connection cannot be made.
     assert!(tls_connect(addr, config).await.is_err());
+}
+
+#[tokio::test]
+async fn every_call_leaves_exactly_one_audit_event_without_secrets() {
+    let server = Running::start().await;
+    let token = server.jwt_svid(WORKLOAD_ID, AUDIENCE);
+    let mut client = server.client(None).await;
+    let ok = request(
+        TokenType::RegistryAccessToken,
+        SERVICE,
+        &["repository:team-blue/app:pull"],
+    );
+    // Edge rejection, authentication failure, success.
+    let malformed = request(TokenType::Unspecified, SERVICE, &["repository:a:pull"]);
+    call(&mut client, with_bearer(malformed, &token))
+        .await
+        .unwrap_err();
+    call(&mut client, ok.clone()).await.unwrap_err();
+    let issued = call(&mut client, with_bearer(ok, &token)).await.unwrap();
+
+    let events = server.audit_events();
+    let summary: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e["decision"].as_str().unwrap(),
+                e["code"].as_str(),
+                e["endpoint"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("deny", Some("invalid_argument"), "grpc"),
+            ("deny", Some("unauthenticated"), "grpc"),
+            ("allow", None, "grpc"),
+        ],
+        "{events:?}"
+    );
+    assert_eq!(events[2]["subject"], WORKLOAD_ID);
+    let all = server.audit.lock().unwrap().join("\n");
+    assert!(!all.contains(&token));
+    assert!(!all.contains(&issued.access_token));
+    server.stop().await;
 }
