@@ -4,12 +4,14 @@
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
+    clippy::panic,
     reason = "test harness helpers: a failed step must fail the test, with the step named"
 )]
 
 mod support;
 
 mod dev;
+mod grpc;
 mod inspect;
 mod realm;
 mod registry;

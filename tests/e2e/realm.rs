@@ -605,7 +605,7 @@ audit = "audit.log"
     );
     assert_eq!(
         std::fs::read_to_string(&bundle).unwrap().trim(),
-        std::fs::read_to_string(&cert).unwrap().trim().replace("\r\n", "\n")
+        std::fs::read_to_string(&cert).unwrap().trim()
     );
     let unknown = crate::support::run(
         &["registry-config", "--config", &config, "--registry", "nope"],
@@ -646,7 +646,12 @@ audit = "audit.log"
         ],
         work.path(),
     );
-    assert!(out.success, "push failed: {}\n{}", out.stderr, registry.log());
+    assert!(
+        out.success,
+        "push failed: {}\n{}",
+        out.stderr,
+        registry.log()
+    );
 
     // Take push away from the builder; SIGHUP applies it without a restart.
     let granted_push = || {
@@ -682,4 +687,176 @@ audit = "audit.log"
     let audit = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
     assert!(audit.lines().count() >= 3, "{audit}");
     assert!(!audit.contains(&jwt(BUILDER)[..40]));
+}
+
+/// The gRPC side wired by `BrokerServer`: the broker takes its own X.509-SVID from a (dev)
+/// Workload API, a workload exchanges its X.509-SVID over mTLS for a registry token that
+/// skopeo pushes with (`--dest-registry-token`), and a JWT-SVID bearer for a login credential
+/// that skopeo pulls with through the realm.
+#[test]
+fn grpc_exchange_tokens_and_login_credentials_work_with_skopeo() {
+    use svid_broker_identity::authorize::Authorizer;
+    use svid_broker_identity::bundle::BundleProvider;
+    use svid_broker_server::grpc::proto::{ExchangeRequest, TokenType};
+    use svid_broker_server::grpc::{client_tls_config, exchange_client, with_bearer};
+
+    if !require("docker-registry") || !require("skopeo") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let broker_id = SpiffeId::parse("spiffe://example.org/broker").unwrap();
+    let td = Arc::new(
+        DevTrustDomain::new(
+            TrustDomain::parse("example.org").unwrap(),
+            [broker_id.clone()],
+        )
+        .unwrap(),
+    );
+    std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let workload = runtime
+        .block_on(svid_broker_dev::WorkloadApiServer::start(
+            dir.path().join("agent"),
+            td.clone(),
+        ))
+        .unwrap();
+    let config = BrokerConfig::from_toml_str(
+        &format!(
+            r#"
+[server]
+http_addr = "127.0.0.1:0"
+grpc_addr = "127.0.0.1:0"
+public_url = "http://127.0.0.1:1"
+[identity]
+audience = "svid-broker"
+workload_api = "{}"
+[policy]
+file = "policy.toml"
+[signing]
+generate = true
+[log]
+audit = "audit.log"
+"#,
+            workload.endpoint()
+        ),
+        dir.path(),
+    )
+    .unwrap();
+    let handle = runtime
+        .block_on(BrokerServer::start(
+            config,
+            Arc::new(svid_broker_identity::clock::SystemClock),
+        ))
+        .unwrap();
+    let grpc_addr = handle.grpc_addr().expect("grpc listener");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, handle.ca_bundle_pem()).unwrap();
+    let realm = format!("http://{}/token", handle.http_addr());
+    let registry = Registry::start(Some(&TokenAuth {
+        realm: &realm,
+        service: SERVICE,
+        issuer: ISSUER,
+        rootcertbundle: &ca,
+    }));
+
+    let bundles: Arc<dyn BundleProvider> = Arc::new(Arc::new(td.bundle_set().unwrap()));
+    let builder = td
+        .issue_x509_svid(&SpiffeId::parse(BUILDER).unwrap())
+        .unwrap();
+    let mtls = client_tls_config(
+        bundles.clone(),
+        Authorizer::exact(broker_id.clone()),
+        Some((builder.chain().to_vec(), builder.private_key().to_rustls())),
+    )
+    .unwrap();
+    let request = |kind: TokenType, scopes: &[&str]| ExchangeRequest {
+        requested_token_type: kind.into(),
+        audience: SERVICE.to_owned(),
+        scope: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        ..Default::default()
+    };
+    let token = runtime.block_on(async {
+        let mut client = exchange_client(grpc_addr, mtls).await.unwrap();
+        client
+            .exchange(request(
+                TokenType::RegistryAccessToken,
+                &["repository:team/grpc:pull,push"],
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+    });
+    assert_eq!(token.scope, ["repository:team/grpc:pull,push"]);
+    let work = tempfile::tempdir().unwrap();
+    let image = write_oci_image(&work.path().join("image"), "v1", "grpc\n");
+    let out = skopeo(
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-registry-token",
+            &token.access_token,
+            &format!("oci:{}:v1", image.display()),
+            &registry.image_ref("team/grpc", "v1"),
+        ],
+        work.path(),
+    );
+    assert!(
+        out.success,
+        "push with a grpc token failed: {}\n{}",
+        out.stderr,
+        registry.log()
+    );
+
+    // No client certificate: a JWT-SVID bearer asks for a login credential for the reader.
+    let bearer_tls = client_tls_config(bundles, Authorizer::exact(broker_id), None).unwrap();
+    let jwt = td
+        .issue_jwt_svid(&SpiffeId::parse(READER).unwrap(), &[AUDIENCE])
+        .unwrap();
+    let login = runtime.block_on(async {
+        let mut client = exchange_client(grpc_addr, bearer_tls).await.unwrap();
+        client
+            .exchange(
+                with_bearer(
+                    request(TokenType::RegistryLoginCredential, &[]),
+                    jwt.token().expose(),
+                )
+                .unwrap(),
+            )
+            .await
+            .unwrap()
+            .into_inner()
+    });
+    assert_eq!(login.username, READER);
+    let creds = format!("{}:{}", login.username, login.access_token);
+    let dest = format!("oci:{}:v1", work.path().join("pulled").display());
+    let out = skopeo(
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            "--src-creds",
+            &creds,
+            &registry.image_ref("team/grpc", "v1"),
+            &dest,
+        ],
+        work.path(),
+    );
+    assert!(
+        out.success,
+        "pull with a login credential failed: {}\n{}",
+        out.stderr,
+        registry.log()
+    );
+    let audit = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    assert!(audit.contains("\"actor\":\"x509-svid\""), "{audit}");
+    assert!(audit.contains("\"actor\":\"login-credential\""), "{audit}");
+
+    drop(registry);
+    runtime.block_on(async {
+        handle.shutdown().await;
+        let _ = workload.shutdown().await;
+    });
 }

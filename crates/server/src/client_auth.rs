@@ -103,3 +103,6 @@ fn verify_now(
         })
     })
 }
+
+#[cfg(test)]
+mod tests;

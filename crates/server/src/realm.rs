@@ -21,11 +21,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use http::StatusCode;
 use http::header::{
     AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER,
     WWW_AUTHENTICATE,
 };
-use http::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 use svid_broker_identity::clock::Clock;
 use svid_broker_policy::scope;
@@ -485,9 +485,8 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
     resp
 }
 
-async fn jwks(State(state): State<RealmState>, method: Method) -> Response {
+async fn jwks(State(state): State<RealmState>) -> Response {
     let start = Instant::now();
-    let _ = method;
     let policy = state.broker.policy();
     // One JWKS for the realm: the `kid` format of the first registry's profile (the x5c and
     // key material are the same for every profile).

@@ -85,7 +85,10 @@ fn trust_anchor_pem(path: &Path) -> Result<String, CliError> {
                 path.display()
             ),
         })?;
-    Ok(pem::encode(&last))
+    Ok(pem::encode_config(
+        &last,
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    ))
 }
 
 /// A YAML plain scalar when safe, else a double-quoted one.

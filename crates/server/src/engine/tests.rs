@@ -574,3 +574,20 @@ fn profiles_map_to_token_profiles() {
     );
     assert_eq!(token_profile(Profile::Zot), TokenProfile::Zot);
 }
+
+#[test]
+fn scheduled_rotation_happens_only_when_due() {
+    let f = Fixture::new();
+    let now = t0();
+    assert!(!f.broker.rotate_signing_key_if_due(now).unwrap());
+    // Leaves live 4 h and rotate with 2 h left.
+    let later = now + Duration::from_secs(2 * 3600 + 120);
+    assert!(f.broker.rotate_signing_key_if_due(later).unwrap());
+    assert!(!f.broker.rotate_signing_key_if_due(later).unwrap());
+    assert!(
+        f.broker
+            .metrics()
+            .render()
+            .contains("svid_broker_key_rotations_total 1")
+    );
+}

@@ -21,6 +21,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tonic::codegen::Service;
 use tonic::codegen::http::Uri;
+use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
 use super::GrpcError;
@@ -81,6 +82,19 @@ pub async fn exchange_client(
     tls: Arc<ClientConfig>,
 ) -> Result<TokenExchangeClient<Channel>, GrpcError> {
     Ok(TokenExchangeClient::new(connect(addr, tls).await?))
+}
+
+/// `message` as a request carrying `authorization: Bearer <jwt_svid>`, for callers without a
+/// client certificate.
+///
+/// # Errors
+/// [`GrpcError::InvalidBearer`] if the token is not visible ASCII (it is never echoed).
+pub fn with_bearer<T>(message: T, jwt_svid: &str) -> Result<tonic::Request<T>, GrpcError> {
+    let value = MetadataValue::try_from(format!("Bearer {jwt_svid}"))
+        .map_err(|_| GrpcError::InvalidBearer)?;
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", value);
+    Ok(request)
 }
 
 /// Opens TCP plus TLS to one fixed address, whatever URI tonic asks for.

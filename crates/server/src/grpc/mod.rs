@@ -17,9 +17,11 @@
 //!    `Arc<ServerSvid>`; on every SVID update, `store` the new one (no restart needed: the
 //!    resolver reads it at each handshake).
 //! 2. Build the TLS configuration once with [`server_tls_config`], passing the SPIFFE client
-//!    verifier (`Broker::tls_client_verifier()`, a
+//!    verifier ([`Broker::tls_client_verifier`], or a
 //!    [`SpiffeClientCertVerifier`](svid_broker_identity::tls::SpiffeClientCertVerifier)); it is
-//!    made optional here, whatever the verifier says.
+//!    wrapped in [`OptionalClientAuth`], so a certificate is never required, whatever the
+//!    verifier says. A client certificate that is presented must pass it; each call then
+//!    verifies the chain again with [`Broker::authenticate_x509`] at the call's time.
 //! 3. Bind the listener and run [`serve`] (with the same clock the realm uses, so an injected
 //!    clock governs both listeners) until `shutdown` resolves; it then stops accepting,
 //!    marks the service `NOT_SERVING` and drains in-flight calls before returning.
@@ -39,17 +41,15 @@ pub mod tls;
 #[cfg(test)]
 mod tests;
 
-use std::error::Error as StdError;
-use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use svid_broker_identity::clock::Clock;
-use svid_broker_proto::exchange::token_exchange_server::TokenExchangeServer;
+use svid_broker_proto::exchange::token_exchange_server::{self, TokenExchangeServer};
 use tokio::net::TcpListener;
 
-pub use client::{client_tls_config, connect, exchange_client};
+pub use client::{client_tls_config, connect, exchange_client, with_bearer};
 pub use service::{ExchangeService, RequestError};
 /// The generated messages, client and server of `svid_broker.v1` (re-exported so callers of
 /// [`client`] need no direct dependency on the proto crate).
@@ -67,11 +67,11 @@ pub const MAX_MESSAGE_SIZE: usize = 64 * 1024;
 pub const MAX_CONCURRENT_STREAMS: u32 = 128;
 /// Largest HTTP/2 header list a client may send, in bytes (it carries the bearer JWT-SVID).
 pub const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
-/// Longest one call may run before it is cancelled with `CANCELLED`/`DEADLINE_EXCEEDED`.
+/// Longest one call may run before the server cancels it.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The gRPC service name the health service reports on.
-pub const SERVICE_NAME: &str = "svid_broker.v1.TokenExchange";
+/// The gRPC service name the health service reports on (`svid_broker.v1.TokenExchange`).
+pub const SERVICE_NAME: &str = token_exchange_server::SERVICE_NAME;
 
 /// Failures setting up or running the gRPC listener.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +103,9 @@ pub enum GrpcError {
         #[source]
         source: tonic::transport::Error,
     },
+    /// A bearer token that cannot be sent as metadata (not visible ASCII).
+    #[error("the bearer token is not valid header text")]
+    InvalidBearer,
     /// The HTTP/2 server failed.
     #[error("the grpc server failed")]
     Serve {
@@ -150,19 +153,4 @@ pub async fn serve(
         .serve_with_incoming_shutdown(tls::incoming(listener, tls), shutdown)
         .await
         .map_err(|source| GrpcError::Serve { source })
-}
-
-/// Displays an error and its `source()` chain as `a: b: c`, for log lines.
-pub(crate) struct ErrorChain<'a>(pub(crate) &'a (dyn StdError + 'static));
-
-impl fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
-    }
 }

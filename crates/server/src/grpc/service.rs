@@ -1,27 +1,27 @@
 //! The `svid_broker.v1.TokenExchange` service: proto in, engine call, proto out.
 //!
 //! Everything protocol-specific happens in three functions, so the engine never sees proto
-//! types and the client never sees an internal error: [`convert`] (request → [`ExchangeInput`]),
-//! [`response`] ([`ExchangeOutput`] → response) and [`status`] ([`ExchangeError`] → `Status`).
+//! types and the client never sees an internal error: `convert` (request → [`ExchangeInput`]),
+//! `response` ([`ExchangeOutput`] → response) and `status` ([`ExchangeError`] → `Status`).
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use svid_broker_identity::clock::Clock;
 use svid_broker_policy::scope::{MAX_SCOPE_PARAM_LEN, MAX_SCOPE_PARAMS};
 use svid_broker_proto::exchange::token_exchange_server::TokenExchange;
 use svid_broker_proto::exchange::{ExchangeRequest, ExchangeResponse, TokenType};
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
 
-use svid_broker_identity::clock::Clock;
-
 use super::tls::PeerInfo;
 use crate::engine::{
     AuthFailure, Broker, Caller, Endpoint, ErrorCode, ExchangeError, ExchangeInput, ExchangeKind,
     ExchangeOutput, InvalidRequest,
 };
+use crate::ops::Route;
 
 /// Longest `audience` (registry service name) accepted, in bytes.
 pub const MAX_AUDIENCE_LEN: usize = 255;
@@ -136,6 +136,20 @@ impl TokenExchange for ExchangeService {
         &self,
         request: Request<ExchangeRequest>,
     ) -> Result<Response<ExchangeResponse>, Status> {
+        // Latency is wall time on the monotonic clock, whatever clock the decisions use.
+        let start = Instant::now();
+        let result = self.handle(request);
+        self.broker
+            .metrics()
+            .observe(Route::GrpcExchange, start.elapsed());
+        result.map(Response::new)
+    }
+}
+
+impl ExchangeService {
+    /// One call, start to end: check the request, authenticate, decide and issue. Sync: every
+    /// step is CPU-bound and short (a signature check and a signature).
+    fn handle(&self, request: Request<ExchangeRequest>) -> Result<ExchangeResponse, Status> {
         let now = self.clock.now();
         let peer_info = request.extensions().get::<PeerInfo>().cloned();
         let peer = peer_info.as_ref().and_then(PeerInfo::remote_addr);
@@ -163,7 +177,7 @@ impl TokenExchange for ExchangeService {
             })?;
         // The engine records this outcome in the metrics and the audit log itself.
         match self.broker.exchange(&caller, &input, now) {
-            Ok(output) => Ok(Response::new(response(&caller, output, now))),
+            Ok(output) => Ok(response(&caller, output, now)),
             Err(error) => {
                 tracing::info!(
                     ?peer,

@@ -228,6 +228,29 @@ async fn a_client_certificate_from_another_trust_domain_fails_the_handshake() {
 }
 
 #[tokio::test]
+async fn a_stalled_handshake_neither_blocks_others_nor_outlives_its_timeout() {
+    let pki = Pki::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut incoming = tls::incoming_with_timeout(
+        listener,
+        Arc::clone(&pki.server_config),
+        Duration::from_millis(200),
+    );
+    // Connects and never sends a ClientHello.
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    // Another client completes its handshake meanwhile.
+    let _good = tls_connect(addr, pki.client_config(None)).await.unwrap();
+    let _conn = next_conn(&mut incoming).await;
+    // The stalled one is closed by the server once the timeout passes.
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(STEP, stalled.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
+
+#[tokio::test]
 async fn an_expired_client_certificate_fails_the_handshake() {
     let pki = Pki::new();
     let (addr, _incoming) = acceptor(Arc::clone(&pki.server_config)).await;
@@ -440,6 +463,16 @@ fn convert_rejects_each_malformed_field() {
 }
 
 #[test]
+fn with_bearer_refuses_a_token_that_is_not_header_text() {
+    assert!(matches!(
+        super::with_bearer((), "a\nb"),
+        Err(GrpcError::InvalidBearer)
+    ));
+    let request = super::with_bearer((), "a.b.c").unwrap();
+    assert_eq!(service::bearer(request.metadata()).unwrap(), Some("a.b.c"));
+}
+
+#[test]
 fn bearer_accepts_one_well_formed_bearer_header() {
     use tonic::metadata::{MetadataMap, MetadataValue};
     let with = |values: &[&'static str]| {
@@ -618,11 +651,7 @@ async fn channel(addr: SocketAddr, config: Arc<ClientConfig>) -> Channel {
 }
 
 fn with_bearer<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
+    super::with_bearer(message, token).unwrap()
 }
 
 async fn call(
@@ -987,6 +1016,7 @@ async fn login_credential_is_n_a_with_a_username_and_a_password_the_realm_accept
 async fn health_reports_serving_for_the_exchange_service() {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    assert_eq!(SERVICE_NAME, "svid_broker.v1.TokenExchange");
     let server = Running::start().await;
     let mut health = HealthClient::new(server.channel(None).await);
     for service in [SERVICE_NAME, ""] {
@@ -1040,7 +1070,7 @@ async fn shutdown_stops_accepting_and_returns() {
 }
 
 #[tokio::test]
-async fn every_call_leaves_exactly_one_audit_event_without_secrets() {
+async fn every_call_leaves_one_audit_event_without_secrets_and_is_measured() {
     let server = Running::start().await;
     let token = server.jwt_svid(WORKLOAD_ID, AUDIENCE);
     let mut client = server.client(None).await;
@@ -1078,6 +1108,15 @@ async fn every_call_leaves_exactly_one_audit_event_without_secrets() {
         "{events:?}"
     );
     assert_eq!(events[2]["subject"], WORKLOAD_ID);
+    let metrics = server.broker.metrics().render();
+    for line in [
+        r#"svid_broker_request_duration_seconds_count{route="grpc_exchange"} 3"#,
+        r#"svid_broker_issued_total{endpoint="grpc",kind="access_token"} 1"#,
+        r#"svid_broker_denied_total{endpoint="grpc",code="invalid_argument"} 1"#,
+        r#"svid_broker_denied_total{endpoint="grpc",code="unauthenticated"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}\n{metrics}");
+    }
     let all = server.audit.lock().unwrap().join("\n");
     assert!(!all.contains(&token));
     assert!(!all.contains(&issued.access_token));

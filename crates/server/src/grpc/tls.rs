@@ -306,14 +306,29 @@ pub(crate) fn incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
 ) -> ReceiverStream<Result<TlsConn, io::Error>> {
+    incoming_with_timeout(listener, config, HANDSHAKE_TIMEOUT)
+}
+
+/// [`incoming`] with another handshake timeout (tests use a short one).
+pub(crate) fn incoming_with_timeout(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    handshake_timeout: Duration,
+) -> ReceiverStream<Result<TlsConn, io::Error>> {
     let (tx, rx) = mpsc::channel(MAX_PENDING_HANDSHAKES);
-    tokio::spawn(accept_loop(listener, TlsAcceptor::from(config), tx));
+    tokio::spawn(accept_loop(
+        listener,
+        TlsAcceptor::from(config),
+        handshake_timeout,
+        tx,
+    ));
     ReceiverStream::new(rx)
 }
 
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    handshake_timeout: Duration,
     tx: mpsc::Sender<Result<TlsConn, io::Error>>,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
@@ -346,16 +361,16 @@ async fn accept_loop(
         let tx = tx.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => {
                     // A send error means the server stopped; dropping the connection closes it.
                     let _ = tx.send(Ok(TlsConn::new(stream))).await;
                 }
                 Ok(Err(error)) => {
-                    tracing::info!(%peer, error = %super::ErrorChain(&error), "grpc: tls handshake failed");
+                    tracing::info!(%peer, error = %crate::engine::error_chain(&error), "grpc: tls handshake failed");
                 }
                 Err(_) => {
-                    tracing::info!(%peer, timeout = ?HANDSHAKE_TIMEOUT, "grpc: tls handshake timed out");
+                    tracing::info!(%peer, timeout = ?handshake_timeout, "grpc: tls handshake timed out");
                 }
             }
         });

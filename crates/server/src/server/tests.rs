@@ -156,3 +156,85 @@ async fn start_fails_cleanly_on_a_bad_policy_or_key_file() {
         Err(ServerError::Keys(_))
     ));
 }
+
+/// Replicas sharing the CA files derive the same credential keys: a refresh token issued by
+/// one verifies on the other; a different CA key does not.
+#[test]
+fn replicas_with_the_same_ca_share_credential_keys() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose};
+    let dir = tempfile::tempdir().unwrap();
+    let td = DevTrustDomain::new(
+        TrustDomain::parse("example.org").unwrap(),
+        [id("spiffe://example.org/w")],
+    )
+    .unwrap();
+    let mut config = write_config(dir.path(), &td);
+    let ca = |name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let cert = params.self_signed(&key).unwrap();
+        let (c, k) = (
+            dir.path().join(format!("{name}.pem")),
+            dir.path().join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        SigningSource::Files { cert: c, key: k }
+    };
+    let (first, second) = (ca("a"), ca("b"));
+    let now = SystemTime::now();
+    config.signing = first;
+    let (_, one) = load_signing(&config, now).unwrap();
+    let (_, two) = load_signing(&config, now).unwrap();
+    config.signing = second;
+    let (_, other) = load_signing(&config, now).unwrap();
+    let kind = crate::credential::CredentialKind::RefreshToken;
+    let issued = one
+        .issue(
+            kind,
+            &id(BUILDER),
+            "registry.local",
+            &[],
+            Duration::from_secs(60),
+            now,
+        )
+        .unwrap();
+    assert!(two.verify(kind, issued.secret.expose(), now).is_ok());
+    assert!(other.verify(kind, issued.secret.expose(), now).is_err());
+}
+
+/// The poller picks up a changed policy file by itself (no SIGHUP).
+#[tokio::test]
+async fn policy_file_changes_are_polled() {
+    let dir = tempfile::tempdir().unwrap();
+    let td = DevTrustDomain::new(
+        TrustDomain::parse("example.org").unwrap(),
+        [id("spiffe://example.org/w")],
+    )
+    .unwrap();
+    let mut config = write_config(dir.path(), &td);
+    config.policy_poll = Duration::from_millis(50);
+    let handle = BrokerServer::start(config, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let before = handle.broker().policy().rule_count();
+    let fewer = POLICY.replace(
+        "[[rules]]\nid = \"admin-catalog\"",
+        "[[unused]]\nid = \"admin-catalog\"",
+    );
+    // Dropping the last rule keeps the file valid.
+    let fewer = fewer.split("[[unused]]").next().unwrap().to_owned();
+    std::fs::write(dir.path().join("policy.toml"), fewer).unwrap();
+    let mut seen = false;
+    for _ in 0..100 {
+        if handle.broker().policy().rule_count() == before - 1 {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(seen, "the poller did not reload the policy");
+    handle.shutdown().await;
+}

@@ -1,0 +1,365 @@
+//! The gRPC `Exchange` against the real registry and client: the broker runs in-process with
+//! its own X.509-SVID from a dev Workload API, a workload exchanges its SVID (over mTLS, or a
+//! JWT-SVID bearer without a client certificate) for a registry access token, and `skopeo`
+//! (1.9.3) pushes and pulls with it as `--dest-registry-token` / `--src-registry-token` against
+//! Debian's `docker-registry` (2.8.2), which never talks to the broker.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use svid_broker_dev::{DevTrustDomain, WorkloadApiHandle, WorkloadApiServer};
+use svid_broker_identity::authorize::Authorizer;
+use svid_broker_identity::bundle::BundleProvider;
+use svid_broker_identity::clock::SystemClock;
+use svid_broker_identity::{SpiffeId, TrustDomain};
+use svid_broker_server::config::BrokerConfig;
+use svid_broker_server::grpc::proto::{ExchangeRequest, ExchangeResponse, TokenType};
+use svid_broker_server::grpc::{client_tls_config, exchange_client, with_bearer};
+use svid_broker_server::{BrokerServer, ServerHandle};
+
+use crate::registry::{Registry, SkopeoOutput, TokenAuth, require, skopeo, write_oci_image};
+
+const AUDIENCE: &str = "svid-broker";
+const SERVICE: &str = "registry.local";
+const ISSUER: &str = "svid-broker";
+const BROKER_ID: &str = "spiffe://example.org/svid-broker";
+const BUILDER: &str = "spiffe://example.org/ns/ci/sa/builder";
+const READER: &str = "spiffe://example.org/ns/prod/sa/reader";
+
+const POLICY: &str = r#"
+[[registries]]
+name = "local"
+service = "registry.local"
+issuer = "svid-broker"
+profile = "distribution-2"
+hosts = ["127.0.0.1:5000"]
+
+[[rules]]
+id = "builder-push-team"
+subject = "spiffe://example.org/ns/ci/sa/builder"
+registry = "local"
+repositories = ["team/*"]
+actions = ["pull", "push"]
+
+[[rules]]
+id = "reader-pull-team"
+subject = "spiffe://example.org/ns/prod/sa/reader"
+registry = "local"
+repositories = ["team/*"]
+actions = ["pull"]
+"#;
+
+fn id(s: &str) -> SpiffeId {
+    SpiffeId::parse(s).unwrap()
+}
+
+/// The broker with both listeners, its dev Workload API, and the trust domain of both.
+struct GrpcBroker {
+    td: Arc<DevTrustDomain>,
+    handle: Option<ServerHandle>,
+    workload_api: Option<WorkloadApiHandle>,
+    runtime: tokio::runtime::Runtime,
+    dir: tempfile::TempDir,
+}
+
+impl GrpcBroker {
+    fn start() -> GrpcBroker {
+        let dir = tempfile::tempdir().unwrap();
+        // The broker's own identity first: the Workload API's default SVID is its server
+        // certificate.
+        let td = Arc::new(
+            DevTrustDomain::new(
+                TrustDomain::parse("example.org").unwrap(),
+                [id(BROKER_ID), id(BUILDER), id(READER)],
+            )
+            .unwrap(),
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let workload_api = runtime
+            .block_on(
+                WorkloadApiServer::builder(Arc::clone(&td))
+                    .auto_rotate(None)
+                    .serve(dir.path().join("agent.sock")),
+            )
+            .unwrap();
+        std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
+        let config = BrokerConfig::from_toml_str(
+            &format!(
+                r#"
+[server]
+http_addr = "127.0.0.1:0"
+grpc_addr = "127.0.0.1:0"
+public_url = "http://127.0.0.1:1"
+shutdown_grace_seconds = 5
+[identity]
+audience = "{AUDIENCE}"
+workload_api = "{}"
+[policy]
+file = "policy.toml"
+[signing]
+generate = true
+[log]
+audit = "audit.log"
+"#,
+                workload_api.endpoint()
+            ),
+            dir.path(),
+        )
+        .unwrap();
+        let handle = runtime
+            .block_on(BrokerServer::start(config, Arc::new(SystemClock)))
+            .unwrap();
+        std::fs::write(dir.path().join("ca.pem"), handle.ca_bundle_pem()).unwrap();
+        GrpcBroker {
+            td,
+            handle: Some(handle),
+            workload_api: Some(workload_api),
+            runtime,
+            dir,
+        }
+    }
+
+    fn handle(&self) -> &ServerHandle {
+        self.handle.as_ref().unwrap()
+    }
+
+    fn grpc_addr(&self) -> SocketAddr {
+        self.handle().grpc_addr().expect("grpc listener configured")
+    }
+
+    fn audit(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("audit.log")).unwrap_or_default()
+    }
+
+    /// `Exchange` for an access token: over mTLS with `who`'s X.509-SVID, or, with
+    /// `bearer = true`, without a client certificate and with `who`'s JWT-SVID.
+    fn access_token(&self, who: &str, scope: &str, bearer: bool) -> ExchangeResponse {
+        self.exchange(TokenType::RegistryAccessToken, who, &[scope], bearer)
+    }
+
+    fn exchange(
+        &self,
+        kind: TokenType,
+        who: &str,
+        scopes: &[&str],
+        bearer: bool,
+    ) -> ExchangeResponse {
+        let bundles: Arc<dyn BundleProvider> = Arc::new(Arc::new(self.td.bundle_set().unwrap()));
+        let svid = self.td.x509_svid(&id(who)).unwrap();
+        let identity = (!bearer).then(|| (svid.chain().to_vec(), svid.private_key().to_rustls()));
+        let tls = client_tls_config(bundles, Authorizer::Exact(id(BROKER_ID)), identity).unwrap();
+        let message = ExchangeRequest {
+            requested_token_type: kind.into(),
+            audience: SERVICE.to_owned(),
+            scope: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            ..Default::default()
+        };
+        let jwt = self.td.issue_jwt_svid(&id(who), &[AUDIENCE]).unwrap();
+        self.runtime.block_on(async {
+            let mut client = exchange_client(self.grpc_addr(), tls).await.unwrap();
+            let response = if bearer {
+                client
+                    .exchange(with_bearer(message, jwt.token().expose()).unwrap())
+                    .await
+            } else {
+                client.exchange(message).await
+            };
+            response.unwrap().into_inner()
+        })
+    }
+}
+
+impl Drop for GrpcBroker {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            self.runtime.block_on(handle.shutdown());
+        }
+        if let Some(api) = self.workload_api.take() {
+            let _ = self.runtime.block_on(api.shutdown());
+        }
+    }
+}
+
+/// How skopeo authenticates: `--*-registry-token TOKEN` or `--*-creds USER:PASSWORD`.
+#[derive(Clone, Copy)]
+enum Auth<'a> {
+    Token(&'a str),
+    Creds(&'a str),
+}
+
+impl Auth<'_> {
+    fn args(self, side: &str) -> [String; 2] {
+        match self {
+            Auth::Token(token) => [format!("--{side}-registry-token"), token.to_owned()],
+            Auth::Creds(creds) => [format!("--{side}-creds"), creds.to_owned()],
+        }
+    }
+}
+
+fn push_with(registry: &Registry, work: &Path, auth: Auth<'_>, repo: &str) -> SkopeoOutput {
+    let image = work.join(format!("image-{}", repo.replace('/', "-")));
+    write_oci_image(&image, "v1", "hello over grpc\n");
+    let [flag, value] = auth.args("dest");
+    skopeo(
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            &flag,
+            &value,
+            &format!("oci:{}:v1", image.display()),
+            &registry.image_ref(repo, "v1"),
+        ],
+        work,
+    )
+}
+
+fn pull_with(registry: &Registry, work: &Path, auth: Auth<'_>, repo: &str) -> SkopeoOutput {
+    let dest = work.join(format!("pulled-{}", repo.replace('/', "-")));
+    let [flag, value] = auth.args("src");
+    skopeo(
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            &flag,
+            &value,
+            &registry.image_ref(repo, "v1"),
+            &format!("oci:{}:v1", dest.display()),
+        ],
+        work,
+    )
+}
+
+fn start_registry(broker: &GrpcBroker) -> Registry {
+    let realm = format!("http://{}/token", broker.handle().http_addr());
+    let ca = broker.dir.path().join("ca.pem");
+    Registry::start(Some(&TokenAuth {
+        realm: &realm,
+        service: SERVICE,
+        issuer: ISSUER,
+        rootcertbundle: &ca,
+    }))
+}
+
+#[test]
+fn grpc_exchange_tokens_push_and_pull_through_a_real_registry() {
+    if !require("docker-registry") || !require("skopeo") {
+        return;
+    }
+    let broker = GrpcBroker::start();
+    let registry = start_registry(&broker);
+    let work = tempfile::tempdir().unwrap();
+
+    // The builder, over mTLS, pushes.
+    let push = broker.access_token(BUILDER, "repository:team/app:pull,push", false);
+    assert_eq!(push.token_type, "Bearer");
+    assert_eq!(push.subject, BUILDER);
+    assert_eq!(push.scope, ["repository:team/app:pull,push"]);
+    let out = push_with(
+        &registry,
+        work.path(),
+        Auth::Token(&push.access_token),
+        "team/app",
+    );
+    assert!(
+        out.success,
+        "push with a grpc token failed: {}\n{}",
+        out.stderr,
+        registry.log()
+    );
+
+    // The reader, with a JWT-SVID bearer and no client certificate, pulls; push was asked
+    // for and not granted.
+    let pull = broker.access_token(READER, "repository:team/app:pull,push", true);
+    assert_eq!(pull.subject, READER);
+    assert_eq!(pull.scope, ["repository:team/app:pull"]);
+    let out = pull_with(
+        &registry,
+        work.path(),
+        Auth::Token(&pull.access_token),
+        "team/app",
+    );
+    assert!(
+        out.success,
+        "pull with a grpc token failed: {}\n{}",
+        out.stderr,
+        registry.log()
+    );
+    let pulled = work.path().join("pulled-team-app");
+    assert!(pulled.join("index.json").is_file(), "nothing was pulled");
+    // Manifest, config and the one layer (skopeo recompresses it on push, so its bytes
+    // differ from the source's).
+    let blobs = std::fs::read_dir(pulled.join("blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(blobs, 3, "unexpected pulled image layout");
+
+    // The registry enforces the grant: the reader's token cannot push.
+    let out = push_with(
+        &registry,
+        work.path(),
+        Auth::Token(&pull.access_token),
+        "team/other",
+    );
+    assert!(!out.success, "a pull-only token pushed");
+    assert!(
+        out.stderr.contains("unauthorized") || out.stderr.contains("denied"),
+        "{}",
+        out.stderr
+    );
+
+    let audit = broker.audit();
+    assert!(
+        audit.contains(r#""endpoint":"grpc""#) && audit.contains(BUILDER),
+        "{audit}"
+    );
+    assert!(!audit.contains(&push.access_token));
+}
+
+/// A login credential from `Exchange` is a username and password skopeo sends to the broker's
+/// realm (`--creds`), which then issues the access tokens; its scope ceiling holds there.
+#[test]
+fn grpc_login_credentials_work_as_skopeo_creds_through_the_realm() {
+    if !require("docker-registry") || !require("skopeo") {
+        return;
+    }
+    let broker = GrpcBroker::start();
+    let registry = start_registry(&broker);
+    let work = tempfile::tempdir().unwrap();
+
+    let builder = broker.exchange(TokenType::RegistryLoginCredential, BUILDER, &[], false);
+    assert_eq!(builder.token_type, "N_A");
+    assert_eq!(builder.username, BUILDER);
+    let creds = format!("{}:{}", builder.username, builder.access_token);
+    let out = push_with(&registry, work.path(), Auth::Creds(&creds), "team/app");
+    assert!(
+        out.success,
+        "push with a login credential failed: {}\n{}",
+        out.stderr,
+        registry.log()
+    );
+
+    // A credential whose ceiling is pull-only: pulls work, pushes are refused, although the
+    // builder's policy would allow them.
+    let capped = broker.exchange(
+        TokenType::RegistryLoginCredential,
+        BUILDER,
+        &["repository:team/app:pull"],
+        true,
+    );
+    assert_eq!(capped.scope, ["repository:team/app:pull"]);
+    let creds = format!("{}:{}", capped.username, capped.access_token);
+    let out = pull_with(&registry, work.path(), Auth::Creds(&creds), "team/app");
+    assert!(out.success, "pull failed: {}", out.stderr);
+    let out = push_with(&registry, work.path(), Auth::Creds(&creds), "team/app2");
+    assert!(!out.success, "a pull-only credential pushed");
+    assert!(
+        out.stderr.contains("unauthorized") || out.stderr.contains("denied"),
+        "{}",
+        out.stderr
+    );
+}
