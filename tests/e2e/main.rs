@@ -15,4 +15,5 @@ mod grpc;
 mod inspect;
 mod realm;
 mod registry;
+mod satoken;
 mod verify;

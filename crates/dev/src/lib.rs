@@ -33,9 +33,13 @@
 //! Material for tests: [`DevTrustDomain::issue_x509_svid_at`] and
 //! [`DevTrustDomain::issue_jwt_svid_at`] take the issuing time, so expired SVIDs are one call away;
 //! [`DevTrustDomain::bundle_set`] feeds the identity crate's validators.
+//!
+//! [`satoken::DevServiceAccountIssuer`] plays a Kubernetes service-account issuer (JWK Set and
+//! projected tokens) for the KEP-4412 service-account token mode.
 
 mod ca;
 mod jwks;
+pub mod satoken;
 mod secret;
 mod server;
 

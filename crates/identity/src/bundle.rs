@@ -389,6 +389,21 @@ impl JwtBundle {
         }
     }
 
+    /// Reads a plain JWK Set (RFC 7517 §5, as an OIDC `jwks_uri` serves it, for example a
+    /// Kubernetes service-account issuer's) as the signing keys of `trust_domain`. Entries whose
+    /// `use` is absent or `sig` become authorities; entries with another `use`, no `kid`, or a
+    /// key type, curve, `alg` or RSA size a JWT-SVID key could not have are skipped and listed.
+    ///
+    /// # Errors
+    /// Malformed JSON, caps exceeded ([`MAX_BUNDLE_DOCUMENT_BYTES`], [`MAX_BUNDLE_KEYS`]), a
+    /// malformed key entry, or two keys with the same `kid`.
+    pub fn parse_jwks(
+        trust_domain: TrustDomain,
+        bytes: &[u8],
+    ) -> Result<(Self, Vec<IgnoredEntry>), BundleError> {
+        document::parse_jwks(trust_domain, bytes)
+    }
+
     /// The trust domain these authorities belong to.
     pub fn trust_domain(&self) -> &TrustDomain {
         &self.trust_domain

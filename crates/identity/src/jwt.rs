@@ -54,7 +54,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::de::DeserializeSeed as _;
 use zeroize::Zeroize as _;
 
-use crate::bundle::{BundleSet, JwtAuthority, VerifyFailure};
+use crate::bundle::{BundleSet, JwtAuthority, JwtBundle, VerifyFailure};
 use crate::id::{IdError, SpiffeId};
 
 mod parse;
@@ -791,28 +791,7 @@ impl JwtSvidValidator {
         &self,
         header_json: &'h [u8],
     ) -> Result<(JwsAlgorithm, Option<Cow<'h, str>>), JwtSvidError> {
-        let header: parse::Header<'h> = serde_json::from_slice(header_json)
-            .map_err(|err| malformed(TokenPart::Header, &err))?;
-        check_problem(header.problem, TokenPart::Header)?;
-        let alg: JwsAlgorithm = header
-            .alg
-            .as_deref()
-            .ok_or(JwtSvidError::MissingAlg)?
-            .parse()?;
-        if header
-            .typ
-            .as_deref()
-            .is_some_and(|typ| typ != "JWT" && typ != "JOSE")
-        {
-            return Err(JwtSvidError::InvalidTyp);
-        }
-        // An empty `kid` names no key; taking it as one would let an authority published with
-        // `"kid": ""` match tokens that carry no real key id.
-        let kid = header.kid.filter(|kid| !kid.is_empty());
-        if kid.is_none() && self.kid_mode == KidMode::Required {
-            return Err(JwtSvidError::MissingKid);
-        }
-        Ok((alg, kid))
+        check_header(header_json, self.kid_mode)
     }
 
     fn parse_claims<'c>(&self, claims_json: &'c [u8]) -> Result<parse::Claims<'c>, JwtSvidError> {
@@ -934,6 +913,114 @@ impl JwtSvidValidator {
             .find(|a| a.key.verify(alg, message, signature).is_ok())
             .ok_or(JwtSvidError::InvalidSignature)
     }
+}
+
+/// A compact JWS whose signature verified against a [`JwtBundle`]; its claims are not
+/// interpreted (see [`verify_compact_jws`]). `Debug` omits the claims.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifiedJws {
+    /// The token's algorithm.
+    pub alg: JwsAlgorithm,
+    /// The `kid` of the authority that verified the signature.
+    pub kid: String,
+    claims_json: Box<[u8]>,
+}
+
+impl VerifiedJws {
+    /// The payload (claims set) as JSON bytes, exactly as signed. Not parsed or checked: the
+    /// caller owns every claim rule, including duplicate-member and nesting limits.
+    pub fn claims_json(&self) -> &[u8] {
+        &self.claims_json
+    }
+}
+
+impl fmt::Debug for VerifiedJws {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifiedJws")
+            .field("alg", &self.alg)
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Verifies a compact JWS signed by one of `bundle`'s authorities, for JWTs that are not
+/// JWT-SVIDs (for example Kubernetes service-account tokens) but come from an issuer whose keys
+/// are held as a [`JwtBundle`].
+///
+/// The checks are steps 1–5, 8 and 9 of [`JwtSvidValidator::validate`] (size, compact form,
+/// header allow-list, `alg` one of [`JwsAlgorithm::ALL`] before any key lookup, `kid` required,
+/// the authority with that `kid`, key type bound to `alg`, signature). The payload is only
+/// base64url-decoded: no claim is read, so `iss`, `aud`, times and everything else are the
+/// caller's to check on [`VerifiedJws::claims_json`].
+///
+/// # Errors
+/// The first rule the token breaks; `max_token_len` is capped at [`MAX_TOKEN_LEN_LIMIT`].
+pub fn verify_compact_jws(
+    token: &str,
+    bundle: &JwtBundle,
+    max_token_len: usize,
+) -> Result<VerifiedJws, JwtSvidError> {
+    let max = max_token_len.min(MAX_TOKEN_LEN_LIMIT);
+    let bytes = token.as_bytes();
+    if bytes.len() > max {
+        return Err(JwtSvidError::TokenTooLarge {
+            len: bytes.len(),
+            max,
+        });
+    }
+    if bytes.first() == Some(&b'{') {
+        return Err(JwtSvidError::JsonSerialization);
+    }
+    let segments = Segments::split(token)?;
+    let header_json = decode(segments.header, TokenPart::Header)?;
+    let (alg, kid) = check_header(&header_json, KidMode::Required)?;
+    let kid = kid.ok_or(JwtSvidError::MissingKid)?;
+    let claims_json = decode(segments.claims, TokenPart::Claims)?;
+    let authority = bundle.find(&kid).ok_or(JwtSvidError::UnknownKid)?;
+    let mut signature = [0u8; MAX_SIGNATURE_LEN + 3];
+    let signature_len = URL_SAFE_NO_PAD
+        .decode_slice(segments.signature, &mut signature)
+        .map_err(|_| JwtSvidError::Base64 {
+            part: TokenPart::Signature,
+        })?;
+    let signature = signature.get(..signature_len).unwrap_or_default();
+    verify_with(authority, alg, segments.signing_input, signature)?;
+    Ok(VerifiedJws {
+        alg,
+        kid: authority.kid.clone(),
+        claims_json: claims_json.into_boxed_slice(),
+    })
+}
+
+/// Header allow-list, `alg`, `typ` and `kid` presence (shared by JWT-SVIDs and
+/// [`verify_compact_jws`]).
+fn check_header(
+    header_json: &[u8],
+    kid_mode: KidMode,
+) -> Result<(JwsAlgorithm, Option<Cow<'_, str>>), JwtSvidError> {
+    let header: parse::Header<'_> =
+        serde_json::from_slice(header_json).map_err(|err| malformed(TokenPart::Header, &err))?;
+    check_problem(header.problem, TokenPart::Header)?;
+    let alg: JwsAlgorithm = header
+        .alg
+        .as_deref()
+        .ok_or(JwtSvidError::MissingAlg)?
+        .parse()?;
+    if header
+        .typ
+        .as_deref()
+        .is_some_and(|typ| typ != "JWT" && typ != "JOSE")
+    {
+        return Err(JwtSvidError::InvalidTyp);
+    }
+    // An empty `kid` names no key; taking it as one would let an authority published with
+    // `"kid": ""` match tokens that carry no real key id.
+    let kid = header.kid.filter(|kid| !kid.is_empty());
+    if kid.is_none() && kid_mode == KidMode::Required {
+        return Err(JwtSvidError::MissingKid);
+    }
+    Ok((alg, kid))
 }
 
 /// `sub`, `aud` (non-empty) and `exp`, all required.

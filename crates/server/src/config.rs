@@ -37,6 +37,28 @@
 //! [log]
 //! format = "text"                     # or "json"
 //! audit = "stderr"                    # or "stdout", or a file path; its own stream
+//!
+//! # Optional: Kubernetes service-account tokens as subjects (KEP-4412 credential provider).
+//! # A caller in trusted_actors (authenticated by its SVID) may send a pod's service-account
+//! # token as `subject_token`; the credential is issued to the mapped SPIFFE ID and policy
+//! # applies to that ID. Empty (or absent) trusted_actors: subject tokens are refused.
+//! [service_account]
+//! trusted_actors = ["spiffe://example.org/k8s/node/*/credential-provider"]  # ids or patterns
+//!
+//! [[service_account.issuers]]         # 1..=32 issuers, each `issuer` once
+//! issuer = "https://kubernetes.default.svc.cluster.local"  # the tokens' `iss`, exact
+//! audiences = ["svid-broker"]         # required, non-empty: `aud` must contain one of them
+//! trust_domain = "example.org"        # the trust domain mapped identities are in
+//! spiffe_id_template = "spiffe://{trust_domain}/ns/{namespace}/sa/{name}"  # the default;
+//! #                                   # placeholders fill whole path segments only
+//! jwks_file = "cluster-a.jwks.json"   # the issuer's JWK Set (kube-apiserver /openid/v1/jwks);
+//! jwks_poll_seconds = 5               # re-read on change (1..=3600); last good kept
+//! # oidc_discovery = true             # instead of jwks_file: fetch
+//! #                                   # {issuer}/.well-known/openid-configuration → jwks_uri
+//! # discovery_url = "https://…/.well-known/openid-configuration"  # override the derived URL
+//! # discovery_ca_file = "cluster-ca.pem"  # trust these CAs, not the public web roots
+//! # discovery_refresh_seconds = 300   # 30..=86400; an unknown kid refreshes early
+//! #                                   # (at most every 10 s); https only; last good kept
 //! ```
 
 use std::net::SocketAddr;
@@ -52,6 +74,10 @@ use crate::credential::{
     DEFAULT_LOGIN_CREDENTIAL_TTL, DEFAULT_REFRESH_TOKEN_TTL, MAX_LOGIN_CREDENTIAL_TTL,
     MAX_REFRESH_TOKEN_TTL,
 };
+use crate::satoken::keys::{
+    DEFAULT_DISCOVERY_REFRESH, DEFAULT_MIN_REFRESH_SPACING, DiscoveryConfig,
+};
+use crate::satoken::{IdTemplate, KeySource, MAX_SA_AUDIENCES, MAX_SA_ISSUERS, TrustedActors};
 
 /// Largest configuration file accepted, in bytes.
 pub const MAX_CONFIG_FILE_BYTES: u64 = 256 * 1024;
@@ -114,6 +140,65 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    service_account: Option<RawServiceAccount>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServiceAccount {
+    #[serde(default)]
+    trusted_actors: Vec<String>,
+    #[serde(default)]
+    issuers: Vec<RawSaIssuer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSaIssuer {
+    issuer: String,
+    audiences: Vec<String>,
+    trust_domain: String,
+    spiffe_id_template: Option<String>,
+    jwks_file: Option<PathBuf>,
+    #[serde(default = "default_poll")]
+    jwks_poll_seconds: u64,
+    #[serde(default)]
+    oidc_discovery: bool,
+    discovery_url: Option<String>,
+    discovery_ca_file: Option<PathBuf>,
+    #[serde(default = "default_discovery_refresh")]
+    discovery_refresh_seconds: u64,
+}
+
+fn default_discovery_refresh() -> u64 {
+    DEFAULT_DISCOVERY_REFRESH.as_secs()
+}
+
+/// `[service_account]`: subject tokens from Kubernetes service-account issuers.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ServiceAccountConfig {
+    /// Who may present subject tokens (exact SPIFFE IDs or patterns); empty = mode off.
+    pub trusted_actors: Vec<String>,
+    /// The cluster issuers.
+    pub issuers: Vec<SaIssuerConfig>,
+}
+
+/// One `[[service_account.issuers]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct SaIssuerConfig {
+    /// The tokens' `iss`.
+    pub issuer: String,
+    /// Accepted `aud` values (non-empty).
+    pub audiences: Vec<String>,
+    /// The mapping trust domain.
+    pub trust_domain: TrustDomain,
+    /// The mapping template.
+    pub template: IdTemplate,
+    /// Where the keys come from.
+    pub keys: KeySource,
 }
 
 #[derive(Debug, Deserialize)]
@@ -339,6 +424,8 @@ pub struct BrokerConfig {
     pub log_format: LogFormat,
     /// Audit destination.
     pub audit: AuditTarget,
+    /// Service-account token mode, when configured.
+    pub service_account: Option<ServiceAccountConfig>,
 }
 
 impl BrokerConfig {
@@ -512,6 +599,11 @@ impl BrokerConfig {
             path => AuditTarget::File(resolve(Path::new(path))),
         };
 
+        let service_account = match raw.service_account {
+            None => None,
+            Some(sa) => Some(service_account(sa, &resolve)?),
+        };
+
         Ok(Self {
             http_addr,
             grpc_addr,
@@ -532,8 +624,145 @@ impl BrokerConfig {
             token_cache: raw.limits.token_cache,
             log_format,
             audit,
+            service_account,
         })
     }
+}
+
+/// Longest `issuer`, audience or URL accepted in `[service_account]`.
+pub const MAX_SA_CONFIG_STRING_LEN: usize = 1024;
+/// Longest `discovery_refresh_seconds`.
+pub const MAX_DISCOVERY_REFRESH_SECONDS: u64 = 86_400;
+/// Shortest `discovery_refresh_seconds`.
+pub const MIN_DISCOVERY_REFRESH_SECONDS: u64 = 30;
+
+fn service_account(
+    raw: RawServiceAccount,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<ServiceAccountConfig, ConfigError> {
+    let invalid = |key, rule| Err(ConfigError::Invalid { key, rule });
+    if TrustedActors::parse(&raw.trusted_actors).is_err() {
+        return invalid(
+            "service_account.trusted_actors",
+            "each entry must be a spiffe id or a path pattern (at most 256 entries)",
+        );
+    }
+    if !raw.trusted_actors.is_empty() && raw.issuers.is_empty() {
+        return invalid(
+            "service_account.issuers",
+            "at least one issuer is required when trusted_actors is set",
+        );
+    }
+    if raw.issuers.len() > MAX_SA_ISSUERS {
+        return invalid("service_account.issuers", "at most 32 issuers");
+    }
+    let mut issuers: Vec<SaIssuerConfig> = Vec::with_capacity(raw.issuers.len());
+    for i in raw.issuers {
+        if i.issuer.is_empty() || i.issuer.len() > MAX_SA_CONFIG_STRING_LEN {
+            return invalid("service_account.issuers.issuer", "must be 1 to 1024 bytes");
+        }
+        if issuers.iter().any(|o| o.issuer == i.issuer) {
+            return invalid(
+                "service_account.issuers.issuer",
+                "each issuer may appear once",
+            );
+        }
+        if i.audiences.is_empty() {
+            return invalid(
+                "service_account.issuers.audiences",
+                "must not be empty: the broker requires an audience made for it",
+            );
+        }
+        if i.audiences.len() > MAX_SA_AUDIENCES
+            || i.audiences
+                .iter()
+                .any(|a| a.is_empty() || a.len() > MAX_SA_CONFIG_STRING_LEN)
+        {
+            return invalid(
+                "service_account.issuers.audiences",
+                "1 to 16 audiences of 1 to 1024 bytes each",
+            );
+        }
+        let Ok(trust_domain) = TrustDomain::parse_id_or_name(&i.trust_domain) else {
+            return invalid("service_account.issuers.trust_domain", "not a trust domain");
+        };
+        let template = match &i.spiffe_id_template {
+            None => IdTemplate::default_for(&trust_domain),
+            Some(t) => match IdTemplate::parse(t, &trust_domain) {
+                Ok(t) => t,
+                Err(_) => {
+                    return invalid(
+                        "service_account.issuers.spiffe_id_template",
+                        "must be spiffe://<trust_domain>/... with {namespace} and/or {name} as whole path segments",
+                    );
+                }
+            },
+        };
+        if !(1..=MAX_POLL_SECONDS).contains(&i.jwks_poll_seconds) {
+            return invalid(
+                "service_account.issuers.jwks_poll_seconds",
+                "must be 1..=3600",
+            );
+        }
+        let keys = match (i.jwks_file, i.oidc_discovery) {
+            (Some(path), false) => {
+                if i.discovery_url.is_some() || i.discovery_ca_file.is_some() {
+                    return invalid(
+                        "service_account.issuers.discovery_url",
+                        "discovery settings need oidc_discovery = true",
+                    );
+                }
+                KeySource::File {
+                    path: resolve(&path),
+                    poll: Duration::from_secs(i.jwks_poll_seconds),
+                }
+            }
+            (None, true) => {
+                let mut d = DiscoveryConfig::for_issuer(&i.issuer);
+                if let Some(url) = i.discovery_url {
+                    d.url = url;
+                }
+                if !d.url.starts_with("https://")
+                    || d.url.len() > MAX_SA_CONFIG_STRING_LEN
+                    || d.url.parse::<http::Uri>().is_err()
+                {
+                    return invalid(
+                        "service_account.issuers.discovery_url",
+                        "oidc discovery needs an https:// url (from the issuer or discovery_url)",
+                    );
+                }
+                if !(MIN_DISCOVERY_REFRESH_SECONDS..=MAX_DISCOVERY_REFRESH_SECONDS)
+                    .contains(&i.discovery_refresh_seconds)
+                {
+                    return invalid(
+                        "service_account.issuers.discovery_refresh_seconds",
+                        "must be 30..=86400",
+                    );
+                }
+                d.ca_file = i.discovery_ca_file.map(|p| resolve(&p));
+                d.refresh = Duration::from_secs(i.discovery_refresh_seconds);
+                d.min_spacing = DEFAULT_MIN_REFRESH_SPACING;
+                KeySource::Discovery(d)
+            }
+            _ => {
+                return invalid(
+                    "service_account.issuers",
+                    "set exactly one of jwks_file and oidc_discovery = true",
+                );
+            }
+        };
+        issuers.push(SaIssuerConfig {
+            issuer: i.issuer,
+            audiences: i.audiences,
+            trust_domain,
+            template,
+            keys,
+        });
+    }
+    Ok(ServiceAccountConfig {
+        trusted_actors: raw.trusted_actors,
+        issuers,
+    })
 }
 
 #[cfg(test)]

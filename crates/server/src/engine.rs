@@ -27,10 +27,14 @@ use crate::credential::{
     DEFAULT_REFRESH_TOKEN_TTL, IssuedCredential, Secret,
 };
 use crate::ops::{
-    AuditEvent, AuditSink, CacheKey, CachedToken, Metrics, RateLimit, RateLimiter, TokenCache,
-    peer_text, rfc3339,
+    AuditEvent, AuditSink, CacheKey, CachedToken, Metrics, RateLimit, RateLimiter,
+    SubjectTokenAudit, TokenCache, peer_text, rfc3339,
 };
+use crate::satoken::{SaTokenError, ServiceAccountIdentity, ServiceAccountMode};
 
+/// Shortest lifetime of a credential derived from a service-account token whose own expiry is
+/// nearer (the token crate's minimum token lifetime; the token is still valid within its leeway).
+pub const MIN_DERIVED_TTL: Duration = Duration::from_secs(60);
 /// Longest Basic username accepted (a SPIFFE ID is at most 2048 bytes).
 pub const MAX_USERNAME_LEN: usize = 2048;
 /// Longest `client_id` recorded in the audit log; longer ones are cut.
@@ -80,6 +84,9 @@ pub enum AuthMethod {
     LoginCredential,
     /// A refresh token issued by the realm.
     RefreshToken,
+    /// A Kubernetes service-account token presented by a trusted actor (the subject is the
+    /// mapped SPIFFE ID).
+    ServiceAccountToken,
 }
 
 impl AuthMethod {
@@ -90,6 +97,7 @@ impl AuthMethod {
             Self::JwtSvid => "jwt-svid",
             Self::LoginCredential => "login-credential",
             Self::RefreshToken => "refresh-token",
+            Self::ServiceAccountToken => "sa-token",
         }
     }
 }
@@ -247,6 +255,10 @@ pub enum AuthFailure {
     /// A login credential's Basic username is not its subject.
     #[error("username does not match the credential")]
     UsernameMismatch,
+    /// The subject token (a Kubernetes service-account token) was rejected; `Display` is the
+    /// rule that failed.
+    #[error(transparent)]
+    ServiceAccountToken(SaTokenError),
 }
 
 /// Why an authenticated caller was refused.
@@ -259,6 +271,17 @@ pub enum Denial {
     /// A login credential was asked for a registry no allow rule lets the subject use.
     #[error("subject may not use this registry")]
     RegistryNotAllowed,
+    /// A subject token was sent but service-account token mode is not configured.
+    #[error(
+        "service-account token mode is not enabled on this broker (no [service_account] trusted_actors and issuers)"
+    )]
+    SubjectTokensDisabled,
+    /// The caller may not present subject tokens.
+    #[error("caller may not present subject tokens: not in service_account.trusted_actors")]
+    UntrustedActor {
+        /// The caller.
+        actor: SpiffeId,
+    },
 }
 
 /// Why the broker could not serve.
@@ -271,6 +294,9 @@ pub enum Unavailability {
     /// Issuing a credential failed.
     #[error("credential issuance failed")]
     Credential(#[source] CredentialError),
+    /// The subject token's issuer has no keys loaded yet.
+    #[error("service-account issuer keys are not available")]
+    IssuerKeys(#[source] SaTokenError),
 }
 
 /// Why an exchange failed. `Display` is the short reason a client may see; the source chain
@@ -400,6 +426,8 @@ pub struct BrokerOptions {
     pub cache: bool,
     /// Where audit events go.
     pub audit: AuditSink,
+    /// Service-account token mode (subject tokens); `None` = off.
+    pub service_accounts: Option<ServiceAccountMode>,
 }
 
 impl BrokerOptions {
@@ -412,6 +440,7 @@ impl BrokerOptions {
             rate_limit: None,
             cache: true,
             audit: AuditSink::Stderr,
+            service_accounts: None,
         }
     }
 }
@@ -689,21 +718,133 @@ impl Broker {
         now: SystemTime,
     ) -> Result<ExchangeOutput, ExchangeError> {
         let mut cached = false;
-        let result = self.decide_and_issue(caller, binding, input, now, &mut cached);
+        let result = self.decide_and_issue(caller, binding, input, None, now, &mut cached);
         match &result {
             Ok(out) => {
                 self.metrics.issued(
                     input.endpoint,
                     matches!(out, ExchangeOutput::LoginCredential { .. }),
                 );
-                self.audit_success(caller, input, client_id, out, cached);
+                self.audit_success(
+                    caller,
+                    actor(Some(caller), client_id),
+                    None,
+                    input,
+                    out,
+                    cached,
+                );
             }
             Err(err) => {
                 self.metrics.denied(input.endpoint, err.code());
-                self.audit_failure(Some(caller), input, client_id, err);
+                self.audit_failure(
+                    Some(caller),
+                    actor(Some(caller), client_id),
+                    None,
+                    input,
+                    err,
+                );
             }
         }
         result
+    }
+
+    /// Decides and issues for the subject of a service-account token that `actor` (a trusted
+    /// plugin, authenticated by its SVID) presents: the actor must be in
+    /// `service_account.trusted_actors`, the token must validate, and policy then runs on the
+    /// mapped SPIFFE ID, to which the credential is issued. Returns the mapped subject with the
+    /// output. One audit event records subject = mapped ID and actor = the actor's ID.
+    ///
+    /// # Errors
+    /// [`Denial::SubjectTokensDisabled`] and [`Denial::UntrustedActor`] (PermissionDenied),
+    /// [`AuthFailure::ServiceAccountToken`] (Unauthenticated), [`Unavailability::IssuerKeys`],
+    /// then whatever [`Self::exchange`] returns for the mapped subject.
+    pub fn exchange_with_subject_token(
+        &self,
+        actor: &Caller,
+        subject_token: &str,
+        input: &ExchangeInput<'_>,
+        now: SystemTime,
+    ) -> Result<(Caller, ExchangeOutput), ExchangeError> {
+        let method = actor.method.label();
+        let actor_text = actor.spiffe_id.as_str().to_owned();
+        let sa = match self.validate_subject_token(actor, subject_token, now) {
+            Ok(sa) => sa,
+            Err(err) => {
+                self.metrics.denied(input.endpoint, err.code());
+                self.audit_failure(None, actor_text, Some(sa_audit(method, None)), input, &err);
+                return Err(err);
+            }
+        };
+        let subject = Caller {
+            spiffe_id: sa.spiffe_id.clone(),
+            method: AuthMethod::ServiceAccountToken,
+        };
+        let mut cached = false;
+        let not_after = Some(sa.expires_at);
+        let result = self.decide_and_issue(&subject, None, input, not_after, now, &mut cached);
+        match &result {
+            Ok(out) => {
+                self.metrics.issued(
+                    input.endpoint,
+                    matches!(out, ExchangeOutput::LoginCredential { .. }),
+                );
+                self.audit_success(
+                    &subject,
+                    actor_text,
+                    Some(sa_audit(method, Some(&sa))),
+                    input,
+                    out,
+                    cached,
+                );
+            }
+            Err(err) => {
+                self.metrics.denied(input.endpoint, err.code());
+                self.audit_failure(
+                    Some(&subject),
+                    actor_text,
+                    Some(sa_audit(method, Some(&sa))),
+                    input,
+                    err,
+                );
+            }
+        }
+        result.map(|out| (subject, out))
+    }
+
+    /// The actor check, then the token: an untrusted actor learns nothing about the token.
+    fn validate_subject_token(
+        &self,
+        actor: &Caller,
+        subject_token: &str,
+        now: SystemTime,
+    ) -> Result<ServiceAccountIdentity, ExchangeError> {
+        let mode = self
+            .options
+            .service_accounts
+            .as_ref()
+            .filter(|m| !m.trusted_actors.is_empty() && !m.validator.issuers().is_empty())
+            .ok_or(ExchangeError::PermissionDenied {
+                reason: Denial::SubjectTokensDisabled,
+            })?;
+        // Only a caller that proved an SVID may vouch for someone else; a broker credential
+        // (itself derived from a subject) never may.
+        let svid = matches!(actor.method, AuthMethod::X509Svid | AuthMethod::JwtSvid);
+        if !svid || mode.trusted_actors.admits(&actor.spiffe_id).is_none() {
+            return Err(ExchangeError::PermissionDenied {
+                reason: Denial::UntrustedActor {
+                    actor: actor.spiffe_id.clone(),
+                },
+            });
+        }
+        mode.validator.validate(subject_token, now).map_err(|e| {
+            if e.is_unavailable() {
+                ExchangeError::Unavailable {
+                    reason: Unavailability::IssuerKeys(e),
+                }
+            } else {
+                ExchangeError::unauthenticated(AuthFailure::ServiceAccountToken(e))
+            }
+        })
     }
 
     /// Records a request refused before an exchange could start (bad credentials, malformed
@@ -715,17 +856,28 @@ impl Broker {
         err: &ExchangeError,
     ) {
         self.metrics.denied(input.endpoint, err.code());
-        self.audit_failure(None, input, client_id, err);
+        self.audit_failure(None, actor(None, client_id), None, input, err);
     }
 
+    /// `not_after` caps the issued lifetime (a credential derived from a service-account token
+    /// never outlives it by more than [`MIN_DERIVED_TTL`]).
     fn decide_and_issue(
         &self,
         caller: &Caller,
         binding: Option<&CredentialBinding>,
         input: &ExchangeInput<'_>,
+        not_after: Option<SystemTime>,
         now: SystemTime,
         cached: &mut bool,
     ) -> Result<ExchangeOutput, ExchangeError> {
+        let cap = |ttl: Duration| match not_after {
+            Some(at) => ttl.min(
+                at.duration_since(now)
+                    .unwrap_or_default()
+                    .max(MIN_DERIVED_TTL),
+            ),
+            None => ttl,
+        };
         if input.service.is_empty() {
             return Err(ExchangeError::invalid(InvalidRequest::MissingService));
         }
@@ -774,7 +926,11 @@ impl Broker {
                     service: input.service.to_owned(),
                     granted: scope::join_scopes(&granted),
                 };
-                if let Some(hit) = self.cache.get(&key, now) {
+                // A cached token is reused only if it would not outlive the cap.
+                if let Some(hit) = self.cache.get(&key, now).filter(|hit| {
+                    let left = hit.expires_at.duration_since(now).unwrap_or_default();
+                    cap(left) == left
+                }) {
                     self.metrics.cache(true);
                     *cached = true;
                     return Ok(ExchangeOutput::AccessToken {
@@ -794,7 +950,7 @@ impl Broker {
                     &access,
                     now,
                 )
-                .with_ttl(registry.token_ttl())
+                .with_ttl(cap(registry.token_ttl()))
                 .with_profile(token_profile(registry.profile()));
                 let minted = self
                     .minter
@@ -840,7 +996,7 @@ impl Broker {
                         &caller.spiffe_id,
                         input.service,
                         &granted,
-                        self.options.login_credential_ttl,
+                        cap(self.options.login_credential_ttl),
                         now,
                     )
                     .map_err(|e| ExchangeError::Unavailable {
@@ -859,8 +1015,9 @@ impl Broker {
     fn audit_success(
         &self,
         caller: &Caller,
+        actor: String,
+        subject_token: Option<SubjectTokenAudit<'_>>,
         input: &ExchangeInput<'_>,
-        client_id: Option<&str>,
         out: &ExchangeOutput,
         cached: bool,
     ) {
@@ -888,7 +1045,7 @@ impl Broker {
                 "granted".to_owned()
             },
             subject: Some(caller.spiffe_id.as_str()),
-            actor: actor(Some(caller), client_id),
+            actor,
             service: input.service,
             requested: requested_text(input.scopes),
             granted: scope::join_scopes(granted),
@@ -898,14 +1055,16 @@ impl Broker {
             cached,
             peer: peer_text(input.peer),
             endpoint: input.endpoint.label(),
+            subject_token,
         });
     }
 
     fn audit_failure(
         &self,
         caller: Option<&Caller>,
+        actor: String,
+        subject_token: Option<SubjectTokenAudit<'_>>,
         input: &ExchangeInput<'_>,
-        client_id: Option<&str>,
         err: &ExchangeError,
     ) {
         self.options.audit.emit(&AuditEvent {
@@ -915,7 +1074,7 @@ impl Broker {
             code: Some(err.code().label()),
             reason: err.chain(),
             subject: caller.map(|c| c.spiffe_id.as_str()),
-            actor: actor(caller, client_id),
+            actor,
             service: cut(input.service, MAX_CLIENT_ID_LEN),
             requested: requested_text(input.scopes),
             granted: String::new(),
@@ -925,7 +1084,23 @@ impl Broker {
             cached: false,
             peer: peer_text(input.peer),
             endpoint: input.endpoint.label(),
+            subject_token,
         });
+    }
+}
+
+fn sa_audit<'a>(
+    actor_method: &'static str,
+    sa: Option<&'a ServiceAccountIdentity>,
+) -> SubjectTokenAudit<'a> {
+    SubjectTokenAudit {
+        kind: "kubernetes-service-account",
+        actor_method,
+        issuer: sa.map(|s| s.issuer.as_str()),
+        namespace: sa.map(|s| s.namespace.as_str()),
+        service_account: sa.map(|s| s.name.as_str()),
+        pod: sa.and_then(|s| s.pod_name.as_deref()),
+        pod_uid: sa.and_then(|s| s.pod_uid.as_deref()),
     }
 }
 

@@ -10,6 +10,8 @@
 //! - [`config`]: the strict TOML server configuration.
 //! - [`server`]: [`BrokerServer`], wiring listeners, policy reload, key rotation and shutdown.
 //! - [`grpc`]: the gRPC `Exchange` service.
+//! - [`satoken`]: Kubernetes service-account tokens as exchange subjects (KEP-4412), their
+//!   issuers' keys and the mapping to SPIFFE IDs.
 
 pub mod client_auth;
 pub mod config;
@@ -18,6 +20,7 @@ pub mod engine;
 pub mod grpc;
 pub mod ops;
 pub mod realm;
+pub mod satoken;
 pub mod server;
 
 #[cfg(test)]

@@ -141,6 +141,33 @@ pub struct AuditEvent<'a> {
     pub peer: Option<String>,
     /// Which endpoint.
     pub endpoint: &'static str,
+    /// Present when the caller (then `actor`) presented a subject token for the subject.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject_token: Option<SubjectTokenAudit<'a>>,
+}
+
+/// What the audit log records of a subject token (never the token itself).
+#[derive(Debug, Default, Serialize)]
+pub struct SubjectTokenAudit<'a> {
+    /// The token kind: `kubernetes-service-account`.
+    pub kind: &'static str,
+    /// How the actor authenticated (`x509-svid`, `jwt-svid`).
+    pub actor_method: &'static str,
+    /// The token's issuer, once validated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<&'a str>,
+    /// `kubernetes.io.namespace`, once validated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<&'a str>,
+    /// `kubernetes.io.serviceaccount.name`, once validated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<&'a str>,
+    /// `kubernetes.io.pod.name`, when the token is pod-bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<&'a str>,
+    /// `kubernetes.io.pod.uid`, when the token is pod-bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<&'a str>,
 }
 
 /// RFC 3339 text of `t`.

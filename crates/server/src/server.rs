@@ -24,6 +24,9 @@ use crate::credential::{CredentialError, CredentialKeys};
 use crate::engine::{Broker, BrokerBuildError, BrokerOptions};
 use crate::ops::{AuditSink, RateLimit};
 use crate::realm::{self, RealmState};
+use crate::satoken::{
+    IssuerKeys, KeySource, SaIssuer, ServiceAccountMode, ServiceAccountValidator, TrustedActors,
+};
 
 /// Lifetime of a generated development CA.
 pub const GENERATED_CA_LIFETIME: Duration = Duration::from_secs(30 * 24 * 60 * 60);
@@ -104,6 +107,18 @@ pub enum ServerError {
     /// The gRPC listener could not be set up.
     #[error("grpc listener setup failed")]
     Grpc(#[source] crate::grpc::GrpcError),
+    /// `service_account.trusted_actors` is invalid (the configuration checks it first).
+    #[error("service_account.trusted_actors is invalid")]
+    TrustedActors(#[source] crate::satoken::TrustedActorError),
+    /// A service-account issuer's JWK Set file could not be loaded at start-up.
+    #[error("service-account issuer {issuer} keys could not be loaded")]
+    ServiceAccountKeys {
+        /// The issuer.
+        issuer: String,
+        /// Why.
+        #[source]
+        source: crate::satoken::keys::KeyLoadError,
+    },
 }
 
 /// Starts brokers.
@@ -266,6 +281,12 @@ impl BrokerServer {
         });
         options.cache = config.token_cache;
         options.audit = audit_sink(&config.audit)?;
+        let mut key_sources = Vec::new();
+        if let Some(sa) = &config.service_account {
+            let (mode, sources) = service_account_mode(sa)?;
+            options.service_accounts = Some(mode);
+            key_sources = sources;
+        }
         let broker = Arc::new(
             Broker::new(policy, bundles, minter, credential_keys, options)
                 .map_err(ServerError::Broker)?,
@@ -350,6 +371,13 @@ impl BrokerServer {
         });
 
         let mut background = Vec::new();
+        for (keys, source) in key_sources {
+            background.push(tokio::spawn(crate::satoken::keys::run(
+                keys,
+                source,
+                shutdown_rx.clone(),
+            )));
+        }
         // Key rotation: ask the ring every period (minting also rotates when due; this keeps
         // the published JWKS fresh when no one mints).
         {
@@ -410,6 +438,45 @@ impl BrokerServer {
         };
         Ok(handle)
     }
+}
+
+/// One issuer's key holder and the source that keeps it fresh.
+type KeyTask = (Arc<IssuerKeys>, KeySource);
+
+/// The engine's service-account mode and the key sources to keep fresh. JWK Set files are
+/// loaded now so a broken file stops start-up; discovery starts empty and fills in the
+/// background (tokens meanwhile get UNAVAILABLE).
+fn service_account_mode(
+    config: &crate::config::ServiceAccountConfig,
+) -> Result<(ServiceAccountMode, Vec<KeyTask>), ServerError> {
+    let trusted_actors =
+        TrustedActors::parse(&config.trusted_actors).map_err(ServerError::TrustedActors)?;
+    let mut issuers = Vec::with_capacity(config.issuers.len());
+    let mut sources = Vec::with_capacity(config.issuers.len());
+    for i in &config.issuers {
+        let keys = Arc::new(IssuerKeys::new(i.trust_domain.clone()));
+        if let KeySource::File { path, .. } = &i.keys {
+            keys.load_file(path)
+                .map_err(|source| ServerError::ServiceAccountKeys {
+                    issuer: i.issuer.clone(),
+                    source,
+                })?;
+        }
+        issuers.push(SaIssuer::new(
+            i.issuer.clone(),
+            i.audiences.clone(),
+            i.template.clone(),
+            keys.clone(),
+        ));
+        sources.push((keys, i.keys.clone()));
+    }
+    Ok((
+        ServiceAccountMode {
+            trusted_actors,
+            validator: ServiceAccountValidator::new(issuers),
+        },
+        sources,
+    ))
 }
 
 fn grpc_task_svid(

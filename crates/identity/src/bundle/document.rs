@@ -245,6 +245,50 @@ pub(super) fn parse_document(
     from_raw(trust_domain, raw)
 }
 
+/// A plain JWK Set (RFC 7517 §5, the shape an OIDC `jwks_uri` serves) read as JWT signing keys:
+/// entries whose `use` is absent or `sig` are keys, other uses are skipped, and so is what
+/// a `jwt-svid` entry would skip (no `kid`, unsupported `kty`, curve or `alg`, RSA size).
+pub(super) fn parse_jwks(
+    trust_domain: TrustDomain,
+    bytes: &[u8],
+) -> Result<(JwtBundle, Vec<IgnoredEntry>), BundleError> {
+    if bytes.len() > MAX_BUNDLE_DOCUMENT_BYTES {
+        return Err(BundleError::TooLarge {
+            what: "jwk set",
+            len: bytes.len(),
+            max: MAX_BUNDLE_DOCUMENT_BYTES,
+        });
+    }
+    let raw: RawDocument<'_> =
+        serde_json::from_slice(bytes).map_err(|source| BundleError::Json { source })?;
+    if raw.keys.overflow {
+        return Err(BundleError::TooManyKeys {
+            max: MAX_BUNDLE_KEYS,
+        });
+    }
+    let mut authorities = Vec::new();
+    let mut ignored = Vec::new();
+    for (index, jwk) in raw.keys.keys.into_iter().enumerate() {
+        let skip = match (jwk.kty.as_deref(), jwk.use_.as_deref(), jwk.kid.as_deref()) {
+            (None, _, _) => Some(IgnoreReason::MissingKty),
+            (_, Some(use_), _) if use_ != "sig" => Some(IgnoreReason::UnknownUse),
+            (Some(kty), _, _) if !matches!(kty, "EC" | "RSA") => Some(IgnoreReason::UnsupportedKty),
+            (_, _, None | Some("")) => Some(IgnoreReason::MissingKid),
+            _ => None,
+        };
+        if let Some(reason) = skip {
+            ignored.push(IgnoredEntry { index, reason });
+            continue;
+        }
+        let kid = jwk.kid.as_deref().unwrap_or_default().to_owned();
+        match jwt_key(&jwk).map_err(|reason| BundleError::InvalidEntry { index, reason })? {
+            JwtKey::Use(key, alg) => authorities.push(JwtAuthority { kid, key, alg }),
+            JwtKey::Ignore(reason) => ignored.push(IgnoredEntry { index, reason }),
+        }
+    }
+    Ok((JwtBundle::new(trust_domain, authorities)?, ignored))
+}
+
 pub(super) fn parse_bundle_map(bytes: &[u8]) -> Result<BundleSet, BundleError> {
     if bytes.len() > MAX_BUNDLE_MAP_BYTES {
         return Err(BundleError::TooLarge {

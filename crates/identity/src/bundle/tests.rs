@@ -828,3 +828,84 @@ fn document_x509_ca_whose_key_has_no_jwk_form_is_ignored() {
     assert_eq!(again.x509().authorities(), std::slice::from_ref(&good));
     assert!(again.ignored().is_empty());
 }
+
+// === JwtBundle::parse_jwks (plain OIDC JWK Sets) ===
+
+fn plain_ec_jwk(key: &TestKey, kid: &str, use_: Option<&str>) -> String {
+    let jwk = ec_jwk(key, Some(kid), "");
+    match use_ {
+        Some(u) => jwk.replace(r#""use":"jwt-svid""#, &format!(r#""use":"{u}""#)),
+        None => jwk.replace(r#""use":"jwt-svid","#, ""),
+    }
+}
+
+fn rsa_jwk(kid: &str) -> String {
+    let public = rsa2048().public();
+    let KeyParams::Rsa { n, e } = public.params() else {
+        panic!("not an rsa key")
+    };
+    format!(
+        r#"{{"kty":"RSA","use":"sig","alg":"RS256","kid":"{kid}","n":"{}","e":"{}"}}"#,
+        URL_SAFE_NO_PAD.encode(n),
+        URL_SAFE_NO_PAD.encode(e)
+    )
+}
+
+#[test]
+fn jwks_sig_and_absent_use_become_authorities() {
+    let json = doc(&[
+        rsa_jwk("rsa"),
+        plain_ec_jwk(p256(), "ec-sig", Some("sig")),
+        plain_ec_jwk(p256(), "ec-nouse", None),
+    ]);
+    let (bundle, ignored) = JwtBundle::parse_jwks(td("k8s.local"), json.as_bytes()).unwrap();
+    assert_eq!(bundle.len(), 3);
+    assert!(ignored.is_empty());
+    assert_eq!(bundle.find("rsa").unwrap().alg, Some(JwsAlgorithm::Rs256));
+    assert!(bundle.find("ec-nouse").is_some());
+}
+
+#[test]
+fn jwks_other_uses_missing_kid_and_okp_are_skipped() {
+    let json = doc(&[
+        plain_ec_jwk(p256(), "enc", Some("enc")),
+        ec_jwk(p256(), None, "").replace(r#""use":"jwt-svid","#, ""),
+        r#"{"kty":"OKP","crv":"Ed25519","x":"AA","kid":"ed"}"#.to_owned(),
+        r#"{"use":"sig","kid":"nokty"}"#.to_owned(),
+    ]);
+    let (bundle, ignored) = JwtBundle::parse_jwks(td("k8s.local"), json.as_bytes()).unwrap();
+    assert!(bundle.is_empty());
+    let reasons: Vec<_> = ignored.iter().map(|i| (i.index, i.reason)).collect();
+    assert_eq!(
+        reasons,
+        [
+            (0, IgnoreReason::UnknownUse),
+            (1, IgnoreReason::MissingKid),
+            (2, IgnoreReason::UnsupportedKty),
+            (3, IgnoreReason::MissingKty),
+        ]
+    );
+}
+
+#[test]
+fn jwks_malformed_entry_duplicate_kid_and_size_cap_are_errors() {
+    let bad = r#"{"kty":"EC","crv":"P-256","kid":"k","x":"!!","y":"AA"}"#.to_owned();
+    assert!(matches!(
+        JwtBundle::parse_jwks(td("k8s.local"), doc(&[bad]).as_bytes()),
+        Err(BundleError::InvalidEntry { index: 0, .. })
+    ));
+    let dup = doc(&[rsa_jwk("same"), plain_ec_jwk(p256(), "same", None)]);
+    assert!(matches!(
+        JwtBundle::parse_jwks(td("k8s.local"), dup.as_bytes()),
+        Err(BundleError::DuplicateKid { .. })
+    ));
+    let big = vec![b' '; MAX_BUNDLE_DOCUMENT_BYTES + 1];
+    assert!(matches!(
+        JwtBundle::parse_jwks(td("k8s.local"), &big),
+        Err(BundleError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        JwtBundle::parse_jwks(td("k8s.local"), b"[]"),
+        Err(BundleError::Json { .. })
+    ));
+}

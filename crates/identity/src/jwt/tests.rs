@@ -1037,3 +1037,109 @@ fn bundle_document_with_empty_keys_trusts_nothing() {
         "k1"
     );
 }
+
+// === verify_compact_jws (non-SVID JWTs, e.g. Kubernetes service-account tokens) ===
+
+mod compact_jws {
+    use super::*;
+
+    const SA_CLAIMS: &str = r#"{"iss":"https://k8s.local","sub":"system:serviceaccount:a:b"}"#;
+
+    fn bundle() -> JwtBundle {
+        JwtBundle::new(
+            crate::bundle::testing::td("example.org"),
+            vec![p256().authority("k1"), rsa2048().authority("r1")],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn returns_claims_as_signed_for_a_non_spiffe_sub() {
+        let token = es256(r#"{"alg":"ES256","kid":"k1"}"#, SA_CLAIMS);
+        let verified = verify_compact_jws(&token, &bundle(), 8192).unwrap();
+        assert_eq!(verified.alg, JwsAlgorithm::Es256);
+        assert_eq!(verified.kid, "k1");
+        assert_eq!(verified.claims_json(), SA_CLAIMS.as_bytes());
+        assert!(!format!("{verified:?}").contains("serviceaccount"));
+        let rs = rsa2048().jws(
+            JwsAlgorithm::Rs256,
+            r#"{"alg":"RS256","kid":"r1"}"#,
+            SA_CLAIMS,
+        );
+        assert_eq!(
+            verify_compact_jws(&rs, &bundle(), 8192).unwrap().alg,
+            JwsAlgorithm::Rs256
+        );
+    }
+
+    #[test]
+    fn size_cap() {
+        let token = es256(r#"{"alg":"ES256","kid":"k1"}"#, SA_CLAIMS);
+        assert!(matches!(
+            verify_compact_jws(&token, &bundle(), 16),
+            Err(JwtSvidError::TokenTooLarge { max: 16, .. })
+        ));
+    }
+
+    #[test]
+    fn alg_outside_the_allow_list_is_rejected_before_the_key() {
+        let token = format!(
+            "{}.{}.{}",
+            b64(r#"{"alg":"HS256","kid":"nope"}"#),
+            b64(SA_CLAIMS),
+            b64("sig")
+        );
+        assert!(matches!(
+            verify_compact_jws(&token, &bundle(), 8192),
+            Err(JwtSvidError::UnsupportedAlgorithm {
+                kind: RejectedAlgorithm::Hmac
+            })
+        ));
+    }
+
+    #[test]
+    fn kid_is_required_and_must_be_known() {
+        let token = es256(r#"{"alg":"ES256"}"#, SA_CLAIMS);
+        assert_eq!(
+            verify_compact_jws(&token, &bundle(), 8192).unwrap_err(),
+            JwtSvidError::MissingKid
+        );
+        let token = es256(r#"{"alg":"ES256","kid":"other"}"#, SA_CLAIMS);
+        assert_eq!(
+            verify_compact_jws(&token, &bundle(), 8192).unwrap_err(),
+            JwtSvidError::UnknownKid
+        );
+    }
+
+    #[test]
+    fn alg_is_bound_to_the_key_type() {
+        // An ES256 header naming the RSA key.
+        let token = es256(r#"{"alg":"ES256","kid":"r1"}"#, SA_CLAIMS);
+        assert_eq!(
+            verify_compact_jws(&token, &bundle(), 8192).unwrap_err(),
+            JwtSvidError::AlgorithmKeyMismatch {
+                alg: JwsAlgorithm::Es256
+            }
+        );
+    }
+
+    #[test]
+    fn bad_signature_and_bad_form() {
+        let token = es256(r#"{"alg":"ES256","kid":"k1"}"#, SA_CLAIMS);
+        let (input, _) = token.rsplit_once('.').unwrap();
+        let other = es256(r#"{"alg":"ES256","kid":"k1"}"#, r#"{"iss":"x"}"#);
+        let forged = format!("{input}.{}", other.rsplit_once('.').unwrap().1);
+        assert_eq!(
+            verify_compact_jws(&forged, &bundle(), 8192).unwrap_err(),
+            JwtSvidError::InvalidSignature
+        );
+        assert!(matches!(
+            verify_compact_jws("a.b", &bundle(), 8192),
+            Err(JwtSvidError::SegmentCount { segments: 2 })
+        ));
+        assert_eq!(
+            verify_compact_jws("{\"payload\":1}", &bundle(), 8192).unwrap_err(),
+            JwtSvidError::JsonSerialization
+        );
+    }
+}

@@ -205,3 +205,198 @@ fn load_reads_files_and_caps_their_size() {
         Err(ConfigError::TooLarge { .. })
     ));
 }
+
+// === [service_account] ===
+
+fn with_sa(section: &str) -> String {
+    format!("{MINIMAL}\n{section}")
+}
+
+const SA_FILE: &str = r#"
+[service_account]
+trusted_actors = ["spiffe://example.org/k8s/node/*/credential-provider", "spiffe://example.org/plugin"]
+[[service_account.issuers]]
+issuer = "https://kubernetes.default.svc"
+audiences = ["svid-broker"]
+trust_domain = "example.org"
+jwks_file = "sa.jwks.json"
+"#;
+
+#[test]
+fn service_account_absent_is_none() {
+    assert_eq!(parse(MINIMAL).unwrap().service_account, None);
+}
+
+#[test]
+fn service_account_with_a_jwks_file_and_the_default_template() {
+    let sa = parse(&with_sa(SA_FILE)).unwrap().service_account.unwrap();
+    assert_eq!(sa.trusted_actors.len(), 2);
+    let issuer = &sa.issuers[0];
+    assert_eq!(issuer.issuer, "https://kubernetes.default.svc");
+    assert_eq!(issuer.audiences, ["svid-broker"]);
+    assert_eq!(
+        issuer.template.as_str(),
+        "spiffe://example.org/ns/{namespace}/sa/{name}"
+    );
+    assert_eq!(
+        issuer.keys,
+        KeySource::File {
+            path: PathBuf::from("/cfg/sa.jwks.json"),
+            poll: Duration::from_secs(5)
+        }
+    );
+}
+
+#[test]
+fn service_account_with_oidc_discovery() {
+    let text = with_sa(
+        r#"
+[service_account]
+trusted_actors = ["spiffe://example.org/plugin"]
+[[service_account.issuers]]
+issuer = "https://oidc.example/cluster-a/"
+audiences = ["a", "b"]
+trust_domain = "spiffe://example.org"
+spiffe_id_template = "spiffe://{trust_domain}/k8s/a/{namespace}/{name}"
+oidc_discovery = true
+discovery_ca_file = "ca.pem"
+discovery_refresh_seconds = 60
+"#,
+    );
+    let sa = parse(&text).unwrap().service_account.unwrap();
+    let issuer = &sa.issuers[0];
+    assert_eq!(
+        issuer.template.as_str(),
+        "spiffe://example.org/k8s/a/{namespace}/{name}"
+    );
+    let KeySource::Discovery(d) = &issuer.keys else {
+        panic!("{:?}", issuer.keys)
+    };
+    assert_eq!(
+        d.url,
+        "https://oidc.example/cluster-a/.well-known/openid-configuration"
+    );
+    assert_eq!(d.issuer, "https://oidc.example/cluster-a/");
+    assert_eq!(d.ca_file.as_deref(), Some(Path::new("/cfg/ca.pem")));
+    assert_eq!(d.refresh, Duration::from_secs(60));
+}
+
+#[test]
+fn service_account_rules() {
+    let base = SA_FILE;
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            r#"audiences = ["svid-broker"]"#,
+            "audiences = []",
+            "service_account.issuers.audiences",
+        ),
+        (
+            r#"audiences = ["svid-broker"]"#,
+            r#"audiences = [""]"#,
+            "service_account.issuers.audiences",
+        ),
+        (
+            r#"trust_domain = "example.org""#,
+            r#"trust_domain = "Not A TD""#,
+            "service_account.issuers.trust_domain",
+        ),
+        (
+            r#"jwks_file = "sa.jwks.json""#,
+            "",
+            "service_account.issuers",
+        ),
+        (
+            r#"jwks_file = "sa.jwks.json""#,
+            "jwks_file = \"a\"\noidc_discovery = true",
+            "service_account.issuers",
+        ),
+        (
+            r#"jwks_file = "sa.jwks.json""#,
+            "jwks_file = \"a\"\nspiffe_id_template = \"spiffe://other.org/{namespace}/{name}\"",
+            "service_account.issuers.spiffe_id_template",
+        ),
+        (
+            r#"jwks_file = "sa.jwks.json""#,
+            "jwks_file = \"a\"\njwks_poll_seconds = 0",
+            "service_account.issuers.jwks_poll_seconds",
+        ),
+        (
+            r#"jwks_file = "sa.jwks.json""#,
+            "jwks_file = \"a\"\ndiscovery_url = \"https://x\"",
+            "service_account.issuers.discovery_url",
+        ),
+        (
+            r#"trusted_actors = ["spiffe://example.org/k8s/node/*/credential-provider", "spiffe://example.org/plugin"]"#,
+            r#"trusted_actors = ["not-an-id"]"#,
+            "service_account.trusted_actors",
+        ),
+    ];
+    for (from, to, key) in cases {
+        assert!(base.contains(from), "{from}");
+        let text = with_sa(&base.replace(from, to));
+        assert_eq!(rule(&text).0, *key, "{to}");
+    }
+}
+
+#[test]
+fn service_account_discovery_needs_https_and_a_sane_refresh() {
+    let discovery = |issuer: &str, extra: &str| {
+        with_sa(&format!(
+            "[service_account]\n[[service_account.issuers]]\nissuer = \"{issuer}\"\naudiences = [\"a\"]\ntrust_domain = \"example.org\"\noidc_discovery = true\n{extra}"
+        ))
+    };
+    assert_eq!(
+        rule(&discovery("http://k8s", "")).0,
+        "service_account.issuers.discovery_url"
+    );
+    assert_eq!(
+        rule(&discovery("https://k8s", "discovery_refresh_seconds = 5")).0,
+        "service_account.issuers.discovery_refresh_seconds"
+    );
+    // An explicit https discovery_url fixes an issuer that is not itself a URL.
+    assert!(
+        parse(&discovery(
+            "kubernetes",
+            "discovery_url = \"https://k8s/.well-known/openid-configuration\""
+        ))
+        .is_ok()
+    );
+}
+
+#[test]
+fn service_account_trusted_actors_need_an_issuer_and_issuers_are_unique() {
+    assert_eq!(
+        rule(&with_sa(
+            "[service_account]\ntrusted_actors = [\"spiffe://example.org/plugin\"]"
+        ))
+        .0,
+        "service_account.issuers"
+    );
+    let twice = format!(
+        "{SA_FILE}\n[[service_account.issuers]]\nissuer = \"https://kubernetes.default.svc\"\naudiences = [\"x\"]\ntrust_domain = \"example.org\"\njwks_file = \"b\"\n"
+    );
+    assert_eq!(
+        rule(&with_sa(&twice)),
+        (
+            "service_account.issuers.issuer",
+            "each issuer may appear once"
+        )
+    );
+    // Issuers without trusted actors: mode off, still a valid file.
+    let off = SA_FILE.replace(
+        r#"trusted_actors = ["spiffe://example.org/k8s/node/*/credential-provider", "spiffe://example.org/plugin"]"#,
+        "",
+    );
+    assert!(
+        parse(&with_sa(&off))
+            .unwrap()
+            .service_account
+            .unwrap()
+            .trusted_actors
+            .is_empty()
+    );
+    assert!(matches!(
+        parse(&with_sa("[service_account]\nunknown = 1")),
+        Err(ConfigError::Parse { .. })
+    ));
+}

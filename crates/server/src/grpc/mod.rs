@@ -39,6 +39,8 @@ pub mod service;
 pub mod tls;
 
 #[cfg(test)]
+mod satoken_tests;
+#[cfg(test)]
 mod tests;
 
 use std::future::Future;

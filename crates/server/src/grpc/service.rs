@@ -12,7 +12,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use svid_broker_identity::clock::Clock;
 use svid_broker_policy::scope::{MAX_SCOPE_PARAM_LEN, MAX_SCOPE_PARAMS};
 use svid_broker_proto::exchange::token_exchange_server::TokenExchange;
-use svid_broker_proto::exchange::{ExchangeRequest, ExchangeResponse, TokenType};
+use svid_broker_proto::exchange::{ExchangeRequest, ExchangeResponse, SubjectTokenType, TokenType};
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
 
@@ -22,6 +22,7 @@ use crate::engine::{
     ExchangeOutput, InvalidRequest,
 };
 use crate::ops::Route;
+use crate::satoken::MAX_SA_TOKEN_LEN;
 
 /// Longest `audience` (registry service name) accepted, in bytes.
 pub const MAX_AUDIENCE_LEN: usize = 255;
@@ -46,11 +47,26 @@ pub enum RequestError {
         /// The value sent.
         value: i32,
     },
-    /// A `subject_token` (or its type) was sent; acting for another identity is not built yet.
-    #[error(
-        "subject_token is not supported yet: service-account token exchange arrives with the kubelet credential provider; authenticate as the subject itself"
-    )]
-    SubjectTokenUnsupported,
+    /// `subject_token` was sent without `subject_token_type`.
+    #[error("subject_token_type is required with subject_token")]
+    SubjectTokenTypeMissing,
+    /// `subject_token_type` is a number this server does not know.
+    #[error("subject_token_type {value} is not known")]
+    SubjectTokenTypeUnknown {
+        /// The value sent.
+        value: i32,
+    },
+    /// `subject_token_type` was sent without a `subject_token`.
+    #[error("subject_token is required with subject_token_type")]
+    SubjectTokenMissing,
+    /// `subject_token` is longer than [`MAX_SA_TOKEN_LEN`].
+    #[error("subject_token is {len} bytes, more than the {max} allowed")]
+    SubjectTokenTooLong {
+        /// Its length.
+        len: usize,
+        /// [`MAX_SA_TOKEN_LEN`].
+        max: usize,
+    },
     /// `audience` is empty.
     #[error("audience (the registry service name) is required")]
     AudienceMissing,
@@ -85,10 +101,7 @@ pub enum RequestError {
 
 impl RequestError {
     fn code(&self) -> Code {
-        match self {
-            Self::SubjectTokenUnsupported => Code::Unimplemented,
-            _ => Code::InvalidArgument,
-        }
+        Code::InvalidArgument
     }
 
     /// The same as an engine error, for the metrics and the audit log.
@@ -96,7 +109,10 @@ impl RequestError {
         let what = match self {
             Self::TokenTypeUnspecified => "requested_token_type is required",
             Self::TokenTypeUnknown { .. } => "requested_token_type is not known",
-            Self::SubjectTokenUnsupported => "subject_token is not supported yet",
+            Self::SubjectTokenTypeMissing => "subject_token_type is required",
+            Self::SubjectTokenTypeUnknown { .. } => "subject_token_type is not known",
+            Self::SubjectTokenMissing => "subject_token is required with its type",
+            Self::SubjectTokenTooLong { .. } => "subject_token is too long",
             Self::AudienceMissing => "audience is required",
             Self::AudienceTooLong { .. } => "audience is too long",
             Self::ScopeMissing => "scope is required for an access token",
@@ -175,9 +191,20 @@ impl ExchangeService {
                 tracing::info!(?peer, error = %error.chain(), "grpc: authentication failed");
                 status(&error)
             })?;
+        // `convert` checked it; a subject token makes the caller the actor.
+        let subject_token = subject_token(&message).ok().flatten();
         // The engine records this outcome in the metrics and the audit log itself.
-        match self.broker.exchange(&caller, &input, now) {
-            Ok(output) => Ok(response(&caller, output, now)),
+        let result = match subject_token {
+            None => self
+                .broker
+                .exchange(&caller, &input, now)
+                .map(|out| (caller.clone(), out)),
+            Some(token) => self
+                .broker
+                .exchange_with_subject_token(&caller, token, &input, now),
+        };
+        match result {
+            Ok((subject, output)) => Ok(response(&subject, output, now)),
             Err(error) => {
                 tracing::info!(
                     ?peer,
@@ -269,9 +296,7 @@ pub(crate) fn convert(
             });
         }
     };
-    if !request.subject_token.is_empty() || request.subject_token_type != 0 {
-        return Err(RequestError::SubjectTokenUnsupported);
-    }
+    subject_token(request)?;
     if request.audience.is_empty() {
         return Err(RequestError::AudienceMissing);
     }
@@ -305,6 +330,32 @@ pub(crate) fn convert(
         peer,
         endpoint: Endpoint::Grpc,
     })
+}
+
+/// The subject token of a request, if it carries one, with its type and size checked. Only
+/// Kubernetes service-account tokens are known.
+pub(crate) fn subject_token(request: &ExchangeRequest) -> Result<Option<&str>, RequestError> {
+    let token = request.subject_token.as_str();
+    match (
+        token.is_empty(),
+        SubjectTokenType::try_from(request.subject_token_type),
+    ) {
+        (true, Ok(SubjectTokenType::Unspecified)) => Ok(None),
+        (true, _) => Err(RequestError::SubjectTokenMissing),
+        (false, Ok(SubjectTokenType::Unspecified)) => Err(RequestError::SubjectTokenTypeMissing),
+        (false, Err(_)) => Err(RequestError::SubjectTokenTypeUnknown {
+            value: request.subject_token_type,
+        }),
+        (false, Ok(SubjectTokenType::KubernetesServiceAccount)) => {
+            if token.len() > MAX_SA_TOKEN_LEN {
+                return Err(RequestError::SubjectTokenTooLong {
+                    len: token.len(),
+                    max: MAX_SA_TOKEN_LEN,
+                });
+            }
+            Ok(Some(token))
+        }
+    }
 }
 
 /// The one mapping of an engine result to the proto response.

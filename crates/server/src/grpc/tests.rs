@@ -442,8 +442,26 @@ fn convert_rejects_each_malformed_field() {
 
     let mut req = ok.clone();
     req.subject_token = "eyJ.e30.sig".into();
+    assert_eq!(err(&req), RequestError::SubjectTokenTypeMissing);
+    req.subject_token_type = 7;
+    assert_eq!(
+        err(&req),
+        RequestError::SubjectTokenTypeUnknown { value: 7 }
+    );
     req.subject_token_type = SubjectTokenType::KubernetesServiceAccount.into();
-    assert_eq!(err(&req), RequestError::SubjectTokenUnsupported);
+    assert!(service::convert(&req, None).is_ok());
+    assert_eq!(service::subject_token(&req), Ok(Some("eyJ.e30.sig")));
+    req.subject_token = "a".repeat(crate::satoken::MAX_SA_TOKEN_LEN + 1);
+    assert_eq!(
+        err(&req),
+        RequestError::SubjectTokenTooLong {
+            len: crate::satoken::MAX_SA_TOKEN_LEN + 1,
+            max: crate::satoken::MAX_SA_TOKEN_LEN
+        }
+    );
+    req.subject_token.clear();
+    assert_eq!(err(&req), RequestError::SubjectTokenMissing);
+    assert_eq!(service::subject_token(&ok), Ok(None));
 
     let mut req = ok.clone();
     req.audience.clear();
@@ -867,7 +885,7 @@ async fn a_policy_that_grants_nothing_is_permission_denied() {
 }
 
 #[tokio::test]
-async fn malformed_requests_are_invalid_argument_or_unimplemented() {
+async fn malformed_requests_are_invalid_argument_and_subject_tokens_need_sa_mode() {
     let server = Running::start().await;
     let workload = server.pki.workload_svid();
     let mut client = server.client(Some(&workload)).await;
@@ -902,7 +920,8 @@ async fn malformed_requests_are_invalid_argument_or_unimplemented() {
                     &["repository:a:pull"],
                 )
             },
-            tonic::Code::Unimplemented,
+            // No service-account mode on this broker: refused, not half-served.
+            tonic::Code::PermissionDenied,
         ),
     ];
     for (req, code) in cases {

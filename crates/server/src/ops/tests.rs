@@ -134,6 +134,7 @@ fn audit_memory_sink_keeps_json_lines() {
         cached: false,
         peer: None,
         endpoint: "grpc",
+        subject_token: None,
     });
     let lines = lines.lock().unwrap();
     let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
@@ -164,6 +165,7 @@ fn audit_file_sink_appends() {
         cached: false,
         peer: None,
         endpoint: "realm_get",
+        subject_token: None,
     };
     sink.emit(&ev);
     sink.emit(&ev);

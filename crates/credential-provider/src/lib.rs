@@ -1,0 +1,309 @@
+//! `svid-credential-provider`: a kubelet image credential provider that trades the node's
+//! SPIFFE identity (or, in KEP-4412 mode, the pod's service-account token vouched for by it) for
+//! a short-lived registry login credential from svid-broker.
+//!
+//! - Kubelet mode (default): one `CredentialProviderRequest` on stdin, one
+//!   `CredentialProviderResponse` on stdout and nothing else; on failure a non-zero exit and one
+//!   line on stderr naming the cause. Args from the kubelet config: `--config FILE`.
+//! - Docker credential helper mode when run as `docker-credential-svid` (see [`docker`]).
+//! - `match-image PATTERN IMAGE` prints `true` or `false` by the kubelet's rule.
+//! - `validate --kubelet-config FILE [--config FILE]` lints both configs.
+//!
+//! The binary's `main` is [`run`]; the library exists so the caps below are documented.
+
+mod config;
+mod docker;
+mod kubelet;
+mod matcher;
+mod provider;
+mod validate;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand};
+use svid_broker_client::{ClientError, blocking};
+
+use crate::config::{Config, ConfigError};
+use crate::kubelet::{Request, RequestError, Response};
+use crate::provider::PlanError;
+
+pub use crate::config::{
+    CONFIG_ENV, DEFAULT_CONFIG_PATH, DEFAULT_DEADLINE, DEFAULT_SAFETY_MARGIN, MAX_CONFIG_SIZE,
+    MAX_DEADLINE, MAX_PATTERNS, MAX_REGISTRIES,
+};
+pub use crate::docker::MAX_SERVER_URL_LEN;
+pub use crate::kubelet::{MAX_IMAGE_LEN, MAX_REQUEST_SIZE};
+pub use crate::validate::MAX_KUBELET_CONFIG_SIZE;
+
+/// Program name in diagnostics.
+const NAME: &str = "svid-credential-provider";
+
+#[derive(Parser, Debug)]
+#[command(name = NAME, version, about = "Kubelet image credential provider backed by svid-broker")]
+struct Cli {
+    /// The plugin config (TOML). Default: $SVID_CREDENTIAL_PROVIDER_CONFIG, then
+    /// /etc/svid-credential-provider/config.toml.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Append one line per run to FILE (overrides the config's log_file).
+    #[arg(long, value_name = "FILE")]
+    log_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print `true` or `false`: does PATTERN match IMAGE by the kubelet's matchImages rule?
+    MatchImage {
+        /// A matchImages pattern.
+        pattern: String,
+        /// An image as the kubelet passes it (`host[:port]/path`, no tag).
+        image: String,
+    },
+    /// Lint a kubelet CredentialProviderConfig (JSON) and, with --config, our config.
+    Validate {
+        /// The kubelet's --image-credential-provider-config file.
+        #[arg(long, value_name = "FILE")]
+        kubelet_config: PathBuf,
+    },
+}
+
+/// A failed kubelet-mode run: the class for the stderr line, and the detail.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("invalid request: {0}")]
+    Request(#[from] RequestError),
+    #[error("cannot read the request: {0}")]
+    Stdin(std::io::Error),
+    #[error("config error: {0}")]
+    Config(#[from] ConfigError),
+    #[error("config error: {0}")]
+    Plan(#[from] PlanError),
+    #[error("{}", one_line_client(.0))]
+    Client(#[from] ClientError),
+    #[error("cannot write the response: {0}")]
+    Output(String),
+}
+
+fn one_line_client(e: &ClientError) -> String {
+    let class = e.class().to_string();
+    let detail = e.one_line();
+    if detail.starts_with(&class) {
+        detail
+    } else {
+        format!("{class}: {detail}")
+    }
+}
+
+/// The whole program: dispatches on argv\[0\] and the subcommand, returns the exit status.
+pub fn run() -> ExitCode {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let invoked_as = Path::new(&argv0)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if invoked_as.starts_with("docker-credential-") {
+        let verb = std::env::args().nth(1);
+        let mut stdout = std::io::stdout().lock();
+        return docker::run(
+            verb.as_deref(),
+            || Config::load(&config_path(None)).map_err(|e| format!("config error: {e}")),
+            &mut stdout,
+        );
+    }
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::MatchImage { pattern, image }) => match matcher::matches(&pattern, &image) {
+            Ok(m) => {
+                println!("{m}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{NAME}: invalid pattern or image: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Some(Command::Validate { kubelet_config }) => {
+            run_validate(&kubelet_config, cli.config.as_deref())
+        }
+        None => run_kubelet(cli.config.as_deref(), cli.log_file.as_deref()),
+    }
+}
+
+fn config_path(flag: Option<&Path>) -> PathBuf {
+    flag.map(Path::to_path_buf)
+        .or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+}
+
+fn run_validate(kubelet_config: &Path, ours: Option<&Path>) -> ExitCode {
+    let ours = match ours.map(Config::load).transpose() {
+        Ok(c) => c,
+        Err(e) => {
+            println!("error: config: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let text = match std::fs::read(kubelet_config) {
+        Ok(bytes) if bytes.len() <= MAX_KUBELET_CONFIG_SIZE => {
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
+        Ok(_) => {
+            println!("error: file: larger than 1 MiB");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            println!("error: file: cannot read {}: {e}", kubelet_config.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let findings = validate::lint(&text, ours.as_ref());
+    for f in &findings {
+        println!("{f}");
+    }
+    if findings
+        .iter()
+        .any(|f| f.severity == validate::Severity::Error)
+    {
+        ExitCode::FAILURE
+    } else {
+        if findings.is_empty() {
+            println!("ok");
+        }
+        ExitCode::SUCCESS
+    }
+}
+
+/// What one kubelet-mode run did, for the log file.
+struct RunLog {
+    image: String,
+    outcome: &'static str,
+    detail: String,
+}
+
+fn run_kubelet(config_flag: Option<&Path>, log_flag: Option<&Path>) -> ExitCode {
+    let started = Instant::now();
+    let mut log_file = log_flag.map(Path::to_path_buf);
+    let result = serve_one(config_flag, &mut log_file);
+    let (code, log) = match result {
+        Ok((response, log)) => match write_stdout(&response) {
+            Ok(()) => (ExitCode::SUCCESS, log),
+            Err(e) => fail(&Failure::Output(e.to_string()), log.image),
+        },
+        Err((failure, image)) => fail(&failure, image),
+    };
+    if let Some(path) = log_file {
+        append_log(&path, &log, started);
+    }
+    code
+}
+
+fn fail(failure: &Failure, image: String) -> (ExitCode, RunLog) {
+    let line = failure.to_string().replace(['\n', '\r'], " ");
+    eprintln!("{NAME}: {line}");
+    (
+        ExitCode::FAILURE,
+        RunLog {
+            image,
+            outcome: "error",
+            detail: line,
+        },
+    )
+}
+
+#[allow(
+    clippy::type_complexity,
+    reason = "private: response and log, or failure and image"
+)]
+fn serve_one(
+    config_flag: Option<&Path>,
+    log_file: &mut Option<PathBuf>,
+) -> Result<(Response, RunLog), (Box<Failure>, String)> {
+    let mut input = Vec::new();
+    std::io::stdin()
+        .take(MAX_REQUEST_SIZE as u64 + 1)
+        .read_to_end(&mut input)
+        .map_err(|e| (Box::new(Failure::Stdin(e)), String::new()))?;
+    let request = Request::parse(&input).map_err(|e| (Box::new(e.into()), String::new()))?;
+    let image = request.image.clone();
+    let config =
+        Config::load(&config_path(config_flag)).map_err(|e| (Box::new(e.into()), image.clone()))?;
+    if log_file.is_none() {
+        log_file.clone_from(&config.log_file);
+    }
+    let Some(plan) =
+        provider::plan(&config, &request).map_err(|e| (Box::new(e.into()), image.clone()))?
+    else {
+        return Ok((
+            Response::empty(&request.api_version),
+            RunLog {
+                image,
+                outcome: "not-ours",
+                detail: "cache_duration=0s".into(),
+            },
+        ));
+    };
+    let options = provider::client_options(&config);
+    let credential = blocking::exchange_once(options, &plan.params)
+        .map_err(|e| (Box::new(Failure::Client(e)), image.clone()))?;
+    let detail = format!(
+        "key={} cache_key_type={:?} subject={} sa_mode={}",
+        plan.key,
+        plan.cache_key_type,
+        credential.subject,
+        plan.params.subject_token.is_some()
+    );
+    let response = provider::respond(
+        &request,
+        plan,
+        credential,
+        SystemTime::now(),
+        config.safety_margin,
+    );
+    Ok((
+        response,
+        RunLog {
+            image,
+            outcome: "ok",
+            detail,
+        },
+    ))
+}
+
+/// The one write to stdout: the whole response in a single call, then flush.
+fn write_stdout(response: &Response) -> std::io::Result<()> {
+    let text = response.to_json_line().map_err(std::io::Error::other)?;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()
+}
+
+/// Appends one line (no secrets: image, outcome, key, subject, elapsed). Failures to log are
+/// ignored: logging must never change the answer the kubelet gets.
+fn append_log(path: &Path, log: &RunLog, started: Instant) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
+    else {
+        return;
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let line = format!(
+        "ts={now} outcome={} image={:?} elapsed_ms={} {}\n",
+        log.outcome,
+        log.image,
+        started.elapsed().as_millis(),
+        log.detail
+    );
+    let _ = file.write_all(line.as_bytes());
+}

@@ -1,0 +1,542 @@
+//! The three ways to exchange an SVID for a registry token, and the two load phases: closed
+//! loop (each worker sends its next request as soon as the last answered: the peak rate) and
+//! open loop (requests leave on a fixed schedule: latency at a given rate).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use http_body_util::{BodyExt as _, Empty, Limited};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use svid_broker_dev::DevTrustDomain;
+use svid_broker_identity::authorize::Authorizer;
+use svid_broker_identity::bundle::BundleProvider;
+use svid_broker_server::grpc::proto::token_exchange_client::TokenExchangeClient;
+use svid_broker_server::grpc::proto::{ExchangeRequest, TokenType};
+use svid_broker_server::grpc::{client_tls_config, exchange_client, with_bearer};
+use tokio::sync::Mutex;
+use tonic::transport::Channel;
+
+use crate::LoadgenError;
+use crate::broker::{AUDIENCE, BROKER_ID, CLIENT_ID, SCOPE, SERVICE, error_chain, id};
+use crate::pace;
+use crate::stats::Samples;
+
+/// How long one request may take before it counts as failed.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest realm response body read, in bytes.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// One way to get a registry token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// gRPC `Exchange`, the caller authenticated by its X.509-SVID over mTLS.
+    GrpcMtls,
+    /// gRPC `Exchange` over TLS without a client certificate, `authorization: Bearer
+    /// <JWT-SVID>`.
+    GrpcBearer,
+    /// The HTTP realm, `GET /token` with Basic credentials whose password is a JWT-SVID.
+    Realm,
+}
+
+impl Kind {
+    /// Every scenario, in report order.
+    pub const ALL: [Kind; 3] = [Kind::GrpcMtls, Kind::GrpcBearer, Kind::Realm];
+
+    /// Short label for the report.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::GrpcMtls => "gRPC, mTLS (X.509-SVID)",
+            Kind::GrpcBearer => "gRPC, JWT-SVID bearer",
+            Kind::Realm => "HTTP realm, GET /token (Basic JWT-SVID)",
+        }
+    }
+}
+
+/// Why one request failed (never holds a token).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The gRPC call returned a status.
+    #[error("grpc status {code:?}: {message}")]
+    Status {
+        /// The status code.
+        code: tonic::Code,
+        /// The broker's short reason.
+        message: String,
+    },
+    /// The realm answered with a status other than 200.
+    #[error("realm answered http {status}")]
+    HttpStatus {
+        /// The status.
+        status: u16,
+    },
+    /// Connection or protocol failure.
+    #[error("transport: {reason}")]
+    Transport {
+        /// What failed.
+        reason: String,
+    },
+    /// The answer held no token.
+    #[error("response has no token")]
+    NoToken,
+    /// No answer within [`REQUEST_TIMEOUT`].
+    #[error("no response within {timeout:?}")]
+    Timeout {
+        /// The limit.
+        timeout: Duration,
+    },
+}
+
+fn transport(e: &dyn std::error::Error) -> CallError {
+    CallError::Transport {
+        reason: error_chain(e),
+    }
+}
+
+/// One connection's worth of client: a gRPC channel (its own TCP + TLS connection) or an
+/// HTTP/1.1 keep-alive connection to the realm.
+pub struct Client {
+    inner: Inner,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.inner {
+            Inner::Grpc { .. } => "grpc",
+            Inner::Realm { .. } => "realm",
+        };
+        f.debug_struct("Client").field("kind", &kind).finish_non_exhaustive()
+    }
+}
+
+enum Inner {
+    Grpc {
+        client: TokenExchangeClient<Channel>,
+        bearer: Option<String>,
+        request: ExchangeRequest,
+    },
+    Realm {
+        addr: SocketAddr,
+        sender: Option<SendRequest<Empty<Bytes>>>,
+        uri: String,
+        authorization: http::HeaderValue,
+    },
+}
+
+/// What a scenario's clients need: where the broker is and who to be.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The dev trust domain.
+    pub td: Arc<DevTrustDomain>,
+    /// The realm.
+    pub http_addr: SocketAddr,
+    /// The gRPC listener.
+    pub grpc_addr: SocketAddr,
+}
+
+impl Client {
+    /// Connects one client for `kind`.
+    ///
+    /// # Errors
+    /// [`LoadgenError::Setup`] if the identity cannot be issued or the connection fails.
+    pub async fn connect(kind: Kind, target: &Target) -> Result<Client, LoadgenError> {
+        let fail = |what: &'static str| {
+            move |e: &dyn std::error::Error| LoadgenError::Setup {
+                what,
+                reason: error_chain(e),
+            }
+        };
+        let me = id(CLIENT_ID)?;
+        let jwt = || -> Result<String, LoadgenError> {
+            let svid = target
+                .td
+                .issue_jwt_svid(&me, &[AUDIENCE])
+                .map_err(|e| fail("jwt-svid")(&e))?;
+            Ok(svid.token().expose().to_owned())
+        };
+        let request = ExchangeRequest {
+            requested_token_type: TokenType::RegistryAccessToken.into(),
+            audience: SERVICE.to_owned(),
+            scope: vec![SCOPE.to_owned()],
+            ..Default::default()
+        };
+        let inner = match kind {
+            Kind::GrpcMtls | Kind::GrpcBearer => {
+                let bundles: Arc<dyn BundleProvider> = Arc::new(Arc::new(
+                    target.td.bundle_set().map_err(|e| fail("bundle")(&e))?,
+                ));
+                let (identity, bearer) = if kind == Kind::GrpcMtls {
+                    let svid = target.td.x509_svid(&me).ok_or(LoadgenError::Setup {
+                        what: "x509-svid",
+                        reason: CLIENT_ID.to_owned(),
+                    })?;
+                    let pair = (svid.chain().to_vec(), svid.private_key().to_rustls());
+                    (Some(pair), None)
+                } else {
+                    (None, Some(jwt()?))
+                };
+                let tls = client_tls_config(bundles, Authorizer::Exact(id(BROKER_ID)?), identity)
+                    .map_err(|e| fail("client tls")(&e))?;
+                let client = exchange_client(target.grpc_addr, tls)
+                    .await
+                    .map_err(|e| fail("grpc connect")(&e))?;
+                Inner::Grpc {
+                    client,
+                    bearer,
+                    request,
+                }
+            }
+            Kind::Realm => {
+                let basic = STANDARD.encode(format!("{CLIENT_ID}:{}", jwt()?));
+                let authorization = http::HeaderValue::try_from(format!("Basic {basic}"))
+                    .map_err(|e| fail("authorization header")(&e))?;
+                let query: String = form_query(&[
+                    ("service", SERVICE),
+                    ("scope", SCOPE),
+                    ("account", CLIENT_ID),
+                ]);
+                let sender = http1_connect(target.http_addr)
+                    .await
+                    .map_err(|e| fail("realm connect")(&e))?;
+                Inner::Realm {
+                    addr: target.http_addr,
+                    sender: Some(sender),
+                    uri: format!("/token?{query}"),
+                    authorization,
+                }
+            }
+        };
+        Ok(Client { inner })
+    }
+
+    /// One exchange; returns the registry token.
+    ///
+    /// # Errors
+    /// A [`CallError`] saying how the request failed.
+    pub async fn call(&mut self) -> Result<String, CallError> {
+        match tokio::time::timeout(REQUEST_TIMEOUT, self.call_inner()).await {
+            Ok(result) => result,
+            Err(_) => Err(CallError::Timeout {
+                timeout: REQUEST_TIMEOUT,
+            }),
+        }
+    }
+
+    async fn call_inner(&mut self) -> Result<String, CallError> {
+        match &mut self.inner {
+            Inner::Grpc {
+                client,
+                bearer,
+                request,
+            } => {
+                let message = request.clone();
+                let request = match bearer {
+                    Some(jwt) => with_bearer(message, jwt).map_err(|e| transport(&e))?,
+                    None => tonic::Request::new(message),
+                };
+                let response = client
+                    .exchange(request)
+                    .await
+                    .map_err(|s| CallError::Status {
+                        code: s.code(),
+                        message: s.message().to_owned(),
+                    })?
+                    .into_inner();
+                Some(response.access_token)
+                    .filter(|t| !t.is_empty())
+                    .ok_or(CallError::NoToken)
+            }
+            Inner::Realm {
+                addr,
+                sender,
+                uri,
+                authorization,
+            } => {
+                // A keep-alive connection the server closed is replaced, once per request.
+                if sender.as_ref().is_none_or(SendRequest::is_closed) {
+                    *sender = Some(http1_connect(*addr).await.map_err(|e| transport(&e))?);
+                }
+                let Some(conn) = sender.as_mut() else {
+                    return Err(CallError::Transport {
+                        reason: "no connection".to_owned(),
+                    });
+                };
+                let request = http::Request::get(uri.as_str())
+                    .header(http::header::HOST, "127.0.0.1")
+                    .header(http::header::AUTHORIZATION, authorization.clone())
+                    .body(Empty::<Bytes>::new())
+                    .map_err(|e| transport(&e))?;
+                conn.ready().await.map_err(|e| transport(&e))?;
+                let response = conn
+                    .send_request(request)
+                    .await
+                    .map_err(|e| transport(&e))?;
+                let status = response.status().as_u16();
+                let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+                    .collect()
+                    .await
+                    .map_err(|e| CallError::Transport {
+                        reason: e.to_string(),
+                    })?
+                    .to_bytes();
+                if status != 200 {
+                    return Err(CallError::HttpStatus { status });
+                }
+                let json: serde_json::Value =
+                    serde_json::from_slice(&body).map_err(|e| transport(&e))?;
+                json.get("token")
+                    .and_then(|t| t.as_str())
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned)
+                    .ok_or(CallError::NoToken)
+            }
+        }
+    }
+}
+
+fn form_query(pairs: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(k);
+        out.push('=');
+        for b in v.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    out
+}
+
+async fn http1_connect(addr: SocketAddr) -> Result<SendRequest<Empty<Bytes>>, std::io::Error> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(async move {
+        // Ends when the sender is dropped or the server closes; either is fine here.
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+/// The outcome of one phase.
+#[derive(Debug)]
+pub struct Phase {
+    /// Successful requests.
+    pub ok: u64,
+    /// Failed requests.
+    pub errors: u64,
+    /// The first failure, if any.
+    pub first_error: Option<CallError>,
+    /// Wall time of the phase.
+    pub elapsed: Duration,
+    /// Latencies of the successful requests, from the moment each was sent (closed loop) or
+    /// released by the pacer (open loop).
+    pub latency: Samples,
+    /// Open loop only: latencies from each request's scheduled time (includes any lateness of
+    /// the pacer and any wait for a free connection).
+    pub from_schedule: Samples,
+}
+
+impl Phase {
+    /// Successful requests per second.
+    pub fn rate(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 { self.ok as f64 / secs } else { 0.0 }
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    errors: u64,
+    first_error: Option<CallError>,
+    latency: Samples,
+    from_schedule: Samples,
+}
+
+impl Tally {
+    fn record(&mut self, result: Result<String, CallError>, latency: Duration) {
+        match result {
+            Ok(_) => {
+                self.ok += 1;
+                self.latency.record(latency);
+            }
+            Err(e) => {
+                self.errors += 1;
+                self.first_error.get_or_insert(e);
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.latency.merge(other.latency);
+        self.from_schedule.merge(other.from_schedule);
+    }
+
+    fn into_phase(self, elapsed: Duration) -> Phase {
+        Phase {
+            ok: self.ok,
+            errors: self.errors,
+            first_error: self.first_error,
+            elapsed,
+            latency: self.latency,
+            from_schedule: self.from_schedule,
+        }
+    }
+}
+
+/// Closed loop: every client sends back to back until `duration` has passed or `max_requests`
+/// have been sent in all. Returns the clients for the next phase.
+pub async fn closed_loop(
+    clients: Vec<Client>,
+    duration: Duration,
+    max_requests: u64,
+) -> (Vec<Client>, Phase) {
+    let budget = Arc::new(AtomicU64::new(max_requests));
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::with_capacity(clients.len());
+    for mut client in clients {
+        let budget = Arc::clone(&budget);
+        tasks.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            while Instant::now() < deadline && take_one(&budget) {
+                let sent = Instant::now();
+                let result = client.call().await;
+                tally.record(result, sent.elapsed());
+            }
+            (client, tally)
+        }));
+    }
+    collect(tasks, start).await
+}
+
+fn take_one(budget: &AtomicU64) -> bool {
+    budget
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// Open loop: `total` requests released on the schedule of [`pace`] at `rate` per second and
+/// served by whichever client is free. Returns the clients for the next phase.
+pub async fn open_loop(clients: Vec<Client>, rate: f64, total: u64) -> (Vec<Client>, Phase) {
+    // (scheduled, released) per request.
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Instant)>();
+    let rx = Arc::new(Mutex::new(rx));
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(clients.len());
+    for mut client in clients {
+        let rx = Arc::clone(&rx);
+        tasks.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            loop {
+                let job = rx.lock().await.recv().await;
+                let Some((scheduled, released)) = job else {
+                    break;
+                };
+                let result = client.call().await;
+                if result.is_ok() {
+                    tally.from_schedule.record(scheduled.elapsed());
+                }
+                tally.record(result, released.elapsed());
+            }
+            (client, tally)
+        }));
+    }
+    let mut sent = 0u64;
+    while sent < total {
+        let due = pace::due_count(start.elapsed(), rate, total);
+        let now = Instant::now();
+        while sent < due {
+            // Workers only stop after the sender is dropped, so this cannot fail.
+            let _ = tx.send((start + pace::due_at(sent, rate), now));
+            sent += 1;
+        }
+        if sent < total {
+            tokio::time::sleep_until((start + pace::due_at(sent, rate)).into()).await;
+        }
+    }
+    drop(tx);
+    collect(tasks, start).await
+}
+
+async fn collect(
+    tasks: Vec<tokio::task::JoinHandle<(Client, Tally)>>,
+    start: Instant,
+) -> (Vec<Client>, Phase) {
+    let mut clients = Vec::with_capacity(tasks.len());
+    let mut total = Tally::default();
+    for task in tasks {
+        match task.await {
+            Ok((client, tally)) => {
+                clients.push(client);
+                total.merge(tally);
+            }
+            Err(e) => {
+                total.errors += 1;
+                total.first_error.get_or_insert(CallError::Transport {
+                    reason: format!("worker task failed: {e}"),
+                });
+            }
+        }
+    }
+    (clients, total.into_phase(start.elapsed()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_is_percent_encoded() {
+        assert_eq!(
+            form_query(&[("scope", "repository:team/app:pull"), ("a", "b c")]),
+            "scope=repository%3Ateam%2Fapp%3Apull&a=b%20c"
+        );
+    }
+
+    #[test]
+    fn budget_runs_out() {
+        let budget = AtomicU64::new(2);
+        assert!(take_one(&budget));
+        assert!(take_one(&budget));
+        assert!(!take_one(&budget));
+    }
+
+    #[test]
+    fn tally_counts_failures_and_keeps_the_first() {
+        let mut tally = Tally::default();
+        tally.record(Ok("t".to_owned()), Duration::from_millis(1));
+        tally.record(Err(CallError::NoToken), Duration::from_millis(1));
+        tally.record(
+            Err(CallError::HttpStatus { status: 401 }),
+            Duration::from_millis(1),
+        );
+        let phase = tally.into_phase(Duration::from_secs(1));
+        assert_eq!((phase.ok, phase.errors), (1, 2));
+        assert!(matches!(phase.first_error, Some(CallError::NoToken)));
+        assert_eq!(phase.latency.len(), 1);
+        assert!((phase.rate() - 1.0).abs() < 1e-9);
+    }
+}

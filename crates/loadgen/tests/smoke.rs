@@ -1,0 +1,80 @@
+//! Runs every scenario end to end for a few requests against an in-process broker, checking
+//! only that the exchanges succeed (no timing assertions: the machine is shared).
+
+use clap::Parser as _;
+use svid_broker_loadgen::scenario::Kind;
+use svid_broker_loadgen::{LoadgenError, Options, run};
+
+fn options(extra: &[&str]) -> Options {
+    let mut args = vec![
+        "svid-broker-loadgen",
+        "--broker",
+        "in-process",
+        "--client-threads",
+        "2",
+        "--workers",
+        "4",
+        "--warmup-secs",
+        "0",
+        "--duration-secs",
+        "30",
+        "--open-secs",
+        "30",
+        "--max-requests",
+        "50",
+        "--floor-secs",
+        "0.05",
+    ];
+    args.extend_from_slice(extra);
+    Options::parse_from(args)
+}
+
+#[test]
+fn every_scenario_exchanges_successfully() {
+    let report = run(&options(&[])).unwrap();
+    let kinds: Vec<Kind> = report.scenarios.iter().map(|s| s.kind).collect();
+    assert_eq!(kinds, Kind::ALL.to_vec());
+    for s in &report.scenarios {
+        assert_eq!(s.peak.errors, 0, "{}: {:?}", s.label, s.peak.first_error);
+        assert_eq!(s.peak.ok, 50, "{}", s.label);
+        assert_eq!(s.peak.latency.count, 50, "{}", s.label);
+        assert_eq!(s.half.errors, 0, "{}: {:?}", s.label, s.half.first_error);
+        assert_eq!(s.half.ok, 50, "{}", s.label);
+        assert_eq!(s.half.from_schedule.count, 50, "{}", s.label);
+    }
+    assert!(report.floor.raw_per_sec > 0.0);
+    assert!(report.floor.validator_per_sec > 0.0);
+    assert!(report.broker_peak_rss_kib > 0);
+    let table = report.to_markdown();
+    for kind in Kind::ALL {
+        assert!(table.contains(kind.label()));
+    }
+    assert!(serde_json::to_string(&report).unwrap().contains("floor_share"));
+}
+
+#[test]
+fn token_cache_scenario_also_succeeds() {
+    let report = run(&options(&["--scenarios", "realm", "--token-cache"])).unwrap();
+    assert_eq!(report.scenarios.len(), 1);
+    assert_eq!(report.scenarios[0].peak.errors, 0);
+    assert_eq!(report.scenarios[0].peak.ok, 50);
+    assert!(report.machine.token_cache);
+}
+
+#[test]
+fn bad_options_are_refused() {
+    let err = run(&options(&["--workers", "0"])).unwrap_err();
+    assert!(matches!(err, LoadgenError::Option { option: "--workers", .. }));
+    let err = run(&options(&["--open-secs=-1"])).unwrap_err();
+    assert!(matches!(err, LoadgenError::Option { option: "--open-secs", .. }));
+}
+
+#[test]
+fn missing_broker_binary_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("svid-broker");
+    let mut o = options(&[]);
+    o.broker = svid_broker_loadgen::broker::Mode::Child;
+    o.broker_bin = Some(missing);
+    assert!(matches!(run(&o), Err(LoadgenError::BrokerBinary { .. })));
+}
