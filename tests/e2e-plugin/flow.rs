@@ -25,7 +25,7 @@ const AUDIENCE: &str = "svid-broker";
 const SERVICE: &str = "registry.local";
 const ISSUER: &str = "svid-broker";
 const BROKER: &str = "spiffe://broker.test/svid-broker";
-const NODE: &str = "spiffe://nodes.example/node/worker-1/credential-provider";
+pub(crate) const NODE: &str = "spiffe://nodes.example/node/worker-1/credential-provider";
 const BUILDER: &str = "spiffe://ci.example/builder";
 const STRANGER: &str = "spiffe://other.example/stranger";
 const SA_ISSUER: &str = "https://kubernetes.default.svc";
@@ -66,7 +66,7 @@ fn id(s: &str) -> SpiffeId {
     SpiffeId::parse(s).unwrap()
 }
 
-struct Fixture {
+pub(crate) struct Fixture {
     handle: Option<ServerHandle>,
     apis: Vec<(String, WorkloadApiHandle)>,
     registry: Option<Registry>,
@@ -78,7 +78,7 @@ struct Fixture {
 impl Fixture {
     /// Broker, Workload APIs and registry; with `sa`, the broker also accepts service-account
     /// tokens of a dev issuer with the node's plugin as trusted actor.
-    fn start(sa: bool) -> Fixture {
+    pub(crate) fn start(sa: bool) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -179,11 +179,11 @@ audit = "audit.log"
         self.registry.as_ref().unwrap()
     }
 
-    fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         self.registry().addr.to_string()
     }
 
-    fn endpoint(&self, who: &str) -> String {
+    pub(crate) fn endpoint(&self, who: &str) -> String {
         self.apis
             .iter()
             .find(|(w, _)| w == who)
@@ -201,7 +201,7 @@ audit = "audit.log"
     }
 
     /// Writes a plugin config for this registry; `broker` overrides the broker address.
-    fn plugin_config(&self, name: &str, scope: &str, broker: Option<&str>) -> PathBuf {
+    pub(crate) fn plugin_config(&self, name: &str, scope: &str, broker: Option<&str>) -> PathBuf {
         let path = self.dir.path().join(format!("{name}.toml"));
         std::fs::write(
             &path,
@@ -292,7 +292,7 @@ fn kubelet_exec(kubelet_config: &Path, request: &serde_json::Value) -> Output {
     plugin(&args, &env, &stdin)
 }
 
-fn request(api_version: &str, image: &str) -> serde_json::Value {
+pub(crate) fn request(api_version: &str, image: &str) -> serde_json::Value {
     serde_json::json!({
         "kind": "CredentialProviderRequest",
         "apiVersion": format!("credentialprovider.kubelet.k8s.io/{api_version}"),

@@ -21,5 +21,6 @@ mod support;
 #[path = "../e2e/registry.rs"]
 mod registry;
 
+mod bench;
 mod flow;
 mod protocol;

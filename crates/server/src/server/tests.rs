@@ -238,3 +238,76 @@ async fn policy_file_changes_are_polled() {
     assert!(seen, "the poller did not reload the policy");
     handle.shutdown().await;
 }
+
+const SA_CONFIG: &str = r#"
+[server]
+http_addr = "127.0.0.1:0"
+public_url = "http://127.0.0.1:1"
+shutdown_grace_seconds = 5
+[identity]
+audience = "svid-broker"
+bundle_files = [{ trust_domain = "example.org", path = "bundle.json" }]
+[policy]
+file = "policy.toml"
+poll_seconds = 3600
+[signing]
+generate = true
+[log]
+audit = "audit.log"
+[service_account]
+trusted_actors = ["spiffe://example.org/plugin"]
+[[service_account.issuers]]
+issuer = "https://k8s.test"
+audiences = ["svid-broker"]
+trust_domain = "example.org"
+jwks_file = "sa.jwks.json"
+"#;
+
+#[tokio::test]
+async fn service_account_keys_load_at_start_or_stop_it() {
+    use svid_broker_dev::satoken::{DevSaAlgorithm, DevServiceAccountIssuer, SaTokenRequest};
+
+    let dir = tempfile::tempdir().unwrap();
+    let td = DevTrustDomain::new(
+        TrustDomain::parse("example.org").unwrap(),
+        [id("spiffe://example.org/plugin")],
+    )
+    .unwrap();
+    write_config(dir.path(), &td);
+    let config = BrokerConfig::from_toml_str(SA_CONFIG, dir.path()).unwrap();
+
+    // No JWK Set file yet: start-up fails and names the issuer.
+    let err = BrokerServer::start(config.clone(), Arc::new(SystemClock))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ServerError::ServiceAccountKeys { issuer, .. } if issuer == "https://k8s.test"),
+        "{err:?}"
+    );
+
+    let sa = DevServiceAccountIssuer::new("https://k8s.test", DevSaAlgorithm::Es256).unwrap();
+    sa.write_jwks(dir.path().join("sa.jwks.json")).unwrap();
+    let handle = BrokerServer::start(config, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let token = sa
+        .mint(&SaTokenRequest::new("ci", "builder", "svid-broker"))
+        .unwrap();
+    let actor = crate::engine::Caller {
+        spiffe_id: id("spiffe://example.org/plugin"),
+        method: crate::engine::AuthMethod::X509Svid,
+    };
+    let input = crate::engine::ExchangeInput {
+        kind: crate::engine::ExchangeKind::LoginCredential,
+        service: "registry.local",
+        scopes: &[],
+        peer: None,
+        endpoint: crate::engine::Endpoint::Grpc,
+    };
+    let (subject, _) = handle
+        .broker()
+        .exchange_with_subject_token(&actor, token.expose(), &input, SystemTime::now())
+        .unwrap();
+    assert_eq!(subject.spiffe_id.as_str(), BUILDER);
+    handle.shutdown().await;
+}
