@@ -5,6 +5,9 @@
 //! ```text
 //! cargo test --release -p svid-credential-provider --test e2e-plugin bench -- --ignored --nocapture
 //! ```
+//!
+//! `SVID_CP_BENCH_BINARY=PATH` measures another build of the plugin (e.g. one whose aws-lc was
+//! built with `AWS_LC_SYS_NO_JITTER_ENTROPY=1`) against the same broker.
 
 use std::io::Write;
 use std::path::Path;
@@ -105,41 +108,47 @@ fn bench_exec_latency_against_a_warm_broker() {
         serde_json::to_string(&request("v1", &format!("{}/team/app", fx.host()))).unwrap();
     stdin.push('\n');
     let cat = Path::new("/bin/cat");
+    let mut contenders: Vec<(String, String)> = vec![(
+        "`svid-credential-provider` (node mode, mTLS, login credential)".to_owned(),
+        PLUGIN.to_owned(),
+    )];
+    if let Ok(other) = std::env::var("SVID_CP_BENCH_BINARY") {
+        contenders.push((format!("same, `{other}`"), other));
+    }
 
     for _ in 0..10 {
-        exec(Path::new(PLUGIN), &args, &env, &stdin, false);
+        for (_, binary) in &contenders {
+            exec(Path::new(binary), &args, &env, &stdin, false);
+        }
         exec(cat, &[], &[], &stdin, true);
     }
-    let (mut plugin, mut floor) = (Vec::with_capacity(RUNS), Vec::with_capacity(RUNS));
+    let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(RUNS); contenders.len() + 1];
     for _ in 0..RUNS {
-        plugin.push(exec(Path::new(PLUGIN), &args, &env, &stdin, false));
-        floor.push(exec(cat, &[], &[], &stdin, true));
+        times[0].push(exec(cat, &[], &[], &stdin, true));
+        for (i, (_, binary)) in contenders.iter().enumerate() {
+            times[i + 1].push(exec(Path::new(binary), &args, &env, &stdin, false));
+        }
     }
-    plugin.sort();
-    floor.sort();
-    let plugin_rss = peak_rss(PLUGIN, &args, &env, &stdin, RSS_RUNS);
-    let floor_rss = peak_rss("/bin/cat", &[], &[], &stdin, RSS_RUNS);
+    let mut rows = vec![(
+        "floor: `cat` reading the request, stdout to /dev/null".to_owned(),
+        peak_rss("/bin/cat", &[], &[], &stdin, RSS_RUNS),
+    )];
+    for (name, binary) in &contenders {
+        rows.push((
+            name.clone(),
+            peak_rss(binary, &args, &env, &stdin, RSS_RUNS),
+        ));
+    }
     println!("| program | runs | p50 | p99 | max | peak RSS |");
     println!("|---|---:|---:|---:|---:|---:|");
-    for (name, v, rss) in [
-        (
-            "floor: `cat` reading the request, stdout to /dev/null",
-            &floor,
-            floor_rss,
-        ),
-        (
-            "`svid-credential-provider` (node mode, mTLS, login credential)",
-            &plugin,
-            plugin_rss,
-        ),
-    ] {
+    for ((name, rss), v) in rows.iter().zip(times.iter_mut()) {
+        v.sort();
         println!(
-            "| {name} | {} | {} | {} | {} | {} KiB |",
+            "| {name} | {} | {} | {} | {} | {rss} KiB |",
             v.len(),
             ms(percentile(v, 50.0)),
             ms(percentile(v, 99.0)),
             ms(*v.last().unwrap()),
-            rss
         );
     }
 }

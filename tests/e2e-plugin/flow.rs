@@ -319,9 +319,8 @@ fn credentials(
     );
     let auth = response.auth.as_ref().unwrap();
     assert_eq!(auth.len(), 1, "{auth:?}");
-    let (key, creds) = auth.iter().next().unwrap();
-    let (key, user, password) = (key.clone(), creds.username.clone(), creds.password.clone());
-    let _ = key;
+    let creds = auth.values().next().unwrap();
+    let (user, password) = (creds.username.clone(), creds.password.clone());
     (response, user, password)
 }
 
@@ -419,6 +418,18 @@ fn node_mode_credentials_pull_and_push_only_where_policy_allows() {
     );
     let out = push(&fx, &user, &password, "team/app2");
     assert!(denied(&out), "a pull-only node pushed: {out:?}");
+
+    // The same with a JWT-SVID bearer instead of mTLS.
+    let jwt_config = fx.dir.path().join("jwt.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[[registries]]",
+        &format!("[svid]\nauth = \"jwt\"\njwt_audience = \"{AUDIENCE}\"\n\n[[registries]]"),
+    );
+    std::fs::write(&jwt_config, text).unwrap();
+    let (_, user, password) = credentials(&fx, &jwt_config, NODE, "v1", &image);
+    assert_eq!(user, NODE);
+    let out = pull(&fx, &user, &password, "team/app", 5);
+    assert!(out.success, "node pull (jwt) failed: {}", out.stderr);
 
     // v1alpha1 works the same.
     let (response, _, _) = credentials(&fx, &config, NODE, "v1alpha1", &image);

@@ -11,6 +11,7 @@
 mod support;
 
 mod dev;
+mod docs;
 mod grpc;
 mod inspect;
 mod realm;

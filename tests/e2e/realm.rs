@@ -318,7 +318,7 @@ fn skopeo_pushes_and_pulls_with_spiffe_credentials() {
     // with a chunked body.
     let offline = realm_token(&broker, READER, &[], "&offline_token=true&client_id=e2e");
     let refresh = offline["refresh_token"].as_str().unwrap();
-    assert!(refresh.starts_with("sbr1."));
+    assert!(refresh.starts_with("sbr2."));
     let authfile = work.path().join("auth.json");
     let auths = serde_json::json!({
         "auths": { registry.addr.to_string(): {

@@ -179,6 +179,13 @@ pub enum ClientError {
         /// The rule that failed.
         rule: ResponseRule,
     },
+    /// rustls refused the client configuration (the SVID's key is unusable).
+    #[error("cannot build the tls client configuration")]
+    TlsConfig {
+        /// rustls' reason.
+        #[source]
+        source: rustls::Error,
+    },
     /// The blocking wrapper could not build its runtime.
     #[error("cannot start the async runtime")]
     Runtime {
@@ -261,7 +268,7 @@ impl ClientError {
             | Self::InvalidArgument { .. }
             | Self::InvalidRequest { .. } => ErrorClass::InvalidArgument,
             Self::Rejected { .. } | Self::InvalidResponse { .. } => ErrorClass::Rejected,
-            Self::Runtime { .. } => ErrorClass::Local,
+            Self::Runtime { .. } | Self::TlsConfig { .. } => ErrorClass::Local,
         }
     }
 

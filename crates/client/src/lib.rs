@@ -574,19 +574,17 @@ impl BrokerClient {
                 )
                 .await?
                 .map_err(classify_workload)?;
-                let value = MetadataValue::try_from(format!("Bearer {}", jwt.expose_token()))
+                let mut value = MetadataValue::try_from(format!("Bearer {}", jwt.expose_token()))
                     .map_err(|_| ClientError::InvalidRequest {
-                        rule: RequestRule::BearerNotHeaderText,
-                    })?;
+                    rule: RequestRule::BearerNotHeaderText,
+                })?;
+                // Keeps the token out of HPACK's dynamic table.
+                value.set_sensitive(true);
                 (None, Some(value))
             }
         };
-        let tls = client_tls_config(bundles, self.options.broker_id.clone(), identity).map_err(
-            |source| ClientError::BrokerIdentity {
-                address: self.options.broker.clone(),
-                source,
-            },
-        )?;
+        let tls = client_tls_config(bundles, self.options.broker_id.clone(), identity)
+            .map_err(|source| ClientError::TlsConfig { source })?;
 
         let retry = self.options.retry;
         let mut attempt = 0u32;

@@ -33,9 +33,19 @@ pub(crate) enum RequestError {
     /// More than [`MAX_REQUEST_SIZE`] bytes.
     #[error("request larger than {MAX_REQUEST_SIZE} bytes")]
     TooLarge,
-    /// Not JSON, or a field of the wrong type.
-    #[error("request is not a valid CredentialProviderRequest: {0}")]
-    Json(#[source] serde_json::Error),
+    /// Not JSON, or a field missing or of the wrong type. Only the position is kept: serde's
+    /// message may quote request values, and the request can hold a token.
+    #[error(
+        "request is not a valid CredentialProviderRequest ({kind} at line {line}, column {column})"
+    )]
+    Json {
+        /// `syntax`, `data` (missing or mistyped field) or `eof`.
+        kind: &'static str,
+        /// Line of the error.
+        line: usize,
+        /// Column of the error.
+        column: usize,
+    },
     /// An `apiVersion` other than the three known ones.
     #[error("unsupported apiVersion {0:?}")]
     ApiVersion(String),
@@ -91,7 +101,16 @@ impl Request {
         if bytes.len() > MAX_REQUEST_SIZE {
             return Err(RequestError::TooLarge);
         }
-        let raw: RawRequest = serde_json::from_slice(bytes).map_err(RequestError::Json)?;
+        let raw: RawRequest = serde_json::from_slice(bytes).map_err(|e| RequestError::Json {
+            kind: match e.classify() {
+                serde_json::error::Category::Io => "io",
+                serde_json::error::Category::Syntax => "syntax error",
+                serde_json::error::Category::Data => "missing or mistyped field",
+                serde_json::error::Category::Eof => "unexpected end",
+            },
+            line: e.line(),
+            column: e.column(),
+        })?;
         if !API_VERSIONS.contains(&raw.api_version.as_str()) {
             return Err(RequestError::ApiVersion(truncate(&raw.api_version)));
         }
@@ -261,7 +280,7 @@ mod tests {
     #[test]
     fn bad_requests_are_refused() {
         let bad = |t: &str| Request::parse(t.as_bytes()).unwrap_err();
-        assert!(matches!(bad("not json"), RequestError::Json(_)));
+        assert!(matches!(bad("not json"), RequestError::Json { .. }));
         assert!(matches!(
             bad(
                 r#"{"kind":"CredentialProviderRequest","apiVersion":"credentialprovider.kubelet.k8s.io/v2","image":"a"}"#
@@ -284,10 +303,18 @@ mod tests {
             bad(
                 r#"{"kind":"CredentialProviderRequest","apiVersion":"credentialprovider.kubelet.k8s.io/v1"}"#
             ),
-            RequestError::Json(_)
+            RequestError::Json { .. }
         ));
         let big = vec![b' '; MAX_REQUEST_SIZE + 1];
         assert!(matches!(Request::parse(&big), Err(RequestError::TooLarge)));
+    }
+
+    #[test]
+    fn json_errors_never_quote_the_request() {
+        let e = Request::parse(br#"{"kind":"CredentialProviderRequest","apiVersion":"credentialprovider.kubelet.k8s.io/v1","image":"r/a","serviceAccountToken":{"SECRET":1}}"#).unwrap_err();
+        let text = e.to_string();
+        assert!(!text.contains("SECRET"), "{text}");
+        assert!(text.contains("missing or mistyped field"), "{text}");
     }
 
     #[test]

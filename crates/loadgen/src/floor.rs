@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
-    self, EcdsaKeyPair, KeyPair as _, ParsedPublicKey, ECDSA_P256_SHA256_FIXED_SIGNING,
+    self, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _, ParsedPublicKey,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -85,7 +85,10 @@ pub fn measure(input: &FloorInput<'_>, duration: Duration) -> Result<Floor, Load
     // Keep the public half reachable so the key is a whole, usable pair as in the broker.
     black_box(signer.public_key().as_ref().len());
     let sign = || signer.sign(&rng, black_box(payload)).is_ok();
-    let verify = || key.verify_sig(black_box(signed.as_bytes()), black_box(&sig)).is_ok();
+    let verify = || {
+        key.verify_sig(black_box(signed.as_bytes()), black_box(&sig))
+            .is_ok()
+    };
 
     let raw_per_sec = rate(duration, || verify() & sign());
     let validator_per_sec = rate(duration, || {

@@ -368,8 +368,7 @@ async fn measure_scenario(
                 source,
             })?;
     }
-    let (clients, _) =
-        scenario::closed_loop(clients, phases.warmup, options.max_requests).await;
+    let (clients, _) = scenario::closed_loop(clients, phases.warmup, options.max_requests).await;
 
     let cpu0 = Cpu::now(pid, ticks);
     let (clients, peak) =
@@ -383,9 +382,7 @@ async fn measure_scenario(
     drop(clients);
 
     let peak_cores = Cpu::cores(cpu0.broker, cpu1.broker, peak.elapsed);
-    let per_core = peak_cores
-        .filter(|c| *c > 0.0)
-        .map(|c| peak_rate / c);
+    let per_core = peak_cores.filter(|c| *c > 0.0).map(|c| peak_rate / c);
     Ok(ScenarioReport {
         kind,
         label: kind.label(),

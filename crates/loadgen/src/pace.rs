@@ -62,7 +62,11 @@ mod tests {
         let rate = 3333.0;
         for i in [1u64, 2, 17, 999, 3332] {
             let at = due_at(i, rate);
-            assert_eq!(due_count(at, rate, u64::MAX), i + 1, "request {i} due at {at:?}");
+            assert_eq!(
+                due_count(at, rate, u64::MAX),
+                i + 1,
+                "request {i} due at {at:?}"
+            );
             if let Some(before) = at.checked_sub(Duration::from_micros(1)) {
                 assert_eq!(due_count(before, rate, u64::MAX), i, "request {i} early");
             }
@@ -84,7 +88,10 @@ mod tests {
 
     #[test]
     fn total_is_rate_times_duration_capped() {
-        assert_eq!(total_requests(1000.0, Duration::from_secs(10), 1_000_000), 10_000);
+        assert_eq!(
+            total_requests(1000.0, Duration::from_secs(10), 1_000_000),
+            10_000
+        );
         assert_eq!(total_requests(1000.0, Duration::from_secs(10), 50), 50);
         assert_eq!(total_requests(0.0, Duration::from_secs(10), 50), 0);
     }

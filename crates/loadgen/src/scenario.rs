@@ -113,7 +113,9 @@ impl std::fmt::Debug for Client {
             Inner::Grpc { .. } => "grpc",
             Inner::Realm { .. } => "realm",
         };
-        f.debug_struct("Client").field("kind", &kind).finish_non_exhaustive()
+        f.debug_struct("Client")
+            .field("kind", &kind)
+            .finish_non_exhaustive()
     }
 }
 
@@ -357,7 +359,11 @@ impl Phase {
     /// Successful requests per second.
     pub fn rate(&self) -> f64 {
         let secs = self.elapsed.as_secs_f64();
-        if secs > 0.0 { self.ok as f64 / secs } else { 0.0 }
+        if secs > 0.0 {
+            self.ok as f64 / secs
+        } else {
+            0.0
+        }
     }
 }
 

@@ -49,7 +49,11 @@ fn every_scenario_exchanges_successfully() {
     for kind in Kind::ALL {
         assert!(table.contains(kind.label()));
     }
-    assert!(serde_json::to_string(&report).unwrap().contains("floor_share"));
+    assert!(
+        serde_json::to_string(&report)
+            .unwrap()
+            .contains("floor_share")
+    );
 }
 
 #[test]
@@ -64,9 +68,21 @@ fn token_cache_scenario_also_succeeds() {
 #[test]
 fn bad_options_are_refused() {
     let err = run(&options(&["--workers", "0"])).unwrap_err();
-    assert!(matches!(err, LoadgenError::Option { option: "--workers", .. }));
+    assert!(matches!(
+        err,
+        LoadgenError::Option {
+            option: "--workers",
+            ..
+        }
+    ));
     let err = run(&options(&["--open-secs=-1"])).unwrap_err();
-    assert!(matches!(err, LoadgenError::Option { option: "--open-secs", .. }));
+    assert!(matches!(
+        err,
+        LoadgenError::Option {
+            option: "--open-secs",
+            ..
+        }
+    ));
 }
 
 #[test]

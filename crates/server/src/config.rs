@@ -28,6 +28,8 @@
 //! [credentials]
 //! login_credential_ttl_seconds = 1800 # 60..=3600
 //! refresh_token_ttl_seconds = 3600    # 60..=86400
+//! max_session_seconds = 86400         # 60..=604800: no refresh-token renewal reaches past the
+//! #                                   # original SVID/login authentication plus this
 //!
 //! [limits]
 //! requests_per_second_per_subject = 50  # 0 disables the limit
@@ -71,8 +73,8 @@ use svid_broker_policy::Location;
 use svid_broker_token::SigningAlgorithm;
 
 use crate::credential::{
-    DEFAULT_LOGIN_CREDENTIAL_TTL, DEFAULT_REFRESH_TOKEN_TTL, MAX_LOGIN_CREDENTIAL_TTL,
-    MAX_REFRESH_TOKEN_TTL,
+    DEFAULT_LOGIN_CREDENTIAL_TTL, DEFAULT_MAX_SESSION, DEFAULT_REFRESH_TOKEN_TTL,
+    MAX_LOGIN_CREDENTIAL_TTL, MAX_MAX_SESSION, MAX_REFRESH_TOKEN_TTL,
 };
 use crate::satoken::keys::{
     DEFAULT_DISCOVERY_REFRESH, DEFAULT_MIN_REFRESH_SPACING, DiscoveryConfig,
@@ -271,6 +273,12 @@ struct RawCredentials {
     login_credential_ttl_seconds: u64,
     #[serde(default = "default_refresh_ttl")]
     refresh_token_ttl_seconds: u64,
+    #[serde(default = "default_max_session")]
+    max_session_seconds: u64,
+}
+
+fn default_max_session() -> u64 {
+    DEFAULT_MAX_SESSION.as_secs()
 }
 
 fn default_login_ttl() -> u64 {
@@ -286,6 +294,7 @@ impl Default for RawCredentials {
         Self {
             login_credential_ttl_seconds: default_login_ttl(),
             refresh_token_ttl_seconds: default_refresh_ttl(),
+            max_session_seconds: default_max_session(),
         }
     }
 }
@@ -414,6 +423,8 @@ pub struct BrokerConfig {
     pub login_credential_ttl: Duration,
     /// Refresh token lifetime.
     pub refresh_token_ttl: Duration,
+    /// Absolute bound on a refresh-token session, from the original authentication.
+    pub max_session: Duration,
     /// Per-subject requests per second; 0 = unlimited.
     pub requests_per_second_per_subject: u32,
     /// Rate-limit burst.
@@ -581,6 +592,10 @@ impl BrokerConfig {
                 "must be 60..=86400",
             );
         }
+        let max_session = raw.credentials.max_session_seconds;
+        if !(60..=MAX_MAX_SESSION.as_secs()).contains(&max_session) {
+            return invalid("credentials.max_session_seconds", "must be 60..=604800");
+        }
         if raw.limits.requests_per_second_per_subject > 0 && raw.limits.burst == 0 {
             return invalid(
                 "limits.burst",
@@ -619,6 +634,7 @@ impl BrokerConfig {
             algorithm,
             login_credential_ttl: Duration::from_secs(login),
             refresh_token_ttl: Duration::from_secs(refresh),
+            max_session: Duration::from_secs(max_session),
             requests_per_second_per_subject: raw.limits.requests_per_second_per_subject,
             burst: raw.limits.burst,
             token_cache: raw.limits.token_cache,

@@ -1,5 +1,5 @@
 //! Stateless broker credentials: registry login credentials (`sbl1.`) and realm refresh tokens
-//! (`sbr1.`).
+//! (`sbr2.`).
 //!
 //! Shape: `<prefix>.<base64url(json payload)>.<base64url(HMAC-SHA256)>`. The MAC covers the
 //! prefix and the payload text, so a credential of one kind can never pass as the other even
@@ -7,6 +7,14 @@
 //! from the signing CA private key and a per-kind `info` label. Every replica holding the CA
 //! therefore derives the same keys and nothing else needs sharing; rotating the CA revokes
 //! every outstanding credential (they are short-lived, so that is acceptable).
+//!
+//! A refresh token also carries the session it belongs to: `auth_time` (when the SVID or login
+//! credential it descends from was authenticated) and `sxp` (the session's absolute end), both
+//! copied unchanged into every renewed token, so a chain of renewals can never outlive the
+//! original authentication by more than the broker's `max_session`, nor a login credential it
+//! was obtained with. Its `scope` is the ceiling inherited from that login credential. The
+//! first refresh-token format (`sbr1.`) had neither and is refused with
+//! [`CredentialError::UnsupportedVersion`].
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,17 +35,25 @@ pub const MAX_CREDENTIAL_LEN: usize = 8 * 1024;
 pub const DEFAULT_LOGIN_CREDENTIAL_TTL: Duration = Duration::from_secs(30 * 60);
 /// Longest lifetime of a login credential.
 pub const MAX_LOGIN_CREDENTIAL_TTL: Duration = Duration::from_secs(60 * 60);
-/// Default lifetime of a refresh token (it is re-issued on each refresh grant).
+/// Default lifetime of a refresh token (it is re-issued on each refresh grant, never past its
+/// session's end).
 pub const DEFAULT_REFRESH_TOKEN_TTL: Duration = Duration::from_secs(60 * 60);
 /// Longest lifetime of a refresh token.
 pub const MAX_REFRESH_TOKEN_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Default absolute bound on a refresh-token session: no renewal reaches past the original
+/// authentication (`auth_time`) plus this.
+pub const DEFAULT_MAX_SESSION: Duration = Duration::from_secs(24 * 60 * 60);
+/// Longest configurable refresh-token session (`credentials.max_session_seconds`).
+pub const MAX_MAX_SESSION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// Clock skew tolerated on `iat` between replicas.
 pub const CREDENTIAL_IAT_LEEWAY: Duration = Duration::from_secs(60);
 /// Shortest input keying material accepted for key derivation, in bytes.
 pub const MIN_IKM_LEN: usize = 32;
 
 const LOGIN_PREFIX: &str = "sbl1";
-const REFRESH_PREFIX: &str = "sbr1";
+const REFRESH_PREFIX: &str = "sbr2";
+/// The first refresh-token format: no session bound and no ceiling, so never accepted.
+const LEGACY_REFRESH_PREFIX: &str = "sbr1";
 const HKDF_SALT: &[u8] = b"svid-broker credential keys v1";
 const LOGIN_INFO: &[u8] = b"svid-broker login credential v1";
 const REFRESH_INFO: &[u8] = b"svid-broker refresh token v1";
@@ -49,7 +65,7 @@ const JTI_BYTES: usize = 16;
 pub enum CredentialKind {
     /// `sbl1.`: a registry login credential issued by `Exchange`, sent as a Basic password.
     LoginCredential,
-    /// `sbr1.`: a refresh token issued by the realm for offline access.
+    /// `sbr2.`: a refresh token issued by the realm for offline access.
     RefreshToken,
 }
 
@@ -63,12 +79,13 @@ impl CredentialKind {
     }
 
     /// The kind a presented secret claims to be, by its prefix; `None` for anything else
-    /// (a JWT-SVID, for instance).
+    /// (a JWT-SVID, for instance). An outdated refresh-token prefix (`sbr1.`) is still a
+    /// refresh token here, so that verifying it says why it is refused.
     pub fn sniff(secret: &str) -> Option<Self> {
         let (prefix, _) = secret.split_once('.')?;
         match prefix {
             LOGIN_PREFIX => Some(Self::LoginCredential),
-            REFRESH_PREFIX => Some(Self::RefreshToken),
+            REFRESH_PREFIX | LEGACY_REFRESH_PREFIX => Some(Self::RefreshToken),
             _ => None,
         }
     }
@@ -127,6 +144,30 @@ pub enum CredentialError {
     WrongKind {
         /// The kind expected.
         expected: CredentialKind,
+    },
+    /// An outdated format of the kind that is no longer accepted (`sbr1.` refresh tokens
+    /// carried no session bound); the client must authenticate again.
+    #[error("{kind} format {prefix} is no longer accepted, authenticate again")]
+    UnsupportedVersion {
+        /// The kind.
+        kind: CredentialKind,
+        /// The outdated prefix.
+        prefix: &'static str,
+    },
+    /// A refresh token's session (`sxp`) has ended: the chain of renewals is over.
+    #[error("{kind} session expired")]
+    SessionExpired {
+        /// The kind.
+        kind: CredentialKind,
+        /// The session's end, Unix seconds.
+        session_end: u64,
+    },
+    /// A refresh token's session fields are missing or inconsistent (`auth_time` after
+    /// `iat`, `exp` past `sxp`).
+    #[error("{kind} has an invalid session")]
+    InvalidSession {
+        /// The kind.
+        kind: CredentialKind,
     },
     /// A part does not decode.
     #[error("malformed {kind}: bad {part}")]
@@ -243,9 +284,24 @@ pub struct CredentialClaims {
     pub expires_at: SystemTime,
     /// Its unique ID (safe to log).
     pub jti: String,
-    /// For login credentials: the most that tokens obtained with it may grant; empty means
-    /// whatever policy allows. Always empty for refresh tokens.
+    /// The most that tokens obtained with it may grant; empty means whatever policy allows.
+    /// A refresh token carries the ceiling of the login credential it descends from.
     pub ceiling: Vec<ResourceScope>,
+    /// When the session began: the authentication (SVID or login credential) the credential
+    /// descends from. A login credential's is its `iat`.
+    pub auth_time: SystemTime,
+    /// The session's absolute end: no credential of the session is valid past it. A login
+    /// credential's is its `exp`.
+    pub session_end: SystemTime,
+}
+
+/// The session a refresh token belongs to, carried unchanged through renewals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Session {
+    /// When the original authentication happened.
+    pub auth_time: SystemTime,
+    /// The absolute end of the session.
+    pub end: SystemTime,
 }
 
 /// An issued credential.
@@ -270,6 +326,12 @@ struct Payload {
     jti: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     scope: Option<String>,
+    /// Refresh tokens only: the session's `auth_time`, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    auth_time: Option<u64>,
+    /// Refresh tokens only: the session's absolute end, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sxp: Option<u64>,
 }
 
 /// The MAC keys of both credential kinds.
@@ -333,7 +395,8 @@ impl CredentialKeys {
     }
 
     /// Issues a credential of `kind` for `subject` and `service`, valid from `now` for `ttl`.
-    /// `ceiling` is only recorded for login credentials.
+    /// A refresh token issued this way starts a new session at `now` that ends with it (use
+    /// [`Self::issue_refresh`] to renew within a session).
     ///
     /// # Errors
     /// [`CredentialError::TtlOutOfRange`], [`CredentialError::TimeOutOfRange`],
@@ -347,6 +410,64 @@ impl CredentialKeys {
         ttl: Duration,
         now: SystemTime,
     ) -> Result<IssuedCredential, CredentialError> {
+        let session = match kind {
+            CredentialKind::RefreshToken => Some(Session {
+                auth_time: now,
+                end: now
+                    .checked_add(ttl)
+                    .ok_or(CredentialError::TimeOutOfRange)?,
+            }),
+            _ => None,
+        };
+        self.issue_inner(kind, subject, service, ceiling, ttl, now, session)
+    }
+
+    /// Issues a refresh token of `session` for `subject` and `service` with `ceiling`: valid
+    /// from `now` for `ttl`, cut to the session's end.
+    ///
+    /// # Errors
+    /// [`CredentialError::SessionExpired`] when less than a second of the session is left,
+    /// [`CredentialError::InvalidSession`] when `auth_time` is after `now`, and the errors of
+    /// [`Self::issue`].
+    pub fn issue_refresh(
+        &self,
+        subject: &SpiffeId,
+        service: &str,
+        ceiling: &[ResourceScope],
+        ttl: Duration,
+        session: Session,
+        now: SystemTime,
+    ) -> Result<IssuedCredential, CredentialError> {
+        let kind = CredentialKind::RefreshToken;
+        let end = unix(session.end)?;
+        let now_secs = unix(now)?;
+        if end <= now_secs {
+            return Err(CredentialError::SessionExpired {
+                kind,
+                session_end: end,
+            });
+        }
+        if unix(session.auth_time)? > now_secs {
+            return Err(CredentialError::InvalidSession { kind });
+        }
+        let ttl = ttl.min(Duration::from_secs(end - now_secs));
+        self.issue_inner(kind, subject, service, ceiling, ttl, now, Some(session))
+    }
+
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "private; the public entry points keep their argument lists short"
+    )]
+    fn issue_inner(
+        &self,
+        kind: CredentialKind,
+        subject: &SpiffeId,
+        service: &str,
+        ceiling: &[ResourceScope],
+        ttl: Duration,
+        now: SystemTime,
+        session: Option<Session>,
+    ) -> Result<IssuedCredential, CredentialError> {
         let max = max_ttl(kind);
         let ttl_secs = ttl.as_secs();
         if ttl_secs == 0 || ttl > max {
@@ -357,14 +478,21 @@ impl CredentialKeys {
             });
         }
         let iat = unix(now)?;
-        let exp = iat
+        let mut exp = iat
             .checked_add(ttl_secs)
             .ok_or(CredentialError::TimeOutOfRange)?;
+        let (auth_time, sxp) = match session {
+            Some(s) => {
+                let sxp = unix(s.end)?;
+                exp = exp.min(sxp);
+                (Some(unix(s.auth_time)?), Some(sxp))
+            }
+            None => (None, None),
+        };
         let mut jti = [0u8; JTI_BYTES];
         rand::fill(&mut jti).map_err(|_| CredentialError::Random)?;
         let jti = URL_SAFE_NO_PAD.encode(jti);
-        let scope = (kind == CredentialKind::LoginCredential && !ceiling.is_empty())
-            .then(|| scope::join_scopes(ceiling));
+        let scope = (!ceiling.is_empty()).then(|| scope::join_scopes(ceiling));
         let payload = Payload {
             sub: subject.as_str().to_owned(),
             svc: service.to_owned(),
@@ -372,6 +500,8 @@ impl CredentialKeys {
             exp,
             jti: jti.clone(),
             scope,
+            auth_time,
+            sxp,
         };
         let json = serde_json::to_vec(&payload).map_err(|_| CredentialError::TimeOutOfRange)?;
         let mut text = Zeroizing::new(String::with_capacity(
@@ -415,6 +545,12 @@ impl CredentialKeys {
         let (prefix, payload_b64) = signed
             .split_once('.')
             .ok_or(malformed(CredentialPart::Shape))?;
+        if kind == CredentialKind::RefreshToken && prefix == LEGACY_REFRESH_PREFIX {
+            return Err(CredentialError::UnsupportedVersion {
+                kind,
+                prefix: LEGACY_REFRESH_PREFIX,
+            });
+        }
         if prefix != kind.prefix() {
             return Err(CredentialError::WrongKind { expected: kind });
         }
@@ -443,16 +579,29 @@ impl CredentialKeys {
                 issued_at: payload.iat,
             });
         }
+        let (auth_time, session_end) = match (kind, payload.auth_time, payload.sxp) {
+            (CredentialKind::LoginCredential, None, None) => (payload.iat, payload.exp),
+            (CredentialKind::RefreshToken, Some(auth_time), Some(sxp))
+                if auth_time <= payload.iat && payload.exp <= sxp =>
+            {
+                (auth_time, sxp)
+            }
+            _ => return Err(CredentialError::InvalidSession { kind }),
+        };
+        // The session's end first: past it the chain is over, whatever the token's own `exp`.
+        if kind == CredentialKind::RefreshToken && now_secs >= session_end {
+            return Err(CredentialError::SessionExpired { kind, session_end });
+        }
         if now_secs >= payload.exp {
             return Err(CredentialError::Expired {
                 kind,
                 expired_at: payload.exp,
             });
         }
-        let ceiling = match (&payload.scope, kind) {
-            (Some(s), CredentialKind::LoginCredential) => scope::parse_scopes([s.as_str()])
+        let ceiling = match &payload.scope {
+            Some(s) => scope::parse_scopes([s.as_str()])
                 .map_err(|source| CredentialError::InvalidCeiling { kind, source })?,
-            _ => Vec::new(),
+            None => Vec::new(),
         };
         Ok(CredentialClaims {
             kind,
@@ -462,6 +611,8 @@ impl CredentialKeys {
             expires_at: UNIX_EPOCH + Duration::from_secs(payload.exp),
             jti: payload.jti,
             ceiling,
+            auth_time: UNIX_EPOCH + Duration::from_secs(auth_time),
+            session_end: UNIX_EPOCH + Duration::from_secs(session_end),
         })
     }
 }

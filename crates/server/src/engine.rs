@@ -24,7 +24,7 @@ use svid_broker_token::{
 
 use crate::credential::{
     CredentialError, CredentialKeys, CredentialKind, DEFAULT_LOGIN_CREDENTIAL_TTL,
-    DEFAULT_REFRESH_TOKEN_TTL, IssuedCredential, Secret,
+    DEFAULT_MAX_SESSION, DEFAULT_REFRESH_TOKEN_TTL, IssuedCredential, Secret, Session,
 };
 use crate::ops::{
     AuditEvent, AuditSink, CacheKey, CachedToken, Metrics, RateLimit, RateLimiter,
@@ -255,6 +255,20 @@ pub enum AuthFailure {
     /// A login credential's Basic username is not its subject.
     #[error("username does not match the credential")]
     UsernameMismatch,
+    /// A refresh token's session is over: its original authentication was more than the
+    /// broker's `max_session` ago, or the login credential it was obtained with has expired.
+    #[error("refresh token session expired")]
+    SessionExpired {
+        /// The session's end, Unix seconds.
+        session_end: u64,
+    },
+    /// A refresh token was presented for a registry no allow rule lets its subject use any
+    /// more (the policy changed since it was issued).
+    #[error("refresh token subject may no longer use this registry")]
+    NoLongerAllowed {
+        /// The subject.
+        subject: SpiffeId,
+    },
     /// The subject token (a Kubernetes service-account token) was rejected; `Display` is the
     /// rule that failed.
     #[error(transparent)]
@@ -398,6 +412,13 @@ pub struct CredentialBinding {
     pub ceiling: Vec<ResourceScope>,
     /// The credential's `jti`, for the audit log.
     pub jti: String,
+    /// When the session the credential belongs to began (a login credential's `iat`; a
+    /// refresh token's `auth_time`, carried through renewals).
+    pub auth_time: SystemTime,
+    /// The session's absolute end: the earliest of the credential's own session end (a login
+    /// credential's `exp`) and `auth_time` plus the broker's `max_session`. A refresh token
+    /// issued in this session never outlives it.
+    pub session_end: SystemTime,
 }
 
 /// A caller authenticated at the realm, plus what its credential restricts it to.
@@ -420,6 +441,9 @@ pub struct BrokerOptions {
     pub login_credential_ttl: Duration,
     /// Lifetime of refresh tokens.
     pub refresh_token_ttl: Duration,
+    /// Absolute bound on a refresh-token session, from the original authentication
+    /// (`auth_time`); renewals never reach past it.
+    pub max_session: Duration,
     /// Per-subject rate limit; `None` disables it.
     pub rate_limit: Option<RateLimit>,
     /// Whether issued tokens are cached.
@@ -437,6 +461,7 @@ impl BrokerOptions {
             audience: audience.into(),
             login_credential_ttl: DEFAULT_LOGIN_CREDENTIAL_TTL,
             refresh_token_ttl: DEFAULT_REFRESH_TOKEN_TTL,
+            max_session: DEFAULT_MAX_SESSION,
             rate_limit: None,
             cache: true,
             audit: AuditSink::Stderr,
@@ -607,7 +632,7 @@ impl Broker {
     }
 
     /// Authenticates a secret presented at the realm (a Basic password, a Bearer token or a
-    /// `refresh_token` form field): a login credential (`sbl1.`), a refresh token (`sbr1.`), or
+    /// `refresh_token` form field): a login credential (`sbl1.`), a refresh token (`sbr2.`), or
     /// else a JWT-SVID. For a login credential a non-empty `username` must be its subject;
     /// for a JWT-SVID the username is informational.
     ///
@@ -621,10 +646,14 @@ impl Broker {
     ) -> Result<Authenticated, ExchangeError> {
         match CredentialKind::sniff(secret) {
             Some(kind) => {
-                let claims = self
-                    .credentials
-                    .verify(kind, secret, now)
-                    .map_err(|e| ExchangeError::unauthenticated(AuthFailure::Credential(e)))?;
+                let claims = self.credentials.verify(kind, secret, now).map_err(|e| {
+                    ExchangeError::unauthenticated(match e {
+                        CredentialError::SessionExpired { session_end, .. } => {
+                            AuthFailure::SessionExpired { session_end }
+                        }
+                        e => AuthFailure::Credential(e),
+                    })
+                })?;
                 if kind == CredentialKind::LoginCredential
                     && username.is_some_and(|u| !u.is_empty() && u != claims.subject.as_str())
                 {
@@ -636,6 +665,21 @@ impl Broker {
                     CredentialKind::RefreshToken => AuthMethod::RefreshToken,
                     _ => AuthMethod::LoginCredential,
                 };
+                // `max_session` is applied here as well as at issuance, so lowering it in the
+                // config shortens sessions already under way.
+                let session_end = claims.session_end.min(
+                    claims
+                        .auth_time
+                        .checked_add(self.options.max_session)
+                        .unwrap_or(claims.session_end),
+                );
+                if method == AuthMethod::RefreshToken && now >= session_end {
+                    return Err(ExchangeError::unauthenticated(
+                        AuthFailure::SessionExpired {
+                            session_end: unix_secs(session_end),
+                        },
+                    ));
+                }
                 Ok(Authenticated {
                     caller: Caller {
                         spiffe_id: claims.subject,
@@ -645,6 +689,8 @@ impl Broker {
                         service: claims.service,
                         ceiling: claims.ceiling,
                         jti: claims.jti,
+                        auth_time: claims.auth_time,
+                        session_end,
                     }),
                 })
             }
@@ -655,7 +701,9 @@ impl Broker {
         }
     }
 
-    /// Issues a realm refresh token for `subject` bound to `service` (offline access).
+    /// Issues a realm refresh token for `subject` bound to `service` that starts a new session
+    /// at `now` (no ceiling, bounded by `max_session`). Not audited: the realm uses
+    /// [`Self::issue_refresh_token_for`].
     ///
     /// # Errors
     /// [`ExchangeError::Unavailable`].
@@ -665,17 +713,131 @@ impl Broker {
         service: &str,
         now: SystemTime,
     ) -> Result<IssuedCredential, ExchangeError> {
+        let session = Session {
+            auth_time: now,
+            end: now
+                .checked_add(self.options.max_session)
+                .unwrap_or(now + self.options.refresh_token_ttl),
+        };
         self.credentials
-            .issue(
-                CredentialKind::RefreshToken,
+            .issue_refresh(
                 subject,
                 service,
                 &[],
                 self.options.refresh_token_ttl,
+                session,
                 now,
             )
             .map_err(|e| ExchangeError::Unavailable {
                 reason: Unavailability::Credential(e),
+            })
+    }
+
+    /// Issues the refresh token the realm returns for offline access or a refresh grant, after
+    /// `auth` was allowed by [`Self::exchange_authenticated`] for the same `input`, and
+    /// writes one audit event (kind `refresh_token`, with its `jti`). It belongs to the
+    /// caller's session: a fresh one for an SVID (`auth_time` = `now`); for a login
+    /// credential or refresh token, the credential's `auth_time`, ceiling and session end, so
+    /// it never outlives the login credential nor `auth_time` plus `max_session`.
+    ///
+    /// # Errors
+    /// [`AuthFailure::SessionExpired`] when the session has (all but) ended,
+    /// [`AuthFailure::WrongService`], [`ExchangeError::Unavailable`].
+    pub fn issue_refresh_token_for(
+        &self,
+        auth: &Authenticated,
+        input: &ExchangeInput<'_>,
+        client_id: Option<&str>,
+        now: SystemTime,
+    ) -> Result<IssuedCredential, ExchangeError> {
+        let caller = &auth.caller;
+        let result = self.refresh_token_in_session(auth, input.service, now);
+        let actor_text = actor(Some(caller), client_id);
+        match &result {
+            Ok(issued) => {
+                let ceiling = auth.binding.as_ref().map_or(&[][..], |b| &b.ceiling[..]);
+                self.options.audit.emit(&AuditEvent {
+                    time: rfc3339(SystemTime::now()),
+                    event: "svid-broker.exchange",
+                    decision: "allow",
+                    code: None,
+                    reason: "refresh token issued".to_owned(),
+                    subject: Some(caller.spiffe_id.as_str()),
+                    actor: actor_text,
+                    service: input.service,
+                    requested: requested_text(input.scopes),
+                    granted: scope::join_scopes(ceiling),
+                    kind: REFRESH_TOKEN_KIND,
+                    jti: Some(&issued.jti),
+                    expires_at: Some(rfc3339(issued.expires_at)),
+                    cached: false,
+                    peer: peer_text(input.peer),
+                    endpoint: input.endpoint.label(),
+                    subject_token: None,
+                });
+            }
+            Err(err) => {
+                self.metrics.denied(input.endpoint, err.code());
+                self.audit_failure_kind(
+                    Some(caller),
+                    actor_text,
+                    None,
+                    input,
+                    REFRESH_TOKEN_KIND,
+                    err,
+                );
+            }
+        }
+        result
+    }
+
+    fn refresh_token_in_session(
+        &self,
+        auth: &Authenticated,
+        service: &str,
+        now: SystemTime,
+    ) -> Result<IssuedCredential, ExchangeError> {
+        let max_end = |from: SystemTime| from.checked_add(self.options.max_session);
+        let (session, ceiling) = match &auth.binding {
+            None => (
+                Session {
+                    auth_time: now,
+                    end: max_end(now).unwrap_or(now),
+                },
+                &[][..],
+            ),
+            Some(b) => {
+                if b.service != service {
+                    return Err(ExchangeError::unauthenticated(AuthFailure::WrongService {
+                        bound: b.service.clone(),
+                    }));
+                }
+                let end = max_end(b.auth_time).map_or(b.session_end, |m| m.min(b.session_end));
+                (
+                    Session {
+                        auth_time: b.auth_time,
+                        end,
+                    },
+                    &b.ceiling[..],
+                )
+            }
+        };
+        self.credentials
+            .issue_refresh(
+                &auth.caller.spiffe_id,
+                service,
+                ceiling,
+                self.options.refresh_token_ttl,
+                session,
+                now,
+            )
+            .map_err(|e| match e {
+                CredentialError::SessionExpired { session_end, .. } => {
+                    ExchangeError::unauthenticated(AuthFailure::SessionExpired { session_end })
+                }
+                e => ExchangeError::Unavailable {
+                    reason: Unavailability::Credential(e),
+                },
             })
     }
 
@@ -717,8 +879,8 @@ impl Broker {
         client_id: Option<&str>,
         now: SystemTime,
     ) -> Result<ExchangeOutput, ExchangeError> {
-        let mut cached = false;
-        let result = self.decide_and_issue(caller, binding, input, None, now, &mut cached);
+        let mut notes = IssueNotes::default();
+        let result = self.decide_and_issue(caller, binding, input, None, now, &mut notes);
         match &result {
             Ok(out) => {
                 self.metrics.issued(
@@ -731,7 +893,7 @@ impl Broker {
                     None,
                     input,
                     out,
-                    cached,
+                    &notes,
                 );
             }
             Err(err) => {
@@ -779,9 +941,9 @@ impl Broker {
             spiffe_id: sa.spiffe_id.clone(),
             method: AuthMethod::ServiceAccountToken,
         };
-        let mut cached = false;
+        let mut notes = IssueNotes::default();
         let not_after = Some(sa.expires_at);
-        let result = self.decide_and_issue(&subject, None, input, not_after, now, &mut cached);
+        let result = self.decide_and_issue(&subject, None, input, not_after, now, &mut notes);
         match &result {
             Ok(out) => {
                 self.metrics.issued(
@@ -794,7 +956,7 @@ impl Broker {
                     Some(sa_audit(method, Some(&sa))),
                     input,
                     out,
-                    cached,
+                    &notes,
                 );
             }
             Err(err) => {
@@ -868,7 +1030,7 @@ impl Broker {
         input: &ExchangeInput<'_>,
         not_after: Option<SystemTime>,
         now: SystemTime,
-        cached: &mut bool,
+        notes: &mut IssueNotes,
     ) -> Result<ExchangeOutput, ExchangeError> {
         let cap = |ttl: Duration| match not_after {
             Some(at) => ttl.min(
@@ -901,6 +1063,19 @@ impl Broker {
                     _ => InvalidRequest::TooManyScopes(e),
                 })
             })?;
+        // A refresh token is a standing grant: once no rule lets its subject use this registry
+        // the chain ends here (401, nothing re-issued) rather than renewing empty grants.
+        if caller.method == AuthMethod::RefreshToken
+            && !policy
+                .has_allow_rule(&caller.spiffe_id, input.service)
+                .unwrap_or(false)
+        {
+            return Err(ExchangeError::unauthenticated(
+                AuthFailure::NoLongerAllowed {
+                    subject: caller.spiffe_id.clone(),
+                },
+            ));
+        }
         self.limiter
             .check(&caller.spiffe_id, now)
             .map_err(|retry_after| ExchangeError::ResourceExhausted {
@@ -932,7 +1107,7 @@ impl Broker {
                     cap(left) == left
                 }) {
                     self.metrics.cache(true);
-                    *cached = true;
+                    notes.cached = true;
                     return Ok(ExchangeOutput::AccessToken {
                         token: hit.token,
                         jti: hit.jti,
@@ -1002,6 +1177,7 @@ impl Broker {
                     .map_err(|e| ExchangeError::Unavailable {
                         reason: Unavailability::Credential(e),
                     })?;
+                notes.credential_jti = Some(issued.jti);
                 Ok(ExchangeOutput::LoginCredential {
                     username: caller.spiffe_id.as_str().to_owned(),
                     password: issued.secret,
@@ -1019,7 +1195,7 @@ impl Broker {
         subject_token: Option<SubjectTokenAudit<'_>>,
         input: &ExchangeInput<'_>,
         out: &ExchangeOutput,
-        cached: bool,
+        notes: &IssueNotes,
     ) {
         let (granted, jti, expires_at) = match out {
             ExchangeOutput::AccessToken {
@@ -1032,7 +1208,11 @@ impl Broker {
                 ceiling,
                 expires_at,
                 ..
-            } => (ceiling.as_slice(), None, *expires_at),
+            } => (
+                ceiling.as_slice(),
+                notes.credential_jti.as_deref(),
+                *expires_at,
+            ),
         };
         self.options.audit.emit(&AuditEvent {
             time: rfc3339(SystemTime::now()),
@@ -1052,7 +1232,7 @@ impl Broker {
             kind: input.kind.label(),
             jti,
             expires_at: Some(rfc3339(expires_at)),
-            cached,
+            cached: notes.cached,
             peer: peer_text(input.peer),
             endpoint: input.endpoint.label(),
             subject_token,
@@ -1067,6 +1247,18 @@ impl Broker {
         input: &ExchangeInput<'_>,
         err: &ExchangeError,
     ) {
+        self.audit_failure_kind(caller, actor, subject_token, input, input.kind.label(), err);
+    }
+
+    fn audit_failure_kind(
+        &self,
+        caller: Option<&Caller>,
+        actor: String,
+        subject_token: Option<SubjectTokenAudit<'_>>,
+        input: &ExchangeInput<'_>,
+        kind: &'static str,
+        err: &ExchangeError,
+    ) {
         self.options.audit.emit(&AuditEvent {
             time: rfc3339(SystemTime::now()),
             event: "svid-broker.exchange",
@@ -1078,7 +1270,7 @@ impl Broker {
             service: cut(input.service, MAX_CLIENT_ID_LEN),
             requested: requested_text(input.scopes),
             granted: String::new(),
-            kind: input.kind.label(),
+            kind,
             jti: None,
             expires_at: None,
             cached: false,
@@ -1102,6 +1294,23 @@ fn sa_audit<'a>(
         pod: sa.and_then(|s| s.pod_name.as_deref()),
         pod_uid: sa.and_then(|s| s.pod_uid.as_deref()),
     }
+}
+
+/// The audit `kind` of a refresh token issued by the realm.
+const REFRESH_TOKEN_KIND: &str = "refresh_token";
+
+/// What an issuance reports besides its output, for the audit event.
+#[derive(Debug, Default)]
+struct IssueNotes {
+    /// A cached access token was reused.
+    cached: bool,
+    /// The `jti` of an issued login credential (the output carries only its secret).
+    credential_jti: Option<String>,
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// An error and its `source()` chain as `a: b: c`, for log lines.

@@ -170,7 +170,7 @@ fn header_credentials(headers: &HeaderMap) -> Result<HeaderCredentials, AuthFail
         let text =
             std::str::from_utf8(&decoded).map_err(|_| AuthFailure::MalformedAuthorization)?;
         // The password is split off at the *last* colon: every secret the broker accepts is
-        // colon-free (JWS, `sbl1.`/`sbr1.`), while the username is a SPIFFE ID
+        // colon-free (JWS, `sbl1.`/`sbr2.`), while the username is a SPIFFE ID
         // (`spiffe://...`), which `skopeo --creds ID:SECRET` sends unsplit.
         let (username, password) = text
             .rsplit_once(':')
@@ -338,8 +338,10 @@ fn serve_token(
         });
     };
     let is_refresh_grant = fields.grant_type.as_deref() == Some("refresh_token");
+    // The refresh token joins the caller's session: a login credential's or refresh token's
+    // ceiling, `auth_time` and session end carry over, so renewing never widens or extends it.
     let refresh = if fields.offline || is_refresh_grant {
-        match broker.issue_refresh_token(&auth.caller.spiffe_id, service, now) {
+        match broker.issue_refresh_token_for(&auth, &input, fields.client_id.as_deref(), now) {
             Ok(r) => Some(r),
             Err(e) => return error_response(&e),
         }

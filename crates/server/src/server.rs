@@ -275,6 +275,7 @@ impl BrokerServer {
         let mut options = BrokerOptions::new(config.audience.clone());
         options.login_credential_ttl = config.login_credential_ttl;
         options.refresh_token_ttl = config.refresh_token_ttl;
+        options.max_session = config.max_session;
         options.rate_limit = (config.requests_per_second_per_subject > 0).then(|| RateLimit {
             per_second: f64::from(config.requests_per_second_per_subject),
             burst: f64::from(config.burst),

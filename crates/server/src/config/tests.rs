@@ -76,6 +76,7 @@ fn full_config_parses_and_resolves_paths() {
     assert_eq!(c.algorithm, SigningAlgorithm::Es384);
     assert_eq!(c.login_credential_ttl, Duration::from_secs(600));
     assert_eq!(c.refresh_token_ttl, DEFAULT_REFRESH_TOKEN_TTL);
+    assert_eq!(c.max_session, DEFAULT_MAX_SESSION);
     assert_eq!(c.requests_per_second_per_subject, 0);
     assert!(!c.token_cache);
     assert_eq!(c.log_format, LogFormat::Json);
@@ -178,6 +179,17 @@ fn each_rule_is_enforced() {
     assert_eq!(rule(&text).0, "credentials.login_credential_ttl_seconds");
     let text = format!("{MINIMAL}[credentials]\nrefresh_token_ttl_seconds = 59\n");
     assert_eq!(rule(&text).0, "credentials.refresh_token_ttl_seconds");
+    for bad in [59, 604_801] {
+        let text = format!("{MINIMAL}[credentials]\nmax_session_seconds = {bad}\n");
+        assert_eq!(rule(&text).0, "credentials.max_session_seconds");
+    }
+    let text = format!("{MINIMAL}[credentials]\nmax_session_seconds = 7200\n");
+    assert_eq!(
+        BrokerConfig::from_toml_str(&text, Path::new("/cfg"))
+            .unwrap()
+            .max_session,
+        Duration::from_secs(7200)
+    );
     let text = format!("{MINIMAL}[limits]\nburst = 0\n");
     assert_eq!(rule(&text).0, "limits.burst");
     let dup = MINIMAL.replace(

@@ -35,15 +35,221 @@ fn login_credential_round_trips_with_its_ceiling() {
 }
 
 #[test]
-fn refresh_token_round_trips_without_a_ceiling() {
-    let now = t0();
+fn refresh_token_round_trips_with_its_ceiling_and_a_new_session() {
+    let now = secs(1_800_000_000);
     let c = issue(CredentialKind::RefreshToken, Duration::from_secs(600), now);
-    assert!(c.secret.expose().starts_with("sbr1."));
+    assert!(c.secret.expose().starts_with("sbr2."));
     let claims = keys()
         .verify(CredentialKind::RefreshToken, c.secret.expose(), now)
         .unwrap();
-    assert!(claims.ceiling.is_empty());
+    assert_eq!(claims.ceiling, ceiling());
     assert_eq!(claims.kind, CredentialKind::RefreshToken);
+    assert_eq!(claims.auth_time, now);
+    assert_eq!(claims.session_end, now + Duration::from_secs(600));
+    // Without a ceiling there is no `scope`, as before.
+    let bare = keys()
+        .issue(
+            CredentialKind::RefreshToken,
+            &id(BUILDER),
+            "registry.local",
+            &[],
+            Duration::from_secs(600),
+            now,
+        )
+        .unwrap();
+    let claims = keys()
+        .verify(CredentialKind::RefreshToken, bare.secret.expose(), now)
+        .unwrap();
+    assert!(claims.ceiling.is_empty());
+}
+
+#[test]
+fn login_credential_session_is_its_own_lifetime() {
+    let now = secs(1_800_000_000);
+    let c = issue(
+        CredentialKind::LoginCredential,
+        Duration::from_secs(600),
+        now,
+    );
+    let claims = keys()
+        .verify(CredentialKind::LoginCredential, c.secret.expose(), now)
+        .unwrap();
+    assert_eq!(claims.auth_time, now);
+    assert_eq!(claims.session_end, c.expires_at);
+}
+
+fn secs(n: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(n)
+}
+
+fn renew(session: Session, now: SystemTime) -> Result<IssuedCredential, CredentialError> {
+    keys().issue_refresh(
+        &id(BUILDER),
+        "registry.local",
+        &ceiling(),
+        Duration::from_secs(3600),
+        session,
+        now,
+    )
+}
+
+#[test]
+fn renewed_refresh_tokens_keep_the_session_and_stop_at_its_end() {
+    let start = secs(1_800_000_000);
+    let session = Session {
+        auth_time: start,
+        end: start + Duration::from_secs(24 * 3600),
+    };
+    // Early in the session: the full refresh lifetime, `auth_time` unchanged.
+    let now = start + Duration::from_secs(3600);
+    let early = renew(session, now).unwrap();
+    assert_eq!(early.expires_at, now + Duration::from_secs(3600));
+    let claims = keys()
+        .verify(CredentialKind::RefreshToken, early.secret.expose(), now)
+        .unwrap();
+    assert_eq!(claims.auth_time, start);
+    assert_eq!(claims.session_end, session.end);
+    assert_eq!(claims.ceiling, ceiling());
+    // Late: cut to the session's end.
+    let late = start + Duration::from_secs(23 * 3600 + 1800);
+    let cut = renew(session, late).unwrap();
+    assert_eq!(cut.expires_at, session.end);
+    // At or past the end: nothing more.
+    for at in [session.end, session.end + Duration::from_secs(1)] {
+        assert_eq!(
+            renew(session, at).unwrap_err(),
+            CredentialError::SessionExpired {
+                kind: CredentialKind::RefreshToken,
+                session_end: 1_800_000_000 + 24 * 3600,
+            }
+        );
+    }
+    // A session that claims to start in the future is refused.
+    let future = Session {
+        auth_time: start + Duration::from_secs(10),
+        end: session.end,
+    };
+    assert_eq!(
+        renew(future, start).unwrap_err(),
+        CredentialError::InvalidSession {
+            kind: CredentialKind::RefreshToken
+        }
+    );
+}
+
+#[test]
+fn a_refresh_token_past_its_session_end_says_so() {
+    let start = secs(1_800_000_000);
+    let session = Session {
+        auth_time: start,
+        end: start + Duration::from_secs(600),
+    };
+    let c = renew(session, start).unwrap();
+    let k = keys();
+    assert!(
+        k.verify(
+            CredentialKind::RefreshToken,
+            c.secret.expose(),
+            session.end - Duration::from_secs(1)
+        )
+        .is_ok()
+    );
+    assert_eq!(
+        k.verify(CredentialKind::RefreshToken, c.secret.expose(), session.end)
+            .unwrap_err(),
+        CredentialError::SessionExpired {
+            kind: CredentialKind::RefreshToken,
+            session_end: 1_800_000_600,
+        }
+    );
+}
+
+/// A correctly MACed credential with a hand-written payload.
+fn signed(kind: CredentialKind, prefix: &str, payload: &serde_json::Value) -> String {
+    let mut text = format!("{prefix}.");
+    URL_SAFE_NO_PAD.encode_string(payload.to_string(), &mut text);
+    let tag = hmac::sign(keys().key(kind), text.as_bytes());
+    text.push('.');
+    URL_SAFE_NO_PAD.encode_string(tag.as_ref(), &mut text);
+    text
+}
+
+#[test]
+fn the_first_refresh_token_format_is_refused_by_name() {
+    let now = 1_800_000_000u64;
+    let legacy = signed(
+        CredentialKind::RefreshToken,
+        "sbr1",
+        &serde_json::json!({"sub": BUILDER, "svc": "registry.local", "iat": now, "exp": now + 600, "jti": "x"}),
+    );
+    let err = keys()
+        .verify(CredentialKind::RefreshToken, &legacy, secs(now))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        CredentialError::UnsupportedVersion {
+            kind: CredentialKind::RefreshToken,
+            prefix: "sbr1"
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "refresh token format sbr1 is no longer accepted, authenticate again"
+    );
+}
+
+#[test]
+fn inconsistent_sessions_are_refused() {
+    let now = 1_800_000_000u64;
+    let base = serde_json::json!({"sub": BUILDER, "svc": "registry.local", "iat": now, "exp": now + 600, "jti": "x"});
+    let with = |extra: serde_json::Value| {
+        let mut p = base.clone();
+        p.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        p
+    };
+    let refresh = CredentialKind::RefreshToken;
+    let login = CredentialKind::LoginCredential;
+    let cases = [
+        // A refresh token without its session.
+        (refresh, "sbr2", base.clone()),
+        (refresh, "sbr2", with(serde_json::json!({"auth_time": now}))),
+        // `exp` past the session's end.
+        (
+            refresh,
+            "sbr2",
+            with(serde_json::json!({"auth_time": now, "sxp": now + 300})),
+        ),
+        // The session starting after the token.
+        (
+            refresh,
+            "sbr2",
+            with(serde_json::json!({"auth_time": now + 1, "sxp": now + 600})),
+        ),
+        // A login credential carrying session fields.
+        (
+            login,
+            "sbl1",
+            with(serde_json::json!({"auth_time": now, "sxp": now + 600})),
+        ),
+    ];
+    for (kind, prefix, payload) in cases {
+        let text = signed(kind, prefix, &payload);
+        assert_eq!(
+            keys().verify(kind, &text, secs(now)).unwrap_err(),
+            CredentialError::InvalidSession { kind },
+            "{payload}"
+        );
+    }
+    // The consistent one passes.
+    let ok = signed(
+        refresh,
+        "sbr2",
+        &with(serde_json::json!({"auth_time": now - 60, "sxp": now + 600})),
+    );
+    let claims = keys().verify(refresh, &ok, secs(now)).unwrap();
+    assert_eq!(claims.auth_time, secs(now - 60));
 }
 
 #[test]
@@ -117,7 +323,7 @@ fn one_kind_never_passes_as_the_other() {
         }
     );
     // Relabelling the prefix does not help: the MAC covers it and the keys differ.
-    let relabelled = login.secret.expose().replacen("sbl1", "sbr1", 1);
+    let relabelled = login.secret.expose().replacen("sbl1", "sbr2", 1);
     assert!(matches!(
         keys().verify(CredentialKind::RefreshToken, &relabelled, now),
         Err(CredentialError::BadMac { .. })
@@ -185,8 +391,22 @@ fn oversized_credentials_are_refused_before_parsing() {
 #[test]
 fn expiry_and_future_issue_are_enforced() {
     let now = t0();
-    let c = issue(CredentialKind::RefreshToken, Duration::from_secs(60), now);
+    // In a longer session, so that the token's own `exp` is what ends it.
+    let session = Session {
+        auth_time: now,
+        end: now + Duration::from_secs(3600),
+    };
     let k = keys();
+    let c = k
+        .issue_refresh(
+            &id(BUILDER),
+            "registry.local",
+            &[],
+            Duration::from_secs(60),
+            session,
+            now,
+        )
+        .unwrap();
     let kind = CredentialKind::RefreshToken;
     assert!(
         k.verify(kind, c.secret.expose(), now + Duration::from_secs(59))
@@ -229,6 +449,11 @@ fn sniff_recognises_prefixes_only() {
         CredentialKind::sniff("sbl1.x.y"),
         Some(CredentialKind::LoginCredential)
     );
+    assert_eq!(
+        CredentialKind::sniff("sbr2.x.y"),
+        Some(CredentialKind::RefreshToken)
+    );
+    // The outdated format is still recognised, so that it is refused by name.
     assert_eq!(
         CredentialKind::sniff("sbr1.x.y"),
         Some(CredentialKind::RefreshToken)

@@ -591,3 +591,161 @@ fn scheduled_rotation_happens_only_when_due() {
             .contains("svid_broker_key_rotations_total 1")
     );
 }
+
+/// A login credential issued by `Exchange` is audited with its `jti`, never its secret.
+#[test]
+fn login_credential_issuance_is_audited_with_its_jti() {
+    let f = Fixture::new();
+    let password = login(&f, BUILDER, &["repository:team/app:pull"]);
+    let auth = f
+        .broker
+        .authenticate_secret(Some(BUILDER), password.expose(), t0())
+        .unwrap();
+    let lines = f.audit_lines();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["kind"], "login_credential");
+    assert_eq!(lines[0]["decision"], "allow");
+    assert_eq!(
+        lines[0]["jti"].as_str(),
+        Some(auth.binding.unwrap().jti.as_str())
+    );
+    let all = f.audit.lock().unwrap().join("\n");
+    assert!(!all.contains(password.expose()));
+}
+
+fn svid_auth(who: &str) -> Authenticated {
+    Authenticated {
+        caller: caller(who),
+        binding: None,
+    }
+}
+
+/// `max_session` is applied when a refresh token is presented too, so lowering it shortens
+/// sessions already under way (replicas share keys, so one broker's token reaches another).
+#[test]
+fn max_session_bounds_refresh_tokens_at_authentication() {
+    let long = Fixture::new();
+    let short = Fixture::with(|o| o.max_session = Duration::from_secs(30 * 60));
+    let none: Vec<String> = Vec::new();
+    let now = t0();
+    let issued = long
+        .broker
+        .issue_refresh_token_for(
+            &svid_auth(READER),
+            &input(
+                ExchangeKind::AccessToken,
+                SERVICE,
+                &none,
+                Endpoint::RealmGet,
+            ),
+            None,
+            now,
+        )
+        .unwrap();
+    let inside = now + Duration::from_secs(29 * 60);
+    let auth = short
+        .broker
+        .authenticate_secret(None, issued.secret.expose(), inside)
+        .unwrap();
+    let binding = auth.binding.unwrap();
+    assert_eq!(
+        binding
+            .auth_time
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        now.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    );
+    assert!(
+        long.broker
+            .authenticate_secret(
+                None,
+                issued.secret.expose(),
+                now + Duration::from_secs(31 * 60)
+            )
+            .is_ok()
+    );
+    let err = short
+        .broker
+        .authenticate_secret(
+            None,
+            issued.secret.expose(),
+            now + Duration::from_secs(31 * 60),
+        )
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ExchangeError::Unauthenticated {
+            reason: AuthFailure::SessionExpired { .. }
+        }
+    ));
+    assert_eq!(err.to_string(), "refresh token session expired");
+}
+
+/// The policy re-check applies to refresh tokens only: an SVID caller without rules still
+/// gets an (empty) realm token.
+#[test]
+fn refresh_tokens_need_a_current_allow_rule() {
+    let f = Fixture::new();
+    let s = scopes(&["repository:team/app:pull"]);
+    let realm = input(ExchangeKind::AccessToken, SERVICE, &s, Endpoint::RealmPost);
+    let stranger = f
+        .broker
+        .issue_refresh_token(&id(STRANGER), SERVICE, t0())
+        .unwrap();
+    let auth = f
+        .broker
+        .authenticate_secret(None, stranger.secret.expose(), t0())
+        .unwrap();
+    let err = f
+        .broker
+        .exchange_authenticated(&auth, &realm, None, t0())
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Unauthenticated);
+    assert!(matches!(
+        err,
+        ExchangeError::Unauthenticated {
+            reason: AuthFailure::NoLongerAllowed { .. }
+        }
+    ));
+    let (_, _, granted, _) = access_token(
+        f.broker
+            .exchange_authenticated(&svid_auth(STRANGER), &realm, None, t0())
+            .unwrap(),
+    );
+    assert!(granted.is_empty());
+    // A subject that still has a rule renews.
+    let reader = f
+        .broker
+        .issue_refresh_token(&id(READER), SERVICE, t0())
+        .unwrap();
+    let auth = f
+        .broker
+        .authenticate_secret(None, reader.secret.expose(), t0())
+        .unwrap();
+    assert!(
+        f.broker
+            .exchange_authenticated(&auth, &realm, None, t0())
+            .is_ok()
+    );
+}
+
+#[test]
+fn first_format_refresh_tokens_are_refused_as_outdated() {
+    let f = Fixture::new();
+    let err = f
+        .broker
+        .authenticate_secret(None, "sbr1.e30.AAAA", t0())
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ExchangeError::Unauthenticated {
+            reason: AuthFailure::Credential(CredentialError::UnsupportedVersion { .. })
+        }
+    ));
+    assert!(
+        err.chain().contains("no longer accepted"),
+        "{}",
+        err.chain()
+    );
+}

@@ -121,7 +121,7 @@ async fn offline_token_returns_a_refresh_token_usable_on_post() {
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let refresh = r.json()["refresh_token"].as_str().unwrap().to_owned();
-    assert!(refresh.starts_with("sbr1."));
+    assert!(refresh.starts_with("sbr2."));
     let form = format!(
         "grant_type=refresh_token&refresh_token={}&service=registry.local&client_id=containers%2Fimage&scope={}&scope={}",
         enc(&refresh),
@@ -136,7 +136,7 @@ async fn offline_token_returns_a_refresh_token_usable_on_post() {
         "repository:team/app:pull repository:team/b:pull"
     );
     assert_eq!(v["token"], v["access_token"]);
-    assert!(v["refresh_token"].as_str().unwrap().starts_with("sbr1."));
+    assert!(v["refresh_token"].as_str().unwrap().starts_with("sbr2."));
 }
 
 #[tokio::test]
@@ -398,4 +398,246 @@ async fn chunked_post_bodies_are_read_whole() {
         audit[0]["actor"],
         "refresh-token client_id=containers/image"
     );
+}
+
+// --- Refresh-token session bound, policy re-check, ceiling inheritance, audit ---
+
+fn app_at(f: &Fixture, at: SystemTime) -> Router {
+    router(RealmState::new(
+        f.broker.clone(),
+        Arc::new(FixedClock(at)),
+        URL,
+        Arc::new(AtomicBool::new(true)),
+    ))
+}
+
+/// A `refresh_token` grant at `at` (the leaf is rotated first when due, so minting works at
+/// any simulated time).
+async fn refresh_at(f: &Fixture, at: SystemTime, refresh: &str, scopes: &[&str]) -> Reply {
+    f.broker.rotate_signing_key_if_due(at).unwrap();
+    let mut form = format!(
+        "grant_type=refresh_token&refresh_token={}&service=registry.local&client_id=test",
+        enc(refresh)
+    );
+    for s in scopes {
+        form.push_str("&scope=");
+        form.push_str(&enc(s));
+    }
+    post(app_at(f, at), &form, None).await
+}
+
+fn refresh_of(r: &Reply) -> String {
+    r.json()["refresh_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no refresh_token: {}", r.body))
+        .to_owned()
+}
+
+async fn offline_with_jwt(f: &Fixture, who: &str) -> String {
+    let jwt = f.jwt(who, AUDIENCE);
+    let r = get(
+        app(f, true),
+        "/token?service=registry.local&offline_token=true&client_id=test",
+        Some(&basic(who, &jwt)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    refresh_of(&r)
+}
+
+fn login_credential(f: &Fixture, who: &str, ceiling: &[&str]) -> (String, String) {
+    let caller = crate::engine::Caller {
+        spiffe_id: crate::testutil::id(who),
+        method: crate::engine::AuthMethod::JwtSvid,
+    };
+    let ceiling: Vec<String> = ceiling.iter().map(|s| (*s).to_owned()).collect();
+    let out = f
+        .broker
+        .exchange(
+            &caller,
+            &ExchangeInput {
+                kind: ExchangeKind::LoginCredential,
+                service: "registry.local",
+                scopes: &ceiling,
+                peer: None,
+                endpoint: Endpoint::Grpc,
+            },
+            t0(),
+        )
+        .unwrap();
+    let ExchangeOutput::LoginCredential {
+        username, password, ..
+    } = out
+    else {
+        panic!("{out:?}")
+    };
+    (username, password.expose().to_owned())
+}
+
+/// Renewing once per 50 minutes keeps a chain alive only until the session bound (24 h by
+/// default) after the original authentication; then the grant is a 401.
+#[tokio::test]
+async fn refresh_chain_ends_at_the_absolute_session_bound() {
+    let f = Fixture::new();
+    let mut refresh = offline_with_jwt(&f, READER).await;
+    let step = Duration::from_secs(50 * 60);
+    let mut at = t0();
+    let mut ended = None;
+    for i in 1..=40u32 {
+        at += step;
+        let r = refresh_at(&f, at, &refresh, &["repository:team/app:pull"]).await;
+        if r.status != StatusCode::OK {
+            ended = Some((i, r));
+            break;
+        }
+        refresh = refresh_of(&r);
+    }
+    let (i, r) = ended.expect("the refresh chain never ended");
+    // 28 × 50 min = 23 h 20 min is inside the session; 29 × 50 min is past 24 h.
+    assert_eq!(i, 29, "{}", r.body);
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    assert!(
+        r.body.contains("refresh token session expired"),
+        "{}",
+        r.body
+    );
+    assert!(r.headers.contains_key(WWW_AUTHENTICATE));
+}
+
+/// A subject whose allow rules are removed cannot renew: 401, and no new refresh token.
+#[tokio::test]
+async fn refresh_grant_is_refused_once_policy_drops_the_subject() {
+    let f = Fixture::new();
+    let refresh = offline_with_jwt(&f, READER).await;
+    // Still allowed: renews.
+    let r = refresh_at(&f, t0(), &refresh, &["repository:team/app:pull"]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let start = crate::testutil::POLICY
+        .find("[[rules]]\nid = \"reader-pull-team\"")
+        .unwrap();
+    let end = start
+        + crate::testutil::POLICY[start..]
+            .find("\n[[rules]]")
+            .unwrap();
+    let without_reader = format!(
+        "{}{}",
+        &crate::testutil::POLICY[..start],
+        &crate::testutil::POLICY[end..]
+    );
+    f.broker
+        .replace_policy(svid_broker_policy::Policy::from_toml_str(&without_reader).unwrap());
+    let r = refresh_at(&f, t0(), &refresh, &["repository:team/app:pull"]).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    assert!(!r.body.contains("refresh_token"), "{}", r.body);
+    let last = f.audit_lines().pop().unwrap();
+    assert_eq!(last["decision"], "deny");
+    assert_eq!(last["subject"], READER);
+}
+
+/// A refresh token obtained with a login credential keeps the credential's ceiling through
+/// offline → refresh → refresh, on GET (`offline_token`) and POST (`access_type=offline`).
+#[tokio::test]
+async fn login_credential_ceiling_holds_through_refreshes() {
+    let f = Fixture::new();
+    let (user, pass) = login_credential(&f, BUILDER, &["repository:team/app:pull"]);
+    let asked = [
+        "repository:team/app:pull,push",
+        "repository:team/other:pull",
+    ];
+    let via_get = get(
+        app(&f, true),
+        "/token?service=registry.local&offline_token=true&scope=repository:team/app:push",
+        Some(&basic(&user, &pass)),
+    )
+    .await;
+    assert_eq!(via_get.status, StatusCode::OK, "{}", via_get.body);
+    let via_post = post(
+        app(&f, true),
+        &format!(
+            "grant_type=password&username={}&password={}&service=registry.local&access_type=offline",
+            enc(&user),
+            enc(&pass)
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(via_post.status, StatusCode::OK, "{}", via_post.body);
+    for first in [refresh_of(&via_get), refresh_of(&via_post)] {
+        let mut refresh = first;
+        for _ in 0..2 {
+            let r = refresh_at(&f, t0(), &refresh, &asked).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+            assert_eq!(r.json()["scope"], "repository:team/app:pull", "{}", r.body);
+            refresh = refresh_of(&r);
+        }
+    }
+    // Without a ceiling (a JWT-SVID's refresh token) the same request gets the full grant.
+    let unbounded = offline_with_jwt(&f, BUILDER).await;
+    let r = refresh_at(&f, t0(), &unbounded, &asked).await;
+    assert_eq!(
+        r.json()["scope"],
+        "repository:team/app:pull,push repository:team/other:pull"
+    );
+}
+
+/// A refresh token obtained with a login credential never outlives the credential.
+#[tokio::test]
+async fn refresh_token_from_a_login_credential_ends_with_it() {
+    let f = Fixture::new();
+    let (user, pass) = login_credential(&f, BUILDER, &[]);
+    let r = get(
+        app(&f, true),
+        "/token?service=registry.local&offline_token=true",
+        Some(&basic(&user, &pass)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let refresh = refresh_of(&r);
+    // The login credential lives 30 min (the default): a renewal at 20 min works...
+    let later = t0() + Duration::from_secs(20 * 60);
+    let r = refresh_at(&f, later, &refresh, &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let renewed = refresh_of(&r);
+    // ...and neither token is accepted past the credential's own expiry.
+    let past = t0() + Duration::from_secs(30 * 60 + 1);
+    for token in [&refresh, &renewed] {
+        let r = refresh_at(&f, past, token, &[]).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+        assert!(
+            r.body.contains("refresh token session expired"),
+            "{}",
+            r.body
+        );
+    }
+}
+
+/// Every issued refresh token is audited with its `jti`, never with the token.
+#[tokio::test]
+async fn issued_refresh_tokens_are_audited_with_their_jti() {
+    let f = Fixture::new();
+    let refresh = offline_with_jwt(&f, READER).await;
+    let r = refresh_at(&f, t0(), &refresh, &["repository:team/app:pull"]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let renewed = refresh_of(&r);
+    let lines = f.audit_lines();
+    let refresh_events: Vec<_> = lines
+        .iter()
+        .filter(|l| l["kind"] == "refresh_token")
+        .collect();
+    assert_eq!(refresh_events.len(), 2, "{lines:?}");
+    for (event, token) in refresh_events.iter().zip([&refresh, &renewed]) {
+        assert_eq!(event["decision"], "allow");
+        assert_eq!(event["subject"], READER);
+        let jti = event["jti"].as_str().unwrap();
+        assert!(!jti.is_empty());
+        let claims = f
+            .broker
+            .authenticate_secret(None, token, t0())
+            .unwrap()
+            .binding
+            .unwrap();
+        assert_eq!(claims.jti, jti);
+    }
+    let all = f.audit.lock().unwrap().join("\n");
+    assert!(!all.contains(&refresh) && !all.contains(&renewed));
 }
