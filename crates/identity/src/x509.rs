@@ -200,6 +200,8 @@ pub struct VerifiedX509Svid {
     spiffe_id: SpiffeId,
     not_before: SystemTime,
     not_after: SystemTime,
+    chain_not_before: SystemTime,
+    chain_not_after: SystemTime,
     serial_hex: String,
     chain_len: usize,
     key_algorithm: LeafKeyAlgorithm,
@@ -209,6 +211,19 @@ impl VerifiedX509Svid {
     /// The leaf's SPIFFE ID.
     pub fn spiffe_id(&self) -> &SpiffeId {
         &self.spiffe_id
+    }
+
+    /// The latest notBefore of any presented certificate (leaf and intermediates): before it,
+    /// this chain would not verify. Trust anchors are not included (RFC 5280 inputs).
+    pub fn chain_not_before(&self) -> SystemTime {
+        self.chain_not_before
+    }
+
+    /// The earliest notAfter of any presented certificate: after it, this chain would not
+    /// verify. Callers that cache a verification (for example per TLS connection) must not use
+    /// it past this instant.
+    pub fn chain_not_after(&self) -> SystemTime {
+        self.chain_not_after
     }
 
     /// The leaf's SPIFFE ID, by value.
@@ -620,11 +635,14 @@ pub(crate) fn verify_parts(
     let mut issuers: Vec<&[u8]> = Vec::with_capacity(chain_len);
     issuers.push(leaf_cert.issuer().as_raw());
     let mut parsed = Vec::with_capacity(intermediates.len());
+    let (mut chain_not_before, mut chain_not_after) = (not_before, not_after);
     for (i, der) in intermediates.iter().enumerate() {
         let index = i + 1;
         let cert = parse(index, der)?;
         intermediate_profile(index, &cert)?;
-        check_validity(index, &cert, now_secs, now)?;
+        let (nb, na) = check_validity(index, &cert, now_secs, now)?;
+        chain_not_before = chain_not_before.max(nb);
+        chain_not_after = chain_not_after.min(na);
         parsed.push(cert);
     }
     issuers.extend(parsed.iter().map(|c| c.issuer().as_raw()));
@@ -654,6 +672,8 @@ pub(crate) fn verify_parts(
         spiffe_id,
         not_before,
         not_after,
+        chain_not_before,
+        chain_not_after,
         serial_hex: hex(leaf_cert.raw_serial()),
         chain_len,
         key_algorithm,

@@ -1,5 +1,5 @@
 //! The crypto floor: what one exchange cannot avoid, timed in a tight loop on one thread.
-//! Per iteration, one ES256 verification of a real JWT-SVID (the token the scenarios present)
+//! Per iteration, one ES256 verification of a real JWT-SVID (issued like the scenarios' tokens)
 //! and one ES256 signature over a real registry token's signing input (one the broker issued
 //! in this run), both with aws-lc-rs directly. The same loop with the identity crate's
 //! `JwtSvidValidator::validate` in place of the raw verification is reported beside it.

@@ -28,7 +28,7 @@ use crate::credential::{
 };
 use crate::ops::{
     AuditEvent, AuditSink, CacheKey, CachedToken, Metrics, RateLimit, RateLimiter,
-    SubjectTokenAudit, TokenCache, peer_text, rfc3339,
+    SubjectTokenAudit, TokenCache, VerifiedChainCache, peer_text, rfc3339,
 };
 use crate::satoken::{SaTokenError, ServiceAccountIdentity, ServiceAccountMode};
 
@@ -490,6 +490,7 @@ pub struct Broker {
     metrics: Metrics,
     limiter: RateLimiter,
     cache: TokenCache,
+    verified_chains: VerifiedChainCache,
 }
 
 impl fmt::Debug for Broker {
@@ -524,6 +525,7 @@ impl Broker {
             credentials,
             limiter: RateLimiter::new(options.rate_limit),
             cache: TokenCache::new(options.cache),
+            verified_chains: VerifiedChainCache::default(),
             options,
             metrics: Metrics::default(),
         })
@@ -623,8 +625,16 @@ impl Broker {
         now: SystemTime,
     ) -> Result<Caller, ExchangeError> {
         let bundles = self.bundles.bundles();
+        let key = VerifiedChainCache::key(chain);
+        if let Some(spiffe_id) = self.verified_chains.get(&key, &bundles, now) {
+            return Ok(Caller {
+                spiffe_id,
+                method: AuthMethod::X509Svid,
+            });
+        }
         let verified = x509::verify(chain, &bundles, now)
             .map_err(|e| ExchangeError::unauthenticated(AuthFailure::X509Svid(e)))?;
+        self.verified_chains.put(key, bundles, &verified);
         Ok(Caller {
             spiffe_id: verified.into_spiffe_id(),
             method: AuthMethod::X509Svid,

@@ -607,6 +607,79 @@ impl TokenCache {
     }
 }
 
+/// Most verified client chains remembered; past it the cache starts over (only chains that
+/// verified get in, so filling it costs an attacker one valid SVID per entry).
+pub const MAX_CACHED_CHAINS: usize = 4096;
+
+/// Client X.509-SVID chains already verified, so the calls on one mTLS connection do not redo
+/// path validation each time (without it, re-verification was nearly half the broker's CPU under
+/// mTLS load). An entry answers only for the exact bundle snapshot it was verified against and
+/// only inside the validity window of every presented certificate; a new bundle, a different
+/// chain or a time outside the window verifies afresh, so the answer is always the one a full
+/// verification would give.
+#[derive(Debug, Default)]
+pub struct VerifiedChainCache {
+    entries: Mutex<HashMap<[u8; 32], VerifiedChain>>,
+}
+
+#[derive(Debug, Clone)]
+struct VerifiedChain {
+    bundles: Arc<svid_broker_identity::bundle::BundleSet>,
+    spiffe_id: SpiffeId,
+    not_before: SystemTime,
+    not_after: SystemTime,
+}
+
+impl VerifiedChainCache {
+    /// The key for a presented chain: SHA-256 over each certificate's length and bytes.
+    pub fn key(chain: &[rustls_pki_types::CertificateDer<'_>]) -> [u8; 32] {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for cert in chain {
+            ctx.update(&(cert.len() as u64).to_be_bytes());
+            ctx.update(cert.as_ref());
+        }
+        let mut key = [0u8; 32];
+        key.copy_from_slice(ctx.finish().as_ref());
+        key
+    }
+
+    /// The SPIFFE ID of a chain verified against this very `bundles` snapshot, if `now` is
+    /// inside the validity window of all its certificates.
+    pub fn get(
+        &self,
+        key: &[u8; 32],
+        bundles: &Arc<svid_broker_identity::bundle::BundleSet>,
+        now: SystemTime,
+    ) -> Option<SpiffeId> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let hit = entries.get(key)?;
+        (Arc::ptr_eq(&hit.bundles, bundles) && hit.not_before <= now && now <= hit.not_after)
+            .then(|| hit.spiffe_id.clone())
+    }
+
+    /// Remembers a chain that `x509::verify` just accepted against `bundles`.
+    pub fn put(
+        &self,
+        key: [u8; 32],
+        bundles: Arc<svid_broker_identity::bundle::BundleSet>,
+        verified: &svid_broker_identity::x509::VerifiedX509Svid,
+    ) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.len() >= MAX_CACHED_CHAINS {
+            entries.clear();
+        }
+        entries.insert(
+            key,
+            VerifiedChain {
+                bundles,
+                spiffe_id: verified.spiffe_id().clone(),
+                not_before: verified.chain_not_before(),
+                not_after: verified.chain_not_after(),
+            },
+        );
+    }
+}
+
 /// Seconds since the Unix epoch, 0 before it.
 pub fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())

@@ -215,7 +215,7 @@ fn direct_p256(params: &CertificateParams) -> Fixture {
 }
 
 /// Root → intermediate (from `inter_params`) → good leaf.
-fn via_intermediate(inter_params: CertificateParams) -> Fixture {
+pub(crate) fn via_intermediate(inter_params: CertificateParams) -> Fixture {
     let root = Ca::root(TD);
     let inter = root.sub_ca(inter_params, key(&rcgen::PKCS_ECDSA_P256_SHA256));
     let leaf_key = key(&rcgen::PKCS_ECDSA_P256_SHA256);

@@ -80,6 +80,25 @@ fn good_chain_with_intermediate_verifies() {
     assert_eq!(v.spiffe_id().as_str(), fixtures::LEAF_ID);
 }
 
+#[test]
+fn chain_validity_window_is_the_intersection_of_every_presented_certificate() {
+    // Leaf and intermediate both run 2026-01-01..2027-01-01 in the fixtures; shorten the
+    // intermediate on both ends and the window must follow it, not the leaf.
+    let mut p = fixtures::ca_params(fixtures::TD, "intermediate");
+    p.not_before = rcgen::date_time_ymd(2026, 2, 1);
+    p.not_after = rcgen::date_time_ymd(2026, 12, 1);
+    let v = run(&fixtures::via_intermediate(p)).unwrap();
+    assert_eq!(v.chain_not_before(), at(1_769_904_000)); // 2026-02-01
+    assert_eq!(v.chain_not_after(), at(1_796_083_200)); // 2026-12-01
+    assert_eq!(v.not_after(), at(1_798_761_600)); // the leaf's own: 2027-01-01
+    // With only a leaf, the window is the leaf's.
+    let v = run(&fixtures::good_p256()).unwrap();
+    assert_eq!(
+        (v.chain_not_before(), v.chain_not_after()),
+        (v.not_before(), v.not_after())
+    );
+}
+
 // === caps ===
 
 #[test]

@@ -99,6 +99,69 @@ fn x509_svids_of_trusted_domains_authenticate() {
     ));
 }
 
+/// The verified-chain cache may only ever give the answer a full verification would: it is
+/// bypassed outside the chain's validity window and for any other bundle snapshot.
+#[test]
+fn verified_chains_are_reused_only_for_their_bundle_snapshot_and_validity() {
+    let f = Fixture::new();
+    let bundles = Arc::new(ArcSwap::from_pointee(f.td.bundle_set().unwrap()));
+    let provider: Arc<dyn BundleProvider> = bundles.clone();
+    let broker = Broker::new(
+        Policy::from_toml_str(crate::testutil::POLICY).unwrap(),
+        provider,
+        crate::testutil::minter(t0()),
+        CredentialKeys::derive(&[7u8; 32]).unwrap(),
+        BrokerOptions::new(AUDIENCE),
+    )
+    .unwrap();
+    let svid =
+        f.td.x509_svid(&id("spiffe://example.org/workload"))
+            .unwrap();
+    let key = VerifiedChainCache::key(svid.chain());
+    assert!(
+        broker
+            .verified_chains
+            .get(&key, &bundles.load_full(), t0())
+            .is_none()
+    );
+
+    // First call verifies and remembers; the second is answered from the cache.
+    broker.authenticate_x509(svid.chain(), t0()).unwrap();
+    let cached = broker.verified_chains.get(&key, &bundles.load_full(), t0());
+    assert_eq!(
+        cached.as_ref().map(SpiffeId::as_str),
+        Some("spiffe://example.org/workload")
+    );
+    let again = broker.authenticate_x509(svid.chain(), t0()).unwrap();
+    assert_eq!(again.spiffe_id.as_str(), "spiffe://example.org/workload");
+
+    // After the chain expires the cache does not answer and verification refuses.
+    let late = svid.not_after() + Duration::from_secs(5);
+    assert!(
+        broker
+            .verified_chains
+            .get(&key, &bundles.load_full(), late)
+            .is_none()
+    );
+    assert!(matches!(
+        broker.authenticate_x509(svid.chain(), late),
+        Err(ExchangeError::Unauthenticated { .. })
+    ));
+
+    // A new bundle snapshot (here: the trust domain re-keyed to another CA) is never answered
+    // from a verification made against the old one.
+    let rekeyed = svid_broker_dev::DevTrustDomain::new(
+        svid_broker_identity::TrustDomain::parse("example.org").unwrap(),
+        [id("spiffe://example.org/workload")],
+    )
+    .unwrap();
+    bundles.store(Arc::new(rekeyed.bundle_set().unwrap()));
+    assert!(matches!(
+        broker.authenticate_x509(svid.chain(), t0()),
+        Err(ExchangeError::Unauthenticated { .. })
+    ));
+}
+
 #[test]
 fn access_token_carries_the_policy_grant_and_registry_claims() {
     let f = Fixture::new();
