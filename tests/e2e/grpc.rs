@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use svid_broker_client::transport::{client_tls_config, exchange_client, with_bearer};
 use svid_broker_dev::{DevTrustDomain, WorkloadApiHandle, WorkloadApiServer};
 use svid_broker_identity::authorize::Authorizer;
 use svid_broker_identity::bundle::BundleProvider;
@@ -15,7 +16,6 @@ use svid_broker_identity::clock::SystemClock;
 use svid_broker_identity::{SpiffeId, TrustDomain};
 use svid_broker_server::config::BrokerConfig;
 use svid_broker_server::grpc::proto::{ExchangeRequest, ExchangeResponse, TokenType};
-use svid_broker_server::grpc::{client_tls_config, exchange_client, with_bearer};
 use svid_broker_server::{BrokerServer, ServerHandle};
 
 use crate::registry::{Registry, SkopeoOutput, TokenAuth, require, skopeo, write_oci_image};

@@ -695,10 +695,10 @@ audit = "audit.log"
 /// that skopeo pulls with through the realm.
 #[test]
 fn grpc_exchange_tokens_and_login_credentials_work_with_skopeo() {
+    use svid_broker_client::transport::{client_tls_config, exchange_client, with_bearer};
     use svid_broker_identity::authorize::Authorizer;
     use svid_broker_identity::bundle::BundleProvider;
     use svid_broker_server::grpc::proto::{ExchangeRequest, TokenType};
-    use svid_broker_server::grpc::{client_tls_config, exchange_client, with_bearer};
 
     if !require("docker-registry") || !require("skopeo") {
         return;

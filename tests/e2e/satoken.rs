@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use svid_broker_client::transport::{client_tls_config, exchange_client};
 use svid_broker_dev::satoken::{DevSaAlgorithm, DevServiceAccountIssuer, SaTokenRequest};
 use svid_broker_dev::{DevTrustDomain, WorkloadApiHandle, WorkloadApiServer};
 use svid_broker_identity::authorize::Authorizer;
@@ -18,7 +19,6 @@ use svid_broker_server::config::BrokerConfig;
 use svid_broker_server::grpc::proto::{
     ExchangeRequest, ExchangeResponse, SubjectTokenType, TokenType,
 };
-use svid_broker_server::grpc::{client_tls_config, exchange_client};
 use svid_broker_server::{BrokerServer, ServerHandle};
 
 use crate::registry::{Registry, SkopeoOutput, TokenAuth, require, skopeo, write_oci_image};

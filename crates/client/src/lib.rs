@@ -47,7 +47,7 @@
 pub mod blocking;
 mod error;
 mod secret;
-mod transport;
+pub mod transport;
 
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,5 @@
-//! TLS 1.3 to the broker, authenticated by the broker's X.509-SVID (not a host name).
+//! TLS 1.3 to the broker, authenticated by the broker's X.509-SVID (not a host name), and the
+//! raw-API helpers tools and tests use to speak `Exchange` directly.
 
 use std::future::Future;
 use std::io;
@@ -13,11 +14,13 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use svid_broker_identity::authorize::Authorizer;
 use svid_broker_identity::bundle::BundleProvider;
 use svid_broker_identity::tls::SpiffeServerCertVerifier;
+use svid_broker_proto::exchange::token_exchange_client::TokenExchangeClient;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tonic::codegen::Service;
 use tonic::codegen::http::Uri;
+use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
 /// The TLS server name sent in SNI. The SPIFFE verifier ignores it (the [`Authorizer`] is the
@@ -52,8 +55,13 @@ pub fn client_tls_config(
     Ok(Arc::new(config))
 }
 
-/// Opens an HTTP/2 channel to `addr` over TCP plus `tls`. The caller bounds the time.
-pub(crate) async fn connect(
+/// Opens an HTTP/2 channel to the Exchange listener at `addr` over TCP plus `tls` (see
+/// [`client_tls_config`]). The channel reconnects on its own, with a fresh handshake each time.
+/// The caller bounds the time.
+///
+/// # Errors
+/// tonic's error if the first connection (TCP or TLS) fails.
+pub async fn connect(
     addr: SocketAddr,
     tls: Arc<ClientConfig>,
 ) -> Result<Channel, tonic::transport::Error> {
@@ -61,6 +69,38 @@ pub(crate) async fn connect(
     Endpoint::from_static("http://svid-broker")
         .connect_with_connector(SpiffeConnector { addr, tls })
         .await
+}
+
+/// [`connect`], wrapped in the generated Exchange client, for tools that speak the raw API (the
+/// load generator, tests); programs that just want a credential use [`crate::BrokerClient`].
+///
+/// # Errors
+/// As [`connect`].
+pub async fn exchange_client(
+    addr: SocketAddr,
+    tls: Arc<ClientConfig>,
+) -> Result<TokenExchangeClient<Channel>, tonic::transport::Error> {
+    Ok(TokenExchangeClient::new(connect(addr, tls).await?))
+}
+
+/// A bearer token that cannot travel as gRPC metadata (not visible ASCII); it is never echoed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the bearer token is not valid header text")]
+pub struct InvalidBearer;
+
+/// `message` as a request carrying `authorization: Bearer <jwt_svid>`, for callers without a
+/// client certificate. The header is marked sensitive so HTTP/2 header compression never
+/// indexes it.
+///
+/// # Errors
+/// [`InvalidBearer`] if the token is not visible ASCII.
+pub fn with_bearer<T>(message: T, jwt_svid: &str) -> Result<tonic::Request<T>, InvalidBearer> {
+    let mut value =
+        MetadataValue::try_from(format!("Bearer {jwt_svid}")).map_err(|_| InvalidBearer)?;
+    value.set_sensitive(true);
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", value);
+    Ok(request)
 }
 
 /// Opens TCP plus TLS to one fixed address, whatever URI tonic asks for.

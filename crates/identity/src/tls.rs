@@ -66,13 +66,14 @@ pub fn peer_spiffe_id(peer_certificates: &[CertificateDer<'_>]) -> Option<Spiffe
 
 struct Core {
     bundles: Arc<dyn BundleProvider>,
-    authorizer: Authorizer,
+    /// `None` only for [`SpiffeClientCertVerifier::authenticate_only`].
+    authorizer: Option<Authorizer>,
     options: X509VerifyOptions,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl Core {
-    fn new(bundles: Arc<dyn BundleProvider>, authorizer: Authorizer) -> Self {
+    fn new(bundles: Arc<dyn BundleProvider>, authorizer: Option<Authorizer>) -> Self {
         Self {
             bundles,
             authorizer,
@@ -93,11 +94,11 @@ impl Core {
         let bundles = self.bundles.bundles();
         let verified = x509::verify_parts(end_entity, intermediates, &bundles, now, &self.options)
             .map_err(svid_error)?;
-        self.authorizer
-            .authorize(verified.spiffe_id())
-            .map_err(|e| {
+        if let Some(authorizer) = &self.authorizer {
+            authorizer.authorize(verified.spiffe_id()).map_err(|e| {
                 Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
             })?;
+        }
         Ok(verified.into_spiffe_id())
     }
 
@@ -157,7 +158,17 @@ impl SpiffeClientCertVerifier {
     /// default [`X509VerifyOptions`].
     pub fn new(bundles: Arc<dyn BundleProvider>, authorizer: Authorizer) -> Self {
         Self {
-            core: Core::new(bundles, authorizer),
+            core: Core::new(bundles, Some(authorizer)),
+        }
+    }
+
+    /// A verifier that authenticates only: any X.509-SVID that verifies against the bundle of
+    /// its own trust domain passes the handshake, whichever trust domain that is. For servers
+    /// that authorize each request themselves after the handshake (the broker's policy decides
+    /// per call what an identity may do); everyone else wants [`new`](Self::new).
+    pub fn authenticate_only(bundles: Arc<dyn BundleProvider>) -> Self {
+        Self {
+            core: Core::new(bundles, None),
         }
     }
 
@@ -168,9 +179,9 @@ impl SpiffeClientCertVerifier {
         self
     }
 
-    /// The authorizer applied to client IDs.
-    pub fn authorizer(&self) -> &Authorizer {
-        &self.core.authorizer
+    /// The authorizer applied to client IDs; `None` for [`authenticate_only`](Self::authenticate_only).
+    pub fn authorizer(&self) -> Option<&Authorizer> {
+        self.core.authorizer.as_ref()
     }
 }
 
@@ -235,7 +246,7 @@ impl SpiffeServerCertVerifier {
     /// default [`X509VerifyOptions`].
     pub fn new(bundles: Arc<dyn BundleProvider>, authorizer: Authorizer) -> Self {
         Self {
-            core: Core::new(bundles, authorizer),
+            core: Core::new(bundles, Some(authorizer)),
         }
     }
 
@@ -246,9 +257,9 @@ impl SpiffeServerCertVerifier {
         self
     }
 
-    /// The authorizer applied to server IDs.
-    pub fn authorizer(&self) -> &Authorizer {
-        &self.core.authorizer
+    /// The authorizer applied to server IDs (always set: a client must know whom it talks to).
+    pub fn authorizer(&self) -> Option<&Authorizer> {
+        self.core.authorizer.as_ref()
     }
 }
 

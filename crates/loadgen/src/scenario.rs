@@ -14,12 +14,12 @@ use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
+use svid_broker_client::transport::{client_tls_config, exchange_client, with_bearer};
 use svid_broker_dev::DevTrustDomain;
 use svid_broker_identity::authorize::Authorizer;
 use svid_broker_identity::bundle::BundleProvider;
 use svid_broker_server::grpc::proto::token_exchange_client::TokenExchangeClient;
 use svid_broker_server::grpc::proto::{ExchangeRequest, TokenType};
-use svid_broker_server::grpc::{client_tls_config, exchange_client, with_bearer};
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
 

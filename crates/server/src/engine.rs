@@ -587,12 +587,16 @@ impl Broker {
         Ok(rotated)
     }
 
-    /// The gRPC listener's client-certificate verifier: optional client auth, any trust
-    /// domain with a bundle; the policy decides what the identity may do.
+    /// The gRPC listener's client-certificate verifier: any X.509-SVID that verifies against
+    /// the bundle of its own trust domain passes the handshake; the policy decides per request
+    /// what the identity may do. (`grpc::server_tls_config` makes client certificates optional,
+    /// for callers that use a JWT-SVID bearer instead.)
     pub fn tls_client_verifier(&self) -> Arc<dyn rustls::server::danger::ClientCertVerifier> {
-        Arc::new(crate::client_auth::AnyTrustDomainVerifier::new(
-            self.bundles.clone(),
-        ))
+        Arc::new(
+            svid_broker_identity::tls::SpiffeClientCertVerifier::authenticate_only(
+                self.bundles.clone(),
+            ),
+        )
     }
 
     /// Authenticates a JWT-SVID whose `aud` must contain the broker's audience.

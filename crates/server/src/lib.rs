@@ -13,7 +13,6 @@
 //! - [`satoken`]: Kubernetes service-account tokens as exchange subjects (KEP-4412), their
 //!   issuers' keys and the mapping to SPIFFE IDs.
 
-pub mod client_auth;
 pub mod config;
 pub mod credential;
 pub mod engine;

@@ -472,3 +472,37 @@ fn verifier_methods_refuse_defects_directly() {
         assert_eq!(other_error::<X509SvidError>(&e), &expected);
     }
 }
+
+#[test]
+fn authenticate_only_accepts_any_id_of_a_trusted_domain_and_nothing_else() {
+    let root = Ca::root(fixtures::TD);
+    let verifier = SpiffeClientCertVerifier::authenticate_only(provider_with(
+        fixtures::TD,
+        vec![root.cert().clone()],
+    ));
+    assert!(verifier.authorizer().is_none());
+    let now = UnixTime::since_unix_epoch(
+        fixtures::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap(),
+    );
+    // Any workload of the trusted domain passes the handshake: authorization comes later.
+    for who in [CLIENT_ID, "spiffe://example.org/anything/else"] {
+        let (cert, _) = root.leaf(who);
+        assert!(
+            verifier.verify_client_cert(&cert, &[], now).is_ok(),
+            "{who}"
+        );
+    }
+    // Authentication still holds: a rogue CA with the same name, and another trust domain, fail.
+    let rogue = Ca::root_named(fixtures::TD, "rogue root");
+    let (cert, _) = rogue.leaf(CLIENT_ID);
+    assert!(verifier.verify_client_cert(&cert, &[], now).is_err());
+    let other = Ca::root(fixtures::OTHER_TD);
+    let (cert, _) = other.leaf("spiffe://other.example/ns/prod/sa/client");
+    let err = verifier.verify_client_cert(&cert, &[], now).unwrap_err();
+    assert!(matches!(
+        other_error::<X509SvidError>(&err),
+        X509SvidError::NoBundle { .. }
+    ));
+}

@@ -26,15 +26,14 @@
 //!    clock governs both listeners) until `shutdown` resolves; it then stops accepting,
 //!    marks the service `NOT_SERVING` and drains in-flight calls before returning.
 //!
-//! Clients (tests, tools, the load generator): [`client_tls_config`] and [`connect`] /
-//! [`exchange_client`].
+//! Clients: `svid-broker-client` (`BrokerClient` for programs, `transport::{client_tls_config,
+//! exchange_client, with_bearer}` for tools and tests that speak the raw API).
 //!
 //! Caps: [`MAX_MESSAGE_SIZE`], [`MAX_CONCURRENT_STREAMS`], [`MAX_HEADER_LIST_SIZE`],
 //! [`tls::HANDSHAKE_TIMEOUT`], [`tls::MAX_PENDING_HANDSHAKES`],
 //! [`service::MAX_AUDIENCE_LEN`], [`service::MAX_AUTHORIZATION_LEN`], and the scope caps of
 //! `svid_broker_policy::scope`.
 
-pub mod client;
 pub mod service;
 pub mod tls;
 
@@ -51,10 +50,9 @@ use svid_broker_identity::clock::Clock;
 use svid_broker_proto::exchange::token_exchange_server::{self, TokenExchangeServer};
 use tokio::net::TcpListener;
 
-pub use client::{client_tls_config, connect, exchange_client, with_bearer};
 pub use service::{ExchangeService, RequestError};
-/// The generated messages, client and server of `svid_broker.v1` (re-exported so callers of
-/// [`client`] need no direct dependency on the proto crate).
+/// The generated messages, client and server of `svid_broker.v1` (re-exported so embedders need
+/// no direct dependency on the proto crate).
 pub use svid_broker_proto::exchange as proto;
 pub use tls::{
     OptionalClientAuth, PeerInfo, ServerSvid, SvidCertResolver, TlsConn, certified_key,
@@ -96,18 +94,6 @@ pub enum GrpcError {
         #[source]
         source: rustls::Error,
     },
-    /// A client could not connect to the Exchange listener.
-    #[error("cannot connect to the grpc listener at {addr}")]
-    Connect {
-        /// Where.
-        addr: std::net::SocketAddr,
-        /// tonic's reason (TCP or TLS).
-        #[source]
-        source: tonic::transport::Error,
-    },
-    /// A bearer token that cannot be sent as metadata (not visible ASCII).
-    #[error("the bearer token is not valid header text")]
-    InvalidBearer,
     /// The HTTP/2 server failed.
     #[error("the grpc server failed")]
     Serve {

@@ -20,13 +20,14 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use super::tls::{certified_key, server_tls_config};
-use super::{GrpcError, client_tls_config, connect, serve};
+use super::{GrpcError, serve};
 use crate::credential::CredentialKeys;
 use crate::engine::{Broker, BrokerOptions, Endpoint, ExchangeInput, ExchangeKind, ExchangeOutput};
 use crate::ops::AuditSink;
 use crate::satoken::{
     IdTemplate, IssuerKeys, SaIssuer, ServiceAccountMode, ServiceAccountValidator, TrustedActors,
 };
+use svid_broker_client::transport::{client_tls_config, connect};
 
 const STEP: Duration = Duration::from_secs(10);
 const BROKER_ID: &str = "spiffe://example.org/svid-broker";
@@ -342,7 +343,7 @@ async fn a_jwt_svid_bearer_actor_is_accepted_too() {
         .expose()
         .to_owned();
     let token = server.sa_token(&pod_token_request());
-    let request = super::with_bearer(
+    let request = svid_broker_client::transport::with_bearer(
         sa_request(TokenType::RegistryLoginCredential, &[], &token),
         &bearer,
     )

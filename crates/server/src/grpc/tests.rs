@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use futures_util::StreamExt;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
+use svid_broker_client::transport::{client_tls_config, connect};
 use svid_broker_dev::{DevTrustDomain, DevX509Svid};
 use svid_broker_identity::authorize::Authorizer;
 use svid_broker_identity::bundle::BundleProvider;
@@ -28,8 +29,8 @@ use tonic::transport::Channel;
 
 use super::tls::{self, ServerSvid, certified_key, server_tls_config};
 use super::{
-    GrpcError, MAX_MESSAGE_SIZE, OptionalClientAuth, RequestError, SERVICE_NAME, TlsConn,
-    client_tls_config, connect, serve, service,
+    GrpcError, MAX_MESSAGE_SIZE, OptionalClientAuth, RequestError, SERVICE_NAME, TlsConn, serve,
+    service,
 };
 use crate::credential::CredentialKeys;
 use crate::engine::{
@@ -354,7 +355,7 @@ async fn a_server_svid_the_client_does_not_authorize_fails_on_the_client() {
         tokio::time::timeout(STEP, connect(addr, pki.client_config(None)))
             .await
             .unwrap(),
-        Err(GrpcError::Connect { .. })
+        Err(_)
     ));
 }
 
@@ -483,10 +484,10 @@ fn convert_rejects_each_malformed_field() {
 #[test]
 fn with_bearer_refuses_a_token_that_is_not_header_text() {
     assert!(matches!(
-        super::with_bearer((), "a\nb"),
-        Err(GrpcError::InvalidBearer)
+        svid_broker_client::transport::with_bearer((), "a\nb"),
+        Err(svid_broker_client::transport::InvalidBearer)
     ));
-    let request = super::with_bearer((), "a.b.c").unwrap();
+    let request = svid_broker_client::transport::with_bearer((), "a.b.c").unwrap();
     assert_eq!(service::bearer(request.metadata()).unwrap(), Some("a.b.c"));
 }
 
@@ -669,7 +670,7 @@ async fn channel(addr: SocketAddr, config: Arc<ClientConfig>) -> Channel {
 }
 
 fn with_bearer<T>(message: T, token: &str) -> tonic::Request<T> {
-    super::with_bearer(message, token).unwrap()
+    svid_broker_client::transport::with_bearer(message, token).unwrap()
 }
 
 async fn call(
