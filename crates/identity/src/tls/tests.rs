@@ -481,11 +481,7 @@ fn authenticate_only_accepts_any_id_of_a_trusted_domain_and_nothing_else() {
         vec![root.cert().clone()],
     ));
     assert!(verifier.authorizer().is_none());
-    let now = UnixTime::since_unix_epoch(
-        fixtures::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap(),
-    );
+    let now = UnixTime::since_unix_epoch(fixtures::now().duration_since(UNIX_EPOCH).unwrap());
     // Any workload of the trusted domain passes the handshake: authorization comes later.
     for who in [CLIENT_ID, "spiffe://example.org/anything/else"] {
         let (cert, _) = root.leaf(who);
