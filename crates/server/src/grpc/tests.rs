@@ -351,12 +351,12 @@ async fn a_server_svid_the_client_does_not_authorize_fails_on_the_client() {
         .store(certified_key(wrong.chain().to_vec(), wrong.private_key().to_rustls()).unwrap());
     assert!(tls_connect(addr, pki.client_config(None)).await.is_err());
     // The same through the client helper: connecting fails, nothing is sent.
-    assert!(matches!(
+    assert!(
         tokio::time::timeout(STEP, connect(addr, pki.client_config(None)))
             .await
-            .unwrap(),
-        Err(_)
-    ));
+            .unwrap()
+            .is_err()
+    );
 }
 
 #[test]
