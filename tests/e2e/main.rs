@@ -10,6 +10,8 @@
 
 mod support;
 
+mod config_reference;
+mod demo;
 mod dev;
 mod docs;
 mod grpc;

@@ -14,6 +14,12 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
+    /// Show the whole flow once, with no external service: a dev trust domain, the broker with
+    /// a sample policy, the kubelet plugin run as a kubelet runs it, the token realm, and (when
+    /// docker-registry and skopeo are installed) a real push and pull.
+    ///
+    /// Prints each step; exits 0 only if every step worked.
+    Demo,
     /// Run a development SPIFFE trust domain: a CA and a Workload API server on a Unix socket.
     ///
     /// Runs in the foreground until SIGINT or SIGTERM. Writes DIR/workload.sock,

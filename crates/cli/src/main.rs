@@ -4,6 +4,7 @@
 //! - `0`: the command did what was asked (the ID or SVID is valid, the dev trust domain ran and
 //!   stopped cleanly on a signal).
 //! - `1`: the input was judged and rejected; one line on stderr names the rule that failed.
+//!   For `demo`: a step failed; the stderr line names the step.
 //! - `2`: the command could not judge anything: bad usage, an unreadable or invalid file, a
 //!   socket that cannot be bound.
 
@@ -16,6 +17,16 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Multicall: run under the kubelet plugin's name (a link, as `demo` makes one), this binary
+    // is that plugin, unchanged; the plugin's own binary is the same code.
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let invoked_as = std::path::Path::new(&argv0)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if invoked_as.starts_with(cmd::demo::PLUGIN_NAME) {
+        return svid_credential_provider::run();
+    }
     let args = cli::Cli::parse();
     match cmd::run(args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 //! One module per subcommand; `run` dispatches.
 
+pub(crate) mod demo;
 mod dev;
 mod inspect;
 mod policy;
@@ -12,6 +13,7 @@ use crate::error::CliError;
 
 pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
+        Command::Demo => demo::run(),
         Command::Dev(args) => dev::run(args),
         Command::Inspect(cmd) => inspect::run(cmd),
         Command::Verify(cmd) => verify::run(cmd),
