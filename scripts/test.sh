@@ -26,3 +26,6 @@ cargo test --workspace --doc --locked
 # The examples are documentation that must keep working: run them, not just build them.
 cargo run --locked -q -p svid-broker-examples --example validate_svids
 cargo run --locked -q -p svid-broker-examples --example workload_api_source
+cargo run --locked -q -p svid-broker-examples --example mint_verify_token
+cargo run --locked -q -p svid-broker-examples --example embed_server
+cargo run --locked -q -p svid-broker-examples --example exchange_client

@@ -42,7 +42,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! See also `examples/exchange.rs` (`cargo run -p svid-broker-client --example exchange`).
+//! A runnable program: `examples/exchange_client.rs` in the repository (`cargo run -p
+//! svid-broker-examples --example exchange_client`).
 
 pub mod blocking;
 mod error;

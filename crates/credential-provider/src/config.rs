@@ -359,6 +359,9 @@ fn load_bundle(path: &Path, broker_id: &SpiffeId) -> Result<Arc<dyn BundleProvid
 }
 
 #[cfg(test)]
+mod reference_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

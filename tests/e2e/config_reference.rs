@@ -1,0 +1,186 @@
+//! `docs/configuration.md` checked against the real parsers, so the reference cannot drift:
+//! every key the broker config and policy parsers accept is documented and every documented key
+//! is accepted, with its documented default (the parsed configuration is the same with and
+//! without it), its allowed values and range ends. The plugin config's table is checked the same
+//! way by the plugin crate (`crates/credential-provider/src/config/reference_tests.rs`), the
+//! only place its parser is reachable. See `harness.rs` for the page's markers.
+
+mod harness;
+
+use std::path::{Path, PathBuf};
+
+use svid_broker_identity::SpiffeId;
+use svid_broker_policy::{Policy, scope};
+use svid_broker_server::BrokerConfig;
+
+use harness::{Base, check};
+
+fn page() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+fn parse_broker(text: &str) -> Result<String, String> {
+    BrokerConfig::from_toml_str(text, &PathBuf::from("/etc/svid-broker"))
+        .map(|c| format!("{c:?}"))
+        .map_err(|e| e.to_string())
+}
+
+/// Registries as parsed plus the full explanation of one decision: what a policy does, without
+/// the unordered internals of `Policy`'s `Debug`.
+fn parse_policy(text: &str) -> Result<String, String> {
+    let policy = Policy::from_toml_str(text).map_err(|e| e.to_string())?;
+    let registries: Vec<_> = policy.registries().collect();
+    let who = SpiffeId::parse("spiffe://example.org/ns/a/sa/b").unwrap();
+    let asked = scope::parse_scopes(["repository:team/app:pull,push,delete"]).unwrap();
+    let decision = policy
+        .decide(&who, "registry.local", &asked)
+        .map(|d| d.explain())
+        .map_err(|e| e.to_string());
+    Ok(format!("{registries:?}\n{decision:?}"))
+}
+
+const SERVER: Base<'static> = &[
+    ("server.http_addr", "\"127.0.0.1:8080\""),
+    ("server.public_url", "\"http://127.0.0.1:8080\""),
+    ("identity.audience", "\"svid-broker\""),
+    ("policy.file", "\"policy.toml\""),
+];
+
+/// The smallest development config: bundle files and a generated signing CA.
+fn broker_dev() -> Vec<(&'static str, &'static str)> {
+    let mut b = SERVER.to_vec();
+    b.extend([
+        ("identity.bundle_files[].trust_domain", "\"example.org\""),
+        ("identity.bundle_files[].path", "\"bundle.json\""),
+        ("signing.generate", "true"),
+    ]);
+    b
+}
+
+/// Production shape: Workload API, CA files, service-account tokens with OIDC discovery.
+fn broker_discovery() -> Vec<(&'static str, &'static str)> {
+    let mut b = SERVER.to_vec();
+    b.extend([
+        ("identity.workload_api", "\"unix:///run/spire/agent.sock\""),
+        ("signing.ca_cert_file", "\"ca.pem\""),
+        ("signing.ca_key_file", "\"ca.key\""),
+        (
+            "service_account.trusted_actors",
+            "[\"spiffe://example.org/node/credential-provider\"]",
+        ),
+        (
+            "service_account.issuers[].issuer",
+            "\"https://kubernetes.default.svc.cluster.local\"",
+        ),
+        ("service_account.issuers[].audiences", "[\"svid-broker\"]"),
+        ("service_account.issuers[].trust_domain", "\"example.org\""),
+        ("service_account.issuers[].oidc_discovery", "true"),
+    ]);
+    b
+}
+
+/// Service-account tokens with a JWK Set file.
+fn broker_jwks_file() -> Vec<(&'static str, &'static str)> {
+    let mut b = broker_dev();
+    b.extend([
+        (
+            "service_account.issuers[].issuer",
+            "\"https://kubernetes.default.svc.cluster.local\"",
+        ),
+        ("service_account.issuers[].audiences", "[\"svid-broker\"]"),
+        ("service_account.issuers[].trust_domain", "\"example.org\""),
+        (
+            "service_account.issuers[].jwks_file",
+            "\"cluster.jwks.json\"",
+        ),
+    ]);
+    b
+}
+
+const REGISTRY: Base<'static> = &[
+    ("registries[].name", "\"local\""),
+    ("registries[].service", "\"registry.local\""),
+    ("registries[].issuer", "\"svid-broker\""),
+    ("registries[].profile", "\"distribution-2\""),
+    ("registries[].hosts", "[\"127.0.0.1:5000\"]"),
+];
+
+fn policy_subject_rule() -> Vec<(&'static str, &'static str)> {
+    let mut b = REGISTRY.to_vec();
+    b.extend([
+        ("rules[].id", "\"team-pull\""),
+        ("rules[].subject", "\"spiffe://example.org/ns/a/sa/b\""),
+        ("rules[].registry", "\"local\""),
+        ("rules[].repositories", "[\"team/*\"]"),
+        ("rules[].actions", "[\"pull\"]"),
+    ]);
+    b
+}
+
+fn policy_whole_registry_rule() -> Vec<(&'static str, &'static str)> {
+    let mut b = REGISTRY.to_vec();
+    b.extend([
+        ("rules[].id", "\"everyone-pulls\""),
+        ("rules[].trust_domain", "\"example.org\""),
+        ("rules[].registry", "\"local\""),
+        ("rules[].repositories", "[\"**\"]"),
+        ("rules[].actions", "[\"pull\"]"),
+        ("rules[].whole_registry", "true"),
+    ]);
+    b
+}
+
+fn policy_catalog_rule() -> Vec<(&'static str, &'static str)> {
+    let mut b = REGISTRY.to_vec();
+    b.extend([
+        ("rules[].id", "\"catalog\""),
+        ("rules[].subject", "\"spiffe://example.org/ns/a/sa/b\""),
+        ("rules[].registry", "\"local\""),
+        ("rules[].actions", "[\"registry:catalog:*\"]"),
+    ]);
+    b
+}
+
+#[test]
+fn broker_config_reference_matches_the_parser() {
+    let (a, b, c) = (broker_dev(), broker_discovery(), broker_jwks_file());
+    let checked = check(&page(), "broker", &parse_broker, &[&a, &b, &c]);
+    assert!(checked >= 30, "only {checked} broker keys");
+}
+
+#[test]
+fn policy_reference_matches_the_parser() {
+    let (a, b, c) = (
+        policy_subject_rule(),
+        policy_whole_registry_rule(),
+        policy_catalog_rule(),
+    );
+    let checked = check(&page(), "policy", &parse_policy, &[&a, &b, &c]);
+    assert!(checked >= 14, "only {checked} policy keys");
+}
+
+/// The probe really depends on the parser: a parser knowing one more key than the page
+/// documents makes the check fail.
+#[test]
+#[should_panic(expected = "keys the parser accepts but the page does not document")]
+fn an_undocumented_key_fails_the_check() {
+    let md = "<!-- config-keys t -->\n| key | type | default | allowed | meaning |\n\
+              |---|---|---|---|---|\n| `a` | integer | required, e.g. `1` | | x |\n\
+              <!-- /config-keys -->\n```toml reference=t\na = 1\n```\n";
+    // Accepts `a` and `b`, refusing anything else the way serde does.
+    let parse = |text: &str| -> Result<String, String> {
+        for line in text.lines() {
+            let key = line.split(" = ").next().unwrap_or("");
+            if key != "a" && key != "b" {
+                return Err(format!("unknown field `{key}`, expected `a` or `b`"));
+            }
+        }
+        if text.contains("a = ") {
+            Ok(text.to_owned())
+        } else {
+            Err("missing field `a`".to_owned())
+        }
+    };
+    check(md, "t", &parse, &[&[("a", "1")]]);
+}
