@@ -6,11 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The real registry (Debian's docker-registry, distribution 2.8.2) and the real client (skopeo
-# 1.9.3) for the end-to-end tests. Installed only when missing, and only as root; without them
+# 1.9.3) for the end-to-end tests, and openssl for the documented CA recipe. Installed only when missing, and only as root; without them
 # those tests fail under CI=true and are skipped with a notice otherwise.
 need=()
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v skopeo >/dev/null || need+=(skopeo)
+command -v openssl >/dev/null || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

@@ -12,6 +12,7 @@ mod support;
 
 mod config_reference;
 mod demo;
+mod deploy;
 mod dev;
 mod docs;
 mod grpc;

@@ -64,7 +64,7 @@ enum Command {
         /// An image as the kubelet passes it (`host[:port]/path`, no tag).
         image: String,
     },
-    /// Lint a kubelet CredentialProviderConfig (JSON) and, with --config, our config.
+    /// Lint a kubelet CredentialProviderConfig (YAML or JSON) and, with --config, our config.
     Validate {
         /// The kubelet's --image-credential-provider-config file.
         #[arg(long, value_name = "FILE")]

@@ -1,5 +1,6 @@
 //! `validate --kubelet-config FILE [--config FILE]`: lints a kubelet `CredentialProviderConfig`
-//! (JSON) and, when given, our config against it, with the kubelet's own matcher.
+//! (YAML or JSON, as the kubelet reads both) and, when given, our config against it, with the
+//! kubelet's own matcher.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -69,18 +70,10 @@ pub(crate) fn lint(text: &str, ours: Option<&Config>) -> Vec<Finding> {
         push(Severity::Error, "file", "larger than 1 MiB".into());
         return out;
     }
-    if !text.trim_start().starts_with('{') {
-        push(
-            Severity::Error,
-            "file",
-            "only JSON kubelet configs are read; convert YAML first (e.g. `yq -o=json`)".into(),
-        );
-        return out;
-    }
-    let root: Value = match serde_json::from_str(text) {
+    let root = match parse(text) {
         Ok(v) => v,
-        Err(e) => {
-            push(Severity::Error, "file", format!("not valid json: {e}"));
+        Err(message) => {
+            push(Severity::Error, "file", message);
             return out;
         }
     };
@@ -247,6 +240,29 @@ pub(crate) fn lint(text: &str, ours: Option<&Config>) -> Vec<Finding> {
     out
 }
 
+/// The kubelet decodes `.json` with a JSON decoder and YAML by converting it to JSON first, so a
+/// document that starts with `{` gets JSON's error messages and anything else is read as YAML,
+/// into the same JSON value the lints walk.
+fn parse(text: &str) -> Result<Value, String> {
+    if text.trim_start().starts_with('{') {
+        return serde_json::from_str(text).map_err(|e| format!("not valid json: {e}"));
+    }
+    // Through the YAML crate's own value first: its mappings refuse duplicate keys, as the
+    // kubelet's strict YAML-to-JSON conversion does (a JSON map would keep the last silently).
+    // libyaml's messages name the construct, a key at most, and the position, never a value, so
+    // nothing from `env` is echoed.
+    let yaml: serde_norway::Value =
+        serde_norway::from_str(text).map_err(|e| format!("not valid yaml: {e}"))?;
+    let root = serde_json::to_value(yaml).map_err(|e| {
+        format!("not a JSON-compatible document (the kubelet converts YAML to JSON): {e}")
+    })?;
+    if root.is_object() {
+        Ok(root)
+    } else {
+        Err("not a CredentialProviderConfig object (a YAML mapping or JSON object)".into())
+    }
+}
+
 fn lint_token_attributes(
     token: &Value,
     config_version: &str,
@@ -381,13 +397,108 @@ mod tests {
             fields(&GOOD.replace("svid-credential-provider-sa", "svid-credential-provider")),
             ["providers[1].name"]
         );
-        assert_eq!(fields("apiVersion: v1\n"), ["file"]);
+        assert_eq!(fields("[not, a, mapping]\n"), ["file"]);
         assert_eq!(
             fields(
                 r#"{"apiVersion":"kubelet.config.k8s.io/v1","kind":"CredentialProviderConfig","providers":[]}"#
             ),
             ["providers"]
         );
+    }
+
+    const GOOD_YAML: &str = "\
+apiVersion: kubelet.config.k8s.io/v1
+kind: CredentialProviderConfig
+providers:
+  - name: svid-credential-provider
+    apiVersion: credentialprovider.kubelet.k8s.io/v1
+    matchImages:
+      - \"127.0.0.1:5000\"
+    defaultCacheDuration: 0s
+    args: [--config, /etc/svid/config.toml]
+  - name: svid-credential-provider-sa
+    apiVersion: credentialprovider.kubelet.k8s.io/v1
+    matchImages: [\"127.0.0.1:5000\"]
+    defaultCacheDuration: \"0s\"
+    tokenAttributes:
+      serviceAccountTokenAudience: svid-broker
+      requireServiceAccount: true
+      cacheType: ServiceAccount
+";
+
+    #[test]
+    fn yaml_is_read_like_json() {
+        assert_eq!(lint(GOOD_YAML, None), vec![]);
+        let yaml_value: Value = serde_norway::from_str(GOOD_YAML).unwrap();
+        let json_value: Value = serde_json::from_str(GOOD).unwrap();
+        assert_eq!(yaml_value, json_value);
+        // The same lints fire on YAML input.
+        assert_eq!(
+            fields(&GOOD_YAML.replace("cacheType: ServiceAccount", "cacheType: Image")),
+            ["providers[1].tokenAttributes.cacheType"]
+        );
+        assert_eq!(
+            fields(&GOOD_YAML.replace("    defaultCacheDuration: 0s\n", "")),
+            ["providers[0].defaultCacheDuration"]
+        );
+        assert_eq!(
+            fields(&GOOD_YAML.replace("\"127.0.0.1:5000\"\n", "\"127.0.0.1:5000/*\"\n")),
+            ["providers[0].matchImages[0]"]
+        );
+        // A bare `0` is a number after YAML-to-JSON conversion, which the kubelet's duration
+        // decoder refuses.
+        assert_eq!(
+            fields(&GOOD_YAML.replace("defaultCacheDuration: 0s", "defaultCacheDuration: 0")),
+            ["providers[0].defaultCacheDuration"]
+        );
+    }
+
+    #[test]
+    fn unusable_yaml_is_one_file_finding() {
+        for text in [
+            "apiVersion: [unclosed\n",
+            "just a string\n",
+            "providers:\n  - name: a\n---\nkind: CredentialProviderConfig\n",
+            "kind: CredentialProviderConfig\nkind: Other\n",
+            "? [a, b]\n: c\n",
+            "",
+        ] {
+            let findings = lint(text, None);
+            assert_eq!(findings.len(), 1, "{text:?}: {findings:?}");
+            assert_eq!(findings[0].field, "file", "{text:?}");
+            assert_eq!(findings[0].severity, Severity::Error);
+        }
+        assert!(
+            lint("apiVersion: [unclosed\n", None)[0]
+                .message
+                .starts_with("not valid yaml: ")
+        );
+        assert!(
+            lint("{\"a\": }", None)[0]
+                .message
+                .starts_with("not valid json: ")
+        );
+        assert!(
+            lint("kind: CredentialProviderConfig\nkind: Other\n", None)[0]
+                .message
+                .contains("duplicate entry with key \"kind\""),
+            "a duplicate key is refused, not overwritten"
+        );
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_not_expanded() {
+        let mut text = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        let mut prev = 'a';
+        for name in 'b'..='k' {
+            text.push_str(&format!(
+                "{name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"
+            ));
+            prev = name;
+        }
+        let findings = lint(&text, None);
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!(findings[0].field, "file");
     }
 
     #[test]
