@@ -17,6 +17,7 @@ mod dev;
 mod docs;
 mod grpc;
 mod inspect;
+mod readme;
 mod realm;
 mod registry;
 mod satoken;
