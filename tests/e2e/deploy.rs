@@ -36,6 +36,7 @@ use svid_broker_identity::SpiffeId;
 use svid_broker_server::config::BrokerConfig;
 use svid_broker_server::satoken::TrustedActors;
 
+use crate::markdown::{Block, blocks};
 use crate::support::{Output, STEP_TIMEOUT, run, wait_bounded};
 
 const PLUGIN: &str = "svid-credential-provider";
@@ -926,54 +927,6 @@ fn install_plugin_places_the_binary_the_link_and_the_configs() {
 }
 
 // === the docs ===
-
-/// One fenced code block.
-#[derive(Debug)]
-struct Block {
-    info: Vec<String>,
-    body: String,
-    line: usize,
-}
-
-impl Block {
-    fn attr(&self, key: &str) -> Option<&str> {
-        self.info
-            .iter()
-            .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
-    }
-
-    fn has(&self, word: &str) -> bool {
-        self.info.iter().any(|w| w == word)
-    }
-
-    fn lang(&self) -> &str {
-        self.info.first().map_or("", String::as_str)
-    }
-}
-
-fn blocks(md: &str) -> Vec<Block> {
-    let mut out = Vec::new();
-    let mut open: Option<Block> = None;
-    for (i, line) in md.lines().enumerate() {
-        match (&mut open, line.strip_prefix("```")) {
-            (None, Some(info)) => {
-                open = Some(Block {
-                    info: info.split_whitespace().map(str::to_owned).collect(),
-                    body: String::new(),
-                    line: i + 1,
-                });
-            }
-            (Some(_), Some(rest)) if rest.trim().is_empty() => out.extend(open.take()),
-            (Some(b), _) => {
-                b.body.push_str(line);
-                b.body.push('\n');
-            }
-            (None, None) => {}
-        }
-    }
-    assert!(open.is_none(), "unterminated code block");
-    out
-}
 
 /// `$ ` command lines of a console block (with `\` continuations joined), each with the output
 /// lines that follow it.

@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use crate::markdown::{Block, blocks};
 use crate::support::{Output, run};
 
 /// Every page this test covers.
@@ -43,57 +44,6 @@ fn page(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
-/// One fenced code block.
-#[derive(Debug)]
-struct Block {
-    /// The words of the info string (`toml`, `policy=x.toml`, ...).
-    info: Vec<String>,
-    body: String,
-    /// 1-based line of the opening fence, for failure messages.
-    line: usize,
-}
-
-impl Block {
-    fn attr(&self, key: &str) -> Option<&str> {
-        self.info
-            .iter()
-            .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
-    }
-
-    fn has(&self, word: &str) -> bool {
-        self.info.iter().any(|w| w == word)
-    }
-
-    fn lang(&self) -> &str {
-        self.info.first().map_or("", String::as_str)
-    }
-}
-
-fn blocks(md: &str) -> Vec<Block> {
-    let mut out = Vec::new();
-    let mut open: Option<Block> = None;
-    for (i, line) in md.lines().enumerate() {
-        match (&mut open, line.strip_prefix("```")) {
-            (None, Some(info)) => {
-                open = Some(Block {
-                    info: info.split_whitespace().map(str::to_owned).collect(),
-                    body: String::new(),
-                    line: i + 1,
-                });
-            }
-            (Some(_), Some(rest)) if rest.trim().is_empty() => out.extend(open.take()),
-            (Some(b), _) => {
-                b.body.push_str(line);
-                b.body.push('\n');
-            }
-            (None, None) => {}
-        }
-    }
-    assert!(open.is_none(), "unterminated code block");
-    out
-}
-
-/// Splits a shell command line: whitespace-separated words, single quotes group.
 fn shell_words(line: &str) -> Vec<String> {
     let mut words = Vec::new();
     let mut cur = String::new();

@@ -8,6 +8,7 @@
     reason = "test harness helpers: a failed step must fail the test, with the step named"
 )]
 
+mod markdown;
 mod support;
 
 mod config_reference;
