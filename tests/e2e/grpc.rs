@@ -13,46 +13,15 @@ use svid_broker_dev::{DevTrustDomain, WorkloadApiHandle, WorkloadApiServer};
 use svid_broker_identity::authorize::Authorizer;
 use svid_broker_identity::bundle::BundleProvider;
 use svid_broker_identity::clock::SystemClock;
-use svid_broker_identity::{SpiffeId, TrustDomain};
+use svid_broker_identity::TrustDomain;
 use svid_broker_server::config::BrokerConfig;
 use svid_broker_server::grpc::proto::{ExchangeRequest, ExchangeResponse, TokenType};
 use svid_broker_server::{BrokerServer, ServerHandle};
 
+use crate::fixtures::{AUDIENCE, BUILDER, ISSUER, POLICY, READER, SERVICE, id};
 use crate::registry::{Registry, SkopeoOutput, TokenAuth, require, skopeo, write_oci_image};
 
-const AUDIENCE: &str = "svid-broker";
-const SERVICE: &str = "registry.local";
-const ISSUER: &str = "svid-broker";
 const BROKER_ID: &str = "spiffe://example.org/svid-broker";
-const BUILDER: &str = "spiffe://example.org/ns/ci/sa/builder";
-const READER: &str = "spiffe://example.org/ns/prod/sa/reader";
-
-const POLICY: &str = r#"
-[[registries]]
-name = "local"
-service = "registry.local"
-issuer = "svid-broker"
-profile = "distribution-2"
-hosts = ["127.0.0.1:5000"]
-
-[[rules]]
-id = "builder-push-team"
-subject = "spiffe://example.org/ns/ci/sa/builder"
-registry = "local"
-repositories = ["team/*"]
-actions = ["pull", "push"]
-
-[[rules]]
-id = "reader-pull-team"
-subject = "spiffe://example.org/ns/prod/sa/reader"
-registry = "local"
-repositories = ["team/*"]
-actions = ["pull"]
-"#;
-
-fn id(s: &str) -> SpiffeId {
-    SpiffeId::parse(s).unwrap()
-}
 
 /// The broker with both listeners, its dev Workload API, and the trust domain of both.
 struct GrpcBroker {

@@ -8,6 +8,7 @@
     reason = "test harness helpers: a failed step must fail the test, with the step named"
 )]
 
+mod fixtures;
 mod markdown;
 mod support;
 
