@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use svid_broker_client::transport::{client_tls_config, exchange_client, with_bearer};
 use svid_broker_dev::{DevTrustDomain, WorkloadApiHandle, WorkloadApiServer};
+use svid_broker_identity::TrustDomain;
 use svid_broker_identity::authorize::Authorizer;
 use svid_broker_identity::bundle::BundleProvider;
 use svid_broker_identity::clock::SystemClock;
-use svid_broker_identity::TrustDomain;
 use svid_broker_server::config::BrokerConfig;
 use svid_broker_server::grpc::proto::{ExchangeRequest, ExchangeResponse, TokenType};
 use svid_broker_server::{BrokerServer, ServerHandle};
