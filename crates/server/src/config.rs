@@ -709,7 +709,7 @@ fn service_account(
                 Err(_) => {
                     return invalid(
                         "service_account.issuers.spiffe_id_template",
-                        "must be spiffe://<trust_domain>/... with {namespace} and/or {name} as whole path segments",
+                        "must be spiffe://<trust_domain>/... with {namespace} exactly once and {name} at most once, as whole path segments",
                     );
                 }
             },
@@ -767,6 +767,14 @@ fn service_account(
                 );
             }
         };
+        // Two clusters mapping into the same IDs would let a namespace and account created in
+        // one cluster act as the same-named one of the other.
+        if issuers.iter().any(|o| o.template == template) {
+            return invalid(
+                "service_account.issuers.spiffe_id_template",
+                "two issuers map service accounts to the same SPIFFE IDs: give each cluster its own trust domain or path prefix",
+            );
+        }
         issuers.push(SaIssuerConfig {
             issuer: i.issuer,
             audiences: i.audiences,

@@ -28,9 +28,12 @@ use svid_broker_policy::ResourceScope;
 use svid_broker_policy::scope::{self, ScopeError};
 use zeroize::Zeroizing;
 
-/// Longest credential accepted for verification, in bytes. A login credential with a full
-/// ceiling of [`scope::MAX_SCOPES`] long scopes stays well under it.
-pub const MAX_CREDENTIAL_LEN: usize = 8 * 1024;
+/// Longest credential issued or accepted, in bytes. A login credential with a full ceiling of
+/// [`scope::MAX_SCOPES`] scopes of the longest repository names is about 12 KiB; issuance
+/// refuses anything longer than this cap, so the broker never hands out a credential it would
+/// itself refuse. As a Basic password (with a SPIFFE ID as the user name) it stays under the
+/// realm's `MAX_AUTHORIZATION_BYTES`.
+pub const MAX_CREDENTIAL_LEN: usize = 16 * 1024;
 /// Default lifetime of a login credential.
 pub const DEFAULT_LOGIN_CREDENTIAL_TTL: Duration = Duration::from_secs(30 * 60);
 /// Longest lifetime of a login credential.
@@ -513,6 +516,13 @@ impl CredentialKeys {
         let tag = hmac::sign(self.key(kind), text.as_bytes());
         text.push('.');
         URL_SAFE_NO_PAD.encode_string(tag.as_ref(), &mut text);
+        if text.len() > MAX_CREDENTIAL_LEN {
+            return Err(CredentialError::TooLong {
+                kind,
+                len: text.len(),
+                max: MAX_CREDENTIAL_LEN,
+            });
+        }
         Ok(IssuedCredential {
             secret: Secret(text),
             jti,
@@ -599,7 +609,9 @@ impl CredentialKeys {
             });
         }
         let ceiling = match &payload.scope {
-            Some(s) => scope::parse_scopes([s.as_str()])
+            // One parameter per scope, as issued: the per-parameter cap is for request
+            // parameters, and a full ceiling is longer than one of them.
+            Some(s) => scope::parse_scopes(s.split(' '))
                 .map_err(|source| CredentialError::InvalidCeiling { kind, source })?,
             None => Vec::new(),
         };

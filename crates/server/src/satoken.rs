@@ -184,8 +184,11 @@ pub enum TemplateError {
         /// Zero-based index of the segment after the trust domain.
         index: usize,
     },
-    /// A placeholder appears twice, or neither appears.
-    #[error("template must use {{namespace}} and {{name}} at most once each, and at least one")]
+    /// `{namespace}` is missing or repeated, or `{name}` is repeated. Without the namespace a
+    /// service account of the same name in any namespace would map to the same identity.
+    #[error(
+        "template must use {{namespace}} exactly once and {{name}} at most once (without the namespace, an account of the same name in any namespace would share the identity)"
+    )]
     Placeholders,
     /// The template, rendered with sample values, is not a SPIFFE ID.
     #[error("template does not render to a spiffe id")]
@@ -237,7 +240,7 @@ impl IdTemplate {
             };
             parts.push(part);
         }
-        if namespaces > 1 || names > 1 || namespaces + names == 0 {
+        if namespaces != 1 || names > 1 {
             return Err(TemplateError::Placeholders);
         }
         let template = Self {

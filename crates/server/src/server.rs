@@ -17,7 +17,6 @@ use svid_broker_token::{KeyError, KeyRing, KeyRingConfig, SigningCa, TokenMinter
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use zeroize::Zeroizing;
 
 use crate::config::{AuditTarget, BrokerConfig, SigningSource};
 use crate::credential::{CredentialError, CredentialKeys};
@@ -59,21 +58,6 @@ pub enum ServerError {
     /// The signing CA could not be loaded or generated, or the key ring refused it.
     #[error("signing keys are unusable")]
     Keys(#[source] KeyError),
-    /// The CA private key file could not be read for credential key derivation.
-    #[error("cannot read the signing ca key {path}")]
-    CaKeyFile {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The CA private key file holds no PEM block.
-    #[error("the signing ca key {path} is not pem")]
-    CaKeyPem {
-        /// The file.
-        path: PathBuf,
-    },
     /// Credential keys could not be derived.
     #[error("credential keys could not be derived")]
     Credentials(#[source] CredentialError),
@@ -155,45 +139,30 @@ impl std::fmt::Debug for ServerHandle {
 /// Builds the signing CA, key ring and credential keys from the configuration, at `now`.
 ///
 /// # Errors
-/// [`ServerError::Keys`], [`ServerError::CaKeyFile`], [`ServerError::CaKeyPem`],
+/// [`ServerError::Keys`],
 /// [`ServerError::Credentials`].
 pub fn load_signing(
     config: &BrokerConfig,
     now: SystemTime,
 ) -> Result<(TokenMinter, CredentialKeys), ServerError> {
-    let (ca, credential_keys) = match &config.signing {
-        SigningSource::Generate => {
-            let ca = SigningCa::generate(
-                config.algorithm,
-                GENERATED_CA_COMMON_NAME,
-                GENERATED_CA_LIFETIME,
-                now,
-            )
-            .map_err(ServerError::Keys)?;
-            // The generated key never leaves the token crate; a random secret plays its part
-            // (a generated CA is single-replica by definition).
-            (
-                ca,
-                CredentialKeys::random().map_err(ServerError::Credentials)?,
-            )
-        }
+    let ca = match &config.signing {
+        SigningSource::Generate => SigningCa::generate(
+            config.algorithm,
+            GENERATED_CA_COMMON_NAME,
+            GENERATED_CA_LIFETIME,
+            now,
+        )
+        .map_err(ServerError::Keys)?,
         SigningSource::Files { cert, key } => {
-            let ca = SigningCa::from_pem_files(cert, key, now).map_err(ServerError::Keys)?;
-            let text = Zeroizing::new(std::fs::read_to_string(key).map_err(|source| {
-                ServerError::CaKeyFile {
-                    path: key.clone(),
-                    source,
-                }
-            })?);
-            let block = pem::parse(text.as_bytes())
-                .map_err(|_| ServerError::CaKeyPem { path: key.clone() })?;
-            let der = Zeroizing::new(block.into_contents());
-            (
-                ca,
-                CredentialKeys::derive(&der).map_err(ServerError::Credentials)?,
-            )
+            SigningCa::from_pem_files(cert, key, now).map_err(ServerError::Keys)?
         }
     };
+    // Derived from the very private key the CA signs with (never from anything else the key
+    // file holds, such as its certificate), so every replica with the CA shares the MAC keys
+    // and nobody without the key can mint a credential. A generated CA gets random bytes: it is
+    // single-replica by definition.
+    let credential_keys =
+        CredentialKeys::derive(ca.derived_secret()).map_err(ServerError::Credentials)?;
     let mut ring_config = KeyRingConfig::default();
     ring_config.algorithm = config.algorithm;
     ring_config.max_token_ttl = MAX_TOKEN_TTL;

@@ -394,6 +394,23 @@ fn service_account_trusted_actors_need_an_issuer_and_issuers_are_unique() {
             "each issuer may appear once"
         )
     );
+    // A second cluster mapping into the same IDs is refused; its own path prefix is fine.
+    let second = |template: &str| {
+        format!(
+            "{SA_FILE}\n[[service_account.issuers]]\nissuer = \"https://other-cluster\"\naudiences = [\"x\"]\ntrust_domain = \"example.org\"\njwks_file = \"b\"\n{template}"
+        )
+    };
+    assert_eq!(
+        rule(&with_sa(&second(""))),
+        (
+            "service_account.issuers.spiffe_id_template",
+            "two issuers map service accounts to the same SPIFFE IDs: give each cluster its own trust domain or path prefix"
+        )
+    );
+    let own_prefix = second(
+        "spiffe_id_template = \"spiffe://example.org/cluster/other/ns/{namespace}/sa/{name}\"\n",
+    );
+    assert!(BrokerConfig::from_toml_str(&with_sa(&own_prefix), Path::new("/")).is_ok());
     // Issuers without trusted actors: mode off, still a valid file.
     let off = SA_FILE.replace(
         r#"trusted_actors = ["spiffe://example.org/k8s/node/*/credential-provider", "spiffe://example.org/plugin"]"#,

@@ -473,3 +473,40 @@ fn secrets_and_keys_never_print() {
     assert!(!shown.contains(c.secret.expose()));
     assert!(shown.contains("redacted"));
 }
+
+/// The largest ceiling the scope grammar allows (every scope at the longest repository name
+/// and all actions) still makes a credential the broker itself accepts.
+#[test]
+fn a_maximal_ceiling_issues_a_credential_that_verifies() {
+    let component = "a".repeat(60);
+    let params: Vec<String> = (0..scope::MAX_SCOPES)
+        .map(|i| {
+            let name = format!("{i:02}{component}/{component}/{component}/{component}");
+            format!(
+                "repository:{}:pull,push,delete",
+                &name[..name.len().min(scope::MAX_NAME_LEN)]
+            )
+        })
+        .collect();
+    let ceiling = scope::parse_scopes(params.iter().map(String::as_str)).unwrap();
+    assert_eq!(ceiling.len(), scope::MAX_SCOPES);
+    let now = SystemTime::now();
+    let issued = keys()
+        .issue(
+            CredentialKind::LoginCredential,
+            &SpiffeId::parse("spiffe://example.org/ns/prod/sa/deployer").unwrap(),
+            "registry.example",
+            &ceiling,
+            Duration::from_secs(1800),
+            now,
+        )
+        .unwrap();
+    assert!(
+        issued.secret.expose().len() > 8 * 1024,
+        "the case this test is about"
+    );
+    let claims = keys()
+        .verify(CredentialKind::LoginCredential, issued.secret.expose(), now)
+        .unwrap();
+    assert_eq!(claims.ceiling, ceiling);
+}

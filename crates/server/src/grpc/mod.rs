@@ -69,6 +69,15 @@ pub const MAX_CONCURRENT_STREAMS: u32 = 128;
 pub const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
 /// Longest one call may run before the server cancels it.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Every connection is closed (gracefully) after this long: idle connections cannot hold one of
+/// [`tls::MAX_CONNECTIONS`] forever, and a reconnecting client is verified again.
+pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(10 * 60);
+/// In-flight calls on an aged-out connection get this long to finish.
+pub const MAX_CONNECTION_AGE_GRACE: Duration = Duration::from_secs(30);
+/// HTTP/2 keepalive: a ping after this much silence...
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// ...and the connection is dropped if the peer does not answer within this.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The gRPC service name the health service reports on (`svid_broker.v1.TokenExchange`).
 pub const SERVICE_NAME: &str = token_exchange_server::SERVICE_NAME;
@@ -136,6 +145,10 @@ pub async fn serve(
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .http2_max_header_list_size(MAX_HEADER_LIST_SIZE)
         .timeout(REQUEST_TIMEOUT)
+        .max_connection_age(MAX_CONNECTION_AGE)
+        .max_connection_age_grace(MAX_CONNECTION_AGE_GRACE)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(exchange)
         .add_service(health)
         .serve_with_incoming_shutdown(tls::incoming(listener, tls), shutdown)

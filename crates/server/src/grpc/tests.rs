@@ -184,6 +184,30 @@ async fn a_client_certificate_reaches_the_handler_as_the_peer_chain() {
     );
 }
 
+/// Past the connection cap the listener stops accepting (clients queue in the kernel backlog)
+/// until an established connection closes; then the waiting client gets through.
+#[tokio::test]
+async fn established_connections_are_capped() {
+    let pki = Pki::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut incoming = tls::incoming_with(listener, Arc::clone(&pki.server_config), STEP, 1);
+    let _first_client = tls_connect(addr, pki.client_config(None)).await.unwrap();
+    let first = next_conn(&mut incoming).await;
+
+    let second_client = tokio::spawn(tls_connect(addr, pki.client_config(None)));
+    // The only slot is taken, so no second connection can come out, however long we wait.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), incoming.next())
+            .await
+            .is_err(),
+        "a second connection was accepted past the cap"
+    );
+    drop(first);
+    let _second = next_conn(&mut incoming).await;
+    assert!(second_client.await.unwrap().is_ok());
+}
+
 #[tokio::test]
 async fn a_client_without_a_certificate_completes_the_handshake_with_no_peer_chain() {
     let pki = Pki::new();
@@ -233,10 +257,11 @@ async fn a_stalled_handshake_neither_blocks_others_nor_outlives_its_timeout() {
     let pki = Pki::new();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut incoming = tls::incoming_with_timeout(
+    let mut incoming = tls::incoming_with(
         listener,
         Arc::clone(&pki.server_config),
         Duration::from_millis(200),
+        tls::MAX_CONNECTIONS,
     );
     // Connects and never sends a ClientHello.
     let mut stalled = TcpStream::connect(addr).await.unwrap();

@@ -14,6 +14,12 @@
 //! - **Handshakes never block `accept`.** Each runs in its own task under
 //!   [`HANDSHAKE_TIMEOUT`], at most [`MAX_PENDING_HANDSHAKES`] at once; past that, new
 //!   connections wait in the kernel backlog.
+//! - **At most [`MAX_CONNECTIONS`] established connections.** Client certificates are optional,
+//!   so anyone can finish a handshake; each connection holds a permit until it closes, and past
+//!   the cap new connections wait in the kernel backlog instead of exhausting file descriptors.
+//!   Idle connections cannot hold permits forever: the server closes every connection after
+//!   [`super::MAX_CONNECTION_AGE`] (which also re-runs client verification on reconnect) and
+//!   drops peers that stop answering HTTP/2 keepalive pings.
 
 use std::fmt;
 use std::io;
@@ -33,7 +39,7 @@ use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureSc
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -45,6 +51,8 @@ use super::GrpcError;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most TLS handshakes in progress at once; further connections wait in the listen backlog.
 pub const MAX_PENDING_HANDSHAKES: usize = 256;
+/// Most established connections at once (see the module docs).
+pub const MAX_CONNECTIONS: usize = 1024;
 /// The only ALPN protocol offered: gRPC runs over HTTP/2.
 pub const ALPN_H2: &[u8] = b"h2";
 
@@ -223,10 +231,12 @@ impl PeerInfo {
 pub struct TlsConn {
     stream: TlsStream<TcpStream>,
     info: PeerInfo,
+    /// Held for the connection's life: one of [`MAX_CONNECTIONS`].
+    _slot: OwnedSemaphorePermit,
 }
 
 impl TlsConn {
-    fn new(stream: TlsStream<TcpStream>) -> Self {
+    fn new(stream: TlsStream<TcpStream>, slot: OwnedSemaphorePermit) -> Self {
         let (tcp, session) = stream.get_ref();
         let info = PeerInfo {
             remote_addr: tcp.peer_addr().ok(),
@@ -235,7 +245,11 @@ impl TlsConn {
                 .filter(|chain| !chain.is_empty())
                 .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect()),
         };
-        Self { stream, info }
+        Self {
+            stream,
+            info,
+            _slot: slot,
+        }
     }
 }
 
@@ -306,20 +320,22 @@ pub(crate) fn incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
 ) -> ReceiverStream<Result<TlsConn, io::Error>> {
-    incoming_with_timeout(listener, config, HANDSHAKE_TIMEOUT)
+    incoming_with(listener, config, HANDSHAKE_TIMEOUT, MAX_CONNECTIONS)
 }
 
-/// [`incoming`] with another handshake timeout (tests use a short one).
-pub(crate) fn incoming_with_timeout(
+/// [`incoming`] with another handshake timeout and connection cap (tests use small ones).
+pub(crate) fn incoming_with(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     handshake_timeout: Duration,
+    max_connections: usize,
 ) -> ReceiverStream<Result<TlsConn, io::Error>> {
     let (tx, rx) = mpsc::channel(MAX_PENDING_HANDSHAKES);
     tokio::spawn(accept_loop(
         listener,
         TlsAcceptor::from(config),
         handshake_timeout,
+        max_connections,
         tx,
     ));
     ReceiverStream::new(rx)
@@ -329,10 +345,22 @@ async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     handshake_timeout: Duration,
+    max_connections: usize,
     tx: mpsc::Sender<Result<TlsConn, io::Error>>,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let slots = Arc::new(Semaphore::new(max_connections));
     loop {
+        // A connection slot first, then a handshake permit: when either runs out, `accept`
+        // waits and new clients queue in the kernel backlog.
+        let slot = tokio::select! {
+            () = tx.closed() => return,
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                // The semaphore is never closed.
+                Err(_) => return,
+            },
+        };
         let permit = tokio::select! {
             () = tx.closed() => return,
             permit = Arc::clone(&permits).acquire_owned() => match permit {
@@ -364,7 +392,7 @@ async fn accept_loop(
             match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => {
                     // A send error means the server stopped; dropping the connection closes it.
-                    let _ = tx.send(Ok(TlsConn::new(stream))).await;
+                    let _ = tx.send(Ok(TlsConn::new(stream, slot))).await;
                 }
                 Ok(Err(error)) => {
                     tracing::info!(%peer, error = %crate::engine::error_chain(&error), "grpc: tls handshake failed");

@@ -159,14 +159,25 @@ fn template_rules() {
             TemplateError::Placeholders,
         ),
         ("spiffe://example.org/static", TemplateError::Placeholders),
+        // A name without its namespace: "deployer" in any namespace would be one identity.
+        (
+            "spiffe://example.org/sa/{name}",
+            TemplateError::Placeholders,
+        ),
+        (
+            "spiffe://example.org/ns/{namespace}/{namespace}",
+            TemplateError::Placeholders,
+        ),
     ];
     for (text, want) in cases {
         assert_eq!(IdTemplate::parse(text, &td()).unwrap_err(), want, "{text}");
     }
     assert!(matches!(
-        IdTemplate::parse("spiffe://example.org//{name}", &td()),
+        IdTemplate::parse("spiffe://example.org//{namespace}", &td()),
         Err(TemplateError::Render(_))
     ));
+    // A namespace-wide identity (no `{name}`) is an explicit, allowed choice.
+    assert!(IdTemplate::parse("spiffe://example.org/ns/{namespace}", &td()).is_ok());
 }
 
 #[test]

@@ -203,6 +203,66 @@ fn replicas_with_the_same_ca_share_credential_keys() {
         .unwrap();
     assert!(two.verify(kind, issued.secret.expose(), now).is_ok());
     assert!(other.verify(kind, issued.secret.expose(), now).is_err());
+
+    // A key file that also holds the CA certificate (a common combined layout) derives the
+    // same keys as the key alone: the secret comes from the private key the CA loaded, never
+    // from the first PEM block. And the public certificate is no key: a credential forged with
+    // keys derived from it is refused (the review's proof of concept, now failing).
+    let SigningSource::Files { cert, key } = ca("c") else {
+        unreachable!()
+    };
+    let combined = dir.path().join("combined.pem");
+    let cert_pem = std::fs::read_to_string(&cert).unwrap();
+    let key_pem = std::fs::read_to_string(&key).unwrap();
+    std::fs::write(&combined, format!("{cert_pem}{key_pem}")).unwrap();
+    config.signing = SigningSource::Files {
+        cert: cert.clone(),
+        key,
+    };
+    let (_, key_only) = load_signing(&config, now).unwrap();
+    config.signing = SigningSource::Files {
+        cert,
+        key: combined,
+    };
+    let (_, from_combined) = load_signing(&config, now).unwrap();
+    let issued = key_only
+        .issue(
+            kind,
+            &id(BUILDER),
+            "registry.local",
+            &[],
+            Duration::from_secs(60),
+            now,
+        )
+        .unwrap();
+    assert!(
+        from_combined
+            .verify(kind, issued.secret.expose(), now)
+            .is_ok()
+    );
+    let cert_der = pem::parse(cert_pem.as_bytes()).unwrap().into_contents();
+    let forged = CredentialKeys::derive(&cert_der)
+        .unwrap()
+        .issue(
+            crate::credential::CredentialKind::LoginCredential,
+            &id(BUILDER),
+            "registry.local",
+            &[],
+            Duration::from_secs(60),
+            now,
+        )
+        .unwrap();
+    for keys in [&key_only, &from_combined] {
+        assert!(
+            keys.verify(
+                crate::credential::CredentialKind::LoginCredential,
+                forged.secret.expose(),
+                now
+            )
+            .is_err(),
+            "a credential keyed by the public CA certificate must never verify"
+        );
+    }
 }
 
 /// The poller picks up a changed policy file by itself (no SIGHUP).

@@ -124,6 +124,8 @@ impl SigningKey for CaKey {
 /// `rootcertbundle`; it never signs tokens itself.
 pub struct SigningCa {
     key: CaKey,
+    /// See [`SigningCa::derived_secret`].
+    derived_secret: Zeroizing<[u8; 32]>,
     /// The signing CA first, then its issuers; the last one is what registries trust.
     certs: Vec<CertificateDer<'static>>,
     /// The earliest `notAfter` of the chain: no leaf may outlive it.
@@ -159,8 +161,14 @@ impl SigningCa {
         params.not_after = not_after.into();
         params.serial_number = Some(random_serial(algorithm)?);
         let cert = params.self_signed(&key).map_err(KeyError::Certificate)?;
+        // The generated key never leaves this process, so there is nothing to derive from that
+        // another process could share: random bytes play the part.
+        let mut derived_secret = Zeroizing::new([0u8; 32]);
+        aws_lc_rs::rand::SecureRandom::fill(&SystemRandom::new(), derived_secret.as_mut())
+            .map_err(|_| KeyError::KeyGeneration { algorithm })?;
         Ok(Self {
             key,
+            derived_secret,
             certs: vec![cert.der().clone()],
             not_after,
         })
@@ -222,9 +230,20 @@ impl SigningCa {
             + Duration::from_secs(u64::try_from(not_after).map_err(|_| KeyError::TimeOutOfRange)?);
         Ok(Self {
             key,
+            derived_secret: derive_secret(&key_der),
             certs,
             not_after,
         })
+    }
+
+    /// 32 bytes derived one way from the CA's PKCS#8 private key (HMAC-SHA256 under a fixed
+    /// label): every process that loads the same key gets the same bytes, and the bytes reveal
+    /// nothing about the key. Input keying material for symmetric keys that every replica
+    /// holding the CA must share (the broker's credential MAC keys), so that nothing but the CA
+    /// needs distributing. Always from the exact key this CA signs with, whatever else the key
+    /// file holds; random for a generated CA.
+    pub fn derived_secret(&self) -> &[u8; 32] {
+        &self.derived_secret
     }
 
     /// Reads [`Self::from_pem`]'s inputs from files, refusing files over [`MAX_PEM_LEN`].
@@ -414,6 +433,17 @@ fn parse_cert_chain(cert_pem: &str) -> Result<Vec<CertificateDer<'static>>, KeyE
 }
 
 /// Finds the one `PRIVATE KEY` block; every decoded block is wiped when this returns.
+/// Domain separation for [`SigningCa::derived_secret`]: the label keys an HMAC over the key.
+const DERIVED_SECRET_LABEL: &[u8] = b"svid-broker signing-ca derived secret v1";
+
+fn derive_secret(pkcs8: &[u8]) -> Zeroizing<[u8; 32]> {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, DERIVED_SECRET_LABEL);
+    let tag = aws_lc_rs::hmac::sign(&key, pkcs8);
+    let mut out = Zeroizing::new([0u8; 32]);
+    out.copy_from_slice(tag.as_ref());
+    out
+}
+
 fn parse_private_key(key_pem: &str) -> Result<Zeroizing<Vec<u8>>, KeyError> {
     let malformed = KeyError::MalformedPem {
         source_kind: PemSource::PrivateKey,
