@@ -9,14 +9,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use svid_broker_client::transport::{client_tls_config, exchange_client, with_bearer};
-use svid_broker_dev::{DevTrustDomain, WorkloadApiHandle, WorkloadApiServer};
+use svid_broker_dev::{DevTrustDomain, WorkloadApiHandle};
 use svid_broker_identity::TrustDomain;
 use svid_broker_identity::authorize::Authorizer;
 use svid_broker_identity::bundle::BundleProvider;
-use svid_broker_identity::clock::SystemClock;
-use svid_broker_server::config::BrokerConfig;
+use svid_broker_server::ServerHandle;
 use svid_broker_server::grpc::proto::{ExchangeRequest, ExchangeResponse, TokenType};
-use svid_broker_server::{BrokerServer, ServerHandle};
 
 use crate::fixtures::{AUDIENCE, BUILDER, ISSUER, POLICY, READER, SERVICE, id};
 use crate::registry::{Registry, SkopeoOutput, TokenAuth, require, skopeo, write_oci_image};
@@ -44,46 +42,8 @@ impl GrpcBroker {
             )
             .unwrap(),
         );
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let workload_api = runtime
-            .block_on(
-                WorkloadApiServer::builder(Arc::clone(&td))
-                    .auto_rotate(None)
-                    .serve(dir.path().join("agent.sock")),
-            )
-            .unwrap();
-        std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
-        let config = BrokerConfig::from_toml_str(
-            &format!(
-                r#"
-[server]
-http_addr = "127.0.0.1:0"
-grpc_addr = "127.0.0.1:0"
-public_url = "http://127.0.0.1:1"
-shutdown_grace_seconds = 5
-[identity]
-audience = "{AUDIENCE}"
-workload_api = "{}"
-[policy]
-file = "policy.toml"
-[signing]
-generate = true
-[log]
-audit = "audit.log"
-"#,
-                workload_api.endpoint()
-            ),
-            dir.path(),
-        )
-        .unwrap();
-        let handle = runtime
-            .block_on(BrokerServer::start(config, Arc::new(SystemClock)))
-            .unwrap();
-        std::fs::write(dir.path().join("ca.pem"), handle.ca_bundle_pem()).unwrap();
+        let (runtime, workload_api, handle) =
+            crate::fixtures::start_broker_with_workload_api(dir.path(), &td, POLICY, "");
         GrpcBroker {
             td,
             handle: Some(handle),

@@ -10,20 +10,17 @@ use std::sync::Arc;
 
 use svid_broker_client::transport::{client_tls_config, exchange_client};
 use svid_broker_dev::satoken::{DevSaAlgorithm, DevServiceAccountIssuer, SaTokenRequest};
-use svid_broker_dev::{DevTrustDomain, WorkloadApiHandle, WorkloadApiServer};
+use svid_broker_dev::{DevTrustDomain, WorkloadApiHandle};
 use svid_broker_identity::authorize::Authorizer;
 use svid_broker_identity::bundle::BundleProvider;
-use svid_broker_identity::clock::SystemClock;
 use svid_broker_identity::{SpiffeId, TrustDomain};
-use svid_broker_server::config::BrokerConfig;
+use svid_broker_server::ServerHandle;
 use svid_broker_server::grpc::proto::{
     ExchangeRequest, ExchangeResponse, SubjectTokenType, TokenType,
 };
-use svid_broker_server::{BrokerServer, ServerHandle};
 
 use crate::registry::{Registry, SkopeoOutput, TokenAuth, require, skopeo, write_oci_image};
 
-const AUDIENCE: &str = "svid-broker";
 const SERVICE: &str = "registry.local";
 const ISSUER: &str = "svid-broker";
 const BROKER_ID: &str = "spiffe://example.org/svid-broker";
@@ -80,53 +77,21 @@ impl SaBroker {
         );
         let sa = DevServiceAccountIssuer::new(SA_ISSUER, DevSaAlgorithm::Rs256).unwrap();
         sa.write_jwks(dir.path().join("cluster.jwks.json")).unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let workload_api = runtime
-            .block_on(
-                WorkloadApiServer::builder(Arc::clone(&td))
-                    .auto_rotate(None)
-                    .serve(dir.path().join("agent.sock")),
-            )
-            .unwrap();
-        std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
-        let config = BrokerConfig::from_toml_str(
+        let (runtime, workload_api, handle) = crate::fixtures::start_broker_with_workload_api(
+            dir.path(),
+            &td,
+            POLICY,
             &format!(
-                r#"
-[server]
-http_addr = "127.0.0.1:0"
-grpc_addr = "127.0.0.1:0"
-public_url = "http://127.0.0.1:1"
-shutdown_grace_seconds = 5
-[identity]
-audience = "{AUDIENCE}"
-workload_api = "{}"
-[policy]
-file = "policy.toml"
-[signing]
-generate = true
-[log]
-audit = "audit.log"
-[service_account]
+                r#"[service_account]
 trusted_actors = ["spiffe://example.org/k8s/node/*/credential-provider"]
 [[service_account.issuers]]
 issuer = "{SA_ISSUER}"
 audiences = ["{SA_AUDIENCE}"]
 trust_domain = "example.org"
 jwks_file = "cluster.jwks.json"
-"#,
-                workload_api.endpoint()
+"#
             ),
-            dir.path(),
-        )
-        .unwrap();
-        let handle = runtime
-            .block_on(BrokerServer::start(config, Arc::new(SystemClock)))
-            .unwrap();
-        std::fs::write(dir.path().join("ca.pem"), handle.ca_bundle_pem()).unwrap();
+        );
         SaBroker {
             td,
             sa,
