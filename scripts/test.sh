@@ -5,13 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The real registry (Debian's docker-registry, distribution 2.8.2) and the real client (skopeo
-# 1.9.3) for the end-to-end tests, and openssl for the documented CA recipe. Installed only when missing, and only as root; without them
+# The real registry (Debian's docker-registry, distribution 2.8.2) and the real clients (skopeo
+# 1.9.3, containerd 1.6's ctr) for the end-to-end tests, and openssl for the documented CA recipe. Installed only when missing, and only as root; without them
 # those tests fail under CI=true and are skipped with a notice otherwise.
 need=()
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v openssl >/dev/null || need+=(openssl)
+# containerd 1.6 and ctr: a real kubelet-side client (tests/e2e/containerd.rs runs a private daemon).
+command -v containerd >/dev/null || need+=(containerd)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

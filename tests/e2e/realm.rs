@@ -45,7 +45,7 @@ impl Clock for ShiftedClock {
 }
 
 /// A running broker (on its own runtime) and the dev trust domain whose JWT-SVIDs it trusts.
-struct Broker {
+pub(crate) struct Broker {
     td: DevTrustDomain,
     clock: Arc<ShiftedClock>,
     handle: Option<ServerHandle>,
@@ -54,7 +54,7 @@ struct Broker {
 }
 
 impl Broker {
-    fn start() -> Broker {
+    pub(crate) fn start() -> Broker {
         let dir = tempfile::tempdir().unwrap();
         let td = DevTrustDomain::new(
             TrustDomain::parse("example.org").unwrap(),
@@ -101,28 +101,28 @@ audit = "audit.log"
         }
     }
 
-    fn handle(&self) -> &ServerHandle {
+    pub(crate) fn handle(&self) -> &ServerHandle {
         self.handle.as_ref().unwrap()
     }
 
-    fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.handle().http_addr()
     }
 
-    fn realm(&self) -> String {
+    pub(crate) fn realm(&self) -> String {
         format!("http://{}/token", self.addr())
     }
 
-    fn ca_path(&self) -> std::path::PathBuf {
+    pub(crate) fn ca_path(&self) -> std::path::PathBuf {
         self.dir.path().join("ca.pem")
     }
 
-    fn audit(&self) -> String {
+    pub(crate) fn audit(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("audit.log")).unwrap_or_default()
     }
 
     /// A JWT-SVID for `who`, valid at the broker's current (possibly shifted) time.
-    fn jwt(&self, who: &str, audience: &str) -> String {
+    pub(crate) fn jwt(&self, who: &str, audience: &str) -> String {
         self.td
             .issue_jwt_svid_at(
                 &SpiffeId::parse(who).unwrap(),
@@ -137,7 +137,7 @@ audit = "audit.log"
     }
 
     /// `ID:JWT-SVID` for skopeo's `--creds`.
-    fn creds(&self, who: &str) -> String {
+    pub(crate) fn creds(&self, who: &str) -> String {
         format!("{who}:{}", self.jwt(who, AUDIENCE))
     }
 }
@@ -151,7 +151,7 @@ impl Drop for Broker {
 }
 
 /// One HTTP/1.1 request over a fresh loopback connection: (status, headers, body).
-fn http(addr: SocketAddr, path: &str, authorization: Option<&str>) -> (u16, String, String) {
+pub(crate) fn http(addr: SocketAddr, path: &str, authorization: Option<&str>) -> (u16, String, String) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
@@ -167,7 +167,7 @@ fn http(addr: SocketAddr, path: &str, authorization: Option<&str>) -> (u16, Stri
     (status, head.to_owned(), body.to_owned())
 }
 
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -180,7 +180,7 @@ fn enc(s: &str) -> String {
 }
 
 /// Asks the realm for a token (GET, Basic JWT-SVID) and returns the parsed response.
-fn realm_token(broker: &Broker, who: &str, scopes: &[&str], extra: &str) -> serde_json::Value {
+pub(crate) fn realm_token(broker: &Broker, who: &str, scopes: &[&str], extra: &str) -> serde_json::Value {
     let mut path = format!("/token?service={SERVICE}&account={}{extra}", enc(who));
     for s in scopes {
         path.push_str(&format!("&scope={}", enc(s)));
@@ -191,12 +191,12 @@ fn realm_token(broker: &Broker, who: &str, scopes: &[&str], extra: &str) -> serd
     serde_json::from_str(&body).unwrap()
 }
 
-fn jws_part(token: &str, index: usize) -> serde_json::Value {
+pub(crate) fn jws_part(token: &str, index: usize) -> serde_json::Value {
     let part = token.split('.').nth(index).unwrap();
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
 }
 
-fn start_registry(broker: &Broker) -> Registry {
+pub(crate) fn start_registry(broker: &Broker) -> Registry {
     let realm = broker.realm();
     let ca = broker.ca_path();
     Registry::start(Some(&TokenAuth {
@@ -207,7 +207,7 @@ fn start_registry(broker: &Broker) -> Registry {
     }))
 }
 
-fn push(
+pub(crate) fn push(
     registry: &Registry,
     work: &Path,
     creds: &str,
@@ -228,7 +228,7 @@ fn push(
     )
 }
 
-fn pull(
+pub(crate) fn pull(
     registry: &Registry,
     work: &Path,
     args: &[&str],
@@ -473,7 +473,7 @@ fn the_registry_enforces_what_the_broker_grants() {
 }
 
 /// A signing CA on disk (P-256, self-signed), as an operator would provide it.
-fn write_ca_files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+pub(crate) fn write_ca_files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -489,7 +489,7 @@ fn write_ca_files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     (cert_path, key_path)
 }
 
-fn send_signal(daemon: &crate::support::Daemon, signal: &str) {
+pub(crate) fn send_signal(daemon: &crate::support::Daemon, signal: &str) {
     let pid = daemon.child.id().to_string();
     let sent = std::process::Command::new("kill")
         .args(["-s", signal, &pid])

@@ -74,20 +74,33 @@ impl Registry {
         std::fs::write(&config_path, config).unwrap();
         // The registry logs every 404 of a blob probe at error level; keep that out of the test
         // output, next to the config, for `log()` to show when an assertion fails.
-        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new("docker-registry")
+        let child = Self::spawn(dir.path());
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut registry = Registry { child, addr, dir };
+        registry.wait_listening();
+        registry
+    }
+
+    fn spawn(dir: &Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("registry.log"))
+            .unwrap();
+        Command::new("docker-registry")
             .arg("serve")
-            .arg(&config_path)
+            .arg(dir.join("config.yml"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("spawn docker-registry");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let mut registry = Registry { child, addr, dir };
+            .expect("spawn docker-registry")
+    }
+
+    fn wait_listening(&mut self) {
         let deadline = Instant::now() + STEP_TIMEOUT;
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            if let Some(status) = registry.child.try_wait().unwrap() {
+        while TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_err() {
+            if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("docker-registry exited during start-up: {status}");
             }
             assert!(
@@ -96,7 +109,19 @@ impl Registry {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        registry
+    }
+
+    /// Kills the registry (SIGKILL, only this process) and leaves it down.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = wait_bounded(&mut self.child, STEP_TIMEOUT);
+    }
+
+    /// Starts the registry again on the same address, configuration and storage.
+    pub(crate) fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(self.dir.path());
+        self.wait_listening();
     }
 
     /// What the registry logged so far, for assertion messages.
@@ -128,8 +153,14 @@ pub(crate) struct SkopeoOutput {
 /// Runs `skopeo ARGS` (plain HTTP to the loopback registry is allowed by `--*-tls-verify=false`,
 /// which the callers pass) with a bounded wait; `HOME` is isolated so no user auth file leaks in.
 pub(crate) fn skopeo(args: &[&str], home: &Path) -> SkopeoOutput {
+    skopeo_with_env(args, home, &[])
+}
+
+/// [`skopeo`] with `env` added (e.g. `SSL_CERT_FILE` for an `https://` token realm).
+pub(crate) fn skopeo_with_env(args: &[&str], home: &Path, env: &[(&str, &str)]) -> SkopeoOutput {
     let mut child = Command::new("skopeo")
         .args(args)
+        .envs(env.iter().copied())
         .env("HOME", home)
         .env("XDG_RUNTIME_DIR", home)
         .env_remove("REGISTRY_AUTH_FILE")

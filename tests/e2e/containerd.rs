@@ -1,0 +1,282 @@
+//! containerd 1.6 (Debian's `containerd` package) as a real client of the broker: a private
+//! daemon per test (its own root, state and socket in a temporary directory; the CRI plugin and
+//! the snapshotters that need kernel support off), driven with `ctr` exactly as an operator
+//! would. `ctr images pull --user ID:SECRET` splits at the FIRST colon, which sits inside the
+//! SPIFFE ID, so these tests also hold the broker to the password-grant split containerd makes.
+//!
+//! containerd must run as root. `scripts/test.sh` installs it; without it (or without root)
+//! these tests fail under `CI=true` and are skipped loudly otherwise.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::fixtures::{BUILDER, READER, STRANGER};
+use crate::realm::{Broker, push, start_registry};
+use crate::registry::require;
+use crate::support::{STEP_TIMEOUT, wait_bounded};
+
+/// The containerd namespace these tests use (images never mix with anything else).
+const NAMESPACE: &str = "svid-e2e";
+
+/// Whether this process runs as root; under `CI=true` a non-root run fails.
+fn require_root() -> bool {
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    if uid == "0" {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "containerd tests need root under CI=true"
+    );
+    eprintln!("SKIPPED: containerd needs root");
+    false
+}
+
+/// A private `containerd` daemon, killed (only it) when dropped.
+pub(crate) struct Containerd {
+    child: Child,
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+}
+
+/// What one `ctr` run left behind.
+#[derive(Debug)]
+pub(crate) struct CtrOutput {
+    pub(crate) success: bool,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+}
+
+impl Containerd {
+    /// Starts a daemon, or `None` (after the loud skip) when containerd or root is missing.
+    pub(crate) fn start() -> Option<Containerd> {
+        if !require("containerd") || !require("ctr") || !require_root() {
+            return None;
+        }
+        // Unix socket paths are short (108 bytes): keep the directory under /tmp.
+        let dir = tempfile::Builder::new()
+            .prefix("ctrd")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let socket = dir.path().join("c.sock");
+        let config = format!(
+            r#"version = 2
+root = "{root}"
+state = "{state}"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
+[grpc]
+  address = "{socket}"
+[ttrpc]
+  address = "{socket}.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+"#,
+            root = dir.path().join("root").display(),
+            state = dir.path().join("state").display(),
+            socket = socket.display(),
+        );
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("containerd.log")).unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn containerd");
+        let mut daemon = Containerd { child, dir, socket };
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            if let Some(status) = daemon.child.try_wait().unwrap() {
+                panic!("containerd exited during start-up: {status}\n{}", daemon.log());
+            }
+            if daemon.ctr(&["version"], &[]).success {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not answer in time\n{}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(daemon)
+    }
+
+    /// What the daemon logged so far, for assertion messages.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    /// `ctr -a SOCKET -n NAMESPACE ARGS` with `env` added, bounded.
+    pub(crate) fn ctr(&self, args: &[&str], env: &[(&str, &str)]) -> CtrOutput {
+        let mut command = Command::new("ctr");
+        command
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["--namespace", NAMESPACE])
+            .args(args)
+            .envs(env.iter().copied())
+            .env("HOME", self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawn ctr");
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let out = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
+        let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+        let status = wait_bounded(&mut child, STEP_TIMEOUT).expect("ctr did not finish in time");
+        CtrOutput {
+            success: status.success(),
+            stdout: out.join().unwrap(),
+            stderr: err.join().unwrap(),
+        }
+    }
+
+    /// `ctr images pull --plain-http` of `registry/repo:tag` with `--user USER` and `env` (the
+    /// registry speaks plain HTTP; the token realm may be `https://`), unpacked with the native
+    /// snapshotter (no kernel overlay support needed).
+    pub(crate) fn pull(
+        &self,
+        registry: SocketAddr,
+        repo_tag: &str,
+        user: &str,
+        env: &[(&str, &str)],
+    ) -> CtrOutput {
+        let reference = format!("{registry}/{repo_tag}");
+        self.ctr(
+            &[
+                "images",
+                "pull",
+                "--plain-http",
+                "--snapshotter",
+                "native",
+                "--user",
+                user,
+                &reference,
+            ],
+            env,
+        )
+    }
+
+    /// `ctr images push` of an image already in the content store to `registry/repo:tag`.
+    pub(crate) fn push(
+        &self,
+        registry: SocketAddr,
+        repo_tag: &str,
+        local: &str,
+        user: &str,
+    ) -> CtrOutput {
+        let reference = format!("{registry}/{repo_tag}");
+        self.ctr(
+            &[
+                "images",
+                "push",
+                "--plain-http",
+                "--user",
+                user,
+                &reference,
+                local,
+            ],
+            &[],
+        )
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = wait_bounded(&mut self.child, STEP_TIMEOUT);
+    }
+}
+
+/// Audit events that are not allows (refusals and authentication failures).
+fn refusals(audit: &str) -> Vec<String> {
+    audit
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .is_some_and(|e| e.get("decision").and_then(|d| d.as_str()) != Some("allow"))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `ctr images pull --user "$SPIFFE_ID:$JWT_SVID"`: containerd splits at the first colon and
+/// tries the OAuth2 password grant first; the broker must accept that first request (no
+/// fallback to Basic, no refusal in the audit), the pulled image must unpack, a push outside
+/// the grant must fail, and one inside it must succeed.
+#[test]
+fn ctr_pulls_and_pushes_with_a_spiffe_id_and_jwt_svid() {
+    if !require("docker-registry") || !require("skopeo") {
+        return;
+    }
+    let Some(containerd) = Containerd::start() else {
+        return;
+    };
+    let broker = Broker::start();
+    let registry = start_registry(&broker);
+    let work = tempfile::tempdir().unwrap();
+    let out = push(&registry, work.path(), &broker.creds(BUILDER), "team/app");
+    assert!(out.success, "seed push failed: {}", out.stderr);
+
+    let pulled = containerd.pull(
+        registry.addr,
+        "team/app:v1",
+        &broker.creds(READER),
+        &[],
+    );
+    assert!(
+        pulled.success,
+        "ctr pull failed: {}\n{}\n{}",
+        pulled.stderr,
+        registry.log(),
+        broker.audit()
+    );
+    let images = containerd.ctr(&["images", "list", "--quiet"], &[]);
+    let local = format!("{}/team/app:v1", registry.addr);
+    assert!(images.stdout.lines().any(|l| l == local), "{}", images.stdout);
+    let audit = broker.audit();
+    assert!(
+        refusals(&audit).is_empty(),
+        "the first (password-grant) request must succeed:\n{audit}"
+    );
+    assert!(audit.contains(READER), "{audit}");
+
+    // The reader may not push; the builder may.
+    let refused = containerd.push(registry.addr, "team/copy:v1", &local, &broker.creds(READER));
+    assert!(!refused.success, "reader push must be refused");
+    let allowed = containerd.push(
+        registry.addr,
+        "team/copy:v1",
+        &local,
+        &broker.creds(BUILDER),
+    );
+    assert!(
+        allowed.success,
+        "builder push failed: {}\n{}",
+        allowed.stderr,
+        broker.audit()
+    );
+
+    // An identity no rule names pulls nothing.
+    let stranger = containerd.pull(
+        registry.addr,
+        "team/copy:v1",
+        &broker.creds(STRANGER),
+        &[],
+    );
+    assert!(!stranger.success, "a stranger must not pull");
+}

@@ -1,0 +1,195 @@
+//! The token realm over TLS (`[server.tls]`): Debian's docker-registry points its clients at an
+//! `https://` realm, and skopeo and containerd's `ctr` (Go clients, which trust the CA named by
+//! `SSL_CERT_FILE`; no system trust store is changed) push and pull through it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use svid_broker_dev::DevTrustDomain;
+use svid_broker_identity::clock::SystemClock;
+use svid_broker_identity::{SpiffeId, TrustDomain};
+use svid_broker_server::config::BrokerConfig;
+use svid_broker_server::{BrokerServer, ServerHandle};
+
+use crate::containerd::Containerd;
+use crate::fixtures::{AUDIENCE, BUILDER, ISSUER, POLICY, READER, SERVICE};
+use crate::registry::{Registry, TokenAuth, free_port, require, skopeo_with_env, write_oci_image};
+
+/// A CA and a server certificate for 127.0.0.1 and localhost signed by it, as PEM files:
+/// (CA certificate, server certificate, server key).
+pub(crate) fn write_tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "e2e realm tls ca");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut leaf_params =
+        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    leaf_params
+        .distinguished_name
+        .push(DnType::CommonName, "svid-broker realm");
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+    let paths = (
+        dir.join("realm-ca.pem"),
+        dir.join("realm.pem"),
+        dir.join("realm.key"),
+    );
+    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
+    std::fs::write(&paths.1, leaf.pem()).unwrap();
+    std::fs::write(&paths.2, leaf_key.serialize_pem()).unwrap();
+    paths
+}
+
+/// An in-process broker whose realm listens with TLS on `port`.
+fn start_tls_broker(
+    dir: &Path,
+    td: &DevTrustDomain,
+    port: u16,
+    cert: &Path,
+    key: &Path,
+) -> (tokio::runtime::Runtime, ServerHandle) {
+    std::fs::write(dir.join("policy.toml"), POLICY).unwrap();
+    std::fs::write(dir.join("bundle.json"), td.bundle_document_json()).unwrap();
+    let config = BrokerConfig::from_toml_str(
+        &format!(
+            r#"
+[server]
+http_addr = "127.0.0.1:{port}"
+public_url = "https://127.0.0.1:{port}"
+shutdown_grace_seconds = 2
+[server.tls]
+cert_file = "{}"
+key_file = "{}"
+[identity]
+audience = "{AUDIENCE}"
+bundle_files = [{{ trust_domain = "example.org", path = "bundle.json" }}]
+[policy]
+file = "policy.toml"
+[signing]
+generate = true
+[log]
+audit = "audit.log"
+"#,
+            cert.display(),
+            key.display()
+        ),
+        dir,
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = runtime
+        .block_on(BrokerServer::start(config, Arc::new(SystemClock)))
+        .unwrap();
+    std::fs::write(dir.join("ca.pem"), handle.ca_bundle_pem()).unwrap();
+    (runtime, handle)
+}
+
+#[test]
+fn skopeo_and_ctr_use_an_https_realm() {
+    if !require("docker-registry") || !require("skopeo") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (tls_ca, cert, key) = write_tls_files(dir.path());
+    let td = DevTrustDomain::new(
+        TrustDomain::parse("example.org").unwrap(),
+        [SpiffeId::parse("spiffe://example.org/workload").unwrap()],
+    )
+    .unwrap();
+    let port = free_port();
+    let (runtime, handle) = start_tls_broker(dir.path(), &td, port, &cert, &key);
+    let realm = format!("https://127.0.0.1:{port}/token");
+    let registry = Registry::start(Some(&TokenAuth {
+        realm: &realm,
+        service: SERVICE,
+        issuer: ISSUER,
+        rootcertbundle: &dir.path().join("ca.pem"),
+    }));
+    let creds = |who: &str| {
+        let jwt = td
+            .issue_jwt_svid(&SpiffeId::parse(who).unwrap(), &[AUDIENCE])
+            .unwrap();
+        format!("{who}:{}", jwt.token().expose())
+    };
+    let tls_ca = tls_ca.display().to_string();
+    let trust = [("SSL_CERT_FILE", tls_ca.as_str())];
+    let work = tempfile::tempdir().unwrap();
+    let image = write_oci_image(&work.path().join("image"), "v1", "over tls\n");
+    let src = format!("oci:{}:v1", image.display());
+    let dest = registry.image_ref("team/app", "v1");
+    let builder = creds(BUILDER);
+    let out = skopeo_with_env(
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &builder,
+            &src,
+            &dest,
+        ],
+        work.path(),
+        &trust,
+    );
+    assert!(
+        out.success,
+        "push through the https realm failed: {}\n{}",
+        out.stderr,
+        registry.log()
+    );
+
+    // Without the realm's CA the Go client refuses the realm: TLS is really in the path.
+    let reader = creds(READER);
+    let pulled = format!("oci:{}:v1", work.path().join("pulled").display());
+    let untrusted = skopeo_with_env(
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            "--src-creds",
+            &reader,
+            &dest,
+            &pulled,
+        ],
+        work.path(),
+        &[("SSL_CERT_FILE", "/dev/null")],
+    );
+    assert!(!untrusted.success, "an untrusted realm certificate was accepted");
+    assert!(
+        untrusted.stderr.contains("certificate") || untrusted.stderr.contains("x509"),
+        "{}",
+        untrusted.stderr
+    );
+    let out = skopeo_with_env(
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            "--src-creds",
+            &reader,
+            &dest,
+            &pulled,
+        ],
+        work.path(),
+        &trust,
+    );
+    assert!(out.success, "pull through the https realm failed: {}", out.stderr);
+
+    if let Some(containerd) = Containerd::start() {
+        let out = containerd.pull(registry.addr, "team/app:v1", &reader, &trust);
+        assert!(
+            out.success,
+            "ctr pull through the https realm failed: {}\n{}",
+            out.stderr,
+            containerd.log()
+        );
+    }
+    runtime.block_on(handle.shutdown());
+}
