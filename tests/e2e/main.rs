@@ -13,14 +13,17 @@ mod markdown;
 mod support;
 
 mod config_reference;
+mod containerd;
 mod demo;
 mod deploy;
 mod dev;
 mod docs;
+mod faults;
 mod grpc;
 mod inspect;
 mod readme;
 mod realm;
+mod realm_tls;
 mod registry;
 mod satoken;
 mod verify;
