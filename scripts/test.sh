@@ -23,6 +23,7 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+scripts/py-venv.sh # py-spiffe in target/py-venv for tests/e2e/pyspiffe.rs
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked
 

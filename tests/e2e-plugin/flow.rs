@@ -17,7 +17,9 @@ use svid_broker_identity::clock::SystemClock;
 use svid_broker_server::config::BrokerConfig;
 use svid_broker_server::{BrokerServer, ServerHandle};
 
-use crate::registry::{Registry, SkopeoOutput, TokenAuth, require, skopeo, write_oci_image};
+use crate::registry::{
+    Registry, SkopeoOutput, TokenAuth, require, skopeo, skopeo_with_env, write_oci_image,
+};
 use crate::strict::{self, StrictResponse};
 use crate::support::{Output, PLUGIN, plugin, run};
 
@@ -583,6 +585,52 @@ fn docker_credential_helper_get_works_with_skopeo() {
         "pull with helper credentials failed: {}",
         out.stderr
     );
+
+    // skopeo finds the helper itself: `credHelpers` in its auth.json
+    // ($XDG_RUNTIME_DIR/containers/auth.json) names `svid`, so it runs `docker-credential-svid
+    // get` from PATH with the registry's host:port on stdin and pulls with the answer.
+    let work = fx.dir.path().join("pull-cred-helpers");
+    std::fs::create_dir_all(work.join("containers")).unwrap();
+    std::fs::write(
+        work.join("containers/auth.json"),
+        serde_json::json!({"credHelpers": {fx.host(): "svid"}}).to_string(),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        fx.dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = skopeo_with_env(
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            &fx.registry().image_ref("team/app", "v1"),
+            &format!("oci:{}:v1", work.join("pulled").display()),
+        ],
+        &work,
+        &[
+            ("PATH", path.as_str()),
+            ("SVID_CREDENTIAL_PROVIDER_CONFIG", config.to_str().unwrap()),
+            ("SPIFFE_ENDPOINT_SOCKET", endpoint.as_str()),
+        ],
+    );
+    assert!(
+        out.success,
+        "pull through credHelpers failed: {}",
+        out.stderr
+    );
+    let log = fx.log();
+    let helper_line = log
+        .lines()
+        .find(|l| l.contains(" helper=get ") && l.contains(&format!("server={:?}", fx.host())))
+        .unwrap_or_else(|| panic!("no helper log line for {}: {log}", fx.host()));
+    assert!(helper_line.contains("outcome=ok"), "{helper_line}");
+    assert!(
+        helper_line.ends_with(&format!(" subject={NODE}")),
+        "{helper_line}"
+    );
+    assert!(!log.contains(secret), "the log holds a secret");
 }
 
 /// KEP-4412 mode: the node's plugin presents the pod's service-account token as subject and

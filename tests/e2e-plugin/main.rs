@@ -23,4 +23,5 @@ mod registry;
 
 mod bench;
 mod flow;
+mod helper;
 mod protocol;

@@ -65,6 +65,9 @@ fn broker_discovery() -> Vec<(&'static str, &'static str)> {
         ("identity.workload_api", "\"unix:///run/spire/agent.sock\""),
         ("signing.ca_cert_file", "\"ca.pem\""),
         ("signing.ca_key_file", "\"ca.key\""),
+        // The realm over HTTPS (issue 8 item 15): both files or neither.
+        ("server.tls.cert_file", "\"realm.pem\""),
+        ("server.tls.key_file", "\"realm.key\""),
         (
             "service_account.trusted_actors",
             "[\"spiffe://example.org/node/credential-provider\"]",

@@ -21,7 +21,7 @@ use crate::support::{STEP_TIMEOUT, wait_bounded};
 const NAMESPACE: &str = "svid-e2e";
 
 /// Whether this process runs as root; under `CI=true` a non-root run fails.
-fn require_root() -> bool {
+pub(crate) fn require_root() -> bool {
     let uid = Command::new("id")
         .arg("-u")
         .output()
@@ -144,9 +144,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
         }
     }
 
-    /// `ctr images pull --plain-http` of `registry/repo:tag` with `--user USER` and `env` (the
-    /// registry speaks plain HTTP; the token realm may be `https://`), unpacked with the native
-    /// snapshotter (no kernel overlay support needed).
+    /// `ctr images pull` of `registry/repo:tag` with `--user USER` and `env`, over plain HTTP
+    /// unless `https`, unpacked with the native snapshotter (no kernel overlay support needed).
     pub(crate) fn pull(
         &self,
         registry: SocketAddr,
@@ -154,20 +153,45 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
         user: &str,
         env: &[(&str, &str)],
     ) -> CtrOutput {
+        self.pull_with(registry, repo_tag, user, env, false)
+    }
+
+    /// [`Containerd::pull`], over HTTPS when `https`: containerd 1.6 talks plain HTTP to a
+    /// loopback registry unless a `hosts.toml` under `--hosts-dir` says otherwise (as a node's
+    /// `certs.d` does), so [`Containerd::trust_registry`] writes one.
+    pub(crate) fn pull_with(
+        &self,
+        registry: SocketAddr,
+        repo_tag: &str,
+        user: &str,
+        env: &[(&str, &str)],
+        https: bool,
+    ) -> CtrOutput {
         let reference = format!("{registry}/{repo_tag}");
-        self.ctr(
-            &[
-                "images",
-                "pull",
-                "--plain-http",
-                "--snapshotter",
-                "native",
-                "--user",
-                user,
-                &reference,
-            ],
-            env,
+        let hosts_dir = self.dir.path().join("certs.d").display().to_string();
+        let mut args = vec!["images", "pull", "--snapshotter", "native", "--user", user];
+        if https {
+            args.extend(["--hosts-dir", hosts_dir.as_str()]);
+        } else {
+            args.push("--plain-http");
+        }
+        args.push(&reference);
+        self.ctr(&args, env)
+    }
+
+    /// Writes `certs.d/HOST:PORT/hosts.toml` naming `registry` as an HTTPS host whose
+    /// certificates (and those of its token realm, fetched with the same client) chain to `ca`.
+    pub(crate) fn trust_registry(&self, registry: SocketAddr, ca: &std::path::Path) {
+        let dir = self.dir.path().join("certs.d").join(registry.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("hosts.toml"),
+            format!(
+                "server = \"https://{registry}\"\n[host.\"https://{registry}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = \"{}\"\n",
+                ca.display()
+            ),
         )
+        .unwrap();
     }
 
     /// `ctr images push` of an image already in the content store to `registry/repo:tag`.

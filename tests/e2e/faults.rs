@@ -512,3 +512,102 @@ fn workload_api_restarted_and_rotated_while_the_broker_serves() {
     runtime.block_on(handle.shutdown());
     runtime.block_on(workload_api.shutdown()).unwrap();
 }
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted (lazily) when dropped.
+struct SmallFilesystem {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFilesystem {
+    fn mount(size: &str) -> SmallFilesystem {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount -t tmpfs failed");
+        SmallFilesystem { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills the filesystem with `filler` until the kernel says ENOSPC.
+    fn fill(&self) {
+        let mut file = std::fs::File::create(self.path().join("filler")).unwrap();
+        let block = [0u8; 1024];
+        for _ in 0..100_000 {
+            match file.write_all(&block).and_then(|()| file.sync_all()) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(28) => return,
+                Err(e) => panic!("filling the tmpfs: {e}"),
+            }
+        }
+        panic!("the tmpfs never filled up");
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.path().join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallFilesystem {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+fn audit_errors(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("svid_broker_audit_write_errors_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The audit file's filesystem fills up. With `audit_on_error = "deny"` (the default) a
+/// decision that cannot be audited is refused with an error that says so, the broker stays up
+/// and healthy, and it issues again once there is room; with `"continue"` it keeps issuing and
+/// counts the lost lines. Nothing crashes either way.
+#[test]
+fn audit_file_on_a_full_filesystem() {
+    if !crate::containerd::require_root() {
+        return;
+    }
+    for mode in ["deny", "continue"] {
+        let fs = SmallFilesystem::mount("16k");
+        let mut broker = ProcessBroker::new(
+            &fs.path().join("audit.log"),
+            3600,
+            &format!("audit_on_error = \"{mode}\""),
+        );
+        broker.start();
+        let scope = "repository:team/app:pull";
+        assert!(broker.granted(READER, scope), "{mode}: before the disk fills");
+        fs.fill();
+        // Enough requests that any buffering in the sink must reach the disk.
+        let answers: Vec<(u16, String)> = (0..20).map(|_| broker.ask(READER, scope)).collect();
+        assert!(broker.is_running(), "{mode}: the broker died on ENOSPC");
+        assert_eq!(http(broker.addr(), "/healthz", None).0, 200, "{mode}");
+        assert!(audit_errors(&broker.metrics()) >= 1, "{mode}: errors not counted");
+        let last = answers.last().unwrap();
+        match mode {
+            "deny" => {
+                assert_ne!(last.0, 200, "deny: issued without an audit line");
+                assert!(last.1.contains("audit"), "deny: the error must say why: {}", last.1);
+            }
+            _ => assert_eq!(last.0, 200, "continue: {}", last.1),
+        }
+        eprintln!("fault matrix: audit on a full filesystem, {mode}: HTTP {} {}", last.0, last.1);
+        fs.free();
+        wait_until("issuing again once there is room", || {
+            broker.granted(READER, scope)
+        });
+        broker.kill();
+    }
+}

@@ -21,6 +21,7 @@ mod docs;
 mod faults;
 mod grpc;
 mod inspect;
+mod pyspiffe;
 mod readme;
 mod realm;
 mod realm_tls;

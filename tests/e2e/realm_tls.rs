@@ -1,6 +1,7 @@
 //! The token realm over TLS (`[server.tls]`): Debian's docker-registry points its clients at an
 //! `https://` realm, and skopeo and containerd's `ctr` (Go clients, which trust the CA named by
-//! `SSL_CERT_FILE`; no system trust store is changed) push and pull through it.
+//! `SSL_CERT_FILE`; containerd, the CA a `certs.d/HOST/hosts.toml` names, as on a node; no
+//! system trust store is changed) push and pull through it, with verification on.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -109,12 +110,17 @@ fn skopeo_and_ctr_use_an_https_realm() {
     let port = free_port();
     let (runtime, handle) = start_tls_broker(dir.path(), &td, port, &cert, &key);
     let realm = format!("https://127.0.0.1:{port}/token");
-    let registry = Registry::start(Some(&TokenAuth {
-        realm: &realm,
-        service: SERVICE,
-        issuer: ISSUER,
-        rootcertbundle: &dir.path().join("ca.pem"),
-    }));
+    // The registry serves HTTPS with a certificate from the same CA, so the clients run with
+    // verification on for both hops and trust exactly `SSL_CERT_FILE`.
+    let registry = Registry::start_with_tls(
+        Some(&TokenAuth {
+            realm: &realm,
+            service: SERVICE,
+            issuer: ISSUER,
+            rootcertbundle: &dir.path().join("ca.pem"),
+        }),
+        Some((&cert, &key)),
+    );
     let creds = |who: &str| {
         let jwt = td
             .issue_jwt_svid(&SpiffeId::parse(who).unwrap(), &[AUDIENCE])
@@ -131,8 +137,7 @@ fn skopeo_and_ctr_use_an_https_realm() {
     let out = skopeo_with_env(
         &[
             "copy",
-            "--dest-tls-verify=false",
-            "--dest-creds",
+                        "--dest-creds",
             &builder,
             &src,
             &dest,
@@ -147,22 +152,15 @@ fn skopeo_and_ctr_use_an_https_realm() {
         registry.log()
     );
 
-    // Without the realm's CA the Go client refuses the realm: TLS is really in the path.
+    // Without the CA, skopeo refuses: TLS is verified in the path.
     let reader = creds(READER);
     let pulled = format!("oci:{}:v1", work.path().join("pulled").display());
     let untrusted = skopeo_with_env(
-        &[
-            "copy",
-            "--src-tls-verify=false",
-            "--src-creds",
-            &reader,
-            &dest,
-            &pulled,
-        ],
+        &["copy", "--src-creds", &reader, &dest, &pulled],
         work.path(),
-        &[("SSL_CERT_FILE", "/dev/null")],
+        &[("SSL_CERT_FILE", "/dev/null"), ("SSL_CERT_DIR", "/nonexistent")],
     );
-    assert!(!untrusted.success, "an untrusted realm certificate was accepted");
+    assert!(!untrusted.success, "an untrusted certificate was accepted");
     assert!(
         untrusted.stderr.contains("certificate") || untrusted.stderr.contains("x509"),
         "{}",
@@ -171,8 +169,7 @@ fn skopeo_and_ctr_use_an_https_realm() {
     let out = skopeo_with_env(
         &[
             "copy",
-            "--src-tls-verify=false",
-            "--src-creds",
+                        "--src-creds",
             &reader,
             &dest,
             &pulled,
@@ -183,7 +180,18 @@ fn skopeo_and_ctr_use_an_https_realm() {
     assert!(out.success, "pull through the https realm failed: {}", out.stderr);
 
     if let Some(containerd) = Containerd::start() {
-        let out = containerd.pull(registry.addr, "team/app:v1", &reader, &trust);
+        // With another CA (the broker's signing CA) named for the host, containerd refuses:
+        // TLS is verified in the path.
+        containerd.trust_registry(registry.addr, &dir.path().join("ca.pem"));
+        let untrusted = containerd.pull_with(registry.addr, "team/app:v1", &reader, &[], true);
+        assert!(!untrusted.success, "an untrusted certificate was accepted");
+        assert!(
+            untrusted.stderr.contains("certificate") || untrusted.stderr.contains("x509"),
+            "{}",
+            untrusted.stderr
+        );
+        containerd.trust_registry(registry.addr, Path::new(&tls_ca));
+        let out = containerd.pull_with(registry.addr, "team/app:v1", &reader, &[], true);
         assert!(
             out.success,
             "ctr pull through the https realm failed: {}\n{}",

@@ -54,6 +54,14 @@ impl Registry {
     /// Starts a registry with filesystem storage in a temporary directory and, when `auth` is
     /// given, token authentication; waits until it accepts connections.
     pub(crate) fn start(auth: Option<&TokenAuth<'_>>) -> Registry {
+        Self::start_with_tls(auth, None)
+    }
+
+    /// [`Registry::start`], serving HTTPS with `tls` = (certificate PEM, key PEM) when given.
+    pub(crate) fn start_with_tls(
+        auth: Option<&TokenAuth<'_>>,
+        tls: Option<(&Path, &Path)>,
+    ) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut config = format!(
@@ -61,6 +69,13 @@ impl Registry {
              delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
             dir.path().join("storage").display()
         );
+        if let Some((certificate, key)) = tls {
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                certificate.display(),
+                key.display()
+            ));
+        }
         if let Some(auth) = auth {
             config.push_str(&format!(
                 "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",

@@ -3,7 +3,9 @@
 //! issuer whose JWK Set the broker reads from a file) for a login credential of the mapped
 //! identity `spiffe://example.org/ns/<namespace>/sa/<name>`, and `skopeo` (1.9.3) uses it as
 //! `--src-creds` against Debian's `docker-registry` (2.8.2) whose realm is the broker: pulls in
-//! the pod's namespace work, pulls from another namespace's repository are refused.
+//! the pod's namespace work, pulls from another namespace's repository are refused. The plugin
+//! is trusted through a `{node}` pattern, so a token of a pod on another node is refused. And
+//! `svid-broker serve` refuses, at load, two issuers whose templates can map to one ID.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -83,7 +85,7 @@ impl SaBroker {
             POLICY,
             &format!(
                 r#"[service_account]
-trusted_actors = ["spiffe://example.org/k8s/node/*/credential-provider"]
+trusted_actors = ["spiffe://example.org/k8s/node/{{node}}/credential-provider"]
 [[service_account.issuers]]
 issuer = "{SA_ISSUER}"
 audiences = ["{SA_AUDIENCE}"]
@@ -223,7 +225,11 @@ fn sa_token_login_credential_pulls_only_the_pods_namespace() {
     // The plugin presents the pod's projected token (namespace blue, service account app).
     let token = broker
         .sa
-        .mint(&SaTokenRequest::new("blue", "app", SA_AUDIENCE).pod("app-5f7c9"))
+        .mint(
+            &SaTokenRequest::new("blue", "app", SA_AUDIENCE)
+                .pod("app-5f7c9")
+                .node("node-1"),
+        )
         .unwrap();
     let pod = broker
         .login_credential(PLUGIN_ID, Some(token.expose()))
@@ -266,6 +272,18 @@ fn sa_token_login_credential_pulls_only_the_pods_namespace() {
         .login_credential(PLUGIN_ID, Some(other.expose()))
         .unwrap_err();
     assert!(refused.starts_with("Unauthenticated:"), "{refused}");
+    // Node 1's plugin may not speak for a pod on node 2, nor for a token without the node.
+    for request in [
+        SaTokenRequest::new("blue", "app", SA_AUDIENCE).node("node-2"),
+        SaTokenRequest::new("blue", "app", SA_AUDIENCE),
+    ] {
+        let elsewhere = broker.sa.mint(&request).unwrap();
+        let refused = broker
+            .login_credential(PLUGIN_ID, Some(elsewhere.expose()))
+            .unwrap_err();
+        assert!(refused.starts_with("Unauthenticated:"), "{refused}");
+        assert!(refused.contains("node"), "{refused}");
+    }
 
     let audit = broker.audit();
     assert!(
@@ -274,4 +292,63 @@ fn sa_token_login_credential_pulls_only_the_pods_namespace() {
         "{audit}"
     );
     assert!(!audit.contains(token.expose()) && !audit.contains(&pod.access_token));
+}
+
+/// Issue 8 item 5, at the binary: a second cluster whose template renders `.../sa/builder` would
+/// make every one of its accounts in namespace `ci` the first cluster's `ci/builder` (the
+/// identity that may push to every team above). `serve` refuses the file before it listens.
+#[test]
+fn serve_refuses_issuers_whose_templates_can_map_to_one_id() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
+    let config = |second_template: &str| {
+        format!(
+            r#"[server]
+http_addr = "127.0.0.1:0"
+public_url = "http://127.0.0.1:8080"
+[identity]
+audience = "svid-broker"
+bundle_files = [{{ trust_domain = "example.org", path = "bundle.json" }}]
+[policy]
+file = "policy.toml"
+[signing]
+generate = true
+[service_account]
+trusted_actors = ["spiffe://example.org/k8s/node/{{node}}/credential-provider"]
+[[service_account.issuers]]
+issuer = "{SA_ISSUER}"
+audiences = ["{SA_AUDIENCE}"]
+trust_domain = "example.org"
+jwks_file = "cluster-a.jwks.json"
+[[service_account.issuers]]
+issuer = "https://cluster-b.example.org"
+audiences = ["{SA_AUDIENCE}"]
+trust_domain = "example.org"
+jwks_file = "cluster-b.jwks.json"
+{second_template}
+"#
+        )
+    };
+    let cases = [
+        (
+            "spiffe_id_template = \"spiffe://example.org/ns/{namespace}/sa/builder\"\nallow_shared_identity = true",
+            "two issuers map service accounts to the same SPIFFE IDs",
+        ),
+        (
+            "spiffe_id_template = \"spiffe://example.org/ns/{namespace}/sa/builder\"",
+            "allow_shared_identity = true",
+        ),
+    ];
+    for (second, rule) in cases {
+        let path = dir.path().join("broker.toml");
+        std::fs::write(&path, config(second)).unwrap();
+        let out = crate::support::run(&["serve", "--config", path.to_str().unwrap()], None);
+        assert!(!out.status.success(), "{second}: {}", out.stderr);
+        assert!(out.stderr.contains(rule), "{second}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("service_account.issuers"),
+            "{}",
+            out.stderr
+        );
+    }
 }

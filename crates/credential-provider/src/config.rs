@@ -44,9 +44,9 @@ pub const MAX_CONFIG_SIZE: u64 = 256 * 1024;
 pub const MAX_REGISTRIES: usize = 64;
 /// Most patterns in one entry.
 pub const MAX_PATTERNS: usize = 64;
-/// The file read when no `--config` is given (and the Docker helper's default).
+/// The node's config file: read when nothing else names one (see [`search`]).
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/svid-credential-provider/config.toml";
-/// Environment variable naming the config file when no `--config` is given.
+/// Environment variable naming the config file when no `--config` is given (both modes).
 pub const CONFIG_ENV: &str = "SVID_CREDENTIAL_PROVIDER_CONFIG";
 
 /// Why the config is unusable.
@@ -95,6 +95,9 @@ pub(crate) enum ConfigError {
         #[source]
         source: matcher::MatchError,
     },
+    /// `$SVID_CREDENTIAL_PROVIDER_CONFIG` names no file.
+    #[error("{CONFIG_ENV} is set but empty")]
+    EmptyEnv,
     /// The broker bundle file is unusable.
     #[error("broker_bundle_file {}: {reason}", .path.display())]
     Bundle {
@@ -358,6 +361,10 @@ fn load_bundle(path: &Path, broker_id: &SpiffeId) -> Result<Arc<dyn BundleProvid
     Ok(Arc::new(Arc::new(set)))
 }
 
+pub(crate) mod search;
+
+#[cfg(test)]
+mod doc_tests;
 #[cfg(test)]
 mod reference_tests;
 

@@ -49,15 +49,27 @@ pub(crate) fn pattern_covers_host(pattern: &str, host: &str) -> bool {
     matcher::urls_match(&p, &h).unwrap_or(false)
 }
 
+/// What one helper run did, for the log file (never the secret).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct HelperLog {
+    /// `ok`, `not-ours` (the protocol's not-found answer) or `error`.
+    pub(crate) outcome: &'static str,
+    /// The server URL's `host[:port]` (`get` only).
+    pub(crate) server: String,
+    /// The subject on success, else the message printed.
+    pub(crate) detail: String,
+}
+
 /// Runs one helper verb; `load` yields the config.
 pub(crate) fn run(
     verb: Option<&str>,
     load: impl FnOnce() -> Result<Config, String>,
     stdout: &mut impl Write,
-) -> ExitCode {
+) -> (ExitCode, HelperLog) {
+    let mut log = HelperLog::default();
     let result = match verb {
-        Some("get") => get(load, stdout),
-        Some("list") => list(load, stdout),
+        Some("get") => get(load, stdout, &mut log),
+        Some("list") => list(load, stdout, &mut log),
         Some("version" | "--version" | "-v") => writeln!(
             stdout,
             "docker-credential-svid (svid-credential-provider) {}",
@@ -80,10 +92,20 @@ pub(crate) fn run(
         None => Err("usage: docker-credential-svid get|list|version".to_owned()),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            log.outcome = "ok";
+            (ExitCode::SUCCESS, log)
+        }
         Err(message) => {
-            let _ = writeln!(stdout, "{}", message.replace('\n', " "));
-            ExitCode::FAILURE
+            let message = message.replace('\n', " ");
+            let _ = writeln!(stdout, "{message}");
+            log.outcome = if message == NOT_FOUND {
+                "not-ours"
+            } else {
+                "error"
+            };
+            log.detail = message;
+            (ExitCode::FAILURE, log)
         }
     }
 }
@@ -91,6 +113,7 @@ pub(crate) fn run(
 fn get(
     load: impl FnOnce() -> Result<Config, String>,
     stdout: &mut impl Write,
+    log: &mut HelperLog,
 ) -> Result<(), String> {
     let mut input = Vec::new();
     std::io::stdin()
@@ -106,6 +129,7 @@ fn get(
     if host.is_empty() {
         return Err("no server url given".to_owned());
     }
+    log.server = host.chars().take(256).collect();
     let config = load()?;
     let Some(entry) = config
         .registries
@@ -128,13 +152,16 @@ fn get(
         })
         .map_err(|e| e.to_string())?,
     );
-    writeln!(stdout, "{}", body.as_str()).map_err(|e| e.to_string())
+    writeln!(stdout, "{}", body.as_str()).map_err(|e| e.to_string())?;
+    log.detail = format!("subject={}", credential.subject);
+    Ok(())
 }
 
 /// Nothing is stored, so nothing has a user name yet: the literal registry hosts map to `""`.
 fn list(
     load: impl FnOnce() -> Result<Config, String>,
     stdout: &mut impl Write,
+    log: &mut HelperLog,
 ) -> Result<(), String> {
     let config = load()?;
     let mut hosts = std::collections::BTreeMap::new();
@@ -147,7 +174,9 @@ fn list(
         }
     }
     let text = serde_json::to_string(&hosts).map_err(|e| e.to_string())?;
-    writeln!(stdout, "{text}").map_err(|e| e.to_string())
+    writeln!(stdout, "{text}").map_err(|e| e.to_string())?;
+    log.detail = format!("hosts={}", hosts.len());
+    Ok(())
 }
 
 #[cfg(test)]
@@ -176,8 +205,9 @@ mod tests {
     #[test]
     fn store_and_unknown_verbs_refuse_on_stdout() {
         let mut out = Vec::new();
-        let code = run(Some("frobnicate"), || Err("unused".into()), &mut out);
+        let (code, log) = run(Some("frobnicate"), || Err("unused".into()), &mut out);
         assert_eq!(code, ExitCode::FAILURE);
+        assert_eq!(log.outcome, "error");
         assert!(
             String::from_utf8(out)
                 .unwrap()
@@ -185,7 +215,7 @@ mod tests {
         );
         let mut out = Vec::new();
         assert_eq!(
-            run(Some("version"), || Err("unused".into()), &mut out),
+            run(Some("version"), || Err("unused".into()), &mut out).0,
             ExitCode::SUCCESS
         );
         assert!(

@@ -12,6 +12,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use svid_broker_client::Secret;
 
+use crate::reference::{self, ReferenceError};
+
 /// The three API versions the kubelet speaks.
 pub(crate) const API_VERSIONS: [&str; 3] = [
     "credentialprovider.kubelet.k8s.io/v1",
@@ -55,6 +57,9 @@ pub(crate) enum RequestError {
     /// An empty image, or one longer than [`MAX_IMAGE_LEN`].
     #[error("image is empty or longer than {MAX_IMAGE_LEN} bytes")]
     Image,
+    /// An image that is not an image reference.
+    #[error("image is not a valid image reference: {0}")]
+    Reference(#[from] ReferenceError),
 }
 
 #[derive(Deserialize)]
@@ -73,7 +78,8 @@ struct RawRequest {
 pub(crate) struct Request {
     /// One of [`API_VERSIONS`]; echoed in the response.
     pub(crate) api_version: String,
-    /// The normalized image (no tag or digest).
+    /// The image's repository name, `host[:port]/path`: the request's image without its tag
+    /// or digest, so that no scope or cache key ever carries them.
     pub(crate) image: String,
     /// The pod's service-account token (v1 only).
     pub(crate) service_account_token: Option<Secret>,
@@ -120,11 +126,12 @@ impl Request {
         if raw.image.is_empty() || raw.image.len() > MAX_IMAGE_LEN {
             return Err(RequestError::Image);
         }
+        let image = reference::parse(&raw.image)?.name.to_owned();
         // v1beta1 and v1alpha1 have no service-account fields; the kubelet never sends them
         // there, so they are ignored like any other unknown field.
         let v1 = raw.api_version == API_V1;
         Ok(Self {
-            image: raw.image,
+            image,
             service_account_token: raw
                 .service_account_token
                 .filter(|t| v1 && !t.is_empty())
@@ -307,6 +314,42 @@ mod tests {
         ));
         let big = vec![b' '; MAX_REQUEST_SIZE + 1];
         assert!(matches!(Request::parse(&big), Err(RequestError::TooLarge)));
+    }
+
+    #[test]
+    fn tags_and_digests_are_stripped_and_bad_references_refused() {
+        let parse = |image: &str| {
+            Request::parse(
+                format!(
+                    r#"{{"kind":"CredentialProviderRequest","apiVersion":"credentialprovider.kubelet.k8s.io/v1","image":"{image}"}}"#
+                )
+                .as_bytes(),
+            )
+        };
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        for (image, want) in [
+            ("reg.io/team/app:v1".to_owned(), "reg.io/team/app"),
+            (format!("reg.io/team/app@{digest}"), "reg.io/team/app"),
+            (format!("reg.io/team/app:v1@{digest}"), "reg.io/team/app"),
+            ("reg.io:5000/team/app:v1".to_owned(), "reg.io:5000/team/app"),
+            ("reg.io:5000/team/app".to_owned(), "reg.io:5000/team/app"),
+        ] {
+            assert_eq!(parse(&image).unwrap().image, want, "{image}");
+        }
+        let e = parse("reg.io/team/app:v1:v2").unwrap_err();
+        assert!(
+            matches!(e, RequestError::Reference(ReferenceError::Path { .. })),
+            "{e:?}"
+        );
+        let e = parse("reg.io/team/app@sha256:short").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "image is not a valid image reference: digest \"sha256:short\" is invalid: want sha256:, sha384: or sha512: and that many lowercase hex digits"
+        );
+        assert!(matches!(
+            parse("reg.io/Team/app").unwrap_err(),
+            RequestError::Reference(ReferenceError::Uppercase { .. })
+        ));
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! - Kubelet mode (default): one `CredentialProviderRequest` on stdin, one
 //!   `CredentialProviderResponse` on stdout and nothing else; on failure a non-zero exit and one
 //!   line on stderr naming the cause. Args from the kubelet config: `--config FILE`.
-//! - Docker credential helper mode when run as `docker-credential-svid` (see [`docker`]).
+//! - Docker credential helper mode when run as `docker-credential-svid` (see [`docker`]); its
+//!   config search is `$SVID_CREDENTIAL_PROVIDER_CONFIG`, the per-user file, the node's file
+//!   (said on stderr), and it appends to the config's `log_file` as kubelet mode does.
 //! - `match-image PATTERN IMAGE` prints `true` or `false` by the kubelet's rule.
 //! - `validate --kubelet-config FILE [--config FILE]` lints both configs.
 //!
@@ -16,8 +18,10 @@ mod docker;
 mod kubelet;
 mod matcher;
 mod provider;
+mod reference;
 mod validate;
 
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -26,16 +30,19 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use clap::{Parser, Subcommand};
 use svid_broker_client::{ClientError, blocking};
 
+use crate::config::search::{self, ConfigSource};
 use crate::config::{Config, ConfigError};
 use crate::kubelet::{Request, RequestError, Response};
 use crate::provider::PlanError;
 
+pub use crate::config::search::USER_CONFIG_FILE;
 pub use crate::config::{
     CONFIG_ENV, DEFAULT_CONFIG_PATH, DEFAULT_DEADLINE, DEFAULT_SAFETY_MARGIN, MAX_CONFIG_SIZE,
     MAX_DEADLINE, MAX_PATTERNS, MAX_REGISTRIES,
 };
 pub use crate::docker::MAX_SERVER_URL_LEN;
 pub use crate::kubelet::{MAX_IMAGE_LEN, MAX_REQUEST_SIZE};
+pub use crate::reference::MAX_NAME_LEN;
 pub use crate::validate::MAX_KUBELET_CONFIG_SIZE;
 
 /// Program name in diagnostics.
@@ -45,7 +52,7 @@ const NAME: &str = "svid-credential-provider";
 #[command(name = NAME, version, about = "Kubelet image credential provider backed by svid-broker")]
 struct Cli {
     /// The plugin config (TOML). Default: $SVID_CREDENTIAL_PROVIDER_CONFIG, then
-    /// /etc/svid-credential-provider/config.toml.
+    /// /etc/svid-credential-provider/config.toml (no per-user file in kubelet mode).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Append one line per run to FILE (overrides the config's log_file).
@@ -107,13 +114,7 @@ pub fn run() -> ExitCode {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     if invoked_as.starts_with("docker-credential-") {
-        let verb = std::env::args().nth(1);
-        let mut stdout = std::io::stdout().lock();
-        return docker::run(
-            verb.as_deref(),
-            || Config::load(&config_path(None)).map_err(|e| format!("config error: {e}")),
-            &mut stdout,
-        );
+        return run_helper(&invoked_as);
     }
     let cli = Cli::parse();
     match cli.command {
@@ -134,10 +135,46 @@ pub fn run() -> ExitCode {
     }
 }
 
-fn config_path(flag: Option<&Path>) -> PathBuf {
-    flag.map(Path::to_path_buf)
-        .or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+/// The process's environment, for [`search`].
+fn process_env(name: &str) -> Option<OsString> {
+    std::env::var_os(name)
+}
+
+/// Credential-helper mode: one verb, the config found by [`search::for_helper`] (said on
+/// stderr when it is the node's file), and one log line when the config names a `log_file`.
+fn run_helper(invoked_as: &str) -> ExitCode {
+    let started = Instant::now();
+    let verb = std::env::args().nth(1);
+    let mut used: Option<(PathBuf, Option<PathBuf>)> = None;
+    let load = || {
+        let located = search::for_helper(&process_env).map_err(|e| format!("config error: {e}"))?;
+        if located.source == ConfigSource::Node {
+            eprintln!(
+                "{invoked_as}: {}",
+                search::node_fallback_notice(&process_env)
+            );
+        }
+        let config = Config::load(&located.path).map_err(|e| format!("config error: {e}"))?;
+        used = Some((located.path, config.log_file.clone()));
+        Ok(config)
+    };
+    let (code, log) = {
+        let mut stdout = std::io::stdout().lock();
+        docker::run(verb.as_deref(), load, &mut stdout)
+    };
+    if let Some((config_path, Some(log_file))) = used {
+        let line = format!(
+            "outcome={} helper={} server={:?} config={:?} elapsed_ms={} {}",
+            log.outcome,
+            verb.unwrap_or_default(),
+            log.server,
+            config_path.display().to_string(),
+            started.elapsed().as_millis(),
+            log.detail
+        );
+        append_log_line(&log_file, &line);
+    }
+    code
 }
 
 fn run_validate(kubelet_config: &Path, ours: Option<&Path>) -> ExitCode {
@@ -197,7 +234,14 @@ fn run_kubelet(config_flag: Option<&Path>, log_flag: Option<&Path>) -> ExitCode 
         Err((failure, image)) => fail(&failure, image),
     };
     if let Some(path) = log_file {
-        append_log(&path, &log, started);
+        let line = format!(
+            "outcome={} image={:?} elapsed_ms={} {}",
+            log.outcome,
+            log.image,
+            started.elapsed().as_millis(),
+            log.detail
+        );
+        append_log_line(&path, &line);
     }
     code
 }
@@ -230,8 +274,9 @@ fn serve_one(
         .map_err(|e| (Box::new(Failure::Stdin(e)), String::new()))?;
     let request = Request::parse(&input).map_err(|e| (Box::new(e.into()), String::new()))?;
     let image = request.image.clone();
-    let config =
-        Config::load(&config_path(config_flag)).map_err(|e| (Box::new(e.into()), image.clone()))?;
+    let config = search::for_kubelet(config_flag, &process_env)
+        .and_then(|located| Config::load(&located.path))
+        .map_err(|e| (Box::new(e.into()), image.clone()))?;
     if log_file.is_none() {
         log_file.clone_from(&config.log_file);
     }
@@ -282,9 +327,9 @@ fn write_stdout(response: &Response) -> std::io::Result<()> {
     stdout.flush()
 }
 
-/// Appends one line (no secrets: image, outcome, key, subject, elapsed). Failures to log are
-/// ignored: logging must never change the answer the kubelet gets.
-fn append_log(path: &Path, log: &RunLog, started: Instant) {
+/// Appends `ts=<unix seconds> <line>` (no secrets: the callers log outcome, image or server,
+/// subject, elapsed time). Failures to log are ignored: logging must never change the answer.
+fn append_log_line(path: &Path, line: &str) {
     use std::os::unix::fs::OpenOptionsExt;
     let Ok(mut file) = std::fs::OpenOptions::new()
         .create(true)
@@ -298,12 +343,5 @@ fn append_log(path: &Path, log: &RunLog, started: Instant) {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    let line = format!(
-        "ts={now} outcome={} image={:?} elapsed_ms={} {}\n",
-        log.outcome,
-        log.image,
-        started.elapsed().as_millis(),
-        log.detail
-    );
-    let _ = file.write_all(line.as_bytes());
+    let _ = file.write_all(format!("ts={now} {line}\n").as_bytes());
 }

@@ -191,6 +191,28 @@ actions = ["pull", "push"]
     }
 
     #[test]
+    fn scopes_and_keys_never_carry_a_tag_or_digest() {
+        let digest = format!("sha256:{}", "0f".repeat(32));
+        for image in [
+            "a.example.org/team/app:v1".to_owned(),
+            format!("a.example.org/team/app@{digest}"),
+            format!("a.example.org/team/app:v1@{digest}"),
+        ] {
+            let plan = plan(&config(), &request(&image, None)).unwrap().unwrap();
+            assert_eq!(plan.key, "a.example.org/team/app", "{image}");
+            assert_eq!(
+                plan.params.scopes,
+                ["repository:team/app:pull,push"],
+                "{image}"
+            );
+        }
+        let plan = plan(&config(), &request("127.0.0.1:5000/team/app:v1", None))
+            .unwrap()
+            .unwrap();
+        assert_eq!(plan.key, "127.0.0.1:5000");
+    }
+
+    #[test]
     fn images_of_no_entry_are_not_ours() {
         assert!(
             plan(&config(), &request("docker.io/library/nginx", None))

@@ -4,7 +4,8 @@
 //!   fixed list of identities, rotates them on demand, and exposes its trust bundle as PEM, as a
 //!   SPIFFE bundle document and as the identity crate's bundle types.
 //! - [`WorkloadApiServer`]: a real SPIFFE Workload API server on a Unix socket, serving a
-//!   [`DevTrustDomain`]; unmodified SPIFFE clients (the `spiffe` crate, go-spiffe) work against it.
+//!   [`DevTrustDomain`]; unmodified SPIFFE clients (the `spiffe` crate, go-spiffe, py-spiffe and
+//!   other grpc-core clients, whose `:authority` h2 alone would refuse) work against it.
 //!
 //! Keys live only in memory and are never printed (`Debug` redacts them).
 //!

@@ -114,6 +114,7 @@ pub struct SaTokenRequest {
     name: String,
     audiences: Vec<String>,
     pod: Option<String>,
+    node: Option<String>,
     issued_at: Option<SystemTime>,
     ttl: Duration,
 }
@@ -127,6 +128,7 @@ impl SaTokenRequest {
             name: name.to_owned(),
             audiences: vec![audience.to_owned()],
             pod: None,
+            node: None,
             issued_at: None,
             ttl: DEFAULT_SA_TOKEN_TTL,
         }
@@ -143,6 +145,14 @@ impl SaTokenRequest {
     #[must_use]
     pub fn pod(mut self, name: &str) -> Self {
         self.pod = Some(name.to_owned());
+        self
+    }
+
+    /// Binds the token to a node: `kubernetes.io.node` (Kubernetes 1.30+ puts it in
+    /// pod-bound tokens; a random UID is generated).
+    #[must_use]
+    pub fn node(mut self, name: &str) -> Self {
+        self.node = Some(name.to_owned());
         self
     }
 
@@ -262,6 +272,9 @@ impl DevServiceAccountIssuer {
         });
         if let (Some(pod), Some(map)) = (&request.pod, kubernetes.as_object_mut()) {
             map.insert("pod".to_owned(), json!({ "name": pod, "uid": uid()? }));
+        }
+        if let (Some(node), Some(map)) = (&request.node, kubernetes.as_object_mut()) {
+            map.insert("node".to_owned(), json!({ "name": node, "uid": uid()? }));
         }
         Ok(json!({
             "aud": request.audiences,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::{Stream, StreamExt as _};
+use futures_util::{Stream, StreamExt as _, TryStreamExt as _};
 use svid_broker_identity::id::SpiffeId;
 use svid_broker_identity::jwt::JwtSvidValidator;
 use svid_broker_proto::workload::spiffe_workload_api_server::{
@@ -30,6 +30,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use crate::ca::{DevCaError, DevTrustDomain};
+
+mod authority;
 
 /// The gRPC metadata key every Workload API request must carry, with the value `"true"`
 /// (Workload Endpoint §6).
@@ -193,11 +195,17 @@ impl WorkloadApiServer {
             .max_decoding_message_size(MAX_REQUEST_MESSAGE_BYTES);
         let grpc = InterceptedService::new(grpc, check_security_header);
         let mut server_shutdown = shutdown_rx.clone();
+        // grpc-core and grpc-java send an `:authority` h2 refuses; the front fixes it up before
+        // h2 reads the connection (see `authority.rs`).
+        let incoming = UnixListenerStream::new(listener).map_ok(authority::AuthorityFront::new);
         let task = tokio::spawn(
             tonic::transport::Server::builder()
                 .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
+                // The front accepts and emits header frames up to this size; announcing it
+                // keeps the client, the front and h2 on one limit.
+                .max_frame_size(Some(authority::MAX_FRAME_SIZE))
                 .add_service(grpc)
-                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+                .serve_with_incoming_shutdown(incoming, async move {
                     // A dropped sender also means "stop".
                     let _ = server_shutdown.wait_for(|stop| *stop).await;
                 }),

@@ -8,6 +8,19 @@
 //! grpc_addr = "127.0.0.1:8443"        # optional: the gRPC Exchange listener (needs workload_api)
 //! public_url = "http://127.0.0.1:8080" # realm = public_url + "/token"; OIDC issuer
 //! shutdown_grace_seconds = 10         # in-flight requests get this long to finish (1..=300)
+//! max_connections = 1024              # per listener; past a cap a connection is closed at once
+//! max_connections_per_ip = 64         # per listener and source address
+//! max_pending_handshakes_per_ip = 16  # connections still in their handshake, per source address
+//! first_request_timeout_seconds = 10  # accept -> first request (TLS, HTTP/2 preface, head)
+//! idle_timeout_seconds = 60           # no request in flight for this long: closed
+//! header_read_timeout_seconds = 10    # realm: a request head must arrive within this
+//! body_read_timeout_seconds = 10      # realm: a request body must arrive within this
+//! h2c = false                         # realm: also serve HTTP/2 (prior knowledge / ALPN h2)
+//!
+//! [server.tls]                        # optional: the realm over HTTPS (TLS 1.2 and 1.3)
+//! cert_file = "realm.pem"             # PEM chain, leaf first; re-read on change, last good kept
+//! key_file = "realm.key"              # PEM private key (PKCS#8, SEC1 or PKCS#1)
+//! poll_seconds = 5                    # change detection period (1..=3600)
 //!
 //! [identity]
 //! audience = "svid-broker"            # JWT-SVIDs presented to the broker must carry it
@@ -45,14 +58,19 @@
 //! # token as `subject_token`; the credential is issued to the mapped SPIFFE ID and policy
 //! # applies to that ID. Empty (or absent) trusted_actors: subject tokens are refused.
 //! [service_account]
-//! trusted_actors = ["spiffe://example.org/k8s/node/*/credential-provider"]  # ids or patterns
+//! trusted_actors = ["spiffe://example.org/k8s/node/{node}/credential-provider"]  # ids or
+//! #                                   # patterns; not ending in **; {node}: the token's
+//! #                                   # kubernetes.io.node.name must be the captured node
 //!
 //! [[service_account.issuers]]         # 1..=32 issuers, each `issuer` once
 //! issuer = "https://kubernetes.default.svc.cluster.local"  # the tokens' `iss`, exact
 //! audiences = ["svid-broker"]         # required, non-empty: `aud` must contain one of them
 //! trust_domain = "example.org"        # the trust domain mapped identities are in
 //! spiffe_id_template = "spiffe://{trust_domain}/ns/{namespace}/sa/{name}"  # the default;
-//! #                                   # placeholders fill whole path segments only
+//! #                                   # placeholders fill whole path segments only; no two
+//! #                                   # issuers' templates may be able to render one ID
+//! # allow_shared_identity = true      # only for a template without {name}: every account
+//! #                                   # of a namespace then shares one identity
 //! jwks_file = "cluster-a.jwks.json"   # the issuer's JWK Set (kube-apiserver /openid/v1/jwks);
 //! jwks_poll_seconds = 5               # re-read on change (1..=3600); last good kept
 //! # oidc_discovery = true             # instead of jwks_file: fetch
@@ -79,7 +97,9 @@ use crate::credential::{
 use crate::satoken::keys::{
     DEFAULT_DISCOVERY_REFRESH, DEFAULT_MIN_REFRESH_SPACING, DiscoveryConfig,
 };
-use crate::satoken::{IdTemplate, KeySource, MAX_SA_AUDIENCES, MAX_SA_ISSUERS, TrustedActors};
+use crate::satoken::{
+    IdTemplate, KeySource, MAX_SA_AUDIENCES, MAX_SA_ISSUERS, TrustedActorError, TrustedActors,
+};
 
 /// Largest configuration file accepted, in bytes.
 pub const MAX_CONFIG_FILE_BYTES: u64 = 256 * 1024;
@@ -162,6 +182,8 @@ struct RawSaIssuer {
     audiences: Vec<String>,
     trust_domain: String,
     spiffe_id_template: Option<String>,
+    #[serde(default)]
+    allow_shared_identity: bool,
     jwks_file: Option<PathBuf>,
     #[serde(default = "default_poll")]
     jwks_poll_seconds: u64,
@@ -199,6 +221,8 @@ pub struct SaIssuerConfig {
     pub trust_domain: TrustDomain,
     /// The mapping template.
     pub template: IdTemplate,
+    /// The template may lack `{name}` (every account of a namespace shares one identity).
+    pub allow_shared_identity: bool,
     /// Where the keys come from.
     pub keys: KeySource,
 }
@@ -211,6 +235,147 @@ struct RawServer {
     public_url: String,
     #[serde(default = "default_grace")]
     shutdown_grace_seconds: u64,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
+    #[serde(default = "default_max_connections_per_ip")]
+    max_connections_per_ip: usize,
+    #[serde(default = "default_max_pending_handshakes_per_ip")]
+    max_pending_handshakes_per_ip: usize,
+    #[serde(default = "default_first_request_timeout")]
+    first_request_timeout_seconds: u64,
+    #[serde(default = "default_idle_timeout")]
+    idle_timeout_seconds: u64,
+    #[serde(default = "default_read_timeout")]
+    header_read_timeout_seconds: u64,
+    #[serde(default = "default_read_timeout")]
+    body_read_timeout_seconds: u64,
+    #[serde(default)]
+    h2c: bool,
+    tls: Option<RawServerTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServerTls {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    #[serde(default = "default_poll")]
+    poll_seconds: u64,
+}
+
+fn default_max_connections() -> usize {
+    crate::listen::DEFAULT_MAX_CONNECTIONS
+}
+
+fn default_max_connections_per_ip() -> usize {
+    crate::listen::DEFAULT_MAX_CONNECTIONS_PER_IP
+}
+
+fn default_max_pending_handshakes_per_ip() -> usize {
+    crate::listen::DEFAULT_MAX_PENDING_HANDSHAKES_PER_IP
+}
+
+fn default_first_request_timeout() -> u64 {
+    crate::listen::DEFAULT_FIRST_REQUEST_TIMEOUT.as_secs()
+}
+
+fn default_idle_timeout() -> u64 {
+    crate::listen::DEFAULT_IDLE_TIMEOUT.as_secs()
+}
+
+fn default_read_timeout() -> u64 {
+    crate::http_listener::DEFAULT_HEADER_READ_TIMEOUT.as_secs()
+}
+
+/// `[server]`'s listener settings: connection limits for both listeners, the realm's read
+/// timeouts, HTTP/2 and TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListenerConfig {
+    /// Caps and timeouts of each listener's connections.
+    pub limits: crate::listen::ConnectionLimits,
+    /// The realm's header read timeout.
+    pub header_read_timeout: Duration,
+    /// The realm's body read timeout.
+    pub body_read_timeout: Duration,
+    /// Whether the realm serves HTTP/2 (prior knowledge, or ALPN `h2` over TLS).
+    pub h2c: bool,
+    /// `[server.tls]`: the realm over HTTPS.
+    pub tls: Option<ServerTlsConfig>,
+}
+
+/// `[server.tls]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerTlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+    /// How often both files are re-read.
+    pub poll: Duration,
+}
+
+fn listener_config(
+    raw: &RawServer,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<ListenerConfig, ConfigError> {
+    use crate::listen::{
+        MAX_FIRST_REQUEST_TIMEOUT_SECONDS, MAX_IDLE_TIMEOUT_SECONDS, MAX_MAX_CONNECTIONS,
+        MAX_PENDING_HANDSHAKES,
+    };
+    let invalid = |key, rule| Err(ConfigError::Invalid { key, rule });
+    if !(1..=MAX_MAX_CONNECTIONS).contains(&raw.max_connections) {
+        return invalid("server.max_connections", "must be 1..=65536");
+    }
+    // Each key is checked on its own (a per-address cap above the listener's cap simply never
+    // binds), so one key can be changed without touching the others.
+    if !(1..=MAX_MAX_CONNECTIONS).contains(&raw.max_connections_per_ip) {
+        return invalid("server.max_connections_per_ip", "must be 1..=65536");
+    }
+    if !(1..=MAX_PENDING_HANDSHAKES).contains(&raw.max_pending_handshakes_per_ip) {
+        return invalid("server.max_pending_handshakes_per_ip", "must be 1..=256");
+    }
+    if !(1..=MAX_FIRST_REQUEST_TIMEOUT_SECONDS).contains(&raw.first_request_timeout_seconds) {
+        return invalid("server.first_request_timeout_seconds", "must be 1..=300");
+    }
+    if !(1..=MAX_IDLE_TIMEOUT_SECONDS).contains(&raw.idle_timeout_seconds) {
+        return invalid("server.idle_timeout_seconds", "must be 1..=3600");
+    }
+    let max_read = crate::http_listener::MAX_READ_TIMEOUT_SECONDS;
+    if !(1..=max_read).contains(&raw.header_read_timeout_seconds) {
+        return invalid("server.header_read_timeout_seconds", "must be 1..=300");
+    }
+    if !(1..=max_read).contains(&raw.body_read_timeout_seconds) {
+        return invalid("server.body_read_timeout_seconds", "must be 1..=300");
+    }
+    let tls = match &raw.tls {
+        None => None,
+        Some(tls) => {
+            if !(1..=MAX_POLL_SECONDS).contains(&tls.poll_seconds) {
+                return invalid("server.tls.poll_seconds", "must be 1..=3600");
+            }
+            Some(ServerTlsConfig {
+                cert_file: resolve(&tls.cert_file),
+                key_file: resolve(&tls.key_file),
+                poll: Duration::from_secs(tls.poll_seconds),
+            })
+        }
+    };
+    let limits = crate::listen::ConnectionLimits {
+        max_connections: raw.max_connections,
+        max_connections_per_ip: raw.max_connections_per_ip,
+        max_pending_handshakes_per_ip: raw.max_pending_handshakes_per_ip,
+        first_request_timeout: Duration::from_secs(raw.first_request_timeout_seconds),
+        idle_timeout: Duration::from_secs(raw.idle_timeout_seconds),
+    };
+    Ok(ListenerConfig {
+        limits,
+        header_read_timeout: Duration::from_secs(raw.header_read_timeout_seconds),
+        body_read_timeout: Duration::from_secs(raw.body_read_timeout_seconds),
+        h2c: raw.h2c,
+        tls,
+    })
 }
 
 fn default_grace() -> u64 {
@@ -403,6 +568,8 @@ pub struct BrokerConfig {
     pub public_url: String,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// Connection limits, the realm's read timeouts, HTTP/2 and TLS.
+    pub listener: ListenerConfig,
     /// The broker's JWT-SVID audience.
     pub audience: String,
     /// Trust bundle files, per trust domain.
@@ -512,6 +679,7 @@ impl BrokerConfig {
         if grace == 0 || grace > MAX_SHUTDOWN_GRACE_SECONDS {
             return invalid("server.shutdown_grace_seconds", "must be 1..=300");
         }
+        let listener = listener_config(&raw.server, &resolve)?;
 
         if raw.identity.audience.is_empty() || raw.identity.audience.len() > 1024 {
             return invalid("identity.audience", "must be 1 to 1024 bytes");
@@ -624,6 +792,7 @@ impl BrokerConfig {
             grpc_addr,
             public_url,
             shutdown_grace: Duration::from_secs(grace),
+            listener,
             audience: raw.identity.audience,
             bundle_files,
             bundle_poll: Duration::from_secs(raw.identity.bundle_poll_seconds),
@@ -657,11 +826,26 @@ fn service_account(
     resolve: &dyn Fn(&Path) -> PathBuf,
 ) -> Result<ServiceAccountConfig, ConfigError> {
     let invalid = |key, rule| Err(ConfigError::Invalid { key, rule });
-    if TrustedActors::parse(&raw.trusted_actors).is_err() {
-        return invalid(
-            "service_account.trusted_actors",
-            "each entry must be a spiffe id or a path pattern (at most 256 entries)",
-        );
+    match TrustedActors::parse(&raw.trusted_actors) {
+        Ok(_) => {}
+        Err(TrustedActorError::TrailingDoubleStar { .. }) => {
+            return invalid(
+                "service_account.trusted_actors",
+                "a pattern may not end in \"**\" (it admits every ID below its prefix): name the plugin's ID, with * or {node} for one segment",
+            );
+        }
+        Err(TrustedActorError::UnknownCapture { .. }) => {
+            return invalid(
+                "service_account.trusted_actors",
+                "{node} is the only capture a trusted actor pattern may have (use * for any other segment)",
+            );
+        }
+        Err(_) => {
+            return invalid(
+                "service_account.trusted_actors",
+                "each entry must be a spiffe id or a path pattern (at most 256 entries)",
+            );
+        }
     }
     if !raw.trusted_actors.is_empty() && raw.issuers.is_empty() {
         return invalid(
@@ -714,6 +898,21 @@ fn service_account(
                 }
             },
         };
+        // Without `{name}`, every account of a namespace (`default`, a CI runner, anything a
+        // namespace admin creates) gets the one identity: only on purpose.
+        if !template.has_name() && !i.allow_shared_identity {
+            return invalid(
+                "service_account.issuers.spiffe_id_template",
+                "a template without {name} gives every account of a namespace one identity: set allow_shared_identity = true on the issuer if that is intended",
+            );
+        }
+        if template.has_name() && i.allow_shared_identity {
+            // Left set, it would let a later edit drop `{name}` unnoticed.
+            return invalid(
+                "service_account.issuers.allow_shared_identity",
+                "only for a template without {name}",
+            );
+        }
         if !(1..=MAX_POLL_SECONDS).contains(&i.jwks_poll_seconds) {
             return invalid(
                 "service_account.issuers.jwks_poll_seconds",
@@ -768,8 +967,9 @@ fn service_account(
             }
         };
         // Two clusters mapping into the same IDs would let a namespace and account created in
-        // one cluster act as the same-named one of the other.
-        if issuers.iter().any(|o| o.template == template) {
+        // one cluster act as one of the other: not only equal templates, any two that can
+        // render one ID (`.../sa/{name}` and `.../sa/builder` both render `.../sa/builder`).
+        if issuers.iter().any(|o| o.template.overlaps(&template)) {
             return invalid(
                 "service_account.issuers.spiffe_id_template",
                 "two issuers map service accounts to the same SPIFFE IDs: give each cluster its own trust domain or path prefix",
@@ -780,6 +980,7 @@ fn service_account(
             audiences: i.audiences,
             trust_domain,
             template,
+            allow_shared_identity: i.allow_shared_identity,
             keys,
         });
     }

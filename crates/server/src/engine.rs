@@ -1005,22 +1005,25 @@ impl Broker {
         // Only a caller that proved an SVID may vouch for someone else; a broker credential
         // (itself derived from a subject) never may.
         let svid = matches!(actor.method, AuthMethod::X509Svid | AuthMethod::JwtSvid);
-        if !svid || mode.trusted_actors.admits(&actor.spiffe_id).is_none() {
+        let admission = mode.trusted_actors.admits(&actor.spiffe_id);
+        let Some(admission) = admission.filter(|_| svid) else {
             return Err(ExchangeError::PermissionDenied {
                 reason: Denial::UntrustedActor {
                     actor: actor.spiffe_id.clone(),
                 },
             });
-        }
-        mode.validator.validate(subject_token, now).map_err(|e| {
-            if e.is_unavailable() {
-                ExchangeError::Unavailable {
-                    reason: Unavailability::IssuerKeys(e),
+        };
+        mode.validator
+            .validate(subject_token, &admission, now)
+            .map_err(|e| {
+                if e.is_unavailable() {
+                    ExchangeError::Unavailable {
+                        reason: Unavailability::IssuerKeys(e),
+                    }
+                } else {
+                    ExchangeError::unauthenticated(AuthFailure::ServiceAccountToken(e))
                 }
-            } else {
-                ExchangeError::unauthenticated(AuthFailure::ServiceAccountToken(e))
-            }
-        })
+            })
     }
 
     /// Records a request refused before an exchange could start (bad credentials, malformed

@@ -17,10 +17,13 @@ pub mod config;
 pub mod credential;
 pub mod engine;
 pub mod grpc;
+pub mod http_listener;
+pub mod listen;
 pub mod ops;
 pub mod realm;
 pub mod satoken;
 pub mod server;
+pub mod tls_files;
 
 #[cfg(test)]
 mod testutil;

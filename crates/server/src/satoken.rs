@@ -15,9 +15,16 @@
 //!    [`SA_LEEWAY`]; `aud` required, any-of the issuer's configured audiences;
 //! 5. `kubernetes.io.namespace` and `kubernetes.io.serviceaccount.name` present and valid SPIFFE
 //!    path segments; `sub`, when present, equal to `system:serviceaccount:<ns>:<name>`;
-//! 6. mapping: the issuer's [`IdTemplate`] rendered with namespace and name.
+//! 6. node binding: when the trusted-actor pattern that admitted the caller captured `{node}`,
+//!    `kubernetes.io.node.name` must be present and equal to it (see [`Admission`]);
+//! 7. mapping: the issuer's [`IdTemplate`] rendered with namespace and name.
 //!
 //! Pod name and UID (`kubernetes.io.pod`) are kept for the audit log only.
+//!
+//! What the configuration refuses at load, so that no issuer can speak for another's accounts:
+//! two templates that can render the same SPIFFE ID ([`IdTemplate::overlaps`]), a template
+//! without `{name}` unless the issuer opts in, and trusted-actor patterns ending in `**` or with
+//! a capture other than `{node}` ([`TrustedActors::parse`]).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -27,7 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
-use svid_broker_identity::authorize::Authorizer;
+use svid_broker_identity::authorize::PathPattern;
 use svid_broker_identity::jwt::{JwtSvidError, MAX_NUMERIC_DATE, verify_compact_jws};
 use svid_broker_identity::{IdError, SpiffeId, TrustDomain};
 
@@ -57,6 +64,11 @@ pub const DEFAULT_ID_TEMPLATE: &str = "spiffe://{trust_domain}/ns/{namespace}/sa
 pub const CLAIM_NAMESPACE: &str = "kubernetes.io.namespace";
 /// The claim holding the service-account name, as error messages name it.
 pub const CLAIM_SA_NAME: &str = "kubernetes.io.serviceaccount.name";
+/// The claim holding the name of the node the pod is bound to (Kubernetes 1.30+), as error
+/// messages name it.
+pub const CLAIM_NODE_NAME: &str = "kubernetes.io.node.name";
+/// The trusted-actor capture that binds a plugin to the pods of its own node.
+pub const NODE_CAPTURE: &str = "node";
 
 /// Why a service-account token was rejected. Errors never carry the token or claim values an
 /// attacker could choose, except the time values of a verified token.
@@ -158,6 +170,13 @@ pub enum SaTokenError {
     /// `sub` is not `system:serviceaccount:<namespace>:<name>` for the token's own claims.
     #[error("service-account token sub does not match its kubernetes.io claims")]
     SubjectMismatch,
+    /// The caller was admitted by a trusted-actor pattern capturing `{node}`, and the token's
+    /// [`CLAIM_NODE_NAME`] is a different node: a node's plugin speaks only for pods bound to
+    /// that node. (A token without the claim is [`Self::MissingClaim`].)
+    #[error(
+        "service-account token is bound to another node than the caller's ({CLAIM_NODE_NAME} must equal the {{node}} the trusted actor pattern captured)"
+    )]
+    NodeMismatch,
     /// The rendered SPIFFE ID does not parse (for example too long).
     #[error("mapped spiffe id is invalid")]
     Mapping(#[source] IdError),
@@ -274,6 +293,32 @@ impl IdTemplate {
         &self.trust_domain
     }
 
+    /// Whether the template has `{name}`. Without it, every account of a namespace maps to one
+    /// shared identity, which the configuration accepts only with an explicit opt-in.
+    pub fn has_name(&self) -> bool {
+        self.parts.contains(&Part::Name)
+    }
+
+    /// Whether some namespace and name rendered by `self` and some (possibly other) namespace
+    /// and name rendered by `other` give the same SPIFFE ID.
+    ///
+    /// Exact, not a heuristic: a rendered ID has exactly the template's segments, placeholders
+    /// fill whole segments with values that pass [`is_valid_segment`], and each placeholder
+    /// occurs at most once per template, so the positions are independent. Two templates
+    /// therefore overlap iff they share the trust domain, have as many segments, and at every
+    /// position two literals are equal, or a literal meets a placeholder that can take its value,
+    /// or two placeholders meet. (The SPIFFE ID length cap could only rule out some of those
+    /// renderings, so the answer errs towards refusing.)
+    pub fn overlaps(&self, other: &Self) -> bool {
+        self.trust_domain == other.trust_domain
+            && self.parts.len() == other.parts.len()
+            && self.parts.iter().zip(&other.parts).all(|pair| match pair {
+                (Part::Literal(a), Part::Literal(b)) => a == b,
+                (Part::Literal(l), _) | (_, Part::Literal(l)) => is_valid_segment(l),
+                _ => true,
+            })
+    }
+
     /// Renders the ID. Callers check the values with [`is_valid_segment`] first; the SPIFFE
     /// parser re-checks the result.
     ///
@@ -370,6 +415,9 @@ pub struct ServiceAccountIdentity {
     pub pod_name: Option<String>,
     /// `kubernetes.io.pod.uid`, when the token is pod-bound (audit only).
     pub pod_uid: Option<String>,
+    /// `kubernetes.io.node.name`, when the token carries it: checked against the caller's node
+    /// when its trusted-actor pattern captured `{node}`, otherwise for the audit log only.
+    pub node_name: Option<String>,
     /// `exp`.
     pub expires_at: SystemTime,
 }
@@ -410,6 +458,7 @@ struct KubernetesClaims {
     namespace: Option<String>,
     serviceaccount: Option<ObjectRef>,
     pod: Option<ObjectRef>,
+    node: Option<ObjectRef>,
 }
 
 #[derive(Deserialize)]
@@ -429,13 +478,16 @@ impl ServiceAccountValidator {
         &self.issuers
     }
 
-    /// Validates `token` at `now`; see the [module docs](self) for the order of the checks.
+    /// Validates `token`, presented by the caller that `admission` admitted, at `now`; see the
+    /// [module docs](self) for the order of the checks. Taking the [`Admission`] (which only
+    /// [`TrustedActors::admits`] makes) means no caller can skip the node binding.
     ///
     /// # Errors
     /// The first rule the token breaks.
     pub fn validate(
         &self,
         token: &str,
+        admission: &Admission<'_>,
         now: SystemTime,
     ) -> Result<ServiceAccountIdentity, SaTokenError> {
         if token.len() > MAX_SA_TOKEN_LEN {
@@ -523,6 +575,17 @@ impl ServiceAccountValidator {
         {
             return Err(SaTokenError::SubjectMismatch);
         }
+        let node_name = kubernetes.node.and_then(|n| n.name);
+        if let Some(actor_node) = admission.node {
+            // A node's plugin speaks only for pods bound to that node: with the claim absent
+            // (an unbound token, or a cluster before 1.30) there is nothing to hold it to.
+            let token_node = node_name.as_deref().ok_or(SaTokenError::MissingClaim {
+                claim: CLAIM_NODE_NAME,
+            })?;
+            if token_node != actor_node {
+                return Err(SaTokenError::NodeMismatch);
+            }
+        }
         let spiffe_id = issuer
             .template
             .render(&namespace, &name)
@@ -543,6 +606,7 @@ impl ServiceAccountValidator {
             name,
             pod_name,
             pod_uid,
+            node_name: node_name.as_deref().map(audit_text),
             expires_at,
         })
     }
@@ -609,10 +673,20 @@ fn check_times(
 }
 
 /// Which actors (plugin identities) may present subject tokens: exact SPIFFE IDs or
-/// [`svid_broker_identity::PathPattern`] patterns. Empty = service-account mode disabled.
+/// [`PathPattern`]s. Empty = service-account mode disabled.
+///
+/// A pattern may capture `{node}` (`spiffe://example.org/k8s/node/{node}/credential-provider`):
+/// a caller it admits may then present only tokens whose [`CLAIM_NODE_NAME`] is the captured
+/// segment, so a compromised node plugin cannot speak for pods of other nodes.
 #[derive(Clone, Default)]
 pub struct TrustedActors {
-    entries: Vec<(String, Authorizer)>,
+    entries: Vec<(String, ActorRule)>,
+}
+
+#[derive(Clone)]
+enum ActorRule {
+    Exact(SpiffeId),
+    Pattern(PathPattern),
 }
 
 impl fmt::Debug for TrustedActors {
@@ -623,6 +697,26 @@ impl fmt::Debug for TrustedActors {
     }
 }
 
+/// A caller [`TrustedActors::admits`] let in: the entry that did, and the node it is bound to.
+/// Only `admits` makes one, and [`ServiceAccountValidator::validate`] needs one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission<'a> {
+    entry: &'a str,
+    node: Option<&'a str>,
+}
+
+impl<'a> Admission<'a> {
+    /// The trusted-actor entry that admitted the caller, as configured.
+    pub fn entry(&self) -> &'a str {
+        self.entry
+    }
+
+    /// The `{node}` segment of the caller's ID, when the entry captures it.
+    pub fn node(&self) -> Option<&'a str> {
+        self.node
+    }
+}
+
 /// Why a trusted-actor entry is invalid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -630,6 +724,24 @@ pub enum TrustedActorError {
     /// Entry `index` is neither a SPIFFE ID nor a valid pattern.
     #[error("trusted actor {index} is not a spiffe id or pattern")]
     Invalid {
+        /// Its position.
+        index: usize,
+    },
+    /// Entry `index` ends in `**`, which admits any ID below a prefix, however deep: any
+    /// workload that can be given such an ID could present every pod's token.
+    #[error(
+        "trusted actor {index} ends in \"**\": name the plugin's ID, with * or {{node}} for one segment"
+    )]
+    TrailingDoubleStar {
+        /// Its position.
+        index: usize,
+    },
+    /// Entry `index` captures something other than `{node}`; only `{node}` has a meaning here,
+    /// and a misspelt one would silently drop the node binding.
+    #[error(
+        "trusted actor {index} captures something other than {{node}}; use * for a segment that is not the node"
+    )]
+    UnknownCapture {
         /// Its position.
         index: usize,
     },
@@ -655,14 +767,24 @@ impl TrustedActors {
         let mut out = Vec::with_capacity(entries.len());
         for (index, entry) in entries.iter().enumerate() {
             let entry = entry.as_ref();
-            let authorizer = if entry.contains(['*', '{']) {
-                Authorizer::pattern(entry).map_err(|_| TrustedActorError::Invalid { index })?
+            let rule = if entry.contains(['*', '{']) {
+                let pattern =
+                    PathPattern::parse(entry).map_err(|_| TrustedActorError::Invalid { index })?;
+                // The pattern parser allows `**` only as the last segment, so this is the one
+                // place it can be.
+                if entry.ends_with("**") {
+                    return Err(TrustedActorError::TrailingDoubleStar { index });
+                }
+                if pattern.capture_names().any(|n| n != NODE_CAPTURE) {
+                    return Err(TrustedActorError::UnknownCapture { index });
+                }
+                ActorRule::Pattern(pattern)
             } else {
-                Authorizer::exact(
+                ActorRule::Exact(
                     SpiffeId::parse(entry).map_err(|_| TrustedActorError::Invalid { index })?,
                 )
             };
-            out.push((entry.to_owned(), authorizer));
+            out.push((entry.to_owned(), rule));
         }
         Ok(Self { entries: out })
     }
@@ -672,12 +794,24 @@ impl TrustedActors {
         self.entries.is_empty()
     }
 
-    /// The entry that admits `actor`, if any.
-    pub fn admits(&self, actor: &SpiffeId) -> Option<&str> {
-        self.entries
-            .iter()
-            .find(|(_, a)| a.authorize(actor).is_ok())
-            .map(|(t, _)| t.as_str())
+    /// The entry that admits `actor`, with the node it captured, if any.
+    ///
+    /// When several entries match, one that captures `{node}` wins over the others (else the
+    /// first in configured order): a broader entry listed too must not lift the node binding
+    /// the operator asked for.
+    pub fn admits<'a>(&'a self, actor: &'a SpiffeId) -> Option<Admission<'a>> {
+        let mut matching = self.entries.iter().filter_map(|(entry, rule)| {
+            let node = match rule {
+                ActorRule::Exact(id) => (id == actor).then_some(None)?,
+                ActorRule::Pattern(p) => p.matches(actor)?.get(NODE_CAPTURE),
+            };
+            Some(Admission { entry, node })
+        });
+        let first = matching.next()?;
+        if first.node.is_some() {
+            return Some(first);
+        }
+        Some(matching.find(|a| a.node.is_some()).unwrap_or(first))
     }
 }
 

@@ -2,15 +2,16 @@
 //! policy reloader and the key-rotation task until [`ServerHandle::shutdown`].
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use svid_broker_identity::bundle::BundleProvider;
 use svid_broker_identity::clock::Clock;
-use svid_broker_policy::{Policy, PolicyError};
+use svid_broker_policy::{MAX_POLICY_FILE_BYTES, Policy, PolicyError};
 use svid_broker_sources::file::FileSourceConfig;
+use svid_broker_sources::file::watched::{WatchedFileError, read_watched_file};
 use svid_broker_sources::workload::WorkloadApiOptions;
 use svid_broker_sources::{CombinedBundles, FileBundleSource, WorkloadApiSource};
 use svid_broker_token::{KeyError, KeyRing, KeyRingConfig, SigningCa, TokenMinter};
@@ -21,11 +22,14 @@ use tokio::task::JoinHandle;
 use crate::config::{AuditTarget, BrokerConfig, SigningSource};
 use crate::credential::{CredentialError, CredentialKeys};
 use crate::engine::{Broker, BrokerBuildError, BrokerOptions};
+use crate::http_listener::HttpListenerOptions;
+use crate::listen::Governor;
 use crate::ops::{AuditSink, RateLimit};
 use crate::realm::{self, RealmState};
 use crate::satoken::{
     IssuerKeys, KeySource, SaIssuer, ServiceAccountMode, ServiceAccountValidator, TrustedActors,
 };
+use crate::tls_files::RealmCert;
 
 /// Lifetime of a generated development CA.
 pub const GENERATED_CA_LIFETIME: Duration = Duration::from_secs(30 * 24 * 60 * 60);
@@ -55,6 +59,19 @@ pub enum ServerError {
         #[source]
         source: PolicyError,
     },
+    /// The policy file could not be read (not a regular file, larger than
+    /// [`svid_broker_policy::MAX_POLICY_FILE_BYTES`], I/O).
+    #[error("cannot load the policy file")]
+    PolicyFile(#[source] WatchedFileError),
+    /// The policy file is not UTF-8.
+    #[error("policy {path} is not utf-8")]
+    PolicyEncoding {
+        /// The file.
+        path: PathBuf,
+    },
+    /// `[server.tls]`: the certificate or key file is unusable.
+    #[error("server.tls certificate unusable")]
+    Tls(#[source] crate::tls_files::TlsFileError),
     /// The signing CA could not be loaded or generated, or the key ring refused it.
     #[error("signing keys are unusable")]
     Keys(#[source] KeyError),
@@ -183,14 +200,27 @@ fn audit_sink(target: &AuditTarget) -> Result<AuditSink, ServerError> {
     })
 }
 
-fn policy_stamp(path: &std::path::Path) -> Option<Vec<u8>> {
+/// Reads the policy file (a regular file of at most [`MAX_POLICY_FILE_BYTES`], never blocking
+/// on open) and returns its bytes with their hash. Blocking: the poller calls it through
+/// `spawn_blocking`.
+fn read_policy_file(path: &Path) -> Result<(Vec<u8>, [u8; 32]), ServerError> {
+    let bytes = read_watched_file(path, MAX_POLICY_FILE_BYTES as usize, "policy file")
+        .map_err(ServerError::PolicyFile)?;
     // The file's bytes, not its mtime: a rewrite within the same second must still count.
-    let bytes = std::fs::read(path).ok()?;
-    Some(
-        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes)
-            .as_ref()
-            .to_vec(),
-    )
+    let mut stamp = [0u8; 32];
+    stamp.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes).as_ref());
+    Ok((bytes, stamp))
+}
+
+/// Parses policy bytes read by [`read_policy_file`].
+fn parse_policy(path: &Path, bytes: &[u8]) -> Result<Policy, ServerError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| ServerError::PolicyEncoding {
+        path: path.to_owned(),
+    })?;
+    Policy::from_toml_str(text).map_err(|source| ServerError::Policy {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 impl BrokerServer {
@@ -204,11 +234,9 @@ impl BrokerServer {
         clock: Arc<dyn Clock>,
     ) -> Result<ServerHandle, ServerError> {
         let now = clock.now();
-        let policy = Policy::load(&config.policy_file).map_err(|source| ServerError::Policy {
-            path: config.policy_file.clone(),
-            source,
-        })?;
-        let stamp = policy_stamp(&config.policy_file);
+        let (policy_bytes, stamp) = read_policy_file(&config.policy_file)?;
+        let policy = parse_policy(&config.policy_file, &policy_bytes)?;
+        let stamp = Some(stamp);
         let (minter, credential_keys) = load_signing(&config, now)?;
 
         let mut providers: Vec<Arc<dyn BundleProvider>> = Vec::new();
@@ -262,6 +290,20 @@ impl BrokerServer {
                 .map_err(ServerError::Broker)?,
         );
 
+        // Before any listener exists: a bad pair stops start-up. Read synchronously, like the
+        // policy at start-up (capped, regular files only).
+        let realm_tls = match &config.listener.tls {
+            None => None,
+            Some(tls) => {
+                let cert =
+                    RealmCert::load(&tls.cert_file, &tls.key_file).map_err(ServerError::Tls)?;
+                let server_config = cert
+                    .server_config(config.listener.h2c)
+                    .map_err(ServerError::Tls)?;
+                Some((cert, server_config))
+            }
+        };
+
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let ready = Arc::new(AtomicBool::new(false));
 
@@ -300,8 +342,11 @@ impl BrokerServer {
             let shutdown = wait_for(shutdown_rx.clone());
             let b = broker.clone();
             let c = clock.clone();
+            let governor = Governor::new(config.listener.limits);
             grpc_task = Some(tokio::spawn(async move {
-                if let Err(error) = crate::grpc::serve(b, c, listener, tls, shutdown).await {
+                if let Err(error) =
+                    crate::grpc::serve_governed(b, c, listener, tls, governor, shutdown).await
+                {
                     tracing::error!(error = %crate::engine::error_chain(&error), "grpc listener failed");
                 }
             }));
@@ -329,18 +374,31 @@ impl BrokerServer {
             &config.public_url,
             ready.clone(),
         );
-        let app = realm::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let http_shutdown = wait_for(shutdown_rx.clone());
-        let http_task = tokio::spawn(async move {
-            if let Err(error) = axum::serve(http_listener, app)
-                .with_graceful_shutdown(http_shutdown)
-                .await
-            {
-                tracing::error!(%error, "http listener failed");
-            }
-        });
-
+        let app = realm::router(state);
         let mut background = Vec::new();
+        let mut http_options = HttpListenerOptions {
+            limits: config.listener.limits,
+            header_read_timeout: config.listener.header_read_timeout,
+            body_read_timeout: config.listener.body_read_timeout,
+            h2c: config.listener.h2c,
+            tls: None,
+        };
+        if let (Some(tls), Some((cert, server_config))) = (&config.listener.tls, realm_tls) {
+            http_options.tls = Some(server_config);
+            background.push(tokio::spawn(crate::tls_files::run(
+                cert,
+                tls.poll,
+                shutdown_rx.clone(),
+            )));
+        }
+        let http_shutdown = wait_for(shutdown_rx.clone());
+        let http_task = tokio::spawn(crate::http_listener::serve(
+            http_listener,
+            app,
+            http_options,
+            http_shutdown,
+        ));
+
         for (keys, source) in key_sources {
             background.push(tokio::spawn(crate::satoken::keys::run(
                 keys,
@@ -382,7 +440,12 @@ impl BrokerServer {
                 let mut tick = tokio::time::interval(period);
                 loop {
                     tokio::select! {
-                        _ = tick.tick() => { let _ = reloader.reload(false); }
+                        _ = tick.tick() => {
+                            // Off the runtime: the read is capped and never blocks on open,
+                            // but a slow file system must still not stall a worker.
+                            let r = reloader.clone();
+                            let _ = tokio::task::spawn_blocking(move || r.reload(false)).await;
+                        }
                         _ = rx.changed() => break,
                     }
                 }
@@ -476,33 +539,30 @@ fn grpc_task_svid(
 struct PolicyReloader {
     broker: Arc<Broker>,
     path: PathBuf,
-    stamp: Mutex<Option<Vec<u8>>>,
+    stamp: Mutex<Option<[u8; 32]>>,
 }
 
 impl PolicyReloader {
     /// Reloads when forced or when the file's content changed; `Ok(true)` when a new policy
     /// went live.
     fn reload(&self, force: bool) -> Result<bool, ServerError> {
-        let stamp = policy_stamp(&self.path);
+        let read = read_policy_file(&self.path);
+        let stamp = read.as_ref().ok().map(|(_, stamp)| *stamp);
         let mut last = self.stamp.lock().unwrap_or_else(PoisonError::into_inner);
         if !force && *last == stamp {
             return Ok(false);
         }
         // Remember even a bad version, so the poller reports it once rather than every period.
         *last = stamp;
-        match Policy::load(&self.path) {
+        match read.and_then(|(bytes, _)| parse_policy(&self.path, &bytes)) {
             Ok(policy) => {
                 self.broker.replace_policy(policy);
                 self.broker.metrics().policy_reload(true);
                 tracing::info!(path = %self.path.display(), "policy reloaded");
                 Ok(true)
             }
-            Err(source) => {
+            Err(err) => {
                 self.broker.metrics().policy_reload(false);
-                let err = ServerError::Policy {
-                    path: self.path.clone(),
-                    source,
-                };
                 tracing::error!(
                     error = %crate::engine::error_chain(&err),
                     "policy reload failed; keeping the last good policy"

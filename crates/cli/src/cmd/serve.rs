@@ -1,5 +1,6 @@
 //! `svid-broker serve`: the token-exchange service in the foreground.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use svid_broker_identity::clock::SystemClock;
@@ -55,7 +56,7 @@ async fn serve(config: BrokerConfig) -> Result<(), CliError> {
         .map_err(|e| failed(&e))?;
     // `ready` alone on the first line (the contract `dev` follows too), then the bound address.
     println!("ready");
-    println!("http={}", handle.http_addr());
+    print!("{}", address_lines(handle.http_addr(), handle.grpc_addr()));
     loop {
         tokio::select! {
             _ = hangup.recv() => {
@@ -69,4 +70,30 @@ async fn serve(config: BrokerConfig) -> Result<(), CliError> {
     eprintln!("svid-broker serve: shutting down");
     handle.shutdown().await;
     Ok(())
+}
+
+/// The bound addresses, one `name=ADDR` line each: `http=` always, `grpc=` when the gRPC
+/// listener runs (scripts and tests read them after `ready`).
+fn address_lines(http: SocketAddr, grpc: Option<SocketAddr>) -> String {
+    let mut out = format!("http={http}\n");
+    if let Some(grpc) = grpc {
+        out.push_str(&format!("grpc={grpc}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_bound_addresses_are_printed() {
+        let http: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let grpc: SocketAddr = "127.0.0.1:8443".parse().unwrap();
+        assert_eq!(
+            address_lines(http, Some(grpc)),
+            "http=127.0.0.1:8080\ngrpc=127.0.0.1:8443\n"
+        );
+        assert_eq!(address_lines(http, None), "http=127.0.0.1:8080\n");
+    }
 }

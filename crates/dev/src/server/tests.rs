@@ -634,3 +634,159 @@ async fn long_socket_paths_still_bind_with_mode_0600() {
         "{result:?}"
     );
 }
+
+// --- grpc-core's `:authority` (see `authority.rs`) ------------------------------------------
+
+/// What grpcio 1.85 sent for two FetchJWTSVID calls, `:authority` = the percent-encoded socket
+/// path, one frame per line (after the client preface).
+const GRPC_CORE_CAPTURE: &str = include_str!("testdata/grpc-core-1.85-fetch-jwtsvid.hex");
+
+fn grpc_core_capture() -> Vec<u8> {
+    let digits: Vec<u8> = GRPC_CORE_CAPTURE
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .flat_map(|line| line.bytes().filter(u8::is_ascii_hexdigit))
+        .collect();
+    digits
+        .chunks(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
+        .collect()
+}
+
+/// How each stream of a raw HTTP/2 exchange ended.
+#[derive(Debug, Default)]
+struct RawStream {
+    /// For stream 0: the parameters of the server's SETTINGS frames.
+    settings: Vec<(u16, u32)>,
+    headers: Vec<(String, String)>,
+    data_bytes: usize,
+    reset: Option<u32>,
+    ended: bool,
+}
+
+/// Replays `client_frames` (after the preface) and reads until every stream in `streams` ended,
+/// acknowledging the server's SETTINGS and decoding its header blocks.
+async fn replay(
+    handle: &WorkloadApiHandle,
+    client_frames: &[u8],
+    streams: &[u32],
+) -> HashMap<u32, RawStream> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut socket = UnixStream::connect(handle.socket_path()).await.unwrap();
+    socket
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    socket.write_all(client_frames).await.unwrap();
+    let mut decoder = loona_hpack::Decoder::new();
+    let mut seen: HashMap<u32, RawStream> = HashMap::new();
+    while !streams.iter().all(|s| seen.get(s).is_some_and(|r| r.ended)) {
+        let mut header = [0u8; 9];
+        socket.read_exact(&mut header).await.unwrap();
+        let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+        let (frame_type, flags) = (header[3], header[4]);
+        let stream = u32::from_be_bytes([header[5], header[6], header[7], header[8]]);
+        let mut payload = vec![0; len];
+        socket.read_exact(&mut payload).await.unwrap();
+        let entry = seen.entry(stream).or_default();
+        match frame_type {
+            0x0 => entry.data_bytes += len,
+            0x1 => {
+                assert_eq!(flags & 0x4, 0x4, "the server's headers fit one frame");
+                let skip = if flags & 0x20 != 0 { 5 } else { 0 };
+                let fields = decoder.decode(&payload[skip..]).unwrap();
+                entry.headers.extend(
+                    fields.into_iter().map(|(n, v)| {
+                        (String::from_utf8(n).unwrap(), String::from_utf8(v).unwrap())
+                    }),
+                );
+            }
+            0x3 => {
+                entry.reset = Some(u32::from_be_bytes(payload[..4].try_into().unwrap()));
+                entry.ended = true;
+            }
+            0x4 if flags & 0x1 == 0 => {
+                entry.settings.extend(payload.chunks_exact(6).map(|p| {
+                    (
+                        u16::from_be_bytes([p[0], p[1]]),
+                        u32::from_be_bytes([p[2], p[3], p[4], p[5]]),
+                    )
+                }));
+                socket
+                    .write_all(&[0, 0, 0, 0x4, 0x1, 0, 0, 0, 0])
+                    .await
+                    .unwrap();
+            }
+            0x7 => panic!("server sent GOAWAY: {payload:02x?}"),
+            _ => {}
+        }
+        if matches!(frame_type, 0x0 | 0x1) && flags & 0x1 != 0 {
+            entry.ended = true;
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn grpc_core_requests_with_a_percent_encoded_authority_are_served() {
+    let (_dir, handle) = start().await;
+    let seen = within(replay(&handle, &grpc_core_capture(), &[1, 3])).await;
+    // The front decodes with the HTTP/2 default table size and splits at this frame size; the
+    // server must not announce others (SETTINGS_HEADER_TABLE_SIZE = 0x1, MAX_FRAME_SIZE = 0x5).
+    let settings = &seen[&0].settings;
+    assert!(
+        settings.iter().all(|&(id, value)| match id {
+            0x1 => value as usize == authority::CLIENT_HEADER_TABLE_SIZE,
+            0x5 => value == authority::MAX_FRAME_SIZE,
+            _ => true,
+        }),
+        "{settings:?}"
+    );
+    assert!(settings.iter().any(|&(id, _)| id == 0x5), "{settings:?}");
+    // Stream 3 names its `:authority` by dynamic-table index only.
+    for stream in [1, 3] {
+        let answer = &seen[&stream];
+        assert_eq!(answer.reset, None, "stream {stream} was reset: {answer:?}");
+        assert!(
+            answer.headers.contains(&(":status".into(), "200".into())),
+            "stream {stream}: {answer:?}"
+        );
+        assert!(
+            answer.headers.contains(&("grpc-status".into(), "0".into())),
+            "stream {stream}: {answer:?}"
+        );
+        assert!(
+            answer.data_bytes > 100,
+            "stream {stream} carries a JWT-SVID: {answer:?}"
+        );
+    }
+    handle.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_connection_that_breaks_http2_framing_is_closed() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (_dir, handle) = start().await;
+    let mut socket = UnixStream::connect(handle.socket_path()).await.unwrap();
+    socket
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    // SETTINGS, then a HEADERS frame larger than the maximum frame size (header only).
+    socket
+        .write_all(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    socket
+        .write_all(&[0, 0x40, 0x01, 0x1, 0x4, 0, 0, 0, 1])
+        .await
+        .unwrap();
+    // `read_to_end` returns (EOF or reset) only once the server closed the connection;
+    // `within` fails the test if it never does.
+    let mut rest = Vec::new();
+    let _closed = within(socket.read_to_end(&mut rest)).await;
+    // A well-behaved client on a new connection is still served.
+    let client = within(spiffe_client(&handle)).await;
+    assert!(within(client.fetch_x509_svid()).await.is_ok());
+    handle.shutdown().await.unwrap();
+}

@@ -429,3 +429,137 @@ fn service_account_trusted_actors_need_an_issuer_and_issuers_are_unique() {
         Err(ConfigError::Parse { .. })
     ));
 }
+
+/// Issue 8 item 5: a second cluster whose template renders `.../sa/builder` for every account
+/// would make each of its accounts the first cluster's `builder`. Before the fix this loaded.
+#[test]
+fn service_account_templates_that_can_render_the_same_id_are_refused() {
+    let second = |template: &str, extra: &str| {
+        with_sa(&format!(
+            "{SA_FILE}\n[[service_account.issuers]]\nissuer = \"https://cluster-b\"\naudiences = [\"x\"]\ntrust_domain = \"example.org\"\njwks_file = \"b\"\nspiffe_id_template = \"{template}\"\n{extra}"
+        ))
+    };
+    let overlap = (
+        "service_account.issuers.spiffe_id_template",
+        "two issuers map service accounts to the same SPIFFE IDs: give each cluster its own trust domain or path prefix",
+    );
+    assert_eq!(
+        rule(&second(
+            "spiffe://example.org/ns/{namespace}/sa/builder",
+            "allow_shared_identity = true"
+        )),
+        overlap
+    );
+    // Overlap, not equality: a fixed namespace, or the placeholders swapped, collide too.
+    for (template, extra) in [
+        (
+            "spiffe://example.org/ns/prod/sa/{namespace}",
+            "allow_shared_identity = true",
+        ),
+        ("spiffe://example.org/ns/{name}/sa/{namespace}", ""),
+        ("spiffe://{trust_domain}/ns/{namespace}/sa/{name}", ""),
+    ] {
+        assert_eq!(rule(&second(template, extra)), overlap, "{template}");
+    }
+    // Disjoint: another prefix, another segment count, another trust domain.
+    for template in [
+        "spiffe://example.org/cluster/b/ns/{namespace}/sa/{name}",
+        "spiffe://example.org/ns/{namespace}/{name}",
+    ] {
+        assert!(parse(&second(template, "")).is_ok(), "{template}");
+    }
+    let other_td = with_sa(&format!(
+        "{SA_FILE}\n[[service_account.issuers]]\nissuer = \"https://cluster-b\"\naudiences = [\"x\"]\ntrust_domain = \"b.example.org\"\njwks_file = \"b\"\n"
+    ));
+    assert!(parse(&other_td).is_ok());
+}
+
+#[test]
+fn service_account_templates_without_name_need_the_opt_in() {
+    let issuer = |template: &str, extra: &str| {
+        with_sa(&SA_FILE.replace(
+            "jwks_file = \"sa.jwks.json\"",
+            &format!("jwks_file = \"sa.jwks.json\"\nspiffe_id_template = \"{template}\"\n{extra}"),
+        ))
+    };
+    let shared = "spiffe://example.org/ns/{namespace}/sa/builder";
+    assert_eq!(
+        rule(&issuer(shared, "")),
+        (
+            "service_account.issuers.spiffe_id_template",
+            "a template without {name} gives every account of a namespace one identity: set allow_shared_identity = true on the issuer if that is intended"
+        )
+    );
+    assert_eq!(
+        rule(&issuer(shared, "allow_shared_identity = false")).1,
+        "a template without {name} gives every account of a namespace one identity: set allow_shared_identity = true on the issuer if that is intended"
+    );
+    let sa = parse(&issuer(shared, "allow_shared_identity = true"))
+        .unwrap()
+        .service_account
+        .unwrap();
+    assert!(sa.issuers[0].allow_shared_identity);
+    assert!(!sa.issuers[0].template.has_name());
+    // Left set on a template with `{name}`, the opt-in would let a later edit drop it unseen.
+    assert_eq!(
+        rule(&issuer(
+            "spiffe://example.org/ns/{namespace}/sa/{name}",
+            "allow_shared_identity = true"
+        )),
+        (
+            "service_account.issuers.allow_shared_identity",
+            "only for a template without {name}"
+        )
+    );
+    assert!(
+        !parse(&with_sa(SA_FILE))
+            .unwrap()
+            .service_account
+            .unwrap()
+            .issuers[0]
+            .allow_shared_identity
+    );
+}
+
+#[test]
+fn service_account_trusted_actor_patterns_are_narrow() {
+    let actors = |list: &str| {
+        with_sa(&SA_FILE.replace(
+            r#"trusted_actors = ["spiffe://example.org/k8s/node/*/credential-provider", "spiffe://example.org/plugin"]"#,
+            &format!("trusted_actors = [{list}]"),
+        ))
+    };
+    for list in [
+        r#""spiffe://example.org/**""#,
+        r#""spiffe://example.org/plugin", "spiffe://example.org/k8s/node/**""#,
+        r#""spiffe://example.org/k8s/node/{node}/**""#,
+    ] {
+        assert_eq!(
+            rule(&actors(list)),
+            (
+                "service_account.trusted_actors",
+                "a pattern may not end in \"**\" (it admits every ID below its prefix): name the plugin's ID, with * or {node} for one segment"
+            ),
+            "{list}"
+        );
+    }
+    assert_eq!(
+        rule(&actors(
+            r#""spiffe://example.org/k8s/node/{name}/credential-provider""#
+        )),
+        (
+            "service_account.trusted_actors",
+            "{node} is the only capture a trusted actor pattern may have (use * for any other segment)"
+        )
+    );
+    let sa = parse(&actors(
+        r#""spiffe://example.org/k8s/node/{node}/credential-provider""#,
+    ))
+    .unwrap()
+    .service_account
+    .unwrap();
+    assert_eq!(
+        sa.trusted_actors,
+        ["spiffe://example.org/k8s/node/{node}/credential-provider"]
+    );
+}

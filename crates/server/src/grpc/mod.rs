@@ -30,13 +30,16 @@
 //! exchange_client, with_bearer}` for tools and tests that speak the raw API).
 //!
 //! Caps: [`MAX_MESSAGE_SIZE`], [`MAX_CONCURRENT_STREAMS`], [`MAX_HEADER_LIST_SIZE`],
-//! [`tls::HANDSHAKE_TIMEOUT`], [`tls::MAX_PENDING_HANDSHAKES`],
+//! [`tls::HANDSHAKE_TIMEOUT`], [`tls::MAX_PENDING_HANDSHAKES`], the connection limits of
+//! [`crate::listen`],
 //! [`service::MAX_AUDIENCE_LEN`], [`service::MAX_AUTHORIZATION_LEN`], and the scope caps of
 //! `svid_broker_policy::scope`.
 
 pub mod service;
 pub mod tls;
 
+#[cfg(test)]
+mod governor_tests;
 #[cfg(test)]
 mod satoken_tests;
 #[cfg(test)]
@@ -60,6 +63,7 @@ pub use tls::{
 };
 
 use crate::engine::Broker;
+use crate::listen::{ActivityLayer, Governor};
 
 /// Largest request or response message, in bytes (an Exchange message is well under 8 KiB).
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024;
@@ -113,7 +117,8 @@ pub enum GrpcError {
 }
 
 /// Serves `Exchange` and `grpc.health.v1.Health` on `listener` with `tls` until `shutdown`
-/// resolves, then drains in-flight calls.
+/// resolves, then drains in-flight calls; connections under the default
+/// [`ConnectionLimits`](crate::listen::ConnectionLimits).
 ///
 /// # Errors
 /// [`GrpcError::Serve`] if the HTTP/2 server fails.
@@ -122,6 +127,22 @@ pub async fn serve(
     clock: Arc<dyn Clock>,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GrpcError> {
+    let governor = Governor::new(crate::listen::ConnectionLimits::default());
+    serve_governed(broker, clock, listener, tls, governor, shutdown).await
+}
+
+/// [`serve`] with every connection under `governor` (the `[server]` connection limits).
+///
+/// # Errors
+/// [`GrpcError::Serve`] if the HTTP/2 server fails.
+pub async fn serve_governed(
+    broker: Arc<Broker>,
+    clock: Arc<dyn Clock>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    governor: Arc<Governor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GrpcError> {
     let exchange = TokenExchangeServer::new(ExchangeService::new(broker, clock))
@@ -141,6 +162,7 @@ pub async fn serve(
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
     };
+    let incoming = tls::incoming_governed(listener, tls, tls::HANDSHAKE_TIMEOUT, governor);
     tonic::transport::Server::builder()
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .http2_max_header_list_size(MAX_HEADER_LIST_SIZE)
@@ -149,9 +171,12 @@ pub async fn serve(
         .max_connection_age_grace(MAX_CONNECTION_AGE_GRACE)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        // Marks each call in flight on its connection, so the governor's idle timeout only
+        // closes connections with no call running.
+        .layer(ActivityLayer::<PeerInfo>::new())
         .add_service(exchange)
         .add_service(health)
-        .serve_with_incoming_shutdown(tls::incoming(listener, tls), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|source| GrpcError::Serve { source })
 }

@@ -32,6 +32,8 @@ use svid_broker_client::transport::{client_tls_config, connect};
 const STEP: Duration = Duration::from_secs(10);
 const BROKER_ID: &str = "spiffe://example.org/svid-broker";
 const PLUGIN_ID: &str = "spiffe://example.org/k8s/node/n1/credential-provider";
+/// The plugin of another node (for the `{node}` binding).
+const PLUGIN_N2_ID: &str = "spiffe://example.org/k8s/node/n2/credential-provider";
 const UNTRUSTED_ID: &str = "spiffe://example.org/ns/blue/sa/app";
 const MAPPED: &str = "spiffe://example.org/ns/blue/sa/app";
 const SERVICE: &str = "registry.local";
@@ -66,6 +68,8 @@ enum Mode {
     Off,
     /// Configured, but the issuer's keys never loaded.
     NoKeys,
+    /// Like `On`, but the trusted actor pattern captures `{node}`.
+    NodeBound,
 }
 
 struct Running {
@@ -84,7 +88,12 @@ impl Running {
         let td = Arc::new(
             DevTrustDomain::new(
                 TrustDomain::parse("example.org").unwrap(),
-                [id(BROKER_ID), id(PLUGIN_ID), id(UNTRUSTED_ID)],
+                [
+                    id(BROKER_ID),
+                    id(PLUGIN_ID),
+                    id(PLUGIN_N2_ID),
+                    id(UNTRUSTED_ID),
+                ],
             )
             .unwrap(),
         );
@@ -104,15 +113,16 @@ impl Running {
         options.audit = sink;
         let example = TrustDomain::parse("example.org").unwrap();
         let keys = Arc::new(IssuerKeys::new(example.clone()));
-        if matches!(mode, Mode::On) {
+        if matches!(mode, Mode::On | Mode::NodeBound) {
             keys.install_jwks(sa.jwks_json().as_bytes()).unwrap();
         }
+        let actor_pattern = match mode {
+            Mode::NodeBound => "spiffe://example.org/k8s/node/{node}/credential-provider",
+            _ => "spiffe://example.org/k8s/node/*/credential-provider",
+        };
         if !matches!(mode, Mode::Off) {
             options.service_accounts = Some(ServiceAccountMode {
-                trusted_actors: TrustedActors::parse(&[
-                    "spiffe://example.org/k8s/node/*/credential-provider",
-                ])
-                .unwrap(),
+                trusted_actors: TrustedActors::parse(&[actor_pattern]).unwrap(),
                 validator: ServiceAccountValidator::new(vec![SaIssuer::new(
                     SA_ISS,
                     vec![SA_AUD.to_owned()],
@@ -595,6 +605,64 @@ async fn only_an_svid_may_vouch_for_a_subject() {
     assert_eq!(
         subject.method,
         crate::engine::AuthMethod::ServiceAccountToken
+    );
+    server.stop().await;
+}
+
+/// Issue 8 item 5: with `{node}` in the trusted actor pattern, a node's plugin gets credentials
+/// only for pods bound to its own node; a token for a pod elsewhere, or one without the node
+/// claim, is refused and audited.
+#[tokio::test]
+async fn a_node_bound_plugin_speaks_only_for_pods_of_its_node() {
+    let server = Running::start(Mode::NodeBound).await;
+    let n1 = server.svid(PLUGIN_ID);
+    let n2 = server.svid(PLUGIN_N2_ID);
+    let mut on_n1 = server.client(Some(&n1)).await;
+    let mut on_n2 = server.client(Some(&n2)).await;
+    let pod_on_n1 = server.sa_token(&pod_token_request().node("n1"));
+
+    let ok = call(
+        &mut on_n1,
+        sa_request(TokenType::RegistryLoginCredential, &[], &pod_on_n1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.subject, MAPPED);
+
+    let other_node = call(
+        &mut on_n2,
+        sa_request(TokenType::RegistryLoginCredential, &[], &pod_on_n1),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(other_node.code(), Code::Unauthenticated, "{other_node:?}");
+    assert!(
+        other_node.message().contains("another node"),
+        "{}",
+        other_node.message()
+    );
+    let events = server.audit_events();
+    let ev = events.last().unwrap();
+    assert_eq!(ev["decision"], "deny");
+    assert_eq!(ev["actor"], PLUGIN_N2_ID);
+    assert!(ev.get("subject").is_none());
+
+    let unbound = server.sa_token(&pod_token_request());
+    let no_claim = call(
+        &mut on_n1,
+        sa_request(
+            TokenType::RegistryAccessToken,
+            &["repository:team-blue/app:pull"],
+            &unbound,
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(no_claim.code(), Code::Unauthenticated, "{no_claim:?}");
+    assert!(
+        no_claim.message().contains("kubernetes.io.node.name"),
+        "{}",
+        no_claim.message()
     );
     server.stop().await;
 }

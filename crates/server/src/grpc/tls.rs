@@ -3,23 +3,29 @@
 //! accept loop that hands verified connections to tonic.
 //!
 //! # Decisions
-//! - **Own `Connected` type instead of tonic's `tls-connect-info`.** That feature enables
-//!   rustls' `tls12` feature for the whole workspace (tonic depends on tokio-rustls with `tls12`);
-//!   [`TlsConn`] carries the same peer chain (plus the remote address) in [`PeerInfo`] without
-//!   compiling TLS 1.2 in.
+//! - **Own `Connected` type instead of tonic's `tls-connect-info`.** [`TlsConn`] carries the
+//!   peer chain (plus the remote address and the connection's activity record) in
+//!   [`PeerInfo`], which tonic puts into every request's extensions.
+//! - **TLS 1.3 only.** The workspace compiles rustls with TLS 1.2 for the realm's HTTPS
+//!   listener; this listener selects TLS 1.3 alone, so a 1.2-only client gets a
+//!   `protocol_version` alert.
 //! - **No session resumption.** A resumed TLS 1.3 session restores the peer certificates from the
 //!   first handshake without running the verifier again, so a client whose trust domain was
 //!   removed from the bundles could keep resuming. Exchange clients keep long-lived HTTP/2
 //!   connections, so a full handshake per connection costs little.
-//! - **Handshakes never block `accept`.** Each runs in its own task under
-//!   [`HANDSHAKE_TIMEOUT`], at most [`MAX_PENDING_HANDSHAKES`] at once; past that, new
-//!   connections wait in the kernel backlog.
-//! - **At most [`MAX_CONNECTIONS`] established connections.** Client certificates are optional,
-//!   so anyone can finish a handshake; each connection holds a permit until it closes, and past
-//!   the cap new connections wait in the kernel backlog instead of exhausting file descriptors.
-//!   Idle connections cannot hold permits forever: the server closes every connection after
-//!   [`super::MAX_CONNECTION_AGE`] (which also re-runs client verification on reconnect) and
-//!   drops peers that stop answering HTTP/2 keepalive pings.
+//! - **Handshakes never block `accept`, and a full listener still accepts.** Every accepted
+//!   connection goes through the listener's [`Governor`](crate::listen::Governor): past its
+//!   caps (open connections, per source IP open connections and pending handshakes) the
+//!   connection is closed at once, so an attacker cannot park legitimate clients in the
+//!   kernel backlog. Each admitted handshake runs in its own task under
+//!   [`HANDSHAKE_TIMEOUT`].
+//! - **Idle connections are closed.** The TCP stream under TLS is a
+//!   [`GovernedIo`](crate::listen::GovernedIo): the TLS handshake, the HTTP/2 preface and the
+//!   first request must arrive within the first-request deadline, and a connection with no
+//!   call in flight for the idle timeout is dropped. Calls are marked by
+//!   [`ActivityLayer`](crate::listen::ActivityLayer) (see `super::serve`); keepalive PINGs
+//!   do not count. Every connection is also closed after [`super::MAX_CONNECTION_AGE`]
+//!   (which re-runs client verification on reconnect).
 
 use std::fmt;
 use std::io;
@@ -39,19 +45,22 @@ use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureSc
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
 use super::GrpcError;
+#[cfg(test)]
+use crate::listen::ConnectionLimits;
+use crate::listen::{ConnActivity, GovernedIo, Governor, HasActivity};
 
 /// Longest a client may take from TCP accept to a finished TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most TLS handshakes in progress at once; further connections wait in the listen backlog.
+/// Most TLS handshakes in progress at once; further connections are closed at accept.
 pub const MAX_PENDING_HANDSHAKES: usize = 256;
-/// Most established connections at once (see the module docs).
+/// Default most open connections (`server.max_connections`; see the module docs).
 pub const MAX_CONNECTIONS: usize = 1024;
 /// The only ALPN protocol offered: gRPC runs over HTTP/2.
 pub const ALPN_H2: &[u8] = b"h2";
@@ -211,6 +220,7 @@ impl ClientCertVerifier for OptionalClientAuth {
 pub struct PeerInfo {
     remote_addr: Option<SocketAddr>,
     chain: Option<Arc<[CertificateDer<'static>]>>,
+    activity: Option<Arc<ConnActivity>>,
 }
 
 impl PeerInfo {
@@ -226,30 +236,32 @@ impl PeerInfo {
     }
 }
 
+impl HasActivity for PeerInfo {
+    fn activity(&self) -> Option<&Arc<ConnActivity>> {
+        self.activity.as_ref()
+    }
+}
+
 /// A server-side TLS connection that finished its handshake, with the [`PeerInfo`] tonic puts
-/// into every request's extensions.
+/// into every request's extensions. Its governor admission is released when it is dropped.
 pub struct TlsConn {
-    stream: TlsStream<TcpStream>,
+    stream: TlsStream<GovernedIo<TcpStream>>,
     info: PeerInfo,
-    /// Held for the connection's life: one of [`MAX_CONNECTIONS`].
-    _slot: OwnedSemaphorePermit,
 }
 
 impl TlsConn {
-    fn new(stream: TlsStream<TcpStream>, slot: OwnedSemaphorePermit) -> Self {
-        let (tcp, session) = stream.get_ref();
+    fn new(mut stream: TlsStream<GovernedIo<TcpStream>>, peer: SocketAddr) -> Self {
+        stream.get_mut().0.handshake_done();
+        let (io, session) = stream.get_ref();
         let info = PeerInfo {
-            remote_addr: tcp.peer_addr().ok(),
+            remote_addr: Some(peer),
             chain: session
                 .peer_certificates()
                 .filter(|chain| !chain.is_empty())
                 .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect()),
+            activity: Some(Arc::clone(io.activity())),
         };
-        Self {
-            stream,
-            info,
-            _slot: slot,
-        }
+        Self { stream, info }
     }
 }
 
@@ -314,28 +326,50 @@ impl AsyncWrite for TlsConn {
 // === accept loop ===
 
 /// Connections that finished a TLS handshake, in the shape tonic's
-/// `serve_with_incoming_shutdown` takes. Dropping the stream (tonic does on shutdown) stops the
-/// accept loop and closes `listener`.
+/// `serve_with_incoming_shutdown` takes, under the default [`ConnectionLimits`]. Dropping the
+/// stream (tonic does on shutdown) stops the accept loop and closes `listener`.
+#[cfg(test)]
 pub(crate) fn incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
 ) -> ReceiverStream<Result<TlsConn, io::Error>> {
-    incoming_with(listener, config, HANDSHAKE_TIMEOUT, MAX_CONNECTIONS)
+    incoming_governed(
+        listener,
+        config,
+        HANDSHAKE_TIMEOUT,
+        Governor::new(ConnectionLimits::default()),
+    )
 }
 
 /// [`incoming`] with another handshake timeout and connection cap (tests use small ones).
+#[cfg(test)]
 pub(crate) fn incoming_with(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     handshake_timeout: Duration,
     max_connections: usize,
 ) -> ReceiverStream<Result<TlsConn, io::Error>> {
+    let limits = ConnectionLimits {
+        max_connections,
+        max_connections_per_ip: max_connections.min(crate::listen::DEFAULT_MAX_CONNECTIONS_PER_IP),
+        ..ConnectionLimits::default()
+    };
+    incoming_governed(listener, config, handshake_timeout, Governor::new(limits))
+}
+
+/// [`incoming`] under `governor`.
+pub(crate) fn incoming_governed(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    handshake_timeout: Duration,
+    governor: Arc<Governor>,
+) -> ReceiverStream<Result<TlsConn, io::Error>> {
     let (tx, rx) = mpsc::channel(MAX_PENDING_HANDSHAKES);
     tokio::spawn(accept_loop(
         listener,
         TlsAcceptor::from(config),
         handshake_timeout,
-        max_connections,
+        governor,
         tx,
     ));
     ReceiverStream::new(rx)
@@ -345,30 +379,10 @@ async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     handshake_timeout: Duration,
-    max_connections: usize,
+    governor: Arc<Governor>,
     tx: mpsc::Sender<Result<TlsConn, io::Error>>,
 ) {
-    let permits = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
-    let slots = Arc::new(Semaphore::new(max_connections));
     loop {
-        // A connection slot first, then a handshake permit: when either runs out, `accept`
-        // waits and new clients queue in the kernel backlog.
-        let slot = tokio::select! {
-            () = tx.closed() => return,
-            slot = Arc::clone(&slots).acquire_owned() => match slot {
-                Ok(slot) => slot,
-                // The semaphore is never closed.
-                Err(_) => return,
-            },
-        };
-        let permit = tokio::select! {
-            () = tx.closed() => return,
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                // The semaphore is never closed.
-                Err(_) => return,
-            },
-        };
         let accepted = tokio::select! {
             () = tx.closed() => return,
             accepted = listener.accept() => accepted,
@@ -383,16 +397,26 @@ async fn accept_loop(
                 continue;
             }
         };
+        let admission = match governor.admit(peer.ip()) {
+            Ok(admission) => admission,
+            Err(refusal) => {
+                // Closed at once (see the module docs). Debug level: a flood must not become a
+                // log flood; the governor counts refusals.
+                tracing::debug!(%peer, %refusal, "grpc: connection refused");
+                drop(tcp);
+                continue;
+            }
+        };
         // Exchange responses are small and latency-bound.
         let _ = tcp.set_nodelay(true);
+        let io = GovernedIo::new(tcp, admission);
         let acceptor = acceptor.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+            match tokio::time::timeout(handshake_timeout, acceptor.accept(io)).await {
                 Ok(Ok(stream)) => {
                     // A send error means the server stopped; dropping the connection closes it.
-                    let _ = tx.send(Ok(TlsConn::new(stream, slot))).await;
+                    let _ = tx.send(Ok(TlsConn::new(stream, peer))).await;
                 }
                 Ok(Err(error)) => {
                     tracing::info!(%peer, error = %crate::engine::error_chain(&error), "grpc: tls handshake failed");

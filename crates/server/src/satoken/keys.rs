@@ -212,24 +212,23 @@ impl IssuerKeys {
 }
 
 fn read_capped(path: &Path, max: usize) -> Result<Vec<u8>, KeyLoadError> {
-    use std::io::Read as _;
-    let io = |source| KeyLoadError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(io)?;
-    let mut bytes = Vec::new();
-    file.take(max as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io)?;
-    if bytes.len() > max {
-        return Err(KeyLoadError::Jwks(BundleError::TooLarge {
+    use svid_broker_sources::file::watched::{WatchedFileError, read_watched_file};
+    // The shared watched-file read: a regular file only, opened without blocking, capped.
+    read_watched_file(path, max, "jwk set file").map_err(|error| match error {
+        WatchedFileError::TooLarge { max, .. } => KeyLoadError::Jwks(BundleError::TooLarge {
             what: "jwk set",
-            len: bytes.len(),
+            len: max + 1,
             max,
-        }));
-    }
-    Ok(bytes)
+        }),
+        WatchedFileError::Io { source, .. } => KeyLoadError::Io {
+            path: path.to_owned(),
+            source,
+        },
+        other => KeyLoadError::Io {
+            path: path.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, other),
+        },
+    })
 }
 
 /// Keeps `keys` in step with its source until `shutdown` turns true.

@@ -11,6 +11,12 @@ use super::*;
 const ISS: &str = "https://k8s.test";
 const AUD: &str = "svid-broker";
 
+/// A caller admitted by an entry without `{node}`: no node binding.
+const UNBOUND: Admission<'static> = Admission {
+    entry: "spiffe://example.org/plugin",
+    node: None,
+};
+
 fn now() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_800_000_000)
 }
@@ -85,7 +91,7 @@ fn with(mut claims: Value, path: &[&str], value: Option<Value>) -> Value {
 }
 
 fn err(token: &str) -> SaTokenError {
-    validator().validate(token, now()).unwrap_err()
+    validator().validate(token, &UNBOUND, now()).unwrap_err()
 }
 
 // === success ===
@@ -93,7 +99,9 @@ fn err(token: &str) -> SaTokenError {
 #[test]
 fn valid_es256_token_maps_by_the_default_template() {
     let token = es().mint(&request()).unwrap();
-    let id = validator().validate(token.expose(), now()).unwrap();
+    let id = validator()
+        .validate(token.expose(), &UNBOUND, now())
+        .unwrap();
     assert_eq!(
         id.spiffe_id.as_str(),
         "spiffe://example.org/ns/team-a/sa/app"
@@ -112,7 +120,7 @@ fn valid_rs256_token_without_pod_binding() {
         .mint(&SaTokenRequest::new("ns", "sa", AUD).issued_at(now()))
         .unwrap();
     let id = validator_with(rs(), IdTemplate::default_for(&td()))
-        .validate(token.expose(), now())
+        .validate(token.expose(), &UNBOUND, now())
         .unwrap();
     assert_eq!(id.spiffe_id.as_str(), "spiffe://example.org/ns/ns/sa/sa");
     assert_eq!(id.pod_name, None);
@@ -124,7 +132,7 @@ fn custom_template_is_applied() {
         IdTemplate::parse("spiffe://example.org/k8s/c1/{namespace}/{name}", &td()).unwrap();
     let token = es().mint(&request()).unwrap();
     let id = validator_with(es(), template)
-        .validate(token.expose(), now())
+        .validate(token.expose(), &UNBOUND, now())
         .unwrap();
     assert_eq!(
         id.spiffe_id.as_str(),
@@ -176,7 +184,8 @@ fn template_rules() {
         IdTemplate::parse("spiffe://example.org//{namespace}", &td()),
         Err(TemplateError::Render(_))
     ));
-    // A namespace-wide identity (no `{name}`) is an explicit, allowed choice.
+    // A namespace-wide identity (no `{name}`) parses; the configuration accepts it only with
+    // `allow_shared_identity = true` (config tests).
     assert!(IdTemplate::parse("spiffe://example.org/ns/{namespace}", &td()).is_ok());
 }
 
@@ -197,6 +206,145 @@ fn segment_rule() {
     ] {
         assert!(!is_valid_segment(bad), "{bad}");
     }
+}
+
+// === template overlap ===
+
+fn template(text: &str) -> IdTemplate {
+    let td = SpiffeId::parse(text.replace(['{', '}'], "x").as_str())
+        .unwrap()
+        .trust_domain()
+        .clone();
+    IdTemplate::parse(text, &td).unwrap()
+}
+
+/// Issue 8 item 5: a second cluster's `.../sa/builder` template turns every one of its accounts
+/// into the first cluster's `builder`. The check the configuration runs catches the pair.
+#[test]
+fn a_fixed_name_template_impersonates_another_clusters_account() {
+    let a = template("spiffe://example.org/ns/{namespace}/sa/{name}");
+    let b = template("spiffe://example.org/ns/{namespace}/sa/builder");
+    assert_eq!(
+        a.render("team-a", "builder").unwrap(),
+        b.render("team-a", "anything").unwrap()
+    );
+    assert!(a.overlaps(&b) && b.overlaps(&a));
+    assert!(!b.has_name() && a.has_name());
+}
+
+#[test]
+fn template_overlap_is_segment_wise() {
+    let overlapping = [
+        (
+            "spiffe://example.org/ns/{namespace}/sa/{name}",
+            "spiffe://example.org/ns/{namespace}/sa/{name}",
+        ),
+        (
+            "spiffe://example.org/ns/{namespace}/sa/{name}",
+            "spiffe://example.org/ns/{namespace}/sa/builder",
+        ),
+        (
+            "spiffe://example.org/ns/{namespace}/sa/{name}",
+            "spiffe://example.org/ns/prod/sa/{namespace}",
+        ),
+        (
+            "spiffe://example.org/ns/{namespace}/sa/{name}",
+            "spiffe://example.org/{namespace}/sa/{name}/x",
+        ),
+        (
+            "spiffe://example.org/{namespace}/{name}",
+            "spiffe://example.org/cluster-b/{namespace}",
+        ),
+        (
+            "spiffe://example.org/{namespace}/{name}",
+            "spiffe://example.org/{name}/{namespace}",
+        ),
+    ];
+    for (a, b) in overlapping {
+        assert!(template(a).overlaps(&template(b)), "{a} / {b}");
+        assert!(template(b).overlaps(&template(a)), "{b} / {a}");
+    }
+    let disjoint = [
+        // Another trust domain never overlaps.
+        (
+            "spiffe://example.org/ns/{namespace}/sa/{name}",
+            "spiffe://cluster-b.example.org/ns/{namespace}/sa/{name}",
+        ),
+        // Another prefix, or another segment count.
+        (
+            "spiffe://example.org/ns/{namespace}/sa/{name}",
+            "spiffe://example.org/cluster/b/ns/{namespace}/sa/{name}",
+        ),
+        (
+            "spiffe://example.org/ns/{namespace}/sa/{name}",
+            "spiffe://example.org/ns/{namespace}",
+        ),
+        (
+            "spiffe://example.org/a/{namespace}/{name}",
+            "spiffe://example.org/b/{namespace}/{name}",
+        ),
+        // Paths are case-sensitive.
+        (
+            "spiffe://example.org/A/{namespace}",
+            "spiffe://example.org/a/{namespace}",
+        ),
+    ];
+    for (a, b) in disjoint {
+        assert!(!template(a).overlaps(&template(b)), "{a} / {b}");
+        assert!(!template(b).overlaps(&template(a)), "{b} / {a}");
+    }
+    // A literal longer than any Kubernetes name: no placeholder renders it.
+    let long = format!(
+        "spiffe://example.org/ns/{{namespace}}/{}",
+        "x".repeat(MAX_K8S_NAME_LEN + 1)
+    );
+    assert!(!template(&long).overlaps(&template("spiffe://example.org/ns/{namespace}/{name}")));
+}
+
+/// Every template of up to three segments over a small alphabet, every pair: `overlaps` is
+/// false exactly when no renderings coincide. The values tried (the literals, plus one fresh
+/// value) suffice as witnesses, because each placeholder occurs once per template.
+#[test]
+fn template_overlap_agrees_with_rendering_exhaustively() {
+    let long = "x".repeat(MAX_K8S_NAME_LEN + 1);
+    let parts = ["a", "b", &long, "{namespace}", "{name}"];
+    let values = ["a", "b", "c"];
+    let mut templates = Vec::new();
+    for len in 1..=3u32 {
+        for mut n in 0..parts.len().pow(len) {
+            let mut path = Vec::new();
+            for _ in 0..len {
+                path.push(parts[n % parts.len()]);
+                n /= parts.len();
+            }
+            for td in ["example.org", "other.org"] {
+                let text = format!("spiffe://{td}/{}", path.join("/"));
+                if let Ok(t) = IdTemplate::parse(&text, &TrustDomain::parse(td).unwrap()) {
+                    templates.push(t);
+                }
+            }
+        }
+    }
+    assert!(templates.len() > 50, "{}", templates.len());
+    let renderings = |t: &IdTemplate| {
+        let mut out = Vec::new();
+        for ns in values {
+            for name in values {
+                out.push(t.render(ns, name).unwrap());
+            }
+        }
+        out
+    };
+    let mut overlapping_pairs = 0;
+    for a in &templates {
+        let ra = renderings(a);
+        for b in &templates {
+            let coincide = renderings(b).iter().any(|id| ra.contains(id));
+            assert_eq!(a.overlaps(b), coincide, "{} / {}", a.as_str(), b.as_str());
+            overlapping_pairs += usize::from(coincide);
+        }
+    }
+    assert!(overlapping_pairs > templates.len(), "{overlapping_pairs}");
 }
 
 // === size and form ===
@@ -259,7 +407,7 @@ fn issuer_without_keys_is_unavailable() {
         Arc::new(IssuerKeys::new(td())),
     )]);
     let token = es().mint(&request()).unwrap();
-    let e = v.validate(token.expose(), now()).unwrap_err();
+    let e = v.validate(token.expose(), &UNBOUND, now()).unwrap_err();
     assert!(e.is_unavailable());
     assert!(!SaTokenError::UnknownIssuer.is_unavailable());
 }
@@ -306,7 +454,7 @@ fn unknown_kid_is_rejected_and_asks_for_a_refresh() {
     assert!(keys.refresh_requested().now_or_never().is_none());
     let token = rs().mint(&request()).unwrap();
     assert_eq!(
-        v.validate(token.expose(), now()).unwrap_err(),
+        v.validate(token.expose(), &UNBOUND, now()).unwrap_err(),
         SaTokenError::Jws(JwtSvidError::UnknownKid)
     );
     assert!(keys.refresh_requested().now_or_never().is_some());
@@ -358,7 +506,7 @@ fn exp_is_required_and_enforced_with_leeway() {
         }
     );
     let in_leeway = sign(&with(good_claims(), &["exp"], Some(json!(t(-29)))));
-    assert!(validator().validate(&in_leeway, now()).is_ok());
+    assert!(validator().validate(&in_leeway, &UNBOUND, now()).is_ok());
 }
 
 #[test]
@@ -379,7 +527,11 @@ fn nbf_and_iat_are_honoured() {
         }
     );
     let both_absent = with(with(good_claims(), &["nbf"], None), &["iat"], None);
-    assert!(validator().validate(&sign(&both_absent), now()).is_ok());
+    assert!(
+        validator()
+            .validate(&sign(&both_absent), &UNBOUND, now())
+            .is_ok()
+    );
 }
 
 #[test]
@@ -406,7 +558,7 @@ fn audience_rules() {
     // A single string, and any-of over several values, are accepted.
     for aud in [json!("other-aud"), json!(["kubernetes", AUD])] {
         let token = sign(&with(good_claims(), &["aud"], Some(aud)));
-        assert!(validator().validate(&token, now()).is_ok());
+        assert!(validator().validate(&token, &UNBOUND, now()).is_ok());
     }
 }
 
@@ -474,14 +626,14 @@ fn sub_must_agree_with_the_kubernetes_claims() {
     ));
     assert_eq!(err(&other), SaTokenError::SubjectMismatch);
     let absent = sign(&with(good_claims(), &["sub"], None));
-    assert!(validator().validate(&absent, now()).is_ok());
+    assert!(validator().validate(&absent, &UNBOUND, now()).is_ok());
 }
 
 #[test]
 fn errors_do_not_echo_the_token() {
     let token = es().mint(&request()).unwrap();
     let e = ServiceAccountValidator::new(vec![])
-        .validate(token.expose(), now())
+        .validate(token.expose(), &UNBOUND, now())
         .unwrap_err();
     assert_eq!(e, SaTokenError::UnknownIssuer);
     assert!(!format!("{e} {e:?}").contains(token.expose()));
@@ -497,22 +649,188 @@ fn trusted_actors_exact_and_pattern() {
     ])
     .unwrap();
     let id = |s: &str| SpiffeId::parse(s).unwrap();
+    let entry = |s: &str| actors.admits(&id(s)).map(|a| a.entry().to_owned());
     assert_eq!(
-        actors.admits(&id("spiffe://example.org/plugin")),
+        entry("spiffe://example.org/plugin").as_deref(),
         Some("spiffe://example.org/plugin")
     );
     assert_eq!(
-        actors.admits(&id("spiffe://example.org/node/n1/plugin")),
+        entry("spiffe://example.org/node/n1/plugin").as_deref(),
         Some("spiffe://example.org/node/*/plugin")
     );
-    assert_eq!(actors.admits(&id("spiffe://example.org/ns/a/sa/b")), None);
-    assert_eq!(actors.admits(&id("spiffe://evil.org/plugin")), None);
+    assert_eq!(entry("spiffe://example.org/ns/a/sa/b"), None);
+    assert_eq!(entry("spiffe://evil.org/plugin"), None);
+    // `*` binds nothing.
+    let n1 = id("spiffe://example.org/node/n1/plugin");
+    assert_eq!(actors.admits(&n1).unwrap().node(), None);
     assert!(TrustedActors::parse::<&str>(&[]).unwrap().is_empty());
     assert_eq!(
         TrustedActors::parse(&["spiffe://example.org/ok", "not an id"]).unwrap_err(),
         TrustedActorError::Invalid { index: 1 }
     );
     assert!(TrustedActors::parse(&["spiffe://example.org/**/x/{"]).is_err());
+}
+
+#[test]
+fn trusted_actor_patterns_may_not_end_in_double_star() {
+    for (entries, index) in [
+        (&["spiffe://example.org/k8s/**"][..], 0),
+        (
+            &["spiffe://example.org/plugin", "spiffe://example.org/**"][..],
+            1,
+        ),
+        (&["spiffe://example.org/k8s/{node}/**"][..], 0),
+    ] {
+        assert_eq!(
+            TrustedActors::parse(entries).unwrap_err(),
+            TrustedActorError::TrailingDoubleStar { index },
+            "{entries:?}"
+        );
+    }
+    // `**` anywhere else was never a valid pattern.
+    assert_eq!(
+        TrustedActors::parse(&["spiffe://example.org/**/plugin"]).unwrap_err(),
+        TrustedActorError::Invalid { index: 0 }
+    );
+    // A literal segment that merely contains stars is no pattern either.
+    assert!(TrustedActors::parse(&["spiffe://example.org/k8s/a**"]).is_err());
+}
+
+#[test]
+fn trusted_actor_patterns_capture_only_the_node() {
+    assert_eq!(
+        TrustedActors::parse(&["spiffe://example.org/k8s/node/{nodes}/plugin"]).unwrap_err(),
+        TrustedActorError::UnknownCapture { index: 0 }
+    );
+    assert_eq!(
+        TrustedActors::parse(&["spiffe://example.org/k8s/{ns}/{node}"]).unwrap_err(),
+        TrustedActorError::UnknownCapture { index: 0 }
+    );
+    let actors =
+        TrustedActors::parse(&["spiffe://example.org/k8s/node/{node}/credential-provider"])
+            .unwrap();
+    let id = SpiffeId::parse("spiffe://example.org/k8s/node/worker-1/credential-provider").unwrap();
+    let admission = actors.admits(&id).unwrap();
+    assert_eq!(admission.node(), Some("worker-1"));
+    assert_eq!(
+        admission.entry(),
+        "spiffe://example.org/k8s/node/{node}/credential-provider"
+    );
+}
+
+#[test]
+fn a_broader_trusted_actor_does_not_lift_the_node_binding() {
+    let id = SpiffeId::parse("spiffe://example.org/k8s/node/worker-1/credential-provider").unwrap();
+    for entries in [
+        [
+            "spiffe://example.org/k8s/node/*/credential-provider",
+            "spiffe://example.org/k8s/node/{node}/credential-provider",
+        ],
+        [
+            "spiffe://example.org/k8s/node/worker-1/credential-provider",
+            "spiffe://example.org/k8s/node/{node}/credential-provider",
+        ],
+    ] {
+        let actors = TrustedActors::parse(&entries).unwrap();
+        assert_eq!(
+            actors.admits(&id).unwrap().node(),
+            Some("worker-1"),
+            "{entries:?}"
+        );
+    }
+}
+
+// === node binding ===
+
+fn node_bound_validate(
+    actor_node: &str,
+    request: &SaTokenRequest,
+) -> Result<ServiceAccountIdentity, SaTokenError> {
+    let actors =
+        TrustedActors::parse(&["spiffe://example.org/k8s/node/{node}/credential-provider"])
+            .unwrap();
+    let actor = SpiffeId::parse(&format!(
+        "spiffe://example.org/k8s/node/{actor_node}/credential-provider"
+    ))
+    .unwrap();
+    let admission = actors.admits(&actor).unwrap();
+    let token = es().mint(request).unwrap();
+    validator().validate(token.expose(), &admission, now())
+}
+
+#[test]
+fn a_node_bound_actor_speaks_only_for_pods_of_its_node() {
+    let on_n1 = request().node("n1");
+    let id = node_bound_validate("n1", &on_n1).unwrap();
+    assert_eq!(
+        id.spiffe_id.as_str(),
+        "spiffe://example.org/ns/team-a/sa/app"
+    );
+    assert_eq!(id.node_name.as_deref(), Some("n1"));
+    assert_eq!(
+        node_bound_validate("n2", &on_n1).unwrap_err(),
+        SaTokenError::NodeMismatch
+    );
+    // Not a prefix or case-insensitive comparison.
+    assert_eq!(
+        node_bound_validate("n1", &request().node("n10")).unwrap_err(),
+        SaTokenError::NodeMismatch
+    );
+    assert_eq!(
+        node_bound_validate("n1", &request().node("N1")).unwrap_err(),
+        SaTokenError::NodeMismatch
+    );
+}
+
+#[test]
+fn a_node_bound_actor_needs_the_node_claim() {
+    assert_eq!(
+        node_bound_validate("n1", &request()).unwrap_err(),
+        SaTokenError::MissingClaim {
+            claim: CLAIM_NODE_NAME
+        }
+    );
+    // `kubernetes.io.node` present but without a name, or a name of the wrong type.
+    let no_name = with(
+        good_claims(),
+        &["kubernetes.io", "node"],
+        Some(json!({"uid": "u"})),
+    );
+    let wrong_type = with(
+        good_claims(),
+        &["kubernetes.io", "node"],
+        Some(json!({"name": 7})),
+    );
+    let actors =
+        TrustedActors::parse(&["spiffe://example.org/k8s/node/{node}/credential-provider"])
+            .unwrap();
+    let actor = SpiffeId::parse("spiffe://example.org/k8s/node/n1/credential-provider").unwrap();
+    let admission = actors.admits(&actor).unwrap();
+    assert_eq!(
+        validator()
+            .validate(&sign(&no_name), &admission, now())
+            .unwrap_err(),
+        SaTokenError::MissingClaim {
+            claim: CLAIM_NODE_NAME
+        }
+    );
+    assert!(matches!(
+        validator().validate(&sign(&wrong_type), &admission, now()),
+        Err(SaTokenError::MalformedClaims { .. })
+    ));
+}
+
+#[test]
+fn without_a_node_capture_the_node_claim_is_not_required() {
+    let id = validator()
+        .validate(es().mint(&request()).unwrap().expose(), &UNBOUND, now())
+        .unwrap();
+    assert_eq!(id.node_name, None);
+    let on_n2 = es().mint(&request().node("n2")).unwrap();
+    let id = validator()
+        .validate(on_n2.expose(), &UNBOUND, now())
+        .unwrap();
+    assert_eq!(id.node_name.as_deref(), Some("n2"));
 }
 
 // === key loading ===
@@ -539,7 +857,7 @@ fn exp_beyond_year_9999_is_out_of_range() {
         &["exp"],
         Some(json!(MAX_NUMERIC_DATE)),
     ));
-    assert!(validator().validate(&last, now()).is_ok());
+    assert!(validator().validate(&last, &UNBOUND, now()).is_ok());
 }
 
 #[test]
@@ -554,7 +872,7 @@ fn missing_keys_ask_for_a_refresh() {
     assert!(keys.refresh_requested().now_or_never().is_none());
     let token = es().mint(&request()).unwrap();
     assert!(
-        v.validate(token.expose(), now())
+        v.validate(token.expose(), &UNBOUND, now())
             .unwrap_err()
             .is_unavailable()
     );

@@ -371,3 +371,321 @@ async fn service_account_keys_load_at_start_or_stop_it() {
     assert_eq!(subject.spiffe_id.as_str(), BUILDER);
     handle.shutdown().await;
 }
+
+// === issue 8 item 4: watched files are read capped, regular files only ===
+
+#[tokio::test]
+async fn a_fifo_or_an_oversized_policy_file_is_refused_and_the_last_good_policy_serves() {
+    use svid_broker_sources::file::watched::WatchedFileError;
+    let dir = tempfile::tempdir().unwrap();
+    let td = DevTrustDomain::new(
+        TrustDomain::parse("example.org").unwrap(),
+        [id("spiffe://example.org/w")],
+    )
+    .unwrap();
+    let config = write_config(dir.path(), &td);
+    let handle = BrokerServer::start(config, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let addr = handle.http_addr();
+    let token_path = "/token?service=registry.local&scope=repository:team/app:push";
+    let pushes = || async {
+        let (status, body) = http(addr, token_path, Some(basic(&td, BUILDER))).await;
+        assert_eq!(status, 200, "{body}");
+        granted(&body)[0]["actions"].clone()
+    };
+    assert_eq!(pushes().await, serde_json::json!(["push"]));
+    let policy = dir.path().join("policy.toml");
+
+    // A FIFO nobody writes to: a blocking open would hang the reloader for good.
+    std::fs::remove_file(&policy).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&policy)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let err = tokio::time::timeout(Duration::from_secs(10), async { handle.reload_policy() })
+        .await
+        .expect("reload blocked on a fifo")
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ServerError::PolicyFile(WatchedFileError::NotRegular { kind: "fifo", .. })
+        ),
+        "{err:?}"
+    );
+    assert!(
+        crate::engine::error_chain(&err).contains("must be a regular file"),
+        "{err}"
+    );
+    assert_eq!(pushes().await, serde_json::json!(["push"]));
+
+    // One byte over the cap.
+    std::fs::remove_file(&policy).unwrap();
+    let cap = usize::try_from(MAX_POLICY_FILE_BYTES).unwrap();
+    let mut big = POLICY.to_owned();
+    big.push_str(&"#".repeat(cap + 1 - big.len()));
+    std::fs::write(&policy, big).unwrap();
+    let err = handle.reload_policy().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ServerError::PolicyFile(WatchedFileError::TooLarge {
+                what: "policy file",
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    assert!(
+        crate::engine::error_chain(&err).contains("larger than 1048576 bytes"),
+        "{err}"
+    );
+    assert_eq!(pushes().await, serde_json::json!(["push"]));
+
+    // A directory in its place.
+    std::fs::remove_file(&policy).unwrap();
+    std::fs::create_dir(&policy).unwrap();
+    assert!(matches!(
+        handle.reload_policy(),
+        Err(ServerError::PolicyFile(WatchedFileError::NotRegular {
+            kind: "directory",
+            ..
+        }))
+    ));
+    assert_eq!(pushes().await, serde_json::json!(["push"]));
+    handle.shutdown().await;
+}
+
+// === issue 8 item 15: the realm over TLS ===
+
+/// A self-signed certificate for 127.0.0.1 and its key, as PEM.
+fn realm_pair() -> (String, String, rustls_pki_types::CertificateDer<'static>) {
+    let pair = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    (
+        pair.cert.pem(),
+        pair.signing_key.serialize_pem(),
+        pair.cert.der().clone(),
+    )
+}
+
+/// The broker configuration of [`write_config`] with `[server.tls]` (files `realm.pem` and
+/// `realm.key` in `dir`, polled every second).
+fn write_tls_config(dir: &Path, td: &DevTrustDomain) -> BrokerConfig {
+    std::fs::write(dir.join("policy.toml"), POLICY).unwrap();
+    std::fs::write(dir.join("bundle.json"), td.bundle_document_json()).unwrap();
+    let text = r#"
+[server]
+http_addr = "127.0.0.1:0"
+public_url = "https://127.0.0.1:1"
+shutdown_grace_seconds = 5
+[server.tls]
+cert_file = "realm.pem"
+key_file = "realm.key"
+poll_seconds = 1
+[identity]
+audience = "svid-broker"
+bundle_files = [{ trust_domain = "example.org", path = "bundle.json" }]
+[policy]
+file = "policy.toml"
+poll_seconds = 3600
+[signing]
+generate = true
+[log]
+audit = "audit.log"
+"#;
+    BrokerConfig::from_toml_str(text, dir).unwrap()
+}
+
+/// One HTTPS GET with a client trusting only `root`, offering only `version`; returns the
+/// status, the body and the negotiated protocol version.
+async fn https_get(
+    addr: SocketAddr,
+    root: &rustls_pki_types::CertificateDer<'static>,
+    version: &'static rustls::SupportedProtocolVersion,
+    path: &str,
+    auth: Option<String>,
+) -> Result<(u16, String, rustls::ProtocolVersion), Box<dyn std::error::Error + Send + Sync>> {
+    use http_body_util::BodyExt as _;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.clone())?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[version])?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let step = Duration::from_secs(10);
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1")?;
+    let tls = tokio::time::timeout(
+        step,
+        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp),
+    )
+    .await??;
+    let negotiated = tls.get_ref().1.protocol_version().ok_or("no version")?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+    let driver = tokio::spawn(connection);
+    let mut request = http::Request::get(path).header("host", addr.to_string());
+    if let Some(auth) = auth {
+        request = request.header("authorization", auth);
+    }
+    let request = request.body(http_body_util::Empty::<hyper::body::Bytes>::new())?;
+    let response = tokio::time::timeout(step, sender.send_request(request)).await??;
+    let status = response.status().as_u16();
+    let body = tokio::time::timeout(step, response.into_body().collect()).await??;
+    driver.abort();
+    Ok((
+        status,
+        String::from_utf8(body.to_bytes().to_vec())?,
+        negotiated,
+    ))
+}
+
+#[tokio::test]
+async fn the_realm_serves_https_follows_a_rotated_pair_and_keeps_the_last_good_one() {
+    use rustls::version::{TLS12, TLS13};
+    let dir = tempfile::tempdir().unwrap();
+    let td = DevTrustDomain::new(
+        TrustDomain::parse("example.org").unwrap(),
+        [id("spiffe://example.org/w")],
+    )
+    .unwrap();
+    let (cert, key, first_root) = realm_pair();
+    std::fs::write(dir.path().join("realm.pem"), &cert).unwrap();
+    std::fs::write(dir.path().join("realm.key"), &key).unwrap();
+    let config = write_tls_config(dir.path(), &td);
+    assert_eq!(config.realm_url(), "https://127.0.0.1:1/token");
+    let handle = BrokerServer::start(config, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let addr = handle.http_addr();
+
+    // /healthz and /token over TLS 1.3 and TLS 1.2.
+    let (status, _, version) = https_get(addr, &first_root, &TLS13, "/healthz", None)
+        .await
+        .unwrap();
+    assert_eq!((status, version), (200, rustls::ProtocolVersion::TLSv1_3));
+    let token_path = "/token?service=registry.local&scope=repository:team/app:push";
+    let (status, body, version) = https_get(
+        addr,
+        &first_root,
+        &TLS12,
+        token_path,
+        Some(basic(&td, BUILDER)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(version, rustls::ProtocolVersion::TLSv1_2);
+    assert_eq!(granted(&body)[0]["actions"], serde_json::json!(["push"]));
+    // Plain HTTP on the TLS port is not served.
+    let plain = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = write!(s, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        out
+    })
+    .await
+    .unwrap();
+    assert!(!plain.starts_with(b"HTTP/1.1 200"), "{plain:?}");
+
+    // Rotation: a new pair is picked up within a few poll periods.
+    let (cert2, key2, second_root) = realm_pair();
+    std::fs::write(dir.path().join("realm.key"), &key2).unwrap();
+    std::fs::write(dir.path().join("realm.pem"), &cert2).unwrap();
+    let mut rotated = false;
+    for _ in 0..50 {
+        if https_get(addr, &second_root, &TLS13, "/healthz", None)
+            .await
+            .is_ok()
+        {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(rotated, "the rotated certificate was never served");
+    assert!(
+        https_get(addr, &first_root, &TLS13, "/healthz", None)
+            .await
+            .is_err()
+    );
+
+    // A bad update (a certificate whose key is not in the key file, then garbage) keeps the
+    // last good pair.
+    let (cert3, _key3, third_root) = realm_pair();
+    std::fs::write(dir.path().join("realm.pem"), &cert3).unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    std::fs::write(dir.path().join("realm.pem"), "not a certificate").unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (status, _, _) = https_get(addr, &second_root, &TLS13, "/healthz", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        https_get(addr, &third_root, &TLS13, "/healthz", None)
+            .await
+            .is_err()
+    );
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bad_tls_pair_stops_start_up_with_the_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let td = DevTrustDomain::new(
+        TrustDomain::parse("example.org").unwrap(),
+        [id("spiffe://example.org/w")],
+    )
+    .unwrap();
+    let (cert, _key, _) = realm_pair();
+    let (_, other_key, _) = realm_pair();
+    std::fs::write(dir.path().join("realm.pem"), &cert).unwrap();
+    std::fs::write(dir.path().join("realm.key"), &other_key).unwrap();
+    let config = write_tls_config(dir.path(), &td);
+    let err = BrokerServer::start(config, Arc::new(SystemClock))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ServerError::Tls(crate::tls_files::TlsFileError::Mismatch(_))
+        ),
+        "{err:?}"
+    );
+}
+
+/// Issue 8 item 4 for JWK Set files: the same watched-file rules.
+#[test]
+fn a_jwk_set_file_that_is_a_fifo_or_too_large_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = IssuerKeys::new(TrustDomain::parse("example.org").unwrap());
+    let fifo = dir.path().join("jwks.json");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let err = keys.load_file(&fifo).unwrap_err();
+    assert!(
+        crate::engine::error_chain(&err).contains("must be a regular file"),
+        "{err}"
+    );
+    let big = dir.path().join("big.json");
+    std::fs::write(&big, vec![b' '; crate::satoken::keys::MAX_JWKS_BYTES + 1]).unwrap();
+    let err = keys.load_file(&big).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            crate::satoken::keys::KeyLoadError::Jwks(
+                svid_broker_identity::bundle::BundleError::TooLarge { .. }
+            )
+        ),
+        "{err:?}"
+    );
+}

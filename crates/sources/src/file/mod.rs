@@ -27,6 +27,7 @@
 
 #[cfg(test)]
 mod tests;
+pub mod watched;
 
 use std::fmt;
 use std::fs::{File, Metadata};
@@ -159,6 +160,14 @@ pub enum FileSourceError {
         path: PathBuf,
         /// The I/O error kind (not found, permission denied, ...).
         kind: io::ErrorKind,
+    },
+    /// The path is not a regular file (a FIFO, a device, a directory).
+    #[error("bundle file {} is a {kind}: a watched file must be a regular file", .path.display())]
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
     },
     /// The file is larger than its cap.
     #[error("bundle file {} is larger than {limit} bytes", .path.display())]
@@ -547,9 +556,19 @@ fn read_error(path: &Path, e: &io::Error) -> FileSourceError {
 }
 
 fn open(path: &Path) -> Result<(File, Metadata), FileSourceError> {
-    let file = File::open(path).map_err(|e| read_error(path, &e))?;
-    let meta = file.metadata().map_err(|e| read_error(path, &e))?;
-    Ok((file, meta))
+    // Regular files only, opened without blocking: a FIFO or a device would hang the poller.
+    watched::open_regular(path).map_err(|e| match e {
+        watched::WatchedFileError::NotRegular { path, kind } => {
+            FileSourceError::NotRegular { path, kind }
+        }
+        watched::WatchedFileError::Io { path, source } => FileSourceError::Read {
+            path,
+            kind: source.kind(),
+        },
+        watched::WatchedFileError::TooLarge { path, max, .. } => {
+            FileSourceError::TooLarge { path, limit: max }
+        }
+    })
 }
 
 fn read_open(

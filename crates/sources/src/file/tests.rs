@@ -426,3 +426,62 @@ fn debug_lists_files() {
         "{shown}"
     );
 }
+
+/// Issue 8 item 4: a FIFO or a device in a bundle file's place is refused without blocking
+/// (at start-up and on reload), and the last good bundle stays.
+#[tokio::test]
+async fn a_fifo_or_a_device_is_refused_and_the_last_good_bundle_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.pem");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let err = FileBundleSource::load(FileSourceConfig::new().bundle_file(td("a.test"), &fifo))
+        .unwrap_err();
+    assert!(
+        matches!(&err, FileSourceError::NotRegular { path, kind: "fifo" } if path == &fifo),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("must be a regular file"), "{err}");
+    let err = FileBundleSource::load(
+        FileSourceConfig::new().bundle_file(td("a.test"), Path::new("/dev/zero")),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            FileSourceError::NotRegular {
+                kind: "character device",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    let good = TestCa::new("good", None);
+    let path = dir.path().join("a.pem");
+    fs::write(&path, good.pem()).unwrap();
+    let source =
+        FileBundleSource::load(FileSourceConfig::new().bundle_file(td("a.test"), &path)).unwrap();
+    let before = source.bundles();
+    fs::remove_file(&path).unwrap();
+    std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), source.reload_now())
+        .await
+        .expect("reload blocked on a fifo");
+    assert!(!outcome.updated);
+    assert!(
+        matches!(
+            &*outcome.errors[0],
+            FileSourceError::NotRegular { kind: "fifo", .. }
+        ),
+        "{:?}",
+        outcome.errors
+    );
+    assert!(Arc::ptr_eq(&before, &source.bundles()));
+}

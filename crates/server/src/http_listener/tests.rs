@@ -1,0 +1,257 @@
+//! Issue 8 item 2: the realm listener under slowloris and oversized heads from one address,
+//! and HTTP/2 prior knowledge refused unless `h2c`.
+
+use std::io::{Read as _, Write as _};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use base64::Engine as _;
+use svid_broker_identity::clock::SystemClock;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::task::JoinSet;
+
+use super::*;
+use crate::realm::{self, RealmState};
+use crate::testutil::{AUDIENCE, BUILDER, Fixture};
+
+const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+const SLOWLORIS: usize = 2_000;
+const BIG_HEADERS: usize = 250;
+const DEADLINE: Duration = Duration::from_secs(2);
+const MARGIN: Duration = Duration::from_secs(3);
+
+/// A realm on 127.0.0.1 under `options`; the governor for its counters.
+async fn realm(
+    fixture: &Fixture,
+    options: HttpListenerOptions,
+) -> (SocketAddr, Arc<Governor>, tokio::sync::oneshot::Sender<()>) {
+    let state = RealmState::new(
+        Arc::clone(&fixture.broker),
+        Arc::new(SystemClock),
+        "http://127.0.0.1:1",
+        Arc::new(AtomicBool::new(true)),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let governor = Governor::new(options.limits);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve_governed(
+        listener,
+        realm::router(state),
+        Arc::clone(&governor),
+        options,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    (addr, governor, stop)
+}
+
+async fn connect_from(source: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
+}
+
+/// Waits (bounded) for the server to close: EOF or an error.
+async fn closed_within(mut stream: TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 512];
+    let stop = Instant::now() + limit;
+    loop {
+        let left = stop.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// This process's open file descriptors and resident set size (KiB).
+fn fds_and_rss() -> (usize, u64) {
+    let fds = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    (fds, rss)
+}
+
+fn get_token(addr: SocketAddr, auth: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /token?service=registry.local&scope=repository:team/app:pull HTTP/1.1\r\n\
+         Host: {addr}\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    (status, out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_and_oversized_heads_from_one_address_neither_lock_out_others_nor_stay_open() {
+    let fixture = Fixture::new();
+    let options = HttpListenerOptions {
+        limits: ConnectionLimits {
+            first_request_timeout: DEADLINE,
+            ..ConnectionLimits::default()
+        },
+        header_read_timeout: DEADLINE,
+        ..HttpListenerOptions::default()
+    };
+    let (addr, governor, stop) = realm(&fixture, options).await;
+    let (fds_before, rss_before) = fds_and_rss();
+
+    let opened = Arc::new(AtomicUsize::new(0));
+    let mut attackers = JoinSet::new();
+    for n in 0..SLOWLORIS + BIG_HEADERS {
+        // In bursts: the test's own connects must not overflow the kernel's accept queue
+        // (connections the server never saw are not the server's to close).
+        if n % 50 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let opened = opened.clone();
+        attackers.spawn(async move {
+            let mut tcp = connect_from(ATTACKER, addr).await.unwrap();
+            let t = Instant::now();
+            if n < SLOWLORIS {
+                // A request head that never ends.
+                let _ = tcp
+                    .write_all(b"GET /token HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+                    .await;
+            } else {
+                // Half of a 384 KiB header, sent as far as the server reads it.
+                let mut head = b"GET /token HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+                head.resize(192 * 1024, b'a');
+                let _ = tokio::time::timeout(DEADLINE, tcp.write_all(&head)).await;
+            }
+            opened.fetch_add(1, Ordering::SeqCst);
+            let left = (DEADLINE + MARGIN).saturating_sub(t.elapsed());
+            closed_within(tcp, left).await
+        });
+    }
+    while opened.load(Ordering::SeqCst) < SLOWLORIS + BIG_HEADERS {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (fds_peak, rss_peak) = fds_and_rss();
+    let open_peak = governor.open();
+    assert!(
+        open_peak > 0,
+        "no attacker connection is open: the test proves nothing"
+    );
+
+    // A legitimate GET /token from 127.0.0.1 meanwhile.
+    let jwt = fixture.jwt(BUILDER, AUDIENCE);
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{BUILDER}:{jwt}"))
+    );
+    let started = Instant::now();
+    let (status, response) = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::task::spawn_blocking(move || get_token(addr, &auth)),
+    )
+    .await
+    .expect("legitimate GET /token took longer than 2 s")
+    .unwrap();
+    let served_in = started.elapsed();
+    assert_eq!(status, 200, "{response}");
+
+    let mut closed = 0;
+    while let Some(result) = attackers.join_next().await {
+        assert!(
+            result.unwrap(),
+            "an attacker connection outlived the deadline"
+        );
+        closed += 1;
+    }
+    assert_eq!(closed, SLOWLORIS + BIG_HEADERS);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (fds_after, rss_after) = fds_and_rss();
+    assert_eq!(governor.open(), 0);
+    eprintln!(
+        "item 2: {SLOWLORIS} slowloris + {BIG_HEADERS} half-sent 384 KiB heads from {ATTACKER}; \
+         open at peak {open_peak}, refused {}; GET /token in {served_in:?}; \
+         fds {fds_before} -> {fds_peak} (both ends in this process) -> {fds_after}; \
+         rss {rss_before} KiB -> {rss_peak} KiB -> {rss_after} KiB",
+        governor.refused()
+    );
+    let _ = stop.send(());
+}
+
+/// The HTTP/2 connection preface and an empty SETTINGS frame; returns the first bytes back.
+async fn send_h2_preface(addr: SocketAddr) -> Vec<u8> {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let mut reply = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut reply))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    reply.truncate(n);
+    reply
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_is_refused_unless_h2c_is_on() {
+    let fixture = Fixture::new();
+    let (addr, _, _stop) = realm(&fixture, HttpListenerOptions::default()).await;
+    let reply = send_h2_preface(addr).await;
+    // An HTTP/2 server answers with its SETTINGS frame (type 4 at offset 3).
+    assert!(
+        reply.is_empty() || reply.starts_with(b"HTTP/1.1 "),
+        "answered http/2 by default: {reply:02x?}"
+    );
+
+    let (addr, _, _stop2) = realm(
+        &fixture,
+        HttpListenerOptions {
+            h2c: true,
+            ..HttpListenerOptions::default()
+        },
+    )
+    .await;
+    let reply = send_h2_preface(addr).await;
+    assert_eq!(reply.get(3), Some(&0x04), "{reply:02x?}");
+}
+
+#[tokio::test]
+async fn a_body_slower_than_the_body_read_timeout_is_cut_off() {
+    let fixture = Fixture::new();
+    let (addr, _, _stop) = realm(
+        &fixture,
+        HttpListenerOptions {
+            body_read_timeout: Duration::from_millis(500),
+            ..HttpListenerOptions::default()
+        },
+    )
+    .await;
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        b"POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+          Content-Length: 1000\r\n\r\ngrant_type=",
+    )
+    .await
+    .unwrap();
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut reply)).await;
+    assert!(
+        read.is_ok(),
+        "the server waited for the body past its timeout"
+    );
+    assert!(
+        !reply.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+}

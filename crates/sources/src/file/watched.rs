@@ -1,0 +1,221 @@
+//! Reading a file the broker watches (policy, bundle files, JWK Sets, TLS certificates): regular
+//! files only, capped, never blocking on open.
+//!
+//! A FIFO blocks `open(2)` until a writer appears and `/dev/zero` never ends; a poller that
+//! opened either would hang a thread for good. The file is opened with `O_NONBLOCK` (which a
+//! regular file ignores), its type checked on the open handle (no window between a `stat` and
+//! the `open`), and at most `cap + 1` bytes read. Callers run this off the async runtime
+//! (`spawn_blocking` or their own thread): even a capped read of a slow network file system
+//! must not stall a runtime worker.
+
+use std::fs::{File, Metadata, OpenOptions};
+use std::io::{self, Read as _};
+use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+
+/// Why a watched file was not read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WatchedFileError {
+    /// Opening or reading failed.
+    #[error("cannot read {}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The path is not a regular file.
+    #[error("{} is a {kind}: a watched file must be a regular file", .path.display())]
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead (`directory`, `fifo`, `character device`, ...).
+        kind: &'static str,
+    },
+    /// The file is larger than its cap.
+    #[error("{} is larger than {max} bytes, the cap for a {what}", .path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The kind of file (`policy file`, `tls certificate file`, ...).
+        what: &'static str,
+        /// The cap.
+        max: usize,
+    },
+}
+
+impl WatchedFileError {
+    /// The file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Io { path, .. } | Self::NotRegular { path, .. } | Self::TooLarge { path, .. } => {
+                path
+            }
+        }
+    }
+}
+
+/// Opens `path` without blocking and checks on the handle that it is a regular file.
+///
+/// # Errors
+/// [`WatchedFileError::Io`], [`WatchedFileError::NotRegular`].
+pub fn open_regular(path: &Path) -> Result<(File, Metadata), WatchedFileError> {
+    let io = |source| WatchedFileError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let kind = if kind.is_dir() {
+            "directory"
+        } else if kind.is_fifo() {
+            "fifo"
+        } else if kind.is_char_device() {
+            "character device"
+        } else if kind.is_block_device() {
+            "block device"
+        } else if kind.is_socket() {
+            "socket"
+        } else {
+            "special file"
+        };
+        return Err(WatchedFileError::NotRegular {
+            path: path.to_owned(),
+            kind,
+        });
+    }
+    Ok((file, meta))
+}
+
+/// Reads at most `max` bytes from `file` (already opened with [`open_regular`]); `what` names
+/// the kind of file in the error.
+///
+/// # Errors
+/// [`WatchedFileError::Io`], [`WatchedFileError::TooLarge`].
+pub fn read_open_capped(
+    path: &Path,
+    file: File,
+    meta: &Metadata,
+    max: usize,
+    what: &'static str,
+) -> Result<Vec<u8>, WatchedFileError> {
+    let too_large = || WatchedFileError::TooLarge {
+        path: path.to_owned(),
+        what,
+        max,
+    };
+    if meta.len() > max as u64 {
+        return Err(too_large());
+    }
+    // The file may grow between the stat and the read; `take` keeps the cap authoritative.
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0).min(max));
+    file.take(max as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| WatchedFileError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+    if bytes.len() > max {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
+/// Reads the regular file `path`, at most `max` bytes. Blocking: call it off the runtime.
+///
+/// # Errors
+/// A [`WatchedFileError`] naming the rule.
+pub fn read_watched_file(
+    path: &Path,
+    max: usize,
+    what: &'static str,
+) -> Result<Vec<u8>, WatchedFileError> {
+    let (file, meta) = open_regular(path)?;
+    read_open_capped(path, file, &meta, max, what)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_regular_file_within_its_cap_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"hello").unwrap();
+        assert_eq!(read_watched_file(&path, 5, "test file").unwrap(), b"hello");
+    }
+
+    #[test]
+    fn a_file_over_its_cap_is_refused_with_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"hello!").unwrap();
+        let err = read_watched_file(&path, 5, "test file").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WatchedFileError::TooLarge {
+                    max: 5,
+                    what: "test file",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("larger than 5 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fifo");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        // Nobody ever opens the FIFO for writing: a blocking open would hang here.
+        let err = read_watched_file(&path, 1024, "test file").unwrap_err();
+        assert!(
+            matches!(err, WatchedFileError::NotRegular { kind: "fifo", .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("must be a regular file"), "{err}");
+    }
+
+    #[test]
+    fn dev_zero_and_directories_are_refused() {
+        let err = read_watched_file(Path::new("/dev/zero"), 1024, "test file").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WatchedFileError::NotRegular {
+                    kind: "character device",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let err = read_watched_file(dir.path(), 1024, "test file").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WatchedFileError::NotRegular {
+                    kind: "directory",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+}

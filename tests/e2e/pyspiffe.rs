@@ -1,0 +1,107 @@
+//! py-spiffe (grpc-core through grpcio) against `svid-broker dev`, with no client option: the
+//! channel sends the percent-encoded socket path as `:authority`, which h2 alone would refuse
+//! (crates/dev/src/server/authority.rs).
+//!
+//! The venv is `target/py-venv`, made by `scripts/py-venv.sh` (which `scripts/test.sh` runs)
+//! with pinned `spiffe` and `grpcio` from PyPI. Without it this test fails under `CI=true` and
+//! is skipped with a notice otherwise.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::support::{Daemon, STEP_TIMEOUT, wait_bounded};
+
+const WORKLOAD: &str = "spiffe://example.org/ns/default/sa/web";
+const SECOND: &str = "spiffe://example.org/ns/default/sa/batch";
+const AUDIENCE: &str = "svid-broker";
+const SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/e2e/py/workload_api.py"
+);
+const VENV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/py-venv");
+
+/// The venv's interpreter, or `None` (after the notice) when it is missing outside CI.
+fn venv_python() -> Option<PathBuf> {
+    let python = Path::new(VENV).join("bin/python");
+    let usable = Command::new(&python)
+        .args(["-c", "import spiffe, grpc"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if usable {
+        return Some(python);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "py-spiffe venv {} is required under CI=true (run scripts/py-venv.sh)",
+        python.display()
+    );
+    eprintln!("SKIPPED: no py-spiffe venv at {VENV}; run scripts/py-venv.sh");
+    None
+}
+
+/// Runs the script and returns its stdout lines; a non-zero exit fails the test with stderr.
+fn run_script(python: &Path, socket: &Path) -> Vec<String> {
+    let mut child = Command::new(python)
+        .arg(SCRIPT)
+        .arg(socket)
+        .arg(AUDIENCE)
+        .env_remove("SPIFFE_ENDPOINT_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the venv's python");
+    let read_all = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = read_all(Box::new(child.stderr.take().expect("stderr")));
+    let status = wait_bounded(&mut child, STEP_TIMEOUT).expect("py-spiffe script timed out");
+    let stdout = stdout.join().expect("stdout reader");
+    let stderr = stderr.join().expect("stderr reader");
+    assert!(
+        status.success(),
+        "py-spiffe failed ({status}):\n{stdout}\n{stderr}"
+    );
+    stdout.lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn py_spiffe_makes_every_workload_api_call_against_dev() {
+    let Some(python) = venv_python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start_until_ready(&[
+        "dev",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--spiffe-id",
+        WORKLOAD,
+        "--spiffe-id",
+        SECOND,
+    ]);
+
+    let lines = run_script(&python, &dir.path().join("workload.sock"));
+    assert_eq!(
+        lines,
+        [
+            format!("x509_svid={WORKLOAD}"),
+            "x509_svid_chain=1".to_owned(),
+            "x509_bundle=example.org authorities=1".to_owned(),
+            format!("jwt_svid={WORKLOAD} aud={AUDIENCE}"),
+            "jwt_bundle=example.org authorities=1".to_owned(),
+            format!("validated={WORKLOAD}"),
+            format!("verified_locally={WORKLOAD}"),
+            "wrong_audience=refused".to_owned(),
+        ]
+    );
+
+    let status = daemon.signal_and_wait("TERM");
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+}
