@@ -40,6 +40,8 @@ pub const MAX_DEADLINE: Duration = Duration::from_secs(55);
 pub const DEFAULT_SAFETY_MARGIN: Duration = Duration::from_secs(60);
 /// Largest config file read.
 pub const MAX_CONFIG_SIZE: u64 = 256 * 1024;
+/// Largest broker bundle file read (`broker_bundle_file`).
+pub const MAX_BUNDLE_FILE_SIZE: u64 = 1024 * 1024;
 /// Most registry entries.
 pub const MAX_REGISTRIES: usize = 64;
 /// Most patterns in one entry.
@@ -65,6 +67,12 @@ pub(crate) enum ConfigError {
     /// Larger than [`MAX_CONFIG_SIZE`].
     #[error("{} is larger than {MAX_CONFIG_SIZE} bytes", .path.display())]
     TooLarge {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A FIFO, device, directory or other non-regular file.
+    #[error("{} is not a regular file: the config must be a regular file", .path.display())]
+    NotRegular {
         /// The file.
         path: PathBuf,
     },
@@ -205,13 +213,26 @@ impl Config {
             path: path.to_owned(),
             source,
         };
-        let meta = std::fs::metadata(path).map_err(read)?;
-        if meta.len() > MAX_CONFIG_SIZE {
-            return Err(ConfigError::TooLarge {
-                path: path.to_owned(),
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(read)?;
+        let bytes = match read_regular_capped(path, MAX_CONFIG_SIZE) {
+            Ok(bytes) => bytes,
+            Err(CappedReadError::TooLarge) => {
+                return Err(ConfigError::TooLarge {
+                    path: path.to_owned(),
+                });
+            }
+            Err(CappedReadError::NotRegular) => {
+                return Err(ConfigError::NotRegular {
+                    path: path.to_owned(),
+                });
+            }
+            Err(CappedReadError::Io(source)) => return Err(read(source)),
+        };
+        let text = String::from_utf8(bytes).map_err(|_| {
+            read(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the config file is not UTF-8",
+            ))
+        })?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         Self::from_toml_str(&text, path, base)
     }
@@ -347,7 +368,11 @@ fn load_bundle(path: &Path, broker_id: &SpiffeId) -> Result<Arc<dyn BundleProvid
         path: path.to_owned(),
         reason,
     };
-    let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    let bytes = read_regular_capped(path, MAX_BUNDLE_FILE_SIZE).map_err(|e| match e {
+        CappedReadError::TooLarge => fail(format!("larger than {MAX_BUNDLE_FILE_SIZE} bytes")),
+        CappedReadError::NotRegular => fail("not a regular file".to_owned()),
+        CappedReadError::Io(e) => fail(e.to_string()),
+    })?;
     let td = broker_id.trust_domain().clone();
     let bundle = if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
         SpiffeBundle::parse_document(td, &bytes).map_err(|e| fail(e.to_string()))?
@@ -359,6 +384,47 @@ fn load_bundle(path: &Path, broker_id: &SpiffeId) -> Result<Arc<dyn BundleProvid
     let mut set = BundleSet::new();
     set.insert(bundle).map_err(|e| fail(e.to_string()))?;
     Ok(Arc::new(Arc::new(set)))
+}
+
+/// Why [`read_regular_capped`] read nothing.
+#[derive(Debug)]
+enum CappedReadError {
+    Io(std::io::Error),
+    NotRegular,
+    TooLarge,
+}
+
+/// Reads the regular file `path`, at most `max` bytes.
+///
+/// Opened with `O_NONBLOCK | O_NOCTTY` and its type checked on the open handle, so a FIFO
+/// (which blocks `open(2)` until a writer appears) or a device such as `/dev/zero` (which never
+/// ends) is refused instead of hanging the kubelet's plugin run. Kept here rather than using
+/// `svid_broker_sources::file::watched`: that crate brings the Workload API client and
+/// federation stack this binary does not need.
+fn read_regular_capped(path: &Path, max: u64) -> Result<Vec<u8>, CappedReadError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(CappedReadError::Io)?;
+    let meta = file.metadata().map_err(CappedReadError::Io)?;
+    if !meta.is_file() {
+        return Err(CappedReadError::NotRegular);
+    }
+    if meta.len() > max {
+        return Err(CappedReadError::TooLarge);
+    }
+    // The file may grow between the stat and the read; `take` keeps the cap authoritative.
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(CappedReadError::Io)?;
+    if bytes.len() as u64 > max {
+        return Err(CappedReadError::TooLarge);
+    }
+    Ok(bytes)
 }
 
 pub(crate) mod search;
@@ -461,6 +527,81 @@ match_images = ["127.0.0.1:5000"]
         assert_eq!(c.log_file.unwrap(), Path::new("/etc/p.log"));
         let e = parse(&format!("broker_bundle_file = \"missing.pem\"\n{MINIMAL}")).unwrap_err();
         assert!(matches!(e, ConfigError::Bundle { .. }), "{e:?}");
+    }
+
+    /// Runs `load` on its own thread and waits at most 10 s for it: a read that blocks (a FIFO
+    /// with no writer) fails the test instead of hanging it.
+    fn load_bounded(path: &Path) -> Result<Config, ConfigError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = path.to_owned();
+        std::thread::spawn(move || {
+            let _ = tx.send(Config::load(&path));
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("Config::load blocked on a non-regular file")
+    }
+
+    #[test]
+    fn a_config_or_bundle_that_is_not_a_regular_file_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("config.toml");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let e = load_bounded(&fifo).unwrap_err();
+        assert!(matches!(e, ConfigError::NotRegular { .. }), "{e:?}");
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        // A device that never ends: refused, not read.
+        let e = load_bounded(Path::new("/dev/zero")).unwrap_err();
+        assert!(matches!(e, ConfigError::NotRegular { .. }), "{e:?}");
+        // The broker bundle file goes through the same read.
+        let config = dir.path().join("real.toml");
+        let bundle = dir.path().join("bundle.pem");
+        std::process::Command::new("mkfifo")
+            .arg(&bundle)
+            .status()
+            .unwrap();
+        std::fs::write(
+            &config,
+            format!("broker_bundle_file = \"bundle.pem\"\n{MINIMAL}"),
+        )
+        .unwrap();
+        let e = load_bounded(&config).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Bundle { reason, .. } if reason == "not a regular file"),
+            "{e:?}"
+        );
+        std::fs::write(
+            &config,
+            format!("broker_bundle_file = \"/dev/zero\"\n{MINIMAL}"),
+        )
+        .unwrap();
+        let e = load_bounded(&config).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Bundle { reason, .. } if reason == "not a regular file"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn an_oversized_bundle_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("c.toml");
+        let bundle = dir.path().join("bundle.pem");
+        let size = usize::try_from(MAX_BUNDLE_FILE_SIZE).unwrap() + 1;
+        std::fs::write(&bundle, vec![b' '; size]).unwrap();
+        std::fs::write(
+            &config,
+            format!("broker_bundle_file = \"bundle.pem\"\n{MINIMAL}"),
+        )
+        .unwrap();
+        let e = Config::load(&config).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Bundle { reason, .. } if reason.starts_with("larger than")),
+            "{e:?}"
+        );
     }
 
     #[test]

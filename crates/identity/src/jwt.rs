@@ -25,7 +25,9 @@
 //! 9. signature;
 //! 10. time: `exp`, then `nbf`, then `iat`, all against the one `now` argument, and each within
 //!     [`MIN_NUMERIC_DATE`]..=[`MAX_NUMERIC_DATE`];
-//! 11. audience: at least one `aud` value is in the validator's expected set (any-of).
+//! 11. audience: at least one `aud` value is in the validator's expected set (any-of, the
+//!     spec's rule), or, with [`AudienceMatch::Single`], `aud` is exactly one value and it is
+//!     expected.
 //!
 //! # Why time and audience come after the signature
 //!
@@ -253,6 +255,19 @@ pub enum KidMode {
     /// [`JwtSvidValidator::with_max_kidless_candidates`] keys (the spec makes `kid` optional; some
     /// non-SPIRE issuers omit it).
     TryTrustDomainKeys,
+}
+
+/// How `aud` is matched against the expected set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum AudienceMatch {
+    /// At least one `aud` value is expected (JWT-SVID spec §3.2: what SPIRE and every peer
+    /// library do).
+    #[default]
+    AnyOf,
+    /// `aud` holds exactly one value and it is expected. A token minted for several relying
+    /// parties can be replayed by any of them to the others; this refuses such tokens.
+    Single,
 }
 
 /// A part of a compact JWS.
@@ -484,6 +499,12 @@ pub enum JwtSvidError {
     /// None of the token's audiences is expected.
     #[error("none of the token's audiences is expected")]
     AudienceMismatch,
+    /// [`AudienceMatch::Single`]: `aud` has more than one value.
+    #[error("aud has {count} values; exactly one (this relying party's audience) is required")]
+    AudienceNotSingle {
+        /// How many values `aud` has.
+        count: usize,
+    },
 }
 
 /// The verified content of a JWT-SVID.
@@ -600,6 +621,7 @@ impl fmt::Display for JwtSvid {
 #[derive(Debug, Clone)]
 pub struct JwtSvidValidator {
     audiences: Box<[Box<str>]>,
+    audience_match: AudienceMatch,
     leeway_secs: u64,
     kid_mode: KidMode,
     max_token_len: usize,
@@ -630,6 +652,7 @@ impl JwtSvidValidator {
         }
         Ok(Self {
             audiences,
+            audience_match: AudienceMatch::default(),
             leeway_secs: DEFAULT_LEEWAY.as_secs(),
             kid_mode: KidMode::default(),
             max_token_len: DEFAULT_MAX_TOKEN_LEN,
@@ -650,6 +673,18 @@ impl JwtSvidValidator {
         }
         self.leeway_secs = leeway.as_secs();
         Ok(self)
+    }
+
+    /// Sets how `aud` is matched (default [`AudienceMatch::AnyOf`]).
+    #[must_use]
+    pub fn with_audience_match(mut self, audience_match: AudienceMatch) -> Self {
+        self.audience_match = audience_match;
+        self
+    }
+
+    /// How `aud` is matched.
+    pub fn audience_match(&self) -> AudienceMatch {
+        self.audience_match
     }
 
     /// Sets how the signing key is chosen (default [`KidMode::Required`]).
@@ -873,13 +908,20 @@ impl JwtSvidValidator {
         Ok(())
     }
 
-    /// Any-of match; returns the token's audiences as a list.
+    /// Any-of or single match; returns the token's audiences as a list.
     fn match_audience(&self, aud: &Audience<'_>) -> Result<Vec<String>, JwtSvidError> {
         let expected = |value: &str| self.audiences.iter().any(|aud| **aud == *value);
         let values: &[Cow<'_, str>] = match aud {
             Audience::One(value) => std::slice::from_ref(value),
             Audience::Many(values) => values,
         };
+        // `["a", "a"]` still names one relying party, but a token with a repeated value was not
+        // minted by a conforming issuer: counted as sent.
+        if self.audience_match == AudienceMatch::Single && values.len() != 1 {
+            return Err(JwtSvidError::AudienceNotSingle {
+                count: values.len(),
+            });
+        }
         if !values.iter().any(|value| expected(value)) {
             return Err(JwtSvidError::AudienceMismatch);
         }

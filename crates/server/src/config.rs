@@ -24,6 +24,8 @@
 //!
 //! [identity]
 //! audience = "svid-broker"            # JWT-SVIDs presented to the broker must carry it
+//! audience_policy = "single"          # "single": aud must be exactly [audience];
+//! #                                   # "any": aud must contain it (SPIFFE's any-of)
 //! bundle_files = [{ trust_domain = "example.org", path = "bundle.jwks.json" }]
 //! bundle_poll_seconds = 5             # how often bundle files are re-read (1..=3600)
 //! workload_api = "unix:///run/spire/agent.sock"  # optional: own SVID (gRPC TLS) and bundles
@@ -41,17 +43,24 @@
 //! [credentials]
 //! login_credential_ttl_seconds = 1800 # 60..=3600
 //! refresh_token_ttl_seconds = 3600    # 60..=86400
-//! max_session_seconds = 86400         # 60..=604800: no refresh-token renewal reaches past the
+//! max_session_seconds = 28800         # 60..=604800: no refresh-token renewal reaches past the
 //! #                                   # original SVID/login authentication plus this
 //!
 //! [limits]
 //! requests_per_second_per_subject = 50  # 0 disables the limit
 //! burst = 100
 //! token_cache = true
+//! failed_auth_per_second_per_ip = 10  # refills of a source address's budget of requests
+//! #                                   # failing before authentication; 0 disables
+//! failed_auth_burst_per_ip = 100      # that budget; spent: 429 before any credential check
+//! preauth_audit_interval_seconds = 10 # 1..=3600: refusals before authentication are
+//! #                                   # audited once per address and reason, then summed
 //!
 //! [log]
 //! format = "text"                     # or "json"
 //! audit = "stderr"                    # or "stdout", or a file path; its own stream
+//! audit_on_error = "deny"             # or "continue": an issuance that cannot be audited
+//! #                                   # is refused (503), or served and only counted
 //!
 //! # Optional: Kubernetes service-account tokens as subjects (KEP-4412 credential provider).
 //! # A caller in trusted_actors (authenticated by its SVID) may send a pod's service-account
@@ -87,6 +96,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use svid_broker_identity::TrustDomain;
+use svid_broker_identity::jwt::AudienceMatch;
 use svid_broker_policy::Location;
 use svid_broker_token::SigningAlgorithm;
 
@@ -94,6 +104,7 @@ use crate::credential::{
     DEFAULT_LOGIN_CREDENTIAL_TTL, DEFAULT_MAX_SESSION, DEFAULT_REFRESH_TOKEN_TTL,
     MAX_LOGIN_CREDENTIAL_TTL, MAX_MAX_SESSION, MAX_REFRESH_TOKEN_TTL,
 };
+use crate::ops::{AuditOnError, DEFAULT_PREAUTH_AUDIT_INTERVAL};
 use crate::satoken::keys::{
     DEFAULT_DISCOVERY_REFRESH, DEFAULT_MIN_REFRESH_SPACING, DiscoveryConfig,
 };
@@ -401,11 +412,17 @@ struct RawBundleFile {
 #[serde(deny_unknown_fields)]
 struct RawIdentity {
     audience: String,
+    #[serde(default = "default_audience_policy")]
+    audience_policy: String,
     #[serde(default)]
     bundle_files: Vec<RawBundleFile>,
     #[serde(default = "default_poll")]
     bundle_poll_seconds: u64,
     workload_api: Option<String>,
+}
+
+fn default_audience_policy() -> String {
+    "single".to_owned()
 }
 
 #[derive(Debug, Deserialize)]
@@ -473,10 +490,28 @@ struct RawLimits {
     burst: u32,
     #[serde(default = "default_true")]
     token_cache: bool,
+    #[serde(default = "default_failed_auth_rps")]
+    failed_auth_per_second_per_ip: u32,
+    #[serde(default = "default_failed_auth_burst")]
+    failed_auth_burst_per_ip: u32,
+    #[serde(default = "default_preauth_interval")]
+    preauth_audit_interval_seconds: u64,
 }
 
 fn default_rps() -> u32 {
     50
+}
+
+fn default_failed_auth_rps() -> u32 {
+    10
+}
+
+fn default_failed_auth_burst() -> u32 {
+    100
+}
+
+fn default_preauth_interval() -> u64 {
+    DEFAULT_PREAUTH_AUDIT_INTERVAL.as_secs()
 }
 
 fn default_burst() -> u32 {
@@ -489,6 +524,9 @@ impl Default for RawLimits {
             requests_per_second_per_subject: default_rps(),
             burst: default_burst(),
             token_cache: true,
+            failed_auth_per_second_per_ip: default_failed_auth_rps(),
+            failed_auth_burst_per_ip: default_failed_auth_burst(),
+            preauth_audit_interval_seconds: default_preauth_interval(),
         }
     }
 }
@@ -500,6 +538,12 @@ struct RawLog {
     format: String,
     #[serde(default = "default_audit")]
     audit: String,
+    #[serde(default = "default_audit_on_error")]
+    audit_on_error: String,
+}
+
+fn default_audit_on_error() -> String {
+    "deny".to_owned()
 }
 
 fn default_format() -> String {
@@ -515,6 +559,7 @@ impl Default for RawLog {
         Self {
             format: default_format(),
             audit: default_audit(),
+            audit_on_error: default_audit_on_error(),
         }
     }
 }
@@ -572,6 +617,8 @@ pub struct BrokerConfig {
     pub listener: ListenerConfig,
     /// The broker's JWT-SVID audience.
     pub audience: String,
+    /// How a JWT-SVID's `aud` is matched against `audience`.
+    pub audience_policy: AudienceMatch,
     /// Trust bundle files, per trust domain.
     pub bundle_files: Vec<(TrustDomain, PathBuf)>,
     /// Bundle file poll period.
@@ -598,6 +645,14 @@ pub struct BrokerConfig {
     pub burst: u32,
     /// Whether issued tokens are cached.
     pub token_cache: bool,
+    /// Per-source-address refill rate of the failed-authentication budget; 0 = unlimited.
+    pub failed_auth_per_second_per_ip: u32,
+    /// The failed-authentication budget per source address.
+    pub failed_auth_burst_per_ip: u32,
+    /// Aggregation interval of refusals before authentication.
+    pub preauth_audit_interval: Duration,
+    /// What an audit write failure does.
+    pub audit_on_error: AuditOnError,
     /// Log format.
     pub log_format: LogFormat,
     /// Audit destination.
@@ -684,6 +739,11 @@ impl BrokerConfig {
         if raw.identity.audience.is_empty() || raw.identity.audience.len() > 1024 {
             return invalid("identity.audience", "must be 1 to 1024 bytes");
         }
+        let audience_policy = match raw.identity.audience_policy.as_str() {
+            "single" => AudienceMatch::Single,
+            "any" => AudienceMatch::AnyOf,
+            _ => return invalid("identity.audience_policy", "must be \"single\" or \"any\""),
+        };
         if raw.identity.bundle_files.is_empty() && raw.identity.workload_api.is_none() {
             return invalid(
                 "identity.bundle_files",
@@ -770,6 +830,21 @@ impl BrokerConfig {
                 "must be at least 1 when a rate limit is set",
             );
         }
+        if raw.limits.failed_auth_per_second_per_ip > 0 && raw.limits.failed_auth_burst_per_ip == 0
+        {
+            return invalid(
+                "limits.failed_auth_burst_per_ip",
+                "must be at least 1 when failed_auth_per_second_per_ip is set",
+            );
+        }
+        if !(1..=MAX_POLL_SECONDS).contains(&raw.limits.preauth_audit_interval_seconds) {
+            return invalid("limits.preauth_audit_interval_seconds", "must be 1..=3600");
+        }
+        let audit_on_error = match raw.log.audit_on_error.as_str() {
+            "deny" => AuditOnError::Deny,
+            "continue" => AuditOnError::Continue,
+            _ => return invalid("log.audit_on_error", "must be \"deny\" or \"continue\""),
+        };
         let log_format = match raw.log.format.as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -794,6 +869,7 @@ impl BrokerConfig {
             shutdown_grace: Duration::from_secs(grace),
             listener,
             audience: raw.identity.audience,
+            audience_policy,
             bundle_files,
             bundle_poll: Duration::from_secs(raw.identity.bundle_poll_seconds),
             workload_api: raw.identity.workload_api,
@@ -807,6 +883,10 @@ impl BrokerConfig {
             requests_per_second_per_subject: raw.limits.requests_per_second_per_subject,
             burst: raw.limits.burst,
             token_cache: raw.limits.token_cache,
+            failed_auth_per_second_per_ip: raw.limits.failed_auth_per_second_per_ip,
+            failed_auth_burst_per_ip: raw.limits.failed_auth_burst_per_ip,
+            preauth_audit_interval: Duration::from_secs(raw.limits.preauth_audit_interval_seconds),
+            audit_on_error,
             log_format,
             audit,
             service_account,

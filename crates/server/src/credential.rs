@@ -44,8 +44,9 @@ pub const DEFAULT_REFRESH_TOKEN_TTL: Duration = Duration::from_secs(60 * 60);
 /// Longest lifetime of a refresh token.
 pub const MAX_REFRESH_TOKEN_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// Default absolute bound on a refresh-token session: no renewal reaches past the original
-/// authentication (`auth_time`) plus this.
-pub const DEFAULT_MAX_SESSION: Duration = Duration::from_secs(24 * 60 * 60);
+/// authentication (`auth_time`) plus this. A working day: a 5-minute SVID should not become a
+/// credential that outlives the shift it was issued in.
+pub const DEFAULT_MAX_SESSION: Duration = Duration::from_secs(8 * 60 * 60);
 /// Longest configurable refresh-token session (`credentials.max_session_seconds`).
 pub const MAX_MAX_SESSION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// Clock skew tolerated on `iat` between replicas.

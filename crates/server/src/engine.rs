@@ -2,11 +2,14 @@
 //! policy grants, mint. The realm and the gRPC service only move bytes around these calls.
 //!
 //! Every [`Broker::exchange`] call emits exactly one audit event and updates the metrics,
-//! whether it succeeds or fails; the realm reports authentication failures through
-//! [`Broker::record_rejection`] so those are audited too.
+//! whether it succeeds or fails (an issuance whose event cannot be written is withheld under
+//! `audit_on_error = "deny"`). The realm and the gRPC service report refusals before
+//! authentication through [`Broker::record_rejection`]: each is counted, charged to its source
+//! address's failed-authentication budget, and audited in aggregate (the first per address and
+//! reason in an interval in full, the rest as one summary).
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -14,7 +17,7 @@ use arc_swap::ArcSwap;
 use rustls_pki_types::CertificateDer;
 use svid_broker_identity::SpiffeId;
 use svid_broker_identity::bundle::BundleProvider;
-use svid_broker_identity::jwt::{JwtSvidError, JwtSvidValidator};
+use svid_broker_identity::jwt::{AudienceMatch, JwtSvidError, JwtSvidValidator};
 use svid_broker_identity::x509::{self, X509SvidError};
 use svid_broker_policy::scope::{self, ScopeError};
 use svid_broker_policy::{Action, DecisionError, Policy, Profile, ResourceScope};
@@ -27,18 +30,23 @@ use crate::credential::{
     DEFAULT_MAX_SESSION, DEFAULT_REFRESH_TOKEN_TTL, IssuedCredential, Secret, Session,
 };
 use crate::ops::{
-    AuditEvent, AuditSink, CacheKey, CachedToken, Metrics, RateLimit, RateLimiter,
-    SubjectTokenAudit, TokenCache, VerifiedChainCache, peer_text, rfc3339,
+    AuditEvent, AuditLog, AuditOnError, AuditSink, AuditUnavailable, CacheKey, CachedToken,
+    DEFAULT_PREAUTH_AUDIT_INTERVAL, MAX_PREAUTH_TRACKED_IPS, Metrics, PREAUTH_SUMMARY_EVENT,
+    PreauthDenials, PreauthKey, PreauthSummary, RateLimit, RateLimiter, Refusal, SubjectTokenAudit,
+    TokenCache, VerifiedChainCache, ceiling_text, peer_text, rfc3339,
 };
 use crate::satoken::{SaTokenError, ServiceAccountIdentity, ServiceAccountMode};
 
 /// Shortest lifetime of a credential derived from a service-account token whose own expiry is
 /// nearer (the token crate's minimum token lifetime; the token is still valid within its leeway).
 pub const MIN_DERIVED_TTL: Duration = Duration::from_secs(60);
-/// Longest Basic username accepted (a SPIFFE ID is at most 2048 bytes).
+/// Longest realm username accepted (Basic user or password-grant `username`): a SPIFFE ID is
+/// at most 2048 bytes.
 pub const MAX_USERNAME_LEN: usize = 2048;
-/// Longest `client_id` recorded in the audit log; longer ones are cut.
+/// Longest `client_id` accepted at the realm (printable ASCII only).
 pub const MAX_CLIENT_ID_LEN: usize = 128;
+/// Longest `service` recorded in the audit log of a refused request; longer ones are cut.
+pub const MAX_AUDIT_SERVICE_LEN: usize = 128;
 
 /// Where a request came in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -225,6 +233,18 @@ pub enum InvalidRequest {
     /// `grant_type` is not `password` or `refresh_token`.
     #[error("unsupported grant_type")]
     UnsupportedGrantType,
+    /// A parameter that must appear at most once was repeated (which one would count is
+    /// ambiguous between the broker and whatever sits in front of it).
+    #[error("parameter {name} may appear at most once")]
+    RepeatedParameter {
+        /// The parameter.
+        name: &'static str,
+    },
+    /// `client_id` is not 1 to [`MAX_CLIENT_ID_LEN`] bytes of printable ASCII.
+    #[error(
+        "client_id must be 1 to 128 printable ASCII characters (no spaces, controls or Unicode)"
+    )]
+    InvalidClientId,
 }
 
 /// Why authentication failed.
@@ -255,6 +275,20 @@ pub enum AuthFailure {
     /// A login credential's Basic username is not its subject.
     #[error("username does not match the credential")]
     UsernameMismatch,
+    /// A login credential was presented without its subject as the username (as a Bearer
+    /// token, or with an empty username).
+    #[error(
+        "a login credential must be sent with its SPIFFE ID as the username (Basic auth or the password grant)"
+    )]
+    LoginCredentialWithoutUsername,
+    /// The username is longer than [`MAX_USERNAME_LEN`].
+    #[error("username is {len} bytes, more than the {max} allowed")]
+    UsernameTooLong {
+        /// Its length.
+        len: usize,
+        /// [`MAX_USERNAME_LEN`].
+        max: usize,
+    },
     /// A refresh token's session is over: its original authentication was more than the
     /// broker's `max_session` ago, or the login credential it was obtained with has expired.
     #[error("refresh token session expired")]
@@ -311,6 +345,9 @@ pub enum Unavailability {
     /// The subject token's issuer has no keys loaded yet.
     #[error("service-account issuer keys are not available")]
     IssuerKeys(#[source] SaTokenError),
+    /// The issuance could not be audited and `[log] audit_on_error = "deny"`.
+    #[error("audit log unavailable")]
+    Audit(#[source] AuditUnavailable),
 }
 
 /// Why an exchange failed. `Display` is the short reason a client may see; the source chain
@@ -347,6 +384,15 @@ pub enum ExchangeError {
         /// When to try again.
         retry_after: Duration,
     },
+    /// Too many requests from this address failed before authentication; refused before any
+    /// credential is looked at.
+    #[error("too many failed requests from this address")]
+    PeerLimited {
+        /// The address.
+        peer: IpAddr,
+        /// When to try again.
+        retry_after: Duration,
+    },
     /// Cannot serve now.
     #[error("{reason}")]
     Unavailable {
@@ -363,8 +409,20 @@ impl ExchangeError {
             Self::InvalidArgument { .. } => ErrorCode::InvalidArgument,
             Self::Unauthenticated { .. } => ErrorCode::Unauthenticated,
             Self::PermissionDenied { .. } => ErrorCode::PermissionDenied,
-            Self::ResourceExhausted { .. } => ErrorCode::ResourceExhausted,
+            Self::ResourceExhausted { .. } | Self::PeerLimited { .. } => {
+                ErrorCode::ResourceExhausted
+            }
             Self::Unavailable { .. } => ErrorCode::Unavailable,
+        }
+    }
+
+    /// How long the client should wait, for rate-limit errors.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::ResourceExhausted { retry_after, .. } | Self::PeerLimited { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            _ => None,
         }
     }
 
@@ -446,16 +504,35 @@ pub struct BrokerOptions {
     pub max_session: Duration,
     /// Per-subject rate limit; `None` disables it.
     pub rate_limit: Option<RateLimit>,
+    /// How `aud` of a presented JWT-SVID is matched against `audience`.
+    pub audience_policy: AudienceMatch,
+    /// Per-source-address limit on requests that fail before authentication; once an
+    /// address's bucket is empty its requests are refused (429 / RESOURCE_EXHAUSTED) before
+    /// any credential is checked. `None` disables it.
+    pub failed_auth_limit: Option<RateLimit>,
+    /// Length of a pre-authentication aggregation interval.
+    pub preauth_audit_interval: Duration,
     /// Whether issued tokens are cached.
     pub cache: bool,
     /// Where audit events go.
     pub audit: AuditSink,
+    /// What an audit write failure does to the decision.
+    pub audit_on_error: AuditOnError,
     /// Service-account token mode (subject tokens); `None` = off.
     pub service_accounts: Option<ServiceAccountMode>,
 }
 
+/// Default limit on failed pre-authentication requests per source address: a client that
+/// fails 10 times a second for long is not a client with a typo.
+pub const DEFAULT_FAILED_AUTH_LIMIT: RateLimit = RateLimit {
+    per_second: 10.0,
+    burst: 100.0,
+};
+
 impl BrokerOptions {
-    /// Defaults for `audience`: default lifetimes, no rate limit, cache on, audit to stderr.
+    /// Defaults for `audience`: default lifetimes, single-audience JWT-SVIDs, no per-subject
+    /// rate limit, the default failed-authentication limit, cache on, audit to stderr
+    /// (failing closed).
     pub fn new(audience: impl Into<String>) -> Self {
         Self {
             audience: audience.into(),
@@ -463,8 +540,12 @@ impl BrokerOptions {
             refresh_token_ttl: DEFAULT_REFRESH_TOKEN_TTL,
             max_session: DEFAULT_MAX_SESSION,
             rate_limit: None,
+            audience_policy: AudienceMatch::Single,
+            failed_auth_limit: Some(DEFAULT_FAILED_AUTH_LIMIT),
+            preauth_audit_interval: DEFAULT_PREAUTH_AUDIT_INTERVAL,
             cache: true,
             audit: AuditSink::Stderr,
+            audit_on_error: AuditOnError::Deny,
             service_accounts: None,
         }
     }
@@ -487,8 +568,11 @@ pub struct Broker {
     minter: TokenMinter,
     credentials: CredentialKeys,
     options: BrokerOptions,
+    audit: AuditLog,
     metrics: Metrics,
     limiter: RateLimiter,
+    failed_auth: RateLimiter<IpAddr>,
+    preauth: PreauthDenials,
     cache: TokenCache,
     verified_chains: VerifiedChainCache,
 }
@@ -516,13 +600,20 @@ impl Broker {
         options: BrokerOptions,
     ) -> Result<Self, BrokerBuildError> {
         let validator = JwtSvidValidator::new([options.audience.clone()])
-            .map_err(BrokerBuildError::Audience)?;
+            .map_err(BrokerBuildError::Audience)?
+            .with_audience_match(options.audience_policy);
         Ok(Self {
             policy: ArcSwap::from_pointee(policy),
             bundles,
             validator,
             minter,
             credentials,
+            audit: AuditLog::new(options.audit.clone(), options.audit_on_error),
+            failed_auth: RateLimiter::with_max_keys(
+                options.failed_auth_limit,
+                MAX_PREAUTH_TRACKED_IPS,
+            ),
+            preauth: PreauthDenials::new(options.preauth_audit_interval),
             limiter: RateLimiter::new(options.rate_limit),
             cache: TokenCache::new(options.cache),
             verified_chains: VerifiedChainCache::default(),
@@ -599,7 +690,8 @@ impl Broker {
         )
     }
 
-    /// Authenticates a JWT-SVID whose `aud` must contain the broker's audience.
+    /// Authenticates a JWT-SVID whose `aud` must be (`single`) or contain (`any`) the broker's
+    /// audience.
     ///
     /// # Errors
     /// [`ExchangeError::Unauthenticated`] with the validator's reason.
@@ -647,8 +739,9 @@ impl Broker {
 
     /// Authenticates a secret presented at the realm (a Basic password, a Bearer token or a
     /// `refresh_token` form field): a login credential (`sbl1.`), a refresh token (`sbr2.`), or
-    /// else a JWT-SVID. For a login credential a non-empty `username` must be its subject;
-    /// for a JWT-SVID the username is informational.
+    /// else a JWT-SVID. A login credential needs its subject as `username` (so not as a
+    /// Bearer token); for a JWT-SVID the username is informational. Any username is at most
+    /// [`MAX_USERNAME_LEN`] bytes.
     ///
     /// # Errors
     /// [`ExchangeError::Unauthenticated`].
@@ -658,6 +751,16 @@ impl Broker {
         secret: &str,
         now: SystemTime,
     ) -> Result<Authenticated, ExchangeError> {
+        if let Some(u) = username
+            && u.len() > MAX_USERNAME_LEN
+        {
+            return Err(ExchangeError::unauthenticated(
+                AuthFailure::UsernameTooLong {
+                    len: u.len(),
+                    max: MAX_USERNAME_LEN,
+                },
+            ));
+        }
         match CredentialKind::sniff(secret) {
             Some(kind) => {
                 let claims = self.credentials.verify(kind, secret, now).map_err(|e| {
@@ -668,12 +771,22 @@ impl Broker {
                         e => AuthFailure::Credential(e),
                     })
                 })?;
-                if kind == CredentialKind::LoginCredential
-                    && username.is_some_and(|u| !u.is_empty() && u != claims.subject.as_str())
-                {
-                    return Err(ExchangeError::unauthenticated(
-                        AuthFailure::UsernameMismatch,
-                    ));
+                if kind == CredentialKind::LoginCredential {
+                    // The username is the second half of the login: a leaked password alone
+                    // (in a log of Bearer headers, say) is not enough to name its subject.
+                    match username {
+                        None | Some("") => {
+                            return Err(ExchangeError::unauthenticated(
+                                AuthFailure::LoginCredentialWithoutUsername,
+                            ));
+                        }
+                        Some(u) if u != claims.subject.as_str() => {
+                            return Err(ExchangeError::unauthenticated(
+                                AuthFailure::UsernameMismatch,
+                            ));
+                        }
+                        Some(_) => {}
+                    }
                 }
                 let method = match kind {
                     CredentialKind::RefreshToken => AuthMethod::RefreshToken,
@@ -770,25 +883,38 @@ impl Broker {
         match &result {
             Ok(issued) => {
                 let ceiling = auth.binding.as_ref().map_or(&[][..], |b| &b.ceiling[..]);
-                self.options.audit.emit(&AuditEvent {
-                    time: rfc3339(SystemTime::now()),
-                    event: "svid-broker.exchange",
-                    decision: "allow",
-                    code: None,
-                    reason: "refresh token issued".to_owned(),
-                    subject: Some(caller.spiffe_id.as_str()),
-                    actor: actor_text,
-                    service: input.service,
-                    requested: requested_text(input.scopes),
-                    granted: scope::join_scopes(ceiling),
-                    kind: REFRESH_TOKEN_KIND,
-                    jti: Some(&issued.jti),
-                    expires_at: Some(rfc3339(issued.expires_at)),
-                    cached: false,
-                    peer: peer_text(input.peer),
-                    endpoint: input.endpoint.label(),
-                    subject_token: None,
-                });
+                let audited = self.audit.record(
+                    &AuditEvent {
+                        time: rfc3339(SystemTime::now()),
+                        event: "svid-broker.exchange",
+                        decision: "allow",
+                        code: None,
+                        reason: "refresh token issued".to_owned(),
+                        subject: Some(caller.spiffe_id.as_str()),
+                        actor: actor_text,
+                        service: input.service,
+                        requested: requested_text(input.scopes),
+                        granted: scope::join_scopes(ceiling),
+                        kind: REFRESH_TOKEN_KIND,
+                        ceiling: Some(ceiling_text(ceiling)),
+                        jti: Some(&issued.jti),
+                        expires_at: Some(rfc3339(issued.expires_at)),
+                        cached: false,
+                        peer: peer_text(input.peer),
+                        endpoint: input.endpoint.label(),
+                        subject_token: None,
+                        count: None,
+                        interval_seconds: None,
+                    },
+                    &self.metrics,
+                );
+                if let Err(e) = audited {
+                    let err = ExchangeError::Unavailable {
+                        reason: Unavailability::Audit(e),
+                    };
+                    self.metrics.denied(input.endpoint, err.code());
+                    return Err(err);
+                }
             }
             Err(err) => {
                 self.metrics.denied(input.endpoint, err.code());
@@ -895,33 +1021,56 @@ impl Broker {
     ) -> Result<ExchangeOutput, ExchangeError> {
         let mut notes = IssueNotes::default();
         let result = self.decide_and_issue(caller, binding, input, None, now, &mut notes);
-        match &result {
+        self.conclude(
+            caller,
+            actor(Some(caller), client_id),
+            None,
+            input,
+            &notes,
+            result,
+        )
+    }
+
+    /// Audits and counts an exchange's outcome. An output whose audit event cannot be written
+    /// is withheld when `audit_on_error = "deny"` (then the result is
+    /// [`Unavailability::Audit`]); a request that got nothing it asked for is counted as a
+    /// refusal, not an issuance.
+    fn conclude(
+        &self,
+        caller: &Caller,
+        actor: String,
+        subject_token: Option<SubjectTokenAudit<'_>>,
+        input: &ExchangeInput<'_>,
+        notes: &IssueNotes,
+        result: Result<ExchangeOutput, ExchangeError>,
+    ) -> Result<ExchangeOutput, ExchangeError> {
+        match result {
             Ok(out) => {
-                self.metrics.issued(
-                    input.endpoint,
-                    matches!(out, ExchangeOutput::LoginCredential { .. }),
-                );
-                self.audit_success(
-                    caller,
-                    actor(Some(caller), client_id),
-                    None,
-                    input,
-                    out,
-                    &notes,
-                );
+                let refusal = refusal_of(input, &out);
+                if let Err(e) =
+                    self.audit_success(caller, actor, subject_token, input, &out, notes, refusal)
+                {
+                    let err = ExchangeError::Unavailable {
+                        reason: Unavailability::Audit(e),
+                    };
+                    self.metrics.denied(input.endpoint, err.code());
+                    return Err(err);
+                }
+                match refusal {
+                    Some(r) => self.metrics.refused(input.endpoint, r),
+                    None => self.metrics.issued(
+                        input.endpoint,
+                        matches!(out, ExchangeOutput::LoginCredential { .. }),
+                    ),
+                }
+                Ok(out)
             }
             Err(err) => {
                 self.metrics.denied(input.endpoint, err.code());
-                self.audit_failure(
-                    Some(caller),
-                    actor(Some(caller), client_id),
-                    None,
-                    input,
-                    err,
-                );
+                self.audit_failure(Some(caller), actor, subject_token, input, &err);
+                Err(err)
             }
         }
-        result
     }
 
     /// Decides and issues for the subject of a service-account token that `actor` (a trusted
@@ -958,32 +1107,14 @@ impl Broker {
         let mut notes = IssueNotes::default();
         let not_after = Some(sa.expires_at);
         let result = self.decide_and_issue(&subject, None, input, not_after, now, &mut notes);
-        match &result {
-            Ok(out) => {
-                self.metrics.issued(
-                    input.endpoint,
-                    matches!(out, ExchangeOutput::LoginCredential { .. }),
-                );
-                self.audit_success(
-                    &subject,
-                    actor_text,
-                    Some(sa_audit(method, Some(&sa))),
-                    input,
-                    out,
-                    &notes,
-                );
-            }
-            Err(err) => {
-                self.metrics.denied(input.endpoint, err.code());
-                self.audit_failure(
-                    Some(&subject),
-                    actor_text,
-                    Some(sa_audit(method, Some(&sa))),
-                    input,
-                    err,
-                );
-            }
-        }
+        let result = self.conclude(
+            &subject,
+            actor_text,
+            Some(sa_audit(method, Some(&sa))),
+            input,
+            &notes,
+            result,
+        );
         result.map(|out| (subject, out))
     }
 
@@ -1026,16 +1157,101 @@ impl Broker {
             })
     }
 
-    /// Records a request refused before an exchange could start (bad credentials, malformed
-    /// request): one audit event and the metrics.
+    /// Refuses a request from `peer` before authentication when too many of its requests
+    /// failed lately ([`BrokerOptions::failed_auth_limit`]). The refusal itself is for the
+    /// caller to record with [`Self::record_rejection`].
+    ///
+    /// # Errors
+    /// [`ExchangeError::PeerLimited`].
+    pub fn admit_peer(
+        &self,
+        peer: Option<SocketAddr>,
+        now: SystemTime,
+    ) -> Result<(), ExchangeError> {
+        let Some(ip) = peer.map(|p| p.ip()) else {
+            return Ok(());
+        };
+        self.failed_auth
+            .peek(&ip, now)
+            .map_err(|retry_after| ExchangeError::PeerLimited {
+                peer: ip,
+                retry_after,
+            })
+    }
+
+    /// Records a request refused before a subject was authenticated (bad credentials,
+    /// malformed request, address limited): counted in the metrics and charged to the peer's
+    /// failed-authentication bucket. The first refusal per (peer address, endpoint, reason)
+    /// in an aggregation interval is audited in full; the others are summed into one
+    /// `svid-broker.preauth_denials` event when the interval ends. Returns whether this one
+    /// was audited in full (the caller logs only those).
     pub fn record_rejection(
         &self,
         input: &ExchangeInput<'_>,
         client_id: Option<&str>,
         err: &ExchangeError,
-    ) {
+        now: SystemTime,
+    ) -> bool {
         self.metrics.denied(input.endpoint, err.code());
-        self.audit_failure(None, actor(None, client_id), None, input, err);
+        let ip = input.peer.map(|p| p.ip());
+        if let Some(ip) = ip
+            && !matches!(err, ExchangeError::PeerLimited { .. })
+        {
+            // Ignoring the answer: this request is refused either way.
+            let _ = self.failed_auth.check(&ip, now);
+        }
+        let key = PreauthKey {
+            peer: ip,
+            endpoint: input.endpoint,
+            kind: input.kind.label(),
+            code: err.code(),
+            reason: err.to_string(),
+        };
+        let (first, summaries) = self.preauth.note(key, now);
+        self.write_preauth_summaries(&summaries);
+        if first {
+            self.audit_failure(None, actor(None, client_id), None, input, err);
+        }
+        first
+    }
+
+    /// Writes the pre-authentication summaries of an interval that ended by `now` (the
+    /// server calls this periodically, so a summary is not held back until the next denial).
+    pub fn flush_preauth_denials(&self, now: SystemTime) {
+        let summaries = self.preauth.flush_due(now);
+        self.write_preauth_summaries(&summaries);
+    }
+
+    fn write_preauth_summaries(&self, summaries: &[PreauthSummary]) {
+        for s in summaries {
+            let peer = s.key.peer.map(|ip| ip.to_string());
+            // A refusal that cannot be audited is still a refusal: the result only counts.
+            let _ = self.audit.record(
+                &AuditEvent {
+                    time: rfc3339(SystemTime::now()),
+                    event: PREAUTH_SUMMARY_EVENT,
+                    decision: "deny",
+                    code: Some(s.key.code.label()),
+                    reason: s.key.reason.clone(),
+                    subject: None,
+                    actor: "unauthenticated".to_owned(),
+                    service: "",
+                    requested: String::new(),
+                    granted: String::new(),
+                    kind: s.key.kind,
+                    ceiling: None,
+                    jti: None,
+                    expires_at: None,
+                    cached: false,
+                    peer,
+                    endpoint: s.key.endpoint.label(),
+                    subject_token: None,
+                    count: Some(s.count),
+                    interval_seconds: Some(s.interval.as_secs()),
+                },
+                &self.metrics,
+            );
+        }
     }
 
     /// `not_after` caps the issued lifetime (a credential derived from a service-account token
@@ -1205,6 +1421,10 @@ impl Broker {
         }
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one audit event's parts, all distinct"
+    )]
     fn audit_success(
         &self,
         caller: &Caller,
@@ -1213,14 +1433,28 @@ impl Broker {
         input: &ExchangeInput<'_>,
         out: &ExchangeOutput,
         notes: &IssueNotes,
-    ) {
-        let (granted, jti, expires_at) = match out {
+        refusal: Option<Refusal>,
+    ) -> Result<(), AuditUnavailable> {
+        let (granted, jti, expires_at, ceiling, reason) = match out {
             ExchangeOutput::AccessToken {
                 granted,
                 jti,
                 expires_at,
                 ..
-            } => (granted.as_slice(), Some(jti.as_str()), *expires_at),
+            } => {
+                let reason = match refusal {
+                    Some(_) => "nothing granted",
+                    None if granted.is_empty() => "authenticated (no scope requested)",
+                    None => "granted",
+                };
+                (
+                    granted.as_slice(),
+                    Some(jti.as_str()),
+                    *expires_at,
+                    None,
+                    reason,
+                )
+            }
             ExchangeOutput::LoginCredential {
                 ceiling,
                 expires_at,
@@ -1229,31 +1463,39 @@ impl Broker {
                 ceiling.as_slice(),
                 notes.credential_jti.as_deref(),
                 *expires_at,
+                Some(ceiling_text(ceiling)),
+                if ceiling.is_empty() {
+                    "login credential issued (registry-wide)"
+                } else {
+                    "login credential issued (scoped)"
+                },
             ),
         };
-        self.options.audit.emit(&AuditEvent {
-            time: rfc3339(SystemTime::now()),
-            event: "svid-broker.exchange",
-            decision: "allow",
-            code: None,
-            reason: if granted.is_empty() {
-                "nothing granted".to_owned()
-            } else {
-                "granted".to_owned()
+        self.audit.record(
+            &AuditEvent {
+                time: rfc3339(SystemTime::now()),
+                event: "svid-broker.exchange",
+                decision: if refusal.is_some() { "deny" } else { "allow" },
+                code: refusal.map(|_| ErrorCode::PermissionDenied.label()),
+                reason: reason.to_owned(),
+                subject: Some(caller.spiffe_id.as_str()),
+                actor,
+                service: input.service,
+                requested: requested_text(input.scopes),
+                granted: scope::join_scopes(granted),
+                kind: input.kind.label(),
+                ceiling,
+                jti,
+                expires_at: Some(rfc3339(expires_at)),
+                cached: notes.cached,
+                peer: peer_text(input.peer),
+                endpoint: input.endpoint.label(),
+                subject_token,
+                count: None,
+                interval_seconds: None,
             },
-            subject: Some(caller.spiffe_id.as_str()),
-            actor,
-            service: input.service,
-            requested: requested_text(input.scopes),
-            granted: scope::join_scopes(granted),
-            kind: input.kind.label(),
-            jti,
-            expires_at: Some(rfc3339(expires_at)),
-            cached: notes.cached,
-            peer: peer_text(input.peer),
-            endpoint: input.endpoint.label(),
-            subject_token,
-        });
+            &self.metrics,
+        )
     }
 
     fn audit_failure(
@@ -1276,25 +1518,32 @@ impl Broker {
         kind: &'static str,
         err: &ExchangeError,
     ) {
-        self.options.audit.emit(&AuditEvent {
-            time: rfc3339(SystemTime::now()),
-            event: "svid-broker.exchange",
-            decision: "deny",
-            code: Some(err.code().label()),
-            reason: err.chain(),
-            subject: caller.map(|c| c.spiffe_id.as_str()),
-            actor,
-            service: cut(input.service, MAX_CLIENT_ID_LEN),
-            requested: requested_text(input.scopes),
-            granted: String::new(),
-            kind,
-            jti: None,
-            expires_at: None,
-            cached: false,
-            peer: peer_text(input.peer),
-            endpoint: input.endpoint.label(),
-            subject_token,
-        });
+        // A denial that cannot be audited is still refused: the failure is only counted.
+        let _ = self.audit.record(
+            &AuditEvent {
+                time: rfc3339(SystemTime::now()),
+                event: "svid-broker.exchange",
+                decision: "deny",
+                code: Some(err.code().label()),
+                reason: err.chain(),
+                subject: caller.map(|c| c.spiffe_id.as_str()),
+                actor,
+                service: cut(input.service, MAX_AUDIT_SERVICE_LEN),
+                requested: requested_text(input.scopes),
+                granted: String::new(),
+                kind,
+                ceiling: None,
+                jti: None,
+                expires_at: None,
+                cached: false,
+                peer: peer_text(input.peer),
+                endpoint: input.endpoint.label(),
+                subject_token,
+                count: None,
+                interval_seconds: None,
+            },
+            &self.metrics,
+        );
     }
 }
 
@@ -1310,6 +1559,18 @@ fn sa_audit<'a>(
         service_account: sa.map(|s| s.name.as_str()),
         pod: sa.and_then(|s| s.pod_name.as_deref()),
         pod_uid: sa.and_then(|s| s.pod_uid.as_deref()),
+    }
+}
+
+/// Whether an answered exchange granted nothing it asked for: scopes were requested and the
+/// access token carries none.
+fn refusal_of(input: &ExchangeInput<'_>, out: &ExchangeOutput) -> Option<Refusal> {
+    let asked = input.scopes.iter().any(|s| !s.trim().is_empty());
+    match out {
+        ExchangeOutput::AccessToken { granted, .. } if asked && granted.is_empty() => {
+            Some(Refusal::NothingGranted)
+        }
+        _ => None,
     }
 }
 
@@ -1346,14 +1607,24 @@ fn actor(caller: Option<&Caller>, client_id: Option<&str>) -> String {
     let method = caller.map_or("unauthenticated", |c| c.method.label());
     match client_id {
         Some(id) if !id.is_empty() => {
+            // The realm refuses anything else; this keeps a caller that skipped the edge check
+            // from writing format characters (RLO, ZWSP) into the log.
             let id: String = cut(id, MAX_CLIENT_ID_LEN)
                 .chars()
-                .filter(|c| !c.is_control())
+                .filter(|c| c.is_ascii_graphic())
                 .collect();
             format!("{method} client_id={id}")
         }
         _ => method.to_owned(),
     }
+}
+
+/// Whether `client_id` is acceptable: 1 to [`MAX_CLIENT_ID_LEN`] bytes of printable ASCII
+/// (`!` to `~`). Client IDs go to the audit log verbatim, where Unicode format characters
+/// (RLO, ZWSP) would make a line read differently from what it says.
+pub fn is_valid_client_id(client_id: &str) -> bool {
+    (1..=MAX_CLIENT_ID_LEN).contains(&client_id.len())
+        && client_id.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn cut(s: &str, max: usize) -> &str {

@@ -9,6 +9,12 @@
 //! - **HTTP/1.1 only unless `server.h2c`.** Registries' clients speak HTTP/1.1 to a token
 //!   realm; HTTP/2 (prior knowledge on a plain listener, ALPN `h2` over TLS) is one more parser
 //!   for an attacker and is off by default.
+//! - **Every request and (with `h2c`) every connection has a bound.** A request in flight
+//!   longer than [`max_request_duration`] (the body read timeout plus
+//!   [`RESPONSE_SEND_TIMEOUT`]) closes its connection: an HTTP/2 client that never opens its
+//!   flow-control window would otherwise hold a response, and its connection, for good. With
+//!   `h2c`, HTTP/2 keepalive pings drop a peer that stopped answering and
+//!   [`H2_MAX_CONNECTION_AGE`] retires a connection once idle.
 //! - **`ConnectInfo<SocketAddr>` is inserted per request**, as
 //!   `into_make_service_with_connect_info` did, so the realm's handlers see the peer.
 
@@ -29,7 +35,8 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
 use crate::listen::{
-    ConnActivity, ConnectionLimits, DeadlineBody, GovernedIo, Governor, InFlight, TrackedBody,
+    ActivityBounds, ConnActivity, ConnectionLimits, DeadlineBody, GovernedIo, Governor, InFlight,
+    TrackedBody,
 };
 
 /// Largest request head (request line and headers) buffered, in bytes; past it the
@@ -43,6 +50,16 @@ pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most concurrent HTTP/2 streams per connection when `h2c` is on.
 pub const MAX_H2_STREAMS: u32 = 64;
+/// Longest time, after the body read timeout, a request may take to be answered and its
+/// response sent (see [`max_request_duration`]).
+pub const RESPONSE_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// With `h2c`: how often an HTTP/2 connection is pinged.
+pub const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// With `h2c`: how long a ping may go unanswered before the connection is closed.
+pub const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// With `h2c`: past this age a connection is closed once idle (or one
+/// [`max_request_duration`] later at the latest).
+pub const H2_MAX_CONNECTION_AGE: Duration = Duration::from_secs(30 * 60);
 /// Longest header and body read timeouts, in seconds.
 pub const MAX_READ_TIMEOUT_SECONDS: u64 = 300;
 
@@ -56,6 +73,9 @@ pub struct HttpListenerOptions {
     pub header_read_timeout: Duration,
     /// Body read timeout.
     pub body_read_timeout: Duration,
+    /// Longest a response may take after the body read timeout (see
+    /// [`max_request_duration`]); [`RESPONSE_SEND_TIMEOUT`] unless a test shortens it.
+    pub response_send_timeout: Duration,
     /// Whether HTTP/2 is served (prior knowledge on plain TCP, ALPN `h2` over TLS).
     pub h2c: bool,
     /// The HTTPS configuration; `None` serves plain HTTP.
@@ -68,10 +88,24 @@ impl Default for HttpListenerOptions {
             limits: ConnectionLimits::default(),
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            response_send_timeout: RESPONSE_SEND_TIMEOUT,
             h2c: false,
             tls: None,
         }
     }
+}
+
+/// Longest a realm request may stay in flight, from its head to the end of its response body:
+/// the body read timeout plus the response send timeout ([`RESPONSE_SEND_TIMEOUT`]).
+pub fn max_request_duration(options: &HttpListenerOptions) -> Duration {
+    options.body_read_timeout + options.response_send_timeout
+}
+
+fn activity_bounds(options: &HttpListenerOptions) -> ActivityBounds {
+    ActivityBounds::new(
+        max_request_duration(options),
+        options.h2c.then_some(H2_MAX_CONNECTION_AGE),
+    )
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and waits for
@@ -101,6 +135,7 @@ pub async fn serve_governed(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let builder = Arc::new(builder(&options));
+    let bounds = activity_bounds(&options);
     let acceptor = options.tls.clone().map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -128,7 +163,7 @@ pub async fn serve_governed(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let io = GovernedIo::new(tcp, admission);
+        let io = GovernedIo::new(tcp, admission).with_bounds(bounds);
         let connection = Connection {
             builder: Arc::clone(&builder),
             router: router.clone(),
@@ -161,7 +196,9 @@ fn builder(options: &HttpListenerOptions) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_H2_STREAMS)
         .max_header_list_size(u32::try_from(MAX_HEAD_BYTES).unwrap_or(u32::MAX))
-        .max_send_buf_size(MAX_HEAD_BYTES);
+        .max_send_buf_size(MAX_HEAD_BYTES)
+        .keep_alive_interval(Some(H2_KEEPALIVE_INTERVAL))
+        .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
     if options.h2c {
         builder
     } else {

@@ -9,16 +9,27 @@
 //!   for as long as the attacker likes. Accepting and closing costs one syscall pair and keeps
 //!   the backlog moving, so a legitimate client behind a flood still gets its turn.
 //! - **Requests, not bytes, are activity.** [`GovernedIo`] wraps the TCP stream (below TLS) and
-//!   fails its next read once the connection has had no request in flight for too long: the
+//!   fails its next read, write or flush once the connection has had no request in flight for
+//!   too long: the
 //!   first-request deadline from accept (it covers the TLS handshake, the HTTP/2 preface and
 //!   the first request head), then the idle timeout after the last request ended. Bytes alone
 //!   never count, so HTTP/2 keepalive PING acks, SETTINGS or a trickle of header bytes cannot
 //!   keep a connection open; only a request the service saw ([`InFlight`]) does.
+//! - **Deadlines do not wait for a read.** A client that pipelines requests and never reads the
+//!   replies fills the send buffer; the HTTP server then waits on its write and reads nothing
+//!   more. So writes and flushes check the deadline too, with the timer armed, and a write that
+//!   stays pending for an idle timeout (the peer stopped reading) fails the connection even
+//!   while a request is in flight.
+//! - **Optional bounds on a request and on a connection's age** ([`ActivityBounds`], the
+//!   realm's listener): a request still in flight past its bound closes its connection, which
+//!   covers an HTTP/2 client that holds a response by never opening its flow-control window
+//!   (the body is then never polled, so a deadline inside it could not fire); past its maximum
+//!   age a connection closes as soon as it is idle, and at the latest one request bound later.
 //! - **One governor per listener.** Each listener gets its own budget, so a flood on the realm
 //!   cannot close the Exchange listener and the other way round.
 //! - **IP, not port.** Limits are per source IP address (IPv4-mapped IPv6 folded to IPv4).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -235,6 +246,28 @@ impl Drop for Admission {
 
 // === impl ConnActivity ===
 
+/// Bounds beyond the idle rules, set per listener with [`GovernedIo::with_bounds`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ActivityBounds {
+    /// Longest a request may stay in flight (head received to response body sent); past it
+    /// the connection is closed.
+    pub max_request_duration: Option<Duration>,
+    /// Past this age the connection is closed once idle, or one `max_request_duration` later
+    /// at the latest.
+    pub max_connection_age: Option<Duration>,
+}
+
+impl ActivityBounds {
+    /// Both bounds.
+    pub fn new(max_request_duration: Duration, max_connection_age: Option<Duration>) -> Self {
+        Self {
+            max_request_duration: Some(max_request_duration),
+            max_connection_age,
+        }
+    }
+}
+
 /// A connection's request activity, shared between its IO (which enforces the deadlines) and
 /// the service (which marks requests with [`InFlight`]).
 #[derive(Debug)]
@@ -244,6 +277,8 @@ pub struct ConnActivity {
     served: AtomicBool,
     /// Milliseconds from `born` to the end of the last request.
     last_end_ms: AtomicU64,
+    /// Start instants of the requests in flight (a multiset), for the oldest one's bound.
+    starts: Mutex<BTreeMap<Instant, usize>>,
 }
 
 impl ConnActivity {
@@ -253,57 +288,127 @@ impl ConnActivity {
             in_flight: AtomicUsize::new(0),
             served: AtomicBool::new(false),
             last_end_ms: AtomicU64::new(0),
+            starts: Mutex::new(BTreeMap::new()),
         })
     }
 
+    fn starts(&self) -> std::sync::MutexGuard<'_, BTreeMap<Instant, usize>> {
+        self.starts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// When the connection must be closed if nothing changes; `None` while a request is in
-    /// flight.
-    fn deadline(&self, limits: &ConnectionLimits) -> Option<Instant> {
+    /// flight and no bound applies.
+    fn deadline(&self, limits: &ConnectionLimits, bounds: &ActivityBounds) -> Option<Instant> {
         if self.in_flight.load(Ordering::Acquire) > 0 {
-            return None;
+            let oldest = self.starts().keys().next().copied();
+            let request = bounds
+                .max_request_duration
+                .zip(oldest)
+                .map(|(limit, start)| start + limit);
+            let age = bounds
+                .max_connection_age
+                .map(|age| self.born + age + bounds.max_request_duration.unwrap_or_default());
+            return earliest(request, age);
         }
-        if self.served.load(Ordering::Acquire) {
+        let idle = if self.served.load(Ordering::Acquire) {
             let last = Duration::from_millis(self.last_end_ms.load(Ordering::Acquire));
-            Some(self.born + last + limits.idle_timeout)
+            self.born + last + limits.idle_timeout
         } else {
-            Some(self.born + limits.first_request_timeout)
-        }
+            self.born + limits.first_request_timeout
+        };
+        let age = bounds.max_connection_age.map(|age| self.born + age);
+        earliest(Some(idle), age)
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
 /// Marks one request in flight on its connection until dropped (when the response body has
 /// been sent or abandoned).
 #[derive(Debug)]
-pub struct InFlight(Arc<ConnActivity>);
+pub struct InFlight {
+    activity: Arc<ConnActivity>,
+    started: Instant,
+}
 
 impl InFlight {
     /// Starts a request on `activity`.
     pub fn start(activity: &Arc<ConnActivity>) -> Self {
+        let started = Instant::now();
+        *activity.starts().entry(started).or_default() += 1;
         activity.served.store(true, Ordering::Release);
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
-        Self(Arc::clone(activity))
+        Self {
+            activity: Arc::clone(activity),
+            started,
+        }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let ms = u64::try_from(self.0.born.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.0.last_end_ms.fetch_max(ms, Ordering::AcqRel);
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let activity = &self.activity;
+        let ms = u64::try_from(activity.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        activity.last_end_ms.fetch_max(ms, Ordering::AcqRel);
+        {
+            let mut starts = activity.starts();
+            if let Some(count) = starts.get_mut(&self.started) {
+                *count -= 1;
+                if *count == 0 {
+                    starts.remove(&self.started);
+                }
+            }
+        }
+        activity.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 // === impl GovernedIo ===
 
-/// An accepted stream under the governor: holds its [`Admission`] and fails reads once the
-/// connection is past its first-request deadline or idle timeout, so the HTTP server on top
-/// drops it.
+/// An accepted stream under the governor: holds its [`Admission`] and fails reads, writes and
+/// flushes once the connection is past its first-request deadline, idle timeout or
+/// [`ActivityBounds`], or once a write has been pending for an idle timeout, so the HTTP server
+/// on top drops it.
 pub struct GovernedIo<S> {
     inner: S,
     activity: Arc<ConnActivity>,
     limits: ConnectionLimits,
+    bounds: ActivityBounds,
     timer: Pin<Box<Sleep>>,
+    /// Since when the peer has not taken what we write (a write or flush returned pending).
+    write_stalled_since: Option<Instant>,
     admission: Admission,
+}
+
+/// Why [`GovernedIo`] closed its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    /// No request in time, a request or the connection past its bound.
+    Activity,
+    /// The peer took none of our bytes for an idle timeout.
+    WriteStalled,
+}
+
+impl Expiry {
+    fn error(self) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            match self {
+                Self::Activity => {
+                    "connection closed: no request before the first-request deadline or idle \
+                     timeout, or a request or the connection past its bound"
+                }
+                Self::WriteStalled => {
+                    "connection closed: the peer read nothing we sent for server.idle_timeout_seconds"
+                }
+            },
+        )
+    }
 }
 
 impl<S> GovernedIo<S> {
@@ -318,9 +423,18 @@ impl<S> GovernedIo<S> {
             inner,
             activity,
             limits,
+            bounds: ActivityBounds::default(),
             timer,
+            write_stalled_since: None,
             admission,
         }
+    }
+
+    /// Adds `bounds` to the idle rules.
+    #[must_use]
+    pub fn with_bounds(mut self, bounds: ActivityBounds) -> Self {
+        self.bounds = bounds;
+        self
     }
 
     /// The activity record the service marks requests on.
@@ -338,25 +452,32 @@ impl<S> GovernedIo<S> {
         &self.inner
     }
 
-    /// Whether the connection is past its deadline; arms the timer to wake the reader at the
-    /// next one otherwise.
-    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        // Bounded: each turn either returns or pushes the timer further out; the reader must
+    /// Whether the connection is past a deadline; arms the timer to wake the task at the next
+    /// one otherwise.
+    fn expired(&mut self, cx: &mut Context<'_>) -> Option<Expiry> {
+        // Bounded: each turn either returns or pushes the timer further out; the caller must
         // leave with the timer registered (pending), or nothing would wake it at the deadline.
         let mut slack = Duration::ZERO;
         loop {
             let now = Instant::now();
-            let next = match self.activity.deadline(&self.limits) {
-                Some(deadline) if deadline <= now => return true,
-                Some(deadline) => deadline,
-                // A request is in flight: look again an idle period from now.
-                None => now + self.limits.idle_timeout,
-            };
+            let stall = self
+                .write_stalled_since
+                .map(|since| since + self.limits.idle_timeout);
+            if stall.is_some_and(|stall| stall <= now) {
+                return Some(Expiry::WriteStalled);
+            }
+            let activity = self.activity.deadline(&self.limits, &self.bounds);
+            if activity.is_some_and(|deadline| deadline <= now) {
+                return Some(Expiry::Activity);
+            }
+            // With neither (a request in flight, writes flowing): look again an idle period
+            // from now.
+            let next = earliest(stall, activity).unwrap_or(now + self.limits.idle_timeout);
             if self.timer.deadline() != next + slack {
                 self.timer.as_mut().reset(next + slack);
             }
             if self.timer.as_mut().poll(cx).is_pending() {
-                return false;
+                return None;
             }
             // The timer fired a little before our clock reached the deadline: aim later.
             slack += Duration::from_millis(1);
@@ -378,13 +499,40 @@ impl<S: AsyncRead + Unpin> AsyncRead for GovernedIo<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.expired(cx) {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "connection closed: no request before the first-request deadline or idle timeout",
-            )));
+        if let Some(expiry) = self.expired(cx) {
+            return Poll::Ready(Err(expiry.error()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S> GovernedIo<S> {
+    /// Runs one write-side poll under the deadlines: fails once expired, starts the stall clock
+    /// when the peer takes nothing, and stops it when bytes move.
+    fn governed_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: impl FnOnce(&mut S, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if let Some(expiry) = self.expired(cx) {
+            return Poll::Ready(Err(expiry.error()));
+        }
+        match poll(&mut self.inner, cx) {
+            Poll::Pending => {
+                if self.write_stalled_since.is_none() {
+                    self.write_stalled_since = Some(Instant::now());
+                    // Re-arm the timer for the stall deadline.
+                    if let Some(expiry) = self.expired(cx) {
+                        return Poll::Ready(Err(expiry.error()));
+                    }
+                }
+                Poll::Pending
+            }
+            Poll::Ready(result) => {
+                self.write_stalled_since = None;
+                Poll::Ready(result)
+            }
+        }
     }
 }
 
@@ -394,7 +542,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for GovernedIo<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        self.governed_write(cx, |inner, cx| Pin::new(inner).poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -402,7 +550,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for GovernedIo<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        self.governed_write(cx, |inner, cx| {
+            Pin::new(inner).poll_write_vectored(cx, bufs)
+        })
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -410,11 +560,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for GovernedIo<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        self.governed_write(cx, |inner, cx| Pin::new(inner).poll_flush(cx))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        // A shutdown that cannot finish (TLS close_notify to a peer that reads nothing) is
+        // bounded by the same stall rule.
+        self.governed_write(cx, |inner, cx| Pin::new(inner).poll_shutdown(cx))
     }
 }
 
@@ -608,6 +760,8 @@ where
         })
     }
 }
+
+pub mod fd_limit;
 
 #[cfg(test)]
 mod tests;

@@ -5,8 +5,9 @@
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::fs::File;
+use std::hash::Hash;
 use std::io::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -35,6 +36,8 @@ pub enum AuditSink {
     File(Arc<Mutex<File>>),
     /// Kept in memory (tests), at most [`MAX_MEMORY_AUDIT_LINES`].
     Memory(Arc<Mutex<Vec<String>>>),
+    /// Any writer (tests: one that fails like a full filesystem).
+    Writer(Arc<Mutex<Box<dyn std::io::Write + Send>>>),
     /// Dropped.
     Discard,
 }
@@ -46,6 +49,7 @@ impl fmt::Debug for AuditSink {
             Self::Stdout => "AuditSink::Stdout",
             Self::File(_) => "AuditSink::File",
             Self::Memory(_) => "AuditSink::Memory",
+            Self::Writer(_) => "AuditSink::Writer",
             Self::Discard => "AuditSink::Discard",
         })
     }
@@ -70,14 +74,21 @@ impl AuditSink {
         (Self::Memory(lines.clone()), lines)
     }
 
-    /// Writes one event as a JSON line. Audit failures are logged, never fatal: refusing
-    /// service because stderr is closed would turn an ops problem into an outage.
-    pub fn emit(&self, event: &AuditEvent<'_>) {
-        let Ok(mut line) = serde_json::to_string(event) else {
-            return;
-        };
+    /// A sink writing to `writer`.
+    pub fn writer(writer: impl std::io::Write + Send + 'static) -> Self {
+        Self::Writer(Arc::new(Mutex::new(Box::new(writer))))
+    }
+
+    /// Writes one event as a JSON line, in one `write_all` so concurrent events never
+    /// interleave. What a failure means (refuse the decision or serve on) is
+    /// [`AuditLog`]'s business, so this only reports it.
+    ///
+    /// # Errors
+    /// The I/O error (`ENOSPC`, `EPIPE`, ...).
+    pub fn emit(&self, event: &AuditEvent<'_>) -> std::io::Result<()> {
+        let mut line = serde_json::to_string(event).map_err(std::io::Error::other)?;
         line.push('\n');
-        let result = match self {
+        match self {
             Self::Stderr => std::io::stderr().lock().write_all(line.as_bytes()),
             Self::Stdout => std::io::stdout().lock().write_all(line.as_bytes()),
             Self::File(file) => file
@@ -93,10 +104,105 @@ impl AuditSink {
                 lines.push(line);
                 Ok(())
             }
+            Self::Writer(w) => {
+                let mut w = w.lock().unwrap_or_else(PoisonError::into_inner);
+                w.write_all(line.as_bytes()).and_then(|()| w.flush())
+            }
             Self::Discard => Ok(()),
+        }
+    }
+}
+
+/// What the broker does when an audit event cannot be written (`[log] audit_on_error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum AuditOnError {
+    /// A credential whose issuance cannot be audited is not handed out: the request fails
+    /// with 503 / UNAVAILABLE (as Vault refuses requests it cannot audit). Refusals are still
+    /// answered (an unwritten denial hides nothing issued).
+    #[default]
+    Deny,
+    /// Serve on; the lost events are only counted.
+    Continue,
+}
+
+impl AuditOnError {
+    /// The config spelling.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Deny => "deny",
+            Self::Continue => "continue",
+        }
+    }
+}
+
+/// Shortest time between two log lines about audit write failures: a full disk fails every
+/// write, and one log line per request would fill the next disk.
+pub const AUDIT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The audit sink with its failure policy: counts write errors in
+/// `svid_broker_audit_write_errors_total`, logs them at most once per
+/// [`AUDIT_ERROR_LOG_INTERVAL`], never panics.
+#[derive(Debug)]
+pub struct AuditLog {
+    sink: AuditSink,
+    on_error: AuditOnError,
+    /// Unix seconds of the last warning (0: none yet).
+    last_warning: AtomicU64,
+}
+
+/// An audit event could not be written and `audit_on_error = "deny"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the audit log cannot be written (audit_on_error = \"deny\")")]
+#[non_exhaustive]
+pub struct AuditUnavailable;
+
+impl AuditLog {
+    /// A log writing to `sink` that reacts to failures as `on_error` says.
+    pub fn new(sink: AuditSink, on_error: AuditOnError) -> Self {
+        Self {
+            sink,
+            on_error,
+            last_warning: AtomicU64::new(0),
+        }
+    }
+
+    /// The failure policy.
+    pub fn on_error(&self) -> AuditOnError {
+        self.on_error
+    }
+
+    /// Writes `event`. On failure the error is counted in `metrics` and logged (rate-limited);
+    /// the result says whether the decision may stand.
+    ///
+    /// # Errors
+    /// [`AuditUnavailable`] when the write failed and the policy is [`AuditOnError::Deny`].
+    pub fn record(
+        &self,
+        event: &AuditEvent<'_>,
+        metrics: &Metrics,
+    ) -> Result<(), AuditUnavailable> {
+        let Err(error) = self.sink.emit(event) else {
+            return Ok(());
         };
-        if let Err(error) = result {
-            tracing::warn!(%error, "audit event could not be written");
+        metrics.audit_write_error();
+        let now = unix_secs(SystemTime::now());
+        let last = self.last_warning.load(Ordering::Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= AUDIT_ERROR_LOG_INTERVAL.as_secs())
+            && self
+                .last_warning
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::error!(
+                %error,
+                audit_on_error = self.on_error.label(),
+                "audit events cannot be written (further failures are only counted in svid_broker_audit_write_errors_total for a minute)"
+            );
+        }
+        match self.on_error {
+            AuditOnError::Deny => Err(AuditUnavailable),
+            AuditOnError::Continue => Ok(()),
         }
     }
 }
@@ -108,7 +214,7 @@ pub struct AuditEvent<'a> {
     pub time: String,
     /// Always `svid-broker.exchange`.
     pub event: &'static str,
-    /// `allow` or `deny`.
+    /// `allow` or `deny` (a request the policy grants nothing is a `deny`).
     pub decision: &'static str,
     /// The error class for denials (`unauthenticated`, ...), absent on success.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -126,8 +232,13 @@ pub struct AuditEvent<'a> {
     pub requested: String,
     /// What was granted (scopes, space-joined).
     pub granted: String,
-    /// `access_token` or `login_credential`.
+    /// `access_token`, `login_credential` or `refresh_token`.
     pub kind: &'static str,
+    /// A login credential's or refresh token's ceiling: space-joined scopes, or
+    /// `registry-wide` when it carries none (tokens obtained with it get whatever policy
+    /// grants at the time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ceiling: Option<String>,
     /// The issued token's or credential's `jti`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jti: Option<&'a str>,
@@ -144,7 +255,26 @@ pub struct AuditEvent<'a> {
     /// Present when the caller (then `actor`) presented a subject token for the subject.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject_token: Option<SubjectTokenAudit<'a>>,
+    /// `svid-broker.preauth_denials` summaries: how many requests of this peer, endpoint and
+    /// reason were refused before authentication in the interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// `svid-broker.preauth_denials` summaries: the interval's length in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval_seconds: Option<u64>,
 }
+
+/// The `ceiling` audit text of a broker credential.
+pub fn ceiling_text(ceiling: &[svid_broker_policy::ResourceScope]) -> String {
+    if ceiling.is_empty() {
+        REGISTRY_WIDE.to_owned()
+    } else {
+        svid_broker_policy::scope::join_scopes(ceiling)
+    }
+}
+
+/// The `ceiling` of a credential without one.
+pub const REGISTRY_WIDE: &str = "registry-wide";
 
 /// What the audit log records of a subject token (never the token itself).
 #[derive(Debug, Default, Serialize)]
@@ -262,6 +392,8 @@ const CODES: [ErrorCode; 5] = [
 pub struct Metrics {
     issued: [[AtomicU64; 2]; 3],
     denied: [[AtomicU64; 5]; 3],
+    refused: [[AtomicU64; REFUSALS.len()]; 3],
+    audit_write_errors: AtomicU64,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
     policy_reloads_ok: AtomicU64,
@@ -269,6 +401,26 @@ pub struct Metrics {
     key_rotations: AtomicU64,
     latency: [Histogram; 8],
 }
+
+/// Why an authenticated request that was answered got nothing (`svid_broker_refused_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// Scopes were asked for and policy granted none of them; the realm still answers with an
+    /// (empty) token, as the token spec's clients expect, and the registry then says 401.
+    NothingGranted,
+}
+
+impl Refusal {
+    /// The `reason` label and audit reason.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::NothingGranted => "nothing_granted",
+        }
+    }
+}
+
+const REFUSALS: [Refusal; 1] = [Refusal::NothingGranted];
 
 fn endpoint_index(e: Endpoint) -> usize {
     ENDPOINTS.iter().position(|x| *x == e).unwrap_or(0)
@@ -284,6 +436,22 @@ impl Metrics {
     pub fn denied(&self, endpoint: Endpoint, code: ErrorCode) {
         let c = CODES.iter().position(|x| *x == code).unwrap_or(0);
         self.denied[endpoint_index(endpoint)][c].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request answered with nothing granted.
+    pub fn refused(&self, endpoint: Endpoint, refusal: Refusal) {
+        let r = REFUSALS.iter().position(|x| *x == refusal).unwrap_or(0);
+        self.refused[endpoint_index(endpoint)][r].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an audit event that could not be written.
+    pub fn audit_write_error(&self) {
+        self.audit_write_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Audit events not written so far.
+    pub fn audit_write_errors(&self) -> u64 {
+        self.audit_write_errors.load(Ordering::Relaxed)
     }
 
     /// Counts a cache lookup.
@@ -374,7 +542,28 @@ impl Metrics {
                 )?;
             }
         }
+        writeln!(
+            out,
+            "# HELP svid_broker_refused_total Authenticated requests answered with nothing granted, by reason."
+        )?;
+        writeln!(out, "# TYPE svid_broker_refused_total counter")?;
+        for (e, endpoint) in ENDPOINTS.iter().enumerate() {
+            for (r, refusal) in REFUSALS.iter().enumerate() {
+                writeln!(
+                    out,
+                    "svid_broker_refused_total{{endpoint=\"{}\",reason=\"{}\"}} {}",
+                    endpoint.label(),
+                    refusal.label(),
+                    load(&self.refused[e][r])
+                )?;
+            }
+        }
         for (name, help, v) in [
+            (
+                "svid_broker_audit_write_errors_total",
+                "Audit events that could not be written.",
+                &self.audit_write_errors,
+            ),
             (
                 "svid_broker_token_cache_hits_total",
                 "Issued-token cache hits.",
@@ -469,43 +658,68 @@ struct Bucket {
     at: SystemTime,
 }
 
-/// A token bucket per SPIFFE ID. Time comes from the caller, so tests are deterministic.
+/// A token bucket per key (a SPIFFE ID for the per-subject limit, an IP address for the
+/// limit on failed authentications). Time comes from the caller, so tests are deterministic.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub struct RateLimiter<K = SpiffeId> {
     limit: Option<RateLimit>,
-    buckets: Mutex<HashMap<SpiffeId, Bucket>>,
+    max_keys: usize,
+    buckets: Mutex<HashMap<K, Bucket>>,
 }
 
-impl RateLimiter {
-    /// A limiter; `None` never limits.
+impl<K: Hash + Eq + Clone> RateLimiter<K> {
+    /// A limiter tracking at most [`MAX_RATE_LIMITED_SUBJECTS`] keys; `None` never limits.
     pub fn new(limit: Option<RateLimit>) -> Self {
+        Self::with_max_keys(limit, MAX_RATE_LIMITED_SUBJECTS)
+    }
+
+    /// A limiter tracking at most `max_keys` keys.
+    pub fn with_max_keys(limit: Option<RateLimit>, max_keys: usize) -> Self {
         Self {
             limit,
+            max_keys: max_keys.max(1),
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Takes one token for `subject` at `now`; on refusal returns how long until one is
+    /// Takes one token for `key` at `now`; on refusal returns how long until one is
     /// available.
     ///
     /// # Errors
     /// The wait, when the bucket is empty.
-    pub fn check(&self, subject: &SpiffeId, now: SystemTime) -> Result<(), Duration> {
+    pub fn check(&self, key: &K, now: SystemTime) -> Result<(), Duration> {
+        self.bucket(key, now, true)
+    }
+
+    /// Whether `key` has a token at `now`, without taking it.
+    ///
+    /// # Errors
+    /// The wait, when the bucket is empty.
+    pub fn peek(&self, key: &K, now: SystemTime) -> Result<(), Duration> {
+        self.bucket(key, now, false)
+    }
+
+    fn bucket(&self, key: &K, now: SystemTime, take: bool) -> Result<(), Duration> {
         let Some(limit) = self.limit else {
             return Ok(());
         };
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        if buckets.len() >= MAX_RATE_LIMITED_SUBJECTS && !buckets.contains_key(subject) {
+        if !take && !buckets.contains_key(key) {
+            // An unknown key has a full bucket; peeking must not grow the table.
+            return Ok(());
+        }
+        if buckets.len() >= self.max_keys && !buckets.contains_key(key) {
             let refill = |b: &Bucket| {
                 b.tokens
                     + now.duration_since(b.at).unwrap_or_default().as_secs_f64() * limit.per_second
             };
+            // Full buckets carry no state worth keeping: forgetting them changes no answer.
             buckets.retain(|_, b| refill(b) < limit.burst);
-            if buckets.len() >= MAX_RATE_LIMITED_SUBJECTS {
+            if buckets.len() >= self.max_keys {
                 buckets.clear();
             }
         }
-        let bucket = buckets.entry(subject.clone()).or_insert(Bucket {
+        let bucket = buckets.entry(key.clone()).or_insert(Bucket {
             tokens: limit.burst,
             at: now,
         });
@@ -514,12 +728,148 @@ impl RateLimiter {
         bucket.tokens = (bucket.tokens + elapsed.as_secs_f64() * limit.per_second).min(limit.burst);
         bucket.at = bucket.at.max(now);
         if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+            if take {
+                bucket.tokens -= 1.0;
+            }
             Ok(())
         } else {
             let wait = (1.0 - bucket.tokens) / limit.per_second;
             Err(Duration::from_secs_f64(wait.clamp(0.0, 3600.0)))
         }
+    }
+}
+
+// === Pre-authentication denials ===
+
+/// Most source addresses the failed-authentication limiter tracks; past it, full buckets are
+/// forgotten first, then everything.
+pub const MAX_PREAUTH_TRACKED_IPS: usize = 16_384;
+/// Most distinct (peer, endpoint, reason) keys aggregated per interval; past it, further
+/// denials are counted under one overflow key without a peer.
+pub const MAX_PREAUTH_AGGREGATES: usize = 1024;
+/// Default length of a pre-authentication aggregation interval.
+pub const DEFAULT_PREAUTH_AUDIT_INTERVAL: Duration = Duration::from_secs(10);
+/// The audit `event` of a pre-authentication summary.
+pub const PREAUTH_SUMMARY_EVENT: &str = "svid-broker.preauth_denials";
+/// The reason of the overflow key.
+const PREAUTH_OVERFLOW_REASON: &str = "other (aggregation table full)";
+
+/// What a pre-authentication denial is aggregated by: fixed labels and the address, never
+/// caller-chosen text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PreauthKey {
+    /// The client's IP address (the port changes per connection).
+    pub peer: Option<IpAddr>,
+    /// Where.
+    pub endpoint: Endpoint,
+    /// The request kind label.
+    pub kind: &'static str,
+    /// The error class.
+    pub code: ErrorCode,
+    /// The short reason (the error's `Display`, which never carries request text).
+    pub reason: String,
+}
+
+/// One aggregated key at the end of an interval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreauthSummary {
+    /// The key.
+    pub key: PreauthKey,
+    /// Denials in the interval (including the first one, audited in full).
+    pub count: u64,
+    /// The interval's length.
+    pub interval: Duration,
+}
+
+#[derive(Debug)]
+struct PreauthWindow {
+    start: Option<SystemTime>,
+    counts: HashMap<PreauthKey, u64>,
+}
+
+/// Aggregates denials that happen before a subject is authenticated: the first of each key
+/// in an interval is audited (and logged) in full; the rest only count, and one summary per
+/// key with more than one denial is audited when the interval ends. One client sending
+/// garbage thus writes a few lines per interval, not one per request.
+#[derive(Debug)]
+pub struct PreauthDenials {
+    interval: Duration,
+    window: Mutex<PreauthWindow>,
+}
+
+impl PreauthDenials {
+    /// An aggregator with intervals of `interval` (at least one second).
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval: interval.max(Duration::from_secs(1)),
+            window: Mutex::new(PreauthWindow {
+                start: None,
+                counts: HashMap::new(),
+            }),
+        }
+    }
+
+    /// Counts one denial at `now`. Returns whether it is the first of its key in the
+    /// interval (then the caller audits and logs it in full), and the summaries of the
+    /// interval that `now` ended, if any.
+    pub fn note(&self, mut key: PreauthKey, now: SystemTime) -> (bool, Vec<PreauthSummary>) {
+        let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+        let flushed = Self::roll(&mut window, self.interval, now);
+        if window.counts.len() >= MAX_PREAUTH_AGGREGATES && !window.counts.contains_key(&key) {
+            key = PreauthKey {
+                peer: None,
+                endpoint: key.endpoint,
+                kind: key.kind,
+                code: key.code,
+                reason: PREAUTH_OVERFLOW_REASON.to_owned(),
+            };
+            // The overflow key's own first denial is not audited in full either: a flood of
+            // addresses must not turn into a flood of lines.
+            *window.counts.entry(key).or_insert(0) += 1;
+            return (false, flushed);
+        }
+        let count = window.counts.entry(key).or_insert(0);
+        *count += 1;
+        (*count == 1, flushed)
+    }
+
+    /// The summaries of an interval that ended by `now` (nothing otherwise), for a periodic
+    /// flush when no denial comes to trigger one.
+    pub fn flush_due(&self, now: SystemTime) -> Vec<PreauthSummary> {
+        let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+        Self::roll(&mut window, self.interval, now)
+    }
+
+    fn roll(
+        window: &mut PreauthWindow,
+        interval: Duration,
+        now: SystemTime,
+    ) -> Vec<PreauthSummary> {
+        let Some(start) = window.start else {
+            window.start = Some(now);
+            return Vec::new();
+        };
+        // A clock that went back ends the interval too, rather than holding counts forever.
+        let ended = now
+            .duration_since(start)
+            .map_or(true, |elapsed| elapsed >= interval);
+        if !ended {
+            return Vec::new();
+        }
+        window.start = Some(now);
+        let mut out: Vec<PreauthSummary> = window
+            .counts
+            .drain()
+            // A key seen once was audited in full already; the overflow key never was.
+            .filter(|(key, count)| *count > 1 || key.reason == PREAUTH_OVERFLOW_REASON)
+            .map(|(key, count)| PreauthSummary {
+                key,
+                count,
+                interval,
+            })
+            .collect();
+        out.sort_by_key(|s| std::cmp::Reverse(s.count));
+        out
     }
 }
 

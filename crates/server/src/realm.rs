@@ -6,8 +6,15 @@
 //! `Content-Length`, which typed extractors handle poorly. Decisions are the engine's.
 //!
 //! Status codes: unknown or missing `service`, malformed scope or request → 400; bad or missing
-//! credentials → 401 with `WWW-Authenticate: Basic realm="svid-broker"`; rate limited → 429
-//! with `Retry-After`; signing failure → 503. A partial or empty grant is a 200.
+//! credentials → 401 with `WWW-Authenticate: Basic realm="svid-broker"`; rate limited (per
+//! subject, or per source address after too many failed requests) → 429 with `Retry-After`;
+//! signing or audit failure → 503. A partial or empty grant is a 200 (the token spec's
+//! clients expect a token; the registry then answers 401 `insufficient_scope`), audited as a
+//! refusal.
+//!
+//! Requests refused before authentication are aggregated per source address and reason
+//! (see [`Broker::record_rejection`]): one client sending garbage writes a few audit and log
+//! lines per interval, not one per request.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,7 +41,7 @@ use zeroize::Zeroizing;
 use crate::credential::CredentialKind;
 use crate::engine::{
     AuthFailure, Authenticated, Broker, Endpoint, ErrorCode, ExchangeError, ExchangeInput,
-    ExchangeKind, ExchangeOutput, InvalidRequest,
+    ExchangeKind, ExchangeOutput, InvalidRequest, is_valid_client_id,
 };
 use crate::ops::{Route, rfc3339};
 
@@ -111,18 +118,44 @@ struct Fields {
     refresh_token: Option<Zeroizing<String>>,
 }
 
+/// Parameters that may appear at most once: with two, the broker and a proxy or log reader
+/// in front of it could each act on a different one.
+const SINGLE_VALUED: [&str; 7] = [
+    "service",
+    "client_id",
+    "grant_type",
+    "account",
+    "username",
+    "password",
+    "refresh_token",
+];
+
 fn parse_fields(bytes: &[u8]) -> Result<Fields, InvalidRequest> {
     let mut f = Fields::default();
+    let mut seen = [false; SINGLE_VALUED.len()];
     for (n, (key, value)) in form_urlencoded::parse(bytes).enumerate() {
         if n >= MAX_FIELDS {
             return Err(InvalidRequest::Malformed {
                 what: "too many fields",
             });
         }
+        if let Some(i) = SINGLE_VALUED.iter().position(|name| *name == key) {
+            if seen[i] {
+                return Err(InvalidRequest::RepeatedParameter {
+                    name: SINGLE_VALUED[i],
+                });
+            }
+            seen[i] = true;
+        }
         match &*key {
             "service" => f.service = Some(value.into_owned()),
             "scope" => f.scopes.push(value.into_owned()),
-            "client_id" => f.client_id = Some(value.into_owned()),
+            "client_id" => {
+                if !is_valid_client_id(&value) {
+                    return Err(InvalidRequest::InvalidClientId);
+                }
+                f.client_id = Some(value.into_owned());
+            }
             "offline_token" => f.offline |= value == "true",
             "access_type" => f.offline |= value == "offline",
             "grant_type" => f.grant_type = Some(value.into_owned()),
@@ -135,6 +168,28 @@ fn parse_fields(bytes: &[u8]) -> Result<Fields, InvalidRequest> {
         }
     }
     Ok(f)
+}
+
+/// The (username, secret) of a password grant, split the way Basic credentials are: at the
+/// *last* colon of `username:password`. containerd's `ctr --user ID:SECRET` splits at the
+/// first colon, inside the SPIFFE ID (`spiffe` / `//example.org/...:SECRET`); rejoining
+/// undoes that, and a correctly split pair comes out unchanged since no secret the broker
+/// accepts contains a colon.
+fn password_grant_credentials(
+    username: Option<&str>,
+    password: &str,
+) -> (Option<String>, Zeroizing<String>) {
+    let Some(username) = username else {
+        return (None, Zeroizing::new(password.to_owned()));
+    };
+    let joined = Zeroizing::new(format!("{username}:{password}"));
+    match joined.rsplit_once(':') {
+        Some((user, secret)) => (Some(user.to_owned()), Zeroizing::new(secret.to_owned())),
+        None => (
+            Some(username.to_owned()),
+            Zeroizing::new(password.to_owned()),
+        ),
+    }
 }
 
 /// Credentials from the `Authorization` header.
@@ -190,7 +245,9 @@ async fn token_get(State(state): State<RealmState>, req: Request) -> Response {
     let start = Instant::now();
     let peer = peer_of(&req);
     let query = req.uri().query().unwrap_or("");
-    let response = if query.len() > MAX_QUERY_BYTES {
+    let response = if let Err(e) = state.broker.admit_peer(peer, state.clock.now()) {
+        fail(&state, Endpoint::RealmGet, peer, &Fields::default(), &e)
+    } else if query.len() > MAX_QUERY_BYTES {
         bad_request_early(&state, Endpoint::RealmGet, peer, "query too long")
     } else {
         match parse_fields(query.as_bytes()) {
@@ -217,6 +274,15 @@ async fn token_get(State(state): State<RealmState>, req: Request) -> Response {
 async fn token_post(State(state): State<RealmState>, req: Request) -> Response {
     let start = Instant::now();
     let peer = peer_of(&req);
+    if let Err(e) = state.broker.admit_peer(peer, state.clock.now()) {
+        // The body is not read: a limited address costs no more than its request head.
+        let response = fail(&state, Endpoint::RealmPost, peer, &Fields::default(), &e);
+        state
+            .broker
+            .metrics()
+            .observe(Route::TokenPost, start.elapsed());
+        return response;
+    }
     let (parts, body) = req.into_parts();
     // hyper has already removed chunked framing; this reads until the end of the body,
     // whether or not a Content-Length was sent.
@@ -321,7 +387,7 @@ fn serve_token(
     let out = match broker.exchange_authenticated(&auth, &input, fields.client_id.as_deref(), now) {
         Ok(out) => out,
         // Already audited and counted by the engine.
-        Err(e) => return error_response(&e),
+        Err(e) => return error_response(&e, true),
     };
     let ExchangeOutput::AccessToken {
         token,
@@ -331,11 +397,14 @@ fn serve_token(
         ..
     } = out
     else {
-        return error_response(&ExchangeError::InvalidArgument {
-            reason: InvalidRequest::Malformed {
-                what: "unexpected exchange output",
+        return error_response(
+            &ExchangeError::InvalidArgument {
+                reason: InvalidRequest::Malformed {
+                    what: "unexpected exchange output",
+                },
             },
-        });
+            true,
+        );
     };
     let is_refresh_grant = fields.grant_type.as_deref() == Some("refresh_token");
     // The refresh token joins the caller's session: a login credential's or refresh token's
@@ -343,7 +412,7 @@ fn serve_token(
     let refresh = if fields.offline || is_refresh_grant {
         match broker.issue_refresh_token_for(&auth, &input, fields.client_id.as_deref(), now) {
             Ok(r) => Some(r),
-            Err(e) => return error_response(&e),
+            Err(e) => return error_response(&e, true),
         }
     } else {
         None
@@ -394,7 +463,9 @@ fn authenticate(
             }
             Some("password") => {
                 if let Some(password) = fields.password.as_deref() {
-                    return broker.authenticate_secret(fields.username.as_deref(), password, now);
+                    let (username, secret) =
+                        password_grant_credentials(fields.username.as_deref(), password);
+                    return broker.authenticate_secret(username.as_deref(), &secret, now);
                 }
             }
             _ => {
@@ -427,10 +498,12 @@ fn fail(
         peer,
         endpoint,
     };
-    state
-        .broker
-        .record_rejection(&input, fields.client_id.as_deref(), err);
-    error_response(err)
+    let first =
+        state
+            .broker
+            .record_rejection(&input, fields.client_id.as_deref(), err, state.clock.now());
+    // Only the first of its kind per address and interval is logged, as it is audited.
+    error_response(err, first)
 }
 
 /// The HTTP status for an error class.
@@ -444,10 +517,12 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
     }
 }
 
-fn error_response(err: &ExchangeError) -> Response {
+fn error_response(err: &ExchangeError, log: bool) -> Response {
     let code = err.code();
     let status = status_for(code);
-    tracing::info!(code = code.label(), reason = %err.chain(), "token request refused");
+    if log {
+        tracing::info!(code = code.label(), reason = %err.chain(), "token request refused");
+    }
     let wire_code = match code {
         ErrorCode::InvalidArgument => "INVALID_REQUEST",
         ErrorCode::Unauthenticated => "UNAUTHORIZED",
@@ -460,21 +535,18 @@ fn error_response(err: &ExchangeError) -> Response {
         &json!({ "errors": [{ "code": wire_code, "message": err.to_string() }] }),
     );
     let headers = resp.headers_mut();
-    match err {
-        ExchangeError::Unauthenticated { .. } => {
-            headers.insert(
-                WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"svid-broker\""),
-            );
+    if let ExchangeError::Unauthenticated { .. } = err {
+        headers.insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"svid-broker\""),
+        );
+    }
+    if let Some(retry_after) = err.retry_after() {
+        // Rounded up: a client retrying after the advertised time must find a token.
+        let secs = (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1);
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            headers.insert(RETRY_AFTER, v);
         }
-        ExchangeError::ResourceExhausted { retry_after, .. } => {
-            // Rounded up: a client retrying after the advertised time must find a token.
-            let secs = (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1);
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                headers.insert(RETRY_AFTER, v);
-            }
-        }
-        _ => {}
     }
     resp
 }

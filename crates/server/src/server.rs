@@ -279,6 +279,13 @@ impl BrokerServer {
         });
         options.cache = config.token_cache;
         options.audit = audit_sink(&config.audit)?;
+        options.audit_on_error = config.audit_on_error;
+        options.audience_policy = config.audience_policy;
+        options.failed_auth_limit = (config.failed_auth_per_second_per_ip > 0).then(|| RateLimit {
+            per_second: f64::from(config.failed_auth_per_second_per_ip),
+            burst: f64::from(config.failed_auth_burst_per_ip),
+        });
+        options.preauth_audit_interval = config.preauth_audit_interval;
         let mut key_sources = Vec::new();
         if let Some(sa) = &config.service_account {
             let (mode, sources) = service_account_mode(sa)?;
@@ -306,6 +313,14 @@ impl BrokerServer {
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let ready = Arc::new(AtomicBool::new(false));
+
+        // Before any listener: raise RLIMIT_NOFILE to its hard limit and warn when it is still
+        // below both listeners' connection caps (see listen::fd_limit for why not refuse).
+        let mut caps = vec![config.listener.limits.max_connections];
+        if config.grpc_addr.is_some() {
+            caps.push(config.listener.limits.max_connections);
+        }
+        crate::listen::fd_limit::raise_and_check(&caps);
 
         let http_listener = TcpListener::bind(config.http_addr)
             .await
@@ -380,6 +395,7 @@ impl BrokerServer {
             limits: config.listener.limits,
             header_read_timeout: config.listener.header_read_timeout,
             body_read_timeout: config.listener.body_read_timeout,
+            response_send_timeout: crate::http_listener::RESPONSE_SEND_TIMEOUT,
             h2c: config.listener.h2c,
             tls: None,
         };
@@ -417,6 +433,7 @@ impl BrokerServer {
                 loop {
                     tokio::select! {
                         _ = tick.tick() => {
+                            broker.flush_preauth_denials(clock.now());
                             if let Err(error) = broker.rotate_signing_key_if_due(clock.now()) {
                                 tracing::error!(error = %crate::engine::error_chain(&error), "signing key rotation failed");
                             }

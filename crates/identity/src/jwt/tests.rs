@@ -792,6 +792,43 @@ fn audience_must_contain_an_expected_value() {
     );
 }
 
+fn claims_aud(aud: &str) -> String {
+    format!(
+        r#"{{"sub":"{SUB}","aud":{aud},"exp":{},"iat":{}}}"#,
+        NOW + 300,
+        NOW - 10
+    )
+}
+
+#[test]
+fn single_audience_match_refuses_multi_audience_tokens() {
+    let single = validator().with_audience_match(AudienceMatch::Single);
+    assert_eq!(single.audience_match(), AudienceMatch::Single);
+    // One value, as a string or a one-element array: accepted.
+    for aud in [r#""svc""#, r#"["svc"]"#] {
+        let token = es256(&header("ES256", "k1"), &claims_aud(aud));
+        assert!(
+            single.validate(&token, &es256_set(), now()).is_ok(),
+            "{aud}"
+        );
+    }
+    // A token also minted for another relying party: accepted by any-of, refused by single.
+    for (aud, count) in [(r#"["svc","other"]"#, 2), (r#"["svc","svc"]"#, 2)] {
+        let token = es256(&header("ES256", "k1"), &claims_aud(aud));
+        assert!(validator().validate(&token, &es256_set(), now()).is_ok());
+        assert_eq!(
+            single.validate(&token, &es256_set(), now()).unwrap_err(),
+            JwtSvidError::AudienceNotSingle { count }
+        );
+    }
+    // One value that is not ours: still a mismatch.
+    let token = es256(&header("ES256", "k1"), &claims_aud(r#"["other"]"#));
+    assert_eq!(
+        single.validate(&token, &es256_set(), now()).unwrap_err(),
+        JwtSvidError::AudienceMismatch
+    );
+}
+
 // === JwtSvid ===
 
 #[test]

@@ -563,3 +563,58 @@ fn service_account_trusted_actor_patterns_are_narrow() {
         ["spiffe://example.org/k8s/node/{node}/credential-provider"]
     );
 }
+
+#[test]
+fn hardening_defaults_are_the_documented_ones() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.audience_policy, AudienceMatch::Single);
+    assert_eq!(c.max_session, Duration::from_secs(8 * 3600));
+    assert_eq!(c.refresh_token_ttl, Duration::from_secs(3600));
+    assert_eq!(c.failed_auth_per_second_per_ip, 10);
+    assert_eq!(c.failed_auth_burst_per_ip, 100);
+    assert_eq!(c.preauth_audit_interval, Duration::from_secs(10));
+    assert_eq!(c.audit_on_error, AuditOnError::Deny);
+}
+
+#[test]
+fn audience_policy_limits_and_audit_on_error_parse_and_are_checked() {
+    let text = MINIMAL
+        .replace(
+            "audience = \"svid-broker\"\n",
+            "audience = \"svid-broker\"\naudience_policy = \"any\"\n",
+        )
+        .replace(
+            "[signing]\n",
+            "[limits]\nfailed_auth_per_second_per_ip = 0\nfailed_auth_burst_per_ip = 0\npreauth_audit_interval_seconds = 60\n[log]\naudit_on_error = \"continue\"\n[signing]\n",
+        );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.audience_policy, AudienceMatch::AnyOf);
+    assert_eq!(c.failed_auth_per_second_per_ip, 0);
+    assert_eq!(c.preauth_audit_interval, Duration::from_secs(60));
+    assert_eq!(c.audit_on_error, AuditOnError::Continue);
+
+    let with = |section: &str| MINIMAL.replace("[signing]\n", &format!("{section}\n[signing]\n"));
+    let bad_policy = MINIMAL.replace(
+        "audience = \"svid-broker\"\n",
+        "audience = \"svid-broker\"\naudience_policy = \"all\"\n",
+    );
+    assert_eq!(
+        rule(&bad_policy),
+        ("identity.audience_policy", "must be \"single\" or \"any\"")
+    );
+    assert_eq!(
+        rule(&with("[log]\naudit_on_error = \"ignore\"")),
+        ("log.audit_on_error", "must be \"deny\" or \"continue\"")
+    );
+    assert_eq!(
+        rule(&with("[limits]\nfailed_auth_burst_per_ip = 0")),
+        (
+            "limits.failed_auth_burst_per_ip",
+            "must be at least 1 when failed_auth_per_second_per_ip is set"
+        )
+    );
+    assert_eq!(
+        rule(&with("[limits]\npreauth_audit_interval_seconds = 0")),
+        ("limits.preauth_audit_interval_seconds", "must be 1..=3600")
+    );
+}

@@ -451,7 +451,7 @@ fn login_credential_ceiling_limits_later_grants() {
     let open = login(&f, BUILDER, &[]);
     let auth = f
         .broker
-        .authenticate_secret(None, open.expose(), t0())
+        .authenticate_secret(Some(BUILDER), open.expose(), t0())
         .unwrap();
     let out = f
         .broker
@@ -482,9 +482,25 @@ fn login_credential_is_bound_to_its_username_and_service() {
             reason: AuthFailure::UsernameMismatch
         }
     ));
+    // Without its subject as the username (empty, or as a Bearer token): refused.
+    for username in [None, Some("")] {
+        let err = f
+            .broker
+            .authenticate_secret(username, password.expose(), t0())
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ExchangeError::Unauthenticated {
+                    reason: AuthFailure::LoginCredentialWithoutUsername
+                }
+            ),
+            "{username:?}: {err:?}"
+        );
+    }
     let auth = f
         .broker
-        .authenticate_secret(Some(""), password.expose(), t0())
+        .authenticate_secret(Some(BUILDER), password.expose(), t0())
         .unwrap();
     let none: Vec<String> = Vec::new();
     let err = f
@@ -591,6 +607,7 @@ fn rejections_before_an_exchange_are_audited_and_counted() {
         &input(ExchangeKind::AccessToken, SERVICE, &s, Endpoint::RealmPost),
         None,
         &err,
+        t0(),
     );
     let lines = f.audit_lines();
     assert_eq!(lines[0]["code"], "unauthenticated");
@@ -811,4 +828,173 @@ fn first_format_refresh_tokens_are_refused_as_outdated() {
         "{}",
         err.chain()
     );
+}
+
+/// Login credentials are audited with their ceiling, registry-wide ones saying so (they were
+/// audited as "nothing granted" before).
+#[test]
+fn login_credentials_are_audited_with_their_ceiling() {
+    let f = Fixture::new();
+    login(&f, BUILDER, &[]);
+    login(&f, BUILDER, &["repository:team/app:pull"]);
+    let lines = f.audit_lines();
+    assert_eq!(lines[0]["ceiling"], "registry-wide", "{}", lines[0]);
+    assert_eq!(
+        lines[0]["reason"],
+        "login credential issued (registry-wide)"
+    );
+    assert_eq!(lines[0]["decision"], "allow");
+    assert_eq!(
+        lines[1]["ceiling"], "repository:team/app:pull",
+        "{}",
+        lines[1]
+    );
+    assert_eq!(lines[1]["reason"], "login credential issued (scoped)");
+    // Access tokens carry no ceiling.
+    let s = scopes(&["repository:team/app:pull"]);
+    f.broker
+        .exchange(
+            &caller(BUILDER),
+            &input(ExchangeKind::AccessToken, SERVICE, &s, Endpoint::Grpc),
+            t0(),
+        )
+        .unwrap();
+    assert!(f.audit_lines()[2].get("ceiling").is_none());
+}
+
+/// A writer failing like a full filesystem.
+struct FullDisk;
+
+impl std::io::Write for FullDisk {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::from_raw_os_error(28)) // ENOSPC
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn audit_on_error_deny_withholds_what_cannot_be_audited() {
+    let f = Fixture::with(|o| {
+        o.audit = AuditSink::writer(FullDisk);
+        o.audit_on_error = AuditOnError::Deny;
+    });
+    let s = scopes(&["repository:team/app:pull"]);
+    let req = input(ExchangeKind::AccessToken, SERVICE, &s, Endpoint::Grpc);
+    for _ in 0..3 {
+        let err = f.broker.exchange(&caller(BUILDER), &req, t0()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ExchangeError::Unavailable {
+                    reason: Unavailability::Audit(_)
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(err.to_string(), "audit log unavailable");
+    }
+    // A refusal is still a refusal (and is counted as unwritten too).
+    let none = scopes(&["repository:elsewhere/x:pull"]);
+    let err = f
+        .broker
+        .exchange(
+            &caller(BUILDER),
+            &input(ExchangeKind::AccessToken, SERVICE, &none, Endpoint::Grpc),
+            t0(),
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::PermissionDenied);
+    let m = f.broker.metrics();
+    assert_eq!(m.audit_write_errors(), 4);
+    let text = m.render();
+    assert!(
+        text.contains("svid_broker_audit_write_errors_total 4"),
+        "{text}"
+    );
+    assert!(text.contains("svid_broker_denied_total{endpoint=\"grpc\",code=\"unavailable\"} 3"));
+    assert!(text.contains("svid_broker_issued_total{endpoint=\"grpc\",kind=\"access_token\"} 0"));
+}
+
+#[test]
+fn audit_on_error_continue_serves_and_counts() {
+    let f = Fixture::with(|o| {
+        o.audit = AuditSink::writer(FullDisk);
+        o.audit_on_error = AuditOnError::Continue;
+    });
+    let s = scopes(&["repository:team/app:pull"]);
+    let req = input(ExchangeKind::AccessToken, SERVICE, &s, Endpoint::Grpc);
+    f.broker.exchange(&caller(BUILDER), &req, t0()).unwrap();
+    let password = login(&f, BUILDER, &[]);
+    assert!(password.expose().starts_with("sbl1."));
+    assert_eq!(f.broker.metrics().audit_write_errors(), 2);
+}
+
+#[test]
+fn multi_audience_jwt_svids_are_refused_unless_audience_policy_is_any() {
+    let td_jwt = |f: &Fixture| {
+        f.td.issue_jwt_svid(&id(BUILDER), &[AUDIENCE, "another-relying-party"])
+            .unwrap()
+            .token()
+            .expose()
+            .to_owned()
+    };
+    let single = Fixture::new();
+    let err = single
+        .broker
+        .authenticate_jwt_svid(&td_jwt(&single), t0())
+        .unwrap_err();
+    assert!(
+        err.chain().contains("aud has 2 values; exactly one"),
+        "{}",
+        err.chain()
+    );
+    // The one-audience token passes either way.
+    assert!(
+        single
+            .broker
+            .authenticate_jwt_svid(&single.jwt(BUILDER, AUDIENCE), t0())
+            .is_ok()
+    );
+    let any = Fixture::with(|o| o.audience_policy = AudienceMatch::AnyOf);
+    let c = any
+        .broker
+        .authenticate_jwt_svid(&td_jwt(&any), t0())
+        .unwrap();
+    assert_eq!(c.spiffe_id.as_str(), BUILDER);
+}
+
+#[test]
+fn the_failed_auth_limit_is_per_address_and_spares_successes() {
+    let f = Fixture::with(|o| {
+        o.failed_auth_limit = Some(RateLimit {
+            per_second: 1.0,
+            burst: 2.0,
+        });
+    });
+    let s = scopes(&[]);
+    let bad: SocketAddr = "127.0.0.2:1".parse().unwrap();
+    let good: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let mut inp = input(ExchangeKind::AccessToken, SERVICE, &s, Endpoint::Grpc);
+    inp.peer = Some(bad);
+    let now = t0();
+    let err = f.broker.authenticate_jwt_svid("x", now).unwrap_err();
+    assert!(f.broker.admit_peer(Some(bad), now).is_ok());
+    f.broker.record_rejection(&inp, None, &err, now);
+    f.broker.record_rejection(&inp, None, &err, now);
+    let limited = f.broker.admit_peer(Some(bad), now).unwrap_err();
+    assert_eq!(limited.code(), ErrorCode::ResourceExhausted);
+    assert_eq!(limited.retry_after(), Some(Duration::from_secs(1)));
+    assert!(f.broker.admit_peer(Some(good), now).is_ok());
+    assert!(f.broker.admit_peer(None, now).is_ok());
+    // Refilled after a second.
+    assert!(
+        f.broker
+            .admit_peer(Some(bad), now + Duration::from_secs(1))
+            .is_ok()
+    );
+    // Only the first of the two identical refusals was audited in full.
+    assert_eq!(f.audit_lines().len(), 1);
 }

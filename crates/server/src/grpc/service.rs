@@ -171,24 +171,41 @@ impl ExchangeService {
         let peer = peer_info.as_ref().and_then(PeerInfo::remote_addr);
         let (metadata, _, message) = request.into_parts();
 
+        // An address whose requests kept failing is refused before anything is parsed or
+        // verified. (An X.509 caller is authenticated by the handshake already, but its
+        // address is one that kept failing too.)
+        if let Err(error) = self.broker.admit_peer(peer, now) {
+            if self
+                .broker
+                .record_rejection(&audit_input(&message, peer), None, &error, now)
+            {
+                tracing::info!(?peer, error = %error.chain(), "grpc: address limited");
+            }
+            return Err(status(&error));
+        }
         // The request is checked before the caller: a malformed one is refused the same way
-        // whoever sends it, and nothing below runs on unchecked sizes.
+        // whoever sends it, and nothing below runs on unchecked sizes. Refusals before
+        // authentication are logged like they are audited: the first per address and reason
+        // in an interval.
         let input = match convert(&message, peer) {
             Ok(input) => input,
             Err(error) => {
-                self.broker.record_rejection(
+                if self.broker.record_rejection(
                     &audit_input(&message, peer),
                     None,
                     &error.to_exchange_error(),
-                );
-                tracing::info!(?peer, %error, "grpc: exchange request rejected");
+                    now,
+                ) {
+                    tracing::info!(?peer, %error, "grpc: exchange request rejected");
+                }
                 return Err(Status::new(error.code(), error.to_string()));
             }
         };
         let caller =
             authenticate(&self.broker, peer_info.as_ref(), &metadata, now).map_err(|error| {
-                self.broker.record_rejection(&input, None, &error);
-                tracing::info!(?peer, error = %error.chain(), "grpc: authentication failed");
+                if self.broker.record_rejection(&input, None, &error, now) {
+                    tracing::info!(?peer, error = %error.chain(), "grpc: authentication failed");
+                }
                 status(&error)
             })?;
         // `convert` checked it; a subject token makes the caller the actor.
@@ -421,3 +438,6 @@ fn unix_seconds(at: SystemTime) -> i64 {
     at.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
+
+#[cfg(test)]
+mod tests;

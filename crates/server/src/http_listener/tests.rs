@@ -255,3 +255,109 @@ async fn a_body_slower_than_the_body_read_timeout_is_cut_off() {
         String::from_utf8_lossy(&reply)
     );
 }
+
+/// Waits (bounded) until `governor` has no open connection.
+async fn all_closed_within(governor: &Governor, limit: Duration) -> bool {
+    let stop = Instant::now() + limit;
+    while Instant::now() < stop {
+        if governor.open() == 0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    governor.open() == 0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_pipelines_requests_and_never_reads_is_closed_after_the_idle_timeout() {
+    let fixture = Fixture::new();
+    let idle = Duration::from_secs(1);
+    let (addr, governor, _stop) = realm(
+        &fixture,
+        HttpListenerOptions {
+            limits: ConnectionLimits {
+                idle_timeout: idle,
+                ..ConnectionLimits::default()
+            },
+            ..HttpListenerOptions::default()
+        },
+    )
+    .await;
+    // A small receive buffer, so the replies back up quickly into the server's send path.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut tcp = socket.connect(addr).await.unwrap();
+    let one = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let batch = one.repeat(64 * 1024 / one.len());
+    // Pipeline until the server stops reading (a write that does not finish in 500 ms), at
+    // most 64 MiB: hyper waits on its reply writes and reads nothing more.
+    let mut sent = 0usize;
+    while sent < 64 << 20 {
+        match tokio::time::timeout(Duration::from_millis(500), tcp.write_all(batch.as_bytes()))
+            .await
+        {
+            Ok(Ok(())) => sent += batch.len(),
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    assert_eq!(
+        governor.open(),
+        1,
+        "the connection closed before the test held it"
+    );
+    // Never read. The reply writes stall, so the idle timeout must close it even though the
+    // server reads nothing (bound: idle timeout plus a generous margin).
+    assert!(
+        all_closed_within(&governor, idle + MARGIN + MARGIN).await,
+        "a client that never read its replies held the connection (sent {sent} bytes)"
+    );
+    drop(tcp);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_never_opens_its_window_does_not_hold_the_connection() {
+    let fixture = Fixture::new();
+    let (addr, governor, _stop) = realm(
+        &fixture,
+        HttpListenerOptions {
+            limits: ConnectionLimits {
+                idle_timeout: Duration::from_secs(1),
+                ..ConnectionLimits::default()
+            },
+            body_read_timeout: Duration::from_millis(500),
+            response_send_timeout: Duration::from_millis(500),
+            h2c: true,
+            ..HttpListenerOptions::default()
+        },
+    )
+    .await;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    // Window 0: the server can send response heads but not one byte of any body.
+    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(0)
+        .handshake::<_, http_body_util::Empty<hyper::body::Bytes>>(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let client = tokio::spawn(connection);
+    let mut heads = Vec::new();
+    for _ in 0..4 {
+        let request = hyper::Request::get(format!("http://{addr}/healthz"))
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+            .unwrap();
+        let head = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
+            .await
+            .expect("no response head")
+            .unwrap();
+        heads.push(head);
+    }
+    assert_eq!(governor.open(), 1);
+    // The bodies never leave; the connection must close one request bound (1 s) later, well
+    // inside the liveness bound.
+    assert!(
+        all_closed_within(&governor, Duration::from_secs(1) + MARGIN + MARGIN).await,
+        "responses stuck behind a zero window held the connection"
+    );
+    drop(heads);
+    drop(sender);
+    let _ = tokio::time::timeout(Duration::from_secs(10), client).await;
+}

@@ -101,3 +101,95 @@ async fn a_request_in_flight_holds_the_connection_and_idle_counts_from_its_end()
     drop(io);
     assert_eq!(governor.open(), 0);
 }
+
+/// Writes to `io` until a write fails, at most `limit` long; the error, if any.
+async fn write_until_error(
+    io: &mut GovernedIo<tokio::io::DuplexStream>,
+    limit: Duration,
+) -> Option<io::Error> {
+    use tokio::io::AsyncWriteExt as _;
+    let chunk = [0u8; 1024];
+    let stop = Instant::now() + limit;
+    // Bounded by `limit`: each turn either fails, makes progress or times out.
+    loop {
+        let left = stop.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, io.write(&chunk)).await {
+            Err(_) => return None,
+            Ok(Err(error)) => return Some(error),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_write_the_peer_never_takes_fails_after_the_idle_timeout_even_in_flight() {
+    let mut l = limits(10, 10, 10);
+    l.idle_timeout = Duration::from_millis(300);
+    let governor = Governor::new(l);
+    // The peer never reads: the duplex buffer fills and writes stay pending.
+    let (_client, server) = tokio::io::duplex(64);
+    let mut io = GovernedIo::new(server, governor.admit(ip(2)).unwrap());
+    // A request in flight (a response being written) does not exempt a stalled write.
+    let _request = InFlight::start(io.activity());
+    let start = Instant::now();
+    let error = write_until_error(&mut io, Duration::from_secs(10))
+        .await
+        .expect("a write the peer never took stayed pending");
+    assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    assert!(
+        error.to_string().contains("read nothing we sent"),
+        "{error}"
+    );
+    assert!(start.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn an_expired_connection_fails_its_writes_and_flushes_without_a_read() {
+    use tokio::io::AsyncWriteExt as _;
+    let mut l = limits(10, 10, 10);
+    l.first_request_timeout = Duration::from_millis(200);
+    let governor = Governor::new(l);
+    let (_client, server) = tokio::io::duplex(1 << 20);
+    let mut io = GovernedIo::new(server, governor.admit(ip(2)).unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let error = io.write(b"late").await.unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    let error = io.flush().await.unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+}
+
+#[tokio::test]
+async fn a_request_past_its_bound_closes_the_connection() {
+    use tokio::io::AsyncReadExt as _;
+    let l = limits(10, 10, 10);
+    let governor = Governor::new(l);
+    let (_client, server) = tokio::io::duplex(64);
+    let bounds = ActivityBounds::new(Duration::from_millis(300), None);
+    let mut io = GovernedIo::new(server, governor.admit(ip(2)).unwrap()).with_bounds(bounds);
+    // Held for good, as by an HTTP/2 response whose body the client's window never lets out.
+    let _request = InFlight::start(io.activity());
+    let start = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(10), io.read(&mut [0u8; 8]))
+        .await
+        .expect("a request in flight past its bound held the connection")
+        .unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    assert!(start.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn past_its_maximum_age_a_connection_closes_once_idle() {
+    use tokio::io::AsyncReadExt as _;
+    let mut l = limits(10, 10, 10);
+    l.idle_timeout = Duration::from_secs(30);
+    let governor = Governor::new(l);
+    let (_client, server) = tokio::io::duplex(64);
+    let bounds = ActivityBounds::new(Duration::from_secs(30), Some(Duration::from_millis(300)));
+    let mut io = GovernedIo::new(server, governor.admit(ip(2)).unwrap()).with_bounds(bounds);
+    drop(InFlight::start(io.activity()));
+    let err = tokio::time::timeout(Duration::from_secs(10), io.read(&mut [0u8; 8]))
+        .await
+        .expect("an idle connection past its maximum age stayed open")
+        .unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+}

@@ -129,13 +129,17 @@ fn audit_memory_sink_keeps_json_lines() {
         requested: String::new(),
         granted: String::new(),
         kind: "access_token",
+        ceiling: None,
         jti: Some("j"),
         expires_at: None,
         cached: false,
         peer: None,
         endpoint: "grpc",
         subject_token: None,
-    });
+        count: None,
+        interval_seconds: None,
+    })
+    .unwrap();
     let lines = lines.lock().unwrap();
     let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
     assert_eq!(v["time"], "1970-01-01T00:00:00Z");
@@ -160,14 +164,168 @@ fn audit_file_sink_appends() {
         requested: String::new(),
         granted: String::new(),
         kind: "access_token",
+        ceiling: None,
         jti: None,
         expires_at: None,
         cached: false,
         peer: None,
         endpoint: "realm_get",
         subject_token: None,
+        count: None,
+        interval_seconds: None,
     };
-    sink.emit(&ev);
-    sink.emit(&ev);
+    sink.emit(&ev).unwrap();
+    sink.emit(&ev).unwrap();
     assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
+}
+
+fn preauth_key(peer: Option<&str>, reason: &str) -> PreauthKey {
+    PreauthKey {
+        peer: peer.map(|p| p.parse().unwrap()),
+        endpoint: Endpoint::RealmGet,
+        kind: "access_token",
+        code: ErrorCode::Unauthenticated,
+        reason: reason.to_owned(),
+    }
+}
+
+#[test]
+fn preauth_denials_are_audited_once_per_key_then_summed_per_interval() {
+    let agg = PreauthDenials::new(Duration::from_secs(10));
+    let now = t0();
+    assert_eq!(
+        agg.note(preauth_key(Some("127.0.0.2"), "a"), now),
+        (true, vec![])
+    );
+    for _ in 0..99 {
+        assert_eq!(
+            agg.note(preauth_key(Some("127.0.0.2"), "a"), now),
+            (false, vec![])
+        );
+    }
+    assert!(agg.note(preauth_key(Some("127.0.0.3"), "a"), now).0);
+    assert!(agg.note(preauth_key(Some("127.0.0.2"), "b"), now).0);
+    assert!(agg.flush_due(now + Duration::from_secs(9)).is_empty());
+    let summaries = agg.flush_due(now + Duration::from_secs(10));
+    // Keys seen once were audited in full already: no summary for them.
+    assert_eq!(summaries.len(), 1, "{summaries:?}");
+    assert_eq!(summaries[0].count, 100);
+    assert_eq!(summaries[0].key, preauth_key(Some("127.0.0.2"), "a"));
+    // A new interval starts afresh.
+    assert!(
+        agg.note(
+            preauth_key(Some("127.0.0.2"), "a"),
+            now + Duration::from_secs(11)
+        )
+        .0
+    );
+}
+
+#[test]
+fn preauth_aggregation_is_bounded_under_a_flood_of_addresses() {
+    let agg = PreauthDenials::new(Duration::from_secs(10));
+    let now = t0();
+    let mut full = 0;
+    for i in 0..(MAX_PREAUTH_AGGREGATES as u32 + 500) {
+        let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string();
+        if agg.note(preauth_key(Some(&ip), "a"), now).0 {
+            full += 1;
+        }
+    }
+    assert_eq!(full, MAX_PREAUTH_AGGREGATES);
+    let summaries = agg.flush_due(now + Duration::from_secs(10));
+    assert_eq!(summaries.len(), 1);
+    assert_eq!(summaries[0].key.peer, None);
+    assert_eq!(summaries[0].count, 500);
+}
+
+#[test]
+fn rate_limiter_peek_takes_nothing_and_keys_are_bounded() {
+    let l: RateLimiter<IpAddr> = RateLimiter::with_max_keys(
+        Some(RateLimit {
+            per_second: 1.0,
+            burst: 1.0,
+        }),
+        2,
+    );
+    let now = t0();
+    let a: IpAddr = "127.0.0.2".parse().unwrap();
+    for _ in 0..5 {
+        assert!(l.peek(&a, now).is_ok());
+    }
+    assert!(l.check(&a, now).is_ok());
+    assert!(l.peek(&a, now).is_err());
+    // More keys than the table holds: it never grows past its bound.
+    for i in 0..10u8 {
+        let _ = l.check(&IpAddr::from([10, 0, 0, i]), now);
+    }
+    assert!(l.buckets.lock().unwrap().len() <= 2);
+}
+
+struct FailingWriter;
+
+impl std::io::Write for FailingWriter {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::from_raw_os_error(28))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn event() -> AuditEvent<'static> {
+    AuditEvent {
+        time: rfc3339(UNIX_EPOCH),
+        event: "svid-broker.exchange",
+        decision: "allow",
+        code: None,
+        reason: "granted".into(),
+        subject: Some(BUILDER),
+        actor: "jwt-svid".into(),
+        service: "s",
+        requested: String::new(),
+        granted: String::new(),
+        kind: "access_token",
+        ceiling: None,
+        jti: None,
+        expires_at: None,
+        cached: false,
+        peer: None,
+        endpoint: "grpc",
+        subject_token: None,
+        count: None,
+        interval_seconds: None,
+    }
+}
+
+#[test]
+fn audit_log_failures_are_counted_and_follow_the_policy() {
+    let metrics = Metrics::default();
+    let deny = AuditLog::new(AuditSink::writer(FailingWriter), AuditOnError::Deny);
+    assert_eq!(deny.record(&event(), &metrics), Err(AuditUnavailable));
+    let first_warning = deny.last_warning.load(Ordering::Relaxed);
+    assert!(first_warning > 0);
+    // Further failures within the interval count but do not log again.
+    for _ in 0..100 {
+        assert!(deny.record(&event(), &metrics).is_err());
+    }
+    assert_eq!(deny.last_warning.load(Ordering::Relaxed), first_warning);
+    let go_on = AuditLog::new(AuditSink::writer(FailingWriter), AuditOnError::Continue);
+    assert_eq!(go_on.record(&event(), &metrics), Ok(()));
+    assert_eq!(metrics.audit_write_errors(), 102);
+    let ok = AuditLog::new(AuditSink::Discard, AuditOnError::Deny);
+    assert_eq!(ok.record(&event(), &metrics), Ok(()));
+    assert_eq!(metrics.audit_write_errors(), 102);
+}
+
+#[test]
+fn refusals_have_their_own_counter() {
+    let m = Metrics::default();
+    m.refused(Endpoint::RealmPost, Refusal::NothingGranted);
+    let text = m.render();
+    assert!(text.contains(
+        "svid_broker_refused_total{endpoint=\"realm_post\",reason=\"nothing_granted\"} 1"
+    ));
+    assert!(text.contains("svid_broker_audit_write_errors_total 0"));
 }

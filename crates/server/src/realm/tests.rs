@@ -220,9 +220,10 @@ async fn bad_or_missing_credentials_get_401_with_a_basic_challenge() {
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{auth:?}: {}", r.body);
         assert_eq!(r.headers[WWW_AUTHENTICATE], "Basic realm=\"svid-broker\"");
     }
-    // Every refusal is audited, and no secret reaches the audit log.
+    // The first refusal of each reason is audited in full (the two wrong JWT-SVIDs and the
+    // two malformed headers share theirs), and no secret reaches the audit log.
     let audit = f.audit.lock().unwrap().join("\n");
-    assert_eq!(audit.lines().count(), 5);
+    assert_eq!(audit.lines().count(), 3, "{audit}");
     assert!(!audit.contains(&wrong_audience));
 }
 
@@ -493,8 +494,8 @@ async fn refresh_chain_ends_at_the_absolute_session_bound() {
         refresh = refresh_of(&r);
     }
     let (i, r) = ended.expect("the refresh chain never ended");
-    // 28 × 50 min = 23 h 20 min is inside the session; 29 × 50 min is past 24 h.
-    assert_eq!(i, 29, "{}", r.body);
+    // 9 × 50 min = 7 h 30 min is inside the 8 h session; 10 × 50 min is past it.
+    assert_eq!(i, 10, "{}", r.body);
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
     assert!(
         r.body.contains("refresh token session expired"),
@@ -640,4 +641,321 @@ async fn issued_refresh_tokens_are_audited_with_their_jti() {
     }
     let all = f.audit.lock().unwrap().join("\n");
     assert!(!all.contains(&refresh) && !all.contains(&renewed));
+}
+
+fn from(req: HttpRequest<Body>, addr: &str) -> HttpRequest<Body> {
+    let mut req = req;
+    req.extensions_mut()
+        .insert(ConnectInfo(addr.parse::<SocketAddr>().unwrap()));
+    req
+}
+
+/// Item 3 of the hardening issue: 10,000 unauthenticated requests from one address write a
+/// bounded amount of audit (here a few lines, whatever the count), the address is limited
+/// (429) once its failure budget is spent, the totals are reported in one summary per reason,
+/// and a legitimate client on another address is served throughout.
+#[tokio::test]
+async fn a_flood_of_bad_requests_writes_bounded_audit_and_spares_other_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let sink = crate::ops::AuditSink::file(&path).unwrap();
+    let f = Fixture::with(|o| o.audit = sink);
+    let uri = "/token?service=registry.local&scope=repository:team/app:pull";
+    // One instant for the whole flood: the budget refills 10 per second.
+    let at = t0();
+    let mut limited = 0;
+    for i in 0..10_000u32 {
+        let req = HttpRequest::get(uri)
+            .header(AUTHORIZATION, basic(BUILDER, &format!("not-a-token-{i}")))
+            .body(Body::empty())
+            .unwrap();
+        let r = send(app_at(&f, at), from(req, "127.0.0.2:40000")).await;
+        match r.status {
+            StatusCode::UNAUTHORIZED => {}
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert!(r.headers.contains_key(RETRY_AFTER));
+                limited += 1;
+            }
+            other => panic!("{other}: {}", r.body),
+        }
+    }
+    // The default budget: 100 failures, then refused before authentication.
+    assert_eq!(limited, 10_000 - 100);
+    let bytes = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        bytes <= 4 * 1024,
+        "{bytes} bytes of audit for 10,000 bad requests"
+    );
+
+    // Another address is served meanwhile.
+    let jwt = f.jwt(READER, AUDIENCE);
+    let req = HttpRequest::get(uri)
+        .header(AUTHORIZATION, basic(READER, &jwt))
+        .body(Body::empty())
+        .unwrap();
+    let r = send(app_at(&f, at), from(req, "127.0.0.1:40001")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    // When the interval ends, one summary per reason carries the counts.
+    f.broker.flush_preauth_denials(at + Duration::from_secs(11));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summaries: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["event"] == "svid-broker.preauth_denials")
+        .collect();
+    let total: u64 = summaries.iter().map(|l| l["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, 10_000, "{text}");
+    for s in &summaries {
+        assert_eq!(s["peer"], "127.0.0.2");
+        assert_eq!(s["interval_seconds"], 10);
+        assert_eq!(s["decision"], "deny");
+    }
+    assert!(
+        summaries
+            .iter()
+            .any(|s| s["code"] == "resource_exhausted" && s["count"] == 9_900)
+    );
+    // Full events: the first of each reason, plus the legitimate issuance.
+    assert_eq!(lines.len() - summaries.len(), 3, "{text}");
+    let bytes = text.len();
+    assert!(
+        bytes <= 4 * 1024,
+        "{bytes} bytes of audit after the summary"
+    );
+    eprintln!("audit after 10,000 bad requests and one good one: {bytes} bytes");
+}
+
+#[tokio::test]
+async fn login_credentials_need_their_subject_as_username() {
+    let f = Fixture::new();
+    let (username, password) = login_credential(&f, BUILDER, &[]);
+    let uri = "/token?service=registry.local&scope=repository:team/app:pull";
+    for auth in [format!("Bearer {password}"), basic("", &password)] {
+        let r = get(app(&f, true), uri, Some(&auth)).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+        assert!(
+            r.body.contains("must be sent with its SPIFFE ID"),
+            "{}",
+            r.body
+        );
+    }
+    let form = format!(
+        "grant_type=password&service=registry.local&password={}",
+        enc(&password)
+    );
+    let r = post(app(&f, true), &form, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    let r = get(app(&f, true), uri, Some(&basic(&username, &password))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+#[tokio::test]
+async fn overlong_usernames_are_refused() {
+    let f = Fixture::new();
+    let jwt = f.jwt(BUILDER, AUDIENCE);
+    let long = "u".repeat(crate::engine::MAX_USERNAME_LEN + 1);
+    let uri = "/token?service=registry.local&scope=repository:team/app:pull";
+    let r = get(app(&f, true), uri, Some(&basic(&long, &jwt))).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    assert!(r.body.contains("username is 2049 bytes"), "{}", r.body);
+    let form = format!(
+        "grant_type=password&service=registry.local&username={long}&password={}",
+        enc(&jwt)
+    );
+    let r = post(app(&f, true), &form, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    assert!(r.body.contains("username is 2049 bytes"), "{}", r.body);
+    // At the cap, the username is fine (informational for a JWT-SVID).
+    let at_cap = "u".repeat(crate::engine::MAX_USERNAME_LEN);
+    let r = get(app(&f, true), uri, Some(&basic(&at_cap, &jwt))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+/// `ctr images pull --user "$SPIFFE_ID:$SECRET"` splits at the first colon, so containerd's
+/// password grant (`fetchTokenWithOAuth`) sends `username=spiffe` and the rest of the ID in
+/// `password`. The first request must succeed.
+#[tokio::test]
+async fn containerd_password_grant_split_at_the_first_colon_is_accepted() {
+    let f = Fixture::new();
+    let jwt = f.jwt(BUILDER, AUDIENCE);
+    let (user, rest) = BUILDER.split_once(':').unwrap();
+    let (_, login_password) = login_credential(&f, BUILDER, &[]);
+    for secret in [jwt.as_str(), login_password.as_str()] {
+        let form = format!(
+            "scope={}&service=registry.local&client_id=containerd-client&grant_type=password&username={user}&password={}",
+            enc("repository:team/app:pull"),
+            enc(&format!("{rest}:{secret}"))
+        );
+        let r = post(app(&f, true), &form, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.json()["scope"], "repository:team/app:pull");
+    }
+    // A correctly split pair still works the same.
+    let form = format!(
+        "service=registry.local&grant_type=password&username={}&password={}&scope={}",
+        enc(BUILDER),
+        enc(&jwt),
+        enc("repository:team/app:pull")
+    );
+    let r = post(app(&f, true), &form, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let audit = f.audit.lock().unwrap().join("\n");
+    assert!(!audit.contains("segments"), "{audit}");
+    assert!(!audit.contains("\"deny\""), "{audit}");
+}
+
+#[tokio::test]
+async fn repeated_single_valued_parameters_are_refused() {
+    let f = Fixture::new();
+    let jwt = f.jwt(BUILDER, AUDIENCE);
+    for (query, name) in [
+        ("service=registry.local&service=registry.other", "service"),
+        (
+            "service=registry.local&client_id=a&client_id=b",
+            "client_id",
+        ),
+        ("service=registry.local&account=a&account=b", "account"),
+        (
+            "service=registry.local&grant_type=x&grant_type=y",
+            "grant_type",
+        ),
+    ] {
+        let r = get(
+            app(&f, true),
+            &format!("/token?{query}"),
+            Some(&basic(BUILDER, &jwt)),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{query}: {}", r.body);
+        assert!(
+            r.body
+                .contains(&format!("parameter {name} may appear at most once")),
+            "{}",
+            r.body
+        );
+        let r = post(
+            app(&f, true),
+            &format!("grant_type=password&{query}&password={}", enc(&jwt)),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{query}: {}", r.body);
+    }
+}
+
+#[tokio::test]
+async fn client_id_must_be_printable_ascii() {
+    let f = Fixture::new();
+    let jwt = f.jwt(BUILDER, AUDIENCE);
+    let long = "c".repeat(crate::engine::MAX_CLIENT_ID_LEN + 1);
+    for bad in [
+        "evil\u{202e}txt",
+        "a\u{200b}b",
+        "with space",
+        "",
+        "tab\t",
+        long.as_str(),
+    ] {
+        let r = get(
+            app(&f, true),
+            &format!("/token?service=registry.local&client_id={}", enc(bad)),
+            Some(&basic(BUILDER, &jwt)),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad:?}: {}", r.body);
+        assert!(
+            r.body
+                .contains("client_id must be 1 to 128 printable ASCII"),
+            "{}",
+            r.body
+        );
+    }
+    let audit = f.audit.lock().unwrap().join("\n");
+    assert!(!audit.contains('\u{202e}') && !audit.contains('\u{200b}'));
+    let r = get(
+        app(&f, true),
+        "/token?service=registry.local&client_id=docker-credential-svid/1.0",
+        Some(&basic(BUILDER, &jwt)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+/// A request the policy grants nothing still gets a (useless) token, as the token spec's
+/// clients expect, but is audited and counted as a refusal.
+#[tokio::test]
+async fn empty_grants_are_answered_but_audited_and_counted_as_refusals() {
+    let f = Fixture::new();
+    let jwt = f.jwt(READER, AUDIENCE);
+    let r = get(
+        app(&f, true),
+        "/token?service=registry.local&scope=repository:team/app:push",
+        Some(&basic(READER, &jwt)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let lines = f.audit_lines();
+    let last = lines.last().unwrap();
+    assert_eq!(last["decision"], "deny", "{last}");
+    assert_eq!(last["reason"], "nothing granted");
+    assert_eq!(last["code"], "permission_denied");
+    assert_eq!(last["subject"], READER);
+    let metrics = f.broker.metrics().render();
+    assert!(metrics.contains(
+        "svid_broker_refused_total{endpoint=\"realm_get\",reason=\"nothing_granted\"} 1"
+    ));
+    assert!(
+        metrics
+            .contains("svid_broker_issued_total{endpoint=\"realm_get\",kind=\"access_token\"} 0")
+    );
+    // No scope asked for (`docker login`): an authentication check, not a refusal.
+    let r = get(
+        app(&f, true),
+        "/token?service=registry.local",
+        Some(&basic(READER, &jwt)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let lines = f.audit_lines();
+    assert_eq!(lines.last().unwrap()["decision"], "allow");
+}
+
+/// `audience_policy = "single"` (the default) refuses a JWT-SVID also minted for another
+/// relying party at every realm entry; `"any"` accepts it.
+#[tokio::test]
+async fn multi_audience_jwt_svids_follow_the_audience_policy() {
+    use svid_broker_identity::jwt::AudienceMatch;
+    for (policy, expected) in [
+        (AudienceMatch::Single, StatusCode::UNAUTHORIZED),
+        (AudienceMatch::AnyOf, StatusCode::OK),
+    ] {
+        let f = Fixture::with(|o| o.audience_policy = policy);
+        let jwt =
+            f.td.issue_jwt_svid(&crate::testutil::id(BUILDER), &[AUDIENCE, "other-rp"])
+                .unwrap()
+                .token()
+                .expose()
+                .to_owned();
+        let uri = "/token?service=registry.local&scope=repository:team/app:pull";
+        for auth in [basic(BUILDER, &jwt), format!("Bearer {jwt}")] {
+            let r = get(app(&f, true), uri, Some(&auth)).await;
+            assert_eq!(r.status, expected, "{policy:?}: {}", r.body);
+        }
+        let form = format!(
+            "grant_type=password&service=registry.local&username={}&password={}&scope={}",
+            enc(BUILDER),
+            enc(&jwt),
+            enc("repository:team/app:pull")
+        );
+        let r = post(app(&f, true), &form, None).await;
+        assert_eq!(r.status, expected, "{policy:?}: {}", r.body);
+        if expected != StatusCode::OK {
+            let audit = f.audit.lock().unwrap().join("\n");
+            assert!(audit.contains("exactly one"), "{audit}");
+        }
+    }
 }

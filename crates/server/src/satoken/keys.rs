@@ -338,10 +338,12 @@ pub fn tls_connector(ca_file: Option<&Path>) -> Result<tokio_rustls::TlsConnecto
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
+    // TLS 1.3 only: the workspace enables rustls `tls12` for the realm's HTTPS listener, and
+    // the safe defaults would then let this client negotiate 1.2 as well.
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
-    .with_safe_default_protocol_versions()
+    .with_protocol_versions(&[&rustls::version::TLS13])
     .map_err(|_| KeyLoadError::CaFile {
         path: PathBuf::new(),
     })?

@@ -475,8 +475,10 @@ impl FederationSource {
         let tls = match &relationship.profile {
             EndpointProfile::HttpsWeb(roots) => {
                 let store = roots.store()?;
+                // TLS 1.3 only: the workspace enables rustls `tls12` for the realm's HTTPS
+                // listener, and the safe defaults would then offer 1.2 here as well.
                 let builder = ClientConfig::builder_with_provider(crate::crypto_provider())
-                    .with_safe_default_protocol_versions()
+                    .with_protocol_versions(&[&rustls::version::TLS13])
                     .map_err(|source| FederationConfigError::Tls { source })?;
                 let mut config = builder.with_root_certificates(store).with_no_client_auth();
                 config.alpn_protocols = vec![b"http/1.1".to_vec()];

@@ -3,7 +3,7 @@
 //!
 //! A FIFO blocks `open(2)` until a writer appears and `/dev/zero` never ends; a poller that
 //! opened either would hang a thread for good. The file is opened with `O_NONBLOCK` (which a
-//! regular file ignores), its type checked on the open handle (no window between a `stat` and
+//! regular file ignores) and `O_NOCTTY` (a terminal never becomes ours), its type checked on the open handle (no window between a `stat` and
 //! the `open`), and at most `cap + 1` bytes read. Callers run this off the async runtime
 //! (`spawn_blocking` or their own thread): even a capped read of a slow network file system
 //! must not stall a runtime worker.
@@ -68,7 +68,9 @@ pub fn open_regular(path: &Path) -> Result<(File, Metadata), WatchedFileError> {
     };
     let file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK)
+        // O_NOCTTY: were the path a terminal, opening it must not make it the broker's
+        // controlling terminal before the type check below refuses it.
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
         .map_err(io)?;
     let meta = file.metadata().map_err(io)?;

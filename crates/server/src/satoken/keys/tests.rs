@@ -99,6 +99,10 @@ struct Https {
 
 impl Https {
     async fn start() -> Self {
+        Self::start_with_versions(&[&rustls::version::TLS13]).await
+    }
+
+    async fn start_with_versions(versions: &[&'static rustls::SupportedProtocolVersion]) -> Self {
         let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
         let der = CertificateDer::from(cert.cert.der().to_vec());
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
@@ -107,7 +111,7 @@ impl Https {
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
         ))
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(vec![der], key)
@@ -217,6 +221,20 @@ async fn discovery_fetches_the_jwks_named_by_the_document() {
         .await
         .unwrap();
     assert_eq!(bytes, sa.jwks_json().as_bytes());
+}
+
+#[tokio::test]
+async fn discovery_refuses_a_tls12_only_server() {
+    let server = Https::start_with_versions(&[&rustls::version::TLS12]).await;
+    server.route(
+        "/.well-known/openid-configuration",
+        200,
+        discovery_doc("https://k8s.test", &server.url("/openid/v1/jwks")),
+    );
+    let result = discover(&server.connector(), &server.config("https://k8s.test")).await;
+    assert!(result.is_err(), "a TLS 1.2-only server was accepted");
+    // Refused in the handshake: the server never saw a request.
+    assert_eq!(server.hits("/.well-known/openid-configuration"), 0);
 }
 
 #[tokio::test]
