@@ -98,7 +98,10 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
         let deadline = Instant::now() + STEP_TIMEOUT;
         loop {
             if let Some(status) = daemon.child.try_wait().unwrap() {
-                panic!("containerd exited during start-up: {status}\n{}", daemon.log());
+                panic!(
+                    "containerd exited during start-up: {status}\n{}",
+                    daemon.log()
+                );
             }
             if daemon.ctr(&["version"], &[]).success {
                 break;
@@ -256,12 +259,7 @@ fn ctr_pulls_and_pushes_with_a_spiffe_id_and_jwt_svid() {
     let out = push(&registry, work.path(), &broker.creds(BUILDER), "team/app");
     assert!(out.success, "seed push failed: {}", out.stderr);
 
-    let pulled = containerd.pull(
-        registry.addr,
-        "team/app:v1",
-        &broker.creds(READER),
-        &[],
-    );
+    let pulled = containerd.pull(registry.addr, "team/app:v1", &broker.creds(READER), &[]);
     assert!(
         pulled.success,
         "ctr pull failed: {}\n{}\n{}",
@@ -271,7 +269,11 @@ fn ctr_pulls_and_pushes_with_a_spiffe_id_and_jwt_svid() {
     );
     let images = containerd.ctr(&["images", "list", "--quiet"], &[]);
     let local = format!("{}/team/app:v1", registry.addr);
-    assert!(images.stdout.lines().any(|l| l == local), "{}", images.stdout);
+    assert!(
+        images.stdout.lines().any(|l| l == local),
+        "{}",
+        images.stdout
+    );
     let audit = broker.audit();
     assert!(
         refusals(&audit).is_empty(),
@@ -296,11 +298,6 @@ fn ctr_pulls_and_pushes_with_a_spiffe_id_and_jwt_svid() {
     );
 
     // An identity no rule names pulls nothing.
-    let stranger = containerd.pull(
-        registry.addr,
-        "team/copy:v1",
-        &broker.creds(STRANGER),
-        &[],
-    );
+    let stranger = containerd.pull(registry.addr, "team/copy:v1", &broker.creds(STRANGER), &[]);
     assert!(!stranger.success, "a stranger must not pull");
 }

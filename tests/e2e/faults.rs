@@ -346,7 +346,10 @@ fn broker_killed_and_restarted_during_a_pull_loop() {
     let (status, body) = post_form(broker.addr(), "/token", &form);
     assert_eq!(status, 200, "refresh after restart: {body}");
     let audit = std::fs::read_to_string(audit_dir.path().join("audit.log")).unwrap();
-    assert!(!audit.contains(&refresh_token), "the audit holds a refresh token");
+    assert!(
+        !audit.contains(&refresh_token),
+        "the audit holds a refresh token"
+    );
 }
 
 /// The registry restarts under the broker: pulls fail while it is down (naming the registry),
@@ -522,7 +525,13 @@ impl SmallFilesystem {
     fn mount(size: &str) -> SmallFilesystem {
         let dir = tempfile::tempdir().unwrap();
         let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(dir.path())
             .status()
             .unwrap();
@@ -588,22 +597,35 @@ fn audit_file_on_a_full_filesystem() {
         );
         broker.start();
         let scope = "repository:team/app:pull";
-        assert!(broker.granted(READER, scope), "{mode}: before the disk fills");
+        assert!(
+            broker.granted(READER, scope),
+            "{mode}: before the disk fills"
+        );
         fs.fill();
         // Enough requests that any buffering in the sink must reach the disk.
         let answers: Vec<(u16, String)> = (0..20).map(|_| broker.ask(READER, scope)).collect();
         assert!(broker.is_running(), "{mode}: the broker died on ENOSPC");
         assert_eq!(http(broker.addr(), "/healthz", None).0, 200, "{mode}");
-        assert!(audit_errors(&broker.metrics()) >= 1, "{mode}: errors not counted");
+        assert!(
+            audit_errors(&broker.metrics()) >= 1,
+            "{mode}: errors not counted"
+        );
         let last = answers.last().unwrap();
         match mode {
             "deny" => {
                 assert_ne!(last.0, 200, "deny: issued without an audit line");
-                assert!(last.1.contains("audit"), "deny: the error must say why: {}", last.1);
+                assert!(
+                    last.1.contains("audit"),
+                    "deny: the error must say why: {}",
+                    last.1
+                );
             }
             _ => assert_eq!(last.0, 200, "continue: {}", last.1),
         }
-        eprintln!("fault matrix: audit on a full filesystem, {mode}: HTTP {} {}", last.0, last.1);
+        eprintln!(
+            "fault matrix: audit on a full filesystem, {mode}: HTTP {} {}",
+            last.0, last.1
+        );
         fs.free();
         wait_until("issuing again once there is room", || {
             broker.granted(READER, scope)

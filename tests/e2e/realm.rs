@@ -151,7 +151,11 @@ impl Drop for Broker {
 }
 
 /// One HTTP/1.1 request over a fresh loopback connection: (status, headers, body).
-pub(crate) fn http(addr: SocketAddr, path: &str, authorization: Option<&str>) -> (u16, String, String) {
+pub(crate) fn http(
+    addr: SocketAddr,
+    path: &str,
+    authorization: Option<&str>,
+) -> (u16, String, String) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
@@ -180,7 +184,12 @@ pub(crate) fn enc(s: &str) -> String {
 }
 
 /// Asks the realm for a token (GET, Basic JWT-SVID) and returns the parsed response.
-pub(crate) fn realm_token(broker: &Broker, who: &str, scopes: &[&str], extra: &str) -> serde_json::Value {
+pub(crate) fn realm_token(
+    broker: &Broker,
+    who: &str,
+    scopes: &[&str],
+    extra: &str,
+) -> serde_json::Value {
     let mut path = format!("/token?service={SERVICE}&account={}{extra}", enc(who));
     for s in scopes {
         path.push_str(&format!("&scope={}", enc(s)));

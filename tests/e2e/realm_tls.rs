@@ -135,13 +135,7 @@ fn skopeo_and_ctr_use_an_https_realm() {
     let dest = registry.image_ref("team/app", "v1");
     let builder = creds(BUILDER);
     let out = skopeo_with_env(
-        &[
-            "copy",
-                        "--dest-creds",
-            &builder,
-            &src,
-            &dest,
-        ],
+        &["copy", "--dest-creds", &builder, &src, &dest],
         work.path(),
         &trust,
     );
@@ -158,7 +152,10 @@ fn skopeo_and_ctr_use_an_https_realm() {
     let untrusted = skopeo_with_env(
         &["copy", "--src-creds", &reader, &dest, &pulled],
         work.path(),
-        &[("SSL_CERT_FILE", "/dev/null"), ("SSL_CERT_DIR", "/nonexistent")],
+        &[
+            ("SSL_CERT_FILE", "/dev/null"),
+            ("SSL_CERT_DIR", "/nonexistent"),
+        ],
     );
     assert!(!untrusted.success, "an untrusted certificate was accepted");
     assert!(
@@ -167,17 +164,15 @@ fn skopeo_and_ctr_use_an_https_realm() {
         untrusted.stderr
     );
     let out = skopeo_with_env(
-        &[
-            "copy",
-                        "--src-creds",
-            &reader,
-            &dest,
-            &pulled,
-        ],
+        &["copy", "--src-creds", &reader, &dest, &pulled],
         work.path(),
         &trust,
     );
-    assert!(out.success, "pull through the https realm failed: {}", out.stderr);
+    assert!(
+        out.success,
+        "pull through the https realm failed: {}",
+        out.stderr
+    );
 
     if let Some(containerd) = Containerd::start() {
         // With another CA (the broker's signing CA) named for the host, containerd refuses:
