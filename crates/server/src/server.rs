@@ -111,6 +111,9 @@ pub enum ServerError {
     /// `service_account.trusted_actors` is invalid (the configuration checks it first).
     #[error("service_account.trusted_actors is invalid")]
     TrustedActors(#[source] crate::satoken::TrustedActorError),
+    /// The blocking task that re-reads the policy was cancelled (the runtime is shutting down).
+    #[error("the policy reload task was cancelled")]
+    ReloadTask,
     /// A service-account issuer's JWK Set file could not be loaded at start-up.
     #[error("service-account issuer {issuer} keys could not be loaded")]
     ServiceAccountKeys {
@@ -631,6 +634,18 @@ impl ServerHandle {
     /// [`ServerError::Policy`].
     pub fn reload_policy(&self) -> Result<(), ServerError> {
         self.reloader.reload(true).map(|_| ())
+    }
+
+    /// [`ServerHandle::reload_policy`] from async code (the SIGHUP handler): the file is read on
+    /// a blocking thread, like the poller's reads, so a slow file system never stalls a worker.
+    ///
+    /// # Errors
+    /// [`ServerError::Policy`]; [`ServerError::ReloadTask`] if the blocking task was cancelled.
+    pub async fn reload_policy_off_runtime(&self) -> Result<(), ServerError> {
+        let reloader = Arc::clone(&self.reloader);
+        tokio::task::spawn_blocking(move || reloader.reload(true).map(|_| ()))
+            .await
+            .map_err(|_| ServerError::ReloadTask)?
     }
 
     /// The clock the server decides with.

@@ -61,7 +61,7 @@ async fn serve(config: BrokerConfig) -> Result<(), CliError> {
         tokio::select! {
             _ = hangup.recv() => {
                 // The reloader logs the outcome; a bad file keeps the last good policy.
-                let _ = handle.reload_policy();
+                let _ = handle.reload_policy_off_runtime().await;
             }
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
