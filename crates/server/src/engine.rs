@@ -1559,6 +1559,7 @@ fn sa_audit<'a>(
         service_account: sa.map(|s| s.name.as_str()),
         pod: sa.and_then(|s| s.pod_name.as_deref()),
         pod_uid: sa.and_then(|s| s.pod_uid.as_deref()),
+        node: sa.and_then(|s| s.node_name.as_deref()),
     }
 }
 

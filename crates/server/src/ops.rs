@@ -298,6 +298,10 @@ pub struct SubjectTokenAudit<'a> {
     /// `kubernetes.io.pod.uid`, when the token is pod-bound.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pod_uid: Option<&'a str>,
+    /// `kubernetes.io.node.name`, when the token names the pod's node (the node a `{node}`
+    /// trusted-actor binding checked it against).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<&'a str>,
 }
 
 /// RFC 3339 text of `t`.

@@ -628,6 +628,10 @@ async fn a_node_bound_plugin_speaks_only_for_pods_of_its_node() {
     .await
     .unwrap();
     assert_eq!(ok.subject, MAPPED);
+    let events = server.audit_events();
+    let ev = events.last().unwrap();
+    assert_eq!(ev["decision"], "allow");
+    assert_eq!(ev["subject_token"]["node"], "n1", "{ev}");
 
     let other_node = call(
         &mut on_n2,
