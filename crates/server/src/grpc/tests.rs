@@ -1163,3 +1163,49 @@ async fn every_call_leaves_one_audit_event_without_secrets_and_is_measured() {
     assert!(!all.contains(&issued.access_token));
     server.stop().await;
 }
+
+/// The per-address budget for failed authentication holds on the gRPC listener too: a client
+/// that keeps failing is answered RESOURCE_EXHAUSTED before its credentials are looked at, and
+/// the failures are aggregated in the audit instead of one line each.
+#[tokio::test]
+async fn repeated_failed_authentication_from_one_address_is_throttled_and_aggregated() {
+    let server = Running::start().await;
+    let mut client = server.client(None).await;
+    let mut unauthenticated = 0;
+    let mut exhausted = None;
+    for attempt in 0..1_000 {
+        let status = call(
+            &mut client,
+            with_bearer(
+                request(
+                    TokenType::RegistryAccessToken,
+                    SERVICE,
+                    &["repository:team-blue/app:pull"],
+                ),
+                "not.a.jwt",
+            ),
+        )
+        .await
+        .unwrap_err();
+        match status.code() {
+            tonic::Code::Unauthenticated => unauthenticated += 1,
+            tonic::Code::ResourceExhausted => {
+                exhausted = Some(attempt);
+                break;
+            }
+            other => panic!("unexpected {other:?}: {status:?}"),
+        }
+    }
+    let exhausted = exhausted.expect("a failing client was never throttled");
+    assert!(
+        unauthenticated >= 100,
+        "throttled after {unauthenticated} failures, before the burst was spent"
+    );
+    let events = server.audit_events();
+    assert!(
+        events.len() < 10,
+        "{exhausted} failures wrote {} audit lines",
+        events.len()
+    );
+    server.stop().await;
+}
