@@ -630,6 +630,14 @@ fn audit_file_on_a_full_filesystem() {
         wait_until("issuing again once there is room", || {
             broker.granted(READER, scope)
         });
+        // Writes cut short by ENOSPC were cut back: every line the file holds is one event.
+        let audit = std::fs::read_to_string(fs.path().join("audit.log")).unwrap();
+        for line in audit.lines() {
+            assert!(
+                serde_json::from_str::<serde_json::Value>(line).is_ok(),
+                "{mode}: an unreadable audit line: {line}"
+            );
+        }
         broker.kill();
     }
 }

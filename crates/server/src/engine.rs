@@ -281,8 +281,9 @@ pub enum AuthFailure {
         "a login credential must be sent with its SPIFFE ID as the username (Basic auth or the password grant)"
     )]
     LoginCredentialWithoutUsername,
-    /// The username is longer than [`MAX_USERNAME_LEN`].
-    #[error("username is {len} bytes, more than the {max} allowed")]
+    /// The username is longer than [`MAX_USERNAME_LEN`]. (The message leaves `len` out: it is
+    /// the caller's to vary, and refusals are aggregated by message.)
+    #[error("username is longer than the {max} bytes allowed")]
     UsernameTooLong {
         /// Its length.
         len: usize,
@@ -1168,7 +1169,7 @@ impl Broker {
         peer: Option<SocketAddr>,
         now: SystemTime,
     ) -> Result<(), ExchangeError> {
-        let Some(ip) = peer.map(|p| p.ip()) else {
+        let Some(ip) = peer.map(|p| limit_key(p.ip())) else {
             return Ok(());
         };
         self.failed_auth
@@ -1193,7 +1194,7 @@ impl Broker {
         now: SystemTime,
     ) -> bool {
         self.metrics.denied(input.endpoint, err.code());
-        let ip = input.peer.map(|p| p.ip());
+        let ip = input.peer.map(|p| limit_key(p.ip()));
         if let Some(ip) = ip
             && !matches!(err, ExchangeError::PeerLimited { .. })
         {
@@ -1518,6 +1519,9 @@ impl Broker {
         kind: &'static str,
         err: &ExchangeError,
     ) {
+        // What a refused request named is the caller's text, unchecked: printable ASCII only
+        // reaches the audit (no RLO, ZWSP or control characters to disguise a line).
+        let service = printable(cut(input.service, MAX_AUDIT_SERVICE_LEN));
         // A denial that cannot be audited is still refused: the failure is only counted.
         let _ = self.audit.record(
             &AuditEvent {
@@ -1525,10 +1529,10 @@ impl Broker {
                 event: "svid-broker.exchange",
                 decision: "deny",
                 code: Some(err.code().label()),
-                reason: err.chain(),
+                reason: printable(&err.chain()),
                 subject: caller.map(|c| c.spiffe_id.as_str()),
                 actor,
-                service: cut(input.service, MAX_AUDIT_SERVICE_LEN),
+                service: &service,
                 requested: requested_text(input.scopes),
                 granted: String::new(),
                 kind,
@@ -1544,6 +1548,21 @@ impl Broker {
             },
             &self.metrics,
         );
+    }
+}
+
+/// The key an address is limited and aggregated under: IPv4 as is (IPv4-mapped IPv6 folded to
+/// it), IPv6 by its /64, the smallest block a host is usually given, so rotating addresses
+/// within it neither resets a spent budget nor multiplies audit lines.
+fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
     }
 }
 
@@ -1644,7 +1663,21 @@ fn requested_text(scopes: &[String]) -> String {
         .map(String::as_str)
         .collect::<Vec<_>>()
         .join(" ");
-    cut(&joined, 4096).to_owned()
+    printable(cut(&joined, 4096))
+}
+
+/// `s` with every character that is not printable ASCII (or a space) replaced by `?`, for
+/// caller-supplied text in the audit log.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
 }
 
 /// The grant restricted to a login credential's ceiling. `*` in the ceiling covers every

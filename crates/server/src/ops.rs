@@ -37,7 +37,7 @@ pub enum AuditSink {
     /// Kept in memory (tests), at most [`MAX_MEMORY_AUDIT_LINES`].
     Memory(Arc<Mutex<Vec<String>>>),
     /// Any writer (tests: one that fails like a full filesystem).
-    Writer(Arc<Mutex<Box<dyn std::io::Write + Send>>>),
+    Writer(Arc<Mutex<SinkWriter>>),
     /// Dropped.
     Discard,
 }
@@ -76,7 +76,10 @@ impl AuditSink {
 
     /// A sink writing to `writer`.
     pub fn writer(writer: impl std::io::Write + Send + 'static) -> Self {
-        Self::Writer(Arc::new(Mutex::new(Box::new(writer))))
+        Self::Writer(Arc::new(Mutex::new(SinkWriter {
+            inner: Box::new(writer),
+            broken_line: false,
+        })))
     }
 
     /// Writes one event as a JSON line, in one `write_all` so concurrent events never
@@ -91,10 +94,17 @@ impl AuditSink {
         match self {
             Self::Stderr => std::io::stderr().lock().write_all(line.as_bytes()),
             Self::Stdout => std::io::stdout().lock().write_all(line.as_bytes()),
-            Self::File(file) => file
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .write_all(line.as_bytes()),
+            Self::File(file) => {
+                let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
+                // A write cut short (ENOSPC after a partial write) would leave half a line
+                // that the next event is appended to, making both unreadable: cut the file
+                // back to where this event started. The file is append-only, so its length
+                // is where this event starts.
+                let start = file.metadata()?.len();
+                file.write_all(line.as_bytes()).inspect_err(|_| {
+                    let _ = file.set_len(start);
+                })
+            }
             Self::Memory(lines) => {
                 let mut lines = lines.lock().unwrap_or_else(PoisonError::into_inner);
                 if lines.len() >= MAX_MEMORY_AUDIT_LINES {
@@ -106,10 +116,34 @@ impl AuditSink {
             }
             Self::Writer(w) => {
                 let mut w = w.lock().unwrap_or_else(PoisonError::into_inner);
-                w.write_all(line.as_bytes()).and_then(|()| w.flush())
+                // A stream cannot be cut back: after a failed write, start the next event on
+                // a line of its own so at most the broken one is unreadable.
+                if w.broken_line {
+                    line.insert(0, '\n');
+                }
+                let result = w
+                    .inner
+                    .write_all(line.as_bytes())
+                    .and_then(|()| w.inner.flush());
+                w.broken_line = result.is_err();
+                result
             }
             Self::Discard => Ok(()),
         }
+    }
+}
+
+/// A caller-supplied audit stream, and whether its last write may have left a partial line.
+pub struct SinkWriter {
+    inner: Box<dyn std::io::Write + Send>,
+    broken_line: bool,
+}
+
+impl fmt::Debug for SinkWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SinkWriter")
+            .field("broken_line", &self.broken_line)
+            .finish_non_exhaustive()
     }
 }
 
@@ -668,7 +702,7 @@ struct Bucket {
 pub struct RateLimiter<K = SpiffeId> {
     limit: Option<RateLimit>,
     max_keys: usize,
-    buckets: Mutex<HashMap<K, Bucket>>,
+    buckets: Mutex<BucketTable<K>>,
 }
 
 impl<K: Hash + Eq + Clone> RateLimiter<K> {
@@ -682,7 +716,10 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         Self {
             limit,
             max_keys: max_keys.max(1),
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(BucketTable {
+                keys: HashMap::new(),
+                overflow: None,
+            }),
         }
     }
 
@@ -707,46 +744,79 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         let Some(limit) = self.limit else {
             return Ok(());
         };
-        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        if !take && !buckets.contains_key(key) {
-            // An unknown key has a full bucket; peeking must not grow the table.
-            return Ok(());
-        }
-        if buckets.len() >= self.max_keys && !buckets.contains_key(key) {
-            let refill = |b: &Bucket| {
-                b.tokens
-                    + now.duration_since(b.at).unwrap_or_default().as_secs_f64() * limit.per_second
-            };
-            // Full buckets carry no state worth keeping: forgetting them changes no answer.
-            buckets.retain(|_, b| refill(b) < limit.burst);
-            if buckets.len() >= self.max_keys {
-                buckets.clear();
+        let mut table = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        if !table.keys.contains_key(key) {
+            if table.keys.len() >= self.max_keys {
+                // Full buckets carry no state worth keeping: forgetting them changes no answer.
+                table
+                    .keys
+                    .retain(|_, b| refilled(b, limit, now) < limit.burst);
+            }
+            if table.keys.len() >= self.max_keys {
+                // Every tracked key is still paying for recent requests. Evicting any would
+                // hand it a fresh budget (an attacker with many addresses could then reset
+                // the ones already limited), so new keys share one overflow bucket instead.
+                if !take && table.overflow.is_none() {
+                    return Ok(());
+                }
+                let bucket = table.overflow.get_or_insert(Bucket {
+                    tokens: limit.burst,
+                    at: now,
+                });
+                return spend(bucket, limit, now, take);
+            }
+            if !take {
+                // An unknown key has a full bucket; peeking must not grow the table.
+                return Ok(());
             }
         }
-        let bucket = buckets.entry(key.clone()).or_insert(Bucket {
+        let bucket = table.keys.entry(key.clone()).or_insert(Bucket {
             tokens: limit.burst,
             at: now,
         });
-        // A clock that went back refills nothing rather than panicking or going negative.
-        let elapsed = now.duration_since(bucket.at).unwrap_or_default();
-        bucket.tokens = (bucket.tokens + elapsed.as_secs_f64() * limit.per_second).min(limit.burst);
-        bucket.at = bucket.at.max(now);
-        if bucket.tokens >= 1.0 {
-            if take {
-                bucket.tokens -= 1.0;
-            }
-            Ok(())
-        } else {
-            let wait = (1.0 - bucket.tokens) / limit.per_second;
-            Err(Duration::from_secs_f64(wait.clamp(0.0, 3600.0)))
-        }
+        spend(bucket, limit, now, take)
     }
+}
+
+/// The tokens `bucket` holds at `now` (a clock that went back refills nothing).
+fn refilled(bucket: &Bucket, limit: RateLimit, now: SystemTime) -> f64 {
+    let elapsed = now.duration_since(bucket.at).unwrap_or_default();
+    (bucket.tokens + elapsed.as_secs_f64() * limit.per_second).min(limit.burst)
+}
+
+/// Refills `bucket` to `now` and, when `take`, spends one token; on refusal returns how long
+/// until one is available.
+fn spend(
+    bucket: &mut Bucket,
+    limit: RateLimit,
+    now: SystemTime,
+    take: bool,
+) -> Result<(), Duration> {
+    bucket.tokens = refilled(bucket, limit, now);
+    bucket.at = bucket.at.max(now);
+    if bucket.tokens >= 1.0 {
+        if take {
+            bucket.tokens -= 1.0;
+        }
+        Ok(())
+    } else {
+        let wait = (1.0 - bucket.tokens) / limit.per_second;
+        Err(Duration::from_secs_f64(wait.clamp(0.0, 3600.0)))
+    }
+}
+
+/// A limiter's buckets: one per tracked key, and the one new keys share once the table is full
+/// of keys that are not.
+#[derive(Debug)]
+struct BucketTable<K> {
+    keys: HashMap<K, Bucket>,
+    overflow: Option<Bucket>,
 }
 
 // === Pre-authentication denials ===
 
 /// Most source addresses the failed-authentication limiter tracks; past it, full buckets are
-/// forgotten first, then everything.
+/// forgotten first, and new addresses share one overflow bucket while the table stays full.
 pub const MAX_PREAUTH_TRACKED_IPS: usize = 16_384;
 /// Most distinct (peer, endpoint, reason) keys aggregated per interval; past it, further
 /// denials are counted under one overflow key without a peer.

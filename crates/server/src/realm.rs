@@ -245,9 +245,7 @@ async fn token_get(State(state): State<RealmState>, req: Request) -> Response {
     let start = Instant::now();
     let peer = peer_of(&req);
     let query = req.uri().query().unwrap_or("");
-    let response = if let Err(e) = state.broker.admit_peer(peer, state.clock.now()) {
-        fail(&state, Endpoint::RealmGet, peer, &Fields::default(), &e)
-    } else if query.len() > MAX_QUERY_BYTES {
+    let response = if query.len() > MAX_QUERY_BYTES {
         bad_request_early(&state, Endpoint::RealmGet, peer, "query too long")
     } else {
         match parse_fields(query.as_bytes()) {
@@ -274,15 +272,6 @@ async fn token_get(State(state): State<RealmState>, req: Request) -> Response {
 async fn token_post(State(state): State<RealmState>, req: Request) -> Response {
     let start = Instant::now();
     let peer = peer_of(&req);
-    if let Err(e) = state.broker.admit_peer(peer, state.clock.now()) {
-        // The body is not read: a limited address costs no more than its request head.
-        let response = fail(&state, Endpoint::RealmPost, peer, &Fields::default(), &e);
-        state
-            .broker
-            .metrics()
-            .observe(Route::TokenPost, start.elapsed());
-        return response;
-    }
     let (parts, body) = req.into_parts();
     // hyper has already removed chunked framing; this reads until the end of the body,
     // whether or not a Content-Length was sent.
@@ -491,6 +480,13 @@ fn fail(
     fields: &Fields,
     err: &ExchangeError,
 ) -> Response {
+    // Only failures are held against an address: a request that authenticates passes
+    // whatever its neighbours behind the same address (NAT, a node IP) did, and one that fails
+    // from an address whose failure budget is spent is answered 429 rather than 401, with its
+    // audit aggregated like the others.
+    let now = state.clock.now();
+    let limited = state.broker.admit_peer(peer, now).err();
+    let err = limited.as_ref().unwrap_or(err);
     let input = ExchangeInput {
         kind: ExchangeKind::AccessToken,
         service: fields.service.as_deref().unwrap_or(""),
@@ -498,10 +494,9 @@ fn fail(
         peer,
         endpoint,
     };
-    let first =
-        state
-            .broker
-            .record_rejection(&input, fields.client_id.as_deref(), err, state.clock.now());
+    let first = state
+        .broker
+        .record_rejection(&input, fields.client_id.as_deref(), err, now);
     // Only the first of its kind per address and interval is logged, as it is audited.
     error_response(err, first)
 }

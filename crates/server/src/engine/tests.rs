@@ -998,3 +998,17 @@ fn the_failed_auth_limit_is_per_address_and_spares_successes() {
     // Only the first of the two identical refusals was audited in full.
     assert_eq!(f.audit_lines().len(), 1);
 }
+
+#[test]
+fn addresses_are_limited_per_ipv4_address_and_per_ipv6_64() {
+    let v4: IpAddr = "192.0.2.7".parse().unwrap();
+    assert_eq!(limit_key(v4), v4);
+    let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+    assert_eq!(limit_key(mapped), v4);
+    let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+    let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+    let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+    assert_eq!(limit_key(a), limit_key(b));
+    assert_eq!(limit_key(a), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
+    assert_ne!(limit_key(a), limit_key(other));
+}

@@ -163,6 +163,20 @@ impl TokenExchange for ExchangeService {
 }
 
 impl ExchangeService {
+    /// A failed call from an address whose failure budget is spent: RESOURCE_EXHAUSTED instead
+    /// of the failure itself, audited (aggregated) as such and not charged again.
+    fn refuse_limited(
+        &self,
+        input: &ExchangeInput<'_>,
+        limited: &ExchangeError,
+        now: SystemTime,
+    ) -> Status {
+        if self.broker.record_rejection(input, None, limited, now) {
+            tracing::info!(peer = ?input.peer, error = %limited.chain(), "grpc: address limited");
+        }
+        status(limited)
+    }
+
     /// One call, start to end: check the request, authenticate, decide and issue. Sync: every
     /// step is CPU-bound and short (a signature check and a signature).
     fn handle(&self, request: Request<ExchangeRequest>) -> Result<ExchangeResponse, Status> {
@@ -171,18 +185,6 @@ impl ExchangeService {
         let peer = peer_info.as_ref().and_then(PeerInfo::remote_addr);
         let (metadata, _, message) = request.into_parts();
 
-        // An address whose requests kept failing is refused before anything is parsed or
-        // verified. (An X.509 caller is authenticated by the handshake already, but its
-        // address is one that kept failing too.)
-        if let Err(error) = self.broker.admit_peer(peer, now) {
-            if self
-                .broker
-                .record_rejection(&audit_input(&message, peer), None, &error, now)
-            {
-                tracing::info!(?peer, error = %error.chain(), "grpc: address limited");
-            }
-            return Err(status(&error));
-        }
         // The request is checked before the caller: a malformed one is refused the same way
         // whoever sends it, and nothing below runs on unchecked sizes. Refusals before
         // authentication are logged like they are audited: the first per address and reason
@@ -190,6 +192,9 @@ impl ExchangeService {
         let input = match convert(&message, peer) {
             Ok(input) => input,
             Err(error) => {
+                if let Some(limited) = self.broker.admit_peer(peer, now).err() {
+                    return Err(self.refuse_limited(&audit_input(&message, peer), &limited, now));
+                }
                 if self.broker.record_rejection(
                     &audit_input(&message, peer),
                     None,
@@ -201,8 +206,13 @@ impl ExchangeService {
                 return Err(Status::new(error.code(), error.to_string()));
             }
         };
+        // Only failures are held against an address (see `refuse_limited`): a caller that
+        // authenticates passes whatever others behind the same address did.
         let caller =
             authenticate(&self.broker, peer_info.as_ref(), &metadata, now).map_err(|error| {
+                if let Some(limited) = self.broker.admit_peer(peer, now).err() {
+                    return self.refuse_limited(&input, &limited, now);
+                }
                 if self.broker.record_rejection(&input, None, &error, now) {
                     tracing::info!(?peer, error = %error.chain(), "grpc: authentication failed");
                 }

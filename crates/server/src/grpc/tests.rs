@@ -1207,5 +1207,21 @@ async fn repeated_failed_authentication_from_one_address_is_throttled_and_aggreg
         "{exhausted} failures wrote {} audit lines",
         events.len()
     );
+    // Only failures are held against the address: a caller that authenticates still passes.
+    let jwt = server.jwt_svid(WORKLOAD_ID, AUDIENCE);
+    let response = call(
+        &mut client,
+        with_bearer(
+            request(
+                TokenType::RegistryAccessToken,
+                SERVICE,
+                &["repository:team-blue/app:pull"],
+            ),
+            &jwt,
+        ),
+    )
+    .await
+    .unwrap();
+    assert_access_token(&response, WORKLOAD_ID, &["repository:team-blue/app:pull"]);
     server.stop().await;
 }

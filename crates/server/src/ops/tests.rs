@@ -259,7 +259,43 @@ fn rate_limiter_peek_takes_nothing_and_keys_are_bounded() {
     for i in 0..10u8 {
         let _ = l.check(&IpAddr::from([10, 0, 0, i]), now);
     }
-    assert!(l.buckets.lock().unwrap().len() <= 2);
+    assert!(l.buckets.lock().unwrap().keys.len() <= 2);
+}
+
+/// A table full of spent keys is never cleared or evicted by new keys (that would hand a
+/// limited address a fresh budget): new keys share one overflow bucket, which is limited too.
+#[test]
+fn a_full_limiter_table_keeps_its_spent_keys_and_limits_new_ones_together() {
+    let l: RateLimiter<IpAddr> = RateLimiter::with_max_keys(
+        Some(RateLimit {
+            per_second: 0.001,
+            burst: 2.0,
+        }),
+        16,
+    );
+    let now = t0();
+    let limited: IpAddr = "127.0.0.2".parse().unwrap();
+    assert!(l.check(&limited, now).is_ok());
+    assert!(l.check(&limited, now).is_ok());
+    assert!(l.peek(&limited, now).is_err());
+    let mut refused_newcomers = 0;
+    for i in 0..1_000u32 {
+        let ip = IpAddr::from((0x7f10_0000u32 + i).to_be_bytes());
+        if l.check(&ip, now).is_err() {
+            refused_newcomers += 1;
+        }
+    }
+    assert!(l.peek(&limited, now).is_err(), "the spent key was reset");
+    assert!(l.buckets.lock().unwrap().keys.len() <= 16);
+    assert!(
+        refused_newcomers >= 900,
+        "new keys past the table share one bucket: {refused_newcomers} refused"
+    );
+    let stranger: IpAddr = "10.9.9.9".parse().unwrap();
+    assert!(
+        l.peek(&stranger, now).is_err(),
+        "an untracked key is answered by the spent overflow bucket"
+    );
 }
 
 struct FailingWriter;
@@ -328,4 +364,52 @@ fn refusals_have_their_own_counter() {
         "svid_broker_refused_total{endpoint=\"realm_post\",reason=\"nothing_granted\"} 1"
     ));
     assert!(text.contains("svid_broker_audit_write_errors_total 0"));
+}
+
+/// A sink that takes `room` bytes, then fails with ENOSPC until `room` is raised again.
+struct ShortDisk {
+    written: Arc<Mutex<Vec<u8>>>,
+    room: Arc<Mutex<usize>>,
+}
+
+impl std::io::Write for ShortDisk {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut room = self.room.lock().unwrap();
+        if *room == 0 {
+            return Err(std::io::Error::from_raw_os_error(28));
+        }
+        let n = buf.len().min(*room);
+        *room -= n;
+        self.written.lock().unwrap().extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An event cut short by a full disk leaves at most itself unreadable: the next one starts on
+/// a line of its own and parses.
+#[test]
+fn a_partial_audit_write_does_not_corrupt_the_next_event() {
+    let written = Arc::new(Mutex::new(Vec::new()));
+    let room = Arc::new(Mutex::new(100));
+    let sink = AuditSink::writer(ShortDisk {
+        written: Arc::clone(&written),
+        room: Arc::clone(&room),
+    });
+    let log = AuditLog::new(sink, AuditOnError::Deny);
+    let metrics = Metrics::default();
+    let mut first = event();
+    first.reason = "first".into();
+    assert!(log.record(&first, &metrics).is_err());
+    *room.lock().unwrap() = 1 << 20;
+    let mut second = event();
+    second.reason = "second".into();
+    assert!(log.record(&second, &metrics).is_ok());
+    let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+    let last = text.lines().last().unwrap();
+    let event: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert_eq!(event["reason"], "second", "{text}");
 }

@@ -761,14 +761,24 @@ async fn overlong_usernames_are_refused() {
     let uri = "/token?service=registry.local&scope=repository:team/app:pull";
     let r = get(app(&f, true), uri, Some(&basic(&long, &jwt))).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
-    assert!(r.body.contains("username is 2049 bytes"), "{}", r.body);
+    assert!(
+        r.body
+            .contains("username is longer than the 2048 bytes allowed"),
+        "{}",
+        r.body
+    );
     let form = format!(
         "grant_type=password&service=registry.local&username={long}&password={}",
         enc(&jwt)
     );
     let r = post(app(&f, true), &form, None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
-    assert!(r.body.contains("username is 2049 bytes"), "{}", r.body);
+    assert!(
+        r.body
+            .contains("username is longer than the 2048 bytes allowed"),
+        "{}",
+        r.body
+    );
     // At the cap, the username is fine (informational for a JWT-SVID).
     let at_cap = "u".repeat(crate::engine::MAX_USERNAME_LEN);
     let r = get(app(&f, true), uri, Some(&basic(&at_cap, &jwt))).await;
@@ -958,4 +968,90 @@ async fn multi_audience_jwt_svids_follow_the_audience_policy() {
             assert!(audit.contains("exactly one"), "{audit}");
         }
     }
+}
+
+async fn get_from(f: &Fixture, peer: &str, uri: &str, auth: Option<&str>) -> Reply {
+    let mut b = HttpRequest::get(uri);
+    if let Some(a) = auth {
+        b = b.header(AUTHORIZATION, a);
+    }
+    let mut req = b.body(Body::empty()).unwrap();
+    req.extensions_mut()
+        .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+    send(app(f, true), req).await
+}
+
+/// Someone failing from a shared address (NAT, a node IP) spends that address's failure
+/// budget, but cannot lock out a client behind it that authenticates: only failures are held
+/// against an address. Failures from the spent address are answered 429.
+#[tokio::test]
+async fn a_spent_address_still_serves_clients_that_authenticate() {
+    let f = Fixture::new();
+    let mut limited = false;
+    for _ in 0..150 {
+        let r = get_from(
+            &f,
+            "10.0.0.5:40000",
+            "/token?service=registry.local",
+            Some("Bearer x"),
+        )
+        .await;
+        limited |= r.status == StatusCode::TOO_MANY_REQUESTS;
+    }
+    assert!(limited, "150 failures never spent the budget");
+    let jwt = f.jwt(READER, AUDIENCE);
+    let r = get_from(
+        &f,
+        "10.0.0.5:40001",
+        "/token?service=registry.local&scope=repository:team/app:pull",
+        Some(&format!("Bearer {jwt}")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = get_from(
+        &f,
+        "10.0.0.5:40002",
+        "/token?service=registry.local",
+        Some("Bearer x"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+}
+
+/// Caller text in a refused request's audit line is printable ASCII only, and a username's
+/// length does not split the aggregation key.
+#[tokio::test]
+async fn refused_requests_audit_printable_text_and_aggregate_by_rule() {
+    let f = Fixture::new();
+    let r = get_from(
+        &f,
+        "10.0.0.9:1",
+        "/token?service=reg%E2%80%AEistry%E2%80%8B&scope=repository%3Aa%E2%80%AEb%3Apull",
+        None,
+    )
+    .await;
+    assert_ne!(r.status, StatusCode::OK);
+    let all = f.audit.lock().unwrap().join("\n");
+    assert!(!all.is_empty());
+    assert!(
+        all.chars()
+            .all(|c| c == '\n' || c.is_ascii_graphic() || c == ' '),
+        "{all}"
+    );
+    let before = f.audit.lock().unwrap().len();
+    for n in 0..50 {
+        let u = "a".repeat(2049 + n);
+        let _ = get_from(
+            &f,
+            "10.0.0.7:1",
+            "/token?service=registry.local",
+            Some(&basic(&u, "x")),
+        )
+        .await;
+    }
+    let written = f.audit.lock().unwrap().len() - before;
+    assert!(
+        written <= 2,
+        "50 long usernames wrote {written} audit lines"
+    );
 }
