@@ -29,6 +29,7 @@ use crate::credential::{
     CredentialError, CredentialKeys, CredentialKind, DEFAULT_LOGIN_CREDENTIAL_TTL,
     DEFAULT_MAX_SESSION, DEFAULT_REFRESH_TOKEN_TTL, IssuedCredential, Secret, Session,
 };
+use crate::listen::client_key;
 use crate::ops::{
     AuditEvent, AuditLog, AuditOnError, AuditSink, AuditUnavailable, CacheKey, CachedToken,
     DEFAULT_PREAUTH_AUDIT_INTERVAL, MAX_PREAUTH_TRACKED_IPS, Metrics, PREAUTH_SUMMARY_EVENT,
@@ -1169,7 +1170,7 @@ impl Broker {
         peer: Option<SocketAddr>,
         now: SystemTime,
     ) -> Result<(), ExchangeError> {
-        let Some(ip) = peer.map(|p| limit_key(p.ip())) else {
+        let Some(ip) = peer.map(|p| client_key(p.ip())) else {
             return Ok(());
         };
         self.failed_auth
@@ -1194,7 +1195,7 @@ impl Broker {
         now: SystemTime,
     ) -> bool {
         self.metrics.denied(input.endpoint, err.code());
-        let ip = input.peer.map(|p| limit_key(p.ip()));
+        let ip = input.peer.map(|p| client_key(p.ip()));
         if let Some(ip) = ip
             && !matches!(err, ExchangeError::PeerLimited { .. })
         {
@@ -1548,21 +1549,6 @@ impl Broker {
             },
             &self.metrics,
         );
-    }
-}
-
-/// The key an address is limited and aggregated under: IPv4 as is (IPv4-mapped IPv6 folded to
-/// it), IPv6 by its /64, the smallest block a host is usually given, so rotating addresses
-/// within it neither resets a spent budget nor multiplies audit lines.
-fn limit_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(std::net::Ipv6Addr::from(
-                u128::from(v6) & !((1u128 << 64) - 1),
-            )),
-        },
     }
 }
 

@@ -176,7 +176,7 @@ impl Governor {
     /// # Errors
     /// The [`Refusal`].
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, Refusal> {
-        let ip = ip.to_canonical();
+        let ip = client_key(ip);
         let mut counts = self.lock();
         let peer = counts.per_ip.get(&ip).copied().unwrap_or_default();
         let refusal = if counts.open >= self.limits.max_connections {
@@ -218,6 +218,18 @@ impl Governor {
                 counts.per_ip.remove(&ip);
             }
         }
+    }
+}
+
+/// The key a client address is counted under, by the connection caps and by the broker's
+/// failure budget alike: IPv4 as is (IPv4-mapped IPv6 folded to it), IPv6 by its /64, the
+/// smallest block a host is usually given, so rotating addresses within it gains nothing.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(v6) & !((1u128 << 64) - 1),
+        )),
+        v4 => v4,
     }
 }
 

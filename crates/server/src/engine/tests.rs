@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::listen::client_key;
 use crate::testutil::{
     ADMIN, AUDIENCE, BUILDER, Fixture, READER, SERVICE, STRANGER, claims, id, t0,
 };
@@ -1002,13 +1003,13 @@ fn the_failed_auth_limit_is_per_address_and_spares_successes() {
 #[test]
 fn addresses_are_limited_per_ipv4_address_and_per_ipv6_64() {
     let v4: IpAddr = "192.0.2.7".parse().unwrap();
-    assert_eq!(limit_key(v4), v4);
+    assert_eq!(client_key(v4), v4);
     let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
-    assert_eq!(limit_key(mapped), v4);
+    assert_eq!(client_key(mapped), v4);
     let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
     let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
     let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-    assert_eq!(limit_key(a), limit_key(b));
-    assert_eq!(limit_key(a), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
-    assert_ne!(limit_key(a), limit_key(other));
+    assert_eq!(client_key(a), client_key(b));
+    assert_eq!(client_key(a), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
+    assert_ne!(client_key(a), client_key(other));
 }
