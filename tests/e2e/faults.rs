@@ -182,6 +182,39 @@ fn creds(td: &DevTrustDomain, who: &str) -> String {
     format!("{who}:{}", jwt.token().expose())
 }
 
+/// A `svid-broker serve` process with its registry, `team/app:v1` pushed by the builder, and a
+/// registry token the reader was issued for it.
+struct Seeded {
+    audit_dir: tempfile::TempDir,
+    broker: ProcessBroker,
+    registry: Registry,
+    work: tempfile::TempDir,
+    reader_token: String,
+}
+
+impl Seeded {
+    fn start() -> Seeded {
+        let audit_dir = tempfile::tempdir().unwrap();
+        let mut broker = ProcessBroker::new(&audit_dir.path().join("audit.log"), 3600, "");
+        broker.start();
+        let registry = broker.registry();
+        let work = tempfile::tempdir().unwrap();
+        let out = push(&registry, work.path(), &broker.creds(BUILDER), "team/app");
+        assert!(out.success, "seed push failed: {}", out.stderr);
+        let (status, body) = broker.ask(READER, "repository:team/app:pull");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let reader_token = v["token"].as_str().unwrap().to_owned();
+        Seeded {
+            audit_dir,
+            broker,
+            registry,
+            work,
+            reader_token,
+        }
+    }
+}
+
 /// One form POST over a fresh loopback connection: (status, body).
 fn post_form(addr: SocketAddr, path: &str, form: &str) -> (u16, String) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
@@ -232,19 +265,14 @@ fn broker_killed_and_restarted_during_a_pull_loop() {
     if !require("docker-registry") || !require("skopeo") {
         return;
     }
-    let audit_dir = tempfile::tempdir().unwrap();
-    let mut broker = ProcessBroker::new(&audit_dir.path().join("audit.log"), 3600, "");
-    broker.start();
-    let registry = broker.registry();
-    let work = tempfile::tempdir().unwrap();
-    let out = push(&registry, work.path(), &broker.creds(BUILDER), "team/app");
-    assert!(out.success, "seed push failed: {}", out.stderr);
-
-    // Issued before the kill.
-    let (status, body) = broker.ask(READER, "repository:team/app:pull");
-    assert_eq!(status, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let registry_token = v["token"].as_str().unwrap().to_owned();
+    let Seeded {
+        audit_dir,
+        mut broker,
+        registry,
+        work,
+        reader_token: registry_token,
+    } = Seeded::start();
+    // `registry_token` was issued before the kill.
     let path = format!(
         "/token?service={SERVICE}&scope={}&offline_token=true&client_id=e2e",
         enc("repository:team/app:pull")
@@ -360,17 +388,13 @@ fn registry_restarted_while_the_broker_serves() {
     if !require("docker-registry") || !require("skopeo") {
         return;
     }
-    let audit_dir = tempfile::tempdir().unwrap();
-    let mut broker = ProcessBroker::new(&audit_dir.path().join("audit.log"), 3600, "");
-    broker.start();
-    let mut registry = broker.registry();
-    let work = tempfile::tempdir().unwrap();
-    let out = push(&registry, work.path(), &broker.creds(BUILDER), "team/app");
-    assert!(out.success, "seed push failed: {}", out.stderr);
-    let (status, body) = broker.ask(READER, "repository:team/app:pull");
-    assert_eq!(status, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let token = v["token"].as_str().unwrap().to_owned();
+    let Seeded {
+        audit_dir: _audit_dir,
+        mut broker,
+        mut registry,
+        work,
+        reader_token: token,
+    } = Seeded::start();
 
     registry.kill();
     let creds = broker.creds(READER);

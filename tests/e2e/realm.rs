@@ -481,20 +481,31 @@ fn the_registry_enforces_what_the_broker_grants() {
     assert!(denied >= 2, "{metrics}");
 }
 
-/// A signing CA on disk (P-256, self-signed), as an operator would provide it.
-pub(crate) fn write_ca_files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+/// A self-signed P-256 CA named `common_name` that may sign leaves only: its certificate, and
+/// its parameters and key as an rcgen issuer for signing them.
+pub(crate) fn self_signed_ca(
+    common_name: &str,
+) -> (rcgen::Certificate, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params
         .distinguished_name
-        .push(DnType::CommonName, "e2e broker signing ca");
+        .push(DnType::CommonName, common_name);
     let cert = params.self_signed(&key).unwrap();
+    (cert, Issuer::new(params, key))
+}
+
+/// A signing CA on disk (P-256, self-signed), as an operator would provide it.
+pub(crate) fn write_ca_files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, issuer) = self_signed_ca("e2e broker signing ca");
     let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
     std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    std::fs::write(&key_path, issuer.key().serialize_pem()).unwrap();
     (cert_path, key_path)
 }
 

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{CertificateParams, DnType, KeyPair};
 use svid_broker_dev::DevTrustDomain;
 use svid_broker_identity::clock::SystemClock;
 use svid_broker_identity::{SpiffeId, TrustDomain};
@@ -15,20 +15,13 @@ use svid_broker_server::{BrokerServer, ServerHandle};
 
 use crate::containerd::Containerd;
 use crate::fixtures::{AUDIENCE, BUILDER, ISSUER, POLICY, READER, SERVICE};
+use crate::realm::self_signed_ca;
 use crate::registry::{Registry, TokenAuth, free_port, require, skopeo_with_env, write_oci_image};
 
 /// A CA and a server certificate for 127.0.0.1 and localhost signed by it, as PEM files:
 /// (CA certificate, server certificate, server key).
 pub(crate) fn write_tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "e2e realm tls ca");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
+    let (ca_cert, issuer) = self_signed_ca("e2e realm tls ca");
     let leaf_key = KeyPair::generate().unwrap();
     let mut leaf_params =
         CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();

@@ -150,3 +150,45 @@ pub(crate) fn claims(token: &str) -> serde_json::Value {
         .unwrap();
     serde_json::from_slice(&bytes).unwrap()
 }
+
+/// A TCP connection to `addr` from the local address `source` (e.g. 127.0.0.2, which Linux
+/// routes to `lo`), so attack tests can play a second client address.
+pub(crate) async fn connect_from(
+    source: std::net::IpAddr,
+    addr: std::net::SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
+}
+
+/// Waits (bounded by `limit`) for the server to close `read`: EOF or an error. Bytes that
+/// arrive meanwhile are discarded.
+pub(crate) async fn closed_within(
+    mut read: impl tokio::io::AsyncRead + Unpin,
+    limit: Duration,
+) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = [0u8; 512];
+    let stop = std::time::Instant::now() + limit;
+    loop {
+        let left = stop.saturating_duration_since(std::time::Instant::now());
+        match tokio::time::timeout(left, read.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// This process's open file descriptors and resident set size (KiB), for attack tests' reports.
+pub(crate) fn fds_and_rss() -> (usize, u64) {
+    let fds = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    (fds, rss)
+}

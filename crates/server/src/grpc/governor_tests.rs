@@ -1,7 +1,7 @@
 //! Issue 8 item 1: idle TLS connections and silent TCP connections from one address neither
 //! lock out a client on another address nor stay open past the first-request deadline.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -14,14 +14,13 @@ use svid_broker_identity::clock::SystemClock;
 use svid_broker_identity::tls::SpiffeClientCertVerifier;
 use svid_broker_proto::exchange::token_exchange_client::TokenExchangeClient;
 use svid_broker_proto::exchange::{ExchangeRequest, TokenType};
-use tokio::io::AsyncReadExt as _;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsConnector;
 
 use super::{ServerSvid, certified_key, serve_governed, server_tls_config};
 use crate::listen::{ConnectionLimits, Governor};
-use crate::testutil::{BUILDER, Fixture, SERVICE, id};
+use crate::testutil::{BUILDER, Fixture, SERVICE, closed_within, connect_from, fds_and_rss, id};
 
 const BROKER_ID: &str = "spiffe://example.org/svid-broker";
 const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
@@ -31,38 +30,6 @@ const SILENT_TCP: usize = 500;
 const DEADLINE: Duration = Duration::from_secs(3);
 /// Slack on top of the deadline for a loaded 2-core machine.
 const MARGIN: Duration = Duration::from_secs(3);
-
-async fn connect_from(source: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(source, 0))?;
-    socket.connect(addr).await
-}
-
-/// Waits (bounded) for the server to close: EOF or an error.
-async fn closed_within(mut read: impl tokio::io::AsyncRead + Unpin, limit: Duration) -> bool {
-    let mut buf = [0u8; 64];
-    let stop = Instant::now() + limit;
-    loop {
-        let left = stop.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, read.read(&mut buf)).await {
-            Err(_) => return false,
-            Ok(Ok(0) | Err(_)) => return true,
-            Ok(Ok(_)) => {}
-        }
-    }
-}
-
-/// This process's open file descriptors and resident set size (KiB).
-fn fds_and_rss() -> (usize, u64) {
-    let fds = std::fs::read_dir("/proc/self/fd").unwrap().count();
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    (fds, rss)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_silent_connections_from_one_address_neither_lock_out_others_nor_stay_open() {

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 
 use super::*;
 use crate::realm::{self, RealmState};
-use crate::testutil::{AUDIENCE, BUILDER, Fixture};
+use crate::testutil::{AUDIENCE, BUILDER, Fixture, closed_within, connect_from, fds_and_rss};
 
 const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 const SLOWLORIS: usize = 2_000;
@@ -47,38 +47,6 @@ async fn realm(
         },
     ));
     (addr, governor, stop)
-}
-
-async fn connect_from(source: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(source, 0))?;
-    socket.connect(addr).await
-}
-
-/// Waits (bounded) for the server to close: EOF or an error.
-async fn closed_within(mut stream: TcpStream, limit: Duration) -> bool {
-    let mut buf = [0u8; 512];
-    let stop = Instant::now() + limit;
-    loop {
-        let left = stop.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, stream.read(&mut buf)).await {
-            Err(_) => return false,
-            Ok(Ok(0) | Err(_)) => return true,
-            Ok(Ok(_)) => {}
-        }
-    }
-}
-
-/// This process's open file descriptors and resident set size (KiB).
-fn fds_and_rss() -> (usize, u64) {
-    let fds = std::fs::read_dir("/proc/self/fd").unwrap().count();
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    (fds, rss)
 }
 
 fn get_token(addr: SocketAddr, auth: &str) -> (u16, String) {
