@@ -482,11 +482,17 @@ impl<S> GovernedIo<S> {
             if activity.is_some_and(|deadline| deadline <= now) {
                 return Some(Expiry::Activity);
             }
-            // With neither (a request in flight, writes flowing): look again an idle period
-            // from now.
-            let next = earliest(stall, activity).unwrap_or(now + self.limits.idle_timeout);
-            if self.timer.deadline() != next + slack {
-                self.timer.as_mut().reset(next + slack);
+            let target = match earliest(stall, activity) {
+                Some(deadline) => deadline + slack,
+                // With neither (a request in flight, writes flowing) nothing is due: a timer
+                // still in the future will wake us to look again, so leave it (re-arming the
+                // timer on every read and write of a busy connection costs the timer wheel
+                // for nothing); otherwise look again an idle period from now.
+                None if self.timer.deadline() > now => self.timer.deadline(),
+                None => now + self.limits.idle_timeout + slack,
+            };
+            if self.timer.deadline() != target {
+                self.timer.as_mut().reset(target);
             }
             if self.timer.as_mut().poll(cx).is_pending() {
                 return None;
