@@ -50,12 +50,16 @@ async fn send(app: Router, req: HttpRequest<Body>) -> Reply {
     }
 }
 
-async fn get(app: Router, uri: &str, auth: Option<&str>) -> Reply {
+fn get_request(uri: &str, auth: Option<&str>) -> HttpRequest<Body> {
     let mut b = HttpRequest::get(uri);
     if let Some(a) = auth {
         b = b.header(AUTHORIZATION, a);
     }
-    send(app, b.body(Body::empty()).unwrap()).await
+    b.body(Body::empty()).unwrap()
+}
+
+async fn get(app: Router, uri: &str, auth: Option<&str>) -> Reply {
+    send(app, get_request(uri, auth)).await
 }
 
 async fn post(app: Router, form: &str, auth: Option<&str>) -> Reply {
@@ -971,14 +975,7 @@ async fn multi_audience_jwt_svids_follow_the_audience_policy() {
 }
 
 async fn get_from(f: &Fixture, peer: &str, uri: &str, auth: Option<&str>) -> Reply {
-    let mut b = HttpRequest::get(uri);
-    if let Some(a) = auth {
-        b = b.header(AUTHORIZATION, a);
-    }
-    let mut req = b.body(Body::empty()).unwrap();
-    req.extensions_mut()
-        .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
-    send(app(f, true), req).await
+    send(app(f, true), from(get_request(uri, auth), peer)).await
 }
 
 /// Someone failing from a shared address (NAT, a node IP) spends that address's failure
