@@ -1181,6 +1181,27 @@ impl Broker {
             })
     }
 
+    /// Refuses a request that failed before a subject was authenticated: records it
+    /// ([`Self::record_rejection`]) and returns the error to answer with and whether it was
+    /// audited in full. That is `err` itself, or [`ExchangeError::PeerLimited`] when the peer's
+    /// failure budget is spent ([`Self::admit_peer`]). Only failures are held against an
+    /// address: a request that authenticates never comes here, so clients behind a shared
+    /// address (NAT, a node IP) cannot lock each other out by failing.
+    pub fn refuse_unauthenticated(
+        &self,
+        input: &ExchangeInput<'_>,
+        client_id: Option<&str>,
+        err: &ExchangeError,
+        now: SystemTime,
+    ) -> (ExchangeError, bool) {
+        let answer = match self.admit_peer(input.peer, now) {
+            Err(limited) => limited,
+            Ok(()) => err.clone(),
+        };
+        let first = self.record_rejection(input, client_id, &answer, now);
+        (answer, first)
+    }
+
     /// Records a request refused before a subject was authenticated (bad credentials,
     /// malformed request, address limited): counted in the metrics and charged to the peer's
     /// failed-authentication bucket. The first refusal per (peer address, endpoint, reason)

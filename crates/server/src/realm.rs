@@ -480,13 +480,6 @@ fn fail(
     fields: &Fields,
     err: &ExchangeError,
 ) -> Response {
-    // Only failures are held against an address: a request that authenticates passes
-    // whatever its neighbours behind the same address (NAT, a node IP) did, and one that fails
-    // from an address whose failure budget is spent is answered 429 rather than 401, with its
-    // audit aggregated like the others.
-    let now = state.clock.now();
-    let limited = state.broker.admit_peer(peer, now).err();
-    let err = limited.as_ref().unwrap_or(err);
     let input = ExchangeInput {
         kind: ExchangeKind::AccessToken,
         service: fields.service.as_deref().unwrap_or(""),
@@ -494,11 +487,15 @@ fn fail(
         peer,
         endpoint,
     };
-    let first = state
-        .broker
-        .record_rejection(&input, fields.client_id.as_deref(), err, now);
+    // A spent failure budget turns the answer into 429 (see `refuse_unauthenticated`).
+    let (answer, first) = state.broker.refuse_unauthenticated(
+        &input,
+        fields.client_id.as_deref(),
+        err,
+        state.clock.now(),
+    );
     // Only the first of its kind per address and interval is logged, as it is audited.
-    error_response(err, first)
+    error_response(&answer, first)
 }
 
 /// The HTTP status for an error class.

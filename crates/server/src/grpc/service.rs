@@ -163,20 +163,6 @@ impl TokenExchange for ExchangeService {
 }
 
 impl ExchangeService {
-    /// A failed call from an address whose failure budget is spent: RESOURCE_EXHAUSTED instead
-    /// of the failure itself, audited (aggregated) as such and not charged again.
-    fn refuse_limited(
-        &self,
-        input: &ExchangeInput<'_>,
-        limited: &ExchangeError,
-        now: SystemTime,
-    ) -> Status {
-        if self.broker.record_rejection(input, None, limited, now) {
-            tracing::info!(peer = ?input.peer, error = %limited.chain(), "grpc: address limited");
-        }
-        status(limited)
-    }
-
     /// One call, start to end: check the request, authenticate, decide and issue. Sync: every
     /// step is CPU-bound and short (a signature check and a signature).
     fn handle(&self, request: Request<ExchangeRequest>) -> Result<ExchangeResponse, Status> {
@@ -192,31 +178,32 @@ impl ExchangeService {
         let input = match convert(&message, peer) {
             Ok(input) => input,
             Err(error) => {
-                if let Some(limited) = self.broker.admit_peer(peer, now).err() {
-                    return Err(self.refuse_limited(&audit_input(&message, peer), &limited, now));
-                }
-                if self.broker.record_rejection(
+                let (answer, first) = self.broker.refuse_unauthenticated(
                     &audit_input(&message, peer),
                     None,
                     &error.to_exchange_error(),
                     now,
-                ) {
-                    tracing::info!(?peer, %error, "grpc: exchange request rejected");
+                );
+                if first {
+                    tracing::info!(?peer, error = %answer.chain(), "grpc: exchange request rejected");
                 }
-                return Err(Status::new(error.code(), error.to_string()));
+                return Err(match answer {
+                    ExchangeError::PeerLimited { .. } => status(&answer),
+                    _ => Status::new(error.code(), error.to_string()),
+                });
             }
         };
-        // Only failures are held against an address (see `refuse_limited`): a caller that
-        // authenticates passes whatever others behind the same address did.
+        // Only failures are held against an address (see `Broker::refuse_unauthenticated`): a
+        // caller that authenticates passes whatever others behind the same address did.
         let caller =
             authenticate(&self.broker, peer_info.as_ref(), &metadata, now).map_err(|error| {
-                if let Some(limited) = self.broker.admit_peer(peer, now).err() {
-                    return self.refuse_limited(&input, &limited, now);
+                let (answer, first) = self
+                    .broker
+                    .refuse_unauthenticated(&input, None, &error, now);
+                if first {
+                    tracing::info!(?peer, error = %answer.chain(), "grpc: authentication failed");
                 }
-                if self.broker.record_rejection(&input, None, &error, now) {
-                    tracing::info!(?peer, error = %error.chain(), "grpc: authentication failed");
-                }
-                status(&error)
+                status(&answer)
             })?;
         // `convert` checked it; a subject token makes the caller the actor.
         let subject_token = subject_token(&message).ok().flatten();
