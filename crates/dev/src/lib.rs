@@ -40,6 +40,8 @@
 
 mod ca;
 mod jwks;
+pub mod oci;
+pub mod registry;
 pub mod satoken;
 mod secret;
 mod server;

@@ -54,10 +54,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::de::DeserializeSeed as _;
-use zeroize::Zeroize as _;
 
 use crate::bundle::{BundleSet, JwtAuthority, JwtBundle, VerifyFailure};
 use crate::id::{IdError, SpiffeId};
+use crate::secret::{ExposeSecret, SecretString};
 
 mod parse;
 #[cfg(test)]
@@ -70,7 +70,7 @@ pub const DEFAULT_MAX_TOKEN_LEN: usize = 16 * 1024;
 /// Highest value [`JwtSvidValidator::with_max_token_len`] accepts.
 pub const MAX_TOKEN_LEN_LIMIT: usize = 64 * 1024;
 /// Default cap on the number of `aud` values.
-pub const DEFAULT_MAX_AUDIENCES: usize = 32;
+pub const DEFAULT_MAX_AUDIENCES: usize = crate::limits::MAX_JWT_AUDIENCES;
 /// Highest value [`JwtSvidValidator::with_max_audiences`] accepts.
 pub const MAX_AUDIENCES_LIMIT: usize = 1024;
 /// Default clock leeway.
@@ -564,54 +564,39 @@ impl fmt::Debug for JwtSvidClaims {
     }
 }
 
-/// A JWT-SVID bearer token held by a caller. `Debug` and `Display` print only its length; the
-/// bytes are zeroized on drop.
-#[derive(Clone)]
-pub struct JwtSvid(String);
+/// A JWT-SVID bearer token held by a caller: a [`SecretString`], so it is wiped on drop,
+/// `Debug` prints no part of it, and there is no `Display`. The text comes out only through
+/// [`ExposeSecret::expose_secret`].
+#[derive(Debug, Clone)]
+pub struct JwtSvid(SecretString);
 
 impl JwtSvid {
     /// Wraps a token.
     pub fn new(token: impl Into<String>) -> Self {
-        Self(token.into())
-    }
-
-    /// The token itself, for sending or validating. Do not log it.
-    pub fn expose(&self) -> &str {
-        &self.0
+        Self(SecretString::from(token.into()))
     }
 
     /// Length in bytes.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.0.expose_secret().len()
     }
 
     /// Whether the token is empty.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.expose_secret().is_empty()
+    }
+}
+
+impl ExposeSecret<str> for JwtSvid {
+    /// The token itself, for sending or validating. Do not log it.
+    fn expose_secret(&self) -> &str {
+        self.0.expose_secret()
     }
 }
 
 impl From<String> for JwtSvid {
     fn from(token: String) -> Self {
-        Self(token)
-    }
-}
-
-impl Drop for JwtSvid {
-    fn drop(&mut self) {
-        self.0.zeroize();
-    }
-}
-
-impl fmt::Debug for JwtSvid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "JwtSvid(<redacted, {} bytes>)", self.0.len())
-    }
-}
-
-impl fmt::Display for JwtSvid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "<redacted jwt-svid, {} bytes>", self.0.len())
+        Self::new(token)
     }
 }
 

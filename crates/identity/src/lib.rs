@@ -10,6 +10,9 @@ pub mod bundle;
 pub mod clock;
 pub mod id;
 pub mod jwt;
+pub mod limits;
+pub mod report;
+pub mod secret;
 #[cfg(feature = "rustls")]
 pub mod tls;
 pub mod x509;

@@ -53,6 +53,7 @@
 mod decision;
 mod error;
 mod policy;
+mod profile;
 pub mod repository;
 pub mod scope;
 
@@ -61,6 +62,7 @@ pub use error::{DecisionError, Location, PolicyError};
 pub use policy::{
     CATALOG_ACTION, DEFAULT_TOKEN_TTL_SECONDS, Effect, MAX_LIST_LEN, MAX_POLICY_FILE_BYTES,
     MAX_REGISTRIES, MAX_REGISTRY_NAME_LEN, MAX_RULE_ID_LEN, MAX_RULES, MAX_SERVICE_LEN,
-    MAX_TOKEN_TTL_SECONDS, MIN_TOKEN_TTL_SECONDS, Policy, Profile, Registry,
+    MAX_TOKEN_TTL_SECONDS, MIN_TOKEN_TTL_SECONDS, Policy, Registry,
 };
+pub use profile::Profile;
 pub use scope::{Action, ResourceScope, ResourceType, ScopeError};

@@ -1,7 +1,6 @@
 //! The policy file, its load-time validation, and the decision.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::io::Read as _;
 use std::path::Path;
 use std::sync::Arc;
@@ -13,6 +12,7 @@ use toml::Spanned;
 
 use crate::decision::{ActionSet, Decision, RuleHit, ScopeTrace};
 use crate::error::{DecisionError, Location, PolicyError};
+use crate::profile::Profile;
 use crate::repository::{RepoPatternError, RepositoryPattern};
 use crate::scope::{self, Action, MAX_SCOPES, ResourceScope};
 
@@ -39,39 +39,6 @@ pub const MAX_RULE_ID_LEN: usize = 128;
 
 /// The action string that grants the registry catalog (`GET /v2/_catalog`).
 pub const CATALOG_ACTION: &str = "registry:catalog:*";
-
-/// How tokens for a registry are shaped (header `kid` format and related quirks); the token
-/// crate interprets it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[non_exhaustive]
-pub enum Profile {
-    /// distribution 2.x (and Harbor, GitLab): `x5c` chain plus a libtrust `kid`.
-    #[serde(rename = "distribution-2")]
-    Distribution2,
-    /// distribution 3.x: `x5c` plus an RFC 7638 `kid`.
-    #[serde(rename = "distribution-3")]
-    Distribution3,
-    /// zot.
-    #[serde(rename = "zot")]
-    Zot,
-}
-
-impl Profile {
-    /// The name used in the policy file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Distribution2 => "distribution-2",
-            Self::Distribution3 => "distribution-3",
-            Self::Zot => "zot",
-        }
-    }
-}
-
-impl fmt::Display for Profile {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Whether a rule grants or takes away actions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]

@@ -104,7 +104,8 @@ use crate::credential::{
     DEFAULT_LOGIN_CREDENTIAL_TTL, DEFAULT_MAX_SESSION, DEFAULT_REFRESH_TOKEN_TTL,
     MAX_LOGIN_CREDENTIAL_TTL, MAX_MAX_SESSION, MAX_REFRESH_TOKEN_TTL,
 };
-use crate::ops::{AuditOnError, DEFAULT_PREAUTH_AUDIT_INTERVAL};
+use crate::audit::AuditOnError;
+use crate::throttle::DEFAULT_PREAUTH_AUDIT_INTERVAL;
 use crate::satoken::keys::{
     DEFAULT_DISCOVERY_REFRESH, DEFAULT_MIN_REFRESH_SPACING, DiscoveryConfig,
 };

@@ -1,38 +1,56 @@
 //! svid-broker's token-exchange service: the async shell around the sync identity, policy and
 //! token crates.
 //!
-//! - [`engine`]: [`Broker`], the decisions (authenticate, decide, mint) as sync functions.
+//! A request goes through one pass (see [`engine`]); each step has its module:
+//!
+//! - [`request`]: what a client asks for, checked once at its edge ([`ExchangeRequest`]).
+//! - [`authn`]: what the caller presented becomes a typed [`Subject`].
+//! - [`decision`]: the policy decision, as a value ([`Grant`](decision::Grant)).
+//! - [`issue`]: the [`CredentialIssuer`] trait and one implementation per credential kind.
+//! - [`engine`]: [`Broker`], which runs the pass and records each outcome once.
+//! - [`audit`], [`metrics`]: where outcomes are recorded.
+//! - [`throttle`]: per-subject rate limits, the per-address failure budget, the aggregation of
+//!   refusals before authentication. [`token_cache`]: the issued-token cache.
+//! - [`error`]: the error vocabulary, in classes that map onto HTTP and gRPC codes.
 //! - [`credential`]: stateless login credentials and refresh tokens (HMAC keys derived from
 //!   the signing CA key).
-//! - [`realm`]: the HTTP token realm (`GET`/`POST /token`), JWKS, OIDC discovery, health and
-//!   metrics, as an axum router.
-//! - [`ops`]: audit events, metrics, the per-subject rate limiter, the issued-token cache.
-//! - [`config`]: the strict TOML server configuration.
-//! - [`server`]: [`BrokerServer`], wiring listeners, policy reload, key rotation and shutdown.
-//! - [`grpc`]: the gRPC `Exchange` service.
-//! - [`satoken`]: Kubernetes service-account tokens as exchange subjects (KEP-4412), their
-//!   issuers' keys and the mapping to SPIFFE IDs.
+//! - [`satoken`]: Kubernetes service-account tokens as exchange subjects (KEP-4412).
+//!
+//! The edges: [`realm`] (the HTTP token realm, JWKS, OIDC discovery, health, metrics),
+//! [`grpc`] (the `Exchange` service), both served by [`http_listener`] and [`listen`]'s
+//! connection governor; [`config`] and [`server`] ([`BrokerServer`]) wire them.
 
+pub mod audit;
+pub mod authn;
 pub mod config;
 pub mod credential;
+pub mod decision;
 pub mod engine;
+pub mod error;
 pub mod grpc;
 pub mod http_listener;
+pub mod issue;
 pub mod listen;
-pub mod ops;
+pub mod metrics;
 pub mod realm;
+pub mod request;
 pub mod satoken;
 pub mod server;
+pub mod throttle;
 pub mod tls_files;
+pub mod token_cache;
+pub(crate) mod verified_cache;
 
 #[cfg(test)]
 mod testutil;
 
+pub use authn::{AuthMethod, Authenticated, Caller, Subject};
 pub use config::{BrokerConfig, ConfigError};
 pub use credential::{CredentialError, CredentialKeys, CredentialKind, Secret};
-pub use engine::{
-    AuthFailure, AuthMethod, Authenticated, Broker, BrokerOptions, Caller, Denial, Endpoint,
-    ErrorCode, ExchangeError, ExchangeInput, ExchangeKind, ExchangeOutput, InvalidRequest,
-    Unavailability,
+pub use engine::{Broker, BrokerOptions, ExchangeOutput, Exchanged, RealmTokens};
+pub use error::{
+    AuthFailure, Denial, ErrorCode, ExchangeError, InvalidRequest, Unavailability, error_chain,
 };
-pub use server::{BrokerServer, ServerError, ServerHandle};
+pub use issue::CredentialIssuer;
+pub use request::{Endpoint, ExchangeKind, ExchangeRequest, Presented, RequestContext};
+pub use server::{BrokerServer, ServerHandle, ServerError};

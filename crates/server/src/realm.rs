@@ -19,7 +19,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
@@ -33,17 +33,17 @@ use http::header::{
     AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER,
     WWW_AUTHENTICATE,
 };
+use secrecy::ExposeSecret as _;
 use serde_json::{Map, Value, json};
 use svid_broker_identity::clock::Clock;
 use svid_broker_policy::scope;
 use zeroize::Zeroizing;
 
-use crate::credential::CredentialKind;
-use crate::engine::{
-    AuthFailure, Authenticated, Broker, Endpoint, ErrorCode, ExchangeError, ExchangeInput,
-    ExchangeKind, ExchangeOutput, InvalidRequest, is_valid_client_id,
-};
-use crate::ops::{Route, rfc3339};
+use crate::audit::rfc3339;
+use crate::engine::{Broker, RealmTokens};
+use crate::error::{AuthFailure, ErrorCode, ExchangeError, InvalidRequest};
+use crate::metrics::Route;
+use crate::request::{Endpoint, ExchangeKind, ExchangeRequest, Presented, RequestContext, is_valid_client_id};
 
 /// Largest `POST /token` body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -248,19 +248,7 @@ async fn token_get(State(state): State<RealmState>, req: Request) -> Response {
     let response = if query.len() > MAX_QUERY_BYTES {
         bad_request_early(&state, Endpoint::RealmGet, peer, "query too long")
     } else {
-        match parse_fields(query.as_bytes()) {
-            Ok(fields) => {
-                let creds = header_credentials(req.headers());
-                serve_token(&state, Endpoint::RealmGet, peer, &fields, creds)
-            }
-            Err(e) => fail(
-                &state,
-                Endpoint::RealmGet,
-                peer,
-                &Fields::default(),
-                &ExchangeError::InvalidArgument { reason: e },
-            ),
-        }
+        serve_token(&state, Endpoint::RealmGet, peer, query.as_bytes(), req.headers())
     };
     state
         .broker
@@ -280,19 +268,7 @@ async fn token_post(State(state): State<RealmState>, req: Request) -> Response {
             let resp = bad_request_early(&state, Endpoint::RealmPost, peer, "body too large");
             (StatusCode::PAYLOAD_TOO_LARGE, resp).into_response()
         }
-        Ok(bytes) => match parse_fields(&bytes) {
-            Ok(fields) => {
-                let creds = header_credentials(&parts.headers);
-                serve_token(&state, Endpoint::RealmPost, peer, &fields, creds)
-            }
-            Err(e) => fail(
-                &state,
-                Endpoint::RealmPost,
-                peer,
-                &Fields::default(),
-                &ExchangeError::InvalidArgument { reason: e },
-            ),
-        },
+        Ok(bytes) => serve_token(&state, Endpoint::RealmPost, peer, &bytes, &parts.headers),
     };
     state
         .broker
@@ -307,193 +283,132 @@ fn bad_request_early(
     peer: Option<SocketAddr>,
     what: &'static str,
 ) -> Response {
-    fail(
-        state,
-        endpoint,
-        peer,
-        &Fields::default(),
-        &ExchangeError::InvalidArgument {
-            reason: InvalidRequest::Malformed { what },
-        },
-    )
+    let context = RequestContext::new(ExchangeKind::AccessToken, endpoint, peer);
+    fail(state, &context, InvalidRequest::Malformed { what }.into())
 }
 
+/// The realm's edge: the fields and headers become one checked [`ExchangeRequest`] and what
+/// the caller presented; the engine does the rest in one pass.
 fn serve_token(
     state: &RealmState,
     endpoint: Endpoint,
     peer: Option<SocketAddr>,
-    fields: &Fields,
-    creds: Result<HeaderCredentials, AuthFailure>,
+    fields: &[u8],
+    headers: &HeaderMap,
 ) -> Response {
-    let now = state.clock.now();
-    let broker = &state.broker;
-    let service = fields.service.as_deref().unwrap_or("");
-    if service.is_empty() {
-        return fail(
-            state,
-            endpoint,
-            peer,
-            fields,
-            &ExchangeError::InvalidArgument {
-                reason: InvalidRequest::MissingService,
-            },
-        );
-    }
-    // Unknown services and malformed scopes are 400 whatever the credentials: check them
-    // before authenticating, so a client learns about its typo rather than a 401.
-    if broker.policy().registry_by_service(service).is_none() {
-        return fail(
-            state,
-            endpoint,
-            peer,
-            fields,
-            &ExchangeError::unknown_service(service),
-        );
-    }
-    if let Err(e) = scope::parse_scopes(fields.scopes.iter().map(String::as_str)) {
-        return fail(
-            state,
-            endpoint,
-            peer,
-            fields,
-            &ExchangeError::InvalidArgument {
-                reason: InvalidRequest::Scope(e),
-            },
-        );
-    }
-
-    let auth = match authenticate(state, endpoint, fields, creds, now) {
-        Ok(a) => a,
-        Err(e) => return fail(state, endpoint, peer, fields, &e),
+    let context = RequestContext::new(ExchangeKind::AccessToken, endpoint, peer);
+    let fields = match parse_fields(fields) {
+        Ok(fields) => fields,
+        Err(e) => return fail(state, &context, e.into()),
     };
-    let input = ExchangeInput {
-        kind: ExchangeKind::AccessToken,
-        service,
-        scopes: &fields.scopes,
-        peer,
-        endpoint,
+    let context = context
+        .with_service(fields.service.as_deref().unwrap_or(""))
+        .with_scopes(&fields.scopes)
+        .with_client_id(fields.client_id.as_deref());
+    let grant = match Grant::of(endpoint, &fields) {
+        Ok(grant) => grant,
+        Err(e) => return fail(state, &context, e.into()),
     };
-    let out = match broker.exchange_authenticated(&auth, &input, fields.client_id.as_deref(), now) {
-        Ok(out) => out,
-        // Already audited and counted by the engine.
+    let request = match ExchangeRequest::parse(
+        context.clone(),
+        fields.service.as_deref().unwrap_or(""),
+        &fields.scopes,
+    ) {
+        Ok(request) => request.with_refresh_token(fields.offline || grant == Grant::Refresh),
+        Err(e) => return fail(state, &context, e.into()),
+    };
+    // Owned here so `Presented` can borrow it: a password grant's rejoined credentials.
+    let password_grant = match (grant, fields.password.as_deref()) {
+        (Grant::Password, Some(password)) => Some(password_grant_credentials(
+            fields.username.as_deref(),
+            password,
+        )),
+        _ => None,
+    };
+    let header = header_credentials(headers);
+    let presented = match (grant, &password_grant) {
+        (Grant::Refresh, _) => fields
+            .refresh_token
+            .as_deref()
+            .map_or(Presented::Nothing, |t| Presented::RefreshToken(t)),
+        (Grant::Password, Some((username, secret))) => Presented::Secret {
+            username: username.as_deref(),
+            secret,
+        },
+        (Grant::Password | Grant::Header, _) => match &header {
+            Err(e) => Presented::Unreadable(e.clone()),
+            Ok(HeaderCredentials::None) => Presented::Nothing,
+            Ok(HeaderCredentials::Basic { username, password }) => Presented::Secret {
+                username: Some(username),
+                secret: password,
+            },
+            Ok(HeaderCredentials::Bearer(token)) => Presented::Secret {
+                username: None,
+                secret: token,
+            },
+        },
+    };
+    let tokens = match state
+        .broker
+        .realm_token(&request, &presented, state.clock.now())
+    {
+        Ok(tokens) => tokens,
+        // Recorded (audited, counted, logged if first) by the engine.
         Err(e) => return error_response(&e, true),
     };
-    let ExchangeOutput::AccessToken {
-        token,
-        granted,
-        issued_at,
-        expires_at,
-        ..
-    } = out
-    else {
-        return error_response(
-            &ExchangeError::InvalidArgument {
-                reason: InvalidRequest::Malformed {
-                    what: "unexpected exchange output",
-                },
-            },
-            true,
-        );
-    };
-    let is_refresh_grant = fields.grant_type.as_deref() == Some("refresh_token");
-    // The refresh token joins the caller's session: a login credential's or refresh token's
-    // ceiling, `auth_time` and session end carry over, so renewing never widens or extends it.
-    let refresh = if fields.offline || is_refresh_grant {
-        match broker.issue_refresh_token_for(&auth, &input, fields.client_id.as_deref(), now) {
-            Ok(r) => Some(r),
-            Err(e) => return error_response(&e, true),
-        }
-    } else {
-        None
-    };
-    let expires_in = expires_at
-        .duration_since(issued_at)
+    let RealmTokens { access, refresh, .. } = tokens;
+    let expires_in = access
+        .expires_at
+        .duration_since(access.issued_at)
         .unwrap_or(Duration::ZERO)
         .as_secs()
         .max(60);
     let mut body = Map::new();
-    body.insert("token".into(), token.expose().into());
-    body.insert("access_token".into(), token.expose().into());
+    body.insert("token".into(), access.token.expose_secret().into());
+    body.insert("access_token".into(), access.token.expose_secret().into());
     body.insert("expires_in".into(), expires_in.into());
-    body.insert("issued_at".into(), rfc3339(issued_at).into());
+    body.insert("issued_at".into(), rfc3339(access.issued_at).into());
     if let Some(r) = &refresh {
         body.insert("refresh_token".into(), r.secret.expose().into());
     }
     if endpoint == Endpoint::RealmPost {
-        body.insert("scope".into(), scope::join_scopes(&granted).into());
+        body.insert("scope".into(), scope::join_scopes(&access.granted).into());
     }
     json_response(StatusCode::OK, &Value::Object(body))
 }
 
-fn authenticate(
-    state: &RealmState,
-    endpoint: Endpoint,
-    fields: &Fields,
-    creds: Result<HeaderCredentials, AuthFailure>,
-    now: SystemTime,
-) -> Result<Authenticated, ExchangeError> {
-    let unauth = |reason| ExchangeError::Unauthenticated { reason };
-    let broker = &state.broker;
-    if endpoint == Endpoint::RealmPost {
+/// Which credentials a realm request authenticates with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grant {
+    /// The `Authorization` header (`GET`, or `POST` without `grant_type`).
+    Header,
+    /// `grant_type=password`: the form's `username` and `password` (the header when the form
+    /// carries no password).
+    Password,
+    /// `grant_type=refresh_token`: the form's `refresh_token`.
+    Refresh,
+}
+
+impl Grant {
+    fn of(endpoint: Endpoint, fields: &Fields) -> Result<Self, InvalidRequest> {
+        if endpoint != Endpoint::RealmPost {
+            return Ok(Self::Header);
+        }
         match fields.grant_type.as_deref() {
-            Some("refresh_token") => {
-                let token = fields
-                    .refresh_token
-                    .as_deref()
-                    .ok_or(unauth(AuthFailure::MissingCredentials))?;
-                if CredentialKind::sniff(token) != Some(CredentialKind::RefreshToken) {
-                    return Err(unauth(AuthFailure::Credential(
-                        crate::credential::CredentialError::WrongKind {
-                            expected: CredentialKind::RefreshToken,
-                        },
-                    )));
-                }
-                return broker.authenticate_secret(None, token, now);
-            }
-            Some("password") => {
-                if let Some(password) = fields.password.as_deref() {
-                    let (username, secret) =
-                        password_grant_credentials(fields.username.as_deref(), password);
-                    return broker.authenticate_secret(username.as_deref(), &secret, now);
-                }
-            }
-            _ => {
-                return Err(ExchangeError::InvalidArgument {
-                    reason: InvalidRequest::UnsupportedGrantType,
-                });
-            }
+            None => Ok(Self::Header),
+            Some("password") => Ok(Self::Password),
+            Some("refresh_token") => Ok(Self::Refresh),
+            Some(_) => Err(InvalidRequest::UnsupportedGrantType),
         }
-    }
-    match creds.map_err(unauth)? {
-        HeaderCredentials::None => Err(unauth(AuthFailure::MissingCredentials)),
-        HeaderCredentials::Basic { username, password } => {
-            broker.authenticate_secret(Some(&username), &password, now)
-        }
-        HeaderCredentials::Bearer(token) => broker.authenticate_secret(None, &token, now),
     }
 }
 
-fn fail(
-    state: &RealmState,
-    endpoint: Endpoint,
-    peer: Option<SocketAddr>,
-    fields: &Fields,
-    err: &ExchangeError,
-) -> Response {
-    let input = ExchangeInput {
-        kind: ExchangeKind::AccessToken,
-        service: fields.service.as_deref().unwrap_or(""),
-        scopes: &fields.scopes,
-        peer,
-        endpoint,
-    };
-    // A spent failure budget turns the answer into 429 (see `refuse_unauthenticated`).
-    let (answer, first) = state.broker.refuse_unauthenticated(
-        &input,
-        fields.client_id.as_deref(),
-        err,
-        state.clock.now(),
-    );
+/// A request refused before authentication: recorded by the engine (counted, charged to the
+/// address, audited in aggregate), answered with a spent budget's 429 when it is spent.
+fn fail(state: &RealmState, context: &RequestContext, err: ExchangeError) -> Response {
+    let (answer, first) = state
+        .broker
+        .refuse_unauthenticated(context, &err, state.clock.now());
     // Only the first of its kind per address and interval is logged, as it is audited.
     error_response(&answer, first)
 }
@@ -505,7 +420,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
         ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
         ErrorCode::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -520,7 +435,7 @@ fn error_response(err: &ExchangeError, log: bool) -> Response {
         ErrorCode::Unauthenticated => "UNAUTHORIZED",
         ErrorCode::PermissionDenied => "DENIED",
         ErrorCode::ResourceExhausted => "TOOMANYREQUESTS",
-        _ => "UNAVAILABLE",
+        ErrorCode::Unavailable => "UNAVAILABLE",
     };
     let mut resp = json_response(
         status,
@@ -553,15 +468,9 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
 
 async fn jwks(State(state): State<RealmState>) -> Response {
     let start = Instant::now();
-    let policy = state.broker.policy();
-    // One JWKS for the realm: the `kid` format of the first registry's profile (the x5c and
-    // key material are the same for every profile).
-    let profile = policy
-        .registries()
-        .next()
-        .map(|r| crate::engine::token_profile(r.profile()))
-        .unwrap_or_default();
-    let body = state.broker.minter().key_ring().jwks_json(profile);
+    // One JWKS for the realm, whatever the registries' profiles: every key under every `kid`
+    // format a profile uses.
+    let body = state.broker.minter().key_ring().jwks_json();
     let resp = raw_json(body);
     state.broker.metrics().observe(Route::Jwks, start.elapsed());
     resp

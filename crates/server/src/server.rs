@@ -21,10 +21,12 @@ use tokio::task::JoinHandle;
 
 use crate::config::{AuditTarget, BrokerConfig, SigningSource};
 use crate::credential::{CredentialError, CredentialKeys};
-use crate::engine::{Broker, BrokerBuildError, BrokerOptions};
+use crate::engine::{Broker, BrokerOptions};
+use crate::error::BrokerBuildError;
 use crate::http_listener::HttpListenerOptions;
 use crate::listen::Governor;
-use crate::ops::{AuditSink, RateLimit};
+use crate::audit::AuditSink;
+use crate::throttle::RateLimit;
 use crate::realm::{self, RealmState};
 use crate::satoken::{
     IssuerKeys, KeySource, SaIssuer, ServiceAccountMode, ServiceAccountValidator, TrustedActors,
@@ -365,7 +367,7 @@ impl BrokerServer {
                 if let Err(error) =
                     crate::grpc::serve_governed(b, c, listener, tls, governor, shutdown).await
                 {
-                    tracing::error!(error = %crate::engine::error_chain(&error), "grpc listener failed");
+                    tracing::error!(error = %crate::error::error_chain(&error), "grpc listener failed");
                 }
             }));
             // The broker's own SVID rotates; the resolver reads `server_svid` per handshake.
@@ -438,7 +440,7 @@ impl BrokerServer {
                         _ = tick.tick() => {
                             broker.flush_preauth_denials(clock.now());
                             if let Err(error) = broker.rotate_signing_key_if_due(clock.now()) {
-                                tracing::error!(error = %crate::engine::error_chain(&error), "signing key rotation failed");
+                                tracing::error!(error = %crate::error::error_chain(&error), "signing key rotation failed");
                             }
                         }
                         _ = rx.changed() => break,
@@ -549,7 +551,7 @@ fn grpc_task_svid(
             *current = svid.chain().to_vec();
         }
         Err(error) => {
-            tracing::error!(error = %crate::engine::error_chain(&error), "new broker svid is unusable");
+            tracing::error!(error = %crate::error::error_chain(&error), "new broker svid is unusable");
         }
     }
 }
@@ -584,7 +586,7 @@ impl PolicyReloader {
             Err(err) => {
                 self.broker.metrics().policy_reload(false);
                 tracing::error!(
-                    error = %crate::engine::error_chain(&err),
+                    error = %crate::error::error_chain(&err),
                     "policy reload failed; keeping the last good policy"
                 );
                 Err(err)

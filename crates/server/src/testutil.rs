@@ -11,7 +11,7 @@ use svid_broker_token::{KeyRing, KeyRingConfig, SigningAlgorithm, SigningCa, Tok
 
 use crate::credential::CredentialKeys;
 use crate::engine::{Broker, BrokerOptions};
-use crate::ops::AuditSink;
+use crate::audit::AuditSink;
 
 pub(crate) const AUDIENCE: &str = "svid-broker";
 pub(crate) const SERVICE: &str = "registry.local";

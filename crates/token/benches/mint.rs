@@ -17,9 +17,9 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use criterion::{Criterion, criterion_group, criterion_main};
 use svid_broker_identity::id::SpiffeId;
+use svid_broker_identity::secret::ExposeSecret as _;
 use svid_broker_token::{
-    Access, KeyRing, KeyRingConfig, MintRequest, SigningAlgorithm, SigningCa, TokenMinter,
-    TokenProfile,
+    Access, KeyRing, KeyRingConfig, MintRequest, Profile, SigningAlgorithm, SigningCa, TokenMinter,
 };
 
 fn mint(c: &mut Criterion) {
@@ -39,11 +39,17 @@ fn mint(c: &mut Criterion) {
         Access::new("repository", "team/app", ["pull", "push"]),
         Access::new("repository", "team/base", ["pull"]),
     ];
-    let req = MintRequest::new("svid-broker", "registry.local", &sub, &access, now)
-        .with_profile(TokenProfile::Distribution2);
+    let req = MintRequest::new(
+        "svid-broker",
+        "registry.local",
+        &sub,
+        &access,
+        Profile::Distribution2,
+        now,
+    );
 
     let sample = minter.mint(&req).unwrap();
-    let token = sample.token.expose();
+    let token = sample.token.expose_secret();
     let (signed, _) = token.rsplit_once('.').unwrap();
     let signing_input = signed.as_bytes().to_vec();
     let floor_key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
+use svid_broker_identity::limits::{MAX_ACTION_LEN, MAX_REPOSITORY_NAME_LEN};
 
 use crate::error::{Claim, TokenError};
 
@@ -12,17 +13,8 @@ use crate::error::{Claim, TokenError};
 pub const MAX_ACCESS_ENTRIES: usize = 64;
 /// Most actions in one access entry.
 pub const MAX_ACTIONS_PER_ENTRY: usize = 16;
-/// Longest action name, in bytes.
-pub const MAX_ACTION_LEN: usize = 32;
 /// Longest resource type (`repository(plugin)` is 18), in bytes.
 pub const MAX_RESOURCE_TYPE_LEN: usize = 64;
-/// Longest resource name, in bytes: distribution's repository name limit (255) plus room for a
-/// `host:port/` prefix.
-pub const MAX_RESOURCE_NAME_LEN: usize = 512;
-/// Longest `iss`, in bytes.
-pub const MAX_ISSUER_LEN: usize = 1024;
-/// Longest `aud`, in bytes.
-pub const MAX_AUDIENCE_LEN: usize = 1024;
 
 /// One entry of the token's `access` claim: a resource and the actions granted on it.
 ///
@@ -91,11 +83,11 @@ fn check_entry(index: usize, entry: &Access) -> Result<(), TokenError> {
     if name.is_empty() {
         return Err(TokenError::EmptyResourceName { index });
     }
-    if name.len() > MAX_RESOURCE_NAME_LEN {
+    if name.len() > MAX_REPOSITORY_NAME_LEN {
         return Err(TokenError::ResourceNameTooLong {
             index,
             len: name.len(),
-            max: MAX_RESOURCE_NAME_LEN,
+            max: MAX_REPOSITORY_NAME_LEN,
         });
     }
     // Whitespace would split the name when the realm echoes it as a space-joined `scope`.

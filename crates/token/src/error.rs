@@ -91,7 +91,7 @@ pub enum TokenError {
         /// Position of the entry in the request.
         index: usize,
     },
-    /// An access entry's name is longer than [`crate::MAX_RESOURCE_NAME_LEN`].
+    /// An access entry's name is longer than [`svid_broker_identity::limits::MAX_REPOSITORY_NAME_LEN`].
     #[error("access entry {index} has a resource name of {len} bytes, at most {max} allowed")]
     ResourceNameTooLong {
         /// Position of the entry in the request.
@@ -117,7 +117,7 @@ pub enum TokenError {
         /// The cap.
         max: usize,
     },
-    /// An action is neither `*` nor `[a-z]+` of at most [`crate::MAX_ACTION_LEN`] bytes.
+    /// An action is neither `*` nor `[a-z]+` of at most [`svid_broker_identity::limits::MAX_ACTION_LEN`] bytes.
     #[error("access entry {index} has an invalid action at position {action_index}")]
     InvalidAction {
         /// Position of the entry in the request.

@@ -6,6 +6,40 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
+use crate::Profile;
+
+/// How a `kid` is derived from a signing key. Each [`Profile`] uses one; the JWKS publishes
+/// every key under each of them, so a token of any profile finds its key by `kid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KidFormat {
+    /// The libtrust key ID ([`libtrust_key_id`]): distribution 2.x, Harbor and GitLab.
+    Libtrust,
+    /// The RFC 7638 JWK thumbprint: distribution 3 and zot.
+    Thumbprint,
+}
+
+impl KidFormat {
+    /// Every format, in the order the JWKS lists a key's entries.
+    pub const ALL: [Self; 2] = [Self::Libtrust, Self::Thumbprint];
+
+    /// The format of the header `kid` in tokens minted under `profile`.
+    pub const fn of(profile: Profile) -> Self {
+        match profile {
+            Profile::Distribution2 => Self::Libtrust,
+            Profile::Distribution3 | Profile::Zot => Self::Thumbprint,
+        }
+    }
+
+    /// Position in [`Self::ALL`].
+    pub(crate) const fn index(self) -> usize {
+        match self {
+            Self::Libtrust => 0,
+            Self::Thumbprint => 1,
+        }
+    }
+}
+
 /// The libtrust key ID of a public key, given as DER `SubjectPublicKeyInfo`.
 ///
 /// SHA-256 of the SPKI, first 30 bytes (240 bits), base32 with the RFC 4648 alphabet (exactly 48

@@ -13,10 +13,12 @@
 //!   signing leaves. The [`KeyRing`] holds the current and the previous leaf and rotates before a
 //!   leaf could expire under a live token, so the registry (which trusts the CA through its
 //!   `rootcertbundle` and checks the `x5c` chain at request time) never needs a restart.
-//! - **Profiles** ([`TokenProfile`]) choose the header `kid`: the libtrust key ID for
-//!   distribution 2.x, Harbor and GitLab; the RFC 7638 thumbprint for distribution 3 and zot.
-//!   Every profile carries the `x5c` chain, which every version checks first.
-//! - **Publishing**: [`KeyRing::jwks_json`], [`KeyRing::openid_configuration_json`] and
+//! - **Profiles** ([`Profile`], the policy's enum, re-exported) choose the header `kid`
+//!   ([`KidFormat`]): the libtrust key ID for distribution 2.x, Harbor and GitLab; the RFC 7638
+//!   thumbprint for distribution 3 and zot. Every profile carries the `x5c` chain, which every
+//!   version checks first.
+//! - **Publishing**: [`KeyRing::jwks_json`] (every key under every `kid` format, so it serves
+//!   all profiles at once), [`KeyRing::openid_configuration_json`] and
 //!   [`KeyRing::ca_bundle_pem`].
 //!
 //! Everything is synchronous and takes the current time as an argument.
@@ -26,7 +28,6 @@ mod error;
 mod keys;
 mod kid;
 mod mint;
-mod profile;
 mod publish;
 
 #[cfg(test)]
@@ -34,19 +35,18 @@ mod testutil;
 #[cfg(test)]
 mod verify28;
 
-pub use claims::{
-    Access, MAX_ACCESS_ENTRIES, MAX_ACTION_LEN, MAX_ACTIONS_PER_ENTRY, MAX_AUDIENCE_LEN,
-    MAX_ISSUER_LEN, MAX_RESOURCE_NAME_LEN, MAX_RESOURCE_TYPE_LEN,
-};
+pub use claims::{Access, MAX_ACCESS_ENTRIES, MAX_ACTIONS_PER_ENTRY, MAX_RESOURCE_TYPE_LEN};
 pub use error::{Claim, KeyError, PemSource, RotationRule, TokenError};
 pub use keys::{
     DEFAULT_LEAF_COMMON_NAME, DEFAULT_LEAF_LIFETIME, DEFAULT_MAX_TOKEN_TTL, KeyRing, KeyRingConfig,
     LEAF_BACKDATE, MAX_CA_CERTS, MAX_LEAF_COMMON_NAME_LEN, MAX_LEAF_LIFETIME, MAX_PEM_LEN,
     MIN_RSA_BITS, ROTATION_MARGIN, SigningAlgorithm, SigningCa, SigningLeaf,
 };
-pub use kid::libtrust_key_id;
+pub use kid::{KidFormat, libtrust_key_id};
 pub use mint::{
     CLOCK_BACKDATE, DEFAULT_TOKEN_TTL, MIN_TOKEN_TTL, MintRequest, MintedToken, REGISTRY_LEEWAY,
     RegistryToken, TokenMinter,
 };
-pub use profile::{ProfileError, TokenProfile};
+/// The token profile of a registry: the policy's enum, so the policy file, the token and the
+/// server name one type and no crate maps between two.
+pub use svid_broker_policy::Profile;

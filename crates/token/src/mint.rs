@@ -1,19 +1,18 @@
 //! Minting: claims plus one signature with the key ring's current leaf.
 
-use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use svid_broker_identity::id::{MAX_SPIFFE_ID_LEN, SpiffeId};
+use svid_broker_identity::limits::{MAX_ISSUER_LEN, MAX_SERVICE_LEN};
+use svid_broker_identity::secret::{ExposeSecret, SecretString, seal_string};
 use zeroize::Zeroizing;
 
-use crate::claims::{
-    Access, Claims, MAX_AUDIENCE_LEN, MAX_ISSUER_LEN, check_claim, normalize_access,
-};
+use crate::Profile;
+use crate::claims::{Access, Claims, check_claim, normalize_access};
 use crate::error::{Claim, TokenError};
 use crate::keys::KeyRing;
-use crate::profile::TokenProfile;
 
 /// Default token lifetime.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(5 * 60);
@@ -52,19 +51,21 @@ pub struct MintRequest<'a> {
     /// Lifetime; whole seconds count, at least [`MIN_TOKEN_TTL`] and at most the key ring's
     /// `max_token_ttl`. Default [`DEFAULT_TOKEN_TTL`].
     pub ttl: Duration,
-    /// Header profile for the target registry. Default [`TokenProfile::Distribution2`].
-    pub profile: TokenProfile,
+    /// Header profile of the target registry (the policy's [`Profile`] for it).
+    pub profile: Profile,
     /// The issuing time.
     pub now: SystemTime,
 }
 
 impl<'a> MintRequest<'a> {
-    /// A request with the default lifetime and profile.
+    /// A request with the default lifetime. There is no default profile: a token shaped for
+    /// the wrong registry flavour would be refused there.
     pub fn new(
         issuer: &'a str,
         audience: &'a str,
         subject: &'a SpiffeId,
         access: &'a [Access],
+        profile: Profile,
         now: SystemTime,
     ) -> Self {
         Self {
@@ -73,7 +74,7 @@ impl<'a> MintRequest<'a> {
             subject,
             access,
             ttl: DEFAULT_TOKEN_TTL,
-            profile: TokenProfile::default(),
+            profile,
             now,
         }
     }
@@ -84,29 +85,18 @@ impl<'a> MintRequest<'a> {
         self.ttl = ttl;
         self
     }
-
-    /// Sets the header profile.
-    #[must_use]
-    pub fn with_profile(mut self, profile: TokenProfile) -> Self {
-        self.profile = profile;
-        self
-    }
 }
 
-/// A signed registry token: a bearer credential, wiped on drop and never printed.
-#[derive(Clone)]
-pub struct RegistryToken(Zeroizing<String>);
+/// A signed registry token: a bearer credential. It is a [`SecretString`], so it is wiped on
+/// drop, `Debug` prints no part of it, and there is no `Display`; the text comes out only
+/// through [`ExposeSecret::expose_secret`] (the compact JWS, to send as
+/// `Authorization: Bearer` or in the realm's `token` field).
+#[derive(Debug, Clone)]
+pub struct RegistryToken(SecretString);
 
-impl RegistryToken {
-    /// The compact JWS, to send as `Authorization: Bearer` or in the realm's `token` field.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for RegistryToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("RegistryToken([redacted])")
+impl ExposeSecret<str> for RegistryToken {
+    fn expose_secret(&self) -> &str {
+        self.0.expose_secret()
     }
 }
 
@@ -169,7 +159,7 @@ impl TokenMinter {
             });
         }
         check_claim(Claim::Issuer, req.issuer, MAX_ISSUER_LEN)?;
-        check_claim(Claim::Audience, req.audience, MAX_AUDIENCE_LEN)?;
+        check_claim(Claim::Audience, req.audience, MAX_SERVICE_LEN)?;
         check_claim(Claim::Subject, req.subject.as_str(), MAX_SPIFFE_ID_LEN)?;
         let access = normalize_access(req.access)?;
 
@@ -228,7 +218,7 @@ impl TokenMinter {
         URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
 
         Ok(MintedToken {
-            token: RegistryToken(token),
+            token: RegistryToken(seal_string(token)),
             jti,
             issued_at: UNIX_EPOCH + Duration::from_secs(now),
             expires_at: UNIX_EPOCH + Duration::from_secs(exp),

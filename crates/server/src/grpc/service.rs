@@ -1,14 +1,16 @@
 //! The `svid_broker.v1.TokenExchange` service: proto in, engine call, proto out.
 //!
 //! Everything protocol-specific happens in three functions, so the engine never sees proto
-//! types and the client never sees an internal error: `convert` (request → [`ExchangeInput`]),
-//! `response` ([`ExchangeOutput`] → response) and `status` ([`ExchangeError`] → `Status`).
+//! types and the client never sees an internal error: `convert` (request → the engine's
+//! checked request), `response` ([`Exchanged`] → response) and `status` ([`ExchangeError`] →
+//! `Status`).
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use secrecy::ExposeSecret as _;
 use svid_broker_identity::clock::Clock;
 use svid_broker_policy::scope::{MAX_SCOPE_PARAM_LEN, MAX_SCOPE_PARAMS};
 use svid_broker_proto::exchange::token_exchange_server::TokenExchange;
@@ -17,11 +19,12 @@ use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
 
 use super::tls::PeerInfo;
-use crate::engine::{
-    AuthFailure, Broker, Caller, Endpoint, ErrorCode, ExchangeError, ExchangeInput, ExchangeKind,
-    ExchangeOutput, InvalidRequest,
+use crate::engine::{Broker, ExchangeOutput, Exchanged};
+use crate::error::{AuthFailure, ErrorCode, ExchangeError, InvalidRequest};
+use crate::metrics::Route;
+use crate::request::{
+    Endpoint, ExchangeKind, ExchangeRequest as CheckedRequest, Presented, RequestContext,
 };
-use crate::ops::Route;
 use crate::satoken::MAX_SA_TOKEN_LEN;
 
 /// Longest `audience` (registry service name) accepted, in bytes.
@@ -163,8 +166,9 @@ impl TokenExchange for ExchangeService {
 }
 
 impl ExchangeService {
-    /// One call, start to end: check the request, authenticate, decide and issue. Sync: every
-    /// step is CPU-bound and short (a signature check and a signature).
+    /// One call, start to end: check the request at this edge, then the engine's one pass
+    /// (authenticate, decide, issue, record). Sync: every step is CPU-bound and short (a
+    /// signature check and a signature).
     fn handle(&self, request: Request<ExchangeRequest>) -> Result<ExchangeResponse, Status> {
         let now = self.clock.now();
         let peer_info = request.extensions().get::<PeerInfo>().cloned();
@@ -175,55 +179,41 @@ impl ExchangeService {
         // whoever sends it, and nothing below runs on unchecked sizes. Refusals before
         // authentication are logged like they are audited: the first per address and reason
         // in an interval.
-        let input = match convert(&message, peer) {
-            Ok(input) => input,
-            Err(error) => {
-                let (answer, first) = self.broker.refuse_unauthenticated(
-                    &audit_input(&message, peer),
-                    None,
-                    &error.to_exchange_error(),
-                    now,
-                );
+        let (checked, subject_token) = match convert(&message, peer) {
+            Ok(converted) => converted,
+            Err((context, error)) => {
+                let (answer, first) =
+                    self.broker
+                        .refuse_unauthenticated(&context, &error.to_exchange_error(), now);
                 if first {
                     tracing::info!(?peer, error = %answer.chain(), "grpc: exchange request rejected");
                 }
-                return Err(match answer {
-                    ExchangeError::PeerLimited { .. } => status(&answer),
-                    _ => Status::new(error.code(), error.to_string()),
+                return Err(match (&answer, error) {
+                    (ExchangeError::PeerLimited { .. }, _) => status(&answer),
+                    (_, EdgeError::Wire(error)) => Status::new(error.code(), error.to_string()),
+                    (_, EdgeError::Request(_)) => status(&answer),
                 });
             }
         };
-        // Only failures are held against an address (see `Broker::refuse_unauthenticated`): a
-        // caller that authenticates passes whatever others behind the same address did.
-        let caller =
-            authenticate(&self.broker, peer_info.as_ref(), &metadata, now).map_err(|error| {
-                let (answer, first) = self
-                    .broker
-                    .refuse_unauthenticated(&input, None, &error, now);
-                if first {
-                    tracing::info!(?peer, error = %answer.chain(), "grpc: authentication failed");
-                }
-                status(&answer)
-            })?;
-        // `convert` checked it; a subject token makes the caller the actor.
-        let subject_token = subject_token(&message).ok().flatten();
-        // The engine records this outcome in the metrics and the audit log itself.
-        let result = match subject_token {
-            None => self
-                .broker
-                .exchange(&caller, &input, now)
-                .map(|out| (caller.clone(), out)),
-            Some(token) => self
-                .broker
-                .exchange_with_subject_token(&caller, token, &input, now),
+        // The client certificate, when the handshake carried one (a bearer is then ignored:
+        // the certificate is the stronger, channel-bound credential), otherwise the bearer.
+        let presented = match peer_info.as_ref().and_then(PeerInfo::peer_chain) {
+            Some(chain) => Presented::X509Chain(chain),
+            None => match bearer(&metadata) {
+                Ok(Some(token)) => Presented::JwtSvid(token),
+                Ok(None) => Presented::Nothing,
+                Err(reason) => Presented::Unreadable(reason),
+            },
         };
-        match result {
-            Ok((subject, output)) => Ok(response(&subject, output, now)),
+        match self
+            .broker
+            .exchange(&checked, &presented, subject_token, now)
+        {
+            Ok(exchanged) => Ok(response(&exchanged, now)),
             Err(error) => {
                 tracing::info!(
                     ?peer,
-                    caller = %caller.spiffe_id,
-                    service = input.service,
+                    service = checked.context.service,
                     error = %error.chain(),
                     "grpc: exchange refused"
                 );
@@ -233,42 +223,48 @@ impl ExchangeService {
     }
 }
 
-/// What the audit log records of a request the edge refused: only what passed the size caps.
-fn audit_input(message: &ExchangeRequest, peer: Option<SocketAddr>) -> ExchangeInput<'_> {
-    let kind = match TokenType::try_from(message.requested_token_type) {
-        Ok(TokenType::RegistryLoginCredential) => ExchangeKind::LoginCredential,
-        // Unknown kinds are recorded as the default request.
-        _ => ExchangeKind::AccessToken,
-    };
-    let audience_ok = message.audience.len() <= MAX_AUDIENCE_LEN;
-    let scopes_ok = message.scope.len() <= MAX_SCOPE_PARAMS
-        && message.scope.iter().all(|s| s.len() <= MAX_SCOPE_PARAM_LEN);
-    ExchangeInput {
-        kind,
-        service: if audience_ok { &message.audience } else { "" },
-        scopes: if scopes_ok { &message.scope } else { &[] },
-        peer,
-        endpoint: Endpoint::Grpc,
+/// Why this edge refused a request: the wire form (sizes, enums), or its content (scope
+/// grammar).
+#[derive(Debug)]
+pub(crate) enum EdgeError {
+    /// The wire form.
+    Wire(RequestError),
+    /// The content.
+    Request(InvalidRequest),
+}
+
+impl EdgeError {
+    fn to_exchange_error(&self) -> ExchangeError {
+        match self {
+            Self::Wire(e) => e.to_exchange_error(),
+            Self::Request(e) => ExchangeError::from(e.clone()),
+        }
     }
 }
 
-/// The caller: the client certificate's SPIFFE ID when the handshake carried one (a bearer
-/// is then ignored: the certificate is the stronger, channel-bound credential), otherwise the
-/// JWT-SVID bearer's.
-fn authenticate(
-    broker: &Broker,
-    peer: Option<&PeerInfo>,
-    metadata: &MetadataMap,
-    now: SystemTime,
-) -> Result<Caller, ExchangeError> {
-    if let Some(chain) = peer.and_then(PeerInfo::peer_chain) {
-        return broker.authenticate_x509(chain, now);
+/// What the audit log records of any request: only what passed the size caps.
+fn context_of(message: &ExchangeRequest, peer: Option<SocketAddr>) -> RequestContext {
+    let kind = match TokenType::try_from(message.requested_token_type) {
+        Ok(TokenType::RegistryLoginCredential) => ExchangeKind::LoginCredential,
+        // Unspecified and unknown kinds are refused by `convert`; their refusal is recorded
+        // as the default request.
+        Ok(TokenType::RegistryAccessToken | TokenType::Unspecified) | Err(_) => {
+            ExchangeKind::AccessToken
+        }
+    };
+    let context = RequestContext::new(kind, Endpoint::Grpc, peer);
+    let context = if message.audience.len() <= MAX_AUDIENCE_LEN {
+        context.with_service(&message.audience)
+    } else {
+        context
+    };
+    if message.scope.len() <= MAX_SCOPE_PARAMS
+        && message.scope.iter().all(|s| s.len() <= MAX_SCOPE_PARAM_LEN)
+    {
+        context.with_scopes(&message.scope)
+    } else {
+        context
     }
-    let unauthenticated = |reason| ExchangeError::Unauthenticated { reason };
-    let token = bearer(metadata)
-        .map_err(unauthenticated)?
-        .ok_or(unauthenticated(AuthFailure::MissingCredentials))?;
-    broker.authenticate_jwt_svid(token, now)
 }
 
 /// The bearer token of the `authorization` metadata, if there is one.
@@ -294,56 +290,58 @@ pub(crate) fn bearer(metadata: &MetadataMap) -> Result<Option<&str>, AuthFailure
     Ok(Some(token))
 }
 
-/// The one conversion of a proto request into the engine's input. The engine parses and
-/// checks the scopes themselves; here only presence and sizes are checked.
+/// The one conversion of a proto request into the engine's checked request, with the
+/// subject token if there is one. Presence and sizes are checked here, the scope grammar by
+/// [`svid_broker_server::ExchangeRequest::parse`](crate::request::ExchangeRequest::parse).
 pub(crate) fn convert(
     request: &ExchangeRequest,
     peer: Option<SocketAddr>,
-) -> Result<ExchangeInput<'_>, RequestError> {
-    let kind = match TokenType::try_from(request.requested_token_type) {
-        Ok(TokenType::Unspecified) => return Err(RequestError::TokenTypeUnspecified),
-        Ok(TokenType::RegistryAccessToken) => ExchangeKind::AccessToken,
-        Ok(TokenType::RegistryLoginCredential) => ExchangeKind::LoginCredential,
+) -> Result<(CheckedRequest, Option<&str>), (RequestContext, EdgeError)> {
+    let context = context_of(request, peer);
+    let wire = |e| Err((context.clone(), EdgeError::Wire(e)));
+    match TokenType::try_from(request.requested_token_type) {
+        Ok(TokenType::Unspecified) => return wire(RequestError::TokenTypeUnspecified),
+        Ok(TokenType::RegistryAccessToken | TokenType::RegistryLoginCredential) => {}
         Err(_) => {
-            return Err(RequestError::TokenTypeUnknown {
+            return wire(RequestError::TokenTypeUnknown {
                 value: request.requested_token_type,
             });
         }
+    }
+    let subject_token = match subject_token(request) {
+        Ok(token) => token,
+        Err(e) => return wire(e),
     };
-    subject_token(request)?;
     if request.audience.is_empty() {
-        return Err(RequestError::AudienceMissing);
+        return wire(RequestError::AudienceMissing);
     }
     if request.audience.len() > MAX_AUDIENCE_LEN {
-        return Err(RequestError::AudienceTooLong {
+        return wire(RequestError::AudienceTooLong {
             len: request.audience.len(),
             max: MAX_AUDIENCE_LEN,
         });
     }
     if request.scope.len() > MAX_SCOPE_PARAMS {
-        return Err(RequestError::TooManyScopes {
+        return wire(RequestError::TooManyScopes {
             count: request.scope.len(),
             max: MAX_SCOPE_PARAMS,
         });
     }
     if let Some(long) = request.scope.iter().find(|s| s.len() > MAX_SCOPE_PARAM_LEN) {
-        return Err(RequestError::ScopeTooLong {
+        return wire(RequestError::ScopeTooLong {
             len: long.len(),
             max: MAX_SCOPE_PARAM_LEN,
         });
     }
-    if matches!(kind, ExchangeKind::AccessToken)
+    if context.kind == ExchangeKind::AccessToken
         && request.scope.iter().all(|s| s.trim().is_empty())
     {
-        return Err(RequestError::ScopeMissing);
+        return wire(RequestError::ScopeMissing);
     }
-    Ok(ExchangeInput {
-        kind,
-        service: &request.audience,
-        scopes: &request.scope,
-        peer,
-        endpoint: Endpoint::Grpc,
-    })
+    match CheckedRequest::parse(context.clone(), &request.audience, &request.scope) {
+        Ok(checked) => Ok((checked, subject_token)),
+        Err(e) => Err((context, EdgeError::Request(e))),
+    }
 }
 
 /// The subject token of a request, if it carries one, with its type and size checked. Only
@@ -373,41 +371,27 @@ pub(crate) fn subject_token(request: &ExchangeRequest) -> Result<Option<&str>, R
 }
 
 /// The one mapping of an engine result to the proto response.
-pub(crate) fn response(
-    caller: &Caller,
-    output: ExchangeOutput,
-    now: SystemTime,
-) -> ExchangeResponse {
-    let subject = caller.spiffe_id.to_string();
-    match output {
-        ExchangeOutput::AccessToken {
-            token,
-            granted,
-            expires_at,
-            ..
-        } => ExchangeResponse {
-            access_token: token.expose().to_owned(),
+pub(crate) fn response(exchanged: &Exchanged, now: SystemTime) -> ExchangeResponse {
+    let subject = exchanged.subject.spiffe_id().to_string();
+    match &exchanged.output {
+        ExchangeOutput::AccessToken(t) => ExchangeResponse {
+            access_token: t.token.expose_secret().to_owned(),
             issued_token_type: TokenType::RegistryAccessToken.into(),
             token_type: TOKEN_TYPE_BEARER.to_owned(),
-            expires_in: seconds_until(expires_at, now),
-            scope: granted.iter().map(ToString::to_string).collect(),
+            expires_in: seconds_until(t.expires_at, now),
+            scope: t.granted.iter().map(ToString::to_string).collect(),
             username: String::new(),
-            expires_at: unix_seconds(expires_at),
+            expires_at: unix_seconds(t.expires_at),
             subject,
         },
-        ExchangeOutput::LoginCredential {
-            username,
-            password,
-            ceiling,
-            expires_at,
-        } => ExchangeResponse {
-            access_token: password.expose().to_owned(),
+        ExchangeOutput::LoginCredential(c) => ExchangeResponse {
+            access_token: c.password.expose().to_owned(),
             issued_token_type: TokenType::RegistryLoginCredential.into(),
             token_type: TOKEN_TYPE_NOT_APPLICABLE.to_owned(),
-            expires_in: seconds_until(expires_at, now),
-            scope: ceiling.iter().map(ToString::to_string).collect(),
-            username,
-            expires_at: unix_seconds(expires_at),
+            expires_in: seconds_until(c.expires_at, now),
+            scope: c.ceiling.iter().map(ToString::to_string).collect(),
+            username: c.username.clone(),
+            expires_at: unix_seconds(c.expires_at),
             subject,
         },
     }

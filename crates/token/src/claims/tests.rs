@@ -125,11 +125,11 @@ fn resource_name_rules() {
             Err(TokenError::InvalidResourceName { index: 0 })
         ));
     }
-    let long = "a".repeat(MAX_RESOURCE_NAME_LEN + 1);
+    let long = "a".repeat(MAX_REPOSITORY_NAME_LEN + 1);
     assert!(matches!(
         normalize_access(&[access("repository", &long, &["pull"])]),
-        Err(TokenError::ResourceNameTooLong { index: 0, len, max: MAX_RESOURCE_NAME_LEN })
-            if len == MAX_RESOURCE_NAME_LEN + 1
+        Err(TokenError::ResourceNameTooLong { index: 0, len, max: MAX_REPOSITORY_NAME_LEN })
+            if len == MAX_REPOSITORY_NAME_LEN + 1
     ));
     assert!(normalize_access(&[access("repository", &long[1..], &["pull"])]).is_ok());
 }

@@ -21,9 +21,9 @@ use x509_parser::oid_registry::{
 use x509_parser::x509::SubjectPublicKeyInfo;
 
 use super::SigningAlgorithm;
+use crate::Profile;
 use crate::error::KeyError;
-use crate::kid::{PublicJwk, libtrust_key_id, strip_leading_zeros};
-use crate::profile::TokenProfile;
+use crate::kid::{KidFormat, PublicJwk, libtrust_key_id, strip_leading_zeros};
 
 // === signing leaves ===
 
@@ -100,9 +100,9 @@ struct LeafInner {
     libtrust_kid: String,
     thumbprint_kid: String,
     jwk: PublicJwk,
-    /// The base64url JOSE header per profile ([`TokenProfile::index`]), computed once because it
-    /// is the same for every token this leaf signs.
-    headers: [String; 3],
+    /// The base64url JOSE header per `kid` format ([`KidFormat::index`]), computed once because
+    /// it is the same for every token this leaf signs.
+    headers: [String; KidFormat::ALL.len()],
 }
 
 /// A short-lived signing leaf: certificate, key IDs and the (hidden) private key.
@@ -120,11 +120,10 @@ impl SigningLeaf {
         let libtrust_kid = libtrust_key_id(spki.raw);
         let jwk = public_jwk(spki).ok_or_else(malformed)?;
         let thumbprint_kid = jwk.thumbprint();
-        let header = |profile: TokenProfile| {
-            let kid = if profile.uses_libtrust_kid() {
-                &libtrust_kid
-            } else {
-                &thumbprint_kid
+        let header = |format: KidFormat| {
+            let kid = match format {
+                KidFormat::Libtrust => &libtrust_kid,
+                KidFormat::Thumbprint => &thumbprint_kid,
             };
             let json = json!({
                 "typ": "JWT",
@@ -134,7 +133,7 @@ impl SigningLeaf {
             });
             URL_SAFE_NO_PAD.encode(json.to_string())
         };
-        let headers = TokenProfile::ALL.map(header);
+        let headers = KidFormat::ALL.map(header);
         Ok(Self(Arc::new(LeafInner {
             parts,
             libtrust_kid,
@@ -170,12 +169,16 @@ impl SigningLeaf {
         self.0.parts.not_after
     }
 
-    /// The `kid` this leaf gets under `profile`.
-    pub fn key_id(&self, profile: TokenProfile) -> &str {
-        if profile.uses_libtrust_kid() {
-            &self.0.libtrust_kid
-        } else {
-            &self.0.thumbprint_kid
+    /// The `kid` this leaf gets in the header of a token minted under `profile`.
+    pub fn key_id(&self, profile: Profile) -> &str {
+        self.key_id_in(KidFormat::of(profile))
+    }
+
+    /// The leaf's `kid` in `format`.
+    pub fn key_id_in(&self, format: KidFormat) -> &str {
+        match format {
+            KidFormat::Libtrust => &self.0.libtrust_kid,
+            KidFormat::Thumbprint => &self.0.thumbprint_kid,
         }
     }
 
@@ -193,8 +196,8 @@ impl SigningLeaf {
         self.0.parts.not_after_unix
     }
 
-    pub(crate) fn header_b64(&self, profile: TokenProfile) -> &str {
-        &self.0.headers[profile.index()]
+    pub(crate) fn header_b64(&self, profile: Profile) -> &str {
+        &self.0.headers[KidFormat::of(profile).index()]
     }
 
     pub(crate) fn jwk(&self) -> &PublicJwk {

@@ -6,13 +6,14 @@ use rcgen::{
     PKCS_ED25519, PKCS_RSA_SHA256, RsaKeySize,
 };
 use rustls_pki_types::CertificateDer;
+use svid_broker_identity::secret::ExposeSecret as _;
 use x509_parser::extensions::ParsedExtension;
 
 use super::*;
+use crate::Profile;
 use crate::error::PemSource;
 use crate::kid::libtrust_key_id;
 use crate::mint::{MintRequest, TokenMinter};
-use crate::profile::TokenProfile;
 use crate::testutil::{CA_LIFETIME, ca, config, ring, subject, t0};
 use crate::verify28::Registry28;
 use crate::{Access, TokenError};
@@ -84,10 +85,17 @@ fn mint_and_verify(ring: KeyRing, roots: Vec<CertificateDer<'static>>) {
     let sub = subject();
     let access = [Access::new("repository", "team/app", ["pull"])];
     let token = minter
-        .mint(&MintRequest::new(ISSUER, SERVICE, &sub, &access, t0()))
+        .mint(&MintRequest::new(
+            ISSUER,
+            SERVICE,
+            &sub,
+            &access,
+            Profile::Distribution2,
+            t0(),
+        ))
         .unwrap();
     let registry = Registry28::new(ISSUER, SERVICE, roots);
-    registry.verify(token.token.expose(), t0()).unwrap();
+    registry.verify(token.token.expose_secret(), t0()).unwrap();
 }
 
 #[test]
@@ -455,11 +463,8 @@ fn leaf_certificate_profile() {
             leaf.libtrust_key_id(),
             libtrust_key_id(cert.public_key().raw)
         );
-        assert_eq!(
-            leaf.key_id(TokenProfile::Distribution2),
-            leaf.libtrust_key_id()
-        );
-        assert_eq!(leaf.key_id(TokenProfile::Zot), leaf.thumbprint());
+        assert_eq!(leaf.key_id(Profile::Distribution2), leaf.libtrust_key_id());
+        assert_eq!(leaf.key_id(Profile::Zot), leaf.thumbprint());
     }
 }
 
@@ -546,7 +551,14 @@ fn a_leaf_never_outlives_its_ca() {
     let minter = TokenMinter::new(ring);
     let sub = subject();
     assert!(matches!(
-        minter.mint(&MintRequest::new(ISSUER, SERVICE, &sub, &[], when)),
+        minter.mint(&MintRequest::new(
+            ISSUER,
+            SERVICE,
+            &sub,
+            &[],
+            Profile::Distribution2,
+            when
+        )),
         Err(TokenError::Rotation(KeyError::CaExpiresTooSoon { .. }))
     ));
 }

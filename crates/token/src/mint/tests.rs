@@ -2,6 +2,7 @@ use std::collections::HashSet;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use serde_json::{Value, json};
+use svid_broker_identity::secret::ExposeSecret as _;
 
 use super::*;
 use crate::keys::{KeyRingConfig, SigningAlgorithm};
@@ -19,11 +20,13 @@ fn access() -> Vec<Access> {
     ]
 }
 
-fn mint_at(m: &TokenMinter, now: SystemTime, profile: TokenProfile) -> MintedToken {
+fn mint_at(m: &TokenMinter, now: SystemTime, profile: Profile) -> MintedToken {
     let sub = subject();
     let access = access();
-    m.mint(&MintRequest::new(ISSUER, SERVICE, &sub, &access, now).with_profile(profile))
-        .unwrap()
+    m.mint(&MintRequest::new(
+        ISSUER, SERVICE, &sub, &access, profile, now,
+    ))
+    .unwrap()
 }
 
 fn registry(m: &TokenMinter) -> Registry28 {
@@ -50,8 +53,8 @@ fn forge(m: &TokenMinter, header: &Value, claims: &Value) -> String {
 #[test]
 fn claims_are_exactly_the_distribution_claim_set() {
     let m = minter(SigningAlgorithm::Es256);
-    let minted = mint_at(&m, t0(), TokenProfile::Distribution2);
-    let (_, claims, _) = decode(minted.token.expose());
+    let minted = mint_at(&m, t0(), Profile::Distribution2);
+    let (_, claims, _) = decode(minted.token.expose_secret());
     let now = 1_800_000_000u64;
     assert_eq!(claims["iss"], ISSUER);
     assert_eq!(claims["sub"], "spiffe://example.org/ns/ci/sa/builder");
@@ -81,7 +84,7 @@ fn claims_are_exactly_the_distribution_claim_set() {
         sorted,
         ["access", "aud", "exp", "iat", "iss", "jti", "nbf", "sub"]
     );
-    assert!(!minted.token.expose().contains("class"));
+    assert!(!minted.token.expose_secret().contains("class"));
 
     assert_eq!(minted.issued_at, t0());
     assert_eq!(minted.expires_at, t0() + DEFAULT_TOKEN_TTL);
@@ -96,11 +99,11 @@ fn subsecond_now_and_ttl_are_truncated() {
     let now = t0() + Duration::from_millis(999);
     let minted = m
         .mint(
-            &MintRequest::new(ISSUER, SERVICE, &sub, &[], now)
+            &MintRequest::new(ISSUER, SERVICE, &sub, &[], Profile::Distribution2, now)
                 .with_ttl(Duration::from_millis(60_999)),
         )
         .unwrap();
-    let (_, claims, _) = decode(minted.token.expose());
+    let (_, claims, _) = decode(minted.token.expose_secret());
     assert_eq!(claims["exp"], 1_800_000_060u64);
     assert_eq!(claims["access"], json!([]));
 }
@@ -109,7 +112,9 @@ fn subsecond_now_and_ttl_are_truncated() {
 fn ttl_must_be_between_60_s_and_the_ring_maximum() {
     let m = minter(SigningAlgorithm::Es256);
     let sub = subject();
-    let req = |ttl| MintRequest::new(ISSUER, SERVICE, &sub, &[], t0()).with_ttl(ttl);
+    let req = |ttl| {
+        MintRequest::new(ISSUER, SERVICE, &sub, &[], Profile::Distribution2, t0()).with_ttl(ttl)
+    };
     assert!(matches!(
         m.mint(&req(Duration::from_secs(59))),
         Err(TokenError::TtlTooShort {
@@ -134,7 +139,16 @@ fn ttl_must_be_between_60_s_and_the_ring_maximum() {
 fn string_claims_are_checked() {
     let m = minter(SigningAlgorithm::Es256);
     let sub = subject();
-    let mint = |iss: &str, aud: &str| m.mint(&MintRequest::new(iss, aud, &sub, &[], t0()));
+    let mint = |iss: &str, aud: &str| {
+        m.mint(&MintRequest::new(
+            iss,
+            aud,
+            &sub,
+            &[],
+            Profile::Distribution2,
+            t0(),
+        ))
+    };
     assert!(matches!(
         mint("", SERVICE),
         Err(TokenError::EmptyClaim {
@@ -148,7 +162,7 @@ fn string_claims_are_checked() {
         })
     ));
     assert!(matches!(
-        mint(ISSUER, &"a".repeat(MAX_AUDIENCE_LEN + 1)),
+        mint(ISSUER, &"a".repeat(MAX_SERVICE_LEN + 1)),
         Err(TokenError::ClaimTooLong {
             claim: Claim::Audience,
             ..
@@ -162,11 +176,25 @@ fn string_claims_are_checked() {
     ));
     let bad_access = [Access::new("repository", "a", ["PULL"])];
     assert!(matches!(
-        m.mint(&MintRequest::new(ISSUER, SERVICE, &sub, &bad_access, t0())),
+        m.mint(&MintRequest::new(
+            ISSUER,
+            SERVICE,
+            &sub,
+            &bad_access,
+            Profile::Distribution2,
+            t0()
+        )),
         Err(TokenError::InvalidAction { index: 0, .. })
     ));
     assert!(matches!(
-        m.mint(&MintRequest::new(ISSUER, SERVICE, &sub, &[], UNIX_EPOCH)),
+        m.mint(&MintRequest::new(
+            ISSUER,
+            SERVICE,
+            &sub,
+            &[],
+            Profile::Distribution2,
+            UNIX_EPOCH
+        )),
         Err(TokenError::TimeOutOfRange)
     ));
 }
@@ -176,7 +204,7 @@ fn jti_is_unique_128_bit_base64url() {
     let m = minter(SigningAlgorithm::Es256);
     let mut seen = HashSet::new();
     for _ in 0..1000 {
-        let minted = mint_at(&m, t0(), TokenProfile::Distribution2);
+        let minted = mint_at(&m, t0(), Profile::Distribution2);
         assert_eq!(minted.jti.len(), 22);
         assert_eq!(URL_SAFE_NO_PAD.decode(&minted.jti).unwrap().len(), 16);
         assert!(seen.insert(minted.jti), "jti repeated");
@@ -192,9 +220,9 @@ fn headers_per_profile() {
     ] {
         let m = minter(alg);
         let leaf = m.key_ring().current();
-        for profile in TokenProfile::ALL {
+        for profile in Profile::ALL {
             let minted = mint_at(&m, t0(), profile);
-            let (header, _, sig) = decode(minted.token.expose());
+            let (header, _, sig) = decode(minted.token.expose_secret());
             assert_eq!(header["typ"], "JWT");
             assert_eq!(header["alg"], alg.jws_name());
             assert!(header.get("jwk").is_none());
@@ -207,7 +235,7 @@ fn headers_per_profile() {
             let kid = header["kid"].as_str().unwrap();
             assert_eq!(kid, minted.key_id);
             match profile {
-                TokenProfile::Distribution2 => {
+                Profile::Distribution2 => {
                     assert_eq!(kid, leaf.libtrust_key_id());
                     let groups: Vec<&str> = kid.split(':').collect();
                     assert_eq!(groups.len(), 12);
@@ -217,7 +245,7 @@ fn headers_per_profile() {
                                 .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
                     }));
                 }
-                _ => {
+                Profile::Distribution3 | Profile::Zot => {
                     assert_eq!(kid, leaf.thumbprint());
                     assert_eq!(kid.len(), 43);
                     assert_eq!(URL_SAFE_NO_PAD.decode(kid).unwrap().len(), 32);
@@ -261,9 +289,9 @@ fn tokens_pass_the_distribution_2_8_verifier() {
     ] {
         let m = minter(alg);
         let reg = registry(&m);
-        for profile in TokenProfile::ALL {
+        for profile in Profile::ALL {
             let minted = mint_at(&m, t0(), profile);
-            let claims = reg.verify(minted.token.expose(), t0()).unwrap();
+            let claims = reg.verify(minted.token.expose_secret(), t0()).unwrap();
             assert_eq!(claims.sub, "spiffe://example.org/ns/ci/sa/builder");
             assert_eq!(claims.jti, minted.jti);
             assert_eq!(claims.iat, 1_800_000_000 - 5);
@@ -278,8 +306,8 @@ fn tokens_pass_the_distribution_2_8_verifier() {
 #[test]
 fn registry_leeway_and_claim_checks() {
     let m = minter(SigningAlgorithm::Es256);
-    let minted = mint_at(&m, t0(), TokenProfile::Distribution2);
-    let token = minted.token.expose();
+    let minted = mint_at(&m, t0(), Profile::Distribution2);
+    let token = minted.token.expose_secret();
     let exp = minted.expires_at;
     let reg = registry(&m);
     // 30 s past exp is inside the 60 s leeway, 90 s is not (reference §2.4 matrix).
@@ -327,8 +355,8 @@ fn verifier_rejects_what_2_8_rejects() {
     // but breaks one rule 2.8 enforces.
     let m = minter(SigningAlgorithm::Es256);
     let reg = registry(&m);
-    let minted = mint_at(&m, t0(), TokenProfile::Distribution2);
-    let (header, claims, _) = decode(minted.token.expose());
+    let minted = mint_at(&m, t0(), Profile::Distribution2);
+    let (header, claims, _) = decode(minted.token.expose_secret());
     assert!(reg.verify(&forge(&m, &header, &claims), t0()).is_ok());
 
     let mut array_aud = claims.clone();
@@ -409,13 +437,16 @@ fn rotation_invariant_holds_for_tokens_minted_at_any_time() {
     for step in 0..(6 * 60 / 7) {
         let now = t0() + Duration::from_secs(step * 7 * 60);
         let minted = m
-            .mint(&MintRequest::new(ISSUER, SERVICE, &sub, &access, now).with_ttl(max_ttl))
+            .mint(
+                &MintRequest::new(ISSUER, SERVICE, &sub, &access, Profile::Distribution2, now)
+                    .with_ttl(max_ttl),
+            )
             .unwrap();
         let leaf = m.key_ring().current();
         leaves_seen.insert(leaf.libtrust_key_id().to_owned());
         assert!(leaf.not_after() > minted.expires_at + REGISTRY_LEEWAY);
         assert!(leaf.not_before() <= now);
-        let token = minted.token.expose();
+        let token = minted.token.expose_secret();
         reg.verify(token, now).unwrap();
         reg.verify(token, minted.expires_at + REGISTRY_LEEWAY)
             .unwrap();
@@ -445,35 +476,34 @@ fn rotation_invariant_holds_for_tokens_minted_at_any_time() {
 fn tokens_of_the_previous_leaf_still_verify_after_rotation() {
     let m = minter(SigningAlgorithm::Es256);
     let reg = registry(&m);
-    let old = mint_at(&m, t0(), TokenProfile::Distribution3);
+    let old = mint_at(&m, t0(), Profile::Distribution3);
     let old_leaf = m.key_ring().current();
     m.key_ring().rotate(t0() + Duration::from_secs(10)).unwrap();
-    let new = mint_at(
-        &m,
-        t0() + Duration::from_secs(10),
-        TokenProfile::Distribution3,
-    );
+    let new = mint_at(&m, t0() + Duration::from_secs(10), Profile::Distribution3);
     assert_ne!(old.key_id, new.key_id);
     assert_eq!(
         m.key_ring().previous().unwrap().thumbprint(),
         old_leaf.thumbprint()
     );
-    let jwks: Value =
-        serde_json::from_str(&m.key_ring().jwks_json(TokenProfile::Distribution3)).unwrap();
-    assert_eq!(jwks["keys"][1]["kid"], old.key_id);
-    reg.verify(old.token.expose(), t0() + Duration::from_secs(20))
+    let jwks: Value = serde_json::from_str(&m.key_ring().jwks_json()).unwrap();
+    // Current leaf (libtrust, thumbprint), then the previous one.
+    assert_eq!(jwks["keys"][3]["kid"], old.key_id);
+    reg.verify(old.token.expose_secret(), t0() + Duration::from_secs(20))
         .unwrap();
-    reg.verify(new.token.expose(), t0() + Duration::from_secs(20))
+    reg.verify(new.token.expose_secret(), t0() + Duration::from_secs(20))
         .unwrap();
 }
 
 #[test]
 fn token_is_redacted_in_debug() {
     let m = minter(SigningAlgorithm::Es256);
-    let minted = mint_at(&m, t0(), TokenProfile::Distribution2);
+    let minted = mint_at(&m, t0(), Profile::Distribution2);
     let shown = format!("{minted:?} {m:?}");
-    assert!(shown.contains("RegistryToken([redacted])"));
-    let signature = minted.token.expose().rsplit('.').next().unwrap();
+    assert!(
+        shown.contains("RegistryToken(SecretBox<str>([REDACTED]))"),
+        "{shown}"
+    );
+    let signature = minted.token.expose_secret().rsplit('.').next().unwrap();
     assert!(!shown.contains(signature));
-    assert!(!shown.contains(minted.token.expose()));
+    assert!(!shown.contains(minted.token.expose_secret()));
 }

@@ -1,0 +1,85 @@
+//! [`ErrorChain`]: the workspace's one printer of an error and its `source()` chain.
+//!
+//! It lives here because svid-broker-identity is the lowest crate every other crate (client,
+//! server, sources, dev, token, policy, the CLI and the load generator) already depends on;
+//! the proto crate, the only lower one, holds generated wire code and nothing else.
+//!
+//! The workspace's errors follow one rule that makes the chain readable: a `Display` never
+//! prints a cause it also returns from `source()`; the chain printer prints each cause once.
+
+use std::error::Error;
+use std::fmt;
+
+/// Displays an error followed by its `source()` chain, `a: b: c`, for log lines, audit
+/// reasons and command-line messages.
+///
+/// A cause whose text the previous message already ends with is skipped: our own errors never
+/// repeat a cause, but some third-party ones print their cause and also return it.
+///
+/// ```
+/// use svid_broker_identity::report::ErrorChain;
+///
+/// let err = std::io::Error::other("disk full");
+/// assert_eq!(ErrorChain::new(&err).to_string(), "disk full");
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorChain<'a>(&'a dyn Error);
+
+impl<'a> ErrorChain<'a> {
+    /// The chain of `err`.
+    pub fn new(err: &'a dyn Error) -> Self {
+        Self(err)
+    }
+}
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut shown = self.0.to_string();
+        f.write_str(&shown)?;
+        let mut next = self.0.source();
+        while let Some(cause) = next {
+            let text = cause.to_string();
+            if !shown.ends_with(&text) {
+                write!(f, ": {text}")?;
+            }
+            shown = text;
+            next = cause.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] Middle);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("middle")]
+    struct Middle(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("inner")]
+    struct Inner;
+
+    /// A third-party style error that prints its cause and also returns it.
+    #[derive(Debug, thiserror::Error)]
+    #[error("wrapper: {0}")]
+    struct Repeats(#[source] Inner);
+
+    #[test]
+    fn prints_every_cause_once_in_order() {
+        assert_eq!(
+            ErrorChain::new(&Outer(Middle(Inner))).to_string(),
+            "outer: middle: inner"
+        );
+        assert_eq!(ErrorChain::new(&Inner).to_string(), "inner");
+        assert_eq!(
+            ErrorChain::new(&Repeats(Inner)).to_string(),
+            "wrapper: inner"
+        );
+    }
+}

@@ -1,0 +1,317 @@
+//! The broker's error vocabulary: why a request was refused, in classes that map one to one
+//! onto HTTP and gRPC status codes. `Display` of an [`ExchangeError`] is the short reason a
+//! client may read; [`ExchangeError::chain`] adds the rule that failed, for logs and audit.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use svid_broker_identity::SpiffeId;
+use svid_broker_identity::jwt::JwtSvidError;
+use svid_broker_identity::x509::X509SvidError;
+use svid_broker_policy::DecisionError;
+use svid_broker_policy::scope::ScopeError;
+use svid_broker_token::TokenError;
+
+use crate::audit::AuditUnavailable;
+use crate::credential::CredentialError;
+use crate::satoken::SaTokenError;
+
+/// The class of an [`ExchangeError`], mapped to HTTP and gRPC status codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// Bad request (HTTP 400, gRPC INVALID_ARGUMENT).
+    InvalidArgument,
+    /// Bad or missing credentials (HTTP 401, gRPC UNAUTHENTICATED).
+    Unauthenticated,
+    /// Authenticated but not allowed (HTTP 403, gRPC PERMISSION_DENIED).
+    PermissionDenied,
+    /// Rate limited (HTTP 429, gRPC RESOURCE_EXHAUSTED).
+    ResourceExhausted,
+    /// The broker cannot serve now (HTTP 503, gRPC UNAVAILABLE).
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// The metrics and audit label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::InvalidArgument => "invalid_argument",
+            Self::Unauthenticated => "unauthenticated",
+            Self::PermissionDenied => "permission_denied",
+            Self::ResourceExhausted => "resource_exhausted",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Why a request is malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidRequest {
+    /// No `service` was given.
+    #[error("missing service")]
+    MissingService,
+    /// No registry has this `service`.
+    #[error("unknown service")]
+    UnknownService {
+        /// The service asked for, cut to 256 bytes.
+        service: String,
+    },
+    /// A scope does not parse.
+    #[error("invalid scope")]
+    Scope(#[source] ScopeError),
+    /// Too many scopes for the policy.
+    #[error("too many scopes")]
+    TooManyScopes(#[source] DecisionError),
+    /// The request itself is malformed (realm form or query).
+    #[error("malformed request: {what}")]
+    Malformed {
+        /// What was wrong.
+        what: &'static str,
+    },
+    /// `grant_type` is not `password` or `refresh_token`.
+    #[error("unsupported grant_type")]
+    UnsupportedGrantType,
+    /// A parameter that must appear at most once was repeated (which one would count is
+    /// ambiguous between the broker and whatever sits in front of it).
+    #[error("parameter {name} may appear at most once")]
+    RepeatedParameter {
+        /// The parameter.
+        name: &'static str,
+    },
+    /// `client_id` is not 1 to [`MAX_CLIENT_ID_LEN`] bytes of printable ASCII.
+    #[error(
+        "client_id must be 1 to 128 printable ASCII characters (no spaces, controls or Unicode)"
+    )]
+    InvalidClientId,
+}
+
+/// Why authentication failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthFailure {
+    /// No credentials were presented.
+    #[error("credentials required")]
+    MissingCredentials,
+    /// The `Authorization` header is not `Basic` or `Bearer`, or does not decode.
+    #[error("malformed authorization header")]
+    MalformedAuthorization,
+    /// The JWT-SVID was rejected.
+    #[error("jwt-svid rejected")]
+    JwtSvid(#[source] JwtSvidError),
+    /// The X.509-SVID was rejected.
+    #[error("x509-svid rejected")]
+    X509Svid(#[source] X509SvidError),
+    /// A login credential or refresh token was rejected.
+    #[error("broker credential rejected")]
+    Credential(#[source] CredentialError),
+    /// The credential is bound to another registry service.
+    #[error("credential is bound to another service")]
+    WrongService {
+        /// The service it is bound to.
+        bound: String,
+    },
+    /// A login credential's Basic username is not its subject.
+    #[error("username does not match the credential")]
+    UsernameMismatch,
+    /// A login credential was presented without its subject as the username (as a Bearer
+    /// token, or with an empty username).
+    #[error(
+        "a login credential must be sent with its SPIFFE ID as the username (Basic auth or the password grant)"
+    )]
+    LoginCredentialWithoutUsername,
+    /// The username is longer than [`MAX_USERNAME_LEN`]. (The message leaves `len` out: it is
+    /// the caller's to vary, and refusals are aggregated by message.)
+    #[error("username is longer than the {max} bytes allowed")]
+    UsernameTooLong {
+        /// Its length.
+        len: usize,
+        /// [`MAX_USERNAME_LEN`].
+        max: usize,
+    },
+    /// A refresh token's session is over: its original authentication was more than the
+    /// broker's `max_session` ago, or the login credential it was obtained with has expired.
+    #[error("refresh token session expired")]
+    SessionExpired {
+        /// The session's end, Unix seconds.
+        session_end: u64,
+    },
+    /// A refresh token was presented for a registry no allow rule lets its subject use any
+    /// more (the policy changed since it was issued).
+    #[error("refresh token subject may no longer use this registry")]
+    NoLongerAllowed {
+        /// The subject.
+        subject: SpiffeId,
+    },
+    /// The subject token (a Kubernetes service-account token) was rejected; `Display` is the
+    /// rule that failed.
+    #[error(transparent)]
+    ServiceAccountToken(SaTokenError),
+}
+
+/// Why an authenticated caller was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Denial {
+    /// An access token was asked for over gRPC and policy granted none of the scopes.
+    #[error("no requested scope is allowed")]
+    EmptyGrant,
+    /// A login credential was asked for a registry no allow rule lets the subject use.
+    #[error("subject may not use this registry")]
+    RegistryNotAllowed,
+    /// A subject token was sent but service-account token mode is not configured.
+    #[error(
+        "service-account token mode is not enabled on this broker (no [service_account] trusted_actors and issuers)"
+    )]
+    SubjectTokensDisabled,
+    /// The caller may not present subject tokens.
+    #[error("caller may not present subject tokens: not in service_account.trusted_actors")]
+    UntrustedActor {
+        /// The caller.
+        actor: SpiffeId,
+    },
+}
+
+/// Why the broker could not serve.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unavailability {
+    /// Minting failed.
+    #[error("token signing failed")]
+    Mint(#[source] Arc<TokenError>),
+    /// Issuing a credential failed.
+    #[error("credential issuance failed")]
+    Credential(#[source] CredentialError),
+    /// The subject token's issuer has no keys loaded yet.
+    #[error("service-account issuer keys are not available")]
+    IssuerKeys(#[source] SaTokenError),
+    /// The issuance could not be audited and `[log] audit_on_error = "deny"`.
+    #[error("audit log unavailable")]
+    Audit(#[source] AuditUnavailable),
+}
+
+/// Why an exchange failed. `Display` is the short reason a client may see; the source chain
+/// (for logs and audit) says which rule failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExchangeError {
+    /// Bad request.
+    #[error(transparent)]
+    InvalidArgument {
+        /// Why.
+        reason: InvalidRequest,
+    },
+    /// Bad or missing credentials.
+    #[error(transparent)]
+    Unauthenticated {
+        /// Why.
+        reason: AuthFailure,
+    },
+    /// Not allowed.
+    #[error(transparent)]
+    PermissionDenied {
+        /// Why.
+        reason: Denial,
+    },
+    /// Rate limited.
+    #[error("rate limit exceeded")]
+    ResourceExhausted {
+        /// Who.
+        subject: SpiffeId,
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// Too many requests from this address failed before authentication; refused before any
+    /// credential is looked at.
+    #[error("too many failed requests from this address")]
+    PeerLimited {
+        /// The address.
+        peer: IpAddr,
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// Cannot serve now.
+    #[error(transparent)]
+    Unavailable {
+        /// Why.
+        reason: Unavailability,
+    },
+}
+
+impl ExchangeError {
+    /// The error class.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::InvalidArgument { .. } => ErrorCode::InvalidArgument,
+            Self::Unauthenticated { .. } => ErrorCode::Unauthenticated,
+            Self::PermissionDenied { .. } => ErrorCode::PermissionDenied,
+            Self::ResourceExhausted { .. } | Self::PeerLimited { .. } => {
+                ErrorCode::ResourceExhausted
+            }
+            Self::Unavailable { .. } => ErrorCode::Unavailable,
+        }
+    }
+
+    /// How long the client should wait, for rate-limit errors.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::ResourceExhausted { retry_after, .. } | Self::PeerLimited { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            _ => None,
+        }
+    }
+
+    /// The whole chain, `: `-joined, for logs and the audit `reason`.
+    pub fn chain(&self) -> String {
+        error_chain(self)
+    }
+
+    pub(crate) fn unauthenticated(reason: AuthFailure) -> Self {
+        Self::Unauthenticated { reason }
+    }
+
+    /// An [`InvalidRequest::UnknownService`] error for `service` (cut to 256 bytes).
+    pub fn unknown_service(service: &str) -> Self {
+        Self::invalid(InvalidRequest::UnknownService {
+            service: crate::audit::cut(service, 256).to_owned(),
+        })
+    }
+
+    pub(crate) fn invalid(reason: InvalidRequest) -> Self {
+        Self::InvalidArgument { reason }
+    }
+
+    pub(crate) fn unavailable(reason: Unavailability) -> Self {
+        Self::Unavailable { reason }
+    }
+}
+
+impl From<InvalidRequest> for ExchangeError {
+    fn from(reason: InvalidRequest) -> Self {
+        Self::InvalidArgument { reason }
+    }
+}
+
+/// An error and its `source()` chain as `a: b: c`, for log lines and the audit `reason`.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}
+
+/// Why a [`crate::Broker`] could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerBuildError {
+    /// The audience is not acceptable to the JWT-SVID validator.
+    #[error("invalid broker audience")]
+    Audience(#[source] JwtSvidError),
+}
