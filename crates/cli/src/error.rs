@@ -1,9 +1,14 @@
 //! The CLI's errors and their exit codes.
+//!
+//! `main` prints an error with its whole source chain (`: `-joined), so no variant's message
+//! repeats its source.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Why a command failed. `Rejected` is a verdict on the input (exit 1); everything else means the
+use crate::cmd::demo::DemoFailed;
+
+/// Why a command failed. `Rejected` and `Demo` are verdicts (exit 1); everything else means the
 /// command could not reach a verdict (exit 2).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -11,19 +16,44 @@ pub(crate) enum CliError {
     /// The SPIFFE ID, token or chain was checked and failed a rule.
     #[error("{0}")]
     Rejected(Box<dyn std::error::Error + Send + Sync>),
+    /// A demo step failed; the step is named, the cause is the source.
+    #[error(transparent)]
+    Demo(DemoFailed),
     /// An argument has the wrong form.
     #[error("invalid {arg}: {reason}")]
     Usage { arg: &'static str, reason: String },
+    /// `serve --config`: the file does not parse or a value in it is invalid.
+    #[error("invalid --config")]
+    Config {
+        #[source]
+        source: svid_broker_server::ConfigError,
+    },
+    /// `serve`: the configuration is valid but the service could not start with it (a busy
+    /// port, an unreadable key or policy file, an unreachable Workload API).
+    #[error("cannot start the broker")]
+    Start {
+        #[source]
+        source: svid_broker_server::ServerError,
+    },
+    /// The async runtime or a signal handler could not be set up (a resource limit).
+    #[error("cannot set up {what}")]
+    Process {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     /// A file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Read {
         path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
     /// A trust bundle file did not parse.
-    #[error("bundle {}: {source}", path.display())]
+    #[error("bundle {}", path.display())]
     Bundle {
         path: PathBuf,
+        #[source]
         source: svid_broker_identity::bundle::BundleError,
     },
     /// The dev trust domain failed to start or run.
@@ -41,8 +71,15 @@ impl CliError {
 
     pub(crate) fn exit_code(&self) -> ExitCode {
         match self {
-            Self::Rejected(_) => ExitCode::from(1),
-            _ => ExitCode::from(2),
+            Self::Rejected(_) | Self::Demo(_) => ExitCode::from(1),
+            Self::Usage { .. }
+            | Self::Config { .. }
+            | Self::Start { .. }
+            | Self::Process { .. }
+            | Self::Read { .. }
+            | Self::Bundle { .. }
+            | Self::Dev(_)
+            | Self::Output(_) => ExitCode::from(2),
         }
     }
 }

@@ -17,8 +17,19 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    // Multicall: run under the kubelet plugin's name (a link, as `demo` makes one), this binary
-    // is that plugin, unchanged; the plugin's own binary is the same code.
+    // Multicall: run under the kubelet plugin's name (a link, as `demo` makes one; a name it
+    // starts, such as the `-sa` link `deploy/node/install-plugin.sh` makes), this binary is
+    // that plugin, unchanged; the plugin's own binary is the same code.
+    //
+    // Why the CLI links the whole plugin (`svid-credential-provider`, and with it
+    // `svid-broker-client`, `serde_norway` and `unsafe-libyaml-norway`; everything else it
+    // needs the CLI links anyway): `cargo run -- demo` builds only this package's binary, and
+    // stable Cargo cannot make one package's build produce another package's binary
+    // (artifact dependencies, `-Z bindeps`, are nightly-only). The demo's step 3 must exec the
+    // plugin the way a kubelet does: a file in a bin directory, a fresh process, args and env
+    // from a `CredentialProviderConfig`, the request on stdin. A library call would skip the
+    // parts that break in production (argv, env, stdin/stdout framing, exit status), so the
+    // exec'd binary is this one, under the plugin's name.
     let argv0 = std::env::args_os().next().unwrap_or_default();
     let invoked_as = std::path::Path::new(&argv0)
         .file_name()
@@ -31,7 +42,7 @@ fn main() -> ExitCode {
     match cmd::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("svid-broker: {err}");
+            eprintln!("svid-broker: {}", cmd::policy::error_chain(&err));
             err.exit_code()
         }
     }

@@ -58,7 +58,7 @@ pub(crate) enum RequestError {
     #[error("image is empty or longer than {MAX_IMAGE_LEN} bytes")]
     Image,
     /// An image that is not an image reference.
-    #[error("image is not a valid image reference: {0}")]
+    #[error("image is not a valid image reference")]
     Reference(#[from] ReferenceError),
 }
 

@@ -75,7 +75,7 @@ pub const MAX_REFRESH_HINT: Duration = Duration::from_secs(24 * 60 * 60);
 #[non_exhaustive]
 pub enum BundleError {
     /// An X.509 authority could not be parsed into a trust anchor.
-    #[error("x509 authority {index} is not a usable ca certificate: {source}")]
+    #[error("x509 authority {index} is not a usable ca certificate")]
     AuthorityUnparsable {
         /// Position of the certificate in the input.
         index: usize,
@@ -90,7 +90,7 @@ pub enum BundleError {
         index: usize,
     },
     /// The PEM input could not be parsed.
-    #[error("malformed pem: {source}")]
+    #[error("malformed pem")]
     Pem {
         /// The PEM parse error.
         #[source]
@@ -160,7 +160,7 @@ pub enum BundleError {
     },
     /// The input is not JSON of the expected shape (also: wrong member types, duplicate members,
     /// missing `keys` or `trust_domains`).
-    #[error("malformed bundle json: {source}")]
+    #[error("malformed bundle json")]
     Json {
         /// The serde_json error (position and expectation).
         #[source]
@@ -175,7 +175,7 @@ pub enum BundleError {
         reason: EntryError,
     },
     /// A bundle map entry (trust domain `index`) failed to parse.
-    #[error("bundle for trust domain {trust_domain}: {source}")]
+    #[error("bundle for trust domain {trust_domain}")]
     InMap {
         /// The trust domain whose bundle failed.
         trust_domain: TrustDomain,

@@ -422,7 +422,7 @@ pub enum JwtSvidError {
         max: usize,
     },
     /// `sub` is not a SPIFFE ID.
-    #[error("sub is not a spiffe id: {source}")]
+    #[error("sub is not a spiffe id")]
     InvalidSubject {
         /// The parse error.
         #[source]

@@ -22,6 +22,7 @@ pub use secrecy::{ExposeSecret, SecretBox, SecretSlice, SecretString};
 pub fn seal_string(text: Zeroizing<String>) -> SecretString {
     let mut exact = String::with_capacity(text.len());
     exact.push_str(&text);
+    drop(text); // Wipes the original.
     SecretString::from(exact)
 }
 
@@ -29,6 +30,7 @@ pub fn seal_string(text: Zeroizing<String>) -> SecretString {
 pub fn seal_bytes(bytes: Zeroizing<Vec<u8>>) -> SecretSlice<u8> {
     let mut exact = Vec::with_capacity(bytes.len());
     exact.extend_from_slice(&bytes);
+    drop(bytes); // Wipes the original.
     SecretSlice::from(exact)
 }
 

@@ -48,7 +48,7 @@ fn fmt_at(location: Option<&Location>) -> String {
 #[non_exhaustive]
 pub enum PolicyError {
     /// The file could not be read.
-    #[error("cannot read policy file {path}: {source}", path = path.display())]
+    #[error("cannot read policy file {path}", path = path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -239,7 +239,7 @@ pub enum PolicyError {
         at: Location,
     },
     /// `subject` without wildcards is not a valid SPIFFE ID.
-    #[error("rule {rule:?}: invalid subject at {at}: {source}")]
+    #[error("rule {rule:?}: invalid subject at {at}")]
     InvalidSubject {
         /// The rule.
         rule: String,
@@ -249,7 +249,7 @@ pub enum PolicyError {
         source: IdError,
     },
     /// `subject` with wildcards or captures is not a valid pattern.
-    #[error("rule {rule:?}: invalid subject pattern at {at}: {source}")]
+    #[error("rule {rule:?}: invalid subject pattern at {at}")]
     InvalidSubjectPattern {
         /// The rule.
         rule: String,
@@ -259,7 +259,7 @@ pub enum PolicyError {
         source: PatternError,
     },
     /// `trust_domain` is not a valid trust domain.
-    #[error("rule {rule:?}: invalid trust_domain at {at}: {source}")]
+    #[error("rule {rule:?}: invalid trust_domain at {at}")]
     InvalidTrustDomain {
         /// The rule.
         rule: String,
@@ -279,7 +279,7 @@ pub enum PolicyError {
         at: Location,
     },
     /// A repository pattern does not parse.
-    #[error("rule {rule:?}: invalid repository pattern {pattern:?} at {at}: {source}")]
+    #[error("rule {rule:?}: invalid repository pattern {pattern:?} at {at}")]
     InvalidRepositoryPattern {
         /// The rule.
         rule: String,

@@ -587,7 +587,7 @@ pub enum ScopeError {
         resource_type: String,
     },
     /// The resource name breaks the name grammar.
-    #[error("invalid resource name {name:?}: {source}")]
+    #[error("invalid resource name {name:?}")]
     InvalidName {
         /// The offending name.
         name: String,

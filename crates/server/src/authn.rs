@@ -7,8 +7,7 @@
 //! service-account token for someone else, when it is a trusted actor: the subject is then
 //! the token's mapped SPIFFE ID ([`Authenticator::on_behalf_of`]).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rustls_pki_types::CertificateDer;
@@ -446,7 +445,7 @@ use std::time::UNIX_EPOCH;
 
 use crate::credential::{CredentialClaims, MAX_CREDENTIAL_LEN};
 use crate::verified_cache::{
-    CacheLimits, CacheStats, CredentialDomain, HeapSize, SubjectCache, TokenDigest, Validity,
+    CacheLimits, CredentialDomain, HeapSize, SubjectCache, TokenDigest, Validity,
     VerifiedCache,
 };
 
@@ -455,8 +454,8 @@ use crate::verified_cache::{
 /// verification would). Refresh tokens are not cached: each is normally presented once, to be
 /// renewed.
 ///
-/// The type keeps its old name so the field declared above this file's helper line still
-/// compiles; `VerifiedCaches` is the name to rename it to.
+/// The type keeps the old chain cache's name (and its `key`/`get`/`put`) so the lines above
+/// this file's helper line still compile; `VerifiedCaches` is the better name.
 #[derive(Debug)]
 pub(crate) struct VerifiedChainCache {
     /// X.509-SVID chains by digest, per bundle snapshot.
@@ -466,9 +465,6 @@ pub(crate) struct VerifiedChainCache {
     /// Login credentials by digest, per credential key set.
     login_credentials: VerifiedCache<Arc<CredentialKeys>, CredentialClaims>,
 }
-
-/// The name the verified caches should go by.
-pub(crate) type VerifiedCaches = VerifiedChainCache;
 
 impl Default for VerifiedChainCache {
     fn default() -> Self {
@@ -512,7 +508,7 @@ impl VerifiedChainCache {
     ) {
         // Without the caller's `now`, the epoch: the entry is stored even if its window were
         // already over, which is harmless (such an entry never answers and is dropped when
-        // looked up). [`Self::verify_x509`] has no such gap.
+        // looked up). `SubjectCache::verify_x509` has no such gap.
         self.chains.insert(
             key,
             &bundles,
@@ -520,30 +516,6 @@ impl VerifiedChainCache {
             Validity::x509_chain(verified),
             UNIX_EPOCH,
         );
-    }
-
-    /// The SPIFFE ID of `chain` verified against `bundles` at `now`, from the cache when this
-    /// exact chain already verified against this very snapshot and `now` is inside every
-    /// certificate's validity window.
-    ///
-    /// # Errors
-    /// The verifier's [`x509::X509SvidError`].
-    pub(crate) fn verify_x509(
-        &self,
-        chain: &[CertificateDer<'_>],
-        bundles: &Arc<BundleSet>,
-        now: SystemTime,
-    ) -> Result<SpiffeId, x509::X509SvidError> {
-        self.chains.verify_x509(chain, bundles, now)
-    }
-
-    /// Counters of the three caches: chains, JWT-SVIDs, login credentials.
-    pub(crate) fn stats(&self) -> [CacheStats; 3] {
-        [
-            self.chains.stats(),
-            self.jwt_svids.stats(),
-            self.login_credentials.stats(),
-        ]
     }
 }
 
@@ -582,7 +554,7 @@ impl HeapSize for CredentialClaims {
             .ceiling
             .iter()
             .map(|scope| {
-                std::mem::size_of::<ResourceScope>()
+                size_of::<ResourceScope>()
                     + scope.name.len()
                     + if scope.actions.is_empty() {
                         0

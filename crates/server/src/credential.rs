@@ -24,16 +24,17 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use svid_broker_identity::SpiffeId;
+use svid_broker_identity::secret::{SecretString, seal_string};
 use svid_broker_policy::ResourceScope;
 use svid_broker_policy::scope::{self, ScopeError};
 use zeroize::Zeroizing;
 
-/// Longest credential issued or accepted, in bytes. A login credential with a full ceiling of
-/// [`scope::MAX_SCOPES`] scopes of the longest repository names is about 12 KiB; issuance
-/// refuses anything longer than this cap, so the broker never hands out a credential it would
-/// itself refuse. As a Basic password (with a SPIFFE ID as the user name) it stays under the
-/// realm's `MAX_AUTHORIZATION_BYTES`.
-pub const MAX_CREDENTIAL_LEN: usize = 16 * 1024;
+/// Longest credential issued or accepted, in bytes (the workspace's one definition, in
+/// [`svid_broker_identity::limits`], which says why its value). Issuance refuses anything
+/// longer, so the broker never hands out a credential it would itself refuse. As a Basic
+/// password (with a SPIFFE ID as the user name) it stays under the realm's
+/// `MAX_AUTHORIZATION_BYTES`.
+pub use svid_broker_identity::limits::MAX_CREDENTIAL_LEN;
 /// Default lifetime of a login credential.
 pub const DEFAULT_LOGIN_CREDENTIAL_TTL: Duration = Duration::from_secs(30 * 60);
 /// Longest lifetime of a login credential.
@@ -250,28 +251,6 @@ pub enum CredentialError {
     },
 }
 
-/// A secret string (password, refresh token): wiped on drop, never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Zeroizing<String>);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(secret: impl Into<String>) -> Self {
-        Self(Zeroizing::new(secret.into()))
-    }
-
-    /// The secret text, for the wire only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
-
 /// The verified content of a broker credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -312,8 +291,8 @@ pub struct Session {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct IssuedCredential {
-    /// The credential text.
-    pub secret: Secret,
+    /// The credential text: wiped on drop, never printed.
+    pub secret: SecretString,
     /// Its `jti`.
     pub jti: String,
     /// Its expiry.
@@ -525,7 +504,7 @@ impl CredentialKeys {
             });
         }
         Ok(IssuedCredential {
-            secret: Secret(text),
+            secret: seal_string(text),
             jti,
             expires_at: UNIX_EPOCH + Duration::from_secs(exp),
         })

@@ -14,7 +14,9 @@ use svid_broker_policy::ResourceScope;
 use svid_broker_policy::scope;
 use svid_broker_token::{Access, MintRequest, RegistryToken, TokenError, TokenMinter};
 
-use crate::credential::{CredentialError, CredentialKeys, CredentialKind, Secret, Session};
+use svid_broker_identity::secret::SecretString;
+
+use crate::credential::{CredentialError, CredentialKeys, CredentialKind, Session};
 use crate::decision::Grant;
 use crate::error::{AuthFailure, ExchangeError, Unavailability};
 use crate::metrics::Refusal;
@@ -147,7 +149,7 @@ pub struct LoginCredential {
     /// The username: the subject's SPIFFE ID.
     pub username: String,
     /// The password (`sbl1.` credential; redacted in `Debug`).
-    pub password: Secret,
+    pub password: SecretString,
     /// The most tokens obtained with it may grant; empty means whatever policy allows then.
     pub ceiling: Vec<ResourceScope>,
     /// Its `jti`.
@@ -182,7 +184,7 @@ impl Issued for LoginCredential {
 #[non_exhaustive]
 pub struct RefreshToken {
     /// The token (`sbr2.`; redacted in `Debug`).
-    pub secret: Secret,
+    pub secret: SecretString,
     /// Its ceiling, inherited from the session's login credential; empty means none.
     pub ceiling: Vec<ResourceScope>,
     /// Its `jti`.

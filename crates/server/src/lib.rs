@@ -46,7 +46,7 @@ mod testutil;
 
 pub use authn::{AuthMethod, Authenticated, Caller, Subject};
 pub use config::{BrokerConfig, ConfigError};
-pub use credential::{CredentialError, CredentialKeys, CredentialKind, Secret};
+pub use credential::{CredentialError, CredentialKeys, CredentialKind};
 pub use engine::{Broker, BrokerOptions, ExchangeOutput, Exchanged, RealmTokens};
 pub use error::{
     AuthFailure, Denial, ErrorCode, ExchangeError, InvalidRequest, Unavailability, error_chain,

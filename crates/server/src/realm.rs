@@ -33,7 +33,7 @@ use http::header::{
     AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER,
     WWW_AUTHENTICATE,
 };
-use secrecy::ExposeSecret as _;
+use svid_broker_identity::secret::ExposeSecret as _;
 use serde_json::{Map, Value, json};
 use svid_broker_identity::clock::Clock;
 use svid_broker_policy::scope;
@@ -369,7 +369,7 @@ fn serve_token(
     body.insert("expires_in".into(), expires_in.into());
     body.insert("issued_at".into(), rfc3339(access.issued_at).into());
     if let Some(r) = &refresh {
-        body.insert("refresh_token".into(), r.secret.expose().into());
+        body.insert("refresh_token".into(), r.secret.expose_secret().into());
     }
     if endpoint == Endpoint::RealmPost {
         body.insert("scope".into(), scope::join_scopes(&access.granted).into());

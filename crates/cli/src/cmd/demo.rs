@@ -9,16 +9,19 @@
 //! Nothing secret is printed: keys never, credentials as their prefix and length, registry
 //! tokens as their decoded header and claims only.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+mod error;
+mod io;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
+use svid_broker_dev::registry::{RegistryChild, RegistrySpec, TokenAuth, free_loopback_addr};
 use svid_broker_dev::{DevTrustDomain, WorkloadApiHandle, WorkloadApiServer};
 use svid_broker_identity::SpiffeId;
 use svid_broker_identity::clock::SystemClock;
@@ -27,7 +30,8 @@ use svid_broker_server::config::BrokerConfig;
 use svid_broker_server::ops::rfc3339;
 use svid_broker_server::{BrokerServer, ServerHandle};
 
-use crate::cmd::policy::error_chain;
+pub(crate) use self::error::{DemoError, DemoFailed, Step};
+use self::io::{last_line, on_path, realm_get, run_child, skopeo};
 use crate::error::CliError;
 
 /// The name the kubelet execs the plugin by (`providers[].name`, looked up in its plugin bin
@@ -47,14 +51,8 @@ const REPOSITORY: &str = "team-a/hello";
 const TAG: &str = "v1";
 const PULL_SCOPE: &str = "repository:team-a/hello:pull";
 const PULL_PUSH_SCOPE: &str = "repository:team-a/hello:pull,push";
-
-/// Upper bound on every wait: one child process, one HTTP exchange, a registry start-up.
-const STEP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest output read from a child process or an HTTP response, in bytes.
-pub(crate) const MAX_OUTPUT_BYTES: u64 = 1024 * 1024;
-/// Steps, for the `[n/N]` headers.
-const STEPS: usize = 5;
-
+/// How long the broker drains on shutdown (nothing is in flight when the demo stops).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// One allow rule of the sample policy; the TOML and the printed summary both come from here.
 struct Rule {
     id: &'static str,
@@ -84,38 +82,36 @@ const RULES: [Rule; 3] = [
     },
 ];
 
-/// Why the demo stopped: which step, and what went wrong (never a secret).
-#[derive(Debug, thiserror::Error)]
-#[error("demo step {step} ({title}) failed: {reason}")]
-pub(crate) struct DemoFailed {
-    step: usize,
-    title: &'static str,
-    reason: String,
-}
-
 pub(crate) fn run() -> Result<(), CliError> {
     init_logging();
-    let mut demo = Demo::default();
+    let mut demo = Demo::prepare().map_err(|source| DemoFailed {
+        step: Step::Setup,
+        source,
+    })?;
     let result = demo.run_steps();
     demo.stop();
+    let steps = Step::NUMBERED.len();
     match result {
-        Ok(()) if demo.registry_skipped => {
+        Ok(RegistryStep::Skipped) => {
             println!(
                 "\ndemo ok: steps 1-{} worked, the real-registry step was skipped; everything it \
                  started is stopped and removed.",
-                STEPS - 1
+                steps - 1
             );
             Ok(())
         }
-        Ok(()) => {
+        Ok(RegistryStep::Ran) => {
             println!(
-                "\ndemo ok: all {STEPS} steps worked; everything it started is stopped and removed."
+                "\ndemo ok: all {steps} steps worked; everything it started is stopped and removed."
             );
             Ok(())
         }
         Err(failed) => {
-            println!("  FAILED: {}", failed.reason);
-            Err(CliError::rejected(failed))
+            println!(
+                "  FAILED: {}",
+                crate::cmd::policy::error_chain(&failed.source)
+            );
+            Err(CliError::Demo(failed))
         }
     }
 }
@@ -130,105 +126,95 @@ fn init_logging() {
     }
 }
 
-/// What the steps build and hand to each other; torn down by [`Demo::stop`].
-#[derive(Default)]
-struct Demo {
-    dir: Option<tempfile::TempDir>,
-    runtime: Option<tokio::runtime::Runtime>,
-    apis: Vec<WorkloadApiHandle>,
-    cluster: Option<Arc<DevTrustDomain>>,
-    broker: Option<ServerHandle>,
-    registry_addr: Option<SocketAddr>,
-    /// The node's login credential from step 3 (username, password).
-    node_credential: Option<(String, Secret)>,
-    /// Step 5 found no docker-registry or skopeo (and CI is not set).
-    registry_skipped: bool,
+/// Whether step 5 ran or found no docker-registry or skopeo (and CI is not set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RegistryStep {
+    Ran,
+    Skipped,
 }
 
-impl std::fmt::Debug for Demo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Demo").finish_non_exhaustive()
-    }
+/// What runs until [`Demo::stop`]: the directory, the runtime, the Workload APIs and the
+/// broker. Values the steps hand to each other are returned, not stored.
+struct Demo {
+    dir: tempfile::TempDir,
+    runtime: tokio::runtime::Runtime,
+    apis: Vec<WorkloadApiHandle>,
+    broker: Option<ServerHandle>,
+}
+
+/// The broker's addresses, and the registry's (chosen before the policy names it).
+#[derive(Debug, Clone, Copy)]
+struct Addresses {
+    realm: SocketAddr,
+    grpc: SocketAddr,
+    registry: SocketAddr,
+}
+
+/// The node's login credential from step 3.
+struct NodeCredential {
+    username: String,
+    password: Secret,
 }
 
 /// A credential the demo holds but never prints.
 struct Secret(String);
 
 impl Demo {
-    fn run_steps(&mut self) -> Result<(), DemoFailed> {
-        self.prepare().map_err(|reason| DemoFailed {
-            step: 0,
-            title: "setup",
-            reason,
-        })?;
+    fn prepare() -> Result<Self, DemoError> {
+        // `tempfile` creates the directory with mode 0700: sockets and configs stay private.
+        let dir = tempfile::Builder::new()
+            .prefix("svid-broker-demo-")
+            .tempdir()
+            .map_err(|source| DemoError::TempDir { source })?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|source| DemoError::Runtime { source })?;
+        Ok(Self {
+            dir,
+            runtime,
+            apis: Vec::new(),
+            broker: None,
+        })
+    }
+
+    fn run_steps(&mut self) -> Result<RegistryStep, DemoFailed> {
         println!(
             "svid-broker demo: registry credentials from workload identity, end to end.\n\
              Everything runs in this process or its children, on 127.0.0.1 and Unix sockets under\n\
              {}; nothing else is contacted and no secret is stored or printed.",
             self.dir().display()
         );
-        step(1, "identities: development SPIFFE trust domains", || {
-            self.identities()
-        })?;
-        step(
-            2,
-            "the broker: token realm, Exchange API and policy",
-            || self.broker(),
-        )?;
-        step(3, "the kubelet runs the credential provider plugin", || {
-            self.kubelet()
-        })?;
-        step(
-            4,
-            "containerd trades the credential for a registry token",
-            || self.realm(),
-        )?;
-        step(5, "a real registry: push and pull with skopeo", || {
-            self.real_registry()
+        let cluster = step(Step::Identities, || self.identities())?;
+        let addrs = step(Step::Broker, || self.broker())?;
+        let node = step(Step::Kubelet, || self.kubelet(addrs))?;
+        step(Step::Realm, || self.realm(addrs, &node))?;
+        step(Step::RealRegistry, || {
+            self.real_registry(addrs, &node, &cluster)
         })
     }
 
     fn dir(&self) -> &Path {
-        self.dir
-            .as_ref()
-            .map_or(Path::new("."), tempfile::TempDir::path)
+        self.dir.path()
     }
 
-    fn runtime(&self) -> Result<&tokio::runtime::Runtime, String> {
-        self.runtime.as_ref().ok_or_else(|| "no runtime".to_owned())
-    }
-
-    fn prepare(&mut self) -> Result<(), String> {
-        // `tempfile` creates the directory with mode 0700: sockets and configs stay private.
-        let dir = tempfile::Builder::new()
-            .prefix("svid-broker-demo-")
-            .tempdir()
-            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-        self.dir = Some(dir);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-        self.runtime = Some(runtime);
-        Ok(())
-    }
-
-    fn identities(&mut self) -> Result<(), String> {
+    fn identities(&mut self) -> Result<Arc<DevTrustDomain>, DemoError> {
         let node = parse_id(NODE_ID)?;
         let ci = parse_id(CI_ID)?;
         let broker = parse_id(BROKER_ID)?;
+        let dev_ca = |source| DemoError::DevCa { source };
         let cluster = Arc::new(
             DevTrustDomain::builder(node.trust_domain().clone())
                 .identity(node.clone())
                 .build()
-                .map_err(|e| error_chain(&e))?,
+                .map_err(dev_ca)?,
         );
         let infra = Arc::new(
             DevTrustDomain::builder(broker.trust_domain().clone())
                 .identity(broker.clone())
                 .build()
-                .map_err(|e| error_chain(&e))?,
+                .map_err(dev_ca)?,
         );
         write(
             &self.dir().join("example.org.bundle.json"),
@@ -241,18 +227,16 @@ impl Demo {
         for (td, socket) in [(&cluster, "node-agent.sock"), (&infra, "broker-agent.sock")] {
             let path = self.dir().join(socket);
             let api = self
-                .runtime()?
+                .runtime
                 .block_on(
                     WorkloadApiServer::builder(Arc::clone(td))
                         .auto_rotate(None)
                         .serve(path),
                 )
-                .map_err(|e| error_chain(&e))?;
+                .map_err(|source| DemoError::WorkloadApi { source })?;
             self.apis.push(api);
         }
-        let ci_jwt = cluster
-            .issue_jwt_svid(&ci, &[AUDIENCE])
-            .map_err(|e| error_chain(&e))?;
+        let ci_jwt = cluster.issue_jwt_svid(&ci, &[AUDIENCE]).map_err(dev_ca)?;
         explain("A CA for each trust domain and a real SPIFFE Workload API on a Unix socket,");
         explain("as a SPIRE agent would serve them. Private keys stay behind the sockets.");
         for (td, api, role) in [
@@ -280,24 +264,21 @@ impl Demo {
                 );
             }
         }
-        self.cluster = Some(cluster);
-        Ok(())
+        Ok(cluster)
     }
 
-    fn broker(&mut self) -> Result<(), String> {
-        let port = free_port()?;
-        let registry: SocketAddr = SocketAddr::from(([127, 0, 0, 1], port));
-        self.registry_addr = Some(registry);
+    fn broker(&mut self) -> Result<Addresses, DemoError> {
+        let registry = free_loopback_addr().map_err(|source| DemoError::FreePort { source })?;
         let policy_text = sample_policy(&registry.to_string());
         // Validated here too, so a broken sample fails with the policy's own message.
-        Policy::from_toml_str(&policy_text).map_err(|e| format!("sample policy: {e}"))?;
+        Policy::from_toml_str(&policy_text).map_err(|source| DemoError::Policy { source })?;
         write(&self.dir().join("policy.toml"), &policy_text)?;
         let config_text = format!(
             r#"[server]
 http_addr = "127.0.0.1:0"
 grpc_addr = "127.0.0.1:0"
 public_url = "http://127.0.0.1:1"
-shutdown_grace_seconds = 2
+shutdown_grace_seconds = {}
 [identity]
 audience = "{AUDIENCE}"
 workload_api = "{}"
@@ -309,25 +290,33 @@ generate = true
 [log]
 audit = "audit.log"
 "#,
+            SHUTDOWN_GRACE.as_secs(),
             self.apis[1].endpoint()
         );
         let config = BrokerConfig::from_toml_str(&config_text, self.dir())
-            .map_err(|e| format!("broker config: {}", error_chain(&e)))?;
+            .map_err(|source| DemoError::BrokerConfig { source })?;
         let handle = self
-            .runtime()?
+            .runtime
             .block_on(BrokerServer::start(config, Arc::new(SystemClock)))
-            .map_err(|e| error_chain(&e))?;
-        let grpc = handle
-            .grpc_addr()
-            .ok_or_else(|| "the gRPC listener did not start".to_owned())?;
-        write(&self.dir().join("broker-ca.pem"), &handle.ca_bundle_pem())?;
+            .map_err(|source| DemoError::BrokerStart { source })?;
+        let addrs = Addresses {
+            realm: handle.http_addr(),
+            grpc: handle.grpc_addr().ok_or(DemoError::NoGrpcListener)?,
+            registry,
+        };
+        let ca_pem = handle.ca_bundle_pem();
+        self.broker = Some(handle);
+        write(&self.dir().join("broker-ca.pem"), &ca_pem)?;
         explain("The broker authenticates SVIDs, applies one policy file and signs registry");
         explain("tokens with a CA generated in memory (a registry trusts that CA, nothing else).");
         println!(
             "  token realm      http://{}/token   (what the registry's 401 points clients to)",
-            handle.http_addr()
+            addrs.realm
         );
-        println!("  gRPC Exchange    {grpc}   (mutual TLS with its SVID {BROKER_ID})");
+        println!(
+            "  gRPC Exchange    {}   (mutual TLS with its SVID {BROKER_ID})",
+            addrs.grpc
+        );
         println!("  registry         {SERVICE} (issuer {ISSUER}) at {registry}");
         println!("  policy rules (default deny):");
         for rule in &RULES {
@@ -339,23 +328,23 @@ audit = "audit.log"
                 rule.repositories.join(", ")
             );
         }
-        self.broker = Some(handle);
-        Ok(())
+        Ok(addrs)
     }
 
-    fn kubelet(&mut self) -> Result<(), String> {
-        let (grpc, registry) = match (&self.broker, self.registry_addr) {
-            (Some(b), Some(r)) => (b.grpc_addr(), r),
-            _ => return Err("the broker is not running".to_owned()),
-        };
-        let grpc = grpc.ok_or_else(|| "the gRPC listener did not start".to_owned())?;
+    fn kubelet(&self, addrs: Addresses) -> Result<NodeCredential, DemoError> {
+        let Addresses { grpc, registry, .. } = addrs;
         // The kubelet's --image-credential-provider-bin-dir: the plugin is found there by name.
         let bin_dir = self.dir().join("bin");
-        std::fs::create_dir(&bin_dir).map_err(|e| format!("cannot create {bin_dir:?}: {e}"))?;
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+        std::fs::create_dir(&bin_dir).map_err(|source| DemoError::Write {
+            path: bin_dir.clone(),
+            source,
+        })?;
+        let exe = std::env::current_exe().map_err(|source| DemoError::CurrentExe { source })?;
         let plugin = bin_dir.join(PLUGIN_NAME);
-        std::os::unix::fs::symlink(&exe, &plugin)
-            .map_err(|e| format!("cannot link {}: {e}", plugin.display()))?;
+        std::os::unix::fs::symlink(&exe, &plugin).map_err(|source| DemoError::Link {
+            path: plugin.clone(),
+            source,
+        })?;
 
         let plugin_config = self.dir().join("credential-provider.toml");
         write(
@@ -406,21 +395,21 @@ scope = "registry"
             exe.display()
         );
         println!("  request (stdin): {request}");
-        let output = kubelet_exec(&plugin, &kubelet_config, &request)?;
+        let output = self
+            .runtime
+            .block_on(kubelet_exec(&plugin, &kubelet_config, &request))?;
         if !output.status.success() {
-            return Err(format!(
-                "the plugin exited with {}: {}",
-                output.status,
-                output.stderr.trim()
-            ));
+            return Err(DemoError::PluginFailed {
+                status: output.status,
+                stderr: output.stderr.trim().to_owned(),
+            });
         }
         if !output.stderr.is_empty() {
-            return Err(format!(
-                "the plugin wrote to stderr on success: {}",
-                output.stderr.trim()
-            ));
+            return Err(DemoError::PluginStderr {
+                stderr: output.stderr.trim().to_owned(),
+            });
         }
-        let (response, username, password) = redact_response(&output.stdout, &registry)?;
+        let (response, node) = redact_response(&output.stdout, &registry)?;
         println!("  response (stdout, password redacted):");
         for line in pretty(&response).lines() {
             println!("    {line}");
@@ -434,50 +423,54 @@ scope = "registry"
         // The credential is registry-wide; the grant is decided per request at the realm, by the
         // same policy the broker runs. What it will say for a pull, and for a push:
         let policy = Policy::from_toml_str(&sample_policy(&registry.to_string()))
-            .map_err(|e| e.to_string())?;
-        let subject = parse_id(&username)?;
-        let asked = scope::parse_scopes([PULL_PUSH_SCOPE]).map_err(|e| e.to_string())?;
+            .map_err(|source| DemoError::Policy { source })?;
+        let subject = parse_id(&node.username)?;
+        let asked = scope::parse_scopes([PULL_PUSH_SCOPE])
+            .map_err(|source| DemoError::Scope { source })?;
         let decision = policy
             .decide(&subject, SERVICE, &asked)
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| DemoError::Decision { source })?;
         println!("  policy decision for this identity (svid-broker policy explain):");
         for line in decision.explain().lines().filter(|l| !l.is_empty()) {
             println!("    {line}");
         }
         if decision.granted_scope() != PULL_SCOPE {
-            return Err(format!(
-                "the policy granted {:?}, expected {PULL_SCOPE:?}",
-                decision.granted_scope()
-            ));
+            return Err(DemoError::UnexpectedGrant {
+                granted: decision.granted_scope().to_owned(),
+                expected: PULL_SCOPE,
+            });
         }
-        self.node_credential = Some((username, password));
-        Ok(())
+        Ok(node)
     }
 
-    fn realm(&mut self) -> Result<(), String> {
-        let (Some(broker), Some((username, password))) = (&self.broker, &self.node_credential)
-        else {
-            return Err("no credential from step 3".to_owned());
-        };
+    fn realm(&self, addrs: Addresses, node: &NodeCredential) -> Result<(), DemoError> {
         let query = form_urlencoded::Serializer::new(String::new())
             .append_pair("service", SERVICE)
             .append_pair("scope", PULL_PUSH_SCOPE)
             .finish();
-        let basic = basic_auth(username, &password.0);
+        let basic = basic_auth(&node.username, &node.password.0);
         explain("The registry answers 401 with the realm; the client sends the login credential");
         explain(
             "there as HTTP Basic auth and gets a short-lived JWT the registry verifies offline.",
         );
-        println!("  GET /token?{query}   (Basic auth: {username} + the sbl1. credential)");
-        let (status, body) = http_get(broker.http_addr(), &format!("/token?{query}"), &basic.0)?;
+        println!(
+            "  GET /token?{query}   (Basic auth: {} + the sbl1. credential)",
+            node.username
+        );
+        let (status, body) = self.runtime.block_on(realm_get(
+            addrs.realm,
+            &format!("/token?{query}"),
+            &basic.0,
+        ))?;
         if status != 200 {
-            return Err(format!("the realm answered HTTP {status}"));
+            return Err(DemoError::RealmStatus { status });
         }
-        let body: Value =
-            serde_json::from_slice(&body).map_err(|e| format!("realm response: {e}"))?;
-        let token = body["token"]
-            .as_str()
-            .ok_or_else(|| "the realm response has no token".to_owned())?;
+        let body: Value = serde_json::from_slice(&body).map_err(|_| DemoError::RealmResponse {
+            problem: "is not JSON",
+        })?;
+        let token = body["token"].as_str().ok_or(DemoError::RealmResponse {
+            problem: "has no token",
+        })?;
         let (header, claims) = decode_jwt(token)?;
         println!(
             "  HTTP 200: a registry token (not shown), expires_in {}s",
@@ -499,43 +492,55 @@ scope = "registry"
         );
         let actions = &claims["access"][0]["actions"];
         if claims["access"].as_array().map(Vec::len) != Some(1) || *actions != json!(["pull"]) {
-            return Err(format!(
-                "expected exactly pull on {REPOSITORY}, the token grants {}",
-                claims["access"]
-            ));
+            return Err(DemoError::TokenGrant {
+                repository: REPOSITORY,
+                granted: claims["access"].to_string(),
+            });
         }
         println!("  push was asked for and left out: the node may only pull.");
         Ok(())
     }
 
-    fn real_registry(&mut self) -> Result<(), String> {
-        let missing: Vec<&str> = ["docker-registry", "skopeo"]
+    fn real_registry(
+        &self,
+        addrs: Addresses,
+        node: &NodeCredential,
+        cluster: &DevTrustDomain,
+    ) -> Result<RegistryStep, DemoError> {
+        let missing: Vec<&'static str> = ["docker-registry", "skopeo"]
             .into_iter()
             .filter(|p| !on_path(p))
             .collect();
         if !missing.is_empty() {
-            let line = format!(
-                "skipped: docker-registry/skopeo not installed (apt-get install docker-registry skopeo); missing: {}",
-                missing.join(", ")
-            );
+            let skipped = DemoError::ToolsMissing { missing };
             if std::env::var("CI").as_deref() == Ok("true") {
-                return Err(format!("{line}; CI=true requires this step"));
+                return Err(skipped);
             }
+            // The same words as the CI failure, without its last clause.
+            let line = skipped.to_string();
+            let line = line
+                .strip_suffix("; CI=true requires this step")
+                .unwrap_or(&line);
             println!("  {line}");
-            self.registry_skipped = true;
-            return Ok(());
+            return Ok(RegistryStep::Skipped);
         }
-        let (Some(broker), Some(addr), Some((node_user, node_password)), Some(cluster)) = (
-            &self.broker,
-            self.registry_addr,
-            &self.node_credential,
-            &self.cluster,
-        ) else {
-            return Err("earlier steps did not finish".to_owned());
-        };
-        let realm = format!("http://{}/token", broker.http_addr());
+        let addr = addrs.registry;
+        let realm = format!("http://{}/token", addrs.realm);
+        let root = self.dir().join("registry");
+        std::fs::create_dir(&root).map_err(|source| DemoError::Write {
+            path: root.clone(),
+            source,
+        })?;
         // Killed when this step returns, whatever the outcome.
-        let _registry = start_registry(self.dir(), addr, &realm)?;
+        let _registry = RegistryChild::start(RegistrySpec::new(&root, addr).token_auth(
+            TokenAuth {
+                realm: realm.clone(),
+                service: SERVICE.to_owned(),
+                issuer: ISSUER.to_owned(),
+                rootcertbundle: self.dir().join("broker-ca.pem"),
+            },
+        ))
+        .map_err(|source| DemoError::Registry { source })?;
         explain("Debian's docker-registry (unmodified) trusts the broker CA and sends clients to");
         explain(
             "the realm; skopeo logs in with the credentials above, like any registry password.",
@@ -543,122 +548,128 @@ scope = "registry"
         println!("  registry         docker-registry at {addr}, auth.token.realm = {realm}");
 
         let work = self.dir().join("skopeo");
-        let image_dir = write_oci_image(&work.join("image"), TAG, "hello from svid-broker\n")?;
-        let source = format!("oci:{}:{TAG}", image_dir.display());
+        let image = svid_broker_dev::oci::write_image(
+            &work.join("image"),
+            TAG,
+            "hello.txt",
+            b"hello from svid-broker\n",
+        )
+        .map_err(|source| DemoError::Image { source })?;
+        let source = image.reference();
         let dest = format!("docker://{addr}/{REPOSITORY}:{TAG}");
+        let copy = |args: &[&str]| self.runtime.block_on(skopeo(args, &work));
 
         // CI presents a JWT-SVID (audience svid-broker) straight to the realm as its password.
         let ci = parse_id(CI_ID)?;
         let jwt = cluster
             .issue_jwt_svid(&ci, &[AUDIENCE])
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|source| DemoError::DevCa { source })?;
         let ci_auth = write_auth_file(&work, "ci", &addr, CI_ID, jwt.token().expose())?;
-        let push = skopeo(
-            &[
-                "copy",
-                "--dest-tls-verify=false",
-                "--dest-authfile",
-                &ci_auth,
-                &source,
-                &dest,
-            ],
-            &work,
-        )?;
-        if !push.success {
-            return Err(format!("CI push failed: {}", last_line(&push.stderr)));
+        let push = copy(&[
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-authfile",
+            &ci_auth,
+            &source,
+            &dest,
+        ])?;
+        if !push.status.success() {
+            return Err(DemoError::Skopeo {
+                what: "CI push",
+                stderr_tail: last_line(&push.stderr).to_owned(),
+            });
         }
         println!("  push  {CI_ID} (JWT-SVID) -> {REPOSITORY}:{TAG}: ok");
 
-        let node_auth = write_auth_file(&work, "node", &addr, node_user, &node_password.0)?;
+        let node_auth = write_auth_file(&work, "node", &addr, &node.username, &node.password.0)?;
         let pulled = work.join("pulled");
-        let pull = skopeo(
-            &[
-                "copy",
-                "--src-tls-verify=false",
-                "--src-authfile",
-                &node_auth,
-                &dest,
-                &format!("oci:{}:{TAG}", pulled.display()),
-            ],
-            &work,
-        )?;
-        if !pull.success {
-            return Err(format!("node pull failed: {}", last_line(&pull.stderr)));
+        let pull = copy(&[
+            "copy",
+            "--src-tls-verify=false",
+            "--src-authfile",
+            &node_auth,
+            &dest,
+            &format!("oci:{}:{TAG}", pulled.display()),
+        ])?;
+        if !pull.status.success() {
+            return Err(DemoError::Skopeo {
+                what: "node pull",
+                stderr_tail: last_line(&pull.stderr).to_owned(),
+            });
         }
         if !pulled.join("index.json").is_file() {
-            return Err("the pulled image has no index.json".to_owned());
-        }
-        println!("  pull  {node_user} (plugin credential) <- {REPOSITORY}:{TAG}: ok");
-
-        let denied = skopeo(
-            &[
-                "copy",
-                "--dest-tls-verify=false",
-                "--dest-authfile",
-                &node_auth,
-                &source,
-                &format!("docker://{addr}/{REPOSITORY}:pushed-by-node"),
-            ],
-            &work,
-        )?;
-        let refused = !denied.success
-            && (denied.stderr.contains("unauthorized") || denied.stderr.contains("denied"));
-        if !refused {
-            return Err(format!(
-                "a push with the pull-only node credential was not refused (exit ok: {}): {}",
-                denied.success,
-                last_line(&denied.stderr)
-            ));
+            return Err(DemoError::PulledImageIncomplete);
         }
         println!(
-            "  push  {node_user} (plugin credential) -> {REPOSITORY}: refused, as the policy says"
+            "  pull  {} (plugin credential) <- {REPOSITORY}:{TAG}: ok",
+            node.username
+        );
+
+        let denied = copy(&[
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-authfile",
+            &node_auth,
+            &source,
+            &format!("docker://{addr}/{REPOSITORY}:pushed-by-node"),
+        ])?;
+        let refused = !denied.status.success()
+            && (denied.stderr.contains("unauthorized") || denied.stderr.contains("denied"));
+        if !refused {
+            return Err(DemoError::PushNotRefused {
+                exit_ok: denied.status.success(),
+                stderr_tail: last_line(&denied.stderr).to_owned(),
+            });
+        }
+        println!(
+            "  push  {} (plugin credential) -> {REPOSITORY}: refused, as the policy says",
+            node.username
         );
         println!("  real registry: push ok, pull ok, denied push refused");
-        Ok(())
+        Ok(RegistryStep::Ran)
     }
 
     /// Stops what the demo started, in reverse order (the registry child already stopped with
-    /// its step): the broker, the Workload APIs; then removes the directory.
-    fn stop(&mut self) {
-        if let Some(runtime) = &self.runtime {
-            if let Some(broker) = self.broker.take() {
-                runtime.block_on(broker.shutdown());
-            }
-            for api in self.apis.drain(..) {
-                let _ = runtime.block_on(api.shutdown());
-            }
+    /// its step): the broker, the Workload APIs, the runtime; then removes the directory.
+    fn stop(mut self) {
+        if let Some(broker) = self.broker.take() {
+            self.runtime.block_on(broker.shutdown());
         }
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_timeout(Duration::from_secs(2));
+        for api in self.apis.drain(..) {
+            let _ = self.runtime.block_on(api.shutdown());
         }
-        drop(self.dir.take());
+        self.runtime.shutdown_timeout(SHUTDOWN_GRACE);
+        drop(self.dir);
     }
 }
 
 /// Prints the step header, runs it, and names it when it fails.
-fn step(
-    n: usize,
-    title: &'static str,
-    body: impl FnOnce() -> Result<(), String>,
-) -> Result<(), DemoFailed> {
-    println!("\n[{n}/{STEPS}] {title}");
-    body().map_err(|reason| DemoFailed {
-        step: n,
-        title,
-        reason,
-    })
+fn step<T>(step: Step, body: impl FnOnce() -> Result<T, DemoError>) -> Result<T, DemoFailed> {
+    println!(
+        "\n[{}/{}] {}",
+        step.number(),
+        Step::NUMBERED.len(),
+        step.title()
+    );
+    body().map_err(|source| DemoFailed { step, source })
 }
 
 fn explain(line: &str) {
     println!("  {line}");
 }
 
-fn parse_id(s: &str) -> Result<SpiffeId, String> {
-    SpiffeId::parse(s).map_err(|e| format!("{s}: {e}"))
+fn parse_id(s: &str) -> Result<SpiffeId, DemoError> {
+    SpiffeId::parse(s).map_err(|source| DemoError::SpiffeId {
+        id: s.to_owned(),
+        source,
+    })
 }
 
-fn write(path: &Path, text: &str) -> Result<(), String> {
-    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+fn write(path: &Path, text: &str) -> Result<(), DemoError> {
+    std::fs::write(path, text).map_err(|source| DemoError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn pretty(value: &Value) -> String {
@@ -689,158 +700,73 @@ fn sample_policy(registry_host: &str) -> String {
     text
 }
 
-/// A port that was free a moment ago on 127.0.0.1 (the registry's start-up check catches the
-/// rare race with another process).
-fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("cannot find a free port: {e}"))
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| {
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::metadata(dir.join(program))
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-    })
-}
-
-/// What a finished child process left behind.
-struct ChildOutput {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `command` with `stdin` fed in, reading at most [`MAX_OUTPUT_BYTES`] of each stream, and
-/// kills it (only it) after [`STEP_TIMEOUT`].
-fn run_child(command: &mut Command, stdin: &[u8]) -> Result<ChildOutput, String> {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start {:?}: {e}", command.get_program()))?;
-    if let Some(mut input) = child.stdin.take() {
-        // The child may exit before reading (a bad config): a broken pipe is its answer, not ours.
-        let _ = input.write_all(stdin);
-    }
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = Vec::new();
-            if let Some(pipe) = pipe {
-                let _ = pipe.take(MAX_OUTPUT_BYTES).read_to_end(&mut text);
-            }
-            String::from_utf8_lossy(&text).into_owned()
-        })
-    };
-    let out = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let err = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let status = wait_bounded(&mut child)?;
-    Ok(ChildOutput {
-        status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    })
-}
-
-fn wait_bounded(child: &mut Child) -> Result<ExitStatus, String> {
-    let deadline = Instant::now() + STEP_TIMEOUT;
-    loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            return Ok(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("did not finish within {STEP_TIMEOUT:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Execs the provider as the kubelet does: the file named `providers[0].name` in the bin dir,
 /// its `args`, its `env` on top of a minimal environment, the request on stdin.
-fn kubelet_exec(
+async fn kubelet_exec(
     plugin: &Path,
     kubelet_config: &Value,
     request: &Value,
-) -> Result<ChildOutput, String> {
+) -> Result<io::ChildOutput, DemoError> {
     let provider = &kubelet_config["providers"][0];
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let args = strings(&provider["args"]);
-    let env: Vec<(String, String)> = provider["env"]
+    let args: Vec<&str> = provider["args"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let env: Vec<(&str, &str)> = provider["env"]
         .as_array()
         .map(|a| {
             a.iter()
-                .filter_map(|e| {
-                    Some((
-                        e["name"].as_str()?.to_owned(),
-                        e["value"].as_str()?.to_owned(),
-                    ))
-                })
+                .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
                 .collect()
         })
         .unwrap_or_default();
+    let mut command = tokio::process::Command::new(plugin);
+    command
+        .args(&args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(env);
     let mut stdin = request.to_string();
     stdin.push('\n');
-    run_child(
-        Command::new(plugin)
-            .args(&args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .envs(env),
-        stdin.as_bytes(),
-    )
+    run_child(command, stdin.as_bytes()).await
 }
 
 /// Parses the plugin's answer and replaces the password by its prefix and length.
-fn redact_response(stdout: &str, registry: &SocketAddr) -> Result<(Value, String, Secret), String> {
-    let mut response: Value = serde_json::from_str(stdout)
-        .map_err(|e| format!("the plugin's stdout is not JSON: {e}"))?;
-    let key = registry.to_string();
+fn redact_response(
+    stdout: &str,
+    registry: &SocketAddr,
+) -> Result<(Value, NodeCredential), DemoError> {
+    let mut response: Value =
+        serde_json::from_str(stdout).map_err(|source| DemoError::PluginJson { source })?;
+    let problem = |problem| DemoError::PluginResponse { problem };
     let entry = response["auth"]
-        .get_mut(&key)
-        .ok_or_else(|| format!("the response has no credential for {key}"))?;
+        .get_mut(registry.to_string())
+        .ok_or(problem("has no credential for the registry"))?;
     let username = entry["username"]
         .as_str()
-        .ok_or_else(|| "the response has no username".to_owned())?
+        .ok_or(problem("has no username"))?
         .to_owned();
     let password = entry["password"]
         .as_str()
-        .ok_or_else(|| "the response has no password".to_owned())?
+        .ok_or(problem("has no password"))?
         .to_owned();
     if !password.starts_with("sbl1.") {
-        return Err("the password is not an sbl1. login credential".to_owned());
+        return Err(problem("password is not an sbl1. login credential"));
     }
     entry["password"] = Value::from(format!("sbl1.… (REDACTED, {} characters)", password.len()));
     if username != NODE_ID {
-        return Err(format!(
-            "the credential is for {username}, expected {NODE_ID}"
-        ));
+        return Err(DemoError::WrongSubject {
+            got: username,
+            expected: NODE_ID,
+        });
     }
-    Ok((response, username, Secret(password)))
+    Ok((
+        response,
+        NodeCredential {
+            username,
+            password: Secret(password),
+        },
+    ))
 }
 
 fn basic_auth(username: &str, password: &str) -> Secret {
@@ -850,125 +776,17 @@ fn basic_auth(username: &str, password: &str) -> Secret {
     ))
 }
 
-/// One HTTP/1.1 GET on a fresh connection; returns the status and the (de-chunked) body.
-fn http_get(addr: SocketAddr, target: &str, authorization: &str) -> Result<(u16, Vec<u8>), String> {
-    let io = |e: std::io::Error| format!("realm at {addr}: {e}");
-    let mut stream = TcpStream::connect_timeout(&addr, STEP_TIMEOUT).map_err(io)?;
-    stream.set_read_timeout(Some(STEP_TIMEOUT)).map_err(io)?;
-    stream.set_write_timeout(Some(STEP_TIMEOUT)).map_err(io)?;
-    let request = format!(
-        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {authorization}\r\n\
-         User-Agent: svid-broker-demo\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).map_err(io)?;
-    let mut raw = Vec::new();
-    stream
-        .take(MAX_OUTPUT_BYTES)
-        .read_to_end(&mut raw)
-        .map_err(io)?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| "the realm's response has no header end".to_owned())?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let body = raw[split + 4..].to_vec();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| "the realm's status line is malformed".to_owned())?;
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    let body = if chunked { dechunk(&body)? } else { body };
-    Ok((status, body))
-}
-
-fn dechunk(mut input: &[u8]) -> Result<Vec<u8>, String> {
-    let bad = || "malformed chunked body".to_owned();
-    let mut out = Vec::new();
-    loop {
-        let line_end = input
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(bad)?;
-        let size_text = String::from_utf8_lossy(&input[..line_end]);
-        let size_text = size_text.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| bad())?;
-        input = &input[line_end + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        let chunk = input.get(..size).ok_or_else(bad)?;
-        out.extend_from_slice(chunk);
-        input = input.get(size + 2..).ok_or_else(bad)?;
-    }
-}
-
 /// The header and claims of a compact JWS, decoded without verifying (the registry verifies).
-fn decode_jwt(token: &str) -> Result<(Value, Value), String> {
+fn decode_jwt(token: &str) -> Result<(Value, Value), DemoError> {
     let mut parts = token.split('.');
-    let mut part = |what: &str| -> Result<Value, String> {
-        let text = parts
+    let mut part = |part: &'static str| -> Result<Value, DemoError> {
+        parts
             .next()
-            .ok_or_else(|| format!("the token has no {what}"))?;
-        let bytes = URL_SAFE_NO_PAD
-            .decode(text)
-            .map_err(|_| format!("the token's {what} is not base64url"))?;
-        serde_json::from_slice(&bytes).map_err(|_| format!("the token's {what} is not JSON"))
+            .and_then(|text| URL_SAFE_NO_PAD.decode(text).ok())
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or(DemoError::TokenPart { part })
     };
     Ok((part("header")?, part("claims")?))
-}
-
-/// A `docker-registry serve` child on `addr`, killed (only it) when dropped.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = wait_bounded(&mut self.0);
-    }
-}
-
-fn start_registry(dir: &Path, addr: SocketAddr, realm: &str) -> Result<ChildGuard, String> {
-    let root = dir.join("registry");
-    std::fs::create_dir(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
-    let config = format!(
-        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-         http:\n  addr: {addr}\nauth:\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    \
-         issuer: {ISSUER}\n    rootcertbundle: {}\n",
-        root.join("storage").display(),
-        dir.join("broker-ca.pem").display()
-    );
-    let config_path = root.join("config.yml");
-    write(&config_path, &config)?;
-    // Its log (every blob probe's 404 at error level) goes to a file, not the demo's output.
-    let log = std::fs::File::create(root.join("registry.log")).map_err(|e| e.to_string())?;
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("cannot start docker-registry: {e}"))?;
-    let mut guard = ChildGuard(child);
-    let deadline = Instant::now() + STEP_TIMEOUT;
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        if let Ok(Some(status)) = guard.0.try_wait() {
-            let log = std::fs::read_to_string(root.join("registry.log")).unwrap_or_default();
-            return Err(format!(
-                "docker-registry exited during start-up ({status}): {}",
-                last_line(&log)
-            ));
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("docker-registry did not listen on {addr} in time"));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(guard)
 }
 
 /// A containers-auth.json for one registry, mode 0600: credentials never go on a command line,
@@ -979,127 +797,24 @@ fn write_auth_file(
     registry: &SocketAddr,
     username: &str,
     password: &str,
-) -> Result<String, String> {
+) -> Result<String, DemoError> {
     use std::os::unix::fs::OpenOptionsExt as _;
-    std::fs::create_dir_all(work).map_err(|e| e.to_string())?;
-    let path = work.join(format!("{name}-auth.json"));
+    let path: PathBuf = work.join(format!("{name}-auth.json"));
+    let failed = |source| DemoError::Write {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(work).map_err(failed)?;
     let auth = STANDARD.encode(format!("{username}:{password}"));
     let text = json!({"auths": {registry.to_string(): {"auth": auth}}}).to_string();
-    let mut file = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&path)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    file.write_all(text.as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .map_err(failed)?;
     Ok(path.display().to_string())
-}
-
-struct SkopeoOutput {
-    success: bool,
-    stderr: String,
-}
-
-/// `skopeo ARGS` with a private HOME, so no user auth file or policy leaks in.
-fn skopeo(args: &[&str], home: &Path) -> Result<SkopeoOutput, String> {
-    let out = run_child(
-        Command::new("skopeo")
-            .args(args)
-            .env("HOME", home)
-            .env("XDG_RUNTIME_DIR", home)
-            .env_remove("REGISTRY_AUTH_FILE"),
-        b"",
-    )
-    .map_err(|e| format!("skopeo: {e}"))?;
-    Ok(SkopeoOutput {
-        success: out.status.success(),
-        stderr: out.stderr,
-    })
-}
-
-fn last_line(text: &str) -> &str {
-    text.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim()
-}
-
-/// A one-layer OCI image layout (`oci:DIR:TAG`) whose layer is an uncompressed tar holding
-/// `hello.txt`; built here so the demo needs no network.
-fn write_oci_image(dir: &Path, tag: &str, contents: &str) -> Result<PathBuf, String> {
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).map_err(|e| e.to_string())?;
-    let put = |bytes: &[u8]| -> Result<(String, usize), String> {
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        std::fs::write(blobs.join(&hex), bytes).map_err(|e| e.to_string())?;
-        Ok((format!("sha256:{hex}"), bytes.len()))
-    };
-    let (layer, layer_size) = put(&tar_one_file("hello.txt", contents.as_bytes()))?;
-    let config = json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": [layer]},
-        "config": {},
-    });
-    let (config_digest, config_size) = put(config.to_string().as_bytes())?;
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": config_digest,
-            "size": config_size,
-        },
-        "layers": [{
-            "mediaType": "application/vnd.oci.image.layer.v1.tar",
-            "digest": layer,
-            "size": layer_size,
-        }],
-    });
-    let (manifest_digest, manifest_size) = put(manifest.to_string().as_bytes())?;
-    let index = json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": manifest_digest,
-            "size": manifest_size,
-            "annotations": {"org.opencontainers.image.ref.name": tag},
-        }],
-    });
-    write(&dir.join("index.json"), &index.to_string())?;
-    write(&dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    Ok(dir.to_path_buf())
-}
-
-/// A POSIX ustar archive with one regular file: header, data padded to 512 bytes, two zero
-/// blocks.
-fn tar_one_file(name: &str, data: &[u8]) -> Vec<u8> {
-    let mut header = [0u8; 512];
-    header[..name.len()].copy_from_slice(name.as_bytes());
-    let octal = |field: &mut [u8], value: u64| {
-        let text = format!("{value:0width$o}\0", width = field.len() - 1);
-        field.copy_from_slice(text.as_bytes());
-    };
-    octal(&mut header[100..108], 0o644);
-    octal(&mut header[108..116], 0);
-    octal(&mut header[116..124], 0);
-    octal(&mut header[124..136], data.len() as u64);
-    octal(&mut header[136..148], 0);
-    header[156] = b'0';
-    header[257..263].copy_from_slice(b"ustar\0");
-    header[263..265].copy_from_slice(b"00");
-    // The checksum is computed with its own field as spaces.
-    header[148..156].copy_from_slice(b"        ");
-    let checksum: u32 = header.iter().map(|&b| u32::from(b)).sum();
-    header[148..156].copy_from_slice(format!("{checksum:06o}\0 ").as_bytes());
-    let mut out = header.to_vec();
-    out.extend_from_slice(data);
-    out.resize(out.len().div_ceil(512) * 512, 0);
-    out.extend_from_slice(&[0u8; 1024]);
-    out
 }
 
 #[cfg(test)]
@@ -1137,27 +852,28 @@ mod tests {
             "auth": {"127.0.0.1:5000": {"username": NODE_ID, "password": secret}},
         })
         .to_string();
-        let (response, user, password) = redact_response(&stdout, &registry).unwrap();
-        assert_eq!(user, NODE_ID);
-        assert_eq!(password.0, secret);
+        let (response, node) = redact_response(&stdout, &registry).unwrap();
+        assert_eq!(node.username, NODE_ID);
+        assert_eq!(node.password.0, secret);
         let shown = response.to_string();
         assert!(!shown.contains("payload"), "{shown}");
         assert!(shown.contains(&format!("REDACTED, {} characters", secret.len())));
 
         let not_ours = stdout.replace("sbl1.", "xyz.");
-        assert!(redact_response(&not_ours, &registry).is_err());
+        assert!(matches!(
+            redact_response(&not_ours, &registry),
+            Err(DemoError::PluginResponse { .. })
+        ));
         let other_key: SocketAddr = "127.0.0.1:5001".parse().unwrap();
-        assert!(redact_response(&stdout, &other_key).is_err());
-    }
-
-    #[test]
-    fn chunked_bodies_decode_and_malformed_ones_fail() {
-        assert_eq!(
-            dechunk(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(),
-            b"abcde"
-        );
-        assert!(dechunk(b"5\r\nab").is_err());
-        assert!(dechunk(b"zz\r\n").is_err());
+        assert!(matches!(
+            redact_response(&stdout, &other_key),
+            Err(DemoError::PluginResponse { .. })
+        ));
+        let someone_else = stdout.replace(NODE_ID, "spiffe://example.org/x");
+        assert!(matches!(
+            redact_response(&someone_else, &registry),
+            Err(DemoError::WrongSubject { .. })
+        ));
     }
 
     #[test]
@@ -1171,20 +887,31 @@ mod tests {
         let (header, claims) = decode_jwt(&token).unwrap();
         assert_eq!(header["alg"], "ES256");
         assert_eq!(claims["sub"], "x");
-        assert!(decode_jwt("not-a-jwt").is_err());
+        assert!(matches!(
+            decode_jwt("not-a-jwt"),
+            Err(DemoError::TokenPart { part: "header" })
+        ));
     }
 
     #[test]
-    fn tar_headers_are_well_formed() {
-        let tar = tar_one_file("hello.txt", b"hi\n");
-        assert_eq!(tar.len(), 512 + 512 + 1024);
-        assert_eq!(&tar[257..262], b"ustar");
-        let stored: u32 = std::str::from_utf8(&tar[148..154])
-            .ok()
-            .and_then(|s| u32::from_str_radix(s, 8).ok())
-            .unwrap();
-        let mut header = tar[..512].to_vec();
-        header[148..156].copy_from_slice(b"        ");
-        assert_eq!(stored, header.iter().map(|&b| u32::from(b)).sum::<u32>());
+    fn a_failure_names_its_step_and_keeps_the_cause_as_its_source() {
+        let failed = DemoFailed {
+            step: Step::RealRegistry,
+            source: DemoError::ToolsMissing {
+                missing: vec!["skopeo"],
+            },
+        };
+        assert_eq!(
+            failed.to_string(),
+            "demo step 5 (a real registry: push and pull with skopeo) failed"
+        );
+        assert_eq!(
+            crate::cmd::policy::error_chain(&failed),
+            "demo step 5 (a real registry: push and pull with skopeo) failed: skipped: \
+             docker-registry/skopeo not installed (apt-get install docker-registry skopeo); \
+             missing: skopeo; CI=true requires this step"
+        );
+        let numbers: Vec<usize> = Step::NUMBERED.iter().map(|s| s.number()).collect();
+        assert_eq!(numbers, [1, 2, 3, 4, 5]);
     }
 }

@@ -9,31 +9,25 @@ use svid_broker_server::{BrokerServer, ServerHandle};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::ServeArgs;
-use crate::cmd::policy::error_chain;
 use crate::error::CliError;
 
 pub(crate) fn run(args: &ServeArgs) -> Result<(), CliError> {
-    // Everything the file says is checked before a runtime or a socket exists.
-    let config = BrokerConfig::load(&args.config).map_err(|e| CliError::Usage {
-        arg: "--config",
-        reason: error_chain(&e),
-    })?;
-    init_logging(config.log_format);
+    // Everything the file says is checked before a runtime or a socket exists: only this is
+    // "invalid --config"; what fails later (binding, reading keys) is a start failure.
+    let config =
+        BrokerConfig::load(&args.config).map_err(|source| CliError::Config { source })?;
+    init_logging(config.log_format)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| failed(&e))?;
+        .map_err(|source| CliError::Process {
+            what: "the async runtime",
+            source,
+        })?;
     runtime.block_on(serve(config))
 }
 
-fn failed(err: &dyn std::error::Error) -> CliError {
-    CliError::Usage {
-        arg: "--config",
-        reason: error_chain(err),
-    }
-}
-
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat) -> Result<(), CliError> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -42,18 +36,32 @@ fn init_logging(format: LogFormat) {
     // A second subscriber (tests calling twice) is not an error worth failing on.
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
-        _ => builder.try_init(),
+        LogFormat::Text => builder.try_init(),
+        // `LogFormat` is `#[non_exhaustive]`: a format added to the config crate that this
+        // binary cannot write is refused rather than silently logged as text.
+        other => {
+            return Err(CliError::Usage {
+                arg: "--config",
+                reason: format!("log format {other:?} is not supported by this binary"),
+            });
+        }
     };
+    Ok(())
 }
 
 async fn serve(config: BrokerConfig) -> Result<(), CliError> {
-    let install = |kind| signal(kind).map_err(|e| failed(&e));
+    let install = |kind| {
+        signal(kind).map_err(|source| CliError::Process {
+            what: "the signal handlers",
+            source,
+        })
+    };
     let mut hangup = install(SignalKind::hangup())?;
     let mut interrupt = install(SignalKind::interrupt())?;
     let mut terminate = install(SignalKind::terminate())?;
     let handle: ServerHandle = BrokerServer::start(config, Arc::new(SystemClock))
         .await
-        .map_err(|e| failed(&e))?;
+        .map_err(|source| CliError::Start { source })?;
     // `ready` alone on the first line (the contract `dev` follows too), then the bound address.
     println!("ready");
     print!("{}", address_lines(handle.http_addr(), handle.grpc_addr()));

@@ -172,7 +172,7 @@ pub(crate) enum FrontError {
     },
     /// The header block is not valid HPACK (RFC 7541), asks for a dynamic table above
     /// [`CLIENT_HEADER_TABLE_SIZE`], or decodes to more than [`MAX_HEADER_LIST_BYTES`].
-    #[error("header block on stream {stream} refused: {source}")]
+    #[error("header block on stream {stream} refused")]
     Hpack {
         /// The stream.
         stream: u32,

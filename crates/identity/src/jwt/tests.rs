@@ -6,7 +6,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use super::*;
 use crate::bundle::testing::{TestKey, b64, jwt_set, p256, rsa2048};
 use crate::bundle::{BundleSet, EcCurve, JwtBundle, SpiffeBundle, X509Bundle};
-use crate::secret::ExposeSecret as _;
 
 const NOW: i64 = 1_800_000_000;
 const SUB: &str = "spiffe://example.org/workload";

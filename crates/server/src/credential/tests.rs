@@ -1,3 +1,6 @@
+use svid_broker_identity::limits::{MAX_REPOSITORY_NAME_LEN, MAX_SCOPES};
+use svid_broker_identity::secret::ExposeSecret as _;
+
 use super::*;
 use crate::testutil::{BUILDER, id, t0};
 
@@ -23,9 +26,13 @@ fn login_credential_round_trips_with_its_ceiling() {
         Duration::from_secs(600),
         now,
     );
-    assert!(c.secret.expose().starts_with("sbl1."));
+    assert!(c.secret.expose_secret().starts_with("sbl1."));
     let claims = keys()
-        .verify(CredentialKind::LoginCredential, c.secret.expose(), now)
+        .verify(
+            CredentialKind::LoginCredential,
+            c.secret.expose_secret(),
+            now,
+        )
         .unwrap();
     assert_eq!(claims.subject, id(BUILDER));
     assert_eq!(claims.service, "registry.local");
@@ -38,9 +45,9 @@ fn login_credential_round_trips_with_its_ceiling() {
 fn refresh_token_round_trips_with_its_ceiling_and_a_new_session() {
     let now = secs(1_800_000_000);
     let c = issue(CredentialKind::RefreshToken, Duration::from_secs(600), now);
-    assert!(c.secret.expose().starts_with("sbr2."));
+    assert!(c.secret.expose_secret().starts_with("sbr2."));
     let claims = keys()
-        .verify(CredentialKind::RefreshToken, c.secret.expose(), now)
+        .verify(CredentialKind::RefreshToken, c.secret.expose_secret(), now)
         .unwrap();
     assert_eq!(claims.ceiling, ceiling());
     assert_eq!(claims.kind, CredentialKind::RefreshToken);
@@ -58,7 +65,11 @@ fn refresh_token_round_trips_with_its_ceiling_and_a_new_session() {
         )
         .unwrap();
     let claims = keys()
-        .verify(CredentialKind::RefreshToken, bare.secret.expose(), now)
+        .verify(
+            CredentialKind::RefreshToken,
+            bare.secret.expose_secret(),
+            now,
+        )
         .unwrap();
     assert!(claims.ceiling.is_empty());
 }
@@ -72,7 +83,11 @@ fn login_credential_session_is_its_own_lifetime() {
         now,
     );
     let claims = keys()
-        .verify(CredentialKind::LoginCredential, c.secret.expose(), now)
+        .verify(
+            CredentialKind::LoginCredential,
+            c.secret.expose_secret(),
+            now,
+        )
         .unwrap();
     assert_eq!(claims.auth_time, now);
     assert_eq!(claims.session_end, c.expires_at);
@@ -105,7 +120,11 @@ fn renewed_refresh_tokens_keep_the_session_and_stop_at_its_end() {
     let early = renew(session, now).unwrap();
     assert_eq!(early.expires_at, now + Duration::from_secs(3600));
     let claims = keys()
-        .verify(CredentialKind::RefreshToken, early.secret.expose(), now)
+        .verify(
+            CredentialKind::RefreshToken,
+            early.secret.expose_secret(),
+            now,
+        )
         .unwrap();
     assert_eq!(claims.auth_time, start);
     assert_eq!(claims.session_end, session.end);
@@ -149,14 +168,18 @@ fn a_refresh_token_past_its_session_end_says_so() {
     assert!(
         k.verify(
             CredentialKind::RefreshToken,
-            c.secret.expose(),
+            c.secret.expose_secret(),
             session.end - Duration::from_secs(1)
         )
         .is_ok()
     );
     assert_eq!(
-        k.verify(CredentialKind::RefreshToken, c.secret.expose(), session.end)
-            .unwrap_err(),
+        k.verify(
+            CredentialKind::RefreshToken,
+            c.secret.expose_secret(),
+            session.end
+        )
+        .unwrap_err(),
         CredentialError::SessionExpired {
             kind: CredentialKind::RefreshToken,
             session_end: 1_800_000_600,
@@ -262,13 +285,21 @@ fn keys_derived_from_the_same_material_agree_and_others_do_not() {
     );
     let same = CredentialKeys::derive(&[1u8; 32]).unwrap();
     assert!(
-        same.verify(CredentialKind::LoginCredential, c.secret.expose(), now)
-            .is_ok()
+        same.verify(
+            CredentialKind::LoginCredential,
+            c.secret.expose_secret(),
+            now
+        )
+        .is_ok()
     );
     let other = CredentialKeys::derive(&[2u8; 32]).unwrap();
     assert_eq!(
         other
-            .verify(CredentialKind::LoginCredential, c.secret.expose(), now)
+            .verify(
+                CredentialKind::LoginCredential,
+                c.secret.expose_secret(),
+                now
+            )
             .unwrap_err(),
         CredentialError::BadMac {
             kind: CredentialKind::LoginCredential
@@ -293,7 +324,7 @@ fn a_tampered_payload_fails_the_mac() {
         Duration::from_secs(60),
         now,
     );
-    let text = c.secret.expose();
+    let text = c.secret.expose_secret();
     let (head, mac) = text.rsplit_once('.').unwrap();
     let (prefix, payload) = head.split_once('.').unwrap();
     let mut json = URL_SAFE_NO_PAD.decode(payload).unwrap();
@@ -316,14 +347,18 @@ fn one_kind_never_passes_as_the_other() {
     );
     assert_eq!(
         keys()
-            .verify(CredentialKind::RefreshToken, login.secret.expose(), now)
+            .verify(
+                CredentialKind::RefreshToken,
+                login.secret.expose_secret(),
+                now
+            )
             .unwrap_err(),
         CredentialError::WrongKind {
             expected: CredentialKind::RefreshToken
         }
     );
     // Relabelling the prefix does not help: the MAC covers it and the keys differ.
-    let relabelled = login.secret.expose().replacen("sbl1", "sbr2", 1);
+    let relabelled = login.secret.expose_secret().replacen("sbl1", "sbr2", 1);
     assert!(matches!(
         keys().verify(CredentialKind::RefreshToken, &relabelled, now),
         Err(CredentialError::BadMac { .. })
@@ -409,19 +444,35 @@ fn expiry_and_future_issue_are_enforced() {
         .unwrap();
     let kind = CredentialKind::RefreshToken;
     assert!(
-        k.verify(kind, c.secret.expose(), now + Duration::from_secs(59))
-            .is_ok()
+        k.verify(
+            kind,
+            c.secret.expose_secret(),
+            now + Duration::from_secs(59)
+        )
+        .is_ok()
     );
     assert!(matches!(
-        k.verify(kind, c.secret.expose(), now + Duration::from_secs(60)),
+        k.verify(
+            kind,
+            c.secret.expose_secret(),
+            now + Duration::from_secs(60)
+        ),
         Err(CredentialError::Expired { .. })
     ));
     assert!(
-        k.verify(kind, c.secret.expose(), now - Duration::from_secs(60))
-            .is_ok()
+        k.verify(
+            kind,
+            c.secret.expose_secret(),
+            now - Duration::from_secs(60)
+        )
+        .is_ok()
     );
     assert!(matches!(
-        k.verify(kind, c.secret.expose(), now - Duration::from_secs(61)),
+        k.verify(
+            kind,
+            c.secret.expose_secret(),
+            now - Duration::from_secs(61)
+        ),
         Err(CredentialError::IssuedInFuture { .. })
     ));
 }
@@ -470,8 +521,9 @@ fn secrets_and_keys_never_print() {
         t0(),
     );
     let shown = format!("{c:?} {:?}", keys());
-    assert!(!shown.contains(c.secret.expose()));
-    assert!(shown.contains("redacted"));
+    assert!(!shown.contains(c.secret.expose_secret()));
+    assert!(!shown.contains("sbl1."), "{shown}");
+    assert!(shown.contains("REDACTED"), "{shown}");
 }
 
 /// The largest ceiling the scope grammar allows (every scope at the longest repository name
@@ -479,17 +531,17 @@ fn secrets_and_keys_never_print() {
 #[test]
 fn a_maximal_ceiling_issues_a_credential_that_verifies() {
     let component = "a".repeat(60);
-    let params: Vec<String> = (0..scope::MAX_SCOPES)
+    let params: Vec<String> = (0..MAX_SCOPES)
         .map(|i| {
             let name = format!("{i:02}{component}/{component}/{component}/{component}");
             format!(
                 "repository:{}:pull,push,delete",
-                &name[..name.len().min(scope::MAX_NAME_LEN)]
+                &name[..name.len().min(MAX_REPOSITORY_NAME_LEN)]
             )
         })
         .collect();
     let ceiling = scope::parse_scopes(params.iter().map(String::as_str)).unwrap();
-    assert_eq!(ceiling.len(), scope::MAX_SCOPES);
+    assert_eq!(ceiling.len(), MAX_SCOPES);
     let now = SystemTime::now();
     let issued = keys()
         .issue(
@@ -502,11 +554,15 @@ fn a_maximal_ceiling_issues_a_credential_that_verifies() {
         )
         .unwrap();
     assert!(
-        issued.secret.expose().len() > 8 * 1024,
+        issued.secret.expose_secret().len() > 8 * 1024,
         "the case this test is about"
     );
     let claims = keys()
-        .verify(CredentialKind::LoginCredential, issued.secret.expose(), now)
+        .verify(
+            CredentialKind::LoginCredential,
+            issued.secret.expose_secret(),
+            now,
+        )
         .unwrap();
     assert_eq!(claims.ceiling, ceiling);
 }

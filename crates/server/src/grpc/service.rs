@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use secrecy::ExposeSecret as _;
+use svid_broker_identity::secret::ExposeSecret as _;
 use svid_broker_identity::clock::Clock;
 use svid_broker_policy::scope::{MAX_SCOPE_PARAM_LEN, MAX_SCOPE_PARAMS};
 use svid_broker_proto::exchange::token_exchange_server::TokenExchange;
@@ -385,7 +385,7 @@ pub(crate) fn response(exchanged: &Exchanged, now: SystemTime) -> ExchangeRespon
             subject,
         },
         ExchangeOutput::LoginCredential(c) => ExchangeResponse {
-            access_token: c.password.expose().to_owned(),
+            access_token: c.password.expose_secret().to_owned(),
             issued_token_type: TokenType::RegistryLoginCredential.into(),
             token_type: TOKEN_TYPE_NOT_APPLICABLE.to_owned(),
             expires_in: seconds_until(c.expires_at, now),

@@ -66,14 +66,6 @@ fn another_snapshot_with_equal_content_misses() {
 }
 
 #[test]
-fn key_epochs_are_snapshots_by_value() {
-    let cache: VerifiedCache<KeyEpoch, SpiffeId> = VerifiedCache::new(CacheLimits::default());
-    cache.insert(digest(1), &KeyEpoch(3), id(SUB), window(T0, T0 + 9), at(T0));
-    assert_eq!(cache.get(&digest(1), &KeyEpoch(3), at(T0)), Some(id(SUB)));
-    assert_eq!(cache.get(&digest(1), &KeyEpoch(4), at(T0)), None);
-}
-
-#[test]
 fn no_hit_at_or_after_expiry_nor_before_the_window() {
     let cache = TestCache::new(CacheLimits::default());
     let snap = Arc::new(1);
@@ -186,7 +178,10 @@ fn byte_cap_bounds_the_estimated_memory() {
 
 #[test]
 fn disabled_cache_stores_nothing() {
-    let cache = TestCache::new(CacheLimits::DISABLED);
+    let cache = TestCache::new(CacheLimits {
+        max_entries: 0,
+        max_bytes: 0,
+    });
     let snap = Arc::new(1);
     cache.insert(digest(1), &snap, id(SUB), window(T0, T0 + 300), at(T0));
     assert_eq!(cache.get(&digest(1), &snap, at(T0)), None);
@@ -211,17 +206,11 @@ fn replacing_and_expiring_entries_keeps_the_queue_bounded() {
     assert_eq!(cache.stats().entries, 1);
     // Compaction keeps at most twice the live entries plus 64 slack slots, plus the newest.
     let live = cache.stats().entries;
-    assert!(cache.queue_len() <= 2 * live + 64 + 1, "{}", cache.queue_len());
-}
-
-#[test]
-fn clear_drops_everything() {
-    let cache = TestCache::new(CacheLimits::default());
-    let snap = Arc::new(1);
-    cache.insert(digest(1), &snap, id(SUB), window(T0, T0 + 300), at(T0));
-    cache.clear();
-    assert_eq!(cache.get(&digest(1), &snap, at(T0)), None);
-    assert_eq!((cache.stats().entries, cache.stats().bytes), (0, 0));
+    assert!(
+        cache.queue_len() <= 2 * live + 64 + 1,
+        "{}",
+        cache.queue_len()
+    );
 }
 
 #[test]

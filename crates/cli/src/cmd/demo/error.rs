@@ -186,6 +186,11 @@ pub(crate) enum DemoError {
         missing.join(", ")
     )]
     ToolsMissing { missing: Vec<&'static str> },
+    #[error("cannot find a free port on 127.0.0.1 for the registry")]
+    FreePort {
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the registry")]
     Registry {
         #[source]
