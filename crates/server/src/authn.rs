@@ -511,7 +511,7 @@ impl VerifiedChainCache {
         // looked up). `SubjectCache::verify_x509` has no such gap.
         self.chains.insert(
             key,
-            &bundles,
+            bundles,
             verified.spiffe_id().clone(),
             Validity::x509_chain(verified),
             UNIX_EPOCH,

@@ -131,7 +131,7 @@ pub enum ConfigError {
     Io {
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// The underlying error (printed by the error chain, not by this `Display`).
         #[source]
         source: std::io::Error,
     },

@@ -199,7 +199,7 @@ pub enum CredentialError {
     InvalidCeiling {
         /// The kind expected.
         kind: CredentialKind,
-        /// Why.
+        /// The underlying error (printed by the error chain, not by this `Display`).
         #[source]
         source: ScopeError,
     },

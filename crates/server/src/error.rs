@@ -200,25 +200,25 @@ pub enum ExchangeError {
     /// Bad request.
     #[error(transparent)]
     InvalidArgument {
-        /// Why.
+        /// The rule the request broke; `Display` is what the client reads.
         reason: InvalidRequest,
     },
     /// Bad or missing credentials.
     #[error(transparent)]
     Unauthenticated {
-        /// Why.
+        /// The check the presented proof failed; `Display` is what the client reads.
         reason: AuthFailure,
     },
     /// Not allowed.
     #[error(transparent)]
     PermissionDenied {
-        /// Why.
+        /// The rule that refused the authenticated caller.
         reason: Denial,
     },
     /// Rate limited.
     #[error("rate limit exceeded")]
     ResourceExhausted {
-        /// Who.
+        /// The subject whose bucket is empty.
         subject: SpiffeId,
         /// When to try again.
         retry_after: Duration,
@@ -235,7 +235,7 @@ pub enum ExchangeError {
     /// Cannot serve now.
     #[error(transparent)]
     Unavailable {
-        /// Why.
+        /// What the broker could not do (the client may retry later).
         reason: Unavailability,
     },
 }
@@ -266,7 +266,7 @@ impl ExchangeError {
 
     /// The whole chain, `: `-joined, for logs and the audit `reason`.
     pub fn chain(&self) -> String {
-        error_chain(self)
+        svid_broker_identity::report::ErrorChain::new(self).to_string()
     }
 
     pub(crate) fn unauthenticated(reason: AuthFailure) -> Self {
@@ -293,18 +293,6 @@ impl From<InvalidRequest> for ExchangeError {
     fn from(reason: InvalidRequest) -> Self {
         Self::InvalidArgument { reason }
     }
-}
-
-/// An error and its `source()` chain as `a: b: c`, for log lines and the audit `reason`.
-pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        source = e.source();
-    }
-    out
 }
 
 /// Why a [`crate::Broker`] could not be built.

@@ -152,9 +152,9 @@ pub struct LoginCredential {
     pub password: SecretString,
     /// The most tokens obtained with it may grant; empty means whatever policy allows then.
     pub ceiling: Vec<ResourceScope>,
-    /// Its `jti`.
+    /// Its `jti`, unique per credential (the audit log's handle on it).
     pub jti: String,
-    /// Its expiry.
+    /// Its expiry: at most the login-credential TTL, shortened by the grant's lifetime cap.
     pub expires_at: SystemTime,
 }
 
@@ -187,7 +187,7 @@ pub struct RefreshToken {
     pub secret: SecretString,
     /// Its ceiling, inherited from the session's login credential; empty means none.
     pub ceiling: Vec<ResourceScope>,
-    /// Its `jti`.
+    /// Its `jti`, unique per token.
     pub jti: String,
     /// Its expiry (never past its session's end).
     pub expires_at: SystemTime,

@@ -49,7 +49,7 @@ pub use config::{BrokerConfig, ConfigError};
 pub use credential::{CredentialError, CredentialKeys, CredentialKind};
 pub use engine::{Broker, BrokerOptions, ExchangeOutput, Exchanged, RealmTokens};
 pub use error::{
-    AuthFailure, Denial, ErrorCode, ExchangeError, InvalidRequest, Unavailability, error_chain,
+    AuthFailure, Denial, ErrorCode, ExchangeError, InvalidRequest, Unavailability,
 };
 pub use issue::CredentialIssuer;
 pub use request::{Endpoint, ExchangeKind, ExchangeRequest, Presented, RequestContext};

@@ -44,8 +44,9 @@ mod tests;
 
 pub use keys::{IssuerKeys, KeySource};
 
-/// Longest service-account token accepted, in bytes (real ones are 1–2 KiB).
-pub const MAX_SA_TOKEN_LEN: usize = 16 * 1024;
+/// Longest service-account token accepted, in bytes: the Exchange wire's subject-token limit,
+/// owned by [`svid_broker_identity::limits`].
+pub use svid_broker_identity::limits::MAX_SUBJECT_TOKEN_LEN as MAX_SA_TOKEN_LEN;
 /// Most `aud` values read from a token.
 pub const MAX_SA_TOKEN_AUDIENCES: usize = 32;
 /// Most configured issuers.

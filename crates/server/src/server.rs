@@ -57,7 +57,7 @@ pub enum ServerError {
     Policy {
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// The underlying error (printed by the error chain, not by this `Display`).
         #[source]
         source: PolicyError,
     },
@@ -94,7 +94,7 @@ pub enum ServerError {
     Audit {
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// The underlying error (printed by the error chain, not by this `Display`).
         #[source]
         source: std::io::Error,
     },
@@ -103,7 +103,7 @@ pub enum ServerError {
     Bind {
         /// The address.
         addr: SocketAddr,
-        /// Why.
+        /// The underlying error (printed by the error chain, not by this `Display`).
         #[source]
         source: std::io::Error,
     },
@@ -121,7 +121,7 @@ pub enum ServerError {
     ServiceAccountKeys {
         /// The issuer.
         issuer: String,
-        /// Why.
+        /// The underlying error (printed by the error chain, not by this `Display`).
         #[source]
         source: crate::satoken::keys::KeyLoadError,
     },
@@ -367,7 +367,7 @@ impl BrokerServer {
                 if let Err(error) =
                     crate::grpc::serve_governed(b, c, listener, tls, governor, shutdown).await
                 {
-                    tracing::error!(error = %crate::error::error_chain(&error), "grpc listener failed");
+                    tracing::error!(error = %svid_broker_identity::report::ErrorChain::new(&error), "grpc listener failed");
                 }
             }));
             // The broker's own SVID rotates; the resolver reads `server_svid` per handshake.
@@ -440,7 +440,7 @@ impl BrokerServer {
                         _ = tick.tick() => {
                             broker.flush_preauth_denials(clock.now());
                             if let Err(error) = broker.rotate_signing_key_if_due(clock.now()) {
-                                tracing::error!(error = %crate::error::error_chain(&error), "signing key rotation failed");
+                                tracing::error!(error = %svid_broker_identity::report::ErrorChain::new(&error), "signing key rotation failed");
                             }
                         }
                         _ = rx.changed() => break,
@@ -551,7 +551,7 @@ fn grpc_task_svid(
             *current = svid.chain().to_vec();
         }
         Err(error) => {
-            tracing::error!(error = %crate::error::error_chain(&error), "new broker svid is unusable");
+            tracing::error!(error = %svid_broker_identity::report::ErrorChain::new(&error), "new broker svid is unusable");
         }
     }
 }
@@ -586,7 +586,7 @@ impl PolicyReloader {
             Err(err) => {
                 self.broker.metrics().policy_reload(false);
                 tracing::error!(
-                    error = %crate::error::error_chain(&err),
+                    error = %svid_broker_identity::report::ErrorChain::new(&err),
                     "policy reload failed; keeping the last good policy"
                 );
                 Err(err)
@@ -655,19 +655,20 @@ impl ServerHandle {
         &self.clock
     }
 
-    /// Asks every listener to stop accepting, waits up to the configured grace period for
-    /// in-flight requests to finish, then stops the background tasks.
+    /// Asks every listener to stop accepting, waits up to the configured grace period (one
+    /// deadline for both listeners, which drain at the same time) for in-flight requests to
+    /// finish, aborts what is left, then stops the background tasks.
     pub async fn shutdown(self) {
         self.ready.store(false, Ordering::Release);
         let _ = self.shutdown_tx.send(true);
-        let grace = self.grace;
+        let deadline = tokio::time::Instant::now() + self.grace;
         let mut http = self.http_task;
-        if tokio::time::timeout(grace, &mut http).await.is_err() {
+        if tokio::time::timeout_at(deadline, &mut http).await.is_err() {
             tracing::warn!("http listener did not drain in time; aborting");
             http.abort();
         }
         if let Some(mut grpc) = self.grpc_task
-            && tokio::time::timeout(grace, &mut grpc).await.is_err()
+            && tokio::time::timeout_at(deadline, &mut grpc).await.is_err()
         {
             tracing::warn!("grpc listener did not drain in time; aborting");
             grpc.abort();

@@ -209,7 +209,7 @@ pub async fn run(cert: Arc<RealmCert>, period: Duration, mut shutdown: watch::Re
             }
             Ok(false) => last_error = None,
             Err(error) => {
-                let text = crate::error::error_chain(&error).to_string();
+                let text = svid_broker_identity::report::ErrorChain::new(&error).to_string();
                 if last_error.as_deref() != Some(text.as_str()) {
                     tracing::error!(error = %text, "realm tls reload failed; keeping the last good certificate");
                     last_error = Some(text);

@@ -27,9 +27,9 @@ pub struct CacheKey {
 /// One cached token.
 #[derive(Debug, Clone)]
 pub struct CachedToken {
-    /// The token.
+    /// The token as issued (redacted in `Debug`).
     pub token: RegistryToken,
-    /// Its `jti`.
+    /// Its `jti`: a reused token keeps the one it was minted with.
     pub jti: String,
     /// When it was issued.
     pub issued_at: SystemTime,

@@ -324,7 +324,7 @@ impl<S: Snapshot, V: Clone + HeapSize> VerifiedCache<S, V> {
     pub(crate) fn insert(
         &self,
         digest: TokenDigest,
-        snapshot: &S,
+        snapshot: S,
         value: V,
         validity: Validity,
         now: SystemTime,
@@ -340,13 +340,13 @@ impl<S: Snapshot, V: Clone + HeapSize> VerifiedCache<S, V> {
         let current = inner
             .snapshot
             .as_ref()
-            .is_some_and(|s| s.same_snapshot(snapshot));
+            .is_some_and(|s| s.same_snapshot(&snapshot));
         if !current {
             // Entries of another snapshot can never answer again (snapshots only move
             // forward; a request still holding an older one just verifies). Dropping them
             // also releases that snapshot's memory.
             inner.clear();
-            inner.snapshot = Some(snapshot.clone());
+            inner.snapshot = Some(snapshot);
         }
         if let Some(old) = inner.entries.remove(&digest) {
             inner.bytes -= old.bytes;
@@ -386,7 +386,7 @@ impl<S: Snapshot, V: Clone + HeapSize> VerifiedCache<S, V> {
             return Ok(hit);
         }
         let (value, validity) = verify()?;
-        self.insert(digest, snapshot, value.clone(), validity, now);
+        self.insert(digest, snapshot.clone(), value.clone(), validity, now);
         Ok(value)
     }
 

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::testutil::BUILDER;
 
 #[test]
 fn audit_memory_sink_keeps_json_lines() {
@@ -160,3 +161,14 @@ fn a_partial_audit_write_does_not_corrupt_the_next_event() {
     assert_eq!(event["reason"], "second", "{text}");
 }
 
+struct FailingWriter;
+
+impl std::io::Write for FailingWriter {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::from_raw_os_error(28))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

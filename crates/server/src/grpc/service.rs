@@ -27,8 +27,9 @@ use crate::request::{
 };
 use crate::satoken::MAX_SA_TOKEN_LEN;
 
-/// Longest `audience` (registry service name) accepted, in bytes.
-pub const MAX_AUDIENCE_LEN: usize = 255;
+/// Longest `audience` (registry service name) accepted, in bytes: the wire's service limit,
+/// owned by [`svid_broker_identity::limits`].
+pub use svid_broker_identity::limits::MAX_SERVICE_LEN as MAX_AUDIENCE_LEN;
 /// Longest `authorization` metadata value accepted, in bytes. JWT-SVIDs are well under this.
 pub const MAX_AUTHORIZATION_LEN: usize = 8 * 1024;
 /// `token_type` of an access token response (RFC 8693 §2.2.1).

@@ -419,7 +419,7 @@ async fn accept_loop(
                     let _ = tx.send(Ok(TlsConn::new(stream, peer))).await;
                 }
                 Ok(Err(error)) => {
-                    tracing::info!(%peer, error = %crate::error::error_chain(&error), "grpc: tls handshake failed");
+                    tracing::info!(%peer, error = %svid_broker_identity::report::ErrorChain::new(&error), "grpc: tls handshake failed");
                 }
                 Err(_) => {
                     tracing::info!(%peer, timeout = ?handshake_timeout, "grpc: tls handshake timed out");

@@ -5,7 +5,7 @@ use super::*;
 #[test]
 fn metrics_render_as_prometheus_text() {
     let m = Metrics::default();
-    m.issued(Endpoint::RealmGet, false);
+    m.issued(Endpoint::RealmGet, ExchangeKind::AccessToken);
     m.denied(Endpoint::Grpc, ErrorCode::PermissionDenied);
     m.cache(true);
     m.cache(false);

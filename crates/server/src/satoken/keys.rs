@@ -93,7 +93,7 @@ pub enum KeyLoadError {
     Io {
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// The underlying error (printed by the error chain, not by this `Display`).
         #[source]
         source: std::io::Error,
     },
@@ -268,7 +268,7 @@ pub async fn run(keys: Arc<IssuerKeys>, source: KeySource, mut shutdown: watch::
                     }
                     Err(e) => tracing::warn!(
                         path = %path.display(),
-                        error = %crate::error::error_chain(&e),
+                        error = %svid_broker_identity::report::ErrorChain::new(&e),
                         "sa issuer jwk set reload failed; keeping the last good one"
                     ),
                 }
@@ -289,11 +289,11 @@ pub async fn run(keys: Arc<IssuerKeys>, source: KeySource, mut shutdown: watch::
                             tracing::info!(issuer = %config.issuer, keys = n, "sa issuer keys fetched")
                         }
                         Err(e) => {
-                            tracing::warn!(issuer = %config.issuer, error = %crate::error::error_chain(&e), "sa issuer jwk set rejected; keeping the last good one")
+                            tracing::warn!(issuer = %config.issuer, error = %svid_broker_identity::report::ErrorChain::new(&e), "sa issuer jwk set rejected; keeping the last good one")
                         }
                     },
                     Err(e) => {
-                        tracing::warn!(issuer = %config.issuer, error = %crate::error::error_chain(&e), "sa issuer discovery failed; keeping the last good keys")
+                        tracing::warn!(issuer = %config.issuer, error = %svid_broker_identity::report::ErrorChain::new(&e), "sa issuer discovery failed; keeping the last good keys")
                     }
                 }
                 // Spacing first, so unknown-kid storms cost at most one fetch per spacing.

@@ -150,16 +150,3 @@ fn a_full_limiter_table_keeps_its_spent_keys_and_limits_new_ones_together() {
         "an untracked key is answered by the spent overflow bucket"
     );
 }
-
-struct FailingWriter;
-
-impl std::io::Write for FailingWriter {
-    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
-        Err(std::io::Error::from_raw_os_error(28))
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-

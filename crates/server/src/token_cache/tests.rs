@@ -10,7 +10,14 @@ fn cached(issued: SystemTime, ttl: u64) -> CachedToken {
     let minter = crate::testutil::minter(issued);
     let access: Vec<svid_broker_token::Access> = Vec::new();
     let who = id(BUILDER);
-    let req = svid_broker_token::MintRequest::new("i", "a", &who, &access, issued)
+    let req = svid_broker_token::MintRequest::new(
+        "i",
+        "a",
+        &who,
+        &access,
+        svid_broker_token::Profile::Distribution2,
+        issued,
+    )
         .with_ttl(Duration::from_secs(ttl));
     let m = minter.mint(&req).unwrap();
     CachedToken {

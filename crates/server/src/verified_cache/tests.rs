@@ -41,7 +41,13 @@ fn stored_verification_is_a_hit_inside_its_window() {
     let cache = TestCache::new(CacheLimits::default());
     let snap = Arc::new(1);
     assert_eq!(cache.get(&digest(1), &snap, at(T0)), None);
-    cache.insert(digest(1), &snap, id(SUB), window(T0, T0 + 300), at(T0));
+    cache.insert(
+        digest(1),
+        snap.clone(),
+        id(SUB),
+        window(T0, T0 + 300),
+        at(T0),
+    );
     assert_eq!(cache.get(&digest(1), &snap, at(T0)), Some(id(SUB)));
     assert_eq!(cache.get(&digest(1), &snap, at(T0 + 299)), Some(id(SUB)));
     assert_eq!(cache.get(&digest(2), &snap, at(T0)), None);
@@ -54,11 +60,23 @@ fn another_snapshot_with_equal_content_misses() {
     let cache = TestCache::new(CacheLimits::default());
     let old = Arc::new(7);
     let new = Arc::new(7);
-    cache.insert(digest(1), &old, id(SUB), window(T0, T0 + 300), at(T0));
+    cache.insert(
+        digest(1),
+        old.clone(),
+        id(SUB),
+        window(T0, T0 + 300),
+        at(T0),
+    );
     assert_eq!(cache.get(&digest(1), &new, at(T0)), None);
     assert_eq!(cache.get(&digest(1), &old, at(T0)), Some(id(SUB)));
     // The first insertion under the new snapshot drops the old snapshot's entries.
-    cache.insert(digest(2), &new, id(SUB), window(T0, T0 + 300), at(T0));
+    cache.insert(
+        digest(2),
+        new.clone(),
+        id(SUB),
+        window(T0, T0 + 300),
+        at(T0),
+    );
     assert_eq!(cache.stats().entries, 1);
     assert_eq!(cache.get(&digest(1), &old, at(T0)), None);
     assert_eq!(cache.get(&digest(1), &new, at(T0)), None);
@@ -69,7 +87,13 @@ fn another_snapshot_with_equal_content_misses() {
 fn no_hit_at_or_after_expiry_nor_before_the_window() {
     let cache = TestCache::new(CacheLimits::default());
     let snap = Arc::new(1);
-    cache.insert(digest(1), &snap, id(SUB), window(T0, T0 + 300), at(T0 - 5));
+    cache.insert(
+        digest(1),
+        snap.clone(),
+        id(SUB),
+        window(T0, T0 + 300),
+        at(T0 - 5),
+    );
     assert_eq!(
         cache.get(&digest(1), &snap, at(T0) - Duration::from_nanos(1)),
         None
@@ -91,7 +115,7 @@ fn window_never_opens_before_the_epoch() {
     let before = UNIX_EPOCH - Duration::from_secs(10);
     cache.insert(
         digest(1),
-        &snap,
+        snap.clone(),
         id(SUB),
         Validity::new(before, at(T0)),
         before,
@@ -107,7 +131,13 @@ fn window_never_opens_before_the_epoch() {
 fn a_window_already_over_is_not_stored() {
     let cache = TestCache::new(CacheLimits::default());
     let snap = Arc::new(1);
-    cache.insert(digest(1), &snap, id(SUB), window(T0, T0 + 1), at(T0 + 1));
+    cache.insert(
+        digest(1),
+        snap.clone(),
+        id(SUB),
+        window(T0, T0 + 1),
+        at(T0 + 1),
+    );
     assert_eq!(cache.stats().entries, 0);
 }
 
@@ -120,11 +150,23 @@ fn entry_cap_evicts_the_oldest_unreferenced_entry() {
     let cache = TestCache::new(limits);
     let snap = Arc::new(1);
     for n in 0..3 {
-        cache.insert(digest(n), &snap, id(SUB), window(T0, T0 + 300), at(T0));
+        cache.insert(
+            digest(n),
+            snap.clone(),
+            id(SUB),
+            window(T0, T0 + 300),
+            at(T0),
+        );
     }
     // 0 is hit, so it gets a second chance; 1 is the oldest unreferenced entry.
     assert!(cache.get(&digest(0), &snap, at(T0)).is_some());
-    cache.insert(digest(3), &snap, id(SUB), window(T0, T0 + 300), at(T0));
+    cache.insert(
+        digest(3),
+        snap.clone(),
+        id(SUB),
+        window(T0, T0 + 300),
+        at(T0),
+    );
     let stats = cache.stats();
     assert_eq!((stats.entries, stats.evictions), (3, 1));
     assert!(cache.get(&digest(0), &snap, at(T0)).is_some());
@@ -133,7 +175,13 @@ fn entry_cap_evicts_the_oldest_unreferenced_entry() {
     assert!(cache.get(&digest(3), &snap, at(T0)).is_some());
     // A long run of insertions never exceeds the cap.
     for n in 10..1000 {
-        cache.insert(digest(n), &snap, id(SUB), window(T0, T0 + 300), at(T0));
+        cache.insert(
+            digest(n),
+            snap.clone(),
+            id(SUB),
+            window(T0, T0 + 300),
+            at(T0),
+        );
         assert!(cache.stats().entries <= 3);
     }
 }
@@ -150,7 +198,7 @@ fn byte_cap_bounds_the_estimated_memory() {
     for n in 0..20 {
         cache.insert(
             digest(n),
-            &snap,
+            snap.clone(),
             "x".repeat(1000),
             window(T0, T0 + 300),
             at(T0),
@@ -167,7 +215,7 @@ fn byte_cap_bounds_the_estimated_memory() {
     // An entry larger than the whole cap is never stored (and evicts nothing).
     cache.insert(
         digest(99),
-        &snap,
+        snap.clone(),
         "x".repeat(limits.max_bytes),
         window(T0, T0 + 300),
         at(T0),
@@ -183,7 +231,13 @@ fn disabled_cache_stores_nothing() {
         max_bytes: 0,
     });
     let snap = Arc::new(1);
-    cache.insert(digest(1), &snap, id(SUB), window(T0, T0 + 300), at(T0));
+    cache.insert(
+        digest(1),
+        snap.clone(),
+        id(SUB),
+        window(T0, T0 + 300),
+        at(T0),
+    );
     assert_eq!(cache.get(&digest(1), &snap, at(T0)), None);
     assert_eq!(cache.stats().entries, 0);
 }
@@ -193,10 +247,16 @@ fn replacing_and_expiring_entries_keeps_the_queue_bounded() {
     let cache = TestCache::new(CacheLimits::default());
     let snap = Arc::new(1);
     for round in 0..2000u64 {
-        cache.insert(digest(1), &snap, id(SUB), window(T0, T0 + 300), at(T0));
+        cache.insert(
+            digest(1),
+            snap.clone(),
+            id(SUB),
+            window(T0, T0 + 300),
+            at(T0),
+        );
         cache.insert(
             digest(2),
-            &snap,
+            snap.clone(),
             id(SUB),
             window(T0, T0 + 1 + round),
             at(T0),
