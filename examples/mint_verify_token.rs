@@ -18,8 +18,9 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use serde_json::Value;
 use svid_broker_identity::SpiffeId;
+use svid_broker_identity::secret::ExposeSecret as _;
 use svid_broker_token::{
-    Access, KeyRing, KeyRingConfig, MintRequest, SigningAlgorithm, SigningCa, TokenMinter,
+    Access, KeyRing, KeyRingConfig, MintRequest, Profile, SigningAlgorithm, SigningCa, TokenMinter,
 };
 
 /// The registry's `auth.token.issuer`.
@@ -167,7 +168,14 @@ fn main() -> Result<(), Error> {
 
     let subject = SpiffeId::parse("spiffe://example.org/ns/ci/sa/builder")?;
     let access = [Access::new("repository", "team/app", ["push", "pull"])];
-    let minted = minter.mint(&MintRequest::new(ISSUER, SERVICE, &subject, &access, now))?;
+    let minted = minter.mint(&MintRequest::new(
+        ISSUER,
+        SERVICE,
+        &subject,
+        &access,
+        Profile::Distribution2,
+        now,
+    ))?;
     println!(
         "2. minted a token for {subject}: jti {}, kid {}, valid {} s (the token itself is a secret and is not printed)",
         minted.jti,
@@ -184,7 +192,7 @@ fn main() -> Result<(), Error> {
         service: SERVICE,
         roots,
     };
-    let token = minted.token.expose();
+    let token = minted.token.expose_secret();
     let claims = registry.verify(token, now)?;
     println!("3. verified as distribution 2.8 would; claims:");
     for name in ["iss", "sub", "aud", "iat", "nbf", "exp", "access"] {
@@ -228,8 +236,15 @@ fn main() -> Result<(), Error> {
         now,
     )?;
     let stranger = TokenMinter::new(KeyRing::new(stranger_ca, KeyRingConfig::default(), now)?);
-    let forged = stranger.mint(&MintRequest::new(ISSUER, SERVICE, &subject, &access, now))?;
-    match registry.verify(forged.token.expose(), now) {
+    let forged = stranger.mint(&MintRequest::new(
+        ISSUER,
+        SERVICE,
+        &subject,
+        &access,
+        Profile::Distribution2,
+        now,
+    ))?;
+    match registry.verify(forged.token.expose_secret(), now) {
         Ok(_) => return Err("a token from another CA must be refused".into()),
         Err(rule) => println!("     a token signed under another CA: {rule}"),
     }

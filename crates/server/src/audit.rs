@@ -16,7 +16,6 @@ use svid_broker_identity::clock::Rfc3339;
 
 use crate::metrics::Metrics;
 
-
 /// Most audit lines the in-memory sink keeps (tests only read the last few).
 pub const MAX_MEMORY_AUDIT_LINES: usize = 10_000;
 
@@ -371,7 +370,6 @@ pub(crate) fn printable(s: &str) -> String {
 pub fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
-
 
 #[cfg(test)]
 mod tests;

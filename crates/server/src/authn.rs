@@ -225,10 +225,12 @@ impl Authenticator {
                 AuthFailure::MissingCredentials,
             )),
             Presented::Unreadable(reason) => Err(ExchangeError::unauthenticated(reason.clone())),
-            Presented::X509Chain(chain) => self.authenticate_x509(chain, now).map(Authenticated::svid),
-            Presented::JwtSvid(token) => {
-                self.authenticate_jwt_svid(token, now).map(Authenticated::svid)
+            Presented::X509Chain(chain) => {
+                self.authenticate_x509(chain, now).map(Authenticated::svid)
             }
+            Presented::JwtSvid(token) => self
+                .authenticate_jwt_svid(token, now)
+                .map(Authenticated::svid),
             Presented::Secret { username, secret } => {
                 self.authenticate_secret(*username, secret, now)
             }
@@ -445,8 +447,7 @@ use std::time::UNIX_EPOCH;
 
 use crate::credential::{CredentialClaims, MAX_CREDENTIAL_LEN};
 use crate::verified_cache::{
-    CacheLimits, CredentialDomain, HeapSize, SubjectCache, TokenDigest, Validity,
-    VerifiedCache,
+    CacheLimits, CredentialDomain, HeapSize, SubjectCache, TokenDigest, Validity, VerifiedCache,
 };
 
 /// The verified caches of one [`Authenticator`], one per credential kind it accepts that is

@@ -100,18 +100,18 @@ use svid_broker_identity::jwt::AudienceMatch;
 use svid_broker_policy::Location;
 use svid_broker_token::SigningAlgorithm;
 
+use crate::audit::AuditOnError;
 use crate::credential::{
     DEFAULT_LOGIN_CREDENTIAL_TTL, DEFAULT_MAX_SESSION, DEFAULT_REFRESH_TOKEN_TTL,
     MAX_LOGIN_CREDENTIAL_TTL, MAX_MAX_SESSION, MAX_REFRESH_TOKEN_TTL,
 };
-use crate::audit::AuditOnError;
-use crate::throttle::DEFAULT_PREAUTH_AUDIT_INTERVAL;
 use crate::satoken::keys::{
     DEFAULT_DISCOVERY_REFRESH, DEFAULT_MIN_REFRESH_SPACING, DiscoveryConfig,
 };
 use crate::satoken::{
     IdTemplate, KeySource, MAX_SA_AUDIENCES, MAX_SA_ISSUERS, TrustedActorError, TrustedActors,
 };
+use crate::throttle::DEFAULT_PREAUTH_AUDIT_INTERVAL;
 
 /// Largest configuration file accepted, in bytes.
 pub const MAX_CONFIG_FILE_BYTES: u64 = 256 * 1024;

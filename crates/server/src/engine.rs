@@ -28,8 +28,8 @@ use svid_broker_policy::scope;
 use svid_broker_token::{KeyError, TokenMinter};
 
 use crate::audit::{
-    AuditEvent, AuditLog, AuditOnError, AuditSink, SubjectTokenAudit,
-    ceiling_text, peer_text, printable, rfc3339,
+    AuditEvent, AuditLog, AuditOnError, AuditSink, SubjectTokenAudit, ceiling_text, peer_text,
+    printable, rfc3339,
 };
 use crate::authn::{Authenticated, Authenticator, Caller, Subject};
 use crate::credential::{
@@ -153,7 +153,6 @@ impl BrokerOptions {
         }
     }
 }
-
 
 /// The engine: policy, authentication, issuers and operations, shared behind an `Arc`.
 pub struct Broker {
@@ -322,7 +321,12 @@ impl Broker {
                 .authenticator
                 .on_behalf_of(&authenticated.caller, token, now)
                 .map_err(|err| {
-                    self.record_refusal(&request.context, Party::Actor(&authenticated.caller), &err, now);
+                    self.record_refusal(
+                        &request.context,
+                        Party::Actor(&authenticated.caller),
+                        &err,
+                        now,
+                    );
                     err
                 })?,
         };
@@ -383,14 +387,17 @@ impl Broker {
         request: &ExchangeRequest,
         now: SystemTime,
     ) -> Result<RealmTokens, ExchangeError> {
-        let (grant, access) = match self.decide_and_issue(subject, request, &self.registry_tokens, now)
-        {
-            Ok(issued) => issued,
-            Err(err) => return Err(self.record_failure(&request.context, subject, err, now)),
-        };
+        let (grant, access) =
+            match self.decide_and_issue(subject, request, &self.registry_tokens, now) {
+                Ok(issued) => issued,
+                Err(err) => return Err(self.record_failure(&request.context, subject, err, now)),
+            };
         let access = self.record(&request.context, subject, Ok(access), now)?;
         let refresh = if request.refresh_token {
-            let issued = self.refresh_tokens.issue(&grant, now).map_err(ExchangeError::from);
+            let issued = self
+                .refresh_tokens
+                .issue(&grant, now)
+                .map_err(ExchangeError::from);
             Some(self.record(&request.context, subject, issued, now)?)
         } else {
             None
@@ -410,14 +417,22 @@ impl Broker {
         presented: &Presented<'_>,
         now: SystemTime,
     ) -> Result<Authenticated, ExchangeError> {
-        let refuse = |err: ExchangeError| self.refuse_unauthenticated(&request.context, &err, now).0;
+        let refuse =
+            |err: ExchangeError| self.refuse_unauthenticated(&request.context, &err, now).0;
         self.admit_peer(request.context.peer, now).map_err(refuse)?;
         // Unknown services are refused whatever the credentials, so a client learns about its
         // typo rather than about a 401.
-        if self.policy.load().registry_by_service(&request.service).is_none() {
+        if self
+            .policy
+            .load()
+            .registry_by_service(&request.service)
+            .is_none()
+        {
             return Err(refuse(ExchangeError::unknown_service(&request.service)));
         }
-        self.authenticator.authenticate(presented, now).map_err(refuse)
+        self.authenticator
+            .authenticate(presented, now)
+            .map_err(refuse)
     }
 
     fn decide_and_issue<I: CredentialIssuer>(
@@ -454,7 +469,9 @@ impl Broker {
             time: rfc3339(now),
             event: EXCHANGE_EVENT,
             decision: if refused { "deny" } else { "allow" },
-            code: record.refusal.map(|_| crate::error::ErrorCode::PermissionDenied.label()),
+            code: record
+                .refusal
+                .map(|_| crate::error::ErrorCode::PermissionDenied.label()),
             reason: record.reason.to_owned(),
             subject: Some(subject.spiffe_id().as_str()),
             actor: party.actor(context.client_id.as_deref()),
@@ -510,10 +527,9 @@ impl Broker {
         now: SystemTime,
     ) {
         self.metrics.denied(context.endpoint, err.code());
-        let _ = self.audit.record(
-            &refusal_event(context, party, err, now),
-            &self.metrics,
-        );
+        let _ = self
+            .audit
+            .record(&refusal_event(context, party, err, now), &self.metrics);
     }
 
     /// Refuses a request from `peer` before authentication when too many of its requests

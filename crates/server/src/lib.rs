@@ -48,9 +48,7 @@ pub use authn::{AuthMethod, Authenticated, Caller, Subject};
 pub use config::{BrokerConfig, ConfigError};
 pub use credential::{CredentialError, CredentialKeys, CredentialKind};
 pub use engine::{Broker, BrokerOptions, ExchangeOutput, Exchanged, RealmTokens};
-pub use error::{
-    AuthFailure, Denial, ErrorCode, ExchangeError, InvalidRequest, Unavailability,
-};
+pub use error::{AuthFailure, Denial, ErrorCode, ExchangeError, InvalidRequest, Unavailability};
 pub use issue::CredentialIssuer;
 pub use request::{Endpoint, ExchangeKind, ExchangeRequest, Presented, RequestContext};
-pub use server::{BrokerServer, ServerHandle, ServerError};
+pub use server::{BrokerServer, ServerError, ServerHandle};

@@ -8,7 +8,6 @@ use std::time::Duration;
 use crate::error::ErrorCode;
 use crate::request::{Endpoint, ExchangeKind};
 
-
 /// Upper bounds of the latency histogram buckets, in seconds.
 pub const LATENCY_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -176,7 +175,8 @@ impl Metrics {
 
     /// Counts a request answered with nothing granted.
     pub fn refused(&self, endpoint: Endpoint, refusal: Refusal) {
-        self.refused[endpoint_index(endpoint)][refusal_index(refusal)].fetch_add(1, Ordering::Relaxed);
+        self.refused[endpoint_index(endpoint)][refusal_index(refusal)]
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts an audit event that could not be written.

@@ -33,9 +33,9 @@ use http::header::{
     AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER,
     WWW_AUTHENTICATE,
 };
-use svid_broker_identity::secret::ExposeSecret as _;
 use serde_json::{Map, Value, json};
 use svid_broker_identity::clock::Clock;
+use svid_broker_identity::secret::ExposeSecret as _;
 use svid_broker_policy::scope;
 use zeroize::Zeroizing;
 
@@ -43,7 +43,9 @@ use crate::audit::rfc3339;
 use crate::engine::{Broker, RealmTokens};
 use crate::error::{AuthFailure, ErrorCode, ExchangeError, InvalidRequest};
 use crate::metrics::Route;
-use crate::request::{Endpoint, ExchangeKind, ExchangeRequest, Presented, RequestContext, is_valid_client_id};
+use crate::request::{
+    Endpoint, ExchangeKind, ExchangeRequest, Presented, RequestContext, is_valid_client_id,
+};
 
 /// Largest `POST /token` body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -248,7 +250,13 @@ async fn token_get(State(state): State<RealmState>, req: Request) -> Response {
     let response = if query.len() > MAX_QUERY_BYTES {
         bad_request_early(&state, Endpoint::RealmGet, peer, "query too long")
     } else {
-        serve_token(&state, Endpoint::RealmGet, peer, query.as_bytes(), req.headers())
+        serve_token(
+            &state,
+            Endpoint::RealmGet,
+            peer,
+            query.as_bytes(),
+            req.headers(),
+        )
     };
     state
         .broker
@@ -356,7 +364,9 @@ fn serve_token(
         // Recorded (audited, counted, logged if first) by the engine.
         Err(e) => return error_response(&e, true),
     };
-    let RealmTokens { access, refresh, .. } = tokens;
+    let RealmTokens {
+        access, refresh, ..
+    } = tokens;
     let expires_in = access
         .expires_at
         .duration_since(access.issued_at)

@@ -173,8 +173,8 @@ impl ExchangeRequest {
         if service.is_empty() {
             return Err(InvalidRequest::MissingService);
         }
-        let scopes =
-            scope::parse_scopes(scopes.iter().map(String::as_str)).map_err(InvalidRequest::Scope)?;
+        let scopes = scope::parse_scopes(scopes.iter().map(String::as_str))
+            .map_err(InvalidRequest::Scope)?;
         Ok(Self {
             context,
             service: service.to_owned(),

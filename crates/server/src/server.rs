@@ -19,18 +19,18 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::audit::AuditSink;
 use crate::config::{AuditTarget, BrokerConfig, SigningSource};
 use crate::credential::{CredentialError, CredentialKeys};
 use crate::engine::{Broker, BrokerOptions};
 use crate::error::BrokerBuildError;
 use crate::http_listener::HttpListenerOptions;
 use crate::listen::Governor;
-use crate::audit::AuditSink;
-use crate::throttle::RateLimit;
 use crate::realm::{self, RealmState};
 use crate::satoken::{
     IssuerKeys, KeySource, SaIssuer, ServiceAccountMode, ServiceAccountValidator, TrustedActors,
 };
+use crate::throttle::RateLimit;
 use crate::tls_files::RealmCert;
 
 /// Lifetime of a generated development CA.

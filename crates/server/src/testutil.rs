@@ -9,9 +9,9 @@ use svid_broker_identity::{SpiffeId, TrustDomain};
 use svid_broker_policy::Policy;
 use svid_broker_token::{KeyRing, KeyRingConfig, SigningAlgorithm, SigningCa, TokenMinter};
 
+use crate::audit::AuditSink;
 use crate::credential::CredentialKeys;
 use crate::engine::{Broker, BrokerOptions};
-use crate::audit::AuditSink;
 
 pub(crate) const AUDIENCE: &str = "svid-broker";
 pub(crate) const SERVICE: &str = "registry.local";

@@ -14,7 +14,6 @@ use svid_broker_identity::SpiffeId;
 use crate::error::ErrorCode;
 use crate::request::Endpoint;
 
-
 /// Most subjects tracked by the rate limiter; past it, full buckets are forgotten first and,
 /// if none is full, the table is cleared (a flood of identities must not grow memory).
 pub const MAX_RATE_LIMITED_SUBJECTS: usize = 100_000;
@@ -150,7 +149,6 @@ struct BucketTable<K> {
     keys: HashMap<K, Bucket>,
     overflow: Option<Bucket>,
 }
-
 
 /// Most source addresses the failed-authentication limiter tracks; past it, full buckets are
 /// forgotten first, and new addresses share one overflow bucket while the table stays full.

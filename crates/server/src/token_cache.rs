@@ -9,7 +9,6 @@ use std::time::SystemTime;
 use svid_broker_identity::SpiffeId;
 use svid_broker_token::RegistryToken;
 
-
 /// Most cached tokens; past it the cache drops expired entries, then everything.
 pub const MAX_CACHED_TOKENS: usize = 10_000;
 
@@ -91,7 +90,6 @@ impl TokenCache {
             .clear();
     }
 }
-
 
 #[cfg(test)]
 mod tests;

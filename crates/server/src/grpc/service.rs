@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use svid_broker_identity::secret::ExposeSecret as _;
 use svid_broker_identity::clock::Clock;
+use svid_broker_identity::secret::ExposeSecret as _;
 use svid_broker_policy::scope::{MAX_SCOPE_PARAM_LEN, MAX_SCOPE_PARAMS};
 use svid_broker_proto::exchange::token_exchange_server::TokenExchange;
 use svid_broker_proto::exchange::{ExchangeRequest, ExchangeResponse, SubjectTokenType, TokenType};
