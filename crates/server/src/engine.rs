@@ -311,7 +311,10 @@ impl Broker {
         subject_token: Option<&str>,
         now: SystemTime,
     ) -> Result<Exchanged, ExchangeError> {
-        let authenticated = self.authenticate(request, presented, now)?;
+        // One policy snapshot for the whole pass, so a reload in between cannot make step 2
+        // and step 4 see different registries.
+        let policy = self.policy.load_full();
+        let authenticated = self.authenticate(&policy, request, presented, now)?;
         let subject = match subject_token {
             None => Subject {
                 authenticated,
@@ -330,11 +333,11 @@ impl Broker {
                     err
                 })?,
         };
-        self.exchange_for(&subject, request, now)
+        self.exchange_on(&policy, &subject, request, now)
     }
 
     /// The pass from step 4 on, for a subject authenticated by the caller (an embedder that
-    /// checked the proof itself, or tests). The service is checked first, as in the pass.
+    /// checked the proof itself, or tests).
     ///
     /// # Errors
     /// See [`Self::exchange`].
@@ -344,12 +347,22 @@ impl Broker {
         request: &ExchangeRequest,
         now: SystemTime,
     ) -> Result<Exchanged, ExchangeError> {
+        self.exchange_on(&self.policy.load_full(), subject, request, now)
+    }
+
+    fn exchange_on(
+        &self,
+        policy: &Policy,
+        subject: &Subject,
+        request: &ExchangeRequest,
+        now: SystemTime,
+    ) -> Result<Exchanged, ExchangeError> {
         let result = match request.context.kind {
             ExchangeKind::AccessToken => self
-                .decide_and_issue(subject, request, &self.registry_tokens, now)
+                .decide_and_issue(policy, subject, request, &self.registry_tokens, now)
                 .map(|(_, t)| ExchangeOutput::AccessToken(t)),
             ExchangeKind::LoginCredential => self
-                .decide_and_issue(subject, request, &self.login_credentials, now)
+                .decide_and_issue(policy, subject, request, &self.login_credentials, now)
                 .map(|(_, c)| ExchangeOutput::LoginCredential(c)),
         };
         let output = self.record(&request.context, subject, result, now)?;
@@ -370,11 +383,12 @@ impl Broker {
         presented: &Presented<'_>,
         now: SystemTime,
     ) -> Result<RealmTokens, ExchangeError> {
+        let policy = self.policy.load_full();
         let subject = Subject {
-            authenticated: self.authenticate(request, presented, now)?,
+            authenticated: self.authenticate(&policy, request, presented, now)?,
             on_behalf: None,
         };
-        self.realm_token_for(&subject, request, now)
+        self.realm_token_on(&policy, &subject, request, now)
     }
 
     /// [`Self::realm_token`] from step 4 on, for a subject authenticated by the caller.
@@ -387,20 +401,36 @@ impl Broker {
         request: &ExchangeRequest,
         now: SystemTime,
     ) -> Result<RealmTokens, ExchangeError> {
-        let (grant, access) =
-            match self.decide_and_issue(subject, request, &self.registry_tokens, now) {
-                Ok(issued) => issued,
-                Err(err) => return Err(self.record_failure(&request.context, subject, err, now)),
-            };
+        self.realm_token_on(&self.policy.load_full(), subject, request, now)
+    }
+
+    /// Both credentials are issued before either is recorded: when the refresh token cannot
+    /// be issued (its session is over), the request is refused as a whole and the access
+    /// token is not handed out, so it is not recorded as issued either.
+    fn realm_token_on(
+        &self,
+        policy: &Policy,
+        subject: &Subject,
+        request: &ExchangeRequest,
+        now: SystemTime,
+    ) -> Result<RealmTokens, ExchangeError> {
+        let issued = self
+            .decide_and_issue(policy, subject, request, &self.registry_tokens, now)
+            .and_then(|(grant, access)| {
+                let refresh = request
+                    .refresh_token
+                    .then(|| self.refresh_tokens.issue(&grant, now))
+                    .transpose()?;
+                Ok((access, refresh))
+            });
+        let (access, refresh) = match issued {
+            Ok(issued) => issued,
+            Err(err) => return Err(self.record_failure(&request.context, subject, err, now)),
+        };
         let access = self.record(&request.context, subject, Ok(access), now)?;
-        let refresh = if request.refresh_token {
-            let issued = self
-                .refresh_tokens
-                .issue(&grant, now)
-                .map_err(ExchangeError::from);
-            Some(self.record(&request.context, subject, issued, now)?)
-        } else {
-            None
+        let refresh = match refresh {
+            Some(r) => Some(self.record(&request.context, subject, Ok(r), now)?),
+            None => None,
         };
         Ok(RealmTokens {
             subject: subject.clone(),
@@ -413,6 +443,7 @@ impl Broker {
     /// [`Self::refuse_unauthenticated`].
     fn authenticate(
         &self,
+        policy: &Policy,
         request: &ExchangeRequest,
         presented: &Presented<'_>,
         now: SystemTime,
@@ -422,12 +453,7 @@ impl Broker {
         self.admit_peer(request.context.peer, now).map_err(refuse)?;
         // Unknown services are refused whatever the credentials, so a client learns about its
         // typo rather than about a 401.
-        if self
-            .policy
-            .load()
-            .registry_by_service(&request.service)
-            .is_none()
-        {
+        if policy.registry_by_service(&request.service).is_none() {
             return Err(refuse(ExchangeError::unknown_service(&request.service)));
         }
         self.authenticator
@@ -437,12 +463,13 @@ impl Broker {
 
     fn decide_and_issue<I: CredentialIssuer>(
         &self,
+        policy: &Policy,
         subject: &Subject,
         request: &ExchangeRequest,
         issuer: &I,
         now: SystemTime,
     ) -> Result<(Grant, I::Credential), ExchangeError> {
-        let grant = decide(&self.policy.load(), subject, request, &self.limiter, now)?;
+        let grant = decide(policy, subject, request, &self.limiter, now)?;
         let credential = issuer.issue(&grant, now)?;
         Ok((grant, credential))
     }
