@@ -1,7 +1,7 @@
 //! The broker's one pass. Each request, from either edge, goes through the same steps once:
 //!
-//! 1. **admit**: an address whose failure budget is spent is refused before anything else;
-//! 2. **check**: the request's `service` must name a registry of the current policy;
+//! 1. **snapshot**: the current policy, one snapshot for the whole pass;
+//! 2. **check**: the request's `service` must name a registry of that policy;
 //! 3. **authenticate** what the caller presented ([`crate::authn`]), and, when a trusted actor
 //!    presents a service-account token, map it to its subject;
 //! 4. **decide** ([`crate::decision`]): the grant, as a value;
@@ -323,14 +323,13 @@ impl Broker {
             Some(token) => self
                 .authenticator
                 .on_behalf_of(&authenticated.caller, token, now)
-                .map_err(|err| {
+                .inspect_err(|err| {
                     self.record_refusal(
                         &request.context,
                         Party::Actor(&authenticated.caller),
-                        &err,
+                        err,
                         now,
                     );
-                    err
                 })?,
         };
         self.exchange_on(&policy, &subject, request, now)
@@ -448,9 +447,11 @@ impl Broker {
         presented: &Presented<'_>,
         now: SystemTime,
     ) -> Result<Authenticated, ExchangeError> {
+        // An address whose failure budget is spent is not refused here: only failures are
+        // held against it (clients behind one NAT cannot lock each other out), and each
+        // refusal below is answered 429 by `refuse_unauthenticated` once the budget is spent.
         let refuse =
             |err: ExchangeError| self.refuse_unauthenticated(&request.context, &err, now).0;
-        self.admit_peer(request.context.peer, now).map_err(refuse)?;
         // Unknown services are refused whatever the credentials, so a client learns about its
         // typo rather than about a 401.
         if policy.registry_by_service(&request.service).is_none() {

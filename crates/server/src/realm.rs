@@ -292,7 +292,7 @@ fn bad_request_early(
     what: &'static str,
 ) -> Response {
     let context = RequestContext::new(ExchangeKind::AccessToken, endpoint, peer);
-    fail(state, &context, InvalidRequest::Malformed { what }.into())
+    fail(state, &context, &InvalidRequest::Malformed { what }.into())
 }
 
 /// The realm's edge: the fields and headers become one checked [`ExchangeRequest`] and what
@@ -307,7 +307,7 @@ fn serve_token(
     let context = RequestContext::new(ExchangeKind::AccessToken, endpoint, peer);
     let fields = match parse_fields(fields) {
         Ok(fields) => fields,
-        Err(e) => return fail(state, &context, e.into()),
+        Err(e) => return fail(state, &context, &e.into()),
     };
     let context = context
         .with_service(fields.service.as_deref().unwrap_or(""))
@@ -315,7 +315,7 @@ fn serve_token(
         .with_client_id(fields.client_id.as_deref());
     let grant = match Grant::of(endpoint, &fields) {
         Ok(grant) => grant,
-        Err(e) => return fail(state, &context, e.into()),
+        Err(e) => return fail(state, &context, &e.into()),
     };
     let request = match ExchangeRequest::parse(
         context.clone(),
@@ -323,7 +323,7 @@ fn serve_token(
         &fields.scopes,
     ) {
         Ok(request) => request.with_refresh_token(fields.offline || grant == Grant::Refresh),
-        Err(e) => return fail(state, &context, e.into()),
+        Err(e) => return fail(state, &context, &e.into()),
     };
     // Owned here so `Presented` can borrow it: a password grant's rejoined credentials.
     let password_grant = match (grant, fields.password.as_deref()) {
@@ -415,10 +415,10 @@ impl Grant {
 
 /// A request refused before authentication: recorded by the engine (counted, charged to the
 /// address, audited in aggregate), answered with a spent budget's 429 when it is spent.
-fn fail(state: &RealmState, context: &RequestContext, err: ExchangeError) -> Response {
+fn fail(state: &RealmState, context: &RequestContext, err: &ExchangeError) -> Response {
     let (answer, first) = state
         .broker
-        .refuse_unauthenticated(context, &err, state.clock.now());
+        .refuse_unauthenticated(context, err, state.clock.now());
     // Only the first of its kind per address and interval is logged, as it is audited.
     error_response(&answer, first)
 }

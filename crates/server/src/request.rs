@@ -249,7 +249,7 @@ mod tests {
         let err = ExchangeRequest::parse(ctx.clone(), "", &[]).unwrap_err();
         assert_eq!(err, InvalidRequest::MissingService);
         let err =
-            ExchangeRequest::parse(ctx.clone(), "registry", &["repository:a:".into()]).unwrap_err();
+            ExchangeRequest::parse(ctx.clone(), "registry", &["no-colons".into()]).unwrap_err();
         assert!(matches!(err, InvalidRequest::Scope(_)), "{err:?}");
         let ok = ExchangeRequest::parse(
             ctx,

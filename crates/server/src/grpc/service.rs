@@ -182,7 +182,8 @@ impl ExchangeService {
         // in an interval.
         let (checked, subject_token) = match convert(&message, peer) {
             Ok(converted) => converted,
-            Err((context, error)) => {
+            Err(refused) => {
+                let Refused { context, error } = *refused;
                 let (answer, first) =
                     self.broker
                         .refuse_unauthenticated(&context, &error.to_exchange_error(), now);
@@ -222,6 +223,15 @@ impl ExchangeService {
             }
         }
     }
+}
+
+/// A request this edge refused, with what can be recorded of it.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    /// What the audit log records.
+    pub(crate) context: RequestContext,
+    /// Why.
+    pub(crate) error: EdgeError,
 }
 
 /// Why this edge refused a request: the wire form (sizes, enums), or its content (scope
@@ -297,9 +307,14 @@ pub(crate) fn bearer(metadata: &MetadataMap) -> Result<Option<&str>, AuthFailure
 pub(crate) fn convert(
     request: &ExchangeRequest,
     peer: Option<SocketAddr>,
-) -> Result<(CheckedRequest, Option<&str>), (RequestContext, EdgeError)> {
+) -> Result<(CheckedRequest, Option<&str>), Box<Refused>> {
     let context = context_of(request, peer);
-    let wire = |e| Err((context.clone(), EdgeError::Wire(e)));
+    let wire = |e| {
+        Err(Box::new(Refused {
+            context: context.clone(),
+            error: EdgeError::Wire(e),
+        }))
+    };
     match TokenType::try_from(request.requested_token_type) {
         Ok(TokenType::Unspecified) => return wire(RequestError::TokenTypeUnspecified),
         Ok(TokenType::RegistryAccessToken | TokenType::RegistryLoginCredential) => {}
@@ -341,7 +356,10 @@ pub(crate) fn convert(
     }
     match CheckedRequest::parse(context.clone(), &request.audience, &request.scope) {
         Ok(checked) => Ok((checked, subject_token)),
-        Err(e) => Err((context, EdgeError::Request(e))),
+        Err(e) => Err(Box::new(Refused {
+            context,
+            error: EdgeError::Request(e),
+        })),
     }
 }
 
