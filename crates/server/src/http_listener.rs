@@ -279,7 +279,7 @@ impl Connection {
         });
         let connection = builder.serve_connection(io, service);
         if let Err(error) = watcher.watch(connection).await {
-            tracing::debug!(%peer, error = %error, "http: connection ended with an error");
+            tracing::debug!(%peer, error = %svid_broker_identity::report::ErrorChain::new(&*error), "http: connection ended with an error");
         }
     }
 }

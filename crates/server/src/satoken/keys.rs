@@ -278,7 +278,7 @@ pub async fn run(keys: Arc<IssuerKeys>, source: KeySource, mut shutdown: watch::
             let connector = match tls_connector(config.ca_file.as_deref()) {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::error!(error = %e, "sa issuer discovery disabled");
+                    tracing::error!(error = %svid_broker_identity::report::ErrorChain::new(&e), "sa issuer discovery disabled");
                     return;
                 }
             };
