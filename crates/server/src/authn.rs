@@ -137,8 +137,9 @@ impl Subject {
         self.authenticated.binding.as_ref()
     }
 
-    /// The latest time a credential issued to this subject may last until: a service-account
-    /// token's own expiry (stretched to [`MIN_DERIVED_TTL`] from `now` when nearer).
+    /// The latest time a credential issued to this subject should last until: a
+    /// service-account token's own expiry. ([`crate::decision::Grant::lifetime`] applies it,
+    /// never going below [`MIN_DERIVED_TTL`].)
     pub fn not_after(&self) -> Option<SystemTime> {
         self.on_behalf.as_ref().map(|o| o.account.expires_at)
     }

@@ -413,19 +413,32 @@ impl Broker {
         request: &ExchangeRequest,
         now: SystemTime,
     ) -> Result<RealmTokens, ExchangeError> {
-        let issued = self
-            .decide_and_issue(policy, subject, request, &self.registry_tokens, now)
-            .and_then(|(grant, access)| {
-                let refresh = request
-                    .refresh_token
-                    .then(|| self.refresh_tokens.issue(&grant, now))
-                    .transpose()?;
-                Ok((access, refresh))
-            });
-        let (access, refresh) = match issued {
-            Ok(issued) => issued,
-            Err(err) => return Err(self.record_failure(&request.context, subject, err, now)),
+        let (grant, access) =
+            match self.decide_and_issue(policy, subject, request, &self.registry_tokens, now) {
+                Ok(issued) => issued,
+                Err(err) => return Err(self.record_failure(&request.context, subject, err, now)),
+            };
+        let refresh = match request
+            .refresh_token
+            .then(|| self.refresh_tokens.issue(&grant, now))
+            .transpose()
+        {
+            Ok(refresh) => refresh,
+            Err(err) => {
+                let err = ExchangeError::from(err);
+                self.record_refusal_of(
+                    &request.context,
+                    REFRESH_TOKEN_KIND,
+                    Party::Subject(subject),
+                    &err,
+                    now,
+                );
+                return Err(err);
+            }
         };
+        // Two events, written one after the other: should the second write fail (the sink
+        // failing in between), the access token is recorded as issued although the caller is
+        // answered 503. The log then over-reports, the safe direction for an audit trail.
         let access = self.record(&request.context, subject, Ok(access), now)?;
         let refresh = match refresh {
             Some(r) => Some(self.record(&request.context, subject, Ok(r), now)?),
@@ -554,10 +567,23 @@ impl Broker {
         err: &ExchangeError,
         now: SystemTime,
     ) {
+        self.record_refusal_of(context, context.kind.label(), party, err, now);
+    }
+
+    /// [`Self::record_refusal`] of a credential of audit `kind` (a refresh token refused after
+    /// its access token was issued).
+    fn record_refusal_of(
+        &self,
+        context: &RequestContext,
+        kind: &'static str,
+        party: Party<'_>,
+        err: &ExchangeError,
+        now: SystemTime,
+    ) {
         self.metrics.denied(context.endpoint, err.code());
-        let _ = self
-            .audit
-            .record(&refusal_event(context, party, err, now), &self.metrics);
+        let mut event = refusal_event(context, party, err, now);
+        event.kind = kind;
+        let _ = self.audit.record(&event, &self.metrics);
     }
 
     /// Refuses a request from `peer` before authentication when too many of its requests
@@ -663,6 +689,8 @@ impl Broker {
 
 /// The audit `event` of every decision on a request.
 pub const EXCHANGE_EVENT: &str = "svid-broker.exchange";
+/// The audit `kind` of a realm refresh token.
+pub(crate) const REFRESH_TOKEN_KIND: &str = "refresh_token";
 /// The audit `actor` of a request refused before authentication.
 const UNAUTHENTICATED: &str = "unauthenticated";
 /// The audit `subject_token.kind` of a Kubernetes service-account token.

@@ -196,7 +196,7 @@ pub struct RefreshToken {
 impl Issued for RefreshToken {
     fn record(&self) -> IssuedRecord<'_> {
         IssuedRecord {
-            kind: "refresh_token",
+            kind: crate::engine::REFRESH_TOKEN_KIND,
             jti: &self.jti,
             expires_at: self.expires_at,
             scopes: &self.ceiling,

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use svid_broker_dev::DevTrustDomain;
 use svid_broker_identity::bundle::{BundleProvider, BundleSet};
+use svid_broker_identity::secret::ExposeSecret as _;
 use svid_broker_identity::{SpiffeId, TrustDomain};
 use svid_broker_policy::Policy;
 use svid_broker_token::{KeyRing, KeyRingConfig, SigningAlgorithm, SigningCa, TokenMinter};
@@ -107,7 +108,7 @@ impl Fixture {
             .issue_jwt_svid(&id(who), &[aud])
             .unwrap()
             .token()
-            .expose()
+            .expose_secret()
             .to_owned()
     }
 

@@ -11,6 +11,7 @@ use svid_broker_identity::authorize::Authorizer;
 use svid_broker_identity::bundle::BundleProvider;
 use svid_broker_identity::clock::SystemClock;
 use svid_broker_identity::id::{SpiffeId, TrustDomain};
+use svid_broker_identity::secret::ExposeSecret as _;
 use svid_broker_policy::Policy;
 use svid_broker_proto::exchange::token_exchange_client::TokenExchangeClient;
 use svid_broker_proto::exchange::{ExchangeRequest, ExchangeResponse, SubjectTokenType, TokenType};
@@ -21,9 +22,12 @@ use tonic::transport::Channel;
 
 use super::tls::{certified_key, server_tls_config};
 use super::{GrpcError, serve};
+use crate::audit::AuditSink;
+use crate::authn::{AuthMethod, Caller, Subject};
 use crate::credential::CredentialKeys;
-use crate::engine::{Broker, BrokerOptions, Endpoint, ExchangeInput, ExchangeKind, ExchangeOutput};
-use crate::ops::AuditSink;
+use crate::engine::{Broker, BrokerOptions, ExchangeOutput};
+use crate::error::{Denial, ExchangeError};
+use crate::request::{Endpoint, ExchangeKind, RequestContext};
 use crate::satoken::{
     IdTemplate, IssuerKeys, SaIssuer, ServiceAccountMode, ServiceAccountValidator, TrustedActors,
 };
@@ -189,7 +193,7 @@ impl Running {
     }
 
     fn sa_token(&self, request: &SaTokenRequest) -> String {
-        self.sa.mint(request).unwrap().expose().to_owned()
+        self.sa.mint(request).unwrap().expose_secret().to_owned()
     }
 
     fn audit_events(&self) -> Vec<serde_json::Value> {
@@ -237,30 +241,39 @@ async fn call(
         .map(tonic::Response::into_inner)
 }
 
+/// A checked request for `SERVICE`.
+fn checked(kind: ExchangeKind, endpoint: Endpoint, scopes: &[String]) -> crate::ExchangeRequest {
+    let context = RequestContext::new(kind, endpoint, None)
+        .with_service(SERVICE)
+        .with_scopes(scopes);
+    crate::ExchangeRequest::parse(context, SERVICE, scopes).unwrap()
+}
+
 /// What the realm would grant a caller presenting `username`/`password` for `scope`.
 fn realm_grant(broker: &Broker, username: &str, password: &str, scope: &str) -> Vec<String> {
     let now = SystemTime::now();
     let auth = broker
+        .authenticator()
         .authenticate_secret(Some(username), password, now)
         .unwrap();
     assert_eq!(auth.caller.spiffe_id.as_str(), MAPPED);
-    let scopes = [scope.to_owned()];
-    let input = ExchangeInput {
-        kind: ExchangeKind::AccessToken,
-        service: SERVICE,
-        scopes: &scopes,
-        peer: None,
-        endpoint: Endpoint::RealmGet,
+    let request = checked(
+        ExchangeKind::AccessToken,
+        Endpoint::RealmGet,
+        &[scope.to_owned()],
+    );
+    let subject = Subject {
+        authenticated: auth,
+        on_behalf: None,
     };
-    match broker
-        .exchange_authenticated(&auth, &input, None, now)
+    broker
+        .realm_token_for(&subject, &request, now)
         .unwrap()
-    {
-        ExchangeOutput::AccessToken { granted, .. } => {
-            granted.iter().map(ToString::to_string).collect()
-        }
-        other => panic!("unexpected {other:?}"),
-    }
+        .access
+        .granted
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 #[tokio::test]
@@ -350,7 +363,7 @@ async fn a_jwt_svid_bearer_actor_is_accepted_too() {
         .issue_jwt_svid(&id(PLUGIN_ID), &[AUDIENCE])
         .unwrap()
         .token()
-        .expose()
+        .expose_secret()
         .to_owned();
     let token = server.sa_token(&pod_token_request());
     let request = svid_broker_client::transport::with_bearer(
@@ -423,7 +436,7 @@ async fn bad_service_account_tokens_are_unauthenticated() {
             other_issuer
                 .mint(&pod_token_request())
                 .unwrap()
-                .expose()
+                .expose_secret()
                 .to_owned(),
             "issuer",
         ),
@@ -432,7 +445,7 @@ async fn bad_service_account_tokens_are_unauthenticated() {
             stranger
                 .mint(&pod_token_request())
                 .unwrap()
-                .expose()
+                .expose_secret()
                 .to_owned(),
             "signature",
         ),
@@ -570,42 +583,34 @@ async fn derived_credentials_do_not_outlive_the_service_account_token() {
 async fn only_an_svid_may_vouch_for_a_subject() {
     let server = Running::start(Mode::On).await;
     let token = server.sa_token(&pod_token_request());
-    let input = ExchangeInput {
-        kind: ExchangeKind::LoginCredential,
-        service: SERVICE,
-        scopes: &[],
-        peer: None,
-        endpoint: Endpoint::Grpc,
-    };
+    let request = checked(ExchangeKind::LoginCredential, Endpoint::Grpc, &[]);
     let now = SystemTime::now();
+    let authn = server.broker.authenticator();
     // The plugin's own ID, but proven by a broker credential rather than an SVID.
-    let by_credential = crate::engine::Caller {
+    let by_credential = Caller {
         spiffe_id: id(PLUGIN_ID),
-        method: crate::engine::AuthMethod::LoginCredential,
+        method: AuthMethod::LoginCredential,
     };
-    let err = server
-        .broker
-        .exchange_with_subject_token(&by_credential, &token, &input, now)
-        .unwrap_err();
+    let err = authn.on_behalf_of(&by_credential, &token, now).unwrap_err();
     assert!(matches!(
         err,
-        crate::engine::ExchangeError::PermissionDenied {
-            reason: crate::engine::Denial::UntrustedActor { .. }
+        ExchangeError::PermissionDenied {
+            reason: Denial::UntrustedActor { .. }
         }
     ));
-    let by_svid = crate::engine::Caller {
+    let by_svid = Caller {
         spiffe_id: id(PLUGIN_ID),
-        method: crate::engine::AuthMethod::X509Svid,
+        method: AuthMethod::X509Svid,
     };
-    let (subject, _) = server
-        .broker
-        .exchange_with_subject_token(&by_svid, &token, &input, now)
-        .unwrap();
-    assert_eq!(subject.spiffe_id.as_str(), MAPPED);
-    assert_eq!(
-        subject.method,
-        crate::engine::AuthMethod::ServiceAccountToken
-    );
+    let subject = authn.on_behalf_of(&by_svid, &token, now).unwrap();
+    assert_eq!(subject.spiffe_id().as_str(), MAPPED);
+    assert_eq!(subject.caller().method, AuthMethod::ServiceAccountToken);
+    let exchanged = server.broker.exchange_for(&subject, &request, now).unwrap();
+    assert_eq!(exchanged.subject, subject);
+    let ExchangeOutput::LoginCredential(c) = exchanged.output else {
+        panic!("{exchanged:?}")
+    };
+    assert_eq!(c.username, MAPPED);
     server.stop().await;
 }
 

@@ -15,9 +15,10 @@ use svid_broker_identity::authorize::Authorizer;
 use svid_broker_identity::bundle::BundleProvider;
 use svid_broker_identity::clock::SystemClock;
 use svid_broker_identity::id::{SpiffeId, TrustDomain};
+use svid_broker_identity::secret::ExposeSecret as _;
 use svid_broker_identity::tls::{SpiffeClientCertVerifier, peer_spiffe_id};
 use svid_broker_policy::Policy;
-use svid_broker_policy::scope::{MAX_SCOPE_PARAM_LEN, MAX_SCOPE_PARAMS};
+use svid_broker_policy::scope::{self, MAX_SCOPE_PARAM_LEN, MAX_SCOPE_PARAMS};
 use svid_broker_proto::exchange::token_exchange_client::TokenExchangeClient;
 use svid_broker_proto::exchange::{ExchangeRequest, ExchangeResponse, SubjectTokenType, TokenType};
 use svid_broker_token::{KeyRing, KeyRingConfig, SigningAlgorithm, SigningCa, TokenMinter};
@@ -32,12 +33,13 @@ use super::{
     GrpcError, MAX_MESSAGE_SIZE, OptionalClientAuth, RequestError, SERVICE_NAME, TlsConn, serve,
     service,
 };
+use crate::audit::AuditSink;
+use crate::authn::{AuthMethod, Subject};
 use crate::credential::CredentialKeys;
-use crate::engine::{
-    AuthFailure, AuthMethod, Broker, BrokerOptions, Endpoint, ExchangeInput, ExchangeKind,
-    ExchangeOutput,
-};
-use crate::ops::{AuditSink, RateLimit};
+use crate::engine::{Broker, BrokerOptions};
+use crate::error::{AuthFailure, InvalidRequest};
+use crate::request::{Endpoint, ExchangeKind, RequestContext};
+use crate::throttle::RateLimit;
 
 /// Bound on every network step, so a broken test fails instead of hanging.
 const STEP: Duration = Duration::from_secs(10);
@@ -437,14 +439,21 @@ fn convert_maps_both_token_types() {
         SERVICE,
         &["repository:team-blue/app:pull"],
     );
-    let input = service::convert(&req, None).unwrap();
-    assert_eq!(input.kind, ExchangeKind::AccessToken);
-    assert_eq!(input.service, SERVICE);
-    assert_eq!(input.scopes, &req.scope[..]);
-    assert_eq!(input.endpoint, Endpoint::Grpc);
+    let (checked, subject_token) = service::convert(&req, None).unwrap();
+    assert_eq!(checked.context.kind, ExchangeKind::AccessToken);
+    assert_eq!(checked.service, SERVICE);
+    assert_eq!(checked.context.service, SERVICE);
+    assert_eq!(
+        scope::join_scopes(&checked.scopes),
+        "repository:team-blue/app:pull"
+    );
+    assert_eq!(checked.context.requested, "repository:team-blue/app:pull");
+    assert_eq!(checked.context.endpoint, Endpoint::Grpc);
+    assert!(!checked.refresh_token);
+    assert_eq!(subject_token, None);
     let req = request(TokenType::RegistryLoginCredential, SERVICE, &[]);
-    let input = service::convert(&req, None).unwrap();
-    assert_eq!(input.kind, ExchangeKind::LoginCredential);
+    let (checked, _) = service::convert(&req, None).unwrap();
+    assert_eq!(checked.context.kind, ExchangeKind::LoginCredential);
 }
 
 #[test]
@@ -454,7 +463,15 @@ fn convert_rejects_each_malformed_field() {
         SERVICE,
         &["repository:a:pull"],
     );
-    let err = |req: &ExchangeRequest| service::convert(req, None).unwrap_err();
+    // The wire form's refusals; each comes with the context the refusal is audited with.
+    let err = |req: &ExchangeRequest| {
+        let refused = service::convert(req, None).unwrap_err();
+        assert_eq!(refused.context.endpoint, Endpoint::Grpc);
+        match refused.error {
+            service::EdgeError::Wire(e) => e,
+            other => panic!("{other:?}"),
+        }
+    };
 
     let mut req = ok.clone();
     req.requested_token_type = TokenType::Unspecified.into();
@@ -500,6 +517,19 @@ fn convert_rejects_each_malformed_field() {
     assert!(matches!(err(&req), RequestError::TooManyScopes { .. }));
     req.scope = vec!["a".repeat(MAX_SCOPE_PARAM_LEN + 1)];
     assert!(matches!(err(&req), RequestError::ScopeTooLong { .. }));
+
+    // The scope grammar is `ExchangeRequest::parse`'s, at this edge too.
+    req.scope = vec!["repository::pull".into()];
+    let refused = service::convert(&req, None).unwrap_err();
+    assert!(
+        matches!(
+            refused.error,
+            service::EdgeError::Request(InvalidRequest::Scope(_))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(refused.context.requested, "repository::pull");
+    assert_eq!(refused.context.service, SERVICE);
 }
 
 #[test]
@@ -658,7 +688,7 @@ impl Running {
             .issue_jwt_svid(&id(subject), &[audience])
             .unwrap()
             .token()
-            .expose()
+            .expose_secret()
             .to_owned()
     }
 
@@ -839,7 +869,7 @@ async fn bad_bearers_are_unauthenticated_and_the_reason_is_short() {
     let mut client = server.client(None).await;
     for token in [
         wrong_audience.as_str(),
-        foreign.token().expose(),
+        foreign.token().expose_secret(),
         "not-a-jwt",
     ] {
         let status = call(
@@ -1019,34 +1049,39 @@ async fn login_credential_is_n_a_with_a_username_and_a_password_the_realm_accept
     let now = SystemTime::now();
     let auth = server
         .broker
+        .authenticator()
         .authenticate_secret(Some(&response.username), &response.access_token, now)
         .unwrap();
     assert_eq!(auth.caller.spiffe_id, id(WORKLOAD_ID));
     assert_eq!(auth.caller.method, AuthMethod::LoginCredential);
     let scopes = vec!["repository:team-blue/app:pull,push".to_owned()];
-    let input = ExchangeInput {
-        kind: ExchangeKind::AccessToken,
-        service: SERVICE,
-        scopes: &scopes,
-        peer: None,
-        endpoint: Endpoint::RealmGet,
+    let context = RequestContext::new(ExchangeKind::AccessToken, Endpoint::RealmGet, None)
+        .with_service(SERVICE)
+        .with_scopes(&scopes);
+    let realm = crate::request::ExchangeRequest::parse(context, SERVICE, &scopes).unwrap();
+    let subject = Subject {
+        authenticated: auth,
+        on_behalf: None,
     };
-    match server
+    let tokens = server
         .broker
-        .exchange_authenticated(&auth, &input, None, now)
-        .unwrap()
-    {
-        // The credential's ceiling holds: push is not granted.
-        ExchangeOutput::AccessToken { granted, .. } => assert_eq!(
-            granted.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            ["repository:team-blue/app:pull"]
-        ),
-        other => panic!("{other:?}"),
-    }
+        .realm_token_for(&subject, &realm, now)
+        .unwrap();
+    // The credential's ceiling holds: push is not granted.
+    assert_eq!(
+        tokens
+            .access
+            .granted
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["repository:team-blue/app:pull"]
+    );
     // Someone else's username with it is refused.
     assert!(
         server
             .broker
+            .authenticator()
             .authenticate_secret(Some(OUTSIDER_ID), &response.access_token, now)
             .is_err()
     );

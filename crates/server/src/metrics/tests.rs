@@ -40,4 +40,3 @@ fn refusals_have_their_own_counter() {
     ));
     assert!(text.contains("svid_broker_audit_write_errors_total 0"));
 }
-

@@ -1,15 +1,19 @@
 use std::io::{Read as _, Write as _};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::SystemTime;
 
 use http::Request as HttpRequest;
 use http_body_util::BodyExt as _;
 use svid_broker_identity::clock::FixedClock;
+use svid_broker_identity::secret::ExposeSecret as _;
 use tower::ServiceExt as _;
 
 use super::*;
-use crate::ops::RateLimit;
+use crate::authn::{AuthMethod, Authenticated, Caller, Subject};
+use crate::engine::ExchangeOutput;
 use crate::testutil::{AUDIENCE, BUILDER, Fixture, READER, claims, t0};
+use crate::throttle::RateLimit;
 
 const URL: &str = "http://127.0.0.1:9999";
 
@@ -261,34 +265,11 @@ async fn oversized_bodies_are_refused() {
 #[tokio::test]
 async fn login_credentials_work_as_basic_passwords() {
     let f = Fixture::new();
-    let caller = crate::engine::Caller {
-        spiffe_id: crate::testutil::id(BUILDER),
-        method: crate::engine::AuthMethod::JwtSvid,
-    };
-    let none: Vec<String> = Vec::new();
-    let ExchangeOutput::LoginCredential {
-        username, password, ..
-    } = f
-        .broker
-        .exchange(
-            &caller,
-            &ExchangeInput {
-                kind: ExchangeKind::LoginCredential,
-                service: "registry.local",
-                scopes: &none,
-                peer: None,
-                endpoint: Endpoint::Grpc,
-            },
-            t0(),
-        )
-        .unwrap()
-    else {
-        panic!()
-    };
+    let (username, password) = login_credential(&f, BUILDER, &[]);
     let r = get(
         app(&f, true),
         "/token?service=registry.local&scope=repository:team/app:push",
-        Some(&basic(&username, password.expose())),
+        Some(&basic(&username, &password)),
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
@@ -296,7 +277,7 @@ async fn login_credentials_work_as_basic_passwords() {
     let r = get(
         app(&f, true),
         "/token?service=registry.other",
-        Some(&basic(&username, password.expose())),
+        Some(&basic(&username, &password)),
     )
     .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
@@ -307,7 +288,11 @@ async fn jwks_discovery_health_and_metrics() {
     let f = Fixture::new();
     let r = get(app(&f, true), "/jwks.json", None).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.json()["keys"].as_array().unwrap().len(), 1);
+    // One signing leaf, listed once per `kid` format (whatever profiles the policy uses).
+    assert_eq!(
+        r.json()["keys"].as_array().unwrap().len(),
+        svid_broker_token::KidFormat::ALL.len()
+    );
     let r = get(app(&f, true), "/.well-known/openid-configuration", None).await;
     assert_eq!(r.json()["issuer"], URL);
     assert_eq!(r.json()["jwks_uri"], format!("{URL}/jwks.json"));
@@ -363,13 +348,11 @@ async fn chunked_post_bodies_are_read_whole() {
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, service).await;
     });
-    let refresh = f
-        .broker
-        .issue_refresh_token(&crate::testutil::id(READER), "registry.local", t0())
-        .unwrap();
+    let refresh = refresh_token(&f, READER);
+    let before = f.audit_lines().len();
     let form = format!(
         "grant_type=refresh_token&refresh_token={}&service=registry.local&client_id=containers%2Fimage&scope={}",
-        enc(refresh.secret.expose()),
+        enc(&refresh),
         enc("repository:team/app:pull")
     );
     let (a, b) = form.split_at(form.len() / 2);
@@ -396,11 +379,11 @@ async fn chunked_post_bodies_are_read_whole() {
     );
     let audit = f.audit_lines();
     assert_eq!(
-        audit[0]["peer"].as_str().unwrap().split(':').next(),
+        audit[before]["peer"].as_str().unwrap().split(':').next(),
         Some("127.0.0.1")
     );
     assert_eq!(
-        audit[0]["actor"],
+        audit[before]["actor"],
         "refresh-token client_id=containers/image"
     );
 }
@@ -450,33 +433,49 @@ async fn offline_with_jwt(f: &Fixture, who: &str) -> String {
     refresh_of(&r)
 }
 
+/// A subject that proved a JWT-SVID.
+fn svid_subject(who: &str) -> Subject {
+    Subject {
+        authenticated: Authenticated::svid(Caller {
+            spiffe_id: crate::testutil::id(who),
+            method: AuthMethod::JwtSvid,
+        }),
+        on_behalf: None,
+    }
+}
+
+/// A checked request for `registry.local` with no scopes.
+fn checked(kind: ExchangeKind, endpoint: Endpoint, scopes: &[&str]) -> ExchangeRequest {
+    let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
+    let context = RequestContext::new(kind, endpoint, None)
+        .with_service("registry.local")
+        .with_scopes(&scopes);
+    ExchangeRequest::parse(context, "registry.local", &scopes).unwrap()
+}
+
+/// A login credential for `who` (obtained over gRPC with `ceiling`): its username and password.
 fn login_credential(f: &Fixture, who: &str, ceiling: &[&str]) -> (String, String) {
-    let caller = crate::engine::Caller {
-        spiffe_id: crate::testutil::id(who),
-        method: crate::engine::AuthMethod::JwtSvid,
-    };
-    let ceiling: Vec<String> = ceiling.iter().map(|s| (*s).to_owned()).collect();
+    let request = checked(ExchangeKind::LoginCredential, Endpoint::Grpc, ceiling);
     let out = f
         .broker
-        .exchange(
-            &caller,
-            &ExchangeInput {
-                kind: ExchangeKind::LoginCredential,
-                service: "registry.local",
-                scopes: &ceiling,
-                peer: None,
-                endpoint: Endpoint::Grpc,
-            },
-            t0(),
-        )
+        .exchange_for(&svid_subject(who), &request, t0())
         .unwrap();
-    let ExchangeOutput::LoginCredential {
-        username, password, ..
-    } = out
-    else {
+    let ExchangeOutput::LoginCredential(c) = out.output else {
         panic!("{out:?}")
     };
-    (username, password.expose().to_owned())
+    (c.username, c.password.expose_secret().to_owned())
+}
+
+/// A refresh token for `who` (an SVID caller), in a session starting at `t0()`. (Issuing it
+/// writes the realm's two audit events.)
+fn refresh_token(f: &Fixture, who: &str) -> String {
+    let request =
+        checked(ExchangeKind::AccessToken, Endpoint::RealmGet, &[]).with_refresh_token(true);
+    let tokens = f
+        .broker
+        .realm_token_for(&svid_subject(who), &request, t0())
+        .unwrap();
+    tokens.refresh.unwrap().secret.expose_secret().to_owned()
 }
 
 /// Renewing once per 50 minutes keeps a chain alive only until the session bound (24 h by
@@ -637,6 +636,7 @@ async fn issued_refresh_tokens_are_audited_with_their_jti() {
         assert!(!jti.is_empty());
         let claims = f
             .broker
+            .authenticator()
             .authenticate_secret(None, token, t0())
             .unwrap()
             .binding
@@ -662,7 +662,7 @@ fn from(req: HttpRequest<Body>, addr: &str) -> HttpRequest<Body> {
 async fn a_flood_of_bad_requests_writes_bounded_audit_and_spares_other_addresses() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
-    let sink = crate::ops::AuditSink::file(&path).unwrap();
+    let sink = crate::audit::AuditSink::file(&path).unwrap();
     let f = Fixture::with(|o| o.audit = sink);
     let uri = "/token?service=registry.local&scope=repository:team/app:pull";
     // One instant for the whole flood: the budget refills 10 per second.
@@ -761,7 +761,7 @@ async fn login_credentials_need_their_subject_as_username() {
 async fn overlong_usernames_are_refused() {
     let f = Fixture::new();
     let jwt = f.jwt(BUILDER, AUDIENCE);
-    let long = "u".repeat(crate::engine::MAX_USERNAME_LEN + 1);
+    let long = "u".repeat(crate::request::MAX_USERNAME_LEN + 1);
     let uri = "/token?service=registry.local&scope=repository:team/app:pull";
     let r = get(app(&f, true), uri, Some(&basic(&long, &jwt))).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
@@ -784,7 +784,7 @@ async fn overlong_usernames_are_refused() {
         r.body
     );
     // At the cap, the username is fine (informational for a JWT-SVID).
-    let at_cap = "u".repeat(crate::engine::MAX_USERNAME_LEN);
+    let at_cap = "u".repeat(crate::request::MAX_USERNAME_LEN);
     let r = get(app(&f, true), uri, Some(&basic(&at_cap, &jwt))).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 }
@@ -865,7 +865,7 @@ async fn repeated_single_valued_parameters_are_refused() {
 async fn client_id_must_be_printable_ascii() {
     let f = Fixture::new();
     let jwt = f.jwt(BUILDER, AUDIENCE);
-    let long = "c".repeat(crate::engine::MAX_CLIENT_ID_LEN + 1);
+    let long = "c".repeat(crate::request::MAX_CLIENT_ID_LEN + 1);
     for bad in [
         "evil\u{202e}txt",
         "a\u{200b}b",
@@ -952,7 +952,7 @@ async fn multi_audience_jwt_svids_follow_the_audience_policy() {
             f.td.issue_jwt_svid(&crate::testutil::id(BUILDER), &[AUDIENCE, "other-rp"])
                 .unwrap()
                 .token()
-                .expose()
+                .expose_secret()
                 .to_owned();
         let uri = "/token?service=registry.local&scope=repository:team/app:pull";
         for auth in [basic(BUILDER, &jwt), format!("Bearer {jwt}")] {
@@ -1051,4 +1051,38 @@ async fn refused_requests_audit_printable_text_and_aggregate_by_rule() {
         written <= 2,
         "50 long usernames wrote {written} audit lines"
     );
+}
+
+/// The realm's clock, not the wall clock, stamps its audit events: a refresh grant's access
+/// token and renewed refresh token are each audited once, at the clock's time.
+#[tokio::test]
+async fn realm_audit_events_carry_the_injected_clock_time() {
+    let f = Fixture::new();
+    // An hour from the wall clock: an event stamped with wall time would say otherwise.
+    let at = t0() + Duration::from_secs(3600);
+    let request =
+        checked(ExchangeKind::AccessToken, Endpoint::RealmGet, &[]).with_refresh_token(true);
+    let refresh = f
+        .broker
+        .realm_token_for(&svid_subject(READER), &request, at)
+        .unwrap()
+        .refresh
+        .unwrap();
+    let before = f.audit_lines().len();
+    let r = refresh_at(
+        &f,
+        at,
+        refresh.secret.expose_secret(),
+        &["repository:team/app:pull"],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let written = f.audit_lines().split_off(before);
+    let kinds: Vec<_> = written.iter().map(|e| e["kind"].clone()).collect();
+    assert_eq!(kinds, ["access_token", "refresh_token"], "{written:?}");
+    for event in &written {
+        assert_eq!(event["time"], rfc3339(at), "{event}");
+        assert_eq!(event["decision"], "allow", "{event}");
+        assert_eq!(event["endpoint"], "realm_post", "{event}");
+    }
 }

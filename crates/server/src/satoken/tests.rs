@@ -6,6 +6,8 @@ use serde_json::{Value, json};
 use svid_broker_dev::satoken::{DevSaAlgorithm, DevServiceAccountIssuer, SaTokenRequest};
 use svid_broker_identity::jwt::{JwtSvidError, RejectedAlgorithm};
 
+use svid_broker_identity::secret::ExposeSecret as _;
+
 use super::*;
 
 const ISS: &str = "https://k8s.test";
@@ -69,7 +71,7 @@ fn good_claims() -> Value {
 }
 
 fn sign(claims: &Value) -> String {
-    es().sign_claims(claims).unwrap().expose().to_owned()
+    es().sign_claims(claims).unwrap().expose_secret().to_owned()
 }
 
 fn with(mut claims: Value, path: &[&str], value: Option<Value>) -> Value {
@@ -100,7 +102,7 @@ fn err(token: &str) -> SaTokenError {
 fn valid_es256_token_maps_by_the_default_template() {
     let token = es().mint(&request()).unwrap();
     let id = validator()
-        .validate(token.expose(), &UNBOUND, now())
+        .validate(token.expose_secret(), &UNBOUND, now())
         .unwrap();
     assert_eq!(
         id.spiffe_id.as_str(),
@@ -120,7 +122,7 @@ fn valid_rs256_token_without_pod_binding() {
         .mint(&SaTokenRequest::new("ns", "sa", AUD).issued_at(now()))
         .unwrap();
     let id = validator_with(rs(), IdTemplate::default_for(&td()))
-        .validate(token.expose(), &UNBOUND, now())
+        .validate(token.expose_secret(), &UNBOUND, now())
         .unwrap();
     assert_eq!(id.spiffe_id.as_str(), "spiffe://example.org/ns/ns/sa/sa");
     assert_eq!(id.pod_name, None);
@@ -132,7 +134,7 @@ fn custom_template_is_applied() {
         IdTemplate::parse("spiffe://example.org/k8s/c1/{namespace}/{name}", &td()).unwrap();
     let token = es().mint(&request()).unwrap();
     let id = validator_with(es(), template)
-        .validate(token.expose(), &UNBOUND, now())
+        .validate(token.expose_secret(), &UNBOUND, now())
         .unwrap();
     assert_eq!(
         id.spiffe_id.as_str(),
@@ -395,7 +397,7 @@ fn duplicate_iss_is_malformed() {
     let token = es()
         .sign_raw(&json!({"alg":"ES256","kid":es().kid()}).to_string(), &dup)
         .unwrap();
-    assert_eq!(err(token.expose()), SaTokenError::Malformed);
+    assert_eq!(err(token.expose_secret()), SaTokenError::Malformed);
 }
 
 #[test]
@@ -407,7 +409,9 @@ fn issuer_without_keys_is_unavailable() {
         Arc::new(IssuerKeys::new(td())),
     )]);
     let token = es().mint(&request()).unwrap();
-    let e = v.validate(token.expose(), &UNBOUND, now()).unwrap_err();
+    let e = v
+        .validate(token.expose_secret(), &UNBOUND, now())
+        .unwrap_err();
     assert!(e.is_unavailable());
     assert!(!SaTokenError::UnknownIssuer.is_unavailable());
 }
@@ -423,7 +427,7 @@ fn alg_outside_the_allow_list() {
         let header = json!({"alg": alg, "kid": es().kid()}).to_string();
         let token = es().sign_raw(&header, &good_claims().to_string()).unwrap();
         assert_eq!(
-            err(token.expose()),
+            err(token.expose_secret()),
             SaTokenError::Jws(JwtSvidError::UnsupportedAlgorithm { kind })
         );
     }
@@ -434,7 +438,7 @@ fn alg_bound_to_the_key_type() {
     let header = json!({"alg": "RS256", "kid": es().kid()}).to_string();
     let token = es().sign_raw(&header, &good_claims().to_string()).unwrap();
     assert_eq!(
-        err(token.expose()),
+        err(token.expose_secret()),
         SaTokenError::Jws(JwtSvidError::AlgorithmKeyMismatch {
             alg: svid_broker_identity::jwt::JwsAlgorithm::Rs256
         })
@@ -454,7 +458,8 @@ fn unknown_kid_is_rejected_and_asks_for_a_refresh() {
     assert!(keys.refresh_requested().now_or_never().is_none());
     let token = rs().mint(&request()).unwrap();
     assert_eq!(
-        v.validate(token.expose(), &UNBOUND, now()).unwrap_err(),
+        v.validate(token.expose_secret(), &UNBOUND, now())
+            .unwrap_err(),
         SaTokenError::Jws(JwtSvidError::UnknownKid)
     );
     assert!(keys.refresh_requested().now_or_never().is_some());
@@ -464,8 +469,8 @@ fn unknown_kid_is_rejected_and_asks_for_a_refresh() {
 fn bad_signature() {
     let a = es().mint(&request()).unwrap();
     let b = es().mint(&request().pod("other")).unwrap();
-    let (input, _) = a.expose().rsplit_once('.').unwrap();
-    let (_, sig) = b.expose().rsplit_once('.').unwrap();
+    let (input, _) = a.expose_secret().rsplit_once('.').unwrap();
+    let (_, sig) = b.expose_secret().rsplit_once('.').unwrap();
     assert_eq!(
         err(&format!("{input}.{sig}")),
         SaTokenError::Jws(JwtSvidError::InvalidSignature)
@@ -633,10 +638,10 @@ fn sub_must_agree_with_the_kubernetes_claims() {
 fn errors_do_not_echo_the_token() {
     let token = es().mint(&request()).unwrap();
     let e = ServiceAccountValidator::new(vec![])
-        .validate(token.expose(), &UNBOUND, now())
+        .validate(token.expose_secret(), &UNBOUND, now())
         .unwrap_err();
     assert_eq!(e, SaTokenError::UnknownIssuer);
-    assert!(!format!("{e} {e:?}").contains(token.expose()));
+    assert!(!format!("{e} {e:?}").contains(token.expose_secret()));
 }
 
 // === trusted actors ===
@@ -755,7 +760,7 @@ fn node_bound_validate(
     .unwrap();
     let admission = actors.admits(&actor).unwrap();
     let token = es().mint(request).unwrap();
-    validator().validate(token.expose(), &admission, now())
+    validator().validate(token.expose_secret(), &admission, now())
 }
 
 #[test]
@@ -823,12 +828,16 @@ fn a_node_bound_actor_needs_the_node_claim() {
 #[test]
 fn without_a_node_capture_the_node_claim_is_not_required() {
     let id = validator()
-        .validate(es().mint(&request()).unwrap().expose(), &UNBOUND, now())
+        .validate(
+            es().mint(&request()).unwrap().expose_secret(),
+            &UNBOUND,
+            now(),
+        )
         .unwrap();
     assert_eq!(id.node_name, None);
     let on_n2 = es().mint(&request().node("n2")).unwrap();
     let id = validator()
-        .validate(on_n2.expose(), &UNBOUND, now())
+        .validate(on_n2.expose_secret(), &UNBOUND, now())
         .unwrap();
     assert_eq!(id.node_name.as_deref(), Some("n2"));
 }
@@ -872,7 +881,7 @@ fn missing_keys_ask_for_a_refresh() {
     assert!(keys.refresh_requested().now_or_never().is_none());
     let token = es().mint(&request()).unwrap();
     assert!(
-        v.validate(token.expose(), &UNBOUND, now())
+        v.validate(token.expose_secret(), &UNBOUND, now())
             .unwrap_err()
             .is_unavailable()
     );

@@ -6,6 +6,8 @@ use svid_broker_dev::DevTrustDomain;
 use svid_broker_identity::TrustDomain;
 use svid_broker_identity::clock::SystemClock;
 
+use svid_broker_identity::secret::ExposeSecret as _;
+
 use super::*;
 use crate::testutil::{AUDIENCE, BUILDER, POLICY, id};
 
@@ -55,7 +57,7 @@ async fn http(addr: SocketAddr, path: &str, auth: Option<String>) -> (u16, Strin
 
 fn basic(td: &DevTrustDomain, who: &str) -> String {
     let jwt = td.issue_jwt_svid(&id(who), &[AUDIENCE]).unwrap();
-    let raw = format!("{who}:{}", jwt.token().expose());
+    let raw = format!("{who}:{}", jwt.token().expose_secret());
     format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(raw)
@@ -114,12 +116,14 @@ async fn serves_reloads_rotates_and_shuts_down() {
     assert!(metrics.contains("svid_broker_policy_reloads_total{result=\"ok\"} 1"));
     assert!(metrics.contains("svid_broker_policy_reloads_total{result=\"failed\"} 1"));
 
-    // Rotation publishes the new leaf next to the previous one.
+    // Rotation publishes the new leaf next to the previous one (each leaf is listed once per
+    // `kid` format).
+    let per_leaf = svid_broker_token::KidFormat::ALL.len();
     let (_, jwks) = http(addr, "/jwks.json", None).await;
-    assert!(jwks.matches("\"kid\"").count() == 1);
+    assert_eq!(jwks.matches("\"kid\"").count(), per_leaf);
     handle.rotate_signing_key(SystemTime::now()).unwrap();
     let (_, jwks) = http(addr, "/jwks.json", None).await;
-    assert_eq!(jwks.matches("\"kid\"").count(), 2);
+    assert_eq!(jwks.matches("\"kid\"").count(), 2 * per_leaf);
 
     let audit = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
     assert_eq!(audit.lines().count(), 3);
@@ -201,8 +205,12 @@ fn replicas_with_the_same_ca_share_credential_keys() {
             now,
         )
         .unwrap();
-    assert!(two.verify(kind, issued.secret.expose(), now).is_ok());
-    assert!(other.verify(kind, issued.secret.expose(), now).is_err());
+    assert!(two.verify(kind, issued.secret.expose_secret(), now).is_ok());
+    assert!(
+        other
+            .verify(kind, issued.secret.expose_secret(), now)
+            .is_err()
+    );
 
     // A key file that also holds the CA certificate (a common combined layout) derives the
     // same keys as the key alone: the secret comes from the private key the CA loaded, never
@@ -237,7 +245,7 @@ fn replicas_with_the_same_ca_share_credential_keys() {
         .unwrap();
     assert!(
         from_combined
-            .verify(kind, issued.secret.expose(), now)
+            .verify(kind, issued.secret.expose_secret(), now)
             .is_ok()
     );
     let cert_der = pem::parse(cert_pem.as_bytes()).unwrap().into_contents();
@@ -256,7 +264,7 @@ fn replicas_with_the_same_ca_share_credential_keys() {
         assert!(
             keys.verify(
                 crate::credential::CredentialKind::LoginCredential,
-                forged.secret.expose(),
+                forged.secret.expose_secret(),
                 now
             )
             .is_err(),
@@ -353,21 +361,27 @@ async fn service_account_keys_load_at_start_or_stop_it() {
     let token = sa
         .mint(&SaTokenRequest::new("ci", "builder", "svid-broker"))
         .unwrap();
-    let actor = crate::engine::Caller {
+    let actor = crate::authn::Caller {
         spiffe_id: id("spiffe://example.org/plugin"),
-        method: crate::engine::AuthMethod::X509Svid,
+        method: crate::authn::AuthMethod::X509Svid,
     };
-    let input = crate::engine::ExchangeInput {
-        kind: crate::engine::ExchangeKind::LoginCredential,
-        service: "registry.local",
-        scopes: &[],
-        peer: None,
-        endpoint: crate::engine::Endpoint::Grpc,
-    };
-    let (subject, _) = handle
+    let context = crate::request::RequestContext::new(
+        crate::request::ExchangeKind::LoginCredential,
+        crate::request::Endpoint::Grpc,
+        None,
+    );
+    let request = crate::request::ExchangeRequest::parse(context, "registry.local", &[]).unwrap();
+    let now = SystemTime::now();
+    let subject = handle
         .broker()
-        .exchange_with_subject_token(&actor, token.expose(), &input, SystemTime::now())
+        .authenticator()
+        .on_behalf_of(&actor, token.expose_secret(), now)
         .unwrap();
+    let exchanged = handle
+        .broker()
+        .exchange_for(&subject, &request, now)
+        .unwrap();
+    let subject = exchanged.subject.authenticated.caller;
     assert_eq!(subject.spiffe_id.as_str(), BUILDER);
     handle.shutdown().await;
 }
@@ -416,7 +430,9 @@ async fn a_fifo_or_an_oversized_policy_file_is_refused_and_the_last_good_policy_
         "{err:?}"
     );
     assert!(
-        crate::engine::error_chain(&err).contains("must be a regular file"),
+        svid_broker_identity::report::ErrorChain::new(&err)
+            .to_string()
+            .contains("must be a regular file"),
         "{err}"
     );
     assert_eq!(pushes().await, serde_json::json!(["push"]));
@@ -439,7 +455,9 @@ async fn a_fifo_or_an_oversized_policy_file_is_refused_and_the_last_good_policy_
         "{err:?}"
     );
     assert!(
-        crate::engine::error_chain(&err).contains("larger than 1048576 bytes"),
+        svid_broker_identity::report::ErrorChain::new(&err)
+            .to_string()
+            .contains("larger than 1048576 bytes"),
         "{err}"
     );
     assert_eq!(pushes().await, serde_json::json!(["push"]));
@@ -673,7 +691,9 @@ fn a_jwk_set_file_that_is_a_fifo_or_too_large_is_refused() {
     assert!(made.success());
     let err = keys.load_file(&fifo).unwrap_err();
     assert!(
-        crate::engine::error_chain(&err).contains("must be a regular file"),
+        svid_broker_identity::report::ErrorChain::new(&err)
+            .to_string()
+            .contains("must be a regular file"),
         "{err}"
     );
     let big = dir.path().join("big.json");

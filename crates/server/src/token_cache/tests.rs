@@ -18,7 +18,7 @@ fn cached(issued: SystemTime, ttl: u64) -> CachedToken {
         svid_broker_token::Profile::Distribution2,
         issued,
     )
-        .with_ttl(Duration::from_secs(ttl));
+    .with_ttl(Duration::from_secs(ttl));
     let m = minter.mint(&req).unwrap();
     CachedToken {
         token: m.token,
@@ -65,4 +65,3 @@ fn disabled_cache_never_hits() {
     c.put(key(), t, now);
     assert!(c.get(&key(), issued).is_none());
 }
-

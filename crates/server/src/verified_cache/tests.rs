@@ -131,13 +131,7 @@ fn window_never_opens_before_the_epoch() {
 fn a_window_already_over_is_not_stored() {
     let cache = TestCache::new(CacheLimits::default());
     let snap = Arc::new(1);
-    cache.insert(
-        digest(1),
-        snap.clone(),
-        id(SUB),
-        window(T0, T0 + 1),
-        at(T0 + 1),
-    );
+    cache.insert(digest(1), snap, id(SUB), window(T0, T0 + 1), at(T0 + 1));
     assert_eq!(cache.stats().entries, 0);
 }
 

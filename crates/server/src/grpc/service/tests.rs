@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use svid_broker_identity::clock::FixedClock;
 use svid_broker_identity::jwt::AudienceMatch;
+use svid_broker_identity::secret::ExposeSecret as _;
 use tonic::metadata::MetadataValue;
 
 use super::*;
@@ -34,7 +35,7 @@ async fn grpc_bearer_follows_the_audience_policy() {
             f.td.issue_jwt_svid(&id(BUILDER), &[AUDIENCE, "another-relying-party"])
                 .unwrap()
                 .token()
-                .expose()
+                .expose_secret()
                 .to_owned();
         let result = service.exchange(access_token_request(&multi)).await;
         match (ok, result) {
@@ -54,5 +55,40 @@ async fn grpc_bearer_follows_the_audience_policy() {
                 .await
                 .is_ok()
         );
+    }
+}
+
+/// The service's clock, not the wall clock, decides and stamps the audit events: an issued
+/// token and a refusal before authentication are each audited once, at the clock's time.
+#[tokio::test]
+async fn audit_events_carry_the_service_clock_time() {
+    let f = Fixture::new();
+    // An hour from the wall clock: an event stamped with wall time would say otherwise.
+    let at = t0() + std::time::Duration::from_secs(3600);
+    let service = ExchangeService::new(f.broker.clone(), Arc::new(FixedClock(at)));
+    let jwt =
+        f.td.issue_jwt_svid_at(
+            &id(BUILDER),
+            &[AUDIENCE],
+            at,
+            std::time::Duration::from_secs(300),
+        )
+        .unwrap()
+        .token()
+        .expose_secret()
+        .to_owned();
+    let response = service.exchange(access_token_request(&jwt)).await.unwrap();
+    assert_eq!(response.get_ref().subject, BUILDER);
+    let status = service
+        .exchange(access_token_request("not.a.jwt"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let events = f.audit_lines();
+    let decisions: Vec<_> = events.iter().map(|e| e["decision"].clone()).collect();
+    assert_eq!(decisions, ["allow", "deny"], "{events:?}");
+    for event in &events {
+        assert_eq!(event["time"], crate::audit::rfc3339(at), "{event}");
+        assert_eq!(event["endpoint"], "grpc", "{event}");
     }
 }
