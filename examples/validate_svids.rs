@@ -19,11 +19,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // JWT-SVID: the validator's audience set may never be empty (that would mean "anyone").
     let validator = JwtSvidValidator::new(["registry.example.org"])?;
     let token = dev.issue_jwt_svid(&workload, &["registry.example.org"])?;
-    let claims = validator.validate(token.token().expose(), &bundles, now)?;
+    let claims = validator.validate(token.token().expose_secret(), &bundles, now)?;
     println!("JWT-SVID valid: {} (kid {})", claims.spiffe_id, claims.kid);
 
     let wrong_audience = dev.issue_jwt_svid(&workload, &["someone-else"])?;
-    match validator.validate(wrong_audience.token().expose(), &bundles, now) {
+    match validator.validate(wrong_audience.token().expose_secret(), &bundles, now) {
         Ok(_) => return Err("a token for another audience must not validate".into()),
         Err(rule) => println!("JWT-SVID for another audience rejected: {rule}"),
     }

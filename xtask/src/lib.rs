@@ -60,10 +60,10 @@ pub const REGENERATE: &str = "cargo run -p xtask -- codegen";
 #[non_exhaustive]
 pub enum CodegenError {
     /// protox could not compile the proto files.
-    #[error("compiling proto files: {0}")]
+    #[error("compiling proto files")]
     Protox(#[from] Box<protox::Error>),
     /// Reading or writing a file failed.
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}")]
     Io {
         /// What was being done.
         action: &'static str,

@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", svid_broker_identity::report::ErrorChain::new(&e));
             ExitCode::FAILURE
         }
     }
