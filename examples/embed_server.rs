@@ -17,6 +17,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 use svid_broker_dev::DevTrustDomain;
 use svid_broker_identity::clock::SystemClock;
+use svid_broker_identity::secret::ExposeSecret as _;
 use svid_broker_identity::{SpiffeId, TrustDomain};
 use svid_broker_server::{BrokerConfig, BrokerServer};
 
@@ -103,7 +104,7 @@ fn use_the_realm(
     // What a workload gets from its SPIFFE Workload API: a JWT-SVID for the broker's audience.
     let svid = dev.issue_jwt_svid(workload, &["svid-broker"])?;
     let target = "/token?service=registry.local&scope=repository:team/app:pull,push";
-    let (status, body) = get(addr, target, Some(svid.token().expose()))?;
+    let (status, body) = get(addr, target, Some(svid.token().expose_secret()))?;
     if status != 200 {
         return Err(format!("the realm answered {status}: {body}").into());
     }

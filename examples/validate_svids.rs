@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use svid_broker_dev::DevTrustDomain;
 use svid_broker_identity::jwt::JwtSvidValidator;
+use svid_broker_identity::secret::ExposeSecret as _;
 use svid_broker_identity::{SpiffeId, TrustDomain, x509};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

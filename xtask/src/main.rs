@@ -28,7 +28,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", svid_broker_identity::report::ErrorChain::new(&e));
+            eprintln!(
+                "error: {}",
+                svid_broker_identity::report::ErrorChain::new(&e)
+            );
             ExitCode::FAILURE
         }
     }
