@@ -10,18 +10,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use svid_broker_dev::DevTrustDomain;
 use svid_broker_dev::satoken::{DevSaAlgorithm, DevServiceAccountIssuer, SaTokenRequest};
-use svid_broker_dev::{DevTrustDomain, WorkloadApiHandle, WorkloadApiServer};
 use svid_broker_identity::SpiffeId;
 use svid_broker_identity::clock::SystemClock;
-use svid_broker_server::config::BrokerConfig;
-use svid_broker_server::{BrokerServer, ServerHandle};
+use svid_broker_identity::secret::ExposeSecret as _;
 
 use crate::registry::{
     Registry, SkopeoOutput, TokenAuth, require, skopeo, skopeo_with_env, write_oci_image,
 };
 use crate::strict::{self, StrictResponse};
 use crate::support::{Output, PLUGIN, plugin, run};
+use crate::testkit;
+use crate::testkit::broker::BrokerFixture;
 
 const AUDIENCE: &str = "svid-broker";
 const SERVICE: &str = "registry.local";
@@ -69,12 +70,12 @@ fn id(s: &str) -> SpiffeId {
 }
 
 pub(crate) struct Fixture {
-    handle: Option<ServerHandle>,
-    apis: Vec<(String, WorkloadApiHandle)>,
-    registry: Option<Registry>,
+    // Declared first: the registry stops before the broker it asks for tokens.
+    registry: Registry,
+    broker: BrokerFixture,
+    /// Who each Workload API (owned by `broker`) serves, and its endpoint.
+    endpoints: Vec<(String, String)>,
     sa: Option<DevServiceAccountIssuer>,
-    runtime: tokio::runtime::Runtime,
-    dir: tempfile::TempDir,
 }
 
 impl Fixture {
@@ -82,12 +83,9 @@ impl Fixture {
     /// tokens of a dev issuer with the node's plugin as trusted actor.
     pub(crate) fn start(sa: bool) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = testkit::broker::runtime();
         let mut apis = Vec::new();
+        let mut endpoints = Vec::new();
         let mut bundle_files = Vec::new();
         for (i, who) in [BROKER, NODE, BUILDER, STRANGER].into_iter().enumerate() {
             let who_id = id(who);
@@ -103,14 +101,13 @@ impl Fixture {
                     bundle.display()
                 ));
             }
-            let api = runtime
-                .block_on(
-                    WorkloadApiServer::builder(td)
-                        .auto_rotate(None)
-                        .serve(dir.path().join(format!("agent-{i}.sock"))),
-                )
-                .unwrap();
-            apis.push((who.to_owned(), api));
+            let api = testkit::broker::serve_workload_api(
+                &runtime,
+                &td,
+                &dir.path().join(format!("agent-{i}.sock")),
+            );
+            endpoints.push((who.to_owned(), api.endpoint()));
+            apis.push(api);
         }
         std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
         let mut sa_section = String::new();
@@ -130,9 +127,8 @@ jwks_file = "sa.jwks.json"
             );
             issuer
         });
-        let config = BrokerConfig::from_toml_str(
-            &format!(
-                r#"
+        let config = format!(
+            r#"
 [server]
 http_addr = "127.0.0.1:0"
 grpc_addr = "127.0.0.1:0"
@@ -153,36 +149,31 @@ requests_per_second_per_subject = 0
 [log]
 audit = "audit.log"
 {sa_section}"#,
-                apis[0].1.endpoint(),
-                bundle_files.join(", ")
-            ),
-            dir.path(),
-        )
-        .unwrap();
-        let handle = runtime
-            .block_on(BrokerServer::start(config, Arc::new(SystemClock)))
-            .unwrap();
-        let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, handle.ca_bundle_pem()).unwrap();
-        let realm = format!("http://{}/token", handle.http_addr());
+            endpoints[0].1,
+            bundle_files.join(", ")
+        );
+        let broker =
+            BrokerFixture::start_with_config(dir, runtime, apis, &config, Arc::new(SystemClock));
         let registry = Registry::start(Some(&TokenAuth {
-            realm: &realm,
+            realm: &broker.realm_url(),
             service: SERVICE,
             issuer: ISSUER,
-            rootcertbundle: &ca,
+            rootcertbundle: &broker.ca_path(),
         }));
         Fixture {
-            handle: Some(handle),
-            apis,
-            registry: Some(registry),
+            registry,
+            broker,
+            endpoints,
             sa: issuer,
-            runtime,
-            dir,
         }
     }
 
     fn registry(&self) -> &Registry {
-        self.registry.as_ref().unwrap()
+        &self.registry
+    }
+
+    fn dir(&self) -> &Path {
+        self.broker.dir()
     }
 
     pub(crate) fn host(&self) -> String {
@@ -190,25 +181,20 @@ audit = "audit.log"
     }
 
     pub(crate) fn endpoint(&self, who: &str) -> String {
-        self.apis
+        self.endpoints
             .iter()
             .find(|(w, _)| w == who)
-            .map(|(_, api)| api.endpoint())
+            .map(|(_, endpoint)| endpoint.clone())
             .unwrap()
     }
 
     fn grpc_addr(&self) -> String {
-        self.handle
-            .as_ref()
-            .unwrap()
-            .grpc_addr()
-            .unwrap()
-            .to_string()
+        self.broker.grpc_addr().to_string()
     }
 
     /// Writes a plugin config for this registry; `broker` overrides the broker address.
     pub(crate) fn plugin_config(&self, name: &str, scope: &str, broker: Option<&str>) -> PathBuf {
-        let path = self.dir.path().join(format!("{name}.toml"));
+        let path = self.dir().join(format!("{name}.toml"));
         std::fs::write(
             &path,
             format!(
@@ -234,7 +220,7 @@ scope = "{scope}"
     /// A kubelet `CredentialProviderConfig` whose one provider runs the plugin with `config`
     /// and the Workload API of `who`.
     fn kubelet_config(&self, name: &str, config: &Path, endpoint: &str) -> PathBuf {
-        let path = self.dir.path().join(format!("{name}.kubelet.json"));
+        let path = self.dir().join(format!("{name}.kubelet.json"));
         let json = serde_json::json!({
             "apiVersion": "kubelet.config.k8s.io/v1",
             "kind": "CredentialProviderConfig",
@@ -252,19 +238,7 @@ scope = "{scope}"
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("plugin.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        drop(self.registry.take());
-        if let Some(handle) = self.handle.take() {
-            self.runtime.block_on(handle.shutdown());
-        }
-        for (_, api) in self.apis.drain(..) {
-            let _ = self.runtime.block_on(api.shutdown());
-        }
+        std::fs::read_to_string(self.dir().join("plugin.log")).unwrap_or_default()
     }
 }
 
@@ -331,10 +305,7 @@ fn credentials(
 }
 
 fn push(fx: &Fixture, user: &str, password: &str, repo: &str) -> SkopeoOutput {
-    let work = fx
-        .dir
-        .path()
-        .join(format!("push-{}", repo.replace('/', "-")));
+    let work = fx.dir().join(format!("push-{}", repo.replace('/', "-")));
     let image = write_oci_image(&work.join("image"), "v1", "hello from the plugin\n");
     skopeo(
         &[
@@ -350,7 +321,7 @@ fn push(fx: &Fixture, user: &str, password: &str, repo: &str) -> SkopeoOutput {
 }
 
 fn pull(fx: &Fixture, user: &str, password: &str, repo: &str, n: usize) -> SkopeoOutput {
-    let work = fx.dir.path().join(format!("pull-{n}"));
+    let work = fx.dir().join(format!("pull-{n}"));
     std::fs::create_dir_all(&work).unwrap();
     skopeo(
         &[
@@ -366,7 +337,7 @@ fn pull(fx: &Fixture, user: &str, password: &str, repo: &str, n: usize) -> Skope
 }
 
 fn denied(out: &SkopeoOutput) -> bool {
-    !out.success && (out.stderr.contains("unauthorized") || out.stderr.contains("denied"))
+    !out.success() && (out.stderr.contains("unauthorized") || out.stderr.contains("denied"))
 }
 
 #[test]
@@ -405,7 +376,7 @@ fn node_mode_credentials_pull_and_push_only_where_policy_allows() {
     assert!(life > 0 && life <= 1800 - 60, "cacheDuration {life}s");
     let out = push(&fx, &user, &password, "team/app");
     assert!(
-        out.success,
+        out.success(),
         "builder push failed: {}\n{}",
         out.stderr,
         fx.registry().log()
@@ -417,7 +388,7 @@ fn node_mode_credentials_pull_and_push_only_where_policy_allows() {
     assert_eq!(response.cache_key_type, "Registry");
     let out = pull(&fx, &user, &password, "team/app", 1);
     assert!(
-        out.success,
+        out.success(),
         "node pull failed: {}\n{}",
         out.stderr,
         fx.registry().log()
@@ -426,7 +397,7 @@ fn node_mode_credentials_pull_and_push_only_where_policy_allows() {
     assert!(denied(&out), "a pull-only node pushed: {out:?}");
 
     // The same with a JWT-SVID bearer instead of mTLS.
-    let jwt_config = fx.dir.path().join("jwt.toml");
+    let jwt_config = fx.dir().join("jwt.toml");
     let text = std::fs::read_to_string(&config).unwrap().replace(
         "[[registries]]",
         &format!("[svid]\nauth = \"jwt\"\njwt_audience = \"{AUDIENCE}\"\n\n[[registries]]"),
@@ -435,7 +406,7 @@ fn node_mode_credentials_pull_and_push_only_where_policy_allows() {
     let (_, user, password) = credentials(&fx, &jwt_config, NODE, "v1", &image);
     assert_eq!(user, NODE);
     let out = pull(&fx, &user, &password, "team/app", 5);
-    assert!(out.success, "node pull (jwt) failed: {}", out.stderr);
+    assert!(out.success(), "node pull (jwt) failed: {}", out.stderr);
 
     // v1alpha1 works the same.
     let (response, _, _) = credentials(&fx, &config, NODE, "v1alpha1", &image);
@@ -470,7 +441,7 @@ fn repository_scope_keys_by_image_and_caps_the_credential() {
     let registry_scope = fx.plugin_config("registry-scope", "registry", None);
     let image = format!("{}/team/app", fx.host());
     let (_, user, password) = credentials(&fx, &registry_scope, BUILDER, "v1", &image);
-    assert!(push(&fx, &user, &password, "team/app").success);
+    assert!(push(&fx, &user, &password, "team/app").success());
 
     // Repository scope: keyed by the image, cached per image, ceiling = pull on that
     // repository, so even the builder cannot push with it.
@@ -482,7 +453,7 @@ fn repository_scope_keys_by_image_and_caps_the_credential() {
         &image
     );
     let out = pull(&fx, &user, &password, "team/app", 2);
-    assert!(out.success, "pull failed: {}", out.stderr);
+    assert!(out.success(), "pull failed: {}", out.stderr);
     let out = push(&fx, &user, &password, "team/app");
     assert!(denied(&out), "a pull-ceiling credential pushed: {out:?}");
 }
@@ -522,7 +493,7 @@ fn failures_name_their_cause_within_the_deadline() {
 
     // Workload API down: the agent socket is gone.
     let config = fx.plugin_config("registry-scope", "registry", None);
-    let gone = format!("unix://{}", fx.dir.path().join("gone.sock").display());
+    let gone = format!("unix://{}", fx.dir().join("gone.sock").display());
     let kubelet = fx.kubelet_config("no-agent", &config, &gone);
     check(
         &kubelet_exec(&kubelet, &request("v1", &image)),
@@ -531,7 +502,7 @@ fn failures_name_their_cause_within_the_deadline() {
 
     // Workload API down with its socket left behind: connections are refused until the
     // initial sync gives up, then the probe names the cause.
-    let stale = fx.dir.path().join("stale.sock");
+    let stale = fx.dir().join("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
     let kubelet = fx.kubelet_config(
         "stale-agent",
@@ -563,9 +534,9 @@ fn docker_credential_helper_get_works_with_skopeo() {
         "v1",
         &format!("{}/team/app", fx.host()),
     );
-    assert!(push(&fx, &user, &password, "team/app").success);
+    assert!(push(&fx, &user, &password, "team/app").success());
 
-    let link = fx.dir.path().join("docker-credential-svid");
+    let link = fx.dir().join("docker-credential-svid");
     std::os::unix::fs::symlink(PLUGIN, &link).unwrap();
     let endpoint = fx.endpoint(NODE);
     let env = [
@@ -581,7 +552,7 @@ fn docker_credential_helper_get_works_with_skopeo() {
     let secret = answer["Secret"].as_str().unwrap();
     let out = pull(&fx, NODE, secret, "team/app", 3);
     assert!(
-        out.success,
+        out.success(),
         "pull with helper credentials failed: {}",
         out.stderr
     );
@@ -589,7 +560,7 @@ fn docker_credential_helper_get_works_with_skopeo() {
     // skopeo finds the helper itself: `credHelpers` in its auth.json
     // ($XDG_RUNTIME_DIR/containers/auth.json) names `svid`, so it runs `docker-credential-svid
     // get` from PATH with the registry's host:port on stdin and pulls with the answer.
-    let work = fx.dir.path().join("pull-cred-helpers");
+    let work = fx.dir().join("pull-cred-helpers");
     std::fs::create_dir_all(work.join("containers")).unwrap();
     std::fs::write(
         work.join("containers/auth.json"),
@@ -598,7 +569,7 @@ fn docker_credential_helper_get_works_with_skopeo() {
     .unwrap();
     let path = format!(
         "{}:{}",
-        fx.dir.path().display(),
+        fx.dir().display(),
         std::env::var("PATH").unwrap_or_default()
     );
     let out = skopeo_with_env(
@@ -616,7 +587,7 @@ fn docker_credential_helper_get_works_with_skopeo() {
         ],
     );
     assert!(
-        out.success,
+        out.success(),
         "pull through credHelpers failed: {}",
         out.stderr
     );
@@ -644,13 +615,13 @@ fn service_account_token_mode_pulls_as_the_pod_identity() {
     let config = fx.plugin_config("registry-scope", "registry", None);
     let image = format!("{}/team/app", fx.host());
     let (_, user, password) = credentials(&fx, &config, BUILDER, "v1", &image);
-    assert!(push(&fx, &user, &password, "team/app").success);
+    assert!(push(&fx, &user, &password, "team/app").success());
 
     let issuer = fx.sa.as_ref().unwrap();
     let token = issuer
         .mint(&SaTokenRequest::new("team-a", "app", AUDIENCE).pod("app-0"))
         .unwrap();
-    let token = token.expose().to_owned();
+    let token = token.expose_secret().to_owned();
     let mut req = request("v1", &image);
     req["serviceAccountToken"] = token.clone().into();
     req["serviceAccountAnnotations"] = serde_json::json!({"example.io/role": "puller"});
@@ -667,7 +638,7 @@ fn service_account_token_mode_pulls_as_the_pod_identity() {
     let life = strict::go_duration_secs(response.cache_duration.as_deref().unwrap());
     assert!(life > 0 && life <= 3600, "{life}");
     let out = pull(&fx, &creds.username, &creds.password, "team/app", 4);
-    assert!(out.success, "sa pull failed: {}", out.stderr);
+    assert!(out.success(), "sa pull failed: {}", out.stderr);
     let out = push(&fx, &creds.username, &creds.password, "team/app3");
     assert!(denied(&out), "an sa pull-only credential pushed");
     assert!(!fx.log().contains(&token), "the log holds the sa token");
@@ -676,12 +647,12 @@ fn service_account_token_mode_pulls_as_the_pod_identity() {
     let other = issuer
         .mint(&SaTokenRequest::new("team-b", "other", AUDIENCE))
         .unwrap();
-    req["serviceAccountToken"] = other.expose().into();
+    req["serviceAccountToken"] = other.expose_secret().into();
     let out = kubelet_exec(&kubelet, &req);
     assert!(!out.success());
     let line = out.one_stderr_line();
     assert!(line.contains("permission denied"), "{line}");
-    assert!(!line.contains(other.expose()));
+    assert!(!line.contains(other.expose_secret()));
 
     // An actor that is not trusted to present subject tokens.
     req["serviceAccountToken"] = token.clone().into();

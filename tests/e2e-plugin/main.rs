@@ -4,8 +4,8 @@
 //! an in-process broker, dev Workload APIs, Debian's `docker-registry` and `skopeo`.
 //!
 //! Declared by `crates/credential-provider/Cargo.toml` (Cargo hands `CARGO_BIN_EXE_*` only to
-//! tests of the package that builds the binary); the registry harness is shared with
-//! `tests/e2e` through `#[path]`.
+//! tests of the package that builds the binary). The process, broker and registry harness is
+//! the workspace's one (`crates/testkit`), the same `tests/e2e` uses.
 
 #![allow(
     clippy::expect_used,
@@ -14,12 +14,11 @@
     reason = "test harness helpers: a failed step must fail the test, with the step named"
 )]
 
+mod registry;
 mod strict;
 mod support;
 
-#[allow(dead_code, reason = "shared harness: this binary uses part of it")]
-#[path = "../e2e/registry.rs"]
-mod registry;
+use svid_broker_testkit as testkit;
 
 mod bench;
 mod flow;

@@ -168,9 +168,9 @@ fn policy_reference_matches_the_parser() {
 #[test]
 #[should_panic(expected = "keys the parser accepts but the page does not document")]
 fn an_undocumented_key_fails_the_check() {
-    let md = "<!-- config-keys t -->\n| key | type | default | allowed | meaning |\n\
+    let md = "<!-- check:config-keys t -->\n| key | type | default | allowed | meaning |\n\
               |---|---|---|---|---|\n| `a` | integer | required, e.g. `1` | | x |\n\
-              <!-- /config-keys -->\n```toml reference=t\na = 1\n```\n";
+              <!-- /check:config-keys -->\n```toml reference=t\na = 1\n```\n";
     // Accepts `a` and `b`, refusing anything else the way serde does.
     let parse = |text: &str| -> Result<String, String> {
         for line in text.lines() {

@@ -9,13 +9,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+
+use svid_broker_testkit::process::{KillOnDrop, Output, wait_until};
 
 use crate::fixtures::{BUILDER, READER, STRANGER};
 use crate::realm::{Broker, push, start_registry};
 use crate::registry::require;
-use crate::support::{STEP_TIMEOUT, wait_bounded};
+use crate::support::STEP_TIMEOUT;
 
 /// The containerd namespace these tests use (images never mix with anything else).
 const NAMESPACE: &str = "svid-e2e";
@@ -40,17 +41,10 @@ pub(crate) fn require_root() -> bool {
 
 /// A private `containerd` daemon, killed (only it) when dropped.
 pub(crate) struct Containerd {
-    child: Child,
+    // Declared first: the daemon stops before its directory is removed.
+    child: KillOnDrop,
     dir: tempfile::TempDir,
     socket: PathBuf,
-}
-
-/// What one `ctr` run left behind.
-#[derive(Debug)]
-pub(crate) struct CtrOutput {
-    pub(crate) success: bool,
-    pub(crate) stdout: String,
-    pub(crate) stderr: String,
 }
 
 impl Containerd {
@@ -86,33 +80,23 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::File::create(dir.path().join("containerd.log")).unwrap();
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn containerd");
+        let child = KillOnDrop::spawn(
+            Command::new("containerd")
+                .arg("--config")
+                .arg(&config_path)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log),
+        );
         let mut daemon = Containerd { child, dir, socket };
-        let deadline = Instant::now() + STEP_TIMEOUT;
-        loop {
-            if let Some(status) = daemon.child.try_wait().unwrap() {
-                panic!(
-                    "containerd exited during start-up: {status}\n{}",
-                    daemon.log()
-                );
-            }
-            if daemon.ctr(&["version"], &[]).success {
-                break;
-            }
+        wait_until("containerd to answer `ctr version`", STEP_TIMEOUT, || {
             assert!(
-                Instant::now() < deadline,
-                "containerd did not answer in time\n{}",
+                daemon.child.is_running(),
+                "containerd exited during start-up\n{}",
                 daemon.log()
             );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            daemon.ctr(&["version"], &[]).success()
+        });
         Some(daemon)
     }
 
@@ -122,7 +106,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
     }
 
     /// `ctr -a SOCKET -n NAMESPACE ARGS` with `env` added, bounded.
-    pub(crate) fn ctr(&self, args: &[&str], env: &[(&str, &str)]) -> CtrOutput {
+    pub(crate) fn ctr(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut command = Command::new("ctr");
         command
             .arg("--address")
@@ -130,21 +114,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
             .args(["--namespace", NAMESPACE])
             .args(args)
             .envs(env.iter().copied())
-            .env("HOME", self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("spawn ctr");
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let out = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
-        let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-        let status = wait_bounded(&mut child, STEP_TIMEOUT).expect("ctr did not finish in time");
-        CtrOutput {
-            success: status.success(),
-            stdout: out.join().unwrap(),
-            stderr: err.join().unwrap(),
-        }
+            .env("HOME", self.dir.path());
+        svid_broker_testkit::process::run(&mut command, None)
     }
 
     /// `ctr images pull` of `registry/repo:tag` with `--user USER` and `env`, over plain HTTP
@@ -155,7 +126,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
         repo_tag: &str,
         user: &str,
         env: &[(&str, &str)],
-    ) -> CtrOutput {
+    ) -> Output {
         self.pull_with(registry, repo_tag, user, env, false)
     }
 
@@ -169,7 +140,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
         user: &str,
         env: &[(&str, &str)],
         https: bool,
-    ) -> CtrOutput {
+    ) -> Output {
         let reference = format!("{registry}/{repo_tag}");
         let hosts_dir = self.dir.path().join("certs.d").display().to_string();
         let mut args = vec!["images", "pull", "--snapshotter", "native", "--user", user];
@@ -204,7 +175,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
         repo_tag: &str,
         local: &str,
         user: &str,
-    ) -> CtrOutput {
+    ) -> Output {
         let reference = format!("{registry}/{repo_tag}");
         self.ctr(
             &[
@@ -218,13 +189,6 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
             ],
             &[],
         )
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = wait_bounded(&mut self.child, STEP_TIMEOUT);
     }
 }
 
@@ -257,11 +221,11 @@ fn ctr_pulls_and_pushes_with_a_spiffe_id_and_jwt_svid() {
     let registry = start_registry(&broker);
     let work = tempfile::tempdir().unwrap();
     let out = push(&registry, work.path(), &broker.creds(BUILDER), "team/app");
-    assert!(out.success, "seed push failed: {}", out.stderr);
+    assert!(out.success(), "seed push failed: {}", out.stderr);
 
     let pulled = containerd.pull(registry.addr, "team/app:v1", &broker.creds(READER), &[]);
     assert!(
-        pulled.success,
+        pulled.success(),
         "ctr pull failed: {}\n{}\n{}",
         pulled.stderr,
         registry.log(),
@@ -283,7 +247,7 @@ fn ctr_pulls_and_pushes_with_a_spiffe_id_and_jwt_svid() {
 
     // The reader may not push; the builder may.
     let refused = containerd.push(registry.addr, "team/copy:v1", &local, &broker.creds(READER));
-    assert!(!refused.success, "reader push must be refused");
+    assert!(!refused.success(), "reader push must be refused");
     let allowed = containerd.push(
         registry.addr,
         "team/copy:v1",
@@ -291,7 +255,7 @@ fn ctr_pulls_and_pushes_with_a_spiffe_id_and_jwt_svid() {
         &broker.creds(BUILDER),
     );
     assert!(
-        allowed.success,
+        allowed.success(),
         "builder push failed: {}\n{}",
         allowed.stderr,
         broker.audit()
@@ -299,5 +263,5 @@ fn ctr_pulls_and_pushes_with_a_spiffe_id_and_jwt_svid() {
 
     // An identity no rule names pulls nothing.
     let stranger = containerd.pull(registry.addr, "team/copy:v1", &broker.creds(STRANGER), &[]);
-    assert!(!stranger.success, "a stranger must not pull");
+    assert!(!stranger.success(), "a stranger must not pull");
 }

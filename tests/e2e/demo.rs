@@ -4,7 +4,7 @@
 use std::process::Stdio;
 
 use crate::registry::require;
-use crate::support::{Output, STEP_TIMEOUT, broker, wait_bounded};
+use crate::support::{Output, broker};
 
 const HEADERS: [&str; 5] = [
     "[1/5] identities:",
@@ -22,21 +22,8 @@ fn demo(env: &[(&str, &str)]) -> Output {
         .arg("demo")
         .env_remove("RUST_LOG")
         .env_remove("CI")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().expect("spawn svid-broker demo");
-    let stdout = child.stdout.take().expect("stdout");
-    let stderr = child.stderr.take().expect("stderr");
-    let out = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
-    let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-    let status = wait_bounded(&mut child, STEP_TIMEOUT).expect("the demo did not finish in time");
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
+        .envs(env.iter().copied());
+    svid_broker_testkit::process::run(&mut command, None)
 }
 
 /// No credential, registry token, refresh token or key in `text`: `sbl1.` is never followed by

@@ -8,7 +8,7 @@ use svid_broker_identity::SpiffeId;
 use svid_broker_identity::bundle::{BundleSet, SpiffeBundle};
 use svid_broker_identity::jwt::JwtSvidValidator;
 
-use crate::support::{Daemon, run};
+use crate::support::{daemon, run};
 
 const WORKLOAD: &str = "spiffe://example.org/ns/default/sa/web";
 const SECOND: &str = "spiffe://example.org/ns/default/sa/batch";
@@ -17,7 +17,7 @@ const SECOND: &str = "spiffe://example.org/ns/default/sa/batch";
 fn dev_serves_the_workload_api_writes_bundles_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let dir_arg = dir.path().to_str().unwrap();
-    let mut daemon = Daemon::start_until_ready(&[
+    let mut daemon = daemon(&[
         "dev",
         "--dir",
         dir_arg,
@@ -108,7 +108,7 @@ fn dev_serves_the_workload_api_writes_bundles_and_stops_on_sigterm() {
 #[test]
 fn dev_stops_cleanly_on_sigint() {
     let dir = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon::start_until_ready(&["dev", "--dir", dir.path().to_str().unwrap()]);
+    let mut daemon = daemon(&["dev", "--dir", dir.path().to_str().unwrap()]);
     let status = daemon.signal_and_wait("INT");
     assert!(status.success(), "{status:?}");
 }

@@ -14,23 +14,17 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use svid_broker_dev::{DevTrustDomain, WorkloadApiServer};
+use svid_broker_identity::secret::ExposeSecret as _;
 use svid_broker_identity::{SpiffeId, TrustDomain};
 
-use crate::fixtures::{AUDIENCE, BUILDER, ISSUER, POLICY, READER, SERVICE};
+use crate::fixtures::{AUDIENCE, BUILDER, BrokerSpec, ISSUER, POLICY, READER, SERVICE};
 use crate::realm::{enc, http, jws_part, pull, push, write_ca_files};
 use crate::registry::{Registry, TokenAuth, free_port, require};
-use crate::support::{Daemon, STEP_TIMEOUT};
-
-/// How often the bounded waits below look again.
-const POLL: Duration = Duration::from_millis(100);
+use crate::support::{Daemon, STEP_TIMEOUT, daemon};
 
 /// Waits until `ready()` holds, at most [`STEP_TIMEOUT`]; fails naming `what` otherwise.
-fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + STEP_TIMEOUT;
-    while !ready() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(POLL);
-    }
+fn wait_until(what: &str, ready: impl FnMut() -> bool) {
+    svid_broker_testkit::process::wait_until(what, STEP_TIMEOUT, ready);
 }
 
 /// `svid-broker serve --config` as a separate process (so it can be SIGKILLed) with its signing
@@ -100,21 +94,18 @@ audit = "{}"
 
     fn start(&mut self) {
         let config = self.config.display().to_string();
-        self.daemon = Some(Daemon::start_until_ready(&["serve", "--config", &config]));
+        self.daemon = Some(daemon(&["serve", "--config", &config]));
     }
 
     /// SIGKILL: no shutdown path runs.
     fn kill(&mut self) {
         if let Some(mut daemon) = self.daemon.take() {
-            daemon.child.kill().unwrap();
-            let _ = daemon.child.wait();
+            daemon.kill();
         }
     }
 
     fn is_running(&mut self) -> bool {
-        self.daemon
-            .as_mut()
-            .is_some_and(|d| matches!(d.child.try_wait(), Ok(None)))
+        self.daemon.as_mut().is_some_and(Daemon::is_running)
     }
 
     fn addr(&self) -> SocketAddr {
@@ -179,7 +170,7 @@ fn creds(td: &DevTrustDomain, who: &str) -> String {
     let jwt = td
         .issue_jwt_svid(&SpiffeId::parse(who).unwrap(), &[AUDIENCE])
         .unwrap();
-    format!("{who}:{}", jwt.token().expose())
+    format!("{who}:{}", jwt.token().expose_secret())
 }
 
 /// A `svid-broker serve` process with its registry, `team/app:v1` pushed by the builder, and a
@@ -200,7 +191,7 @@ impl Seeded {
         let registry = broker.registry();
         let work = tempfile::tempdir().unwrap();
         let out = push(&registry, work.path(), &broker.creds(BUILDER), "team/app");
-        assert!(out.success, "seed push failed: {}", out.stderr);
+        assert!(out.success(), "seed push failed: {}", out.stderr);
         let (status, body) = broker.ask(READER, "repository:team/app:pull");
         assert_eq!(status, 200, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -303,7 +294,7 @@ fn broker_killed_and_restarted_during_a_pull_loop() {
                 results.lock().unwrap().push(PullResult {
                     started,
                     finished: Instant::now(),
-                    success: out.success,
+                    success: out.success(),
                     stderr: out.stderr,
                 });
             }
@@ -405,7 +396,7 @@ fn registry_restarted_while_the_broker_serves() {
         "team/app",
         "down",
     );
-    assert!(!down.success);
+    assert!(!down.success());
     eprintln!("fault matrix: registry down: {}", down.stderr.trim());
     assert!(
         down.stderr.contains(&registry.addr.to_string()),
@@ -424,7 +415,7 @@ fn registry_restarted_while_the_broker_serves() {
         "team/app",
         "up",
     );
-    assert!(up.success, "pull after restart: {}", up.stderr);
+    assert!(up.success(), "pull after restart: {}", up.stderr);
 }
 
 fn reload_count(metrics: &str, result: &str) -> u64 {
@@ -484,16 +475,16 @@ fn policy_replaced_by_garbage_then_by_a_valid_policy() {
 /// back the broker follows the new bundle with no restart.
 #[test]
 fn workload_api_restarted_and_rotated_while_the_broker_serves() {
-    let dir = tempfile::tempdir().unwrap();
     let td = Arc::new(
         DevTrustDomain::builder(TrustDomain::parse("example.org").unwrap())
             .identity(SpiffeId::parse("spiffe://example.org/ns/infra/sa/broker").unwrap())
             .build()
             .unwrap(),
     );
-    let (runtime, workload_api, handle) =
-        crate::fixtures::start_broker_with_workload_api(dir.path(), &td, POLICY, "");
-    let addr = handle.http_addr();
+    let mut broker = BrokerSpec::new(Arc::clone(&td)).workload_api().start();
+    let workload_api = broker.take_workload_apis().remove(0);
+    let runtime = broker.runtime();
+    let addr = broker.http_addr();
     let basic = |jwt: &str| format!("Basic {}", STANDARD.encode(format!("{READER}:{jwt}")));
     let ask = |jwt: &str| {
         let path = format!(
@@ -506,7 +497,7 @@ fn workload_api_restarted_and_rotated_while_the_broker_serves() {
         td.issue_jwt_svid(&SpiffeId::parse(READER).unwrap(), &[AUDIENCE])
             .unwrap()
             .token()
-            .expose()
+            .expose_secret()
             .to_owned()
     };
     let before = jwt();
@@ -536,7 +527,6 @@ fn workload_api_restarted_and_rotated_while_the_broker_serves() {
     });
     // The old key stays in the bundle while tokens it signed live.
     assert_eq!(ask(&before), 200);
-    runtime.block_on(handle.shutdown());
     runtime.block_on(workload_api.shutdown()).unwrap();
 }
 

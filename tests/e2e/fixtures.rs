@@ -2,6 +2,6 @@
 //! shared harness's (`svid_broker_testkit::broker`).
 
 pub(crate) use svid_broker_testkit::broker::{
-    ADMIN, AUDIENCE, BUILDER, BrokerFixture, BrokerSpec, ISSUER, POLICY, READER, SERVICE,
-    STRANGER, id,
+    ADMIN, AUDIENCE, BUILDER, BrokerFixture, BrokerSpec, ISSUER, POLICY, READER, SERVICE, STRANGER,
+    id,
 };

@@ -9,14 +9,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use svid_broker_client::transport::{client_tls_config, exchange_client, with_bearer};
-use svid_broker_dev::{DevTrustDomain, WorkloadApiHandle};
+use svid_broker_dev::DevTrustDomain;
 use svid_broker_identity::TrustDomain;
 use svid_broker_identity::authorize::Authorizer;
 use svid_broker_identity::bundle::BundleProvider;
-use svid_broker_server::ServerHandle;
+use svid_broker_identity::secret::ExposeSecret as _;
 use svid_broker_server::grpc::proto::{ExchangeRequest, ExchangeResponse, TokenType};
 
-use crate::fixtures::{AUDIENCE, BUILDER, ISSUER, POLICY, READER, SERVICE, id};
+use crate::fixtures::{AUDIENCE, BUILDER, BrokerFixture, BrokerSpec, ISSUER, READER, SERVICE, id};
 use crate::registry::{Registry, SkopeoOutput, TokenAuth, require, skopeo, write_oci_image};
 
 const BROKER_ID: &str = "spiffe://example.org/svid-broker";
@@ -24,15 +24,11 @@ const BROKER_ID: &str = "spiffe://example.org/svid-broker";
 /// The broker with both listeners, its dev Workload API, and the trust domain of both.
 struct GrpcBroker {
     td: Arc<DevTrustDomain>,
-    handle: Option<ServerHandle>,
-    workload_api: Option<WorkloadApiHandle>,
-    runtime: tokio::runtime::Runtime,
-    dir: tempfile::TempDir,
+    broker: BrokerFixture,
 }
 
 impl GrpcBroker {
     fn start() -> GrpcBroker {
-        let dir = tempfile::tempdir().unwrap();
         // The broker's own identity first: the Workload API's default SVID is its server
         // certificate.
         let td = Arc::new(
@@ -42,27 +38,16 @@ impl GrpcBroker {
             )
             .unwrap(),
         );
-        let (runtime, workload_api, handle) =
-            crate::fixtures::start_broker_with_workload_api(dir.path(), &td, POLICY, "");
-        GrpcBroker {
-            td,
-            handle: Some(handle),
-            workload_api: Some(workload_api),
-            runtime,
-            dir,
-        }
-    }
-
-    fn handle(&self) -> &ServerHandle {
-        self.handle.as_ref().unwrap()
+        let broker = BrokerSpec::new(Arc::clone(&td)).workload_api().start();
+        GrpcBroker { td, broker }
     }
 
     fn grpc_addr(&self) -> SocketAddr {
-        self.handle().grpc_addr().expect("grpc listener configured")
+        self.broker.grpc_addr()
     }
 
     fn audit(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("audit.log")).unwrap_or_default()
+        self.broker.audit()
     }
 
     /// `Exchange` for an access token: over mTLS with `who`'s X.509-SVID, or, with
@@ -89,28 +74,17 @@ impl GrpcBroker {
             ..Default::default()
         };
         let jwt = self.td.issue_jwt_svid(&id(who), &[AUDIENCE]).unwrap();
-        self.runtime.block_on(async {
+        self.broker.runtime().block_on(async {
             let mut client = exchange_client(self.grpc_addr(), tls).await.unwrap();
             let response = if bearer {
                 client
-                    .exchange(with_bearer(message, jwt.token().expose()).unwrap())
+                    .exchange(with_bearer(message, jwt.token().expose_secret()).unwrap())
                     .await
             } else {
                 client.exchange(message).await
             };
             response.unwrap().into_inner()
         })
-    }
-}
-
-impl Drop for GrpcBroker {
-    fn drop(&mut self) {
-        if let Some(handle) = self.handle.take() {
-            self.runtime.block_on(handle.shutdown());
-        }
-        if let Some(api) = self.workload_api.take() {
-            let _ = self.runtime.block_on(api.shutdown());
-        }
     }
 }
 
@@ -164,8 +138,8 @@ fn pull_with(registry: &Registry, work: &Path, auth: Auth<'_>, repo: &str) -> Sk
 }
 
 fn start_registry(broker: &GrpcBroker) -> Registry {
-    let realm = format!("http://{}/token", broker.handle().http_addr());
-    let ca = broker.dir.path().join("ca.pem");
+    let realm = broker.broker.realm_url();
+    let ca = broker.broker.ca_path();
     Registry::start(Some(&TokenAuth {
         realm: &realm,
         service: SERVICE,
@@ -195,7 +169,7 @@ fn grpc_exchange_tokens_push_and_pull_through_a_real_registry() {
         "team/app",
     );
     assert!(
-        out.success,
+        out.success(),
         "push with a grpc token failed: {}\n{}",
         out.stderr,
         registry.log()
@@ -213,7 +187,7 @@ fn grpc_exchange_tokens_push_and_pull_through_a_real_registry() {
         "team/app",
     );
     assert!(
-        out.success,
+        out.success(),
         "pull with a grpc token failed: {}\n{}",
         out.stderr,
         registry.log()
@@ -234,7 +208,7 @@ fn grpc_exchange_tokens_push_and_pull_through_a_real_registry() {
         Auth::Token(&pull.access_token),
         "team/other",
     );
-    assert!(!out.success, "a pull-only token pushed");
+    assert!(!out.success(), "a pull-only token pushed");
     assert!(
         out.stderr.contains("unauthorized") || out.stderr.contains("denied"),
         "{}",
@@ -266,7 +240,7 @@ fn grpc_login_credentials_work_as_skopeo_creds_through_the_realm() {
     let creds = format!("{}:{}", builder.username, builder.access_token);
     let out = push_with(&registry, work.path(), Auth::Creds(&creds), "team/app");
     assert!(
-        out.success,
+        out.success(),
         "push with a login credential failed: {}\n{}",
         out.stderr,
         registry.log()
@@ -283,9 +257,9 @@ fn grpc_login_credentials_work_as_skopeo_creds_through_the_realm() {
     assert_eq!(capped.scope, ["repository:team/app:pull"]);
     let creds = format!("{}:{}", capped.username, capped.access_token);
     let out = pull_with(&registry, work.path(), Auth::Creds(&creds), "team/app");
-    assert!(out.success, "pull failed: {}", out.stderr);
+    assert!(out.success(), "pull failed: {}", out.stderr);
     let out = push_with(&registry, work.path(), Auth::Creds(&creds), "team/app2");
-    assert!(!out.success, "a pull-only credential pushed");
+    assert!(!out.success(), "a pull-only credential pushed");
     assert!(
         out.stderr.contains("unauthorized") || out.stderr.contains("denied"),
         "{}",

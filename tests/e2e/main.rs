@@ -8,6 +8,7 @@
     reason = "test harness helpers: a failed step must fail the test, with the step named"
 )]
 
+mod doccheck;
 mod fixtures;
 mod markdown;
 mod support;
@@ -27,4 +28,5 @@ mod realm;
 mod realm_tls;
 mod registry;
 mod satoken;
+mod serve;
 mod verify;

@@ -6,11 +6,10 @@
 //! with pinned `spiffe` and `grpcio` from PyPI. Without it this test fails under `CI=true` and
 //! is skipped with a notice otherwise.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::support::{Daemon, STEP_TIMEOUT, wait_bounded};
+use crate::support::daemon;
 
 const WORKLOAD: &str = "spiffe://example.org/ns/default/sa/web";
 const SECOND: &str = "spiffe://example.org/ns/default/sa/batch";
@@ -44,40 +43,29 @@ fn venv_python() -> Option<PathBuf> {
 
 /// Runs the script and returns its stdout lines; a non-zero exit fails the test with stderr.
 fn run_script(python: &Path, socket: &Path) -> Vec<String> {
-    let mut child = Command::new(python)
-        .arg(SCRIPT)
-        .arg(socket)
-        .arg(AUDIENCE)
-        .env_remove("SPIFFE_ENDPOINT_SOCKET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the venv's python");
-    let read_all = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = read_all(Box::new(child.stdout.take().expect("stdout")));
-    let stderr = read_all(Box::new(child.stderr.take().expect("stderr")));
-    let status = wait_bounded(&mut child, STEP_TIMEOUT).expect("py-spiffe script timed out");
-    let stdout = stdout.join().expect("stdout reader");
-    let stderr = stderr.join().expect("stderr reader");
-    assert!(
-        status.success(),
-        "py-spiffe failed ({status}):\n{stdout}\n{stderr}"
+    let out = svid_broker_testkit::process::run(
+        Command::new(python)
+            .arg(SCRIPT)
+            .arg(socket)
+            .arg(AUDIENCE)
+            .env_remove("SPIFFE_ENDPOINT_SOCKET"),
+        None,
     );
-    stdout.lines().map(str::to_owned).collect()
+    assert!(
+        out.success(),
+        "py-spiffe failed ({}):\n{}\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    out.stdout.lines().map(str::to_owned).collect()
 }
 
 #[test]
 fn py_spiffe_makes_every_workload_api_call_against_dev() {
     let Some(python) = venv_python() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon::start_until_ready(&[
+    let mut daemon = daemon(&[
         "dev",
         "--dir",
         dir.path().to_str().unwrap(),

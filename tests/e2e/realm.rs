@@ -15,11 +15,13 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use svid_broker_dev::DevTrustDomain;
 use svid_broker_identity::clock::Clock;
+use svid_broker_identity::secret::ExposeSecret as _;
 use svid_broker_identity::{SpiffeId, TrustDomain};
-use svid_broker_server::config::BrokerConfig;
-use svid_broker_server::{BrokerServer, ServerHandle};
+use svid_broker_server::ServerHandle;
 
-use crate::fixtures::{ADMIN, AUDIENCE, BUILDER, ISSUER, POLICY, READER, SERVICE, STRANGER};
+use crate::fixtures::{
+    ADMIN, AUDIENCE, BUILDER, BrokerFixture, BrokerSpec, ISSUER, POLICY, READER, SERVICE, STRANGER,
+};
 use crate::registry::{Registry, TokenAuth, require, skopeo, write_oci_image};
 
 /// The system clock shifted by an adjustable number of seconds.
@@ -46,79 +48,45 @@ impl Clock for ShiftedClock {
 
 /// A running broker (on its own runtime) and the dev trust domain whose JWT-SVIDs it trusts.
 pub(crate) struct Broker {
-    td: DevTrustDomain,
+    td: Arc<DevTrustDomain>,
     clock: Arc<ShiftedClock>,
-    handle: Option<ServerHandle>,
-    runtime: tokio::runtime::Runtime,
-    dir: tempfile::TempDir,
+    fixture: BrokerFixture,
 }
 
 impl Broker {
     pub(crate) fn start() -> Broker {
-        let dir = tempfile::tempdir().unwrap();
-        let td = DevTrustDomain::new(
-            TrustDomain::parse("example.org").unwrap(),
-            [SpiffeId::parse("spiffe://example.org/workload").unwrap()],
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
-        std::fs::write(dir.path().join("bundle.json"), td.bundle_document_json()).unwrap();
-        let config = BrokerConfig::from_toml_str(
-            r#"
-[server]
-http_addr = "127.0.0.1:0"
-public_url = "http://127.0.0.1:1"
-shutdown_grace_seconds = 5
-[identity]
-audience = "svid-broker"
-bundle_files = [{ trust_domain = "example.org", path = "bundle.json" }]
-[policy]
-file = "policy.toml"
-[signing]
-generate = true
-[log]
-audit = "audit.log"
-"#,
-            dir.path(),
-        )
-        .unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let td = Arc::new(
+            DevTrustDomain::new(
+                TrustDomain::parse("example.org").unwrap(),
+                [SpiffeId::parse("spiffe://example.org/workload").unwrap()],
+            )
+            .unwrap(),
+        );
         let clock = Arc::new(ShiftedClock::default());
-        let handle = runtime
-            .block_on(BrokerServer::start(config, clock.clone()))
-            .unwrap();
-        std::fs::write(dir.path().join("ca.pem"), handle.ca_bundle_pem()).unwrap();
-        Broker {
-            td,
-            clock,
-            handle: Some(handle),
-            runtime,
-            dir,
-        }
+        let fixture = BrokerSpec::new(Arc::clone(&td))
+            .clock(clock.clone())
+            .start();
+        Broker { td, clock, fixture }
     }
 
     pub(crate) fn handle(&self) -> &ServerHandle {
-        self.handle.as_ref().unwrap()
+        self.fixture.handle()
     }
 
     pub(crate) fn addr(&self) -> SocketAddr {
-        self.handle().http_addr()
+        self.fixture.http_addr()
     }
 
     pub(crate) fn realm(&self) -> String {
-        format!("http://{}/token", self.addr())
+        self.fixture.realm_url()
     }
 
     pub(crate) fn ca_path(&self) -> std::path::PathBuf {
-        self.dir.path().join("ca.pem")
+        self.fixture.ca_path()
     }
 
     pub(crate) fn audit(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("audit.log")).unwrap_or_default()
+        self.fixture.audit()
     }
 
     /// A JWT-SVID for `who`, valid at the broker's current (possibly shifted) time.
@@ -132,21 +100,13 @@ audit = "audit.log"
             )
             .unwrap()
             .token()
-            .expose()
+            .expose_secret()
             .to_owned()
     }
 
     /// `ID:JWT-SVID` for skopeo's `--creds`.
     pub(crate) fn creds(&self, who: &str) -> String {
         format!("{who}:{}", self.jwt(who, AUDIENCE))
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(handle) = self.handle.take() {
-            self.runtime.block_on(handle.shutdown());
-        }
     }
 }
 
@@ -266,7 +226,7 @@ fn skopeo_pushes_and_pulls_with_spiffe_credentials() {
 
     let out = push(&registry, work.path(), &broker.creds(BUILDER), "team/app");
     assert!(
-        out.success,
+        out.success(),
         "push failed: {}\n{}",
         out.stderr,
         registry.log()
@@ -281,7 +241,7 @@ fn skopeo_pushes_and_pulls_with_spiffe_credentials() {
         "pulled-1",
     );
     assert!(
-        out.success,
+        out.success(),
         "pull failed: {}\n{}",
         out.stderr,
         registry.log()
@@ -309,7 +269,7 @@ fn skopeo_pushes_and_pulls_with_spiffe_credentials() {
         "pulled-2",
     );
     assert!(
-        out.success,
+        out.success(),
         "pull with refresh token failed: {}\n{}",
         out.stderr,
         registry.log()
@@ -343,7 +303,7 @@ fn skopeo_pushes_and_pulls_with_spiffe_credentials() {
         "pulled-3",
     );
     assert!(
-        out.success,
+        out.success(),
         "pull after rotation failed: {}\n{}",
         out.stderr,
         registry.log()
@@ -369,7 +329,7 @@ fn the_registry_enforces_what_the_broker_grants() {
     let work = tempfile::tempdir().unwrap();
     let out = push(&registry, work.path(), &broker.creds(BUILDER), "team/app");
     assert!(
-        out.success,
+        out.success(),
         "push failed: {}\n{}",
         out.stderr,
         registry.log()
@@ -377,7 +337,7 @@ fn the_registry_enforces_what_the_broker_grants() {
 
     // Pull-only subject pushing: the realm grants pull only, the registry refuses the push.
     let out = push(&registry, work.path(), &broker.creds(READER), "team/other");
-    assert!(!out.success, "a pull-only identity pushed");
+    assert!(!out.success(), "a pull-only identity pushed");
     assert!(
         out.stderr.contains("denied") || out.stderr.contains("unauthorized"),
         "{}",
@@ -385,7 +345,7 @@ fn the_registry_enforces_what_the_broker_grants() {
     );
     // An identity no rule allows can neither push nor pull.
     let out = push(&registry, work.path(), &broker.creds(STRANGER), "team/app");
-    assert!(!out.success, "an unknown identity pushed");
+    assert!(!out.success(), "an unknown identity pushed");
     let creds = broker.creds(STRANGER);
     let out = pull(
         &registry,
@@ -394,7 +354,7 @@ fn the_registry_enforces_what_the_broker_grants() {
         "team/app",
         "stranger",
     );
-    assert!(!out.success, "an unknown identity pulled");
+    assert!(!out.success(), "an unknown identity pulled");
     let audit = broker.audit();
     assert!(
         audit.contains(&format!("\"subject\":\"{STRANGER}\""))
@@ -467,7 +427,7 @@ fn the_registry_enforces_what_the_broker_grants() {
         "team/app",
         "wrong-aud",
     );
-    assert!(!out.success, "a wrong-audience JWT-SVID pulled");
+    assert!(!out.success(), "a wrong-audience JWT-SVID pulled");
     let (_, _, metrics) = http(broker.addr(), "/metrics", None);
     let denied: u64 = metrics
         .lines()
@@ -597,7 +557,7 @@ audit = "audit.log"
     );
     assert_eq!(unknown.code(), Some(2));
 
-    let mut daemon = crate::support::Daemon::start_until_ready(&["serve", "--config", &config]);
+    let mut daemon = crate::support::daemon(&["serve", "--config", &config]);
     let addr_line = daemon.next_line(Duration::from_secs(10)).unwrap();
     assert_eq!(addr_line, format!("http=127.0.0.1:{port}"));
     let broker_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -613,7 +573,7 @@ audit = "audit.log"
         td.issue_jwt_svid(&SpiffeId::parse(who).unwrap(), &[AUDIENCE])
             .unwrap()
             .token()
-            .expose()
+            .expose_secret()
             .to_owned()
     };
     let work = tempfile::tempdir().unwrap();
@@ -631,7 +591,7 @@ audit = "audit.log"
         work.path(),
     );
     assert!(
-        out.success,
+        out.success(),
         "push failed: {}\n{}",
         out.stderr,
         registry.log()

@@ -8,13 +8,11 @@ use std::sync::Arc;
 
 use rcgen::{CertificateParams, DnType, KeyPair};
 use svid_broker_dev::DevTrustDomain;
-use svid_broker_identity::clock::SystemClock;
+use svid_broker_identity::secret::ExposeSecret as _;
 use svid_broker_identity::{SpiffeId, TrustDomain};
-use svid_broker_server::config::BrokerConfig;
-use svid_broker_server::{BrokerServer, ServerHandle};
 
 use crate::containerd::Containerd;
-use crate::fixtures::{AUDIENCE, BUILDER, ISSUER, POLICY, READER, SERVICE};
+use crate::fixtures::{AUDIENCE, BUILDER, BrokerSpec, ISSUER, READER, SERVICE};
 use crate::realm::self_signed_ca;
 use crate::registry::{Registry, TokenAuth, free_port, require, skopeo_with_env, write_oci_image};
 
@@ -40,54 +38,6 @@ pub(crate) fn write_tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     paths
 }
 
-/// An in-process broker whose realm listens with TLS on `port`.
-fn start_tls_broker(
-    dir: &Path,
-    td: &DevTrustDomain,
-    port: u16,
-    cert: &Path,
-    key: &Path,
-) -> (tokio::runtime::Runtime, ServerHandle) {
-    std::fs::write(dir.join("policy.toml"), POLICY).unwrap();
-    std::fs::write(dir.join("bundle.json"), td.bundle_document_json()).unwrap();
-    let config = BrokerConfig::from_toml_str(
-        &format!(
-            r#"
-[server]
-http_addr = "127.0.0.1:{port}"
-public_url = "https://127.0.0.1:{port}"
-shutdown_grace_seconds = 2
-[server.tls]
-cert_file = "{}"
-key_file = "{}"
-[identity]
-audience = "{AUDIENCE}"
-bundle_files = [{{ trust_domain = "example.org", path = "bundle.json" }}]
-[policy]
-file = "policy.toml"
-[signing]
-generate = true
-[log]
-audit = "audit.log"
-"#,
-            cert.display(),
-            key.display()
-        ),
-        dir,
-    )
-    .unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let handle = runtime
-        .block_on(BrokerServer::start(config, Arc::new(SystemClock)))
-        .unwrap();
-    std::fs::write(dir.join("ca.pem"), handle.ca_bundle_pem()).unwrap();
-    (runtime, handle)
-}
-
 #[test]
 fn skopeo_and_ctr_use_an_https_realm() {
     if !require("docker-registry") || !require("skopeo") {
@@ -95,14 +45,25 @@ fn skopeo_and_ctr_use_an_https_realm() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (tls_ca, cert, key) = write_tls_files(dir.path());
-    let td = DevTrustDomain::new(
-        TrustDomain::parse("example.org").unwrap(),
-        [SpiffeId::parse("spiffe://example.org/workload").unwrap()],
-    )
-    .unwrap();
+    let td = Arc::new(
+        DevTrustDomain::new(
+            TrustDomain::parse("example.org").unwrap(),
+            [SpiffeId::parse("spiffe://example.org/workload").unwrap()],
+        )
+        .unwrap(),
+    );
     let port = free_port();
-    let (runtime, handle) = start_tls_broker(dir.path(), &td, port, &cert, &key);
     let realm = format!("https://127.0.0.1:{port}/token");
+    // The realm listens with TLS on `port`.
+    let broker = BrokerSpec::new(Arc::clone(&td))
+        .http_port(port)
+        .public_url(&format!("https://127.0.0.1:{port}"))
+        .extra_config(&format!(
+            "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ))
+        .start();
     // The registry serves HTTPS with a certificate from the same CA, so the clients run with
     // verification on for both hops and trust exactly `SSL_CERT_FILE`.
     let registry = Registry::start_with_tls(
@@ -110,7 +71,7 @@ fn skopeo_and_ctr_use_an_https_realm() {
             realm: &realm,
             service: SERVICE,
             issuer: ISSUER,
-            rootcertbundle: &dir.path().join("ca.pem"),
+            rootcertbundle: &broker.ca_path(),
         }),
         Some((&cert, &key)),
     );
@@ -118,7 +79,7 @@ fn skopeo_and_ctr_use_an_https_realm() {
         let jwt = td
             .issue_jwt_svid(&SpiffeId::parse(who).unwrap(), &[AUDIENCE])
             .unwrap();
-        format!("{who}:{}", jwt.token().expose())
+        format!("{who}:{}", jwt.token().expose_secret())
     };
     let tls_ca = tls_ca.display().to_string();
     let trust = [("SSL_CERT_FILE", tls_ca.as_str())];
@@ -133,7 +94,7 @@ fn skopeo_and_ctr_use_an_https_realm() {
         &trust,
     );
     assert!(
-        out.success,
+        out.success(),
         "push through the https realm failed: {}\n{}",
         out.stderr,
         registry.log()
@@ -150,7 +111,10 @@ fn skopeo_and_ctr_use_an_https_realm() {
             ("SSL_CERT_DIR", "/nonexistent"),
         ],
     );
-    assert!(!untrusted.success, "an untrusted certificate was accepted");
+    assert!(
+        !untrusted.success(),
+        "an untrusted certificate was accepted"
+    );
     assert!(
         untrusted.stderr.contains("certificate") || untrusted.stderr.contains("x509"),
         "{}",
@@ -162,7 +126,7 @@ fn skopeo_and_ctr_use_an_https_realm() {
         &trust,
     );
     assert!(
-        out.success,
+        out.success(),
         "pull through the https realm failed: {}",
         out.stderr
     );
@@ -170,9 +134,12 @@ fn skopeo_and_ctr_use_an_https_realm() {
     if let Some(containerd) = Containerd::start() {
         // With another CA (the broker's signing CA) named for the host, containerd refuses:
         // TLS is verified in the path.
-        containerd.trust_registry(registry.addr, &dir.path().join("ca.pem"));
+        containerd.trust_registry(registry.addr, &broker.ca_path());
         let untrusted = containerd.pull_with(registry.addr, "team/app:v1", &reader, &[], true);
-        assert!(!untrusted.success, "an untrusted certificate was accepted");
+        assert!(
+            !untrusted.success(),
+            "an untrusted certificate was accepted"
+        );
         assert!(
             untrusted.stderr.contains("certificate") || untrusted.stderr.contains("x509"),
             "{}",
@@ -181,11 +148,10 @@ fn skopeo_and_ctr_use_an_https_realm() {
         containerd.trust_registry(registry.addr, Path::new(&tls_ca));
         let out = containerd.pull_with(registry.addr, "team/app:v1", &reader, &[], true);
         assert!(
-            out.success,
+            out.success(),
             "ctr pull through the https realm failed: {}\n{}",
             out.stderr,
             containerd.log()
         );
     }
-    runtime.block_on(handle.shutdown());
 }

@@ -11,16 +11,17 @@ use std::path::Path;
 use std::sync::Arc;
 
 use svid_broker_client::transport::{client_tls_config, exchange_client};
+use svid_broker_dev::DevTrustDomain;
 use svid_broker_dev::satoken::{DevSaAlgorithm, DevServiceAccountIssuer, SaTokenRequest};
-use svid_broker_dev::{DevTrustDomain, WorkloadApiHandle};
 use svid_broker_identity::authorize::Authorizer;
 use svid_broker_identity::bundle::BundleProvider;
+use svid_broker_identity::secret::ExposeSecret as _;
 use svid_broker_identity::{SpiffeId, TrustDomain};
-use svid_broker_server::ServerHandle;
 use svid_broker_server::grpc::proto::{
     ExchangeRequest, ExchangeResponse, SubjectTokenType, TokenType,
 };
 
+use crate::fixtures::{BrokerFixture, BrokerSpec};
 use crate::registry::{Registry, SkopeoOutput, TokenAuth, require, skopeo, write_oci_image};
 
 const SERVICE: &str = "registry.local";
@@ -61,15 +62,11 @@ fn id(s: &str) -> SpiffeId {
 struct SaBroker {
     td: Arc<DevTrustDomain>,
     sa: DevServiceAccountIssuer,
-    handle: Option<ServerHandle>,
-    workload_api: Option<WorkloadApiHandle>,
-    runtime: tokio::runtime::Runtime,
-    dir: tempfile::TempDir,
+    broker: BrokerFixture,
 }
 
 impl SaBroker {
     fn start() -> SaBroker {
-        let dir = tempfile::tempdir().unwrap();
         let td = Arc::new(
             DevTrustDomain::new(
                 TrustDomain::parse("example.org").unwrap(),
@@ -78,12 +75,11 @@ impl SaBroker {
             .unwrap(),
         );
         let sa = DevServiceAccountIssuer::new(SA_ISSUER, DevSaAlgorithm::Rs256).unwrap();
-        sa.write_jwks(dir.path().join("cluster.jwks.json")).unwrap();
-        let (runtime, workload_api, handle) = crate::fixtures::start_broker_with_workload_api(
-            dir.path(),
-            &td,
-            POLICY,
-            &format!(
+        let broker = BrokerSpec::new(Arc::clone(&td))
+            .policy(POLICY)
+            .workload_api()
+            .file("cluster.jwks.json", sa.jwks_json())
+            .extra_config(&format!(
                 r#"[service_account]
 trusted_actors = ["spiffe://example.org/k8s/node/{{node}}/credential-provider"]
 [[service_account.issuers]]
@@ -92,20 +88,9 @@ audiences = ["{SA_AUDIENCE}"]
 trust_domain = "example.org"
 jwks_file = "cluster.jwks.json"
 "#
-            ),
-        );
-        SaBroker {
-            td,
-            sa,
-            handle: Some(handle),
-            workload_api: Some(workload_api),
-            runtime,
-            dir,
-        }
-    }
-
-    fn handle(&self) -> &ServerHandle {
-        self.handle.as_ref().unwrap()
+            ))
+            .start();
+        SaBroker { td, sa, broker }
     }
 
     /// `Exchange` over mTLS as `who` for a login credential, with `subject_token` if given;
@@ -132,8 +117,8 @@ jwks_file = "cluster.jwks.json"
             message.subject_token = token.to_owned();
             message.subject_token_type = SubjectTokenType::KubernetesServiceAccount.into();
         }
-        let addr = self.handle().grpc_addr().unwrap();
-        self.runtime.block_on(async {
+        let addr = self.broker.grpc_addr();
+        self.broker.runtime().block_on(async {
             let mut client = exchange_client(addr, tls).await.unwrap();
             client
                 .exchange(message)
@@ -144,18 +129,7 @@ jwks_file = "cluster.jwks.json"
     }
 
     fn audit(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("audit.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for SaBroker {
-    fn drop(&mut self) {
-        if let Some(handle) = self.handle.take() {
-            self.runtime.block_on(handle.shutdown());
-        }
-        if let Some(api) = self.workload_api.take() {
-            let _ = self.runtime.block_on(api.shutdown());
-        }
+        self.broker.audit()
     }
 }
 
@@ -200,8 +174,8 @@ fn sa_token_login_credential_pulls_only_the_pods_namespace() {
         return;
     }
     let broker = SaBroker::start();
-    let realm = format!("http://{}/token", broker.handle().http_addr());
-    let ca = broker.dir.path().join("ca.pem");
+    let realm = broker.broker.realm_url();
+    let ca = broker.broker.ca_path();
     let registry = Registry::start(Some(&TokenAuth {
         realm: &realm,
         service: SERVICE,
@@ -215,7 +189,7 @@ fn sa_token_login_credential_pulls_only_the_pods_namespace() {
     for repo in ["team-blue/app", "team-red/app"] {
         let out = push(&registry, work.path(), &creds(&builder), repo);
         assert!(
-            out.success,
+            out.success(),
             "seeding {repo} failed: {}\n{}",
             out.stderr,
             registry.log()
@@ -232,15 +206,15 @@ fn sa_token_login_credential_pulls_only_the_pods_namespace() {
         )
         .unwrap();
     let pod = broker
-        .login_credential(PLUGIN_ID, Some(token.expose()))
+        .login_credential(PLUGIN_ID, Some(token.expose_secret()))
         .unwrap();
     assert_eq!(pod.username, "spiffe://example.org/ns/blue/sa/app");
     assert_eq!(pod.subject, pod.username);
-    assert_ne!(pod.access_token, token.expose());
+    assert_ne!(pod.access_token, token.expose_secret());
 
     let out = pull(&registry, work.path(), &creds(&pod), "team-blue/app");
     assert!(
-        out.success,
+        out.success(),
         "pull in the pod's namespace failed: {}\n{}",
         out.stderr,
         registry.log()
@@ -251,7 +225,7 @@ fn sa_token_login_credential_pulls_only_the_pods_namespace() {
             .is_file()
     );
     let out = pull(&registry, work.path(), &creds(&pod), "team-red/app");
-    assert!(!out.success, "a blue pod pulled team-red/app");
+    assert!(!out.success(), "a blue pod pulled team-red/app");
     assert!(
         out.stderr.contains("unauthorized") || out.stderr.contains("denied"),
         "{}",
@@ -260,7 +234,7 @@ fn sa_token_login_credential_pulls_only_the_pods_namespace() {
 
     // The same token from a caller that is not a trusted plugin is refused.
     let denied = broker
-        .login_credential(BUILDER, Some(token.expose()))
+        .login_credential(BUILDER, Some(token.expose_secret()))
         .unwrap_err();
     assert!(denied.starts_with("PermissionDenied:"), "{denied}");
     // A token for another audience is not accepted from the plugin either.
@@ -269,7 +243,7 @@ fn sa_token_login_credential_pulls_only_the_pods_namespace() {
         .mint(&SaTokenRequest::new("blue", "app", "kubernetes"))
         .unwrap();
     let refused = broker
-        .login_credential(PLUGIN_ID, Some(other.expose()))
+        .login_credential(PLUGIN_ID, Some(other.expose_secret()))
         .unwrap_err();
     assert!(refused.starts_with("Unauthenticated:"), "{refused}");
     // Node 1's plugin may not speak for a pod on node 2, nor for a token without the node.
@@ -279,7 +253,7 @@ fn sa_token_login_credential_pulls_only_the_pods_namespace() {
     ] {
         let elsewhere = broker.sa.mint(&request).unwrap();
         let refused = broker
-            .login_credential(PLUGIN_ID, Some(elsewhere.expose()))
+            .login_credential(PLUGIN_ID, Some(elsewhere.expose_secret()))
             .unwrap_err();
         assert!(refused.starts_with("Unauthenticated:"), "{refused}");
         assert!(refused.contains("node"), "{refused}");
@@ -291,7 +265,7 @@ fn sa_token_login_credential_pulls_only_the_pods_namespace() {
             && audit.contains(&format!(r#""actor":"{PLUGIN_ID}""#)),
         "{audit}"
     );
-    assert!(!audit.contains(token.expose()) && !audit.contains(&pod.access_token));
+    assert!(!audit.contains(token.expose_secret()) && !audit.contains(&pod.access_token));
 }
 
 /// Issue 8 item 5, at the binary: a second cluster whose template renders `.../sa/builder` would

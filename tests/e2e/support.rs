@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-pub(crate) use svid_broker_testkit::process::{Daemon, Output, STEP_TIMEOUT, wait_bounded};
+pub(crate) use svid_broker_testkit::process::{Daemon, Output, STEP_TIMEOUT};
 
 /// The binary under test, built by Cargo for this test target.
 pub(crate) fn broker() -> Command {

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use svid_broker_dev::DevTrustDomain;
+use svid_broker_identity::secret::ExposeSecret as _;
 use svid_broker_identity::{SpiffeId, TrustDomain};
 
 use crate::support::{Output, run};
@@ -44,7 +45,7 @@ impl Fixture {
 
     fn jwt(&self, audience: &str) -> (String, u64) {
         let svid = self.td.issue_jwt_svid(&self.id, &[audience]).unwrap();
-        (svid.token().expose().to_owned(), svid.expiry())
+        (svid.token().expose_secret().to_owned(), svid.expiry())
     }
 }
 

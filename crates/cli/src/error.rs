@@ -26,14 +26,14 @@ pub(crate) enum CliError {
     #[error("invalid --config")]
     Config {
         #[source]
-        source: svid_broker_server::ConfigError,
+        source: Box<svid_broker_server::ConfigError>,
     },
     /// `serve`: the configuration is valid but the service could not start with it (a busy
     /// port, an unreadable key or policy file, an unreachable Workload API).
     #[error("cannot start the broker")]
     Start {
         #[source]
-        source: svid_broker_server::ServerError,
+        source: Box<svid_broker_server::ServerError>,
     },
     /// The async runtime or a signal handler could not be set up (a resource limit).
     #[error("cannot set up {what}")]

@@ -15,6 +15,7 @@ mod error;
 use std::process::ExitCode;
 
 use clap::Parser;
+use svid_broker_identity::report::ErrorChain;
 
 fn main() -> ExitCode {
     // Multicall: run under the kubelet plugin's name (a link, as `demo` makes one; a name it
@@ -42,7 +43,7 @@ fn main() -> ExitCode {
     match cmd::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("svid-broker: {}", cmd::policy::error_chain(&err));
+            eprintln!("svid-broker: {}", ErrorChain::new(&err));
             err.exit_code()
         }
     }

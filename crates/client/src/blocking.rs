@@ -73,7 +73,8 @@ impl BrokerClient {
         &self.inner
     }
 
-    /// The runtime this client drives.
+    /// The current-thread runtime this client owns and blocks on for every call; it is dropped
+    /// with the client. Do not call the blocking API from inside another runtime.
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
     }

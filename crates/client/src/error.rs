@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use svid_broker_identity::report::ErrorChain;
 use svid_broker_sources::workload::WorkloadSourceError;
 
 /// The step of an exchange that was running when an error (or the deadline) hit.
@@ -136,19 +137,22 @@ pub enum ClientError {
     /// The broker did not accept our credential (`UNAUTHENTICATED`).
     #[error("the broker did not accept this identity: {reason}")]
     Unauthenticated {
-        /// The broker's reason.
+        /// The broker's client-facing reason, cut to [`crate::MAX_REASON_LEN`] bytes; never a
+        /// secret.
         reason: String,
     },
     /// The broker's policy denied the request (`PERMISSION_DENIED`).
     #[error("the broker denied the request: {reason}")]
     PermissionDenied {
-        /// The broker's reason.
+        /// The broker's client-facing reason, cut to [`crate::MAX_REASON_LEN`] bytes; never a
+        /// secret.
         reason: String,
     },
     /// The broker rejected the request as malformed (`INVALID_ARGUMENT`).
     #[error("the broker rejected the request as invalid: {reason}")]
     InvalidArgument {
-        /// The broker's reason.
+        /// The broker's client-facing reason, cut to [`crate::MAX_REASON_LEN`] bytes; never a
+        /// secret.
         reason: String,
     },
     /// Any other gRPC status (rate limited, unimplemented, internal).
@@ -156,7 +160,8 @@ pub enum ClientError {
     Rejected {
         /// The gRPC status code.
         code: tonic::Code,
-        /// The broker's reason.
+        /// The broker's client-facing reason, cut to [`crate::MAX_REASON_LEN`] bytes; never a
+        /// secret.
         reason: String,
     },
     /// The overall deadline passed during `step`.
@@ -195,19 +200,19 @@ pub enum ClientError {
     },
 }
 
-/// Local request rules (caps are the `MAX_*` constants of the crate root).
+/// Local request rules (the caps are the server's, from [`svid_broker_identity::limits`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RequestRule {
     /// The audience (registry service) is empty.
     EmptyAudience,
-    /// The audience is longer than [`crate::MAX_AUDIENCE_LEN`].
+    /// The audience is longer than [`svid_broker_identity::limits::MAX_SERVICE_LEN`].
     AudienceTooLong,
-    /// More scopes than [`crate::MAX_SCOPES`], or one longer than [`crate::MAX_SCOPE_LEN`].
+    /// More scopes than [`svid_broker_identity::limits::MAX_SCOPE_PARAMS`], or one longer than [`svid_broker_identity::limits::MAX_SCOPE_PARAM_LEN`].
     TooManyScopes,
     /// An access token was asked for without a scope.
     NoScope,
-    /// The subject token is empty or longer than [`crate::MAX_SUBJECT_TOKEN_LEN`].
+    /// The subject token is empty or longer than [`svid_broker_identity::limits::MAX_SUBJECT_TOKEN_LEN`].
     SubjectTokenSize,
     /// The JWT-SVID cannot be sent as header text.
     BearerNotHeaderText,
@@ -232,7 +237,7 @@ impl fmt::Display for RequestRule {
 pub enum ResponseRule {
     /// No token or password.
     EmptyToken,
-    /// The token is longer than [`crate::MAX_TOKEN_LEN`].
+    /// The token is longer than [`svid_broker_identity::limits::MAX_CREDENTIAL_LEN`].
     TokenTooLong,
     /// A login credential without a user name.
     NoUsername,
@@ -275,19 +280,7 @@ impl ClientError {
     /// The error and its causes on one line (`a: b: c`), control characters replaced; a cause
     /// whose text the previous one already ended with is not repeated.
     pub fn one_line(&self) -> String {
-        let mut out = self.to_string();
-        let mut shown = out.clone();
-        let mut next = std::error::Error::source(self);
-        while let Some(e) = next {
-            let text = e.to_string();
-            if !shown.ends_with(&text) {
-                out.push_str(": ");
-                out.push_str(&text);
-            }
-            shown = text;
-            next = e.source();
-        }
-        sanitize(&out, usize::MAX)
+        sanitize(&ErrorChain::new(self).to_string(), usize::MAX)
     }
 }
 

@@ -16,7 +16,8 @@
 //! - **Errors** ([`ClientError`]) say which step failed; [`ClientError::class`] gives the coarse
 //!   class (Workload API unreachable, no SVID, broker unavailable, permission denied, deadline,
 //!   invalid argument, ...). No message contains a secret.
-//! - **Secrets** ([`Secret`]) are zeroized on drop and redacted in `Debug`.
+//! - **Secrets** are [`SecretString`]s (the workspace's one secret type, re-exported with
+//!   [`ExposeSecret`]): zeroized on drop, redacted in `Debug`, no `Display`.
 //! - [`blocking`] wraps it all in a current-thread runtime for one-shot programs.
 //!
 //! Each [`BrokerClient::exchange`] opens a fresh connection with the SVID current at that
@@ -38,16 +39,19 @@
 //!     .exchange(&ExchangeParams::login_credential("registry.example.org"))
 //!     .await?;
 //! println!("user {} until {:?}", credential.username, credential.expires_at);
-//! // credential.secret.expose() is the password; never log it.
+//! // credential.secret.expose_secret() is the password; never log it.
 //! # Ok(()) }
 //! ```
 //!
 //! A runnable program: `examples/exchange_client.rs` in the repository (`cargo run -p
 //! svid-broker-examples --example exchange_client`).
+//!
+//! Runnable example: `examples/error_classes.rs` in this crate
+//! (`cargo run -p svid-broker-client --example error_classes`); the crate's `README.md` sums up
+//! what a caller may rely on.
 
 pub mod blocking;
 mod error;
-mod secret;
 pub mod transport;
 
 #[cfg(test)]
@@ -60,6 +64,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use svid_broker_identity::SpiffeId;
 use svid_broker_identity::authorize::Authorizer;
 use svid_broker_identity::bundle::BundleProvider;
+use svid_broker_identity::limits::{
+    MAX_CREDENTIAL_LEN, MAX_SCOPE_PARAM_LEN, MAX_SCOPE_PARAMS, MAX_SERVICE_LEN,
+    MAX_SUBJECT_TOKEN_LEN,
+};
+use svid_broker_identity::report::ErrorChain;
 use svid_broker_proto::exchange as proto;
 use svid_broker_proto::exchange::token_exchange_client::TokenExchangeClient;
 use svid_broker_sources::WorkloadApiSource;
@@ -68,23 +77,13 @@ use tokio::time::Instant;
 use tonic::metadata::MetadataValue;
 
 pub use error::{ClientError, ErrorClass, RequestRule, ResponseRule, Step};
-pub use secret::Secret;
+pub use svid_broker_identity::secret::{ExposeSecret, SecretString};
 pub use transport::{SERVER_NAME, client_tls_config};
 
 /// Default overall deadline of one call.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
-/// Longest audience (registry service name), in bytes.
-pub const MAX_AUDIENCE_LEN: usize = 256;
-/// Most scopes in one request.
-pub const MAX_SCOPES: usize = 32;
-/// Longest single scope, in bytes.
-pub const MAX_SCOPE_LEN: usize = 1024;
-/// Longest subject token, in bytes (a Kubernetes service-account token is 1-2 KiB).
-pub const MAX_SUBJECT_TOKEN_LEN: usize = 16 * 1024;
 /// Largest response message the client decodes, in bytes.
 pub const MAX_RESPONSE_SIZE: usize = 64 * 1024;
-/// Longest token or password accepted from the broker, in bytes.
-pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// Longest broker reason kept in an error, in bytes.
 pub const MAX_REASON_LEN: usize = 256;
 
@@ -273,17 +272,19 @@ pub enum SubjectTokenKind {
 }
 
 /// A token for another identity that the caller presents as actor (RFC 8693 `subject_token`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SubjectToken {
-    /// Its kind.
+    /// What the token is; sent as the RFC 8693 `subject_token_type`, and decides how the
+    /// broker validates it.
     pub kind: SubjectTokenKind,
-    /// The token.
-    pub token: Secret,
+    /// The token as the caller received it (for a service-account token, the JWT the kubelet
+    /// passed in). Sent as `subject_token`; never logged.
+    pub token: SecretString,
 }
 
 impl SubjectToken {
     /// A Kubernetes service-account token.
-    pub fn kubernetes_service_account(token: Secret) -> Self {
+    pub fn kubernetes_service_account(token: SecretString) -> Self {
         Self {
             kind: SubjectTokenKind::KubernetesServiceAccount,
             token,
@@ -292,12 +293,14 @@ impl SubjectToken {
 }
 
 /// One `Exchange` request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ExchangeParams {
-    /// What to ask for.
+    /// Which credential to ask for (RFC 8693 `requested_token_type`).
     pub kind: CredentialKind,
-    /// The registry's `service` name.
+    /// The registry's `service` name as the broker's policy knows it (RFC 8693 `audience`); it
+    /// becomes the token's `aud`. At most [`svid_broker_identity::limits::MAX_SERVICE_LEN`]
+    /// bytes, checked before anything is sent.
     pub audience: String,
     /// Distribution scopes (`repository:team/app:pull`). Required for access tokens; for
     /// login credentials a ceiling (empty = whatever policy allows).
@@ -349,17 +352,20 @@ impl ExchangeParams {
         if self.audience.is_empty() {
             return fail(RequestRule::EmptyAudience);
         }
-        if self.audience.len() > MAX_AUDIENCE_LEN {
+        if self.audience.len() > MAX_SERVICE_LEN {
             return fail(RequestRule::AudienceTooLong);
         }
-        if self.scopes.len() > MAX_SCOPES || self.scopes.iter().any(|s| s.len() > MAX_SCOPE_LEN) {
+        if self.scopes.len() > MAX_SCOPE_PARAMS
+            || self.scopes.iter().any(|s| s.len() > MAX_SCOPE_PARAM_LEN)
+        {
             return fail(RequestRule::TooManyScopes);
         }
         if self.kind == CredentialKind::AccessToken && self.scopes.is_empty() {
             return fail(RequestRule::NoScope);
         }
         if let Some(subject) = &self.subject_token
-            && (subject.token.is_empty() || subject.token.len() > MAX_SUBJECT_TOKEN_LEN)
+            && (subject.token.expose_secret().is_empty()
+                || subject.token.expose_secret().len() > MAX_SUBJECT_TOKEN_LEN)
         {
             return fail(RequestRule::SubjectTokenSize);
         }
@@ -374,7 +380,7 @@ impl ExchangeParams {
         };
         let (subject_token, subject_token_type) = match &self.subject_token {
             Some(s) => (
-                s.token.expose().to_owned(),
+                s.token.expose_secret().to_owned(),
                 match s.kind {
                     SubjectTokenKind::KubernetesServiceAccount => {
                         proto::SubjectTokenType::KubernetesServiceAccount
@@ -397,12 +403,12 @@ impl ExchangeParams {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Credential {
-    /// What it is.
+    /// Which credential this is: the kind the request asked for.
     pub kind: CredentialKind,
     /// The user name (login credentials; empty for access tokens).
     pub username: String,
     /// The access token, or the login credential's password.
-    pub secret: Secret,
+    pub secret: SecretString,
     /// When it expires.
     pub expires_at: SystemTime,
     /// What was granted (access tokens), or the ceiling (login credentials).
@@ -416,7 +422,7 @@ impl Credential {
     pub fn new(
         kind: CredentialKind,
         username: String,
-        secret: Secret,
+        secret: SecretString,
         expires_at: SystemTime,
     ) -> Self {
         Self {
@@ -439,11 +445,11 @@ impl Credential {
         mut response: proto::ExchangeResponse,
     ) -> Result<Self, ClientError> {
         let fail = |rule| Err(ClientError::InvalidResponse { rule });
-        let token = Secret::new(std::mem::take(&mut response.access_token));
-        if token.is_empty() {
+        let token = SecretString::from(std::mem::take(&mut response.access_token));
+        if token.expose_secret().is_empty() {
             return fail(ResponseRule::EmptyToken);
         }
-        if token.len() > MAX_TOKEN_LEN {
+        if token.expose_secret().len() > MAX_CREDENTIAL_LEN {
             return fail(ResponseRule::TokenTooLong);
         }
         if kind == CredentialKind::LoginCredential && response.username.is_empty() {
@@ -575,10 +581,10 @@ impl BrokerClient {
                 )
                 .await?
                 .map_err(classify_workload)?;
-                let mut value = MetadataValue::try_from(format!("Bearer {}", jwt.expose_token()))
+                let mut value = MetadataValue::try_from(format!("Bearer {}", jwt.expose_secret()))
                     .map_err(|_| ClientError::InvalidRequest {
-                    rule: RequestRule::BearerNotHeaderText,
-                })?;
+                        rule: RequestRule::BearerNotHeaderText,
+                    })?;
                 // Keeps the token out of HPACK's dynamic table.
                 value.set_sensitive(true);
                 (None, Some(value))
@@ -645,7 +651,10 @@ impl BrokerClient {
                 address: self.options.broker.clone(),
                 source,
             }),
-            None => Attempt::Unavailable(error::sanitize(&chain_text(&e), MAX_REASON_LEN)),
+            None => Attempt::Unavailable(error::sanitize(
+                &ErrorChain::new(&e).to_string(),
+                MAX_REASON_LEN,
+            )),
         })?;
         let mut client =
             TokenExchangeClient::new(channel).max_decoding_message_size(MAX_RESPONSE_SIZE);
@@ -759,9 +768,19 @@ fn classify_workload(e: WorkloadSourceError) -> ClientError {
         WorkloadSourceError::NoIdentityIssued | WorkloadSourceError::X509 { .. } => {
             ClientError::NoSvid { source: e }
         }
-        WorkloadSourceError::InitialSyncTimeout { .. } => {
+        WorkloadSourceError::NoEndpoint
+        | WorkloadSourceError::InvalidEndpoint { .. }
+        | WorkloadSourceError::SocketMissing { .. }
+        | WorkloadSourceError::Unreachable { .. }
+        | WorkloadSourceError::Rejected { .. }
+        | WorkloadSourceError::InitialSyncTimeout { .. }
+        | WorkloadSourceError::Jwt { .. }
+        | WorkloadSourceError::InvalidId { .. }
+        | WorkloadSourceError::InvalidBundle { .. } => {
             ClientError::WorkloadApiUnreachable { source: e }
         }
+        // The enum is `#[non_exhaustive]` in another crate, so a wildcard is required; every
+        // variant known today is listed above, and a new one is a Workload API failure too.
         _ => ClientError::WorkloadApiUnreachable { source: e },
     }
 }
@@ -792,21 +811,6 @@ fn classify_status(status: &tonic::Status, broker: &str, total: Duration) -> Att
         },
         code => ClientError::Rejected { code, reason },
     })
-}
-
-/// `e` and its causes, `a: b: c`, for an unavailability reason.
-fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        let text = cause.to_string();
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        next = cause.source();
-    }
-    out
 }
 
 /// Adds up to 25 % random jitter, so a fleet of one-shot clients does not retry in lockstep.

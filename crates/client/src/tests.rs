@@ -191,9 +191,9 @@ fn x509_svid_gets_a_login_credential() {
         assert_eq!(credential.kind, CredentialKind::LoginCredential);
         assert_eq!(credential.username, BUILDER);
         assert_eq!(credential.subject, BUILDER);
-        assert!(credential.secret.expose().starts_with("sbl1."));
+        assert!(credential.secret.expose_secret().starts_with("sbl1."));
         assert!(credential.remaining(before) > Duration::from_secs(60));
-        assert!(!format!("{credential:?}").contains(credential.secret.expose()));
+        assert!(!format!("{credential:?}").contains(credential.secret.expose_secret()));
     });
 }
 
@@ -364,7 +364,9 @@ fn a_subject_token_is_sent_with_the_actor_svid() {
     let fx = Fixture::start();
     run(async {
         let params = ExchangeParams::login_credential(SERVICE).subject_token(
-            SubjectToken::kubernetes_service_account(Secret::new("eyJhbGciOiJub25lIn0.e30.x")),
+            SubjectToken::kubernetes_service_account(SecretString::from(
+                "eyJhbGciOiJub25lIn0.e30.x",
+            )),
         );
         let result = exchange_once(fx.options(BUILDER), &params).await;
         match result {
@@ -387,9 +389,9 @@ fn a_subject_token_is_sent_with_the_actor_svid() {
 fn the_wire_request_carries_the_subject_token_and_its_type() {
     let params = ExchangeParams::login_credential(SERVICE)
         .scopes(["repository:team/app:pull"])
-        .subject_token(SubjectToken::kubernetes_service_account(Secret::new(
-            "sa-token",
-        )));
+        .subject_token(SubjectToken::kubernetes_service_account(
+            SecretString::from("sa-token"),
+        ));
     let wire = params.to_proto();
     assert_eq!(wire.subject_token, "sa-token");
     assert_eq!(
@@ -429,7 +431,7 @@ fn local_request_rules() {
     );
     assert_eq!(
         rule(ExchangeParams::login_credential(
-            "a".repeat(MAX_AUDIENCE_LEN + 1)
+            "a".repeat(MAX_SERVICE_LEN + 1)
         )),
         Some(RequestRule::AudienceTooLong)
     );
@@ -440,25 +442,25 @@ fn local_request_rules() {
     assert_eq!(
         rule(ExchangeParams::access_token(
             SERVICE,
-            vec!["repository:a:pull"; MAX_SCOPES + 1]
+            vec!["repository:a:pull"; MAX_SCOPE_PARAMS + 1]
         )),
         Some(RequestRule::TooManyScopes)
     );
     assert_eq!(
         rule(ExchangeParams::access_token(
             SERVICE,
-            ["x".repeat(MAX_SCOPE_LEN + 1)]
+            ["x".repeat(MAX_SCOPE_PARAM_LEN + 1)]
         )),
         Some(RequestRule::TooManyScopes)
     );
-    let big = SubjectToken::kubernetes_service_account(Secret::new(
+    let big = SubjectToken::kubernetes_service_account(SecretString::from(
         "a".repeat(MAX_SUBJECT_TOKEN_LEN + 1),
     ));
     assert_eq!(
         rule(ExchangeParams::login_credential(SERVICE).subject_token(big)),
         Some(RequestRule::SubjectTokenSize)
     );
-    let empty = SubjectToken::kubernetes_service_account(Secret::new(""));
+    let empty = SubjectToken::kubernetes_service_account(SecretString::from(""));
     assert_eq!(
         rule(ExchangeParams::login_credential(SERVICE).subject_token(empty)),
         Some(RequestRule::SubjectTokenSize)
@@ -497,7 +499,7 @@ fn response_rules() {
         rule(
             login,
             proto::ExchangeResponse {
-                access_token: "a".repeat(MAX_TOKEN_LEN + 1),
+                access_token: "a".repeat(MAX_CREDENTIAL_LEN + 1),
                 ..ok.clone()
             }
         ),

@@ -29,6 +29,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use svid_broker_identity::SpiffeId;
 use svid_broker_identity::bundle::{BundleProvider, BundleSet, SpiffeBundle, X509Bundle};
+use svid_broker_identity::report::ErrorChain;
 
 use crate::matcher;
 
@@ -46,7 +47,7 @@ pub const MAX_BUNDLE_FILE_SIZE: u64 = 1024 * 1024;
 pub const MAX_REGISTRIES: usize = 64;
 /// Most patterns in one entry.
 pub const MAX_PATTERNS: usize = 64;
-/// The node's config file: read when nothing else names one (see [`search`]).
+/// The node's config file: read when nothing else names one (see the `config::search` module).
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/svid-credential-provider/config.toml";
 /// Environment variable naming the config file when no `--config` is given (both modes).
 pub const CONFIG_ENV: &str = "SVID_CREDENTIAL_PROVIDER_CONFIG";
@@ -375,14 +376,17 @@ fn load_bundle(path: &Path, broker_id: &SpiffeId) -> Result<Arc<dyn BundleProvid
     })?;
     let td = broker_id.trust_domain().clone();
     let bundle = if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-        SpiffeBundle::parse_document(td, &bytes).map_err(|e| fail(e.to_string()))?
+        SpiffeBundle::parse_document(td, &bytes)
+            .map_err(|e| fail(ErrorChain::new(&e).to_string()))?
     } else {
-        let x509 = X509Bundle::from_pem(td.clone(), &bytes).map_err(|e| fail(e.to_string()))?;
+        let x509 = X509Bundle::from_pem(td.clone(), &bytes)
+            .map_err(|e| fail(ErrorChain::new(&e).to_string()))?;
         SpiffeBundle::new(x509, svid_broker_identity::bundle::JwtBundle::empty(td))
-            .map_err(|e| fail(e.to_string()))?
+            .map_err(|e| fail(ErrorChain::new(&e).to_string()))?
     };
     let mut set = BundleSet::new();
-    set.insert(bundle).map_err(|e| fail(e.to_string()))?;
+    set.insert(bundle)
+        .map_err(|e| fail(ErrorChain::new(&e).to_string()))?;
     Ok(Arc::new(Arc::new(set)))
 }
 

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use serde::Serialize;
-use svid_broker_client::{ExchangeParams, blocking};
+use svid_broker_client::{ExchangeParams, ExposeSecret as _, blocking};
 
 use crate::config::Config;
 use crate::matcher;
@@ -148,7 +148,7 @@ fn get(
         serde_json::to_string(&GetResponse {
             server_url: url,
             username: &credential.username,
-            secret: credential.secret.expose(),
+            secret: credential.secret.expose_secret(),
         })
         .map_err(|e| e.to_string())?,
     );

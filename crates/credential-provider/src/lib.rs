@@ -5,7 +5,7 @@
 //! - Kubelet mode (default): one `CredentialProviderRequest` on stdin, one
 //!   `CredentialProviderResponse` on stdout and nothing else; on failure a non-zero exit and one
 //!   line on stderr naming the cause. Args from the kubelet config: `--config FILE`.
-//! - Docker credential helper mode when run as `docker-credential-svid` (see [`docker`]); its
+//! - Docker credential helper mode when run as `docker-credential-svid` (the `docker` module); its
 //!   config search is `$SVID_CREDENTIAL_PROVIDER_CONFIG`, the per-user file, the node's file
 //!   (said on stderr), and it appends to the config's `log_file` as kubelet mode does.
 //! - `match-image PATTERN IMAGE` prints `true` or `false` by the kubelet's rule.
@@ -29,6 +29,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 use svid_broker_client::{ClientError, blocking};
+use svid_broker_identity::report::ErrorChain;
 
 use crate::config::search::{self, ConfigSource};
 use crate::config::{Config, ConfigError};
@@ -42,7 +43,6 @@ pub use crate::config::{
 };
 pub use crate::docker::MAX_SERVER_URL_LEN;
 pub use crate::kubelet::{MAX_IMAGE_LEN, MAX_REQUEST_SIZE};
-pub use crate::reference::MAX_NAME_LEN;
 pub use crate::validate::MAX_KUBELET_CONFIG_SIZE;
 
 /// Program name in diagnostics.
@@ -79,19 +79,21 @@ enum Command {
     },
 }
 
-/// A failed kubelet-mode run: the class for the stderr line, and the detail.
+/// A failed kubelet-mode run: the class for the stderr line, then the detail (printed with
+/// [`ErrorChain`], so each cause appears once).
 #[derive(Debug, thiserror::Error)]
 enum Failure {
-    #[error("invalid request: {0}")]
+    #[error("invalid request")]
     Request(#[from] RequestError),
     #[error("cannot read the request: {0}")]
     Stdin(std::io::Error),
-    #[error("config error: {0}")]
+    #[error("config error")]
     Config(#[from] ConfigError),
-    #[error("config error: {0}")]
+    #[error("config error")]
     Plan(#[from] PlanError),
+    /// Not a `source()`: the client's line already holds its class and whole chain.
     #[error("{}", one_line_client(.0))]
-    Client(#[from] ClientError),
+    Client(ClientError),
     #[error("cannot write the response: {0}")]
     Output(String),
 }
@@ -147,14 +149,16 @@ fn run_helper(invoked_as: &str) -> ExitCode {
     let verb = std::env::args().nth(1);
     let mut used: Option<(PathBuf, Option<PathBuf>)> = None;
     let load = || {
-        let located = search::for_helper(&process_env).map_err(|e| format!("config error: {e}"))?;
+        let located = search::for_helper(&process_env)
+            .map_err(|e| format!("config error: {}", ErrorChain::new(&e)))?;
         if located.source == ConfigSource::Node {
             eprintln!(
                 "{invoked_as}: {}",
                 search::node_fallback_notice(&process_env)
             );
         }
-        let config = Config::load(&located.path).map_err(|e| format!("config error: {e}"))?;
+        let config = Config::load(&located.path)
+            .map_err(|e| format!("config error: {}", ErrorChain::new(&e)))?;
         used = Some((located.path, config.log_file.clone()));
         Ok(config)
     };
@@ -181,7 +185,7 @@ fn run_validate(kubelet_config: &Path, ours: Option<&Path>) -> ExitCode {
     let ours = match ours.map(Config::load).transpose() {
         Ok(c) => c,
         Err(e) => {
-            println!("error: config: {e}");
+            println!("error: config: {}", ErrorChain::new(&e));
             return ExitCode::FAILURE;
         }
     };
@@ -247,7 +251,9 @@ fn run_kubelet(config_flag: Option<&Path>, log_flag: Option<&Path>) -> ExitCode 
 }
 
 fn fail(failure: &Failure, image: String) -> (ExitCode, RunLog) {
-    let line = failure.to_string().replace(['\n', '\r'], " ");
+    let line = ErrorChain::new(failure)
+        .to_string()
+        .replace(['\n', '\r'], " ");
     eprintln!("{NAME}: {line}");
     (
         ExitCode::FAILURE,

@@ -3,7 +3,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use svid_broker_client::{ClientOptions, Credential, ExchangeParams, RetryPolicy, SubjectToken};
+use svid_broker_client::{
+    ClientOptions, Credential, ExchangeParams, ExposeSecret as _, RetryPolicy, SubjectToken,
+};
 
 use crate::config::{Config, Scope, SvidAuth};
 use crate::kubelet::{AuthConfig, CacheKeyType, Request, Response};
@@ -61,7 +63,7 @@ pub(crate) fn plan(config: &Config, request: &Request) -> Result<Option<Plan>, P
     let mut params = ExchangeParams::login_credential(entry.service.clone()).scopes(scopes);
     let mut subject_expiry = None;
     if let Some(token) = &request.service_account_token {
-        subject_expiry = jwt_expiry(token.expose());
+        subject_expiry = jwt_expiry(token.expose_secret());
         params = params.subject_token(SubjectToken::kubernetes_service_account(token.clone()));
     }
     Ok(Some(Plan {
@@ -135,7 +137,7 @@ fn jwt_expiry(token: &str) -> Option<SystemTime> {
 mod tests {
     use std::path::Path;
 
-    use svid_broker_client::{CredentialKind, Secret, SubjectTokenKind};
+    use svid_broker_client::{CredentialKind, SecretString, SubjectTokenKind};
 
     use super::*;
 
@@ -237,7 +239,7 @@ actions = ["pull", "push"]
             .unwrap();
         let subject = plan.params.subject_token.as_ref().unwrap();
         assert_eq!(subject.kind, SubjectTokenKind::KubernetesServiceAccount);
-        assert_eq!(subject.token.expose(), token);
+        assert_eq!(subject.token.expose_secret(), token);
         assert_eq!(
             plan.subject_expiry,
             Some(UNIX_EPOCH + Duration::from_secs(2_000_000_000))
@@ -252,7 +254,7 @@ actions = ["pull", "push"]
             Credential::new(
                 CredentialKind::LoginCredential,
                 "spiffe://td/node".into(),
-                Secret::new("pw"),
+                SecretString::from("pw"),
                 now + Duration::from_secs(life),
             )
         };

@@ -11,13 +11,13 @@
 //! digest           := algorithm ":" hex        (sha256: 64, sha384: 96, sha512: 128 lowercase hex)
 //! ```
 //!
-//! The name (domain included) is at most [`MAX_NAME_LEN`] bytes. The kubelet normally sends the
+//! The name (domain included) is at most [`MAX_REPOSITORY_NAME_LEN`] bytes. The kubelet normally sends the
 //! repository alone, but a request may carry a whole reference (`host:5000/repo:tag`,
 //! `host/repo@sha256:…`); a scope or cache key built from it must never contain the tag or the
 //! digest, so both are split off here, once, at the edge.
 
-/// Longest repository name, domain included (distribution's `NameTotalLengthMax`).
-pub const MAX_NAME_LEN: usize = 255;
+use svid_broker_identity::limits::MAX_REPOSITORY_NAME_LEN;
+
 /// Longest input quoted back in an error.
 const QUOTE_LEN: usize = 80;
 
@@ -28,8 +28,8 @@ pub(crate) enum ReferenceError {
     /// Nothing before the tag or digest.
     #[error("image reference has an empty repository name")]
     EmptyName,
-    /// Longer than [`MAX_NAME_LEN`].
-    #[error("repository name is {len} bytes, the maximum is {MAX_NAME_LEN}")]
+    /// Longer than [`MAX_REPOSITORY_NAME_LEN`].
+    #[error("repository name is {len} bytes, the maximum is {MAX_REPOSITORY_NAME_LEN}")]
     NameTooLong {
         /// The name's length.
         len: usize,
@@ -107,7 +107,7 @@ fn check_name(name: &str) -> Result<(), ReferenceError> {
     if name.is_empty() {
         return Err(ReferenceError::EmptyName);
     }
-    if name.len() > MAX_NAME_LEN {
+    if name.len() > MAX_REPOSITORY_NAME_LEN {
         return Err(ReferenceError::NameTooLong { len: name.len() });
     }
     // The grammar's domain is optional: the name is valid when it parses with its first
@@ -302,14 +302,17 @@ mod tests {
         );
         assert_eq!(parse(":v1"), Err(ReferenceError::EmptyName));
         assert_eq!(parse(""), Err(ReferenceError::EmptyName));
-        let long = format!("reg.io/{}", "a".repeat(MAX_NAME_LEN));
+        let long = format!("reg.io/{}", "a".repeat(MAX_REPOSITORY_NAME_LEN));
         assert_eq!(
             parse(&long),
             Err(ReferenceError::NameTooLong {
-                len: MAX_NAME_LEN + 7
+                len: MAX_REPOSITORY_NAME_LEN + 7
             })
         );
-        assert_eq!(name(&long[..MAX_NAME_LEN]), &long[..MAX_NAME_LEN]);
+        assert_eq!(
+            name(&long[..MAX_REPOSITORY_NAME_LEN]),
+            &long[..MAX_REPOSITORY_NAME_LEN]
+        );
     }
 
     #[test]

@@ -22,11 +22,13 @@ use rustls_pki_types::CertificateDer;
 use svid_broker_identity::bundle::{BundleError, BundleSet, SpiffeBundle};
 use svid_broker_identity::clock::{Clock, SystemClock};
 use svid_broker_identity::id::{SpiffeId, TrustDomain};
+use svid_broker_identity::limits::{MAX_JWT_AUDIENCE_LEN, MAX_JWT_AUDIENCES};
+use svid_broker_identity::secret::SecretString;
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
 use crate::jwks;
-use crate::secret::{SecretKeyDer, SecretToken, pem_block};
+use crate::secret::{SecretKeyDer, pem_block};
 
 /// How long the root certificate is valid by default.
 pub const DEFAULT_CA_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -42,10 +44,6 @@ pub const DEFAULT_JWT_SVID_TTL: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_REFRESH_HINT: Duration = Duration::from_secs(5 * 60);
 /// Most workload identities one dev trust domain serves.
 pub const MAX_IDENTITIES: usize = 64;
-/// Most audiences in one JWT-SVID (the `spiffe` crate's cap on `aud`).
-pub const MAX_AUDIENCES: usize = 32;
-/// Longest single audience value, in bytes.
-pub const MAX_AUDIENCE_LEN: usize = 1024;
 
 /// Which lifetime setting was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +96,7 @@ pub enum DevCaError {
     TooManyIdentities {
         /// How many were configured.
         count: usize,
-        /// The cap.
+        /// The maximum number allowed.
         max: usize,
     },
     /// A lifetime was zero.
@@ -116,22 +114,22 @@ pub enum DevCaError {
         /// Position of the empty value.
         index: usize,
     },
-    /// More audiences than [`MAX_AUDIENCES`].
+    /// More audiences than [`MAX_JWT_AUDIENCES`].
     #[error("{count} audiences given, at most {max} allowed")]
     TooManyAudiences {
         /// How many were given.
         count: usize,
-        /// The cap.
+        /// The maximum number allowed.
         max: usize,
     },
-    /// One audience value is longer than [`MAX_AUDIENCE_LEN`].
+    /// One audience value is longer than [`MAX_JWT_AUDIENCE_LEN`].
     #[error("audience {index} is {len} bytes long, at most {max} allowed")]
     AudienceTooLong {
         /// Position of the value.
         index: usize,
         /// Its length in bytes.
         len: usize,
-        /// The cap.
+        /// The maximum allowed, in bytes.
         max: usize,
     },
     /// An issuing time (or time plus lifetime) falls before 1970 or cannot be represented.
@@ -292,7 +290,8 @@ impl DevX509Svid {
         self.not_before
     }
 
-    /// The leaf's `notAfter`.
+    /// The leaf's `notAfter`: `not_before` plus the X.509-SVID lifetime, never past the CA's own
+    /// `notAfter`.
     pub fn not_after(&self) -> SystemTime {
         self.not_after
     }
@@ -336,7 +335,7 @@ pub(crate) fn concat_der(certs: &[CertificateDer<'_>]) -> Vec<u8> {
 /// A JWT-SVID issued by the dev CA. `Debug` never shows the token.
 #[derive(Clone)]
 pub struct DevJwtSvid {
-    token: SecretToken,
+    token: SecretString,
     spiffe_id: SpiffeId,
     audience: Vec<String>,
     kid: String,
@@ -345,8 +344,9 @@ pub struct DevJwtSvid {
 }
 
 impl DevJwtSvid {
-    /// The compact JWS.
-    pub fn token(&self) -> &SecretToken {
+    /// The signed JWT-SVID in JWS compact form, as the Workload API hands it out. A bearer
+    /// secret: `Debug` never shows it.
+    pub fn token(&self) -> &SecretString {
         &self.token
     }
 
@@ -791,7 +791,7 @@ impl DevTrustDomain {
             key.latest_exp = exp_time;
         }
         Ok(DevJwtSvid {
-            token: SecretToken::new(token),
+            token: SecretString::from(token),
             spiffe_id: id.clone(),
             audience,
             kid: key.kid.clone(),
@@ -933,10 +933,10 @@ fn check_audience<S: AsRef<str>>(audience: &[S]) -> Result<Vec<String>, DevCaErr
     if audience.is_empty() {
         return Err(DevCaError::NoAudience);
     }
-    if audience.len() > MAX_AUDIENCES {
+    if audience.len() > MAX_JWT_AUDIENCES {
         return Err(DevCaError::TooManyAudiences {
             count: audience.len(),
-            max: MAX_AUDIENCES,
+            max: MAX_JWT_AUDIENCES,
         });
     }
     audience
@@ -946,11 +946,11 @@ fn check_audience<S: AsRef<str>>(audience: &[S]) -> Result<Vec<String>, DevCaErr
             let a = a.as_ref();
             if a.is_empty() {
                 Err(DevCaError::EmptyAudience { index })
-            } else if a.len() > MAX_AUDIENCE_LEN {
+            } else if a.len() > MAX_JWT_AUDIENCE_LEN {
                 Err(DevCaError::AudienceTooLong {
                     index,
                     len: a.len(),
-                    max: MAX_AUDIENCE_LEN,
+                    max: MAX_JWT_AUDIENCE_LEN,
                 })
             } else {
                 Ok(a.to_owned())

@@ -37,6 +37,14 @@
 //!
 //! [`satoken::DevServiceAccountIssuer`] plays a Kubernetes service-account issuer (JWK Set and
 //! projected tokens) for the KEP-4412 service-account token mode.
+//!
+//! [`registry`] runs Debian's `docker-registry` as a child process configured for the broker's
+//! tokens, and [`oci`] writes a one-layer OCI image layout to push through it: the real
+//! registry of the demo and the end-to-end tests, with no network.
+//!
+//! Runnable example: `examples/workload_api.rs` in this crate
+//! (`cargo run -p svid-broker-dev --example workload_api`); the crate's `README.md` sums up
+//! what a caller may rely on.
 
 mod ca;
 mod jwks;
@@ -48,11 +56,12 @@ mod server;
 
 pub use ca::{
     CA_BACKDATE, DEFAULT_CA_TTL, DEFAULT_JWT_SVID_TTL, DEFAULT_REFRESH_HINT, DEFAULT_X509_SVID_TTL,
-    DevCaError, DevJwtSvid, DevTrustDomain, DevTrustDomainBuilder, DevX509Svid, MAX_AUDIENCE_LEN,
-    MAX_AUDIENCES, MAX_IDENTITIES, TtlKind, X509_SVID_BACKDATE,
+    DevCaError, DevJwtSvid, DevTrustDomain, DevTrustDomainBuilder, DevX509Svid, MAX_IDENTITIES,
+    TtlKind, X509_SVID_BACKDATE,
 };
-pub use secret::{SecretKeyDer, SecretToken};
+pub use secret::SecretKeyDer;
 pub use server::{
     DEFAULT_SOCKET_NAME, MAX_CONCURRENT_STREAMS, MAX_REQUEST_MESSAGE_BYTES, SECURITY_HEADER,
     SHUTDOWN_GRACE, ServerError, WorkloadApiHandle, WorkloadApiServer,
 };
+pub use svid_broker_identity::secret::{ExposeSecret, SecretString};

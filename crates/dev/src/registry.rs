@@ -119,7 +119,7 @@ pub enum RegistryError {
     /// The config or log file could not be written.
     #[error("cannot write {}", path.display())]
     Write {
-        /// The file.
+        /// The file that could not be written, inside the directory the caller gave.
         path: PathBuf,
         /// What the file system said.
         #[source]

@@ -38,9 +38,9 @@ use aws_lc_rs::signature::{
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
+use svid_broker_identity::secret::SecretString;
 
 use crate::jwks::{p256_thumbprint, split_p256_point};
-use crate::secret::SecretToken;
 
 /// Default token lifetime: the TokenRequest API default the kubelet leaves in place.
 pub const DEFAULT_SA_TOKEN_TTL: Duration = Duration::from_secs(3600);
@@ -292,7 +292,7 @@ impl DevServiceAccountIssuer {
     ///
     /// # Errors
     /// [`DevSaError::TimeOutOfRange`] or [`DevSaError::Signing`].
-    pub fn mint(&self, request: &SaTokenRequest) -> Result<SecretToken, DevSaError> {
+    pub fn mint(&self, request: &SaTokenRequest) -> Result<SecretString, DevSaError> {
         self.sign_claims(&self.claims(request)?)
     }
 
@@ -300,7 +300,7 @@ impl DevServiceAccountIssuer {
     ///
     /// # Errors
     /// [`DevSaError::Signing`].
-    pub fn sign_claims(&self, claims: &Value) -> Result<SecretToken, DevSaError> {
+    pub fn sign_claims(&self, claims: &Value) -> Result<SecretString, DevSaError> {
         let header = json!({ "alg": self.alg.as_str(), "kid": self.kid });
         self.sign_raw(&header.to_string(), &claims.to_string())
     }
@@ -309,7 +309,7 @@ impl DevServiceAccountIssuer {
     ///
     /// # Errors
     /// [`DevSaError::Signing`].
-    pub fn sign_raw(&self, header: &str, claims: &str) -> Result<SecretToken, DevSaError> {
+    pub fn sign_raw(&self, header: &str, claims: &str) -> Result<SecretString, DevSaError> {
         let mut token = String::with_capacity(1024);
         token.push_str(&URL_SAFE_NO_PAD.encode(header));
         token.push('.');
@@ -330,7 +330,7 @@ impl DevServiceAccountIssuer {
         };
         token.push('.');
         token.push_str(&URL_SAFE_NO_PAD.encode(sig));
-        Ok(SecretToken::new(token))
+        Ok(SecretString::from(token))
     }
 }
 
@@ -361,6 +361,8 @@ fn uid() -> Result<String, DevSaError> {
 
 #[cfg(test)]
 mod tests {
+    use svid_broker_identity::secret::ExposeSecret as _;
+
     use super::*;
 
     fn decode(part: &str) -> Value {
@@ -374,7 +376,7 @@ mod tests {
         let token = issuer
             .mint(&SaTokenRequest::new("team-a", "app", "svid-broker").pod("app-0"))
             .unwrap();
-        let parts: Vec<&str> = token.expose().split('.').collect();
+        let parts: Vec<&str> = token.expose_secret().split('.').collect();
         assert_eq!(parts.len(), 3);
         let header = decode(parts[0]);
         assert_eq!(header["alg"], "ES256");
@@ -412,7 +414,7 @@ mod tests {
             .mint(&SaTokenRequest::new("ns", "sa", "aud"))
             .unwrap();
         assert_eq!(
-            decode(token.expose().split('.').next().unwrap())["alg"],
+            decode(token.expose_secret().split('.').next().unwrap())["alg"],
             "RS256"
         );
     }

@@ -1,25 +1,28 @@
-//! Holders for private keys and bearer tokens: zeroized on drop, never printed.
-
-use std::fmt;
+//! The dev CA's private-key holder, built on the workspace's one secret type
+//! ([`svid_broker_identity::secret`]; bearer tokens are plain [`SecretString`]s): wiped on
+//! drop, never printed.
 
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+#[cfg(doc)]
+use svid_broker_identity::secret::SecretString;
+use svid_broker_identity::secret::{ExposeSecret, SecretSlice, seal_bytes};
 use zeroize::Zeroizing;
 
 /// An unencrypted PKCS#8 DER private key.
 ///
 /// The bytes are wiped when the value is dropped and `Debug` prints only a placeholder, so an
 /// SVID can be logged with `{:?}` without leaking its key.
-#[derive(Clone)]
-pub struct SecretKeyDer(Zeroizing<Vec<u8>>);
+#[derive(Debug, Clone)]
+pub struct SecretKeyDer(SecretSlice<u8>);
 
 impl SecretKeyDer {
     pub(crate) fn new(pkcs8_der: Zeroizing<Vec<u8>>) -> Self {
-        Self(pkcs8_der)
+        Self(seal_bytes(pkcs8_der))
     }
 
     /// The PKCS#8 DER bytes (what the Workload API sends as `x509_svid_key`).
     pub fn pkcs8_der(&self) -> &[u8] {
-        &self.0
+        self.0.expose_secret()
     }
 
     /// A copy of the key for rustls.
@@ -27,39 +30,12 @@ impl SecretKeyDer {
     /// The copy is a plain `rustls-pki-types` value that does not zeroize itself; keep it only as
     /// long as the TLS configuration needs it.
     pub fn to_rustls(&self) -> PrivateKeyDer<'static> {
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.0.to_vec()))
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.pkcs8_der().to_vec()))
     }
 
     /// The key as a PEM `PRIVATE KEY` block.
     pub fn to_pem(&self) -> Zeroizing<String> {
-        Zeroizing::new(pem_block("PRIVATE KEY", &self.0))
-    }
-}
-
-impl fmt::Debug for SecretKeyDer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SecretKeyDer([redacted])")
-    }
-}
-
-/// A compact-serialized JWT (a bearer token): wiped on drop, never printed by `Debug`.
-#[derive(Clone)]
-pub struct SecretToken(Zeroizing<String>);
-
-impl SecretToken {
-    pub(crate) fn new(token: String) -> Self {
-        Self(Zeroizing::new(token))
-    }
-
-    /// The token text, to put into a request.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SecretToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SecretToken([redacted])")
+        Zeroizing::new(pem_block("PRIVATE KEY", self.pkcs8_der()))
     }
 }
 
@@ -87,14 +63,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn debug_never_shows_key_or_token() {
+    fn debug_never_shows_the_key() {
         let key = SecretKeyDer::new(Zeroizing::new(b"very-secret-key-bytes".to_vec()));
-        let token = SecretToken::new("eyJhbGciOiJFUzI1NiJ9.secret.sig".to_owned());
-        let shown = format!("{key:?} {token:?}");
+        let shown = format!("{key:?}");
         assert!(!shown.contains("secret"), "{shown}");
-        assert!(shown.contains("[redacted]"));
+        assert!(shown.contains("REDACTED"), "{shown}");
         assert_eq!(key.pkcs8_der(), b"very-secret-key-bytes");
-        assert_eq!(token.expose(), "eyJhbGciOiJFUzI1NiJ9.secret.sig");
     }
 
     #[test]

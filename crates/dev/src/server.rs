@@ -14,6 +14,8 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt as _, TryStreamExt as _};
 use svid_broker_identity::id::SpiffeId;
 use svid_broker_identity::jwt::JwtSvidValidator;
+use svid_broker_identity::report::ErrorChain;
+use svid_broker_identity::secret::ExposeSecret as _;
 use svid_broker_proto::workload::spiffe_workload_api_server::{
     SpiffeWorkloadApi, SpiffeWorkloadApiServer,
 };
@@ -60,7 +62,7 @@ pub enum ServerError {
     /// Something accepts connections on the socket path already.
     #[error("socket {path} is in use by a running server")]
     SocketInUse {
-        /// The socket path.
+        /// The socket's path: the one given, or [`DEFAULT_SOCKET_NAME`] in the given directory.
         path: PathBuf,
     },
     /// The path exists and is not a socket; it is never removed.
@@ -72,7 +74,7 @@ pub enum ServerError {
     /// Checking whether an existing socket is stale failed.
     #[error("cannot check existing socket {path}")]
     Probe {
-        /// The socket path.
+        /// The socket's path: the one given, or [`DEFAULT_SOCKET_NAME`] in the given directory.
         path: PathBuf,
         /// The I/O error.
         #[source]
@@ -81,7 +83,7 @@ pub enum ServerError {
     /// The stale socket could not be removed.
     #[error("cannot remove stale socket {path}")]
     RemoveStale {
-        /// The socket path.
+        /// The socket's path: the one given, or [`DEFAULT_SOCKET_NAME`] in the given directory.
         path: PathBuf,
         /// The I/O error.
         #[source]
@@ -99,7 +101,7 @@ pub enum ServerError {
     /// Restricting the socket to mode 0600, or moving it into place, failed.
     #[error("cannot set up socket file {path}")]
     SocketFile {
-        /// The socket path.
+        /// The socket's path: the one given, or [`DEFAULT_SOCKET_NAME`] in the given directory.
         path: PathBuf,
         /// The I/O error.
         #[source]
@@ -234,7 +236,7 @@ async fn rotate_every(
         tokio::select! {
             () = tokio::time::sleep(period) => {
                 if let Err(error) = td.rotate() {
-                    tracing::warn!(%error, "automatic rotation failed; serving the previous svids");
+                    tracing::warn!(error = %ErrorChain::new(&error), "automatic rotation failed; serving the previous svids");
                 }
             }
             _ = shutdown.wait_for(|stop| *stop) => return,
@@ -531,8 +533,18 @@ fn ca_error_status(error: &DevCaError) -> Status {
         | DevCaError::EmptyAudience { .. }
         | DevCaError::TooManyAudiences { .. }
         | DevCaError::AudienceTooLong { .. } => Status::invalid_argument(error.to_string()),
-        _ => {
-            tracing::error!(%error, "issuing failed");
+        // Every other failure is the dev CA's own, not the caller's; spelled out so a new
+        // variant must be placed on one side or the other.
+        DevCaError::ForeignTrustDomain { .. }
+        | DevCaError::MissingPath { .. }
+        | DevCaError::DuplicateIdentity { .. }
+        | DevCaError::TooManyIdentities { .. }
+        | DevCaError::ZeroTtl { .. }
+        | DevCaError::TimeOutOfRange { .. }
+        | DevCaError::KeyGeneration
+        | DevCaError::JwtSigning
+        | DevCaError::Certificate(_) => {
+            tracing::error!(error = %ErrorChain::new(error), "issuing failed");
             Status::internal("issuing failed")
         }
     }
@@ -609,7 +621,7 @@ impl SpiffeWorkloadApi for WorkloadApiService {
                     .issue_jwt_svid(id, &request.audience)
                     .map(|jwt| Jwtsvid {
                         spiffe_id: id.to_string(),
-                        svid: jwt.token().expose().to_owned(),
+                        svid: jwt.token().expose_secret().to_owned(),
                         hint: String::new(),
                     })
                     .map_err(|e| ca_error_status(&e))
@@ -640,12 +652,14 @@ impl SpiffeWorkloadApi for WorkloadApiService {
         let validator = JwtSvidValidator::new([request.audience])
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let bundles = self.td.bundle_set().map_err(|error| {
-            tracing::error!(%error, "dev bundle rejected by the identity crate");
+            tracing::error!(error = %ErrorChain::new(&error), "dev bundle rejected by the identity crate");
             Status::internal("bundle unavailable")
         })?;
         let claims = validator
             .validate(&request.svid, &bundles, self.td.clock().now())
-            .map_err(|e| Status::invalid_argument(format!("invalid jwt-svid: {e}")))?;
+            .map_err(|e| {
+                Status::invalid_argument(format!("invalid jwt-svid: {}", ErrorChain::new(&e)))
+            })?;
         let fields = claims.claims_map().map_err(|error| {
             tracing::error!(%error, "validated claims are not a json object");
             Status::internal("claims unavailable")

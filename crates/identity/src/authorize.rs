@@ -25,7 +25,7 @@ pub enum PatternError {
     TooLong {
         /// Length of the pattern in bytes.
         len: usize,
-        /// The limit.
+        /// The maximum allowed, in bytes.
         max: usize,
     },
     /// The pattern does not start with `spiffe://`.
@@ -451,7 +451,8 @@ pub enum AuthorizeError {
 }
 
 impl AuthorizeError {
-    /// The refused ID.
+    /// The SPIFFE ID that was refused, whichever rule refused it (safe to log: IDs are not
+    /// secrets).
     pub fn id(&self) -> &SpiffeId {
         match self {
             Self::NotExact { id, .. }

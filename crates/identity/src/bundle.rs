@@ -143,19 +143,19 @@ pub enum BundleError {
         what: &'static str,
         /// Input length.
         len: usize,
-        /// The cap.
+        /// The maximum allowed, in bytes.
         max: usize,
     },
     /// The document has more `keys` entries than [`MAX_BUNDLE_KEYS`].
     #[error("bundle document has more than {max} keys")]
     TooManyKeys {
-        /// The cap.
+        /// The maximum number allowed.
         max: usize,
     },
     /// The bundle map has more trust domains than [`MAX_BUNDLE_MAP_TRUST_DOMAINS`].
     #[error("bundle map has more than {max} trust domains")]
     TooManyTrustDomains {
-        /// The cap.
+        /// The maximum number allowed.
         max: usize,
     },
     /// The input is not JSON of the expected shape (also: wrong member types, duplicate members,
@@ -301,7 +301,8 @@ impl X509Bundle {
         &self.trust_domain
     }
 
-    /// The CA certificates, DER.
+    /// The CA certificates (DER) that X.509-SVIDs of this trust domain must chain to, in bundle
+    /// order; each parsed as a trust anchor with a supported key when the bundle was built.
     pub fn authorities(&self) -> &[CertificateDer<'static>] {
         &self.authorities
     }
@@ -334,7 +335,8 @@ impl fmt::Debug for X509Bundle {
 pub struct JwtAuthority {
     /// The key id (`kid`), unique within its bundle.
     pub kid: String,
-    /// The public key.
+    /// The public key, already checked when the bundle was parsed (a supported curve, or RSA
+    /// within the allowed sizes).
     pub key: JwtPublicKey,
     /// The JWK `alg`, when the bundle declared one: tokens must then use exactly this algorithm.
     pub alg: Option<JwsAlgorithm>,
@@ -414,7 +416,8 @@ impl JwtBundle {
         &self.authorities
     }
 
-    /// The authority with this `kid`.
+    /// The authority whose `kid` is exactly `kid` (case-sensitive); `None` when this bundle has
+    /// no such key, so a token naming it does not validate.
     pub fn find(&self, kid: &str) -> Option<&JwtAuthority> {
         self.by_kid
             .get(kid)
@@ -623,7 +626,8 @@ impl BundleSet {
         document::parse_bundle_map(bytes)
     }
 
-    /// The bundle of a trust domain.
+    /// The bundle of exactly this trust domain; `None` when the set has none (there is no
+    /// fallback to another trust domain's bundle).
     pub fn get(&self, trust_domain: &TrustDomain) -> Option<&Arc<SpiffeBundle>> {
         self.bundles.get(trust_domain)
     }
@@ -658,7 +662,7 @@ impl BundleSet {
         self.bundles.len()
     }
 
-    /// Whether the set is empty.
+    /// Whether the set has no trust domain at all (then nothing verifies against it).
     pub fn is_empty(&self) -> bool {
         self.bundles.is_empty()
     }
@@ -678,7 +682,10 @@ impl<'a> IntoIterator for &'a BundleSet {
 /// Where verifiers get the current bundles from. Implementations return a snapshot; the caller
 /// uses that one snapshot for a whole verification.
 pub trait BundleProvider: Send + Sync + fmt::Debug {
-    /// The current bundles.
+    /// The latest published bundles, as one immutable snapshot. Implementations must not block
+    /// or do I/O here (the sources return an `Arc` clone); callers take one snapshot per
+    /// verification so every check of it sees the same bundles. An empty set means nothing
+    /// verifies.
     fn bundles(&self) -> Arc<BundleSet>;
 }
 

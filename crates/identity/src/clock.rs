@@ -2,13 +2,15 @@
 
 use std::time::SystemTime;
 
-/// A source of the current time.
+/// A source of the current time, for the components that run on their own (servers, sources,
+/// caches) and so cannot take `now` as an argument. Tests pass a clock they control.
 pub trait Clock: Send + Sync + std::fmt::Debug {
-    /// The current time.
+    /// The time to check and issue at. Wall-clock time: it may jump (NTP) and is not monotonic,
+    /// so callers compare it with certificate and token times, never measure durations with it.
     fn now(&self) -> SystemTime;
 }
 
-/// The system's wall clock.
+/// The system's wall clock ([`SystemTime::now`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 

@@ -67,7 +67,7 @@ pub enum IdError {
     TooLong {
         /// Length of the input in bytes.
         len: usize,
-        /// The limit.
+        /// The maximum allowed, in bytes.
         max: usize,
     },
     /// There is no `scheme://` at all.
@@ -87,7 +87,7 @@ pub enum IdError {
     TrustDomainTooLong {
         /// Length of the trust domain name in bytes.
         len: usize,
-        /// The limit.
+        /// The maximum allowed, in bytes.
         max: usize,
     },
     /// An upper-case ASCII letter in the trust domain (strict mode).
@@ -554,7 +554,7 @@ impl SpiffeId {
         })
     }
 
-    /// The trust domain.
+    /// The trust domain the ID belongs to: the one whose bundle verifies its SVIDs.
     pub fn trust_domain(&self) -> &TrustDomain {
         &self.td
     }
@@ -564,7 +564,9 @@ impl SpiffeId {
         &self.td.uri[self.td.end..]
     }
 
-    /// The whole ID as a string.
+    /// The whole ID, `spiffe://` + trust domain + path, in its canonical form: scheme and trust
+    /// domain lower-case (as required, or as folded by [`ParseMode::LowercaseAscii`]), the path
+    /// byte for byte as given. Two IDs are equal exactly when these strings are.
     pub fn as_str(&self) -> &str {
         &self.td.uri
     }

@@ -328,7 +328,7 @@ pub enum JwtSvidError {
     TokenTooLarge {
         /// Token length.
         len: usize,
-        /// The cap.
+        /// The maximum allowed, in bytes.
         max: usize,
     },
     /// The token uses JWS JSON serialization, which JWT-SVIDs must not use (§1).
@@ -343,13 +343,13 @@ pub enum JwtSvidError {
     /// A segment is not unpadded base64url.
     #[error("token {part} is not unpadded base64url")]
     Base64 {
-        /// The segment.
+        /// Which of the three JWS segments (header, claims or signature).
         part: TokenPart,
     },
     /// A segment is not a JSON object.
     #[error("token {part} is not a json object (column {column})")]
     MalformedJson {
-        /// The segment.
+        /// Which of the three JWS segments (header, claims or signature).
         part: TokenPart,
         /// Column of the JSON error.
         column: usize,
@@ -357,7 +357,7 @@ pub enum JwtSvidError {
     /// A JSON member occurs twice.
     #[error("token {part} has a duplicate member{}", member.map(|m| format!(" {m:?}")).unwrap_or_default())]
     DuplicateMember {
-        /// The segment.
+        /// Which of the three JWS segments (header, claims or signature).
         part: TokenPart,
         /// The member, when it is one the validator reads.
         member: Option<&'static str>,
@@ -371,7 +371,7 @@ pub enum JwtSvidError {
     /// A member has the wrong JSON type.
     #[error("token {part} member {member:?} has the wrong type")]
     WrongType {
-        /// The segment.
+        /// Which of the three JWS segments (header, claims or signature).
         part: TokenPart,
         /// The member.
         member: &'static str,
@@ -409,7 +409,7 @@ pub enum JwtSvidError {
     /// The claims object has more than [`MAX_CLAIMS_MEMBERS`] members.
     #[error("claims have more than {max} members")]
     TooManyClaims {
-        /// The cap.
+        /// The maximum number allowed.
         max: usize,
     },
     /// `aud` is an empty array (§3.2 requires one or more values).
@@ -418,7 +418,7 @@ pub enum JwtSvidError {
     /// `aud` has more values than the cap.
     #[error("aud has more than {max} values")]
     TooManyAudiences {
-        /// The cap.
+        /// The maximum number allowed.
         max: usize,
     },
     /// `sub` is not a SPIFFE ID.
@@ -451,7 +451,7 @@ pub enum JwtSvidError {
     TooManyCandidateKeys {
         /// Authorities that fit.
         count: usize,
-        /// The cap.
+        /// The maximum number allowed.
         max: usize,
     },
     /// The signature does not verify.
@@ -467,7 +467,7 @@ pub enum JwtSvidError {
         exp: i64,
         /// `now`, seconds since the epoch.
         now: i64,
-        /// The leeway.
+        /// The validator's clock leeway, in seconds, that was allowed and still not enough.
         leeway_secs: u64,
     },
     /// The token is not valid yet: `nbf > now + leeway`.
@@ -477,7 +477,7 @@ pub enum JwtSvidError {
         nbf: i64,
         /// `now`, seconds since the epoch.
         now: i64,
-        /// The leeway.
+        /// The validator's clock leeway, in seconds, that was allowed and still not enough.
         leeway_secs: u64,
     },
     /// The token was issued in the future: `iat > now + leeway`.
@@ -487,7 +487,7 @@ pub enum JwtSvidError {
         iat: i64,
         /// `now`, seconds since the epoch.
         now: i64,
-        /// The leeway.
+        /// The validator's clock leeway, in seconds, that was allowed and still not enough.
         leeway_secs: u64,
     },
     /// A NumericDate is outside [`MIN_NUMERIC_DATE`]..=[`MAX_NUMERIC_DATE`] (years 1 to 9999).
@@ -581,7 +581,7 @@ impl JwtSvid {
         self.0.expose_secret().len()
     }
 
-    /// Whether the token is empty.
+    /// Whether the token text is empty (such a token never validates).
     pub fn is_empty(&self) -> bool {
         self.0.expose_secret().is_empty()
     }
@@ -667,7 +667,8 @@ impl JwtSvidValidator {
         self
     }
 
-    /// How `aud` is matched.
+    /// How `aud` is matched against [`JwtSvidValidator::audiences`] (default
+    /// [`AudienceMatch::AnyOf`], the spec's rule).
     pub fn audience_match(&self) -> AudienceMatch {
         self.audience_match
     }
@@ -708,27 +709,32 @@ impl JwtSvidValidator {
         Ok(self)
     }
 
-    /// The expected audiences.
+    /// The audiences a token may be for, in the order given to [`JwtSvidValidator::new`]:
+    /// never empty, and none is the empty string.
     pub fn audiences(&self) -> impl Iterator<Item = &str> + '_ {
         self.audiences.iter().map(|aud| &**aud)
     }
 
-    /// The clock leeway.
+    /// The clock leeway applied to `exp`, `nbf` and `iat`, in whole seconds (default
+    /// [`DEFAULT_LEEWAY`], at most [`MAX_LEEWAY`]).
     pub fn leeway(&self) -> Duration {
         Duration::from_secs(self.leeway_secs)
     }
 
-    /// The key selection mode.
+    /// How the signing key is chosen (default [`KidMode::Required`]: a token without `kid` is
+    /// refused).
     pub fn kid_mode(&self) -> KidMode {
         self.kid_mode
     }
 
-    /// The token length cap.
+    /// The longest token accepted, in bytes (default [`DEFAULT_MAX_TOKEN_LEN`], at most
+    /// [`MAX_TOKEN_LEN_LIMIT`]); a longer one is refused before it is decoded.
     pub fn max_token_len(&self) -> usize {
         self.max_token_len
     }
 
-    /// The `aud` count cap.
+    /// The most `aud` values a token may carry (default [`DEFAULT_MAX_AUDIENCES`], at most
+    /// [`MAX_AUDIENCES_LIMIT`]).
     pub fn max_audiences(&self) -> usize {
         self.max_audiences
     }

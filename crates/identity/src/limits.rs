@@ -63,7 +63,8 @@ pub const MAX_CREDENTIAL_LEN: usize = 16 * 1024;
 /// what the dev CA mints. Audiences are URLs or names; 1 KiB is generous for either.
 pub const MAX_JWT_AUDIENCE_LEN: usize = 1024;
 
-/// Most JWT-SVID audience values in one request or token: the JWT-SVID validator's default cap
-/// ([`crate::jwt::DEFAULT_MAX_AUDIENCES`]), so the dev CA and the Workload API source never
-/// produce a token the broker's default validator refuses.
+/// Most JWT-SVID audience values in one request or token. 32 is the `spiffe` crate's cap on
+/// `aud` in a Workload API request, and the JWT-SVID validator's default
+/// ([`crate::jwt::DEFAULT_MAX_AUDIENCES`] is this constant), so the dev CA and the Workload API
+/// source never produce a token the broker's default validator refuses.
 pub const MAX_JWT_AUDIENCES: usize = 32;

@@ -322,7 +322,7 @@ pub enum X509SvidError {
     ChainTooLong {
         /// Presented chain length.
         len: usize,
-        /// The cap.
+        /// The maximum number allowed.
         max: usize,
     },
     /// A certificate is larger than [`X509VerifyOptions::max_cert_der_len`].
@@ -332,7 +332,7 @@ pub enum X509SvidError {
         index: usize,
         /// DER length.
         len: usize,
-        /// The cap.
+        /// The maximum allowed, in bytes.
         max: usize,
     },
     /// A certificate is not DER-encoded X.509 (or has trailing bytes).
@@ -362,7 +362,7 @@ pub enum X509SvidError {
     /// The leaf's URI SAN is not a valid SPIFFE ID (strict parsing).
     #[error("the leaf uri san is not a valid spiffe id")]
     LeafInvalidSpiffeId {
-        /// Why.
+        /// The SPIFFE ID parse error (also the error's `source()`).
         #[source]
         source: IdError,
     },

@@ -27,6 +27,8 @@ pub const SCOPE: &str = "repository:team/app:pull";
 pub const BROKER_ID: &str = "spiffe://example.org/svid-broker";
 /// The workload the load generator acts as.
 pub const CLIENT_ID: &str = "spiffe://example.org/ns/ci/sa/builder";
+/// The churn test's subjects are this followed by a number.
+pub const CHURN_ID_PREFIX: &str = "spiffe://example.org/ns/churn/sa/w";
 /// How long the child gets to print `ready`.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lifetime of the dev JWT-SVIDs, longer than any bounded run.
@@ -46,6 +48,13 @@ subject = "spiffe://example.org/ns/ci/sa/builder"
 registry = "local"
 repositories = ["team/*"]
 actions = ["pull", "push"]
+
+[[rules]]
+id = "churn-pull-team"
+subject = "spiffe://example.org/ns/churn/sa/*"
+registry = "local"
+repositories = ["team/*"]
+actions = ["pull"]
 "#;
 
 /// Where the broker runs.
@@ -68,6 +77,8 @@ pub struct BrokerSetup {
     pub cpus: Option<String>,
     /// Whether the issued-token cache is on.
     pub token_cache: bool,
+    /// The per-subject rate limit (requests per second, burst); `None` turns it off.
+    pub rate_limit: Option<(u32, u32)>,
 }
 
 /// A running broker and the dev trust domain it trusts.
@@ -184,13 +195,16 @@ file = "policy.toml"
 generate = true
 algorithm = "ES256"
 [limits]
-requests_per_second_per_subject = 0
+requests_per_second_per_subject = {rps}
+burst = {burst}
 token_cache = {cache}
 [log]
 audit = "audit.log"
 "#,
             endpoint = workload_api.endpoint(),
             cache = options.token_cache,
+            rps = options.rate_limit.map_or(0, |(rps, _)| rps),
+            burst = options.rate_limit.map_or(100, |(_, burst)| burst),
         );
         let config_path = dir.path().join("broker.toml");
         std::fs::write(&config_path, &config).map_err(setup("broker config"))?;
@@ -412,6 +426,7 @@ mod tests {
             binary: dir.path().join("no-such-broker"),
             cpus: None,
             token_cache: false,
+            rate_limit: None,
         };
         let err = spawn_child(&options, &dir.path().join("c.toml"), dir.path())
             .err()

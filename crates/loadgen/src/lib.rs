@@ -12,6 +12,7 @@
 //! the run ends.
 
 pub mod broker;
+pub mod churn;
 pub mod floor;
 pub mod pace;
 pub mod report;
@@ -22,20 +23,22 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use svid_broker_dev::ExposeSecret as _;
 use svid_broker_identity::jwt::JwtSvidValidator;
 
 use crate::broker::{AUDIENCE, BrokerSetup, CLIENT_ID, Mode, RunningBroker};
 use crate::report::{HalfPeak, Machine, Peak, Report, ScenarioReport};
-use crate::scenario::{Client, Kind, Target};
+use crate::scenario::{Client, Kind, Target, TokenPool};
 
-/// Goal: each scenario's exchanges per broker core at least this share of the floor's rate.
-pub const GOAL_FLOOR_SHARE: f64 = 0.5;
-/// Goal: p99 latency at half the peak rate below this.
+/// Goal: p99 latency at half the peak rate below this. (The per-core goals, shares of the
+/// crypto floor, depend on the scenario: [`Kind::floor_goal`].)
 pub const GOAL_P99: Duration = Duration::from_millis(5);
 /// Most concurrent workers (connections) per scenario.
 pub const MAX_WORKERS: usize = 1024;
 /// Longest phase.
 pub const MAX_PHASE: Duration = Duration::from_secs(600);
+/// Most tokens pre-minted for one cold scenario.
+pub const MAX_COLD_TOKENS: usize = 2_000_000;
 
 /// What went wrong with the run as a whole (single failed requests are counted, not errors).
 #[derive(Debug, thiserror::Error)]
@@ -139,9 +142,46 @@ pub struct Options {
     /// default off, so every exchange signs a token).
     #[arg(long)]
     pub token_cache: bool,
+    /// JWT-SVIDs pre-minted for each cold scenario (its warm-up, peak and half-peak phases
+    /// together send at most this many requests).
+    #[arg(long, default_value_t = 400_000)]
+    pub cold_tokens: usize,
+    /// Run the churn test instead of the scenarios: distinct subjects through the rate
+    /// limiter and every cache, sampling the broker's RSS.
+    #[arg(long)]
+    pub churn: bool,
+    /// Churn: distinct subjects.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub churn_subjects: u64,
+    /// Churn: how long to take for them, seconds (a paced, open-loop rate).
+    #[arg(long, default_value_t = 600.0)]
+    pub churn_secs: f64,
+    /// Churn: seconds between RSS samples.
+    #[arg(long, default_value_t = 5.0)]
+    pub churn_sample_secs: f64,
     /// Also write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+/// What a run produced: the scenario benchmarks or the churn test.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
+pub enum Outcome {
+    /// The scenarios.
+    Scenarios(Report),
+    /// The churn test.
+    Churn(churn::ChurnReport),
+}
+
+impl Outcome {
+    /// The report as Markdown.
+    pub fn to_markdown(&self) -> String {
+        match self {
+            Outcome::Scenarios(r) => r.to_markdown(),
+            Outcome::Churn(r) => r.to_markdown(),
+        }
+    }
 }
 
 fn secs(option: &'static str, v: f64) -> Result<Duration, LoadgenError> {
@@ -175,6 +215,29 @@ fn pin_self(cpus: &str) -> Result<(), LoadgenError> {
     }
 }
 
+/// Runs the scenarios, or the churn test with `--churn`.
+///
+/// # Errors
+/// A [`LoadgenError`] if setup fails or a scenario cannot exchange at all.
+pub fn run_any(options: &Options) -> Result<Outcome, LoadgenError> {
+    if options.churn {
+        churn::run(options).map(Outcome::Churn)
+    } else {
+        run(options).map(Outcome::Scenarios)
+    }
+}
+
+/// The `svid-broker` binary: `--broker-bin`, or the one next to this executable.
+fn broker_binary(options: &Options) -> PathBuf {
+    match &options.broker_bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("svid-broker")))
+            .unwrap_or_else(|| PathBuf::from("svid-broker")),
+    }
+}
+
 /// Runs the whole benchmark and returns the report.
 ///
 /// # Errors
@@ -188,6 +251,12 @@ pub fn run(options: &Options) -> Result<Report, LoadgenError> {
         return Err(LoadgenError::Option {
             option: "--workers",
             rule: "must be between 1 and 1024",
+        });
+    }
+    if options.cold_tokens > MAX_COLD_TOKENS {
+        return Err(LoadgenError::Option {
+            option: "--cold-tokens",
+            rule: "must be at most 2000000",
         });
     }
     if options.client_threads == 0 || options.client_threads > 64 {
@@ -206,18 +275,13 @@ pub fn run(options: &Options) -> Result<Report, LoadgenError> {
     if options.pin {
         pin_self(&options.loadgen_cpus)?;
     }
-    let binary = match &options.broker_bin {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(|d| d.join("svid-broker")))
-            .unwrap_or_else(|| PathBuf::from("svid-broker")),
-    };
+    let binary = broker_binary(options);
     let setup = BrokerSetup {
         mode: options.broker,
         binary,
         cpus: options.pin.then(|| options.broker_cpus.clone()),
         token_cache: options.token_cache,
+        rate_limit: None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(options.client_threads)
@@ -297,15 +361,19 @@ async fn measure_all(
     JwtSvidValidator::new([AUDIENCE])
         .ok()
         .and_then(|v| {
-            v.validate(jwt.token().expose(), &bundles, std::time::SystemTime::now())
-                .ok()
+            v.validate(
+                jwt.token().expose_secret(),
+                &bundles,
+                std::time::SystemTime::now(),
+            )
+            .ok()
         })
         .ok_or(LoadgenError::Floor {
             what: "jwt-svid rejected by the validator",
         })?;
     let jwks = broker.td.jwt_bundle_jwks_json();
     let floor_input = floor::FloorInput {
-        jwt_svid: jwt.token().expose(),
+        jwt_svid: jwt.token().expose_secret(),
         jwks_json: &jwks,
         bundles: &bundles,
         audience: AUDIENCE,
@@ -354,9 +422,20 @@ async fn measure_scenario(
     ticks: u64,
     floor: &floor::Floor,
 ) -> Result<ScenarioReport, LoadgenError> {
+    // Cold: every request gets a token never presented before, minted now (the broker is
+    // idle meanwhile), one pool per scenario so no scenario warms another's cache.
+    let pool = if kind.is_cold() {
+        let minted =
+            tokio::task::block_in_place(|| TokenPool::mint(&target.td, kind, options.cold_tokens))?;
+        Some(std::sync::Arc::new(minted))
+    } else {
+        None
+    };
+    // A cold phase sends no more requests than there are fresh tokens left.
+    let budget = |cap: u64| pool.as_ref().map_or(cap, |p| cap.min(p.remaining()));
     let mut clients = Vec::with_capacity(options.workers);
     for _ in 0..options.workers {
-        clients.push(Client::connect(kind, target).await?);
+        clients.push(Client::connect_with(kind, target, pool.clone()).await?);
     }
     // One exchange up front: a scenario that cannot exchange at all is an error, not a rate.
     if let Some(first) = clients.first_mut() {
@@ -368,15 +447,16 @@ async fn measure_scenario(
                 source,
             })?;
     }
-    let (clients, _) = scenario::closed_loop(clients, phases.warmup, options.max_requests).await;
+    let (clients, _) =
+        scenario::closed_loop(clients, phases.warmup, budget(options.max_requests)).await;
 
     let cpu0 = Cpu::now(pid, ticks);
     let (clients, peak) =
-        scenario::closed_loop(clients, phases.duration, options.max_requests).await;
+        scenario::closed_loop(clients, phases.duration, budget(options.max_requests)).await;
     let cpu1 = Cpu::now(pid, ticks);
     let peak_rate = peak.rate();
     let target_rate = peak_rate / 2.0;
-    let total = pace::total_requests(target_rate, phases.open, options.max_requests);
+    let total = pace::total_requests(target_rate, phases.open, budget(options.max_requests));
     let (clients, half) = scenario::open_loop(clients, target_rate, total).await;
     let cpu2 = Cpu::now(pid, ticks);
     drop(clients);
@@ -395,6 +475,7 @@ async fn measure_scenario(
             other_cores: Cpu::others(&cpu0, &cpu1, peak.elapsed),
             per_core,
             floor_share: per_core.map(|r| r / floor.raw_per_sec),
+            floor_goal: kind.floor_goal(),
             latency: peak.latency.summarize(),
         },
         half: HalfPeak {

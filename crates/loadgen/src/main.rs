@@ -4,11 +4,11 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use svid_broker_loadgen::{Options, run};
+use svid_broker_loadgen::{Options, run_any};
 
 fn main() -> ExitCode {
     let options = Options::parse();
-    match run(&options) {
+    match run_any(&options) {
         Ok(report) => {
             print!("{}", report.to_markdown());
             if let Some(path) = &options.json {

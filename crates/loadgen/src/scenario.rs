@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use svid_broker_client::transport::{client_tls_config, exchange_client, with_bearer};
 use svid_broker_dev::DevTrustDomain;
+use svid_broker_dev::ExposeSecret as _;
 use svid_broker_identity::authorize::Authorizer;
 use svid_broker_identity::bundle::BundleProvider;
 use svid_broker_server::grpc::proto::token_exchange_client::TokenExchangeClient;
@@ -40,23 +41,115 @@ pub enum Kind {
     /// gRPC `Exchange`, the caller authenticated by its X.509-SVID over mTLS.
     GrpcMtls,
     /// gRPC `Exchange` over TLS without a client certificate, `authorization: Bearer
-    /// <JWT-SVID>`.
+    /// <JWT-SVID>`; each worker presents its one JWT-SVID again and again (warm).
     GrpcBearer,
-    /// The HTTP realm, `GET /token` with Basic credentials whose password is a JWT-SVID.
+    /// The HTTP realm, `GET /token` with Basic credentials whose password is a JWT-SVID; each
+    /// worker presents its one JWT-SVID again and again (warm).
     Realm,
+    /// The realm with Basic credentials whose password is a broker login credential (obtained
+    /// once per worker over gRPC), presented again and again (warm).
+    RealmLogin,
+    /// As [`Kind::GrpcBearer`], but every request presents a JWT-SVID never presented before
+    /// (pre-minted before the scenario): cold.
+    GrpcBearerCold,
+    /// As [`Kind::Realm`], but every request presents a JWT-SVID never presented before: cold.
+    RealmCold,
 }
 
 impl Kind {
     /// Every scenario, in report order.
-    pub const ALL: [Kind; 3] = [Kind::GrpcMtls, Kind::GrpcBearer, Kind::Realm];
+    pub const ALL: [Kind; 6] = [
+        Kind::GrpcMtls,
+        Kind::GrpcBearerCold,
+        Kind::RealmCold,
+        Kind::GrpcBearer,
+        Kind::Realm,
+        Kind::RealmLogin,
+    ];
 
     /// Short label for the report.
     pub fn label(self) -> &'static str {
         match self {
             Kind::GrpcMtls => "gRPC, mTLS (X.509-SVID)",
-            Kind::GrpcBearer => "gRPC, JWT-SVID bearer",
-            Kind::Realm => "HTTP realm, GET /token (Basic JWT-SVID)",
+            Kind::GrpcBearer => "gRPC, JWT-SVID bearer, warm",
+            Kind::Realm => "HTTP realm, GET /token (Basic JWT-SVID), warm",
+            Kind::RealmLogin => "HTTP realm, GET /token (Basic login credential), warm",
+            Kind::GrpcBearerCold => "gRPC, JWT-SVID bearer, cold",
+            Kind::RealmCold => "HTTP realm, GET /token (Basic JWT-SVID), cold",
         }
+    }
+
+    /// Whether every request presents a new JWT-SVID (from a [`TokenPool`]).
+    pub fn is_cold(self) -> bool {
+        matches!(self, Kind::GrpcBearerCold | Kind::RealmCold)
+    }
+
+    /// The goal for exchanges per broker core, as a share of the crypto floor: a cold
+    /// exchange pays the whole floor (at least 0.6x), a warm one only the token signature (at
+    /// least 2x); mTLS keeps the first milestone's 0.5x.
+    pub fn floor_goal(self) -> f64 {
+        match self {
+            Kind::GrpcMtls => 0.5,
+            Kind::GrpcBearerCold | Kind::RealmCold => 0.6,
+            Kind::GrpcBearer | Kind::Realm | Kind::RealmLogin => 2.0,
+        }
+    }
+}
+
+/// Credentials minted before a cold scenario, each handed out once: the JWT-SVID itself
+/// (bearer) or the whole `Basic` header value (realm), so the phase spends nothing on minting.
+pub struct TokenPool {
+    items: Vec<String>,
+    next: AtomicU64,
+}
+
+impl std::fmt::Debug for TokenPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenPool")
+            .field("len", &self.items.len())
+            .field("remaining", &self.remaining())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenPool {
+    /// Mints `n` JWT-SVIDs for the load generator's identity, each distinct (ECDSA signatures
+    /// are randomized, so even tokens minted in the same second differ), shaped for `kind`.
+    ///
+    /// # Errors
+    /// [`LoadgenError::Setup`] if minting fails.
+    pub fn mint(td: &DevTrustDomain, kind: Kind, n: usize) -> Result<Self, LoadgenError> {
+        let me = id(CLIENT_ID)?;
+        let mut items = Vec::with_capacity(n);
+        for _ in 0..n {
+            let svid = td
+                .issue_jwt_svid(&me, &[AUDIENCE])
+                .map_err(|e| LoadgenError::Setup {
+                    what: "jwt-svid",
+                    reason: error_chain(&e),
+                })?;
+            let jwt = svid.token().expose_secret();
+            items.push(match kind {
+                Kind::RealmCold => {
+                    format!("Basic {}", STANDARD.encode(format!("{CLIENT_ID}:{jwt}")))
+                }
+                _ => jwt.to_owned(),
+            });
+        }
+        Ok(Self {
+            items,
+            next: AtomicU64::new(0),
+        })
+    }
+
+    /// Tokens not yet handed out.
+    pub fn remaining(&self) -> u64 {
+        (self.items.len() as u64).saturating_sub(self.next.load(Ordering::Relaxed))
+    }
+
+    fn take(&self) -> Option<&str> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        self.items.get(usize::try_from(i).ok()?).map(String::as_str)
     }
 }
 
@@ -93,6 +186,9 @@ pub enum CallError {
         /// The limit.
         timeout: Duration,
     },
+    /// A cold scenario used up its pre-minted tokens (the phase budget should prevent it).
+    #[error("the pre-minted token pool is used up")]
+    PoolExhausted,
 }
 
 fn transport(e: &dyn std::error::Error) -> CallError {
@@ -123,6 +219,7 @@ enum Inner {
     Grpc {
         client: TokenExchangeClient<Channel>,
         bearer: Option<String>,
+        pool: Option<Arc<TokenPool>>,
         request: ExchangeRequest,
     },
     Realm {
@@ -130,6 +227,7 @@ enum Inner {
         sender: Option<SendRequest<Empty<Bytes>>>,
         uri: String,
         authorization: http::HeaderValue,
+        pool: Option<Arc<TokenPool>>,
     },
 }
 
@@ -150,6 +248,25 @@ impl Client {
     /// # Errors
     /// [`LoadgenError::Setup`] if the identity cannot be issued or the connection fails.
     pub async fn connect(kind: Kind, target: &Target) -> Result<Client, LoadgenError> {
+        Self::connect_with(kind, target, None).await
+    }
+
+    /// Connects one client for `kind`; a cold kind takes each request's token from `pool`.
+    ///
+    /// # Errors
+    /// [`LoadgenError::Setup`] if the identity cannot be issued, the connection fails, or a
+    /// cold kind has no pool.
+    pub async fn connect_with(
+        kind: Kind,
+        target: &Target,
+        pool: Option<Arc<TokenPool>>,
+    ) -> Result<Client, LoadgenError> {
+        if kind.is_cold() && pool.is_none() {
+            return Err(LoadgenError::Setup {
+                what: "token pool",
+                reason: "a cold scenario needs pre-minted tokens".to_owned(),
+            });
+        }
         let fail = |what: &'static str| {
             move |e: &dyn std::error::Error| LoadgenError::Setup {
                 what,
@@ -162,7 +279,7 @@ impl Client {
                 .td
                 .issue_jwt_svid(&me, &[AUDIENCE])
                 .map_err(|e| fail("jwt-svid")(&e))?;
-            Ok(svid.token().expose().to_owned())
+            Ok(svid.token().expose_secret().to_owned())
         };
         let request = ExchangeRequest {
             requested_token_type: TokenType::RegistryAccessToken.into(),
@@ -171,7 +288,7 @@ impl Client {
             ..Default::default()
         };
         let inner = match kind {
-            Kind::GrpcMtls | Kind::GrpcBearer => {
+            Kind::GrpcMtls | Kind::GrpcBearer | Kind::GrpcBearerCold => {
                 let bundles: Arc<dyn BundleProvider> = Arc::new(Arc::new(
                     target.td.bundle_set().map_err(|e| fail("bundle")(&e))?,
                 ));
@@ -182,8 +299,10 @@ impl Client {
                     })?;
                     let pair = (svid.chain().to_vec(), svid.private_key().to_rustls());
                     (Some(pair), None)
-                } else {
+                } else if kind == Kind::GrpcBearer {
                     (None, Some(jwt()?))
+                } else {
+                    (None, None)
                 };
                 let tls = client_tls_config(bundles, Authorizer::Exact(id(BROKER_ID)?), identity)
                     .map_err(|e| fail("client tls")(&e))?;
@@ -193,11 +312,16 @@ impl Client {
                 Inner::Grpc {
                     client,
                     bearer,
+                    pool,
                     request,
                 }
             }
-            Kind::Realm => {
-                let basic = STANDARD.encode(format!("{CLIENT_ID}:{}", jwt()?));
+            Kind::Realm | Kind::RealmLogin | Kind::RealmCold => {
+                let password = match kind {
+                    Kind::RealmLogin => login_credential(target, jwt()?).await?,
+                    _ => jwt()?,
+                };
+                let basic = STANDARD.encode(format!("{CLIENT_ID}:{password}"));
                 let authorization = http::HeaderValue::try_from(format!("Basic {basic}"))
                     .map_err(|e| fail("authorization header")(&e))?;
                 let query: String = form_query(&[
@@ -213,6 +337,7 @@ impl Client {
                     sender: Some(sender),
                     uri: format!("/token?{query}"),
                     authorization,
+                    pool,
                 }
             }
         };
@@ -237,10 +362,15 @@ impl Client {
             Inner::Grpc {
                 client,
                 bearer,
+                pool,
                 request,
             } => {
                 let message = request.clone();
-                let request = match bearer {
+                let jwt = match pool {
+                    Some(pool) => Some(pool.take().ok_or(CallError::PoolExhausted)?),
+                    None => bearer.as_deref(),
+                };
+                let request = match jwt {
                     Some(jwt) => with_bearer(message, jwt).map_err(|e| transport(&e))?,
                     None => tonic::Request::new(message),
                 };
@@ -261,7 +391,15 @@ impl Client {
                 sender,
                 uri,
                 authorization,
+                pool,
             } => {
+                let authorization = match pool {
+                    Some(pool) => {
+                        let basic = pool.take().ok_or(CallError::PoolExhausted)?;
+                        http::HeaderValue::try_from(basic).map_err(|e| transport(&e))?
+                    }
+                    None => authorization.clone(),
+                };
                 // A keep-alive connection the server closed is replaced, once per request.
                 if sender.as_ref().is_none_or(SendRequest::is_closed) {
                     *sender = Some(http1_connect(*addr).await.map_err(|e| transport(&e))?);
@@ -273,7 +411,7 @@ impl Client {
                 };
                 let request = http::Request::get(uri.as_str())
                     .header(http::header::HOST, "127.0.0.1")
-                    .header(http::header::AUTHORIZATION, authorization.clone())
+                    .header(http::header::AUTHORIZATION, authorization)
                     .body(Empty::<Bytes>::new())
                     .map_err(|e| transport(&e))?;
                 conn.ready().await.map_err(|e| transport(&e))?;
@@ -304,7 +442,47 @@ impl Client {
     }
 }
 
-fn form_query(pairs: &[(&str, &str)]) -> String {
+/// A broker login credential for the load generator's identity, from one gRPC `Exchange`
+/// with a JWT-SVID bearer.
+async fn login_credential(target: &Target, jwt: String) -> Result<String, LoadgenError> {
+    let fail = |what: &'static str| {
+        move |e: &dyn std::error::Error| LoadgenError::Setup {
+            what,
+            reason: error_chain(e),
+        }
+    };
+    let bundles: Arc<dyn BundleProvider> = Arc::new(Arc::new(
+        target.td.bundle_set().map_err(|e| fail("bundle")(&e))?,
+    ));
+    let tls = client_tls_config(bundles, Authorizer::Exact(id(BROKER_ID)?), None)
+        .map_err(|e| fail("client tls")(&e))?;
+    let mut client = exchange_client(target.grpc_addr, tls)
+        .await
+        .map_err(|e| fail("grpc connect")(&e))?;
+    let request = ExchangeRequest {
+        requested_token_type: TokenType::RegistryLoginCredential.into(),
+        audience: SERVICE.to_owned(),
+        scope: vec![SCOPE.to_owned()],
+        ..Default::default()
+    };
+    let request = with_bearer(request, &jwt).map_err(|e| fail("bearer")(&e))?;
+    let response = client
+        .exchange(request)
+        .await
+        .map_err(|s| LoadgenError::Setup {
+            what: "login credential",
+            reason: format!("grpc status {:?}: {}", s.code(), s.message()),
+        })?
+        .into_inner();
+    Some(response.access_token)
+        .filter(|t| !t.is_empty())
+        .ok_or(LoadgenError::Setup {
+            what: "login credential",
+            reason: "empty".to_owned(),
+        })
+}
+
+pub(crate) fn form_query(pairs: &[(&str, &str)]) -> String {
     let mut out = String::new();
     for (i, (k, v)) in pairs.iter().enumerate() {
         if i > 0 {
@@ -323,7 +501,9 @@ fn form_query(pairs: &[(&str, &str)]) -> String {
     out
 }
 
-async fn http1_connect(addr: SocketAddr) -> Result<SendRequest<Empty<Bytes>>, std::io::Error> {
+pub(crate) async fn http1_connect(
+    addr: SocketAddr,
+) -> Result<SendRequest<Empty<Bytes>>, std::io::Error> {
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
@@ -520,6 +700,24 @@ mod tests {
             form_query(&[("scope", "repository:team/app:pull"), ("a", "b c")]),
             "scope=repository%3Ateam%2Fapp%3Apull&a=b%20c"
         );
+    }
+
+    #[test]
+    fn token_pool_hands_out_each_distinct_token_once() {
+        let td = DevTrustDomain::builder(
+            svid_broker_identity::TrustDomain::parse("example.org").unwrap(),
+        )
+        .build()
+        .unwrap();
+        let pool = TokenPool::mint(&td, Kind::GrpcBearerCold, 5).unwrap();
+        assert_eq!(pool.remaining(), 5);
+        let mut seen = std::collections::HashSet::new();
+        while let Some(token) = pool.take() {
+            assert!(seen.insert(token.to_owned()), "a token came out twice");
+        }
+        assert_eq!((seen.len(), pool.remaining()), (5, 0));
+        let realm = TokenPool::mint(&td, Kind::RealmCold, 1).unwrap();
+        assert!(realm.take().unwrap().starts_with("Basic "));
     }
 
     #[test]

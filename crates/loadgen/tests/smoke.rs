@@ -3,7 +3,7 @@
 
 use clap::Parser as _;
 use svid_broker_loadgen::scenario::Kind;
-use svid_broker_loadgen::{LoadgenError, Options, run};
+use svid_broker_loadgen::{LoadgenError, Options, Outcome, run, run_any};
 
 fn options(extra: &[&str]) -> Options {
     let mut args = vec![
@@ -24,6 +24,9 @@ fn options(extra: &[&str]) -> Options {
         "50",
         "--floor-secs",
         "0.05",
+        // Each cold scenario sends at most 1 + 50 + 50 requests here.
+        "--cold-tokens",
+        "200",
     ];
     args.extend_from_slice(extra);
     Options::parse_from(args)
@@ -66,12 +69,43 @@ fn token_cache_scenario_also_succeeds() {
 }
 
 #[test]
+fn churn_run_takes_every_subject_through_both_requests() {
+    let outcome = run_any(&options(&[
+        "--churn",
+        "--churn-subjects",
+        "40",
+        "--churn-secs",
+        "1",
+        "--churn-sample-secs",
+        "0.2",
+    ]))
+    .unwrap();
+    let Outcome::Churn(report) = outcome else {
+        panic!("not a churn report");
+    };
+    assert_eq!(report.errors, 0, "{:?}", report.first_error);
+    assert_eq!(report.subjects_done, 40);
+    assert_eq!(report.requests_ok, 80);
+    assert!(!report.samples.is_empty());
+    assert!(report.samples.iter().all(|s| s.rss_kib > 0));
+    assert!(report.to_markdown().contains("broker RSS MiB"));
+}
+
+#[test]
 fn bad_options_are_refused() {
     let err = run(&options(&["--workers", "0"])).unwrap_err();
     assert!(matches!(
         err,
         LoadgenError::Option {
             option: "--workers",
+            ..
+        }
+    ));
+    let err = run_any(&options(&["--churn", "--churn-subjects", "0"])).unwrap_err();
+    assert!(matches!(
+        err,
+        LoadgenError::Option {
+            option: "--churn-subjects",
             ..
         }
     ));

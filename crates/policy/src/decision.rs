@@ -41,6 +41,8 @@ impl ActionSet {
             "delete" => Self::DELETE_BIT,
             "pull" => Self::PULL_BIT,
             "push" => Self::PUSH_BIT,
+            // Any other `[a-z]+` action is well-formed but no rule can grant it (rules name only
+            // these four), so it maps to no bit and is never granted: fail closed.
             _ => 0,
         }
     }
@@ -127,7 +129,7 @@ pub struct RuleHit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ScopeTrace {
-    /// The scope as requested.
+    /// The scope as the caller requested it (after parsing: actions sorted, duplicates gone).
     pub requested: ResourceScope,
     /// The actions granted for it (possibly none).
     pub granted: ActionSet,

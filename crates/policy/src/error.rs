@@ -50,7 +50,7 @@ pub enum PolicyError {
     /// The file could not be read.
     #[error("cannot read policy file {path}", path = path.display())]
     Io {
-        /// The file.
+        /// The file's path as the caller gave it.
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
@@ -58,11 +58,11 @@ pub enum PolicyError {
     /// The file is larger than [`crate::MAX_POLICY_FILE_BYTES`].
     #[error("policy file {path} is {len} bytes, the maximum is {max}", path = path.display())]
     FileTooLarge {
-        /// The file.
+        /// The file's path as the caller gave it.
         path: PathBuf,
         /// Its size.
         len: u64,
-        /// The limit.
+        /// The maximum allowed, in bytes.
         max: u64,
     },
     /// TOML syntax, an unknown key, a missing key or a value of the wrong type.
@@ -81,7 +81,7 @@ pub enum PolicyError {
     TooManyRegistries {
         /// How many.
         count: usize,
-        /// The limit.
+        /// The maximum number allowed.
         max: usize,
     },
     /// Too many rules.
@@ -89,7 +89,7 @@ pub enum PolicyError {
     TooManyRules {
         /// How many.
         count: usize,
-        /// The limit.
+        /// The maximum number allowed.
         max: usize,
     },
     /// A list is longer than [`crate::MAX_LIST_LEN`].
@@ -101,7 +101,7 @@ pub enum PolicyError {
         field: &'static str,
         /// How many entries.
         len: usize,
-        /// The limit.
+        /// The maximum number allowed.
         max: usize,
         /// Where the list is.
         at: Location,
@@ -139,7 +139,7 @@ pub enum PolicyError {
         "registry {registry:?}: invalid service at {at} (visible ascii without quotes or backslashes, at most 255 bytes)"
     )]
     InvalidService {
-        /// The registry.
+        /// The registry's `name`, as written in the file.
         registry: String,
         /// Where the value is.
         at: Location,
@@ -159,7 +159,7 @@ pub enum PolicyError {
         "registry {registry:?}: invalid issuer at {at} (visible ascii without quotes or backslashes, at most 255 bytes)"
     )]
     InvalidIssuer {
-        /// The registry.
+        /// The registry's `name`, as written in the file.
         registry: String,
         /// Where the value is.
         at: Location,
@@ -169,7 +169,7 @@ pub enum PolicyError {
         "registry {registry:?}: token_ttl_seconds = {seconds} at {at} is below the minimum of {min}"
     )]
     TtlTooShort {
-        /// The registry.
+        /// The registry's `name`, as written in the file.
         registry: String,
         /// The value.
         seconds: i64,
@@ -183,11 +183,11 @@ pub enum PolicyError {
         "registry {registry:?}: token_ttl_seconds = {seconds} at {at} is above the maximum of {max}"
     )]
     TtlTooLong {
-        /// The registry.
+        /// The registry's `name`, as written in the file.
         registry: String,
         /// The value.
         seconds: i64,
-        /// The limit.
+        /// The maximum number allowed.
         max: u64,
         /// Where the value is.
         at: Location,
@@ -197,7 +197,7 @@ pub enum PolicyError {
         "registry {registry:?}: invalid host {host:?} at {at} (expected lowercase host[:port])"
     )]
     InvalidHost {
-        /// The registry.
+        /// The registry's `name`, as written in the file.
         registry: String,
         /// The host.
         host: String,
@@ -233,7 +233,7 @@ pub enum PolicyError {
     /// A rule with both or neither of `subject` and `trust_domain`.
     #[error("rule {rule:?} at {at}: set exactly one of subject and trust_domain")]
     SubjectMatcher {
-        /// The rule.
+        /// The rule's `id`, as written in the file.
         rule: String,
         /// Where the rule is.
         at: Location,
@@ -241,37 +241,37 @@ pub enum PolicyError {
     /// `subject` without wildcards is not a valid SPIFFE ID.
     #[error("rule {rule:?}: invalid subject at {at}")]
     InvalidSubject {
-        /// The rule.
+        /// The rule's `id`, as written in the file.
         rule: String,
         /// Where the value is.
         at: Location,
-        /// Why.
+        /// The parse error, also returned by `source()`.
         source: IdError,
     },
     /// `subject` with wildcards or captures is not a valid pattern.
     #[error("rule {rule:?}: invalid subject pattern at {at}")]
     InvalidSubjectPattern {
-        /// The rule.
+        /// The rule's `id`, as written in the file.
         rule: String,
         /// Where the value is.
         at: Location,
-        /// Why.
+        /// The parse error, also returned by `source()`.
         source: PatternError,
     },
     /// `trust_domain` is not a valid trust domain.
     #[error("rule {rule:?}: invalid trust_domain at {at}")]
     InvalidTrustDomain {
-        /// The rule.
+        /// The rule's `id`, as written in the file.
         rule: String,
         /// Where the value is.
         at: Location,
-        /// Why.
+        /// The parse error, also returned by `source()`.
         source: IdError,
     },
     /// `registry` names no `[[registries]]` entry.
     #[error("rule {rule:?}: unknown registry {registry:?} at {at}")]
     UnknownRegistry {
-        /// The rule.
+        /// The rule's `id`, as written in the file.
         rule: String,
         /// The name used.
         registry: String,
@@ -281,13 +281,13 @@ pub enum PolicyError {
     /// A repository pattern does not parse.
     #[error("rule {rule:?}: invalid repository pattern {pattern:?} at {at}")]
     InvalidRepositoryPattern {
-        /// The rule.
+        /// The rule's `id`, as written in the file.
         rule: String,
         /// The pattern.
         pattern: String,
         /// Where it is.
         at: Location,
-        /// Why.
+        /// The parse error, also returned by `source()`.
         source: RepoPatternError,
     },
     /// A repository pattern uses a capture the subject does not define.
@@ -295,7 +295,7 @@ pub enum PolicyError {
         "rule {rule:?}: undefined capture {{{capture}}} at {at}: the subject does not define it"
     )]
     UndefinedCapture {
-        /// The rule.
+        /// The rule's `id`, as written in the file.
         rule: String,
         /// The capture name.
         capture: String,
@@ -308,7 +308,7 @@ pub enum PolicyError {
         "rule {rule:?}: unused capture {{{capture}}} at {at}: no repository pattern uses it (use '*' in the subject instead)"
     )]
     UnusedCapture {
-        /// The rule.
+        /// The rule's `id`, as written in the file.
         rule: String,
         /// The capture name.
         capture: String,
@@ -320,7 +320,7 @@ pub enum PolicyError {
         "rule {rule:?}: invalid action {action:?} at {at} (expected pull, push, delete, * or registry:catalog:*)"
     )]
     InvalidAction {
-        /// The rule.
+        /// The rule's `id`, as written in the file.
         rule: String,
         /// The action.
         action: String,
@@ -330,7 +330,7 @@ pub enum PolicyError {
     /// A catalog rule that also lists repositories.
     #[error("rule {rule:?} at {at}: a registry:catalog:* rule must not list repositories")]
     CatalogWithRepositories {
-        /// The rule.
+        /// The rule's `id`, as written in the file.
         rule: String,
         /// Where the repositories are.
         at: Location,
@@ -340,7 +340,7 @@ pub enum PolicyError {
         "rule {rule:?} at {at}: registry:catalog:* cannot be mixed with repository actions; use a separate rule"
     )]
     CatalogMixedActions {
-        /// The rule.
+        /// The rule's `id`, as written in the file.
         rule: String,
         /// Where the actions are.
         at: Location,
@@ -350,7 +350,7 @@ pub enum PolicyError {
         "rule {rule:?} at {at}: repositories is required (unless actions is [\"registry:catalog:*\"])"
     )]
     MissingRepositories {
-        /// The rule.
+        /// The rule's `id`, as written in the file.
         rule: String,
         /// Where the rule is.
         at: Location,
@@ -360,7 +360,7 @@ pub enum PolicyError {
         "rule {rule:?}: repository pattern {pattern:?} at {at} grants every repository; set whole_registry = true if that is intended"
     )]
     WholeRegistryNotMarked {
-        /// The rule.
+        /// The rule's `id`, as written in the file.
         rule: String,
         /// The pattern.
         pattern: String,
@@ -373,7 +373,7 @@ pub enum PolicyError {
         "rule {rule:?}: whole_registry = true at {at} but no repository pattern grants every repository"
     )]
     WholeRegistryUnused {
-        /// The rule.
+        /// The rule's `id`, as written in the file.
         rule: String,
         /// Where the marker is.
         at: Location,
@@ -388,15 +388,15 @@ pub enum DecisionError {
     /// No registry has this `service` (the realm answers 400).
     #[error("unknown service {service:?}")]
     UnknownService {
-        /// The service asked for, cut to [`crate::MAX_SERVICE_LEN`] bytes.
+        /// The service asked for, cut to [`svid_broker_identity::limits::MAX_SERVICE_LEN`] bytes.
         service: String,
     },
-    /// More requested scopes than [`crate::scope::MAX_SCOPES`].
+    /// More requested scopes than [`svid_broker_identity::limits::MAX_SCOPES`].
     #[error("{count} scopes requested, the maximum is {max}")]
     TooManyScopes {
         /// How many.
         count: usize,
-        /// The limit.
+        /// The maximum number allowed.
         max: usize,
     },
 }

@@ -49,6 +49,10 @@
 //! assert_eq!(decision.granted_scope(), "repository:team-prod/app:pull");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! Runnable example: `examples/decide.rs` in this crate
+//! (`cargo run -p svid-broker-policy --example decide`); the crate's `README.md` sums up
+//! what a caller may rely on.
 
 mod decision;
 mod error;
@@ -61,8 +65,8 @@ pub use decision::{ActionSet, Decision, RuleHit, ScopeTrace};
 pub use error::{DecisionError, Location, PolicyError};
 pub use policy::{
     CATALOG_ACTION, DEFAULT_TOKEN_TTL_SECONDS, Effect, MAX_LIST_LEN, MAX_POLICY_FILE_BYTES,
-    MAX_REGISTRIES, MAX_REGISTRY_NAME_LEN, MAX_RULE_ID_LEN, MAX_RULES, MAX_SERVICE_LEN,
-    MAX_TOKEN_TTL_SECONDS, MIN_TOKEN_TTL_SECONDS, Policy, Registry,
+    MAX_REGISTRIES, MAX_REGISTRY_NAME_LEN, MAX_RULE_ID_LEN, MAX_RULES, MAX_TOKEN_TTL_SECONDS,
+    MIN_TOKEN_TTL_SECONDS, Policy, Registry,
 };
 pub use profile::Profile;
 pub use scope::{Action, ResourceScope, ResourceType, ScopeError};

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use svid_broker_identity::limits::{MAX_ISSUER_LEN, MAX_SCOPES, MAX_SERVICE_LEN};
 use svid_broker_identity::{Captures, PathPattern, SpiffeId, TrustDomain};
 use toml::Spanned;
 
@@ -14,7 +15,7 @@ use crate::decision::{ActionSet, Decision, RuleHit, ScopeTrace};
 use crate::error::{DecisionError, Location, PolicyError};
 use crate::profile::Profile;
 use crate::repository::{RepoPatternError, RepositoryPattern};
-use crate::scope::{self, Action, MAX_SCOPES, ResourceScope};
+use crate::scope::{self, Action, ResourceScope};
 
 /// Largest policy file [`Policy::load`] reads, in bytes.
 pub const MAX_POLICY_FILE_BYTES: u64 = 1024 * 1024;
@@ -30,8 +31,6 @@ pub const DEFAULT_TOKEN_TTL_SECONDS: u64 = 300;
 pub const MIN_TOKEN_TTL_SECONDS: u64 = 60;
 /// Longest token lifetime: registry tokens are meant to be short-lived.
 pub const MAX_TOKEN_TTL_SECONDS: u64 = 3600;
-/// Longest `service` or `issuer`, in bytes.
-pub const MAX_SERVICE_LEN: usize = 255;
 /// Longest registry name, in bytes.
 pub const MAX_REGISTRY_NAME_LEN: usize = 64;
 /// Longest rule id, in bytes.
@@ -64,7 +63,7 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The name rules refer to.
+    /// The `name` rules refer to it by; unique within the policy.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -79,17 +78,21 @@ impl Registry {
         &self.issuer
     }
 
-    /// The token profile.
+    /// The registry flavour (`profile` in the file; required, no default): decides the shape of
+    /// the tokens minted for it, such as the header `kid`.
     pub fn profile(&self) -> Profile {
         self.profile
     }
 
-    /// How long tokens for this registry live (at least [`MIN_TOKEN_TTL_SECONDS`]).
+    /// How long tokens for this registry live: `token_ttl_seconds`, default
+    /// [`DEFAULT_TOKEN_TTL_SECONDS`], between [`MIN_TOKEN_TTL_SECONDS`] and
+    /// [`MAX_TOKEN_TTL_SECONDS`].
     pub fn token_ttl(&self) -> Duration {
         self.token_ttl
     }
 
-    /// The `host[:port]`s the registry answers on.
+    /// The `host[:port]`s the registry answers on: lowercase, at least one, and unique across
+    /// the policy's registries.
     pub fn hosts(&self) -> &[String] {
         &self.hosts
     }
@@ -222,13 +225,13 @@ impl Loader<'_> {
                 at: self.at(&raw.name),
             });
         }
-        if !is_token_text(raw.service.get_ref()) {
+        if !is_token_text(raw.service.get_ref(), MAX_SERVICE_LEN) {
             return Err(PolicyError::InvalidService {
                 registry: name.clone(),
                 at: self.at(&raw.service),
             });
         }
-        if !is_token_text(raw.issuer.get_ref()) {
+        if !is_token_text(raw.issuer.get_ref(), MAX_ISSUER_LEN) {
             return Err(PolicyError::InvalidIssuer {
                 registry: name.clone(),
                 at: self.at(&raw.issuer),
@@ -328,7 +331,8 @@ impl Loader<'_> {
                     },
                 )?)
             }
-            _ => {
+            // Exactly one of `subject` and `trust_domain` is required.
+            (Some(_), Some(_)) | (None, None) => {
                 return Err(PolicyError::SubjectMatcher {
                     rule: rule(),
                     at: rule_at,
@@ -377,7 +381,7 @@ impl Loader<'_> {
 
         let capture_names: Vec<&str> = match &subject {
             SubjectMatcher::Pattern(p) => p.capture_names().collect(),
-            _ => Vec::new(),
+            SubjectMatcher::Exact(_) | SubjectMatcher::TrustDomain(_) => Vec::new(),
         };
         let subject_at = raw.subject.as_ref().map_or(rule_at, |s| self.at(s));
         let (target, actions, registry_wide) = if catalog {
@@ -811,9 +815,9 @@ fn is_registry_name(s: &str) -> bool {
 
 /// `service` and `issuer` end up in JWT claims and in the registry's config and challenge
 /// header, so keep them to visible ASCII that needs no quoting.
-fn is_token_text(s: &str) -> bool {
+fn is_token_text(s: &str, max_len: usize) -> bool {
     !s.is_empty()
-        && s.len() <= MAX_SERVICE_LEN
+        && s.len() <= max_len
         && s.bytes()
             .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
 }

@@ -11,7 +11,9 @@ use std::fmt;
 
 use svid_broker_identity::Captures;
 
-use crate::scope::{self, MAX_NAME_LEN, NameError};
+use svid_broker_identity::limits::MAX_REPOSITORY_NAME_LEN;
+
+use crate::scope::{self, NameError};
 
 /// A pattern over repository names, bound to the capture names of one subject pattern.
 ///
@@ -51,10 +53,10 @@ impl RepositoryPattern {
         if pattern.is_empty() {
             return Err(RepoPatternError::Empty);
         }
-        if pattern.len() > MAX_NAME_LEN {
+        if pattern.len() > MAX_REPOSITORY_NAME_LEN {
             return Err(RepoPatternError::TooLong {
                 len: pattern.len(),
-                max: MAX_NAME_LEN,
+                max: MAX_REPOSITORY_NAME_LEN,
             });
         }
         let mut segments = Vec::new();
@@ -251,7 +253,7 @@ pub enum RepoPatternError {
     TooLong {
         /// Length in bytes.
         len: usize,
-        /// The limit.
+        /// The maximum allowed, in bytes.
         max: usize,
     },
     /// An empty component (`a//b`, leading or trailing `/`).

@@ -23,18 +23,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 
-/// Longest single `scope` parameter accepted, in bytes.
-pub const MAX_SCOPE_PARAM_LEN: usize = 4096;
-/// Most `scope` parameters accepted in one request (empty ones included).
-pub const MAX_SCOPE_PARAMS: usize = 32;
-/// Most resource scopes accepted in one request, counted before duplicates are merged.
-pub const MAX_SCOPES: usize = 32;
+use svid_broker_identity::limits::{MAX_ACTION_LEN, MAX_REPOSITORY_NAME_LEN, MAX_SCOPES};
+// Re-exported at their old paths for the server's edges, which import them from here. The
+// workspace's one definition (and why each value) is in `svid_broker_identity::limits`;
+// `MAX_SCOPES` counts resource scopes before duplicates are merged, and `MAX_SCOPE_PARAMS`
+// counts empty parameters too.
+pub use svid_broker_identity::limits::{MAX_SCOPE_PARAM_LEN, MAX_SCOPE_PARAMS};
+
 /// Most comma-separated actions accepted in one resource scope (empty ones included).
 pub const MAX_ACTIONS_PER_SCOPE: usize = 8;
-/// Longest action accepted, in bytes.
-pub const MAX_ACTION_LEN: usize = 32;
-/// Longest resource name, in bytes (distribution's `NameTotalLengthMax`).
-pub const MAX_NAME_LEN: usize = 255;
 
 /// An action on a resource: `pull`, `push`, `delete`, `*`, or another `[a-z]+` word.
 ///
@@ -176,7 +173,8 @@ pub struct ResourceScope {
     pub resource_type: ResourceType,
     /// The resource name (a repository name, or `catalog` for the registry type).
     pub name: String,
-    /// The actions, sorted.
+    /// The actions, sorted and without duplicates; may be empty (then the scope grants
+    /// nothing).
     pub actions: BTreeSet<Action>,
 }
 
@@ -341,7 +339,7 @@ fn parse_resource_type(s: &str) -> Result<ResourceType, ScopeError> {
 }
 
 /// Checks a resource name: an optional `host[:port]/` prefix, then `/`-separated components
-/// per distribution's reference grammar, at most [`MAX_NAME_LEN`] bytes in all.
+/// per distribution's reference grammar, at most [`MAX_REPOSITORY_NAME_LEN`] bytes in all.
 ///
 /// The first part counts as a host only when it is not a valid component (it has a port,
 /// brackets or capitals) and more components follow; a host such as `example.com` is also a
@@ -350,10 +348,10 @@ pub fn check_name(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
         return Err(NameError::Empty);
     }
-    if name.len() > MAX_NAME_LEN {
+    if name.len() > MAX_REPOSITORY_NAME_LEN {
         return Err(NameError::TooLong {
             len: name.len(),
-            max: MAX_NAME_LEN,
+            max: MAX_REPOSITORY_NAME_LEN,
         });
     }
     let bytes = name.as_bytes();
@@ -490,12 +488,12 @@ pub enum NameError {
     /// The name is empty.
     #[error("name is empty")]
     Empty,
-    /// The name is longer than [`MAX_NAME_LEN`].
+    /// The name is longer than [`MAX_REPOSITORY_NAME_LEN`].
     #[error("name is {len} bytes long, the maximum is {max}")]
     TooLong {
         /// Length in bytes.
         len: usize,
-        /// The limit.
+        /// The maximum allowed, in bytes.
         max: usize,
     },
     /// An empty component (`a//b`, a leading or trailing `/`).
@@ -551,19 +549,19 @@ pub enum ScopeError {
     ParameterTooLong {
         /// Length in bytes.
         len: usize,
-        /// The limit.
+        /// The maximum allowed, in bytes.
         max: usize,
     },
     /// More than [`MAX_SCOPE_PARAMS`] `scope` parameters.
     #[error("more than {max} scope parameters")]
     TooManyParameters {
-        /// The limit.
+        /// The maximum number allowed.
         max: usize,
     },
     /// More than [`MAX_SCOPES`] resource scopes in all.
     #[error("more than {max} resource scopes")]
     TooManyScopes {
-        /// The limit.
+        /// The maximum number allowed.
         max: usize,
     },
     /// A resource scope without two `:` separators.
@@ -605,7 +603,7 @@ pub enum ScopeError {
     ActionTooLong {
         /// Length in bytes.
         len: usize,
-        /// The limit.
+        /// The maximum allowed, in bytes.
         max: usize,
     },
     /// More than [`MAX_ACTIONS_PER_SCOPE`] actions in one resource scope.
@@ -613,7 +611,7 @@ pub enum ScopeError {
     TooManyActions {
         /// The offending resource scope.
         scope: String,
-        /// The limit.
+        /// The maximum number allowed.
         max: usize,
     },
 }

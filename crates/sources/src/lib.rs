@@ -16,6 +16,10 @@
 //! from exactly one source, see [`CombinedBundles`].
 //!
 //! All TLS uses rustls with the aws-lc-rs provider.
+//!
+//! Runnable example: `examples/bundle_file.rs` in this crate
+//! (`cargo run -p svid-broker-sources --example bundle_file`); the crate's `README.md` sums up
+//! what a caller may rely on.
 
 mod combined;
 pub mod federation;
@@ -26,8 +30,6 @@ mod snapshot;
 mod testutil;
 pub mod workload;
 
-use std::error::Error;
-use std::fmt;
 use std::sync::Arc;
 
 pub use combined::{CombinedBundles, TrustDomainConflict};
@@ -45,50 +47,4 @@ const RUNTIME_MISSING: &str = "no tokio runtime is running; start the source fro
 /// The one crypto stack of the workspace.
 fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-/// Displays an error followed by its `source()` chain, `a: b: c`, for log lines. A cause whose
-/// text its parent already printed is not repeated.
-pub(crate) struct ErrorChain<'a>(pub(crate) &'a (dyn Error + 'static));
-
-impl fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut shown = self.0.to_string();
-        f.write_str(&shown)?;
-        let mut next = self.0.source();
-        while let Some(e) = next {
-            let text = e.to_string();
-            if !shown.ends_with(&text) {
-                write!(f, ": {text}")?;
-            }
-            shown = text;
-            next = e.source();
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("outer")]
-    struct Outer(#[source] Middle);
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("middle: {0}")]
-    struct Middle(#[source] Inner);
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("inner")]
-    struct Inner;
-
-    #[test]
-    fn error_chain_prints_each_cause_once() {
-        let e = Outer(Middle(Inner));
-        // "inner" is already in the middle message, so it is not repeated.
-        assert_eq!(ErrorChain(&e).to_string(), "outer: middle: inner");
-        assert_eq!(ErrorChain(&Inner).to_string(), "inner");
-    }
 }

@@ -1,44 +1,38 @@
-//! Secret-holding types: zeroized on drop, redacted in `Debug`, no `Display`.
-
-use std::fmt;
+//! Secret-holding types, built on the workspace's one secret type
+//! ([`svid_broker_identity::secret`]): zeroized on drop, redacted in `Debug`, no `Display`.
 
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use svid_broker_identity::id::SpiffeId;
-use zeroize::Zeroizing;
+use svid_broker_identity::secret::{ExposeSecret, SecretSlice, SecretString};
 
 /// The private key of an X.509-SVID: unencrypted PKCS#8 DER (Workload API §5.2), zeroized on
 /// drop. `Debug` prints only that it is redacted.
-#[derive(Clone)]
-pub struct SvidPrivateKey(Zeroizing<Vec<u8>>);
+#[derive(Debug, Clone)]
+pub struct SvidPrivateKey(SecretSlice<u8>);
 
 impl SvidPrivateKey {
     pub(crate) fn from_pkcs8_der(der: &[u8]) -> Self {
-        Self(Zeroizing::new(der.to_vec()))
+        Self(SecretSlice::from(der.to_vec()))
     }
 
     /// The PKCS#8 DER bytes. Do not log them.
     pub fn pkcs8_der(&self) -> &[u8] {
-        &self.0
+        self.0.expose_secret()
     }
 
     /// A rustls copy of the key, for a TLS client or server configuration. rustls zeroizes its
     /// own copy on drop.
     pub fn to_rustls(&self) -> PrivateKeyDer<'static> {
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.0.to_vec()))
-    }
-}
-
-impl fmt::Debug for SvidPrivateKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SvidPrivateKey(<redacted>)")
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.pkcs8_der().to_vec()))
     }
 }
 
 /// A JWT-SVID fetched from the Workload API. The token is a bearer credential: zeroized on drop;
-/// `Debug` shows the SPIFFE ID, audiences and expiry, never the token.
-#[derive(Clone)]
+/// `Debug` shows the SPIFFE ID, audiences and expiry, never the token, which comes out only
+/// through [`ExposeSecret::expose_secret`]. Send it only to the audience it was minted for.
+#[derive(Debug, Clone)]
 pub struct JwtSvidToken {
-    token: Zeroizing<String>,
+    token: SecretString,
     spiffe_id: SpiffeId,
     audience: Vec<String>,
     expiry: i64,
@@ -52,16 +46,11 @@ impl JwtSvidToken {
         expiry: i64,
     ) -> Self {
         Self {
-            token: Zeroizing::new(token.to_owned()),
+            token: SecretString::from(token),
             spiffe_id,
             audience,
             expiry,
         }
-    }
-
-    /// The compact JWS. Send it only to the audience it was minted for; never log it.
-    pub fn expose_token(&self) -> &str {
-        &self.token
     }
 
     /// The `sub` claim.
@@ -80,14 +69,10 @@ impl JwtSvidToken {
     }
 }
 
-impl fmt::Debug for JwtSvidToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JwtSvidToken")
-            .field("token", &"<redacted>")
-            .field("spiffe_id", &self.spiffe_id)
-            .field("audience", &self.audience)
-            .field("expiry", &self.expiry)
-            .finish()
+impl ExposeSecret<str> for JwtSvidToken {
+    /// The compact JWS. Never log it.
+    fn expose_secret(&self) -> &str {
+        self.token.expose_secret()
     }
 }
 
@@ -98,7 +83,9 @@ mod tests {
     #[test]
     fn debug_never_shows_secrets() {
         let key = SvidPrivateKey::from_pkcs8_der(b"very-secret-key-bytes");
-        assert_eq!(format!("{key:?}"), "SvidPrivateKey(<redacted>)");
+        let shown = format!("{key:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("REDACTED"), "{shown}");
         assert_eq!(key.pkcs8_der(), b"very-secret-key-bytes");
 
         let id = SpiffeId::parse("spiffe://example.org/w").unwrap();
@@ -106,6 +93,6 @@ mod tests {
         let shown = format!("{token:?}");
         assert!(!shown.contains("secret"), "{shown}");
         assert!(shown.contains("spiffe://example.org/w"), "{shown}");
-        assert_eq!(token.expose_token(), "eyJhbGciOi.secret.sig");
+        assert_eq!(token.expose_secret(), "eyJhbGciOi.secret.sig");
     }
 }

@@ -89,6 +89,7 @@ pub struct BrokerSpec {
     http_port: u16,
     public_url: Option<String>,
     extra_config: String,
+    files: Vec<(String, Vec<u8>)>,
     clock: Arc<dyn Clock>,
 }
 
@@ -103,6 +104,7 @@ impl BrokerSpec {
             http_port: 0,
             public_url: None,
             extra_config: String::new(),
+            files: Vec::new(),
             clock: Arc::new(SystemClock),
         }
     }
@@ -141,6 +143,14 @@ impl BrokerSpec {
     #[must_use]
     pub fn extra_config(mut self, toml: &str) -> Self {
         self.extra_config.push_str(toml);
+        self
+    }
+
+    /// A file written into the broker's directory before it starts (a JWK Set, a CA), for the
+    /// config to name by its relative path.
+    #[must_use]
+    pub fn file(mut self, name: &str, contents: impl Into<Vec<u8>>) -> Self {
+        self.files.push((name.to_owned(), contents.into()));
         self
     }
 
@@ -186,6 +196,10 @@ impl BrokerSpec {
             port => format!("http://127.0.0.1:{port}"),
         });
         std::fs::write(dir.path().join("policy.toml"), &self.policy).expect("write policy.toml");
+        for (name, contents) in &self.files {
+            std::fs::write(dir.path().join(name), contents)
+                .unwrap_or_else(|e| panic!("write {name}: {e}"));
+        }
         let config = format!(
             "[server]\nhttp_addr = \"127.0.0.1:{}\"\n{grpc}public_url = \"{public_url}\"\n\
              shutdown_grace_seconds = 5\n[identity]\naudience = \"{AUDIENCE}\"\n{identity}\n\
@@ -287,6 +301,12 @@ impl BrokerFixture {
     /// The audit log so far (empty when not written yet).
     pub fn audit(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("audit.log")).unwrap_or_default()
+    }
+
+    /// Hands the Workload APIs to the caller (to stop or restart them mid-test); the fixture
+    /// then stops only the broker.
+    pub fn take_workload_apis(&mut self) -> Vec<WorkloadApiHandle> {
+        std::mem::take(&mut self.apis)
     }
 
     /// The Workload API endpoints the fixture owns, in start order.

@@ -62,7 +62,7 @@ pub enum TokenError {
         claim: Claim,
         /// Its length in bytes.
         len: usize,
-        /// The cap.
+        /// The maximum allowed, in bytes.
         max: usize,
     },
     /// A string claim contains a control character.
@@ -76,7 +76,7 @@ pub enum TokenError {
     TooManyAccessEntries {
         /// How many were given.
         count: usize,
-        /// The cap.
+        /// The maximum number allowed.
         max: usize,
     },
     /// An access entry's type does not match `[a-z0-9]+ ['(' [a-z0-9]+ ')']`.
@@ -98,7 +98,7 @@ pub enum TokenError {
         index: usize,
         /// Its length in bytes.
         len: usize,
-        /// The cap.
+        /// The maximum allowed, in bytes.
         max: usize,
     },
     /// An access entry's name contains whitespace or a control character.
@@ -114,7 +114,7 @@ pub enum TokenError {
         index: usize,
         /// How many actions it lists.
         count: usize,
-        /// The cap.
+        /// The maximum number allowed.
         max: usize,
     },
     /// An action is neither `*` nor `[a-z]+` of at most [`svid_broker_identity::limits::MAX_ACTION_LEN`] bytes.
@@ -222,7 +222,7 @@ pub enum KeyError {
         source_kind: PemSource,
         /// Its size in bytes.
         len: usize,
-        /// The cap.
+        /// The maximum allowed, in bytes.
         max: usize,
     },
     /// A PEM input could not be parsed. The parser's error is dropped on purpose: it could quote
@@ -240,7 +240,7 @@ pub enum KeyError {
     TooManyCaCertificates {
         /// How many it holds.
         count: usize,
-        /// The cap.
+        /// The maximum number allowed.
         max: usize,
     },
     /// A block in the certificate PEM is not a `CERTIFICATE`.
@@ -334,7 +334,7 @@ pub enum KeyError {
     InvalidCommonName {
         /// Its length in bytes.
         len: usize,
-        /// The cap.
+        /// The maximum allowed, in bytes.
         max: usize,
     },
     /// A new leaf would outlive the signing CA: it could not be verified for its whole life.

@@ -62,7 +62,8 @@ pub enum SigningAlgorithm {
 }
 
 impl SigningAlgorithm {
-    /// The JWS `alg` value.
+    /// The JWS `alg` header value: `"ES256"`, `"ES384"` or `"RS256"` (the inverse of
+    /// [`SigningAlgorithm::from_jws_name`]).
     pub const fn jws_name(self) -> &'static str {
         match self {
             Self::Es256 => "ES256",

@@ -22,6 +22,10 @@
 //!   [`KeyRing::ca_bundle_pem`].
 //!
 //! Everything is synchronous and takes the current time as an argument.
+//!
+//! Runnable example: `examples/mint.rs` in this crate
+//! (`cargo run -p svid-broker-token --example mint`); the crate's `README.md` sums up
+//! what a caller may rely on.
 
 mod claims;
 mod error;

@@ -53,7 +53,8 @@ pub struct MintRequest<'a> {
     pub ttl: Duration,
     /// Header profile of the target registry (the policy's [`Profile`] for it).
     pub profile: Profile,
-    /// The issuing time.
+    /// The issuing time; truncated to whole seconds. `iat` and `nbf` are [`CLOCK_BACKDATE`]
+    /// before it and `exp` is `ttl` after it.
     pub now: SystemTime,
 }
 
@@ -104,14 +105,16 @@ impl ExposeSecret<str> for RegistryToken {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MintedToken {
-    /// The token.
+    /// The signed compact JWS, to send as `Authorization: Bearer` or in the realm's `token`
+    /// field. A secret: never log it; the `jti` below identifies it instead.
     pub token: RegistryToken,
     /// The `jti` (128 random bits, base64url): safe to log, identifies the token in audits.
     pub jti: String,
     /// The issuing time, whole seconds (the realm's `issued_at`). The `iat` and `nbf` claims
     /// are [`CLOCK_BACKDATE`] earlier.
     pub issued_at: SystemTime,
-    /// The `exp` claim.
+    /// The `exp` claim, whole seconds: `issued_at` plus the request's TTL. Registries accept the
+    /// token until this instant (plus their own leeway, [`REGISTRY_LEEWAY`] for distribution).
     pub expires_at: SystemTime,
     /// The `access` claim as signed (normalized).
     pub access: Vec<Access>,

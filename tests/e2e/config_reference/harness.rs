@@ -3,7 +3,7 @@
 //! the plugin crate's unit test, which includes this file by path because only that crate can
 //! reach the plugin's parser.
 //!
-//! A page section `<!-- config-keys NAME -->` ... `<!-- /config-keys -->` holds one table whose
+//! A page section `<!-- check:config-keys NAME -->` ... `<!-- /check:config-keys -->` holds one table whose
 //! rows are `` | `key` | type | default | allowed | meaning | ``:
 //! - `key`: the full dotted path; `name[]` steps into an array of tables (`registries[].name`).
 //! - default: `required`, `unset, e.g. `VALUE``, or `` `VALUE` `` (the default), as TOML.
@@ -52,8 +52,8 @@ fn code_spans(text: &str) -> Vec<&str> {
 
 fn rows(md: &str, name: &str) -> Vec<Row> {
     let (open, close) = (
-        format!("<!-- config-keys {name} -->"),
-        "<!-- /config-keys -->",
+        format!("<!-- check:config-keys {name} -->"),
+        "<!-- /check:config-keys -->",
     );
     let mut out = Vec::new();
     let mut inside = false;
@@ -110,8 +110,8 @@ fn rows(md: &str, name: &str) -> Vec<Row> {
             line: i + 1,
         });
     }
-    assert!(!inside, "<!-- config-keys {name} --> is not closed");
-    assert!(sections > 0, "no <!-- config-keys {name} --> section");
+    assert!(!inside, "<!-- check:config-keys {name} --> is not closed");
+    assert!(sections > 0, "no <!-- check:config-keys {name} --> section");
     out
 }
 
@@ -283,7 +283,7 @@ fn accepted_in(
     Err(errors)
 }
 
-/// Runs every check for the `<!-- config-keys NAME -->` table of `md`; returns the number of
+/// Runs every check for the `<!-- check:config-keys NAME -->` table of `md`; returns the number of
 /// documented keys.
 pub(crate) fn check(md: &str, name: &str, parse: Parser<'_>, bases: &[Base<'_>]) -> usize {
     for (i, base) in bases.iter().enumerate() {
@@ -457,9 +457,9 @@ mod self_tests {
 
     #[test]
     fn reads_rows_as_documented() {
-        let md = "<!-- config-keys t -->\n| key | type | default | allowed | meaning |\n\
+        let md = "<!-- check:config-keys t -->\n| key | type | default | allowed | meaning |\n\
                   |---|---|---|---|---|\n| `a.b` | integer | `5` | `1..=9` | x |\n\
-                  | `c` | string | required, e.g. `\"v\"` | | y |\n<!-- /config-keys -->\n";
+                  | `c` | string | required, e.g. `\"v\"` | | y |\n<!-- /check:config-keys -->\n";
         let rows = rows(md, "t");
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].presence, Presence::Defaulted);

@@ -25,9 +25,11 @@ use svid_broker_dev::registry::{RegistryChild, RegistrySpec, TokenAuth, free_loo
 use svid_broker_dev::{DevTrustDomain, WorkloadApiHandle, WorkloadApiServer};
 use svid_broker_identity::SpiffeId;
 use svid_broker_identity::clock::SystemClock;
+use svid_broker_identity::report::ErrorChain;
+use svid_broker_identity::secret::{ExposeSecret as _, SecretString};
 use svid_broker_policy::{Policy, scope};
+use svid_broker_server::audit::rfc3339;
 use svid_broker_server::config::BrokerConfig;
-use svid_broker_server::ops::rfc3339;
 use svid_broker_server::{BrokerServer, ServerHandle};
 
 pub(crate) use self::error::{DemoError, DemoFailed, Step};
@@ -84,9 +86,11 @@ const RULES: [Rule; 3] = [
 
 pub(crate) fn run() -> Result<(), CliError> {
     init_logging();
-    let mut demo = Demo::prepare().map_err(|source| DemoFailed {
-        step: Step::Setup,
-        source,
+    let mut demo = Demo::prepare().map_err(|source| {
+        CliError::Demo(DemoFailed {
+            step: Step::Setup,
+            source: Box::new(source),
+        })
     })?;
     let result = demo.run_steps();
     demo.stop();
@@ -107,10 +111,7 @@ pub(crate) fn run() -> Result<(), CliError> {
             Ok(())
         }
         Err(failed) => {
-            println!(
-                "  FAILED: {}",
-                crate::cmd::policy::error_chain(&failed.source)
-            );
+            println!("  FAILED: {}", ErrorChain::new(&failed.source));
             Err(CliError::Demo(failed))
         }
     }
@@ -150,14 +151,11 @@ struct Addresses {
     registry: SocketAddr,
 }
 
-/// The node's login credential from step 3.
+/// The node's login credential from step 3 (the password is never printed).
 struct NodeCredential {
     username: String,
-    password: Secret,
+    password: SecretString,
 }
-
-/// A credential the demo holds but never prints.
-struct Secret(String);
 
 impl Demo {
     fn prepare() -> Result<Self, DemoError> {
@@ -425,8 +423,8 @@ scope = "registry"
         let policy = Policy::from_toml_str(&sample_policy(&registry.to_string()))
             .map_err(|source| DemoError::Policy { source })?;
         let subject = parse_id(&node.username)?;
-        let asked = scope::parse_scopes([PULL_PUSH_SCOPE])
-            .map_err(|source| DemoError::Scope { source })?;
+        let asked =
+            scope::parse_scopes([PULL_PUSH_SCOPE]).map_err(|source| DemoError::Scope { source })?;
         let decision = policy
             .decide(&subject, SERVICE, &asked)
             .map_err(|source| DemoError::Decision { source })?;
@@ -436,7 +434,7 @@ scope = "registry"
         }
         if decision.granted_scope() != PULL_SCOPE {
             return Err(DemoError::UnexpectedGrant {
-                granted: decision.granted_scope().to_owned(),
+                granted: decision.granted_scope(),
                 expected: PULL_SCOPE,
             });
         }
@@ -448,7 +446,7 @@ scope = "registry"
             .append_pair("service", SERVICE)
             .append_pair("scope", PULL_PUSH_SCOPE)
             .finish();
-        let basic = basic_auth(&node.username, &node.password.0);
+        let basic = basic_auth(&node.username, node.password.expose_secret());
         explain("The registry answers 401 with the realm; the client sends the login credential");
         explain(
             "there as HTTP Basic auth and gets a short-lived JWT the registry verifies offline.",
@@ -460,7 +458,7 @@ scope = "registry"
         let (status, body) = self.runtime.block_on(realm_get(
             addrs.realm,
             &format!("/token?{query}"),
-            &basic.0,
+            basic.expose_secret(),
         ))?;
         if status != 200 {
             return Err(DemoError::RealmStatus { status });
@@ -532,15 +530,14 @@ scope = "registry"
             source,
         })?;
         // Killed when this step returns, whatever the outcome.
-        let _registry = RegistryChild::start(RegistrySpec::new(&root, addr).token_auth(
-            TokenAuth {
+        let _registry =
+            RegistryChild::start(RegistrySpec::new(&root, addr).token_auth(TokenAuth {
                 realm: realm.clone(),
                 service: SERVICE.to_owned(),
                 issuer: ISSUER.to_owned(),
                 rootcertbundle: self.dir().join("broker-ca.pem"),
-            },
-        ))
-        .map_err(|source| DemoError::Registry { source })?;
+            }))
+            .map_err(|source| DemoError::Registry { source })?;
         explain("Debian's docker-registry (unmodified) trusts the broker CA and sends clients to");
         explain(
             "the realm; skopeo logs in with the credentials above, like any registry password.",
@@ -564,7 +561,7 @@ scope = "registry"
         let jwt = cluster
             .issue_jwt_svid(&ci, &[AUDIENCE])
             .map_err(|source| DemoError::DevCa { source })?;
-        let ci_auth = write_auth_file(&work, "ci", &addr, CI_ID, jwt.token().expose())?;
+        let ci_auth = write_auth_file(&work, "ci", &addr, CI_ID, jwt.token().expose_secret())?;
         let push = copy(&[
             "copy",
             "--dest-tls-verify=false",
@@ -581,7 +578,13 @@ scope = "registry"
         }
         println!("  push  {CI_ID} (JWT-SVID) -> {REPOSITORY}:{TAG}: ok");
 
-        let node_auth = write_auth_file(&work, "node", &addr, &node.username, &node.password.0)?;
+        let node_auth = write_auth_file(
+            &work,
+            "node",
+            &addr,
+            &node.username,
+            node.password.expose_secret(),
+        )?;
         let pulled = work.join("pulled");
         let pull = copy(&[
             "copy",
@@ -651,7 +654,10 @@ fn step<T>(step: Step, body: impl FnOnce() -> Result<T, DemoError>) -> Result<T,
         Step::NUMBERED.len(),
         step.title()
     );
-    body().map_err(|source| DemoFailed { step, source })
+    body().map_err(|source| DemoFailed {
+        step,
+        source: Box::new(source),
+    })
 }
 
 fn explain(line: &str) {
@@ -764,13 +770,13 @@ fn redact_response(
         response,
         NodeCredential {
             username,
-            password: Secret(password),
+            password: SecretString::from(password),
         },
     ))
 }
 
-fn basic_auth(username: &str, password: &str) -> Secret {
-    Secret(format!(
+fn basic_auth(username: &str, password: &str) -> SecretString {
+    SecretString::from(format!(
         "Basic {}",
         STANDARD.encode(format!("{username}:{password}"))
     ))
@@ -854,7 +860,7 @@ mod tests {
         .to_string();
         let (response, node) = redact_response(&stdout, &registry).unwrap();
         assert_eq!(node.username, NODE_ID);
-        assert_eq!(node.password.0, secret);
+        assert_eq!(node.password.expose_secret(), secret);
         let shown = response.to_string();
         assert!(!shown.contains("payload"), "{shown}");
         assert!(shown.contains(&format!("REDACTED, {} characters", secret.len())));
@@ -897,16 +903,16 @@ mod tests {
     fn a_failure_names_its_step_and_keeps_the_cause_as_its_source() {
         let failed = DemoFailed {
             step: Step::RealRegistry,
-            source: DemoError::ToolsMissing {
+            source: Box::new(DemoError::ToolsMissing {
                 missing: vec!["skopeo"],
-            },
+            }),
         };
         assert_eq!(
             failed.to_string(),
             "demo step 5 (a real registry: push and pull with skopeo) failed"
         );
         assert_eq!(
-            crate::cmd::policy::error_chain(&failed),
+            ErrorChain::new(&failed).to_string(),
             "demo step 5 (a real registry: push and pull with skopeo) failed: skipped: \
              docker-registry/skopeo not installed (apt-get install docker-registry skopeo); \
              missing: skopeo; CI=true requires this step"

@@ -3,7 +3,7 @@
 pub(crate) mod demo;
 mod dev;
 mod inspect;
-pub(crate) mod policy;
+mod policy;
 mod registry_config;
 mod serve;
 mod verify;

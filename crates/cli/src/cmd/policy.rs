@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use svid_broker_identity::SpiffeId;
+use svid_broker_identity::report::ErrorChain;
 use svid_broker_policy::{Policy, scope};
 
 use crate::cli::PolicyCommand;
@@ -18,7 +19,7 @@ pub(crate) fn run(cmd: PolicyCommand) -> Result<(), CliError> {
         } => {
             let usage = |arg, err: &dyn std::error::Error| CliError::Usage {
                 arg,
-                reason: error_chain(err),
+                reason: ErrorChain::new(err).to_string(),
             };
             let policy = Policy::load(&policy).map_err(|e| usage("--policy", &e))?;
             let subject = SpiffeId::parse(&subject).map_err(|e| usage("--subject", &e))?;
@@ -33,15 +34,4 @@ pub(crate) fn run(cmd: PolicyCommand) -> Result<(), CliError> {
                 .map_err(CliError::Output)
         }
     }
-}
-
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        source = e.source();
-    }
-    out
 }

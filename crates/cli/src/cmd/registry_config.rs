@@ -4,11 +4,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use svid_broker_identity::report::ErrorChain;
 use svid_broker_policy::Policy;
 use svid_broker_server::config::{BrokerConfig, SigningSource};
 
 use crate::cli::RegistryConfigArgs;
-use crate::cmd::policy::error_chain;
 use crate::error::CliError;
 
 /// Largest certificate file read, in bytes.
@@ -16,10 +16,10 @@ const MAX_CERT_FILE_BYTES: u64 = 64 * 1024;
 
 pub(crate) fn run(args: &RegistryConfigArgs) -> Result<(), CliError> {
     let usage = |arg, reason: String| CliError::Usage { arg, reason };
-    let config =
-        BrokerConfig::load(&args.config).map_err(|e| usage("--config", error_chain(&e)))?;
+    let config = BrokerConfig::load(&args.config)
+        .map_err(|e| usage("--config", ErrorChain::new(&e).to_string()))?;
     let policy = Policy::load(&config.policy_file)
-        .map_err(|e| usage("--config", format!("policy: {}", error_chain(&e))))?;
+        .map_err(|e| usage("--config", format!("policy: {}", ErrorChain::new(&e))))?;
     let registry = policy.registry_by_name(&args.registry).ok_or_else(|| {
         usage(
             "--registry",

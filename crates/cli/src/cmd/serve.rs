@@ -14,8 +14,9 @@ use crate::error::CliError;
 pub(crate) fn run(args: &ServeArgs) -> Result<(), CliError> {
     // Everything the file says is checked before a runtime or a socket exists: only this is
     // "invalid --config"; what fails later (binding, reading keys) is a start failure.
-    let config =
-        BrokerConfig::load(&args.config).map_err(|source| CliError::Config { source })?;
+    let config = BrokerConfig::load(&args.config).map_err(|source| CliError::Config {
+        source: Box::new(source),
+    })?;
     init_logging(config.log_format)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -61,7 +62,9 @@ async fn serve(config: BrokerConfig) -> Result<(), CliError> {
     let mut terminate = install(SignalKind::terminate())?;
     let handle: ServerHandle = BrokerServer::start(config, Arc::new(SystemClock))
         .await
-        .map_err(|source| CliError::Start { source })?;
+        .map_err(|source| CliError::Start {
+            source: Box::new(source),
+        })?;
     // `ready` alone on the first line (the contract `dev` follows too), then the bound address.
     println!("ready");
     print!("{}", address_lines(handle.http_addr(), handle.grpc_addr()));

@@ -92,9 +92,9 @@ fn quoted_messages_are_still_in_the_sources() {
     sources(&manifest_dir().join("../client/src"), &mut corpus);
     let md = page();
     let section = md
-        .split("<!-- checked-messages -->")
+        .split("<!-- check:messages -->")
         .nth(1)
-        .and_then(|rest| rest.split("<!-- /checked-messages -->").next())
+        .and_then(|rest| rest.split("<!-- /check:messages -->").next())
         .unwrap();
     let mut checked = 0;
     for row in section.lines().filter(|l| l.starts_with("| `")) {

@@ -7,6 +7,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::Value;
 use svid_broker_identity::clock::FixedClock;
 use svid_broker_identity::id::{SpiffeId, TrustDomain};
+use svid_broker_identity::secret::ExposeSecret as _;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer as _, X509Certificate};
 
@@ -340,7 +341,7 @@ fn jwt_svid_is_es256_with_spiffe_claims() {
     let jwt = dev
         .issue_jwt_svid(&id("spiffe://example.org/a"), &["registry", "other"])
         .unwrap();
-    let (header, claims, sig, signing_input) = jwt_parts(jwt.token().expose());
+    let (header, claims, sig, signing_input) = jwt_parts(jwt.token().expose_secret());
     assert_eq!(header["alg"], "ES256");
     assert_eq!(header["typ"], "JWT");
     assert_eq!(header["kid"], jwt.key_id());
@@ -382,22 +383,22 @@ fn jwt_audience_rules() {
         dev.issue_jwt_svid(&who, &["a", ""]).unwrap_err(),
         DevCaError::EmptyAudience { index: 1 }
     );
-    let many: Vec<String> = (0..=MAX_AUDIENCES).map(|i| format!("a{i}")).collect();
+    let many: Vec<String> = (0..=MAX_JWT_AUDIENCES).map(|i| format!("a{i}")).collect();
     assert_eq!(
         dev.issue_jwt_svid(&who, &many).unwrap_err(),
         DevCaError::TooManyAudiences {
-            count: MAX_AUDIENCES + 1,
-            max: MAX_AUDIENCES
+            count: MAX_JWT_AUDIENCES + 1,
+            max: MAX_JWT_AUDIENCES
         }
     );
-    assert!(dev.issue_jwt_svid(&who, &many[..MAX_AUDIENCES]).is_ok());
-    let long = "x".repeat(MAX_AUDIENCE_LEN + 1);
+    assert!(dev.issue_jwt_svid(&who, &many[..MAX_JWT_AUDIENCES]).is_ok());
+    let long = "x".repeat(MAX_JWT_AUDIENCE_LEN + 1);
     assert_eq!(
         dev.issue_jwt_svid(&who, &[long.as_str()]).unwrap_err(),
         DevCaError::AudienceTooLong {
             index: 0,
-            len: MAX_AUDIENCE_LEN + 1,
-            max: MAX_AUDIENCE_LEN
+            len: MAX_JWT_AUDIENCE_LEN + 1,
+            max: MAX_JWT_AUDIENCE_LEN
         }
     );
     assert!(dev.issue_jwt_svid(&who, &[&long[1..]]).is_ok());
@@ -542,9 +543,9 @@ fn debug_output_redacts_keys_and_tokens() {
     let svid = dev.x509_svids()[0].clone();
     let jwt = dev.issue_jwt_svid(svid.spiffe_id(), &["aud"]).unwrap();
     let shown = format!("{svid:?} {jwt:?} {dev:?}");
-    assert!(shown.contains("[redacted]"));
-    assert!(!shown.contains(jwt.token().expose()));
-    let token_sig = jwt.token().expose().rsplit('.').next().unwrap();
+    assert!(shown.contains("REDACTED"), "{shown}");
+    assert!(!shown.contains(jwt.token().expose_secret()));
+    let token_sig = jwt.token().expose_secret().rsplit('.').next().unwrap();
     assert!(!shown.contains(token_sig));
     assert!(shown.contains("spiffe://example.org/a"));
 }
@@ -608,7 +609,7 @@ fn issued_jwt_svids_pass_identity_validator() {
     let jwt = dev.issue_jwt_svid(&who, &["registry"]).unwrap();
     let validator = JwtSvidValidator::new(["registry"]).unwrap();
     let claims = validator
-        .validate(jwt.token().expose(), &bundles, t0())
+        .validate(jwt.token().expose_secret(), &bundles, t0())
         .unwrap();
     assert_eq!(claims.spiffe_id, who);
     assert_eq!(claims.kid, jwt.key_id());
@@ -617,7 +618,7 @@ fn issued_jwt_svids_pass_identity_validator() {
     let other = JwtSvidValidator::new(["elsewhere"]).unwrap();
     assert_eq!(
         other
-            .validate(jwt.token().expose(), &bundles, t0())
+            .validate(jwt.token().expose_secret(), &bundles, t0())
             .unwrap_err(),
         JwtSvidError::AudienceMismatch
     );
@@ -631,7 +632,7 @@ fn issued_jwt_svids_pass_identity_validator() {
         )
         .unwrap();
     let err = validator
-        .validate(expired.token().expose(), &bundles, t0())
+        .validate(expired.token().expose_secret(), &bundles, t0())
         .unwrap_err();
     assert!(matches!(err, JwtSvidError::Expired { .. }), "{err:?}");
 
@@ -640,7 +641,7 @@ fn issued_jwt_svids_pass_identity_validator() {
     let rotated = dev.bundle_set().unwrap();
     assert!(
         validator
-            .validate(jwt.token().expose(), &rotated, t0())
+            .validate(jwt.token().expose_secret(), &rotated, t0())
             .is_ok()
     );
 }

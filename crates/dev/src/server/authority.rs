@@ -44,6 +44,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use svid_broker_identity::report::ErrorChain;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::{Connected, UdsConnectInfo};
 
@@ -159,7 +160,7 @@ pub(crate) enum FrontError {
     HeaderBlockTooLarge {
         /// The stream.
         stream: u32,
-        /// The cap.
+        /// The maximum allowed, in bytes.
         max: usize,
     },
     /// The header block spans more than [`MAX_CONTINUATION_FRAMES`] CONTINUATION frames.
@@ -167,7 +168,7 @@ pub(crate) enum FrontError {
     TooManyContinuations {
         /// The stream.
         stream: u32,
-        /// The cap.
+        /// The maximum number of CONTINUATION frames allowed.
         max: usize,
     },
     /// The header block is not valid HPACK (RFC 7541), asks for a dynamic table above
@@ -440,7 +441,9 @@ impl FrameRewriter {
 fn frame_kind(frame_type: u8) -> &'static str {
     match frame_type {
         TYPE_HEADERS => "HEADERS",
-        _ => "CONTINUATION",
+        TYPE_CONTINUATION => "CONTINUATION",
+        // Only header-block frames are named in errors; any other type is a bug upstream.
+        _ => "non-header",
     }
 }
 
@@ -613,7 +616,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFront<S> {
                 return Poll::Ready(Ok(()));
             }
             if let Err(error) = this.rewriter.feed(read.filled(), &mut this.out) {
-                tracing::warn!(%error, "closing a workload api connection");
+                tracing::warn!(error = %ErrorChain::new(&error), "closing a workload api connection");
                 this.failed = true;
                 this.out.clear();
                 this.out_pos = 0;

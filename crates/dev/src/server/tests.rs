@@ -8,6 +8,7 @@ use std::time::Duration;
 use prost_types::value::Kind;
 use spiffe::{JwtSource, WorkloadApiClient, WorkloadApiError, X509Source};
 use svid_broker_identity::id::{SpiffeId, TrustDomain};
+use svid_broker_identity::secret::ExposeSecret as _;
 use svid_broker_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use svid_broker_proto::workload::{
     JwtBundlesRequest, JwtsvidRequest, ValidateJwtsvidRequest, X509BundlesRequest, X509svidRequest,
@@ -423,7 +424,7 @@ async fn validate_jwt_svid_returns_claims_or_the_broken_rule() {
 
     let ok = within(client.validate_jwtsvid(with_header(ValidateJwtsvidRequest {
         audience: "registry".into(),
-        svid: jwt.token().expose().to_owned(),
+        svid: jwt.token().expose_secret().to_owned(),
     })))
     .await
     .unwrap()
@@ -455,10 +456,10 @@ async fn validate_jwt_svid_returns_claims_or_the_broken_rule() {
         .unwrap();
     let cases = [
         ("registry", String::new()),
-        ("", jwt.token().expose().to_owned()),
-        ("elsewhere", jwt.token().expose().to_owned()),
+        ("", jwt.token().expose_secret().to_owned()),
+        ("elsewhere", jwt.token().expose_secret().to_owned()),
         ("registry", "not.a.jwt".to_owned()),
-        ("registry", expired.token().expose().to_owned()),
+        ("registry", expired.token().expose_secret().to_owned()),
     ];
     for (audience, svid) in cases {
         let status = within(client.validate_jwtsvid(with_header(ValidateJwtsvidRequest {
@@ -472,7 +473,7 @@ async fn validate_jwt_svid_returns_claims_or_the_broken_rule() {
             Code::InvalidArgument,
             "{audience}: {status:?}"
         );
-        assert!(!status.message().contains(jwt.token().expose()));
+        assert!(!status.message().contains(jwt.token().expose_secret()));
     }
     handle.shutdown().await.unwrap();
 }

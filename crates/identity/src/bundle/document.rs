@@ -444,7 +444,7 @@ fn jwt_key(jwk: &RawJwk<'_>) -> Result<JwtKey, EntryError> {
             let y = b64url(member(jwk.y.as_deref(), "y")?, "y")?;
             JwtPublicKey::ec(curve, &x, &y)?
         }
-        _ => {
+        Some("RSA") => {
             let n = b64url(member(jwk.n.as_deref(), "n")?, "n")?;
             let e = b64url(member(jwk.e.as_deref(), "e")?, "e")?;
             match JwtPublicKey::rsa(&n, &e) {
@@ -457,6 +457,9 @@ fn jwt_key(jwk: &RawJwk<'_>) -> Result<JwtKey, EntryError> {
                 other => other?,
             }
         }
+        // Both callers pass only `EC` and `RSA` entries (`classify` and the JWKS reader);
+        // anything else is skipped, never read as RSA.
+        _ => return Ok(JwtKey::Ignore(IgnoreReason::UnsupportedKty)),
     };
     if alg.is_some_and(|alg| !key.supports(alg)) {
         return Ok(JwtKey::Ignore(IgnoreReason::AlgKeyMismatch));

@@ -252,8 +252,9 @@ impl JwtPublicKey {
                 max: MAX_RSA_BITS,
             });
         }
+        // RS256 is slot 0 (see `rsa_algorithm`).
         let first = RsaPublicKeyComponents { n, e }
-            .to_parsed_public_key(rsa_parameters(0))
+            .to_parsed_public_key(&signature::RSA_PKCS1_2048_8192_SHA256)
             .map_err(|_| KeyError::RsaRejected)?;
         let verifiers = Box::new([
             OnceLock::from(Some(first)),
@@ -300,7 +301,7 @@ impl JwtPublicKey {
     pub fn supports(&self, alg: JwsAlgorithm) -> bool {
         match &*self.0 {
             Inner::Ec { curve, .. } => curve.algorithm() == alg,
-            Inner::Rsa { .. } => rsa_index(alg).is_some(),
+            Inner::Rsa { .. } => rsa_algorithm(alg).is_some(),
         }
     }
 
@@ -325,14 +326,14 @@ impl JwtPublicKey {
             Inner::Rsa {
                 n, e, verifiers, ..
             } => {
-                let index = rsa_index(alg).ok_or(VerifyFailure::KeyMismatch)?;
+                let (index, parameters) = rsa_algorithm(alg).ok_or(VerifyFailure::KeyMismatch)?;
                 let slot = verifiers.get(index).ok_or(VerifyFailure::KeyMismatch)?;
                 let verifier = slot.get_or_init(|| {
                     RsaPublicKeyComponents {
                         n: &n[..],
                         e: &e[..],
                     }
-                    .to_parsed_public_key(rsa_parameters(index))
+                    .to_parsed_public_key(parameters)
                     .ok()
                 });
                 match verifier {
@@ -414,32 +415,25 @@ impl PartialEq for JwtPublicKey {
             (Inner::Rsa { n: n1, e: e1, .. }, Inner::Rsa { n: n2, e: e2, .. }) => {
                 n1 == n2 && e1 == e2
             }
-            _ => false,
+            // Spelled out so a new key kind must say how it compares.
+            (Inner::Ec { .. }, Inner::Rsa { .. }) | (Inner::Rsa { .. }, Inner::Ec { .. }) => false,
         }
     }
 }
 
 impl Eq for JwtPublicKey {}
 
-fn rsa_index(alg: JwsAlgorithm) -> Option<usize> {
+/// The slot in `Inner::Rsa::verifiers` and the aws-lc-rs parameters of an RSA algorithm; `None`
+/// for the EC ones. One exhaustive match, so a slot can never pair with another algorithm's
+/// padding or digest.
+fn rsa_algorithm(alg: JwsAlgorithm) -> Option<(usize, &'static RsaParameters)> {
     match alg {
-        JwsAlgorithm::Rs256 => Some(0),
-        JwsAlgorithm::Rs384 => Some(1),
-        JwsAlgorithm::Rs512 => Some(2),
-        JwsAlgorithm::Ps256 => Some(3),
-        JwsAlgorithm::Ps384 => Some(4),
-        JwsAlgorithm::Ps512 => Some(5),
+        JwsAlgorithm::Rs256 => Some((0, &signature::RSA_PKCS1_2048_8192_SHA256)),
+        JwsAlgorithm::Rs384 => Some((1, &signature::RSA_PKCS1_2048_8192_SHA384)),
+        JwsAlgorithm::Rs512 => Some((2, &signature::RSA_PKCS1_2048_8192_SHA512)),
+        JwsAlgorithm::Ps256 => Some((3, &signature::RSA_PSS_2048_8192_SHA256)),
+        JwsAlgorithm::Ps384 => Some((4, &signature::RSA_PSS_2048_8192_SHA384)),
+        JwsAlgorithm::Ps512 => Some((5, &signature::RSA_PSS_2048_8192_SHA512)),
         JwsAlgorithm::Es256 | JwsAlgorithm::Es384 | JwsAlgorithm::Es512 => None,
-    }
-}
-
-fn rsa_parameters(index: usize) -> &'static RsaParameters {
-    match index {
-        0 => &signature::RSA_PKCS1_2048_8192_SHA256,
-        1 => &signature::RSA_PKCS1_2048_8192_SHA384,
-        2 => &signature::RSA_PKCS1_2048_8192_SHA512,
-        3 => &signature::RSA_PSS_2048_8192_SHA256,
-        4 => &signature::RSA_PSS_2048_8192_SHA384,
-        _ => &signature::RSA_PSS_2048_8192_SHA512,
     }
 }

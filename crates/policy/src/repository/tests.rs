@@ -116,7 +116,7 @@ fn invalid_patterns() {
         let got = RepositoryPattern::parse(pattern, &["ns", "sa"]);
         assert_eq!(got.as_ref().err(), Some(want), "{pattern:?}");
     }
-    let long = "a".repeat(MAX_NAME_LEN + 1);
+    let long = "a".repeat(MAX_REPOSITORY_NAME_LEN + 1);
     assert!(matches!(
         RepositoryPattern::parse(&long, &[]),
         Err(RepoPatternError::TooLong { .. })

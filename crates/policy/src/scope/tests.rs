@@ -197,7 +197,7 @@ fn name_grammar_accepts_distribution_names() {
     ] {
         assert_eq!(check_name(name), Ok(()), "{name}");
     }
-    assert_eq!(check_name(&"a".repeat(MAX_NAME_LEN)), Ok(()));
+    assert_eq!(check_name(&"a".repeat(MAX_REPOSITORY_NAME_LEN)), Ok(()));
 }
 
 #[test]
@@ -225,10 +225,10 @@ fn name_grammar_rejects_bad_names() {
     assert_eq!(name_err("a/"), NameError::EmptyComponent { offset: 2 });
     assert_eq!(name_err(""), NameError::Empty);
     assert_eq!(
-        name_err(&"a".repeat(MAX_NAME_LEN + 1)),
+        name_err(&"a".repeat(MAX_REPOSITORY_NAME_LEN + 1)),
         NameError::TooLong {
-            len: MAX_NAME_LEN + 1,
-            max: MAX_NAME_LEN
+            len: MAX_REPOSITORY_NAME_LEN + 1,
+            max: MAX_REPOSITORY_NAME_LEN
         }
     );
     // A capital first part is a host (distribution's domain grammar allows capitals), but only
@@ -244,7 +244,10 @@ fn too_long_scope_parameter() {
         parse_scopes([long.as_str()]),
         Err(ScopeError::ParameterTooLong { .. })
     ));
-    let long_name = format!("repository:{}:pull", "a".repeat(MAX_NAME_LEN + 1));
+    let long_name = format!(
+        "repository:{}:pull",
+        "a".repeat(MAX_REPOSITORY_NAME_LEN + 1)
+    );
     assert!(matches!(
         parse_scopes([long_name.as_str()]),
         Err(ScopeError::InvalidName {

@@ -10,6 +10,7 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
+use svid_broker_identity::report::ErrorChain;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -111,7 +112,7 @@ async fn fetch_inner(
     // every return path keeps a stalled peer from pinning a task.
     let _conn = AbortOnDrop(tokio::spawn(async move {
         if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "bundle endpoint connection ended with an error");
+            tracing::debug!(error = %ErrorChain::new(&e), "bundle endpoint connection ended with an error");
         }
     }));
 

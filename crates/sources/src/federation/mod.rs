@@ -44,13 +44,14 @@ use rustls_pki_types::pem::PemObject as _;
 use svid_broker_identity::authorize::Authorizer;
 use svid_broker_identity::bundle::{BundleError, BundleProvider, BundleSet, SpiffeBundle};
 use svid_broker_identity::id::{SpiffeId, TrustDomain};
+use svid_broker_identity::report::ErrorChain;
 use svid_broker_identity::tls::SpiffeServerCertVerifier;
 
 pub use fetch::{FetchError, MAX_RESPONSE_HEADER_BYTES};
 pub use url::{BundleEndpointUrl, EndpointUrlError, MAX_ENDPOINT_URL_LEN};
 
+use crate::RUNTIME_MISSING;
 use crate::snapshot::{AbortOnDrop, Snapshot, Updates};
-use crate::{ErrorChain, RUNTIME_MISSING};
 
 /// Default cap on a bundle endpoint response body (the identity crate's document cap).
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize =
@@ -157,7 +158,8 @@ pub struct FederationRelationship {
 }
 
 impl FederationRelationship {
-    /// An `https_web` relationship.
+    /// An `https_web` relationship: the endpoint is authenticated as an ordinary HTTPS server
+    /// (Web PKI, against `roots`), and whatever bundle it serves is taken as `trust_domain`'s.
     pub fn https_web(trust_domain: TrustDomain, url: BundleEndpointUrl, roots: WebRoots) -> Self {
         Self {
             trust_domain,
@@ -193,17 +195,19 @@ impl FederationRelationship {
         })
     }
 
-    /// The federated trust domain.
+    /// The federated trust domain, as configured: the bundle fetched is published under this
+    /// name, whatever the URL's host.
     pub fn trust_domain(&self) -> &TrustDomain {
         &self.trust_domain
     }
 
-    /// The bundle endpoint URL.
+    /// The bundle endpoint URL (`https` only).
     pub fn url(&self) -> &BundleEndpointUrl {
         &self.url
     }
 
-    /// The endpoint profile.
+    /// How the endpoint is authenticated: `https_web` or `https_spiffe` with its endpoint ID and
+    /// bootstrap bundle.
     pub fn profile(&self) -> &EndpointProfile {
         &self.profile
     }
@@ -635,7 +639,7 @@ impl Inner {
             Err(e) => {
                 let e = Arc::new(e);
                 tracing::warn!(trust_domain = %rel.trust_domain, url = %rel.url,
-                    error = %ErrorChain(&*e), "federated bundle refresh failed, keeping the last good bundle");
+                    error = %ErrorChain::new(&*e), "federated bundle refresh failed, keeping the last good bundle");
                 let mut status = self.status();
                 status.error_count = status.error_count.saturating_add(1);
                 status.last_error = Some(Arc::clone(&e));

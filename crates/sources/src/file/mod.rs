@@ -42,9 +42,10 @@ use svid_broker_identity::bundle::{
     MAX_BUNDLE_MAP_BYTES, SpiffeBundle, X509Bundle,
 };
 use svid_broker_identity::id::TrustDomain;
+use svid_broker_identity::report::ErrorChain;
 
+use crate::RUNTIME_MISSING;
 use crate::snapshot::{AbortOnDrop, Snapshot, Updates};
-use crate::{ErrorChain, RUNTIME_MISSING};
 
 /// How often [`FileBundleSource::start`] polls by default.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
@@ -156,7 +157,7 @@ pub enum FileSourceError {
     /// The file cannot be opened or read.
     #[error("cannot read bundle file {}: {kind}", .path.display())]
     Read {
-        /// The file.
+        /// The file's path as the caller gave it.
         path: PathBuf,
         /// The I/O error kind (not found, permission denied, ...).
         kind: io::ErrorKind,
@@ -164,7 +165,7 @@ pub enum FileSourceError {
     /// The path is not a regular file (a FIFO, a device, a directory).
     #[error("bundle file {} is a {kind}: a watched file must be a regular file", .path.display())]
     NotRegular {
-        /// The file.
+        /// The file's path as the caller gave it.
         path: PathBuf,
         /// What it is instead.
         kind: &'static str,
@@ -172,7 +173,7 @@ pub enum FileSourceError {
     /// The file is larger than its cap.
     #[error("bundle file {} is larger than {limit} bytes", .path.display())]
     TooLarge {
-        /// The file.
+        /// The file's path as the caller gave it.
         path: PathBuf,
         /// The cap ([`MAX_BUNDLE_FILE_BYTES`] or [`MAX_BUNDLE_MAP_FILE_BYTES`]).
         limit: usize,
@@ -180,7 +181,7 @@ pub enum FileSourceError {
     /// The content is not a valid bundle of the detected format.
     #[error("bundle file {} is not a valid {format}", .path.display())]
     Parse {
-        /// The file.
+        /// The file's path as the caller gave it.
         path: PathBuf,
         /// The format it was read as.
         format: FileFormat,
@@ -452,7 +453,7 @@ impl Inner {
 
         let mut status = self.status();
         for e in &outcome.errors {
-            tracing::warn!(error = %ErrorChain(&**e), "bundle file rejected, keeping its last good bundle");
+            tracing::warn!(error = %ErrorChain::new(&**e), "bundle file rejected, keeping its last good bundle");
             status.error_count = status.error_count.saturating_add(1);
         }
         if let Some(last) = outcome.errors.last() {
@@ -477,7 +478,14 @@ impl FailKey {
         match e {
             FileSourceError::Read { kind, .. } => Self::Read(*kind),
             FileSourceError::TooLarge { .. } => Self::TooLarge,
-            _ => Self::Content(seen.map_or([0; 32], |f| f.hash)),
+            // Everything else is about the content (or the setup) at the fingerprint seen.
+            FileSourceError::NothingConfigured
+            | FileSourceError::DuplicateTrustDomain { .. }
+            | FileSourceError::PollInterval { .. }
+            | FileSourceError::NotRegular { .. }
+            | FileSourceError::Parse { .. }
+            | FileSourceError::MapConflict { .. }
+            | FileSourceError::NoRuntime => Self::Content(seen.map_or([0; 32], |f| f.hash)),
         }
     }
 }

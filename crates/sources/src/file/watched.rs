@@ -20,7 +20,7 @@ pub enum WatchedFileError {
     /// Opening or reading failed.
     #[error("cannot read {}", .path.display())]
     Io {
-        /// The file.
+        /// The file's path as the caller gave it.
         path: PathBuf,
         /// Why.
         #[source]
@@ -29,7 +29,7 @@ pub enum WatchedFileError {
     /// The path is not a regular file.
     #[error("{} is a {kind}: a watched file must be a regular file", .path.display())]
     NotRegular {
-        /// The file.
+        /// The file's path as the caller gave it.
         path: PathBuf,
         /// What it is instead (`directory`, `fifo`, `character device`, ...).
         kind: &'static str,
@@ -37,11 +37,11 @@ pub enum WatchedFileError {
     /// The file is larger than its cap.
     #[error("{} is larger than {max} bytes, the cap for a {what}", .path.display())]
     TooLarge {
-        /// The file.
+        /// The file's path as the caller gave it.
         path: PathBuf,
         /// The kind of file (`policy file`, `tls certificate file`, ...).
         what: &'static str,
-        /// The cap.
+        /// The maximum allowed, in bytes.
         max: usize,
     },
 }

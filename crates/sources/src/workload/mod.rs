@@ -47,8 +47,9 @@ use svid_broker_identity::bundle::{
     BundleError, BundleProvider, BundleSet, JwtBundle, SpiffeBundle, X509Bundle,
 };
 use svid_broker_identity::id::{IdError, SpiffeId, TrustDomain};
+use svid_broker_identity::limits::{MAX_JWT_AUDIENCE_LEN, MAX_JWT_AUDIENCES};
+use svid_broker_identity::report::ErrorChain;
 
-use crate::ErrorChain;
 use crate::secret::{JwtSvidToken, SvidPrivateKey};
 use crate::snapshot::{AbortOnDrop, Snapshot, Updates};
 
@@ -56,10 +57,6 @@ use crate::snapshot::{AbortOnDrop, Snapshot, Updates};
 pub const DEFAULT_INITIAL_SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the diagnosis after a timed-out initial sync may take.
 pub const DIAGNOSE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Most audiences in one JWT-SVID request (the `spiffe` crate's cap on `aud`).
-pub const MAX_JWT_AUDIENCES: usize = 32;
-/// Longest single audience value, in bytes.
-pub const MAX_JWT_AUDIENCE_LEN: usize = 1024;
 /// The environment variable naming the Workload API endpoint (Workload Endpoint §4).
 pub const ENDPOINT_ENV: &str = "SPIFFE_ENDPOINT_SOCKET";
 
@@ -144,7 +141,7 @@ pub enum WorkloadSourceError {
     /// The endpoint is a Unix socket path that does not exist.
     #[error("workload api socket {} does not exist", .path.display())]
     SocketMissing {
-        /// The socket path.
+        /// The socket's path, from the `unix://` endpoint.
         path: PathBuf,
     },
     /// The endpoint cannot be connected to.
@@ -160,13 +157,13 @@ pub enum WorkloadSourceError {
     /// The agent rejected the request as invalid (`INVALID_ARGUMENT`); not retried.
     #[error("the workload api rejected the {stream} request as invalid, not retrying")]
     Rejected {
-        /// The stream.
+        /// Which Workload API stream (X.509-SVIDs, or JWT bundles and SVIDs).
         stream: ApiStream,
     },
     /// The initial sync did not complete in time, for no more specific reason found.
     #[error("initial sync of the {stream} stream did not complete within {timeout:?}")]
     InitialSyncTimeout {
-        /// The stream.
+        /// Which Workload API stream (X.509-SVIDs, or JWT bundles and SVIDs).
         stream: ApiStream,
         /// The configured bound.
         timeout: Duration,
@@ -432,7 +429,7 @@ impl Inner {
                 tracing::debug!("workload api bundles updated");
             }
             Err(e) => {
-                tracing::warn!(error = %ErrorChain(&e), "workload api update rejected, keeping the last good bundles");
+                tracing::warn!(error = %ErrorChain::new(&e), "workload api update rejected, keeping the last good bundles");
                 let mut status = self.status();
                 status.error_count = status.error_count.saturating_add(1);
                 status.last_error = Some(Arc::new(e));
@@ -603,6 +600,8 @@ async fn diagnose(
             Err(spiffe::WorkloadApiError::PermissionDenied(_)) => {
                 WorkloadSourceError::NoIdentityIssued
             }
+            // The probe answered, or failed some other way: nothing more specific to say than
+            // that the first sync did not arrive in time.
             _ => WorkloadSourceError::InitialSyncTimeout { stream, timeout },
         }
     };

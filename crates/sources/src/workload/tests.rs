@@ -5,6 +5,7 @@ use std::time::SystemTime;
 use futures_util::Stream;
 use svid_broker_dev::{DevTrustDomain, WorkloadApiHandle, WorkloadApiServer};
 use svid_broker_identity::jwt::JwtSvidValidator;
+use svid_broker_identity::secret::ExposeSecret as _;
 use svid_broker_proto::workload::spiffe_workload_api_server::{
     SpiffeWorkloadApi, SpiffeWorkloadApiServer,
 };
@@ -99,10 +100,10 @@ async fn follows_the_dev_workload_api() {
     assert_eq!(token.audience(), ["registry.example"]);
     let claims = JwtSvidValidator::new(["registry.example"])
         .unwrap()
-        .validate(token.expose_token(), &source.bundles(), SystemTime::now())
+        .validate(token.expose_secret(), &source.bundles(), SystemTime::now())
         .unwrap();
     assert_eq!(claims.spiffe_id, id);
-    assert!(!format!("{token:?}").contains(token.expose_token()));
+    assert!(!format!("{token:?}").contains(token.expose_secret()));
 
     // Rotation: a new JWT key appears in a freshly published set.
     let mut updates = source.subscribe();

@@ -164,7 +164,9 @@ impl SigningLeaf {
         self.0.parts.not_before
     }
 
-    /// The certificate's `notAfter`.
+    /// The certificate's `notAfter`. The key ring rotates to a new leaf before a token signed
+    /// with this one could outlive it, so registries that check the `x5c` chain at request time
+    /// never see an expired leaf.
     pub fn not_after(&self) -> SystemTime {
         self.0.parts.not_after
     }

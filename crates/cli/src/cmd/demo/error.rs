@@ -55,8 +55,9 @@ impl Step {
 #[error("demo step {} ({}) failed", step.number(), step.title())]
 pub(crate) struct DemoFailed {
     pub(crate) step: Step,
+    // Boxed: the error travels up through every step's `Result`.
     #[source]
-    pub(crate) source: DemoError,
+    pub(crate) source: Box<DemoError>,
 }
 
 /// What went wrong inside a step. Fields name the file, program, address or value involved;
@@ -146,10 +147,7 @@ pub(crate) enum DemoError {
         source: std::io::Error,
     },
     #[error("{program} did not finish within {limit:?}")]
-    Timeout {
-        program: String,
-        limit: Duration,
-    },
+    Timeout { program: String, limit: Duration },
     #[error("the plugin exited with {status}: {stderr}")]
     PluginFailed { status: ExitStatus, stderr: String },
     #[error("the plugin wrote to stderr on success: {stderr}")]

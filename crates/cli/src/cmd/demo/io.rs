@@ -57,8 +57,12 @@ pub(crate) async fn run_child(
         // `input` dropped here: the child sees end of file.
     };
     let finished = async {
-        let ((), stdout, stderr, status) =
-            tokio::join!(feed, read_bounded(stdout), read_bounded(stderr), child.wait());
+        let ((), stdout, stderr, status) = tokio::join!(
+            feed,
+            read_bounded(stdout),
+            read_bounded(stderr),
+            child.wait()
+        );
         status.map(|status| ChildOutput {
             status,
             stdout,

@@ -41,9 +41,9 @@ pub(crate) enum HpackError {
     /// A dynamic table size update above what the server allows (RFC 7541 §6.3).
     #[error("dynamic table size update to {size} exceeds the limit of {max}")]
     TableSizeAboveLimit {
-        /// The requested size.
+        /// The size the peer asked for, in octets (RFC 7541 §4.1).
         size: usize,
-        /// The limit.
+        /// The largest size the peer may set, in octets.
         max: usize,
     },
     /// A dynamic table size update after the first field of a block (RFC 7541 §4.2).
@@ -52,7 +52,7 @@ pub(crate) enum HpackError {
     /// The decoded list exceeds the cap; decoding stopped at the field that crossed it.
     #[error("decoded header list exceeds {max} bytes")]
     ListTooLarge {
-        /// The cap.
+        /// The maximum allowed, in bytes.
         max: usize,
     },
 }
