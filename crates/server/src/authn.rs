@@ -333,7 +333,7 @@ impl Authenticator {
     /// Authenticates a JWT-SVID whose `aud` must be (`single`) or contain (`any`) the broker's
     /// audience. A token already validated against this very bundle snapshot is answered from
     /// the verified cache while `now` is between its `iat`/`nbf` and its `exp` (the answer is
-    /// the one a full validation gives; see [`crate::verified_cache`]).
+    /// the one a full validation gives; see the `verified_cache` module).
     ///
     /// # Errors
     /// [`ExchangeError::Unauthenticated`] with the validator's reason.

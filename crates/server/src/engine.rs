@@ -7,7 +7,7 @@
 //! 4. **decide** ([`crate::decision`]): the grant, as a value;
 //! 5. **issue** through a [`CredentialIssuer`] ([`crate::issue`]);
 //! 6. **record** the outcome, once: one audit event per issued credential or refusal, and the
-//!    metrics, in [`Broker::record`] (an issuance whose event cannot be written is withheld
+//!    metrics and the log line, in `Broker::record` (an issuance whose event cannot be written is withheld
 //!    under `audit_on_error = "deny"`).
 //!
 //! Refusals before a subject is authenticated (steps 1 to 3, and the edges' own syntax
@@ -581,6 +581,14 @@ impl Broker {
         now: SystemTime,
     ) {
         self.metrics.denied(context.endpoint, err.code());
+        tracing::info!(
+            endpoint = context.endpoint.label(),
+            peer = ?context.peer,
+            kind,
+            code = err.code().label(),
+            reason = %err.chain(),
+            "request refused"
+        );
         let mut event = refusal_event(context, party, err, now);
         event.kind = kind;
         let _ = self.audit.record(&event, &self.metrics);
@@ -638,6 +646,14 @@ impl Broker {
         let (first, summaries) = self.preauth.note(key, now);
         self.write_preauth_summaries(&summaries, now);
         if first {
+            // Logged like it is audited: the first per address and reason in an interval.
+            tracing::info!(
+                endpoint = context.endpoint.label(),
+                peer = ?context.peer,
+                code = answer.code().label(),
+                reason = %answer.chain(),
+                "request refused before authentication"
+            );
             // A refusal that cannot be audited is still a refusal: the failure only counts.
             let _ = self.audit.record(
                 &refusal_event(context, Party::Unauthenticated, &answer, now),

@@ -81,7 +81,7 @@ pub enum InvalidRequest {
         /// The parameter.
         name: &'static str,
     },
-    /// `client_id` is not 1 to [`MAX_CLIENT_ID_LEN`] bytes of printable ASCII.
+    /// `client_id` is not 1 to [`MAX_CLIENT_ID_LEN`](crate::request::MAX_CLIENT_ID_LEN) bytes of printable ASCII.
     #[error(
         "client_id must be 1 to 128 printable ASCII characters (no spaces, controls or Unicode)"
     )]
@@ -122,13 +122,13 @@ pub enum AuthFailure {
         "a login credential must be sent with its SPIFFE ID as the username (Basic auth or the password grant)"
     )]
     LoginCredentialWithoutUsername,
-    /// The username is longer than [`MAX_USERNAME_LEN`]. (The message leaves `len` out: it is
+    /// The username is longer than [`MAX_USERNAME_LEN`](crate::request::MAX_USERNAME_LEN). (The message leaves `len` out: it is
     /// the caller's to vary, and refusals are aggregated by message.)
     #[error("username is longer than the {max} bytes allowed")]
     UsernameTooLong {
         /// Its length.
         len: usize,
-        /// [`MAX_USERNAME_LEN`].
+        /// [`MAX_USERNAME_LEN`](crate::request::MAX_USERNAME_LEN).
         max: usize,
     },
     /// A refresh token's session is over: its original authentication was more than the

@@ -13,7 +13,7 @@
 //! refusal.
 //!
 //! Requests refused before authentication are aggregated per source address and reason
-//! (see [`Broker::record_rejection`]): one client sending garbage writes a few audit and log
+//! (see [`Broker::refuse_unauthenticated`]): one client sending garbage writes a few audit and log
 //! lines per interval, not one per request.
 
 use std::net::SocketAddr;
@@ -362,7 +362,8 @@ fn serve_token(
     {
         Ok(tokens) => tokens,
         // Recorded (audited, counted, logged if first) by the engine.
-        Err(e) => return error_response(&e, true),
+        // Recorded (audited, counted, logged) by the engine.
+        Err(e) => return error_response(&e),
     };
     let RealmTokens {
         access, refresh, ..
@@ -416,11 +417,10 @@ impl Grant {
 /// A request refused before authentication: recorded by the engine (counted, charged to the
 /// address, audited in aggregate), answered with a spent budget's 429 when it is spent.
 fn fail(state: &RealmState, context: &RequestContext, err: &ExchangeError) -> Response {
-    let (answer, first) = state
+    let (answer, _) = state
         .broker
         .refuse_unauthenticated(context, err, state.clock.now());
-    // Only the first of its kind per address and interval is logged, as it is audited.
-    error_response(&answer, first)
+    error_response(&answer)
 }
 
 /// The HTTP status for an error class.
@@ -434,12 +434,9 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
     }
 }
 
-fn error_response(err: &ExchangeError, log: bool) -> Response {
+fn error_response(err: &ExchangeError) -> Response {
     let code = err.code();
     let status = status_for(code);
-    if log {
-        tracing::info!(code = code.label(), reason = %err.chain(), "token request refused");
-    }
     let wire_code = match code {
         ErrorCode::InvalidArgument => "INVALID_REQUEST",
         ErrorCode::Unauthenticated => "UNAUTHORIZED",

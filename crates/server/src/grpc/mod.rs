@@ -21,7 +21,7 @@
 //!    [`SpiffeClientCertVerifier`](svid_broker_identity::tls::SpiffeClientCertVerifier)); it is
 //!    wrapped in [`OptionalClientAuth`], so a certificate is never required, whatever the
 //!    verifier says. A client certificate that is presented must pass it; each call then
-//!    verifies the chain again with [`Broker::authenticate_x509`] at the call's time.
+//!    verifies the chain again with [`Authenticator::authenticate_x509`](crate::authn::Authenticator::authenticate_x509) at the call's time.
 //! 3. Bind the listener and run [`serve`] (with the same clock the realm uses, so an injected
 //!    clock governs both listeners) until `shutdown` resolves; it then stops accepting,
 //!    marks the service `NOT_SERVING` and drains in-flight calls before returning.

@@ -177,19 +177,15 @@ impl ExchangeService {
         let (metadata, _, message) = request.into_parts();
 
         // The request is checked before the caller: a malformed one is refused the same way
-        // whoever sends it, and nothing below runs on unchecked sizes. Refusals before
-        // authentication are logged like they are audited: the first per address and reason
-        // in an interval.
+        // whoever sends it, and nothing below runs on unchecked sizes. The engine records (and
+        // logs) every refusal, those before authentication in aggregate.
         let (checked, subject_token) = match convert(&message, peer) {
             Ok(converted) => converted,
             Err(refused) => {
                 let Refused { context, error } = *refused;
-                let (answer, first) =
+                let (answer, _) =
                     self.broker
                         .refuse_unauthenticated(&context, &error.to_exchange_error(), now);
-                if first {
-                    tracing::info!(?peer, error = %answer.chain(), "grpc: exchange request rejected");
-                }
                 return Err(match (&answer, error) {
                     (ExchangeError::PeerLimited { .. }, _) => status(&answer),
                     (_, EdgeError::Wire(error)) => Status::new(error.code(), error.to_string()),
@@ -207,21 +203,10 @@ impl ExchangeService {
                 Err(reason) => Presented::Unreadable(reason),
             },
         };
-        match self
-            .broker
+        self.broker
             .exchange(&checked, &presented, subject_token, now)
-        {
-            Ok(exchanged) => Ok(response(&exchanged, now)),
-            Err(error) => {
-                tracing::info!(
-                    ?peer,
-                    service = checked.context.service,
-                    error = %error.chain(),
-                    "grpc: exchange refused"
-                );
-                Err(status(&error))
-            }
-        }
+            .map(|exchanged| response(&exchanged, now))
+            .map_err(|error| status(&error))
     }
 }
 

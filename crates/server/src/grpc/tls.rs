@@ -14,13 +14,13 @@
 //!   removed from the bundles could keep resuming. Exchange clients keep long-lived HTTP/2
 //!   connections, so a full handshake per connection costs little.
 //! - **Handshakes never block `accept`, and a full listener still accepts.** Every accepted
-//!   connection goes through the listener's [`Governor`](crate::listen::Governor): past its
+//!   connection goes through the listener's [`Governor`]: past its
 //!   caps (open connections, per source IP open connections and pending handshakes) the
 //!   connection is closed at once, so an attacker cannot park legitimate clients in the
 //!   kernel backlog. Each admitted handshake runs in its own task under
 //!   [`HANDSHAKE_TIMEOUT`].
 //! - **Idle connections are closed.** The TCP stream under TLS is a
-//!   [`GovernedIo`](crate::listen::GovernedIo): the TLS handshake, the HTTP/2 preface and the
+//!   [`GovernedIo`]: the TLS handshake, the HTTP/2 preface and the
 //!   first request must arrive within the first-request deadline, and a connection with no
 //!   call in flight for the idle timeout is dropped. Calls are marked by
 //!   [`ActivityLayer`](crate::listen::ActivityLayer) (see `super::serve`); keepalive PINGs
