@@ -66,7 +66,8 @@ impl Registry {
         if let Some((certificate, key)) = tls {
             spec = spec.tls(certificate, key);
         }
-        let child = RegistryChild::start(spec).unwrap_or_else(|e| panic!("{}", chain(&e)));
+        let child = RegistryChild::start(spec)
+            .unwrap_or_else(|e| panic!("{}", svid_broker_identity::report::ErrorChain::new(&e)));
         Registry {
             addr,
             child,
@@ -83,7 +84,7 @@ impl Registry {
     pub fn restart(&mut self) {
         self.child
             .restart()
-            .unwrap_or_else(|e| panic!("{}", chain(&e)));
+            .unwrap_or_else(|e| panic!("{}", svid_broker_identity::report::ErrorChain::new(&e)));
     }
 
     /// What the registry logged so far, for assertion messages.
@@ -95,18 +96,6 @@ impl Registry {
     pub fn image_ref(&self, repository: &str, tag: &str) -> String {
         format!("docker://{}/{repository}:{tag}", self.addr)
     }
-}
-
-/// `err` and its sources, for a failure message.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// Runs `skopeo ARGS` with a bounded wait and `HOME` (and `XDG_RUNTIME_DIR`) at `home`, so no
