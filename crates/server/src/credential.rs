@@ -137,24 +137,24 @@ pub enum CredentialError {
     /// Longer than [`MAX_CREDENTIAL_LEN`].
     #[error("{kind} is {len} bytes, the maximum is {max}")]
     TooLong {
-        /// The kind expected.
+        /// The kind the caller asked to verify (what the prefix claimed, for a mismatch).
         kind: CredentialKind,
-        /// Its length.
+        /// Its length, in bytes.
         len: usize,
-        /// The cap.
+        /// [`MAX_CREDENTIAL_LEN`].
         max: usize,
     },
     /// The prefix is not the expected kind's.
     #[error("not a {expected}")]
     WrongKind {
-        /// The kind expected.
+        /// The kind the caller asked to verify (what the prefix claimed, for a mismatch).
         expected: CredentialKind,
     },
     /// An outdated format of the kind that is no longer accepted (`sbr1.` refresh tokens
     /// carried no session bound); the client must authenticate again.
     #[error("{kind} format {prefix} is no longer accepted, authenticate again")]
     UnsupportedVersion {
-        /// The kind.
+        /// The credential's kind, from its prefix.
         kind: CredentialKind,
         /// The outdated prefix.
         prefix: &'static str,
@@ -162,7 +162,7 @@ pub enum CredentialError {
     /// A refresh token's session (`sxp`) has ended: the chain of renewals is over.
     #[error("{kind} session expired")]
     SessionExpired {
-        /// The kind.
+        /// The credential's kind, from its prefix.
         kind: CredentialKind,
         /// The session's end, Unix seconds.
         session_end: u64,
@@ -171,33 +171,33 @@ pub enum CredentialError {
     /// `iat`, `exp` past `sxp`).
     #[error("{kind} has an invalid session")]
     InvalidSession {
-        /// The kind.
+        /// The credential's kind, from its prefix.
         kind: CredentialKind,
     },
     /// A part does not decode.
     #[error("malformed {kind}: bad {part}")]
     Malformed {
-        /// The kind expected.
+        /// The kind the caller asked to verify (what the prefix claimed, for a mismatch).
         kind: CredentialKind,
-        /// The part.
+        /// The part that did not decode.
         part: CredentialPart,
     },
     /// The MAC does not verify (forged, altered, or from another signing CA).
     #[error("{kind} signature does not verify")]
     BadMac {
-        /// The kind expected.
+        /// The kind the caller asked to verify (what the prefix claimed, for a mismatch).
         kind: CredentialKind,
     },
     /// `sub` is not a SPIFFE ID.
     #[error("{kind} subject is not a spiffe id")]
     InvalidSubject {
-        /// The kind expected.
+        /// The kind the caller asked to verify (what the prefix claimed, for a mismatch).
         kind: CredentialKind,
     },
     /// The ceiling does not parse as scopes.
     #[error("{kind} scope ceiling is invalid")]
     InvalidCeiling {
-        /// The kind expected.
+        /// The kind the caller asked to verify (what the prefix claimed, for a mismatch).
         kind: CredentialKind,
         /// The underlying error (printed by the error chain, not by this `Display`).
         #[source]
@@ -206,7 +206,7 @@ pub enum CredentialError {
     /// `exp` is past.
     #[error("{kind} expired at unix time {expired_at}")]
     Expired {
-        /// The kind.
+        /// The credential's kind, from its prefix.
         kind: CredentialKind,
         /// `exp`, Unix seconds.
         expired_at: u64,
@@ -214,7 +214,7 @@ pub enum CredentialError {
     /// `iat` is in the future beyond [`CREDENTIAL_IAT_LEEWAY`].
     #[error("{kind} was issued in the future (unix time {issued_at})")]
     IssuedInFuture {
-        /// The kind.
+        /// The credential's kind, from its prefix.
         kind: CredentialKind,
         /// `iat`, Unix seconds.
         issued_at: u64,
@@ -222,17 +222,17 @@ pub enum CredentialError {
     /// `exp` is not after `iat`, or the lifetime exceeds the kind's maximum.
     #[error("{kind} has an invalid lifetime")]
     InvalidLifetime {
-        /// The kind.
+        /// The credential's kind, from its prefix.
         kind: CredentialKind,
     },
     /// Issuing: the lifetime is zero or over the kind's maximum.
     #[error("{kind} lifetime of {ttl_secs}s is outside 1..={max_secs}s")]
     TtlOutOfRange {
-        /// The kind.
+        /// The credential's kind, from its prefix.
         kind: CredentialKind,
-        /// The requested lifetime.
+        /// The requested lifetime, in seconds.
         ttl_secs: u64,
-        /// The cap.
+        /// The kind's longest lifetime, in seconds.
         max_secs: u64,
     },
     /// Issuing: the time is before the Unix epoch or overflows.
@@ -244,9 +244,9 @@ pub enum CredentialError {
     /// Key derivation: too little keying material.
     #[error("key material is {len} bytes, at least {min} are needed")]
     WeakKeyMaterial {
-        /// Its length.
+        /// The material's length, in bytes.
         len: usize,
-        /// The floor.
+        /// [`MIN_IKM_LEN`].
         min: usize,
     },
 }
@@ -255,7 +255,7 @@ pub enum CredentialError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CredentialClaims {
-    /// The kind.
+    /// Which kind it is (verified: the MAC covers the prefix).
     pub kind: CredentialKind,
     /// The SPIFFE ID it was issued to.
     pub subject: SpiffeId,
@@ -293,9 +293,10 @@ pub struct Session {
 pub struct IssuedCredential {
     /// The credential text: wiped on drop, never printed.
     pub secret: SecretString,
-    /// Its `jti`.
+    /// Its `jti`: 128 random bits, base64url, unique per credential (the audit log's handle
+    /// on it).
     pub jti: String,
-    /// Its expiry.
+    /// Its expiry (`exp`, whole seconds).
     pub expires_at: SystemTime,
 }
 

@@ -68,7 +68,7 @@ pub enum InvalidRequest {
     /// The request itself is malformed (realm form or query).
     #[error("malformed request: {what}")]
     Malformed {
-        /// What was wrong.
+        /// What was wrong, a fixed phrase (never the caller's text).
         what: &'static str,
     },
     /// `grant_type` is not `password` or `refresh_token`.
@@ -78,7 +78,7 @@ pub enum InvalidRequest {
     /// ambiguous between the broker and whatever sits in front of it).
     #[error("parameter {name} may appear at most once")]
     RepeatedParameter {
-        /// The parameter.
+        /// The parameter's name (never the caller's text).
         name: &'static str,
     },
     /// `client_id` is not 1 to [`MAX_CLIENT_ID_LEN`](crate::request::MAX_CLIENT_ID_LEN) bytes of printable ASCII.
@@ -227,7 +227,7 @@ pub enum ExchangeError {
     /// credential is looked at.
     #[error("too many failed requests from this address")]
     PeerLimited {
-        /// The address.
+        /// The address key the budget is kept for (IPv4, or the IPv6 /64).
         peer: IpAddr,
         /// When to try again.
         retry_after: Duration,

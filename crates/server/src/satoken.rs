@@ -725,7 +725,7 @@ pub enum TrustedActorError {
     /// Entry `index` is neither a SPIFFE ID nor a valid pattern.
     #[error("trusted actor {index} is not a spiffe id or pattern")]
     Invalid {
-        /// Its position.
+        /// Its 0-based position in the list.
         index: usize,
     },
     /// Entry `index` ends in `**`, which admits any ID below a prefix, however deep: any
@@ -734,7 +734,7 @@ pub enum TrustedActorError {
         "trusted actor {index} ends in \"**\": name the plugin's ID, with * or {{node}} for one segment"
     )]
     TrailingDoubleStar {
-        /// Its position.
+        /// Its 0-based position in the list.
         index: usize,
     },
     /// Entry `index` captures something other than `{node}`; only `{node}` has a meaning here,
@@ -743,7 +743,7 @@ pub enum TrustedActorError {
         "trusted actor {index} captures something other than {{node}}; use * for a segment that is not the node"
     )]
     UnknownCapture {
-        /// Its position.
+        /// Its 0-based position in the list.
         index: usize,
     },
     /// More than [`MAX_TRUSTED_ACTORS`] entries.
