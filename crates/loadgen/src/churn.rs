@@ -69,6 +69,8 @@ pub struct ChurnReport {
     pub broker_cpus: String,
     /// The load generator's `Cpus_allowed_list`.
     pub loadgen_cpus: String,
+    /// Whether the broker's issued-token cache was on.
+    pub token_cache: bool,
     /// Subjects the run was asked for.
     pub subjects_planned: u64,
     /// Subjects finished.
@@ -114,10 +116,11 @@ impl ChurnReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "churn: broker on CPUs {}, load generator on CPUs {}; {} of {} subjects in {:.0} s \
-             ({:.0} subjects/s), {} requests ok, {} errors; broker CPU {} s\n",
+            "churn: broker on CPUs {}, load generator on CPUs {}, token cache {}; {} of {} \
+             subjects in {:.0} s ({:.0} subjects/s), {} requests ok, {} errors; broker CPU {} s\n",
             self.broker_cpus,
             self.loadgen_cpus,
+            if self.token_cache { "on" } else { "off" },
             self.subjects_done,
             self.subjects_planned,
             self.elapsed_secs,
@@ -222,7 +225,7 @@ pub fn run(options: &Options) -> Result<ChurnReport, LoadgenError> {
         mode: options.broker,
         binary,
         cpus: options.pin.then(|| options.broker_cpus.clone()),
-        token_cache: true,
+        token_cache: !options.churn_without_token_cache,
         rate_limit: Some(CHURN_RATE_LIMIT),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -365,6 +368,7 @@ async fn drive(broker: &RunningBroker, options: &Options) -> Result<ChurnReport,
     Ok(ChurnReport {
         broker_cpus: broker::cpus_allowed(pid).unwrap_or_default(),
         loadgen_cpus: broker::cpus_allowed(std::process::id()).unwrap_or_default(),
+        token_cache: !options.churn_without_token_cache,
         subjects_planned: total,
         subjects_done: counters.done.load(Ordering::Relaxed),
         requests_ok: counters.ok.load(Ordering::Relaxed),
@@ -501,6 +505,7 @@ mod tests {
         ChurnReport {
             broker_cpus: "0".to_owned(),
             loadgen_cpus: "1".to_owned(),
+            token_cache: true,
             subjects_planned: 10,
             subjects_done: 10,
             requests_ok: 20,

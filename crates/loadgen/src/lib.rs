@@ -159,6 +159,10 @@ pub struct Options {
     /// Churn: seconds between RSS samples.
     #[arg(long, default_value_t = 5.0)]
     pub churn_sample_secs: f64,
+    /// Churn: turn the broker's issued-token cache off (to see what it holds; it is on by
+    /// default, so every cache is exercised).
+    #[arg(long)]
+    pub churn_without_token_cache: bool,
     /// Also write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,

@@ -12,9 +12,8 @@ use std::time::{Duration, SystemTime};
 
 use rustls_pki_types::CertificateDer;
 use svid_broker_identity::SpiffeId;
-use svid_broker_identity::bundle::{BundleProvider, BundleSet};
+use svid_broker_identity::bundle::BundleProvider;
 use svid_broker_identity::jwt::{AudienceMatch, JwtSvidValidator};
-use svid_broker_identity::x509;
 use svid_broker_policy::ResourceScope;
 
 use crate::audit::unix_secs;
@@ -168,7 +167,7 @@ pub struct Authenticator {
     credentials: Arc<CredentialKeys>,
     max_session: Duration,
     service_accounts: Option<ServiceAccountMode>,
-    verified_chains: VerifiedChainCache,
+    verified: VerifiedCaches,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -203,7 +202,7 @@ impl Authenticator {
             credentials,
             max_session,
             service_accounts,
-            verified_chains: VerifiedChainCache::default(),
+            verified: VerifiedCaches::default(),
         })
     }
 
@@ -261,18 +260,13 @@ impl Authenticator {
         now: SystemTime,
     ) -> Result<Caller, ExchangeError> {
         let bundles = self.bundles.bundles();
-        let key = VerifiedChainCache::key(chain);
-        if let Some(spiffe_id) = self.verified_chains.get(&key, &bundles, now) {
-            return Ok(Caller {
-                spiffe_id,
-                method: AuthMethod::X509Svid,
-            });
-        }
-        let verified = x509::verify(chain, &bundles, now)
+        let spiffe_id = self
+            .verified
+            .chains
+            .verify_x509(chain, &bundles, now)
             .map_err(|e| ExchangeError::unauthenticated(AuthFailure::X509Svid(e)))?;
-        self.verified_chains.put(key, bundles, &verified);
         Ok(Caller {
-            spiffe_id: verified.into_spiffe_id(),
+            spiffe_id,
             method: AuthMethod::X509Svid,
         })
     }
@@ -328,8 +322,6 @@ impl Authenticator {
         })
     }
 
-    // --- helper 4 may edit below this line ---
-
     /// Authenticates a JWT-SVID whose `aud` must be (`single`) or contain (`any`) the broker's
     /// audience. A token already validated against this very bundle snapshot is answered from
     /// the verified cache while `now` is between its `iat`/`nbf` and its `exp` (the answer is
@@ -344,7 +336,7 @@ impl Authenticator {
     ) -> Result<Caller, ExchangeError> {
         let bundles = self.bundles.bundles();
         let spiffe_id = self
-            .verified_chains
+            .verified
             .jwt_svids
             .validate_jwt_svid(&self.validator, token, &bundles, now)
             .map_err(|e| ExchangeError::unauthenticated(AuthFailure::JwtSvid(e)))?;
@@ -442,24 +434,20 @@ impl Authenticator {
     }
 }
 
-// The verified caches (helper 4's part of this file; the `use`s are here so the lines above
-// stay as they are).
-use std::time::UNIX_EPOCH;
+// The verified caches.
 
 use crate::credential::{CredentialClaims, MAX_CREDENTIAL_LEN};
 use crate::verified_cache::{
     CacheLimits, CredentialDomain, HeapSize, SubjectCache, TokenDigest, Validity, VerifiedCache,
+    allocation,
 };
 
 /// The verified caches of one [`Authenticator`], one per credential kind it accepts that is
 /// worth caching (see [`crate::verified_cache`] for why a hit decides exactly as a
 /// verification would). Refresh tokens are not cached: each is normally presented once, to be
 /// renewed.
-///
-/// The type keeps the old chain cache's name (and its `key`/`get`/`put`) so the lines above
-/// this file's helper line still compile; `VerifiedCaches` is the better name.
 #[derive(Debug)]
-pub(crate) struct VerifiedChainCache {
+pub(crate) struct VerifiedCaches {
     /// X.509-SVID chains by digest, per bundle snapshot.
     chains: SubjectCache,
     /// JWT-SVIDs by digest, per bundle snapshot; used with the authenticator's one validator.
@@ -468,13 +456,13 @@ pub(crate) struct VerifiedChainCache {
     login_credentials: VerifiedCache<Arc<CredentialKeys>, CredentialClaims>,
 }
 
-impl Default for VerifiedChainCache {
+impl Default for VerifiedCaches {
     fn default() -> Self {
         Self::new(CacheLimits::default())
     }
 }
 
-impl VerifiedChainCache {
+impl VerifiedCaches {
     /// Three caches, each bounded by `limits`.
     pub(crate) fn new(limits: CacheLimits) -> Self {
         Self {
@@ -482,42 +470,6 @@ impl VerifiedChainCache {
             jwt_svids: SubjectCache::new(limits),
             login_credentials: VerifiedCache::new(limits),
         }
-    }
-
-    /// The key for a presented chain (a domain-separated SHA-256 over each certificate's
-    /// length and bytes).
-    pub(crate) fn key(chain: &[CertificateDer<'_>]) -> TokenDigest {
-        TokenDigest::of_chain(chain)
-    }
-
-    /// The SPIFFE ID of a chain verified against this very `bundles` snapshot, if `now` is
-    /// inside the validity window of all its certificates.
-    pub(crate) fn get(
-        &self,
-        key: &TokenDigest,
-        bundles: &Arc<BundleSet>,
-        now: SystemTime,
-    ) -> Option<SpiffeId> {
-        self.chains.get(key, bundles, now)
-    }
-
-    /// Remembers a chain that `x509::verify` just accepted against `bundles`.
-    pub(crate) fn put(
-        &self,
-        key: TokenDigest,
-        bundles: Arc<BundleSet>,
-        verified: &x509::VerifiedX509Svid,
-    ) {
-        // Without the caller's `now`, the epoch: the entry is stored even if its window were
-        // already over, which is harmless (such an entry never answers and is dropped when
-        // looked up). `SubjectCache::verify_x509` has no such gap.
-        self.chains.insert(
-            key,
-            bundles,
-            verified.spiffe_id().clone(),
-            Validity::x509_chain(verified),
-            UNIX_EPOCH,
-        );
     }
 }
 
@@ -537,7 +489,7 @@ impl Authenticator {
             return self.credentials.verify(kind, secret, now);
         }
         let digest = TokenDigest::of_token(CredentialDomain::LoginCredential, secret.as_bytes());
-        self.verified_chains
+        self.verified
             .login_credentials
             .get_or_verify(digest, &self.credentials, now, || {
                 let claims = self.credentials.verify(kind, secret, now)?;
@@ -548,16 +500,15 @@ impl Authenticator {
 }
 
 impl HeapSize for CredentialClaims {
-    /// The strings and the ceiling's scopes (each scope's fixed part and name, and one B-tree
-    /// node for its action set).
+    /// The strings and the ceiling: its vector, each scope's name, and one B-tree node for
+    /// each scope's action set.
     fn heap_bytes(&self) -> usize {
         const ACTION_SET_NODE: usize = 128;
-        let ceiling: usize = self
+        let scopes: usize = self
             .ceiling
             .iter()
             .map(|scope| {
-                size_of::<ResourceScope>()
-                    + scope.name.len()
+                allocation(scope.name.len())
                     + if scope.actions.is_empty() {
                         0
                     } else {
@@ -565,6 +516,10 @@ impl HeapSize for CredentialClaims {
                     }
             })
             .sum();
-        self.subject.heap_bytes() + self.service.len() + self.jti.len() + ceiling
+        self.subject.heap_bytes()
+            + allocation(self.service.len())
+            + allocation(self.jti.len())
+            + allocation(self.ceiling.len() * size_of::<ResourceScope>())
+            + scopes
     }
 }

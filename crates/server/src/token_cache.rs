@@ -11,6 +11,11 @@ use svid_broker_token::RegistryToken;
 
 /// Most cached tokens; past it the cache drops expired entries, then everything.
 pub const MAX_CACHED_TOKENS: usize = 10_000;
+/// Most memory the cached tokens may take, estimated per entry (see [`CachedToken::weight`]);
+/// past it the cache drops expired entries, then everything. A registry token carries its
+/// `x5c` chain (about 1.5 KiB), so this binds before [`MAX_CACHED_TOKENS`] does: about 4,000
+/// tokens, which is the few thousand workloads a broker serves asking again within seconds.
+pub const MAX_CACHED_TOKEN_BYTES: usize = 8 * 1024 * 1024;
 
 /// Cache key: who, for which registry, with which (canonical) grant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -36,12 +41,36 @@ pub struct CachedToken {
     pub expires_at: SystemTime,
 }
 
+impl CachedToken {
+    /// The memory one entry takes, estimated from above: the heap text of the key and the
+    /// token (each allocation rounded up to the allocator's 16 bytes, plus 16 of header) and the
+    /// table slot (key and value inline, one control byte, doubled for the table's load factor).
+    fn weight(&self, key: &CacheKey) -> usize {
+        let allocation = |len: usize| len.div_ceil(16) * 16 + 16;
+        let slot = 2 * (size_of::<CacheKey>() + size_of::<CachedToken>() + 1);
+        use svid_broker_identity::secret::ExposeSecret as _;
+        slot + allocation(key.subject.as_str().len())
+            + allocation(key.service.len())
+            + allocation(key.granted.len())
+            + allocation(self.token.expose_secret().len())
+            + allocation(self.jti.len())
+    }
+}
+
 /// Reuses an issued token while more than half its lifetime is left: clients ask for the same
-/// token several times per operation (skopeo three times per inspect).
+/// token several times per operation (skopeo three times per inspect). Bounded in entries
+/// ([`MAX_CACHED_TOKENS`]) and in estimated memory ([`MAX_CACHED_TOKEN_BYTES`]).
 #[derive(Debug)]
 pub struct TokenCache {
     enabled: bool,
-    entries: Mutex<HashMap<CacheKey, CachedToken>>,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    tokens: HashMap<CacheKey, CachedToken>,
+    /// The sum of the entries' weights.
+    bytes: usize,
 }
 
 impl TokenCache {
@@ -49,7 +78,7 @@ impl TokenCache {
     pub fn new(enabled: bool) -> Self {
         Self {
             enabled,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries::default()),
         }
     }
 
@@ -60,7 +89,7 @@ impl TokenCache {
             return None;
         }
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        let t = entries.get(key)?;
+        let t = entries.tokens.get(key)?;
         let life = t.expires_at.duration_since(t.issued_at).ok()?;
         let left = t.expires_at.duration_since(now).ok()?;
         (now >= t.issued_at && left > life / 2).then(|| t.clone())
@@ -71,23 +100,32 @@ impl TokenCache {
         if !self.enabled {
             return;
         }
+        let weight = token.weight(&key);
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if entries.len() >= MAX_CACHED_TOKENS {
-            entries.retain(|_, t| t.expires_at > now);
-            if entries.len() >= MAX_CACHED_TOKENS {
-                entries.clear();
+        if let Some(old) = entries.tokens.remove(&key) {
+            entries.bytes -= old.weight(&key);
+        }
+        let full = |e: &Entries| {
+            e.tokens.len() >= MAX_CACHED_TOKENS || e.bytes + weight > MAX_CACHED_TOKEN_BYTES
+        };
+        if full(&entries) {
+            entries.tokens.retain(|_, t| t.expires_at > now);
+            entries.bytes = entries.tokens.iter().map(|(k, t)| t.weight(k)).sum();
+            if full(&entries) {
+                entries.tokens.clear();
+                entries.bytes = 0;
             }
         }
-        entries.insert(key, token);
+        entries.bytes += weight;
+        entries.tokens.insert(key, token);
     }
 
     /// Drops every entry (after a key rotation or a policy reload, so new grants take effect
     /// at once).
     pub fn clear(&self) {
-        self.entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.tokens.clear();
+        entries.bytes = 0;
     }
 }
 

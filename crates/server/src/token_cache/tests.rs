@@ -65,3 +65,56 @@ fn disabled_cache_never_hits() {
     c.put(key(), t, now);
     assert!(c.get(&key(), issued).is_none());
 }
+
+#[test]
+fn the_cache_is_bounded_in_memory_and_keeps_its_account_of_it() {
+    let c = TokenCache::new(true);
+    let now = t0();
+    let token = cached(now, 3600);
+    let longest = CacheKey {
+        granted: "repository:r99999:pull".into(),
+        ..key()
+    };
+    let weight = token.weight(&longest);
+    assert!(
+        weight > 1000,
+        "a token with its x5c chain weighs over 1 KB: {weight}"
+    );
+    // Every key below weighs at most `weight`, so `fit` of them fit.
+    let fit = MAX_CACHED_TOKEN_BYTES / weight;
+    for i in 0..fit {
+        let k = CacheKey {
+            granted: format!("repository:r{i}:pull"),
+            ..key()
+        };
+        c.put(k, token.clone(), now);
+    }
+    let account = |c: &TokenCache| {
+        let e = c.entries.lock().unwrap();
+        let recomputed: usize = e.tokens.iter().map(|(k, t)| t.weight(k)).sum();
+        (e.tokens.len(), e.bytes, recomputed)
+    };
+    let (len, bytes, recomputed) = account(&c);
+    assert_eq!(bytes, recomputed);
+    assert!(bytes <= MAX_CACHED_TOKEN_BYTES, "{bytes}");
+    assert_eq!(len, fit, "nothing dropped while under the cap");
+    // Replacing an entry keeps the account; one more entry past the cap starts over.
+    c.put(key(), token.clone(), now);
+    c.put(key(), token.clone(), now);
+    let (_, bytes, recomputed) = account(&c);
+    assert_eq!(bytes, recomputed);
+    assert!(bytes <= MAX_CACHED_TOKEN_BYTES, "{bytes}");
+    for i in 0..fit {
+        let k = CacheKey {
+            granted: format!("repository:s{i}:pull"),
+            ..key()
+        };
+        c.put(k, token.clone(), now);
+        let (_, bytes, _) = account(&c);
+        assert!(bytes <= MAX_CACHED_TOKEN_BYTES, "{bytes} after {i}");
+    }
+    let (_, bytes, recomputed) = account(&c);
+    assert_eq!(bytes, recomputed);
+    c.clear();
+    assert_eq!(account(&c), (0, 0, 0));
+}

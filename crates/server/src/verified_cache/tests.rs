@@ -182,7 +182,7 @@ fn entry_cap_evicts_the_oldest_unreferenced_entry() {
 
 #[test]
 fn byte_cap_bounds_the_estimated_memory() {
-    let per_entry = entry_overhead::<String>() + 1000;
+    let per_entry = entry_overhead::<String>() + allocation(1000);
     let limits = CacheLimits {
         max_entries: 1000,
         max_bytes: per_entry * 4 + per_entry / 2,
