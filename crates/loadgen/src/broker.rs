@@ -130,20 +130,8 @@ pub fn id(s: &str) -> Result<SpiffeId, LoadgenError> {
 fn setup<E: std::error::Error>(what: &'static str) -> impl FnOnce(E) -> LoadgenError {
     move |e| LoadgenError::Setup {
         what,
-        reason: error_chain(&e),
+        reason: svid_broker_identity::report::ErrorChain::new(&e).to_string(),
     }
-}
-
-/// `err` and its sources, joined by `: `.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// A free port on 127.0.0.1 (the child's gRPC listener: `serve` prints only the realm's

@@ -32,9 +32,10 @@ use svid_broker_server::grpc::proto::{ExchangeRequest, TokenType};
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
+use svid_broker_identity::report::ErrorChain;
+
 use crate::broker::{
-    self, AUDIENCE, BROKER_ID, BrokerSetup, CHURN_ID_PREFIX, RunningBroker, SCOPE, SERVICE,
-    error_chain, id,
+    self, AUDIENCE, BROKER_ID, BrokerSetup, CHURN_ID_PREFIX, RunningBroker, SCOPE, SERVICE, id,
 };
 use crate::scenario::{MAX_RESPONSE_BYTES, REQUEST_TIMEOUT, form_query, http1_connect};
 use crate::{LoadgenError, Options, pace};
@@ -251,7 +252,7 @@ async fn drive(broker: &RunningBroker, options: &Options) -> Result<ChurnReport,
     let fail = |what: &'static str| {
         move |e: &dyn std::error::Error| LoadgenError::Setup {
             what,
-            reason: error_chain(e),
+            reason: ErrorChain::new(e).to_string(),
         }
     };
     let pid = broker.pid();
@@ -407,7 +408,7 @@ async fn subject(
         .and_then(|who| {
             let jwt = td
                 .issue_jwt_svid(&who, &[AUDIENCE])
-                .map_err(|e| error_chain(&e))?;
+                .map_err(|e| ErrorChain::new(&e).to_string())?;
             Ok((who, jwt))
         });
     match minted {

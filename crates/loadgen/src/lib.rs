@@ -81,7 +81,7 @@ pub enum LoadgenError {
         rule: &'static str,
     },
     /// A scenario's first exchange failed, so it cannot be measured.
-    #[error("scenario {scenario:?} cannot exchange: {source}")]
+    #[error("scenario {scenario:?} cannot exchange")]
     Scenario {
         /// The scenario.
         scenario: Kind,
@@ -355,11 +355,11 @@ async fn measure_all(
         .issue_jwt_svid(&me, &[AUDIENCE])
         .map_err(|e| LoadgenError::Setup {
             what: "jwt-svid",
-            reason: broker::error_chain(&e),
+            reason: svid_broker_identity::report::ErrorChain::new(&e).to_string(),
         })?;
     let bundles = broker.td.bundle_set().map_err(|e| LoadgenError::Setup {
         what: "bundle",
-        reason: broker::error_chain(&e),
+        reason: svid_broker_identity::report::ErrorChain::new(&e).to_string(),
     })?;
     // Fail early if the validator itself rejects the token (the floor checks it again).
     JwtSvidValidator::new([AUDIENCE])

@@ -23,7 +23,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("svid-broker-loadgen: {e}");
+            eprintln!(
+                "svid-broker-loadgen: {}",
+                svid_broker_identity::report::ErrorChain::new(&e)
+            );
             ExitCode::FAILURE
         }
     }

@@ -25,9 +25,10 @@ use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
 use crate::LoadgenError;
-use crate::broker::{AUDIENCE, BROKER_ID, CLIENT_ID, SCOPE, SERVICE, error_chain, id};
+use crate::broker::{AUDIENCE, BROKER_ID, CLIENT_ID, SCOPE, SERVICE, id};
 use crate::pace;
 use crate::stats::Samples;
+use svid_broker_identity::report::ErrorChain;
 
 /// How long one request may take before it counts as failed.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -126,7 +127,7 @@ impl TokenPool {
                 .issue_jwt_svid(&me, &[AUDIENCE])
                 .map_err(|e| LoadgenError::Setup {
                     what: "jwt-svid",
-                    reason: error_chain(&e),
+                    reason: ErrorChain::new(&e).to_string(),
                 })?;
             let jwt = svid.token().expose_secret();
             items.push(match kind {
@@ -193,7 +194,7 @@ pub enum CallError {
 
 fn transport(e: &dyn std::error::Error) -> CallError {
     CallError::Transport {
-        reason: error_chain(e),
+        reason: ErrorChain::new(e).to_string(),
     }
 }
 
@@ -270,7 +271,7 @@ impl Client {
         let fail = |what: &'static str| {
             move |e: &dyn std::error::Error| LoadgenError::Setup {
                 what,
-                reason: error_chain(e),
+                reason: ErrorChain::new(e).to_string(),
             }
         };
         let me = id(CLIENT_ID)?;
@@ -448,7 +449,7 @@ async fn login_credential(target: &Target, jwt: String) -> Result<String, Loadge
     let fail = |what: &'static str| {
         move |e: &dyn std::error::Error| LoadgenError::Setup {
             what,
-            reason: error_chain(e),
+            reason: ErrorChain::new(e).to_string(),
         }
     };
     let bundles: Arc<dyn BundleProvider> = Arc::new(Arc::new(
