@@ -399,8 +399,8 @@ impl Broker {
     }
 
     /// Both credentials are issued before either is recorded: when the refresh token cannot
-    /// be issued (its session is over), the request is refused as a whole and the access
-    /// token is not handed out, so it is not recorded as issued either.
+    /// be issued (its session is over), the request is refused as a whole and no access token
+    /// is minted.
     fn realm_token_on(
         &self,
         policy: &Policy,
@@ -408,11 +408,13 @@ impl Broker {
         request: &ExchangeRequest,
         now: SystemTime,
     ) -> Result<RealmTokens, ExchangeError> {
-        let (grant, access) =
-            match self.decide_and_issue(policy, subject, request, &self.registry_tokens, now) {
-                Ok(issued) => issued,
-                Err(err) => return Err(self.record_failure(&request.context, subject, err, now)),
-            };
+        let grant = match decide(policy, subject, request, &self.limiter, now) {
+            Ok(grant) => grant,
+            Err(err) => return Err(self.record_failure(&request.context, subject, err, now)),
+        };
+        // The refresh token first: it is stateless, so when the access token then fails
+        // nothing is left behind, while an access token minted first would already sit in the
+        // issued-token cache, unaudited, when the refresh token is refused.
         let refresh = match request
             .refresh_token
             .then(|| self.refresh_tokens.issue(&grant, now))
@@ -429,6 +431,12 @@ impl Broker {
                     now,
                 );
                 return Err(err);
+            }
+        };
+        let access = match self.registry_tokens.issue(&grant, now) {
+            Ok(access) => access,
+            Err(err) => {
+                return Err(self.record_failure(&request.context, subject, err.into(), now));
             }
         };
         // Two events, written one after the other: should the second write fail (the sink

@@ -242,10 +242,15 @@ impl CredentialIssuer for RegistryTokenIssuer {
     type Credential = AccessToken;
 
     fn issue(&self, grant: &Grant, now: SystemTime) -> Result<AccessToken, IssueError> {
+        let registry = &grant.registry;
+        let ttl = grant.lifetime(registry.token_ttl(), now);
         let key = CacheKey {
             subject: grant.subject.clone(),
             service: grant.service().to_owned(),
             granted: scope::join_scopes(&grant.granted),
+            issuer: registry.issuer().to_owned(),
+            profile: registry.profile(),
+            ttl: registry.token_ttl(),
         };
         let nothing_granted = grant.nothing_granted();
         if let Some(hit) = self.cache.get(&key, now).filter(|hit| {
@@ -262,7 +267,6 @@ impl CredentialIssuer for RegistryTokenIssuer {
                 nothing_granted,
             });
         }
-        let registry = &grant.registry;
         let access: Vec<Access> = grant.granted.iter().map(to_access).collect();
         let request = MintRequest::new(
             registry.issuer(),
@@ -272,7 +276,7 @@ impl CredentialIssuer for RegistryTokenIssuer {
             registry.profile(),
             now,
         )
-        .with_ttl(grant.lifetime(registry.token_ttl(), now));
+        .with_ttl(ttl);
         let minted = self
             .minter
             .mint(&request)

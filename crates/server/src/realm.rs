@@ -391,7 +391,7 @@ fn serve_token(
 /// Which credentials a realm request authenticates with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Grant {
-    /// The `Authorization` header (`GET`, or `POST` without `grant_type`).
+    /// The `Authorization` header (`GET`).
     Header,
     /// `grant_type=password`: the form's `username` and `password` (the header when the form
     /// carries no password).
@@ -405,11 +405,12 @@ impl Grant {
         if endpoint != Endpoint::RealmPost {
             return Ok(Self::Header);
         }
+        // `POST /token` is the OAuth2 form: it names its grant (a client sending none would be
+        // served from whatever `Authorization` header a proxy left on it).
         match fields.grant_type.as_deref() {
-            None => Ok(Self::Header),
             Some("password") => Ok(Self::Password),
             Some("refresh_token") => Ok(Self::Refresh),
-            Some(_) => Err(InvalidRequest::UnsupportedGrantType),
+            Some(_) | None => Err(InvalidRequest::UnsupportedGrantType),
         }
     }
 }

@@ -22,8 +22,9 @@ use crate::error::{AuthFailure, InvalidRequest};
 pub const MAX_USERNAME_LEN: usize = 2048;
 /// Longest `client_id` accepted at the realm (printable ASCII only).
 pub const MAX_CLIENT_ID_LEN: usize = 128;
-/// Longest `service` recorded in the audit log of a refused request; longer ones are cut.
-pub const MAX_AUDIT_SERVICE_LEN: usize = 128;
+/// Longest `service` recorded in the audit log; longer ones are cut. The wire limit: no
+/// registry's service is longer, so an issued credential's event always names it in full.
+pub const MAX_AUDIT_SERVICE_LEN: usize = svid_broker_identity::limits::MAX_SERVICE_LEN;
 /// Longest `requested` text recorded in the audit log; longer ones are cut.
 pub const MAX_AUDIT_REQUESTED_LEN: usize = 4096;
 

@@ -4,20 +4,22 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use svid_broker_identity::SpiffeId;
-use svid_broker_token::RegistryToken;
+use svid_broker_token::{Profile, RegistryToken};
 
 /// Most cached tokens; past it the cache drops expired entries, then everything.
 pub const MAX_CACHED_TOKENS: usize = 10_000;
-/// Most memory the cached tokens may take, estimated per entry (see [`CachedToken::weight`]);
+/// Most memory the cached tokens may take, estimated per entry (key and token text, each allocation rounded up, and the table slot);
 /// past it the cache drops expired entries, then everything. A registry token carries its
 /// `x5c` chain (about 1.5 KiB), so this binds before [`MAX_CACHED_TOKENS`] does: about 4,000
 /// tokens, which is the few thousand workloads a broker serves asking again within seconds.
 pub const MAX_CACHED_TOKEN_BYTES: usize = 8 * 1024 * 1024;
 
-/// Cache key: who, for which registry, with which (canonical) grant.
+/// Cache key: everything a minted token's content depends on (who, for which registry as the
+/// policy configures it, with which canonical grant), so a token is only reused where minting
+/// again would give an equivalent one, even across a policy reload racing a request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
     /// The subject.
@@ -26,6 +28,12 @@ pub struct CacheKey {
     pub service: String,
     /// The granted scopes, canonical and space-joined.
     pub granted: String,
+    /// The registry's token `iss`.
+    pub issuer: String,
+    /// The registry's token profile.
+    pub profile: Profile,
+    /// The lifetime the token was minted with.
+    pub ttl: Duration,
 }
 
 /// One cached token.
@@ -52,6 +60,7 @@ impl CachedToken {
         slot + allocation(key.subject.as_str().len())
             + allocation(key.service.len())
             + allocation(key.granted.len())
+            + allocation(key.issuer.len())
             + allocation(self.token.expose_secret().len())
             + allocation(self.jti.len())
     }

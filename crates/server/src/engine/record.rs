@@ -35,6 +35,10 @@ impl Broker {
             Err(err) => return Err(self.record_failure(context, subject, err, now)),
         };
         let record = issued.record();
+        // The lookup happened whatever becomes of the answer.
+        if let Some(cached) = record.cache_lookup {
+            self.metrics.cache(cached);
+        }
         let refused = record.refusal.is_some();
         let party = Party::Subject(subject);
         let event = AuditEvent {
@@ -63,9 +67,6 @@ impl Broker {
             let err = ExchangeError::unavailable(Unavailability::Audit(e));
             self.metrics.denied(context.endpoint, err.code());
             return Err(err);
-        }
-        if let Some(cached) = record.cache_lookup {
-            self.metrics.cache(cached);
         }
         match (record.refusal, record.counted_as) {
             (Some(refusal), _) => self.metrics.refused(context.endpoint, refusal),

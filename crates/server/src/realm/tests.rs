@@ -1086,3 +1086,26 @@ async fn realm_audit_events_carry_the_injected_clock_time() {
         assert_eq!(event["endpoint"], "realm_post", "{event}");
     }
 }
+
+/// `POST /token` names its grant: without `grant_type` it is refused as before issue 9's
+/// restructuring, even with a valid `Authorization` header, and nothing is issued.
+#[tokio::test]
+async fn post_without_grant_type_is_refused_even_with_a_valid_header() {
+    let f = Fixture::new();
+    let jwt = f.jwt(BUILDER, AUDIENCE);
+    let form = format!(
+        "service=registry.local&scope={}",
+        enc("repository:team/app:pull")
+    );
+    let r = post(app(&f, true), &form, Some(&basic(BUILDER, &jwt))).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(r.body.contains("unsupported grant_type"), "{}", r.body);
+    assert!(!r.body.contains("token\":"), "{}", r.body);
+    let r = post(
+        app(&f, true),
+        &format!("grant_type=client_credentials&{form}"),
+        Some(&basic(BUILDER, &jwt)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+}

@@ -33,6 +33,9 @@ fn key() -> CacheKey {
         subject: id(BUILDER),
         service: "s".into(),
         granted: scope::join_scopes(&[]),
+        issuer: "i".into(),
+        profile: svid_broker_token::Profile::Distribution2,
+        ttl: Duration::from_secs(3600),
     }
 }
 
