@@ -15,7 +15,7 @@ fn cached(issued: SystemTime, ttl: u64) -> CachedToken {
         "a",
         &who,
         &access,
-        svid_broker_token::Profile::Distribution2,
+        Profile::Distribution2,
         issued,
     )
     .with_ttl(Duration::from_secs(ttl));
@@ -34,7 +34,7 @@ fn key() -> CacheKey {
         service: "s".into(),
         granted: scope::join_scopes(&[]),
         issuer: "i".into(),
-        profile: svid_broker_token::Profile::Distribution2,
+        profile: Profile::Distribution2,
         ttl: Duration::from_secs(3600),
     }
 }
