@@ -93,7 +93,7 @@ pub struct CredentialBinding {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Authenticated {
-    /// The caller.
+    /// The caller whose proof verified.
     pub caller: Caller,
     /// Present exactly for login credentials and refresh tokens.
     pub binding: Option<CredentialBinding>,
@@ -149,7 +149,7 @@ impl Subject {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct OnBehalf {
-    /// The actor.
+    /// The actor: authenticated by its own SVID, and a trusted actor.
     pub actor: Caller,
     /// The validated service-account token's identity.
     pub account: ServiceAccountIdentity,

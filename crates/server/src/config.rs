@@ -129,7 +129,7 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read {path}")]
     Io {
-        /// The file.
+        /// The file, as given.
         path: PathBuf,
         /// The underlying error (printed by the error chain, not by this `Display`).
         #[source]
@@ -138,15 +138,15 @@ pub enum ConfigError {
     /// The file is larger than [`MAX_CONFIG_FILE_BYTES`].
     #[error("{path} is larger than {max} bytes")]
     TooLarge {
-        /// The file.
+        /// The file, as given.
         path: PathBuf,
-        /// The cap.
+        /// [`MAX_CONFIG_FILE_BYTES`].
         max: u64,
     },
     /// TOML syntax, an unknown key or a wrongly typed value.
     #[error("line {}, column {}: {message}", location.line, location.column)]
     Parse {
-        /// Where.
+        /// Where in the file: line and column, 1-based.
         location: Location,
         /// The parser's message (the file holds paths and addresses, never secrets).
         message: String,

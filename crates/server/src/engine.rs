@@ -71,7 +71,7 @@ impl Issued for ExchangeOutput {
 pub struct Exchanged {
     /// Who the credential is for.
     pub subject: Subject,
-    /// The credential.
+    /// The credential (its secret is redacted in `Debug`).
     pub output: ExchangeOutput,
 }
 

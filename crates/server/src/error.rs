@@ -126,7 +126,7 @@ pub enum AuthFailure {
     /// the caller's to vary, and refusals are aggregated by message.)
     #[error("username is longer than the {max} bytes allowed")]
     UsernameTooLong {
-        /// Its length.
+        /// Its length, in bytes.
         len: usize,
         /// [`MAX_USERNAME_LEN`](crate::request::MAX_USERNAME_LEN).
         max: usize,
@@ -142,7 +142,7 @@ pub enum AuthFailure {
     /// more (the policy changed since it was issued).
     #[error("refresh token subject may no longer use this registry")]
     NoLongerAllowed {
-        /// The subject.
+        /// The refresh token's subject.
         subject: SpiffeId,
     },
     /// The subject token (a Kubernetes service-account token) was rejected; `Display` is the
@@ -169,7 +169,7 @@ pub enum Denial {
     /// The caller may not present subject tokens.
     #[error("caller may not present subject tokens: not in service_account.trusted_actors")]
     UntrustedActor {
-        /// The caller.
+        /// The actor that presented the subject token.
         actor: SpiffeId,
     },
 }

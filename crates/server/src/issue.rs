@@ -38,7 +38,7 @@ pub trait CredentialIssuer {
 
 /// What the audit log and the metrics record of an issued credential (never its secret).
 pub trait Issued {
-    /// The record.
+    /// The record: never the secret, only what identifies and bounds the credential.
     fn record(&self) -> IssuedRecord<'_>;
 }
 
@@ -50,7 +50,7 @@ pub struct IssuedRecord<'a> {
     pub kind: &'static str,
     /// The credential's `jti`.
     pub jti: &'a str,
-    /// Its expiry.
+    /// Its expiry (the audit `expires_at`).
     pub expires_at: SystemTime,
     /// What it grants (an access token), or its ceiling (a login credential, a refresh token).
     pub scopes: &'a [ResourceScope],
@@ -111,7 +111,7 @@ pub struct AccessToken {
     pub granted: Vec<ResourceScope>,
     /// Its `iat` (a cached token keeps its original time).
     pub issued_at: SystemTime,
-    /// Its `exp`.
+    /// Its `exp`: at most the registry's `token_ttl` after `issued_at`, shortened by the grant.
     pub expires_at: SystemTime,
     /// It came from the issued-token cache.
     pub cached: bool,

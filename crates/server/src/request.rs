@@ -87,7 +87,7 @@ impl ExchangeKind {
 pub struct RequestContext {
     /// What was asked for (an access token when the edge could not tell).
     pub kind: ExchangeKind,
-    /// Where.
+    /// The edge it came in at.
     pub endpoint: Endpoint,
     /// The client's address.
     pub peer: Option<SocketAddr>,
@@ -207,7 +207,7 @@ pub enum Presented<'a> {
     Secret {
         /// The username, if any.
         username: Option<&'a str>,
-        /// The secret.
+        /// The secret (only borrowed: the edge owns and wipes it).
         secret: &'a str,
     },
     /// A realm `refresh_token` grant's token.

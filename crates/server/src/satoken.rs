@@ -79,9 +79,9 @@ pub enum SaTokenError {
     /// The token is longer than [`MAX_SA_TOKEN_LEN`].
     #[error("service-account token is {len} bytes, the maximum is {max}")]
     TooLarge {
-        /// Its length.
+        /// Its length, in bytes.
         len: usize,
-        /// The cap.
+        /// [`MAX_SA_TOKEN_LEN`].
         max: usize,
     },
     /// The payload could not be read to find `iss` (not three segments, not base64url, not a
@@ -97,7 +97,7 @@ pub enum SaTokenError {
     /// The issuer's keys have not been loaded yet (discovery still pending or failing).
     #[error("keys of issuer {issuer} are not available")]
     KeysUnavailable {
-        /// The configured issuer.
+        /// The configured issuer (`iss`) whose keys are missing.
         issuer: String,
     },
     /// The JWS layer rejected the token (form, header, `alg`, `kid`, key, signature).
@@ -113,7 +113,7 @@ pub enum SaTokenError {
     /// A required claim is missing.
     #[error("service-account token claim {claim} is missing")]
     MissingClaim {
-        /// The claim.
+        /// The claim's name (a fixed string, never token text).
         claim: &'static str,
     },
     /// The verified `iss` differs from the issuer the unverified one selected (cannot happen
@@ -153,7 +153,7 @@ pub enum SaTokenError {
     /// `aud` is empty or has more than [`MAX_SA_TOKEN_AUDIENCES`] values.
     #[error("service-account token aud has {count} values, 1 to {max} are allowed")]
     AudienceCount {
-        /// How many.
+        /// How many `aud` values the token has.
         count: usize,
         /// The cap.
         max: usize,
@@ -379,17 +379,17 @@ impl SaIssuer {
         }
     }
 
-    /// The `iss` value.
+    /// The `iss` value tokens of this issuer must carry, exactly.
     pub fn issuer(&self) -> &str {
         &self.issuer
     }
 
-    /// The accepted audiences.
+    /// The accepted audiences: a token's `aud` must contain one of them.
     pub fn audiences(&self) -> &[String] {
         &self.audiences
     }
 
-    /// The mapping template.
+    /// The template that maps a validated token to a SPIFFE ID.
     pub fn template(&self) -> &IdTemplate {
         &self.template
     }
@@ -406,7 +406,7 @@ impl SaIssuer {
 pub struct ServiceAccountIdentity {
     /// The mapped SPIFFE ID.
     pub spiffe_id: SpiffeId,
-    /// The issuer.
+    /// The token's `iss` (one of the configured issuers).
     pub issuer: String,
     /// `kubernetes.io.namespace`.
     pub namespace: String,
@@ -474,7 +474,7 @@ impl ServiceAccountValidator {
         Self { issuers }
     }
 
-    /// The issuers.
+    /// The configured issuers, in configuration order.
     pub fn issuers(&self) -> &[SaIssuer] {
         &self.issuers
     }

@@ -55,7 +55,7 @@ pub enum ServerError {
     /// The policy file is invalid.
     #[error("policy {path} is invalid")]
     Policy {
-        /// The file.
+        /// The policy file, as configured.
         path: PathBuf,
         /// The underlying error (printed by the error chain, not by this `Display`).
         #[source]
@@ -68,7 +68,7 @@ pub enum ServerError {
     /// The policy file is not UTF-8.
     #[error("policy {path} is not utf-8")]
     PolicyEncoding {
-        /// The file.
+        /// The policy file, as configured.
         path: PathBuf,
     },
     /// `[server.tls]`: the certificate or key file is unusable.
@@ -92,7 +92,7 @@ pub enum ServerError {
     /// The audit file could not be opened.
     #[error("cannot open audit log {path}")]
     Audit {
-        /// The file.
+        /// The audit file, as configured.
         path: PathBuf,
         /// The underlying error (printed by the error chain, not by this `Display`).
         #[source]
@@ -101,7 +101,7 @@ pub enum ServerError {
     /// A listener could not be bound.
     #[error("cannot listen on {addr}")]
     Bind {
-        /// The address.
+        /// The configured listen address.
         addr: SocketAddr,
         /// The underlying error (printed by the error chain, not by this `Display`).
         #[source]
@@ -119,7 +119,7 @@ pub enum ServerError {
     /// A service-account issuer's JWK Set file could not be loaded at start-up.
     #[error("service-account issuer {issuer} keys could not be loaded")]
     ServiceAccountKeys {
-        /// The issuer.
+        /// The issuer (`iss`) as configured.
         issuer: String,
         /// The underlying error (printed by the error chain, not by this `Display`).
         #[source]
@@ -611,7 +611,7 @@ impl ServerHandle {
         self.grpc_addr
     }
 
-    /// The engine.
+    /// The engine the listeners serve (shared; its policy and keys are swapped in place).
     pub fn broker(&self) -> &Arc<Broker> {
         &self.broker
     }

@@ -169,7 +169,7 @@ const PREAUTH_OVERFLOW_REASON: &str = "other (aggregation table full)";
 pub struct PreauthKey {
     /// The client's IP address (the port changes per connection).
     pub peer: Option<IpAddr>,
-    /// Where.
+    /// The edge it came in at.
     pub endpoint: Endpoint,
     /// The request kind label.
     pub kind: &'static str,
@@ -182,7 +182,7 @@ pub struct PreauthKey {
 /// One aggregated key at the end of an interval.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreauthSummary {
-    /// The key.
+    /// What the denials were aggregated by.
     pub key: PreauthKey,
     /// Denials in the interval (including the first one, audited in full).
     pub count: u64,

@@ -45,7 +45,7 @@ pub struct CachedToken {
     pub jti: String,
     /// When it was issued.
     pub issued_at: SystemTime,
-    /// When it expires.
+    /// Its `exp`: the cache never serves it past half its life.
     pub expires_at: SystemTime,
 }
 

@@ -48,7 +48,7 @@ pub enum RequestError {
     /// `requested_token_type` is a number this server does not know.
     #[error("requested_token_type {value} is not known")]
     TokenTypeUnknown {
-        /// The value sent.
+        /// The value sent (not a variant of the proto enum this server knows).
         value: i32,
     },
     /// `subject_token` was sent without `subject_token_type`.
@@ -57,7 +57,7 @@ pub enum RequestError {
     /// `subject_token_type` is a number this server does not know.
     #[error("subject_token_type {value} is not known")]
     SubjectTokenTypeUnknown {
-        /// The value sent.
+        /// The value sent (not a variant of the proto enum this server knows).
         value: i32,
     },
     /// `subject_token_type` was sent without a `subject_token`.
@@ -66,7 +66,7 @@ pub enum RequestError {
     /// `subject_token` is longer than [`MAX_SA_TOKEN_LEN`].
     #[error("subject_token is {len} bytes, more than the {max} allowed")]
     SubjectTokenTooLong {
-        /// Its length.
+        /// Its length, in bytes.
         len: usize,
         /// [`MAX_SA_TOKEN_LEN`].
         max: usize,
@@ -77,7 +77,7 @@ pub enum RequestError {
     /// `audience` is longer than [`MAX_AUDIENCE_LEN`].
     #[error("audience is {len} bytes, more than the {max} allowed")]
     AudienceTooLong {
-        /// Its length.
+        /// Its length, in bytes.
         len: usize,
         /// [`MAX_AUDIENCE_LEN`].
         max: usize,
@@ -96,7 +96,7 @@ pub enum RequestError {
     /// One `scope` value longer than [`MAX_SCOPE_PARAM_LEN`].
     #[error("a scope value is {len} bytes, more than the {max} allowed")]
     ScopeTooLong {
-        /// Its length.
+        /// The first over-long value's length, in bytes.
         len: usize,
         /// [`MAX_SCOPE_PARAM_LEN`].
         max: usize,
@@ -215,7 +215,7 @@ impl ExchangeService {
 pub(crate) struct Refused {
     /// What the audit log records.
     pub(crate) context: RequestContext,
-    /// Why.
+    /// Which check at this edge refused it.
     pub(crate) error: EdgeError,
 }
 
@@ -223,9 +223,9 @@ pub(crate) struct Refused {
 /// grammar).
 #[derive(Debug)]
 pub(crate) enum EdgeError {
-    /// The wire form.
+    /// The wire form (sizes, enums, presence): refused with its own message.
     Wire(RequestError),
-    /// The content.
+    /// The content (the scope grammar): refused as the engine would.
     Request(InvalidRequest),
 }
 
