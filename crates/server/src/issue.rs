@@ -56,9 +56,8 @@ pub struct IssuedRecord<'a> {
     pub scopes: &'a [ResourceScope],
     /// Present for credentials that carry a ceiling (empty ceiling: registry-wide).
     pub ceiling: Option<&'a [ResourceScope]>,
-    /// A cached access token was reused.
-    pub cached: bool,
-    /// For credentials that went through the issued-token cache: whether it was a hit.
+    /// For credentials that went through the issued-token cache: whether it was a hit (the
+    /// audit `cached` and the hit/miss counters both come from it).
     pub cache_lookup: Option<bool>,
     /// The `svid_broker_issued_total` kind it counts as (refresh tokens count nowhere: they
     /// ride along an access token).
@@ -127,7 +126,6 @@ impl Issued for AccessToken {
             expires_at: self.expires_at,
             scopes: &self.granted,
             ceiling: None,
-            cached: self.cached,
             cache_lookup: Some(self.cached),
             counted_as: Some(ExchangeKind::AccessToken),
             refusal: self.nothing_granted.then_some(Refusal::NothingGranted),
@@ -166,7 +164,6 @@ impl Issued for LoginCredential {
             expires_at: self.expires_at,
             scopes: &self.ceiling,
             ceiling: Some(&self.ceiling),
-            cached: false,
             cache_lookup: None,
             counted_as: Some(ExchangeKind::LoginCredential),
             refusal: None,
@@ -201,7 +198,6 @@ impl Issued for RefreshToken {
             expires_at: self.expires_at,
             scopes: &self.ceiling,
             ceiling: Some(&self.ceiling),
-            cached: false,
             cache_lookup: None,
             counted_as: None,
             refusal: None,

@@ -309,21 +309,25 @@ fn serve_token(
         Ok(fields) => fields,
         Err(e) => return fail(state, &context, &e.into()),
     };
-    let context = context
-        .with_service(fields.service.as_deref().unwrap_or(""))
-        .with_scopes(&fields.scopes)
-        .with_client_id(fields.client_id.as_deref());
+    // What the audit records of this request; it moves into the checked request, and a
+    // refusal (rare) builds it again.
+    let recorded = || {
+        RequestContext::new(ExchangeKind::AccessToken, endpoint, peer)
+            .with_service(fields.service.as_deref().unwrap_or(""))
+            .with_scopes(&fields.scopes)
+            .with_client_id(fields.client_id.as_deref())
+    };
     let grant = match Grant::of(endpoint, &fields) {
         Ok(grant) => grant,
-        Err(e) => return fail(state, &context, &e.into()),
+        Err(e) => return fail(state, &recorded(), &e.into()),
     };
     let request = match ExchangeRequest::parse(
-        context.clone(),
+        recorded(),
         fields.service.as_deref().unwrap_or(""),
         &fields.scopes,
     ) {
         Ok(request) => request.with_refresh_token(fields.offline || grant == Grant::Refresh),
-        Err(e) => return fail(state, &context, &e.into()),
+        Err(e) => return fail(state, &recorded(), &e.into()),
     };
     // Owned here so `Presented` can borrow it: a password grant's rejoined credentials.
     let password_grant = match (grant, fields.password.as_deref()) {

@@ -56,7 +56,7 @@ impl Broker {
             ceiling: record.ceiling.map(ceiling_text),
             jti: Some(record.jti),
             expires_at: Some(rfc3339(record.expires_at)),
-            cached: record.cached,
+            cached: record.cache_lookup == Some(true),
             peer: peer_text(context.peer),
             endpoint: context.endpoint.label(),
             subject_token: party.subject_token(),
@@ -119,8 +119,7 @@ impl Broker {
             reason = %err.chain(),
             "request refused"
         );
-        let mut event = refusal_event(context, party, err, now);
-        event.kind = kind;
+        let event = refusal_event(context, kind, party, err, now);
         let _ = self.audit.record(&event, &self.metrics);
     }
 
@@ -186,7 +185,13 @@ impl Broker {
             );
             // A refusal that cannot be audited is still a refusal: the failure only counts.
             let _ = self.audit.record(
-                &refusal_event(context, Party::Unauthenticated, &answer, now),
+                &refusal_event(
+                    context,
+                    context.kind.label(),
+                    Party::Unauthenticated,
+                    &answer,
+                    now,
+                ),
                 &self.metrics,
             );
         }
@@ -295,6 +300,7 @@ impl<'a> Party<'a> {
 
 fn refusal_event<'a>(
     context: &'a RequestContext,
+    kind: &'static str,
     party: Party<'a>,
     err: &ExchangeError,
     now: SystemTime,
@@ -314,7 +320,7 @@ fn refusal_event<'a>(
         service: &context.service,
         requested: context.requested.clone(),
         granted: String::new(),
-        kind: context.kind.label(),
+        kind,
         ceiling: None,
         jti: None,
         expires_at: None,

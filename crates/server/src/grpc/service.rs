@@ -339,10 +339,11 @@ pub(crate) fn convert(
     {
         return wire(RequestError::ScopeMissing);
     }
-    match CheckedRequest::parse(context.clone(), &request.audience, &request.scope) {
+    // The context moves into the request; a refusal (rare) builds it again.
+    match CheckedRequest::parse(context, &request.audience, &request.scope) {
         Ok(checked) => Ok((checked, subject_token)),
         Err(e) => Err(Box::new(Refused {
-            context,
+            context: context_of(request, peer),
             error: EdgeError::Request(e),
         })),
     }
