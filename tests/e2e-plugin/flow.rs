@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use svid_broker_dev::DevTrustDomain;
 use svid_broker_dev::satoken::{DevSaAlgorithm, DevServiceAccountIssuer, SaTokenRequest};
-use svid_broker_identity::SpiffeId;
 use svid_broker_identity::clock::SystemClock;
 use svid_broker_identity::secret::ExposeSecret as _;
 
@@ -22,7 +21,7 @@ use crate::registry::{
 use crate::strict::{self, StrictResponse};
 use crate::support::{Output, PLUGIN, plugin, run};
 use crate::testkit;
-use crate::testkit::broker::BrokerFixture;
+use crate::testkit::broker::{BrokerFixture, id};
 
 const AUDIENCE: &str = "svid-broker";
 const SERVICE: &str = "registry.local";
@@ -64,10 +63,6 @@ registry = "local"
 repositories = ["team/*"]
 actions = ["pull"]
 "#;
-
-fn id(s: &str) -> SpiffeId {
-    SpiffeId::parse(s).unwrap()
-}
 
 pub(crate) struct Fixture {
     // Declared first: the registry stops before the broker it asks for tokens.
