@@ -272,4 +272,46 @@ mod tests {
         assert_eq!(ctx.requested, "repository:a:pull ?");
         assert_eq!(ctx.client_id, None);
     }
+    /// Garbage at the edge: any bytes as service, scopes and client_id (bounded sizes, a fixed
+    /// seed) never panic, and what the audit would record stays capped and printable ASCII.
+    #[test]
+    fn garbage_parses_or_is_refused_and_records_only_capped_printable_text() {
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        const ALPHABET: &[char] = &[
+            'a', 'Z', '0', ':', '/', ',', '*', ' ', '.', '-', '_', '\u{0}', '\u{7f}', '\u{202e}',
+            '\u{200b}', 'é', '\n', '"', '%',
+        ];
+        for _ in 0..2000 {
+            let mut text = |max: u64| -> String {
+                let len = next() % max;
+                (0..len)
+                    .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize])
+                    .collect()
+            };
+            let service = text(300);
+            let scopes: Vec<String> = (0..3).map(|_| text(80)).collect();
+            let client_id = text(200);
+            let ctx = RequestContext::new(ExchangeKind::AccessToken, Endpoint::RealmGet, None)
+                .with_service(&service)
+                .with_scopes(&scopes)
+                .with_client_id(Some(&client_id));
+            for recorded in [&ctx.service, &ctx.requested] {
+                assert!(recorded.len() <= MAX_AUDIT_REQUESTED_LEN);
+                assert!(recorded.chars().all(|c| c.is_ascii_graphic() || c == ' '));
+            }
+            assert!(ctx.service.len() <= MAX_AUDIT_SERVICE_LEN);
+            if let Some(id) = &ctx.client_id {
+                assert!(is_valid_client_id(id), "{id:?}");
+            }
+            if let Ok(request) = ExchangeRequest::parse(ctx, &service, &scopes) {
+                assert!(!request.service.is_empty());
+            }
+        }
+    }
 }
