@@ -355,7 +355,10 @@ fn quoted_error_messages_still_exist_in_the_code() {
 
 #[test]
 fn documented_metrics_are_the_exported_ones() {
-    let rendered = svid_broker_server::metrics::Metrics::default().render();
+    use svid_broker_server::metrics::{Metrics, VerifiedCacheFigures, VerifiedCacheKind};
+    // What `/metrics` serves: the counters and every verified cache's figures.
+    let caches = VerifiedCacheKind::ALL.map(VerifiedCacheFigures::empty);
+    let rendered = Metrics::default().render_with_caches(&caches);
     let exported: BTreeSet<String> = rendered
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))

@@ -437,9 +437,10 @@ impl Authenticator {
 // The verified caches.
 
 use crate::credential::{CredentialClaims, MAX_CREDENTIAL_LEN};
+use crate::metrics::{VerifiedCacheFigures, VerifiedCacheKind};
 use crate::verified_cache::{
-    CacheLimits, CredentialDomain, HeapSize, SubjectCache, TokenDigest, Validity, VerifiedCache,
-    allocation,
+    CacheLimits, CacheStats, CredentialDomain, HeapSize, SubjectCache, TokenDigest, Validity,
+    VerifiedCache, allocation,
 };
 
 /// The verified caches of one [`Authenticator`], one per credential kind it accepts that is
@@ -470,6 +471,34 @@ impl VerifiedCaches {
             jwt_svids: SubjectCache::new(limits),
             login_credentials: VerifiedCache::new(limits),
         }
+    }
+
+    /// Each cache's figures, for `/metrics`.
+    fn figures(&self) -> [VerifiedCacheFigures; 3] {
+        let figures = |cache, stats: CacheStats| {
+            let mut f = VerifiedCacheFigures::empty(cache);
+            f.hits = stats.hits;
+            f.misses = stats.misses;
+            f.evictions = stats.evictions;
+            f.entries = u64::try_from(stats.entries).unwrap_or(u64::MAX);
+            f.bytes = u64::try_from(stats.bytes).unwrap_or(u64::MAX);
+            f
+        };
+        [
+            figures(VerifiedCacheKind::X509Svid, self.chains.stats()),
+            figures(VerifiedCacheKind::JwtSvid, self.jwt_svids.stats()),
+            figures(
+                VerifiedCacheKind::LoginCredential,
+                self.login_credentials.stats(),
+            ),
+        ]
+    }
+}
+
+impl Authenticator {
+    /// The verified caches' figures now (hits, misses, evictions, size), for `/metrics`.
+    pub fn verified_cache_figures(&self) -> [VerifiedCacheFigures; 3] {
+        self.verified.figures()
     }
 }
 
@@ -521,5 +550,101 @@ impl HeapSize for CredentialClaims {
             + allocation(self.jti.len())
             + allocation(self.ceiling.len() * size_of::<ResourceScope>())
             + scopes
+    }
+}
+
+#[cfg(test)]
+mod login_cache_tests {
+    use std::time::UNIX_EPOCH;
+
+    use svid_broker_identity::bundle::BundleSet;
+    use svid_broker_identity::secret::ExposeSecret;
+
+    use super::*;
+
+    /// The verified cache in front of login credentials decides as the verifier does: the same
+    /// claims or the same error, field for field, at every time around `iat` and `exp`,
+    /// forwards then backwards, for valid, tampered, foreign-key and refresh-kind secrets,
+    /// through one long-lived cache and through a second authenticator whose key set was
+    /// derived anew from the same secret.
+    #[test]
+    fn cached_and_uncached_login_credential_verification_agree() {
+        let keys = Arc::new(CredentialKeys::derive(&[7; 32]).unwrap());
+        let other_keys = CredentialKeys::derive(&[8; 32]).unwrap();
+        let authn = |keys: &Arc<CredentialKeys>| {
+            Authenticator::new(
+                Arc::new(Arc::new(BundleSet::new())),
+                "svid-broker",
+                AudienceMatch::Single,
+                Arc::clone(keys),
+                Duration::from_secs(8 * 3600),
+                None,
+            )
+            .unwrap()
+        };
+        let cached = authn(&keys);
+        let subject = SpiffeId::parse("spiffe://example.org/ns/ci/sa/builder").unwrap();
+        let ceiling =
+            svid_broker_policy::scope::parse_scopes(["repository:team/app:pull"]).unwrap();
+        let issued_at = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let ttl = Duration::from_secs(900);
+        let issue = |keys: &CredentialKeys, kind| {
+            keys.issue(kind, &subject, "registry.local", &ceiling, ttl, issued_at)
+                .unwrap()
+                .secret
+        };
+        let valid = issue(&keys, CredentialKind::LoginCredential);
+        let mut tampered = valid.expose_secret().to_owned();
+        let last = tampered.pop().unwrap();
+        tampered.push(if last == 'A' { 'B' } else { 'A' });
+        let secrets = [
+            valid.expose_secret().to_owned(),
+            tampered,
+            issue(&other_keys, CredentialKind::LoginCredential)
+                .expose_secret()
+                .to_owned(),
+            issue(&keys, CredentialKind::RefreshToken)
+                .expose_secret()
+                .to_owned(),
+        ];
+        let iat = 1_800_000_000_i64;
+        let exp = iat + 900;
+        let leeway = i64::try_from(crate::credential::CREDENTIAL_IAT_LEEWAY.as_secs()).unwrap();
+        let mut offsets = Vec::new();
+        for edge in [iat - leeway, iat, exp] {
+            for delta_ms in [-31_000, -1_000, -1, 0, 1, 999, 1_000, 31_000] {
+                offsets.push(edge * 1000 + delta_ms);
+            }
+        }
+        offsets.push((iat + 300) * 1000);
+        let backwards: Vec<i64> = offsets.iter().rev().copied().collect();
+        offsets.extend(backwards);
+        let at = |ms: i64| UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap());
+        let same_content = Arc::new(CredentialKeys::derive(&[7; 32]).unwrap());
+        let later = authn(&same_content);
+        let mut compared = 0;
+        for secret in &secrets {
+            for &ms in &offsets {
+                let now = at(ms);
+                let uncached = format!(
+                    "{:?}",
+                    keys.verify(CredentialKind::LoginCredential, secret, now)
+                );
+                for (who, authn) in [("first", &cached), ("second snapshot", &later)] {
+                    let answer = format!(
+                        "{:?}",
+                        authn.verify_credential(CredentialKind::LoginCredential, secret, now)
+                    );
+                    assert_eq!(answer, uncached, "{who} at {ms} ms");
+                    compared += 1;
+                }
+            }
+        }
+        assert!(compared > 200);
+        let figures = cached.verified_cache_figures();
+        let login = figures[2];
+        assert_eq!(login.cache, VerifiedCacheKind::LoginCredential);
+        assert!(login.hits > 10, "{login:?}");
+        assert_eq!(login.entries, 1, "only the valid credential is stored");
     }
 }

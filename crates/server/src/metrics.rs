@@ -236,11 +236,20 @@ impl Metrics {
         self.cache_misses.load(Ordering::Relaxed)
     }
 
-    /// The Prometheus text exposition.
+    /// The Prometheus text exposition of the counters this value owns.
     pub fn render(&self) -> String {
+        self.render_with_caches(&[])
+    }
+
+    /// The exposition with the verified caches' figures appended (what `/metrics` serves:
+    /// the caches keep their own counters under their locks, so a scrape reads them then).
+    pub fn render_with_caches(&self, caches: &[VerifiedCacheFigures]) -> String {
         let mut out = String::with_capacity(4096);
         // Writing to a String cannot fail.
         let _ = self.write(&mut out);
+        if !caches.is_empty() {
+            let _ = write_verified_caches(&mut out, caches);
+        }
         out
     }
 
@@ -371,6 +380,111 @@ impl Metrics {
         }
         Ok(())
     }
+}
+
+/// Which verified cache a figure is about: the `cache` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VerifiedCacheKind {
+    /// Verified X.509-SVID chains (mTLS callers).
+    X509Svid,
+    /// Validated JWT-SVIDs (bearer and realm callers).
+    JwtSvid,
+    /// Verified `sbl1.` login credentials.
+    LoginCredential,
+}
+
+impl VerifiedCacheKind {
+    /// Every cache, in exposition order.
+    pub const ALL: [Self; 3] = [Self::X509Svid, Self::JwtSvid, Self::LoginCredential];
+
+    /// The `cache` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::X509Svid => "x509_svid",
+            Self::JwtSvid => "jwt_svid",
+            Self::LoginCredential => "login_credential",
+        }
+    }
+}
+
+/// One verified cache's figures at the time of a scrape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifiedCacheFigures {
+    /// Which cache.
+    pub cache: VerifiedCacheKind,
+    /// Presentations answered from the cache since start.
+    pub hits: u64,
+    /// Presentations that were verified in full since start (refusals included).
+    pub misses: u64,
+    /// Entries pushed out by the entry or byte cap since start.
+    pub evictions: u64,
+    /// Entries held now.
+    pub entries: u64,
+    /// Estimated bytes held now (the figure the byte cap bounds).
+    pub bytes: u64,
+}
+
+impl VerifiedCacheFigures {
+    /// Figures of a cache that has seen nothing.
+    pub fn empty(cache: VerifiedCacheKind) -> Self {
+        Self {
+            cache,
+            hits: 0,
+            misses: 0,
+            evictions: 0,
+            entries: 0,
+            bytes: 0,
+        }
+    }
+}
+
+fn write_verified_caches(out: &mut String, caches: &[VerifiedCacheFigures]) -> fmt::Result {
+    writeln!(
+        out,
+        "# HELP svid_broker_verified_cache_lookups_total Presented credentials looked up in a verified cache, by result."
+    )?;
+    writeln!(
+        out,
+        "# TYPE svid_broker_verified_cache_lookups_total counter"
+    )?;
+    for c in caches {
+        for (result, value) in [("hit", c.hits), ("miss", c.misses)] {
+            writeln!(
+                out,
+                "svid_broker_verified_cache_lookups_total{{cache=\"{}\",result=\"{result}\"}} {value}",
+                c.cache.label()
+            )?;
+        }
+    }
+    for (name, kind, help, value) in [
+        (
+            "svid_broker_verified_cache_evictions_total",
+            "counter",
+            "Verified-cache entries pushed out by a cap.",
+            (|c: &VerifiedCacheFigures| c.evictions) as fn(&VerifiedCacheFigures) -> u64,
+        ),
+        (
+            "svid_broker_verified_cache_entries",
+            "gauge",
+            "Verified-cache entries held.",
+            |c| c.entries,
+        ),
+        (
+            "svid_broker_verified_cache_bytes",
+            "gauge",
+            "Estimated bytes held by a verified cache.",
+            |c| c.bytes,
+        ),
+    ] {
+        writeln!(out, "# HELP {name} {help}")?;
+        writeln!(out, "# TYPE {name} {kind}")?;
+        for c in caches {
+            writeln!(out, "{name}{{cache=\"{}\"}} {}", c.cache.label(), value(c))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

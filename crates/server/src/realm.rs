@@ -536,7 +536,10 @@ async fn readyz(State(state): State<RealmState>) -> Response {
 
 async fn metrics(State(state): State<RealmState>) -> Response {
     let start = Instant::now();
-    let mut resp = Response::new(Body::from(state.broker.metrics().render()));
+    let caches = state.broker.authenticator().verified_cache_figures();
+    let mut resp = Response::new(Body::from(
+        state.broker.metrics().render_with_caches(&caches),
+    ));
     resp.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),

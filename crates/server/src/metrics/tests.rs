@@ -40,3 +40,32 @@ fn refusals_have_their_own_counter() {
     ));
     assert!(text.contains("svid_broker_audit_write_errors_total 0"));
 }
+
+#[test]
+fn verified_cache_figures_render_per_cache_and_only_when_given() {
+    let m = Metrics::default();
+    assert!(!m.render().contains("verified_cache"));
+    let mut jwt = VerifiedCacheFigures::empty(VerifiedCacheKind::JwtSvid);
+    jwt.hits = 7;
+    jwt.misses = 3;
+    jwt.evictions = 2;
+    jwt.entries = 1;
+    jwt.bytes = 512;
+    let text = m.render_with_caches(&[
+        VerifiedCacheFigures::empty(VerifiedCacheKind::X509Svid),
+        jwt,
+    ]);
+    for line in [
+        "svid_broker_verified_cache_lookups_total{cache=\"jwt_svid\",result=\"hit\"} 7",
+        "svid_broker_verified_cache_lookups_total{cache=\"jwt_svid\",result=\"miss\"} 3",
+        "svid_broker_verified_cache_lookups_total{cache=\"x509_svid\",result=\"hit\"} 0",
+        "svid_broker_verified_cache_evictions_total{cache=\"jwt_svid\"} 2",
+        "svid_broker_verified_cache_entries{cache=\"jwt_svid\"} 1",
+        "svid_broker_verified_cache_bytes{cache=\"jwt_svid\"} 512",
+        "# TYPE svid_broker_verified_cache_entries gauge",
+        "# TYPE svid_broker_verified_cache_evictions_total counter",
+    ] {
+        assert!(text.contains(line), "missing {line}\n{text}");
+    }
+    assert!(!text.contains("cache=\"login_credential\""), "{text}");
+}

@@ -337,6 +337,44 @@ async fn jwks_discovery_health_and_metrics() {
     assert!(!r.body.contains(&token));
 }
 
+/// `/metrics` carries the verified caches' figures: one JWT-SVID presented twice is one miss
+/// (verified, then stored) and one hit, and the cache then holds one entry.
+#[tokio::test]
+async fn metrics_count_verified_cache_hits_and_misses() {
+    let f = Fixture::new();
+    let svid = f.jwt(READER, AUDIENCE);
+    let auth = basic(READER, &svid);
+    for _ in 0..2 {
+        let r = get(
+            app(&f, true),
+            "/token?service=registry.local&scope=repository:team/app:pull",
+            Some(&auth),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    let body = get(app(&f, true), "/metrics", None).await.body;
+    for line in [
+        "# TYPE svid_broker_verified_cache_lookups_total counter",
+        "svid_broker_verified_cache_lookups_total{cache=\"jwt_svid\",result=\"hit\"} 1",
+        "svid_broker_verified_cache_lookups_total{cache=\"jwt_svid\",result=\"miss\"} 1",
+        "svid_broker_verified_cache_lookups_total{cache=\"x509_svid\",result=\"miss\"} 0",
+        "svid_broker_verified_cache_entries{cache=\"jwt_svid\"} 1",
+        "svid_broker_verified_cache_entries{cache=\"login_credential\"} 0",
+        "svid_broker_verified_cache_evictions_total{cache=\"jwt_svid\"} 0",
+        "# TYPE svid_broker_verified_cache_bytes gauge",
+    ] {
+        assert!(body.contains(line), "missing {line}\n{body}");
+    }
+    let bytes = body
+        .lines()
+        .find_map(|l| l.strip_prefix("svid_broker_verified_cache_bytes{cache=\"jwt_svid\"} "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap();
+    assert!(bytes > 0, "{body}");
+    assert!(!body.contains(&svid));
+}
+
 /// A real listener and a hand-written chunked POST, as containers/image sends it (no
 /// Content-Length).
 #[tokio::test]
