@@ -500,9 +500,7 @@ impl Authenticator {
     pub fn verified_cache_figures(&self) -> [VerifiedCacheFigures; 3] {
         self.verified.figures()
     }
-}
 
-impl Authenticator {
     /// [`CredentialKeys::verify`], with login credentials answered from the verified cache
     /// while `now` is between the credential's `iat` and `exp` (the verifier accepts that whole
     /// window and a little more: `iat` up to [`crate::credential::CREDENTIAL_IAT_LEEWAY`] in
@@ -630,7 +628,7 @@ mod login_cache_tests {
                     "{:?}",
                     keys.verify(CredentialKind::LoginCredential, secret, now)
                 );
-                for (who, authn) in [("first", &cached), ("second snapshot", &later)] {
+                for (who, authn) in [("first", &cached), ("fresh keys", &later)] {
                     let answer = format!(
                         "{:?}",
                         authn.verify_credential(CredentialKind::LoginCredential, secret, now)
