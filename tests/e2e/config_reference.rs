@@ -145,6 +145,38 @@ fn policy_catalog_rule() -> Vec<(&'static str, &'static str)> {
     b
 }
 
+/// A Harbor registry: the broker makes robots through its API, so `url` and
+/// `credential_file` instead of `issuer` and `profile`, and rules written project-wide.
+fn policy_harbor_registry() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("registries[].name", "\"corp\""),
+        ("registries[].service", "\"harbor-registry\""),
+        ("registries[].kind", "\"harbor\""),
+        ("registries[].url", "\"https://harbor.example.org\""),
+        (
+            "registries[].credential_file",
+            "\"/etc/svid-broker/harbor.credential\"",
+        ),
+        ("registries[].hosts", "[\"harbor.example.org\"]"),
+        ("rules[].id", "\"team-pull\""),
+        ("rules[].subject", "\"spiffe://example.org/ns/a/sa/b\""),
+        ("rules[].registry", "\"corp\""),
+        ("rules[].repositories", "[\"team/**\"]"),
+        ("rules[].actions", "[\"pull\"]"),
+    ]
+}
+
+/// A registry that trusts the broker as an OIDC issuer: `url`, and no `credential_file`.
+fn policy_federated_registry() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("registries[].name", "\"quay\""),
+        ("registries[].service", "\"quay.example.org\""),
+        ("registries[].kind", "\"quay\""),
+        ("registries[].url", "\"https://quay.example.org\""),
+        ("registries[].hosts", "[\"quay.example.org\"]"),
+    ]
+}
+
 #[test]
 fn broker_config_reference_matches_the_parser() {
     let (a, b, c) = (broker_dev(), broker_discovery(), broker_jwks_file());
@@ -154,13 +186,15 @@ fn broker_config_reference_matches_the_parser() {
 
 #[test]
 fn policy_reference_matches_the_parser() {
-    let (a, b, c) = (
+    let (a, b, c, d, e) = (
         policy_subject_rule(),
         policy_whole_registry_rule(),
         policy_catalog_rule(),
+        policy_harbor_registry(),
+        policy_federated_registry(),
     );
-    let checked = check(&page(), "policy", &parse_policy, &[&a, &b, &c]);
-    assert!(checked >= 14, "only {checked} policy keys");
+    let checked = check(&page(), "policy", &parse_policy, &[&a, &b, &c, &d, &e]);
+    assert!(checked >= 18, "only {checked} policy keys");
 }
 
 /// The probe really depends on the parser: a parser knowing one more key than the page

@@ -407,6 +407,8 @@ fn audit_event_fields() -> BTreeSet<String> {
         kind: "",
         ceiling: Some(String::new()),
         jti: Some(""),
+        backend: Some(""),
+        credential_id: Some(""),
         expires_at: Some(String::new()),
         cached: false,
         peer: Some(String::new()),

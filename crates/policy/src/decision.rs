@@ -195,15 +195,25 @@ impl Decision {
     fn write_explain(&self, out: &mut String) -> fmt::Result {
         let r = &self.registry;
         writeln!(out, "subject:  {}", self.subject)?;
-        writeln!(
-            out,
-            "registry: {} (service {}, issuer {}, profile {}, token ttl {}s)",
-            r.name(),
-            r.service(),
-            r.issuer(),
-            r.profile(),
-            r.token_ttl().as_secs()
-        )?;
+        match (r.issuer(), r.profile()) {
+            (Some(issuer), Some(profile)) => writeln!(
+                out,
+                "registry: {} (service {}, issuer {}, profile {}, token ttl {}s)",
+                r.name(),
+                r.service(),
+                issuer,
+                profile,
+                r.token_ttl().as_secs()
+            )?,
+            _ => writeln!(
+                out,
+                "registry: {} (service {}, kind {}, credential ttl {}s)",
+                r.name(),
+                r.service(),
+                r.kind(),
+                r.token_ttl().as_secs()
+            )?,
+        }
         if self.granted.is_empty() {
             writeln!(out, "granted:  nothing")?;
         } else {

@@ -164,6 +164,95 @@ pub enum PolicyError {
         /// Where the value is.
         at: Location,
     },
+    /// A registry key that this registry's `kind` does not use (`issuer` and `profile` belong
+    /// to `kind = "token"`, whose tokens the broker signs; `url` and `credential_file` to the
+    /// kinds whose credentials are made through the registry's API).
+    #[error(
+        "registry {registry:?}: `{field}` at {at} does not apply to kind = \"{kind}\" ({why})"
+    )]
+    FieldNotForKind {
+        /// The registry's `name`, as written in the file.
+        registry: String,
+        /// The registry's kind.
+        kind: crate::RegistryKind,
+        /// The key.
+        field: &'static str,
+        /// Why the key has no meaning there.
+        why: &'static str,
+        /// Where the key's value is.
+        at: Location,
+    },
+    /// A registry key that this registry's `kind` requires is absent.
+    #[error("registry {registry:?} at {at}: kind = \"{kind}\" requires `{field}` ({why})")]
+    FieldRequiredForKind {
+        /// The registry's `name`, as written in the file.
+        registry: String,
+        /// The registry's kind.
+        kind: crate::RegistryKind,
+        /// The key.
+        field: &'static str,
+        /// What it is needed for.
+        why: &'static str,
+        /// Where the registry entry is.
+        at: Location,
+    },
+    /// `url` is not an API base URL the broker will call.
+    #[error("registry {registry:?}: url {url:?} at {at} is not usable: {reason}")]
+    InvalidApiUrl {
+        /// The registry's `name`, as written in the file.
+        registry: String,
+        /// The value, capped.
+        url: String,
+        /// The rule it breaks.
+        reason: &'static str,
+        /// Where the value is.
+        at: Location,
+    },
+    /// A path key (`credential_file`, `ca_file`) that is empty, relative or too long.
+    #[error("registry {registry:?}: `{field}` at {at} must be an absolute path of at most {max} bytes")]
+    InvalidPath {
+        /// The registry's `name`, as written in the file.
+        registry: String,
+        /// The key.
+        field: &'static str,
+        /// The longest path accepted.
+        max: usize,
+        /// Where the value is.
+        at: Location,
+    },
+    /// A rule for a registry that grants per project (Harbor) names repositories below the
+    /// project: the registry would hand out the whole project, so the rule would not mean
+    /// what it says.
+    #[error(
+        "rule {rule:?}: repository pattern {pattern:?} at {at} is narrower than a project, but registry {registry:?} (kind = \"{kind}\") grants whole projects; write \"<project>/**\" (or \"**\" with whole_registry = true)"
+    )]
+    PatternNarrowerThanProject {
+        /// The rule's `id`.
+        rule: String,
+        /// The rule's registry.
+        registry: String,
+        /// The registry's kind.
+        kind: crate::RegistryKind,
+        /// The pattern as written.
+        pattern: String,
+        /// Where the pattern is.
+        at: Location,
+    },
+    /// A catalog rule (`registry:catalog:*`) for a registry whose credentials cannot carry the
+    /// catalog.
+    #[error(
+        "rule {rule:?} at {at}: registry {registry:?} is kind = \"{kind}\", whose credentials cannot grant the catalog"
+    )]
+    CatalogNotForKind {
+        /// The rule's `id`.
+        rule: String,
+        /// The rule's registry.
+        registry: String,
+        /// The registry's kind.
+        kind: crate::RegistryKind,
+        /// Where the rule is.
+        at: Location,
+    },
     /// `token_ttl_seconds` below [`crate::MIN_TOKEN_TTL_SECONDS`].
     #[error(
         "registry {registry:?}: token_ttl_seconds = {seconds} at {at} is below the minimum of {min}"

@@ -56,6 +56,7 @@
 
 mod decision;
 mod error;
+mod kind;
 mod policy;
 mod profile;
 pub mod repository;
@@ -66,7 +67,8 @@ pub use error::{DecisionError, Location, PolicyError};
 pub use policy::{
     CATALOG_ACTION, DEFAULT_TOKEN_TTL_SECONDS, Effect, MAX_LIST_LEN, MAX_POLICY_FILE_BYTES,
     MAX_REGISTRIES, MAX_REGISTRY_NAME_LEN, MAX_RULE_ID_LEN, MAX_RULES, MAX_TOKEN_TTL_SECONDS,
-    MIN_TOKEN_TTL_SECONDS, Policy, Registry,
+    MAX_API_URL_LEN, MAX_PATH_LEN, MIN_TOKEN_TTL_SECONDS, Policy, Registry, RegistryApi,
 };
+pub use kind::RegistryKind;
 pub use profile::Profile;
 pub use scope::{Action, ResourceScope, ResourceType, ScopeError};

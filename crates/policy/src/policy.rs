@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use toml::Spanned;
 
 use crate::decision::{ActionSet, Decision, RuleHit, ScopeTrace};
 use crate::error::{DecisionError, Location, PolicyError};
+use crate::kind::RegistryKind;
 use crate::profile::Profile;
 use crate::repository::{RepoPatternError, RepositoryPattern};
 use crate::scope::{self, Action, ResourceScope};
@@ -51,15 +52,52 @@ pub enum Effect {
     Deny,
 }
 
-/// One registry the broker issues tokens for.
+/// Longest `url`, in bytes.
+pub const MAX_API_URL_LEN: usize = 2048;
+/// Longest `credential_file` or `ca_file` path, in bytes.
+pub const MAX_PATH_LEN: usize = 4096;
+
+/// One registry the broker issues credentials for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registry {
     name: String,
     service: String,
-    issuer: String,
-    profile: Profile,
+    kind: RegistryKind,
+    /// `kind = "token"` only.
+    signing: Option<(String, Profile)>,
+    /// Every other kind.
+    api: Option<RegistryApi>,
     token_ttl: Duration,
     hosts: Vec<String>,
+}
+
+/// Where the broker reaches a registry's own API (every kind but `token`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryApi {
+    url: String,
+    credential_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+}
+
+impl RegistryApi {
+    /// The API base URL (`url`), without a trailing `/`: `https://`, or `http://` only on a
+    /// loopback address (`127.0.0.0/8`, `[::1]`, `localhost`); no user info, query or fragment.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The file holding the broker's own credential for the API (`credential_file`): present
+    /// exactly for the kinds whose [`RegistryKind::needs_credential_file`] is true. An absolute
+    /// path; the policy never reads it (the server does, at start and on each reload).
+    pub fn credential_file(&self) -> Option<&Path> {
+        self.credential_file.as_deref()
+    }
+
+    /// PEM file of the CA certificates the API's TLS certificate must chain to (`ca_file`);
+    /// absent means the public web roots.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.ca_file.as_deref()
+    }
 }
 
 impl Registry {
@@ -73,18 +111,30 @@ impl Registry {
         &self.service
     }
 
-    /// The token's `iss` (the registry's `auth.token.issuer`).
-    pub fn issuer(&self) -> &str {
-        &self.issuer
+    /// How its credentials are made (`kind`, default `token`).
+    pub fn kind(&self) -> RegistryKind {
+        self.kind
     }
 
-    /// The registry flavour (`profile` in the file; required, no default): decides the shape of
-    /// the tokens minted for it, such as the header `kid`.
-    pub fn profile(&self) -> Profile {
-        self.profile
+    /// The token's `iss` (the registry's `auth.token.issuer`): present exactly for
+    /// `kind = "token"`, where it is required.
+    pub fn issuer(&self) -> Option<&str> {
+        self.signing.as_ref().map(|(issuer, _)| issuer.as_str())
     }
 
-    /// How long tokens for this registry live: `token_ttl_seconds`, default
+    /// The registry flavour (`profile` in the file): decides the shape of the tokens minted
+    /// for it, such as the header `kid`. Present exactly for `kind = "token"`, where it is
+    /// required (no default).
+    pub fn profile(&self) -> Option<Profile> {
+        self.signing.as_ref().map(|(_, profile)| *profile)
+    }
+
+    /// The registry's own API: present exactly for the kinds other than `token`.
+    pub fn api(&self) -> Option<&RegistryApi> {
+        self.api.as_ref()
+    }
+
+    /// How long credentials for this registry live: `token_ttl_seconds`, default
     /// [`DEFAULT_TOKEN_TTL_SECONDS`], between [`MIN_TOKEN_TTL_SECONDS`] and
     /// [`MAX_TOKEN_TTL_SECONDS`].
     pub fn token_ttl(&self) -> Duration {
@@ -161,8 +211,13 @@ struct RawPolicy {
 struct RawRegistry {
     name: Spanned<String>,
     service: Spanned<String>,
-    issuer: Spanned<String>,
-    profile: Profile,
+    #[serde(default)]
+    kind: RegistryKind,
+    issuer: Option<Spanned<String>>,
+    profile: Option<Spanned<Profile>>,
+    url: Option<Spanned<String>>,
+    credential_file: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
     token_ttl_seconds: Option<Spanned<i64>>,
     hosts: Spanned<Vec<Spanned<String>>>,
 }
@@ -217,7 +272,26 @@ impl Loader<'_> {
         Ok(items)
     }
 
-    fn registry(&self, raw: &RawRegistry) -> Result<Registry, PolicyError> {
+    fn path(
+        &self,
+        registry: &str,
+        field: &'static str,
+        value: &Spanned<String>,
+    ) -> Result<PathBuf, PolicyError> {
+        let text = value.get_ref();
+        let path = Path::new(text);
+        if text.is_empty() || text.len() > MAX_PATH_LEN || !path.is_absolute() {
+            return Err(PolicyError::InvalidPath {
+                registry: registry.to_owned(),
+                field,
+                max: MAX_PATH_LEN,
+                at: self.at(value),
+            });
+        }
+        Ok(path.to_owned())
+    }
+
+    fn registry(&self, raw: &RawRegistry, entry_at: Location) -> Result<Registry, PolicyError> {
         let name = raw.name.get_ref();
         if !is_registry_name(name) {
             return Err(PolicyError::InvalidRegistryName {
@@ -231,12 +305,98 @@ impl Loader<'_> {
                 at: self.at(&raw.service),
             });
         }
-        if !is_token_text(raw.issuer.get_ref(), MAX_ISSUER_LEN) {
-            return Err(PolicyError::InvalidIssuer {
+        let kind = raw.kind;
+        let not_for = |field: &'static str, why: &'static str, at: Location| {
+            PolicyError::FieldNotForKind {
                 registry: name.clone(),
-                at: self.at(&raw.issuer),
-            });
-        }
+                kind,
+                field,
+                why,
+                at,
+            }
+        };
+        let required = |field: &'static str, why: &'static str| PolicyError::FieldRequiredForKind {
+            registry: name.clone(),
+            kind,
+            field,
+            why,
+            at: entry_at,
+        };
+        let (signing, api) = if kind.is_broker_signed() {
+            let issuer = raw.issuer.as_ref().ok_or_else(|| {
+                required("issuer", "the registry checks the `iss` of the tokens the broker signs")
+            })?;
+            if !is_token_text(issuer.get_ref(), MAX_ISSUER_LEN) {
+                return Err(PolicyError::InvalidIssuer {
+                    registry: name.clone(),
+                    at: self.at(issuer),
+                });
+            }
+            let profile = raw.profile.as_ref().ok_or_else(|| {
+                required("profile", "it decides the shape of the tokens the broker signs")
+            })?;
+            for (field, value) in [
+                ("url", &raw.url),
+                ("credential_file", &raw.credential_file),
+                ("ca_file", &raw.ca_file),
+            ] {
+                if let Some(v) = value {
+                    return Err(not_for(
+                        field,
+                        "the broker signs this registry's tokens and never calls its API",
+                        self.at(v),
+                    ));
+                }
+            }
+            (Some((issuer.get_ref().clone(), *profile.get_ref())), None)
+        } else {
+            const SIGNED_ELSEWHERE: &str = "this registry's own service signs its tokens";
+            if let Some(v) = &raw.issuer {
+                return Err(not_for("issuer", SIGNED_ELSEWHERE, self.at(v)));
+            }
+            if let Some(v) = &raw.profile {
+                return Err(not_for("profile", SIGNED_ELSEWHERE, self.at(v)));
+            }
+            let url = raw.url.as_ref().ok_or_else(|| {
+                required("url", "the broker makes this registry's credentials through its API")
+            })?;
+            let url_text = check_api_url(url.get_ref()).map_err(|reason| PolicyError::InvalidApiUrl {
+                registry: name.clone(),
+                url: url.get_ref().chars().take(200).collect(),
+                reason,
+                at: self.at(url),
+            })?;
+            let credential_file = match (&raw.credential_file, kind.needs_credential_file()) {
+                (Some(path), true) => Some(self.path(name, "credential_file", path)?),
+                (None, true) => {
+                    return Err(required(
+                        "credential_file",
+                        "the broker's own credential for the registry's API",
+                    ));
+                }
+                (Some(path), false) => {
+                    return Err(not_for(
+                        "credential_file",
+                        "the registry trusts the broker as an OIDC issuer and needs no broker secret",
+                        self.at(path),
+                    ));
+                }
+                (None, false) => None,
+            };
+            let ca_file = raw
+                .ca_file
+                .as_ref()
+                .map(|path| self.path(name, "ca_file", path))
+                .transpose()?;
+            (
+                None,
+                Some(RegistryApi {
+                    url: url_text,
+                    credential_file,
+                    ca_file,
+                }),
+            )
+        };
         let ttl = match &raw.token_ttl_seconds {
             None => DEFAULT_TOKEN_TTL_SECONDS,
             Some(t) => {
@@ -277,11 +437,54 @@ impl Loader<'_> {
         Ok(Registry {
             name: name.clone(),
             service: raw.service.get_ref().clone(),
-            issuer: raw.issuer.get_ref().clone(),
-            profile: raw.profile,
+            kind,
+            signing,
+            api,
             token_ttl: Duration::from_secs(ttl),
             hosts,
         })
+    }
+
+    /// A registry that grants whole projects can only honour rules written project-wide:
+    /// anything narrower (an allow on `team-a/app`, a deny on `team-a/secret`) would be
+    /// silently widened to the project by the registry, so it is refused here.
+    fn check_rule_fits_kind(
+        &self,
+        raw: &Spanned<RawRule>,
+        rule: &Rule,
+        registry: &Registry,
+    ) -> Result<(), PolicyError> {
+        let kind = registry.kind;
+        if kind.is_broker_signed() {
+            return Ok(());
+        }
+        match &rule.target {
+            Target::Catalog => Err(PolicyError::CatalogNotForKind {
+                rule: rule.id.to_string(),
+                registry: registry.name.clone(),
+                kind,
+                at: self.at(raw),
+            }),
+            Target::Repositories(patterns) if kind.grants_per_project() => {
+                let spans = raw.get_ref().repositories.as_ref().map(Spanned::get_ref);
+                for (i, pattern) in patterns.iter().enumerate() {
+                    if !pattern.is_project_wide() {
+                        let at = spans
+                            .and_then(|items| items.get(i))
+                            .map_or_else(|| self.at(raw), |item| self.at(item));
+                        return Err(PolicyError::PatternNarrowerThanProject {
+                            rule: rule.id.to_string(),
+                            registry: registry.name.clone(),
+                            kind,
+                            pattern: pattern.as_str().to_owned(),
+                            at,
+                        });
+                    }
+                }
+                Ok(())
+            }
+            Target::Repositories(_) => Ok(()),
+        }
     }
 
     fn rule(
@@ -506,7 +709,7 @@ impl Policy {
         let mut hosts = HashSet::new();
         for spanned in &raw.registries {
             let r = spanned.get_ref();
-            let registry = loader.registry(r)?;
+            let registry = loader.registry(r, loader.at(spanned))?;
             let i = registries.len();
             if by_name.insert(registry.name.clone(), i).is_some() {
                 return Err(PolicyError::DuplicateRegistryName {
@@ -537,6 +740,7 @@ impl Policy {
         let mut ids = HashSet::new();
         for spanned in &raw.rules {
             let (rule, registry) = loader.rule(spanned, &by_name)?;
+            loader.check_rule_fits_kind(spanned, &rule, &registries[registry])?;
             if !ids.insert(rule.id.clone()) {
                 return Err(PolicyError::DuplicateRuleId {
                     rule: rule.id.to_string(),
@@ -615,6 +819,33 @@ impl Policy {
     /// The registry with this name.
     pub fn registry_by_name(&self, name: &str) -> Option<&Arc<Registry>> {
         self.by_name.get(name).map(|&i| &self.registries[i])
+    }
+
+    /// The projects (first repository-name components) that this registry's rules name
+    /// literally, sorted: for a registry that grants per project, where a replica that has
+    /// just started looks for credentials an earlier one left behind. Projects reached only
+    /// through a template or `*` cannot be listed from the policy.
+    pub fn literal_projects(&self, registry: &str) -> Vec<String> {
+        let Some(&i) = self.by_name.get(registry) else {
+            return Vec::new();
+        };
+        let index = &self.index[i];
+        let mut projects: Vec<String> = index
+            .exact
+            .values()
+            .chain(index.by_trust_domain.values())
+            .flatten()
+            .filter_map(|&r| match &self.rules[r].target {
+                Target::Repositories(patterns) => Some(patterns),
+                Target::Catalog => None,
+            })
+            .flatten()
+            .filter_map(RepositoryPattern::literal_first_component)
+            .map(str::to_owned)
+            .collect();
+        projects.sort_unstable();
+        projects.dedup();
+        projects
     }
 
     /// Number of rules.
@@ -815,6 +1046,62 @@ fn is_registry_name(s: &str) -> bool {
 
 /// `service` and `issuer` end up in JWT claims and in the registry's config and challenge
 /// header, so keep them to visible ASCII that needs no quoting.
+/// Checks an API base URL and returns it without a trailing `/`. Plain `http` only on a
+/// loopback host: the broker sends its own credential for the registry's API on every call.
+fn check_api_url(url: &str) -> Result<String, &'static str> {
+    if url.len() > MAX_API_URL_LEN {
+        return Err("longer than 2048 bytes");
+    }
+    if !url.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("only printable ASCII without spaces is allowed");
+    }
+    let (secure, rest) = if let Some(rest) = url.strip_prefix("https://") {
+        (true, rest)
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        (false, rest)
+    } else {
+        return Err("the scheme must be https:// (http:// only on a loopback address)");
+    };
+    if rest.contains(['?', '#']) {
+        return Err("a base URL has no query or fragment");
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err("credentials belong in credential_file, never in the URL");
+    }
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        let Some((inside, after)) = v6.split_once(']') else {
+            return Err("an IPv6 host must be written [addr]");
+        };
+        if !(after.is_empty() || after.starts_with(':')) {
+            return Err("an IPv6 host must be written [addr] or [addr]:port");
+        }
+        inside
+    } else {
+        authority.split(':').next().unwrap_or_default()
+    };
+    if host.is_empty() {
+        return Err("no host");
+    }
+    if let Some((_, port)) = authority.rsplit_once(':')
+        && !authority.ends_with(']')
+        && port.parse::<u16>().map_or(true, |p| p == 0)
+    {
+        return Err("the port must be a number from 1 to 65535");
+    }
+    if !secure && !is_loopback_host(host) {
+        return Err("http:// is allowed only on a loopback address (127.0.0.0/8, [::1], localhost)");
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn is_token_text(s: &str, max_len: usize) -> bool {
     !s.is_empty()
         && s.len() <= max_len

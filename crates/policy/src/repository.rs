@@ -94,6 +94,28 @@ impl RepositoryPattern {
         self.segments.iter().all(|s| matches!(s, RepoSegment::Any))
     }
 
+    /// True when the pattern matches every repository of whatever project (first component)
+    /// it matches at all: `<project>/**` with the project a literal, a template or `*`, or
+    /// `**` alone. The patterns a registry that grants whole projects (Harbor) can honour.
+    pub fn is_project_wide(&self) -> bool {
+        match self.double_star {
+            Some(0) => self.segments.is_empty(),
+            Some(1) => self.segments.len() == 1,
+            _ => false,
+        }
+    }
+
+    /// The first component when it is literal text (`team-a` of `team-a/**`), else `None`.
+    pub fn literal_first_component(&self) -> Option<&str> {
+        if self.double_star == Some(0) {
+            return None;
+        }
+        match self.segments.first()? {
+            RepoSegment::Literal(text) => Some(text),
+            RepoSegment::Any | RepoSegment::Template { .. } => None,
+        }
+    }
+
     /// Indices (into the subject's capture names) of the captures this pattern uses.
     pub fn captures_used(&self) -> impl Iterator<Item = usize> + '_ {
         self.segments.iter().filter_map(|s| match s {

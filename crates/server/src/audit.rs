@@ -260,7 +260,7 @@ pub struct AuditEvent<'a> {
     pub requested: String,
     /// What was granted (scopes, space-joined).
     pub granted: String,
-    /// `access_token`, `login_credential` or `refresh_token`.
+    /// `access_token`, `login_credential`, `refresh_token` or `registry_credential`.
     pub kind: &'static str,
     /// A login credential's or refresh token's ceiling: space-joined scopes, or
     /// `registry-wide` when it carries none (tokens obtained with it get whatever policy
@@ -270,6 +270,13 @@ pub struct AuditEvent<'a> {
     /// The issued token's or credential's `jti`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jti: Option<&'a str>,
+    /// For a credential a registry's own API made: the registry kind (`harbor`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<&'static str>,
+    /// For a credential a registry's own API made: the registry's id for it (a Harbor robot's
+    /// id and name), to correlate with the registry's own audit log. Never its secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential_id: Option<&'a str>,
     /// Its expiry, RFC 3339.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,

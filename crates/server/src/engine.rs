@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use svid_broker_backends::{BackendCredential, BackendError};
 use svid_broker_identity::bundle::BundleProvider;
 use svid_broker_identity::jwt::AudienceMatch;
 use svid_broker_policy::Policy;
@@ -32,10 +33,11 @@ use crate::credential::{
     CredentialKeys, DEFAULT_LOGIN_CREDENTIAL_TTL, DEFAULT_MAX_SESSION, DEFAULT_REFRESH_TOKEN_TTL,
 };
 use crate::decision::{Grant, decide};
-use crate::error::{BrokerBuildError, ExchangeError};
+use crate::error::{BrokerBuildError, ExchangeError, InvalidRequest};
 use crate::issue::{
-    AccessToken, CredentialIssuer, Issued, IssuedRecord, LoginCredential, LoginCredentialIssuer,
-    RefreshToken, RefreshTokenIssuer, RegistryTokenIssuer,
+    AccessToken, CredentialIssuer, IssueError, Issued, IssuedRecord, LoginCredential,
+    LoginCredentialIssuer, RefreshToken, RefreshTokenIssuer, RegistryCredential,
+    RegistryTokenIssuer,
 };
 use crate::metrics::Metrics;
 use crate::request::{ExchangeKind, ExchangeRequest, Presented};
@@ -53,6 +55,9 @@ pub enum ExchangeOutput {
     AccessToken(AccessToken),
     /// A registry login credential.
     LoginCredential(LoginCredential),
+    /// A credential the registry's own API made (a Harbor robot), answered like a login
+    /// credential.
+    RegistryCredential(RegistryCredential),
 }
 
 impl Issued for ExchangeOutput {
@@ -60,7 +65,51 @@ impl Issued for ExchangeOutput {
         match self {
             Self::AccessToken(t) => t.record(),
             Self::LoginCredential(c) => c.record(),
+            Self::RegistryCredential(c) => c.record(),
         }
+    }
+}
+
+/// Where the synchronous pass stopped: with the answer, or, for a registry whose own API
+/// makes its credentials, with the decided grant for the caller to take to that API
+/// ([`Broker::finish_exchange`] then records the outcome).
+///
+/// The pass stays synchronous (policy, authentication and the decision never wait on a
+/// network); only the registry API call is async, and it lives in the shell that owns a
+/// runtime (the gRPC service).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Begun {
+    /// Issued (or refused) without leaving the broker.
+    Done(Exchanged),
+    /// Decided; the credential must come from the registry's backend.
+    Backend(BackendPass),
+}
+
+/// A grant decided for a registry of a backend kind, on its way to the registry's API. Only
+/// [`Broker::finish_exchange`] consumes it, so every such grant ends in one recorded outcome.
+#[derive(Debug)]
+#[must_use = "a decided grant must be finished with Broker::finish_exchange, which records it"]
+pub struct BackendPass {
+    subject: Subject,
+    grant: Grant,
+}
+
+impl BackendPass {
+    /// The decided grant (registry, granted scopes, lifetime cap).
+    pub fn grant(&self) -> &Grant {
+        &self.grant
+    }
+
+    /// Who it is for.
+    pub fn subject(&self) -> &Subject {
+        &self.subject
+    }
+
+    /// When the broker revokes what the backend makes: the registry's `token_ttl_seconds`,
+    /// shortened by the grant's cap (a service-account token's expiry).
+    pub fn revoke_at(&self, now: SystemTime) -> SystemTime {
+        now + self.grant.lifetime(self.grant.registry.token_ttl(), now)
     }
 }
 
@@ -294,7 +343,9 @@ impl Broker {
     }
 
     /// gRPC `Exchange`: the whole pass for `request`, with what the caller `presented` and,
-    /// when it vouches for someone else, a service-account `subject_token`.
+    /// when it vouches for someone else, a service-account `subject_token`. For a registry
+    /// whose own API makes its credentials, use [`Self::begin_exchange`]: this synchronous
+    /// call refuses such registries (recorded, as any refusal).
     ///
     /// # Errors
     /// See [`ExchangeError`]. An access token whose scopes are all refused is
@@ -306,6 +357,22 @@ impl Broker {
         subject_token: Option<&str>,
         now: SystemTime,
     ) -> Result<Exchanged, ExchangeError> {
+        let begun = self.begin_exchange(request, presented, subject_token, now)?;
+        self.done_or_refuse(request, begun, now)
+    }
+
+    /// The pass up to the registry's API: the answer for a broker-signed registry, or the
+    /// decided grant for one whose own API makes its credentials.
+    ///
+    /// # Errors
+    /// See [`Self::exchange`].
+    pub fn begin_exchange(
+        &self,
+        request: &ExchangeRequest,
+        presented: &Presented<'_>,
+        subject_token: Option<&str>,
+        now: SystemTime,
+    ) -> Result<Begun, ExchangeError> {
         // One policy snapshot for the whole pass, so a reload in between cannot make step 2
         // and step 4 see different registries.
         let policy = self.policy.load_full();
@@ -341,7 +408,71 @@ impl Broker {
         request: &ExchangeRequest,
         now: SystemTime,
     ) -> Result<Exchanged, ExchangeError> {
+        let begun = self.begin_exchange_for(subject, request, now)?;
+        self.done_or_refuse(request, begun, now)
+    }
+
+    /// [`Self::begin_exchange`] from step 4 on, for a subject authenticated by the caller.
+    ///
+    /// # Errors
+    /// See [`Self::exchange`].
+    pub fn begin_exchange_for(
+        &self,
+        subject: &Subject,
+        request: &ExchangeRequest,
+        now: SystemTime,
+    ) -> Result<Begun, ExchangeError> {
         self.exchange_on(&self.policy.load_full(), subject, request, now)
+    }
+
+    /// Step 5 and 6 for a backend grant: `issued` is what the registry's API answered (the
+    /// caller's async shell asked it), recorded here once like every other outcome.
+    ///
+    /// # Errors
+    /// The backend's failure, named by registry and step; or the audit failing under
+    /// `audit_on_error = "deny"` (the credential is then withheld; the backend revokes it at
+    /// its time as always).
+    pub fn finish_exchange(
+        &self,
+        request: &ExchangeRequest,
+        pass: BackendPass,
+        issued: Result<BackendCredential, BackendError>,
+        now: SystemTime,
+    ) -> Result<Exchanged, ExchangeError> {
+        let BackendPass { subject, grant } = pass;
+        let result = issued
+            .map(|credential| RegistryCredential {
+                backend: grant.registry.kind(),
+                credential,
+                granted: grant.granted.clone(),
+            })
+            .map_err(|e| ExchangeError::from(IssueError::Backend(Arc::new(e))));
+        let credential = self.record(&request.context, &subject, result, now)?;
+        Ok(Exchanged {
+            subject,
+            output: ExchangeOutput::RegistryCredential(credential),
+        })
+    }
+
+    /// The synchronous entry points end here: a backend grant cannot be finished without a
+    /// runtime, so it is refused, and recorded as refused.
+    fn done_or_refuse(
+        &self,
+        request: &ExchangeRequest,
+        begun: Begun,
+        now: SystemTime,
+    ) -> Result<Exchanged, ExchangeError> {
+        match begun {
+            Begun::Done(exchanged) => Ok(exchanged),
+            Begun::Backend(pass) => {
+                let err = ExchangeError::from(InvalidRequest::KindNotServed {
+                    registry: pass.grant.registry.name().to_owned(),
+                    kind: pass.grant.registry.kind(),
+                    asked: "a credential through the synchronous Broker::exchange (use begin_exchange)",
+                });
+                Err(self.record_failure(&request.context, &pass.subject, err, now))
+            }
+        }
     }
 
     fn exchange_on(
@@ -350,20 +481,33 @@ impl Broker {
         subject: &Subject,
         request: &ExchangeRequest,
         now: SystemTime,
-    ) -> Result<Exchanged, ExchangeError> {
+    ) -> Result<Begun, ExchangeError> {
         let result = match request.context.kind {
             ExchangeKind::AccessToken => self
                 .decide_and_issue(policy, subject, request, &self.registry_tokens, now)
                 .map(|(_, t)| ExchangeOutput::AccessToken(t)),
-            ExchangeKind::LoginCredential => self
-                .decide_and_issue(policy, subject, request, &self.login_credentials, now)
-                .map(|(_, c)| ExchangeOutput::LoginCredential(c)),
+            ExchangeKind::LoginCredential => {
+                match decide(policy, subject, request, &self.limiter, now) {
+                    Ok(grant) if !grant.registry.kind().is_broker_signed() => {
+                        return Ok(Begun::Backend(BackendPass {
+                            subject: subject.clone(),
+                            grant,
+                        }));
+                    }
+                    Ok(grant) => self
+                        .login_credentials
+                        .issue(&grant, now)
+                        .map(ExchangeOutput::LoginCredential)
+                        .map_err(ExchangeError::from),
+                    Err(err) => Err(err),
+                }
+            }
         };
         let output = self.record(&request.context, subject, result, now)?;
-        Ok(Exchanged {
+        Ok(Begun::Done(Exchanged {
             subject: subject.clone(),
             output,
-        })
+        }))
     }
 
     /// The token realm (`GET`/`POST /token`): the whole pass for a registry token and, when
@@ -470,8 +614,19 @@ impl Broker {
             |err: ExchangeError| self.refuse_unauthenticated(&request.context, &err, now).0;
         // Unknown services are refused whatever the credentials, so a client learns about its
         // typo rather than about a 401.
-        if policy.registry_by_service(&request.service).is_none() {
+        let Some(registry) = policy.registry_by_service(&request.service) else {
             return Err(refuse(ExchangeError::unknown_service(&request.service)));
+        };
+        // A registry whose own service signs its tokens (Harbor core) never sends clients to
+        // the realm and cannot use a broker-signed token: only a login credential (the
+        // registry's own credential, made through its API) can serve it.
+        if !registry.kind().is_broker_signed() && request.context.kind == ExchangeKind::AccessToken
+        {
+            return Err(refuse(ExchangeError::from(InvalidRequest::KindNotServed {
+                registry: registry.name().to_owned(),
+                kind: registry.kind(),
+                asked: "a broker-signed access token",
+            })));
         }
         self.authenticator
             .authenticate(presented, now)

@@ -81,6 +81,23 @@ pub enum InvalidRequest {
         /// The parameter's name (never the caller's text).
         name: &'static str,
     },
+    /// The registry's kind cannot serve what was asked (a Harbor registry is asked for a
+    /// broker-signed access token, or is reached through the realm).
+    #[error(
+        "registry {registry:?} is kind = \"{kind}\": the broker hands out its registry's own credentials (ask for a login credential), not {asked}"
+    )]
+    KindNotServed {
+        /// The registry's policy name.
+        registry: String,
+        /// Its kind.
+        kind: svid_broker_policy::RegistryKind,
+        /// What was asked for, a fixed phrase.
+        asked: &'static str,
+    },
+    /// The registry's backend cannot express the grant (it spans two Harbor projects, names
+    /// an action the registry has no permission for, or names no repository).
+    #[error(transparent)]
+    Backend(Arc<svid_broker_backends::BackendError>),
     /// `client_id` is not 1 to [`MAX_CLIENT_ID_LEN`](crate::request::MAX_CLIENT_ID_LEN) bytes of printable ASCII.
     #[error(
         "client_id must be 1 to 128 printable ASCII characters (no spaces, controls or Unicode)"
@@ -187,6 +204,10 @@ pub enum Unavailability {
     /// The subject token's issuer has no keys loaded yet.
     #[error("service-account issuer keys are not available")]
     IssuerKeys(#[source] SaTokenError),
+    /// The registry's own API failed (unreachable, too slow, refused the broker's credential,
+    /// answered garbage); the error names the registry and the step.
+    #[error(transparent)]
+    Backend(Arc<svid_broker_backends::BackendError>),
     /// The issuance could not be audited and `[log] audit_on_error = "deny"`.
     #[error("audit log unavailable")]
     Audit(#[source] AuditUnavailable),

@@ -10,7 +10,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use svid_broker_policy::ResourceScope;
+use svid_broker_backends::{BackendCredential, BackendError};
+use svid_broker_policy::{RegistryKind, ResourceScope};
 use svid_broker_policy::scope;
 use svid_broker_token::{Access, MintRequest, RegistryToken, TokenError, TokenMinter};
 
@@ -18,7 +19,7 @@ use svid_broker_identity::secret::SecretString;
 
 use crate::credential::{CredentialError, CredentialKeys, CredentialKind, Session};
 use crate::decision::Grant;
-use crate::error::{AuthFailure, ExchangeError, Unavailability};
+use crate::error::{AuthFailure, ExchangeError, InvalidRequest, Unavailability};
 use crate::metrics::Refusal;
 use crate::request::ExchangeKind;
 use crate::token_cache::{CacheKey, CachedToken, TokenCache};
@@ -66,6 +67,9 @@ pub struct IssuedRecord<'a> {
     pub refusal: Option<Refusal>,
     /// The audit `reason` of the issuance.
     pub reason: &'static str,
+    /// For a credential a registry's own API made, the registry kind: then `jti` is the
+    /// registry's id for the credential (audited as `credential_id`).
+    pub backend: Option<&'static str>,
 }
 
 /// Why a credential could not be issued.
@@ -84,6 +88,18 @@ pub enum IssueError {
         /// The session's end, Unix seconds.
         session_end: u64,
     },
+    /// A broker-signed credential was asked of a registry whose own service makes its
+    /// credentials (the engine routes such requests to the registry's backend instead).
+    #[error("registry {registry:?} is kind = \"{kind}\": the broker does not sign its tokens")]
+    NotBrokerSigned {
+        /// The registry's policy name.
+        registry: String,
+        /// Its kind.
+        kind: RegistryKind,
+    },
+    /// The registry's own API could not make (or refused to make) the credential.
+    #[error(transparent)]
+    Backend(Arc<BackendError>),
 }
 
 impl From<IssueError> for ExchangeError {
@@ -94,8 +110,37 @@ impl From<IssueError> for ExchangeError {
             IssueError::SessionExpired { session_end } => {
                 Self::unauthenticated(AuthFailure::SessionExpired { session_end })
             }
+            IssueError::NotBrokerSigned { registry, kind } => {
+                Self::invalid(InvalidRequest::KindNotServed {
+                    registry,
+                    kind,
+                    asked: "a broker-signed token",
+                })
+            }
+            IssueError::Backend(e) if refuses_the_request(&e) => {
+                Self::invalid(InvalidRequest::Backend(e))
+            }
+            IssueError::Backend(e) => Self::unavailable(Unavailability::Backend(e)),
         }
     }
+}
+
+/// Whether a backend failure is the request's (the grant cannot be expressed at the registry:
+/// answered as a bad request) rather than the registry's or the broker's (answered as
+/// unavailable, to be retried).
+fn refuses_the_request(e: &BackendError) -> bool {
+    use svid_broker_backends::Failure;
+    // `Failure` is another crate's `#[non_exhaustive]` enum: a failure it adds later is taken
+    // as unavailable (retried, not blamed on the caller) until it is placed here.
+    matches!(
+        e.failure,
+        Failure::GrantSpansProjects { .. }
+            | Failure::UnsupportedAction { .. }
+            | Failure::UnsupportedResource { .. }
+            | Failure::RepositoryOutsideProject { .. }
+            | Failure::NoRepository
+            | Failure::NoSuchProject
+    )
 }
 
 /// A registry bearer token.
@@ -129,6 +174,7 @@ impl Issued for AccessToken {
             cache_lookup: Some(self.cached),
             counted_as: Some(ExchangeKind::AccessToken),
             refusal: self.nothing_granted.then_some(Refusal::NothingGranted),
+            backend: None,
             reason: if self.nothing_granted {
                 "nothing granted"
             } else if self.granted.is_empty() {
@@ -167,10 +213,46 @@ impl Issued for LoginCredential {
             cache_lookup: None,
             counted_as: Some(ExchangeKind::LoginCredential),
             refusal: None,
+            backend: None,
             reason: if self.ceiling.is_empty() {
                 "login credential issued (registry-wide)"
             } else {
                 "login credential issued (scoped)"
+            },
+        }
+    }
+}
+
+/// A credential the registry's own API made (a Harbor robot): handed out as a username and
+/// password, like a login credential, and revoked by the broker at `expires_at`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RegistryCredential {
+    /// The registry's kind (the audit `backend`).
+    pub backend: RegistryKind,
+    /// What the registry made, with its id (audited) and secret (redacted in `Debug`).
+    pub credential: BackendCredential,
+    /// What the policy granted (a per-project registry widens it to the project: the policy
+    /// file is refused unless its rules for such a registry are written project-wide).
+    pub granted: Vec<ResourceScope>,
+}
+
+impl Issued for RegistryCredential {
+    fn record(&self) -> IssuedRecord<'_> {
+        IssuedRecord {
+            kind: "registry_credential",
+            jti: &self.credential.credential_id,
+            expires_at: self.credential.expires_at,
+            scopes: &self.granted,
+            ceiling: None,
+            cache_lookup: None,
+            counted_as: Some(ExchangeKind::LoginCredential),
+            refusal: None,
+            backend: Some(self.backend.as_str()),
+            reason: if self.credential.reused {
+                "registry credential reused"
+            } else {
+                "registry credential created"
             },
         }
     }
@@ -201,6 +283,7 @@ impl Issued for RefreshToken {
             cache_lookup: None,
             counted_as: None,
             refusal: None,
+            backend: None,
             reason: "refresh token issued",
         }
     }
@@ -239,13 +322,22 @@ impl CredentialIssuer for RegistryTokenIssuer {
 
     fn issue(&self, grant: &Grant, now: SystemTime) -> Result<AccessToken, IssueError> {
         let registry = &grant.registry;
+        // The engine sends only broker-signed registries here; a registry of another kind has
+        // no issuer or profile to sign with, and is refused rather than signed for with some
+        // default.
+        let (Some(issuer), Some(profile)) = (registry.issuer(), registry.profile()) else {
+            return Err(IssueError::NotBrokerSigned {
+                registry: registry.name().to_owned(),
+                kind: registry.kind(),
+            });
+        };
         let ttl = grant.lifetime(registry.token_ttl(), now);
         let key = CacheKey {
             subject: grant.subject.clone(),
             service: grant.service().to_owned(),
             granted: scope::join_scopes(&grant.granted),
-            issuer: registry.issuer().to_owned(),
-            profile: registry.profile(),
+            issuer: issuer.to_owned(),
+            profile,
             ttl: registry.token_ttl(),
         };
         let nothing_granted = grant.nothing_granted();
@@ -265,11 +357,11 @@ impl CredentialIssuer for RegistryTokenIssuer {
         }
         let access: Vec<Access> = grant.granted.iter().map(to_access).collect();
         let request = MintRequest::new(
-            registry.issuer(),
+            issuer,
             registry.service(),
             &grant.subject,
             &access,
-            registry.profile(),
+            profile,
             now,
         )
         .with_ttl(ttl);

@@ -7,6 +7,9 @@
 //! - [`authn`]: what the caller presented becomes a typed [`Subject`].
 //! - [`decision`]: the policy decision, as a value ([`Grant`](decision::Grant)).
 //! - [`issue`]: the [`CredentialIssuer`] trait and one implementation per credential kind.
+//! - [`backends`]: the async shell around registries whose own API makes the credential
+//!   (Harbor): the engine stops at the decided grant ([`engine::Begun::Backend`]), the gRPC
+//!   edge takes it to the backend, and the engine records what came back.
 //! - [`engine`]: [`Broker`], which runs the pass and records each outcome once.
 //! - [`audit`], [`metrics`]: where outcomes are recorded.
 //! - [`throttle`]: per-subject rate limits, the per-address failure budget, the aggregation of
@@ -21,6 +24,7 @@
 //! connection governor; [`config`] and [`server`] ([`BrokerServer`]) wire them.
 
 pub mod audit;
+pub mod backends;
 pub mod authn;
 pub mod config;
 pub mod credential;
@@ -47,7 +51,9 @@ mod testutil;
 pub use authn::{AuthMethod, Authenticated, Caller, Subject};
 pub use config::{BrokerConfig, ConfigError};
 pub use credential::{CredentialError, CredentialKeys, CredentialKind};
-pub use engine::{Broker, BrokerOptions, ExchangeOutput, Exchanged, RealmTokens};
+pub use engine::{
+    BackendPass, Begun, Broker, BrokerOptions, ExchangeOutput, Exchanged, RealmTokens,
+};
 pub use error::{AuthFailure, Denial, ErrorCode, ExchangeError, InvalidRequest, Unavailability};
 pub use issue::CredentialIssuer;
 pub use request::{Endpoint, ExchangeKind, ExchangeRequest, Presented, RequestContext};

@@ -244,11 +244,24 @@ impl Metrics {
     /// The exposition with the verified caches' figures appended (what `/metrics` serves:
     /// the caches keep their own counters under their locks, so a scrape reads them then).
     pub fn render_with_caches(&self, caches: &[VerifiedCacheFigures]) -> String {
+        self.render_with(caches, &[])
+    }
+
+    /// [`Self::render_with_caches`], plus the figures of each registry backend (Harbor):
+    /// API requests by step and outcome, and credentials created, reused, revoked and swept.
+    pub fn render_with(
+        &self,
+        caches: &[VerifiedCacheFigures],
+        backends: &[svid_broker_backends::BackendFigures],
+    ) -> String {
         let mut out = String::with_capacity(4096);
         // Writing to a String cannot fail.
         let _ = self.write(&mut out);
         if !caches.is_empty() {
             let _ = write_verified_caches(&mut out, caches);
+        }
+        if !backends.is_empty() {
+            let _ = write_backends(&mut out, backends);
         }
         out
     }
@@ -483,6 +496,74 @@ fn write_verified_caches(out: &mut String, caches: &[VerifiedCacheFigures]) -> f
         for c in caches {
             writeln!(out, "{name}{{cache=\"{}\"}} {}", c.cache.label(), value(c))?;
         }
+    }
+    Ok(())
+}
+
+
+/// The registry backends' families. Labels are the registry's policy name (bounded by the
+/// policy's registry cap, operator-written), its kind, and fixed step and outcome words.
+fn write_backends(
+    out: &mut String,
+    backends: &[svid_broker_backends::BackendFigures],
+) -> fmt::Result {
+    writeln!(
+        out,
+        "# HELP svid_broker_backend_api_requests_total Calls to a registry's own API, by step and outcome."
+    )?;
+    writeln!(out, "# TYPE svid_broker_backend_api_requests_total counter")?;
+    for b in backends {
+        for r in &b.api_requests {
+            writeln!(
+                out,
+                "svid_broker_backend_api_requests_total{{registry=\"{}\",kind=\"{}\",step=\"{}\",outcome=\"{}\"}} {}",
+                b.registry, b.kind, r.step, r.outcome, r.count
+            )?;
+        }
+    }
+    writeln!(
+        out,
+        "# HELP svid_broker_backend_credentials_total Registry credentials by what happened to them: created, reused (handed out again while live), revoked (deleted at their time), swept (deleted by the sweeper), revoke_failed."
+    )?;
+    writeln!(out, "# TYPE svid_broker_backend_credentials_total counter")?;
+    for b in backends {
+        for (event, value) in [
+            ("created", b.credentials_created),
+            ("reused", b.credentials_reused),
+            ("revoked", b.credentials_revoked),
+            ("swept", b.credentials_swept),
+            ("revoke_failed", b.revoke_failures),
+        ] {
+            writeln!(
+                out,
+                "svid_broker_backend_credentials_total{{registry=\"{}\",kind=\"{}\",event=\"{event}\"}} {value}",
+                b.registry, b.kind
+            )?;
+        }
+    }
+    writeln!(
+        out,
+        "# HELP svid_broker_backend_live_credentials Registry credentials this replica hands out again while they live."
+    )?;
+    writeln!(out, "# TYPE svid_broker_backend_live_credentials gauge")?;
+    for b in backends {
+        writeln!(
+            out,
+            "svid_broker_backend_live_credentials{{registry=\"{}\",kind=\"{}\"}} {}",
+            b.registry, b.kind, b.live_leases
+        )?;
+    }
+    writeln!(
+        out,
+        "# HELP svid_broker_backend_pending_revocations Registry credentials waiting for their revocation time."
+    )?;
+    writeln!(out, "# TYPE svid_broker_backend_pending_revocations gauge")?;
+    for b in backends {
+        writeln!(
+            out,
+            "svid_broker_backend_pending_revocations{{registry=\"{}\",kind=\"{}\"}} {}",
+            b.registry, b.kind, b.queued_revocations
+        )?;
     }
     Ok(())
 }

@@ -66,6 +66,7 @@ pub struct RealmState {
     clock: Arc<dyn Clock>,
     public_url: Arc<str>,
     ready: Arc<AtomicBool>,
+    backends: Option<Arc<crate::backends::Backends>>,
 }
 
 impl RealmState {
@@ -82,7 +83,16 @@ impl RealmState {
             clock,
             public_url: public_url.trim_end_matches('/').into(),
             ready,
+            backends: None,
         }
+    }
+
+    /// Also exports the figures of `backends` (one family set per registry backend) on
+    /// `/metrics`.
+    #[must_use]
+    pub fn with_backends(mut self, backends: Arc<crate::backends::Backends>) -> Self {
+        self.backends = Some(backends);
+        self
     }
 }
 
@@ -537,8 +547,13 @@ async fn readyz(State(state): State<RealmState>) -> Response {
 async fn metrics(State(state): State<RealmState>) -> Response {
     let start = Instant::now();
     let caches = state.broker.authenticator().verified_cache_figures();
+    let backends = state
+        .backends
+        .as_ref()
+        .map(|b| b.figures())
+        .unwrap_or_default();
     let mut resp = Response::new(Body::from(
-        state.broker.metrics().render_with_caches(&caches),
+        state.broker.metrics().render_with(&caches, &backends),
     ));
     resp.headers_mut().insert(
         CONTENT_TYPE,

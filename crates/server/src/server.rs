@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::audit::AuditSink;
+use crate::backends::{Backends, BackendsOptions};
 use crate::config::{AuditTarget, BrokerConfig, SigningSource};
 use crate::credential::{CredentialError, CredentialKeys};
 use crate::engine::{Broker, BrokerOptions};
@@ -113,6 +114,9 @@ pub enum ServerError {
     /// `service_account.trusted_actors` is invalid (the configuration checks it first).
     #[error("service_account.trusted_actors is invalid")]
     TrustedActors(#[source] crate::satoken::TrustedActorError),
+    /// A registry backend of the policy could not be built (its credential file, its URL).
+    #[error("registry backends could not be set up")]
+    Backends(#[source] crate::backends::BackendsError),
     /// The blocking task that re-reads the policy was cancelled (the runtime is shutting down).
     #[error("the policy reload task was cancelled")]
     ReloadTask,
@@ -319,6 +323,19 @@ impl BrokerServer {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let ready = Arc::new(AtomicBool::new(false));
 
+        // Before any listener, like the policy: a registry backend whose credential file is
+        // unreadable stops start-up, naming the registry.
+        let backends = Arc::new(
+            Backends::start(
+                &broker.policy(),
+                BackendsOptions::default(),
+                tokio::runtime::Handle::current(),
+                clock.clone(),
+                shutdown_rx.clone(),
+            )
+            .map_err(ServerError::Backends)?,
+        );
+
         // Before any listener: raise RLIMIT_NOFILE to its hard limit and warn when it is still
         // below both listeners' connection caps (see listen::fd_limit for why not refuse).
         let mut caps = vec![config.listener.limits.max_connections];
@@ -362,10 +379,12 @@ impl BrokerServer {
             let shutdown = wait_for(shutdown_rx.clone());
             let b = broker.clone();
             let c = clock.clone();
+            let bk = backends.clone();
             let governor = Governor::new(config.listener.limits);
             grpc_task = Some(tokio::spawn(async move {
                 if let Err(error) =
-                    crate::grpc::serve_governed(b, c, listener, tls, governor, shutdown).await
+                    crate::grpc::serve_with_backends(b, c, bk, listener, tls, governor, shutdown)
+                        .await
                 {
                     tracing::error!(error = %svid_broker_identity::report::ErrorChain::new(&error), "grpc listener failed");
                 }
@@ -393,7 +412,8 @@ impl BrokerServer {
             clock.clone(),
             &config.public_url,
             ready.clone(),
-        );
+        )
+        .with_backends(backends.clone());
         let app = realm::router(state);
         let mut background = Vec::new();
         let mut http_options = HttpListenerOptions {
@@ -451,6 +471,7 @@ impl BrokerServer {
 
         let reloader = Arc::new(PolicyReloader {
             broker: broker.clone(),
+            backends,
             path: config.policy_file.clone(),
             stamp: Mutex::new(stamp),
         });
@@ -560,6 +581,7 @@ fn grpc_task_svid(
 #[derive(Debug)]
 struct PolicyReloader {
     broker: Arc<Broker>,
+    backends: Arc<Backends>,
     path: PathBuf,
     stamp: Mutex<Option<[u8; 32]>>,
 }
@@ -576,8 +598,20 @@ impl PolicyReloader {
         }
         // Remember even a bad version, so the poller reports it once rather than every period.
         *last = stamp;
-        match read.and_then(|(bytes, _)| parse_policy(&self.path, &bytes)) {
-            Ok(policy) => {
+        // The new policy's backends are built before it goes live: a registry whose
+        // credential file is unreadable keeps the last good policy, and its backends, in place.
+        let prepared = read
+            .and_then(|(bytes, _)| parse_policy(&self.path, &bytes))
+            .and_then(|policy| {
+                let backends = self
+                    .backends
+                    .prepare(&policy)
+                    .map_err(ServerError::Backends)?;
+                Ok((policy, backends))
+            });
+        match prepared {
+            Ok((policy, backends)) => {
+                self.backends.apply(backends, &policy);
                 self.broker.replace_policy(policy);
                 self.broker.metrics().policy_reload(true);
                 tracing::info!(path = %self.path.display(), "policy reloaded");

@@ -26,6 +26,17 @@ pub(crate) fn run(args: &RegistryConfigArgs) -> Result<(), CliError> {
             format!("no registry named {:?} in the policy", args.registry),
         )
     })?;
+    let Some(issuer) = registry.issuer() else {
+        return Err(usage(
+            "--registry",
+            format!(
+                "registry {:?} is kind = \"{}\": its own service signs its tokens, so it has no \
+                 auth.token block to point at the broker (docs/registry-setup.md has its setup)",
+                registry.name(),
+                registry.kind()
+            ),
+        ));
+    };
     let SigningSource::Files { cert, .. } = &config.signing else {
         return Err(usage(
             "--config",
@@ -48,7 +59,7 @@ pub(crate) fn run(args: &RegistryConfigArgs) -> Result<(), CliError> {
         "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
         yaml_scalar(&config.realm_url()),
         yaml_scalar(registry.service()),
-        yaml_scalar(registry.issuer()),
+        yaml_scalar(issuer),
         yaml_scalar(&bundle_path.display().to_string()),
     );
     std::io::stdout()

@@ -69,8 +69,8 @@ fn loads_registries() {
     assert_eq!(p.rule_count(), 1);
     let local = p.registry_by_name("local").unwrap();
     assert_eq!(local.service(), "registry.local");
-    assert_eq!(local.issuer(), "svid-broker");
-    assert_eq!(local.profile(), Profile::Distribution2);
+    assert_eq!(local.issuer(), Some("svid-broker"));
+    assert_eq!(local.profile(), Some(Profile::Distribution2));
     assert_eq!(
         local.token_ttl(),
         Duration::from_secs(DEFAULT_TOKEN_TTL_SECONDS)
@@ -78,7 +78,7 @@ fn loads_registries() {
     assert_eq!(local.hosts(), ["127.0.0.1:5000", "registry.local"]);
     let other = p.registry_by_service("registry.other").unwrap();
     assert_eq!(other.name(), "other");
-    assert_eq!(other.profile(), Profile::Distribution3);
+    assert_eq!(other.profile(), Some(Profile::Distribution3));
     assert_eq!(other.token_ttl(), Duration::from_secs(120));
     assert!(p.registry_by_service("registry.nope").is_none());
     assert!(p.registry_by_name("nope").is_none());
@@ -1171,4 +1171,232 @@ fn has_allow_rule_matches_subjects_with_an_allow_rule_only() {
         p.has_allow_rule(&ok, "nope"),
         Err(DecisionError::UnknownService { .. })
     ));
+}
+
+// Registry kinds: which keys each kind takes, and the project-wide rule for Harbor.
+
+const HARBOR: &str = r#"
+[[registries]]
+name = "corp"
+service = "harbor-registry"
+kind = "harbor"
+url = "https://harbor.example.org"
+credential_file = "/etc/svid-broker/harbor.credential"
+token_ttl_seconds = 600
+hosts = ["harbor.example.org"]
+"#;
+
+fn kinds_policy(registries: &str, rules: &str) -> Result<Policy, PolicyError> {
+    Policy::from_toml_str(&format!("{registries}\n{rules}"))
+}
+
+#[test]
+fn a_registry_without_kind_is_the_token_kind() {
+    let p = policy("");
+    let local = p.registry_by_name("local").unwrap();
+    assert_eq!(local.kind(), RegistryKind::Token);
+    assert!(local.api().is_none());
+}
+
+#[test]
+fn a_harbor_registry_needs_url_and_credential_file_and_takes_no_issuer_or_profile() {
+    let p = kinds_policy(HARBOR, "").unwrap();
+    let corp = p.registry_by_name("corp").unwrap();
+    assert_eq!(corp.kind(), RegistryKind::Harbor);
+    assert_eq!(corp.issuer(), None);
+    assert_eq!(corp.profile(), None);
+    let api = corp.api().unwrap();
+    assert_eq!(api.url(), "https://harbor.example.org");
+    assert_eq!(
+        api.credential_file(),
+        Some(Path::new("/etc/svid-broker/harbor.credential"))
+    );
+    assert_eq!(api.ca_file(), None);
+    assert_eq!(corp.token_ttl(), Duration::from_secs(600));
+
+    let without = |key: &str| {
+        HARBOR
+            .lines()
+            .filter(|l| !l.starts_with(key))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    for (key, field) in [("url", "url"), ("credential_file", "credential_file")] {
+        match kinds_policy(&without(key), "") {
+            Err(PolicyError::FieldRequiredForKind {
+                field: f,
+                kind: RegistryKind::Harbor,
+                ..
+            }) => assert_eq!(f, field),
+            other => panic!("{key}: {other:?}"),
+        }
+    }
+    for extra in ["issuer = \"x\"", "profile = \"distribution-2\""] {
+        let text = HARBOR.replace("kind = \"harbor\"", &format!("kind = \"harbor\"\n{extra}"));
+        let err = kinds_policy(&text, "").unwrap_err();
+        assert!(
+            matches!(err, PolicyError::FieldNotForKind { .. }),
+            "{extra}: {err:?}"
+        );
+        assert!(err.to_string().contains("does not apply to kind = \"harbor\""), "{err}");
+    }
+}
+
+#[test]
+fn the_token_kind_refuses_api_keys_and_requires_issuer_and_profile() {
+    let base = REGISTRIES.split("[[registries]]").nth(1).unwrap();
+    let base = format!("[[registries]]{base}");
+    for extra in [
+        "url = \"https://r.example.org\"",
+        "credential_file = \"/etc/x\"",
+        "ca_file = \"/etc/ca.pem\"",
+    ] {
+        let text = base.replace("name = \"local\"", &format!("name = \"local\"\n{extra}"));
+        let err = kinds_policy(&text, "").unwrap_err();
+        assert!(
+            matches!(err, PolicyError::FieldNotForKind { kind: RegistryKind::Token, .. }),
+            "{extra}: {err:?}"
+        );
+    }
+    let text = base.replace("issuer = \"svid-broker\"\n", "");
+    assert!(matches!(
+        kinds_policy(&text, "").unwrap_err(),
+        PolicyError::FieldRequiredForKind { field: "issuer", .. }
+    ));
+}
+
+#[test]
+fn quay_and_artifactory_refuse_a_credential_file_and_every_kind_parses() {
+    for kind in RegistryKind::ALL {
+        if kind == RegistryKind::Token {
+            continue;
+        }
+        let mut text = HARBOR.replace("kind = \"harbor\"", &format!("kind = \"{kind}\""));
+        if !kind.needs_credential_file() {
+            let err = kinds_policy(&text, "").unwrap_err();
+            assert!(
+                matches!(err, PolicyError::FieldNotForKind { field: "credential_file", .. }),
+                "{kind}: {err:?}"
+            );
+            text = text
+                .lines()
+                .filter(|l| !l.starts_with("credential_file"))
+                .collect::<Vec<_>>()
+                .join("\n");
+        }
+        let p = kinds_policy(&text, "").unwrap_or_else(|e| panic!("{kind}: {e}"));
+        assert_eq!(p.registry_by_name("corp").unwrap().kind(), kind);
+    }
+}
+
+#[test]
+fn api_urls_must_be_https_unless_loopback_and_carry_no_credentials() {
+    let with_url = |url: &str| HARBOR.replace("https://harbor.example.org", url);
+    for ok in [
+        "https://harbor.example.org/",
+        "https://harbor.example.org:8443",
+        "http://127.0.0.1:8080",
+        "http://127.9.9.9",
+        "http://[::1]:8080",
+        "http://localhost:1",
+        "https://[2001:db8::1]:443",
+    ] {
+        let p = kinds_policy(&with_url(ok), "").unwrap_or_else(|e| panic!("{ok}: {e}"));
+        let api = p.registry_by_name("corp").unwrap().api().unwrap().url().to_owned();
+        assert!(!api.ends_with('/'), "{api}");
+    }
+    for (bad, rule) in [
+        ("http://harbor.example.org", "only on a loopback"),
+        ("http://10.0.0.1", "only on a loopback"),
+        ("ftp://harbor.example.org", "scheme"),
+        ("harbor.example.org", "scheme"),
+        ("https://admin:pw@harbor.example.org", "credential_file"),
+        ("https://harbor.example.org?x=1", "query"),
+        ("https://harbor.example.org#f", "fragment"),
+        ("https://", "no host"),
+        ("https://h:0", "port"),
+        ("https://h:99999", "port"),
+        ("https://h:abc", "port"),
+        ("https://[::1", "IPv6"),
+        ("https://h/\u{202e}x", "printable"),
+    ] {
+        match kinds_policy(&with_url(bad), "") {
+            Err(PolicyError::InvalidApiUrl { reason, .. }) => {
+                assert!(reason.contains(rule), "{bad}: {reason}");
+            }
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+    let long = format!("https://h/{}", "a".repeat(MAX_API_URL_LEN));
+    assert!(matches!(
+        kinds_policy(&with_url(&long), ""),
+        Err(PolicyError::InvalidApiUrl { .. })
+    ));
+    let relative = HARBOR.replace("/etc/svid-broker/harbor.credential", "harbor.credential");
+    assert!(matches!(
+        kinds_policy(&relative, ""),
+        Err(PolicyError::InvalidPath { field: "credential_file", .. })
+    ));
+}
+
+#[test]
+fn harbor_rules_must_be_project_wide_because_a_robot_names_a_whole_project() {
+    let rule = |repos: &str, effect: &str| {
+        format!(
+            r#"
+[[rules]]
+id = "r"
+subject = "spiffe://example.org/ns/{{ns}}/sa/*"
+registry = "corp"
+repositories = [{repos}]
+actions = ["pull"]
+effect = "{effect}"
+"#
+        )
+    };
+    for ok in [r#""team-{ns}/**""#, r#""shared/**", "team-{ns}/**""#] {
+        kinds_policy(HARBOR, &rule(ok, "allow")).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    for (bad, effect) in [
+        (r#""team-{ns}/app""#, "allow"),
+        (r#""team-{ns}/*""#, "allow"),
+        (r#""shared/**", "team-{ns}/x/**""#, "allow"),
+        (r#""team-{ns}/secret""#, "deny"),
+    ] {
+        let err = kinds_policy(HARBOR, &rule(bad, effect)).unwrap_err();
+        let PolicyError::PatternNarrowerThanProject { pattern, .. } = &err else {
+            panic!("{bad}: {err:?}");
+        };
+        assert!(bad.contains(pattern.as_str()), "{pattern}");
+        assert!(err.to_string().contains("grants whole projects"), "{err}");
+    }
+    let p = kinds_policy(
+        HARBOR,
+        &rule(r#""shared/**", "team-{ns}/**", "base/**""#, "allow"),
+    )
+    .unwrap();
+    assert_eq!(p.literal_projects("corp"), ["base", "shared"]);
+    assert!(p.literal_projects("nowhere").is_empty());
+    let catalog = r#"
+[[rules]]
+id = "cat"
+trust_domain = "example.org"
+registry = "corp"
+actions = ["registry:catalog:*"]
+"#;
+    assert!(matches!(
+        kinds_policy(HARBOR, catalog),
+        Err(PolicyError::CatalogNotForKind { .. })
+    ));
+    // The same narrow rule is fine for a registry the broker signs tokens for.
+    policy(
+        r#"
+[[rules]]
+id = "narrow"
+subject = "spiffe://example.org/ns/a/sa/b"
+registry = "local"
+repositories = ["team-a/app"]
+actions = ["pull"]
+"#,
+    );
 }

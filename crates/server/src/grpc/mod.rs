@@ -145,7 +145,25 @@ pub async fn serve_governed(
     governor: Arc<Governor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GrpcError> {
-    let exchange = TokenExchangeServer::new(ExchangeService::new(broker, clock))
+    let backends = Arc::new(crate::backends::Backends::none());
+    serve_with_backends(broker, clock, backends, listener, tls, governor, shutdown).await
+}
+
+/// [`serve_governed`] taking backend grants (Harbor registries) to `backends`.
+///
+/// # Errors
+/// [`GrpcError::Serve`] if the HTTP/2 server fails.
+pub async fn serve_with_backends(
+    broker: Arc<Broker>,
+    clock: Arc<dyn Clock>,
+    backends: Arc<crate::backends::Backends>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    governor: Arc<Governor>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GrpcError> {
+    let exchange =
+        TokenExchangeServer::new(ExchangeService::with_backends(broker, clock, backends))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let (reporter, health) = tonic_health::server::health_reporter();

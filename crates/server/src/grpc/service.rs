@@ -19,7 +19,8 @@ use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
 
 use super::tls::PeerInfo;
-use crate::engine::{Broker, ExchangeOutput, Exchanged};
+use crate::backends::Backends;
+use crate::engine::{BackendPass, Begun, Broker, ExchangeOutput, Exchanged};
 use crate::error::{AuthFailure, ErrorCode, ExchangeError, InvalidRequest};
 use crate::metrics::Route;
 use crate::request::{
@@ -133,12 +134,27 @@ impl RequestError {
 pub struct ExchangeService {
     broker: Arc<Broker>,
     clock: Arc<dyn Clock>,
+    backends: Arc<Backends>,
 }
 
 impl ExchangeService {
-    /// A service answering with `broker`, reading the time from `clock`.
+    /// A service answering with `broker`, reading the time from `clock`, with no registry
+    /// backends (a registry of a backend kind is then refused as unavailable).
     pub fn new(broker: Arc<Broker>, clock: Arc<dyn Clock>) -> Self {
-        Self { broker, clock }
+        Self::with_backends(broker, clock, Arc::new(Backends::none()))
+    }
+
+    /// A service that takes backend grants to `backends`.
+    pub fn with_backends(
+        broker: Arc<Broker>,
+        clock: Arc<dyn Clock>,
+        backends: Arc<Backends>,
+    ) -> Self {
+        Self {
+            broker,
+            clock,
+            backends,
+        }
     }
 }
 
@@ -158,7 +174,10 @@ impl TokenExchange for ExchangeService {
     ) -> Result<Response<ExchangeResponse>, Status> {
         // Latency is wall time on the monotonic clock, whatever clock the decisions use.
         let start = Instant::now();
-        let result = self.handle(request);
+        let result = match self.handle(request) {
+            Handled::Answered(result) => result,
+            Handled::ToBackend { request, pass } => self.finish_at_backend(&request, pass).await,
+        };
         self.broker
             .metrics()
             .observe(Route::GrpcExchange, start.elapsed());
@@ -167,10 +186,33 @@ impl TokenExchange for ExchangeService {
 }
 
 impl ExchangeService {
-    /// One call, start to end: check the request at this edge, then the engine's one pass
-    /// (authenticate, decide, issue, record). Sync: every step is CPU-bound and short (a
-    /// signature check and a signature).
-    fn handle(&self, request: Request<ExchangeRequest>) -> Result<ExchangeResponse, Status> {
+    /// A backend grant: the registry's API makes the credential (the one await of a call),
+    /// then the engine records the outcome.
+    async fn finish_at_backend(
+        &self,
+        request: &CheckedRequest,
+        pass: BackendPass,
+    ) -> Result<ExchangeResponse, Status> {
+        let issued = self.backends.issue(&pass, self.clock.now()).await;
+        let now = self.clock.now();
+        self.broker
+            .finish_exchange(request, pass, issued, now)
+            .map(|exchanged| response(&exchanged, now))
+            .map_err(|error| status(&error))
+    }
+
+    /// One call up to the registry's API: check the request at this edge, then the engine's
+    /// pass (authenticate, decide, issue, record). Sync: every step is CPU-bound and short (a
+    /// signature check and a signature); a registry whose own API makes the credential comes
+    /// back as [`Handled::ToBackend`].
+    fn handle(&self, request: Request<ExchangeRequest>) -> Handled {
+        match self.handle_inner(request) {
+            Ok(handled) => handled,
+            Err(status) => Handled::Answered(Err(status)),
+        }
+    }
+
+    fn handle_inner(&self, request: Request<ExchangeRequest>) -> Result<Handled, Status> {
         let now = self.clock.now();
         let peer_info = request.extensions().get::<PeerInfo>().cloned();
         let peer = peer_info.as_ref().and_then(PeerInfo::remote_addr);
@@ -203,11 +245,31 @@ impl ExchangeService {
                 Err(reason) => Presented::Unreadable(reason),
             },
         };
-        self.broker
-            .exchange(&checked, &presented, subject_token, now)
-            .map(|exchanged| response(&exchanged, now))
-            .map_err(|error| status(&error))
+        match self
+            .broker
+            .begin_exchange(&checked, &presented, subject_token, now)
+        {
+            Ok(Begun::Done(exchanged)) => Ok(Handled::Answered(Ok(response(&exchanged, now)))),
+            Ok(Begun::Backend(pass)) => Ok(Handled::ToBackend {
+                request: checked,
+                pass,
+            }),
+            Err(error) => Err(status(&error)),
+        }
     }
+}
+
+/// Where the synchronous part of a call ended.
+enum Handled {
+    /// With the answer.
+    Answered(Result<ExchangeResponse, Status>),
+    /// With a grant for the registry's backend.
+    ToBackend {
+        /// The checked request (its context is what the outcome is recorded against).
+        request: CheckedRequest,
+        /// The decided grant.
+        pass: BackendPass,
+    },
 }
 
 /// A request this edge refused, with what can be recorded of it.
@@ -397,6 +459,19 @@ pub(crate) fn response(exchanged: &Exchanged, now: SystemTime) -> ExchangeRespon
             scope: c.ceiling.iter().map(ToString::to_string).collect(),
             username: c.username.clone(),
             expires_at: unix_seconds(c.expires_at),
+            subject,
+        },
+        // The registry's own credential, answered as a login credential: the plugin and the
+        // credential helper hand out username and password whatever made them, and cache
+        // them until `expires_at` (the broker's revocation time) less their safety margin.
+        ExchangeOutput::RegistryCredential(c) => ExchangeResponse {
+            access_token: c.credential.password.expose_secret().to_owned(),
+            issued_token_type: TokenType::RegistryLoginCredential.into(),
+            token_type: TOKEN_TYPE_NOT_APPLICABLE.to_owned(),
+            expires_in: seconds_until(c.credential.expires_at, now),
+            scope: c.granted.iter().map(ToString::to_string).collect(),
+            username: c.credential.username.clone(),
+            expires_at: unix_seconds(c.credential.expires_at),
             subject,
         },
     }

@@ -1,0 +1,83 @@
+//! [`RegistryKind`]: how a registry's credentials are made, named once for the policy file, the
+//! server's issuers and the docs.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+/// How the broker makes a credential for a registry (`kind` in the policy file, default
+/// `"token"`). The policy decides *what* a subject may do; the kind decides *how* the
+/// credential that carries it is made.
+///
+/// Exhaustive on purpose, like [`crate::Profile`]: the server matches on it to pick an issuer,
+/// and a new kind must fail to compile there rather than fall into some other kind's arm.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistryKind {
+    /// The broker signs registry bearer tokens itself (distribution, zot, any registry whose
+    /// `auth.token` trusts the broker's realm).
+    #[default]
+    Token,
+    /// Harbor: a project robot made through `POST /api/v2.0/robots`, deleted at the policy's
+    /// lifetime (Harbor's own floor is one day).
+    Harbor,
+    /// GitLab: a project deploy token with `expires_at`, revoked early at the policy's lifetime.
+    Gitlab,
+    /// Quay 3.13+: robot federation, with the broker as the OIDC issuer the robot trusts.
+    Quay,
+    /// Artifactory: the OIDC token exchange, with the broker as the OIDC issuer.
+    Artifactory,
+    /// Nexus Repository: a local user with a role, deleted at the policy's lifetime.
+    Nexus,
+}
+
+impl RegistryKind {
+    /// Every kind, in a stable order.
+    pub const ALL: [Self; 6] = [
+        Self::Token,
+        Self::Harbor,
+        Self::Gitlab,
+        Self::Quay,
+        Self::Artifactory,
+        Self::Nexus,
+    ];
+
+    /// The name used in the policy file.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Token => "token",
+            Self::Harbor => "harbor",
+            Self::Gitlab => "gitlab",
+            Self::Quay => "quay",
+            Self::Artifactory => "artifactory",
+            Self::Nexus => "nexus",
+        }
+    }
+
+    /// True for `token`: the broker signs the registry's tokens, so the entry needs `issuer`
+    /// and `profile` and has no `url`.
+    pub const fn is_broker_signed(self) -> bool {
+        matches!(self, Self::Token)
+    }
+
+    /// Whether the broker needs its own secret for the registry's API (`credential_file`):
+    /// Harbor and Nexus (`username:password`) and GitLab (a token); Quay and Artifactory
+    /// trust the broker as an OIDC issuer instead, and the token kind needs nothing.
+    pub const fn needs_credential_file(self) -> bool {
+        matches!(self, Self::Harbor | Self::Gitlab | Self::Nexus)
+    }
+
+    /// Whether the registry grants per project (the repository name's first component), not
+    /// per repository: a Harbor robot names a project, so a grant on `team-a/app` becomes a
+    /// credential for all of `team-a`, and every rule for such a registry must be written
+    /// project-wide (`team-a/**`) for the policy to mean what the registry enforces.
+    pub const fn grants_per_project(self) -> bool {
+        matches!(self, Self::Harbor)
+    }
+}
+
+impl fmt::Display for RegistryKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,418 @@
+//! The async shell around the registry backends: one [`BackendService`] per policy registry of
+//! a backend kind (Harbor), built from the policy and the broker's credential files, kept in
+//! step with policy reloads, and asked by the gRPC edge for the credential of a decided grant.
+//!
+//! The engine stays synchronous: it decides, hands out a [`BackendPass`], and records what
+//! came back. Everything that waits on a registry's API is here or in
+//! `svid-broker-backends`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use svid_broker_backends::{
+    BackendCredential, BackendError, HarborConfig, BackendFigures, BackendGrant, BackendKind, BackendService,
+    Failure, ServiceConfig, Step,
+};
+use svid_broker_identity::clock::Clock;
+use svid_broker_identity::secret::{SecretString, seal_string};
+use svid_broker_policy::{Policy, Registry, RegistryKind};
+use svid_broker_sources::file::watched::read_watched_file;
+use tokio::sync::watch;
+use zeroize::Zeroizing;
+
+use crate::engine::BackendPass;
+
+/// Largest `credential_file` read, in bytes: one `username:password` line.
+pub const MAX_CREDENTIAL_FILE_BYTES: usize = 4096;
+
+/// How long one call to a registry's API may take, connect to last byte. Under the kubelet
+/// plugin's default 10 s deadline, so a slow registry is reported by the broker, naming the
+/// registry and the step, before the plugin gives up.
+pub const DEFAULT_BACKEND_REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Why the backends for a policy cannot be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendsError {
+    /// The policy names a kind this build has no backend for yet.
+    #[error(
+        "registry {registry:?}: kind = \"{kind}\" is not served by this build of svid-broker (harbor and token are)"
+    )]
+    KindNotBuilt {
+        /// The registry's policy name.
+        registry: String,
+        /// Its kind.
+        kind: RegistryKind,
+    },
+    /// The credential file cannot be read.
+    #[error("registry {registry:?}: cannot read credential_file {}", .path.display())]
+    CredentialFile {
+        /// The registry's policy name.
+        registry: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: svid_broker_sources::file::watched::WatchedFileError,
+    },
+    /// The credential file is not one `username:password` line.
+    #[error(
+        "registry {registry:?}: credential_file {} must hold one line `username:password` ({rule})",
+        .path.display()
+    )]
+    CredentialFormat {
+        /// The registry's policy name.
+        registry: String,
+        /// The file.
+        path: PathBuf,
+        /// The rule it breaks (never its content).
+        rule: &'static str,
+    },
+    /// The backend refused its configuration (URL, CA file).
+    #[error("registry {registry:?}: backend configuration")]
+    Config {
+        /// The registry's policy name.
+        registry: String,
+        /// Why.
+        #[source]
+        source: svid_broker_backends::ConfigError,
+    },
+}
+
+/// Tunables shared by every backend.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct BackendsOptions {
+    /// One API call's deadline.
+    pub request_deadline: Duration,
+    /// The lease and sweep tunables.
+    pub service: ServiceConfig,
+}
+
+impl Default for BackendsOptions {
+    fn default() -> Self {
+        Self {
+            request_deadline: DEFAULT_BACKEND_REQUEST_DEADLINE,
+            service: ServiceConfig::default(),
+        }
+    }
+}
+
+/// What identifies a backend across reloads: a registry keeps its service (and its leases)
+/// while its kind, URL and files stay the same.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct BackendIdentity {
+    kind: RegistryKind,
+    url: String,
+    credential_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+}
+
+impl BackendIdentity {
+    fn of(registry: &Registry) -> Option<Self> {
+        let api = registry.api()?;
+        Some(Self {
+            kind: registry.kind(),
+            url: api.url().to_owned(),
+            credential_file: api.credential_file().map(Path::to_owned),
+            ca_file: api.ca_file().map(Path::to_owned),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    identity: BackendIdentity,
+    service: Arc<BackendService>,
+}
+
+/// Registry name → its backend, for the current policy.
+pub struct Backends {
+    current: ArcSwap<HashMap<String, Entry>>,
+    /// Every service ever started, including those a reload replaced: their revocation queues
+    /// still hold credentials to delete, so their run loops go on until shutdown.
+    started: Mutex<Vec<Arc<BackendService>>>,
+    runner: Option<Runner>,
+    options: BackendsOptions,
+}
+
+/// What starting a service's run loop takes.
+struct Runner {
+    runtime: tokio::runtime::Handle,
+    clock: Arc<dyn Clock>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Backends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backends")
+            .field("registries", &self.current.load().keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Backends {
+    /// No backends: every backend grant is refused as unavailable.
+    pub fn none() -> Self {
+        Self {
+            current: ArcSwap::from_pointee(HashMap::new()),
+            started: Mutex::new(Vec::new()),
+            runner: None,
+            options: BackendsOptions::default(),
+        }
+    }
+
+    /// The backends `policy` needs, each with its run loop (revocations at their time, sweeps)
+    /// on `runtime` until `shutdown` turns true. Reads the credential files (blocking, capped).
+    ///
+    /// # Errors
+    /// [`BackendsError`], naming the registry.
+    pub fn start(
+        policy: &Policy,
+        options: BackendsOptions,
+        runtime: tokio::runtime::Handle,
+        clock: Arc<dyn Clock>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Self, BackendsError> {
+        let backends = Self {
+            current: ArcSwap::from_pointee(HashMap::new()),
+            started: Mutex::new(Vec::new()),
+            runner: Some(Runner {
+                runtime,
+                clock,
+                shutdown,
+            }),
+            options,
+        };
+        backends.apply(backends.prepare(policy)?, policy);
+        Ok(backends)
+    }
+
+    /// Checks that `policy`'s backends can be built, without installing them: the reloader
+    /// calls it before it installs a policy, so a bad credential file keeps the last good
+    /// policy in place. Returns what [`Self::apply`] installs.
+    ///
+    /// # Errors
+    /// [`BackendsError`], naming the registry.
+    pub fn prepare(&self, policy: &Policy) -> Result<PreparedBackends, BackendsError> {
+        let current = self.current.load();
+        let mut next = HashMap::new();
+        for registry in policy.registries() {
+            let Some(identity) = BackendIdentity::of(registry) else {
+                continue;
+            };
+            let service = match current.get(registry.name()) {
+                Some(entry) if entry.identity == identity => entry.service.clone(),
+                _ => Arc::new(build_service(registry, &self.options)?),
+            };
+            next.insert(registry.name().to_owned(), Entry { identity, service });
+        }
+        Ok(PreparedBackends(next))
+    }
+
+    /// Installs `prepared` (from [`Self::prepare`] on `policy`), starts the run loops of new
+    /// services, and points every sweep at the projects `policy` names.
+    pub fn apply(&self, prepared: PreparedBackends, policy: &Policy) {
+        let next = prepared.0;
+        for (name, entry) in &next {
+            entry.service.set_sweep_projects(policy.literal_projects(name));
+        }
+        if let Some(runner) = &self.runner
+            && let Ok(mut started) = self.started.lock()
+        {
+            for entry in next.values() {
+                if !started.iter().any(|s| Arc::ptr_eq(s, &entry.service)) {
+                    started.push(entry.service.clone());
+                    let service = entry.service.clone();
+                    let clock = runner.clock.clone();
+                    let shutdown = runner.shutdown.clone();
+                    runner
+                        .runtime
+                        .spawn(async move { service.run(clock, shutdown).await });
+                }
+            }
+        }
+        self.current.store(Arc::new(next));
+    }
+
+    /// The credential for `pass`, from its registry's backend (reused while live).
+    ///
+    /// # Errors
+    /// The backend's [`BackendError`], naming the registry and the step.
+    pub async fn issue(
+        &self,
+        pass: &BackendPass,
+        now: SystemTime,
+    ) -> Result<BackendCredential, BackendError> {
+        let grant = pass.grant();
+        let registry = grant.registry.name();
+        let Some(service) = self.current.load().get(registry).map(|e| e.service.clone()) else {
+            // Only an embedder that built the gRPC service without backends gets here: the
+            // server builds one for every backend registry of each policy it installs.
+            return Err(BackendError::new(
+                registry,
+                BackendKind::Harbor,
+                Step::Issue,
+                Failure::Internal {
+                    what: "no backend was set up for this registry",
+                },
+            ));
+        };
+        let request = BackendGrant::new(
+            registry,
+            pass.subject().spiffe_id().as_str(),
+            grant.granted.clone(),
+            pass.revoke_at(now),
+        );
+        service.issue(request, now).await
+    }
+
+    /// Figures of every current backend, for `/metrics`.
+    pub fn figures(&self) -> Vec<BackendFigures> {
+        let mut figures: Vec<BackendFigures> = self
+            .current
+            .load()
+            .values()
+            .map(|e| e.service.figures())
+            .collect();
+        figures.sort_by(|a, b| a.registry.cmp(&b.registry));
+        figures
+    }
+}
+
+/// Backends built for a policy, not yet installed (see [`Backends::prepare`]).
+#[derive(Debug)]
+pub struct PreparedBackends(HashMap<String, Entry>);
+
+fn build_service(
+    registry: &Registry,
+    options: &BackendsOptions,
+) -> Result<BackendService, BackendsError> {
+    let name = registry.name().to_owned();
+    let Some(api) = registry.api() else {
+        return Err(BackendsError::KindNotBuilt {
+            registry: name,
+            kind: registry.kind(),
+        });
+    };
+    match registry.kind() {
+        RegistryKind::Harbor => {
+            let path = api
+                .credential_file()
+                .ok_or_else(|| BackendsError::CredentialFormat {
+                    registry: name.clone(),
+                    path: PathBuf::new(),
+                    rule: "a harbor registry needs credential_file",
+                })?;
+            let (username, password) = read_user_password(&name, path)?;
+            let mut config = HarborConfig::new(name.clone(), api.url(), username, password);
+            config.ca_file = api.ca_file().map(Path::to_owned);
+            config.request_deadline = options.request_deadline;
+            BackendService::harbor(config, options.service.clone()).map_err(|source| {
+                BackendsError::Config {
+                    registry: name.clone(),
+                    source,
+                }
+            })
+        }
+        kind @ (RegistryKind::Token
+        | RegistryKind::Gitlab
+        | RegistryKind::Quay
+        | RegistryKind::Artifactory
+        | RegistryKind::Nexus) => Err(BackendsError::KindNotBuilt {
+            registry: name,
+            kind,
+        }),
+    }
+}
+
+/// One `username:password` line (a final newline allowed); the password is sealed at once
+/// and the file's bytes wiped.
+fn read_user_password(
+    registry: &str,
+    path: &Path,
+) -> Result<(String, SecretString), BackendsError> {
+    let bytes = Zeroizing::new(
+        read_watched_file(path, MAX_CREDENTIAL_FILE_BYTES, "credential file").map_err(
+            |source| BackendsError::CredentialFile {
+                registry: registry.to_owned(),
+                path: path.to_owned(),
+                source,
+            },
+        )?,
+    );
+    let bad = |rule| BackendsError::CredentialFormat {
+        registry: registry.to_owned(),
+        path: path.to_owned(),
+        rule,
+    };
+    let text = std::str::from_utf8(&bytes).map_err(|_| bad("not UTF-8"))?;
+    let line = text
+        .strip_suffix("\r\n")
+        .or_else(|| text.strip_suffix('\n'))
+        .unwrap_or(text);
+    if line.contains(['\n', '\r']) {
+        return Err(bad("more than one line"));
+    }
+    let (username, password) = line.split_once(':').ok_or_else(|| bad("no `:`"))?;
+    if username.is_empty() || password.is_empty() {
+        return Err(bad("an empty username or password"));
+    }
+    if username.chars().any(char::is_control) {
+        return Err(bad("a control character in the username"));
+    }
+    Ok((
+        username.to_owned(),
+        seal_string(Zeroizing::new(password.to_owned())),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use svid_broker_identity::secret::ExposeSecret as _;
+
+    use super::*;
+
+    fn file(content: &[u8]) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(content).unwrap();
+        f
+    }
+
+    #[test]
+    fn a_credential_file_is_one_user_password_line() {
+        let f = file(b"robot$team-a+manager:S3cret:with:colons\n");
+        let (user, password) = read_user_password("corp", f.path()).unwrap();
+        assert_eq!(user, "robot$team-a+manager");
+        assert_eq!(password.expose_secret(), "S3cret:with:colons");
+    }
+
+    #[test]
+    fn a_bad_credential_file_names_the_rule_and_never_its_content() {
+        for (content, rule) in [
+            (&b"no-colon-here"[..], "no `:`"),
+            (b":pw", "empty"),
+            (b"user:", "empty"),
+            (b"a:b\nc:d\n", "more than one line"),
+            (b"\xff\xfe:pw", "UTF-8"),
+            (b"us\x07er:pw", "control"),
+        ] {
+            let f = file(content);
+            let err = read_user_password("corp", f.path()).unwrap_err();
+            let text = svid_broker_identity::report::ErrorChain::new(&err).to_string();
+            assert!(text.contains(rule), "{text}");
+            assert!(text.contains("\"corp\""), "{text}");
+            assert!(!text.contains("pw") && !text.contains("c:d"), "{text}");
+        }
+        let big = file(&vec![b'a'; MAX_CREDENTIAL_FILE_BYTES + 1]);
+        assert!(matches!(
+            read_user_password("corp", big.path()),
+            Err(BackendsError::CredentialFile { .. })
+        ));
+    }
+}
