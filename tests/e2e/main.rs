@@ -18,6 +18,7 @@ mod containerd;
 mod demo;
 mod deploy;
 mod dev;
+mod harbor;
 mod docs;
 mod faults;
 mod grpc;

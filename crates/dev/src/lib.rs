@@ -42,11 +42,15 @@
 //! tokens, and [`oci`] writes a one-layer OCI image layout to push through it: the real
 //! registry of the demo and the end-to-end tests, with no network.
 //!
+//! [`fake`] holds fakes of registry back ends that cannot run here: [`fake::harbor`] plays
+//! Harbor's robot API and token service, enforcing Harbor's own rules.
+//!
 //! Runnable example: `examples/workload_api.rs` in this crate
 //! (`cargo run -p svid-broker-dev --example workload_api`); the crate's `README.md` sums up
 //! what a caller may rely on.
 
 mod ca;
+pub mod fake;
 mod jwks;
 pub mod oci;
 pub mod registry;

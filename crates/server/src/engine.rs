@@ -654,3 +654,6 @@ pub(crate) use record::REFRESH_TOKEN_KIND;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod backend_tests;

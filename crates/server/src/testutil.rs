@@ -77,6 +77,11 @@ impl Fixture {
     }
 
     pub(crate) fn with(adjust: impl FnOnce(&mut BrokerOptions)) -> Self {
+        Self::with_policy(POLICY, adjust)
+    }
+
+    /// A broker on `policy` (a whole policy file's text).
+    pub(crate) fn with_policy(policy: &str, adjust: impl FnOnce(&mut BrokerOptions)) -> Self {
         let td = DevTrustDomain::new(
             TrustDomain::parse("example.org").unwrap(),
             [id("spiffe://example.org/workload")],
@@ -88,7 +93,7 @@ impl Fixture {
         options.audit = sink;
         adjust(&mut options);
         let broker = Broker::new(
-            Policy::from_toml_str(POLICY).unwrap(),
+            Policy::from_toml_str(policy).unwrap(),
             bundles,
             minter(t0()),
             CredentialKeys::derive(&[7u8; 32]).unwrap(),

@@ -1,0 +1,500 @@
+//! What can go wrong talking to a registry's API, named by registry and step.
+//!
+//! [`BackendError`] is what every backend operation returns. Its `Display` reads as one line an
+//! operator can act on without the code:
+//!
+//! ```text
+//! harbor registry "corp": create robot in project "team-a": Harbor answered 403 Forbidden: ...
+//! ```
+//!
+//! The fields are structured (the lead's metrics and audit read [`Step::name`] and
+//! [`Failure::outcome`]), and the error is `Clone` so one failed creation can be handed to every
+//! caller that waited for it.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Longest vendor message kept in a [`Failure`], in characters (after dropping non-printable
+/// ones): enough for Harbor's one-sentence errors, short enough for a log line and an audit
+/// record, and a bound on what a misbehaving registry can push into them.
+pub const MAX_VENDOR_MESSAGE_CHARS: usize = 200;
+
+/// Most project names kept in [`Failure::GrantSpansProjects`] (the grant's scope count is
+/// bounded by the policy crate, but an error line need not list them all).
+pub const MAX_LISTED_PROJECTS: usize = 8;
+
+/// Which registry product a backend speaks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum BackendKind {
+    /// Harbor (goharbor/harbor), through its v2.0 API.
+    Harbor,
+}
+
+impl BackendKind {
+    /// The kind as the policy file spells it (`harbor`); also the first word of every error.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Harbor => "harbor",
+        }
+    }
+
+    /// The product's name as its vendor writes it (`Harbor`), for "Harbor answered ...".
+    pub fn product(self) -> &'static str {
+        match self {
+            Self::Harbor => "Harbor",
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An operation on one registry failed.
+///
+/// `Display`: `<kind> registry "<registry>": <step>: <failure>`. It never contains a password,
+/// secret or token: the vendor message is the registry's error text, not the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BackendError {
+    /// The registry's name in the policy (`corp`).
+    pub registry: String,
+    /// The registry product.
+    pub kind: BackendKind,
+    /// What the broker was doing.
+    pub step: Step,
+    /// What went wrong.
+    pub failure: Failure,
+}
+
+impl BackendError {
+    /// An error of `kind` registry `registry` at `step`.
+    pub fn new(registry: impl Into<String>, kind: BackendKind, step: Step, failure: Failure) -> Self {
+        Self {
+            registry: registry.into(),
+            kind,
+            step,
+            failure,
+        }
+    }
+
+    /// True when the same call may succeed later without anyone changing configuration: the
+    /// registry was unreachable, slow, rate limiting, failing on its side, or the broker's own
+    /// in-flight cap was full. A refusal (401, 403, other 4xx), a malformed answer or a grant
+    /// that cannot be mapped is not retryable.
+    pub fn retryable(&self) -> bool {
+        self.failure.retryable()
+    }
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} registry {:?}: {}: ",
+            self.kind, self.registry, self.step
+        )?;
+        self.failure.describe(self.kind.product(), f)
+    }
+}
+
+impl std::error::Error for BackendError {}
+
+/// The step of a backend operation that failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Step {
+    /// Turning the policy's grant into the registry's terms (before any API call).
+    MapGrant,
+    /// Issuing a credential as a whole (a failure of the service around the backend's own
+    /// steps, such as a creation cut off under its waiters).
+    Issue,
+    /// Finding a project's numeric id (Harbor `GET /projects?name=`).
+    LookUpProject {
+        /// The project's name.
+        project: String,
+    },
+    /// Creating a robot account (Harbor `POST /robots`).
+    CreateRobot {
+        /// The project the robot belongs to.
+        project: String,
+    },
+    /// Listing a project's robot accounts (Harbor `GET /robots?q=...`).
+    ListRobots {
+        /// The project.
+        project: String,
+    },
+    /// Deleting a robot account (Harbor `DELETE /robots/{id}`).
+    DeleteRobot {
+        /// The registry's id of the robot.
+        robot_id: i64,
+        /// The robot's full name (`robot$team-a+svid-...`).
+        name: String,
+    },
+}
+
+impl Step {
+    /// A stable label for metrics: `map_grant`, `issue`, `look_up_project`, `create_robot`,
+    /// `list_robots` or `delete_robot`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::MapGrant => "map_grant",
+            Self::Issue => "issue",
+            Self::LookUpProject { .. } => "look_up_project",
+            Self::CreateRobot { .. } => "create_robot",
+            Self::ListRobots { .. } => "list_robots",
+            Self::DeleteRobot { .. } => "delete_robot",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MapGrant => f.write_str("map the grant"),
+            Self::Issue => f.write_str("issue a credential"),
+            Self::LookUpProject { project } => write!(f, "look up project {project:?}"),
+            Self::CreateRobot { project } => write!(f, "create robot in project {project:?}"),
+            Self::ListRobots { project } => write!(f, "list robots of project {project:?}"),
+            Self::DeleteRobot { robot_id, name } => write!(f, "delete robot {robot_id} {name:?}"),
+        }
+    }
+}
+
+/// What went wrong at a [`Step`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Failure {
+    /// No connection could be made or kept: refused, reset, TLS handshake failed, or the
+    /// registry hung up before answering.
+    Unreachable {
+        /// What failed (`connect`, `tls handshake`, `connection closed`, ...).
+        during: &'static str,
+    },
+    /// The request's deadline (connect, TLS and the whole answer) passed.
+    Timeout {
+        /// The deadline.
+        after: Duration,
+    },
+    /// 401: the registry refused the broker's own credential (wrong user or password).
+    Unauthorized,
+    /// 403: the broker's credential lacks a permission (e.g. a manager robot asked to grant
+    /// more than it holds).
+    Forbidden {
+        /// The registry's message, printable characters only, at most
+        /// [`MAX_VENDOR_MESSAGE_CHARS`].
+        message: String,
+    },
+    /// 429: the registry is rate limiting the broker.
+    RateLimited {
+        /// The registry's `Retry-After`, when it sent a number of seconds.
+        retry_after: Option<Duration>,
+    },
+    /// 5xx: the registry failed on its side.
+    ServerError {
+        /// The status code.
+        status: u16,
+    },
+    /// Another 4xx: the registry refused the request as such.
+    Rejected {
+        /// The status code.
+        status: u16,
+        /// The registry's message, printable characters only, at most
+        /// [`MAX_VENDOR_MESSAGE_CHARS`].
+        message: String,
+    },
+    /// A 2xx answer that is not what the API's schema says.
+    Malformed {
+        /// What was wrong (`robot created: no secret`, ...).
+        what: &'static str,
+    },
+    /// The answer's body was larger than the cap.
+    TooLarge {
+        /// The cap, in bytes.
+        max: usize,
+    },
+    /// The registry has no project of the name the step names.
+    NoSuchProject,
+    /// The grant names repositories in more than one project; one robot serves one project.
+    GrantSpansProjects {
+        /// The projects (sorted, at most [`MAX_LISTED_PROJECTS`]).
+        projects: Vec<String>,
+    },
+    /// The grant has an action the backend cannot grant (only `pull` and `push` map).
+    UnsupportedAction {
+        /// The action.
+        action: String,
+    },
+    /// The grant has a scope of a resource type other than `repository`.
+    UnsupportedResource {
+        /// The resource type (`registry`, `repository(plugin)`).
+        resource_type: String,
+    },
+    /// The grant names a repository with no project part (`app` rather than `team-a/app`).
+    RepositoryOutsideProject {
+        /// The repository.
+        repository: String,
+    },
+    /// The grant names no repository with any action.
+    NoRepository,
+    /// The grant's revocation time is not in the future, so no credential may be made for it.
+    GrantExpired,
+    /// Every one of the broker's in-flight API call slots for this registry stayed busy for a
+    /// whole request deadline.
+    BudgetExhausted {
+        /// The number of slots.
+        max_in_flight: usize,
+        /// How long the call waited.
+        waited: Duration,
+    },
+    /// The operation was cut off before it finished (the runtime shut down under it).
+    Interrupted,
+    /// The broker failed on its side (its random number generator, encoding a request).
+    Internal {
+        /// What failed.
+        what: &'static str,
+    },
+}
+
+impl Failure {
+    /// See [`BackendError::retryable`].
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Unreachable { .. }
+                | Self::Timeout { .. }
+                | Self::RateLimited { .. }
+                | Self::ServerError { .. }
+                | Self::BudgetExhausted { .. }
+                | Self::Interrupted
+        )
+    }
+
+    /// A stable label for metrics: `unreachable`, `timeout`, `unauthorized`, `forbidden`,
+    /// `rate_limited`, `server_error`, `rejected`, `malformed`, `too_large`,
+    /// `no_such_project`, `budget_exhausted`, `interrupted`, `internal`, or `grant_refused` for every
+    /// grant-mapping failure.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Unreachable { .. } => "unreachable",
+            Self::Timeout { .. } => "timeout",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden { .. } => "forbidden",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::ServerError { .. } => "server_error",
+            Self::Rejected { .. } => "rejected",
+            Self::Malformed { .. } => "malformed",
+            Self::TooLarge { .. } => "too_large",
+            Self::NoSuchProject => "no_such_project",
+            Self::GrantSpansProjects { .. }
+            | Self::UnsupportedAction { .. }
+            | Self::UnsupportedResource { .. }
+            | Self::RepositoryOutsideProject { .. }
+            | Self::NoRepository
+            | Self::GrantExpired => "grant_refused",
+            Self::BudgetExhausted { .. } => "budget_exhausted",
+            Self::Interrupted => "interrupted",
+            Self::Internal { .. } => "internal",
+        }
+    }
+
+    /// Writes the failure with the product's name (`Harbor answered ...`).
+    fn describe(&self, product: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unreachable { during } => write!(f, "cannot reach {product} ({during} failed)"),
+            Self::Timeout { after } => {
+                write!(f, "{product} did not answer within {}", Seconds(*after))
+            }
+            Self::Unauthorized => write!(
+                f,
+                "{product} answered 401 Unauthorized: the broker's credential was refused"
+            ),
+            Self::Forbidden { message } => {
+                write!(f, "{product} answered 403 Forbidden")?;
+                with_message(f, message)
+            }
+            Self::RateLimited { retry_after } => {
+                write!(f, "{product} answered 429 Too Many Requests")?;
+                match retry_after {
+                    Some(after) => write!(f, " (retry after {})", Seconds(*after)),
+                    None => Ok(()),
+                }
+            }
+            Self::ServerError { status } => {
+                write!(f, "{product} answered {}", Status(*status))
+            }
+            Self::Rejected { status, message } => {
+                write!(f, "{product} answered {}", Status(*status))?;
+                with_message(f, message)
+            }
+            Self::Malformed { what } => write!(f, "{product}'s answer is malformed: {what}"),
+            Self::TooLarge { max } => write!(f, "{product}'s answer is larger than {max} bytes"),
+            Self::NoSuchProject => write!(f, "{product} has no project of that name"),
+            Self::GrantSpansProjects { projects } => {
+                f.write_str("the grant spans projects ")?;
+                for (i, project) in projects.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{project:?}")?;
+                }
+                write!(f, "; one {product} robot serves one project")
+            }
+            Self::UnsupportedAction { action } => write!(
+                f,
+                "action {action:?} cannot be granted through {product} (only pull and push)"
+            ),
+            Self::UnsupportedResource { resource_type } => write!(
+                f,
+                "resource type {resource_type:?} cannot be granted through {product} (only repository)"
+            ),
+            Self::RepositoryOutsideProject { repository } => write!(
+                f,
+                "repository {repository:?} names no {product} project (expected \"project/name\")"
+            ),
+            Self::NoRepository => f.write_str("the grant names no repository with an action"),
+            Self::GrantExpired => f.write_str("the grant's revocation time has already passed"),
+            Self::BudgetExhausted {
+                max_in_flight,
+                waited,
+            } => write!(
+                f,
+                "all {max_in_flight} in-flight API call slots for {product} stayed busy for {}",
+                Seconds(*waited)
+            ),
+            Self::Interrupted => f.write_str("the operation was interrupted"),
+            Self::Internal { what } => write!(f, "internal error: {what}"),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.describe("the registry", f)
+    }
+}
+
+/// Why a backend could not be built from its configuration.
+///
+/// `Display`: `<kind> registry "<registry>": <problem>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} registry {registry:?}: {problem}")]
+#[non_exhaustive]
+pub struct ConfigError {
+    /// The registry's name in the policy.
+    pub registry: String,
+    /// The registry product.
+    pub kind: BackendKind,
+    /// What is wrong.
+    pub problem: ConfigProblem,
+}
+
+/// What is wrong with a backend's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigProblem {
+    /// The API URL is not an absolute `http://` or `https://` URL with a host (or it has a
+    /// query).
+    #[error("the API url is not an absolute http(s) url with a host and no query")]
+    InvalidUrl,
+    /// The API URL carries a user name or password; credentials belong in their own settings,
+    /// where they are kept secret.
+    #[error("the API url carries credentials (user@host); configure them separately")]
+    CredentialsInUrl,
+    /// `http://` to a host that is not a loopback address: credentials would cross the network
+    /// in the clear.
+    #[error("plain http is allowed only to a loopback address, not to {host:?}; use https")]
+    PlainHttpNotLoopback {
+        /// The URL's host.
+        host: String,
+    },
+    /// The CA file could not be read or holds no usable certificate.
+    #[error("cannot use the CA file {path:?}: {reason}")]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// Why (`unreadable`, `too large`, `not PEM`, `no certificate`, `bad certificate`).
+        reason: &'static str,
+    },
+    /// The TLS client configuration could not be built.
+    #[error("cannot build the TLS client configuration")]
+    Tls,
+    /// The user name is empty or has a `:` or a control character (Basic auth cannot carry
+    /// them).
+    #[error("the user name is empty or has a ':' or a control character")]
+    InvalidUsername,
+    /// The robot name prefix does not follow the registry's robot name rule.
+    #[error(
+        "robot prefix {prefix:?} must be 1 to {max} characters of [a-z0-9] separated by single '.', '_' or '-'"
+    )]
+    InvalidRobotPrefix {
+        /// The prefix.
+        prefix: String,
+        /// The longest prefix allowed.
+        max: usize,
+    },
+    /// A limit is zero (a deadline, an in-flight cap).
+    #[error("{what} must be greater than zero")]
+    ZeroLimit {
+        /// The setting.
+        what: &'static str,
+    },
+}
+
+/// Keeps a vendor's message fit for a log line: printable characters only (others become a
+/// space), surrounding whitespace trimmed, at most [`MAX_VENDOR_MESSAGE_CHARS`] characters
+/// (`...` marks a cut).
+pub fn sanitize_vendor_message(text: &str) -> String {
+    let mut out = String::new();
+    for (kept, c) in text.trim().chars().enumerate() {
+        if kept == MAX_VENDOR_MESSAGE_CHARS {
+            out.push_str("...");
+            break;
+        }
+        out.push(if c.is_control() { ' ' } else { c });
+    }
+    out.trim_end().to_owned()
+}
+
+fn with_message(f: &mut fmt::Formatter<'_>, message: &str) -> fmt::Result {
+    if message.is_empty() {
+        Ok(())
+    } else {
+        write!(f, ": {message}")
+    }
+}
+
+/// A duration as `10s` or `1.5s`.
+struct Seconds(Duration);
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.subsec_millis() == 0 {
+            write!(f, "{}s", self.0.as_secs())
+        } else {
+            write!(f, "{}s", self.0.as_secs_f64())
+        }
+    }
+}
+
+/// A status code with its reason phrase (`500 Internal Server Error`).
+struct Status(u16);
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let reason = http::StatusCode::from_u16(self.0)
+            .ok()
+            .and_then(|s| s.canonical_reason());
+        match reason {
+            Some(reason) => write!(f, "{} {reason}", self.0),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,569 @@
+//! Harbor: short-lived project robots made through Harbor's v2.0 API.
+//!
+//! For a grant of `repository:team-a/app:pull,push` the backend creates the robot
+//! `robot$team-a+svid-<revoke_unix>-<random>` with `repository` `pull` and `push` in project
+//! `team-a`, and hands out that name and its secret. Harbor's shortest robot lifetime is one
+//! day (`duration: 1`), so the broker's `DELETE` at the policy's lifetime is the real
+//! revocation; registry tokens Harbor already issued for the robot stay valid up to their own
+//! expiry (30 minutes by default) after it.
+//!
+//! Nothing is kept in memory that a restart would lose: the revocation time is in the robot's
+//! name, so [`HarborBackend::sweep`] (run by any replica, after any restart) finds and deletes
+//! the broker's expired robots and leaves every other robot alone.
+//!
+//! The broker may authenticate as a Harbor admin or, from Harbor v2.12, as a project "manager"
+//! robot holding `repository` `pull`/`push` and `robot` `create`/`list`/`delete` in that
+//! project: a robot may create robots whose permissions are no wider than its own.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use futures_util::future::BoxFuture;
+use http::{Method, StatusCode};
+use svid_broker_identity::secret::{SecretString, seal_string};
+use zeroize::Zeroizing;
+
+use crate::backend::Backend;
+use crate::credential::{BackendCredential, BackendGrant, CredentialHandle, SweepReport};
+use crate::error::{
+    BackendError, BackendKind, ConfigError, ConfigProblem, Failure, Step, sanitize_vendor_message,
+};
+use crate::figures::ApiMeter;
+use crate::http::{
+    ApiClient, ApiResponse, ClientSettings, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_REQUEST_DEADLINE, encode_query_component,
+};
+
+mod grant;
+mod naming;
+mod wire;
+
+use grant::{ProjectGrant, map_grant};
+use naming::{
+    MAX_PREFIX_LEN, encoded_revoke_time, robot_description, robot_name, unix_seconds_ceil,
+    unix_seconds_floor, valid_prefix,
+};
+
+/// The default robot name prefix.
+pub const DEFAULT_ROBOT_PREFIX: &str = "svid";
+/// Robots per listing page: Harbor refuses a `page_size` over 100 (422).
+pub const LIST_PAGE_SIZE: usize = 100;
+/// Most listing pages one sweep reads per project (so at most 5,000 robots); a project with
+/// more is reported as truncated and the rest waits for the next sweep.
+pub const MAX_SWEEP_PAGES: usize = 50;
+/// Most project listing pages read to find one project by name (`name=` matches substrings,
+/// so the exact match may not be on the first page).
+pub const MAX_PROJECT_LOOKUP_PAGES: usize = 10;
+/// Longest robot secret accepted from Harbor, in bytes (Harbor's are 32 characters).
+pub const MAX_SECRET_LEN: usize = 1024;
+
+const SECONDS_PER_DAY: u64 = 86_400;
+
+/// How to reach one Harbor and what to call the broker's robots there.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HarborConfig {
+    /// The registry's name in the policy (labels errors and figures).
+    pub registry: String,
+    /// Harbor's base URL (`https://harbor.example.com`); the API is under `/api/v2.0`.
+    pub url: String,
+    /// The broker's Harbor user (an admin, or a manager robot's full name).
+    pub username: String,
+    /// Its password (or the manager robot's secret).
+    pub password: SecretString,
+    /// PEM CA certificates to trust instead of the public web roots.
+    pub ca_file: Option<PathBuf>,
+    /// The first part of every robot name the broker makes, and what the sweeper looks for:
+    /// Harbor's robot name rule (`[a-z0-9]` runs joined by single `.`, `_` or `-`), at most
+    /// 32 characters. Replicas sharing a Harbor must share the prefix; two brokers that must
+    /// not sweep each other's robots must not.
+    pub robot_prefix: String,
+    /// The deadline of one API request (connect, TLS and the whole answer).
+    pub request_deadline: Duration,
+    /// The cap on API requests in flight to this Harbor.
+    pub max_in_flight: usize,
+    /// The cap on one answer's body, in bytes.
+    pub max_response_bytes: usize,
+}
+
+impl HarborConfig {
+    /// A configuration with the default prefix ([`DEFAULT_ROBOT_PREFIX`]), public web roots,
+    /// a 10 s deadline, 4 requests in flight and a 1 MiB answer cap.
+    pub fn new(
+        registry: impl Into<String>,
+        url: impl Into<String>,
+        username: impl Into<String>,
+        password: SecretString,
+    ) -> Self {
+        Self {
+            registry: registry.into(),
+            url: url.into(),
+            username: username.into(),
+            password,
+            ca_file: None,
+            robot_prefix: DEFAULT_ROBOT_PREFIX.to_owned(),
+            request_deadline: DEFAULT_REQUEST_DEADLINE,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+}
+
+/// One Harbor, spoken to through its v2.0 API.
+pub struct HarborBackend {
+    registry: String,
+    prefix: String,
+    client: ApiClient,
+    meter: ApiMeter,
+    random: &'static dyn rustls::crypto::SecureRandom,
+}
+
+impl HarborBackend {
+    /// Checks the configuration and builds the API client (reading the CA file now).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the registry: a bad URL, plain http to a host that is not a
+    /// loopback address, an unusable CA file, a bad user name or robot prefix, a zero limit.
+    pub fn new(config: HarborConfig) -> Result<Self, ConfigError> {
+        let fail = |problem| ConfigError {
+            registry: config.registry.clone(),
+            kind: BackendKind::Harbor,
+            problem,
+        };
+        if !valid_prefix(&config.robot_prefix) {
+            return Err(fail(ConfigProblem::InvalidRobotPrefix {
+                prefix: config.robot_prefix.clone(),
+                max: MAX_PREFIX_LEN,
+            }));
+        }
+        let mut settings = ClientSettings::new(
+            config.url.clone(),
+            config.username.clone(),
+            config.password.clone(),
+        );
+        settings.ca_file.clone_from(&config.ca_file);
+        settings.request_deadline = config.request_deadline;
+        settings.max_in_flight = config.max_in_flight;
+        settings.max_response_bytes = config.max_response_bytes;
+        let client = ApiClient::new(&settings).map_err(fail)?;
+        Ok(Self {
+            registry: config.registry,
+            prefix: config.robot_prefix,
+            client,
+            meter: ApiMeter::new(),
+            random: rustls::crypto::aws_lc_rs::default_provider().secure_random,
+        })
+    }
+
+    /// Creates a project robot for `grant`: one project, `repository` `pull` and/or `push`,
+    /// Harbor lifetime in whole days (at least one) covering the grant, the revocation time in
+    /// its name. `expires_at` of the answer is the grant's `revoke_at`.
+    ///
+    /// # Errors
+    /// At [`Step::MapGrant`] when the grant does not map to one project with `pull`/`push`
+    /// (or its time has passed); at [`Step::CreateRobot`] when Harbor refuses or fails. A
+    /// robot Harbor made but whose answer was lost is left to the sweeper.
+    pub async fn issue(
+        &self,
+        grant: &BackendGrant,
+        now: SystemTime,
+    ) -> Result<BackendCredential, BackendError> {
+        let mapped = self.map(grant)?;
+        if grant.revoke_at <= now {
+            return Err(self.error(Step::MapGrant, Failure::GrantExpired));
+        }
+        let step = Step::CreateRobot {
+            project: mapped.project.clone(),
+        };
+        let mut random = [0u8; 8];
+        if self.random.fill(&mut random).is_err() {
+            return Err(self.error(
+                step,
+                Failure::Internal {
+                    what: "the random number generator failed",
+                },
+            ));
+        }
+        let local_name = robot_name(&self.prefix, unix_seconds_ceil(grant.revoke_at), random);
+        let description = robot_description(&grant.subject, grant.revoke_at);
+        let body = wire::RobotCreate {
+            name: &local_name,
+            description: &description,
+            level: "project",
+            duration: lifetime_days(now, grant.revoke_at),
+            disable: false,
+            permissions: [wire::RobotPermission {
+                kind: "project",
+                namespace: &mapped.project,
+                access: mapped
+                    .actions
+                    .iter()
+                    .map(|action| wire::Access {
+                        resource: "repository",
+                        action: action.as_str(),
+                    })
+                    .collect(),
+            }],
+        };
+        let result = async {
+            let json = serde_json::to_vec(&body).map_err(|_| Failure::Internal {
+                what: "cannot encode the robot",
+            })?;
+            let response = self
+                .client
+                .send(Method::POST, "/api/v2.0/robots", Some(json))
+                .await?;
+            expect_success(&response)?;
+            parse_created(response, &mapped.project, &local_name)
+        }
+        .await;
+        let (id, name, secret) = self.finish(&step, result)?;
+        tracing::info!(
+            registry = %self.registry,
+            robot_id = id,
+            robot = %name,
+            subject = %grant.subject,
+            "harbor robot created"
+        );
+        Ok(BackendCredential {
+            username: name.clone(),
+            password: secret,
+            credential_id: format!("robot {id} {name}"),
+            expires_at: grant.revoke_at,
+            reused: false,
+            handle: CredentialHandle::new(id, name, mapped.project),
+        })
+    }
+
+    /// Deletes a robot; one already gone (404) counts as deleted.
+    ///
+    /// # Errors
+    /// At [`Step::DeleteRobot`].
+    pub async fn revoke(&self, handle: &CredentialHandle) -> Result<(), BackendError> {
+        self.delete_robot(handle.id, &handle.name).await
+    }
+
+    /// For each project: finds its id, reads its robots (page by page, at most
+    /// [`MAX_SWEEP_PAGES`] pages of [`LIST_PAGE_SIZE`]), then deletes every robot whose name
+    /// has this backend's prefix and a readable revocation time that is not after `now`.
+    /// Robots with another name, or whose time is ahead, are left alone.
+    ///
+    /// # Errors
+    /// Only when no project could be listed (the first error); other failures are in the
+    /// report and the sweep goes on.
+    pub async fn sweep(
+        &self,
+        projects: &[String],
+        now: SystemTime,
+    ) -> Result<SweepReport, BackendError> {
+        let now_unix = unix_seconds_floor(now);
+        let mut report = SweepReport::default();
+        for project in projects {
+            let robots = match self.project_robots(project, &mut report).await {
+                Ok(robots) => robots,
+                Err(error) => {
+                    report.failures.push(error);
+                    continue;
+                }
+            };
+            report.namespaces_listed += 1;
+            report.credentials_seen += robots.len();
+            for robot in robots {
+                match encoded_revoke_time(&self.prefix, &robot.name) {
+                    Some(at) if at <= now_unix => {
+                        match self.delete_robot(robot.id, &robot.name).await {
+                            Ok(()) => {
+                                report.deleted += 1;
+                                tracing::info!(
+                                    registry = %self.registry,
+                                    robot_id = robot.id,
+                                    robot = %robot.name,
+                                    "harbor sweep deleted an expired robot"
+                                );
+                            }
+                            Err(error) => report.failures.push(error),
+                        }
+                    }
+                    Some(_) => report.not_due += 1,
+                    None => {}
+                }
+            }
+        }
+        if report.namespaces_listed == 0 && !report.failures.is_empty() {
+            return Err(report.failures.swap_remove(0));
+        }
+        Ok(report)
+    }
+
+    /// The API request counters.
+    pub fn meter(&self) -> &ApiMeter {
+        &self.meter
+    }
+
+    fn map(&self, grant: &BackendGrant) -> Result<ProjectGrant, BackendError> {
+        map_grant(&grant.scopes).map_err(|failure| self.error(Step::MapGrant, failure))
+    }
+
+    async fn delete_robot(&self, id: i64, name: &str) -> Result<(), BackendError> {
+        let step = Step::DeleteRobot {
+            robot_id: id,
+            name: name.to_owned(),
+        };
+        let result = async {
+            let response = self
+                .client
+                .send(Method::DELETE, &format!("/api/v2.0/robots/{id}"), None)
+                .await?;
+            if response.status == StatusCode::NOT_FOUND {
+                return Ok(());
+            }
+            expect_success(&response)
+        }
+        .await;
+        self.finish(&step, result)
+    }
+
+    /// All robots of one project (up to the page cap; a cut listing is noted in `report`).
+    async fn project_robots(
+        &self,
+        project: &str,
+        report: &mut SweepReport,
+    ) -> Result<Vec<wire::ListedRobot>, BackendError> {
+        let project_id = self.project_id(project).await?;
+        let step = Step::ListRobots {
+            project: project.to_owned(),
+        };
+        let query = encode_query_component(&format!("Level=project,ProjectID={project_id}"));
+        let mut robots = Vec::new();
+        // Every page is read before anything is deleted, so deletions cannot shift the pages.
+        for page in 1..=MAX_SWEEP_PAGES {
+            let path = format!(
+                "/api/v2.0/robots?q={query}&page={page}&page_size={LIST_PAGE_SIZE}"
+            );
+            let result = async {
+                let response = self.client.send(Method::GET, &path, None).await?;
+                expect_success(&response)?;
+                let total = total_count(&response);
+                let listed: Option<Vec<wire::ListedRobot>> = serde_json::from_slice(&response.body)
+                    .map_err(|_| Failure::Malformed {
+                        what: "robot list is not a JSON array of robots",
+                    })?;
+                Ok((listed.unwrap_or_default(), total))
+            }
+            .await;
+            let (listed, total) = self.finish(&step, result)?;
+            let full_page = listed.len() >= LIST_PAGE_SIZE;
+            robots.extend(listed);
+            let all_seen = total.is_some_and(|total| robots.len() as u64 >= total);
+            if !full_page || all_seen {
+                return Ok(robots);
+            }
+        }
+        report.truncated.push(project.to_owned());
+        Ok(robots)
+    }
+
+    /// The numeric id of a project (`name=` matches substrings: the exact name is picked).
+    async fn project_id(&self, project: &str) -> Result<i64, BackendError> {
+        let step = Step::LookUpProject {
+            project: project.to_owned(),
+        };
+        let name = encode_query_component(project);
+        for page in 1..=MAX_PROJECT_LOOKUP_PAGES {
+            let path = format!(
+                "/api/v2.0/projects?name={name}&page={page}&page_size={LIST_PAGE_SIZE}"
+            );
+            let result = async {
+                let response = self.client.send(Method::GET, &path, None).await?;
+                expect_success(&response)?;
+                let listed: Option<Vec<wire::ListedProject>> =
+                    serde_json::from_slice(&response.body).map_err(|_| Failure::Malformed {
+                        what: "project list is not a JSON array of projects",
+                    })?;
+                Ok(listed.unwrap_or_default())
+            }
+            .await;
+            let listed = self.finish(&step, result)?;
+            let full_page = listed.len() >= LIST_PAGE_SIZE;
+            if let Some(found) = listed.iter().find(|p| p.name == project) {
+                if found.project_id <= 0 {
+                    return Err(self.error(
+                        step,
+                        Failure::Malformed {
+                            what: "project id is not positive",
+                        },
+                    ));
+                }
+                return Ok(found.project_id);
+            }
+            if !full_page {
+                break;
+            }
+        }
+        Err(self.error(step, Failure::NoSuchProject))
+    }
+
+    /// Counts one request's outcome and names the registry and step of a failure.
+    fn finish<T>(&self, step: &Step, result: Result<T, Failure>) -> Result<T, BackendError> {
+        match result {
+            Ok(value) => {
+                self.meter.record(step.name(), "ok");
+                Ok(value)
+            }
+            Err(failure) => {
+                self.meter.record(step.name(), failure.outcome());
+                Err(self.error(step.clone(), failure))
+            }
+        }
+    }
+
+    fn error(&self, step: Step, failure: Failure) -> BackendError {
+        BackendError::new(self.registry.clone(), BackendKind::Harbor, step, failure)
+    }
+}
+
+impl fmt::Debug for HarborBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HarborBackend")
+            .field("registry", &self.registry)
+            .field("prefix", &self.prefix)
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Backend for HarborBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Harbor
+    }
+
+    fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    fn reuse_key(&self, grant: &BackendGrant) -> Result<String, BackendError> {
+        Ok(self.map(grant)?.reuse_key())
+    }
+
+    fn issue<'a>(
+        &'a self,
+        grant: &'a BackendGrant,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<BackendCredential, BackendError>> {
+        Box::pin(HarborBackend::issue(self, grant, now))
+    }
+
+    fn revoke<'a>(&'a self, handle: &'a CredentialHandle) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(HarborBackend::revoke(self, handle))
+    }
+
+    fn sweep<'a>(
+        &'a self,
+        namespaces: &'a [String],
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<SweepReport, BackendError>> {
+        Box::pin(HarborBackend::sweep(self, namespaces, now))
+    }
+
+    fn meter(&self) -> &ApiMeter {
+        &self.meter
+    }
+}
+
+/// Harbor's robot lifetime for a grant: whole days, rounded up, at least one (Harbor's floor).
+fn lifetime_days(now: SystemTime, revoke_at: SystemTime) -> i64 {
+    let seconds = revoke_at
+        .duration_since(now)
+        .map_or(0, |left| left.as_secs() + u64::from(left.subsec_nanos() > 0));
+    let days = seconds.div_ceil(SECONDS_PER_DAY).max(1);
+    // Harbor takes durations below 2^31 - 1 days; no policy lifetime comes near.
+    i64::try_from(days.min(i32::MAX as u64 - 1)).unwrap_or(1)
+}
+
+/// The failure a non-2xx answer stands for.
+fn expect_success(response: &ApiResponse) -> Result<(), Failure> {
+    let status = response.status;
+    if status.is_success() {
+        return Ok(());
+    }
+    Err(match status.as_u16() {
+        401 => Failure::Unauthorized,
+        403 => Failure::Forbidden {
+            message: vendor_message(&response.body),
+        },
+        429 => Failure::RateLimited {
+            retry_after: response.retry_after(),
+        },
+        500..=599 => Failure::ServerError {
+            status: status.as_u16(),
+        },
+        code => Failure::Rejected {
+            status: code,
+            message: vendor_message(&response.body),
+        },
+    })
+}
+
+/// Harbor's error message (`{"errors":[{"code","message"}]}`), or the body's text when it is
+/// not that shape (a proxy's page), made printable and capped.
+fn vendor_message(body: &[u8]) -> String {
+    if let Ok(errors) = serde_json::from_slice::<wire::Errors>(body)
+        && let Some(first) = errors.errors.into_iter().next()
+    {
+        let text = first.message.or(first.code).unwrap_or_default();
+        return sanitize_vendor_message(&text);
+    }
+    sanitize_vendor_message(&String::from_utf8_lossy(body))
+}
+
+fn total_count(response: &ApiResponse) -> Option<u64> {
+    response
+        .headers
+        .get("x-total-count")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Reads `RobotCreated`, wiping the body (it holds the secret) when done.
+fn parse_created(
+    response: ApiResponse,
+    project: &str,
+    local_name: &str,
+) -> Result<(i64, String, SecretString), Failure> {
+    let body = Zeroizing::new(response.body);
+    let created: wire::RobotCreated =
+        serde_json::from_slice(&body).map_err(|_| Failure::Malformed {
+            what: "robot created: not a JSON robot with id, name and secret",
+        })?;
+    let secret = Zeroizing::new(created.secret);
+    if created.id <= 0 {
+        return Err(Failure::Malformed {
+            what: "robot created: id is not positive",
+        });
+    }
+    // Harbor answers with the full name, `<robot prefix><project>+<local name>` (the robot
+    // prefix is Harbor's setting, `robot$` by default): that name is the user name.
+    let full_name_ok = created
+        .name
+        .strip_suffix(local_name)
+        .and_then(|head| head.strip_suffix('+'))
+        .is_some_and(|head| head.ends_with(project) && head.len() > project.len());
+    if !full_name_ok {
+        return Err(Failure::Malformed {
+            what: "robot created: the name is not the one asked for",
+        });
+    }
+    if secret.is_empty() || secret.len() > MAX_SECRET_LEN {
+        return Err(Failure::Malformed {
+            what: "robot created: the secret is empty or too long",
+        });
+    }
+    Ok((created.id, created.name, seal_string(secret)))
+}
+
+#[cfg(test)]
+mod tests;

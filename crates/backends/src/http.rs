@@ -1,0 +1,434 @@
+//! A small HTTP/1.1 JSON client for one registry API: one connection per request, one deadline
+//! per request, capped answers, a cap on requests in flight, Basic auth.
+//!
+//! - `https://` uses rustls (aws-lc-rs) with TLS 1.3 only, trusting either the certificates of
+//!   a CA PEM file or the public web roots.
+//! - `http://` is accepted only when the host is a loopback IP address (a registry on the same
+//!   machine, a test fake): anywhere else the broker's credential would cross the network in
+//!   the clear.
+//! - The deadline covers connect, TLS and the whole answer; the wait for an in-flight slot has
+//!   its own deadline of the same length.
+//! - Neither bodies nor credentials are ever logged; the `Authorization` header is marked
+//!   sensitive so hyper never shows it either.
+
+use std::fmt::{self, Write as _};
+use std::io::Read as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, ServerName};
+use svid_broker_identity::secret::{ExposeSecret as _, SecretString, seal_string};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
+
+use crate::error::{ConfigProblem, Failure};
+
+/// Default deadline of one request (connect, TLS and the whole answer).
+pub const DEFAULT_REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+/// Default cap on an answer's body: far above any registry API page we read (100 robots with
+/// their permissions are a few tens of KiB).
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+/// Default cap on requests in flight to one registry, whatever the number of callers.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
+/// Largest CA file read, in bytes.
+pub const MAX_CA_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// How to reach one registry API.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientSettings {
+    /// The API's base URL (`https://harbor.example.com`, or `http://127.0.0.1:8080`); request
+    /// paths are appended to its path.
+    pub base_url: String,
+    /// PEM CA certificates to trust instead of the public web roots (`https://` only).
+    pub ca_file: Option<PathBuf>,
+    /// The Basic auth user name.
+    pub username: String,
+    /// The Basic auth password.
+    pub password: SecretString,
+    /// The deadline of one request; also the longest wait for an in-flight slot.
+    pub request_deadline: Duration,
+    /// The cap on an answer's body, in bytes.
+    pub max_response_bytes: usize,
+    /// The cap on requests in flight.
+    pub max_in_flight: usize,
+}
+
+impl ClientSettings {
+    /// Settings with the default deadline, body cap and in-flight cap.
+    pub fn new(base_url: impl Into<String>, username: impl Into<String>, password: SecretString) -> Self {
+        Self {
+            base_url: base_url.into(),
+            ca_file: None,
+            username: username.into(),
+            password,
+            request_deadline: DEFAULT_REQUEST_DEADLINE,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        }
+    }
+}
+
+/// A registry API client. Cheap to clone; clones share the in-flight cap.
+#[derive(Clone)]
+pub struct ApiClient {
+    inner: Arc<ClientInner>,
+}
+
+struct ClientInner {
+    target: Target,
+    // `None` for plain http to a loopback address.
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+    authorization: SecretString,
+    deadline: Duration,
+    max_response_bytes: usize,
+    max_in_flight: usize,
+    slots: Semaphore,
+}
+
+/// A registry's answer: status, headers and the whole (capped) body.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ApiResponse {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body. A plain `Vec` so that a caller reading a secret from it can wipe it
+    /// (`zeroize::Zeroizing::new(response.body)`).
+    pub body: Vec<u8>,
+}
+
+impl ApiResponse {
+    /// The `Retry-After` header when it is a number of seconds (an HTTP date is ignored),
+    /// capped at one hour so a registry cannot park the broker.
+    pub fn retry_after(&self) -> Option<Duration> {
+        let seconds: u64 = self
+            .headers
+            .get(header::RETRY_AFTER)?
+            .to_str()
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(Duration::from_secs(seconds.min(3600)))
+    }
+}
+
+impl ApiClient {
+    /// Builds a client; reads the CA file now.
+    ///
+    /// # Errors
+    /// [`ConfigProblem::InvalidUrl`], [`ConfigProblem::CredentialsInUrl`],
+    /// [`ConfigProblem::PlainHttpNotLoopback`], [`ConfigProblem::CaFile`],
+    /// [`ConfigProblem::Tls`], [`ConfigProblem::InvalidUsername`] or
+    /// [`ConfigProblem::ZeroLimit`].
+    pub fn new(settings: &ClientSettings) -> Result<Self, ConfigProblem> {
+        let target = Target::parse(&settings.base_url)?;
+        for (what, zero) in [
+            ("request deadline", settings.request_deadline.is_zero()),
+            ("max response bytes", settings.max_response_bytes == 0),
+            ("max in-flight requests", settings.max_in_flight == 0),
+        ] {
+            if zero {
+                return Err(ConfigProblem::ZeroLimit { what });
+            }
+        }
+        let username = &settings.username;
+        if username.is_empty() || username.contains(':') || username.chars().any(char::is_control)
+        {
+            return Err(ConfigProblem::InvalidUsername);
+        }
+        let tls = if target.tls {
+            let connector = tls_connector(settings.ca_file.as_deref())?;
+            let name = ServerName::try_from(target.host.clone())
+                .map_err(|_| ConfigProblem::InvalidUrl)?;
+            Some((connector, name))
+        } else {
+            None
+        };
+        let password = settings.password.expose_secret();
+        // Both buffers hold the password (in the clear, then base64): wiped on drop.
+        let mut pair = Zeroizing::new(String::with_capacity(username.len() + 1 + password.len()));
+        pair.push_str(username);
+        pair.push(':');
+        pair.push_str(password);
+        let mut value = Zeroizing::new(String::with_capacity(6 + pair.len().div_ceil(3) * 4));
+        value.push_str("Basic ");
+        base64::engine::general_purpose::STANDARD.encode_string(pair.as_bytes(), &mut value);
+        let authorization = seal_string(value);
+        Ok(Self {
+            inner: Arc::new(ClientInner {
+                target,
+                tls,
+                authorization,
+                deadline: settings.request_deadline,
+                max_response_bytes: settings.max_response_bytes,
+                max_in_flight: settings.max_in_flight,
+                slots: Semaphore::new(settings.max_in_flight),
+            }),
+        })
+    }
+
+    /// The request deadline.
+    pub fn deadline(&self) -> Duration {
+        self.inner.deadline
+    }
+
+    /// Sends one request to `path_and_query` (appended to the base URL's path; it must start
+    /// with `/`), with a JSON body when given, and reads the whole answer. Any status is an
+    /// answer; interpreting it is the caller's job.
+    ///
+    /// # Errors
+    /// [`Failure::BudgetExhausted`] (no in-flight slot within the deadline),
+    /// [`Failure::Unreachable`], [`Failure::Timeout`] or [`Failure::TooLarge`].
+    pub async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        json_body: Option<Vec<u8>>,
+    ) -> Result<ApiResponse, Failure> {
+        let inner = &*self.inner;
+        // The semaphore is never closed; a closed one would mean the same to the caller.
+        let Ok(Ok(_slot)) = tokio::time::timeout(inner.deadline, inner.slots.acquire()).await
+        else {
+            return Err(Failure::BudgetExhausted {
+                max_in_flight: inner.max_in_flight,
+                waited: inner.deadline,
+            });
+        };
+        let request = self.build_request(method, path_and_query, json_body)?;
+        tokio::time::timeout(inner.deadline, self.exchange(request))
+            .await
+            .map_err(|_| Failure::Timeout {
+                after: inner.deadline,
+            })?
+    }
+
+    fn build_request(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        json_body: Option<Vec<u8>>,
+    ) -> Result<Request<Full<Bytes>>, Failure> {
+        let inner = &*self.inner;
+        let path = format!("{}{path_and_query}", inner.target.path_prefix);
+        let mut authorization = HeaderValue::from_str(inner.authorization.expose_secret())
+            .map_err(|_| Failure::Unreachable {
+                during: "building the request",
+            })?;
+        authorization.set_sensitive(true);
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, &inner.target.authority)
+            .header(header::ACCEPT, "application/json")
+            .header(header::AUTHORIZATION, authorization)
+            // One connection per request: say so, so the registry closes its side at once.
+            .header(header::CONNECTION, "close");
+        let body = match json_body {
+            Some(bytes) => {
+                builder = builder.header(header::CONTENT_TYPE, "application/json");
+                Bytes::from(bytes)
+            }
+            None => Bytes::new(),
+        };
+        builder.body(Full::new(body)).map_err(|_| Failure::Unreachable {
+            during: "building the request",
+        })
+    }
+
+    async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<ApiResponse, Failure> {
+        let inner = &*self.inner;
+        let tcp = tokio::net::TcpStream::connect((inner.target.host.as_str(), inner.target.port))
+            .await
+            .map_err(|_| Failure::Unreachable { during: "connect" })?;
+        match &inner.tls {
+            Some((connector, name)) => {
+                let tls = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|_| Failure::Unreachable {
+                        during: "tls handshake",
+                    })?;
+                exchange_on(tls, request, inner.max_response_bytes).await
+            }
+            None => exchange_on(tcp, request, inner.max_response_bytes).await,
+        }
+    }
+}
+
+impl fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &*self.inner;
+        f.debug_struct("ApiClient")
+            .field("scheme", &if inner.target.tls { "https" } else { "http" })
+            .field("authority", &inner.target.authority)
+            .field("path_prefix", &inner.target.path_prefix)
+            .field("deadline", &inner.deadline)
+            .field("max_response_bytes", &inner.max_response_bytes)
+            .field("max_in_flight", &inner.max_in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn exchange_on<IO>(
+    io: IO,
+    request: Request<Full<Bytes>>,
+    max: usize,
+) -> Result<ApiResponse, Failure>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let closed = || Failure::Unreachable {
+        during: "http exchange",
+    };
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|_| closed())?;
+    let driver = tokio::spawn(connection);
+    let result = async {
+        let response = sender.send_request(request).await.map_err(|_| closed())?;
+        let (parts, mut body) = response.into_parts();
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > max as u64) {
+            return Err(Failure::TooLarge { max });
+        }
+        let mut out = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| closed())?;
+            if let Some(data) = frame.data_ref() {
+                if out.len() + data.len() > max {
+                    return Err(Failure::TooLarge { max });
+                }
+                out.extend_from_slice(data);
+            }
+        }
+        Ok(ApiResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body: out,
+        })
+    }
+    .await;
+    driver.abort();
+    result
+}
+
+/// Where requests go, parsed once from the base URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    tls: bool,
+    // Without IPv6 brackets, for connecting and for the TLS server name.
+    host: String,
+    port: u16,
+    // As in the URL (brackets and port kept), for the `Host` header.
+    authority: String,
+    // The base URL's path without a trailing `/` (empty for the root).
+    path_prefix: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Self, ConfigProblem> {
+        let uri: Uri = url.parse().map_err(|_| ConfigProblem::InvalidUrl)?;
+        let authority = uri.authority().ok_or(ConfigProblem::InvalidUrl)?;
+        if authority.as_str().contains('@') {
+            return Err(ConfigProblem::CredentialsInUrl);
+        }
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(ConfigProblem::InvalidUrl),
+        };
+        if uri.query().is_some() {
+            return Err(ConfigProblem::InvalidUrl);
+        }
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        if host.is_empty() {
+            return Err(ConfigProblem::InvalidUrl);
+        }
+        if !tls && !host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
+            return Err(ConfigProblem::PlainHttpNotLoopback { host });
+        }
+        Ok(Self {
+            tls,
+            port: authority.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+            authority: authority.as_str().to_owned(),
+            path_prefix: uri.path().trim_end_matches('/').to_owned(),
+            host,
+        })
+    }
+}
+
+/// The TLS 1.3 client configuration: the CA file's certificates, or the public web roots.
+fn tls_connector(ca_file: Option<&Path>) -> Result<tokio_rustls::TlsConnector, ConfigProblem> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let bad = |reason| ConfigProblem::CaFile {
+                path: path.to_owned(),
+                reason,
+            };
+            let mut bytes = Vec::new();
+            std::fs::File::open(path)
+                .and_then(|file| file.take(MAX_CA_FILE_BYTES + 1).read_to_end(&mut bytes))
+                .map_err(|_| bad("unreadable"))?;
+            if bytes.len() as u64 > MAX_CA_FILE_BYTES {
+                return Err(bad("too large"));
+            }
+            let blocks = pem::parse_many(&bytes).map_err(|_| bad("not PEM"))?;
+            for block in blocks.iter().filter(|b| b.tag() == "CERTIFICATE") {
+                roots
+                    .add(CertificateDer::from(block.contents().to_vec()))
+                    .map_err(|_| bad("bad certificate"))?;
+            }
+            if roots.is_empty() {
+                return Err(bad("no certificate"));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    // TLS 1.3 only: the workspace enables rustls `tls12` for the realm's HTTPS listener, and
+    // the safe defaults would then let this client negotiate 1.2 as well.
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .map_err(|_| ConfigProblem::Tls)?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// Percent-encodes a query component (everything but RFC 3986 unreserved characters).
+pub fn encode_query_component(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,69 @@
+//! Native short-lived registry credentials for svid-broker.
+//!
+//! Some registries cannot trust the broker's own tokens; for them the broker makes a native
+//! credential through the registry's API for each grant its policy decided, hands it out, and
+//! deletes it at the policy's lifetime. Harbor is the first such backend: a project robot per
+//! (workload, project, action set).
+//!
+//! - [`HarborBackend`] speaks Harbor's v2.0 API: [`HarborBackend::issue`] creates a robot,
+//!   [`HarborBackend::revoke`] deletes one, [`HarborBackend::sweep`] deletes the broker's
+//!   expired robots, found by the revocation time in their names, so nothing is lost across
+//!   restarts and replicas share the state (it is in Harbor).
+//! - [`BackendService`] wraps any [`Backend`] for one registry: reuse of live credentials,
+//!   one creation for many equal concurrent requests, a bounded lease table, a revocation
+//!   queue and periodic sweeps driven by [`BackendService::run`], and [`BackendFigures`] for
+//!   `/metrics`.
+//! - [`http::ApiClient`] is the small HTTP/1.1 JSON client under every backend: https with
+//!   TLS 1.3 (or http to a loopback address only), one deadline per request, capped answers,
+//!   a cap on requests in flight.
+//! - Every failure is a [`BackendError`] naming the registry, the [`Step`] and the
+//!   [`Failure`], and saying whether it is [`retryable`](BackendError::retryable).
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::{Duration, SystemTime};
+//! use svid_broker_backends::{BackendGrant, BackendService, HarborConfig, ServiceConfig};
+//! use svid_broker_identity::clock::SystemClock;
+//! use svid_broker_identity::secret::SecretString;
+//! use svid_broker_policy::ResourceScope;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let harbor = HarborConfig::new(
+//!     "corp",
+//!     "https://harbor.example.com",
+//!     "admin",
+//!     SecretString::from("password".to_owned()),
+//! );
+//! let service = BackendService::harbor(harbor, ServiceConfig::default())?;
+//! service.set_sweep_projects(vec!["team-a".to_owned()]);
+//! let (_stop, shutdown) = tokio::sync::watch::channel(false);
+//! let runner = service.clone();
+//! tokio::spawn(async move { runner.run(Arc::new(SystemClock), shutdown).await });
+//!
+//! let now = SystemTime::now();
+//! let grant = BackendGrant::new(
+//!     "corp",
+//!     "spiffe://example.org/ns/team-a/sa/app",
+//!     vec![ResourceScope::parse("repository:team-a/app:pull")?],
+//!     now + Duration::from_secs(900),
+//! );
+//! let credential = service.issue(grant, now).await?;
+//! println!("{} until {:?}", credential.username, credential.expires_at);
+//! # Ok(())
+//! # }
+//! ```
+
+mod backend;
+mod credential;
+pub mod error;
+mod figures;
+pub mod harbor;
+pub mod http;
+pub mod service;
+
+pub use backend::Backend;
+pub use credential::{BackendCredential, BackendGrant, CredentialHandle, SweepReport};
+pub use error::{BackendError, BackendKind, ConfigError, ConfigProblem, Failure, Step};
+pub use figures::{ApiMeter, ApiRequestCount, BackendFigures};
+pub use harbor::{HarborBackend, HarborConfig};
+pub use service::{BackendService, ServiceConfig};
