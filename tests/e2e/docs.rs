@@ -358,7 +358,18 @@ fn documented_metrics_are_the_exported_ones() {
     use svid_broker_server::metrics::{Metrics, VerifiedCacheFigures, VerifiedCacheKind};
     // What `/metrics` serves: the counters and every verified cache's figures.
     let caches = VerifiedCacheKind::ALL.map(VerifiedCacheFigures::empty);
-    let rendered = Metrics::default().render_with_caches(&caches);
+    // And a registry backend's, as for a `kind = "harbor"` registry (nothing called yet).
+    let harbor = svid_broker_backends::BackendService::harbor(
+        svid_broker_backends::HarborConfig::new(
+            "corp",
+            "http://127.0.0.1:1",
+            "admin",
+            svid_broker_identity::secret::SecretString::from("unused".to_owned()),
+        ),
+        svid_broker_backends::ServiceConfig::default(),
+    )
+    .unwrap();
+    let rendered = Metrics::default().render_with(&caches, &[harbor.figures()]);
     let exported: BTreeSet<String> = rendered
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))

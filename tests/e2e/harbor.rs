@@ -437,3 +437,58 @@ fn a_harbor_robot_made_for_the_plugin_pulls_is_reused_and_is_deleted_at_the_poli
     assert_ne!(again, user);
     assert_eq!(h.fake.robots_created(), 2);
 }
+
+#[test]
+fn harbor_failures_reach_the_plugin_naming_the_registry_and_the_step() {
+    use svid_broker_dev::fake::harbor::Fault;
+    if !require("docker-registry") || !require("skopeo") {
+        return;
+    }
+    let h = Harbor::start();
+    let image = h.image("team-a/app");
+    for (fault, expect) in [
+        (Fault::Status(503), "503"),
+        (Fault::Status(429), "429"),
+        (Fault::Status(401), "401"),
+        (Fault::Malformed, "malformed"),
+        (Fault::Hangup, "create robot"),
+        // Past the broker's 5 s deadline per API call, inside the plugin's 10 s.
+        (Fault::Slow(Duration::from_secs(7)), "did not answer within"),
+    ] {
+        // Enough for the plugin's retries of an unavailable broker to meet the fault too.
+        h.fake.fail_next(fault, 10);
+        let out = h.plugin_for(&image);
+        h.fake.fail_next(fault, 0);
+        assert!(!out.success(), "{fault:?}: {out:?}");
+        // A slow Harbor costs the first attempt the broker's whole 5 s deadline, so the
+        // plugin's retry meets its own deadline and reports that; the broker's audit event
+        // of the first attempt names the cause.
+        let said = if matches!(fault, Fault::Slow(_)) {
+            assert!(out.stderr.contains("Timeout expired"), "{}", out.stderr);
+            h.broker
+                .audit()
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .filter_map(|e| e["reason"].as_str().map(str::to_lowercase))
+                .collect::<Vec<_>>()
+                .join("\n")
+        } else {
+            out.stderr.to_lowercase()
+        };
+        assert!(
+            said.contains("\"corp\"") && said.contains("create robot") && said.contains(expect),
+            "{fault:?}: the error must name the registry, the step and the cause: {said}"
+        );
+        assert_eq!(h.fake.robots_created(), 0, "{fault:?}");
+    }
+    // Once Harbor answers again, the same call works: failures are not remembered.
+    let (user, _, _) = h.credential(&image);
+    assert!(user.starts_with("robot$team-a+svid-"), "{user}");
+    let refusals = h
+        .broker
+        .audit()
+        .lines()
+        .filter(|l| l.contains("\"decision\":\"deny\"") && l.contains("corp"))
+        .count();
+    assert!(refusals >= 6, "each failure is audited: {}", h.broker.audit());
+}

@@ -38,7 +38,10 @@ pub trait Backend: Send + Sync + fmt::Debug {
     ) -> BoxFuture<'a, Result<BackendCredential, BackendError>>;
 
     /// Deletes a credential. One already gone counts as deleted.
-    fn revoke<'a>(&'a self, handle: &'a CredentialHandle) -> BoxFuture<'a, Result<(), BackendError>>;
+    fn revoke<'a>(
+        &'a self,
+        handle: &'a CredentialHandle,
+    ) -> BoxFuture<'a, Result<(), BackendError>>;
 
     /// Deletes the broker's credentials in `namespaces` whose revocation time is before `now`,
     /// leaving every other credential alone.

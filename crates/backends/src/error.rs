@@ -73,7 +73,12 @@ pub struct BackendError {
 
 impl BackendError {
     /// An error of `kind` registry `registry` at `step`.
-    pub fn new(registry: impl Into<String>, kind: BackendKind, step: Step, failure: Failure) -> Self {
+    pub fn new(
+        registry: impl Into<String>,
+        kind: BackendKind,
+        step: Step,
+        failure: Failure,
+    ) -> Self {
         Self {
             registry: registry.into(),
             kind,

@@ -214,7 +214,7 @@ impl HarborBackend {
                 .client
                 .send(Method::POST, "/api/v2.0/robots", Some(json))
                 .await?;
-            expect_success(&response)?;
+            expect_success(&self.client, &response)?;
             parse_created(response, &mapped.project, &local_name)
         }
         .await;
@@ -318,7 +318,7 @@ impl HarborBackend {
             if response.status == StatusCode::NOT_FOUND {
                 return Ok(());
             }
-            expect_success(&response)
+            expect_success(&self.client, &response)
         }
         .await;
         self.finish(&step, result)
@@ -338,12 +338,10 @@ impl HarborBackend {
         let mut robots = Vec::new();
         // Every page is read before anything is deleted, so deletions cannot shift the pages.
         for page in 1..=MAX_SWEEP_PAGES {
-            let path = format!(
-                "/api/v2.0/robots?q={query}&page={page}&page_size={LIST_PAGE_SIZE}"
-            );
+            let path = format!("/api/v2.0/robots?q={query}&page={page}&page_size={LIST_PAGE_SIZE}");
             let result = async {
                 let response = self.client.send(Method::GET, &path, None).await?;
-                expect_success(&response)?;
+                expect_success(&self.client, &response)?;
                 let total = total_count(&response);
                 let listed: Option<Vec<wire::ListedRobot>> = serde_json::from_slice(&response.body)
                     .map_err(|_| Failure::Malformed {
@@ -371,12 +369,11 @@ impl HarborBackend {
         };
         let name = encode_query_component(project);
         for page in 1..=MAX_PROJECT_LOOKUP_PAGES {
-            let path = format!(
-                "/api/v2.0/projects?name={name}&page={page}&page_size={LIST_PAGE_SIZE}"
-            );
+            let path =
+                format!("/api/v2.0/projects?name={name}&page={page}&page_size={LIST_PAGE_SIZE}");
             let result = async {
                 let response = self.client.send(Method::GET, &path, None).await?;
-                expect_success(&response)?;
+                expect_success(&self.client, &response)?;
                 let listed: Option<Vec<wire::ListedProject>> =
                     serde_json::from_slice(&response.body).map_err(|_| Failure::Malformed {
                         what: "project list is not a JSON array of projects",
@@ -454,7 +451,10 @@ impl Backend for HarborBackend {
         Box::pin(HarborBackend::issue(self, grant, now))
     }
 
-    fn revoke<'a>(&'a self, handle: &'a CredentialHandle) -> BoxFuture<'a, Result<(), BackendError>> {
+    fn revoke<'a>(
+        &'a self,
+        handle: &'a CredentialHandle,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(HarborBackend::revoke(self, handle))
     }
 
@@ -473,16 +473,16 @@ impl Backend for HarborBackend {
 
 /// Harbor's robot lifetime for a grant: whole days, rounded up, at least one (Harbor's floor).
 fn lifetime_days(now: SystemTime, revoke_at: SystemTime) -> i64 {
-    let seconds = revoke_at
-        .duration_since(now)
-        .map_or(0, |left| left.as_secs() + u64::from(left.subsec_nanos() > 0));
+    let seconds = revoke_at.duration_since(now).map_or(0, |left| {
+        left.as_secs() + u64::from(left.subsec_nanos() > 0)
+    });
     let days = seconds.div_ceil(SECONDS_PER_DAY).max(1);
     // Harbor takes durations below 2^31 - 1 days; no policy lifetime comes near.
     i64::try_from(days.min(i32::MAX as u64 - 1)).unwrap_or(1)
 }
 
 /// The failure a non-2xx answer stands for.
-fn expect_success(response: &ApiResponse) -> Result<(), Failure> {
+fn expect_success(client: &ApiClient, response: &ApiResponse) -> Result<(), Failure> {
     let status = response.status;
     if status.is_success() {
         return Ok(());
@@ -490,7 +490,7 @@ fn expect_success(response: &ApiResponse) -> Result<(), Failure> {
     Err(match status.as_u16() {
         401 => Failure::Unauthorized,
         403 => Failure::Forbidden {
-            message: vendor_message(&response.body),
+            message: vendor_message(client, &response.body),
         },
         429 => Failure::RateLimited {
             retry_after: response.retry_after(),
@@ -500,21 +500,22 @@ fn expect_success(response: &ApiResponse) -> Result<(), Failure> {
         },
         code => Failure::Rejected {
             status: code,
-            message: vendor_message(&response.body),
+            message: vendor_message(client, &response.body),
         },
     })
 }
 
 /// Harbor's error message (`{"errors":[{"code","message"}]}`), or the body's text when it is
-/// not that shape (a proxy's page), made printable and capped.
-fn vendor_message(body: &[u8]) -> String {
+/// not that shape (a proxy's page), scrubbed of the broker's credential, made printable and
+/// capped.
+fn vendor_message(client: &ApiClient, body: &[u8]) -> String {
     if let Ok(errors) = serde_json::from_slice::<wire::Errors>(body)
         && let Some(first) = errors.errors.into_iter().next()
     {
         let text = first.message.or(first.code).unwrap_or_default();
-        return sanitize_vendor_message(&text);
+        return sanitize_vendor_message(&client.scrub(&text));
     }
-    sanitize_vendor_message(&String::from_utf8_lossy(body))
+    sanitize_vendor_message(&client.scrub(&String::from_utf8_lossy(body)))
 }
 
 fn total_count(response: &ApiResponse) -> Option<u64> {

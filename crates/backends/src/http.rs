@@ -64,7 +64,11 @@ pub struct ClientSettings {
 
 impl ClientSettings {
     /// Settings with the default deadline, body cap and in-flight cap.
-    pub fn new(base_url: impl Into<String>, username: impl Into<String>, password: SecretString) -> Self {
+    pub fn new(
+        base_url: impl Into<String>,
+        username: impl Into<String>,
+        password: SecretString,
+    ) -> Self {
         Self {
             base_url: base_url.into(),
             ca_file: None,
@@ -88,6 +92,8 @@ struct ClientInner {
     // `None` for plain http to a loopback address.
     tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
     authorization: SecretString,
+    // Kept only to scrub it from error texts a peer echoes back.
+    password: SecretString,
     deadline: Duration,
     max_response_bytes: usize,
     max_in_flight: usize,
@@ -143,14 +149,13 @@ impl ApiClient {
             }
         }
         let username = &settings.username;
-        if username.is_empty() || username.contains(':') || username.chars().any(char::is_control)
-        {
+        if username.is_empty() || username.contains(':') || username.chars().any(char::is_control) {
             return Err(ConfigProblem::InvalidUsername);
         }
         let tls = if target.tls {
             let connector = tls_connector(settings.ca_file.as_deref())?;
-            let name = ServerName::try_from(target.host.clone())
-                .map_err(|_| ConfigProblem::InvalidUrl)?;
+            let name =
+                ServerName::try_from(target.host.clone()).map_err(|_| ConfigProblem::InvalidUrl)?;
             Some((connector, name))
         } else {
             None
@@ -170,6 +175,7 @@ impl ApiClient {
                 target,
                 tls,
                 authorization,
+                password: settings.password.clone(),
                 deadline: settings.request_deadline,
                 max_response_bytes: settings.max_response_bytes,
                 max_in_flight: settings.max_in_flight,
@@ -181,6 +187,22 @@ impl ApiClient {
     /// The request deadline.
     pub fn deadline(&self) -> Duration {
         self.inner.deadline
+    }
+
+    /// `text` with this client's password and `Authorization` value replaced by `[REDACTED]`:
+    /// for a registry's error text, which a misconfigured proxy may build from the request.
+    pub fn scrub(&self, text: &str) -> String {
+        let inner = &*self.inner;
+        let mut out = text.to_owned();
+        let basic = inner.authorization.expose_secret();
+        let encoded = basic.strip_prefix("Basic ").unwrap_or(basic);
+        for secret in [inner.password.expose_secret(), encoded] {
+            // A very short password would match ordinary words; it cannot be told apart.
+            if secret.len() >= 4 && out.contains(secret) {
+                out = out.replace(secret, "[REDACTED]");
+            }
+        }
+        out
     }
 
     /// Sends one request to `path_and_query` (appended to the base URL's path; it must start
@@ -241,9 +263,11 @@ impl ApiClient {
             }
             None => Bytes::new(),
         };
-        builder.body(Full::new(body)).map_err(|_| Failure::Unreachable {
-            during: "building the request",
-        })
+        builder
+            .body(Full::new(body))
+            .map_err(|_| Failure::Unreachable {
+                during: "building the request",
+            })
     }
 
     async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<ApiResponse, Failure> {
@@ -253,12 +277,11 @@ impl ApiClient {
             .map_err(|_| Failure::Unreachable { during: "connect" })?;
         match &inner.tls {
             Some((connector, name)) => {
-                let tls = connector
-                    .connect(name.clone(), tcp)
-                    .await
-                    .map_err(|_| Failure::Unreachable {
+                let tls = connector.connect(name.clone(), tcp).await.map_err(|_| {
+                    Failure::Unreachable {
                         during: "tls handshake",
-                    })?;
+                    }
+                })?;
                 exchange_on(tls, request, inner.max_response_bytes).await
             }
             None => exchange_on(tcp, request, inner.max_response_bytes).await,

@@ -6,7 +6,7 @@
 //! The backend's own API client caps the requests in flight to the registry (default 4), so
 //! the registry sees a bounded request rate however many nodes ask at once; requests beyond
 //! the cap wait up to one request deadline, then fail with
-//! [`Failure::BudgetExhausted`](crate::Failure::BudgetExhausted).
+//! [`Failure::BudgetExhausted`].
 //!
 //! Time always comes from the caller: `issue` takes `now`, and [`BackendService::run`] reads
 //! an injected [`Clock`].
@@ -181,9 +181,10 @@ impl BackendService {
             subject: grant.subject.clone(),
             grant: reuse_key,
         };
-        let begin = inner
-            .lock_leases()
-            .begin(&key, grant.revoke_at, now, inner.config.reuse_margin);
+        let begin =
+            inner
+                .lock_leases()
+                .begin(&key, grant.revoke_at, now, inner.config.reuse_margin);
         match begin {
             Begin::Reuse(credential) => {
                 inner.counters.reused.fetch_add(1, Ordering::Relaxed);
@@ -318,12 +319,7 @@ impl Inner {
     }
 
     fn error(&self, step: Step, failure: Failure) -> BackendError {
-        BackendError::new(
-            self.backend.registry(),
-            self.backend.kind(),
-            step,
-            failure,
-        )
+        BackendError::new(self.backend.registry(), self.backend.kind(), step, failure)
     }
 
     async fn wait(&self, mut watch: FlightWatch) -> FlightResult {
@@ -392,7 +388,9 @@ impl Inner {
                         );
                     }
                     Err(error) => {
-                        self.counters.revoke_failures.fetch_add(1, Ordering::Relaxed);
+                        self.counters
+                            .revoke_failures
+                            .fetch_add(1, Ordering::Relaxed);
                         revocation.attempts += 1;
                         if revocation.attempts >= self.config.max_revoke_attempts {
                             tracing::warn!(

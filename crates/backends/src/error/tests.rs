@@ -166,14 +166,12 @@ fn display_of_failures_reads_as_a_sentence() {
             "all 4 in-flight API call slots for Harbor stayed busy for 10s",
         ),
         (Failure::Interrupted, "the operation was interrupted"),
-        (
-            Failure::Internal { what: "rng" },
-            "internal error: rng",
-        ),
+        (Failure::Internal { what: "rng" }, "internal error: rng"),
     ];
     for (failure, shown) in cases {
         let error = harbor_error(create_in_team_a(), failure);
-        let expected = format!("harbor registry \"corp\": create robot in project \"team-a\": {shown}");
+        let expected =
+            format!("harbor registry \"corp\": create robot in project \"team-a\": {shown}");
         assert_eq!(error.to_string(), expected);
     }
 }
@@ -197,8 +195,14 @@ fn names_with_quotes_or_control_characters_are_escaped() {
         Failure::NoSuchProject,
     );
     let shown = error.to_string();
-    assert!(!shown.contains('\n') && !shown.contains('\u{1b}'), "{shown}");
-    assert!(shown.starts_with("harbor registry \"co\\\"rp\\n\": look up project"), "{shown}");
+    assert!(
+        !shown.contains('\n') && !shown.contains('\u{1b}'),
+        "{shown}"
+    );
+    assert!(
+        shown.starts_with("harbor registry \"co\\\"rp\\n\": look up project"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -237,10 +241,16 @@ fn only_transient_failures_are_retryable() {
         Failure::Internal { what: "x" },
     ];
     for failure in retryable {
-        assert!(harbor_error(Step::MapGrant, failure.clone()).retryable(), "{failure:?}");
+        assert!(
+            harbor_error(Step::MapGrant, failure.clone()).retryable(),
+            "{failure:?}"
+        );
     }
     for failure in final_ {
-        assert!(!harbor_error(Step::MapGrant, failure.clone()).retryable(), "{failure:?}");
+        assert!(
+            !harbor_error(Step::MapGrant, failure.clone()).retryable(),
+            "{failure:?}"
+        );
     }
 }
 
@@ -257,7 +267,10 @@ fn metric_labels_are_stable() {
 
 #[test]
 fn vendor_messages_are_printable_and_capped() {
-    assert_eq!(sanitize_vendor_message("  bad\n\trequest \u{7}  "), "bad  request");
+    assert_eq!(
+        sanitize_vendor_message("  bad\n\trequest \u{7}  "),
+        "bad  request"
+    );
     let long = "x".repeat(1000);
     let kept = sanitize_vendor_message(&long);
     assert_eq!(kept.len(), MAX_VENDOR_MESSAGE_CHARS + 3);
@@ -266,7 +279,10 @@ fn vendor_messages_are_printable_and_capped() {
     assert_eq!(sanitize_vendor_message(&exact), exact);
     // Multi-byte characters count as one each and are never split.
     let wide = "é".repeat(300);
-    assert_eq!(sanitize_vendor_message(&wide).chars().count(), MAX_VENDOR_MESSAGE_CHARS + 3);
+    assert_eq!(
+        sanitize_vendor_message(&wide).chars().count(),
+        MAX_VENDOR_MESSAGE_CHARS + 3
+    );
 }
 
 #[test]

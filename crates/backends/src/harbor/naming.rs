@@ -52,7 +52,8 @@ pub(crate) fn unix_seconds_ceil(at: SystemTime) -> u64 {
 
 /// A time as whole Unix seconds, rounded down; times before 1970 count as 0.
 pub(crate) fn unix_seconds_floor(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs())
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 /// The robot's (local) name: `<prefix>-<revoke_unix>-<random as 16 hex>`.

@@ -39,7 +39,11 @@ fn robot_prefixes_follow_harbors_name_rule() {
 
 #[test]
 fn robot_names_carry_their_revocation_time_and_parse_back() {
-    let name = robot_name("svid", 1_764_760_000, [0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 0xff]);
+    let name = robot_name(
+        "svid",
+        1_764_760_000,
+        [0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 0xff],
+    );
     assert_eq!(name, "svid-1764760000-deadbeef000102ff");
     assert_eq!(encoded_revoke_time("svid", &name), Some(1_764_760_000));
     // As Harbor lists it: the full name.
@@ -92,7 +96,10 @@ fn descriptions_name_the_subject_and_the_time_within_the_cap() {
     let long_id = format!("spiffe://example.org/{}", "p".repeat(2000));
     let text = robot_description(&long_id, at(1_764_760_000));
     assert_eq!(text.chars().count(), MAX_DESCRIPTION_CHARS);
-    assert!(text.starts_with("svid-broker: spiffe://example.org/ppp"), "{text}");
+    assert!(
+        text.starts_with("svid-broker: spiffe://example.org/ppp"),
+        "{text}"
+    );
     assert!(text.ends_with("... until 2025-12-03T11:06:40Z"), "{text}");
     let odd = robot_description("spiffe://x/\n", at(0));
     assert!(!odd.contains('\n'));
@@ -189,7 +196,10 @@ fn harbor_lifetimes_are_whole_days_at_least_one() {
     assert_eq!(lifetime_days(now, now + Duration::from_secs(86_400)), 1);
     assert_eq!(lifetime_days(now, now + Duration::from_secs(86_401)), 2);
     assert_eq!(lifetime_days(now, now - Duration::from_secs(5)), 1);
-    assert_eq!(lifetime_days(now, now + Duration::from_secs(86_400 * 40)), 40);
+    assert_eq!(
+        lifetime_days(now, now + Duration::from_secs(86_400 * 40)),
+        40
+    );
 }
 
 fn answer(status: u16, body: &str) -> ApiResponse {
@@ -200,41 +210,75 @@ fn answer(status: u16, body: &str) -> ApiResponse {
     }
 }
 
+fn client() -> ApiClient {
+    let settings = ClientSettings::new(
+        "http://127.0.0.1:1",
+        "admin",
+        SecretString::from("hunter2-secret".to_owned()),
+    );
+    ApiClient::new(&settings).unwrap()
+}
+
+#[test]
+fn echoed_credentials_never_reach_an_error() {
+    // What a proxy that echoes the request would answer.
+    let echo = "bad request: Authorization: Basic YWRtaW46aHVudGVyMi1zZWNyZXQ= (pw hunter2-secret)";
+    match expect_success(&client(), &answer(400, echo)) {
+        Err(Failure::Rejected { message, .. }) => {
+            assert_eq!(
+                message,
+                "bad request: Authorization: Basic [REDACTED] (pw [REDACTED])"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let json = r#"{"errors":[{"message":"user admin:hunter2-secret denied"}]}"#;
+    assert_eq!(
+        expect_success(&client(), &answer(403, json)),
+        Err(Failure::Forbidden {
+            message: "user admin:[REDACTED] denied".to_owned()
+        })
+    );
+}
+
 #[test]
 fn statuses_map_to_failures() {
     let harbor_errors = r#"{"errors":[{"code":"DENIED","message":"not allowed\nhere"}]}"#;
-    assert_eq!(expect_success(&answer(200, "")), Ok(()));
-    assert_eq!(expect_success(&answer(201, "")), Ok(()));
+    assert_eq!(expect_success(&client(), &answer(200, "")), Ok(()));
+    assert_eq!(expect_success(&client(), &answer(201, "")), Ok(()));
     assert_eq!(
-        expect_success(&answer(401, harbor_errors)),
+        expect_success(&client(), &answer(401, harbor_errors)),
         Err(Failure::Unauthorized)
     );
     assert_eq!(
-        expect_success(&answer(403, harbor_errors)),
+        expect_success(&client(), &answer(403, harbor_errors)),
         Err(Failure::Forbidden {
             message: "not allowed here".to_owned()
         })
     );
     assert_eq!(
-        expect_success(&answer(503, harbor_errors)),
+        expect_success(&client(), &answer(503, harbor_errors)),
         Err(Failure::ServerError { status: 503 })
     );
     assert_eq!(
-        expect_success(&answer(400, r#"{"errors":[{"code":"BAD_REQUEST"}]}"#)),
+        expect_success(
+            &client(),
+            &answer(400, r#"{"errors":[{"code":"BAD_REQUEST"}]}"#)
+        ),
         Err(Failure::Rejected {
             status: 400,
             message: "BAD_REQUEST".to_owned()
         })
     );
     assert_eq!(
-        expect_success(&answer(404, "<html>nope</html>")),
+        expect_success(&client(), &answer(404, "<html>nope</html>")),
         Err(Failure::Rejected {
             status: 404,
             message: "<html>nope</html>".to_owned()
         })
     );
     assert_eq!(
-        expect_success(&answer(302, "")),
+        expect_success(&client(), &answer(302, "")),
         Err(Failure::Rejected {
             status: 302,
             message: String::new()
@@ -245,7 +289,7 @@ fn statuses_map_to_failures() {
         .headers
         .insert(http::header::RETRY_AFTER, HeaderValue::from_static("7"));
     assert_eq!(
-        expect_success(&limited),
+        expect_success(&client(), &limited),
         Err(Failure::RateLimited {
             retry_after: Some(Duration::from_secs(7))
         })
@@ -255,9 +299,13 @@ fn statuses_map_to_failures() {
 #[test]
 fn created_robots_are_checked_against_the_request() {
     let local = "svid-100-0011223344556677";
-    let good = format!(r#"{{"id":7,"name":"robot$team-a+{local}","secret":"Abc123def","expires_at":1}}"#);
+    let good =
+        format!(r#"{{"id":7,"name":"robot$team-a+{local}","secret":"Abc123def","expires_at":1}}"#);
     let (id, name, secret) = parse_created(answer(201, &good), "team-a", local).unwrap();
-    assert_eq!((id, name.as_str()), (7, "robot$team-a+svid-100-0011223344556677"));
+    assert_eq!(
+        (id, name.as_str()),
+        (7, "robot$team-a+svid-100-0011223344556677")
+    );
     assert_eq!(secret.expose_secret(), "Abc123def");
 
     let long_secret = "s".repeat(MAX_SECRET_LEN + 1);
@@ -339,8 +387,14 @@ fn bad_configurations_are_refused_with_the_registry_named() {
         (config("http://harbor.example.com"), "plain http"),
         (config("http://localhost:80"), "plain http"),
         (config("ftp://127.0.0.1"), "not an absolute http(s) url"),
-        (config("https://user:pw@harbor.example.com"), "carries credentials"),
-        (config("https://harbor.example.com/?x=1"), "not an absolute http(s) url"),
+        (
+            config("https://user:pw@harbor.example.com"),
+            "carries credentials",
+        ),
+        (
+            config("https://harbor.example.com/?x=1"),
+            "not an absolute http(s) url",
+        ),
         (bad_prefix, "robot prefix \"Svid\""),
         (zero_deadline, "request deadline must be greater than zero"),
         (bad_user, "user name"),
@@ -373,5 +427,8 @@ fn debug_output_never_shows_passwords_or_secrets() {
     assert!(!shown.contains("hunter2"), "{shown}");
     assert!(!shown.contains("robot-secret"), "{shown}");
     assert!(shown.contains("REDACTED"), "{shown}");
-    assert!(shown.contains("robot 7 robot$team-a+svid-1-0011223344556677"), "{shown}");
+    assert!(
+        shown.contains("robot 7 robot$team-a+svid-1-0011223344556677"),
+        "{shown}"
+    );
 }

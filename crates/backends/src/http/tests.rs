@@ -23,7 +23,10 @@ fn base_urls_parse_into_a_target() {
     let root = Target::parse("https://harbor.example.com").unwrap();
     assert_eq!((root.port, root.path_prefix.as_str()), (443, ""));
     let v6 = Target::parse("http://[::1]:8080").unwrap();
-    assert_eq!((v6.host.as_str(), v6.authority.as_str()), ("::1", "[::1]:8080"));
+    assert_eq!(
+        (v6.host.as_str(), v6.authority.as_str()),
+        ("::1", "[::1]:8080")
+    );
     let local = Target::parse("http://127.0.0.2").unwrap();
     assert_eq!((local.tls, local.port), (false, 80));
 }
@@ -49,7 +52,14 @@ fn plain_http_is_refused_unless_the_host_is_a_loopback_address() {
 
 #[test]
 fn odd_urls_are_refused() {
-    for url in ["", "harbor.example.com", "/api", "ftp://h", "https://h/?q=1", "https://"] {
+    for url in [
+        "",
+        "harbor.example.com",
+        "/api",
+        "ftp://h",
+        "https://h/?q=1",
+        "https://",
+    ] {
         assert_eq!(Target::parse(url), Err(ConfigProblem::InvalidUrl), "{url}");
     }
     assert_eq!(
@@ -75,15 +85,21 @@ fn a_ca_file_must_hold_a_certificate() {
     let empty = dir.join("empty.pem");
     std::fs::write(&empty, "not pem at all").unwrap();
     let mut settings = settings("https://harbor.example.com");
-    settings.ca_file = Some(empty.clone());
+    settings.ca_file = Some(empty);
     assert!(matches!(
         ApiClient::new(&settings),
-        Err(ConfigProblem::CaFile { reason: "no certificate", .. })
+        Err(ConfigProblem::CaFile {
+            reason: "no certificate",
+            ..
+        })
     ));
     settings.ca_file = Some(dir.join("missing.pem"));
     assert!(matches!(
         ApiClient::new(&settings),
-        Err(ConfigProblem::CaFile { reason: "unreadable", .. })
+        Err(ConfigProblem::CaFile {
+            reason: "unreadable",
+            ..
+        })
     ));
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -139,7 +155,9 @@ async fn serve(behaviour: Behaviour) -> TestServer {
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
-                seen.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&head).into_owned());
                 match behaviour {
                     Behaviour::Reply(bytes) => {
                         let _ = stream.write_all(&bytes).await;
@@ -181,16 +199,30 @@ async fn requests_carry_basic_auth_json_and_the_base_path() {
     assert_eq!(response.headers["x-total-count"], "3");
     let heads = server.heads.lock().unwrap().clone();
     let head = heads[0].to_ascii_lowercase();
-    assert!(head.starts_with("post /base/api/v2.0/robots http/1.1\r\n"), "{head}");
+    assert!(
+        head.starts_with("post /base/api/v2.0/robots http/1.1\r\n"),
+        "{head}"
+    );
     // base64("admin:hunter2-pw")
-    assert!(head.contains("authorization: basic ywrtaw46ahvudgvymi1wdw==\r\n"), "{head}");
-    assert!(head.contains("content-type: application/json\r\n"), "{head}");
+    assert!(
+        head.contains("authorization: basic ywrtaw46ahvudgvymi1wdw==\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("content-type: application/json\r\n"),
+        "{head}"
+    );
     assert!(head.contains("accept: application/json\r\n"), "{head}");
 }
 
 #[tokio::test]
 async fn any_status_is_an_answer_with_its_retry_after() {
-    let server = serve(reply("429 Too Many Requests", "retry-after: 99999\r\n", b"")).await;
+    let server = serve(reply(
+        "429 Too Many Requests",
+        "retry-after: 99999\r\n",
+        b"",
+    ))
+    .await;
     let client = ApiClient::new(&settings(&server.url)).unwrap();
     let response = client.send(Method::GET, "/x", None).await.unwrap();
     assert_eq!(response.status, StatusCode::TOO_MANY_REQUESTS);
@@ -276,6 +308,9 @@ async fn a_request_without_a_free_slot_gives_up_after_the_deadline() {
     );
     assert_eq!(server.connections.load(Ordering::SeqCst), 0);
     drop(held);
-    assert_eq!(client.send(Method::GET, "/x", None).await.unwrap().body, b"[]");
+    assert_eq!(
+        client.send(Method::GET, "/x", None).await.unwrap().body,
+        b"[]"
+    );
     assert_eq!(server.connections.load(Ordering::SeqCst), 1);
 }

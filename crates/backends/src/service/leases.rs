@@ -129,7 +129,8 @@ impl LeaseTable {
         }
         match result {
             Ok(credential) => {
-                self.slots.insert(key.clone(), Slot::Live(credential.clone()));
+                self.slots
+                    .insert(key.clone(), Slot::Live(credential.clone()));
             }
             Err(_) => {
                 self.slots.remove(key);

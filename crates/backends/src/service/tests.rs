@@ -24,7 +24,12 @@ struct MockBackend {
 
 impl MockBackend {
     fn failure(step: Step) -> BackendError {
-        BackendError::new("mock", BackendKind::Harbor, step, Failure::ServerError { status: 503 })
+        BackendError::new(
+            "mock",
+            BackendKind::Harbor,
+            step,
+            Failure::ServerError { status: 503 },
+        )
     }
 }
 
@@ -76,7 +81,10 @@ impl Backend for MockBackend {
         })
     }
 
-    fn revoke<'a>(&'a self, handle: &'a CredentialHandle) -> BoxFuture<'a, Result<(), BackendError>> {
+    fn revoke<'a>(
+        &'a self,
+        handle: &'a CredentialHandle,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
             if self
                 .fail_revokes
@@ -99,7 +107,10 @@ impl Backend for MockBackend {
         now: SystemTime,
     ) -> BoxFuture<'a, Result<SweepReport, BackendError>> {
         Box::pin(async move {
-            self.swept_with.lock().unwrap().push((namespaces.to_vec(), now));
+            self.swept_with
+                .lock()
+                .unwrap()
+                .push((namespaces.to_vec(), now));
             Ok(SweepReport {
                 deleted: 2,
                 ..SweepReport::default()
@@ -175,7 +186,10 @@ async fn concurrent_equal_requests_share_one_creation() {
         let credential = result.as_ref().unwrap();
         assert!(credential.reused);
         assert_eq!(credential.username, first.username);
-        assert_eq!(credential.password.expose_secret(), first.password.expose_secret());
+        assert_eq!(
+            credential.password.expose_secret(),
+            first.password.expose_secret()
+        );
         assert_eq!(credential.expires_at, first.expires_at);
     }
     let figures = service.figures();
@@ -190,7 +204,10 @@ async fn concurrent_equal_requests_share_one_creation() {
 async fn another_subject_or_action_set_gets_its_own_credential() {
     let (backend, service) = service(ServiceConfig::default());
     let revoke_at = t0() + Duration::from_secs(900);
-    let a = service.issue(grant(APP, PULL, revoke_at), t0()).await.unwrap();
+    let a = service
+        .issue(grant(APP, PULL, revoke_at), t0())
+        .await
+        .unwrap();
     let b = service
         .issue(grant("spiffe://example.org/other", PULL, revoke_at), t0())
         .await
@@ -207,15 +224,24 @@ async fn another_subject_or_action_set_gets_its_own_credential() {
 async fn a_credential_is_reused_until_its_life_falls_under_the_margin() {
     let (backend, service) = service(ServiceConfig::default());
     let ttl = Duration::from_secs(300);
-    let first = service.issue(grant(APP, PULL, t0() + ttl), t0()).await.unwrap();
+    let first = service
+        .issue(grant(APP, PULL, t0() + ttl), t0())
+        .await
+        .unwrap();
     // 240 s later it has 60 s left: exactly the margin, still reused.
     let later = t0() + Duration::from_secs(240);
-    let again = service.issue(grant(APP, PULL, later + ttl), later).await.unwrap();
+    let again = service
+        .issue(grant(APP, PULL, later + ttl), later)
+        .await
+        .unwrap();
     assert!(again.reused);
     assert_eq!(again.username, first.username);
     // One second more and it is too close to its end.
     let too_late = later + Duration::from_secs(1);
-    let fresh = service.issue(grant(APP, PULL, too_late + ttl), too_late).await.unwrap();
+    let fresh = service
+        .issue(grant(APP, PULL, too_late + ttl), too_late)
+        .await
+        .unwrap();
     assert!(!fresh.reused);
     assert_ne!(fresh.username, first.username);
     assert_eq!(backend.issued.load(Ordering::SeqCst), 2);
@@ -243,9 +269,15 @@ async fn errors_are_not_kept() {
     let (backend, service) = service(ServiceConfig::default());
     backend.fail_issues.store(1, Ordering::SeqCst);
     let revoke_at = t0() + Duration::from_secs(900);
-    let error = service.issue(grant(APP, PULL, revoke_at), t0()).await.unwrap_err();
+    let error = service
+        .issue(grant(APP, PULL, revoke_at), t0())
+        .await
+        .unwrap_err();
     assert_eq!(error.failure, Failure::ServerError { status: 503 });
-    let credential = service.issue(grant(APP, PULL, revoke_at), t0()).await.unwrap();
+    let credential = service
+        .issue(grant(APP, PULL, revoke_at), t0())
+        .await
+        .unwrap();
     assert!(!credential.reused);
     assert_eq!(service.figures().credentials_created, 1);
 }
@@ -265,8 +297,14 @@ async fn concurrent_waiters_all_see_a_shared_failure() {
 #[tokio::test]
 async fn expired_grants_are_refused_before_any_call() {
     let (backend, service) = service(ServiceConfig::default());
-    let error = service.issue(grant(APP, PULL, t0()), t0()).await.unwrap_err();
-    assert_eq!((error.step, error.failure), (Step::MapGrant, Failure::GrantExpired));
+    let error = service
+        .issue(grant(APP, PULL, t0()), t0())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (error.step, error.failure),
+        (Step::MapGrant, Failure::GrantExpired)
+    );
     assert_eq!(backend.issued.load(Ordering::SeqCst), 0);
 }
 
@@ -279,7 +317,10 @@ async fn the_lease_table_stays_bounded() {
     let revoke_at = t0() + Duration::from_secs(900);
     for i in 0..5 {
         service
-            .issue(grant(&format!("spiffe://example.org/w{i}"), PULL, revoke_at), t0())
+            .issue(
+                grant(&format!("spiffe://example.org/w{i}"), PULL, revoke_at),
+                t0(),
+            )
             .await
             .unwrap();
     }
@@ -374,7 +415,11 @@ async fn run_stops_when_the_shutdown_sender_is_dropped() {
     let (stop, shutdown) = watch::channel(false);
     let runner = {
         let service = service.clone();
-        tokio::spawn(async move { service.run(Arc::new(ManualClock(Mutex::new(t0()))), shutdown).await })
+        tokio::spawn(async move {
+            service
+                .run(Arc::new(ManualClock(Mutex::new(t0()))), shutdown)
+                .await
+        })
     };
     drop(stop);
     runner.await.unwrap();
@@ -391,8 +436,14 @@ fn revocations_come_out_in_time_order_and_the_queue_is_bounded() {
         lease: None,
         attempts: 0,
     };
-    assert_eq!(queue.push(t0() + Duration::from_secs(20), revocation(1)), Ok(true));
-    assert_eq!(queue.push(t0() + Duration::from_secs(10), revocation(2)), Ok(true));
+    assert_eq!(
+        queue.push(t0() + Duration::from_secs(20), revocation(1)),
+        Ok(true)
+    );
+    assert_eq!(
+        queue.push(t0() + Duration::from_secs(10), revocation(2)),
+        Ok(true)
+    );
     assert_eq!(queue.push(t0(), revocation(3)), Err(()));
     assert_eq!(queue.next_due(), Some(t0() + Duration::from_secs(10)));
     assert!(queue.take_due(t0() + Duration::from_secs(9), 10).is_empty());

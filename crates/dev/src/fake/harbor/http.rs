@@ -297,22 +297,17 @@ fn token(shared: &Shared, req: &Request<Incoming>) -> Reply {
     json_reply(200, body.to_string())
 }
 
-/// Reads a JSON body of at most [`MAX_BODY_BYTES`] within [`BODY_READ_TIMEOUT`]: empty is
-/// go-swagger's 422 "required", unparsable its 400, too large 413.
+/// Reads a JSON body of at most [`MAX_BODY_BYTES`] within [`BODY_READ_TIMEOUT`] the way
+/// go-openapi binds it: too large is 413; an empty body is 422 "required" whatever its type;
+/// a non-empty one must be `application/json` (415, a missing type counting as
+/// `application/octet-stream`) and parse (400).
 async fn read_json_body(req: Request<Incoming>) -> Result<Value, ApiError> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mime = content_type.split(';').next().unwrap_or("").trim();
-    if !mime.eq_ignore_ascii_case("application/json") {
-        return Err(ApiError::new(
-            415,
-            "UNSUPPORTED_MEDIA_TYPE",
-            format!("unsupported media type {content_type:?}, only [application/json] are allowed"),
-        ));
-    }
+        .unwrap_or("application/octet-stream")
+        .to_owned();
     let too_large = || ApiError::new(413, "REQUEST_ENTITY_TOO_LARGE", "request entity too large");
     let collected = tokio::time::timeout(
         BODY_READ_TIMEOUT,
@@ -322,6 +317,17 @@ async fn read_json_body(req: Request<Incoming>) -> Result<Value, ApiError> {
     .map_err(|_| ApiError::bad_request("timed out reading the request body"))?
     .map_err(|_| too_large())?;
     let bytes = collected.to_bytes();
+    if bytes.is_empty() {
+        return Err(ApiError::unprocessable("robot in body is required"));
+    }
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/json") {
+        return Err(ApiError::new(
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            format!("unsupported media type {content_type:?}, only [application/json] are allowed"),
+        ));
+    }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::unprocessable("robot in body is required"));
     }

@@ -497,6 +497,18 @@ async fn create_refuses_bodies_that_are_empty_unparsable_untyped_or_too_large() 
     assert_eq!(array.status, 400, "{}", array.body);
     let text = send(b"{}".to_vec(), "text/plain").send(&harbor).await;
     assert_eq!(text.status, 415, "{}", text.body);
+    let mut untyped = Call::new(Method::POST, "/api/v2.0/robots").admin();
+    untyped.body = Some(b"{}".to_vec());
+    assert_eq!(
+        untyped.send(&harbor).await.status,
+        415,
+        "no Content-Type is octet-stream"
+    );
+    let empty_text = send(Vec::new(), "text/plain").send(&harbor).await;
+    assert_eq!(
+        empty_text.status, 422,
+        "an empty body is 'required' before its type counts"
+    );
     let mut big = robot_body("big", "team-a", &[("repository", "pull")], 1);
     big["description"] = json!("x".repeat(super::MAX_BODY_BYTES));
     let large = send(big.to_string().into_bytes(), "application/json")
@@ -622,6 +634,42 @@ async fn admin_creates_system_robots_whose_project_grants_cover_every_project() 
         "system permissions need namespace '/': {}",
         refused.body
     );
+}
+
+#[tokio::test]
+async fn a_system_robot_with_project_star_creates_project_robots_within_its_grants() {
+    let harbor = harbor();
+    let body = json!({"name": "manager", "level": "system", "duration": -1, "permissions": [
+        {"kind": "project", "namespace": "*", "access": [
+            {"resource": "robot", "action": "create"}, {"resource": "repository", "action": "pull"}]},
+    ]});
+    let made = create(&harbor, ("admin", ADMIN_PASSWORD), &body)
+        .await
+        .json();
+    let secret = made["secret"].as_str().unwrap().to_owned();
+    let me = ("robot$manager", secret.as_str());
+    let child = create(
+        &harbor,
+        me,
+        &robot_body("child", "team-b", &[("repository", "pull")], 1),
+    )
+    .await;
+    assert_eq!(child.status, 201, "{}", child.body);
+    assert_eq!(child.json()["name"], "robot$team-b+child");
+    let wider = create(
+        &harbor,
+        me,
+        &robot_body("wider", "team-b", &[("repository", "push")], 1),
+    )
+    .await;
+    assert_eq!(wider.status, 403, "{}", wider.body);
+    // A system robot gets no implied pull from push, and none of its grants reach the system
+    // level unless it holds a system permission.
+    let list = Call::get("/api/v2.0/robots")
+        .auth(me.0, me.1)
+        .send(&harbor)
+        .await;
+    assert_eq!(list.status, 403, "{}", list.body);
 }
 
 // === list, get, delete ===
@@ -966,7 +1014,10 @@ async fn the_token_service_grants_what_the_robot_may_do_in_the_project() {
     // `account` is ignored (the credentials decide), and a name may hold colons.
     let mut with_account = token_path(&service, &["repository:team-a/app:extra:pull"]);
     with_account.push_str("&account=someone-else");
-    let colon = Call::get(with_account).auth(auth.0, auth.1).send(&harbor).await;
+    let colon = Call::get(with_account)
+        .auth(auth.0, auth.1)
+        .send(&harbor)
+        .await;
     let c = claims(colon.json()["token"].as_str().unwrap());
     assert_eq!(c["sub"], pusher.name);
     assert_eq!(c["access"][0]["name"], "team-a/app:extra");
@@ -1370,9 +1421,16 @@ fn docker_registry_accepts_the_fakes_tokens_for_what_the_robot_may_do() {
 fn the_robot_count_is_bounded() {
     let harbor = FakeHarbor::start(HarborSpec::new(["p"])).unwrap();
     for i in 0..super::MAX_ROBOTS {
-        harbor.add_robot("p", &format!("r{i}"), &[("repository", "pull")], 1).unwrap();
+        harbor
+            .add_robot("p", &format!("r{i}"), &[("repository", "pull")], 1)
+            .unwrap();
     }
-    let refused = harbor.add_robot("p", "one-more", &[("repository", "pull")], 1).unwrap_err();
-    assert!(matches!(refused, super::FakeError::Refused { status: 500, .. }), "{refused}");
+    let refused = harbor
+        .add_robot("p", "one-more", &[("repository", "pull")], 1)
+        .unwrap_err();
+    assert!(
+        matches!(refused, super::FakeError::Refused { status: 500, .. }),
+        "{refused}"
+    );
     assert_eq!(harbor.robots().len(), super::MAX_ROBOTS);
 }
