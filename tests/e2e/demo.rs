@@ -6,12 +6,13 @@ use std::process::Stdio;
 use crate::registry::require;
 use crate::support::{Output, broker};
 
-const HEADERS: [&str; 5] = [
-    "[1/5] identities:",
-    "[2/5] the broker:",
-    "[3/5] the kubelet runs the credential provider plugin",
-    "[4/5] containerd trades the credential for a registry token",
-    "[5/5] a real registry:",
+const HEADERS: [&str; 6] = [
+    "[1/6] identities:",
+    "[2/6] the broker:",
+    "[3/6] the kubelet runs the credential provider plugin",
+    "[4/6] containerd trades the credential for a registry token",
+    "[5/6] a Harbor-kind registry, through a FAKE of Harbor's API (no real Harbor)",
+    "[6/6] a real registry:",
 ];
 
 /// Runs `svid-broker demo` with `env` on top of the inherited environment (minus `RUST_LOG`,
@@ -61,6 +62,11 @@ fn demo_runs_every_step_through_a_real_registry_and_prints_no_secret() {
         "\"password\": \"sbl1.… (REDACTED,",
         "\"cacheKeyType\": \"Registry\"",
         r#"access   [{"actions":["pull"],"name":"team-a/hello","type":"repository"}]"#,
+        "FAKE Harbor API",
+        "NOT a real Harbor",
+        "the same robot again (reused while it lives)",
+        "robots made: 1",
+        "Harbor step (FAKE Harbor API): robot made for",
     ] {
         assert!(
             out.stdout.contains(shown),
@@ -75,7 +81,7 @@ fn demo_runs_every_step_through_a_real_registry_and_prints_no_secret() {
             "{}",
             out.stdout
         );
-        assert!(out.stdout.contains("demo ok: all 5 steps worked"));
+        assert!(out.stdout.contains("demo ok: all 6 steps worked"));
     } else {
         assert!(
             out.stdout
@@ -101,7 +107,7 @@ fn without_the_registry_tools_the_demo_says_skipped_and_fails_only_under_ci() {
     );
     assert!(
         out.stdout
-            .contains("demo ok: steps 1-4 worked, the real-registry step was skipped")
+            .contains("demo ok: steps 1-5 worked, the real-registry step was skipped")
     );
     assert_no_secret(&out.stdout);
 
@@ -112,7 +118,7 @@ fn without_the_registry_tools_the_demo_says_skipped_and_fails_only_under_ci() {
     let lines = out.stderr_lines();
     assert_eq!(lines.len(), 1, "{:?}", out.stderr);
     assert!(
-        lines[0].starts_with("svid-broker: demo step 5 (a real registry:"),
+        lines[0].starts_with("svid-broker: demo step 6 (a real registry:"),
         "{}",
         lines[0]
     );

@@ -211,7 +211,8 @@ impl ApiClient {
     ///
     /// # Errors
     /// [`Failure::BudgetExhausted`] (no in-flight slot within the deadline),
-    /// [`Failure::Unreachable`], [`Failure::Timeout`] or [`Failure::TooLarge`].
+    /// [`Failure::Unreachable`], [`Failure::Timeout`], [`Failure::TooLarge`] or
+    /// [`Failure::Internal`] (a path that is not a valid request target).
     pub async fn send(
         &self,
         method: Method,
@@ -244,8 +245,8 @@ impl ApiClient {
         let inner = &*self.inner;
         let path = format!("{}{path_and_query}", inner.target.path_prefix);
         let mut authorization = HeaderValue::from_str(inner.authorization.expose_secret())
-            .map_err(|_| Failure::Unreachable {
-                during: "building the request",
+            .map_err(|_| Failure::Internal {
+                what: "cannot build the request",
             })?;
         authorization.set_sensitive(true);
         let mut builder = Request::builder()
@@ -265,8 +266,8 @@ impl ApiClient {
         };
         builder
             .body(Full::new(body))
-            .map_err(|_| Failure::Unreachable {
-                during: "building the request",
+            .map_err(|_| Failure::Internal {
+                what: "cannot build the request",
             })
     }
 

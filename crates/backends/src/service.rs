@@ -264,7 +264,13 @@ impl BackendService {
                     due.duration_since(now).unwrap_or(Duration::ZERO)
                 });
             let until_sweep = next_sweep.duration_since(now).unwrap_or(Duration::ZERO);
-            let wait = inner.config.poll_interval.min(until_due).min(until_sweep);
+            // At least a millisecond, so zero settings cannot make this loop spin.
+            let wait = inner
+                .config
+                .poll_interval
+                .min(until_due)
+                .min(until_sweep)
+                .max(Duration::from_millis(1));
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = inner.wake.notified() => {}

@@ -71,6 +71,21 @@ pub enum BackendsError {
         /// The rule it breaks (never its content).
         rule: &'static str,
     },
+    /// The registry's lifetime leaves too little above the reuse margin: every request would
+    /// make a new credential instead of reusing a live one.
+    #[error(
+        "registry {registry:?}: token_ttl_seconds = {ttl_seconds} must be at least twice the {margin_seconds} s reuse margin, or every request makes a new {kind} credential"
+    )]
+    TtlBelowReuse {
+        /// The registry's policy name.
+        registry: String,
+        /// Its kind.
+        kind: RegistryKind,
+        /// Its `token_ttl_seconds`.
+        ttl_seconds: u64,
+        /// The reuse margin, in seconds.
+        margin_seconds: u64,
+    },
     /// The backend refused its configuration (URL, CA file).
     #[error("registry {registry:?}: backend configuration")]
     Config {
@@ -292,6 +307,17 @@ fn build_service(
     options: &BackendsOptions,
 ) -> Result<BackendService, BackendsError> {
     let name = registry.name().to_owned();
+    // A credential is handed out again only while more than the margin is left of it: at a
+    // lifetime under twice the margin, most requests would find none reusable.
+    let margin = options.service.reuse_margin;
+    if registry.token_ttl() < margin.saturating_mul(2) {
+        return Err(BackendsError::TtlBelowReuse {
+            registry: name,
+            kind: registry.kind(),
+            ttl_seconds: registry.token_ttl().as_secs(),
+            margin_seconds: margin.as_secs(),
+        });
+    }
     let Some(api) = registry.api() else {
         return Err(BackendsError::KindNotBuilt {
             registry: name,

@@ -85,6 +85,9 @@ impl LeaseTable {
                 again.reused = true;
                 return Begin::Reuse(again);
             }
+            // A creation whose task ended without settling (its runtime shut down under it)
+            // is stale: replaced below rather than joined forever.
+            Some(Slot::Pending { watch, .. }) if watch.has_changed().is_err() => {}
             Some(Slot::Pending {
                 revoke_at: flight_revoke_at,
                 watch,
@@ -157,8 +160,9 @@ impl LeaseTable {
             .count()
     }
 
-    /// Makes room for one more slot: first drops every live lease no longer reusable, then
-    /// the live lease that ends first. False when every slot is a creation under way.
+    /// Makes room for one more slot: first drops every live lease no longer reusable (and
+    /// every stale creation), then the live lease that ends first. False when every slot is a
+    /// creation under way.
     fn make_room(&mut self, now: SystemTime, margin: Duration) -> bool {
         if self.slots.len() < self.max {
             return true;
@@ -166,7 +170,8 @@ impl LeaseTable {
         let usable_until = now.checked_add(margin).unwrap_or(now);
         self.slots.retain(|_, slot| match slot {
             Slot::Live(credential) => credential.expires_at >= usable_until,
-            Slot::Pending { .. } => true,
+            // Kept while its task lives (see `begin` for a task that vanished).
+            Slot::Pending { watch, .. } => watch.has_changed().is_ok(),
         });
         if self.slots.len() < self.max {
             return true;

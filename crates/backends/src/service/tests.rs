@@ -427,6 +427,115 @@ async fn run_stops_when_the_shutdown_sender_is_dropped() {
 
 // === the pure parts ===
 
+fn credential(id: i64, expires_at: SystemTime) -> BackendCredential {
+    BackendCredential {
+        username: format!("robot$p+mock-{id}"),
+        password: SecretString::from(format!("secret-{id}")),
+        credential_id: format!("robot {id}"),
+        expires_at,
+        reused: false,
+        handle: CredentialHandle::new(id, format!("robot$p+mock-{id}"), "p"),
+    }
+}
+
+#[test]
+fn the_lease_table_shares_reuses_and_forgets() {
+    let margin = Duration::from_secs(60);
+    let key = LeaseKey {
+        subject: APP.to_owned(),
+        grant: "p pull".to_owned(),
+    };
+    let revoke_at = t0() + Duration::from_secs(300);
+    let mut table = LeaseTable::new(10);
+    let Begin::Create { flight, publish } = table.begin(&key, revoke_at, t0(), margin) else {
+        panic!("first request creates");
+    };
+    assert!(matches!(
+        table.begin(&key, revoke_at, t0(), margin),
+        Begin::Join(_)
+    ));
+    // A grant ending before the creation under way cannot share it.
+    assert!(matches!(
+        table.begin(&key, revoke_at - Duration::from_secs(1), t0(), margin),
+        Begin::Alone
+    ));
+    let made = credential(1, revoke_at);
+    table.settle(&key, flight, &Ok(made));
+    drop(publish);
+    match table.begin(&key, revoke_at, t0(), margin) {
+        Begin::Reuse(again) => assert!(again.reused && again.credential_id == "robot 1"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(table.live(), 1);
+    table.forget(&key, "robot 2");
+    assert_eq!(table.live(), 1);
+    table.forget(&key, "robot 1");
+    assert_eq!(table.live(), 0);
+}
+
+#[test]
+fn a_creation_whose_task_vanished_is_replaced() {
+    let key = LeaseKey {
+        subject: APP.to_owned(),
+        grant: "p pull".to_owned(),
+    };
+    let revoke_at = t0() + Duration::from_secs(300);
+    let mut table = LeaseTable::new(10);
+    let Begin::Create { publish, .. } = table.begin(&key, revoke_at, t0(), Duration::ZERO) else {
+        panic!("first request creates");
+    };
+    drop(publish);
+    assert!(matches!(
+        table.begin(&key, revoke_at, t0(), Duration::ZERO),
+        Begin::Create { .. }
+    ));
+}
+
+#[test]
+fn a_full_lease_table_drops_unusable_leases_first_and_never_creations() {
+    let margin = Duration::from_secs(60);
+    let key = |i: usize| LeaseKey {
+        subject: format!("s{i}"),
+        grant: "p pull".to_owned(),
+    };
+    let far = t0() + Duration::from_secs(3600);
+    let mut table = LeaseTable::new(2);
+    let mut publishers = Vec::new();
+    for (i, expires_at) in [(0, t0() + Duration::from_secs(30)), (1, far)] {
+        let Begin::Create { flight, publish } = table.begin(&key(i), far, t0(), margin) else {
+            panic!("creates");
+        };
+        table.settle(&key(i), flight, &Ok(credential(i as i64, expires_at)));
+        publishers.push(publish);
+    }
+    // Full: the lease with 30 s left (under the margin) goes, the other stays.
+    let Begin::Create { publish, .. } = table.begin(&key(2), far, t0(), margin) else {
+        panic!("room was made");
+    };
+    publishers.push(publish);
+    assert!(matches!(
+        table.begin(&key(1), far, t0(), margin),
+        Begin::Reuse(_)
+    ));
+    // Full of one live lease and one creation: the live one goes.
+    let Begin::Create { publish, .. } = table.begin(&key(3), far, t0(), margin) else {
+        panic!("room was made");
+    };
+    assert_eq!(table.live(), 0);
+    // Now two creations under way: nothing can go, so the next request is served alone...
+    assert!(matches!(
+        table.begin(&key(4), far, t0(), margin),
+        Begin::Alone
+    ));
+    // ...until one of them vanishes without settling.
+    drop(publish);
+    assert!(matches!(
+        table.begin(&key(4), far, t0(), margin),
+        Begin::Create { .. }
+    ));
+    drop(publishers);
+}
+
 #[test]
 fn revocations_come_out_in_time_order_and_the_queue_is_bounded() {
     let mut queue = RevocationQueue::new(2);

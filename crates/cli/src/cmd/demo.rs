@@ -2,14 +2,16 @@
 //!
 //! A dev trust domain and its Workload API, the broker (realm and gRPC `Exchange`) with a sample
 //! policy, the kubelet credential provider exec'd exactly as a kubelet would, the token realm
-//! asked as containerd would, and, when `docker-registry` and `skopeo` are installed, a real
-//! push and pull. Everything listens on 127.0.0.1 or on Unix sockets in a private temporary
+//! asked as containerd would, a Harbor-kind registry through a FAKE of Harbor's API (clearly
+//! labelled: no Harbor runs here), and, when `docker-registry` and `skopeo` are installed, a
+//! real push and pull. Everything listens on 127.0.0.1 or on Unix sockets in a private temporary
 //! directory that is removed on exit; the only processes stopped are the demo's own children.
 //!
 //! Nothing secret is printed: keys never, credentials as their prefix and length, registry
 //! tokens as their decoded header and claims only.
 
 mod error;
+mod harbor;
 mod io;
 
 use std::io::Write as _;
@@ -188,6 +190,7 @@ impl Demo {
         let addrs = step(Step::Broker, || self.broker())?;
         let node = step(Step::Kubelet, || self.kubelet(addrs))?;
         step(Step::Realm, || self.realm(addrs, &node))?;
+        step(Step::Harbor, || self.harbor(addrs))?;
         step(Step::RealRegistry, || {
             self.real_registry(addrs, &node, &cluster)
         })

@@ -13,16 +13,18 @@ pub(crate) enum Step {
     Broker,
     Kubelet,
     Realm,
+    Harbor,
     RealRegistry,
 }
 
 impl Step {
     /// The numbered steps, for the `[n/N]` headers.
-    pub(crate) const NUMBERED: [Step; 5] = [
+    pub(crate) const NUMBERED: [Step; 6] = [
         Step::Identities,
         Step::Broker,
         Step::Kubelet,
         Step::Realm,
+        Step::Harbor,
         Step::RealRegistry,
     ];
 
@@ -34,7 +36,8 @@ impl Step {
             Step::Broker => 2,
             Step::Kubelet => 3,
             Step::Realm => 4,
-            Step::RealRegistry => 5,
+            Step::Harbor => 5,
+            Step::RealRegistry => 6,
         }
     }
 
@@ -45,6 +48,7 @@ impl Step {
             Step::Broker => "the broker: token realm, Exchange API and policy",
             Step::Kubelet => "the kubelet runs the credential provider plugin",
             Step::Realm => "containerd trades the credential for a registry token",
+            Step::Harbor => "a Harbor-kind registry, through a FAKE of Harbor's API (no real Harbor)",
             Step::RealRegistry => "a real registry: push and pull with skopeo",
         }
     }
@@ -206,6 +210,13 @@ pub(crate) enum DemoError {
     },
     #[error("the pulled image has no index.json")]
     PulledImageIncomplete,
+    #[error("the fake Harbor API")]
+    FakeHarbor {
+        #[source]
+        source: svid_broker_dev::fake::harbor::FakeError,
+    },
+    #[error("Harbor step: {problem}")]
+    HarborRobot { problem: &'static str },
     #[error(
         "a push with the pull-only node credential was not refused (exit ok: {exit_ok}): \
          {stderr_tail}"
