@@ -63,6 +63,27 @@ pub struct BackendCredential {
     pub handle: CredentialHandle,
 }
 
+impl BackendCredential {
+    /// A credential just made (`reused: false`): what a [`Backend`](crate::Backend)
+    /// implementation returns, and what embedders and tests build.
+    pub fn new(
+        username: impl Into<String>,
+        password: SecretString,
+        credential_id: impl Into<String>,
+        expires_at: SystemTime,
+        handle: CredentialHandle,
+    ) -> Self {
+        Self {
+            username: username.into(),
+            password,
+            credential_id: credential_id.into(),
+            expires_at,
+            reused: false,
+            handle,
+        }
+    }
+}
+
 /// What revoking one credential takes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
