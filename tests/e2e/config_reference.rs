@@ -177,6 +177,23 @@ fn policy_federated_registry() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+/// A Nexus registry: the broker's users get one of two roles the operator made.
+fn policy_nexus_registry() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("registries[].name", "\"nexus\""),
+        ("registries[].service", "\"nexus.example.org\""),
+        ("registries[].kind", "\"nexus\""),
+        ("registries[].url", "\"https://nexus.example.org\""),
+        (
+            "registries[].credential_file",
+            "\"/etc/svid-broker/nexus.credential\"",
+        ),
+        ("registries[].pull_role", "\"nx-docker-pull\""),
+        ("registries[].push_role", "\"nx-docker-push\""),
+        ("registries[].hosts", "[\"nexus.example.org\"]"),
+    ]
+}
+
 #[test]
 fn broker_config_reference_matches_the_parser() {
     let (a, b, c) = (broker_dev(), broker_discovery(), broker_jwks_file());
@@ -186,15 +203,16 @@ fn broker_config_reference_matches_the_parser() {
 
 #[test]
 fn policy_reference_matches_the_parser() {
-    let (a, b, c, d, e) = (
+    let (a, b, c, d, e, f) = (
         policy_subject_rule(),
         policy_whole_registry_rule(),
         policy_catalog_rule(),
         policy_harbor_registry(),
         policy_federated_registry(),
+        policy_nexus_registry(),
     );
-    let checked = check(&page(), "policy", &parse_policy, &[&a, &b, &c, &d, &e]);
-    assert!(checked >= 18, "only {checked} policy keys");
+    let checked = check(&page(), "policy", &parse_policy, &[&a, &b, &c, &d, &e, &f]);
+    assert!(checked >= 20, "only {checked} policy keys");
 }
 
 /// The probe really depends on the parser: a parser knowing one more key than the page

@@ -30,6 +30,10 @@ pub const MAX_LISTED_PROJECTS: usize = 8;
 pub enum BackendKind {
     /// Harbor (goharbor/harbor), through its v2.0 API.
     Harbor,
+    /// GitLab, through its REST API v4 (project deploy tokens).
+    Gitlab,
+    /// Sonatype Nexus Repository, through its security REST API (local users).
+    Nexus,
 }
 
 impl BackendKind {
@@ -37,6 +41,8 @@ impl BackendKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Harbor => "harbor",
+            Self::Gitlab => "gitlab",
+            Self::Nexus => "nexus",
         }
     }
 
@@ -44,6 +50,8 @@ impl BackendKind {
     pub fn product(self) -> &'static str {
         match self {
             Self::Harbor => "Harbor",
+            Self::Gitlab => "GitLab",
+            Self::Nexus => "Nexus",
         }
     }
 }
@@ -140,6 +148,35 @@ pub enum Step {
         /// The robot's full name (`robot$team-a+svid-...`).
         name: String,
     },
+    /// Creating a project deploy token (GitLab `POST /projects/:id/deploy_tokens`).
+    CreateDeployToken {
+        /// The project's path (`group/project`).
+        project: String,
+    },
+    /// Listing a project's deploy tokens (GitLab `GET /projects/:id/deploy_tokens`).
+    ListDeployTokens {
+        /// The project's path.
+        project: String,
+    },
+    /// Revoking a deploy token (GitLab `DELETE /projects/:id/deploy_tokens/:token_id`).
+    DeleteDeployToken {
+        /// The project's path.
+        project: String,
+        /// GitLab's id of the token.
+        token_id: i64,
+    },
+    /// Creating a local user (Nexus `POST /service/rest/v1/security/users`).
+    CreateUser {
+        /// The user id.
+        user: String,
+    },
+    /// Listing local users (Nexus `GET /service/rest/v1/security/users`).
+    ListUsers,
+    /// Deleting a local user (Nexus `DELETE /service/rest/v1/security/users/{userId}`).
+    DeleteUser {
+        /// The user id.
+        user: String,
+    },
 }
 
 impl Step {
@@ -153,6 +190,12 @@ impl Step {
             Self::CreateRobot { .. } => "create_robot",
             Self::ListRobots { .. } => "list_robots",
             Self::DeleteRobot { .. } => "delete_robot",
+            Self::CreateDeployToken { .. } => "create_deploy_token",
+            Self::ListDeployTokens { .. } => "list_deploy_tokens",
+            Self::DeleteDeployToken { .. } => "delete_deploy_token",
+            Self::CreateUser { .. } => "create_user",
+            Self::ListUsers => "list_users",
+            Self::DeleteUser { .. } => "delete_user",
         }
     }
 }
@@ -166,6 +209,18 @@ impl fmt::Display for Step {
             Self::CreateRobot { project } => write!(f, "create robot in project {project:?}"),
             Self::ListRobots { project } => write!(f, "list robots of project {project:?}"),
             Self::DeleteRobot { robot_id, name } => write!(f, "delete robot {robot_id} {name:?}"),
+            Self::CreateDeployToken { project } => {
+                write!(f, "create deploy token in project {project:?}")
+            }
+            Self::ListDeployTokens { project } => {
+                write!(f, "list deploy tokens of project {project:?}")
+            }
+            Self::DeleteDeployToken { project, token_id } => {
+                write!(f, "delete deploy token {token_id} of project {project:?}")
+            }
+            Self::CreateUser { user } => write!(f, "create user {user:?}"),
+            Self::ListUsers => f.write_str("list users"),
+            Self::DeleteUser { user } => write!(f, "delete user {user:?}"),
         }
     }
 }

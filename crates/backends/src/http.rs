@@ -1,5 +1,6 @@
 //! A small HTTP/1.1 JSON client for one registry API: one connection per request, one deadline
-//! per request, capped answers, a cap on requests in flight, Basic auth.
+//! per request, capped answers, a cap on requests in flight, Basic auth or a token header
+//! ([`Auth`]).
 //!
 //! - `https://` uses rustls (aws-lc-rs) with TLS 1.3 only, trusting either the certificates of
 //!   a CA PEM file or the public web roots.
@@ -8,8 +9,9 @@
 //!   the clear.
 //! - The deadline covers connect, TLS and the whole answer; the wait for an in-flight slot has
 //!   its own deadline of the same length.
-//! - Neither bodies nor credentials are ever logged; the `Authorization` header is marked
-//!   sensitive so hyper never shows it either.
+//! - Neither bodies nor credentials are ever logged; the credential's header (`Authorization`
+//!   or a token header such as GitLab's `PRIVATE-TOKEN`) is marked sensitive so hyper never
+//!   shows it either.
 
 use std::fmt::{self, Write as _};
 use std::io::Read as _;
@@ -19,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
@@ -50,10 +52,8 @@ pub struct ClientSettings {
     pub base_url: String,
     /// PEM CA certificates to trust instead of the public web roots (`https://` only).
     pub ca_file: Option<PathBuf>,
-    /// The Basic auth user name.
-    pub username: String,
-    /// The Basic auth password.
-    pub password: SecretString,
+    /// How every request authenticates.
+    pub auth: Auth,
     /// The deadline of one request; also the longest wait for an in-flight slot.
     pub request_deadline: Duration,
     /// The cap on an answer's body, in bytes.
@@ -62,18 +62,64 @@ pub struct ClientSettings {
     pub max_in_flight: usize,
 }
 
+/// How a client authenticates to the registry API. `Debug` never shows the secret.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Auth {
+    /// `Authorization: Basic base64(username:password)` (Harbor, Nexus).
+    Basic {
+        /// The user name (no `:`, no control character).
+        username: String,
+        /// The password.
+        password: SecretString,
+    },
+    /// One header carrying a token as it is (GitLab's `PRIVATE-TOKEN: <token>`).
+    Header {
+        /// The header's name (`PRIVATE-TOKEN`).
+        name: String,
+        /// The token.
+        value: SecretString,
+    },
+}
+
 impl ClientSettings {
-    /// Settings with the default deadline, body cap and in-flight cap.
+    /// Settings with Basic auth and the default deadline, body cap and in-flight cap.
     pub fn new(
         base_url: impl Into<String>,
         username: impl Into<String>,
         password: SecretString,
     ) -> Self {
+        Self::with_auth(
+            base_url,
+            Auth::Basic {
+                username: username.into(),
+                password,
+            },
+        )
+    }
+
+    /// Settings with a token in header `name` and the default deadline, body cap and
+    /// in-flight cap.
+    pub fn with_header(
+        base_url: impl Into<String>,
+        name: impl Into<String>,
+        value: SecretString,
+    ) -> Self {
+        Self::with_auth(
+            base_url,
+            Auth::Header {
+                name: name.into(),
+                value,
+            },
+        )
+    }
+
+    /// Settings with `auth` and the default deadline, body cap and in-flight cap.
+    pub fn with_auth(base_url: impl Into<String>, auth: Auth) -> Self {
         Self {
             base_url: base_url.into(),
             ca_file: None,
-            username: username.into(),
-            password,
+            auth,
             request_deadline: DEFAULT_REQUEST_DEADLINE,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
@@ -91,9 +137,12 @@ struct ClientInner {
     target: Target,
     // `None` for plain http to a loopback address.
     tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
-    authorization: SecretString,
-    // Kept only to scrub it from error texts a peer echoes back.
-    password: SecretString,
+    // The header that carries the credential, and its value.
+    auth_name: HeaderName,
+    auth_value: SecretString,
+    // Kept only to scrub them from error texts a peer echoes back: the password or token as
+    // configured, and (Basic) its base64 form.
+    scrubbed: Vec<SecretString>,
     deadline: Duration,
     max_response_bytes: usize,
     max_in_flight: usize,
@@ -148,10 +197,7 @@ impl ApiClient {
                 return Err(ConfigProblem::ZeroLimit { what });
             }
         }
-        let username = &settings.username;
-        if username.is_empty() || username.contains(':') || username.chars().any(char::is_control) {
-            return Err(ConfigProblem::InvalidUsername);
-        }
+        let (auth_name, auth_value, scrubbed) = auth_header(&settings.auth)?;
         let tls = if target.tls {
             let connector = tls_connector(settings.ca_file.as_deref())?;
             let name =
@@ -160,22 +206,13 @@ impl ApiClient {
         } else {
             None
         };
-        let password = settings.password.expose_secret();
-        // Both buffers hold the password (in the clear, then base64): wiped on drop.
-        let mut pair = Zeroizing::new(String::with_capacity(username.len() + 1 + password.len()));
-        pair.push_str(username);
-        pair.push(':');
-        pair.push_str(password);
-        let mut value = Zeroizing::new(String::with_capacity(6 + pair.len().div_ceil(3) * 4));
-        value.push_str("Basic ");
-        base64::engine::general_purpose::STANDARD.encode_string(pair.as_bytes(), &mut value);
-        let authorization = seal_string(value);
         Ok(Self {
             inner: Arc::new(ClientInner {
                 target,
                 tls,
-                authorization,
-                password: settings.password.clone(),
+                auth_name,
+                auth_value,
+                scrubbed,
                 deadline: settings.request_deadline,
                 max_response_bytes: settings.max_response_bytes,
                 max_in_flight: settings.max_in_flight,
@@ -189,14 +226,13 @@ impl ApiClient {
         self.inner.deadline
     }
 
-    /// `text` with this client's password and `Authorization` value replaced by `[REDACTED]`:
-    /// for a registry's error text, which a misconfigured proxy may build from the request.
+    /// `text` with this client's password or token (and, for Basic, its base64 form) replaced
+    /// by `[REDACTED]`: for a registry's error text, which a misconfigured proxy may build from
+    /// the request.
     pub fn scrub(&self, text: &str) -> String {
-        let inner = &*self.inner;
         let mut out = text.to_owned();
-        let basic = inner.authorization.expose_secret();
-        let encoded = basic.strip_prefix("Basic ").unwrap_or(basic);
-        for secret in [inner.password.expose_secret(), encoded] {
+        for secret in &self.inner.scrubbed {
+            let secret = secret.expose_secret();
             // A very short password would match ordinary words; it cannot be told apart.
             if secret.len() >= 4 && out.contains(secret) {
                 out = out.replace(secret, "[REDACTED]");
@@ -244,17 +280,19 @@ impl ApiClient {
     ) -> Result<Request<Full<Bytes>>, Failure> {
         let inner = &*self.inner;
         let path = format!("{}{path_and_query}", inner.target.path_prefix);
-        let mut authorization = HeaderValue::from_str(inner.authorization.expose_secret())
-            .map_err(|_| Failure::Internal {
-                what: "cannot build the request",
+        let mut credential =
+            HeaderValue::from_str(inner.auth_value.expose_secret()).map_err(|_| {
+                Failure::Internal {
+                    what: "cannot build the request",
+                }
             })?;
-        authorization.set_sensitive(true);
+        credential.set_sensitive(true);
         let mut builder = Request::builder()
             .method(method)
             .uri(path)
             .header(header::HOST, &inner.target.authority)
             .header(header::ACCEPT, "application/json")
-            .header(header::AUTHORIZATION, authorization)
+            .header(inner.auth_name.clone(), credential)
             // One connection per request: say so, so the registry closes its side at once.
             .header(header::CONNECTION, "close");
         let body = match json_body {
@@ -397,6 +435,48 @@ impl Target {
             path_prefix: uri.path().trim_end_matches('/').to_owned(),
             host,
         })
+    }
+}
+
+/// The header that carries `auth`, its value, and the secrets to scrub from vendor texts.
+fn auth_header(auth: &Auth) -> Result<(HeaderName, SecretString, Vec<SecretString>), ConfigProblem> {
+    match auth {
+        Auth::Basic { username, password } => {
+            if username.is_empty()
+                || username.contains(':')
+                || username.chars().any(char::is_control)
+            {
+                return Err(ConfigProblem::InvalidUsername);
+            }
+            let password_text = password.expose_secret();
+            // Both buffers hold the password (in the clear, then base64): wiped on drop.
+            let mut pair =
+                Zeroizing::new(String::with_capacity(username.len() + 1 + password_text.len()));
+            pair.push_str(username);
+            pair.push(':');
+            pair.push_str(password_text);
+            let mut encoded = Zeroizing::new(String::with_capacity(pair.len().div_ceil(3) * 4));
+            base64::engine::general_purpose::STANDARD.encode_string(pair.as_bytes(), &mut encoded);
+            let mut value = Zeroizing::new(String::with_capacity(6 + encoded.len()));
+            value.push_str("Basic ");
+            value.push_str(&encoded);
+            Ok((
+                header::AUTHORIZATION,
+                seal_string(value),
+                vec![password.clone(), seal_string(encoded)],
+            ))
+        }
+        Auth::Header { name, value } => {
+            // No dedicated problem variant yet: a token header is the user name's counterpart.
+            let name =
+                HeaderName::from_bytes(name.as_bytes()).map_err(|_| ConfigProblem::InvalidUsername)?;
+            let text = value.expose_secret();
+            let printable = !text.is_empty() && text.bytes().all(|b| b.is_ascii_graphic());
+            if !printable {
+                return Err(ConfigProblem::InvalidUsername);
+            }
+            Ok((name, value.clone(), vec![value.clone()]))
+        }
     }
 }
 

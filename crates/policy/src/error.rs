@@ -196,6 +196,20 @@ pub enum PolicyError {
         /// Where the registry entry is.
         at: Location,
     },
+    /// `pull_role` or `push_role` is empty, too long or not printable ASCII.
+    #[error(
+        "registry {registry:?}: `{field}` at {at} must be 1 to {max} printable ASCII characters"
+    )]
+    InvalidRole {
+        /// The registry's `name`, as written in the file.
+        registry: String,
+        /// The key.
+        field: &'static str,
+        /// The longest role accepted.
+        max: usize,
+        /// Where the value is.
+        at: Location,
+    },
     /// `url` is not an API base URL the broker will call.
     #[error("registry {registry:?}: url {url:?} at {at} is not usable: {reason}")]
     InvalidApiUrl {
@@ -220,13 +234,13 @@ pub enum PolicyError {
         /// Where the value is.
         at: Location,
     },
-    /// A rule for a registry that grants per project (Harbor) names repositories below the
-    /// project: the registry would hand out the whole project, so the rule would not mean
-    /// what it says.
+    /// A rule for a registry whose credentials reach more than one repository (a Harbor or
+    /// GitLab project, a whole Nexus registry) names less than that reach: the registry would
+    /// hand out the rest too, so the rule would not mean what it says.
     #[error(
-        "rule {rule:?}: repository pattern {pattern:?} at {at} is narrower than a project, but registry {registry:?} (kind = \"{kind}\") grants whole projects; write \"<project>/**\" (or \"**\" with whole_registry = true)"
+        "rule {rule:?}: repository pattern {pattern:?} at {at} is narrower than what registry {registry:?} (kind = \"{kind}\") grants: its credentials reach {reach}; write {shape}"
     )]
-    PatternNarrowerThanProject {
+    PatternNarrowerThanReach {
         /// The rule's `id`.
         rule: String,
         /// The rule's registry.
@@ -235,6 +249,10 @@ pub enum PolicyError {
         kind: crate::RegistryKind,
         /// The pattern as written.
         pattern: String,
+        /// What one credential of the kind reaches (`whole projects`, `the whole registry`).
+        reach: &'static str,
+        /// How such a rule must be written.
+        shape: &'static str,
         /// Where the pattern is.
         at: Location,
     },

@@ -67,17 +67,61 @@ impl RegistryKind {
         matches!(self, Self::Harbor | Self::Gitlab | Self::Nexus)
     }
 
-    /// Whether the registry grants per project (the repository name's first component), not
-    /// per repository: a Harbor robot names a project, so a grant on `team-a/app` becomes a
-    /// credential for all of `team-a`, and every rule for such a registry must be written
-    /// project-wide (`team-a/**`) for the policy to mean what the registry enforces.
-    pub const fn grants_per_project(self) -> bool {
-        matches!(self, Self::Harbor)
+    /// How much of the registry one of its credentials reaches. A Harbor robot names a project
+    /// (the first component of a repository name), a GitLab deploy token a project (the first
+    /// two), a Nexus user whatever its role reaches (the whole registry): a grant on
+    /// `team-a/app` becomes a credential for all of that. Every rule for such a registry must
+    /// therefore be written at that reach (`team-a/**`, `group/project/**`, `**`), so that the
+    /// policy means what the registry enforces.
+    pub const fn reach(self) -> Reach {
+        match self {
+            Self::Token | Self::Quay | Self::Artifactory => Reach::Repository,
+            Self::Harbor => Reach::Project { components: 1 },
+            Self::Gitlab => Reach::Project { components: 2 },
+            Self::Nexus => Reach::Registry,
+        }
     }
 }
 
 impl fmt::Display for RegistryKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// What one credential of a registry kind reaches ([`RegistryKind::reach`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Exactly the repositories granted (the broker signs the token, or the registry maps it).
+    Repository,
+    /// Every repository under the project: the first `components` components of the name.
+    Project {
+        /// How many leading components name the project (Harbor 1, GitLab 2).
+        components: usize,
+    },
+    /// Every repository of the registry.
+    Registry,
+}
+
+impl Reach {
+    /// What a rule for such a registry must be written as, for error messages.
+    pub const fn rule_shape(self) -> &'static str {
+        match self {
+            Self::Repository => "any repository pattern",
+            Self::Project { components: 1 } => "\"<project>/**\" (or \"**\" with whole_registry = true)",
+            Self::Project { .. } => {
+                "\"<group>/<project>/**\" (or \"**\" with whole_registry = true)"
+            }
+            Self::Registry => "\"**\" with whole_registry = true",
+        }
+    }
+
+    /// What one credential reaches, for error messages.
+    pub const fn description(self) -> &'static str {
+        match self {
+            Self::Repository => "the repositories granted",
+            Self::Project { .. } => "whole projects",
+            Self::Registry => "the whole registry",
+        }
     }
 }

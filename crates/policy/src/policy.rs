@@ -13,7 +13,7 @@ use toml::Spanned;
 
 use crate::decision::{ActionSet, Decision, RuleHit, ScopeTrace};
 use crate::error::{DecisionError, Location, PolicyError};
-use crate::kind::RegistryKind;
+use crate::kind::{Reach, RegistryKind};
 use crate::profile::Profile;
 use crate::repository::{RepoPatternError, RepositoryPattern};
 use crate::scope::{self, Action, ResourceScope};
@@ -77,6 +77,8 @@ pub struct RegistryApi {
     url: String,
     credential_file: Option<PathBuf>,
     ca_file: Option<PathBuf>,
+    /// Nexus only: (pull role, push role).
+    roles: Option<(String, String)>,
 }
 
 impl RegistryApi {
@@ -98,7 +100,19 @@ impl RegistryApi {
     pub fn ca_file(&self) -> Option<&Path> {
         self.ca_file.as_deref()
     }
+
+    /// For `kind = "nexus"` (where both are required): the Nexus role a pull-only user gets
+    /// (`pull_role`), and the one a user that may push gets (`push_role`). The operator makes
+    /// them in Nexus; what they reach is what the broker's users reach.
+    pub fn nexus_roles(&self) -> Option<(&str, &str)> {
+        self.roles
+            .as_ref()
+            .map(|(pull, push)| (pull.as_str(), push.as_str()))
+    }
 }
+
+/// Longest `pull_role` / `push_role`, in bytes.
+pub const MAX_ROLE_LEN: usize = 256;
 
 impl Registry {
     /// The `name` rules refer to it by; unique within the policy.
@@ -218,6 +232,8 @@ struct RawRegistry {
     url: Option<Spanned<String>>,
     credential_file: Option<Spanned<String>>,
     ca_file: Option<Spanned<String>>,
+    pull_role: Option<Spanned<String>>,
+    push_role: Option<Spanned<String>>,
     token_ttl_seconds: Option<Spanned<i64>>,
     hosts: Spanned<Vec<Spanned<String>>>,
 }
@@ -339,6 +355,8 @@ impl Loader<'_> {
                 ("url", &raw.url),
                 ("credential_file", &raw.credential_file),
                 ("ca_file", &raw.ca_file),
+                ("pull_role", &raw.pull_role),
+                ("push_role", &raw.push_role),
             ] {
                 if let Some(v) = value {
                     return Err(not_for(
@@ -388,12 +406,37 @@ impl Loader<'_> {
                 .as_ref()
                 .map(|path| self.path(name, "ca_file", path))
                 .transpose()?;
+            let roles = if kind == RegistryKind::Nexus {
+                let role = |field: &'static str, value: &Option<Spanned<String>>| {
+                    let value = value.as_ref().ok_or_else(|| {
+                        required(field, "the Nexus role the broker's users of that kind get")
+                    })?;
+                    if !is_token_text(value.get_ref(), MAX_ROLE_LEN) {
+                        return Err(PolicyError::InvalidRole {
+                            registry: name.clone(),
+                            field,
+                            max: MAX_ROLE_LEN,
+                            at: self.at(value),
+                        });
+                    }
+                    Ok(value.get_ref().clone())
+                };
+                Some((role("pull_role", &raw.pull_role)?, role("push_role", &raw.push_role)?))
+            } else {
+                for (field, value) in [("pull_role", &raw.pull_role), ("push_role", &raw.push_role)] {
+                    if let Some(v) = value {
+                        return Err(not_for(field, "only Nexus users get roles", self.at(v)));
+                    }
+                }
+                None
+            };
             (
                 None,
                 Some(RegistryApi {
                     url: url_text,
                     credential_file,
                     ca_file,
+                    roles,
                 }),
             )
         };
@@ -465,25 +508,32 @@ impl Loader<'_> {
                 kind,
                 at: self.at(raw),
             }),
-            Target::Repositories(patterns) if kind.grants_per_project() => {
+            Target::Repositories(patterns) => {
+                let reach = kind.reach();
                 let spans = raw.get_ref().repositories.as_ref().map(Spanned::get_ref);
                 for (i, pattern) in patterns.iter().enumerate() {
-                    if !pattern.is_project_wide() {
+                    let fits = match reach {
+                        Reach::Repository => true,
+                        Reach::Project { components } => pattern.is_project_wide(components),
+                        Reach::Registry => pattern.is_everything(),
+                    };
+                    if !fits {
                         let at = spans
                             .and_then(|items| items.get(i))
                             .map_or_else(|| self.at(raw), |item| self.at(item));
-                        return Err(PolicyError::PatternNarrowerThanProject {
+                        return Err(PolicyError::PatternNarrowerThanReach {
                             rule: rule.id.to_string(),
                             registry: registry.name.clone(),
                             kind,
                             pattern: pattern.as_str().to_owned(),
+                            reach: reach.description(),
+                            shape: reach.rule_shape(),
                             at,
                         });
                     }
                 }
                 Ok(())
             }
-            Target::Repositories(_) => Ok(()),
         }
     }
 

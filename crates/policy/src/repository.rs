@@ -94,15 +94,21 @@ impl RepositoryPattern {
         self.segments.iter().all(|s| matches!(s, RepoSegment::Any))
     }
 
-    /// True when the pattern matches every repository of whatever project (first component)
-    /// it matches at all: `<project>/**` with the project a literal, a template or `*`, or
-    /// `**` alone. The patterns a registry that grants whole projects (Harbor) can honour.
-    pub fn is_project_wide(&self) -> bool {
+    /// True when the pattern matches every repository under whatever project it matches at
+    /// all, the project being the first `components` components: `<p>/**` (one component) or
+    /// `<group>/<project>/**` (two), each a literal, a template or `*`; or `**` alone. The
+    /// patterns a registry that grants whole projects (Harbor, GitLab) can honour.
+    pub fn is_project_wide(&self, components: usize) -> bool {
         match self.double_star {
             Some(0) => self.segments.is_empty(),
-            Some(1) => self.segments.len() == 1,
-            _ => false,
+            Some(n) => n == components && self.segments.len() == components,
+            None => false,
         }
+    }
+
+    /// True for `**` alone: every repository of the registry.
+    pub fn is_everything(&self) -> bool {
+        self.double_star == Some(0) && self.segments.is_empty()
     }
 
     /// The first component when it is literal text (`team-a` of `team-a/**`), else `None`.

@@ -1284,8 +1284,85 @@ fn quay_and_artifactory_refuse_a_credential_file_and_every_kind_parses() {
                 .collect::<Vec<_>>()
                 .join("\n");
         }
+        if kind == RegistryKind::Nexus {
+            text = text.replace(
+                "kind = \"nexus\"",
+                "kind = \"nexus\"\npull_role = \"docker-pull\"\npush_role = \"docker-push\"",
+            );
+        }
         let p = kinds_policy(&text, "").unwrap_or_else(|e| panic!("{kind}: {e}"));
-        assert_eq!(p.registry_by_name("corp").unwrap().kind(), kind);
+        let corp = p.registry_by_name("corp").unwrap();
+        assert_eq!(corp.kind(), kind);
+        let roles = corp.api().unwrap().nexus_roles();
+        assert_eq!(
+            roles,
+            (kind == RegistryKind::Nexus).then_some(("docker-pull", "docker-push"))
+        );
+    }
+}
+
+#[test]
+fn nexus_needs_both_roles_and_nobody_else_takes_them() {
+    let nexus = HARBOR.replace("kind = \"harbor\"", "kind = \"nexus\"\npull_role = \"p\"");
+    assert!(matches!(
+        kinds_policy(&nexus, ""),
+        Err(PolicyError::FieldRequiredForKind { field: "push_role", .. })
+    ));
+    let bad = nexus.replace("pull_role = \"p\"", "pull_role = \"\"\npush_role = \"q\"");
+    assert!(matches!(
+        kinds_policy(&bad, ""),
+        Err(PolicyError::InvalidRole { field: "pull_role", .. })
+    ));
+    let harbor_with_role = HARBOR.replace("kind = \"harbor\"", "kind = \"harbor\"\npull_role = \"p\"");
+    assert!(matches!(
+        kinds_policy(&harbor_with_role, ""),
+        Err(PolicyError::FieldNotForKind { field: "pull_role", .. })
+    ));
+}
+
+#[test]
+fn each_kind_takes_only_rules_written_at_the_reach_of_its_credentials() {
+    let registry = |kind: &str| {
+        let mut text = HARBOR.replace("kind = \"harbor\"", &format!("kind = \"{kind}\""));
+        if kind == "nexus" {
+            text = text.replace(
+                "kind = \"nexus\"",
+                "kind = \"nexus\"\npull_role = \"p\"\npush_role = \"q\"",
+            );
+        }
+        if kind == "quay" {
+            text = text
+                .lines()
+                .filter(|l| !l.starts_with("credential_file"))
+                .collect::<Vec<_>>()
+                .join("\n");
+        }
+        text
+    };
+    let rule = |repos: &str, whole: bool| {
+        format!(
+            "[[rules]]\nid = \"r\"\ntrust_domain = \"example.org\"\nregistry = \"corp\"\n\
+             repositories = [{repos}]\nactions = [\"pull\"]\n{}",
+            if whole { "whole_registry = true\n" } else { "" }
+        )
+    };
+    for (kind, pattern, whole, fits) in [
+        ("harbor", r#""team-a/**""#, false, true),
+        ("harbor", r#""group/team-a/**""#, false, false),
+        ("gitlab", r#""group/project/**""#, false, true),
+        ("gitlab", r#""group/*/**""#, false, true),
+        ("gitlab", r#""group/**""#, false, false),
+        ("gitlab", r#""group/project/app""#, false, false),
+        ("nexus", r#""**""#, true, true),
+        ("nexus", r#""team-a/**""#, false, false),
+        ("quay", r#""team-a/app""#, false, true),
+    ] {
+        let result = kinds_policy(&registry(kind), &rule(pattern, whole));
+        match (fits, result) {
+            (true, Ok(_)) => {}
+            (false, Err(PolicyError::PatternNarrowerThanReach { .. })) => {}
+            (fits, other) => panic!("{kind} {pattern}: expected fits={fits}, got {other:?}"),
+        }
     }
 }
 
@@ -1364,11 +1441,11 @@ effect = "{effect}"
         (r#""team-{ns}/secret""#, "deny"),
     ] {
         let err = kinds_policy(HARBOR, &rule(bad, effect)).unwrap_err();
-        let PolicyError::PatternNarrowerThanProject { pattern, .. } = &err else {
+        let PolicyError::PatternNarrowerThanReach { pattern, .. } = &err else {
             panic!("{bad}: {err:?}");
         };
         assert!(bad.contains(pattern.as_str()), "{pattern}");
-        assert!(err.to_string().contains("grants whole projects"), "{err}");
+        assert!(err.to_string().contains("reach whole projects"), "{err}");
     }
     let p = kinds_policy(
         HARBOR,
