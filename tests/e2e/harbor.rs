@@ -104,7 +104,8 @@ impl Harbor {
                 td.bundle_document_json(),
             )
             .unwrap();
-            let api = serve_workload_api(&runtime, &td, &dir.path().join(format!("agent-{i}.sock")));
+            let api =
+                serve_workload_api(&runtime, &td, &dir.path().join(format!("agent-{i}.sock")));
             endpoints.push(api.endpoint());
             apis.push(api);
         }
@@ -266,7 +267,9 @@ actions = ["pull"]
     }
 
     fn skopeo_push(&self, user: &str, password: &str, repository: &str) -> Output {
-        let work = self.dir().join(format!("push-{}", repository.replace('/', "-")));
+        let work = self
+            .dir()
+            .join(format!("push-{}", repository.replace('/', "-")));
         let image = write_oci_image(&work.join("image"), "v1", "hello from harbor\n");
         skopeo(
             &[
@@ -337,10 +340,23 @@ fn a_harbor_robot_made_for_the_plugin_pulls_is_reused_and_is_deleted_at_the_poli
     for project in ["team-a", "team-b"] {
         let seeder = h
             .fake
-            .add_robot(project, "seeder", &[("repository", "pull"), ("repository", "push")], -1)
+            .add_robot(
+                project,
+                "seeder",
+                &[("repository", "pull"), ("repository", "push")],
+                -1,
+            )
             .unwrap();
-        let out = h.skopeo_push(&seeder.name, seeder.secret.expose_secret(), &format!("{project}/app"));
-        assert!(out.success(), "seed {project}: {out:?}\n{}", h.registry.log());
+        let out = h.skopeo_push(
+            &seeder.name,
+            seeder.secret.expose_secret(),
+            &format!("{project}/app"),
+        );
+        assert!(
+            out.success(),
+            "seed {project}: {out:?}\n{}",
+            h.registry.log()
+        );
     }
     assert_eq!(h.fake.robots_created(), 0);
 
@@ -376,8 +392,14 @@ fn a_harbor_robot_made_for_the_plugin_pulls_is_reused_and_is_deleted_at_the_poli
     let out = h.skopeo_pull(&user, &password, "team-b/app", 2);
     assert!(denied(&out), "a team-a robot pulled team-b: {out:?}");
     let out = h.plugin_for(&h.image("team-b/app"));
-    assert!(!out.success(), "the policy grants nothing on team-b: {out:?}");
-    assert!(out.stderr.contains("permission") || out.stderr.contains("denied"), "{out:?}");
+    assert!(
+        !out.success(),
+        "the policy grants nothing on team-b: {out:?}"
+    );
+    assert!(
+        out.stderr.contains("permission") || out.stderr.contains("denied"),
+        "{out:?}"
+    );
 
     // 1,000 plugin calls from this node for images of team-a: the same robot every time.
     let calls = 1000;
@@ -394,15 +416,20 @@ fn a_harbor_robot_made_for_the_plugin_pulls_is_reused_and_is_deleted_at_the_poli
         }
     });
     assert_eq!(h.fake.robots_created(), 1, "one robot for {calls} calls");
-    assert_eq!(h.broker_robots(), [user.clone()]);
+    assert_eq!(h.broker_robots(), std::slice::from_ref(&user));
 
     // The audit log names the robot, never its secret.
     let audit = h.broker.audit();
-    assert!(!audit.contains(&password), "the audit log holds the robot's secret");
+    assert!(
+        !audit.contains(&password),
+        "the audit log holds the robot's secret"
+    );
     let issued: Vec<serde_json::Value> = audit
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|e: &serde_json::Value| e["kind"] == "registry_credential" && e["decision"] == "allow")
+        .filter(|e: &serde_json::Value| {
+            e["kind"] == "registry_credential" && e["decision"] == "allow"
+        })
         .collect();
     assert_eq!(issued.len(), calls + 1, "one event per issuance");
     assert_eq!(issued[0]["reason"], "registry credential created");
@@ -416,9 +443,11 @@ fn a_harbor_robot_made_for_the_plugin_pulls_is_reused_and_is_deleted_at_the_poli
 
     // At the policy's lifetime the broker deletes the robot, and the credential stops working.
     h.clock.advance(Duration::from_secs(TTL_SECONDS + 1));
-    wait_until("the broker deletes the robot", Duration::from_secs(20), || {
-        h.broker_robots().is_empty()
-    });
+    wait_until(
+        "the broker deletes the robot",
+        Duration::from_secs(20),
+        || h.broker_robots().is_empty(),
+    );
     assert_eq!(h.fake.robots_deleted(), 1);
     let out = h.skopeo_pull(&user, &password, "team-a/app", 3);
     assert!(denied(&out), "a deleted robot pulled: {out:?}");
@@ -490,5 +519,9 @@ fn harbor_failures_reach_the_plugin_naming_the_registry_and_the_step() {
         .lines()
         .filter(|l| l.contains("\"decision\":\"deny\"") && l.contains("corp"))
         .count();
-    assert!(refusals >= 6, "each failure is audited: {}", h.broker.audit());
+    assert!(
+        refusals >= 6,
+        "each failure is audited: {}",
+        h.broker.audit()
+    );
 }

@@ -9,6 +9,9 @@
 //!   [`HarborBackend::revoke`] deletes one, [`HarborBackend::sweep`] deletes the broker's
 //!   expired robots, found by the revocation time in their names, so nothing is lost across
 //!   restarts and replicas share the state (it is in Harbor).
+//! - [`GitlabBackend`] speaks GitLab's REST API v4: a project deploy token (`read_registry`,
+//!   plus `write_registry` for push) per (workload, project, scope set), with GitLab's own
+//!   `expires_at` at the broker's revocation time and the time in its name for the sweeper.
 //! - [`BackendService`] wraps any [`Backend`] for one registry: reuse of live credentials,
 //!   one creation for many equal concurrent requests, a bounded lease table, a revocation
 //!   queue and periodic sweeps driven by [`BackendService::run`], and [`BackendFigures`] for
@@ -57,6 +60,7 @@ mod backend;
 mod credential;
 pub mod error;
 mod figures;
+pub mod gitlab;
 pub mod harbor;
 pub mod http;
 pub mod service;
@@ -65,5 +69,6 @@ pub use backend::Backend;
 pub use credential::{BackendCredential, BackendGrant, CredentialHandle, SweepReport};
 pub use error::{BackendError, BackendKind, ConfigError, ConfigProblem, Failure, Step};
 pub use figures::{ApiMeter, ApiRequestCount, BackendFigures};
+pub use gitlab::{GitlabBackend, GitlabConfig};
 pub use harbor::{HarborBackend, HarborConfig};
 pub use service::{BackendService, ServiceConfig};

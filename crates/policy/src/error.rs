@@ -167,9 +167,7 @@ pub enum PolicyError {
     /// A registry key that this registry's `kind` does not use (`issuer` and `profile` belong
     /// to `kind = "token"`, whose tokens the broker signs; `url` and `credential_file` to the
     /// kinds whose credentials are made through the registry's API).
-    #[error(
-        "registry {registry:?}: `{field}` at {at} does not apply to kind = \"{kind}\" ({why})"
-    )]
+    #[error("registry {registry:?}: `{field}` at {at} does not apply to kind = \"{kind}\" ({why})")]
     FieldNotForKind {
         /// The registry's `name`, as written in the file.
         registry: String,
@@ -223,7 +221,9 @@ pub enum PolicyError {
         at: Location,
     },
     /// A path key (`credential_file`, `ca_file`) that is empty, relative or too long.
-    #[error("registry {registry:?}: `{field}` at {at} must be an absolute path of at most {max} bytes")]
+    #[error(
+        "registry {registry:?}: `{field}` at {at} must be an absolute path of at most {max} bytes"
+    )]
     InvalidPath {
         /// The registry's `name`, as written in the file.
         registry: String,
@@ -238,21 +238,19 @@ pub enum PolicyError {
     /// GitLab project, a whole Nexus registry) names less than that reach: the registry would
     /// hand out the rest too, so the rule would not mean what it says.
     #[error(
-        "rule {rule:?}: repository pattern {pattern:?} at {at} is narrower than what registry {registry:?} (kind = \"{kind}\") grants: its credentials reach {reach}; write {shape}"
+        "rule {rule:?}: repository pattern {pattern:?} at {at} is narrower than what registry {registry:?} (kind = \"{kind}\") grants: its credentials reach {}; write {}",
+        .kind.reach().description(),
+        .kind.reach().rule_shape()
     )]
     PatternNarrowerThanReach {
         /// The rule's `id`.
         rule: String,
         /// The rule's registry.
         registry: String,
-        /// The registry's kind.
+        /// The registry's kind (its [`crate::RegistryKind::reach`] is what the rule must cover).
         kind: crate::RegistryKind,
         /// The pattern as written.
         pattern: String,
-        /// What one credential of the kind reaches (`whole projects`, `the whole registry`).
-        reach: &'static str,
-        /// How such a rule must be written.
-        shape: &'static str,
         /// Where the pattern is.
         at: Location,
     },

@@ -108,7 +108,9 @@ impl Reach {
     pub const fn rule_shape(self) -> &'static str {
         match self {
             Self::Repository => "any repository pattern",
-            Self::Project { components: 1 } => "\"<project>/**\" (or \"**\" with whole_registry = true)",
+            Self::Project { components: 1 } => {
+                "\"<project>/**\" (or \"**\" with whole_registry = true)"
+            }
             Self::Project { .. } => {
                 "\"<group>/<project>/**\" (or \"**\" with whole_registry = true)"
             }

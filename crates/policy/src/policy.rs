@@ -322,15 +322,14 @@ impl Loader<'_> {
             });
         }
         let kind = raw.kind;
-        let not_for = |field: &'static str, why: &'static str, at: Location| {
-            PolicyError::FieldNotForKind {
+        let not_for =
+            |field: &'static str, why: &'static str, at: Location| PolicyError::FieldNotForKind {
                 registry: name.clone(),
                 kind,
                 field,
                 why,
                 at,
-            }
-        };
+            };
         let required = |field: &'static str, why: &'static str| PolicyError::FieldRequiredForKind {
             registry: name.clone(),
             kind,
@@ -340,7 +339,10 @@ impl Loader<'_> {
         };
         let (signing, api) = if kind.is_broker_signed() {
             let issuer = raw.issuer.as_ref().ok_or_else(|| {
-                required("issuer", "the registry checks the `iss` of the tokens the broker signs")
+                required(
+                    "issuer",
+                    "the registry checks the `iss` of the tokens the broker signs",
+                )
             })?;
             if !is_token_text(issuer.get_ref(), MAX_ISSUER_LEN) {
                 return Err(PolicyError::InvalidIssuer {
@@ -349,7 +351,10 @@ impl Loader<'_> {
                 });
             }
             let profile = raw.profile.as_ref().ok_or_else(|| {
-                required("profile", "it decides the shape of the tokens the broker signs")
+                required(
+                    "profile",
+                    "it decides the shape of the tokens the broker signs",
+                )
             })?;
             for (field, value) in [
                 ("url", &raw.url),
@@ -376,14 +381,18 @@ impl Loader<'_> {
                 return Err(not_for("profile", SIGNED_ELSEWHERE, self.at(v)));
             }
             let url = raw.url.as_ref().ok_or_else(|| {
-                required("url", "the broker makes this registry's credentials through its API")
+                required(
+                    "url",
+                    "the broker makes this registry's credentials through its API",
+                )
             })?;
-            let url_text = check_api_url(url.get_ref()).map_err(|reason| PolicyError::InvalidApiUrl {
-                registry: name.clone(),
-                url: url.get_ref().chars().take(200).collect(),
-                reason,
-                at: self.at(url),
-            })?;
+            let url_text =
+                check_api_url(url.get_ref()).map_err(|reason| PolicyError::InvalidApiUrl {
+                    registry: name.clone(),
+                    url: url.get_ref().chars().take(200).collect(),
+                    reason,
+                    at: self.at(url),
+                })?;
             let credential_file = match (&raw.credential_file, kind.needs_credential_file()) {
                 (Some(path), true) => Some(self.path(name, "credential_file", path)?),
                 (None, true) => {
@@ -421,9 +430,13 @@ impl Loader<'_> {
                     }
                     Ok(value.get_ref().clone())
                 };
-                Some((role("pull_role", &raw.pull_role)?, role("push_role", &raw.push_role)?))
+                Some((
+                    role("pull_role", &raw.pull_role)?,
+                    role("push_role", &raw.push_role)?,
+                ))
             } else {
-                for (field, value) in [("pull_role", &raw.pull_role), ("push_role", &raw.push_role)] {
+                for (field, value) in [("pull_role", &raw.pull_role), ("push_role", &raw.push_role)]
+                {
                     if let Some(v) = value {
                         return Err(not_for(field, "only Nexus users get roles", self.at(v)));
                     }
@@ -526,8 +539,6 @@ impl Loader<'_> {
                             registry: registry.name.clone(),
                             kind,
                             pattern: pattern.as_str().to_owned(),
-                            reach: reach.description(),
-                            shape: reach.rule_shape(),
                             at,
                         });
                     }
@@ -1140,7 +1151,9 @@ fn check_api_url(url: &str) -> Result<String, &'static str> {
         return Err("the port must be a number from 1 to 65535");
     }
     if !secure && !is_loopback_host(host) {
-        return Err("http:// is allowed only on a loopback address (127.0.0.0/8, [::1], localhost)");
+        return Err(
+            "http:// is allowed only on a loopback address (127.0.0.0/8, [::1], localhost)",
+        );
     }
     Ok(url.trim_end_matches('/').to_owned())
 }

@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use svid_broker_backends::{
-    BackendCredential, BackendError, HarborConfig, BackendFigures, BackendGrant, BackendKind, BackendService,
-    Failure, ServiceConfig, Step,
+    BackendCredential, BackendError, BackendFigures, BackendGrant, BackendKind, BackendService,
+    Failure, HarborConfig, ServiceConfig, Step,
 };
 use svid_broker_identity::clock::Clock;
 use svid_broker_identity::secret::{SecretString, seal_string};
@@ -164,7 +164,10 @@ struct Runner {
 impl std::fmt::Debug for Backends {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Backends")
-            .field("registries", &self.current.load().keys().collect::<Vec<_>>())
+            .field(
+                "registries",
+                &self.current.load().keys().collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -233,7 +236,9 @@ impl Backends {
     pub fn apply(&self, prepared: PreparedBackends, policy: &Policy) {
         let next = prepared.0;
         for (name, entry) in &next {
-            entry.service.set_sweep_projects(policy.literal_projects(name));
+            entry
+                .service
+                .set_sweep_projects(policy.literal_projects(name));
         }
         if let Some(runner) = &self.runner
             && let Ok(mut started) = self.started.lock()

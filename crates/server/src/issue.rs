@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use svid_broker_backends::{BackendCredential, BackendError};
-use svid_broker_policy::{RegistryKind, ResourceScope};
 use svid_broker_policy::scope;
+use svid_broker_policy::{RegistryKind, ResourceScope};
 use svid_broker_token::{Access, MintRequest, RegistryToken, TokenError, TokenMinter};
 
 use svid_broker_identity::secret::SecretString;

@@ -24,8 +24,8 @@
 //! connection governor; [`config`] and [`server`] ([`BrokerServer`]) wire them.
 
 pub mod audit;
-pub mod backends;
 pub mod authn;
+pub mod backends;
 pub mod config;
 pub mod credential;
 pub mod decision;

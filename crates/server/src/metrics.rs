@@ -500,7 +500,6 @@ fn write_verified_caches(out: &mut String, caches: &[VerifiedCacheFigures]) -> f
     Ok(())
 }
 
-
 /// The registry backends' families. Labels are the registry's policy name (bounded by the
 /// policy's registry cap, operator-written), its kind, and fixed step and outcome words.
 fn write_backends(

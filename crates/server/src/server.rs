@@ -58,9 +58,10 @@ pub enum ServerError {
     Policy {
         /// The policy file, as configured.
         path: PathBuf,
-        /// The underlying error (printed by the error chain, not by this `Display`).
+        /// The underlying error (printed by the error chain, not by this `Display`); boxed,
+        /// as a policy error carries the rule, the pattern and its location.
         #[source]
-        source: PolicyError,
+        source: Box<PolicyError>,
     },
     /// The policy file could not be read (not a regular file, larger than
     /// [`svid_broker_policy::MAX_POLICY_FILE_BYTES`], I/O).
@@ -228,7 +229,7 @@ fn parse_policy(path: &Path, bytes: &[u8]) -> Result<Policy, ServerError> {
     })?;
     Policy::from_toml_str(text).map_err(|source| ServerError::Policy {
         path: path.to_owned(),
-        source,
+        source: Box::new(source),
     })
 }
 

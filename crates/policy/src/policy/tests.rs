@@ -1238,7 +1238,11 @@ fn a_harbor_registry_needs_url_and_credential_file_and_takes_no_issuer_or_profil
             matches!(err, PolicyError::FieldNotForKind { .. }),
             "{extra}: {err:?}"
         );
-        assert!(err.to_string().contains("does not apply to kind = \"harbor\""), "{err}");
+        assert!(
+            err.to_string()
+                .contains("does not apply to kind = \"harbor\""),
+            "{err}"
+        );
     }
 }
 
@@ -1254,14 +1258,23 @@ fn the_token_kind_refuses_api_keys_and_requires_issuer_and_profile() {
         let text = base.replace("name = \"local\"", &format!("name = \"local\"\n{extra}"));
         let err = kinds_policy(&text, "").unwrap_err();
         assert!(
-            matches!(err, PolicyError::FieldNotForKind { kind: RegistryKind::Token, .. }),
+            matches!(
+                err,
+                PolicyError::FieldNotForKind {
+                    kind: RegistryKind::Token,
+                    ..
+                }
+            ),
             "{extra}: {err:?}"
         );
     }
     let text = base.replace("issuer = \"svid-broker\"\n", "");
     assert!(matches!(
         kinds_policy(&text, "").unwrap_err(),
-        PolicyError::FieldRequiredForKind { field: "issuer", .. }
+        PolicyError::FieldRequiredForKind {
+            field: "issuer",
+            ..
+        }
     ));
 }
 
@@ -1275,7 +1288,13 @@ fn quay_and_artifactory_refuse_a_credential_file_and_every_kind_parses() {
         if !kind.needs_credential_file() {
             let err = kinds_policy(&text, "").unwrap_err();
             assert!(
-                matches!(err, PolicyError::FieldNotForKind { field: "credential_file", .. }),
+                matches!(
+                    err,
+                    PolicyError::FieldNotForKind {
+                        field: "credential_file",
+                        ..
+                    }
+                ),
                 "{kind}: {err:?}"
             );
             text = text
@@ -1306,17 +1325,27 @@ fn nexus_needs_both_roles_and_nobody_else_takes_them() {
     let nexus = HARBOR.replace("kind = \"harbor\"", "kind = \"nexus\"\npull_role = \"p\"");
     assert!(matches!(
         kinds_policy(&nexus, ""),
-        Err(PolicyError::FieldRequiredForKind { field: "push_role", .. })
+        Err(PolicyError::FieldRequiredForKind {
+            field: "push_role",
+            ..
+        })
     ));
     let bad = nexus.replace("pull_role = \"p\"", "pull_role = \"\"\npush_role = \"q\"");
     assert!(matches!(
         kinds_policy(&bad, ""),
-        Err(PolicyError::InvalidRole { field: "pull_role", .. })
+        Err(PolicyError::InvalidRole {
+            field: "pull_role",
+            ..
+        })
     ));
-    let harbor_with_role = HARBOR.replace("kind = \"harbor\"", "kind = \"harbor\"\npull_role = \"p\"");
+    let harbor_with_role =
+        HARBOR.replace("kind = \"harbor\"", "kind = \"harbor\"\npull_role = \"p\"");
     assert!(matches!(
         kinds_policy(&harbor_with_role, ""),
-        Err(PolicyError::FieldNotForKind { field: "pull_role", .. })
+        Err(PolicyError::FieldNotForKind {
+            field: "pull_role",
+            ..
+        })
     ));
 }
 
@@ -1379,7 +1408,13 @@ fn api_urls_must_be_https_unless_loopback_and_carry_no_credentials() {
         "https://[2001:db8::1]:443",
     ] {
         let p = kinds_policy(&with_url(ok), "").unwrap_or_else(|e| panic!("{ok}: {e}"));
-        let api = p.registry_by_name("corp").unwrap().api().unwrap().url().to_owned();
+        let api = p
+            .registry_by_name("corp")
+            .unwrap()
+            .api()
+            .unwrap()
+            .url()
+            .to_owned();
         assert!(!api.ends_with('/'), "{api}");
     }
     for (bad, rule) in [
@@ -1412,7 +1447,10 @@ fn api_urls_must_be_https_unless_loopback_and_carry_no_credentials() {
     let relative = HARBOR.replace("/etc/svid-broker/harbor.credential", "harbor.credential");
     assert!(matches!(
         kinds_policy(&relative, ""),
-        Err(PolicyError::InvalidPath { field: "credential_file", .. })
+        Err(PolicyError::InvalidPath {
+            field: "credential_file",
+            ..
+        })
     ));
 }
 

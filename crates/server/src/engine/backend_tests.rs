@@ -108,7 +108,11 @@ fn the_policy_still_decides_before_any_backend_is_asked() {
     // READER has no rule on corp: refused by the policy, recorded, and no pass comes out.
     let err = f
         .broker
-        .begin_exchange_for(&subject(READER), &login(&["repository:team-b/app:pull"]), t0())
+        .begin_exchange_for(
+            &subject(READER),
+            &login(&["repository:team-b/app:pull"]),
+            t0(),
+        )
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::PermissionDenied, "{err:?}");
     let lines = f.audit_lines();
@@ -207,7 +211,11 @@ fn the_synchronous_exchange_refuses_a_backend_grant_and_records_it() {
     let f = fixture();
     let err = f
         .broker
-        .exchange_for(&subject(BUILDER), &login(&["repository:team-b/app:pull"]), t0())
+        .exchange_for(
+            &subject(BUILDER),
+            &login(&["repository:team-b/app:pull"]),
+            t0(),
+        )
         .unwrap_err();
     assert!(
         matches!(

@@ -164,8 +164,8 @@ pub async fn serve_with_backends(
 ) -> Result<(), GrpcError> {
     let exchange =
         TokenExchangeServer::new(ExchangeService::with_backends(broker, clock, backends))
-        .max_decoding_message_size(MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_service_status(SERVICE_NAME, tonic_health::ServingStatus::Serving)

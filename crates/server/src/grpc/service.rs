@@ -176,7 +176,10 @@ impl TokenExchange for ExchangeService {
         let start = Instant::now();
         let result = match self.handle(request) {
             Handled::Answered(result) => result,
-            Handled::ToBackend { request, pass } => self.finish_at_backend(&request, pass).await,
+            Handled::ToBackend(to) => {
+                let ToBackend { request, pass } = *to;
+                self.finish_at_backend(&request, pass).await
+            }
         };
         self.broker
             .metrics()
@@ -250,10 +253,10 @@ impl ExchangeService {
             .begin_exchange(&checked, &presented, subject_token, now)
         {
             Ok(Begun::Done(exchanged)) => Ok(Handled::Answered(Ok(response(&exchanged, now)))),
-            Ok(Begun::Backend(pass)) => Ok(Handled::ToBackend {
+            Ok(Begun::Backend(pass)) => Ok(Handled::ToBackend(Box::new(ToBackend {
                 request: checked,
                 pass,
-            }),
+            }))),
             Err(error) => Err(status(&error)),
         }
     }
@@ -263,13 +266,16 @@ impl ExchangeService {
 enum Handled {
     /// With the answer.
     Answered(Result<ExchangeResponse, Status>),
-    /// With a grant for the registry's backend.
-    ToBackend {
-        /// The checked request (its context is what the outcome is recorded against).
-        request: CheckedRequest,
-        /// The decided grant.
-        pass: BackendPass,
-    },
+    /// With a grant for the registry's backend (boxed: the common answer stays small).
+    ToBackend(Box<ToBackend>),
+}
+
+/// A grant on its way to the registry's backend.
+struct ToBackend {
+    /// The checked request (its context is what the outcome is recorded against).
+    request: CheckedRequest,
+    /// The decided grant.
+    pass: BackendPass,
 }
 
 /// A request this edge refused, with what can be recorded of it.

@@ -48,7 +48,9 @@ impl Step {
             Step::Broker => "the broker: token realm, Exchange API and policy",
             Step::Kubelet => "the kubelet runs the credential provider plugin",
             Step::Realm => "containerd trades the credential for a registry token",
-            Step::Harbor => "a Harbor-kind registry, through a FAKE of Harbor's API (no real Harbor)",
+            Step::Harbor => {
+                "a Harbor-kind registry, through a FAKE of Harbor's API (no real Harbor)"
+            }
             Step::RealRegistry => "a real registry: push and pull with skopeo",
         }
     }

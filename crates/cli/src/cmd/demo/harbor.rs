@@ -46,7 +46,9 @@ impl Demo {
             .map_err(|source| DemoError::FakeHarbor { source })?;
         explain("Harbor's registry trusts only Harbor's own token service, so the broker cannot");
         explain("sign for it. For a kind = \"harbor\" entry it decides with the same policy, then");
-        explain("makes a short-lived project robot through Harbor's API and deletes it at the TTL.");
+        explain(
+            "makes a short-lived project robot through Harbor's API and deletes it at the TTL.",
+        );
         println!(
             "  FAKE Harbor API  {} (svid_broker_dev::fake::harbor: NOT a real Harbor; it enforces",
             fake.url()
@@ -63,12 +65,11 @@ impl Demo {
             &format!("{}:{}\n", manager.name, manager.secret.expose_secret()),
         )?;
         let policy_path = self.dir().join("policy.toml");
-        let mut policy = std::fs::read_to_string(&policy_path).map_err(|source| {
-            DemoError::Write {
+        let mut policy =
+            std::fs::read_to_string(&policy_path).map_err(|source| DemoError::Write {
                 path: policy_path.clone(),
                 source,
-            }
-        })?;
+            })?;
         let entry = format!(
             r#"
 [[registries]]
@@ -97,7 +98,9 @@ actions = ["pull"]
             .ok_or(DemoError::NoGrpcListener)?
             .reload_policy()
             .map_err(|source| DemoError::BrokerStart { source })?;
-        println!("  policy entry     kind = \"harbor\", rule: nodes may pull {PROJECT}/** (reloaded)");
+        println!(
+            "  policy entry     kind = \"harbor\", rule: nodes may pull {PROJECT}/** (reloaded)"
+        );
 
         let plugin = self.dir().join("bin").join(PLUGIN_NAME);
         let plugin_config = self.dir().join("credential-provider-harbor.toml");

@@ -1,0 +1,526 @@
+//! GitLab: short-lived project deploy tokens made through GitLab's REST API v4.
+//!
+//! For a grant of `repository:team-a/app/web:pull` the backend creates, in project
+//! `team-a/app`, the deploy token `svid-<revoke_unix>-<random>` (its username is the same
+//! string) with scope `read_registry` (`push` adds `write_registry`), and hands out that
+//! username and the token. The token's `expires_at` is the broker's revocation time rounded up
+//! to the second, so GitLab ends it on its own even if the broker never gets to; the broker's
+//! `DELETE` at that time is the prompt end. Registry tokens GitLab already issued for a deploy
+//! token stay valid up to 5 minutes after it is revoked.
+//!
+//! Nothing is kept in memory that a restart would lose: the revocation time is in the token's
+//! name, so [`GitlabBackend::sweep`] (run by any replica, after any restart) finds and deletes
+//! the broker's expired tokens and leaves every other token alone.
+//!
+//! The broker authenticates with a `PRIVATE-TOKEN` (a personal, project or group access token
+//! with the `api` scope) whose user has at least the Maintainer role in every project it
+//! serves: GitLab refuses deploy token management to Developers (403).
+//!
+//! The project is the first two components of the repository name (`group/project`); projects
+//! in nested subgroups are not supported (see the `grant` module).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use futures_util::future::BoxFuture;
+use http::{Method, StatusCode};
+use svid_broker_identity::secret::{SecretString, seal_string};
+use zeroize::Zeroizing;
+
+use crate::backend::Backend;
+use crate::credential::{BackendCredential, BackendGrant, CredentialHandle, SweepReport};
+use crate::error::{
+    BackendError, BackendKind, ConfigError, ConfigProblem, Failure, Step, sanitize_vendor_message,
+};
+use crate::figures::ApiMeter;
+use crate::http::{
+    ApiClient, ApiResponse, ClientSettings, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_REQUEST_DEADLINE, encode_query_component,
+};
+
+mod grant;
+mod naming;
+mod wire;
+
+use grant::{ProjectGrant, map_grant};
+use naming::{
+    MAX_PREFIX_LEN, encoded_revoke_time, rfc3339_seconds, token_name, unix_seconds_ceil,
+    unix_seconds_floor, valid_prefix,
+};
+
+/// The default deploy token name prefix.
+pub const DEFAULT_NAME_PREFIX: &str = "svid";
+/// The header that carries the broker's GitLab token.
+pub const TOKEN_HEADER: &str = "PRIVATE-TOKEN";
+/// Deploy tokens per listing page: GitLab's largest `per_page`.
+pub const LIST_PAGE_SIZE: usize = 100;
+/// Most listing pages one sweep reads per project (so at most 5,000 tokens); a project with
+/// more is reported as truncated and the rest waits for the next sweep.
+pub const MAX_SWEEP_PAGES: usize = 50;
+/// Longest deploy token value accepted from GitLab, in bytes (GitLab's are about 26).
+pub const MAX_TOKEN_LEN: usize = 1024;
+
+/// How to reach one GitLab and what to call the broker's deploy tokens there.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct GitlabConfig {
+    /// The registry's name in the policy (labels errors and figures).
+    pub registry: String,
+    /// GitLab's base URL (`https://gitlab.example.com`); the API is under `/api/v4`.
+    pub url: String,
+    /// The broker's GitLab access token (sent as `PRIVATE-TOKEN`); its user needs the
+    /// Maintainer role in every project the broker serves.
+    pub token: SecretString,
+    /// PEM CA certificates to trust instead of the public web roots.
+    pub ca_file: Option<PathBuf>,
+    /// The first part of every deploy token name the broker makes, and what the sweeper looks
+    /// for: `[a-z0-9]` runs joined by single `.`, `_` or `-`, at most 32 characters. Replicas
+    /// sharing a GitLab must share the prefix; two brokers that must not sweep each other's
+    /// tokens must not.
+    pub name_prefix: String,
+    /// The deadline of one API request (connect, TLS and the whole answer).
+    pub request_deadline: Duration,
+    /// The cap on API requests in flight to this GitLab.
+    pub max_in_flight: usize,
+    /// The cap on one answer's body, in bytes.
+    pub max_response_bytes: usize,
+}
+
+impl GitlabConfig {
+    /// A configuration with the default prefix ([`DEFAULT_NAME_PREFIX`]), public web roots,
+    /// a 10 s deadline, 4 requests in flight and a 1 MiB answer cap.
+    pub fn new(registry: impl Into<String>, url: impl Into<String>, token: SecretString) -> Self {
+        Self {
+            registry: registry.into(),
+            url: url.into(),
+            token,
+            ca_file: None,
+            name_prefix: DEFAULT_NAME_PREFIX.to_owned(),
+            request_deadline: DEFAULT_REQUEST_DEADLINE,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+}
+
+/// One GitLab, spoken to through its REST API v4.
+pub struct GitlabBackend {
+    registry: String,
+    prefix: String,
+    client: ApiClient,
+    meter: ApiMeter,
+    random: &'static dyn rustls::crypto::SecureRandom,
+}
+
+impl GitlabBackend {
+    /// Checks the configuration and builds the API client (reading the CA file now).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the registry: a bad URL, plain http to a host that is not a
+    /// loopback address, an unusable CA file, an empty or unprintable token (reported as
+    /// [`ConfigProblem::InvalidUsername`] for now), a bad name prefix, a zero limit.
+    pub fn new(config: GitlabConfig) -> Result<Self, ConfigError> {
+        let fail = |problem| ConfigError {
+            registry: config.registry.clone(),
+            kind: BackendKind::Gitlab,
+            problem,
+        };
+        if !valid_prefix(&config.name_prefix) {
+            return Err(fail(ConfigProblem::InvalidRobotPrefix {
+                prefix: config.name_prefix.clone(),
+                max: MAX_PREFIX_LEN,
+            }));
+        }
+        let mut settings =
+            ClientSettings::with_header(config.url.clone(), TOKEN_HEADER, config.token.clone());
+        settings.ca_file.clone_from(&config.ca_file);
+        settings.request_deadline = config.request_deadline;
+        settings.max_in_flight = config.max_in_flight;
+        settings.max_response_bytes = config.max_response_bytes;
+        let client = ApiClient::new(&settings).map_err(fail)?;
+        Ok(Self {
+            registry: config.registry,
+            prefix: config.name_prefix,
+            client,
+            meter: ApiMeter::new(),
+            random: rustls::crypto::aws_lc_rs::default_provider().secure_random,
+        })
+    }
+
+    /// Creates a project deploy token for `grant`: one project, `read_registry` (and
+    /// `write_registry` for push), `expires_at` the grant's `revoke_at` rounded up to the
+    /// second, the revocation time in its name, the name as its username. `expires_at` of the
+    /// answer is the grant's `revoke_at`.
+    ///
+    /// # Errors
+    /// At [`Step::MapGrant`] when the grant does not map to one project with `pull`/`push`
+    /// (or its time has passed); at [`Step::CreateDeployToken`] when GitLab refuses or fails
+    /// ([`Failure::NoSuchProject`] for its 404). A token GitLab made but whose answer was lost
+    /// is left to the sweeper (and to GitLab's own expiry).
+    pub async fn issue(
+        &self,
+        grant: &BackendGrant,
+        now: SystemTime,
+    ) -> Result<BackendCredential, BackendError> {
+        let mapped = self.map(grant)?;
+        if grant.revoke_at <= now {
+            return Err(self.error(Step::MapGrant, Failure::GrantExpired));
+        }
+        let step = Step::CreateDeployToken {
+            project: mapped.project.clone(),
+        };
+        let mut random = [0u8; 8];
+        if self.random.fill(&mut random).is_err() {
+            return Err(self.error(
+                step,
+                Failure::Internal {
+                    what: "the random number generator failed",
+                },
+            ));
+        }
+        let revoke_unix = unix_seconds_ceil(grant.revoke_at);
+        let name = token_name(&self.prefix, revoke_unix, random);
+        let expires_at = rfc3339_seconds(revoke_unix);
+        let body = wire::DeployTokenCreate {
+            name: &name,
+            scopes: mapped.scopes.iter().map(|s| s.as_str()).collect(),
+            expires_at: &expires_at,
+            username: &name,
+        };
+        let result = async {
+            let json = serde_json::to_vec(&body).map_err(|_| Failure::Internal {
+                what: "cannot encode the deploy token",
+            })?;
+            let response = self
+                .client
+                .send(Method::POST, &tokens_path(&mapped.project), Some(json))
+                .await?;
+            expect_success(&self.client, &response)?;
+            parse_created(response, &name)
+        }
+        .await;
+        let (id, token) = self.finish(&step, result)?;
+        tracing::info!(
+            registry = %self.registry,
+            token_id = id,
+            token_name = %name,
+            project = %mapped.project,
+            subject = %grant.subject,
+            "gitlab deploy token created"
+        );
+        Ok(BackendCredential::new(
+            name.clone(),
+            token,
+            format!("deploy token {id} {name} of {}", mapped.project),
+            grant.revoke_at,
+            CredentialHandle::new(id, name, mapped.project),
+        ))
+    }
+
+    /// Revokes a deploy token (`DELETE`); one already gone (404) counts as revoked.
+    ///
+    /// # Errors
+    /// At [`Step::DeleteDeployToken`].
+    pub async fn revoke(&self, handle: &CredentialHandle) -> Result<(), BackendError> {
+        self.delete_token(&handle.namespace, handle.id, &handle.name)
+            .await
+    }
+
+    /// For each project path (`group/project`): reads its deploy tokens (page by page, at
+    /// most [`MAX_SWEEP_PAGES`] pages of [`LIST_PAGE_SIZE`]), then deletes every token whose
+    /// name has this backend's prefix and a readable revocation time that is not after `now`,
+    /// including those GitLab has already expired (so they do not pile up past the page cap;
+    /// that is also why GitLab's `active` filter is not used). Tokens with another name, or
+    /// whose time is ahead, are left alone.
+    ///
+    /// # Errors
+    /// Only when no project could be listed (the first error); other failures are in the
+    /// report and the sweep goes on.
+    pub async fn sweep(
+        &self,
+        projects: &[String],
+        now: SystemTime,
+    ) -> Result<SweepReport, BackendError> {
+        let now_unix = unix_seconds_floor(now);
+        let mut report = SweepReport::default();
+        for project in projects {
+            let tokens = match self.project_tokens(project, &mut report).await {
+                Ok(tokens) => tokens,
+                Err(error) => {
+                    report.failures.push(error);
+                    continue;
+                }
+            };
+            report.namespaces_listed += 1;
+            report.credentials_seen += tokens.len();
+            for token in tokens {
+                match encoded_revoke_time(&self.prefix, &token.name) {
+                    Some(at) if at <= now_unix => {
+                        match self.delete_token(project, token.id, &token.name).await {
+                            Ok(()) => {
+                                report.deleted += 1;
+                                tracing::info!(
+                                    registry = %self.registry,
+                                    token_id = token.id,
+                                    token_name = %token.name,
+                                    project = %project,
+                                    "gitlab sweep deleted an expired deploy token"
+                                );
+                            }
+                            Err(error) => report.failures.push(error),
+                        }
+                    }
+                    Some(_) => report.not_due += 1,
+                    None => {}
+                }
+            }
+        }
+        if report.namespaces_listed == 0 && !report.failures.is_empty() {
+            return Err(report.failures.swap_remove(0));
+        }
+        Ok(report)
+    }
+
+    /// The API request counters.
+    pub fn meter(&self) -> &ApiMeter {
+        &self.meter
+    }
+
+    fn map(&self, grant: &BackendGrant) -> Result<ProjectGrant, BackendError> {
+        map_grant(&grant.scopes).map_err(|failure| self.error(Step::MapGrant, failure))
+    }
+
+    async fn delete_token(&self, project: &str, id: i64, name: &str) -> Result<(), BackendError> {
+        let step = Step::DeleteDeployToken {
+            project: project.to_owned(),
+            token_id: id,
+        };
+        let result = async {
+            let path = format!("{}/{id}", tokens_path(project));
+            let response = self.client.send(Method::DELETE, &path, None).await?;
+            if response.status == StatusCode::NOT_FOUND {
+                tracing::debug!(
+                    registry = %self.registry,
+                    token_id = id,
+                    token_name = %name,
+                    "gitlab deploy token already gone"
+                );
+                return Ok(());
+            }
+            expect_success(&self.client, &response)
+        }
+        .await;
+        self.finish(&step, result)
+    }
+
+    /// All deploy tokens of one project (up to the page cap; a cut listing is noted in
+    /// `report`).
+    async fn project_tokens(
+        &self,
+        project: &str,
+        report: &mut SweepReport,
+    ) -> Result<Vec<wire::ListedDeployToken>, BackendError> {
+        let step = Step::ListDeployTokens {
+            project: project.to_owned(),
+        };
+        let mut tokens = Vec::new();
+        // Every page is read before anything is deleted, so deletions cannot shift the pages.
+        for page in 1..=MAX_SWEEP_PAGES {
+            let path = format!(
+                "{}?per_page={LIST_PAGE_SIZE}&page={page}",
+                tokens_path(project)
+            );
+            let result = async {
+                let response = self.client.send(Method::GET, &path, None).await?;
+                expect_success(&self.client, &response)?;
+                let last = is_last_page(&response);
+                let listed: Vec<wire::ListedDeployToken> = serde_json::from_slice(&response.body)
+                    .map_err(|_| Failure::Malformed {
+                        what: "deploy token list is not a JSON array of tokens",
+                    })?;
+                Ok((listed, last))
+            }
+            .await;
+            let (listed, last) = self.finish(&step, result)?;
+            let full_page = listed.len() >= LIST_PAGE_SIZE;
+            tokens.extend(listed);
+            if !full_page || last {
+                return Ok(tokens);
+            }
+        }
+        report.truncated.push(project.to_owned());
+        Ok(tokens)
+    }
+
+    /// Counts one request's outcome and names the registry and step of a failure.
+    fn finish<T>(&self, step: &Step, result: Result<T, Failure>) -> Result<T, BackendError> {
+        match result {
+            Ok(value) => {
+                self.meter.record(step.name(), "ok");
+                Ok(value)
+            }
+            Err(failure) => {
+                self.meter.record(step.name(), failure.outcome());
+                Err(self.error(step.clone(), failure))
+            }
+        }
+    }
+
+    fn error(&self, step: Step, failure: Failure) -> BackendError {
+        BackendError::new(self.registry.clone(), BackendKind::Gitlab, step, failure)
+    }
+}
+
+impl fmt::Debug for GitlabBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GitlabBackend")
+            .field("registry", &self.registry)
+            .field("prefix", &self.prefix)
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Backend for GitlabBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Gitlab
+    }
+
+    fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    fn reuse_key(&self, grant: &BackendGrant) -> Result<String, BackendError> {
+        Ok(self.map(grant)?.reuse_key())
+    }
+
+    fn issue<'a>(
+        &'a self,
+        grant: &'a BackendGrant,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<BackendCredential, BackendError>> {
+        Box::pin(GitlabBackend::issue(self, grant, now))
+    }
+
+    fn revoke<'a>(
+        &'a self,
+        handle: &'a CredentialHandle,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(GitlabBackend::revoke(self, handle))
+    }
+
+    fn sweep<'a>(
+        &'a self,
+        namespaces: &'a [String],
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<SweepReport, BackendError>> {
+        Box::pin(GitlabBackend::sweep(self, namespaces, now))
+    }
+
+    fn meter(&self) -> &ApiMeter {
+        &self.meter
+    }
+}
+
+/// `/api/v4/projects/<group%2Fproject>/deploy_tokens`: GitLab takes the URL-encoded path
+/// wherever it takes a project id.
+fn tokens_path(project: &str) -> String {
+    format!(
+        "/api/v4/projects/{}/deploy_tokens",
+        encode_query_component(project)
+    )
+}
+
+/// GitLab's `X-Next-Page` is empty on the last page; absent (offset pagination turned off by
+/// a proxy) says nothing, and the page's length decides.
+fn is_last_page(response: &ApiResponse) -> bool {
+    response
+        .headers
+        .get("x-next-page")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().is_empty())
+}
+
+/// The failure a non-2xx answer stands for.
+fn expect_success(client: &ApiClient, response: &ApiResponse) -> Result<(), Failure> {
+    let status = response.status;
+    if status.is_success() {
+        return Ok(());
+    }
+    let message = || vendor_message(client, &response.body);
+    Err(match status.as_u16() {
+        401 => Failure::Unauthorized,
+        403 => Failure::Forbidden { message: message() },
+        // GitLab answers an unknown project (or one the token cannot see) with
+        // `404 Project Not Found`; other 404s (a route a proxy does not pass) are refusals.
+        404 if message().contains("Project Not Found") => Failure::NoSuchProject,
+        429 => Failure::RateLimited {
+            retry_after: response.retry_after(),
+        },
+        500..=599 => Failure::ServerError {
+            status: status.as_u16(),
+        },
+        code => Failure::Rejected {
+            status: code,
+            message: message(),
+        },
+    })
+}
+
+/// GitLab's error text: `{"message": "..."}`, `{"message": {"field": ["..."]}}` (model
+/// validation) or `{"error": "..."}` (parameter validation); otherwise the body's text (a
+/// proxy's page). Scrubbed of the broker's token, made printable and capped.
+fn vendor_message(client: &ApiClient, body: &[u8]) -> String {
+    let text = match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(map)) => match map.get("message").or_else(|| map.get("error"))
+        {
+            Some(serde_json::Value::String(text)) => text.clone(),
+            Some(serde_json::Value::Object(fields)) => fields
+                .iter()
+                .map(|(field, problems)| match problems {
+                    serde_json::Value::Array(list) => {
+                        let list: Vec<&str> =
+                            list.iter().filter_map(serde_json::Value::as_str).collect();
+                        format!("{field} {}", list.join(", "))
+                    }
+                    other => format!("{field} {other}"),
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+            Some(other) => other.to_string(),
+            None => String::from_utf8_lossy(body).into_owned(),
+        },
+        _ => String::from_utf8_lossy(body).into_owned(),
+    };
+    sanitize_vendor_message(&client.scrub(&text))
+}
+
+/// Reads `DeployTokenWithToken`, wiping the body (it holds the token) when done.
+fn parse_created(response: ApiResponse, name: &str) -> Result<(i64, SecretString), Failure> {
+    let body = Zeroizing::new(response.body);
+    let created: wire::DeployTokenCreated =
+        serde_json::from_slice(&body).map_err(|_| Failure::Malformed {
+            what: "deploy token created: not a JSON token with id, name, username and token",
+        })?;
+    let token = Zeroizing::new(created.token);
+    if created.id <= 0 {
+        return Err(Failure::Malformed {
+            what: "deploy token created: id is not positive",
+        });
+    }
+    if created.name != name || created.username != name {
+        return Err(Failure::Malformed {
+            what: "deploy token created: the name or username is not the one asked for",
+        });
+    }
+    if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+        return Err(Failure::Malformed {
+            what: "deploy token created: the token is empty or too long",
+        });
+    }
+    Ok((created.id, seal_string(token)))
+}
+
+#[cfg(test)]
+mod tests;
