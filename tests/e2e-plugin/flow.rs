@@ -8,7 +8,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use svid_broker_dev::DevTrustDomain;
 use svid_broker_dev::satoken::{DevSaAlgorithm, DevServiceAccountIssuer, SaTokenRequest};
@@ -454,13 +453,14 @@ fn repository_scope_keys_by_image_and_caps_the_credential() {
 }
 
 #[test]
-fn failures_name_their_cause_within_the_deadline() {
+fn failures_name_their_cause() {
     if !require("docker-registry") || !require("skopeo") {
         return;
     }
     let fx = Fixture::start(false);
     let image = format!("{}/team/app", fx.host());
-    let limit = Duration::from_secs(DEADLINE_SECONDS + 5);
+    // No timing assertion: the harness kills a plugin that outlives its step limit (failing the
+    // test), and the deadline's own arithmetic is unit-tested in the client crate.
     let check = |out: &Output, want: &str| {
         assert!(!out.success(), "{out:?}");
         assert_eq!(out.stdout, "", "nothing on stdout on failure");
@@ -470,7 +470,6 @@ fn failures_name_their_cause_within_the_deadline() {
             line.starts_with(&format!("svid-credential-provider: {want}")),
             "want {want:?}: {line}"
         );
-        assert!(out.elapsed < limit, "took {:?}", out.elapsed);
     };
 
     // Broker down: a port nothing listens on.

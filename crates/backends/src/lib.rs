@@ -12,6 +12,8 @@
 //! - [`GitlabBackend`] speaks GitLab's REST API v4: a project deploy token (`read_registry`,
 //!   plus `write_registry` for push) per (workload, project, scope set), with GitLab's own
 //!   `expires_at` at the broker's revocation time and the time in its name for the sweeper.
+//! - [`NexusBackend`] speaks Nexus Repository 3's security REST API: a local user with the
+//!   operator's pull or push role per (workload, action set), its revocation time in its id.
 //! - [`BackendService`] wraps any [`Backend`] for one registry: reuse of live credentials,
 //!   one creation for many equal concurrent requests, a bounded lease table, a revocation
 //!   queue and periodic sweeps driven by [`BackendService::run`], and [`BackendFigures`] for
@@ -63,6 +65,7 @@ mod figures;
 pub mod gitlab;
 pub mod harbor;
 pub mod http;
+pub mod nexus;
 pub mod service;
 
 pub use backend::Backend;
@@ -71,4 +74,5 @@ pub use error::{BackendError, BackendKind, ConfigError, ConfigProblem, Failure, 
 pub use figures::{ApiMeter, ApiRequestCount, BackendFigures};
 pub use gitlab::{GitlabBackend, GitlabConfig};
 pub use harbor::{HarborBackend, HarborConfig};
+pub use nexus::{NexusBackend, NexusConfig};
 pub use service::{BackendService, ServiceConfig};
