@@ -161,7 +161,9 @@ fn policy_harbor_registry() -> Vec<(&'static str, &'static str)> {
         ("rules[].id", "\"team-pull\""),
         ("rules[].subject", "\"spiffe://example.org/ns/a/sa/b\""),
         ("rules[].registry", "\"corp\""),
-        ("rules[].repositories", "[\"team/**\"]"),
+        // Registry-wide: at the reach of every backend kind (a Harbor or GitLab project, Nexus).
+        ("rules[].repositories", "[\"**\"]"),
+        ("rules[].whole_registry", "true"),
         ("rules[].actions", "[\"pull\"]"),
     ]
 }

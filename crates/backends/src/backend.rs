@@ -55,6 +55,16 @@ pub trait Backend: Send + Sync + fmt::Debug {
         now: SystemTime,
     ) -> BoxFuture<'a, Result<SweepReport, BackendError>>;
 
+    /// Every namespace the broker's credential can see (bounded), for a sweep whose policy
+    /// reaches namespaces it does not name (a rule on `team-{ns}/**`). A backend without such
+    /// a listing sees none.
+    ///
+    /// # Errors
+    /// The listing's [`BackendError`].
+    fn visible_namespaces(&self) -> BoxFuture<'_, Result<Vec<String>, BackendError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
     /// The backend's API request counters.
     fn meter(&self) -> &ApiMeter;
 }

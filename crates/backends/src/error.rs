@@ -148,6 +148,9 @@ pub enum Step {
         /// The robot's full name (`robot$team-a+svid-...`).
         name: String,
     },
+    /// Listing the projects the broker's credential can see (Harbor `GET /projects`), for a
+    /// sweep whose policy reaches projects it does not name.
+    ListProjects,
     /// Creating a project deploy token (GitLab `POST /projects/:id/deploy_tokens`).
     CreateDeployToken {
         /// The project's path (`group/project`).
@@ -190,6 +193,7 @@ impl Step {
             Self::CreateRobot { .. } => "create_robot",
             Self::ListRobots { .. } => "list_robots",
             Self::DeleteRobot { .. } => "delete_robot",
+            Self::ListProjects => "list_projects",
             Self::CreateDeployToken { .. } => "create_deploy_token",
             Self::ListDeployTokens { .. } => "list_deploy_tokens",
             Self::DeleteDeployToken { .. } => "delete_deploy_token",
@@ -209,6 +213,7 @@ impl fmt::Display for Step {
             Self::CreateRobot { project } => write!(f, "create robot in project {project:?}"),
             Self::ListRobots { project } => write!(f, "list robots of project {project:?}"),
             Self::DeleteRobot { robot_id, name } => write!(f, "delete robot {robot_id} {name:?}"),
+            Self::ListProjects => f.write_str("list projects"),
             Self::CreateDeployToken { project } => {
                 write!(f, "create deploy token in project {project:?}")
             }

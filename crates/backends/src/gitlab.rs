@@ -337,8 +337,8 @@ impl GitlabBackend {
                 let last = is_last_page(&response);
                 let listed: Vec<wire::ListedDeployToken> = serde_json::from_slice(&response.body)
                     .map_err(|_| Failure::Malformed {
-                        what: "deploy token list is not a JSON array of tokens",
-                    })?;
+                    what: "deploy token list is not a JSON array of tokens",
+                })?;
                 Ok((listed, last))
             }
             .await;

@@ -55,6 +55,9 @@ pub const MAX_SWEEP_PAGES: usize = 50;
 /// Most project listing pages read to find one project by name (`name=` matches substrings,
 /// so the exact match may not be on the first page).
 pub const MAX_PROJECT_LOOKUP_PAGES: usize = 10;
+/// Most pages of projects one sweep lists when the policy reaches projects it does not name
+/// (1,000 projects).
+pub const MAX_VISIBLE_PROJECT_PAGES: usize = 10;
 /// Longest robot secret accepted from Harbor, in bytes (Harbor's are 32 characters).
 pub const MAX_SECRET_LEN: usize = 1024;
 
@@ -362,6 +365,38 @@ impl HarborBackend {
         Ok(robots)
     }
 
+    /// The names of the projects the broker's credential can see (`GET /projects`, at most
+    /// [`MAX_VISIBLE_PROJECT_PAGES`] pages of [`LIST_PAGE_SIZE`]): where a sweep looks when the
+    /// policy reaches projects through templates or `*` it cannot list itself. A manager robot
+    /// sees its own project; an admin sees all.
+    ///
+    /// # Errors
+    /// A [`BackendError`] at [`Step::ListProjects`].
+    pub async fn visible_projects(&self) -> Result<Vec<String>, BackendError> {
+        let step = Step::ListProjects;
+        let mut names = Vec::new();
+        for page in 1..=MAX_VISIBLE_PROJECT_PAGES {
+            let path = format!("/api/v2.0/projects?page={page}&page_size={LIST_PAGE_SIZE}");
+            let result = async {
+                let response = self.client.send(Method::GET, &path, None).await?;
+                expect_success(&self.client, &response)?;
+                let listed: Option<Vec<wire::ListedProject>> =
+                    serde_json::from_slice(&response.body).map_err(|_| Failure::Malformed {
+                        what: "project list is not a JSON array of projects",
+                    })?;
+                Ok(listed.unwrap_or_default())
+            }
+            .await;
+            let listed = self.finish(&step, result)?;
+            let full_page = listed.len() >= LIST_PAGE_SIZE;
+            names.extend(listed.into_iter().map(|p| p.name));
+            if !full_page {
+                break;
+            }
+        }
+        Ok(names)
+    }
+
     /// The numeric id of a project (`name=` matches substrings: the exact name is picked).
     async fn project_id(&self, project: &str) -> Result<i64, BackendError> {
         let step = Step::LookUpProject {
@@ -464,6 +499,10 @@ impl Backend for HarborBackend {
         now: SystemTime,
     ) -> BoxFuture<'a, Result<SweepReport, BackendError>> {
         Box::pin(HarborBackend::sweep(self, namespaces, now))
+    }
+
+    fn visible_namespaces(&self) -> BoxFuture<'_, Result<Vec<String>, BackendError>> {
+        Box::pin(HarborBackend::visible_projects(self))
     }
 
     fn meter(&self) -> &ApiMeter {

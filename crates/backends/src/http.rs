@@ -184,7 +184,9 @@ impl ApiClient {
     /// # Errors
     /// [`ConfigProblem::InvalidUrl`], [`ConfigProblem::CredentialsInUrl`],
     /// [`ConfigProblem::PlainHttpNotLoopback`], [`ConfigProblem::CaFile`],
-    /// [`ConfigProblem::Tls`], [`ConfigProblem::InvalidUsername`] or
+    /// [`ConfigProblem::Tls`], [`ConfigProblem::InvalidUsername`] (a Basic user name that is
+    /// empty or has a `:` or a control character; or, for [`Auth::Header`], a header name
+    /// that is not one, or a token that is empty or not printable ASCII) or
     /// [`ConfigProblem::ZeroLimit`].
     pub fn new(settings: &ClientSettings) -> Result<Self, ConfigProblem> {
         let target = Target::parse(&settings.base_url)?;
@@ -439,7 +441,9 @@ impl Target {
 }
 
 /// The header that carries `auth`, its value, and the secrets to scrub from vendor texts.
-fn auth_header(auth: &Auth) -> Result<(HeaderName, SecretString, Vec<SecretString>), ConfigProblem> {
+fn auth_header(
+    auth: &Auth,
+) -> Result<(HeaderName, SecretString, Vec<SecretString>), ConfigProblem> {
     match auth {
         Auth::Basic { username, password } => {
             if username.is_empty()
@@ -450,8 +454,9 @@ fn auth_header(auth: &Auth) -> Result<(HeaderName, SecretString, Vec<SecretStrin
             }
             let password_text = password.expose_secret();
             // Both buffers hold the password (in the clear, then base64): wiped on drop.
-            let mut pair =
-                Zeroizing::new(String::with_capacity(username.len() + 1 + password_text.len()));
+            let mut pair = Zeroizing::new(String::with_capacity(
+                username.len() + 1 + password_text.len(),
+            ));
             pair.push_str(username);
             pair.push(':');
             pair.push_str(password_text);
@@ -468,8 +473,8 @@ fn auth_header(auth: &Auth) -> Result<(HeaderName, SecretString, Vec<SecretStrin
         }
         Auth::Header { name, value } => {
             // No dedicated problem variant yet: a token header is the user name's counterpart.
-            let name =
-                HeaderName::from_bytes(name.as_bytes()).map_err(|_| ConfigProblem::InvalidUsername)?;
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| ConfigProblem::InvalidUsername)?;
             let text = value.expose_secret();
             let printable = !text.is_empty() && text.bytes().all(|b| b.is_ascii_graphic());
             if !printable {

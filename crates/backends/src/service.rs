@@ -12,6 +12,7 @@
 //! an injected [`Clock`].
 
 use std::fmt;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -98,6 +99,9 @@ pub struct BackendService {
     inner: Arc<Inner>,
 }
 
+/// Most namespaces a service remembers having made credentials in (for sweeps).
+pub const MAX_REMEMBERED_NAMESPACES: usize = 1024;
+
 struct Inner {
     backend: Arc<dyn Backend>,
     config: ServiceConfig,
@@ -106,6 +110,13 @@ struct Inner {
     // Wakes `run` when a revocation earlier than all queued ones arrives, or a sweep is asked.
     wake: Notify,
     sweep_projects: Mutex<Arc<[String]>>,
+    /// Also sweep every namespace the broker's credential can see (the policy reaches
+    /// namespaces it does not name).
+    sweep_visible: AtomicBool,
+    /// Namespaces this service made credentials in (bounded): swept whatever the policy says
+    /// now, so a rule removed or reached only through a template leaves nothing behind while
+    /// this replica runs.
+    made_in: Mutex<BTreeSet<String>>,
     sweep_requested: AtomicBool,
     counters: Counters,
 }
@@ -131,6 +142,8 @@ impl BackendService {
                 config,
                 wake: Notify::new(),
                 sweep_projects: Mutex::new(Arc::from(Vec::new())),
+                sweep_visible: AtomicBool::new(false),
+                made_in: Mutex::new(BTreeSet::new()),
                 sweep_requested: AtomicBool::new(false),
                 counters: Counters::default(),
             }),
@@ -220,7 +233,9 @@ impl BackendService {
     }
 
     /// Sets the namespaces (Harbor projects) the sweeper looks in and asks for a sweep soon;
-    /// the lead derives them from the policy. Empty: no sweeps.
+    /// the server derives them from the policy. Sweeps also cover the namespaces this service
+    /// made credentials in, and with [`Self::set_sweep_visible`] every namespace the broker's
+    /// credential can see; with none of the three, nothing is swept.
     pub fn set_sweep_projects(&self, projects: Vec<String>) {
         let mut projects = projects;
         projects.sort();
@@ -230,6 +245,14 @@ impl BackendService {
             .sweep_projects
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Arc::from(projects);
+        self.inner.sweep_requested.store(true, Ordering::Relaxed);
+        self.inner.wake.notify_one();
+    }
+
+    /// Whether sweeps also cover every namespace the broker's credential can see (for a
+    /// policy that reaches namespaces through templates or `*`, which it cannot list).
+    pub fn set_sweep_visible(&self, visible: bool) {
+        self.inner.sweep_visible.store(visible, Ordering::Relaxed);
         self.inner.sweep_requested.store(true, Ordering::Relaxed);
         self.inner.wake.notify_one();
     }
@@ -337,9 +360,18 @@ impl Inner {
         outcome.unwrap_or_else(|| Err(self.error(Step::Issue, Failure::Interrupted)))
     }
 
-    /// Counts a credential made and queues its revocation.
+    /// Counts a credential made, remembers its namespace for sweeps, and queues its
+    /// revocation.
     fn created(&self, credential: &BackendCredential, lease: Option<LeaseKey>) {
         self.counters.created.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut made_in = self.made_in.lock().unwrap_or_else(PoisonError::into_inner);
+            if made_in.len() < MAX_REMEMBERED_NAMESPACES
+                && !credential.handle.namespace.is_empty()
+            {
+                made_in.insert(credential.handle.namespace.clone());
+            }
+        }
         let revocation = Revocation {
             handle: credential.handle.clone(),
             credential_id: credential.credential_id.clone(),
@@ -429,15 +461,32 @@ impl Inner {
     }
 
     async fn sweep(&self, now: SystemTime) {
-        let projects = Arc::clone(
-            &*self
-                .sweep_projects
+        let mut projects: BTreeSet<String> = self
+            .sweep_projects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect();
+        projects.extend(
+            self.made_in
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner),
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .cloned(),
         );
+        if self.sweep_visible.load(Ordering::Relaxed) {
+            match self.backend.visible_namespaces().await {
+                Ok(visible) => projects.extend(visible),
+                Err(error) => {
+                    tracing::warn!(error = %ErrorChain::new(&error), "sweep: cannot list projects");
+                }
+            }
+        }
         if projects.is_empty() {
             return;
         }
+        let projects: Vec<String> = projects.into_iter().collect();
         match self.backend.sweep(&projects, now).await {
             Ok(report) => {
                 self.counters

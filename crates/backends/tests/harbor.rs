@@ -396,6 +396,67 @@ async fn after_a_restart_the_sweeper_deletes_only_the_expired_broker_robots() {
 }
 
 #[tokio::test]
+async fn after_a_restart_a_policy_naming_no_project_sweeps_the_projects_it_can_see() {
+    // The policy reaches projects only through a template (`team-{ns}/**`): the new service
+    // is told no project, and finds the old robot by listing the projects it can see.
+    let fake = start();
+    let clock = ManualClock::starting_now();
+    let now = clock.now();
+    let expired = {
+        let old = service_with(admin_config(&fake));
+        old.issue(grant(APP, &["repository:team-b/app:pull"], now), now)
+            .await
+            .unwrap()
+    };
+    clock.advance(TTL + Duration::from_secs(1));
+    let new = service_with(admin_config(&fake));
+    let (stop, shutdown) = watch::channel(false);
+    let runner = {
+        let service = new.clone();
+        let clock = Arc::clone(&clock) as Arc<dyn Clock>;
+        tokio::spawn(async move { service.run(clock, shutdown).await })
+    };
+    // Without the listing nothing is swept: the policy names no project.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(fake.robots_deleted(), 0);
+    new.set_sweep_visible(true);
+    assert!(eventually(|| fake.robots_deleted() == 1).await);
+    assert!(!fake.robots().iter().any(|r| r.name == expired.username));
+    stop.send_replace(true);
+    runner.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_running_service_sweeps_the_projects_it_made_robots_in() {
+    // A robot whose queued revocation is lost (the queue holds none) is still swept while
+    // this service runs, in the project it was made in, whatever the policy names.
+    let fake = start();
+    let clock = ManualClock::starting_now();
+    let now = clock.now();
+    let mut config = quick_service();
+    config.max_queued_revocations = 0;
+    let service = BackendService::harbor(admin_config(&fake), config).unwrap();
+    let robot = service
+        .issue(grant(APP, &["repository:team-a/app:pull"], now), now)
+        .await
+        .unwrap();
+    let (stop, shutdown) = watch::channel(false);
+    let runner = {
+        let service = service.clone();
+        let clock = Arc::clone(&clock) as Arc<dyn Clock>;
+        tokio::spawn(async move { service.run(clock, shutdown).await })
+    };
+    clock.advance(TTL + Duration::from_secs(1));
+    // A sweep is asked for (as a policy reload does); no project is named.
+    service.set_sweep_projects(Vec::new());
+    assert!(eventually(|| fake.robots_deleted() == 1).await);
+    assert!(!fake.robots().iter().any(|r| r.name == robot.username));
+    assert_eq!(service.figures().credentials_swept, 1);
+    stop.send_replace(true);
+    runner.await.unwrap();
+}
+
+#[tokio::test]
 async fn a_sweep_reads_every_page_before_deleting() {
     let fake = start();
     let backend = HarborBackend::new(admin_config(&fake)).unwrap();

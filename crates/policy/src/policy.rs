@@ -83,7 +83,8 @@ pub struct RegistryApi {
 
 impl RegistryApi {
     /// The API base URL (`url`), without a trailing `/`: `https://`, or `http://` only on a
-    /// loopback address (`127.0.0.0/8`, `[::1]`, `localhost`); no user info, query or fragment.
+    /// loopback IP address (`127.0.0.0/8`, `[::1]`; not the name `localhost`, which a resolver
+    /// may map elsewhere); no user info, query or fragment.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -909,6 +910,27 @@ impl Policy {
         projects
     }
 
+    /// Whether every repository pattern of this registry's rules starts with a literal
+    /// project ([`Self::literal_projects`] then lists every project the rules reach); false
+    /// when some rule reaches projects through a template, `*` or `**`.
+    pub fn names_every_project_literally(&self, registry: &str) -> bool {
+        let Some(&i) = self.by_name.get(registry) else {
+            return true;
+        };
+        let index = &self.index[i];
+        index
+            .exact
+            .values()
+            .chain(index.by_trust_domain.values())
+            .flatten()
+            .filter_map(|&r| match &self.rules[r].target {
+                Target::Repositories(patterns) => Some(patterns),
+                Target::Catalog => None,
+            })
+            .flatten()
+            .all(|p| p.literal_first_component().is_some())
+    }
+
     /// Number of rules.
     pub fn rule_count(&self) -> usize {
         self.rules.len()
@@ -1152,17 +1174,18 @@ fn check_api_url(url: &str) -> Result<String, &'static str> {
     }
     if !secure && !is_loopback_host(host) {
         return Err(
-            "http:// is allowed only on a loopback address (127.0.0.0/8, [::1], localhost)",
+            "http:// is allowed only on a loopback IP address (127.0.0.0/8 or [::1])",
         );
     }
     Ok(url.trim_end_matches('/').to_owned())
 }
 
 fn is_loopback_host(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    // An IP only: a name (even `localhost`) goes through a resolver, which may answer with
+    // an address off the machine, and the broker's credential would then cross the network
+    // in the clear.
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn is_token_text(s: &str, max_len: usize) -> bool {

@@ -28,10 +28,11 @@ use crate::engine::BackendPass;
 /// Largest `credential_file` read, in bytes: one `username:password` line.
 pub const MAX_CREDENTIAL_FILE_BYTES: usize = 4096;
 
-/// How long one call to a registry's API may take, connect to last byte. Under the kubelet
-/// plugin's default 10 s deadline, so a slow registry is reported by the broker, naming the
-/// registry and the step, before the plugin gives up.
-pub const DEFAULT_BACKEND_REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// How long one call to a registry's API may take, connect to last byte (and, again, the
+/// longest wait for one of the registry's in-flight slots). Both together stay under the
+/// kubelet plugin's default 10 s deadline and the gRPC request timeout, so a slow registry is
+/// reported by the broker, naming the registry and the step, before the plugin gives up.
+pub const DEFAULT_BACKEND_REQUEST_DEADLINE: Duration = Duration::from_secs(4);
 
 /// Why the backends for a policy cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -117,24 +118,34 @@ impl Default for BackendsOptions {
 }
 
 /// What identifies a backend across reloads: a registry keeps its service (and its leases)
-/// while its kind, URL and files stay the same.
+/// while its kind, URL and files, and the credential file's content, stay the same; a rotated
+/// broker credential builds a new service on the next reload.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct BackendIdentity {
     kind: RegistryKind,
     url: String,
     credential_file: Option<PathBuf>,
     ca_file: Option<PathBuf>,
+    /// SHA-256 of the credential file's bytes (never the bytes).
+    credential_digest: Option<[u8; 32]>,
 }
 
 impl BackendIdentity {
-    fn of(registry: &Registry) -> Option<Self> {
+    fn of(registry: &Registry, credential_digest: Option<[u8; 32]>) -> Option<Self> {
         let api = registry.api()?;
         Some(Self {
             kind: registry.kind(),
             url: api.url().to_owned(),
             credential_file: api.credential_file().map(Path::to_owned),
             ca_file: api.ca_file().map(Path::to_owned),
+            credential_digest,
         })
+    }
+
+    /// The same registry API, whatever the credential (a grant decided on one policy must be
+    /// served by a backend built for that policy's entry).
+    fn same_api(&self, registry: &Registry) -> bool {
+        Self::of(registry, self.credential_digest).as_ref() == Some(self)
     }
 }
 
@@ -219,12 +230,25 @@ impl Backends {
         let current = self.current.load();
         let mut next = HashMap::new();
         for registry in policy.registries() {
-            let Some(identity) = BackendIdentity::of(registry) else {
+            let Some(api) = registry.api() else {
+                continue;
+            };
+            check_lifetime(registry, &self.options)?;
+            let credential = api
+                .credential_file()
+                .map(|path| read_credential_file(registry.name(), path))
+                .transpose()?;
+            let digest = credential.as_ref().map(|(_, digest)| *digest);
+            let Some(identity) = BackendIdentity::of(registry, digest) else {
                 continue;
             };
             let service = match current.get(registry.name()) {
                 Some(entry) if entry.identity == identity => entry.service.clone(),
-                _ => Arc::new(build_service(registry, &self.options)?),
+                _ => Arc::new(build_service(
+                    registry,
+                    credential.as_ref().map(|(bytes, _)| &bytes[..]),
+                    &self.options,
+                )?),
             };
             next.insert(registry.name().to_owned(), Entry { identity, service });
         }
@@ -239,6 +263,12 @@ impl Backends {
             entry
                 .service
                 .set_sweep_projects(policy.literal_projects(name));
+            // Rules reaching projects through templates or `*` cannot be listed from the
+            // policy: after a restart, only listing what the broker's credential sees finds
+            // the robots an earlier run made there.
+            entry
+                .service
+                .set_sweep_visible(!policy.names_every_project_literally(name));
         }
         if let Some(runner) = &self.runner
             && let Ok(mut started) = self.started.lock()
@@ -269,15 +299,21 @@ impl Backends {
     ) -> Result<BackendCredential, BackendError> {
         let grant = pass.grant();
         let registry = grant.registry.name();
-        let Some(service) = self.current.load().get(registry).map(|e| e.service.clone()) else {
-            // Only an embedder that built the gRPC service without backends gets here: the
-            // server builds one for every backend registry of each policy it installs.
+        let current = self.current.load();
+        let entry = current
+            .get(registry)
+            .filter(|e| e.identity.same_api(&grant.registry));
+        let Some(service) = entry.map(|e| e.service.clone()) else {
+            // An embedder that built the gRPC service without backends gets here, and a grant
+            // decided on a policy whose entry a reload has just changed (its URL, its files):
+            // refused rather than served by a backend built for another entry; a retry
+            // decides on the new policy.
             return Err(BackendError::new(
                 registry,
                 BackendKind::Harbor,
                 Step::Issue,
                 Failure::Internal {
-                    what: "no backend was set up for this registry",
+                    what: "no backend is set up for this registry entry (retry after a reload)",
                 },
             ));
         };
@@ -307,38 +343,41 @@ impl Backends {
 #[derive(Debug)]
 pub struct PreparedBackends(HashMap<String, Entry>);
 
-fn build_service(
-    registry: &Registry,
-    options: &BackendsOptions,
-) -> Result<BackendService, BackendsError> {
-    let name = registry.name().to_owned();
-    // A credential is handed out again only while more than the margin is left of it: at a
-    // lifetime under twice the margin, most requests would find none reusable.
+/// A lifetime under twice the reuse margin would make a new credential for nearly every
+/// request: a credential is handed out again only while more than the margin is left of it.
+fn check_lifetime(registry: &Registry, options: &BackendsOptions) -> Result<(), BackendsError> {
     let margin = options.service.reuse_margin;
     if registry.token_ttl() < margin.saturating_mul(2) {
         return Err(BackendsError::TtlBelowReuse {
-            registry: name,
+            registry: registry.name().to_owned(),
             kind: registry.kind(),
             ttl_seconds: registry.token_ttl().as_secs(),
             margin_seconds: margin.as_secs(),
         });
     }
-    let Some(api) = registry.api() else {
+    Ok(())
+}
+
+/// `credential` is the credential file's bytes, when the entry has one.
+fn build_service(
+    registry: &Registry,
+    credential: Option<&[u8]>,
+    options: &BackendsOptions,
+) -> Result<BackendService, BackendsError> {
+    let name = registry.name().to_owned();
+    let (Some(api), Some(path)) = (
+        registry.api(),
+        registry.api().and_then(|api| api.credential_file()),
+    ) else {
         return Err(BackendsError::KindNotBuilt {
             registry: name,
             kind: registry.kind(),
         });
     };
+    let credential = credential.unwrap_or_default();
     match registry.kind() {
         RegistryKind::Harbor => {
-            let path = api
-                .credential_file()
-                .ok_or_else(|| BackendsError::CredentialFormat {
-                    registry: name.clone(),
-                    path: PathBuf::new(),
-                    rule: "a harbor registry needs credential_file",
-                })?;
-            let (username, password) = read_user_password(&name, path)?;
+            let (username, password) = user_password(&name, path, credential)?;
             let mut config = HarborConfig::new(name.clone(), api.url(), username, password);
             config.ca_file = api.ca_file().map(Path::to_owned);
             config.request_deadline = options.request_deadline;
@@ -360,12 +399,11 @@ fn build_service(
     }
 }
 
-/// One `username:password` line (a final newline allowed); the password is sealed at once
-/// and the file's bytes wiped.
-fn read_user_password(
+/// The credential file's bytes (capped, a regular file, wiped on drop) and their SHA-256.
+fn read_credential_file(
     registry: &str,
     path: &Path,
-) -> Result<(String, SecretString), BackendsError> {
+) -> Result<(Zeroizing<Vec<u8>>, [u8; 32]), BackendsError> {
     let bytes = Zeroizing::new(
         read_watched_file(path, MAX_CREDENTIAL_FILE_BYTES, "credential file").map_err(
             |source| BackendsError::CredentialFile {
@@ -375,12 +413,20 @@ fn read_user_password(
             },
         )?,
     );
+    let mut digest = [0u8; 32];
+    digest.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes).as_ref());
+    Ok((bytes, digest))
+}
+
+/// One line (a final newline allowed), without control characters: the text of a credential
+/// file.
+fn one_line<'b>(registry: &str, path: &Path, bytes: &'b [u8]) -> Result<&'b str, BackendsError> {
     let bad = |rule| BackendsError::CredentialFormat {
         registry: registry.to_owned(),
         path: path.to_owned(),
         rule,
     };
-    let text = std::str::from_utf8(&bytes).map_err(|_| bad("not UTF-8"))?;
+    let text = std::str::from_utf8(bytes).map_err(|_| bad("not UTF-8"))?;
     let line = text
         .strip_suffix("\r\n")
         .or_else(|| text.strip_suffix('\n'))
@@ -388,6 +434,21 @@ fn read_user_password(
     if line.contains(['\n', '\r']) {
         return Err(bad("more than one line"));
     }
+    Ok(line)
+}
+
+/// One `username:password` line; the password is sealed at once.
+fn user_password(
+    registry: &str,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(String, SecretString), BackendsError> {
+    let bad = |rule| BackendsError::CredentialFormat {
+        registry: registry.to_owned(),
+        path: path.to_owned(),
+        rule,
+    };
+    let line = one_line(registry, path, bytes)?;
     let (username, password) = line.split_once(':').ok_or_else(|| bad("no `:`"))?;
     if username.is_empty() || password.is_empty() {
         return Err(bad("an empty username or password"));
@@ -399,6 +460,16 @@ fn read_user_password(
         username.to_owned(),
         seal_string(Zeroizing::new(password.to_owned())),
     ))
+}
+
+/// [`user_password`] of a file (tests).
+#[cfg(test)]
+fn read_user_password(
+    registry: &str,
+    path: &Path,
+) -> Result<(String, SecretString), BackendsError> {
+    let (bytes, _) = read_credential_file(registry, path)?;
+    user_password(registry, path, &bytes)
 }
 
 #[cfg(test)]

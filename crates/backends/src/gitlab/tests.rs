@@ -8,7 +8,9 @@ use super::grant::RegistryScope;
 use super::*;
 
 fn scopes(list: &[&str]) -> Vec<ResourceScope> {
-    list.iter().map(|s| ResourceScope::parse(s).unwrap()).collect()
+    list.iter()
+        .map(|s| ResourceScope::parse(s).unwrap())
+        .collect()
 }
 
 fn config() -> GitlabConfig {
@@ -31,7 +33,10 @@ fn response(status: u16, body: &str) -> ApiResponse {
 fn pull_maps_to_read_registry_and_push_adds_write_registry() {
     let pull = map_grant(&scopes(&["repository:team-a/app:pull"])).unwrap();
     assert_eq!(pull.project, "team-a/app");
-    assert_eq!(pull.scopes.iter().copied().collect::<Vec<_>>(), [RegistryScope::Read]);
+    assert_eq!(
+        pull.scopes.iter().copied().collect::<Vec<_>>(),
+        [RegistryScope::Read]
+    );
     assert_eq!(pull.reuse_key(), "team-a/app read_registry");
 
     let push = map_grant(&scopes(&[
@@ -40,10 +45,7 @@ fn pull_maps_to_read_registry_and_push_adds_write_registry() {
     ]))
     .unwrap();
     assert_eq!(push.project, "team-a/app");
-    assert_eq!(
-        push.reuse_key(),
-        "team-a/app read_registry write_registry"
-    );
+    assert_eq!(push.reuse_key(), "team-a/app read_registry write_registry");
 }
 
 #[test]
@@ -151,13 +153,19 @@ fn gitlab_error_bodies_become_failures_without_the_token() {
         })
     );
     assert_eq!(
-        expect_success(client, &response(404, r#"{"message":"404 Project Not Found"}"#)),
+        expect_success(
+            client,
+            &response(404, r#"{"message":"404 Project Not Found"}"#)
+        ),
         Err(Failure::NoSuchProject)
     );
     assert_eq!(
         expect_success(
             client,
-            &response(400, r#"{"message":{"username":["is too long"],"name":["can't be blank"]}}"#)
+            &response(
+                400,
+                r#"{"message":{"username":["is too long"],"name":["can't be blank"]}}"#
+            )
         ),
         Err(Failure::Rejected {
             status: 400,

@@ -912,15 +912,15 @@ mod tests {
         };
         assert_eq!(
             failed.to_string(),
-            "demo step 5 (a real registry: push and pull with skopeo) failed"
+            "demo step 6 (a real registry: push and pull with skopeo) failed"
         );
         assert_eq!(
             ErrorChain::new(&failed).to_string(),
-            "demo step 5 (a real registry: push and pull with skopeo) failed: skipped: \
+            "demo step 6 (a real registry: push and pull with skopeo) failed: skipped: \
              docker-registry/skopeo not installed (apt-get install docker-registry skopeo); \
              missing: skopeo; CI=true requires this step"
         );
         let numbers: Vec<usize> = Step::NUMBERED.iter().map(|s| s.number()).collect();
-        assert_eq!(numbers, [1, 2, 3, 4, 5]);
+        assert_eq!(numbers, [1, 2, 3, 4, 5, 6]);
     }
 }

@@ -1404,7 +1404,6 @@ fn api_urls_must_be_https_unless_loopback_and_carry_no_credentials() {
         "http://127.0.0.1:8080",
         "http://127.9.9.9",
         "http://[::1]:8080",
-        "http://localhost:1",
         "https://[2001:db8::1]:443",
     ] {
         let p = kinds_policy(&with_url(ok), "").unwrap_or_else(|e| panic!("{ok}: {e}"));
@@ -1420,6 +1419,9 @@ fn api_urls_must_be_https_unless_loopback_and_carry_no_credentials() {
     for (bad, rule) in [
         ("http://harbor.example.org", "only on a loopback"),
         ("http://10.0.0.1", "only on a loopback"),
+        ("http://localhost:1", "only on a loopback"),
+        ("http://127.0.0.1.evil.example", "only on a loopback"),
+        ("http://[::ffff:127.0.0.1]", "only on a loopback"),
         ("ftp://harbor.example.org", "scheme"),
         ("harbor.example.org", "scheme"),
         ("https://admin:pw@harbor.example.org", "credential_file"),
@@ -1491,6 +1493,14 @@ effect = "{effect}"
     )
     .unwrap();
     assert_eq!(p.literal_projects("corp"), ["base", "shared"]);
+    assert!(!p.names_every_project_literally("corp"), "team-{{ns}} is a template");
+    let literal = kinds_policy(
+        HARBOR,
+        "[[rules]]\nid = \"l\"\ntrust_domain = \"example.org\"\nregistry = \"corp\"\n\
+         repositories = [\"shared/**\", \"base/**\"]\nactions = [\"pull\"]\n",
+    )
+    .unwrap();
+    assert!(literal.names_every_project_literally("corp"));
     assert!(p.literal_projects("nowhere").is_empty());
     let catalog = r#"
 [[rules]]

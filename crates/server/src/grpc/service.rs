@@ -177,8 +177,23 @@ impl TokenExchange for ExchangeService {
         let result = match self.handle(request) {
             Handled::Answered(result) => result,
             Handled::ToBackend(to) => {
-                let ToBackend { request, pass } = *to;
-                self.finish_at_backend(&request, pass).await
+                // A task of its own: a call cancelled while the registry's API works (the
+                // client's deadline, a reset stream, the server's request timeout) must not
+                // drop a decided grant halfway. The backend's answer is always recorded once,
+                // and a credential it made is always queued for revocation.
+                let broker = self.broker.clone();
+                let backends = self.backends.clone();
+                let clock = self.clock.clone();
+                tokio::spawn(async move {
+                    let ToBackend { request, pass } = *to;
+                    finish_at_backend(&broker, &backends, clock.as_ref(), &request, pass).await
+                })
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Status::unavailable(
+                        "the registry backend task ended without an answer (shutting down)",
+                    ))
+                })
             }
         };
         self.broker
@@ -189,21 +204,6 @@ impl TokenExchange for ExchangeService {
 }
 
 impl ExchangeService {
-    /// A backend grant: the registry's API makes the credential (the one await of a call),
-    /// then the engine records the outcome.
-    async fn finish_at_backend(
-        &self,
-        request: &CheckedRequest,
-        pass: BackendPass,
-    ) -> Result<ExchangeResponse, Status> {
-        let issued = self.backends.issue(&pass, self.clock.now()).await;
-        let now = self.clock.now();
-        self.broker
-            .finish_exchange(request, pass, issued, now)
-            .map(|exchanged| response(&exchanged, now))
-            .map_err(|error| status(&error))
-    }
-
     /// One call up to the registry's API: check the request at this edge, then the engine's
     /// pass (authenticate, decide, issue, record). Sync: every step is CPU-bound and short (a
     /// signature check and a signature); a registry whose own API makes the credential comes
@@ -260,6 +260,23 @@ impl ExchangeService {
             Err(error) => Err(status(&error)),
         }
     }
+}
+
+/// A backend grant: the registry's API makes the credential (the one await of a call), then
+/// the engine records the outcome.
+async fn finish_at_backend(
+    broker: &Broker,
+    backends: &Backends,
+    clock: &dyn Clock,
+    request: &CheckedRequest,
+    pass: BackendPass,
+) -> Result<ExchangeResponse, Status> {
+    let issued = backends.issue(&pass, clock.now()).await;
+    let now = clock.now();
+    broker
+        .finish_exchange(request, pass, issued, now)
+        .map(|exchanged| response(&exchanged, now))
+        .map_err(|error| status(&error))
 }
 
 /// Where the synchronous part of a call ended.
