@@ -9,58 +9,25 @@
 //! The broker's clock is a test clock, moved past the lifetime instead of waiting it out.
 //! Tested against a fake of Harbor's API; not against the real service.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::path::Path;
+use std::time::Duration;
 
-use svid_broker_dev::DevTrustDomain;
 use svid_broker_dev::fake::harbor::{FakeHarbor, HarborSpec};
-use svid_broker_identity::clock::Clock;
 use svid_broker_identity::secret::ExposeSecret as _;
-use svid_broker_testkit::broker::{BrokerFixture, id, runtime, serve_workload_api};
-use svid_broker_testkit::process::{Output, run, wait_until};
+use svid_broker_testkit::process::{Output, wait_until};
 
+use crate::backends::{MARGIN_SECONDS, NODE, Node, TTL_SECONDS, denied, skopeo_pull};
 use crate::containerd::Containerd;
 use crate::registry::{Registry, TokenAuth, require, skopeo, write_oci_image};
-
-const BROKER: &str = "spiffe://broker.test/svid-broker";
-const NODE: &str = "spiffe://nodes.example/node/worker-1/credential-provider";
-const AUDIENCE: &str = "svid-broker";
-/// The policy's lifetime for robots (the broker deletes them this long after making them).
-const TTL_SECONDS: u64 = 600;
-/// The plugin's safety margin: what it subtracts from the credential's life.
-const MARGIN_SECONDS: u64 = 30;
 /// The robot the broker authenticates as: a project robot that may manage robots in
 /// `team-a` (Harbor v2.12+), not an admin.
 const MANAGER: &str = "svid-manager";
 
-/// A clock the test moves.
-#[derive(Debug)]
-struct TestClock(Mutex<SystemTime>);
-
-impl TestClock {
-    fn advance(&self, by: Duration) {
-        let mut now = self.0.lock().unwrap();
-        *now += by;
-    }
-}
-
-impl Clock for TestClock {
-    fn now(&self) -> SystemTime {
-        *self.0.lock().unwrap()
-    }
-}
-
 struct Harbor {
     // Declared first: the registry stops before the fake it asks for tokens.
     registry: Registry,
-    broker: BrokerFixture,
+    node: Node,
     fake: FakeHarbor,
-    clock: Arc<TestClock>,
-    node_endpoint: String,
-    plugin: PathBuf,
-    plugin_config: PathBuf,
-    _bin: tempfile::TempDir,
 }
 
 impl Harbor {
@@ -90,25 +57,6 @@ impl Harbor {
             issuer: fake.issuer(),
             rootcertbundle: &ca,
         }));
-
-        let runtime = runtime();
-        let mut apis = Vec::new();
-        let mut endpoints = Vec::new();
-        for (i, who) in [BROKER, NODE].into_iter().enumerate() {
-            let who_id = id(who);
-            let td = Arc::new(
-                DevTrustDomain::new(who_id.trust_domain().clone(), [who_id.clone()]).unwrap(),
-            );
-            std::fs::write(
-                dir.path().join(format!("bundle-{i}.json")),
-                td.bundle_document_json(),
-            )
-            .unwrap();
-            let api =
-                serve_workload_api(&runtime, &td, &dir.path().join(format!("agent-{i}.sock")));
-            endpoints.push(api.endpoint());
-            apis.push(api);
-        }
         std::fs::write(
             dir.path().join("harbor.credential"),
             format!("{}:{}\n", manager.name, manager.secret.expose_secret()),
@@ -137,113 +85,27 @@ actions = ["pull"]
             dir = dir.path().display(),
             host = registry.addr,
         );
-        std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
-        let config = format!(
+        let plugin_registries = format!(
             r#"
-[server]
-http_addr = "127.0.0.1:0"
-grpc_addr = "127.0.0.1:0"
-public_url = "http://127.0.0.1:1"
-shutdown_grace_seconds = 5
-[identity]
-audience = "{AUDIENCE}"
-workload_api = "{}"
-bundle_files = [{{ trust_domain = "nodes.example", path = "bundle-1.json" }}]
-[policy]
-file = "policy.toml"
-[signing]
-generate = true
-# 1,000 plugin calls from one node in a few seconds: the per-subject rate limit (tested in
-# the server crate) would answer for the backend otherwise.
-[limits]
-requests_per_second_per_subject = 0
-[log]
-audit = "audit.log"
-"#,
-            endpoints[0]
-        );
-        let clock = Arc::new(TestClock(Mutex::new(SystemTime::now())));
-        let broker = BrokerFixture::start_with_config(dir, runtime, apis, &config, clock.clone());
-
-        let plugin_config = broker.dir().join("plugin.toml");
-        std::fs::write(
-            &plugin_config,
-            format!(
-                r#"broker = "{}"
-broker_id = "{BROKER}"
-broker_bundle_file = "bundle-0.json"
-deadline_seconds = 10
-safety_margin_seconds = {MARGIN_SECONDS}
-
 [[registries]]
 service = "{}"
 match_images = ["{}"]
 scope = "repository"
 actions = ["pull"]
 "#,
-                broker.grpc_addr(),
-                fake.service(),
-                registry.addr,
-            ),
-        )
-        .unwrap();
-        // The `svid-broker` binary links the plugin and is the plugin under its name.
-        let bin = tempfile::tempdir().unwrap();
-        let plugin = bin.path().join("svid-credential-provider");
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_svid-broker"), &plugin).unwrap();
+            fake.service(),
+            registry.addr,
+        );
+        let node = Node::start(dir, &policy, &plugin_registries);
         Harbor {
             registry,
-            broker,
+            node,
             fake,
-            clock,
-            node_endpoint: endpoints[1].clone(),
-            plugin,
-            plugin_config,
-            _bin: bin,
         }
     }
 
     fn dir(&self) -> &Path {
-        self.broker.dir()
-    }
-
-    /// The kubelet's exec of the plugin for `image`: args, the node's Workload API, one
-    /// request on stdin.
-    fn plugin_for(&self, image: &str) -> Output {
-        let request = serde_json::json!({
-            "kind": "CredentialProviderRequest",
-            "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
-            "image": image,
-        });
-        let mut stdin = serde_json::to_string(&request).unwrap();
-        stdin.push('\n');
-        run(
-            std::process::Command::new(&self.plugin)
-                .args(["--config", self.plugin_config.to_str().unwrap()])
-                .env_clear()
-                .env("SPIFFE_ENDPOINT_SOCKET", &self.node_endpoint)
-                .current_dir(self.dir()),
-            Some(stdin.as_bytes()),
-        )
-    }
-
-    /// The plugin's answer for `image`: (username, password, cacheDuration in seconds).
-    fn credential(&self, image: &str) -> (String, String, u64) {
-        let out = self.plugin_for(image);
-        assert!(out.success(), "plugin failed: {out:?}");
-        let response: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-        let auth = response["auth"].as_object().unwrap();
-        assert_eq!(auth.len(), 1, "{response}");
-        let (key, entry) = auth.iter().next().unwrap();
-        let untagged = image.rsplit_once(':').map_or(image, |(repo, _)| repo);
-        assert_eq!(key, untagged, "repository scope keys by image");
-        let cache = response["cacheDuration"].as_str().unwrap();
-        let seconds = parse_go_seconds(cache);
-        (
-            entry["username"].as_str().unwrap().to_owned(),
-            entry["password"].as_str().unwrap().to_owned(),
-            seconds,
-        )
+        self.node.dir()
     }
 
     fn image(&self, repository: &str) -> String {
@@ -251,19 +113,7 @@ actions = ["pull"]
     }
 
     fn skopeo_pull(&self, user: &str, password: &str, repository: &str, n: usize) -> Output {
-        let work = self.dir().join(format!("pull-{n}"));
-        std::fs::create_dir_all(&work).unwrap();
-        skopeo(
-            &[
-                "copy",
-                "--src-tls-verify=false",
-                "--src-creds",
-                &format!("{user}:{password}"),
-                &self.registry.image_ref(repository, "v1"),
-                &format!("oci:{}:v1", work.join("pulled").display()),
-            ],
-            &work,
-        )
+        skopeo_pull(&self.registry, self.dir(), user, password, repository, n)
     }
 
     fn skopeo_push(&self, user: &str, password: &str, repository: &str) -> Output {
@@ -293,40 +143,6 @@ actions = ["pull"]
             .filter(|n| n.starts_with("robot$team-a+svid-") && !n.ends_with(MANAGER))
             .collect()
     }
-
-    fn metrics(&self) -> String {
-        let (status, _, body) = crate::realm::http(self.broker.http_addr(), "/metrics", None);
-        assert_eq!(status, 200, "{body}");
-        body
-    }
-}
-
-/// `12m30s`, `45s`, `0s` (the kubelet's Go duration) in whole seconds.
-fn parse_go_seconds(text: &str) -> u64 {
-    let mut total = 0;
-    let mut number = String::new();
-    for c in text.chars() {
-        if c.is_ascii_digit() || c == '.' {
-            number.push(c);
-            continue;
-        }
-        let value: f64 = number.parse().unwrap_or_else(|_| panic!("duration {text}"));
-        number.clear();
-        total += match c {
-            'h' => value * 3600.0,
-            'm' => value * 60.0,
-            's' => value,
-            _ => panic!("duration {text}"),
-        } as u64;
-    }
-    total
-}
-
-fn denied(out: &Output) -> bool {
-    !out.success()
-        && (out.stderr.contains("unauthorized")
-            || out.stderr.contains("denied")
-            || out.stderr.contains("authentication required"))
 }
 
 #[test]
@@ -361,7 +177,7 @@ fn a_harbor_robot_made_for_the_plugin_pulls_is_reused_and_is_deleted_at_the_poli
     assert_eq!(h.fake.robots_created(), 0);
 
     // The plugin's answer is a robot of project team-a, cached for its life less the margin.
-    let (user, password, cache) = h.credential(&h.image("team-a/app"));
+    let (user, password, cache) = h.node.credential(&h.image("team-a/app"));
     assert!(user.starts_with("robot$team-a+svid-"), "{user}");
     assert!(
         cache > 0 && cache <= TTL_SECONDS - MARGIN_SECONDS,
@@ -391,7 +207,7 @@ fn a_harbor_robot_made_for_the_plugin_pulls_is_reused_and_is_deleted_at_the_poli
     assert!(denied(&out), "a pull-only robot pushed: {out:?}");
     let out = h.skopeo_pull(&user, &password, "team-b/app", 2);
     assert!(denied(&out), "a team-a robot pulled team-b: {out:?}");
-    let out = h.plugin_for(&h.image("team-b/app"));
+    let out = h.node.plugin_for(&h.image("team-b/app"));
     assert!(
         !out.success(),
         "the policy grants nothing on team-b: {out:?}"
@@ -409,7 +225,7 @@ fn a_harbor_robot_made_for_the_plugin_pulls_is_reused_and_is_deleted_at_the_poli
             let user = &user;
             s.spawn(move || {
                 for i in (t..calls).step_by(4) {
-                    let (u, _, _) = h.credential(&h.image(&format!("team-a/img-{i}")));
+                    let (u, _, _) = h.node.credential(&h.image(&format!("team-a/img-{i}")));
                     assert_eq!(&u, user, "call {i}");
                 }
             });
@@ -419,7 +235,7 @@ fn a_harbor_robot_made_for_the_plugin_pulls_is_reused_and_is_deleted_at_the_poli
     assert_eq!(h.broker_robots(), std::slice::from_ref(&user));
 
     // The audit log names the robot, never its secret.
-    let audit = h.broker.audit();
+    let audit = h.node.broker.audit();
     assert!(
         !audit.contains(&password),
         "the audit log holds the robot's secret"
@@ -442,7 +258,7 @@ fn a_harbor_robot_made_for_the_plugin_pulls_is_reused_and_is_deleted_at_the_poli
     );
 
     // At the policy's lifetime the broker deletes the robot, and the credential stops working.
-    h.clock.advance(Duration::from_secs(TTL_SECONDS + 1));
+    h.node.clock.advance(Duration::from_secs(TTL_SECONDS + 1));
     wait_until(
         "the broker deletes the robot",
         Duration::from_secs(20),
@@ -452,7 +268,7 @@ fn a_harbor_robot_made_for_the_plugin_pulls_is_reused_and_is_deleted_at_the_poli
     let out = h.skopeo_pull(&user, &password, "team-a/app", 3);
     assert!(denied(&out), "a deleted robot pulled: {out:?}");
 
-    let metrics = h.metrics();
+    let metrics = h.node.metrics();
     for line in [
         r#"svid_broker_backend_credentials_total{registry="corp",kind="harbor",event="created"} 1"#,
         r#"svid_broker_backend_credentials_total{registry="corp",kind="harbor",event="revoked"} 1"#,
@@ -462,7 +278,7 @@ fn a_harbor_robot_made_for_the_plugin_pulls_is_reused_and_is_deleted_at_the_poli
     assert!(!metrics.contains(&password));
 
     // After the revocation a new call makes a new robot.
-    let (again, _, _) = h.credential(&h.image("team-a/app"));
+    let (again, _, _) = h.node.credential(&h.image("team-a/app"));
     assert_ne!(again, user);
     assert_eq!(h.fake.robots_created(), 2);
 }
@@ -486,7 +302,7 @@ fn harbor_failures_reach_the_plugin_naming_the_registry_and_the_step() {
     ] {
         // Enough for the plugin's retries of an unavailable broker to meet the fault too.
         h.fake.fail_next(fault, 10);
-        let out = h.plugin_for(&image);
+        let out = h.node.plugin_for(&image);
         h.fake.fail_next(fault, 0);
         assert!(!out.success(), "{fault:?}: {out:?}");
         // A slow Harbor costs an attempt the broker's whole deadline, so the plugin's retry may
@@ -494,7 +310,8 @@ fn harbor_failures_reach_the_plugin_naming_the_registry_and_the_step() {
         // attempt's cause whatever became of the call.
         if matches!(fault, Fault::Slow(_)) {
             let reasons = || {
-                h.broker
+                h.node
+                    .broker
                     .audit()
                     .lines()
                     .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
@@ -502,9 +319,11 @@ fn harbor_failures_reach_the_plugin_naming_the_registry_and_the_step() {
                     .filter(|r| r.contains(expect))
                     .collect::<Vec<_>>()
             };
-            wait_until("the slow attempt's refusal is audited", Duration::from_secs(20), || {
-                !reasons().is_empty()
-            });
+            wait_until(
+                "the slow attempt's refusal is audited",
+                Duration::from_secs(20),
+                || !reasons().is_empty(),
+            );
             let said = reasons().join("\n");
             assert!(
                 said.contains("\"corp\"") && said.contains("create robot"),
@@ -521,9 +340,10 @@ fn harbor_failures_reach_the_plugin_naming_the_registry_and_the_step() {
         assert_eq!(h.fake.robots_created(), 0, "{fault:?}");
     }
     // Once Harbor answers again, the same call works: failures are not remembered.
-    let (user, _, _) = h.credential(&image);
+    let (user, _, _) = h.node.credential(&image);
     assert!(user.starts_with("robot$team-a+svid-"), "{user}");
     let refusals = h
+        .node
         .broker
         .audit()
         .lines()
@@ -532,6 +352,6 @@ fn harbor_failures_reach_the_plugin_naming_the_registry_and_the_step() {
     assert!(
         refusals >= 6,
         "each failure is audited: {}",
-        h.broker.audit()
+        h.node.broker.audit()
     );
 }

@@ -13,6 +13,7 @@ mod fixtures;
 mod markdown;
 mod support;
 
+mod backends;
 mod config_reference;
 mod containerd;
 mod demo;

@@ -284,7 +284,7 @@ pub enum Failure {
     },
     /// The registry has no project of the name the step names.
     NoSuchProject,
-    /// The grant names repositories in more than one project; one robot serves one project.
+    /// The grant names repositories in more than one project; one credential serves one project.
     GrantSpansProjects {
         /// The projects (sorted, at most [`MAX_LISTED_PROJECTS`]).
         projects: Vec<String>,
@@ -407,7 +407,7 @@ impl Failure {
                     }
                     write!(f, "{project:?}")?;
                 }
-                write!(f, "; one {product} robot serves one project")
+                write!(f, "; one {product} credential serves one project")
             }
             Self::UnsupportedAction { action } => write!(
                 f,

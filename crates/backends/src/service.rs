@@ -11,8 +11,8 @@
 //! Time always comes from the caller: `issue` takes `now`, and [`BackendService::run`] reads
 //! an injected [`Clock`].
 
-use std::fmt;
 use std::collections::BTreeSet;
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -25,7 +25,9 @@ use crate::backend::Backend;
 use crate::credential::{BackendCredential, BackendGrant};
 use crate::error::{BackendError, ConfigError, Failure, Step};
 use crate::figures::BackendFigures;
+use crate::gitlab::{GitlabBackend, GitlabConfig};
 use crate::harbor::{HarborBackend, HarborConfig};
+use crate::nexus::{NexusBackend, NexusConfig};
 
 mod leases;
 mod revocations;
@@ -156,6 +158,22 @@ impl BackendService {
     /// As [`HarborBackend::new`].
     pub fn harbor(harbor: HarborConfig, config: ServiceConfig) -> Result<Self, ConfigError> {
         Ok(Self::new(Arc::new(HarborBackend::new(harbor)?), config))
+    }
+
+    /// A service over a new [`GitlabBackend`].
+    ///
+    /// # Errors
+    /// As [`GitlabBackend::new`].
+    pub fn gitlab(gitlab: GitlabConfig, config: ServiceConfig) -> Result<Self, ConfigError> {
+        Ok(Self::new(Arc::new(GitlabBackend::new(gitlab)?), config))
+    }
+
+    /// A service over a new [`NexusBackend`].
+    ///
+    /// # Errors
+    /// As [`NexusBackend::new`].
+    pub fn nexus(nexus: NexusConfig, config: ServiceConfig) -> Result<Self, ConfigError> {
+        Ok(Self::new(Arc::new(NexusBackend::new(nexus)?), config))
     }
 
     /// The registry's name in the policy.
@@ -366,8 +384,7 @@ impl Inner {
         self.counters.created.fetch_add(1, Ordering::Relaxed);
         {
             let mut made_in = self.made_in.lock().unwrap_or_else(PoisonError::into_inner);
-            if made_in.len() < MAX_REMEMBERED_NAMESPACES
-                && !credential.handle.namespace.is_empty()
+            if made_in.len() < MAX_REMEMBERED_NAMESPACES && !credential.handle.namespace.is_empty()
             {
                 made_in.insert(credential.handle.namespace.clone());
             }

@@ -7,7 +7,7 @@
 
 pub mod gitlab;
 pub mod harbor;
-pub mod nexus;
 mod jwt;
+pub mod nexus;
 
 pub use jwt::SignerError;

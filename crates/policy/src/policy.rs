@@ -1173,9 +1173,7 @@ fn check_api_url(url: &str) -> Result<String, &'static str> {
         return Err("the port must be a number from 1 to 65535");
     }
     if !secure && !is_loopback_host(host) {
-        return Err(
-            "http:// is allowed only on a loopback IP address (127.0.0.0/8 or [::1])",
-        );
+        return Err("http:// is allowed only on a loopback IP address (127.0.0.0/8 or [::1])");
     }
     Ok(url.trim_end_matches('/').to_owned())
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use svid_broker_backends::{
     BackendCredential, BackendError, BackendFigures, BackendGrant, BackendKind, BackendService,
-    Failure, HarborConfig, ServiceConfig, Step,
+    Failure, GitlabConfig, HarborConfig, NexusConfig, ServiceConfig, Step,
 };
 use svid_broker_identity::clock::Clock;
 use svid_broker_identity::secret::{SecretString, seal_string};
@@ -40,7 +40,7 @@ pub const DEFAULT_BACKEND_REQUEST_DEADLINE: Duration = Duration::from_secs(4);
 pub enum BackendsError {
     /// The policy names a kind this build has no backend for yet.
     #[error(
-        "registry {registry:?}: kind = \"{kind}\" is not served by this build of svid-broker (harbor and token are)"
+        "registry {registry:?}: kind = \"{kind}\" is not served by this build of svid-broker (token, harbor, gitlab and nexus are)"
     )]
     KindNotBuilt {
         /// The registry's policy name.
@@ -260,9 +260,12 @@ impl Backends {
     pub fn apply(&self, prepared: PreparedBackends, policy: &Policy) {
         let next = prepared.0;
         for (name, entry) in &next {
-            entry
-                .service
-                .set_sweep_projects(policy.literal_projects(name));
+            // A Nexus user is registry-wide: its sweep lists users, in no namespace.
+            let namespaces = match entry.identity.kind {
+                RegistryKind::Nexus => vec![String::new()],
+                _ => policy.literal_projects(name),
+            };
+            entry.service.set_sweep_projects(namespaces);
             // Rules reaching projects through templates or `*` cannot be listed from the
             // policy: after a restart, only listing what the broker's credential sees finds
             // the robots an earlier run made there.
@@ -326,16 +329,53 @@ impl Backends {
         service.issue(request, now).await
     }
 
-    /// Figures of every current backend, for `/metrics`.
+    /// Figures for `/metrics`: every backend started, including those a reload replaced (their
+    /// pending revocations still run), summed per registry and kind.
     pub fn figures(&self) -> Vec<BackendFigures> {
-        let mut figures: Vec<BackendFigures> = self
-            .current
-            .load()
-            .values()
-            .map(|e| e.service.figures())
-            .collect();
-        figures.sort_by(|a, b| a.registry.cmp(&b.registry));
+        let mut services: Vec<Arc<BackendService>> = self
+            .started
+            .lock()
+            .map(|started| started.clone())
+            .unwrap_or_default();
+        for entry in self.current.load().values() {
+            if !services.iter().any(|s| Arc::ptr_eq(s, &entry.service)) {
+                services.push(entry.service.clone());
+            }
+        }
+        let mut figures: Vec<BackendFigures> = Vec::new();
+        for figure in services.iter().map(|s| s.figures()) {
+            match figures
+                .iter_mut()
+                .find(|f| f.registry == figure.registry && f.kind == figure.kind)
+            {
+                Some(sum) => add_figures(sum, &figure),
+                None => figures.push(figure),
+            }
+        }
+        figures.sort_by(|a, b| (&a.registry, a.kind).cmp(&(&b.registry, b.kind)));
         figures
+    }
+}
+
+/// Adds `more`'s counters and gauges into `sum` (the same registry's services, old and new).
+fn add_figures(sum: &mut BackendFigures, more: &BackendFigures) {
+    sum.credentials_created += more.credentials_created;
+    sum.credentials_reused += more.credentials_reused;
+    sum.credentials_revoked += more.credentials_revoked;
+    sum.credentials_swept += more.credentials_swept;
+    sum.revoke_failures += more.revoke_failures;
+    sum.live_leases += more.live_leases;
+    sum.queued_revocations += more.queued_revocations;
+    sum.revocations_not_queued += more.revocations_not_queued;
+    for request in &more.api_requests {
+        match sum
+            .api_requests
+            .iter_mut()
+            .find(|r| r.step == request.step && r.outcome == request.outcome)
+        {
+            Some(r) => r.count += request.count,
+            None => sum.api_requests.push(request.clone()),
+        }
     }
 }
 
@@ -388,14 +428,57 @@ fn build_service(
                 }
             })
         }
-        kind @ (RegistryKind::Token
-        | RegistryKind::Gitlab
-        | RegistryKind::Quay
-        | RegistryKind::Artifactory
-        | RegistryKind::Nexus) => Err(BackendsError::KindNotBuilt {
-            registry: name,
-            kind,
-        }),
+        RegistryKind::Gitlab => {
+            let line = one_line(&name, path, credential)?;
+            if line.is_empty() {
+                return Err(BackendsError::CredentialFormat {
+                    registry: name,
+                    path: path.to_owned(),
+                    rule: "an empty token",
+                });
+            }
+            let token = seal_string(Zeroizing::new(line.to_owned()));
+            let mut config = GitlabConfig::new(name.clone(), api.url(), token);
+            config.ca_file = api.ca_file().map(Path::to_owned);
+            config.request_deadline = options.request_deadline;
+            BackendService::gitlab(config, options.service.clone()).map_err(|source| {
+                BackendsError::Config {
+                    registry: name,
+                    source,
+                }
+            })
+        }
+        RegistryKind::Nexus => {
+            let (username, password) = user_password(&name, path, credential)?;
+            let Some((pull_role, push_role)) = api.nexus_roles() else {
+                return Err(BackendsError::KindNotBuilt {
+                    registry: name,
+                    kind: RegistryKind::Nexus,
+                });
+            };
+            let mut config = NexusConfig::new(
+                name.clone(),
+                api.url(),
+                username,
+                password,
+                pull_role.to_owned(),
+                push_role.to_owned(),
+            );
+            config.ca_file = api.ca_file().map(Path::to_owned);
+            config.request_deadline = options.request_deadline;
+            BackendService::nexus(config, options.service.clone()).map_err(|source| {
+                BackendsError::Config {
+                    registry: name,
+                    source,
+                }
+            })
+        }
+        kind @ (RegistryKind::Token | RegistryKind::Quay | RegistryKind::Artifactory) => {
+            Err(BackendsError::KindNotBuilt {
+                registry: name,
+                kind,
+            })
+        }
     }
 }
 

@@ -130,7 +130,7 @@ fn display_of_failures_reads_as_a_sentence() {
             Failure::GrantSpansProjects {
                 projects: vec!["team-a".to_owned(), "team-b".to_owned()],
             },
-            "the grant spans projects \"team-a\", \"team-b\"; one Harbor robot serves one project",
+            "the grant spans projects \"team-a\", \"team-b\"; one Harbor credential serves one project",
         ),
         (
             Failure::UnsupportedAction {

@@ -1493,7 +1493,10 @@ effect = "{effect}"
     )
     .unwrap();
     assert_eq!(p.literal_projects("corp"), ["base", "shared"]);
-    assert!(!p.names_every_project_literally("corp"), "team-{{ns}} is a template");
+    assert!(
+        !p.names_every_project_literally("corp"),
+        "team-{{ns}} is a template"
+    );
     let literal = kinds_policy(
         HARBOR,
         "[[rules]]\nid = \"l\"\ntrust_domain = \"example.org\"\nregistry = \"corp\"\n\
