@@ -374,7 +374,7 @@ fn add_figures(sum: &mut BackendFigures, more: &BackendFigures) {
             .find(|r| r.step == request.step && r.outcome == request.outcome)
         {
             Some(r) => r.count += request.count,
-            None => sum.api_requests.push(request.clone()),
+            None => sum.api_requests.push(*request),
         }
     }
 }
