@@ -150,7 +150,10 @@ struct ClientInner {
 }
 
 /// A registry's answer: status, headers and the whole (capped) body.
-#[derive(Debug, Clone)]
+///
+/// `Debug` shows the status, the header names and the body's length only: a body may hold a
+/// secret the registry just made (a robot's, a deploy token's).
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct ApiResponse {
     /// The status.
@@ -160,6 +163,16 @@ pub struct ApiResponse {
     /// The body. A plain `Vec` so that a caller reading a secret from it can wipe it
     /// (`zeroize::Zeroizing::new(response.body)`).
     pub body: Vec<u8>,
+}
+
+impl fmt::Debug for ApiResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiResponse")
+            .field("status", &self.status)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 impl ApiResponse {

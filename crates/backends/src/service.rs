@@ -446,7 +446,12 @@ impl Inner {
                         self.counters
                             .revoke_failures
                             .fetch_add(1, Ordering::Relaxed);
-                        revocation.attempts += 1;
+                        // The broker's own in-flight cap being full says nothing about the
+                        // registry: it is retried without spending one of the attempts that
+                        // hand a credential over to the sweeper.
+                        if !matches!(error.failure, Failure::BudgetExhausted { .. }) {
+                            revocation.attempts += 1;
+                        }
                         if revocation.attempts >= self.config.max_revoke_attempts {
                             tracing::warn!(
                                 error = %ErrorChain::new(&error),

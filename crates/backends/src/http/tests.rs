@@ -314,3 +314,15 @@ async fn a_request_without_a_free_slot_gives_up_after_the_deadline() {
     );
     assert_eq!(server.connections.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn a_response_debug_shows_no_body() {
+    let response = ApiResponse {
+        status: StatusCode::CREATED,
+        headers: HeaderMap::new(),
+        body: br#"{"id":1,"secret":"Robot-S3cret-value"}"#.to_vec(),
+    };
+    let shown = format!("{response:?}");
+    assert!(!shown.contains("S3cret"), "{shown}");
+    assert!(shown.contains("body_len: 38"), "{shown}");
+}
