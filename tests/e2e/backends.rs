@@ -206,6 +206,32 @@ pub(crate) fn denied(out: &Output) -> bool {
             || out.stderr.contains("authentication required"))
 }
 
+/// A real `docker-registry` whose `auth.token` trusts the registry product's own token
+/// service (a fake's): `realm`, `service`, `issuer`, and the CA PEM written into `dir`.
+pub(crate) fn registry_trusting(
+    dir: &Path,
+    realm: &str,
+    service: &str,
+    issuer: &str,
+    ca_pem: &str,
+) -> Registry {
+    let ca = dir.join(format!("{service}-token-ca.pem"));
+    std::fs::write(&ca, ca_pem).unwrap();
+    Registry::start(Some(&TokenAuth {
+        realm,
+        service,
+        issuer,
+        rootcertbundle: &ca,
+    }))
+}
+
+/// A plugin registry entry: `service`, images on `host`, repository-scoped.
+pub(crate) fn plugin_entry(service: &str, host: &str) -> String {
+    format!(
+        "\n[[registries]]\nservice = \"{service}\"\nmatch_images = [\"{host}\"]\nscope = \"repository\"\n"
+    )
+}
+
 /// `skopeo copy` of `repository:v1` from `registry` with `user:password`, into a fresh
 /// directory `pull-N` under `dir`.
 pub(crate) fn skopeo_pull(
@@ -238,14 +264,13 @@ fn a_gitlab_deploy_token_made_for_the_plugin_pulls_is_reused_and_is_revoked_at_t
     }
     let fake = FakeGitlab::start(GitlabSpec::new(["group/app", "group/other"])).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("gitlab-token-ca.pem");
-    std::fs::write(&ca, fake.token_ca_pem()).unwrap();
-    let registry = Registry::start(Some(&TokenAuth {
-        realm: &fake.token_realm(),
-        service: gitlab::REGISTRY_SERVICE,
-        issuer: gitlab::TOKEN_ISSUER,
-        rootcertbundle: &ca,
-    }));
+    let registry = registry_trusting(
+        dir.path(),
+        &fake.token_realm(),
+        gitlab::REGISTRY_SERVICE,
+        gitlab::TOKEN_ISSUER,
+        &fake.token_ca_pem(),
+    );
     std::fs::write(
         dir.path().join("gitlab.credential"),
         format!("{}\n", fake.admin_token().expose_secret()),
@@ -274,11 +299,7 @@ actions = ["pull"]
         dir = dir.path().display(),
         host = registry.addr,
     );
-    let plugin_registries = format!(
-        "\n[[registries]]\nservice = \"{}\"\nmatch_images = [\"{}\"]\nscope = \"repository\"\n",
-        gitlab::REGISTRY_SERVICE,
-        registry.addr
-    );
+    let plugin_registries = plugin_entry(gitlab::REGISTRY_SERVICE, &registry.addr.to_string());
     let node = Node::start(dir, &policy, &plugin_registries);
 
     // Seed an image with a deploy token of the operator's.
@@ -372,9 +393,7 @@ actions = ["pull"]
         url = fake.url(),
         dir = dir.path().display(),
     );
-    let plugin_registries = "\n[[registries]]\nservice = \"nexus-docker\"\nmatch_images = \
-                             [\"nexus.example\"]\nscope = \"repository\"\n";
-    let node = Node::start(dir, &policy, plugin_registries);
+    let node = Node::start(dir, &policy, &plugin_entry("nexus-docker", "nexus.example"));
 
     let (user, password, _) = node.credential("nexus.example/team/web:v1");
     assert!(user.starts_with("svid-"), "{user}");

@@ -16,9 +16,11 @@ use svid_broker_dev::fake::harbor::{FakeHarbor, HarborSpec};
 use svid_broker_identity::secret::ExposeSecret as _;
 use svid_broker_testkit::process::{Output, wait_until};
 
-use crate::backends::{MARGIN_SECONDS, NODE, Node, TTL_SECONDS, denied, skopeo_pull};
+use crate::backends::{
+    MARGIN_SECONDS, NODE, Node, TTL_SECONDS, denied, plugin_entry, registry_trusting, skopeo_pull,
+};
 use crate::containerd::Containerd;
-use crate::registry::{Registry, TokenAuth, require, skopeo, write_oci_image};
+use crate::registry::{Registry, require, skopeo, write_oci_image};
 /// The robot the broker authenticates as: a project robot that may manage robots in
 /// `team-a` (Harbor v2.12+), not an admin.
 const MANAGER: &str = "svid-manager";
@@ -49,14 +51,13 @@ impl Harbor {
             .unwrap();
 
         let dir = tempfile::tempdir().unwrap();
-        let ca = dir.path().join("harbor-token-ca.pem");
-        std::fs::write(&ca, fake.token_ca_pem()).unwrap();
-        let registry = Registry::start(Some(&TokenAuth {
-            realm: &fake.token_realm(),
-            service: fake.service(),
-            issuer: fake.issuer(),
-            rootcertbundle: &ca,
-        }));
+        let registry = registry_trusting(
+            dir.path(),
+            &fake.token_realm(),
+            fake.service(),
+            fake.issuer(),
+            &fake.token_ca_pem(),
+        );
         std::fs::write(
             dir.path().join("harbor.credential"),
             format!("{}:{}\n", manager.name, manager.secret.expose_secret()),
@@ -85,17 +86,7 @@ actions = ["pull"]
             dir = dir.path().display(),
             host = registry.addr,
         );
-        let plugin_registries = format!(
-            r#"
-[[registries]]
-service = "{}"
-match_images = ["{}"]
-scope = "repository"
-actions = ["pull"]
-"#,
-            fake.service(),
-            registry.addr,
-        );
+        let plugin_registries = plugin_entry(fake.service(), &registry.addr.to_string());
         let node = Node::start(dir, &policy, &plugin_registries);
         Harbor {
             registry,

@@ -364,25 +364,10 @@ scope = "registry"
             ),
         )?;
         let kubelet_config_path = self.dir().join("credential-provider-config.json");
-        let kubelet_config = json!({
-            "apiVersion": "kubelet.config.k8s.io/v1",
-            "kind": "CredentialProviderConfig",
-            "providers": [{
-                "name": PLUGIN_NAME,
-                "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
-                "matchImages": [registry.to_string()],
-                "defaultCacheDuration": "0s",
-                "args": ["--config", plugin_config.display().to_string()],
-                "env": [{"name": "SPIFFE_ENDPOINT_SOCKET", "value": self.apis[0].endpoint()}],
-            }],
-        });
+        let kubelet_config = self.kubelet_config(&registry.to_string(), &plugin_config);
         write(&kubelet_config_path, &pretty(&kubelet_config))?;
         let image = format!("{registry}/{REPOSITORY}");
-        let request = json!({
-            "kind": "CredentialProviderRequest",
-            "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
-            "image": image,
-        });
+        let request = plugin_request(&image);
 
         explain(
             "For an image on a registry in its CredentialProviderConfig, the kubelet execs the",
@@ -442,6 +427,23 @@ scope = "registry"
             });
         }
         Ok(node)
+    }
+
+    /// A kubelet `CredentialProviderConfig` whose one provider is the plugin for images on
+    /// `match_image`, with `plugin_config` and the node's Workload API.
+    fn kubelet_config(&self, match_image: &str, plugin_config: &Path) -> Value {
+        json!({
+            "apiVersion": "kubelet.config.k8s.io/v1",
+            "kind": "CredentialProviderConfig",
+            "providers": [{
+                "name": PLUGIN_NAME,
+                "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+                "matchImages": [match_image],
+                "defaultCacheDuration": "0s",
+                "args": ["--config", plugin_config.display().to_string()],
+                "env": [{"name": "SPIFFE_ENDPOINT_SOCKET", "value": self.apis[0].endpoint()}],
+            }],
+        })
     }
 
     fn realm(&self, addrs: Addresses, node: &NodeCredential) -> Result<(), DemoError> {
@@ -707,6 +709,15 @@ fn sample_policy(registry_host: &str) -> String {
         ));
     }
     text
+}
+
+/// The kubelet's request for `image` (`credentialprovider.kubelet.k8s.io/v1`).
+fn plugin_request(image: &str) -> Value {
+    json!({
+        "kind": "CredentialProviderRequest",
+        "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+        "image": image,
+    })
 }
 
 /// Execs the provider as the kubelet does: the file named `providers[0].name` in the bin dir,

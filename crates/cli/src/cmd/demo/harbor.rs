@@ -6,13 +6,13 @@
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use svid_broker_dev::fake::harbor::{FakeHarbor, HarborSpec};
 use svid_broker_identity::secret::ExposeSecret as _;
 
 use super::{
-    Addresses, BROKER_ID, Demo, DemoError, NODE_ID, PLUGIN_NAME, explain, kubelet_exec, pretty,
-    write,
+    Addresses, BROKER_ID, Demo, DemoError, NODE_ID, PLUGIN_NAME, explain, kubelet_exec,
+    plugin_request, pretty, write,
 };
 
 /// The Harbor host the sample registry entry names (the kubelet matches images on it; nothing
@@ -120,28 +120,13 @@ scope = "repository"
                 addrs.grpc
             ),
         )?;
-        let kubelet_config = json!({
-            "apiVersion": "kubelet.config.k8s.io/v1",
-            "kind": "CredentialProviderConfig",
-            "providers": [{
-                "name": PLUGIN_NAME,
-                "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
-                "matchImages": [HARBOR_HOST],
-                "defaultCacheDuration": "0s",
-                "args": ["--config", plugin_config.display().to_string()],
-                "env": [{"name": "SPIFFE_ENDPOINT_SOCKET", "value": self.apis[0].endpoint()}],
-            }],
-        });
+        let kubelet_config = self.kubelet_config(HARBOR_HOST, &plugin_config);
         let mut first_robot = None;
         for image in [
             format!("{HARBOR_HOST}/{PROJECT}/hello"),
             format!("{HARBOR_HOST}/{PROJECT}/other"),
         ] {
-            let request = json!({
-                "kind": "CredentialProviderRequest",
-                "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
-                "image": image,
-            });
+            let request = plugin_request(&image);
             let output = self
                 .runtime
                 .block_on(kubelet_exec(&plugin, &kubelet_config, &request))?;
