@@ -569,6 +569,68 @@ mod tests {
         f
     }
 
+    fn harbor_policy(dir: &Path, ttl: u64) -> Policy {
+        Policy::from_toml_str(&format!(
+            r#"
+[[registries]]
+name = "corp"
+service = "harbor-registry"
+kind = "harbor"
+url = "http://127.0.0.1:1"
+credential_file = "{}/harbor.credential"
+token_ttl_seconds = {ttl}
+hosts = ["harbor.example.org"]
+"#,
+            dir.display()
+        ))
+        .unwrap()
+    }
+
+    fn service_of(backends: &Backends) -> Arc<BackendService> {
+        backends.current.load()["corp"].service.clone()
+    }
+
+    #[test]
+    fn a_reload_keeps_a_backend_until_its_credential_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let credential = dir.path().join("harbor.credential");
+        std::fs::write(&credential, "robot$team-a+manager:first\n").unwrap();
+        let backends = Backends::none();
+        let policy = harbor_policy(dir.path(), 600);
+        backends.apply(backends.prepare(&policy).unwrap(), &policy);
+        let first = service_of(&backends);
+
+        backends.apply(backends.prepare(&policy).unwrap(), &policy);
+        assert!(
+            Arc::ptr_eq(&first, &service_of(&backends)),
+            "unchanged: kept"
+        );
+
+        // The manager robot's secret was rotated in Harbor and in the file.
+        std::fs::write(&credential, "robot$team-a+manager:second\n").unwrap();
+        backends.apply(backends.prepare(&policy).unwrap(), &policy);
+        assert!(
+            !Arc::ptr_eq(&first, &service_of(&backends)),
+            "rotated: rebuilt"
+        );
+
+        // A file that became unreadable keeps the last good backends (prepare fails first).
+        std::fs::write(&credential, "no colon\n").unwrap();
+        assert!(matches!(
+            backends.prepare(&policy),
+            Err(BackendsError::CredentialFormat { .. })
+        ));
+        // A lifetime too short to reuse anything is refused on reload too.
+        std::fs::write(&credential, "robot$team-a+manager:second\n").unwrap();
+        assert!(matches!(
+            backends.prepare(&harbor_policy(dir.path(), 60)),
+            Err(BackendsError::TtlBelowReuse {
+                ttl_seconds: 60,
+                ..
+            })
+        ));
+    }
+
     #[test]
     fn a_credential_file_is_one_user_password_line() {
         let f = file(b"robot$team-a+manager:S3cret:with:colons\n");
