@@ -225,6 +225,13 @@ pub(crate) fn registry_trusting(
     }))
 }
 
+/// Writes a broker credential file, readable by its owner only (the broker refuses others).
+pub(crate) fn write_credential(path: &Path, line: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, line).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 /// A plugin registry entry: `service`, images on `host`, repository-scoped.
 pub(crate) fn plugin_entry(service: &str, host: &str) -> String {
     format!(
@@ -271,11 +278,10 @@ fn a_gitlab_deploy_token_made_for_the_plugin_pulls_is_reused_and_is_revoked_at_t
         gitlab::TOKEN_ISSUER,
         &fake.token_ca_pem(),
     );
-    std::fs::write(
-        dir.path().join("gitlab.credential"),
-        format!("{}\n", fake.admin_token().expose_secret()),
-    )
-    .unwrap();
+    write_credential(
+        &dir.path().join("gitlab.credential"),
+        &format!("{}\n", fake.admin_token().expose_secret()),
+    );
     let policy = format!(
         r#"
 [[registries]]
@@ -364,11 +370,10 @@ actions = ["pull"]
 fn a_nexus_user_made_for_the_plugin_is_reused_and_deleted_at_the_ttl() {
     let fake = FakeNexus::start(NexusSpec::new(["nx-docker-pull", "nx-docker-push"])).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("nexus.credential"),
-        format!("{}\n", fake.admin_credential_line().expose_secret()),
-    )
-    .unwrap();
+    write_credential(
+        &dir.path().join("nexus.credential"),
+        &format!("{}\n", fake.admin_credential_line().expose_secret()),
+    );
     let policy = format!(
         r#"
 [[registries]]

@@ -18,6 +18,7 @@ use svid_broker_testkit::process::{Output, wait_until};
 
 use crate::backends::{
     MARGIN_SECONDS, NODE, Node, TTL_SECONDS, denied, plugin_entry, registry_trusting, skopeo_pull,
+    write_credential,
 };
 use crate::containerd::Containerd;
 use crate::registry::{Registry, require, skopeo, write_oci_image};
@@ -58,11 +59,10 @@ impl Harbor {
             fake.issuer(),
             &fake.token_ca_pem(),
         );
-        std::fs::write(
-            dir.path().join("harbor.credential"),
-            format!("{}:{}\n", manager.name, manager.secret.expose_secret()),
-        )
-        .unwrap();
+        write_credential(
+            &dir.path().join("harbor.credential"),
+            &format!("{}:{}\n", manager.name, manager.secret.expose_secret()),
+        );
         let policy = format!(
             r#"
 [[registries]]

@@ -68,3 +68,73 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// The backend's API request counters.
     fn meter(&self) -> &ApiMeter;
 }
+
+/// `impl Backend for $backend` by its inherent `issue`, `revoke`, `sweep` (and, when named,
+/// the method listing visible namespaces), with the kind, registry name and meter of its
+/// `api` field.
+macro_rules! delegate_backend {
+    ($backend:ident $(, visible_namespaces = $visible:ident)?) => {
+        impl $crate::backend::Backend for $backend {
+            fn kind(&self) -> $crate::error::BackendKind {
+                self.api.kind
+            }
+
+            fn registry(&self) -> &str {
+                &self.api.registry
+            }
+
+            fn reuse_key(
+                &self,
+                grant: &$crate::credential::BackendGrant,
+            ) -> Result<String, $crate::error::BackendError> {
+                Ok(self.map(grant)?.reuse_key())
+            }
+
+            fn issue<'a>(
+                &'a self,
+                grant: &'a $crate::credential::BackendGrant,
+                now: std::time::SystemTime,
+            ) -> futures_util::future::BoxFuture<
+                'a,
+                Result<$crate::credential::BackendCredential, $crate::error::BackendError>,
+            > {
+                Box::pin($backend::issue(self, grant, now))
+            }
+
+            fn revoke<'a>(
+                &'a self,
+                handle: &'a $crate::credential::CredentialHandle,
+            ) -> futures_util::future::BoxFuture<'a, Result<(), $crate::error::BackendError>> {
+                Box::pin($backend::revoke(self, handle))
+            }
+
+            fn sweep<'a>(
+                &'a self,
+                namespaces: &'a [String],
+                now: std::time::SystemTime,
+            ) -> futures_util::future::BoxFuture<
+                'a,
+                Result<$crate::credential::SweepReport, $crate::error::BackendError>,
+            > {
+                Box::pin($backend::sweep(self, namespaces, now))
+            }
+
+            $(
+                fn visible_namespaces(
+                    &self,
+                ) -> futures_util::future::BoxFuture<
+                    '_,
+                    Result<Vec<String>, $crate::error::BackendError>,
+                > {
+                    Box::pin($backend::$visible(self))
+                }
+            )?
+
+            fn meter(&self) -> &$crate::figures::ApiMeter {
+                &self.api.meter
+            }
+        }
+    };
+}
+
+pub(crate) use delegate_backend;

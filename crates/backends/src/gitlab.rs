@@ -24,30 +24,29 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
-use http::{Method, StatusCode};
+use http::Method;
 use svid_broker_identity::secret::{SecretString, seal_string};
 use zeroize::Zeroizing;
 
-use crate::backend::Backend;
+use crate::api::{ApiShape, Deleted, RegistryApi, config_error, limits_of, parse_json};
 use crate::credential::{BackendCredential, BackendGrant, CredentialHandle, SweepReport};
 use crate::error::{
-    BackendError, BackendKind, ConfigError, ConfigProblem, Failure, Step, sanitize_vendor_message,
+    BackendError, BackendKind, ConfigError, Failure, Step, sanitize_vendor_message,
 };
 use crate::figures::ApiMeter;
 use crate::http::{
     ApiClient, ApiResponse, ClientSettings, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_REQUEST_DEADLINE, encode_query_component,
 };
+use crate::naming::{check_prefix, encoded_revoke_time, timed_name, unix_seconds_ceil};
+use crate::sweep::{CredentialSweep, NamespaceSweep, sweep_namespaces};
 
 mod grant;
 mod naming;
 mod wire;
 
 use grant::{ProjectGrant, map_grant};
-use naming::{
-    MAX_PREFIX_LEN, encoded_revoke_time, rfc3339_seconds, token_name, unix_seconds_ceil,
-    unix_seconds_floor, valid_prefix,
-};
+use naming::rfc3339_seconds;
 
 /// The default deploy token name prefix.
 pub const DEFAULT_NAME_PREFIX: &str = "svid";
@@ -60,6 +59,16 @@ pub const LIST_PAGE_SIZE: usize = 100;
 pub const MAX_SWEEP_PAGES: usize = 50;
 /// Longest deploy token value accepted from GitLab, in bytes (GitLab's are about 26).
 pub const MAX_TOKEN_LEN: usize = 1024;
+/// GitLab answers an unknown project (or one the token cannot see) with `404 Project Not
+/// Found`; other 404s (a route a proxy does not pass) are refusals.
+const PROJECT_NOT_FOUND: &str = "Project Not Found";
+
+/// GitLab's API in the shared plumbing.
+const API_SHAPE: ApiShape = ApiShape {
+    kind: BackendKind::Gitlab,
+    vendor_message,
+    missing_project_text: Some(PROJECT_NOT_FOUND),
+};
 
 /// How to reach one GitLab and what to call the broker's deploy tokens there.
 #[derive(Debug, Clone)]
@@ -106,11 +115,8 @@ impl GitlabConfig {
 
 /// One GitLab, spoken to through its REST API v4.
 pub struct GitlabBackend {
-    registry: String,
+    api: RegistryApi,
     prefix: String,
-    client: ApiClient,
-    meter: ApiMeter,
-    random: &'static dyn rustls::crypto::SecureRandom,
 }
 
 impl GitlabBackend {
@@ -119,32 +125,22 @@ impl GitlabBackend {
     /// # Errors
     /// A [`ConfigError`] naming the registry: a bad URL, plain http to a host that is not a
     /// loopback address, an unusable CA file, an empty or unprintable token (reported as
-    /// [`ConfigProblem::InvalidUsername`] for now), a bad name prefix, a zero limit.
+    /// [`ConfigProblem::InvalidUsername`](crate::ConfigProblem::InvalidUsername) for now), a bad name prefix, a zero limit.
     pub fn new(config: GitlabConfig) -> Result<Self, ConfigError> {
-        let fail = |problem| ConfigError {
-            registry: config.registry.clone(),
-            kind: BackendKind::Gitlab,
-            problem,
-        };
-        if !valid_prefix(&config.name_prefix) {
-            return Err(fail(ConfigProblem::InvalidRobotPrefix {
-                prefix: config.name_prefix.clone(),
-                max: MAX_PREFIX_LEN,
-            }));
-        }
-        let mut settings =
+        let fail = config_error(&config.registry, BackendKind::Gitlab);
+        check_prefix(&config.name_prefix).map_err(&fail)?;
+        let settings =
             ClientSettings::with_header(config.url.clone(), TOKEN_HEADER, config.token.clone());
-        settings.ca_file.clone_from(&config.ca_file);
-        settings.request_deadline = config.request_deadline;
-        settings.max_in_flight = config.max_in_flight;
-        settings.max_response_bytes = config.max_response_bytes;
-        let client = ApiClient::new(&settings).map_err(fail)?;
+        let api = RegistryApi::new(
+            config.registry.clone(),
+            API_SHAPE,
+            settings,
+            limits_of!(config),
+        )
+        .map_err(fail)?;
         Ok(Self {
-            registry: config.registry,
+            api,
             prefix: config.name_prefix,
-            client,
-            meter: ApiMeter::new(),
-            random: rustls::crypto::aws_lc_rs::default_provider().secure_random,
         })
     }
 
@@ -164,23 +160,16 @@ impl GitlabBackend {
         now: SystemTime,
     ) -> Result<BackendCredential, BackendError> {
         let mapped = self.map(grant)?;
-        if grant.revoke_at <= now {
-            return Err(self.error(Step::MapGrant, Failure::GrantExpired));
-        }
+        self.api.ensure_unexpired(grant, now)?;
         let step = Step::CreateDeployToken {
             project: mapped.project.clone(),
         };
         let mut random = [0u8; 8];
-        if self.random.fill(&mut random).is_err() {
-            return Err(self.error(
-                step,
-                Failure::Internal {
-                    what: "the random number generator failed",
-                },
-            ));
-        }
+        self.api
+            .fill_random(&mut random)
+            .map_err(|failure| self.api.error(step.clone(), failure))?;
         let revoke_unix = unix_seconds_ceil(grant.revoke_at);
-        let name = token_name(&self.prefix, revoke_unix, random);
+        let name = timed_name(&self.prefix, revoke_unix, random);
         let expires_at = rfc3339_seconds(revoke_unix);
         let body = wire::DeployTokenCreate {
             name: &name,
@@ -193,16 +182,15 @@ impl GitlabBackend {
                 what: "cannot encode the deploy token",
             })?;
             let response = self
-                .client
-                .send(Method::POST, &tokens_path(&mapped.project), Some(json))
+                .api
+                .call(Method::POST, &tokens_path(&mapped.project), Some(json))
                 .await?;
-            expect_success(&self.client, &response)?;
             parse_created(response, &name)
         }
         .await;
-        let (id, token) = self.finish(&step, result)?;
+        let (id, token) = self.api.finish(&step, result)?;
         tracing::info!(
-            registry = %self.registry,
+            registry = %self.api.registry,
             token_id = id,
             token_name = %name,
             project = %mapped.project,
@@ -242,53 +230,16 @@ impl GitlabBackend {
         projects: &[String],
         now: SystemTime,
     ) -> Result<SweepReport, BackendError> {
-        let now_unix = unix_seconds_floor(now);
-        let mut report = SweepReport::default();
-        for project in projects {
-            let tokens = match self.project_tokens(project, &mut report).await {
-                Ok(tokens) => tokens,
-                Err(error) => {
-                    report.failures.push(error);
-                    continue;
-                }
-            };
-            report.namespaces_listed += 1;
-            report.credentials_seen += tokens.len();
-            for token in tokens {
-                match encoded_revoke_time(&self.prefix, &token.name) {
-                    Some(at) if at <= now_unix => {
-                        match self.delete_token(project, token.id, &token.name).await {
-                            Ok(()) => {
-                                report.deleted += 1;
-                                tracing::info!(
-                                    registry = %self.registry,
-                                    token_id = token.id,
-                                    token_name = %token.name,
-                                    project = %project,
-                                    "gitlab sweep deleted an expired deploy token"
-                                );
-                            }
-                            Err(error) => report.failures.push(error),
-                        }
-                    }
-                    Some(_) => report.not_due += 1,
-                    None => {}
-                }
-            }
-        }
-        if report.namespaces_listed == 0 && !report.failures.is_empty() {
-            return Err(report.failures.swap_remove(0));
-        }
-        Ok(report)
+        sweep_namespaces(self, projects, now).await
     }
 
     /// The API request counters.
     pub fn meter(&self) -> &ApiMeter {
-        &self.meter
+        &self.api.meter
     }
 
     fn map(&self, grant: &BackendGrant) -> Result<ProjectGrant, BackendError> {
-        map_grant(&grant.scopes).map_err(|failure| self.error(Step::MapGrant, failure))
+        map_grant(&grant.scopes).map_err(|failure| self.api.error(Step::MapGrant, failure))
     }
 
     async fn delete_token(&self, project: &str, id: i64, name: &str) -> Result<(), BackendError> {
@@ -296,22 +247,16 @@ impl GitlabBackend {
             project: project.to_owned(),
             token_id: id,
         };
-        let result = async {
-            let path = format!("{}/{id}", tokens_path(project));
-            let response = self.client.send(Method::DELETE, &path, None).await?;
-            if response.status == StatusCode::NOT_FOUND {
-                tracing::debug!(
-                    registry = %self.registry,
-                    token_id = id,
-                    token_name = %name,
-                    "gitlab deploy token already gone"
-                );
-                return Ok(());
-            }
-            expect_success(&self.client, &response)
+        let path = format!("{}/{id}", tokens_path(project));
+        if self.api.delete(&step, &path).await? == Deleted::AlreadyGone {
+            tracing::debug!(
+                registry = %self.api.registry,
+                token_id = id,
+                token_name = %name,
+                "gitlab deploy token already gone"
+            );
         }
-        .await;
-        self.finish(&step, result)
+        Ok(())
     }
 
     /// All deploy tokens of one project (up to the page cap; a cut listing is noted in
@@ -332,17 +277,16 @@ impl GitlabBackend {
                 tokens_path(project)
             );
             let result = async {
-                let response = self.client.send(Method::GET, &path, None).await?;
-                expect_success(&self.client, &response)?;
+                let response = self.api.call(Method::GET, &path, None).await?;
                 let last = is_last_page(&response);
-                let listed: Vec<wire::ListedDeployToken> = serde_json::from_slice(&response.body)
-                    .map_err(|_| Failure::Malformed {
-                    what: "deploy token list is not a JSON array of tokens",
-                })?;
+                let listed: Vec<wire::ListedDeployToken> = parse_json(
+                    &response.body,
+                    "deploy token list is not a JSON array of tokens",
+                )?;
                 Ok((listed, last))
             }
             .await;
-            let (listed, last) = self.finish(&step, result)?;
+            let (listed, last) = self.api.finish(&step, result)?;
             let full_page = listed.len() >= LIST_PAGE_SIZE;
             tokens.extend(listed);
             if !full_page || last {
@@ -352,76 +296,55 @@ impl GitlabBackend {
         report.truncated.push(project.to_owned());
         Ok(tokens)
     }
-
-    /// Counts one request's outcome and names the registry and step of a failure.
-    fn finish<T>(&self, step: &Step, result: Result<T, Failure>) -> Result<T, BackendError> {
-        match result {
-            Ok(value) => {
-                self.meter.record(step.name(), "ok");
-                Ok(value)
-            }
-            Err(failure) => {
-                self.meter.record(step.name(), failure.outcome());
-                Err(self.error(step.clone(), failure))
-            }
-        }
-    }
-
-    fn error(&self, step: Step, failure: Failure) -> BackendError {
-        BackendError::new(self.registry.clone(), BackendKind::Gitlab, step, failure)
-    }
 }
 
 impl fmt::Debug for GitlabBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GitlabBackend")
-            .field("registry", &self.registry)
+            .field("registry", &self.api.registry)
             .field("prefix", &self.prefix)
-            .field("client", &self.client)
+            .field("client", &self.api.client)
             .finish_non_exhaustive()
     }
 }
 
-impl Backend for GitlabBackend {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Gitlab
+impl CredentialSweep for GitlabBackend {
+    type Listed = wire::ListedDeployToken;
+
+    fn revoke_time(&self, token: &wire::ListedDeployToken) -> Option<u64> {
+        encoded_revoke_time(&self.prefix, &token.name)
     }
 
-    fn registry(&self) -> &str {
-        &self.registry
-    }
-
-    fn reuse_key(&self, grant: &BackendGrant) -> Result<String, BackendError> {
-        Ok(self.map(grant)?.reuse_key())
-    }
-
-    fn issue<'a>(
+    fn delete_expired<'a>(
         &'a self,
-        grant: &'a BackendGrant,
-        now: SystemTime,
-    ) -> BoxFuture<'a, Result<BackendCredential, BackendError>> {
-        Box::pin(GitlabBackend::issue(self, grant, now))
-    }
-
-    fn revoke<'a>(
-        &'a self,
-        handle: &'a CredentialHandle,
+        project: &'a str,
+        token: &'a wire::ListedDeployToken,
     ) -> BoxFuture<'a, Result<(), BackendError>> {
-        Box::pin(GitlabBackend::revoke(self, handle))
-    }
-
-    fn sweep<'a>(
-        &'a self,
-        namespaces: &'a [String],
-        now: SystemTime,
-    ) -> BoxFuture<'a, Result<SweepReport, BackendError>> {
-        Box::pin(GitlabBackend::sweep(self, namespaces, now))
-    }
-
-    fn meter(&self) -> &ApiMeter {
-        &self.meter
+        Box::pin(async move {
+            self.delete_token(project, token.id, &token.name).await?;
+            tracing::info!(
+                registry = %self.api.registry,
+                token_id = token.id,
+                token_name = %token.name,
+                project = %project,
+                "gitlab sweep deleted an expired deploy token"
+            );
+            Ok(())
+        })
     }
 }
+
+impl NamespaceSweep for GitlabBackend {
+    fn list<'a>(
+        &'a self,
+        project: &'a str,
+        report: &'a mut SweepReport,
+    ) -> BoxFuture<'a, Result<Vec<wire::ListedDeployToken>, BackendError>> {
+        Box::pin(self.project_tokens(project, report))
+    }
+}
+
+crate::backend::delegate_backend!(GitlabBackend);
 
 /// `/api/v4/projects/<group%2Fproject>/deploy_tokens`: GitLab takes the URL-encoded path
 /// wherever it takes a project id.
@@ -440,32 +363,6 @@ fn is_last_page(response: &ApiResponse) -> bool {
         .get("x-next-page")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().is_empty())
-}
-
-/// The failure a non-2xx answer stands for.
-fn expect_success(client: &ApiClient, response: &ApiResponse) -> Result<(), Failure> {
-    let status = response.status;
-    if status.is_success() {
-        return Ok(());
-    }
-    let message = || vendor_message(client, &response.body);
-    Err(match status.as_u16() {
-        401 => Failure::Unauthorized,
-        403 => Failure::Forbidden { message: message() },
-        // GitLab answers an unknown project (or one the token cannot see) with
-        // `404 Project Not Found`; other 404s (a route a proxy does not pass) are refusals.
-        404 if message().contains("Project Not Found") => Failure::NoSuchProject,
-        429 => Failure::RateLimited {
-            retry_after: response.retry_after(),
-        },
-        500..=599 => Failure::ServerError {
-            status: status.as_u16(),
-        },
-        code => Failure::Rejected {
-            status: code,
-            message: message(),
-        },
-    })
 }
 
 /// GitLab's error text: `{"message": "..."}`, `{"message": {"field": ["..."]}}` (model

@@ -20,30 +20,29 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
-use http::{Method, StatusCode};
+use http::Method;
 use svid_broker_identity::secret::{SecretString, seal_string};
 use zeroize::Zeroizing;
 
-use crate::backend::Backend;
+use crate::api::{ApiShape, RegistryApi, config_error, limits_of, parse_json};
 use crate::credential::{BackendCredential, BackendGrant, CredentialHandle, SweepReport};
 use crate::error::{
-    BackendError, BackendKind, ConfigError, ConfigProblem, Failure, Step, sanitize_vendor_message,
+    BackendError, BackendKind, ConfigError, Failure, Step, sanitize_vendor_message,
 };
 use crate::figures::ApiMeter;
 use crate::http::{
     ApiClient, ApiResponse, ClientSettings, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_REQUEST_DEADLINE, encode_query_component,
 };
+use crate::naming::{check_prefix, timed_name, unix_seconds_ceil};
+use crate::sweep::{CredentialSweep, NamespaceSweep, sweep_namespaces};
 
 mod grant;
 mod naming;
 mod wire;
 
 use grant::{ProjectGrant, map_grant};
-use naming::{
-    MAX_PREFIX_LEN, encoded_revoke_time, robot_description, robot_name, unix_seconds_ceil,
-    unix_seconds_floor, valid_prefix,
-};
+use naming::{encoded_revoke_time, robot_description};
 
 /// The default robot name prefix.
 pub const DEFAULT_ROBOT_PREFIX: &str = "svid";
@@ -62,6 +61,13 @@ pub const MAX_VISIBLE_PROJECT_PAGES: usize = 10;
 pub const MAX_SECRET_LEN: usize = 1024;
 
 const SECONDS_PER_DAY: u64 = 86_400;
+
+/// Harbor's API in the shared plumbing.
+const API_SHAPE: ApiShape = ApiShape {
+    kind: BackendKind::Harbor,
+    vendor_message,
+    missing_project_text: None,
+};
 
 /// How to reach one Harbor and what to call the broker's robots there.
 #[derive(Debug, Clone)]
@@ -115,11 +121,8 @@ impl HarborConfig {
 
 /// One Harbor, spoken to through its v2.0 API.
 pub struct HarborBackend {
-    registry: String,
+    api: RegistryApi,
     prefix: String,
-    client: ApiClient,
-    meter: ApiMeter,
-    random: &'static dyn rustls::crypto::SecureRandom,
 }
 
 impl HarborBackend {
@@ -129,33 +132,23 @@ impl HarborBackend {
     /// A [`ConfigError`] naming the registry: a bad URL, plain http to a host that is not a
     /// loopback address, an unusable CA file, a bad user name or robot prefix, a zero limit.
     pub fn new(config: HarborConfig) -> Result<Self, ConfigError> {
-        let fail = |problem| ConfigError {
-            registry: config.registry.clone(),
-            kind: BackendKind::Harbor,
-            problem,
-        };
-        if !valid_prefix(&config.robot_prefix) {
-            return Err(fail(ConfigProblem::InvalidRobotPrefix {
-                prefix: config.robot_prefix.clone(),
-                max: MAX_PREFIX_LEN,
-            }));
-        }
-        let mut settings = ClientSettings::new(
+        let fail = config_error(&config.registry, BackendKind::Harbor);
+        check_prefix(&config.robot_prefix).map_err(&fail)?;
+        let settings = ClientSettings::new(
             config.url.clone(),
             config.username.clone(),
             config.password.clone(),
         );
-        settings.ca_file.clone_from(&config.ca_file);
-        settings.request_deadline = config.request_deadline;
-        settings.max_in_flight = config.max_in_flight;
-        settings.max_response_bytes = config.max_response_bytes;
-        let client = ApiClient::new(&settings).map_err(fail)?;
+        let api = RegistryApi::new(
+            config.registry.clone(),
+            API_SHAPE,
+            settings,
+            limits_of!(config),
+        )
+        .map_err(fail)?;
         Ok(Self {
-            registry: config.registry,
+            api,
             prefix: config.robot_prefix,
-            client,
-            meter: ApiMeter::new(),
-            random: rustls::crypto::aws_lc_rs::default_provider().secure_random,
         })
     }
 
@@ -173,22 +166,15 @@ impl HarborBackend {
         now: SystemTime,
     ) -> Result<BackendCredential, BackendError> {
         let mapped = self.map(grant)?;
-        if grant.revoke_at <= now {
-            return Err(self.error(Step::MapGrant, Failure::GrantExpired));
-        }
+        self.api.ensure_unexpired(grant, now)?;
         let step = Step::CreateRobot {
             project: mapped.project.clone(),
         };
         let mut random = [0u8; 8];
-        if self.random.fill(&mut random).is_err() {
-            return Err(self.error(
-                step,
-                Failure::Internal {
-                    what: "the random number generator failed",
-                },
-            ));
-        }
-        let local_name = robot_name(&self.prefix, unix_seconds_ceil(grant.revoke_at), random);
+        self.api
+            .fill_random(&mut random)
+            .map_err(|failure| self.api.error(step.clone(), failure))?;
+        let local_name = timed_name(&self.prefix, unix_seconds_ceil(grant.revoke_at), random);
         let description = robot_description(&grant.subject, grant.revoke_at);
         let body = wire::RobotCreate {
             name: &local_name,
@@ -214,16 +200,15 @@ impl HarborBackend {
                 what: "cannot encode the robot",
             })?;
             let response = self
-                .client
-                .send(Method::POST, "/api/v2.0/robots", Some(json))
+                .api
+                .call(Method::POST, "/api/v2.0/robots", Some(json))
                 .await?;
-            expect_success(&self.client, &response)?;
             parse_created(response, &mapped.project, &local_name)
         }
         .await;
-        let (id, name, secret) = self.finish(&step, result)?;
+        let (id, name, secret) = self.api.finish(&step, result)?;
         tracing::info!(
-            registry = %self.registry,
+            registry = %self.api.registry,
             robot_id = id,
             robot = %name,
             subject = %grant.subject,
@@ -260,52 +245,16 @@ impl HarborBackend {
         projects: &[String],
         now: SystemTime,
     ) -> Result<SweepReport, BackendError> {
-        let now_unix = unix_seconds_floor(now);
-        let mut report = SweepReport::default();
-        for project in projects {
-            let robots = match self.project_robots(project, &mut report).await {
-                Ok(robots) => robots,
-                Err(error) => {
-                    report.failures.push(error);
-                    continue;
-                }
-            };
-            report.namespaces_listed += 1;
-            report.credentials_seen += robots.len();
-            for robot in robots {
-                match encoded_revoke_time(&self.prefix, &robot.name) {
-                    Some(at) if at <= now_unix => {
-                        match self.delete_robot(robot.id, &robot.name).await {
-                            Ok(()) => {
-                                report.deleted += 1;
-                                tracing::info!(
-                                    registry = %self.registry,
-                                    robot_id = robot.id,
-                                    robot = %robot.name,
-                                    "harbor sweep deleted an expired robot"
-                                );
-                            }
-                            Err(error) => report.failures.push(error),
-                        }
-                    }
-                    Some(_) => report.not_due += 1,
-                    None => {}
-                }
-            }
-        }
-        if report.namespaces_listed == 0 && !report.failures.is_empty() {
-            return Err(report.failures.swap_remove(0));
-        }
-        Ok(report)
+        sweep_namespaces(self, projects, now).await
     }
 
     /// The API request counters.
     pub fn meter(&self) -> &ApiMeter {
-        &self.meter
+        &self.api.meter
     }
 
     fn map(&self, grant: &BackendGrant) -> Result<ProjectGrant, BackendError> {
-        map_grant(&grant.scopes).map_err(|failure| self.error(Step::MapGrant, failure))
+        map_grant(&grant.scopes).map_err(|failure| self.api.error(Step::MapGrant, failure))
     }
 
     async fn delete_robot(&self, id: i64, name: &str) -> Result<(), BackendError> {
@@ -313,18 +262,10 @@ impl HarborBackend {
             robot_id: id,
             name: name.to_owned(),
         };
-        let result = async {
-            let response = self
-                .client
-                .send(Method::DELETE, &format!("/api/v2.0/robots/{id}"), None)
-                .await?;
-            if response.status == StatusCode::NOT_FOUND {
-                return Ok(());
-            }
-            expect_success(&self.client, &response)
-        }
-        .await;
-        self.finish(&step, result)
+        self.api
+            .delete(&step, &format!("/api/v2.0/robots/{id}"))
+            .await?;
+        Ok(())
     }
 
     /// All robots of one project (up to the page cap; a cut listing is noted in `report`).
@@ -343,17 +284,14 @@ impl HarborBackend {
         for page in 1..=MAX_SWEEP_PAGES {
             let path = format!("/api/v2.0/robots?q={query}&page={page}&page_size={LIST_PAGE_SIZE}");
             let result = async {
-                let response = self.client.send(Method::GET, &path, None).await?;
-                expect_success(&self.client, &response)?;
+                let response = self.api.call(Method::GET, &path, None).await?;
                 let total = total_count(&response);
-                let listed: Option<Vec<wire::ListedRobot>> = serde_json::from_slice(&response.body)
-                    .map_err(|_| Failure::Malformed {
-                        what: "robot list is not a JSON array of robots",
-                    })?;
+                let listed: Option<Vec<wire::ListedRobot>> =
+                    parse_json(&response.body, "robot list is not a JSON array of robots")?;
                 Ok((listed.unwrap_or_default(), total))
             }
             .await;
-            let (listed, total) = self.finish(&step, result)?;
+            let (listed, total) = self.api.finish(&step, result)?;
             let full_page = listed.len() >= LIST_PAGE_SIZE;
             robots.extend(listed);
             let all_seen = total.is_some_and(|total| robots.len() as u64 >= total);
@@ -377,17 +315,7 @@ impl HarborBackend {
         let mut names = Vec::new();
         for page in 1..=MAX_VISIBLE_PROJECT_PAGES {
             let path = format!("/api/v2.0/projects?page={page}&page_size={LIST_PAGE_SIZE}");
-            let result = async {
-                let response = self.client.send(Method::GET, &path, None).await?;
-                expect_success(&self.client, &response)?;
-                let listed: Option<Vec<wire::ListedProject>> =
-                    serde_json::from_slice(&response.body).map_err(|_| Failure::Malformed {
-                        what: "project list is not a JSON array of projects",
-                    })?;
-                Ok(listed.unwrap_or_default())
-            }
-            .await;
-            let listed = self.finish(&step, result)?;
+            let listed = self.project_page(&step, &path).await?;
             let full_page = listed.len() >= LIST_PAGE_SIZE;
             names.extend(listed.into_iter().map(|p| p.name));
             if !full_page {
@@ -406,21 +334,11 @@ impl HarborBackend {
         for page in 1..=MAX_PROJECT_LOOKUP_PAGES {
             let path =
                 format!("/api/v2.0/projects?name={name}&page={page}&page_size={LIST_PAGE_SIZE}");
-            let result = async {
-                let response = self.client.send(Method::GET, &path, None).await?;
-                expect_success(&self.client, &response)?;
-                let listed: Option<Vec<wire::ListedProject>> =
-                    serde_json::from_slice(&response.body).map_err(|_| Failure::Malformed {
-                        what: "project list is not a JSON array of projects",
-                    })?;
-                Ok(listed.unwrap_or_default())
-            }
-            .await;
-            let listed = self.finish(&step, result)?;
+            let listed = self.project_page(&step, &path).await?;
             let full_page = listed.len() >= LIST_PAGE_SIZE;
             if let Some(found) = listed.iter().find(|p| p.name == project) {
                 if found.project_id <= 0 {
-                    return Err(self.error(
+                    return Err(self.api.error(
                         step,
                         Failure::Malformed {
                             what: "project id is not positive",
@@ -433,82 +351,69 @@ impl HarborBackend {
                 break;
             }
         }
-        Err(self.error(step, Failure::NoSuchProject))
+        Err(self.api.error(step, Failure::NoSuchProject))
     }
 
-    /// Counts one request's outcome and names the registry and step of a failure.
-    fn finish<T>(&self, step: &Step, result: Result<T, Failure>) -> Result<T, BackendError> {
-        match result {
-            Ok(value) => {
-                self.meter.record(step.name(), "ok");
-                Ok(value)
-            }
-            Err(failure) => {
-                self.meter.record(step.name(), failure.outcome());
-                Err(self.error(step.clone(), failure))
-            }
-        }
-    }
-
-    fn error(&self, step: Step, failure: Failure) -> BackendError {
-        BackendError::new(self.registry.clone(), BackendKind::Harbor, step, failure)
+    /// One page of a project listing (`GET /projects?...`) at `step`.
+    async fn project_page(
+        &self,
+        step: &Step,
+        path: &str,
+    ) -> Result<Vec<wire::ListedProject>, BackendError> {
+        let result: Result<Option<Vec<wire::ListedProject>>, Failure> = self
+            .api
+            .get_json(path, "project list is not a JSON array of projects")
+            .await;
+        Ok(self.api.finish(step, result)?.unwrap_or_default())
     }
 }
 
 impl fmt::Debug for HarborBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HarborBackend")
-            .field("registry", &self.registry)
+            .field("registry", &self.api.registry)
             .field("prefix", &self.prefix)
-            .field("client", &self.client)
+            .field("client", &self.api.client)
             .finish_non_exhaustive()
     }
 }
 
-impl Backend for HarborBackend {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Harbor
+impl CredentialSweep for HarborBackend {
+    type Listed = wire::ListedRobot;
+
+    fn revoke_time(&self, robot: &wire::ListedRobot) -> Option<u64> {
+        encoded_revoke_time(&self.prefix, &robot.name)
     }
 
-    fn registry(&self) -> &str {
-        &self.registry
-    }
-
-    fn reuse_key(&self, grant: &BackendGrant) -> Result<String, BackendError> {
-        Ok(self.map(grant)?.reuse_key())
-    }
-
-    fn issue<'a>(
+    fn delete_expired<'a>(
         &'a self,
-        grant: &'a BackendGrant,
-        now: SystemTime,
-    ) -> BoxFuture<'a, Result<BackendCredential, BackendError>> {
-        Box::pin(HarborBackend::issue(self, grant, now))
-    }
-
-    fn revoke<'a>(
-        &'a self,
-        handle: &'a CredentialHandle,
+        _project: &'a str,
+        robot: &'a wire::ListedRobot,
     ) -> BoxFuture<'a, Result<(), BackendError>> {
-        Box::pin(HarborBackend::revoke(self, handle))
-    }
-
-    fn sweep<'a>(
-        &'a self,
-        namespaces: &'a [String],
-        now: SystemTime,
-    ) -> BoxFuture<'a, Result<SweepReport, BackendError>> {
-        Box::pin(HarborBackend::sweep(self, namespaces, now))
-    }
-
-    fn visible_namespaces(&self) -> BoxFuture<'_, Result<Vec<String>, BackendError>> {
-        Box::pin(HarborBackend::visible_projects(self))
-    }
-
-    fn meter(&self) -> &ApiMeter {
-        &self.meter
+        Box::pin(async move {
+            self.delete_robot(robot.id, &robot.name).await?;
+            tracing::info!(
+                registry = %self.api.registry,
+                robot_id = robot.id,
+                robot = %robot.name,
+                "harbor sweep deleted an expired robot"
+            );
+            Ok(())
+        })
     }
 }
+
+impl NamespaceSweep for HarborBackend {
+    fn list<'a>(
+        &'a self,
+        project: &'a str,
+        report: &'a mut SweepReport,
+    ) -> BoxFuture<'a, Result<Vec<wire::ListedRobot>, BackendError>> {
+        Box::pin(self.project_robots(project, report))
+    }
+}
+
+crate::backend::delegate_backend!(HarborBackend, visible_namespaces = visible_projects);
 
 /// Harbor's robot lifetime for a grant: whole days, rounded up, at least one (Harbor's floor).
 fn lifetime_days(now: SystemTime, revoke_at: SystemTime) -> i64 {
@@ -518,30 +423,6 @@ fn lifetime_days(now: SystemTime, revoke_at: SystemTime) -> i64 {
     let days = seconds.div_ceil(SECONDS_PER_DAY).max(1);
     // Harbor takes durations below 2^31 - 1 days; no policy lifetime comes near.
     i64::try_from(days.min(i32::MAX as u64 - 1)).unwrap_or(1)
-}
-
-/// The failure a non-2xx answer stands for.
-fn expect_success(client: &ApiClient, response: &ApiResponse) -> Result<(), Failure> {
-    let status = response.status;
-    if status.is_success() {
-        return Ok(());
-    }
-    Err(match status.as_u16() {
-        401 => Failure::Unauthorized,
-        403 => Failure::Forbidden {
-            message: vendor_message(client, &response.body),
-        },
-        429 => Failure::RateLimited {
-            retry_after: response.retry_after(),
-        },
-        500..=599 => Failure::ServerError {
-            status: status.as_u16(),
-        },
-        code => Failure::Rejected {
-            status: code,
-            message: vendor_message(client, &response.body),
-        },
-    })
 }
 
 /// Harbor's error message (`{"errors":[{"code","message"}]}`), or the body's text when it is

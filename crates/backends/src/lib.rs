@@ -58,15 +58,21 @@
 //! # }
 //! ```
 
+mod api;
 mod backend;
 mod credential;
 pub mod error;
 mod figures;
 pub mod gitlab;
+mod grant;
 pub mod harbor;
 pub mod http;
+mod naming;
 pub mod nexus;
 pub mod service;
+mod sweep;
+#[cfg(test)]
+mod test_support;
 
 pub use backend::Backend;
 pub use credential::{BackendCredential, BackendGrant, CredentialHandle, SweepReport};

@@ -30,30 +30,29 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
-use http::{Method, StatusCode};
+use http::Method;
 use svid_broker_identity::secret::{SecretString, seal_string};
 use zeroize::Zeroizing;
 
-use crate::backend::Backend;
+use crate::api::{ApiShape, RegistryApi, config_error, limits_of, parse_json};
 use crate::credential::{BackendCredential, BackendGrant, CredentialHandle, SweepReport};
 use crate::error::{
     BackendError, BackendKind, ConfigError, ConfigProblem, Failure, Step, sanitize_vendor_message,
 };
 use crate::figures::ApiMeter;
 use crate::http::{
-    ApiClient, ApiResponse, ClientSettings, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_RESPONSE_BYTES,
+    ApiClient, ClientSettings, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_REQUEST_DEADLINE, encode_query_component,
 };
+use crate::naming::{check_prefix, encoded_revoke_time, timed_name, unix_seconds_ceil};
+use crate::sweep::{CredentialSweep, delete_due};
 
 mod grant;
 mod naming;
 mod wire;
 
 use grant::{UserGrant, map_grant};
-use naming::{
-    MAX_PREFIX_LEN, PASSWORD_RANDOM_CHARS, encoded_revoke_time, password, subject_name,
-    unix_seconds_ceil, unix_seconds_floor, user_id, valid_prefix,
-};
+use naming::{PASSWORD_RANDOM_CHARS, password, subject_name};
 
 /// The default user id prefix.
 pub const DEFAULT_USER_PREFIX: &str = "svid";
@@ -71,6 +70,13 @@ pub const EMAIL_DOMAIN: &str = "svid-broker.invalid";
 pub const MAX_SWEEP_LISTINGS: usize = 256;
 /// Most users one sweep holds, over all its listings.
 pub const MAX_SWEEP_USERS: usize = 100_000;
+
+/// Nexus's API in the shared plumbing.
+const API_SHAPE: ApiShape = ApiShape {
+    kind: BackendKind::Nexus,
+    vendor_message,
+    missing_project_text: None,
+};
 
 /// How to reach one Nexus and which roles its broker users get.
 #[derive(Debug, Clone)]
@@ -138,13 +144,10 @@ impl NexusConfig {
 
 /// One Nexus Repository 3, spoken to through its security REST API.
 pub struct NexusBackend {
-    registry: String,
+    api: RegistryApi,
     prefix: String,
     pull_role: String,
     push_role: String,
-    client: ApiClient,
-    meter: ApiMeter,
-    random: &'static dyn rustls::crypto::SecureRandom,
 }
 
 impl NexusBackend {
@@ -156,17 +159,8 @@ impl NexusBackend {
     /// ([`ConfigProblem::InvalidRobotPrefix`]), an empty or blank role id or a zero limit
     /// ([`ConfigProblem::ZeroLimit`]).
     pub fn new(config: NexusConfig) -> Result<Self, ConfigError> {
-        let fail = |problem| ConfigError {
-            registry: config.registry.clone(),
-            kind: BackendKind::Nexus,
-            problem,
-        };
-        if !valid_prefix(&config.user_prefix) {
-            return Err(fail(ConfigProblem::InvalidRobotPrefix {
-                prefix: config.user_prefix.clone(),
-                max: MAX_PREFIX_LEN,
-            }));
-        }
+        let fail = config_error(&config.registry, BackendKind::Nexus);
+        check_prefix(&config.user_prefix).map_err(&fail)?;
         for (what, role) in [
             ("the pull role's length", &config.pull_role),
             ("the push role's length", &config.push_role),
@@ -175,24 +169,23 @@ impl NexusBackend {
                 return Err(fail(ConfigProblem::ZeroLimit { what }));
             }
         }
-        let mut settings = ClientSettings::new(
+        let settings = ClientSettings::new(
             config.url.clone(),
             config.username.clone(),
             config.password.clone(),
         );
-        settings.ca_file.clone_from(&config.ca_file);
-        settings.request_deadline = config.request_deadline;
-        settings.max_in_flight = config.max_in_flight;
-        settings.max_response_bytes = config.max_response_bytes;
-        let client = ApiClient::new(&settings).map_err(fail)?;
+        let api = RegistryApi::new(
+            config.registry.clone(),
+            API_SHAPE,
+            settings,
+            limits_of!(config),
+        )
+        .map_err(fail)?;
         Ok(Self {
-            registry: config.registry,
+            api,
             prefix: config.user_prefix,
             pull_role: config.pull_role,
             push_role: config.push_role,
-            client,
-            meter: ApiMeter::new(),
-            random: rustls::crypto::aws_lc_rs::default_provider().secure_random,
         })
     }
 
@@ -209,22 +202,15 @@ impl NexusBackend {
         now: SystemTime,
     ) -> Result<BackendCredential, BackendError> {
         let mapped = self.map(grant)?;
-        if grant.revoke_at <= now {
-            return Err(self.error(Step::MapGrant, Failure::GrantExpired));
-        }
+        self.api.ensure_unexpired(grant, now)?;
         let mut id_random = [0u8; 8];
         let mut password_random = Zeroizing::new([0u8; PASSWORD_RANDOM_CHARS]);
-        let id_ok = self.random.fill(&mut id_random).is_ok();
-        let id = user_id(&self.prefix, unix_seconds_ceil(grant.revoke_at), id_random);
+        let id_filled = self.api.fill_random(&mut id_random);
+        let id = timed_name(&self.prefix, unix_seconds_ceil(grant.revoke_at), id_random);
         let step = Step::CreateUser { user: id.clone() };
-        if !id_ok || self.random.fill(password_random.as_mut()).is_err() {
-            return Err(self.error(
-                step,
-                Failure::Internal {
-                    what: "the random number generator failed",
-                },
-            ));
-        }
+        id_filled
+            .and_then(|()| self.api.fill_random(password_random.as_mut()))
+            .map_err(|failure| self.api.error(step.clone(), failure))?;
         let secret = password(&password_random);
         let email = format!("{id}@{EMAIL_DOMAIN}");
         let last_name = subject_name(&grant.subject);
@@ -248,15 +234,11 @@ impl NexusBackend {
             let json = serde_json::to_vec(&body).map_err(|_| Failure::Internal {
                 what: "cannot encode the user",
             })?;
-            let response = self
-                .client
-                .send(Method::POST, USERS_PATH, Some(json))
-                .await?;
-            expect_success(&self.client, &response)?;
-            let created: wire::ApiUser =
-                serde_json::from_slice(&response.body).map_err(|_| Failure::Malformed {
-                    what: "user created: not a JSON user with a userId",
-                })?;
+            let response = self.api.call(Method::POST, USERS_PATH, Some(json)).await?;
+            let created: wire::ApiUser = parse_json(
+                &response.body,
+                "user created: not a JSON user with a userId",
+            )?;
             if created.user_id != id {
                 return Err(Failure::Malformed {
                     what: "user created: the userId is not the one asked for",
@@ -265,9 +247,9 @@ impl NexusBackend {
             Ok(())
         }
         .await;
-        self.finish(&step, result)?;
+        self.api.finish(&step, result)?;
         tracing::info!(
-            registry = %self.registry,
+            registry = %self.api.registry,
             user = %id,
             role = %role,
             subject = %grant.subject,
@@ -304,59 +286,35 @@ impl NexusBackend {
         _namespaces: &[String],
         now: SystemTime,
     ) -> Result<SweepReport, BackendError> {
-        let now_unix = unix_seconds_floor(now);
         let mut report = SweepReport::default();
         let users = self.broker_users(&mut report).await?;
         report.namespaces_listed = 1;
         report.credentials_seen = users.len();
-        for user in users {
-            // The filter is case-insensitive and other sources could answer: only our exact
-            // shape in the local source is ours.
-            if user.source.as_deref().is_some_and(|s| s != "default") {
-                continue;
-            }
-            match encoded_revoke_time(&self.prefix, &user.user_id) {
-                Some(at) if at <= now_unix => match self.delete_user(&user.user_id).await {
-                    Ok(()) => {
-                        report.deleted += 1;
-                        tracing::info!(
-                            registry = %self.registry,
-                            user = %user.user_id,
-                            "nexus sweep deleted an expired user"
-                        );
-                    }
-                    Err(error) => report.failures.push(error),
-                },
-                Some(_) => report.not_due += 1,
-                None => {}
-            }
-        }
+        // The filter is case-insensitive and other sources could answer: only our exact
+        // shape in the local source is ours.
+        let local = users
+            .into_iter()
+            .filter(|user| user.source.as_deref().is_none_or(|s| s == "default"));
+        delete_due(self, &mut report, "", local, now).await;
         Ok(report)
     }
 
     /// The API request counters.
     pub fn meter(&self) -> &ApiMeter {
-        &self.meter
+        &self.api.meter
     }
 
     fn map(&self, grant: &BackendGrant) -> Result<UserGrant, BackendError> {
-        map_grant(&grant.scopes).map_err(|failure| self.error(Step::MapGrant, failure))
+        map_grant(&grant.scopes).map_err(|failure| self.api.error(Step::MapGrant, failure))
     }
 
     async fn delete_user(&self, id: &str) -> Result<(), BackendError> {
         let step = Step::DeleteUser {
             user: id.to_owned(),
         };
-        let result = async {
-            let path = format!("{USERS_PATH}/{}", encode_query_component(id));
-            let response = self.client.send(Method::DELETE, &path, None).await?;
-            if response.status == StatusCode::NOT_FOUND {
-                return Ok(());
-            }
-            expect_success(&self.client, &response)
-        }
-        .await;
-        self.finish(&step, result)
+        let path = format!("{USERS_PATH}/{}", encode_query_component(id));
+        self.api.delete(&step, &path).await?;
+        Ok(())
     }
 
     /// Every listed user whose id starts with `<prefix>-`, reading every part before anything
@@ -415,90 +373,51 @@ impl NexusBackend {
             "{USERS_PATH}?userId={}&source=default",
             encode_query_component(filter)
         );
-        let result = async {
-            let response = self.client.send(Method::GET, &path, None).await?;
-            expect_success(&self.client, &response)?;
-            serde_json::from_slice::<Vec<wire::ApiUser>>(&response.body).map_err(|_| {
-                Failure::Malformed {
-                    what: "user list is not a JSON array of users",
-                }
-            })
-        }
-        .await;
-        self.finish(&Step::ListUsers, result)
-    }
-
-    /// Counts one request's outcome and names the registry and step of a failure.
-    fn finish<T>(&self, step: &Step, result: Result<T, Failure>) -> Result<T, BackendError> {
-        match result {
-            Ok(value) => {
-                self.meter.record(step.name(), "ok");
-                Ok(value)
-            }
-            Err(failure) => {
-                self.meter.record(step.name(), failure.outcome());
-                Err(self.error(step.clone(), failure))
-            }
-        }
-    }
-
-    fn error(&self, step: Step, failure: Failure) -> BackendError {
-        BackendError::new(self.registry.clone(), BackendKind::Nexus, step, failure)
+        let result = self
+            .api
+            .get_json(&path, "user list is not a JSON array of users")
+            .await;
+        self.api.finish(&Step::ListUsers, result)
     }
 }
 
 impl fmt::Debug for NexusBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NexusBackend")
-            .field("registry", &self.registry)
+            .field("registry", &self.api.registry)
             .field("prefix", &self.prefix)
             .field("pull_role", &self.pull_role)
             .field("push_role", &self.push_role)
-            .field("client", &self.client)
+            .field("client", &self.api.client)
             .finish_non_exhaustive()
     }
 }
 
-impl Backend for NexusBackend {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Nexus
+impl CredentialSweep for NexusBackend {
+    type Listed = wire::ApiUser;
+
+    fn revoke_time(&self, user: &wire::ApiUser) -> Option<u64> {
+        encoded_revoke_time(&self.prefix, &user.user_id)
     }
 
-    fn registry(&self) -> &str {
-        &self.registry
-    }
-
-    fn reuse_key(&self, grant: &BackendGrant) -> Result<String, BackendError> {
-        Ok(self.map(grant)?.reuse_key())
-    }
-
-    fn issue<'a>(
+    fn delete_expired<'a>(
         &'a self,
-        grant: &'a BackendGrant,
-        now: SystemTime,
-    ) -> BoxFuture<'a, Result<BackendCredential, BackendError>> {
-        Box::pin(NexusBackend::issue(self, grant, now))
-    }
-
-    fn revoke<'a>(
-        &'a self,
-        handle: &'a CredentialHandle,
+        _namespace: &'a str,
+        user: &'a wire::ApiUser,
     ) -> BoxFuture<'a, Result<(), BackendError>> {
-        Box::pin(NexusBackend::revoke(self, handle))
-    }
-
-    fn sweep<'a>(
-        &'a self,
-        namespaces: &'a [String],
-        now: SystemTime,
-    ) -> BoxFuture<'a, Result<SweepReport, BackendError>> {
-        Box::pin(NexusBackend::sweep(self, namespaces, now))
-    }
-
-    fn meter(&self) -> &ApiMeter {
-        &self.meter
+        Box::pin(async move {
+            self.delete_user(&user.user_id).await?;
+            tracing::info!(
+                registry = %self.api.registry,
+                user = %user.user_id,
+                "nexus sweep deleted an expired user"
+            );
+            Ok(())
+        })
     }
 }
+
+crate::backend::delegate_backend!(NexusBackend);
 
 /// The filters that together cover every id of our shape `filter` covers, one character
 /// longer: a time digit, or `-` after at least one digit, then a hex digit of the random part.
@@ -524,30 +443,6 @@ fn narrower_filters(filter: &str, root_len: usize) -> Vec<String> {
         }
     };
     next.into_iter().map(|c| format!("{filter}{c}")).collect()
-}
-
-/// The failure a non-2xx answer stands for.
-fn expect_success(client: &ApiClient, response: &ApiResponse) -> Result<(), Failure> {
-    let status = response.status;
-    if status.is_success() {
-        return Ok(());
-    }
-    Err(match status.as_u16() {
-        401 => Failure::Unauthorized,
-        403 => Failure::Forbidden {
-            message: vendor_message(client, &response.body),
-        },
-        429 => Failure::RateLimited {
-            retry_after: response.retry_after(),
-        },
-        500..=599 => Failure::ServerError {
-            status: status.as_u16(),
-        },
-        code => Failure::Rejected {
-            status: code,
-            message: vendor_message(client, &response.body),
-        },
-    })
 }
 
 /// Nexus's error text: the validation errors (`[{"id","message"}]`, `id: message` joined by

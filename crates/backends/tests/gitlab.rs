@@ -7,46 +7,21 @@
     reason = "test helpers outside #[test] functions: a failed step is a failed test"
 )]
 
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
 use http::Method;
 use svid_broker_backends::http::{ApiClient, ClientSettings, encode_query_component};
 use svid_broker_backends::{
-    BackendError, BackendGrant, BackendService, CredentialHandle, Failure, GitlabBackend,
-    GitlabConfig, ServiceConfig,
+    BackendError, BackendService, CredentialHandle, Failure, GitlabBackend, GitlabConfig,
 };
 use svid_broker_dev::fake::gitlab::{FakeGitlab, Fault, GitlabSpec, Role};
 use svid_broker_identity::clock::Clock;
 use svid_broker_identity::secret::{ExposeSecret as _, SecretString};
-use svid_broker_policy::ResourceScope;
-use tokio::sync::watch;
 
-const APP: &str = "spiffe://example.org/ns/team-a/sa/app";
-const OTHER: &str = "spiffe://example.org/ns/team-a/sa/other";
-const TTL: Duration = Duration::from_secs(300);
-
-/// A clock the tests move by hand.
-#[derive(Debug)]
-struct ManualClock(Mutex<SystemTime>);
-
-impl ManualClock {
-    fn starting_now() -> Arc<Self> {
-        // The fake keeps GitLab's own times on the system clock; start there.
-        Arc::new(Self(Mutex::new(SystemTime::now())))
-    }
-
-    fn advance(&self, by: Duration) {
-        *self.0.lock().unwrap() += by;
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> SystemTime {
-        *self.0.lock().unwrap()
-    }
-}
+use common::*;
 
 fn start() -> FakeGitlab {
     FakeGitlab::start(GitlabSpec::new(["team-a/app", "team-b/web"])).unwrap()
@@ -56,33 +31,11 @@ fn admin_config(fake: &FakeGitlab) -> GitlabConfig {
     GitlabConfig::new("corp", fake.url(), fake.admin_token())
 }
 
-fn quick_service() -> ServiceConfig {
-    let mut config = ServiceConfig::default();
-    config.poll_interval = Duration::from_millis(10);
-    config
-}
-
 fn service_with(config: GitlabConfig) -> BackendService {
     BackendService::new(
         Arc::new(GitlabBackend::new(config).unwrap()),
         quick_service(),
     )
-}
-
-fn grant(subject: &str, scopes: &[&str], now: SystemTime) -> BackendGrant {
-    BackendGrant::new(
-        "corp",
-        subject,
-        scopes
-            .iter()
-            .map(|s| ResourceScope::parse(s).unwrap())
-            .collect(),
-        now + TTL,
-    )
-}
-
-fn unix(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
 /// Asks the fake's registry token service (`/jwt/auth`) for `scope` with a deploy token's
@@ -104,41 +57,11 @@ async fn registry_actions(
         return None;
     }
     assert_eq!(response.status, 200);
-    let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
-    let payload = body["token"].as_str().unwrap().split('.').nth(1).unwrap();
-    let claims: serde_json::Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap();
-    Some(
-        claims["access"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|entry| entry["actions"].as_array().cloned().unwrap_or_default())
-            .map(|a| a.as_str().unwrap().to_owned())
-            .collect(),
-    )
-}
-
-/// Polls `done` up to 500 times, 10 ms apart.
-async fn eventually(mut done: impl FnMut() -> bool) -> bool {
-    for _ in 0..500 {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    done()
+    Some(token_body_actions(&response.body))
 }
 
 fn assert_names(error: &BackendError, step: &str) {
-    let shown = error.to_string();
-    let head = format!("gitlab registry \"corp\": {step}: ");
-    assert!(shown.starts_with(&head), "{shown}");
-    assert_eq!(error.registry, "corp");
+    assert_names_of("gitlab", error, step);
 }
 
 // === issue ===
@@ -185,12 +108,7 @@ async fn a_pull_grant_makes_a_read_registry_token_expiring_at_the_revocation_sec
 
     let figures = service.figures();
     assert_eq!(figures.credentials_created, 1);
-    assert!(
-        figures
-            .api_requests
-            .iter()
-            .any(|c| (c.step, c.outcome, c.count) == ("create_deploy_token", "ok", 1))
-    );
+    assert!(counted(&service, "create_deploy_token", "ok", 1));
 }
 
 #[tokio::test]
@@ -223,26 +141,9 @@ async fn a_thousand_concurrent_issues_make_one_token_and_another_subject_a_secon
     let fake = start();
     let service = service_with(admin_config(&fake));
     let now = SystemTime::now();
-    let tasks: Vec<_> = (0..1000)
-        .map(|_| {
-            let service = service.clone();
-            tokio::spawn(async move {
-                service
-                    .issue(grant(APP, &["repository:team-a/app:pull"], now), now)
-                    .await
-            })
-        })
-        .collect();
-    let mut usernames = Vec::new();
-    let mut fresh = 0;
-    for task in tasks {
-        let credential = task.await.unwrap().unwrap();
-        fresh += usize::from(!credential.reused);
-        usernames.push(credential.username);
-    }
+    let (usernames, fresh) = issue_a_thousand_at_once(&service, now).await;
     assert_eq!(fake.tokens_created(), 1);
     assert_eq!(fresh, 1);
-    usernames.dedup();
     assert_eq!(usernames.len(), 1);
 
     // Later, another image of the same project and the same scopes: the same token again.
@@ -342,12 +243,7 @@ async fn run_revokes_the_token_at_its_time() {
         .issue(grant(APP, &["repository:team-a/app:pull"], now), now)
         .await
         .unwrap();
-    let (stop, shutdown) = watch::channel(false);
-    let runner = {
-        let service = service.clone();
-        let clock = Arc::clone(&clock) as Arc<dyn Clock>;
-        tokio::spawn(async move { service.run(clock, shutdown).await })
-    };
+    let (stop, runner) = spawn_run(&service, &clock);
     clock.advance(TTL - Duration::from_secs(1));
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(fake.tokens_revoked(), 0);
@@ -358,29 +254,15 @@ async fn run_revokes_the_token_at_its_time() {
     assert!(fake.deploy_tokens().is_empty());
     assert!(eventually(|| service.figures().credentials_revoked == 1).await);
     // And it is not handed out again.
-    let later = clock.now();
-    let fresh = service
-        .issue(grant(APP, &["repository:team-a/app:pull"], later), later)
-        .await
-        .unwrap();
-    assert!(!fresh.reused);
-    assert_ne!(fresh.username, credential.username);
+    assert_not_handed_out_again(&service, &clock, &credential).await;
 
-    stop.send_replace(true);
-    runner.await.unwrap();
+    stop_run(stop, runner).await;
 }
 
 #[tokio::test]
 async fn revoking_a_token_already_gone_succeeds() {
     let fake = start();
-    let backend = GitlabBackend::new(admin_config(&fake)).unwrap();
-    let now = SystemTime::now();
-    let credential = backend
-        .issue(&grant(APP, &["repository:team-a/app:pull"], now), now)
-        .await
-        .unwrap();
-    backend.revoke(&credential.handle).await.unwrap();
-    backend.revoke(&credential.handle).await.unwrap();
+    issue_then_revoke_twice(&GitlabBackend::new(admin_config(&fake)).unwrap()).await;
     assert_eq!(fake.tokens_revoked(), 1);
     assert_eq!(fake.api_calls(), 3);
 }
@@ -413,12 +295,7 @@ async fn a_failed_delete_names_the_token_and_run_retries_it() {
         .issue(grant(OTHER, &["repository:team-a/app:pull"], now), now)
         .await
         .unwrap();
-    let (stop, shutdown) = watch::channel(false);
-    let runner = {
-        let service = service.clone();
-        let clock = Arc::clone(&clock) as Arc<dyn Clock>;
-        tokio::spawn(async move { service.run(clock, shutdown).await })
-    };
+    let (stop, runner) = spawn_run(&service, &clock);
     fake.fail_next(Fault::Hangup, 1);
     clock.advance(TTL);
     assert!(eventually(|| service.figures().revoke_failures == 1).await);
@@ -434,8 +311,7 @@ async fn a_failed_delete_names_the_token_and_run_retries_it() {
             .iter()
             .any(|c| (c.step, c.outcome) == ("delete_deploy_token", "unreachable"))
     );
-    stop.send_replace(true);
-    runner.await.unwrap();
+    stop_run(stop, runner).await;
 }
 
 // === sweeping ===
@@ -451,38 +327,26 @@ async fn after_a_restart_the_sweeper_deletes_only_the_expired_broker_token() {
     let lookalike = fake
         .add_deploy_token("team-a/app", "svid-ci", &["read_registry"], None)
         .unwrap();
-    let (expired, unexpired) = {
-        let old = service_with(admin_config(&fake));
-        let expired = old
-            .issue(grant(APP, &["repository:team-a/app:pull"], now), now)
-            .await
-            .unwrap();
-        let mut long = grant(OTHER, &["repository:team-b/web:pull"], now);
-        long.revoke_at = now + Duration::from_secs(3600);
-        let unexpired = old.issue(long, now).await.unwrap();
-        (expired, unexpired)
-        // `old` is dropped without ever running: its revocation queue is lost.
-    };
+    let (expired, unexpired) = credentials_of_a_service_that_never_ran(
+        service_with(admin_config(&fake)),
+        now,
+        "repository:team-b/web:pull",
+    )
+    .await;
     clock.advance(TTL + Duration::from_secs(1));
 
     let new = service_with(admin_config(&fake));
     new.set_sweep_projects(vec!["team-a/app".to_owned(), "team-b/web".to_owned()]);
-    let (stop, shutdown) = watch::channel(false);
-    let runner = {
-        let service = new.clone();
-        let clock = Arc::clone(&clock) as Arc<dyn Clock>;
-        tokio::spawn(async move { service.run(clock, shutdown).await })
-    };
+    let (stop, runner) = spawn_run(&new, &clock);
     assert!(eventually(|| fake.tokens_revoked() == 1).await);
     assert!(eventually(|| new.figures().credentials_swept == 1).await);
-    let mut left: Vec<String> = fake.deploy_tokens().into_iter().map(|t| t.name).collect();
-    left.sort();
-    let mut expected = vec![human.info.name, lookalike.info.name, unexpired.username];
-    expected.sort();
-    assert_eq!(left, expected);
+    let left: Vec<String> = fake.deploy_tokens().into_iter().map(|t| t.name).collect();
+    assert_same_names(
+        left.clone(),
+        vec![human.info.name, lookalike.info.name, unexpired.username],
+    );
     assert!(!left.contains(&expired.username));
-    stop.send_replace(true);
-    runner.await.unwrap();
+    stop_run(stop, runner).await;
 }
 
 #[tokio::test]
@@ -516,14 +380,7 @@ async fn a_sweep_reads_every_page_before_deleting() {
         .sweep(&["team-a/app".to_owned(), "team-b/web".to_owned()], now)
         .await
         .unwrap();
-    assert_eq!(report.namespaces_listed, 2);
-    assert_eq!(report.credentials_seen, 140);
-    assert_eq!(report.deleted, 130);
-    assert_eq!(report.not_due, 5);
-    assert!(
-        report.failures.is_empty() && report.truncated.is_empty(),
-        "{report:?}"
-    );
+    assert_clean_sweep(&report, 2, 140, 130, 5);
     assert_eq!(fake.deploy_tokens().len(), 10);
 }
 
@@ -558,12 +415,13 @@ async fn sweep_failures_name_the_project_and_the_step() {
     );
 
     // One project failing does not stop the others.
-    let report = backend
-        .sweep(&["team-a/nope".to_owned(), "team-a/app".to_owned()], now)
-        .await
-        .unwrap();
-    assert_eq!(report.namespaces_listed, 1);
-    assert_eq!(report.failures.len(), 1);
+    assert_one_failing_namespace_does_not_stop_the_others(
+        &backend,
+        "team-a/nope",
+        "team-a/app",
+        now,
+    )
+    .await;
 }
 
 // === failures ===
@@ -572,85 +430,44 @@ async fn sweep_failures_name_the_project_and_the_step() {
 /// was not kept (with the fault used up, the next request succeeds).
 async fn issue_error(config: GitlabConfig, then_ok: bool) -> BackendError {
     let service = service_with(config);
-    let now = SystemTime::now();
-    let error = service
-        .issue(grant(APP, &["repository:team-a/app:pull"], now), now)
-        .await
-        .unwrap_err();
-    assert_names(&error, "create deploy token in project \"team-a/app\"");
-    if then_ok {
-        let retry = service
-            .issue(grant(APP, &["repository:team-a/app:pull"], now), now)
-            .await;
-        assert!(retry.is_ok_and(|c| !c.reused));
-    }
-    error
+    common::issue_error(
+        &service,
+        "gitlab",
+        "create deploy token in project \"team-a/app\": ",
+        then_ok,
+    )
+    .await
 }
 
 #[tokio::test]
 async fn every_failure_names_the_registry_and_the_step() {
     let fake = start();
-
-    fake.fail_next(Fault::Hangup, 1);
-    let error = issue_error(admin_config(&fake), true).await;
-    assert!(
-        matches!(error.failure, Failure::Unreachable { .. }),
-        "{error}"
+    let cases = failure_table(
+        Fault::Hangup,
+        Fault::Status,
+        Fault::Malformed,
+        None,
+        |error| {
+            assert_eq!(
+                error.failure,
+                Failure::Rejected {
+                    status: 400,
+                    message: "400 Bad Request".to_owned()
+                }
+            );
+        },
     );
-    assert!(error.retryable());
-
-    fake.fail_next(Fault::Status(401), 1);
-    let error = issue_error(admin_config(&fake), true).await;
-    assert_eq!(error.failure, Failure::Unauthorized);
-    assert!(!error.retryable());
-
-    fake.fail_next(Fault::Status(429), 1);
-    let error = issue_error(admin_config(&fake), true).await;
-    assert_eq!(
-        error.failure,
-        Failure::RateLimited {
-            retry_after: Some(Duration::from_secs(1))
-        }
-    );
-    assert!(error.retryable());
-
-    fake.fail_next(Fault::Status(500), 1);
-    let error = issue_error(admin_config(&fake), true).await;
-    assert_eq!(error.failure, Failure::ServerError { status: 500 });
-
-    fake.fail_next(Fault::Status(400), 1);
-    let error = issue_error(admin_config(&fake), true).await;
-    assert_eq!(
-        error.failure,
-        Failure::Rejected {
-            status: 400,
-            message: "400 Bad Request".to_owned()
-        }
-    );
-
-    fake.fail_next(Fault::Malformed, 1);
-    let error = issue_error(admin_config(&fake), true).await;
-    assert!(
-        matches!(error.failure, Failure::Malformed { .. }),
-        "{error}"
-    );
+    check_failures(
+        cases,
+        |fault| fake.fail_next(fault, 1),
+        async || issue_error(admin_config(&fake), true).await,
+    )
+    .await;
 
     fake.fail_next(Fault::Slow(Duration::from_secs(5)), 1);
     let mut impatient = admin_config(&fake);
-    impatient.request_deadline = Duration::from_millis(300);
-    let error = issue_error(impatient, true).await;
-    assert_eq!(
-        error.failure,
-        Failure::Timeout {
-            after: Duration::from_millis(300)
-        }
-    );
-    assert!(
-        error
-            .to_string()
-            .ends_with("GitLab did not answer within 0.3s"),
-        "{error}"
-    );
+    impatient.request_deadline = IMPATIENT;
+    timed_out(&issue_error(impatient, true).await, "GitLab");
 }
 
 #[tokio::test]

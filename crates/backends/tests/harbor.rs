@@ -7,46 +7,21 @@
     reason = "test helpers outside #[test] functions: a failed step is a failed test"
 )]
 
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::{Duration, SystemTime};
 
-use base64::Engine as _;
 use http::Method;
 use svid_broker_backends::http::{ApiClient, ClientSettings};
 use svid_broker_backends::{
-    BackendCredential, BackendError, BackendGrant, BackendService, CredentialHandle, Failure,
-    HarborBackend, HarborConfig, ServiceConfig,
+    BackendCredential, BackendError, BackendService, CredentialHandle, Failure, HarborBackend,
+    HarborConfig,
 };
 use svid_broker_dev::fake::harbor::{FakeHarbor, Fault, HarborSpec};
 use svid_broker_identity::clock::Clock;
 use svid_broker_identity::secret::{ExposeSecret as _, SecretString};
-use svid_broker_policy::ResourceScope;
-use tokio::sync::watch;
 
-const APP: &str = "spiffe://example.org/ns/team-a/sa/app";
-const OTHER: &str = "spiffe://example.org/ns/team-a/sa/other";
-const TTL: Duration = Duration::from_secs(300);
-
-/// A clock the tests move by hand.
-#[derive(Debug)]
-struct ManualClock(Mutex<SystemTime>);
-
-impl ManualClock {
-    fn starting_now() -> Arc<Self> {
-        // The fake keeps Harbor's own times on the system clock; start there.
-        Arc::new(Self(Mutex::new(SystemTime::now())))
-    }
-
-    fn advance(&self, by: Duration) {
-        *self.0.lock().unwrap() += by;
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> SystemTime {
-        *self.0.lock().unwrap()
-    }
-}
+use common::*;
 
 fn start() -> FakeHarbor {
     FakeHarbor::start(HarborSpec::new(["team-a", "team-b"])).unwrap()
@@ -63,26 +38,8 @@ fn admin_config(fake: &FakeHarbor) -> HarborConfig {
     )
 }
 
-fn quick_service() -> ServiceConfig {
-    let mut config = ServiceConfig::default();
-    config.poll_interval = Duration::from_millis(10);
-    config
-}
-
 fn service_with(config: HarborConfig) -> BackendService {
     BackendService::harbor(config, quick_service()).unwrap()
-}
-
-fn grant(subject: &str, scopes: &[&str], now: SystemTime) -> BackendGrant {
-    BackendGrant::new(
-        "corp",
-        subject,
-        scopes
-            .iter()
-            .map(|s| ResourceScope::parse(s).unwrap())
-            .collect(),
-        now + TTL,
-    )
 }
 
 /// Asks the fake's token service for `scope` as `credential`; the actions granted.
@@ -109,22 +66,7 @@ async fn token_actions(
         "{}",
         String::from_utf8_lossy(&response.body)
     );
-    let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
-    let token = body["token"].as_str().unwrap();
-    let payload = token.split('.').nth(1).unwrap();
-    let claims: serde_json::Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap();
-    claims["access"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|entry| entry["actions"].as_array().cloned().unwrap_or_default())
-        .map(|a| a.as_str().unwrap().to_owned())
-        .collect()
+    token_body_actions(&response.body)
 }
 
 async fn credential_actions(
@@ -135,22 +77,8 @@ async fn credential_actions(
     token_actions(fake, &credential.username, &credential.password, scope).await
 }
 
-/// Polls `done` up to 500 times, 10 ms apart.
-async fn eventually(mut done: impl FnMut() -> bool) -> bool {
-    for _ in 0..500 {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    done()
-}
-
 fn assert_names(error: &BackendError, step: &str) {
-    let shown = error.to_string();
-    let head = format!("harbor registry \"corp\": {step}: ");
-    assert!(shown.starts_with(&head), "{shown}");
-    assert_eq!(error.registry, "corp");
+    assert_names_of("harbor", error, step);
 }
 
 // === issue and use ===
@@ -231,12 +159,7 @@ async fn an_issued_robot_works_at_the_token_service() {
 
     let figures = service.figures();
     assert_eq!(figures.credentials_created, 1);
-    assert!(
-        figures
-            .api_requests
-            .iter()
-            .any(|c| (c.step, c.outcome, c.count) == ("create_robot", "ok", 1))
-    );
+    assert!(counted(&service, "create_robot", "ok", 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,26 +167,9 @@ async fn a_thousand_concurrent_issues_make_one_robot_and_another_subject_a_secon
     let fake = start();
     let service = service_with(admin_config(&fake));
     let now = SystemTime::now();
-    let tasks: Vec<_> = (0..1000)
-        .map(|_| {
-            let service = service.clone();
-            tokio::spawn(async move {
-                service
-                    .issue(grant(APP, &["repository:team-a/app:pull"], now), now)
-                    .await
-            })
-        })
-        .collect();
-    let mut usernames = Vec::new();
-    let mut fresh = 0;
-    for task in tasks {
-        let credential = task.await.unwrap().unwrap();
-        fresh += usize::from(!credential.reused);
-        usernames.push(credential.username);
-    }
+    let (usernames, fresh) = issue_a_thousand_at_once(&service, now).await;
     assert_eq!(fake.robots_created(), 1);
     assert_eq!(fresh, 1);
-    usernames.dedup();
     assert_eq!(usernames.len(), 1);
 
     // Later, the same subject and grant: the same robot again.
@@ -300,12 +206,7 @@ async fn run_deletes_the_robot_at_its_time() {
         .issue(grant(APP, &["repository:team-a/app:pull"], now), now)
         .await
         .unwrap();
-    let (stop, shutdown) = watch::channel(false);
-    let runner = {
-        let service = service.clone();
-        let clock = Arc::clone(&clock) as Arc<dyn Clock>;
-        tokio::spawn(async move { service.run(clock, shutdown).await })
-    };
+    let (stop, runner) = spawn_run(&service, &clock);
     clock.advance(TTL - Duration::from_secs(1));
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(fake.robots_deleted(), 0);
@@ -322,29 +223,15 @@ async fn run_deletes_the_robot_at_its_time() {
             .is_empty()
     );
     // And it is not handed out again.
-    let later = clock.now();
-    let fresh = service
-        .issue(grant(APP, &["repository:team-a/app:pull"], later), later)
-        .await
-        .unwrap();
-    assert!(!fresh.reused);
-    assert_ne!(fresh.username, credential.username);
+    assert_not_handed_out_again(&service, &clock, &credential).await;
 
-    stop.send_replace(true);
-    runner.await.unwrap();
+    stop_run(stop, runner).await;
 }
 
 #[tokio::test]
 async fn revoking_a_robot_already_gone_succeeds() {
     let fake = start();
-    let backend = HarborBackend::new(admin_config(&fake)).unwrap();
-    let now = SystemTime::now();
-    let credential = backend
-        .issue(&grant(APP, &["repository:team-a/app:pull"], now), now)
-        .await
-        .unwrap();
-    backend.revoke(&credential.handle).await.unwrap();
-    backend.revoke(&credential.handle).await.unwrap();
+    issue_then_revoke_twice(&HarborBackend::new(admin_config(&fake)).unwrap()).await;
     assert_eq!(fake.robots_deleted(), 1);
 }
 
@@ -361,38 +248,26 @@ async fn after_a_restart_the_sweeper_deletes_only_the_expired_broker_robots() {
     let lookalike = fake
         .add_robot("team-a", "svid-ci", &[("repository", "pull")], 30)
         .unwrap();
-    let (expired, unexpired) = {
-        let old = service_with(admin_config(&fake));
-        let expired = old
-            .issue(grant(APP, &["repository:team-a/app:pull"], now), now)
-            .await
-            .unwrap();
-        let mut long = grant(OTHER, &["repository:team-b/app:pull"], now);
-        long.revoke_at = now + Duration::from_secs(3600);
-        let unexpired = old.issue(long, now).await.unwrap();
-        (expired, unexpired)
-        // `old` is dropped without ever running: its revocation queue is lost.
-    };
+    let (expired, unexpired) = credentials_of_a_service_that_never_ran(
+        service_with(admin_config(&fake)),
+        now,
+        "repository:team-b/app:pull",
+    )
+    .await;
     clock.advance(TTL + Duration::from_secs(1));
 
     let new = service_with(admin_config(&fake));
     new.set_sweep_projects(vec!["team-a".to_owned(), "team-b".to_owned()]);
-    let (stop, shutdown) = watch::channel(false);
-    let runner = {
-        let service = new.clone();
-        let clock = Arc::clone(&clock) as Arc<dyn Clock>;
-        tokio::spawn(async move { service.run(clock, shutdown).await })
-    };
+    let (stop, runner) = spawn_run(&new, &clock);
     assert!(eventually(|| fake.robots_deleted() == 1).await);
     assert!(eventually(|| new.figures().credentials_swept == 1).await);
-    let mut left: Vec<String> = fake.robots().into_iter().map(|r| r.name).collect();
-    left.sort();
-    let mut expected = vec![ci.name, lookalike.name, unexpired.username];
-    expected.sort();
-    assert_eq!(left, expected);
+    let left: Vec<String> = fake.robots().into_iter().map(|r| r.name).collect();
+    assert_same_names(
+        left.clone(),
+        vec![ci.name, lookalike.name, unexpired.username],
+    );
     assert!(!left.contains(&expired.username));
-    stop.send_replace(true);
-    runner.await.unwrap();
+    stop_run(stop, runner).await;
 }
 
 #[tokio::test]
@@ -410,20 +285,14 @@ async fn after_a_restart_a_policy_naming_no_project_sweeps_the_projects_it_can_s
     };
     clock.advance(TTL + Duration::from_secs(1));
     let new = service_with(admin_config(&fake));
-    let (stop, shutdown) = watch::channel(false);
-    let runner = {
-        let service = new.clone();
-        let clock = Arc::clone(&clock) as Arc<dyn Clock>;
-        tokio::spawn(async move { service.run(clock, shutdown).await })
-    };
+    let (stop, runner) = spawn_run(&new, &clock);
     // Without the listing nothing is swept: the policy names no project.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(fake.robots_deleted(), 0);
     new.set_sweep_visible(true);
     assert!(eventually(|| fake.robots_deleted() == 1).await);
     assert!(!fake.robots().iter().any(|r| r.name == expired.username));
-    stop.send_replace(true);
-    runner.await.unwrap();
+    stop_run(stop, runner).await;
 }
 
 #[tokio::test]
@@ -440,20 +309,14 @@ async fn a_running_service_sweeps_the_projects_it_made_robots_in() {
         .issue(grant(APP, &["repository:team-a/app:pull"], now), now)
         .await
         .unwrap();
-    let (stop, shutdown) = watch::channel(false);
-    let runner = {
-        let service = service.clone();
-        let clock = Arc::clone(&clock) as Arc<dyn Clock>;
-        tokio::spawn(async move { service.run(clock, shutdown).await })
-    };
+    let (stop, runner) = spawn_run(&service, &clock);
     clock.advance(TTL + Duration::from_secs(1));
     // A sweep is asked for (as a policy reload does); no project is named.
     service.set_sweep_projects(Vec::new());
     assert!(eventually(|| fake.robots_deleted() == 1).await);
     assert!(!fake.robots().iter().any(|r| r.name == robot.username));
     assert_eq!(service.figures().credentials_swept, 1);
-    stop.send_replace(true);
-    runner.await.unwrap();
+    stop_run(stop, runner).await;
 }
 
 #[tokio::test]
@@ -491,14 +354,7 @@ async fn a_sweep_reads_every_page_before_deleting() {
         .sweep(&["team-a".to_owned(), "team-b".to_owned()], now)
         .await
         .unwrap();
-    assert_eq!(report.namespaces_listed, 2);
-    assert_eq!(report.credentials_seen, 140);
-    assert_eq!(report.deleted, 130);
-    assert_eq!(report.not_due, 5);
-    assert!(
-        report.failures.is_empty() && report.truncated.is_empty(),
-        "{report:?}"
-    );
+    assert_clean_sweep(&report, 2, 140, 130, 5);
     assert_eq!(fake.robots().len(), 10);
 }
 
@@ -520,12 +376,7 @@ async fn sweep_failures_name_the_project_and_the_step() {
     assert_eq!(error.failure, Failure::ServerError { status: 500 });
 
     // One project failing does not stop the others.
-    let report = backend
-        .sweep(&["nope".to_owned(), "team-a".to_owned()], now)
-        .await
-        .unwrap();
-    assert_eq!(report.namespaces_listed, 1);
-    assert_eq!(report.failures.len(), 1);
+    assert_one_failing_namespace_does_not_stop_the_others(&backend, "nope", "team-a", now).await;
 }
 
 // === failures ===
@@ -534,89 +385,36 @@ async fn sweep_failures_name_the_project_and_the_step() {
 /// was not kept (with the fault used up, the next request succeeds).
 async fn issue_error(config: HarborConfig, then_ok: bool) -> BackendError {
     let service = service_with(config);
-    let now = SystemTime::now();
-    let error = service
-        .issue(grant(APP, &["repository:team-a/app:pull"], now), now)
-        .await
-        .unwrap_err();
-    assert_names(&error, "create robot in project \"team-a\"");
-    if then_ok {
-        let retry = service
-            .issue(grant(APP, &["repository:team-a/app:pull"], now), now)
-            .await;
-        assert!(retry.is_ok_and(|c| !c.reused));
-    }
-    error
+    common::issue_error(
+        &service,
+        "harbor",
+        "create robot in project \"team-a\": ",
+        then_ok,
+    )
+    .await
 }
 
 #[tokio::test]
 async fn every_failure_names_the_registry_and_the_step() {
     let fake = start();
-
-    fake.fail_next(Fault::Hangup, 1);
-    let error = issue_error(admin_config(&fake), true).await;
-    assert!(
-        matches!(error.failure, Failure::Unreachable { .. }),
-        "{error}"
+    let cases = failure_table(
+        Fault::Hangup,
+        Fault::Status,
+        Fault::Malformed,
+        Some(forbidden),
+        rejected_400,
     );
-    assert!(error.retryable());
-
-    fake.fail_next(Fault::Status(401), 1);
-    let error = issue_error(admin_config(&fake), true).await;
-    assert_eq!(error.failure, Failure::Unauthorized);
-    assert!(!error.retryable());
-
-    fake.fail_next(Fault::Status(403), 1);
-    let error = issue_error(admin_config(&fake), true).await;
-    assert!(
-        matches!(error.failure, Failure::Forbidden { .. }),
-        "{error}"
-    );
-
-    fake.fail_next(Fault::Status(429), 1);
-    let error = issue_error(admin_config(&fake), true).await;
-    assert_eq!(
-        error.failure,
-        Failure::RateLimited {
-            retry_after: Some(Duration::from_secs(1))
-        }
-    );
-    assert!(error.retryable());
-
-    fake.fail_next(Fault::Status(500), 1);
-    let error = issue_error(admin_config(&fake), true).await;
-    assert_eq!(error.failure, Failure::ServerError { status: 500 });
-
-    fake.fail_next(Fault::Status(400), 1);
-    let error = issue_error(admin_config(&fake), true).await;
-    assert!(
-        matches!(error.failure, Failure::Rejected { status: 400, .. }),
-        "{error}"
-    );
-
-    fake.fail_next(Fault::Malformed, 1);
-    let error = issue_error(admin_config(&fake), true).await;
-    assert!(
-        matches!(error.failure, Failure::Malformed { .. }),
-        "{error}"
-    );
+    check_failures(
+        cases,
+        |fault| fake.fail_next(fault, 1),
+        async || issue_error(admin_config(&fake), true).await,
+    )
+    .await;
 
     fake.fail_next(Fault::Slow(Duration::from_secs(5)), 1);
     let mut impatient = admin_config(&fake);
-    impatient.request_deadline = Duration::from_millis(300);
-    let error = issue_error(impatient, true).await;
-    assert_eq!(
-        error.failure,
-        Failure::Timeout {
-            after: Duration::from_millis(300)
-        }
-    );
-    assert!(
-        error
-            .to_string()
-            .ends_with("Harbor did not answer within 0.3s"),
-        "{error}"
-    );
+    impatient.request_deadline = IMPATIENT;
+    timed_out(&issue_error(impatient, true).await, "Harbor");
 }
 
 #[tokio::test]
@@ -790,12 +588,7 @@ async fn a_failed_delete_names_the_robot_and_run_retries_it() {
         .issue(grant(OTHER, &["repository:team-a/app:pull"], now), now)
         .await
         .unwrap();
-    let (stop, shutdown) = watch::channel(false);
-    let runner = {
-        let service = service.clone();
-        let clock = Arc::clone(&clock) as Arc<dyn Clock>;
-        tokio::spawn(async move { service.run(clock, shutdown).await })
-    };
+    let (stop, runner) = spawn_run(&service, &clock);
     fake.fail_next(Fault::Hangup, 1);
     clock.advance(TTL);
     assert!(eventually(|| service.figures().revoke_failures == 1).await);
@@ -811,6 +604,5 @@ async fn a_failed_delete_names_the_robot_and_run_retries_it() {
             .iter()
             .any(|c| (c.step, c.outcome) == ("delete_robot", "unreachable"))
     );
-    stop.send_replace(true);
-    runner.await.unwrap();
+    stop_run(stop, runner).await;
 }

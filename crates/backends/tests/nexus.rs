@@ -7,44 +7,22 @@
     reason = "test helpers outside #[test] functions: a failed step is a failed test"
 )]
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use svid_broker_backends::{
-    BackendError, BackendGrant, BackendService, CredentialHandle, Failure, NexusBackend,
-    NexusConfig, ServiceConfig,
+    BackendError, BackendService, CredentialHandle, Failure, NexusBackend, NexusConfig,
 };
 use svid_broker_dev::fake::nexus::{FakeNexus, Fault, NexusSpec};
 use svid_broker_identity::clock::Clock;
 use svid_broker_identity::secret::{ExposeSecret as _, SecretString};
-use svid_broker_policy::ResourceScope;
-use tokio::sync::watch;
 
-const APP: &str = "spiffe://example.org/ns/team-a/sa/app";
-const OTHER: &str = "spiffe://example.org/ns/team-a/sa/other";
-const TTL: Duration = Duration::from_secs(300);
+use common::*;
+
 const PULL_ROLE: &str = "docker-pull";
 const PUSH_ROLE: &str = "docker-push";
-
-/// A clock the tests move by hand.
-#[derive(Debug)]
-struct ManualClock(Mutex<SystemTime>);
-
-impl ManualClock {
-    fn starting_now() -> Arc<Self> {
-        Arc::new(Self(Mutex::new(SystemTime::now())))
-    }
-
-    fn advance(&self, by: Duration) {
-        *self.0.lock().unwrap() += by;
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> SystemTime {
-        *self.0.lock().unwrap()
-    }
-}
 
 fn start() -> FakeNexus {
     FakeNexus::start(
@@ -71,12 +49,6 @@ fn admin_config(fake: &FakeNexus) -> NexusConfig {
     )
 }
 
-fn quick_service() -> ServiceConfig {
-    let mut config = ServiceConfig::default();
-    config.poll_interval = Duration::from_millis(10);
-    config
-}
-
 fn service_with(config: NexusConfig) -> BackendService {
     BackendService::new(
         Arc::new(NexusBackend::new(config).unwrap()),
@@ -84,38 +56,8 @@ fn service_with(config: NexusConfig) -> BackendService {
     )
 }
 
-fn grant(subject: &str, scopes: &[&str], now: SystemTime) -> BackendGrant {
-    BackendGrant::new(
-        "corp",
-        subject,
-        scopes
-            .iter()
-            .map(|s| ResourceScope::parse(s).unwrap())
-            .collect(),
-        now + TTL,
-    )
-}
-
-/// Polls `done` up to 500 times, 10 ms apart.
-async fn eventually(mut done: impl FnMut() -> bool) -> bool {
-    for _ in 0..500 {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    done()
-}
-
 fn assert_names(error: &BackendError, step: &str) {
-    let shown = error.to_string();
-    let head = format!("nexus registry \"corp\": {step}: ");
-    assert!(shown.starts_with(&head), "{shown}");
-    assert_eq!(error.registry, "corp");
-}
-
-fn unix(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH).unwrap().as_secs()
+    assert_names_of("nexus", error, step);
 }
 
 // === issue and use ===
@@ -184,12 +126,7 @@ async fn an_issued_user_logs_in_with_the_pull_or_push_role() {
     let figures = service.figures();
     assert_eq!(figures.kind, "nexus");
     assert_eq!(figures.credentials_created, 2);
-    assert!(
-        figures
-            .api_requests
-            .iter()
-            .any(|c| (c.step, c.outcome, c.count) == ("create_user", "ok", 2))
-    );
+    assert!(counted(&service, "create_user", "ok", 2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,26 +134,9 @@ async fn a_thousand_concurrent_issues_make_one_user_and_another_subject_a_second
     let fake = start();
     let service = service_with(admin_config(&fake));
     let now = SystemTime::now();
-    let tasks: Vec<_> = (0..1000)
-        .map(|_| {
-            let service = service.clone();
-            tokio::spawn(async move {
-                service
-                    .issue(grant(APP, &["repository:team-a/app:pull"], now), now)
-                    .await
-            })
-        })
-        .collect();
-    let mut usernames = Vec::new();
-    let mut fresh = 0;
-    for task in tasks {
-        let credential = task.await.unwrap().unwrap();
-        fresh += usize::from(!credential.reused);
-        usernames.push(credential.username);
-    }
+    let (usernames, fresh) = issue_a_thousand_at_once(&service, now).await;
     assert_eq!(fake.users_created(), 1);
     assert_eq!(fresh, 1);
-    usernames.dedup();
     assert_eq!(usernames.len(), 1);
 
     // Later, another repository with the same action set: the same user (registry-wide).
@@ -251,12 +171,7 @@ async fn run_deletes_the_user_at_its_time_and_it_can_no_longer_log_in() {
         .issue(grant(APP, &["repository:team-a/app:pull"], now), now)
         .await
         .unwrap();
-    let (stop, shutdown) = watch::channel(false);
-    let runner = {
-        let service = service.clone();
-        let clock = Arc::clone(&clock) as Arc<dyn Clock>;
-        tokio::spawn(async move { service.run(clock, shutdown).await })
-    };
+    let (stop, runner) = spawn_run(&service, &clock);
     clock.advance(TTL - Duration::from_secs(1));
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(fake.users_deleted(), 0);
@@ -272,28 +187,14 @@ async fn run_deletes_the_user_at_its_time_and_it_can_no_longer_log_in() {
             .all(|u| u.user_id != credential.username)
     );
     // And it is not handed out again.
-    let later = clock.now();
-    let fresh = service
-        .issue(grant(APP, &["repository:team-a/app:pull"], later), later)
-        .await
-        .unwrap();
-    assert!(!fresh.reused);
-    assert_ne!(fresh.username, credential.username);
-    stop.send_replace(true);
-    runner.await.unwrap();
+    assert_not_handed_out_again(&service, &clock, &credential).await;
+    stop_run(stop, runner).await;
 }
 
 #[tokio::test]
 async fn revoking_a_user_already_gone_succeeds() {
     let fake = start();
-    let backend = NexusBackend::new(admin_config(&fake)).unwrap();
-    let now = SystemTime::now();
-    let credential = backend
-        .issue(&grant(APP, &["repository:team-a/app:pull"], now), now)
-        .await
-        .unwrap();
-    backend.revoke(&credential.handle).await.unwrap();
-    backend.revoke(&credential.handle).await.unwrap();
+    issue_then_revoke_twice(&NexusBackend::new(admin_config(&fake)).unwrap()).await;
     assert_eq!(fake.users_deleted(), 1);
 }
 
@@ -312,46 +213,34 @@ async fn after_a_restart_the_sweeper_deletes_only_the_expired_broker_user() {
     let shouting = format!("SVID-{}-deadbeef00000000", unix(now) - 10);
     fake.add_user(&shouting, "Shout-password-1", &[PULL_ROLE])
         .unwrap();
-    let (expired, unexpired) = {
-        let old = service_with(admin_config(&fake));
-        let expired = old
-            .issue(grant(APP, &["repository:team-a/app:pull"], now), now)
-            .await
-            .unwrap();
-        let mut long = grant(OTHER, &["repository:team-b/app:push"], now);
-        long.revoke_at = now + Duration::from_secs(3600);
-        let unexpired = old.issue(long, now).await.unwrap();
-        (expired, unexpired)
-        // `old` is dropped without ever running: its revocation queue is lost.
-    };
+    let (expired, unexpired) = credentials_of_a_service_that_never_ran(
+        service_with(admin_config(&fake)),
+        now,
+        "repository:team-b/app:push",
+    )
+    .await;
     clock.advance(TTL + Duration::from_secs(1));
 
     let new = service_with(admin_config(&fake));
     // Nexus users are registry-wide: one (empty) namespace turns the sweeper on.
     new.set_sweep_projects(vec![String::new()]);
-    let (stop, shutdown) = watch::channel(false);
-    let runner = {
-        let service = new.clone();
-        let clock = Arc::clone(&clock) as Arc<dyn Clock>;
-        tokio::spawn(async move { service.run(clock, shutdown).await })
-    };
+    let (stop, runner) = spawn_run(&new, &clock);
     assert!(eventually(|| fake.users_deleted() == 1).await);
     assert!(eventually(|| new.figures().credentials_swept == 1).await);
-    let mut left: Vec<String> = fake.users().into_iter().map(|u| u.user_id).collect();
-    left.sort();
-    let mut expected = vec![
-        "admin".to_owned(),
-        "alice".to_owned(),
-        "svid-ci".to_owned(),
-        shouting,
-        unexpired.username.clone(),
-    ];
-    expected.sort();
-    assert_eq!(left, expected);
+    let left: Vec<String> = fake.users().into_iter().map(|u| u.user_id).collect();
+    assert_same_names(
+        left,
+        vec![
+            "admin".to_owned(),
+            "alice".to_owned(),
+            "svid-ci".to_owned(),
+            shouting,
+            unexpired.username.clone(),
+        ],
+    );
     assert!(!fake.authenticate(&expired.username, expired.password.expose_secret()));
     assert!(fake.authenticate(&unexpired.username, unexpired.password.expose_secret()));
-    stop.send_replace(true);
-    runner.await.unwrap();
+    stop_run(stop, runner).await;
 }
 
 #[tokio::test]
@@ -437,98 +326,45 @@ async fn sweep_failures_name_the_step() {
 /// was not kept (with the fault used up, the next request succeeds).
 async fn issue_error(config: NexusConfig, then_ok: bool) -> BackendError {
     let service = service_with(config);
-    let now = SystemTime::now();
-    let error = service
-        .issue(grant(APP, &["repository:team-a/app:pull"], now), now)
-        .await
-        .unwrap_err();
-    let shown = error.to_string();
-    assert!(
-        shown.starts_with("nexus registry \"corp\": create user \"svid-"),
-        "{shown}"
-    );
-    if then_ok {
-        let retry = service
-            .issue(grant(APP, &["repository:team-a/app:pull"], now), now)
-            .await;
-        assert!(retry.is_ok_and(|c| !c.reused));
-    }
-    error
+    common::issue_error(&service, "nexus", "create user \"svid-", then_ok).await
 }
 
 #[tokio::test]
 async fn every_failure_names_the_registry_and_the_step() {
     let fake = start();
-
-    fake.fail_next(Fault::Hangup, 1);
-    let error = issue_error(admin_config(&fake), true).await;
-    assert!(
-        matches!(error.failure, Failure::Unreachable { .. }),
-        "{error}"
+    let cases = failure_table(
+        Fault::Hangup,
+        Fault::Status,
+        Fault::Malformed,
+        Some(|error| {
+            assert_eq!(
+                error.failure,
+                Failure::Forbidden {
+                    message: String::new()
+                }
+            );
+        }),
+        |error| {
+            assert_eq!(
+                error.failure,
+                Failure::Rejected {
+                    status: 400,
+                    message: "injected fault".to_owned()
+                }
+            );
+        },
     );
-    assert!(error.retryable());
-
-    fake.fail_next(Fault::Status(401), 1);
-    let error = issue_error(admin_config(&fake), true).await;
-    assert_eq!(error.failure, Failure::Unauthorized);
-    assert!(!error.retryable());
-
-    fake.fail_next(Fault::Status(403), 1);
-    let error = issue_error(admin_config(&fake), true).await;
-    assert_eq!(
-        error.failure,
-        Failure::Forbidden {
-            message: String::new()
-        }
-    );
-
-    fake.fail_next(Fault::Status(429), 1);
-    let error = issue_error(admin_config(&fake), true).await;
-    assert_eq!(
-        error.failure,
-        Failure::RateLimited {
-            retry_after: Some(Duration::from_secs(1))
-        }
-    );
-    assert!(error.retryable());
-
-    fake.fail_next(Fault::Status(500), 1);
-    let error = issue_error(admin_config(&fake), true).await;
-    assert_eq!(error.failure, Failure::ServerError { status: 500 });
-
-    fake.fail_next(Fault::Status(400), 1);
-    let error = issue_error(admin_config(&fake), true).await;
-    assert_eq!(
-        error.failure,
-        Failure::Rejected {
-            status: 400,
-            message: "injected fault".to_owned()
-        }
-    );
-
-    fake.fail_next(Fault::Malformed, 1);
-    let error = issue_error(admin_config(&fake), true).await;
-    assert!(
-        matches!(error.failure, Failure::Malformed { .. }),
-        "{error}"
-    );
+    check_failures(
+        cases,
+        |fault| fake.fail_next(fault, 1),
+        async || issue_error(admin_config(&fake), true).await,
+    )
+    .await;
 
     fake.fail_next(Fault::Slow(Duration::from_secs(5)), 1);
     let mut impatient = admin_config(&fake);
-    impatient.request_deadline = Duration::from_millis(300);
-    let error = issue_error(impatient, true).await;
-    assert_eq!(
-        error.failure,
-        Failure::Timeout {
-            after: Duration::from_millis(300)
-        }
-    );
-    assert!(
-        error
-            .to_string()
-            .ends_with("Nexus did not answer within 0.3s"),
-        "{error}"
-    );
+    impatient.request_deadline = IMPATIENT;
+    timed_out(&issue_error(impatient, true).await, "Nexus");
 }
 
 #[tokio::test]
@@ -694,12 +530,7 @@ async fn a_failed_delete_names_the_user_and_run_retries_it() {
         .issue(grant(OTHER, &["repository:team-a/app:pull"], now), now)
         .await
         .unwrap();
-    let (stop, shutdown) = watch::channel(false);
-    let runner = {
-        let service = service.clone();
-        let clock = Arc::clone(&clock) as Arc<dyn Clock>;
-        tokio::spawn(async move { service.run(clock, shutdown).await })
-    };
+    let (stop, runner) = spawn_run(&service, &clock);
     fake.fail_next(Fault::Hangup, 1);
     clock.advance(TTL);
     assert!(eventually(|| service.figures().revoke_failures == 1).await);
@@ -715,6 +546,5 @@ async fn a_failed_delete_names_the_user_and_run_retries_it() {
             .iter()
             .any(|c| (c.step, c.outcome) == ("delete_user", "unreachable"))
     );
-    stop.send_replace(true);
-    runner.await.unwrap();
+    stop_run(stop, runner).await;
 }

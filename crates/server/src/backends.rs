@@ -59,6 +59,19 @@ pub enum BackendsError {
         #[source]
         source: svid_broker_sources::file::watched::WatchedFileError,
     },
+    /// The credential file may be read by group or others.
+    #[error(
+        "registry {registry:?}: credential_file {} has mode {mode:03o}: it must be readable by its owner only (chmod 600)",
+        .path.display()
+    )]
+    CredentialFileOpen {
+        /// The registry's policy name.
+        registry: String,
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The credential file is not one `username:password` line.
     #[error(
         "registry {registry:?}: credential_file {} must hold one line `username:password` ({rule})",
@@ -482,11 +495,24 @@ fn build_service(
     }
 }
 
-/// The credential file's bytes (capped, a regular file, wiped on drop) and their SHA-256.
+/// The credential file's bytes (capped, a regular file only its owner may read, wiped on
+/// drop) and their SHA-256.
 fn read_credential_file(
     registry: &str,
     path: &Path,
 ) -> Result<(Zeroizing<Vec<u8>>, [u8; 32]), BackendsError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    // Checked on the path before the read: a file others may read has leaked the secret
+    // already, and starting with it would hide that.
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        return Err(BackendsError::CredentialFileOpen {
+            registry: registry.to_owned(),
+            path: path.to_owned(),
+            mode: meta.permissions().mode() & 0o777,
+        });
+    }
     let bytes = Zeroizing::new(
         read_watched_file(path, MAX_CREDENTIAL_FILE_BYTES, "credential file").map_err(
             |source| BackendsError::CredentialFile {
@@ -564,9 +590,16 @@ mod tests {
     use super::*;
 
     fn file(content: &[u8]) -> tempfile::NamedTempFile {
+        // tempfile creates it 0600, as a credential file must be.
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(content).unwrap();
         f
+    }
+
+    fn write_private(path: &Path, content: &str) {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::write(path, content).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
 
     fn harbor_policy(dir: &Path, ttl: u64) -> Policy {
@@ -594,7 +627,7 @@ hosts = ["harbor.example.org"]
     fn a_reload_keeps_a_backend_until_its_credential_file_changes() {
         let dir = tempfile::tempdir().unwrap();
         let credential = dir.path().join("harbor.credential");
-        std::fs::write(&credential, "robot$team-a+manager:first\n").unwrap();
+        write_private(&credential, "robot$team-a+manager:first\n");
         let backends = Backends::none();
         let policy = harbor_policy(dir.path(), 600);
         backends.apply(backends.prepare(&policy).unwrap(), &policy);
@@ -607,7 +640,7 @@ hosts = ["harbor.example.org"]
         );
 
         // The manager robot's secret was rotated in Harbor and in the file.
-        std::fs::write(&credential, "robot$team-a+manager:second\n").unwrap();
+        write_private(&credential, "robot$team-a+manager:second\n");
         backends.apply(backends.prepare(&policy).unwrap(), &policy);
         assert!(
             !Arc::ptr_eq(&first, &service_of(&backends)),
@@ -615,13 +648,13 @@ hosts = ["harbor.example.org"]
         );
 
         // A file that became unreadable keeps the last good backends (prepare fails first).
-        std::fs::write(&credential, "no colon\n").unwrap();
+        write_private(&credential, "no colon\n");
         assert!(matches!(
             backends.prepare(&policy),
             Err(BackendsError::CredentialFormat { .. })
         ));
         // A lifetime too short to reuse anything is refused on reload too.
-        std::fs::write(&credential, "robot$team-a+manager:second\n").unwrap();
+        write_private(&credential, "robot$team-a+manager:second\n");
         assert!(matches!(
             backends.prepare(&harbor_policy(dir.path(), 60)),
             Err(BackendsError::TtlBelowReuse {
@@ -656,6 +689,13 @@ hosts = ["harbor.example.org"]
             assert!(text.contains("\"corp\""), "{text}");
             assert!(!text.contains("pw") && !text.contains("c:d"), "{text}");
         }
+        let open = file(b"user:pw\n");
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let err = read_user_password("corp", open.path()).unwrap_err();
+        assert!(err.to_string().contains("chmod 600"), "{err}");
         let big = file(&vec![b'a'; MAX_CREDENTIAL_FILE_BYTES + 1]);
         assert!(matches!(
             read_user_password("corp", big.path()),

@@ -465,10 +465,8 @@ impl Broker {
         match begun {
             Begun::Done(exchanged) => Ok(exchanged),
             Begun::Backend(pass) => {
-                let err = ExchangeError::from(InvalidRequest::KindNotServed {
+                let err = ExchangeError::from(InvalidRequest::NeedsBackend {
                     registry: pass.grant.registry.name().to_owned(),
-                    kind: pass.grant.registry.kind(),
-                    asked: "a credential through the synchronous Broker::exchange (use begin_exchange)",
                 });
                 Err(self.record_failure(&request.context, &pass.subject, err, now))
             }

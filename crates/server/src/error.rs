@@ -94,6 +94,16 @@ pub enum InvalidRequest {
         /// What was asked for, a fixed phrase.
         asked: &'static str,
     },
+    /// The synchronous [`crate::Broker::exchange`] was asked for a registry whose own API makes
+    /// the credential: it cannot wait for that API (an embedder's mistake; the gRPC edge uses
+    /// [`crate::Broker::begin_exchange`]).
+    #[error(
+        "registry {registry:?}'s credentials come from its own API, which the synchronous Broker::exchange cannot wait for: use Broker::begin_exchange and the backends"
+    )]
+    NeedsBackend {
+        /// The registry's policy name.
+        registry: String,
+    },
     /// The registry's backend cannot express the grant (it spans two Harbor projects, names
     /// an action the registry has no permission for, or names no repository).
     #[error(transparent)]

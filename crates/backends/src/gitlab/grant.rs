@@ -13,9 +13,10 @@
 
 use std::collections::BTreeSet;
 
-use svid_broker_policy::{Action, ResourceScope, ResourceType};
+use svid_broker_policy::ResourceScope;
 
-use crate::error::{Failure, MAX_LISTED_PROJECTS};
+use crate::error::Failure;
+use crate::grant::{RepositoryAction, one_project, reuse_key};
 
 /// The GitLab side of a grant: one project and the deploy token scopes in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,12 +47,7 @@ impl RegistryScope {
 impl ProjectGrant {
     /// What makes two grants the same deploy token: the project and the scope set.
     pub(crate) fn reuse_key(&self) -> String {
-        let mut key = self.project.clone();
-        for scope in &self.scopes {
-            key.push(' ');
-            key.push_str(scope.as_str());
-        }
-        key
+        reuse_key(&self.project, self.scopes.iter().map(|s| s.as_str()))
     }
 }
 
@@ -64,37 +60,16 @@ impl ProjectGrant {
 /// `pull` or `push`), [`Failure::RepositoryOutsideProject`] (fewer than two path components),
 /// [`Failure::GrantSpansProjects`] or [`Failure::NoRepository`].
 pub(crate) fn map_grant(scopes: &[ResourceScope]) -> Result<ProjectGrant, Failure> {
-    let mut projects = BTreeSet::new();
-    let mut granted = BTreeSet::new();
-    for scope in scopes.iter().filter(|s| !s.actions.is_empty()) {
-        if scope.resource_type != ResourceType::Repository {
-            return Err(Failure::UnsupportedResource {
-                resource_type: scope.resource_type.as_str().to_owned(),
-            });
-        }
-        let project = project_of(&scope.name).ok_or_else(|| Failure::RepositoryOutsideProject {
-            repository: scope.name.clone(),
-        })?;
-        for action in &scope.actions {
-            granted.insert(RegistryScope::Read);
-            if registry_write(action)? {
-                granted.insert(RegistryScope::Write);
-            }
-        }
-        projects.insert(project);
+    let (project, actions) = one_project(scopes, project_of)?;
+    // Every action reads; the set is never empty here (a project was found).
+    let mut granted = BTreeSet::from([RegistryScope::Read]);
+    if actions.contains(&RepositoryAction::Push) {
+        granted.insert(RegistryScope::Write);
     }
-    if projects.len() > 1 {
-        return Err(Failure::GrantSpansProjects {
-            projects: projects.into_iter().take(MAX_LISTED_PROJECTS).collect(),
-        });
-    }
-    match projects.pop_first() {
-        Some(project) => Ok(ProjectGrant {
-            project,
-            scopes: granted,
-        }),
-        None => Err(Failure::NoRepository),
-    }
+    Ok(ProjectGrant {
+        project,
+        scopes: granted,
+    })
 }
 
 /// `group/project` of `group/project[/image...]`, when both components are non-empty and no
@@ -107,17 +82,4 @@ fn project_of(repository: &str) -> Option<String> {
         return None;
     }
     Some(format!("{group}/{project}"))
-}
-
-/// Whether `action` needs `write_registry` (push) or only `read_registry` (pull).
-fn registry_write(action: &Action) -> Result<bool, Failure> {
-    if *action == Action::PULL {
-        Ok(false)
-    } else if *action == Action::PUSH {
-        Ok(true)
-    } else {
-        Err(Failure::UnsupportedAction {
-            action: action.as_str().to_owned(),
-        })
-    }
 }

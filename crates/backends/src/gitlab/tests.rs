@@ -2,15 +2,17 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use http::HeaderMap;
 use svid_broker_identity::secret::ExposeSecret as _;
-use svid_broker_policy::ResourceScope;
 
 use super::grant::RegistryScope;
 use super::*;
+use crate::error::ConfigProblem;
+use crate::naming::{timed_name as token_name, unix_seconds_floor, valid_prefix};
+use crate::test_support::scopes;
+use http::StatusCode;
 
-fn scopes(list: &[&str]) -> Vec<ResourceScope> {
-    list.iter()
-        .map(|s| ResourceScope::parse(s).unwrap())
-        .collect()
+/// The failure GitLab's non-2xx answer stands for, read as the backend reads it.
+fn expect_success(client: &ApiClient, response: &ApiResponse) -> Result<(), Failure> {
+    crate::api::expect_success(client, response, vendor_message, Some(PROJECT_NOT_FOUND))
 }
 
 fn config() -> GitlabConfig {
@@ -141,7 +143,7 @@ fn debug_output_has_no_token() {
 #[test]
 fn gitlab_error_bodies_become_failures_without_the_token() {
     let backend = GitlabBackend::new(config()).unwrap();
-    let client = &backend.client;
+    let client = &backend.api.client;
     assert_eq!(
         expect_success(client, &response(401, r#"{"message":"401 Unauthorized"}"#)),
         Err(Failure::Unauthorized)

@@ -1,25 +1,17 @@
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderValue, StatusCode};
 use svid_broker_identity::secret::{ExposeSecret as _, SecretString};
-use svid_broker_policy::ResourceScope;
 
 use super::grant::{RepositoryAction, map_grant};
-use super::naming::{
-    MAX_DESCRIPTION_CHARS, encoded_revoke_time, robot_description, robot_name, unix_seconds_ceil,
-    valid_prefix,
-};
+use super::naming::{MAX_DESCRIPTION_CHARS, encoded_revoke_time, robot_description};
 use super::*;
+use crate::naming::{MAX_PREFIX_LEN, timed_name as robot_name, unix_seconds_ceil, valid_prefix};
+use crate::test_support::{at, scopes};
 
-fn at(unix: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(unix)
-}
-
-fn scopes(texts: &[&str]) -> Vec<ResourceScope> {
-    texts
-        .iter()
-        .map(|t| ResourceScope::parse(t).unwrap())
-        .collect()
+/// The failure Harbor's non-2xx answer stands for, read as the backend reads it.
+fn expect_success(client: &ApiClient, response: &ApiResponse) -> Result<(), Failure> {
+    crate::api::expect_success(client, response, vendor_message, None)
 }
 
 // === naming ===

@@ -7,31 +7,16 @@
 
 use std::collections::BTreeSet;
 
-use svid_broker_policy::{Action, ResourceScope, ResourceType};
+use svid_broker_policy::ResourceScope;
 
 use crate::error::Failure;
+use crate::grant::{RepositoryAction, repository_actions, reuse_key};
 
 /// The Nexus side of a grant: the repository actions over every granted scope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct UserGrant {
     /// The actions, from `pull` and `push`, sorted, at least one.
     pub(crate) actions: BTreeSet<RepositoryAction>,
-}
-
-/// A repository action a broker user can hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum RepositoryAction {
-    Pull,
-    Push,
-}
-
-impl RepositoryAction {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Pull => "pull",
-            Self::Push => "push",
-        }
-    }
 }
 
 impl UserGrant {
@@ -42,8 +27,7 @@ impl UserGrant {
 
     /// What makes two grants the same user: the action set (`pull`, `pull push`, `push`).
     pub(crate) fn reuse_key(&self) -> String {
-        let names: Vec<&str> = self.actions.iter().map(|a| a.as_str()).collect();
-        names.join(" ")
+        reuse_key("", self.actions.iter().map(|a| a.as_str()))
     }
 }
 
@@ -54,31 +38,9 @@ impl UserGrant {
 /// [`Failure::UnsupportedResource`] (not `repository`), [`Failure::UnsupportedAction`] (not
 /// `pull` or `push`) or [`Failure::NoRepository`].
 pub(crate) fn map_grant(scopes: &[ResourceScope]) -> Result<UserGrant, Failure> {
-    let mut actions = BTreeSet::new();
-    for scope in scopes.iter().filter(|s| !s.actions.is_empty()) {
-        if scope.resource_type != ResourceType::Repository {
-            return Err(Failure::UnsupportedResource {
-                resource_type: scope.resource_type.as_str().to_owned(),
-            });
-        }
-        for action in &scope.actions {
-            actions.insert(repository_action(action)?);
-        }
-    }
+    let actions = repository_actions(scopes, |_| Ok(()))?;
     if actions.is_empty() {
         return Err(Failure::NoRepository);
     }
     Ok(UserGrant { actions })
-}
-
-fn repository_action(action: &Action) -> Result<RepositoryAction, Failure> {
-    if *action == Action::PULL {
-        Ok(RepositoryAction::Pull)
-    } else if *action == Action::PUSH {
-        Ok(RepositoryAction::Push)
-    } else {
-        Err(Failure::UnsupportedAction {
-            action: action.as_str().to_owned(),
-        })
-    }
 }

@@ -1,19 +1,10 @@
 use std::time::{Duration, UNIX_EPOCH};
 
-use svid_broker_policy::ResourceScope;
-
 use super::grant::map_grant;
-use super::naming::{
-    MAX_NAME_CHARS, encoded_revoke_time, password, subject_name, user_id, valid_prefix,
-};
+use super::naming::{MAX_NAME_CHARS, password, subject_name};
 use super::*;
-
-fn scopes(texts: &[&str]) -> Vec<ResourceScope> {
-    texts
-        .iter()
-        .map(|t| ResourceScope::parse(t).unwrap())
-        .collect()
-}
+use crate::naming::{encoded_revoke_time, timed_name as user_id, valid_prefix};
+use crate::test_support::scopes;
 
 #[test]
 fn user_ids_carry_their_revocation_time_and_parse_back() {

@@ -10,6 +10,7 @@ use super::*;
 use crate::credential::{CredentialHandle, SweepReport};
 use crate::error::BackendKind;
 use crate::figures::ApiMeter;
+use crate::test_support::{ManualClock, eventually};
 
 /// A backend in memory: counts creations and deletions, fails on request.
 #[derive(Debug, Default)]
@@ -123,23 +124,6 @@ impl Backend for MockBackend {
     }
 }
 
-/// A clock tests move by hand.
-#[derive(Debug)]
-struct ManualClock(Mutex<SystemTime>);
-
-impl ManualClock {
-    fn advance(&self, by: Duration) {
-        let mut now = self.0.lock().unwrap();
-        *now += by;
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> SystemTime {
-        *self.0.lock().unwrap()
-    }
-}
-
 fn t0() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_800_000_000)
 }
@@ -160,17 +144,6 @@ fn service(config: ServiceConfig) -> (Arc<MockBackend>, BackendService) {
     let backend = Arc::new(MockBackend::default());
     let service = BackendService::new(Arc::clone(&backend) as Arc<dyn Backend>, config);
     (backend, service)
-}
-
-/// Polls `done` up to 500 times, 10 ms apart.
-async fn eventually(mut done: impl FnMut() -> bool) -> bool {
-    for _ in 0..500 {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    done()
 }
 
 #[tokio::test]
@@ -337,7 +310,7 @@ async fn run_revokes_at_the_time_retries_failures_and_sweeps() {
         revoke_retry_base: Duration::from_secs(1),
         ..ServiceConfig::default()
     });
-    let clock = Arc::new(ManualClock(Mutex::new(t0())));
+    let clock = ManualClock::starting_at(t0());
     service.set_sweep_projects(vec!["p".to_owned(), "q".to_owned(), "p".to_owned()]);
     let credential = service
         .issue(grant(APP, PULL, t0() + Duration::from_secs(300)), t0())
@@ -383,7 +356,7 @@ async fn a_revocation_that_keeps_failing_is_left_to_the_sweeper() {
         revoke_retry_base: Duration::from_secs(1),
         ..ServiceConfig::default()
     });
-    let clock = Arc::new(ManualClock(Mutex::new(t0())));
+    let clock = ManualClock::starting_at(t0());
     service
         .issue(grant(APP, PULL, t0() + Duration::from_secs(60)), t0())
         .await
@@ -415,11 +388,7 @@ async fn run_stops_when_the_shutdown_sender_is_dropped() {
     let (stop, shutdown) = watch::channel(false);
     let runner = {
         let service = service.clone();
-        tokio::spawn(async move {
-            service
-                .run(Arc::new(ManualClock(Mutex::new(t0()))), shutdown)
-                .await
-        })
+        tokio::spawn(async move { service.run(ManualClock::starting_at(t0()), shutdown).await })
     };
     drop(stop);
     runner.await.unwrap();

@@ -41,14 +41,14 @@ mod http;
 mod rules;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
 
 use svid_broker_identity::secret::{ExposeSecret as _, SecretString, seal_string};
-use zeroize::Zeroizing;
 
 use crate::fake::jwt::{SignerError, TokenSigner};
+use crate::fake::random_alphanumeric;
+use crate::fake::server::{Control, FakeServer, StartError, lock, unix_seconds};
 
 /// How the next `/api/v4` calls fail ([`FakeGitlab::fail_next`]): the Harbor fake's faults.
 /// `Status` answers GitLab's `{"message":"<status> <reason>"}` (429 adds `Retry-After: 1`);
@@ -68,8 +68,6 @@ pub const REGISTRY_TOKEN_TTL: Duration = Duration::from_secs(5 * 60);
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Most deploy tokens held at once; creating more answers 500. The fake's bound.
 pub const MAX_DEPLOY_TOKENS: usize = rules::MAX_DEPLOY_TOKENS;
-/// How long [`FakeGitlab::start`] waits for its thread to listen.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What to start: the projects that exist.
 #[derive(Debug, Clone)]
@@ -153,21 +151,18 @@ pub struct DeployTokenSecret {
     pub token: SecretString,
 }
 
-/// Counters and the fault queue, beside the state.
+/// GitLab's own counters, beside [`Control`]'s.
 #[derive(Debug, Default)]
-struct Stats {
-    api_calls: u64,
+struct Counts {
     tokens_created: u64,
     tokens_revoked: u64,
-    fault: Option<(Fault, u32)>,
-    clock_offset: Duration,
 }
 
 /// What the server thread and the handle share.
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
-    stats: Mutex<Stats>,
+    control: Control<Counts>,
     signer: TokenSigner,
     token_ttl: Duration,
 }
@@ -176,29 +171,7 @@ impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         // Each operation checks before it changes anything, so a panic under the lock cannot
         // leave the state half-updated: keep serving.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn stats(&self) -> MutexGuard<'_, Stats> {
-        self.stats.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The fake's clock, Unix seconds: the system clock plus every
-    /// [`FakeGitlab::advance_clock`].
-    fn now_unix(&self) -> i64 {
-        (SystemTime::now() + self.stats().clock_offset)
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-    }
-
-    /// Takes one fault off the queue, if any.
-    fn next_fault(&self) -> Option<Fault> {
-        let mut stats = self.stats();
-        let (fault, left) = stats.fault.take()?;
-        if left > 1 {
-            stats.fault = Some((fault, left - 1));
-        }
-        Some(fault)
+        lock(&self.state)
     }
 }
 
@@ -206,10 +179,8 @@ impl Shared {
 #[derive(Debug)]
 pub struct FakeGitlab {
     shared: Arc<Shared>,
-    addr: SocketAddr,
     admin_token: SecretString,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    server: FakeServer,
 }
 
 impl FakeGitlab {
@@ -234,74 +205,27 @@ impl FakeGitlab {
             TokenSigner::generate(TOKEN_ISSUER, SystemTime::now()).map_err(FakeError::Signer)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
-            stats: Mutex::new(Stats::default()),
+            control: Control::default(),
             signer,
             token_ttl: REGISTRY_TOKEN_TTL,
         });
-
-        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(FakeError::Listen)?;
-        listener.set_nonblocking(true).map_err(FakeError::Listen)?;
-        let addr = listener.local_addr().map_err(FakeError::Listen)?;
-        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), std::io::Error>>();
-        let thread_shared = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("fake-gitlab".to_owned())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    let _ = ready_tx.send(Ok(()));
-                    http::serve(listener, thread_shared, shutdown_rx).await;
-                });
-                // Dropping the runtime here cancels every connection task still running.
-            })
-            .map_err(FakeError::Thread)?;
-        let mut gitlab = Self {
+        let server =
+            FakeServer::start("fake-gitlab", Arc::clone(&shared)).map_err(FakeError::from_start)?;
+        Ok(Self {
             shared,
-            addr,
             admin_token,
-            shutdown: Some(shutdown_tx),
-            thread: Some(thread),
-        };
-        match ready_rx.recv_timeout(START_TIMEOUT) {
-            Ok(Ok(())) => Ok(gitlab),
-            Ok(Err(e)) => {
-                gitlab.stop();
-                Err(FakeError::Thread(e))
-            }
-            Err(_) => {
-                gitlab.stop();
-                Err(FakeError::NotReady {
-                    waited: START_TIMEOUT,
-                })
-            }
-        }
+            server,
+        })
     }
 
     /// `http://127.0.0.1:PORT`; the API is at `url() + "/api/v4"`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// `url() + "/jwt/auth"`, the registry's `auth.token.realm`.
@@ -346,14 +270,11 @@ impl FakeGitlab {
         scopes: &[&str],
         expires_at: Option<SystemTime>,
     ) -> Result<DeployTokenSecret, FakeError> {
-        let now = self.shared.now_unix();
+        let now = self.shared.control.now_unix();
         let request = DeployTokenCreate {
             name: name.to_owned(),
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
-            expires_at: expires_at.map(|at| {
-                at.duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-            }),
+            expires_at: expires_at.map(unix_seconds),
             username: None,
         };
         let mut state = self.shared.state();
@@ -380,43 +301,37 @@ impl FakeGitlab {
 
     /// Deploy tokens created through `POST /api/v4/projects/:id/deploy_tokens`.
     pub fn tokens_created(&self) -> u64 {
-        self.shared.stats().tokens_created
+        self.shared.control.stats().counts.tokens_created
     }
 
     /// Deploy tokens revoked through `DELETE /api/v4/projects/:id/deploy_tokens/:token_id`.
     pub fn tokens_revoked(&self) -> u64 {
-        self.shared.stats().tokens_revoked
+        self.shared.control.stats().counts.tokens_revoked
     }
 
     /// Requests under `/api/v4`, faulted and refused ones included.
     pub fn api_calls(&self) -> u64 {
-        self.shared.stats().api_calls
+        self.shared.control.stats().api_calls
     }
 
     /// Makes the next `count` `/api/v4` calls fail with `fault` (replacing any queued fault).
     pub fn fail_next(&self, fault: Fault, count: u32) {
-        self.shared.stats().fault = (count > 0).then_some((fault, count));
+        self.shared.control.fail_next(fault, count);
     }
 
     /// Moves the fake's clock (token expiry, `expired`, the `active` filter) forward by `by`.
     pub fn advance_clock(&self, by: Duration) {
-        let mut stats = self.shared.stats();
-        stats.clock_offset = stats.clock_offset.saturating_add(by);
-    }
-
-    fn stop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.shared.control.advance_clock(by);
     }
 }
 
-impl Drop for FakeGitlab {
-    fn drop(&mut self) {
-        self.stop();
+impl FakeError {
+    fn from_start(e: StartError) -> Self {
+        match e {
+            StartError::Listen(e) => Self::Listen(e),
+            StartError::Thread(e) => Self::Thread(e),
+            StartError::NotReady { waited } => Self::NotReady { waited },
+        }
     }
 }
 
@@ -452,20 +367,10 @@ fn refused(e: rules::ApiError) -> FakeError {
 
 /// `glpat-` and 20 random characters, the shape of a GitLab personal access token.
 fn random_access_token() -> Result<SecretString, FakeError> {
-    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    let mut bytes = Zeroizing::new([0u8; 20]);
-    aws_lc_rs::rand::fill(bytes.as_mut()).map_err(|_| FakeError::Refused {
+    random_alphanumeric("glpat-", 20).ok_or_else(|| FakeError::Refused {
         status: 500,
         message: "the random number generator failed".to_owned(),
-    })?;
-    let mut text = Zeroizing::new(String::with_capacity(26));
-    text.push_str("glpat-");
-    text.extend(
-        bytes
-            .iter()
-            .map(|b| char::from(CHARS[usize::from(*b) % CHARS.len()])),
-    );
-    Ok(seal_string(text))
+    })
 }
 
 #[cfg(test)]

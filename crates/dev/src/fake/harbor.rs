@@ -37,14 +37,15 @@ mod policies;
 mod rules;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use svid_broker_identity::secret::{ExposeSecret, SecretString, seal_string};
 use zeroize::Zeroizing;
 
 use crate::fake::jwt::{SignerError, TokenSigner};
+use crate::fake::random_alphanumeric;
+use crate::fake::server::{Control, FakeServer, StartError, lock};
 use rules::{Project, State};
 
 /// The token service's default `service` (`src/core/service/token/creator.go`, `Registry`).
@@ -57,8 +58,6 @@ pub const DEFAULT_REGISTRY_TOKEN_TTL: Duration = Duration::from_secs(30 * 60);
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Most robots held at once; creating more answers 500. The fake's bound.
 pub const MAX_ROBOTS: usize = rules::MAX_ROBOTS;
-/// How long [`FakeHarbor::start`] waits for its thread to listen.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What to start: the projects that exist and the credentials and token settings.
 #[derive(Debug, Clone)]
@@ -212,21 +211,18 @@ pub struct RobotInfo {
     pub access: Vec<(String, String)>,
 }
 
-/// Counters and the fault queue, beside the state.
+/// Harbor's own counters, beside [`Control`]'s.
 #[derive(Debug, Default)]
-struct Stats {
-    api_calls: u64,
+struct Counts {
     robots_created: u64,
     robots_deleted: u64,
-    fault: Option<(Fault, u32)>,
-    clock_offset: Duration,
 }
 
 /// What the server thread and the handle share.
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
-    stats: Mutex<Stats>,
+    control: Control<Counts>,
     signer: TokenSigner,
     service: String,
     issuer: String,
@@ -237,32 +233,7 @@ impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the maps half-updated in a way later
         // calls could misread (each operation checks before it inserts), so keep serving.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn stats(&self) -> MutexGuard<'_, Stats> {
-        self.stats.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The fake's clock: the system clock plus every [`FakeHarbor::advance_clock`].
-    fn now(&self) -> SystemTime {
-        SystemTime::now() + self.stats().clock_offset
-    }
-
-    fn now_unix(&self) -> i64 {
-        self.now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-    }
-
-    /// Takes one fault off the queue, if any.
-    fn next_fault(&self) -> Option<Fault> {
-        let mut stats = self.stats();
-        let (fault, left) = stats.fault.take()?;
-        if left > 1 {
-            stats.fault = Some((fault, left - 1));
-        }
-        Some(fault)
+        lock(&self.state)
     }
 }
 
@@ -270,10 +241,8 @@ impl Shared {
 #[derive(Debug)]
 pub struct FakeHarbor {
     shared: Arc<Shared>,
-    addr: SocketAddr,
     admin_password: SecretString,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    server: FakeServer,
 }
 
 impl FakeHarbor {
@@ -309,76 +278,29 @@ impl FakeHarbor {
                 admin_password.expose_secret(),
                 projects,
             )),
-            stats: Mutex::new(Stats::default()),
+            control: Control::default(),
             signer,
             service: spec.service,
             issuer: spec.issuer,
             token_ttl: spec.token_ttl,
         });
-
-        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(FakeError::Listen)?;
-        listener.set_nonblocking(true).map_err(FakeError::Listen)?;
-        let addr = listener.local_addr().map_err(FakeError::Listen)?;
-        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), std::io::Error>>();
-        let thread_shared = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("fake-harbor".to_owned())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    let _ = ready_tx.send(Ok(()));
-                    http::serve(listener, thread_shared, shutdown_rx).await;
-                });
-                // Dropping the runtime here cancels every connection task still running.
-            })
-            .map_err(FakeError::Thread)?;
-        let mut harbor = Self {
+        let server =
+            FakeServer::start("fake-harbor", Arc::clone(&shared)).map_err(FakeError::from_start)?;
+        Ok(Self {
             shared,
-            addr,
             admin_password,
-            shutdown: Some(shutdown_tx),
-            thread: Some(thread),
-        };
-        match ready_rx.recv_timeout(START_TIMEOUT) {
-            Ok(Ok(())) => Ok(harbor),
-            Ok(Err(e)) => {
-                harbor.stop();
-                Err(FakeError::Thread(e))
-            }
-            Err(_) => {
-                harbor.stop();
-                Err(FakeError::NotReady {
-                    waited: START_TIMEOUT,
-                })
-            }
-        }
+            server,
+        })
     }
 
     /// `http://127.0.0.1:PORT`; the API is at `url() + "/api/v2.0"`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// `url() + "/service/token"`, the registry's `auth.token.realm`.
@@ -425,7 +347,7 @@ impl FakeHarbor {
         access: &[(&str, &str)],
         duration_days: i64,
     ) -> Result<RobotSecret, FakeError> {
-        let now = self.shared.now_unix();
+        let now = self.shared.control.now_unix();
         let created = self
             .shared
             .state()
@@ -471,60 +393,44 @@ impl FakeHarbor {
 
     /// Robots created through `POST /api/v2.0/robots`.
     pub fn robots_created(&self) -> u64 {
-        self.shared.stats().robots_created
+        self.shared.control.stats().counts.robots_created
     }
 
     /// Robots deleted through `DELETE /api/v2.0/robots/{id}`.
     pub fn robots_deleted(&self) -> u64 {
-        self.shared.stats().robots_deleted
+        self.shared.control.stats().counts.robots_deleted
     }
 
     /// Requests under `/api/v2.0`, faulted ones included.
     pub fn api_calls(&self) -> u64 {
-        self.shared.stats().api_calls
+        self.shared.control.stats().api_calls
     }
 
     /// Makes the next `count` `/api/v2.0` calls fail with `fault` (replacing any queued fault).
     pub fn fail_next(&self, fault: Fault, count: u32) {
-        self.shared.stats().fault = (count > 0).then_some((fault, count));
+        self.shared.control.fail_next(fault, count);
     }
 
     /// Moves the fake's clock (robot expiry, token times) forward by `by`.
     pub fn advance_clock(&self, by: Duration) {
-        let mut stats = self.shared.stats();
-        stats.clock_offset = stats.clock_offset.saturating_add(by);
-    }
-
-    fn stop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.shared.control.advance_clock(by);
     }
 }
 
-impl Drop for FakeHarbor {
-    fn drop(&mut self) {
-        self.stop();
+impl FakeError {
+    /// Also Nexus's, which shares this error type.
+    pub(super) fn from_start(e: StartError) -> Self {
+        match e {
+            StartError::Listen(e) => Self::Listen(e),
+            StartError::Thread(e) => Self::Thread(e),
+            StartError::NotReady { waited } => Self::NotReady { waited },
+        }
     }
 }
 
 /// 24 random characters that meet Harbor's password rules (upper, lower, digit).
 fn random_password() -> Result<SecretString, FakeError> {
-    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    let mut bytes = Zeroizing::new([0u8; 21]);
-    aws_lc_rs::rand::fill(bytes.as_mut())
-        .map_err(|_| FakeError::Signer(SignerError::KeyGeneration))?;
-    let mut text = Zeroizing::new(String::with_capacity(24));
-    text.push_str("Aa1");
-    text.extend(
-        bytes
-            .iter()
-            .map(|b| char::from(CHARS[usize::from(*b) % CHARS.len()])),
-    );
-    Ok(seal_string(text))
+    random_alphanumeric("Aa1", 21).ok_or(FakeError::Signer(SignerError::KeyGeneration))
 }
 
 #[cfg(test)]

@@ -21,6 +21,25 @@ use rcgen::{
 /// the fakes' clocks can be advanced while the registry checks the chain at the real time.
 const CERT_VALIDITY: Duration = Duration::from_secs(10 * 365 * 86_400);
 
+/// One entry of a registry token's `access` claim (the Docker token spec's resource actions,
+/// which Harbor and GitLab both grant).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct AccessEntry {
+    /// `repository`, `registry`, ...
+    pub(super) kind: String,
+    /// The resource's name (a repository path).
+    pub(super) name: String,
+    /// The actions granted (`pull`, `push`, ...).
+    pub(super) actions: Vec<String>,
+}
+
+impl AccessEntry {
+    /// `{"type", "name", "actions"}`, as the claim carries it.
+    pub(super) fn claim(&self) -> serde_json::Value {
+        serde_json::json!({ "type": self.kind, "name": self.name, "actions": self.actions })
+    }
+}
+
 /// Why the signing material could not be made.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

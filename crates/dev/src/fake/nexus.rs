@@ -48,14 +48,15 @@ mod rules;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use svid_broker_identity::secret::{ExposeSecret, SecretString, seal_string};
 use zeroize::Zeroizing;
 
 pub use crate::fake::harbor::{FakeError, Fault};
+use crate::fake::random_alphanumeric;
+use crate::fake::server::{Control, FakeServer, lock};
 use rules::{ApiError, PasswordRule, State};
 
 /// Largest request body read; larger ones get 413. Not a Nexus figure: the fake's bound.
@@ -64,8 +65,6 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const MAX_USERS: usize = rules::MAX_USERS;
 /// The built-in administrator role, holding `nx-all`.
 pub const ADMIN_ROLE: &str = rules::ADMIN_ROLE;
-/// How long [`FakeNexus::start`] waits for its thread to listen.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What to start: the roles that exist (and their privileges), the admin, a password rule.
 #[derive(Debug, Clone)]
@@ -145,49 +144,25 @@ pub struct UserInfo {
     pub created: i64,
 }
 
-/// Counters and the fault queue, beside the state.
+/// Nexus's own counters, beside [`Control`]'s.
 #[derive(Debug, Default)]
-struct Stats {
-    api_calls: u64,
+struct Counts {
     users_created: u64,
     users_deleted: u64,
-    fault: Option<(Fault, u32)>,
-    clock_offset: Duration,
 }
 
 /// What the server thread and the handle share.
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
-    stats: Mutex<Stats>,
+    control: Control<Counts>,
 }
 
 impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         // Each operation checks before it changes anything, so a panic elsewhere cannot leave
         // the maps half-updated: keep serving.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn stats(&self) -> MutexGuard<'_, Stats> {
-        self.stats.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The fake's clock: the system clock plus every [`FakeNexus::advance_clock`].
-    fn now_unix(&self) -> i64 {
-        (SystemTime::now() + self.stats().clock_offset)
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-    }
-
-    /// Takes one fault off the queue, if any.
-    fn next_fault(&self) -> Option<Fault> {
-        let mut stats = self.stats();
-        let (fault, left) = stats.fault.take()?;
-        if left > 1 {
-            stats.fault = Some((fault, left - 1));
-        }
-        Some(fault)
+        lock(&self.state)
     }
 }
 
@@ -195,10 +170,8 @@ impl Shared {
 #[derive(Debug)]
 pub struct FakeNexus {
     shared: Arc<Shared>,
-    addr: SocketAddr,
     admin_password: SecretString,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    server: FakeServer,
 }
 
 impl FakeNexus {
@@ -223,72 +196,25 @@ impl FakeNexus {
                 spec.password_rule,
                 now,
             )),
-            stats: Mutex::new(Stats::default()),
+            control: Control::default(),
         });
-
-        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(FakeError::Listen)?;
-        listener.set_nonblocking(true).map_err(FakeError::Listen)?;
-        let addr = listener.local_addr().map_err(FakeError::Listen)?;
-        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), std::io::Error>>();
-        let thread_shared = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("fake-nexus".to_owned())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    let _ = ready_tx.send(Ok(()));
-                    http::serve(listener, thread_shared, shutdown_rx).await;
-                });
-                // Dropping the runtime here cancels every connection task still running.
-            })
-            .map_err(FakeError::Thread)?;
-        let mut nexus = Self {
+        let server =
+            FakeServer::start("fake-nexus", Arc::clone(&shared)).map_err(FakeError::from_start)?;
+        Ok(Self {
             shared,
-            addr,
             admin_password,
-            shutdown: Some(shutdown_tx),
-            thread: Some(thread),
-        };
-        match ready_rx.recv_timeout(START_TIMEOUT) {
-            Ok(Ok(())) => Ok(nexus),
-            Ok(Err(e)) => {
-                nexus.stop();
-                Err(FakeError::Thread(e))
-            }
-            Err(_) => {
-                nexus.stop();
-                Err(FakeError::NotReady {
-                    waited: START_TIMEOUT,
-                })
-            }
-        }
+            server,
+        })
     }
 
     /// `http://127.0.0.1:PORT`; the API is at `url() + "/service/rest"`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// `admin:<password>`, what the broker's credential file holds for this Nexus.
@@ -318,7 +244,7 @@ impl FakeNexus {
             "status": "active",
             "roles": roles,
         });
-        let now = self.shared.now_unix();
+        let now = self.shared.control.now_unix();
         let refused = |e: ApiError| {
             let (status, message) = match e {
                 ApiError::Validation(list) => (
@@ -372,17 +298,17 @@ impl FakeNexus {
 
     /// Users created through `POST /service/rest/v1/security/users`.
     pub fn users_created(&self) -> u64 {
-        self.shared.stats().users_created
+        self.shared.control.stats().counts.users_created
     }
 
     /// Users deleted through `DELETE /service/rest/v1/security/users/{userId}`.
     pub fn users_deleted(&self) -> u64 {
-        self.shared.stats().users_deleted
+        self.shared.control.stats().counts.users_deleted
     }
 
     /// Requests under `/service/rest`, faulted ones included.
     pub fn api_calls(&self) -> u64 {
-        self.shared.stats().api_calls
+        self.shared.control.stats().api_calls
     }
 
     /// Makes the next `count` calls under `/service/rest` fail with `fault` (replacing any
@@ -391,46 +317,20 @@ impl FakeNexus {
     /// status as Nexus would (401 with its realm, 403 and 404 with no body, 429 with
     /// `Retry-After: 1`, 5xx with an `ERROR:` text, other 4xx with a validation error list).
     pub fn fail_next(&self, fault: Fault, count: u32) {
-        self.shared.stats().fault = (count > 0).then_some((fault, count));
+        self.shared.control.fail_next(fault, count);
     }
 
     /// Moves the fake's clock (users' creation times) forward by `by`.
     pub fn advance_clock(&self, by: Duration) {
-        let mut stats = self.shared.stats();
-        stats.clock_offset = stats.clock_offset.saturating_add(by);
-    }
-
-    fn stop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for FakeNexus {
-    fn drop(&mut self) {
-        self.stop();
+        self.shared.control.advance_clock(by);
     }
 }
 
 /// 24 random characters with an upper-case letter, a lower-case letter and a digit.
 fn random_password() -> Result<SecretString, FakeError> {
-    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    let mut bytes = Zeroizing::new([0u8; 21]);
-    aws_lc_rs::rand::fill(bytes.as_mut()).map_err(|_| FakeError::NotReady {
+    random_alphanumeric("Aa1", 21).ok_or(FakeError::NotReady {
         waited: Duration::ZERO,
-    })?;
-    let mut text = Zeroizing::new(String::with_capacity(24));
-    text.push_str("Aa1");
-    text.extend(
-        bytes
-            .iter()
-            .map(|b| char::from(CHARS[usize::from(*b) % CHARS.len()])),
-    );
-    Ok(seal_string(text))
+    })
 }
 
 #[cfg(test)]

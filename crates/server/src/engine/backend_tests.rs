@@ -221,7 +221,7 @@ fn the_synchronous_exchange_refuses_a_backend_grant_and_records_it() {
         matches!(
             &err,
             ExchangeError::InvalidArgument {
-                reason: InvalidRequest::KindNotServed { registry, .. }
+                reason: InvalidRequest::NeedsBackend { registry }
             } if registry == "corp"
         ),
         "{err:?}"

@@ -1,128 +1,47 @@
-//! The fake's HTTP shell: accepts connections with bounds (count, header time, body size and
-//! time, connection lifetime), routes `/api/v4` requests, applies queued faults and turns the
-//! rules' answers into GitLab's responses. No decision is made here.
+//! The fake's HTTP shell: routes `/api/v4` requests, words the queued faults and turns the
+//! rules' answers into GitLab's responses. The connection bounds, fault queue and body cap are
+//! the fakes' shared ones (`fake::http`). No decision is made here.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt as _, Full, Limited};
-use hyper::body::{Bytes, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use http::{HeaderValue, Method, Request, StatusCode, header};
+use hyper::body::Incoming;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, oneshot};
 
 use super::rules::{ApiError, DeployTokenCreate, Page, Paging, datetime_millis};
-use super::{Fault, MAX_BODY_BYTES, REGISTRY_SERVICE, Shared};
+use super::{MAX_BODY_BYTES, REGISTRY_SERVICE, Shared};
+use crate::fake::http::{
+    BodyError, Hangup, Query, Reply, Service, empty_reply, header_str, inject_fault, parse_basic,
+    percent_decode, read_body, reply, retry_after_on_429, success_status,
+};
 
-/// Connections served at once; further ones wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 128;
-/// Time a client has to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time a client has to send a request's body.
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// After this a connection is asked to close (after its current request), then cut
-/// [`CLOSE_GRACE`] later.
-const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
-const CLOSE_GRACE: Duration = Duration::from_secs(30);
-/// Bound on the request head (hyper's buffer).
-const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// Longest [`Fault::Slow`] honoured, so a test cannot park the fake forever.
-const MAX_SLOW: Duration = Duration::from_secs(120);
 /// `scope` values one registry token request may carry. The fake's bound.
 const MAX_SCOPES: usize = 64;
 
-/// Returned by the service to make hyper drop the connection unanswered ([`Fault::Hangup`]).
-#[derive(Debug)]
-struct Hangup;
-
-impl std::fmt::Display for Hangup {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("hang up (injected fault)")
-    }
-}
-
-impl std::error::Error for Hangup {}
-
-type Reply = Response<Full<Bytes>>;
-
-/// Accepts until `shutdown` fires.
-pub(super) async fn serve(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    mut shutdown: oneshot::Receiver<()>,
-) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => return,
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
-        let stream = tokio::select! {
-            _ = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                // Out of descriptors and the like: pause rather than spin.
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
-            let _permit = permit;
-            let service = service_fn(move |req| {
-                let shared = Arc::clone(&shared);
-                async move { handle(&shared, req).await }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(MAX_HEAD_BYTES)
-                .serve_connection(TokioIo::new(stream), service);
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => return,
-                () = tokio::time::sleep(CONNECTION_LIFETIME) => conn.as_mut().graceful_shutdown(),
-            }
-            let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
-        });
-    }
-}
-
-async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Reply, Hangup> {
-    let path = req.uri().path().to_owned();
-    if path == "/jwt/auth" {
-        return Ok(registry_token(shared, &req));
-    }
-    if path != "/api/v4" && !path.starts_with("/api/v4/") {
-        return Ok(json_reply(404, &json!({ "error": "404 Not Found" })));
-    }
-    shared.stats().api_calls += 1;
-    match shared.next_fault() {
-        Some(Fault::Hangup) => return Err(Hangup),
-        Some(Fault::Malformed) => {
-            let status = if req.method() == Method::POST {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            return Ok(reply(status, "{\"id\":1,\"name\":\"svid".to_owned()));
+/// Every request: the API root counted and faulted, then routed.
+impl Service for Shared {
+    async fn call(&self, req: Request<Incoming>) -> Result<Reply, Hangup> {
+        let path = req.uri().path().to_owned();
+        if path == "/jwt/auth" {
+            return Ok(registry_token(self, &req));
         }
-        Some(Fault::Status(status)) => return Ok(fault_reply(status)),
-        Some(Fault::Slow(d)) => tokio::time::sleep(d.min(MAX_SLOW)).await,
-        None => {}
+        if path != "/api/v4" && !path.starts_with("/api/v4/") {
+            return Ok(json_reply(404, &json!({ "error": "404 Not Found" })));
+        }
+        let malformed = |method: &Method| {
+            json_text_reply(
+                success_status(method),
+                "{\"id\":1,\"name\":\"svid".to_owned(),
+            )
+        };
+        if let Some(reply) =
+            inject_fault(&self.control, req.method(), malformed, fault_reply).await?
+        {
+            return Ok(reply);
+        }
+        Ok(match api(self, req, &path).await {
+            Ok(reply) => reply,
+            Err(e) => json_reply(e.status, &e.body),
+        })
     }
-    Ok(match api(shared, req, &path).await {
-        Ok(reply) => reply,
-        Err(e) => json_reply(e.status, &e.body),
-    })
 }
 
 /// Routes `/api/v4/projects/:id/deploy_tokens[/:token_id]`.
@@ -134,14 +53,11 @@ async fn api(shared: &Shared, req: Request<Incoming>, path: &str) -> Result<Repl
         .filter(|s| !s.is_empty())
         .collect();
     let who = {
-        let token = req
-            .headers()
-            .get("private-token")
-            .and_then(|v| v.to_str().ok());
+        let token = header_str(&req, "private-token");
         shared.state().authenticate(token)?
     };
     let query = Query::parse(req.uri().query());
-    let now = shared.now_unix();
+    let now = shared.control.now_unix();
     let method = req.method().clone();
     match (segments.as_slice(), &method) {
         (["projects", project, "deploy_tokens"], &Method::GET) => {
@@ -161,7 +77,7 @@ async fn api(shared: &Shared, req: Request<Incoming>, path: &str) -> Result<Repl
             let body = read_json_body(req).await?;
             let request = DeployTokenCreate::from_json(&body)?;
             let created = shared.state().create_token(who, &project, &request, now)?;
-            shared.stats().tokens_created += 1;
+            shared.control.stats().counts.tokens_created += 1;
             let t = &created.token;
             // `Entities::DeployTokenWithToken`: the only answer that carries the token.
             let payload = json!({
@@ -186,8 +102,8 @@ async fn api(shared: &Shared, req: Request<Incoming>, path: &str) -> Result<Repl
                 Ok(json_reply(200, &token))
             } else {
                 shared.state().delete_token(who, &project, token_id)?;
-                shared.stats().tokens_revoked += 1;
-                Ok(empty_reply(StatusCode::NO_CONTENT))
+                shared.control.stats().counts.tokens_revoked += 1;
+                Ok(empty_reply(204))
             }
         }
         (["projects", _, "deploy_tokens", ..], _) => {
@@ -216,25 +132,19 @@ fn registry_token(shared: &Shared, req: &Request<Incoming>) -> Reply {
         return json_reply(400, &json!({ "message": "unknown service" }));
     }
     let scopes: Vec<String> = query
-        .0
-        .iter()
-        .filter(|(k, _)| k == "scope")
-        .flat_map(|(_, v)| v.split(' ').map(str::to_owned).collect::<Vec<_>>())
+        .all("scope")
+        .flat_map(|v| v.split(' ').map(str::to_owned).collect::<Vec<_>>())
         .filter(|s| !s.is_empty())
         .take(MAX_SCOPES + 1)
         .collect();
     if scopes.len() > MAX_SCOPES {
         return json_reply(400, &json!({ "message": "too many scopes" }));
     }
-    let Some((username, value)) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_basic)
+    let Some((username, value)) = header_str(req, header::AUTHORIZATION).and_then(parse_basic)
     else {
         return denied();
     };
-    let now = shared.now_unix();
+    let now = shared.control.now_unix();
     let Some(access) = shared
         .state()
         .registry_access(&username, &value, &scopes, now)
@@ -242,10 +152,7 @@ fn registry_token(shared: &Shared, req: &Request<Incoming>) -> Reply {
         return denied();
     };
     let ttl = i64::try_from(shared.token_ttl.as_secs()).unwrap_or(i64::MAX);
-    let access: Vec<Value> = access
-        .into_iter()
-        .map(|a| json!({ "type": a.kind, "name": a.name, "actions": a.actions }))
-        .collect();
+    let access: Vec<Value> = access.into_iter().map(|a| a.claim()).collect();
     let claims = json!({
         "iss": super::TOKEN_ISSUER,
         "sub": username,
@@ -261,48 +168,23 @@ fn registry_token(shared: &Shared, req: &Request<Incoming>) -> Reply {
     }
 }
 
-/// `Authorization: Basic base64(user:password)`.
-fn parse_basic(header: &str) -> Option<(String, zeroize::Zeroizing<String>)> {
-    use base64::Engine as _;
-    let (scheme, encoded) = header.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = zeroize::Zeroizing::new(
-        base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .ok()?,
-    );
-    let text = std::str::from_utf8(&decoded).ok()?;
-    let (user, password) = text.split_once(':')?;
-    Some((
-        user.to_owned(),
-        zeroize::Zeroizing::new(password.to_owned()),
-    ))
-}
-
-/// Reads a JSON body of at most [`MAX_BODY_BYTES`] within [`BODY_READ_TIMEOUT`]: too large is
+/// Reads a JSON body of at most [`MAX_BODY_BYTES`] (within the shared read timeout): too large is
 /// 413; anything but `application/json` is 415 (GitLab also takes form bodies; the broker
 /// sends JSON, so the fake holds it to that); bad JSON is 400.
 async fn read_json_body(req: Request<Incoming>) -> Result<Value, ApiError> {
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
+    let content_type = header_str(&req, header::CONTENT_TYPE)
         .unwrap_or("")
         .to_owned();
-    let collected = tokio::time::timeout(
-        BODY_READ_TIMEOUT,
-        Limited::new(req.into_body(), MAX_BODY_BYTES).collect(),
-    )
-    .await
-    .map_err(|_| ApiError::message(408, "408 Request Timeout"))?
-    .map_err(|_| ApiError::message(413, "413 Request Entity Too Large"))?;
+    let bytes = read_body(req.into_body(), MAX_BODY_BYTES)
+        .await
+        .map_err(|e| match e {
+            BodyError::TimedOut => ApiError::message(408, "408 Request Timeout"),
+            BodyError::TooLarge => ApiError::message(413, "413 Request Entity Too Large"),
+        })?;
     let mime = content_type.split(';').next().unwrap_or("").trim();
     if !mime.eq_ignore_ascii_case("application/json") {
         return Err(ApiError::message(415, "415 Unsupported Media Type"));
     }
-    let bytes = collected.to_bytes();
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Object(serde_json::Map::new()));
     }
@@ -355,55 +237,19 @@ fn fault_reply(status: u16) -> Reply {
         .ok()
         .and_then(|s| s.canonical_reason())
         .unwrap_or("Error");
-    let mut r = json_reply(status, &json!({ "message": format!("{status} {reason}") }));
-    if status == 429 {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    r
-}
-
-fn json_reply(status: u16, body: &Value) -> Reply {
-    reply(
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        body.to_string(),
+    retry_after_on_429(
+        status,
+        json_reply(status, &json!({ "message": format!("{status} {reason}") })),
     )
 }
 
-fn reply(status: StatusCode, body: String) -> Reply {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
+fn json_reply(status: u16, body: &Value) -> Reply {
+    json_text_reply(status, body.to_string())
 }
 
-fn empty_reply(status: StatusCode) -> Reply {
-    let mut r = Response::new(Full::new(Bytes::new()));
-    *r.status_mut() = status;
-    r
-}
-
-/// Query parameters, decoded once; the first value wins.
-struct Query(Vec<(String, String)>);
-
-impl Query {
-    fn parse(raw: Option<&str>) -> Self {
-        Self(
-            form_urlencoded::parse(raw.unwrap_or("").as_bytes())
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect(),
-        )
-    }
-
-    fn first(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
+/// `body` as it is, labelled `application/json` (what GitLab sends, without a charset).
+fn json_text_reply(status: u16, body: String) -> Reply {
+    reply(status, "application/json", body)
 }
 
 /// Grape's Boolean coercion.
@@ -413,24 +259,4 @@ fn parse_bool(v: &str) -> Option<bool> {
         "false" | "0" | "f" | "no" => Some(false),
         _ => None,
     }
-}
-
-fn percent_decode(segment: &str) -> String {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(b) = segment
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

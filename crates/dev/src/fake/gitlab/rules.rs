@@ -218,12 +218,7 @@ impl DeployTokenCreate {
 }
 
 /// One `access` entry of a registry token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct RegistryAccess {
-    pub(super) kind: String,
-    pub(super) name: String,
-    pub(super) actions: Vec<String>,
-}
+pub(super) use crate::fake::jwt::AccessEntry as RegistryAccess;
 
 /// A deploy token just made, with its value (shown once).
 #[derive(Debug)]

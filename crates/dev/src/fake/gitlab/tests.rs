@@ -8,41 +8,22 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::{Method, Request};
-use http_body_util::{BodyExt as _, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
+use http::Method;
 use serde_json::{Value, json};
 use svid_broker_identity::secret::{ExposeSecret as _, SecretString};
 
 use super::rules::{datetime_millis, parse_datetime};
 use super::{FakeGitlab, Fault, GitlabSpec, Role};
+use crate::fake::testing::{CALL_TIMEOUT, Call, Resp};
 
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const TOKENS: &str = "/api/v4/projects/team-a%2Fapp/deploy_tokens";
 
 fn gitlab() -> FakeGitlab {
     FakeGitlab::start(GitlabSpec::new(["team-a/app", "team-b/web"])).unwrap()
 }
 
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: http::HeaderMap,
-    body: String,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
-/// One request on a fresh connection.
+/// One request on a fresh connection, within [`CALL_TIMEOUT`]; `Err` when the connection
+/// ends unanswered.
 async fn call(
     fake: &FakeGitlab,
     method: Method,
@@ -50,36 +31,16 @@ async fn call(
     token: Option<&SecretString>,
     body: Option<(&str, Vec<u8>)>,
 ) -> Result<Resp, hyper::Error> {
-    let stream = tokio::net::TcpStream::connect(fake.addr()).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", fake.addr().to_string());
+    let mut request = Call::new(method, path);
     if let Some(token) = token {
-        builder = builder.header("PRIVATE-TOKEN", token.expose_secret());
+        request = request.header("PRIVATE-TOKEN", token.expose_secret());
     }
-    let bytes = match body {
-        Some((content_type, bytes)) => {
-            builder = builder.header("content-type", content_type);
-            bytes
-        }
-        None => Vec::new(),
-    };
-    let request = builder.body(Full::new(Bytes::from(bytes))).unwrap();
-    let response = tokio::time::timeout(CALL_TIMEOUT, sender.send_request(request))
+    if let Some((content_type, bytes)) = body {
+        request = request.body(content_type, bytes);
+    }
+    tokio::time::timeout(CALL_TIMEOUT, request.try_send(fake))
         .await
-        .unwrap()?;
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await?.to_bytes();
-    Ok(Resp {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
+        .unwrap()
 }
 
 async fn get(fake: &FakeGitlab, path: &str, token: &SecretString) -> Resp {
@@ -90,12 +51,22 @@ async fn get(fake: &FakeGitlab, path: &str, token: &SecretString) -> Resp {
 
 async fn post(fake: &FakeGitlab, path: &str, token: &SecretString, body: &Value) -> Resp {
     let bytes = body.to_string().into_bytes();
+    post_raw(fake, path, token, "application/json", bytes).await
+}
+
+async fn post_raw(
+    fake: &FakeGitlab,
+    path: &str,
+    token: &SecretString,
+    content_type: &str,
+    bytes: Vec<u8>,
+) -> Resp {
     call(
         fake,
         Method::POST,
         path,
         Some(token),
-        Some(("application/json", bytes)),
+        Some((content_type, bytes)),
     )
     .await
     .unwrap()
@@ -307,35 +278,25 @@ async fn creation_is_validated_as_gitlab_does() {
         let r = post(&fake, TOKENS, &admin, &body).await;
         assert_eq!((r.status, r.json()), (400, expected), "{body}");
     }
-    let form = call(
+    let form = post_raw(
         &fake,
-        Method::POST,
         TOKENS,
-        Some(&admin),
-        Some(("application/x-www-form-urlencoded", b"name=a".to_vec())),
+        &admin,
+        "application/x-www-form-urlencoded",
+        b"name=a".to_vec(),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(form.status, 415);
-    let huge = call(
+    let huge = post_raw(
         &fake,
-        Method::POST,
         TOKENS,
-        Some(&admin),
-        Some(("application/json", vec![b' '; super::MAX_BODY_BYTES + 1])),
+        &admin,
+        "application/json",
+        vec![b' '; super::MAX_BODY_BYTES + 1],
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(huge.status, 413);
-    let garbage = call(
-        &fake,
-        Method::POST,
-        TOKENS,
-        Some(&admin),
-        Some(("application/json", b"{".to_vec())),
-    )
-    .await
-    .unwrap();
+    let garbage = post_raw(&fake, TOKENS, &admin, "application/json", b"{".to_vec()).await;
     assert_eq!(garbage.status, 400);
     assert!(fake.deploy_tokens().is_empty());
     assert_eq!(fake.tokens_created(), 0);
@@ -447,29 +408,15 @@ async fn registry_token(
     query: &str,
 ) -> (u16, Vec<Vec<String>>) {
     use base64::Engine as _;
-    let stream = tokio::net::TcpStream::connect(fake.addr()).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut builder = Request::builder()
-        .uri(format!("/jwt/auth?{query}"))
-        .header("host", fake.addr().to_string());
+    let mut request = Call::get(format!("/jwt/auth?{query}"));
     if let Some((user, password)) = basic {
-        let encoded =
-            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-        builder = builder.header("authorization", format!("Basic {encoded}"));
+        request = request.auth(user, password);
     }
-    let response = sender
-        .send_request(builder.body(Full::new(Bytes::new())).unwrap())
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    if status != 200 {
-        return (status, Vec::new());
+    let response = request.send(fake).await;
+    if response.status != 200 {
+        return (response.status, Vec::new());
     }
-    let body: Value = serde_json::from_slice(&body).unwrap();
+    let body = response.json();
     let payload = body["token"].as_str().unwrap().split('.').nth(1).unwrap();
     let claims: Value = serde_json::from_slice(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD

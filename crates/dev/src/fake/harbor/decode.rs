@@ -4,8 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value};
 
 use super::rules::{Access, ApiError, Paging, Permission};
@@ -154,22 +152,6 @@ fn parse_error(field: &str, go_type: &str, got: &Value) -> ApiError {
     };
     ApiError::bad_request(format!(
         "parsing robot body from \"\" failed, because json: cannot unmarshal {kind} into {target}"
-    ))
-}
-
-/// Harbor's `Authorization: Basic` parsing (Go's `Request.BasicAuth`): the scheme is
-/// case-insensitive, the user ends at the first `:`.
-pub(super) fn parse_basic(header: &str) -> Option<(String, zeroize::Zeroizing<String>)> {
-    let (scheme, encoded) = header.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = zeroize::Zeroizing::new(STANDARD.decode(encoded.trim()).ok()?);
-    let text = std::str::from_utf8(&decoded).ok()?;
-    let (user, password) = text.split_once(':')?;
-    Some((
-        user.to_owned(),
-        zeroize::Zeroizing::new(password.to_owned()),
     ))
 }
 

@@ -1,129 +1,51 @@
-//! The fake's HTTP shell: accepts connections with bounds (count, header time, body size and
-//! time, connection lifetime), routes requests, applies queued faults and turns the rules'
-//! answers into Harbor's responses. No decision is made here.
+//! The fake's HTTP shell: routes requests, words the queued faults and turns the rules'
+//! answers into Harbor's responses. The connection bounds, fault queue and body cap are the
+//! fakes' shared ones (`fake::http`). No decision is made here.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt as _, Full, Limited};
-use hyper::body::{Bytes, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use http::{HeaderValue, Method, Request, header};
+use hyper::body::Incoming;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, oneshot};
+use svid_broker_identity::secret::ExposeSecret as _;
 
 use super::decode::{RobotCreate, parse_paging};
 use super::rules::{ApiError, Paging, datetime};
-use super::{Fault, MAX_BODY_BYTES, Shared};
+use super::{MAX_BODY_BYTES, Shared};
+use crate::fake::http::{
+    BodyError, Hangup, Query, Reply, Service, empty_reply, header_str, inject_fault,
+    percent_decode, read_body, reply, retry_after_on_429, success_status,
+};
+use crate::fake::random_alphanumeric;
+use crate::fake::server::unix_seconds;
 
-/// Connections served at once; further ones wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 128;
-/// Time a client has to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time a client has to send a request's body.
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// After this a connection is asked to close (after its current request), then cut
-/// [`CLOSE_GRACE`] later.
-const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
-const CLOSE_GRACE: Duration = Duration::from_secs(30);
-/// Bound on the request head (hyper's buffer).
-const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// Longest [`Fault::Slow`] honoured, so a test cannot park the fake forever.
-const MAX_SLOW: Duration = Duration::from_secs(120);
 /// `scope` values (after splitting on spaces) one token request may carry. The fake's bound.
 const MAX_SCOPES: usize = 64;
 
-/// Returned by the service to make hyper drop the connection unanswered ([`Fault::Hangup`]).
-#[derive(Debug)]
-struct Hangup;
-
-impl std::fmt::Display for Hangup {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("hang up (injected fault)")
-    }
-}
-
-impl std::error::Error for Hangup {}
-
-type Reply = Response<Full<Bytes>>;
-
-/// Accepts until `shutdown` fires.
-pub(super) async fn serve(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    mut shutdown: oneshot::Receiver<()>,
-) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => return,
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
-        let stream = tokio::select! {
-            _ = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                // Out of descriptors and the like: pause rather than spin.
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
-            let _permit = permit;
-            let service = service_fn(move |req| {
-                let shared = Arc::clone(&shared);
-                async move { handle(&shared, req).await }
+/// Every request: the API root counted and faulted, then routed.
+impl Service for Shared {
+    async fn call(&self, req: Request<Incoming>) -> Result<Reply, Hangup> {
+        let path = req.uri().path().to_owned();
+        if path == "/api/v2.0" || path.starts_with("/api/v2.0/") {
+            let malformed = |method: &Method| {
+                json_reply(
+                    success_status(method),
+                    "{\"id\":1,\"name\":\"robot$".to_owned(),
+                )
+            };
+            if let Some(reply) =
+                inject_fault(&self.control, req.method(), malformed, fault_reply).await?
+            {
+                return Ok(reply);
+            }
+            return Ok(match api(self, req, &path).await {
+                Ok(reply) => reply,
+                Err(e) => error_reply(&e),
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(MAX_HEAD_BYTES)
-                .serve_connection(TokioIo::new(stream), service);
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => return,
-                () = tokio::time::sleep(CONNECTION_LIFETIME) => conn.as_mut().graceful_shutdown(),
-            }
-            let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
-        });
-    }
-}
-
-async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Reply, Hangup> {
-    let path = req.uri().path().to_owned();
-    if path == "/api/v2.0" || path.starts_with("/api/v2.0/") {
-        shared.stats().api_calls += 1;
-        match shared.next_fault() {
-            Some(Fault::Hangup) => return Err(Hangup),
-            Some(Fault::Malformed) => {
-                let status = if req.method() == Method::POST {
-                    201
-                } else {
-                    200
-                };
-                return Ok(json_reply(status, "{\"id\":1,\"name\":\"robot$".to_owned()));
-            }
-            Some(Fault::Status(status)) => return Ok(fault_reply(status)),
-            Some(Fault::Slow(d)) => tokio::time::sleep(d.min(MAX_SLOW)).await,
-            None => {}
         }
-        return Ok(match api(shared, req, &path).await {
-            Ok(reply) => reply,
-            Err(e) => error_reply(&e),
-        });
+        if path == "/service/token" {
+            return Ok(token(self, &req));
+        }
+        Ok(text_reply(404, "404 page not found\n"))
     }
-    if path == "/service/token" {
-        return Ok(token(shared, &req));
-    }
-    Ok(text_reply(404, "404 page not found\n"))
 }
 
 /// Routes `/api/v2.0/...`.
@@ -131,12 +53,8 @@ async fn api(shared: &Shared, req: Request<Incoming>, path: &str) -> Result<Repl
     let rest = path.trim_start_matches("/api/v2.0").trim_end_matches('/');
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let query = Query::parse(req.uri().query());
-    let now = shared.now_unix();
-    let authorization = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let now = shared.control.now_unix();
+    let authorization = header_str(&req, header::AUTHORIZATION).map(str::to_owned);
     let who = shared.state().authenticate(authorization.as_deref(), now);
     let method = req.method().clone();
     match (segments.as_slice(), &method) {
@@ -190,7 +108,7 @@ async fn api(shared: &Shared, req: Request<Incoming>, path: &str) -> Result<Repl
             let body = read_json_body(req).await?;
             let robot = RobotCreate::from_json(&body)?;
             let created = shared.state().create_robot(who, &robot, now)?;
-            shared.stats().robots_created += 1;
+            shared.control.stats().counts.robots_created += 1;
             let location = format!("{}/{}", path.trim_end_matches('/'), created.id);
             let payload = json!({
                 "id": created.id,
@@ -214,7 +132,7 @@ async fn api(shared: &Shared, req: Request<Incoming>, path: &str) -> Result<Repl
                 Ok(json_reply(200, robot.to_string()))
             } else {
                 shared.state().delete_robot(who, id)?;
-                shared.stats().robots_deleted += 1;
+                shared.control.stats().counts.robots_deleted += 1;
                 Ok(empty_reply(200))
             }
         }
@@ -249,12 +167,9 @@ fn token(shared: &Shared, req: &Request<Incoming>) -> Reply {
     if scopes.len() > MAX_SCOPES {
         return text_reply(400, "too many scopes\n");
     }
-    let now = shared.now();
-    let now_unix = shared.now_unix();
-    let authorization = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
+    let now = shared.control.now();
+    let now_unix = unix_seconds(now);
+    let authorization = header_str(req, header::AUTHORIZATION);
     let grant = {
         let state = shared.state();
         let who = state.authenticate(authorization, now_unix);
@@ -264,11 +179,7 @@ fn token(shared: &Shared, req: &Request<Incoming>) -> Reply {
         return empty_reply(401);
     };
     let ttl = i64::try_from(shared.token_ttl.as_secs()).unwrap_or(i64::MAX);
-    let access = access.map(|list| {
-        list.into_iter()
-            .map(|a| json!({ "type": a.kind, "name": a.name, "actions": a.actions }))
-            .collect::<Vec<_>>()
-    });
+    let access = access.map(|list| list.into_iter().map(|a| a.claim()).collect::<Vec<_>>());
     let Some(jti) = random_jti() else {
         return text_reply(500, "");
     };
@@ -297,26 +208,22 @@ fn token(shared: &Shared, req: &Request<Incoming>) -> Reply {
     json_reply(200, body.to_string())
 }
 
-/// Reads a JSON body of at most [`MAX_BODY_BYTES`] within [`BODY_READ_TIMEOUT`] the way
+/// Reads a JSON body of at most [`MAX_BODY_BYTES`] (within the shared read timeout) the way
 /// go-openapi binds it: too large is 413; an empty body is 422 "required" whatever its type;
 /// a non-empty one must be `application/json` (415, a missing type counting as
 /// `application/octet-stream`) and parse (400).
 async fn read_json_body(req: Request<Incoming>) -> Result<Value, ApiError> {
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
+    let content_type = header_str(&req, header::CONTENT_TYPE)
         .unwrap_or("application/octet-stream")
         .to_owned();
-    let too_large = || ApiError::new(413, "REQUEST_ENTITY_TOO_LARGE", "request entity too large");
-    let collected = tokio::time::timeout(
-        BODY_READ_TIMEOUT,
-        Limited::new(req.into_body(), MAX_BODY_BYTES).collect(),
-    )
-    .await
-    .map_err(|_| ApiError::bad_request("timed out reading the request body"))?
-    .map_err(|_| too_large())?;
-    let bytes = collected.to_bytes();
+    let bytes = read_body(req.into_body(), MAX_BODY_BYTES)
+        .await
+        .map_err(|e| match e {
+            BodyError::TimedOut => ApiError::bad_request("timed out reading the request body"),
+            BodyError::TooLarge => {
+                ApiError::new(413, "REQUEST_ENTITY_TOO_LARGE", "request entity too large")
+            }
+        })?;
     if bytes.is_empty() {
         return Err(ApiError::unprocessable("robot in body is required"));
     }
@@ -349,13 +256,13 @@ fn list_reply(items: Vec<Value>, total: usize, path: &str, query: &Query, paging
         if page > 1 && (page - 1).saturating_mul(page_size) < total {
             links.push(format!(
                 "<{}>; rel=\"prev\"",
-                query.with_page(path, page - 1, page_size)
+                with_page(query, path, page - 1, page_size)
             ));
         }
         if page_size.saturating_mul(page) < total {
             links.push(format!(
                 "<{}>; rel=\"next\"",
-                query.with_page(path, page + 1, page_size)
+                with_page(query, path, page + 1, page_size)
             ));
         }
     }
@@ -377,13 +284,7 @@ fn fault_reply(status: u16) -> Reply {
         s if s >= 500 => ApiError::new(s, "UNKNOWN", "internal server error"),
         s => ApiError::new(s, "BAD_REQUEST", "bad request"),
     };
-    let mut reply = error_reply(&e);
-    if status == 429 {
-        reply
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    reply
+    retry_after_on_429(status, error_reply(&e))
 }
 
 /// Harbor's error body; `SendError` sets no other header (`src/lib/http/error.go`).
@@ -399,58 +300,17 @@ fn text_reply(status: u16, body: &str) -> Reply {
     reply(status, "text/plain; charset=utf-8", body.to_owned())
 }
 
-fn empty_reply(status: u16) -> Reply {
-    let mut r = Response::new(Full::new(Bytes::new()));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r
-}
-
-fn reply(status: u16, content_type: &'static str, body: String) -> Reply {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r
-}
-
-/// Query parameters, decoded once (as Go's `URL.Query`); the first value wins.
-struct Query(Vec<(String, String)>);
-
-impl Query {
-    fn parse(raw: Option<&str>) -> Self {
-        Self(
-            form_urlencoded::parse(raw.unwrap_or("").as_bytes())
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect(),
-        )
-    }
-
-    fn first(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.0
-            .iter()
-            .filter(move |(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// This query with `page` and `page_size` set, for `Link`.
-    fn with_page(&self, path: &str, page: i64, page_size: i64) -> String {
-        let mut out = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in &self.0 {
-            if k != "page" && k != "page_size" {
-                out.append_pair(k, v);
-            }
+/// `query` with `page` and `page_size` set, for `Link`.
+fn with_page(query: &Query, path: &str, page: i64, page_size: i64) -> String {
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in query.pairs() {
+        if k != "page" && k != "page_size" {
+            out.append_pair(k, v);
         }
-        out.append_pair("page", &page.to_string());
-        out.append_pair("page_size", &page_size.to_string());
-        format!("{path}?{}", out.finish())
     }
+    out.append_pair("page", &page.to_string());
+    out.append_pair("page_size", &page_size.to_string());
+    format!("{path}?{}", out.finish())
 }
 
 /// Go's `strconv.ParseBool`.
@@ -460,26 +320,6 @@ fn parse_bool(v: &str) -> Option<bool> {
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
         _ => None,
     }
-}
-
-fn percent_decode(segment: &str) -> String {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(b) = segment
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn html_escape(s: &str) -> String {
@@ -492,13 +332,5 @@ fn html_escape(s: &str) -> String {
 
 /// 16 random characters, as `GenerateRandomStringWithLen(16)` makes the `jti`.
 fn random_jti() -> Option<String> {
-    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    let mut bytes = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut bytes).ok()?;
-    Some(
-        bytes
-            .iter()
-            .map(|b| char::from(CHARS[usize::from(*b) % CHARS.len()]))
-            .collect(),
-    )
+    random_alphanumeric("", 16).map(|jti| jti.expose_secret().to_owned())
 }

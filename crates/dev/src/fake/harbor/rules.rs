@@ -9,8 +9,9 @@ use aws_lc_rs::digest::{SHA256, digest};
 use serde_json::{Map, Value, json};
 use svid_broker_identity::clock::Rfc3339;
 
-use super::decode::{Keyword, RobotCreate, parse_basic, parse_keywords};
+use super::decode::{Keyword, RobotCreate, parse_keywords};
 use super::policies::{PROJECT_POLICIES, PUBLIC_PROJECT_POLICIES, SYSTEM_POLICIES, TOKEN_ACTIONS};
+use crate::fake::http::parse_basic;
 
 /// `robot_name_prefix`'s default (`src/lib/config/metadata/metadatalist.go`).
 pub(super) const ROBOT_PREFIX: &str = "robot$";
@@ -250,13 +251,8 @@ pub(super) struct Paging {
     pub(super) page_size: i64,
 }
 
-/// One entry of a registry token's `access` claim.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct ResourceActions {
-    pub(super) kind: String,
-    pub(super) name: String,
-    pub(super) actions: Vec<String>,
-}
+/// One entry of a registry token's `access` claim (Harbor's `ResourceActions`).
+pub(super) use crate::fake::jwt::AccessEntry as ResourceActions;
 
 // === state ===
 

@@ -10,34 +10,28 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use http::{Method, Request};
-use http_body_util::{BodyExt as _, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
+use http::Method;
 use serde_json::{Value, json};
 use svid_broker_identity::secret::ExposeSecret as _;
 
 use super::{FakeHarbor, Fault, HarborSpec, RobotSecret};
+use crate::fake::testing::{CALL_TIMEOUT, Call, Resp};
 
 const ADMIN_PASSWORD: &str = "Harbor12345";
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn harbor() -> FakeHarbor {
     FakeHarbor::start(HarborSpec::new(["team-a", "team-b"]).admin("admin", ADMIN_PASSWORD)).unwrap()
 }
 
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: http::HeaderMap,
-    body: String,
+/// Harbor's words on the shared [`Resp`] and [`Call`].
+trait HarborResp {
+    /// `errors[0].code` of Harbor's errors body.
+    fn error_code(&self) -> String;
+    /// Asserts this status and `errors[0].code`, showing the body when either differs.
+    fn assert_error(&self, status: u16, code: &str);
 }
 
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-
+impl HarborResp for Resp {
     fn error_code(&self) -> String {
         self.json()["errors"][0]["code"]
             .as_str()
@@ -45,86 +39,24 @@ impl Resp {
             .to_owned()
     }
 
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
+    fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(
+            (self.status, self.error_code().as_str()),
+            (status, code),
+            "{}",
+            self.body
+        );
     }
 }
 
-struct Call<'a> {
-    method: Method,
-    path: String,
-    auth: Option<(&'a str, &'a str)>,
-    headers: Vec<(&'a str, String)>,
-    body: Option<Vec<u8>>,
+trait AdminCall {
+    /// Basic credentials of the spec's admin.
+    fn admin(self) -> Self;
 }
 
-impl<'a> Call<'a> {
-    fn new(method: Method, path: impl Into<String>) -> Self {
-        Self {
-            method,
-            path: path.into(),
-            auth: None,
-            headers: Vec::new(),
-            body: None,
-        }
-    }
-    fn get(path: impl Into<String>) -> Self {
-        Self::new(Method::GET, path)
-    }
-    fn auth(mut self, user: &'a str, password: &'a str) -> Self {
-        self.auth = Some((user, password));
-        self
-    }
+impl AdminCall for Call<'_> {
     fn admin(self) -> Self {
         self.auth("admin", ADMIN_PASSWORD)
-    }
-    fn header(mut self, name: &'a str, value: impl Into<String>) -> Self {
-        self.headers.push((name, value.into()));
-        self
-    }
-    fn json(mut self, body: &Value) -> Self {
-        self.body = Some(body.to_string().into_bytes());
-        self.header("content-type", "application/json")
-    }
-
-    /// Sends the request on a fresh connection; `Err` when the connection ends unanswered.
-    async fn try_send(self, harbor: &FakeHarbor) -> Result<Resp, hyper::Error> {
-        let stream = tokio::net::TcpStream::connect(harbor.addr()).await.unwrap();
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method(self.method)
-            .uri(self.path)
-            .header("host", harbor.addr().to_string());
-        if let Some((user, password)) = self.auth {
-            req = req.header(
-                "authorization",
-                format!("Basic {}", STANDARD.encode(format!("{user}:{password}"))),
-            );
-        }
-        for (name, value) in self.headers {
-            req = req.header(name, value);
-        }
-        let req = req
-            .body(Full::new(Bytes::from(self.body.unwrap_or_default())))
-            .unwrap();
-        let resp = sender.send_request(req).await?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await?.to_bytes();
-        Ok(Resp {
-            status,
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        })
-    }
-
-    async fn send(self, harbor: &FakeHarbor) -> Resp {
-        tokio::time::timeout(CALL_TIMEOUT, self.try_send(harbor))
-            .await
-            .expect("answer in time")
-            .expect("an answer")
     }
 }
 
@@ -148,6 +80,18 @@ async fn create(harbor: &FakeHarbor, auth: (&str, &str), body: &Value) -> Resp {
         .json(body)
         .send(harbor)
         .await
+}
+
+/// Creates the project robot [`robot_body`] describes, as `auth`.
+async fn create_robot(
+    harbor: &FakeHarbor,
+    auth: (&str, &str),
+    name: &str,
+    project: &str,
+    access: &[(&str, &str)],
+    duration: i64,
+) -> Resp {
+    create(harbor, auth, &robot_body(name, project, access, duration)).await
 }
 
 fn manager(harbor: &FakeHarbor) -> RobotSecret {
@@ -348,10 +292,13 @@ async fn admin_creates_a_project_robot_named_and_expiring_as_harbor_does() {
     );
     assert_eq!(harbor.robots_created(), 1);
 
-    let never = create(
+    let never = create_robot(
         &harbor,
         ("admin", ADMIN_PASSWORD),
-        &robot_body("forever", "team-a", &[("repository", "pull")], -1),
+        "forever",
+        "team-a",
+        &[("repository", "pull")],
+        -1,
     )
     .await;
     assert_eq!(never.json()["expires_at"], -1);
@@ -447,12 +394,7 @@ async fn create_validates_like_robot_go() {
     let ok = robot_body("dup", "team-a", &pull, 1);
     assert_eq!(create(&harbor, admin, &ok).await.status, 201);
     let dup = create(&harbor, admin, &ok).await;
-    assert_eq!(
-        (dup.status, dup.error_code().as_str()),
-        (409, "CONFLICT"),
-        "{}",
-        dup.body
-    );
+    dup.assert_error(409, "CONFLICT");
     // The same name in another project is another robot.
     assert_eq!(
         create(&harbor, admin, &robot_body("dup", "team-b", &pull, 1))
@@ -476,19 +418,12 @@ async fn create_validates_like_robot_go() {
 async fn create_refuses_bodies_that_are_empty_unparsable_untyped_or_too_large() {
     let harbor = harbor();
     let send = |body: Vec<u8>, content_type: &'static str| {
-        let mut c = Call::new(Method::POST, "/api/v2.0/robots")
+        Call::new(Method::POST, "/api/v2.0/robots")
             .admin()
-            .header("content-type", content_type);
-        c.body = Some(body);
-        c
+            .body(content_type, body)
     };
     let empty = send(Vec::new(), "application/json").send(&harbor).await;
-    assert_eq!(
-        (empty.status, empty.error_code().as_str()),
-        (422, "UNPROCESSABLE_ENTITY"),
-        "{}",
-        empty.body
-    );
+    empty.assert_error(422, "UNPROCESSABLE_ENTITY");
     let broken = send(b"{\"name\":".to_vec(), "application/json")
         .send(&harbor)
         .await;
@@ -497,8 +432,9 @@ async fn create_refuses_bodies_that_are_empty_unparsable_untyped_or_too_large() 
     assert_eq!(array.status, 400, "{}", array.body);
     let text = send(b"{}".to_vec(), "text/plain").send(&harbor).await;
     assert_eq!(text.status, 415, "{}", text.body);
-    let mut untyped = Call::new(Method::POST, "/api/v2.0/robots").admin();
-    untyped.body = Some(b"{}".to_vec());
+    let untyped = Call::new(Method::POST, "/api/v2.0/robots")
+        .admin()
+        .unlabelled_body(b"{}".to_vec());
     assert_eq!(
         untyped.send(&harbor).await.status,
         415,
@@ -514,10 +450,7 @@ async fn create_refuses_bodies_that_are_empty_unparsable_untyped_or_too_large() 
     let large = send(big.to_string().into_bytes(), "application/json")
         .send(&harbor)
         .await;
-    assert_eq!(
-        (large.status, large.error_code().as_str()),
-        (413, "REQUEST_ENTITY_TOO_LARGE")
-    );
+    large.assert_error(413, "REQUEST_ENTITY_TOO_LARGE");
 }
 
 #[tokio::test]
@@ -526,12 +459,7 @@ async fn a_robot_creates_robots_only_within_its_own_permissions_compared_as_exac
     let m = manager(&harbor);
     let me = (m.name.as_str(), m.secret.expose_secret());
     // Narrower, with the same (empty) effect the UI stored: allowed.
-    let ok = create(
-        &harbor,
-        me,
-        &robot_body("child", "team-a", &[("repository", "pull")], 1),
-    )
-    .await;
+    let ok = create_robot(&harbor, me, "child", "team-a", &[("repository", "pull")], 1).await;
     assert_eq!(ok.status, 201, "{}", ok.body);
     assert_eq!(
         harbor
@@ -546,45 +474,23 @@ async fn a_robot_creates_robots_only_within_its_own_permissions_compared_as_exac
     let mut allow = robot_body("allow", "team-a", &[("repository", "pull")], 1);
     allow["permissions"][0]["access"][0]["effect"] = json!("allow");
     let refused = create(&harbor, me, &allow).await;
-    assert_eq!(
-        (refused.status, refused.error_code().as_str()),
-        (403, "DENIED"),
-        "{}",
-        refused.body
-    );
+    refused.assert_error(403, "DENIED");
     // Broader than the creator: refused.
-    let wider = create(
+    let wider = create_robot(
         &harbor,
         me,
-        &robot_body("wider", "team-a", &[("repository", "delete")], 1),
+        "wider",
+        "team-a",
+        &[("repository", "delete")],
+        1,
     )
     .await;
-    assert_eq!(
-        (wider.status, wider.error_code().as_str()),
-        (403, "DENIED"),
-        "{}",
-        wider.body
-    );
+    wider.assert_error(403, "DENIED");
     // Another project: no robot:create there.
-    let other = create(
-        &harbor,
-        me,
-        &robot_body("other", "team-b", &[("repository", "pull")], 1),
-    )
-    .await;
-    assert_eq!(
-        (other.status, other.error_code().as_str()),
-        (403, "FORBIDDEN"),
-        "{}",
-        other.body
-    );
+    let other = create_robot(&harbor, me, "other", "team-b", &[("repository", "pull")], 1).await;
+    other.assert_error(403, "FORBIDDEN");
     // A project that does not exist is project 0 for the permission check: 403, not 404.
-    let ghost = create(
-        &harbor,
-        me,
-        &robot_body("ghost", "team-z", &[("repository", "pull")], 1),
-    )
-    .await;
+    let ghost = create_robot(&harbor, me, "ghost", "team-z", &[("repository", "pull")], 1).await;
     assert_eq!(ghost.status, 403, "{}", ghost.body);
     // System robots need system access.
     let mut system = robot_body("sys", "team-a", &[("repository", "pull")], 1);
@@ -594,10 +500,13 @@ async fn a_robot_creates_robots_only_within_its_own_permissions_compared_as_exac
     let puller = harbor
         .add_robot("team-a", "puller", &[("repository", "pull")], 1)
         .unwrap();
-    let no = create(
+    let no = create_robot(
         &harbor,
         (&puller.name, puller.secret.expose_secret()),
-        &robot_body("n", "team-a", &[("repository", "pull")], 1),
+        "n",
+        "team-a",
+        &[("repository", "pull")],
+        1,
     )
     .await;
     assert_eq!(no.status, 403, "{}", no.body);
@@ -648,20 +557,10 @@ async fn a_system_robot_with_project_star_creates_project_robots_within_its_gran
         .json();
     let secret = made["secret"].as_str().unwrap().to_owned();
     let me = ("robot$manager", secret.as_str());
-    let child = create(
-        &harbor,
-        me,
-        &robot_body("child", "team-b", &[("repository", "pull")], 1),
-    )
-    .await;
+    let child = create_robot(&harbor, me, "child", "team-b", &[("repository", "pull")], 1).await;
     assert_eq!(child.status, 201, "{}", child.body);
     assert_eq!(child.json()["name"], "robot$team-b+child");
-    let wider = create(
-        &harbor,
-        me,
-        &robot_body("wider", "team-b", &[("repository", "push")], 1),
-    )
-    .await;
+    let wider = create_robot(&harbor, me, "wider", "team-b", &[("repository", "push")], 1).await;
     assert_eq!(wider.status, 403, "{}", wider.body);
     // A system robot gets no implied pull from push, and none of its grants reach the system
     // level unless it holds a system permission.
@@ -726,10 +625,7 @@ async fn listing_needs_the_numeric_project_id_pages_at_most_100_and_hides_secret
         .admin()
         .send(&harbor)
         .await;
-    assert_eq!(
-        (too_big.status, too_big.error_code().as_str()),
-        (422, "UNPROCESSABLE_ENTITY")
-    );
+    too_big.assert_error(422, "UNPROCESSABLE_ENTITY");
     let not_int = Call::get("/api/v2.0/robots?page=x")
         .admin()
         .send(&harbor)
@@ -823,23 +719,16 @@ async fn robots_list_and_delete_only_where_they_hold_the_permission() {
         .auth(me.0, me.1)
         .send(&harbor)
         .await;
-    assert_eq!(
-        (missing.status, missing.error_code().as_str()),
-        (404, "NOT_FOUND")
-    );
+    missing.assert_error(404, "NOT_FOUND");
     let not_int = Call::new(Method::DELETE, "/api/v2.0/robots/abc")
         .admin()
         .send(&harbor)
         .await;
     assert_eq!(not_int.status, 422);
 
-    let child = create(
-        &harbor,
-        me,
-        &robot_body("child", "team-a", &[("repository", "pull")], 1),
-    )
-    .await
-    .json();
+    let child = create_robot(&harbor, me, "child", "team-a", &[("repository", "pull")], 1)
+        .await
+        .json();
     let child_id = child["id"].as_i64().unwrap();
     let got = Call::get(format!("/api/v2.0/robots/{child_id}"))
         .admin()
@@ -1163,12 +1052,7 @@ async fn queued_faults_hit_the_next_api_calls_then_stop() {
     harbor.fail_next(Fault::Status(503), 2);
     for _ in 0..2 {
         let r = Call::get(list).admin().send(&harbor).await;
-        assert_eq!(
-            (r.status, r.error_code().as_str()),
-            (503, "UNKNOWN"),
-            "{}",
-            r.body
-        );
+        r.assert_error(503, "UNKNOWN");
     }
     assert_eq!(Call::get(list).admin().send(&harbor).await.status, 200);
     harbor.fail_next(Fault::Status(429), 1);

@@ -7,10 +7,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
+
+use crate::fake::http::parse_basic;
 
 /// Most users held at once; creating more answers 500. The fake's bound.
 pub(super) const MAX_USERS: usize = 10_000;
@@ -173,21 +173,11 @@ impl State {
     /// The caller behind an `Authorization` header: Basic with an active local user's
     /// password. Nexus answers anything else on this API with 401.
     pub(super) fn authenticate(&self, authorization: Option<&str>) -> Result<String, ApiError> {
-        let encoded = authorization
-            .and_then(|h| {
-                let (scheme, rest) = h.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("basic").then_some(rest.trim())
-            })
+        let (user, password) = authorization
+            .and_then(parse_basic)
             .ok_or(ApiError::Unauthorized)?;
-        let decoded = Zeroizing::new(
-            STANDARD
-                .decode(encoded)
-                .map_err(|_| ApiError::Unauthorized)?,
-        );
-        let pair = std::str::from_utf8(&decoded).map_err(|_| ApiError::Unauthorized)?;
-        let (user, password) = pair.split_once(':').ok_or(ApiError::Unauthorized)?;
-        if self.password_matches(user, password) {
-            Ok(user.to_owned())
+        if self.password_matches(&user, &password) {
+            Ok(user)
         } else {
             Err(ApiError::Unauthorized)
         }

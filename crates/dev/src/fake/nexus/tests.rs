@@ -8,19 +8,14 @@
 
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use http::{Method, Request};
-use http_body_util::{BodyExt as _, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
+use http::Method;
 use serde_json::{Value, json};
 use svid_broker_identity::secret::ExposeSecret as _;
 
 use super::{FakeError, FakeNexus, Fault, NexusSpec};
+use crate::fake::testing::{Call, Resp};
 
 const ADMIN_PASSWORD: &str = "admin123";
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const USERS: &str = "/service/rest/v1/security/users";
 
 fn nexus() -> FakeNexus {
@@ -36,19 +31,23 @@ fn nexus() -> FakeNexus {
     .unwrap()
 }
 
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: http::HeaderMap,
-    body: String,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+fn request<'a>(
+    method: Method,
+    path: &str,
+    auth: Option<(&str, &str)>,
+    body: Option<&Value>,
+) -> Call<'a> {
+    let mut request = Call::new(method, path);
+    if let Some((user, password)) = auth {
+        request = request.auth(user, password);
     }
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    request
 }
 
+/// One request on a fresh connection; `Err` when the connection ends unanswered.
 async fn try_call(
     nexus: &FakeNexus,
     method: Method,
@@ -56,36 +55,10 @@ async fn try_call(
     auth: Option<(&str, &str)>,
     body: Option<&Value>,
 ) -> Result<Resp, hyper::Error> {
-    let stream = tokio::net::TcpStream::connect(nexus.addr()).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let mut req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", nexus.addr().to_string());
-    if let Some((user, password)) = auth {
-        req = req.header(
-            "authorization",
-            format!("Basic {}", STANDARD.encode(format!("{user}:{password}"))),
-        );
-    }
-    if body.is_some() {
-        req = req.header("content-type", "application/json");
-    }
-    let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-    let resp = sender
-        .send_request(req.body(Full::new(Bytes::from(bytes))).unwrap())
-        .await?;
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await?.to_bytes();
-    Ok(Resp {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
+    request(method, path, auth, body).try_send(nexus).await
 }
 
+/// [`try_call`] within the shared call timeout; panics without a whole answer.
 async fn call(
     nexus: &FakeNexus,
     method: Method,
@@ -93,10 +66,12 @@ async fn call(
     auth: Option<(&str, &str)>,
     body: Option<&Value>,
 ) -> Resp {
-    tokio::time::timeout(CALL_TIMEOUT, try_call(nexus, method, path, auth, body))
-        .await
-        .expect("answer in time")
-        .expect("an answer")
+    request(method, path, auth, body).send(nexus).await
+}
+
+/// `POST` of a user body to the users API.
+async fn post_user(nexus: &FakeNexus, auth: Option<(&str, &str)>, body: &Value) -> Resp {
+    call(nexus, Method::POST, USERS, auth, Some(body)).await
 }
 
 const ADMIN: Option<(&str, &str)> = Some(("admin", ADMIN_PASSWORD));
@@ -128,14 +103,7 @@ fn ids(resp: &Resp) -> Vec<String> {
 #[tokio::test]
 async fn create_answers_the_user_and_the_user_can_log_in() {
     let nexus = nexus();
-    let resp = call(
-        &nexus,
-        Method::POST,
-        USERS,
-        ADMIN,
-        Some(&user_body("alice", &["docker-pull"])),
-    )
-    .await;
+    let resp = post_user(&nexus, ADMIN, &user_body("alice", &["docker-pull"])).await;
     assert_eq!(resp.status, 200, "{}", resp.body);
     let user = resp.json();
     assert_eq!(user["userId"], "alice");
@@ -169,12 +137,7 @@ async fn every_call_needs_basic_auth_of_an_active_user() {
     // A user that is not active cannot log in.
     let mut body = user_body("locked", &["ops"]);
     body["status"] = json!("locked");
-    assert_eq!(
-        call(&nexus, Method::POST, USERS, ADMIN, Some(&body))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(post_user(&nexus, ADMIN, &body).await.status, 200);
     let resp = call(
         &nexus,
         Method::GET,
@@ -213,18 +176,8 @@ async fn each_operation_needs_its_privilege() {
         call(&nexus, Method::GET, USERS, reader, None).await.status,
         200
     );
-    assert_eq!(
-        call(&nexus, Method::POST, USERS, reader, Some(&body))
-            .await
-            .status,
-        403
-    );
-    assert_eq!(
-        call(&nexus, Method::POST, USERS, ops, Some(&body))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(post_user(&nexus, reader, &body).await.status, 403);
+    assert_eq!(post_user(&nexus, ops, &body).await.status, 200);
     assert_eq!(
         call(&nexus, Method::DELETE, &format!("{USERS}/bob"), ops, None)
             .await
@@ -245,7 +198,7 @@ async fn create_validates_every_field_and_lists_every_violation() {
         "password": "",
         "roles": [],
     });
-    let resp = call(&nexus, Method::POST, USERS, ADMIN, Some(&body)).await;
+    let resp = post_user(&nexus, ADMIN, &body).await;
     assert_eq!(resp.status, 400);
     let mut found: Vec<(String, String)> = resp
         .json()
@@ -279,25 +232,20 @@ async fn create_validates_every_field_and_lists_every_violation() {
 
     let mut bad_status = user_body("carol", &["docker-pull"]);
     bad_status["status"] = json!("enabled");
-    let resp = call(&nexus, Method::POST, USERS, ADMIN, Some(&bad_status)).await;
+    let resp = post_user(&nexus, ADMIN, &bad_status).await;
     assert_eq!(resp.status, 400);
     assert_eq!(resp.json()[0]["id"], "status");
 
     let mut wrong_type = user_body("carol", &["docker-pull"]);
     wrong_type["roles"] = json!("docker-pull");
-    let resp = call(&nexus, Method::POST, USERS, ADMIN, Some(&wrong_type)).await;
+    let resp = post_user(&nexus, ADMIN, &wrong_type).await;
     assert_eq!(resp.status, 400);
     assert_eq!(resp.json()[0]["id"], "roles");
 
     // A `.invalid` domain is well-formed.
     let mut invalid_tld = user_body("dave", &["docker-pull"]);
     invalid_tld["emailAddress"] = json!("dave@svid-broker.invalid");
-    assert_eq!(
-        call(&nexus, Method::POST, USERS, ADMIN, Some(&invalid_tld))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(post_user(&nexus, ADMIN, &invalid_tld).await.status, 200);
     assert_eq!(nexus.users_created(), 1);
 }
 
@@ -305,7 +253,7 @@ async fn create_validates_every_field_and_lists_every_violation() {
 async fn duplicates_fail_as_nexus_fails_and_unknown_roles_are_dropped() {
     let nexus = nexus();
     let body = user_body("erin", &["docker-pull", "no-such-role"]);
-    let resp = call(&nexus, Method::POST, USERS, ADMIN, Some(&body)).await;
+    let resp = post_user(&nexus, ADMIN, &body).await;
     assert_eq!(resp.status, 200);
     // The answer echoes what was asked; reading the user shows only roles that exist.
     assert_eq!(resp.json()["roles"], json!(["docker-pull", "no-such-role"]));
@@ -319,7 +267,7 @@ async fn duplicates_fail_as_nexus_fails_and_unknown_roles_are_dropped() {
     .await;
     assert_eq!(listed.json()[0]["roles"], json!(["docker-pull"]));
 
-    let resp = call(&nexus, Method::POST, USERS, ADMIN, Some(&body)).await;
+    let resp = post_user(&nexus, ADMIN, &body).await;
     assert_eq!(resp.status, 500);
     assert!(resp.body.starts_with("ERROR: (ID "), "{}", resp.body);
     assert!(
@@ -382,14 +330,7 @@ async fn a_password_rule_refuses_weak_passwords() {
             .password_rule(12, "Password does not match corporate policy"),
     )
     .unwrap();
-    let resp = call(
-        &nexus,
-        Method::POST,
-        USERS,
-        ADMIN,
-        Some(&user_body("weak", &["docker-pull"])),
-    )
-    .await;
+    let resp = post_user(&nexus, ADMIN, &user_body("weak", &["docker-pull"])).await;
     assert_eq!(resp.status, 400);
     assert_eq!(
         resp.json(),
@@ -423,14 +364,7 @@ async fn faults_apply_to_the_rest_api_and_are_counted() {
         (429, "1")
     );
     nexus.fail_next(Fault::Malformed, 1);
-    let resp = call(
-        &nexus,
-        Method::POST,
-        USERS,
-        ADMIN,
-        Some(&user_body("f", &["docker-pull"])),
-    )
-    .await;
+    let resp = post_user(&nexus, ADMIN, &user_body("f", &["docker-pull"])).await;
     assert_eq!(resp.status, 200);
     assert!(serde_json::from_str::<Value>(&resp.body).is_err());
     assert_eq!(nexus.users_created(), 0);
@@ -449,7 +383,7 @@ async fn bodies_are_bounded() {
     let nexus = nexus();
     let mut body = user_body("big", &["docker-pull"]);
     body["lastName"] = json!("x".repeat(super::MAX_BODY_BYTES));
-    let resp = call(&nexus, Method::POST, USERS, ADMIN, Some(&body)).await;
+    let resp = post_user(&nexus, ADMIN, &body).await;
     assert_eq!(resp.status, 413);
     assert!(nexus.users().iter().all(|u| u.user_id != "big"));
 }
