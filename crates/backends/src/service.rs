@@ -267,6 +267,32 @@ impl BackendService {
         self.inner.wake.notify_one();
     }
 
+    /// Withdraws a credential this service just made that its caller never received (the
+    /// broker could not record the issuance): it is not handed out again and is revoked now
+    /// rather than at its time.
+    pub fn withdraw(&self, credential: &BackendCredential, now: SystemTime) {
+        let inner = &self.inner;
+        inner
+            .lock_leases()
+            .forget_credential(&credential.credential_id);
+        let mut revocations = inner.lock_revocations();
+        if !revocations.advance(&credential.credential_id, now) {
+            // Not queued (the queue was full when it was made): queued now, or left to the
+            // sweeper as before if the queue is still full.
+            let revocation = Revocation {
+                handle: credential.handle.clone(),
+                credential_id: credential.credential_id.clone(),
+                lease: None,
+                attempts: 0,
+            };
+            if revocations.push(now, revocation).is_err() {
+                inner.counters.not_queued.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        drop(revocations);
+        inner.wake.notify_one();
+    }
+
     /// Whether sweeps also cover every namespace the broker's credential can see (for a
     /// policy that reaches namespaces through templates or `*`, which it cannot list).
     pub fn set_sweep_visible(&self, visible: bool) {

@@ -197,6 +197,34 @@ async fn a_thousand_concurrent_issues_make_one_robot_and_another_subject_a_secon
 }
 
 #[tokio::test]
+async fn a_withdrawn_robot_is_deleted_now_and_never_handed_out_again() {
+    // What the server does when it cannot audit an issuance: the caller never got the robot.
+    let fake = start();
+    let service = service_with(admin_config(&fake));
+    let clock = ManualClock::starting_now();
+    let now = clock.now();
+    let withdrawn = service
+        .issue(grant(APP, &["repository:team-a/app:pull"], now), now)
+        .await
+        .unwrap();
+    let (stop, runner) = spawn_run(&service, &clock);
+    service.withdraw(&withdrawn, now);
+    assert!(
+        eventually(|| fake.robots_deleted() == 1).await,
+        "deleted before its time"
+    );
+    assert!(fake.robots().is_empty());
+    let fresh = service
+        .issue(grant(APP, &["repository:team-a/app:pull"], now), now)
+        .await
+        .unwrap();
+    assert!(!fresh.reused);
+    assert_ne!(fresh.username, withdrawn.username);
+    assert_eq!(fake.robots_created(), 2);
+    stop_run(stop, runner).await;
+}
+
+#[tokio::test]
 async fn run_deletes_the_robot_at_its_time() {
     let fake = start();
     let service = service_with(admin_config(&fake));

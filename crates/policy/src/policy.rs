@@ -888,20 +888,8 @@ impl Policy {
     /// just started looks for credentials an earlier one left behind. Projects reached only
     /// through a template or `*` cannot be listed from the policy.
     pub fn literal_projects(&self, registry: &str) -> Vec<String> {
-        let Some(&i) = self.by_name.get(registry) else {
-            return Vec::new();
-        };
-        let index = &self.index[i];
-        let mut projects: Vec<String> = index
-            .exact
-            .values()
-            .chain(index.by_trust_domain.values())
-            .flatten()
-            .filter_map(|&r| match &self.rules[r].target {
-                Target::Repositories(patterns) => Some(patterns),
-                Target::Catalog => None,
-            })
-            .flatten()
+        let mut projects: Vec<String> = self
+            .repository_patterns(registry)
             .filter_map(RepositoryPattern::literal_first_component)
             .map(str::to_owned)
             .collect();
@@ -914,21 +902,23 @@ impl Policy {
     /// project ([`Self::literal_projects`] then lists every project the rules reach); false
     /// when some rule reaches projects through a template, `*` or `**`.
     pub fn names_every_project_literally(&self, registry: &str) -> bool {
-        let Some(&i) = self.by_name.get(registry) else {
-            return true;
-        };
-        let index = &self.index[i];
+        self.repository_patterns(registry)
+            .all(|p| p.literal_first_component().is_some())
+    }
+
+    /// Every repository pattern of the rules of the registry named `registry` (none for an
+    /// unknown name).
+    fn repository_patterns(&self, registry: &str) -> impl Iterator<Item = &RepositoryPattern> {
+        let index = self.by_name.get(registry).map(|&i| &self.index[i]);
         index
-            .exact
-            .values()
-            .chain(index.by_trust_domain.values())
+            .into_iter()
+            .flat_map(|index| index.exact.values().chain(index.by_trust_domain.values()))
             .flatten()
             .filter_map(|&r| match &self.rules[r].target {
                 Target::Repositories(patterns) => Some(patterns),
                 Target::Catalog => None,
             })
             .flatten()
-            .all(|p| p.literal_first_component().is_some())
     }
 
     /// Number of rules.

@@ -342,6 +342,14 @@ impl Backends {
         service.issue(request, now).await
     }
 
+    /// Withdraws `credential`, just made for `registry` but never handed out (its issuance
+    /// could not be audited): revoked now, not reused.
+    pub fn withdraw(&self, registry: &str, credential: &BackendCredential, now: SystemTime) {
+        if let Some(entry) = self.current.load().get(registry) {
+            entry.service.withdraw(credential, now);
+        }
+    }
+
     /// Figures for `/metrics`: every backend started, including those a reload replaced (their
     /// pending revocations still run), summed per registry and kind.
     pub fn figures(&self) -> Vec<BackendFigures> {

@@ -152,6 +152,14 @@ impl LeaseTable {
         }
     }
 
+    /// Drops the live lease holding the credential `credential_id`, wherever it is (it is
+    /// being withdrawn).
+    pub(crate) fn forget_credential(&mut self, credential_id: &str) {
+        self.slots.retain(|_, slot| {
+            !matches!(slot, Slot::Live(credential) if credential.credential_id == credential_id)
+        });
+    }
+
     /// The live leases held now.
     pub(crate) fn live(&self) -> usize {
         self.slots

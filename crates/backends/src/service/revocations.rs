@@ -66,6 +66,25 @@ impl RevocationQueue {
         taken
     }
 
+    /// Moves the queued revocation of `credential_id` to `at` (when it was queued later);
+    /// `false` when none is queued for it.
+    pub(crate) fn advance(&mut self, credential_id: &str, at: SystemTime) -> bool {
+        let Some(key) = self
+            .due
+            .iter()
+            .find(|(_, r)| r.credential_id == credential_id)
+            .map(|(key, _)| *key)
+        else {
+            return false;
+        };
+        if key.0 > at
+            && let Some(revocation) = self.due.remove(&key)
+        {
+            self.insert(at, revocation);
+        }
+        true
+    }
+
     /// When the next revocation is due.
     pub(crate) fn next_due(&self) -> Option<SystemTime> {
         self.due.first_key_value().map(|(&(at, _), _)| at)

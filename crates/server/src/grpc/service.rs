@@ -21,7 +21,7 @@ use tonic::{Code, Request, Response, Status};
 use super::tls::PeerInfo;
 use crate::backends::Backends;
 use crate::engine::{BackendPass, Begun, Broker, ExchangeOutput, Exchanged};
-use crate::error::{AuthFailure, ErrorCode, ExchangeError, InvalidRequest};
+use crate::error::{AuthFailure, ErrorCode, ExchangeError, InvalidRequest, Unavailability};
 use crate::metrics::Route;
 use crate::request::{
     Endpoint, ExchangeKind, ExchangeRequest as CheckedRequest, Presented, RequestContext,
@@ -273,8 +273,22 @@ async fn finish_at_backend(
 ) -> Result<ExchangeResponse, Status> {
     let issued = backends.issue(&pass, clock.now()).await;
     let now = clock.now();
-    broker
-        .finish_exchange(request, pass, issued, now)
+    // A credential made for this call that the caller will not get (its issuance cannot be
+    // audited, under `audit_on_error = "deny"`) must not live on unaudited for others.
+    let made = issued.as_ref().ok().filter(|c| !c.reused).cloned();
+    let registry = pass.grant().registry.name().to_owned();
+    let result = broker.finish_exchange(request, pass, issued, now);
+    if let (Err(error), Some(credential)) = (&result, made)
+        && matches!(
+            error,
+            ExchangeError::Unavailable {
+                reason: Unavailability::Audit(_)
+            }
+        )
+    {
+        backends.withdraw(&registry, &credential, now);
+    }
+    result
         .map(|exchanged| response(&exchanged, now))
         .map_err(|error| status(&error))
 }
