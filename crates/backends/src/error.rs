@@ -421,7 +421,9 @@ impl Failure {
                 f,
                 "repository {repository:?} names no {product} project (expected \"project/name\")"
             ),
-            Self::NoRepository => f.write_str("the grant names no repository with an action"),
+            Self::NoRepository => f.write_str(
+                "the grant names no repository with an action (a registry-wide request cannot be served: ask for a repository scope; the kubelet plugin: scope = \"repository\")",
+            ),
             Self::GrantExpired => f.write_str("the grant's revocation time has already passed"),
             Self::BudgetExhausted {
                 max_in_flight,

@@ -152,7 +152,7 @@ fn display_of_failures_reads_as_a_sentence() {
         ),
         (
             Failure::NoRepository,
-            "the grant names no repository with an action",
+            "the grant names no repository with an action (a registry-wide request cannot be served: ask for a repository scope; the kubelet plugin: scope = \"repository\")",
         ),
         (
             Failure::GrantExpired,
