@@ -60,6 +60,34 @@ impl Node {
     /// Starts the broker in `dir` (which may already hold credential files) with `policy`,
     /// and writes a plugin config whose registry entries are `plugin_registries`.
     pub(crate) fn start(dir: tempfile::TempDir, policy: &str, plugin_registries: &str) -> Node {
+        Self::start_on(dir, policy, plugin_registries, None)
+    }
+
+    /// As [`Node::start`], with the broker as an OIDC issuer (`[federation]`, a generated key)
+    /// at a realm address known before it starts, so fakes can be told the issuer's URL; the
+    /// port is free when chosen. Returns the issuer URL too.
+    pub(crate) fn start_federated(
+        dir: tempfile::TempDir,
+        policy: impl FnOnce(&str) -> String,
+        plugin_registries: &str,
+    ) -> (Node, String) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let issuer = format!("http://127.0.0.1:{port}/federation");
+        let policy = policy(&issuer);
+        let node = Self::start_on(dir, &policy, plugin_registries, Some(port));
+        (node, issuer)
+    }
+
+    fn start_on(
+        dir: tempfile::TempDir,
+        policy: &str,
+        plugin_registries: &str,
+        federation_port: Option<u16>,
+    ) -> Node {
         let runtime = runtime();
         let mut apis = Vec::new();
         let mut endpoints = Vec::new();
@@ -79,12 +107,16 @@ impl Node {
             apis.push(api);
         }
         std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
+        let (http_port, public_port, federation) = match federation_port {
+            Some(port) => (port, port, "[federation]\ngenerate = true\n"),
+            None => (0, 1, ""),
+        };
         let config = format!(
             r#"
 [server]
-http_addr = "127.0.0.1:0"
+http_addr = "127.0.0.1:{http_port}"
 grpc_addr = "127.0.0.1:0"
-public_url = "http://127.0.0.1:1"
+public_url = "http://127.0.0.1:{public_port}"
 shutdown_grace_seconds = 5
 [identity]
 audience = "{AUDIENCE}"
@@ -100,7 +132,7 @@ generate = true
 requests_per_second_per_subject = 0
 [log]
 audit = "audit.log"
-"#,
+{federation}"#,
             endpoints[0]
         );
         let clock = Arc::new(TestClock(Mutex::new(SystemTime::now())));

@@ -83,6 +83,13 @@ fn broker_discovery() -> Vec<(&'static str, &'static str)> {
     b
 }
 
+/// The broker as an OIDC issuer, with a generated key.
+fn broker_federation() -> Vec<(&'static str, &'static str)> {
+    let mut b = broker_dev();
+    b.push(("federation.generate", "true"));
+    b
+}
+
 /// Service-account tokens with a JWK Set file.
 fn broker_jwks_file() -> Vec<(&'static str, &'static str)> {
     let mut b = broker_dev();
@@ -168,14 +175,29 @@ fn policy_harbor_registry() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-/// A registry that trusts the broker as an OIDC issuer: `url`, and no `credential_file`.
+/// A registry that trusts the broker as an OIDC issuer: `url`, and no `credential_file`;
+/// Quay's two robots.
 fn policy_federated_registry() -> Vec<(&'static str, &'static str)> {
     vec![
         ("registries[].name", "\"quay\""),
         ("registries[].service", "\"quay.example.org\""),
         ("registries[].kind", "\"quay\""),
         ("registries[].url", "\"https://quay.example.org\""),
+        ("registries[].pull_robot", "\"svid_pull\""),
+        ("registries[].push_robot", "\"svid_push\""),
         ("registries[].hosts", "[\"quay.example.org\"]"),
+    ]
+}
+
+/// Artifactory: the OIDC integration's name.
+fn policy_artifactory_registry() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("registries[].name", "\"jfrog\""),
+        ("registries[].service", "\"jfrog.example.org\""),
+        ("registries[].kind", "\"artifactory\""),
+        ("registries[].url", "\"https://jfrog.example.org\""),
+        ("registries[].provider_name", "\"svid-broker\""),
+        ("registries[].hosts", "[\"jfrog.example.org\"]"),
     ]
 }
 
@@ -198,22 +220,33 @@ fn policy_nexus_registry() -> Vec<(&'static str, &'static str)> {
 
 #[test]
 fn broker_config_reference_matches_the_parser() {
-    let (a, b, c) = (broker_dev(), broker_discovery(), broker_jwks_file());
-    let checked = check(&page(), "broker", &parse_broker, &[&a, &b, &c]);
+    let (a, b, c, d) = (
+        broker_dev(),
+        broker_discovery(),
+        broker_jwks_file(),
+        broker_federation(),
+    );
+    let checked = check(&page(), "broker", &parse_broker, &[&a, &b, &c, &d]);
     assert!(checked >= 30, "only {checked} broker keys");
 }
 
 #[test]
 fn policy_reference_matches_the_parser() {
-    let (a, b, c, d, e, f) = (
+    let (a, b, c, d, e, f, g) = (
         policy_subject_rule(),
         policy_whole_registry_rule(),
         policy_catalog_rule(),
         policy_harbor_registry(),
         policy_federated_registry(),
         policy_nexus_registry(),
+        policy_artifactory_registry(),
     );
-    let checked = check(&page(), "policy", &parse_policy, &[&a, &b, &c, &d, &e, &f]);
+    let checked = check(
+        &page(),
+        "policy",
+        &parse_policy,
+        &[&a, &b, &c, &d, &e, &f, &g],
+    );
     assert!(checked >= 20, "only {checked} policy keys");
 }
 

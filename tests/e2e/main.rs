@@ -21,6 +21,7 @@ mod deploy;
 mod dev;
 mod docs;
 mod faults;
+mod federated;
 mod grpc;
 mod harbor;
 mod inspect;

@@ -65,6 +65,14 @@ pub trait Backend: Send + Sync + fmt::Debug {
         Box::pin(async { Ok(Vec::new()) })
     }
 
+    /// Whether [`Backend::revoke`] can end a credential before its own expiry. Quay's robot
+    /// tokens and Artifactory's short access tokens cannot be revoked one by one: for them
+    /// the service drops the credential from reuse at its time and counts it `expired`
+    /// instead of calling `revoke`.
+    fn revocable(&self) -> bool {
+        true
+    }
+
     /// The backend's API request counters.
     fn meter(&self) -> &ApiMeter;
 }
@@ -73,7 +81,7 @@ pub trait Backend: Send + Sync + fmt::Debug {
 /// the method listing visible namespaces), with the kind, registry name and meter of its
 /// `api` field.
 macro_rules! delegate_backend {
-    ($backend:ident $(, visible_namespaces = $visible:ident)?) => {
+    ($backend:ident $(, visible_namespaces = $visible:ident)? $(, revocable = $revocable:literal)?) => {
         impl $crate::backend::Backend for $backend {
             fn kind(&self) -> $crate::error::BackendKind {
                 self.api.kind
@@ -127,6 +135,12 @@ macro_rules! delegate_backend {
                     Result<Vec<String>, $crate::error::BackendError>,
                 > {
                     Box::pin($backend::$visible(self))
+                }
+            )?
+
+            $(
+                fn revocable(&self) -> bool {
+                    $revocable
                 }
             )?
 

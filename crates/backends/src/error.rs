@@ -34,6 +34,10 @@ pub enum BackendKind {
     Gitlab,
     /// Sonatype Nexus Repository, through its security REST API (local users).
     Nexus,
+    /// Quay 3.13+, through robot federation (the broker is the OIDC issuer a robot trusts).
+    Quay,
+    /// JFrog Artifactory, through its OIDC token exchange (the broker is the OIDC provider).
+    Artifactory,
 }
 
 impl BackendKind {
@@ -43,6 +47,8 @@ impl BackendKind {
             Self::Harbor => "harbor",
             Self::Gitlab => "gitlab",
             Self::Nexus => "nexus",
+            Self::Quay => "quay",
+            Self::Artifactory => "artifactory",
         }
     }
 
@@ -52,6 +58,8 @@ impl BackendKind {
             Self::Harbor => "Harbor",
             Self::Gitlab => "GitLab",
             Self::Nexus => "Nexus",
+            Self::Quay => "Quay",
+            Self::Artifactory => "Artifactory",
         }
     }
 }
@@ -180,6 +188,21 @@ pub enum Step {
         /// The user id.
         user: String,
     },
+    /// Signing the broker's own JWT for a federated exchange (Quay, Artifactory), before any
+    /// API call.
+    SignFederatedToken,
+    /// Exchanging the broker's JWT for a robot token (Quay
+    /// `GET /oauth2/federation/robot/token`).
+    ExchangeRobotToken {
+        /// The robot's full name (`<org>+<robot>`).
+        robot: String,
+    },
+    /// Exchanging the broker's JWT for an access token (Artifactory
+    /// `POST /access/api/v1/oidc/token`).
+    ExchangeOidcToken {
+        /// The OIDC provider's name in Artifactory.
+        provider: String,
+    },
 }
 
 impl Step {
@@ -200,6 +223,9 @@ impl Step {
             Self::CreateUser { .. } => "create_user",
             Self::ListUsers => "list_users",
             Self::DeleteUser { .. } => "delete_user",
+            Self::SignFederatedToken => "sign_federated_token",
+            Self::ExchangeRobotToken { .. } => "exchange_robot_token",
+            Self::ExchangeOidcToken { .. } => "exchange_oidc_token",
         }
     }
 }
@@ -226,6 +252,16 @@ impl fmt::Display for Step {
             Self::CreateUser { user } => write!(f, "create user {user:?}"),
             Self::ListUsers => f.write_str("list users"),
             Self::DeleteUser { user } => write!(f, "delete user {user:?}"),
+            Self::SignFederatedToken => f.write_str("sign the broker's federated token"),
+            Self::ExchangeRobotToken { robot } => {
+                write!(f, "exchange the broker's token for robot {robot:?}")
+            }
+            Self::ExchangeOidcToken { provider } => {
+                write!(
+                    f,
+                    "exchange the broker's token with OIDC provider {provider:?}"
+                )
+            }
         }
     }
 }
@@ -247,6 +283,14 @@ pub enum Failure {
     },
     /// 401: the registry refused the broker's own credential (wrong user or password).
     Unauthorized,
+    /// 401 at a federated exchange (Quay, Artifactory): the registry refused the broker's JWT
+    /// (its issuer, subject or audience is not what the registry's federation entry or OIDC
+    /// integration trusts, or it matched no identity mapping).
+    JwtRefused {
+        /// The registry's message, printable characters only, at most
+        /// [`MAX_VENDOR_MESSAGE_CHARS`], the JWT scrubbed.
+        message: String,
+    },
     /// 403: the broker's credential lacks a permission (e.g. a manager robot asked to grant
     /// more than it holds).
     Forbidden {
@@ -340,7 +384,7 @@ impl Failure {
     }
 
     /// A stable label for metrics: `unreachable`, `timeout`, `unauthorized`, `forbidden`,
-    /// `rate_limited`, `server_error`, `rejected`, `malformed`, `too_large`,
+    /// `jwt_refused`, `rate_limited`, `server_error`, `rejected`, `malformed`, `too_large`,
     /// `no_such_project`, `budget_exhausted`, `interrupted`, `internal`, or `grant_refused` for every
     /// grant-mapping failure.
     pub fn outcome(&self) -> &'static str {
@@ -348,6 +392,7 @@ impl Failure {
             Self::Unreachable { .. } => "unreachable",
             Self::Timeout { .. } => "timeout",
             Self::Unauthorized => "unauthorized",
+            Self::JwtRefused { .. } => "jwt_refused",
             Self::Forbidden { .. } => "forbidden",
             Self::RateLimited { .. } => "rate_limited",
             Self::ServerError { .. } => "server_error",
@@ -378,6 +423,13 @@ impl Failure {
                 f,
                 "{product} answered 401 Unauthorized: the broker's credential was refused"
             ),
+            Self::JwtRefused { message } => {
+                write!(
+                    f,
+                    "{product} answered 401 Unauthorized: it refused the broker's JWT"
+                )?;
+                with_message(f, message)
+            }
             Self::Forbidden { message } => {
                 write!(f, "{product} answered 403 Forbidden")?;
                 with_message(f, message)
@@ -509,6 +561,17 @@ pub enum ConfigProblem {
     ZeroLimit {
         /// The setting.
         what: &'static str,
+    },
+    /// A setting breaks the registry's rule (Quay's robot short name, a subject template, an
+    /// OIDC provider's name).
+    #[error("{setting} {value:?} is invalid: {rule}")]
+    InvalidSetting {
+        /// The setting (`pull_robot`, `subject_template`).
+        setting: &'static str,
+        /// Its value (cut to 256 characters).
+        value: String,
+        /// The rule it breaks.
+        rule: &'static str,
     },
 }
 

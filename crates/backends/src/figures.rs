@@ -67,6 +67,9 @@ pub struct BackendFigures {
     pub credentials_reused: u64,
     /// Credentials this service deleted at their revocation time (or found already gone).
     pub credentials_revoked: u64,
+    /// Credentials of a backend that cannot revoke ([`Backend::revocable`](crate::Backend::revocable))
+    /// whose time came: no longer handed out, still valid at the registry until its own expiry.
+    pub credentials_expired: u64,
     /// Failed revocation attempts (each is retried with backoff, then left to the sweeper).
     pub revoke_failures: u64,
     /// Expired credentials the sweeper deleted.

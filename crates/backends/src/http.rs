@@ -80,6 +80,9 @@ pub enum Auth {
         /// The token.
         value: SecretString,
     },
+    /// No credential of the broker's own (Quay, Artifactory): each request that needs one
+    /// carries the broker's freshly signed JWT, given to [`ApiClient::send_authorized`].
+    None,
 }
 
 impl ClientSettings {
@@ -137,9 +140,8 @@ struct ClientInner {
     target: Target,
     // `None` for plain http to a loopback address.
     tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
-    // The header that carries the credential, and its value.
-    auth_name: HeaderName,
-    auth_value: SecretString,
+    // The header that carries the credential, and its value (`None` for `Auth::None`).
+    auth: Option<(HeaderName, SecretString)>,
     // Kept only to scrub them from error texts a peer echoes back: the password or token as
     // configured, and (Basic) its base64 form.
     scrubbed: Vec<SecretString>,
@@ -212,7 +214,10 @@ impl ApiClient {
                 return Err(ConfigProblem::ZeroLimit { what });
             }
         }
-        let (auth_name, auth_value, scrubbed) = auth_header(&settings.auth)?;
+        let (auth, scrubbed) = match auth_header(&settings.auth)? {
+            Some((name, value, scrubbed)) => (Some((name, value)), scrubbed),
+            None => (None, Vec::new()),
+        };
         let tls = if target.tls {
             let connector = tls_connector(settings.ca_file.as_deref())?;
             let name =
@@ -225,8 +230,7 @@ impl ApiClient {
             inner: Arc::new(ClientInner {
                 target,
                 tls,
-                auth_name,
-                auth_value,
+                auth,
                 scrubbed,
                 deadline: settings.request_deadline,
                 max_response_bytes: settings.max_response_bytes,
@@ -245,8 +249,14 @@ impl ApiClient {
     /// by `[REDACTED]`: for a registry's error text, which a misconfigured proxy may build from
     /// the request.
     pub fn scrub(&self, text: &str) -> String {
+        self.scrub_also(text, &[])
+    }
+
+    /// As [`Self::scrub`], and `extra` too (the per-request credential of
+    /// [`Self::send_authorized`]).
+    pub fn scrub_also(&self, text: &str, extra: &[&SecretString]) -> String {
         let mut out = text.to_owned();
-        for secret in &self.inner.scrubbed {
+        for secret in self.inner.scrubbed.iter().chain(extra.iter().copied()) {
             let secret = secret.expose_secret();
             // A very short password would match ordinary words; it cannot be told apart.
             if secret.len() >= 4 && out.contains(secret) {
@@ -270,6 +280,39 @@ impl ApiClient {
         path_and_query: &str,
         json_body: Option<Vec<u8>>,
     ) -> Result<ApiResponse, Failure> {
+        self.send_inner(method, path_and_query, json_body, None)
+            .await
+    }
+
+    /// As [`Self::send`], authenticated by `auth` for this one request instead of the
+    /// client's own [`Auth`] (Quay's Basic `<org>+<robot>:<the broker's JWT>`).
+    ///
+    /// # Errors
+    /// As [`Self::send`]; [`Failure::Internal`] when `auth` cannot be encoded (an empty user
+    /// name, one with a `:`, or [`Auth::None`]).
+    pub async fn send_authorized(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        json_body: Option<Vec<u8>>,
+        auth: &Auth,
+    ) -> Result<ApiResponse, Failure> {
+        let Ok(Some((name, value, _))) = auth_header(auth) else {
+            return Err(Failure::Internal {
+                what: "cannot encode the request's credential",
+            });
+        };
+        self.send_inner(method, path_and_query, json_body, Some((name, value)))
+            .await
+    }
+
+    async fn send_inner(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        json_body: Option<Vec<u8>>,
+        auth: Option<(HeaderName, SecretString)>,
+    ) -> Result<ApiResponse, Failure> {
         let inner = &*self.inner;
         // The semaphore is never closed; a closed one would mean the same to the caller.
         let Ok(Ok(_slot)) = tokio::time::timeout(inner.deadline, inner.slots.acquire()).await
@@ -279,7 +322,7 @@ impl ApiClient {
                 waited: inner.deadline,
             });
         };
-        let request = self.build_request(method, path_and_query, json_body)?;
+        let request = self.build_request(method, path_and_query, json_body, auth.as_ref())?;
         tokio::time::timeout(inner.deadline, self.exchange(request))
             .await
             .map_err(|_| Failure::Timeout {
@@ -292,24 +335,25 @@ impl ApiClient {
         method: Method,
         path_and_query: &str,
         json_body: Option<Vec<u8>>,
+        auth: Option<&(HeaderName, SecretString)>,
     ) -> Result<Request<Full<Bytes>>, Failure> {
         let inner = &*self.inner;
         let path = format!("{}{path_and_query}", inner.target.path_prefix);
-        let mut credential =
-            HeaderValue::from_str(inner.auth_value.expose_secret()).map_err(|_| {
-                Failure::Internal {
-                    what: "cannot build the request",
-                }
-            })?;
-        credential.set_sensitive(true);
         let mut builder = Request::builder()
             .method(method)
             .uri(path)
             .header(header::HOST, &inner.target.authority)
             .header(header::ACCEPT, "application/json")
-            .header(inner.auth_name.clone(), credential)
             // One connection per request: say so, so the registry closes its side at once.
             .header(header::CONNECTION, "close");
+        if let Some((name, value)) = auth.or(inner.auth.as_ref()) {
+            let mut credential =
+                HeaderValue::from_str(value.expose_secret()).map_err(|_| Failure::Internal {
+                    what: "cannot build the request",
+                })?;
+            credential.set_sensitive(true);
+            builder = builder.header(name.clone(), credential);
+        }
         let body = match json_body {
             Some(bytes) => {
                 builder = builder.header(header::CONTENT_TYPE, "application/json");
@@ -454,10 +498,12 @@ impl Target {
 }
 
 /// The header that carries `auth`, its value, and the secrets to scrub from vendor texts.
-fn auth_header(
-    auth: &Auth,
-) -> Result<(HeaderName, SecretString, Vec<SecretString>), ConfigProblem> {
+/// The header name, its value and what to scrub from error texts; `None` for [`Auth::None`].
+type AuthHeader = Option<(HeaderName, SecretString, Vec<SecretString>)>;
+
+fn auth_header(auth: &Auth) -> Result<AuthHeader, ConfigProblem> {
     match auth {
+        Auth::None => Ok(None),
         Auth::Basic { username, password } => {
             if username.is_empty()
                 || username.contains(':')
@@ -478,11 +524,11 @@ fn auth_header(
             let mut value = Zeroizing::new(String::with_capacity(6 + encoded.len()));
             value.push_str("Basic ");
             value.push_str(&encoded);
-            Ok((
+            Ok(Some((
                 header::AUTHORIZATION,
                 seal_string(value),
                 vec![password.clone(), seal_string(encoded)],
-            ))
+            )))
         }
         Auth::Header { name, value } => {
             // No dedicated problem variant yet: a token header is the user name's counterpart.
@@ -493,7 +539,7 @@ fn auth_header(
             if !printable {
                 return Err(ConfigProblem::InvalidUsername);
             }
-            Ok((name, value.clone(), vec![value.clone()]))
+            Ok(Some((name, value.clone(), vec![value.clone()])))
         }
     }
 }

@@ -14,6 +14,12 @@
 //!   `expires_at` at the broker's revocation time and the time in its name for the sweeper.
 //! - [`NexusBackend`] speaks Nexus Repository 3's security REST API: a local user with the
 //!   operator's pull or push role per (workload, action set), its revocation time in its id.
+//! - [`ArtifactoryBackend`] speaks JFrog Access's OIDC token exchange: the broker signs its own
+//!   JWT (it is the OIDC provider Artifactory trusts) and trades it for a short access token
+//!   per (workload, pull or push); such tokens cannot be revoked, so they live to their expiry.
+//! - [`QuayBackend`] speaks Quay 3.13+'s robot federation: the broker signs its own JWT (it is
+//!   the OIDC issuer the robot trusts) and exchanges it for a one-hour robot token of the
+//!   operator's pull or push robot in the grant's organization; nothing to revoke or sweep.
 //! - [`BackendService`] wraps any [`Backend`] for one registry: reuse of live credentials,
 //!   one creation for many equal concurrent requests, a bounded lease table, a revocation
 //!   queue and periodic sweeps driven by [`BackendService::run`], and [`BackendFigures`] for
@@ -59,6 +65,7 @@
 //! ```
 
 mod api;
+pub mod artifactory;
 mod backend;
 mod credential;
 pub mod error;
@@ -69,11 +76,14 @@ pub mod harbor;
 pub mod http;
 mod naming;
 pub mod nexus;
+pub mod quay;
 pub mod service;
+mod subject;
 mod sweep;
 #[cfg(test)]
 mod test_support;
 
+pub use artifactory::{ArtifactoryBackend, ArtifactoryConfig};
 pub use backend::Backend;
 pub use credential::{BackendCredential, BackendGrant, CredentialHandle, SweepReport};
 pub use error::{BackendError, BackendKind, ConfigError, ConfigProblem, Failure, Step};
@@ -81,4 +91,5 @@ pub use figures::{ApiMeter, ApiRequestCount, BackendFigures};
 pub use gitlab::{GitlabBackend, GitlabConfig};
 pub use harbor::{HarborBackend, HarborConfig};
 pub use nexus::{NexusBackend, NexusConfig};
+pub use quay::{QuayBackend, QuayConfig};
 pub use service::{BackendService, ServiceConfig};

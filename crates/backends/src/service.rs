@@ -128,6 +128,7 @@ struct Counters {
     created: AtomicU64,
     reused: AtomicU64,
     revoked: AtomicU64,
+    expired: AtomicU64,
     revoke_failures: AtomicU64,
     swept: AtomicU64,
     not_queued: AtomicU64,
@@ -361,6 +362,7 @@ impl BackendService {
             credentials_created: counters.created.load(Ordering::Relaxed),
             credentials_reused: counters.reused.load(Ordering::Relaxed),
             credentials_revoked: counters.revoked.load(Ordering::Relaxed),
+            credentials_expired: counters.expired.load(Ordering::Relaxed),
             revoke_failures: counters.revoke_failures.load(Ordering::Relaxed),
             credentials_swept: counters.swept.load(Ordering::Relaxed),
             live_leases: inner.lock_leases().live(),
@@ -451,6 +453,15 @@ impl Inner {
                 if let Some(key) = &revocation.lease {
                     self.lock_leases().forget(key, &revocation.credential_id);
                 }
+            }
+            if !self.backend.revocable() {
+                // Nothing to call: the registry ends the credential at its own expiry.
+                let count = u64::try_from(batch.len()).unwrap_or(u64::MAX);
+                self.counters.expired.fetch_add(count, Ordering::Relaxed);
+                if !full {
+                    return;
+                }
+                continue;
             }
             let results = futures_util::future::join_all(
                 batch

@@ -2,15 +2,25 @@
 //! tests and `svid-broker demo`. Each fake enforces the vendor's own rules (read from the
 //! vendor's published code, named in each rule's docs) so a test against it proves something.
 //!
+//! - [`artifactory`]: JFrog Artifactory's OIDC token exchange (`/access/api/v1/oidc/token`),
+//!   identity mappings, and Docker logins with the access tokens it issues.
+//! - [`federation`]: what those registries (and clouds) check of an external OIDC issuer's
+//!   JWT, through its discovery document and JWKS fetched over HTTP; and a document host for
+//!   tests.
 //! - [`gitlab`]: GitLab's REST API v4 for project deploy tokens.
 //! - [`harbor`]: Harbor's v2.0 robot and project API and core's token service.
 //! - [`nexus`]: Nexus Repository 3's security REST API for local users.
+//! - [`quay`]: Quay's robot federation (`/oauth2/federation/robot/token`) and its registry
+//!   token realm for robot tokens.
 
+pub mod artifactory;
+pub mod federation;
 pub mod gitlab;
 pub mod harbor;
 mod http;
 mod jwt;
 pub mod nexus;
+pub mod quay;
 mod server;
 #[cfg(test)]
 mod testing;

@@ -194,7 +194,8 @@ pub enum PolicyError {
         /// Where the registry entry is.
         at: Location,
     },
-    /// `pull_role` or `push_role` is empty, too long or not printable ASCII.
+    /// `pull_role`, `push_role`, `provider_name`, `jwt_audience` or `jwt_subject` is empty,
+    /// too long or not printable ASCII.
     #[error(
         "registry {registry:?}: `{field}` at {at} must be 1 to {max} printable ASCII characters"
     )]
@@ -205,6 +206,32 @@ pub enum PolicyError {
         field: &'static str,
         /// The longest role accepted.
         max: usize,
+        /// Where the value is.
+        at: Location,
+    },
+    /// `pull_robot` or `push_robot` is not a Quay robot's short name.
+    #[error(
+        "registry {registry:?}: `{field}` at {at} must be a Quay robot's short name (the part after `<org>+`): 2 to 255 characters, runs of [a-z0-9] joined by single '.', '_' or '-'"
+    )]
+    InvalidRobotName {
+        /// The registry's `name`, as written in the file.
+        registry: String,
+        /// The key.
+        field: &'static str,
+        /// Where the value is.
+        at: Location,
+    },
+    /// `jwt_subject` names a placeholder the registry's kind does not fill.
+    #[error(
+        "registry {registry:?}: `jwt_subject` at {at} uses {placeholder:?}; the placeholders are {allowed}"
+    )]
+    InvalidSubjectTemplate {
+        /// The registry's `name`, as written in the file.
+        registry: String,
+        /// The unknown placeholder as written (`{namespace}`), or the unbalanced brace.
+        placeholder: String,
+        /// The placeholders the kind fills, comma-separated.
+        allowed: String,
         /// Where the value is.
         at: Location,
     },

@@ -68,17 +68,19 @@ impl RegistryKind {
     }
 
     /// How much of the registry one of its credentials reaches. A Harbor robot names a project
-    /// (the first component of a repository name), a GitLab deploy token a project (the first
-    /// two), a Nexus user whatever its role reaches (the whole registry): a grant on
+    /// (the first component of a repository name), a Quay robot an organization (the same
+    /// component: a robot lives in one), a GitLab deploy token a project (the first two), a
+    /// Nexus user whatever its role reaches and an Artifactory token whatever its identity
+    /// mapping's scope reaches (the whole registry, as far as the broker can know): a grant on
     /// `team-a/app` becomes a credential for all of that. Every rule for such a registry must
     /// therefore be written at that reach (`team-a/**`, `group/project/**`, `**`), so that the
     /// policy means what the registry enforces.
     pub const fn reach(self) -> Reach {
         match self {
-            Self::Token | Self::Quay | Self::Artifactory => Reach::Repository,
-            Self::Harbor => Reach::Project { components: 1 },
+            Self::Token => Reach::Repository,
+            Self::Harbor | Self::Quay => Reach::Project { components: 1 },
             Self::Gitlab => Reach::Project { components: 2 },
-            Self::Nexus => Reach::Registry,
+            Self::Nexus | Self::Artifactory => Reach::Registry,
         }
     }
 }

@@ -79,7 +79,60 @@ pub struct RegistryApi {
     ca_file: Option<PathBuf>,
     /// Nexus only: (pull role, push role).
     roles: Option<(String, String)>,
+    /// Quay and Artifactory only: the broker's JWT for the registry.
+    federation: Option<Federation>,
 }
+
+/// What the broker's own JWT says to a registry that trusts the broker as an OIDC issuer
+/// (`kind = "quay"` or `"artifactory"`), and whom it is exchanged for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Federation {
+    audience: Option<String>,
+    subject: Option<String>,
+    /// Quay: (pull robot, push robot), short names.
+    robots: Option<(String, String)>,
+    /// Artifactory: the OIDC integration's name.
+    provider_name: Option<String>,
+}
+
+impl Federation {
+    /// `jwt_audience`: the JWT's `aud`, as the registry's federation config expects it; `None`
+    /// means the default (the registry's `url`).
+    pub fn audience(&self) -> Option<&str> {
+        self.audience.as_deref()
+    }
+
+    /// `jwt_subject`: the template of the JWT's `sub`; `None` means the default
+    /// (`{spiffe_id}`). Only [`FEDERATED_SUBJECT_PLACEHOLDERS`] of the kind appear in it
+    /// (checked at load).
+    pub fn subject_template(&self) -> Option<&str> {
+        self.subject.as_deref()
+    }
+
+    /// Quay (both required): the short names of the robot a pull-only grant is exchanged for
+    /// (`pull_robot`) and of the one a grant with any push is (`push_robot`), in the grant's
+    /// organization (`<org>+<name>`).
+    pub fn quay_robots(&self) -> Option<(&str, &str)> {
+        self.robots
+            .as_ref()
+            .map(|(pull, push)| (pull.as_str(), push.as_str()))
+    }
+
+    /// Artifactory (required): `provider_name`, the OIDC integration that trusts the broker.
+    pub fn provider_name(&self) -> Option<&str> {
+        self.provider_name.as_deref()
+    }
+}
+
+/// The placeholders a `jwt_subject` template may use, per kind: `{spiffe_id}` (the workload),
+/// `{access}` (`pull` or `push`), and for Quay `{project}` (the organization).
+pub const FEDERATED_SUBJECT_PLACEHOLDERS: [(RegistryKind, &[&str]); 2] = [
+    (RegistryKind::Quay, &["spiffe_id", "project", "access"]),
+    (RegistryKind::Artifactory, &["spiffe_id", "access"]),
+];
+
+/// Longest `jwt_audience`, `jwt_subject`, robot name or `provider_name`, in bytes.
+pub const MAX_FEDERATION_FIELD_LEN: usize = 255;
 
 impl RegistryApi {
     /// The API base URL (`url`), without a trailing `/`: `https://`, or `http://` only on a
@@ -109,6 +162,12 @@ impl RegistryApi {
         self.roles
             .as_ref()
             .map(|(pull, push)| (pull.as_str(), push.as_str()))
+    }
+
+    /// For `kind = "quay"` and `"artifactory"`: what the broker's JWT says and whom it is
+    /// exchanged for.
+    pub fn federation(&self) -> Option<&Federation> {
+        self.federation.as_ref()
     }
 }
 
@@ -235,6 +294,11 @@ struct RawRegistry {
     ca_file: Option<Spanned<String>>,
     pull_role: Option<Spanned<String>>,
     push_role: Option<Spanned<String>>,
+    pull_robot: Option<Spanned<String>>,
+    push_robot: Option<Spanned<String>>,
+    provider_name: Option<Spanned<String>>,
+    jwt_audience: Option<Spanned<String>>,
+    jwt_subject: Option<Spanned<String>>,
     token_ttl_seconds: Option<Spanned<i64>>,
     hosts: Spanned<Vec<Spanned<String>>>,
 }
@@ -308,6 +372,128 @@ impl Loader<'_> {
         Ok(path.to_owned())
     }
 
+    /// The federation keys of a `quay` or `artifactory` entry (refused on every other kind).
+    fn federation(
+        &self,
+        raw: &RawRegistry,
+        kind: RegistryKind,
+        not_for: &dyn Fn(&'static str, &'static str, Location) -> PolicyError,
+        required: &dyn Fn(&'static str, &'static str) -> PolicyError,
+    ) -> Result<Option<Federation>, PolicyError> {
+        let name = raw.name.get_ref();
+        let text = |field: &'static str, value: &Spanned<String>| {
+            if is_token_text(value.get_ref(), MAX_FEDERATION_FIELD_LEN) {
+                Ok(value.get_ref().clone())
+            } else {
+                Err(PolicyError::InvalidRole {
+                    registry: name.clone(),
+                    field,
+                    max: MAX_FEDERATION_FIELD_LEN,
+                    at: self.at(value),
+                })
+            }
+        };
+        let Some(placeholders) = FEDERATED_SUBJECT_PLACEHOLDERS
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, p)| *p)
+        else {
+            for (field, value) in [
+                ("pull_robot", &raw.pull_robot),
+                ("push_robot", &raw.push_robot),
+                ("provider_name", &raw.provider_name),
+                ("jwt_audience", &raw.jwt_audience),
+                ("jwt_subject", &raw.jwt_subject),
+            ] {
+                if let Some(v) = value {
+                    return Err(not_for(
+                        field,
+                        "only Quay and Artifactory exchange a JWT the broker signs",
+                        self.at(v),
+                    ));
+                }
+            }
+            return Ok(None);
+        };
+        let robots = if kind == RegistryKind::Quay {
+            let robot = |field: &'static str, value: &Option<Spanned<String>>| {
+                let value = value.as_ref().ok_or_else(|| {
+                    required(field, "the Quay robot whose federation trusts the broker")
+                })?;
+                if !is_quay_robot_name(value.get_ref()) {
+                    return Err(PolicyError::InvalidRobotName {
+                        registry: name.clone(),
+                        field,
+                        at: self.at(value),
+                    });
+                }
+                Ok(value.get_ref().clone())
+            };
+            Some((
+                robot("pull_robot", &raw.pull_robot)?,
+                robot("push_robot", &raw.push_robot)?,
+            ))
+        } else {
+            for (field, value) in [
+                ("pull_robot", &raw.pull_robot),
+                ("push_robot", &raw.push_robot),
+            ] {
+                if let Some(v) = value {
+                    return Err(not_for(
+                        field,
+                        "only Quay has robots that federate",
+                        self.at(v),
+                    ));
+                }
+            }
+            None
+        };
+        let provider_name = if kind == RegistryKind::Artifactory {
+            let value = raw.provider_name.as_ref().ok_or_else(|| {
+                required(
+                    "provider_name",
+                    "the Artifactory OIDC integration that trusts the broker",
+                )
+            })?;
+            Some(text("provider_name", value)?)
+        } else {
+            if let Some(v) = &raw.provider_name {
+                return Err(not_for(
+                    "provider_name",
+                    "only Artifactory names an OIDC provider",
+                    self.at(v),
+                ));
+            }
+            None
+        };
+        let audience = raw
+            .jwt_audience
+            .as_ref()
+            .map(|v| text("jwt_audience", v))
+            .transpose()?;
+        let subject = match &raw.jwt_subject {
+            None => None,
+            Some(v) => {
+                let template = text("jwt_subject", v)?;
+                if let Some(bad) = unknown_placeholder(&template, placeholders) {
+                    return Err(PolicyError::InvalidSubjectTemplate {
+                        registry: name.clone(),
+                        placeholder: bad,
+                        allowed: placeholders.join(", "),
+                        at: self.at(v),
+                    });
+                }
+                Some(template)
+            }
+        };
+        Ok(Some(Federation {
+            audience,
+            subject,
+            robots,
+            provider_name,
+        }))
+    }
+
     fn registry(&self, raw: &RawRegistry, entry_at: Location) -> Result<Registry, PolicyError> {
         let name = raw.name.get_ref();
         if !is_registry_name(name) {
@@ -363,6 +549,11 @@ impl Loader<'_> {
                 ("ca_file", &raw.ca_file),
                 ("pull_role", &raw.pull_role),
                 ("push_role", &raw.push_role),
+                ("pull_robot", &raw.pull_robot),
+                ("push_robot", &raw.push_robot),
+                ("provider_name", &raw.provider_name),
+                ("jwt_audience", &raw.jwt_audience),
+                ("jwt_subject", &raw.jwt_subject),
             ] {
                 if let Some(v) = value {
                     return Err(not_for(
@@ -444,6 +635,7 @@ impl Loader<'_> {
                 }
                 None
             };
+            let federation = self.federation(raw, kind, &not_for, &required)?;
             (
                 None,
                 Some(RegistryApi {
@@ -451,6 +643,7 @@ impl Loader<'_> {
                     credential_file,
                     ca_file,
                     roles,
+                    federation,
                 }),
             )
         };
@@ -1192,3 +1385,33 @@ fn is_rule_id(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+/// A Quay robot's short name as Quay's model checks it (the part after `<org>+`): 2 to 255
+/// characters, runs of `[a-z0-9]` joined by single `.`, `_` or `-`.
+fn is_quay_robot_name(name: &str) -> bool {
+    (2..=255).contains(&name.len())
+        && name.split(['.', '_', '-']).all(|run| {
+            !run.is_empty() && run.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9'))
+        })
+}
+
+/// The first `{name}` in `template` whose name is not in `allowed` (or an unclosed `{`, given
+/// as the rest of the text); `None` when every placeholder is known.
+fn unknown_placeholder(template: &str, allowed: &[&str]) -> Option<String> {
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            return Some(format!("{{{after}"));
+        };
+        let name = &after[..close];
+        if !allowed.contains(&name) {
+            return Some(format!("{{{name}}}"));
+        }
+        rest = &after[close + 1..];
+    }
+    if rest.contains('}') {
+        return Some("}".to_owned());
+    }
+    None
+}

@@ -12,14 +12,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use svid_broker_backends::artifactory::{ArtifactoryBackend, ArtifactoryConfig};
+use svid_broker_backends::quay::{QuayBackend, QuayConfig};
 use svid_broker_backends::{
-    BackendCredential, BackendError, BackendFigures, BackendGrant, BackendKind, BackendService,
-    Failure, GitlabConfig, HarborConfig, NexusConfig, ServiceConfig, Step,
+    Backend, BackendCredential, BackendError, BackendFigures, BackendGrant, BackendKind,
+    BackendService, Failure, GitlabConfig, HarborConfig, NexusConfig, ServiceConfig, Step,
 };
 use svid_broker_identity::clock::Clock;
 use svid_broker_identity::secret::{SecretString, seal_string};
-use svid_broker_policy::{Policy, Registry, RegistryKind};
+use svid_broker_policy::{Federation, Policy, Registry, RegistryApi, RegistryKind};
 use svid_broker_sources::file::watched::read_watched_file;
+use svid_broker_token::federation::FederationIssuer;
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
@@ -38,10 +41,9 @@ pub const DEFAULT_BACKEND_REQUEST_DEADLINE: Duration = Duration::from_secs(4);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackendsError {
-    /// The policy names a kind this build has no backend for yet.
-    #[error(
-        "registry {registry:?}: kind = \"{kind}\" is not served by this build of svid-broker (token, harbor, gitlab and nexus are)"
-    )]
+    /// The policy entry lacks what its kind's backend is built from (a policy the policy
+    /// crate accepted always has it: this is the backstop of an exhaustive match).
+    #[error("registry {registry:?}: kind = \"{kind}\" has no backend to build from this entry")]
     KindNotBuilt {
         /// The registry's policy name.
         registry: String,
@@ -100,6 +102,17 @@ pub enum BackendsError {
         /// The reuse margin, in seconds.
         margin_seconds: u64,
     },
+    /// A Quay or Artifactory entry, but no `[federation]` in the broker's configuration: the
+    /// broker has no issuer to sign the JWT the registry exchanges.
+    #[error(
+        "registry {registry:?} (kind {kind}) exchanges a JWT the broker signs: configure [federation] in the broker's configuration"
+    )]
+    NoFederationIssuer {
+        /// The registry's policy name.
+        registry: String,
+        /// Its kind.
+        kind: RegistryKind,
+    },
     /// The backend refused its configuration (URL, CA file).
     #[error("registry {registry:?}: backend configuration")]
     Config {
@@ -119,6 +132,8 @@ pub struct BackendsOptions {
     pub request_deadline: Duration,
     /// The lease and sweep tunables.
     pub service: ServiceConfig,
+    /// The broker's OIDC issuer (`[federation]`), which Quay and Artifactory entries need.
+    pub federation: Option<Arc<FederationIssuer>>,
 }
 
 impl Default for BackendsOptions {
@@ -126,6 +141,7 @@ impl Default for BackendsOptions {
         Self {
             request_deadline: DEFAULT_BACKEND_REQUEST_DEADLINE,
             service: ServiceConfig::default(),
+            federation: None,
         }
     }
 }
@@ -141,6 +157,10 @@ struct BackendIdentity {
     ca_file: Option<PathBuf>,
     /// SHA-256 of the credential file's bytes (never the bytes).
     credential_digest: Option<[u8; 32]>,
+    /// Nexus's roles.
+    roles: Option<(String, String)>,
+    /// What the broker's JWT says (Quay, Artifactory).
+    federation: Option<Federation>,
 }
 
 impl BackendIdentity {
@@ -152,6 +172,10 @@ impl BackendIdentity {
             credential_file: api.credential_file().map(Path::to_owned),
             ca_file: api.ca_file().map(Path::to_owned),
             credential_digest,
+            roles: api
+                .nexus_roles()
+                .map(|(pull, push)| (pull.to_owned(), push.to_owned())),
+            federation: api.federation().cloned(),
         })
     }
 
@@ -326,7 +350,7 @@ impl Backends {
             // decides on the new policy.
             return Err(BackendError::new(
                 registry,
-                BackendKind::Harbor,
+                backend_kind(grant.registry.kind()),
                 Step::Issue,
                 Failure::Internal {
                     what: "no backend is set up for this registry entry (retry after a reload)",
@@ -383,6 +407,7 @@ fn add_figures(sum: &mut BackendFigures, more: &BackendFigures) {
     sum.credentials_created += more.credentials_created;
     sum.credentials_reused += more.credentials_reused;
     sum.credentials_revoked += more.credentials_revoked;
+    sum.credentials_expired += more.credentials_expired;
     sum.credentials_swept += more.credentials_swept;
     sum.revoke_failures += more.revoke_failures;
     sum.live_leases += more.live_leases;
@@ -426,10 +451,16 @@ fn build_service(
     options: &BackendsOptions,
 ) -> Result<BackendService, BackendsError> {
     let name = registry.name().to_owned();
-    let (Some(api), Some(path)) = (
-        registry.api(),
-        registry.api().and_then(|api| api.credential_file()),
-    ) else {
+    let Some(api) = registry.api() else {
+        return Err(BackendsError::KindNotBuilt {
+            registry: name,
+            kind: registry.kind(),
+        });
+    };
+    if let Some(federation) = api.federation() {
+        return build_federated(registry, api, federation, options);
+    }
+    let Some(path) = api.credential_file() else {
         return Err(BackendsError::KindNotBuilt {
             registry: name,
             kind: registry.kind(),
@@ -501,6 +532,75 @@ fn build_service(
             })
         }
     }
+}
+
+/// The backend product of a registry kind, for errors raised before any backend runs. The
+/// token kind has none; it never reaches a backend, and is named as the closest product.
+fn backend_kind(kind: RegistryKind) -> BackendKind {
+    match kind {
+        RegistryKind::Harbor | RegistryKind::Token => BackendKind::Harbor,
+        RegistryKind::Gitlab => BackendKind::Gitlab,
+        RegistryKind::Nexus => BackendKind::Nexus,
+        RegistryKind::Quay => BackendKind::Quay,
+        RegistryKind::Artifactory => BackendKind::Artifactory,
+    }
+}
+
+/// A Quay or Artifactory service: no broker secret, the broker's JWT from `options.federation`.
+fn build_federated(
+    registry: &Registry,
+    api: &RegistryApi,
+    federation: &Federation,
+    options: &BackendsOptions,
+) -> Result<BackendService, BackendsError> {
+    let name = registry.name().to_owned();
+    let Some(issuer) = options.federation.clone() else {
+        return Err(BackendsError::NoFederationIssuer {
+            registry: name,
+            kind: registry.kind(),
+        });
+    };
+    let config_error = |source| BackendsError::Config {
+        registry: name.clone(),
+        source,
+    };
+    let backend: Arc<dyn Backend> = match (
+        registry.kind(),
+        federation.quay_robots(),
+        federation.provider_name(),
+    ) {
+        (RegistryKind::Quay, Some((pull, push)), _) => {
+            let mut config = QuayConfig::new(name.clone(), api.url(), issuer, pull, push);
+            if let Some(audience) = federation.audience() {
+                audience.clone_into(&mut config.audience);
+            }
+            if let Some(template) = federation.subject_template() {
+                template.clone_into(&mut config.subject_template);
+            }
+            config.ca_file = api.ca_file().map(Path::to_owned);
+            config.request_deadline = options.request_deadline;
+            Arc::new(QuayBackend::new(config).map_err(config_error)?)
+        }
+        (RegistryKind::Artifactory, _, Some(provider)) => {
+            let mut config = ArtifactoryConfig::new(name.clone(), api.url(), issuer, provider);
+            if let Some(audience) = federation.audience() {
+                audience.clone_into(&mut config.audience);
+            }
+            if let Some(template) = federation.subject_template() {
+                template.clone_into(&mut config.subject_template);
+            }
+            config.ca_file = api.ca_file().map(Path::to_owned);
+            config.request_deadline = options.request_deadline;
+            Arc::new(ArtifactoryBackend::new(config).map_err(config_error)?)
+        }
+        (kind, _, _) => {
+            return Err(BackendsError::KindNotBuilt {
+                registry: name,
+                kind,
+            });
+        }
+    };
+    Ok(BackendService::new(backend, options.service.clone()))
 }
 
 /// The credential file's bytes (capped, a regular file only its owner may read, wiped on

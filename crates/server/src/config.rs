@@ -40,6 +40,16 @@
 //! # generate = true                   # instead of the two files: dev only, single replica
 //! algorithm = "ES256"                 # ES256, ES384 or RS256 (signing leaves)
 //!
+//! # Optional: the broker as an OIDC issuer, for registries that trust it (kind = "quay",
+//! # "artifactory"). Issuer = public_url + "/federation" (https, or http on a loopback address);
+//! # its discovery document and JWKS are served there, apart from the registry-token keys.
+//! [federation]
+//! key_files = ["federation-b.pem", "federation-a.pem"]  # 1..=10 RSA keys (PKCS#8 or
+//! #                                   # PKCS#1, 2048..=4096 bits), owner-only files; the first
+//! #                                   # signs, all are published (rotation with overlap)
+//! # generate = true                   # instead of key_files: an in-memory key (dev, one replica)
+//! token_ttl_seconds = 300             # 60..=3600: life of the JWTs the broker exchanges
+//!
 //! [credentials]
 //! login_credential_ttl_seconds = 1800 # 60..=3600
 //! refresh_token_ttl_seconds = 3600    # 60..=86400
@@ -99,6 +109,10 @@ use svid_broker_identity::TrustDomain;
 use svid_broker_identity::jwt::AudienceMatch;
 use svid_broker_policy::Location;
 use svid_broker_token::SigningAlgorithm;
+use svid_broker_token::federation::{
+    DEFAULT_FEDERATION_TOKEN_TTL, MAX_FEDERATION_KEYS, MAX_FEDERATION_TOKEN_TTL,
+    MIN_FEDERATION_TOKEN_TTL,
+};
 
 use crate::audit::AuditOnError;
 use crate::credential::{
@@ -176,6 +190,44 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     service_account: Option<RawServiceAccount>,
+    #[serde(default)]
+    federation: Option<RawFederation>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFederation {
+    #[serde(default)]
+    key_files: Vec<PathBuf>,
+    #[serde(default)]
+    generate: bool,
+    #[serde(default = "default_federation_ttl")]
+    token_ttl_seconds: u64,
+}
+
+fn default_federation_ttl() -> u64 {
+    DEFAULT_FEDERATION_TOKEN_TTL.as_secs()
+}
+
+/// `[federation]`: the broker as an OIDC issuer for registries that exchange its JWTs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FederationConfig {
+    /// Where the RSA signing keys come from.
+    pub keys: FederationKeySource,
+    /// Lifetime of each JWT the broker signs for an exchange.
+    pub token_ttl: Duration,
+}
+
+/// Where the federation issuer's keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FederationKeySource {
+    /// PEM files, the first signing and all published (production; replicas share them).
+    Files(Vec<PathBuf>),
+    /// One key generated in memory at start-up (development, single replica: another replica
+    /// or a restart publishes a different key, and registries' cached JWKS go stale).
+    Generate,
 }
 
 #[derive(Debug, Deserialize)]
@@ -660,12 +712,19 @@ pub struct BrokerConfig {
     pub audit: AuditTarget,
     /// Service-account token mode, when configured.
     pub service_account: Option<ServiceAccountConfig>,
+    /// The OIDC issuer for federated registries, when configured.
+    pub federation: Option<FederationConfig>,
 }
 
 impl BrokerConfig {
     /// The realm URL registries put in `auth.token.realm`.
     pub fn realm_url(&self) -> String {
         format!("{}/token", self.public_url)
+    }
+
+    /// The federation issuer's URL (`iss` of its JWTs): `public_url` + [`FEDERATION_PATH`].
+    pub fn federation_issuer_url(&self) -> String {
+        format!("{}{FEDERATION_PATH}", self.public_url)
     }
 
     /// Reads and validates a configuration file.
@@ -858,6 +917,7 @@ impl BrokerConfig {
             path => AuditTarget::File(resolve(Path::new(path))),
         };
 
+        let federation = federation_config(raw.federation, &resolve)?;
         let service_account = match raw.service_account {
             None => None,
             Some(sa) => Some(service_account(sa, &resolve)?),
@@ -891,8 +951,48 @@ impl BrokerConfig {
             log_format,
             audit,
             service_account,
+            federation,
         })
     }
+}
+
+/// Where the federation issuer lives under `public_url`: its own path, so its discovery
+/// document and JWKS never list the registry-token keys (a verifier trusting the issuer must
+/// not accept a registry token as an identity token, nor the reverse).
+pub const FEDERATION_PATH: &str = "/federation";
+
+fn federation_config(
+    raw: Option<RawFederation>,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<Option<FederationConfig>, ConfigError> {
+    let invalid = |key, rule| Err(ConfigError::Invalid { key, rule });
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let keys = match (raw.generate, raw.key_files.is_empty()) {
+        (true, true) => FederationKeySource::Generate,
+        (false, false) if raw.key_files.len() <= MAX_FEDERATION_KEYS => {
+            FederationKeySource::Files(raw.key_files.iter().map(|p| resolve(p)).collect())
+        }
+        (false, false) => return invalid("federation.key_files", "at most 10 keys"),
+        (true, false) => {
+            return invalid("federation.generate", "cannot be combined with key_files");
+        }
+        (false, true) => {
+            return invalid(
+                "federation",
+                "set key_files (1..=10 PEM files), or generate = true",
+            );
+        }
+    };
+    let ttl = Duration::from_secs(raw.token_ttl_seconds);
+    if !(MIN_FEDERATION_TOKEN_TTL..=MAX_FEDERATION_TOKEN_TTL).contains(&ttl) {
+        return invalid("federation.token_ttl_seconds", "must be 60..=3600");
+    }
+    Ok(Some(FederationConfig {
+        keys,
+        token_ttl: ttl,
+    }))
 }
 
 /// Longest `issuer`, audience or URL accepted in `[service_account]`.

@@ -31,6 +31,7 @@ pub mod credential;
 pub mod decision;
 pub mod engine;
 pub mod error;
+pub mod federation;
 pub mod grpc;
 pub mod http_listener;
 pub mod issue;

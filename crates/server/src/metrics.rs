@@ -25,6 +25,10 @@ pub enum Route {
     Jwks,
     /// `/.well-known/openid-configuration`.
     OpenidConfiguration,
+    /// `/federation/.well-known/openid-configuration`.
+    FederationDiscovery,
+    /// `/federation/jwks.json`.
+    FederationJwks,
     /// `/healthz`, `/readyz`.
     Health,
     /// `/metrics`.
@@ -36,11 +40,13 @@ pub enum Route {
 }
 
 impl Route {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 10] = [
         Self::TokenGet,
         Self::TokenPost,
         Self::Jwks,
         Self::OpenidConfiguration,
+        Self::FederationDiscovery,
+        Self::FederationJwks,
         Self::Health,
         Self::Metrics,
         Self::GrpcExchange,
@@ -54,6 +60,8 @@ impl Route {
             Self::TokenPost => "token_post",
             Self::Jwks => "jwks",
             Self::OpenidConfiguration => "openid_configuration",
+            Self::FederationDiscovery => "federation_discovery",
+            Self::FederationJwks => "federation_jwks",
             Self::Health => "health",
             Self::Metrics => "metrics",
             Self::GrpcExchange => "grpc_exchange",
@@ -72,6 +80,8 @@ impl Route {
             Self::Metrics => 5,
             Self::GrpcExchange => 6,
             Self::Other => 7,
+            Self::FederationDiscovery => 8,
+            Self::FederationJwks => 9,
         }
     }
 }
@@ -105,7 +115,7 @@ pub struct Metrics {
     policy_reloads_ok: AtomicU64,
     policy_reloads_failed: AtomicU64,
     key_rotations: AtomicU64,
-    latency: [Histogram; 8],
+    latency: [Histogram; Route::ALL.len()],
 }
 
 /// Why an authenticated request that was answered got nothing (`svid_broker_refused_total`).
@@ -522,7 +532,7 @@ fn write_backends(
     }
     writeln!(
         out,
-        "# HELP svid_broker_backend_credentials_total Registry credentials by what happened to them: created, reused (handed out again while live), revoked (deleted at their time), swept (deleted by the sweeper), revoke_failed."
+        "# HELP svid_broker_backend_credentials_total Registry credentials by what happened to them: created, reused (handed out again while live), revoked (deleted at their time), expired (past their time at a registry that cannot revoke them: Quay, Artifactory), swept (deleted by the sweeper), revoke_failed."
     )?;
     writeln!(out, "# TYPE svid_broker_backend_credentials_total counter")?;
     for b in backends {
@@ -530,6 +540,7 @@ fn write_backends(
             ("created", b.credentials_created),
             ("reused", b.credentials_reused),
             ("revoked", b.credentials_revoked),
+            ("expired", b.credentials_expired),
             ("swept", b.credentials_swept),
             ("revoke_failed", b.revoke_failures),
         ] {

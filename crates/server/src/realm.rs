@@ -37,6 +37,7 @@ use serde_json::{Map, Value, json};
 use svid_broker_identity::clock::Clock;
 use svid_broker_identity::secret::ExposeSecret as _;
 use svid_broker_policy::scope;
+use svid_broker_token::federation::FederationIssuer;
 use zeroize::Zeroizing;
 
 use crate::audit::rfc3339;
@@ -67,6 +68,7 @@ pub struct RealmState {
     public_url: Arc<str>,
     ready: Arc<AtomicBool>,
     backends: Option<Arc<crate::backends::Backends>>,
+    federation: Option<Arc<FederationIssuer>>,
 }
 
 impl RealmState {
@@ -84,6 +86,7 @@ impl RealmState {
             public_url: public_url.trim_end_matches('/').into(),
             ready,
             backends: None,
+            federation: None,
         }
     }
 
@@ -92,6 +95,14 @@ impl RealmState {
     #[must_use]
     pub fn with_backends(mut self, backends: Arc<crate::backends::Backends>) -> Self {
         self.backends = Some(backends);
+        self
+    }
+
+    /// Also publishes `issuer`'s discovery document and JWKS (when `Some`) under
+    /// [`FEDERATION_PATH`](crate::config::FEDERATION_PATH); without it those paths are 404.
+    #[must_use]
+    pub fn with_federation(mut self, issuer: Option<Arc<FederationIssuer>>) -> Self {
+        self.federation = issuer;
         self
     }
 }
@@ -105,6 +116,8 @@ pub fn router(state: RealmState) -> Router {
             "/.well-known/openid-configuration",
             get(openid_configuration),
         )
+        .route(federation_routes::DISCOVERY, get(federation_discovery))
+        .route(federation_routes::JWKS, get(federation_jwks))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -509,6 +522,52 @@ async fn openid_configuration(State(state): State<RealmState>) -> Response {
         .broker
         .metrics()
         .observe(Route::OpenidConfiguration, start.elapsed());
+    resp
+}
+
+/// The federation issuer's paths (under [`FEDERATION_PATH`](crate::config::FEDERATION_PATH)),
+/// spelled out because routes are `&'static str`; a test checks they agree.
+mod federation_routes {
+    /// `{issuer}/.well-known/openid-configuration`.
+    pub(super) const DISCOVERY: &str = "/federation/.well-known/openid-configuration";
+    /// `{issuer}/jwks.json`, the issuer's `jwks_uri`.
+    pub(super) const JWKS: &str = "/federation/jwks.json";
+}
+
+async fn federation_discovery(State(state): State<RealmState>) -> Response {
+    let start = Instant::now();
+    let resp = match &state.federation {
+        Some(issuer) => cacheable_json(issuer.discovery_json()),
+        None => StatusCode::NOT_FOUND.into_response(),
+    };
+    state
+        .broker
+        .metrics()
+        .observe(Route::FederationDiscovery, start.elapsed());
+    resp
+}
+
+async fn federation_jwks(State(state): State<RealmState>) -> Response {
+    let start = Instant::now();
+    let resp = match &state.federation {
+        Some(issuer) => cacheable_json(issuer.jwks_json()),
+        None => StatusCode::NOT_FOUND.into_response(),
+    };
+    state
+        .broker
+        .metrics()
+        .observe(Route::FederationJwks, start.elapsed());
+    resp
+}
+
+/// A JSON document verifiers may cache briefly: five minutes bounds how long a registry keeps
+/// a key set after a rotation step, which the rotation procedure waits out.
+fn cacheable_json(body: String) -> Response {
+    let mut resp = raw_json(body);
+    resp.headers_mut().insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     resp
 }
 

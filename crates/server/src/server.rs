@@ -118,6 +118,9 @@ pub enum ServerError {
     /// A registry backend of the policy could not be built (its credential file, its URL).
     #[error("registry backends could not be set up")]
     Backends(#[source] crate::backends::BackendsError),
+    /// `[federation]` could not be set up (a key file, the issuer URL).
+    #[error("the federation issuer could not be set up")]
+    Federation(#[source] crate::federation::FederationSetupError),
     /// The blocking task that re-reads the policy was cancelled (the runtime is shutting down).
     #[error("the policy reload task was cancelled")]
     ReloadTask,
@@ -248,6 +251,8 @@ impl BrokerServer {
         let policy = parse_policy(&config.policy_file, &policy_bytes)?;
         let stamp = Some(stamp);
         let (minter, credential_keys) = load_signing(&config, now)?;
+        let federation =
+            crate::federation::load_federation(&config).map_err(ServerError::Federation)?;
 
         let mut providers: Vec<Arc<dyn BundleProvider>> = Vec::new();
         let mut file_source = None;
@@ -329,7 +334,10 @@ impl BrokerServer {
         let backends = Arc::new(
             Backends::start(
                 &broker.policy(),
-                BackendsOptions::default(),
+                BackendsOptions {
+                    federation: federation.clone(),
+                    ..BackendsOptions::default()
+                },
                 tokio::runtime::Handle::current(),
                 clock.clone(),
                 shutdown_rx.clone(),
@@ -414,7 +422,8 @@ impl BrokerServer {
             &config.public_url,
             ready.clone(),
         )
-        .with_backends(backends.clone());
+        .with_backends(backends.clone())
+        .with_federation(federation);
         let app = realm::router(state);
         let mut background = Vec::new();
         let mut http_options = HttpListenerOptions {

@@ -29,6 +29,7 @@
 
 mod claims;
 mod error;
+pub mod federation;
 mod keys;
 mod kid;
 mod mint;

@@ -144,6 +144,21 @@ pub(crate) fn unauthorized(error: &BackendError) {
     assert!(!error.retryable());
 }
 
+/// A federated exchange's 401 (Quay, Artifactory): the registry refused the broker's JWT.
+pub(crate) fn jwt_refused(error: &BackendError) {
+    assert!(
+        matches!(error.failure, Failure::JwtRefused { .. }),
+        "{error}"
+    );
+    assert!(!error.retryable());
+}
+
+/// The row of [`failure_table`]'s 401, for a backend whose 401 is about the broker's JWT.
+pub(crate) fn with_jwt_refused<F>(mut cases: Vec<(F, FailureCheck)>) -> Vec<(F, FailureCheck)> {
+    cases[1].1 = jwt_refused;
+    cases
+}
+
 pub(crate) fn rate_limited_for_a_second(error: &BackendError) {
     assert_eq!(
         error.failure,

@@ -1309,6 +1309,7 @@ fn quay_and_artifactory_refuse_a_credential_file_and_every_kind_parses() {
                 "kind = \"nexus\"\npull_role = \"docker-pull\"\npush_role = \"docker-push\"",
             );
         }
+        text = with_federation_keys(&text, kind);
         let p = kinds_policy(&text, "").unwrap_or_else(|e| panic!("{kind}: {e}"));
         let corp = p.registry_by_name("corp").unwrap();
         assert_eq!(corp.kind(), kind);
@@ -1359,12 +1360,18 @@ fn each_kind_takes_only_rules_written_at_the_reach_of_its_credentials() {
                 "kind = \"nexus\"\npull_role = \"p\"\npush_role = \"q\"",
             );
         }
-        if kind == "quay" {
+        if kind == "quay" || kind == "artifactory" {
             text = text
                 .lines()
                 .filter(|l| !l.starts_with("credential_file"))
                 .collect::<Vec<_>>()
                 .join("\n");
+            let kind = if kind == "quay" {
+                RegistryKind::Quay
+            } else {
+                RegistryKind::Artifactory
+            };
+            text = with_federation_keys(&text, kind);
         }
         text
     };
@@ -1384,7 +1391,10 @@ fn each_kind_takes_only_rules_written_at_the_reach_of_its_credentials() {
         ("gitlab", r#""group/project/app""#, false, false),
         ("nexus", r#""**""#, true, true),
         ("nexus", r#""team-a/**""#, false, false),
-        ("quay", r#""team-a/app""#, false, true),
+        ("quay", r#""team-a/**""#, false, true),
+        ("quay", r#""team-a/app""#, false, false),
+        ("artifactory", r#""**""#, true, true),
+        ("artifactory", r#""docker-local/**""#, false, false),
     ] {
         let result = kinds_policy(&registry(kind), &rule(pattern, whole));
         match (fits, result) {
@@ -1527,4 +1537,170 @@ repositories = ["team-a/app"]
 actions = ["pull"]
 "#,
     );
+}
+
+/// `text` (one registry of `kind`) with the keys a federated kind requires.
+fn with_federation_keys(text: &str, kind: RegistryKind) -> String {
+    let kind_line = format!("kind = \"{kind}\"");
+    match kind {
+        RegistryKind::Quay => text.replace(
+            &kind_line,
+            &format!("{kind_line}\npull_robot = \"svid_pull\"\npush_robot = \"svid_push\""),
+        ),
+        RegistryKind::Artifactory => text.replace(
+            &kind_line,
+            &format!("{kind_line}\nprovider_name = \"svid-broker\""),
+        ),
+        _ => text.to_owned(),
+    }
+}
+
+fn federated(kind: &str, extra: &str) -> String {
+    let text = HARBOR
+        .replace("kind = \"harbor\"", &format!("kind = \"{kind}\"\n{extra}"))
+        .lines()
+        .filter(|l| !l.starts_with("credential_file"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    format!("{text}\n")
+}
+
+#[test]
+fn quay_needs_both_robots_and_reads_the_jwt_keys() {
+    let p = kinds_policy(
+        &federated(
+            "quay",
+            "pull_robot = \"svid_pull\"\npush_robot = \"svid_push\"\n\
+             jwt_audience = \"quay.example.org\"\njwt_subject = \"svid-broker:{project}:{access}\"",
+        ),
+        "",
+    )
+    .unwrap();
+    let federation = p
+        .registry_by_name("corp")
+        .unwrap()
+        .api()
+        .unwrap()
+        .federation()
+        .unwrap();
+    assert_eq!(federation.quay_robots(), Some(("svid_pull", "svid_push")));
+    assert_eq!(federation.audience(), Some("quay.example.org"));
+    assert_eq!(
+        federation.subject_template(),
+        Some("svid-broker:{project}:{access}")
+    );
+    assert_eq!(federation.provider_name(), None);
+
+    assert!(matches!(
+        kinds_policy(&federated("quay", "pull_robot = \"svid_pull\""), ""),
+        Err(PolicyError::FieldRequiredForKind {
+            field: "push_robot",
+            ..
+        })
+    ));
+    for bad in ["Svid", "s", "svid--pull", "org+svid", "_svid", "svid."] {
+        let text = federated(
+            "quay",
+            &format!("pull_robot = \"{bad}\"\npush_robot = \"svid_push\""),
+        );
+        assert!(
+            matches!(
+                kinds_policy(&text, ""),
+                Err(PolicyError::InvalidRobotName {
+                    field: "pull_robot",
+                    ..
+                })
+            ),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn artifactory_needs_a_provider_and_no_robots() {
+    let p = kinds_policy(
+        &federated("artifactory", "provider_name = \"svid-broker\""),
+        "",
+    )
+    .unwrap();
+    let federation = p
+        .registry_by_name("corp")
+        .unwrap()
+        .api()
+        .unwrap()
+        .federation()
+        .unwrap();
+    assert_eq!(federation.provider_name(), Some("svid-broker"));
+    assert_eq!(federation.audience(), None);
+    assert_eq!(federation.subject_template(), None);
+    assert!(matches!(
+        kinds_policy(&federated("artifactory", ""), ""),
+        Err(PolicyError::FieldRequiredForKind {
+            field: "provider_name",
+            ..
+        })
+    ));
+    assert!(matches!(
+        kinds_policy(
+            &federated(
+                "artifactory",
+                "provider_name = \"p\"\npull_robot = \"svid_pull\""
+            ),
+            ""
+        ),
+        Err(PolicyError::FieldNotForKind {
+            field: "pull_robot",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn subject_templates_use_only_the_kinds_placeholders() {
+    for (kind, extra, template, ok) in [
+        ("artifactory", "provider_name = \"p\"", "{spiffe_id}", true),
+        (
+            "artifactory",
+            "provider_name = \"p\"",
+            "svid:{access}",
+            true,
+        ),
+        ("artifactory", "provider_name = \"p\"", "{project}", false),
+        ("artifactory", "provider_name = \"p\"", "{spiffe_id", false),
+        ("artifactory", "provider_name = \"p\"", "a}b", false),
+        (
+            "quay",
+            "pull_robot = \"svid_pull\"\npush_robot = \"svid_push\"",
+            "{project}/{access}",
+            true,
+        ),
+        (
+            "quay",
+            "pull_robot = \"svid_pull\"\npush_robot = \"svid_push\"",
+            "{namespace}",
+            false,
+        ),
+    ] {
+        let text = federated(kind, &format!("{extra}\njwt_subject = \"{template}\""));
+        match (ok, kinds_policy(&text, "")) {
+            (true, Ok(_)) => {}
+            (false, Err(PolicyError::InvalidSubjectTemplate { .. })) => {}
+            (ok, other) => panic!("{kind} {template}: expected ok={ok}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_jwt_keys_belong_to_the_federated_kinds_only() {
+    for field in ["jwt_audience", "jwt_subject", "provider_name", "pull_robot"] {
+        let harbor = HARBOR.replace(
+            "kind = \"harbor\"",
+            &format!("kind = \"harbor\"\n{field} = \"x_y\""),
+        );
+        let err = kinds_policy(&harbor, "").unwrap_err();
+        assert!(
+            matches!(err, PolicyError::FieldNotForKind { field: f, .. } if f == field),
+            "{field}: {err:?}"
+        );
+    }
 }

@@ -618,3 +618,57 @@ fn audience_policy_limits_and_audit_on_error_parse_and_are_checked() {
         ("limits.preauth_audit_interval_seconds", "must be 1..=3600")
     );
 }
+
+#[test]
+fn the_federation_section_takes_key_files_or_generate_and_a_bounded_ttl() {
+    assert_eq!(parse(MINIMAL).unwrap().federation, None);
+    let c = parse(&format!(
+        "{MINIMAL}[federation]\nkey_files = [\"b.pem\", \"/keys/a.pem\"]\n"
+    ))
+    .unwrap();
+    let federation = c.federation.clone().unwrap();
+    assert_eq!(
+        federation.keys,
+        FederationKeySource::Files(vec![
+            PathBuf::from("/cfg/b.pem"),
+            PathBuf::from("/keys/a.pem")
+        ])
+    );
+    assert_eq!(federation.token_ttl, Duration::from_secs(300));
+    assert_eq!(
+        c.federation_issuer_url(),
+        "http://broker.example/federation"
+    );
+    let generated = parse(&format!(
+        "{MINIMAL}[federation]\ngenerate = true\ntoken_ttl_seconds = 60\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        generated.federation.unwrap(),
+        FederationConfig {
+            keys: FederationKeySource::Generate,
+            token_ttl: Duration::from_secs(60)
+        }
+    );
+    for (section, key) in [
+        ("[federation]\n", "federation"),
+        (
+            "[federation]\ngenerate = true\nkey_files = [\"a.pem\"]\n",
+            "federation.generate",
+        ),
+        (
+            "[federation]\ngenerate = true\ntoken_ttl_seconds = 59\n",
+            "federation.token_ttl_seconds",
+        ),
+        (
+            "[federation]\ngenerate = true\ntoken_ttl_seconds = 3601\n",
+            "federation.token_ttl_seconds",
+        ),
+        (
+            "[federation]\nkey_files = [\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\",\"10\",\"11\"]\n",
+            "federation.key_files",
+        ),
+    ] {
+        assert_eq!(rule(&format!("{MINIMAL}{section}")).0, key, "{section}");
+    }
+}

@@ -1147,3 +1147,69 @@ async fn post_without_grant_type_is_refused_even_with_a_valid_header() {
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
 }
+
+#[tokio::test]
+async fn the_federation_issuer_has_its_own_discovery_document_and_keys() {
+    use svid_broker_token::federation::{FederationIssuer, FederationKey};
+
+    let f = Fixture::new();
+    let issuer_url = format!("{URL}{}", crate::config::FEDERATION_PATH);
+    let key = FederationKey::generate().unwrap();
+    let kid = key.kid().to_owned();
+    let issuer = Arc::new(
+        FederationIssuer::new(issuer_url.clone(), vec![key], Duration::from_secs(300)).unwrap(),
+    );
+    let with = || {
+        router(
+            RealmState::new(
+                f.broker.clone(),
+                Arc::new(FixedClock(t0())),
+                URL,
+                Arc::new(AtomicBool::new(true)),
+            )
+            .with_federation(Some(issuer.clone())),
+        )
+    };
+    let discovery_path = format!(
+        "{}{}",
+        crate::config::FEDERATION_PATH,
+        svid_broker_token::federation::DISCOVERY_SUFFIX
+    );
+    let r = get(with(), &discovery_path, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.json()["issuer"], issuer_url.as_str());
+    let jwks_uri = r.json()["jwks_uri"].as_str().unwrap().to_owned();
+    assert_eq!(jwks_uri, issuer.jwks_uri());
+    let jwks_path = jwks_uri.strip_prefix(URL).unwrap();
+    let r = get(with(), jwks_path, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let keys = r.json()["keys"].as_array().unwrap().clone();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["kid"], kid.as_str());
+    assert_eq!(keys[0]["alg"], "RS256");
+    // Disjoint from the registry-token keys, both ways.
+    let tokens = get(with(), "/jwks.json", None).await.json();
+    assert!(
+        tokens["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["kid"] != kid.as_str()),
+        "{tokens}"
+    );
+    assert_eq!(
+        get(with(), "/.well-known/openid-configuration", None)
+            .await
+            .json()["issuer"],
+        URL
+    );
+    // Without [federation] the paths do not exist.
+    assert_eq!(
+        get(app(&f, true), &discovery_path, None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(app(&f, true), jwks_path, None).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
