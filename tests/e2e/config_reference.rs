@@ -90,6 +90,13 @@ fn broker_federation() -> Vec<(&'static str, &'static str)> {
     b
 }
 
+/// The broker as an OIDC issuer, with key files.
+fn broker_federation_files() -> Vec<(&'static str, &'static str)> {
+    let mut b = broker_dev();
+    b.push(("federation.key_files", "[\"federation.pem\"]"));
+    b
+}
+
 /// Service-account tokens with a JWK Set file.
 fn broker_jwks_file() -> Vec<(&'static str, &'static str)> {
     let mut b = broker_dev();
@@ -220,13 +227,14 @@ fn policy_nexus_registry() -> Vec<(&'static str, &'static str)> {
 
 #[test]
 fn broker_config_reference_matches_the_parser() {
-    let (a, b, c, d) = (
+    let (a, b, c, d, e) = (
         broker_dev(),
         broker_discovery(),
         broker_jwks_file(),
         broker_federation(),
+        broker_federation_files(),
     );
-    let checked = check(&page(), "broker", &parse_broker, &[&a, &b, &c, &d]);
+    let checked = check(&page(), "broker", &parse_broker, &[&a, &b, &c, &d, &e]);
     assert!(checked >= 30, "only {checked} broker keys");
 }
 

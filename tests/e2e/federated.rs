@@ -11,10 +11,14 @@ use std::time::Duration;
 
 use svid_broker_dev::fake::artifactory::{FakeArtifactory, TokenSpec};
 use svid_broker_dev::fake::harbor::Fault;
-use svid_broker_dev::fake::quay::{FakeQuay, FederationEntry, QuayRole};
+use svid_broker_dev::fake::quay::{self, FakeQuay, FederationEntry, QuayRole};
+use svid_broker_identity::secret::ExposeSecret as _;
 use svid_broker_testkit::process::wait_until;
 
-use crate::backends::{MARGIN_SECONDS, NODE, Node, TTL_SECONDS, plugin_entry};
+use crate::backends::{
+    MARGIN_SECONDS, NODE, Node, TTL_SECONDS, denied, plugin_entry, registry_trusting, skopeo_pull,
+};
+use crate::registry::{require, skopeo, write_oci_image};
 
 /// The one-hour life of a Quay robot token (`TMP_ROBOT_TOKEN_VALIDITY_LIFETIME_S`).
 const QUAY_TOKEN_SECONDS: u64 = 3600;
@@ -252,4 +256,84 @@ fn an_artifactory_without_the_brokers_provider_refuses_with_the_step_named() {
         "{text}"
     );
     assert_eq!(fake.exchanges(), 0);
+}
+
+#[test]
+fn a_quay_robot_token_from_the_plugin_pulls_from_a_real_registry_and_cannot_push() {
+    if !require("docker-registry") || !require("skopeo") {
+        return;
+    }
+    let fake = FakeQuay::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A real docker-registry whose token realm is Quay's (the fake's `/v2/auth`).
+    let registry = registry_trusting(
+        dir.path(),
+        &fake.token_realm(),
+        "quay-registry",
+        quay::TOKEN_ISSUER,
+        &fake.token_ca_pem(),
+    );
+    let host = registry.addr.to_string();
+    let (node, issuer) = Node::start_federated(
+        dir,
+        |_| {
+            quay_policy(&fake.url())
+                .replace("service = \"quay.example\"", "service = \"quay-registry\"")
+                .replace(
+                    "hosts = [\"quay.example\"]",
+                    &format!("hosts = [\"{host}\"]"),
+                )
+        },
+        &plugin_entry("quay-registry", &host),
+    );
+    fake.add_robot("team-a", "svid_pull").unwrap();
+    fake.grant_repository("team-a", "svid_pull", "team-a/web", QuayRole::Read)
+        .unwrap();
+    fake.set_federation(
+        "team-a",
+        "svid_pull",
+        vec![FederationEntry::new(&issuer, "svid-broker:pull")],
+    )
+    .unwrap();
+
+    // The operator's own robot seeds the image.
+    fake.add_robot("team-a", "seeder").unwrap();
+    fake.grant_repository("team-a", "seeder", "team-a/web", QuayRole::Write)
+        .unwrap();
+    let seeder = fake.robot_token("team-a", "seeder").unwrap();
+    let work = node.dir().join("seed");
+    let image = write_oci_image(&work.join("image"), "v1", "hello from quay\n");
+    let out = skopeo(
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &format!("team-a+seeder:{}", seeder.expose_secret()),
+            &format!("oci:{}:v1", image.display()),
+            &registry.image_ref("team-a/web", "v1"),
+        ],
+        &work,
+    );
+    assert!(out.success(), "seed: {out:?}\n{}", registry.log());
+
+    let (user, password, _) = node.credential(&format!("{host}/team-a/web:v1"));
+    assert_eq!(user, "team-a+svid_pull");
+    let out = skopeo_pull(&registry, node.dir(), &user, &password, "team-a/web", 1);
+    assert!(out.success(), "pull: {out:?}\n{}", registry.log());
+
+    // The pull robot's token cannot push.
+    let push_work = node.dir().join("push");
+    let image = write_oci_image(&push_work.join("image"), "v2", "not allowed\n");
+    let out = skopeo(
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &format!("{user}:{password}"),
+            &format!("oci:{}:v2", image.display()),
+            &registry.image_ref("team-a/web", "v2"),
+        ],
+        &push_work,
+    );
+    assert!(denied(&out), "a pull robot's token pushed: {out:?}");
 }

@@ -78,6 +78,7 @@ pub use crate::fake::harbor::{FakeError, Fault};
 use crate::fake::jwt::TokenSigner;
 use crate::fake::server::{Control, FakeServer, lock};
 use rules::State;
+use svid_broker_identity::secret::{ExposeSecret as _, SecretString};
 
 /// How long a robot token lives (`TMP_ROBOT_TOKEN_VALIDITY_LIFETIME_S`, `data/model/user.py`).
 pub const ROBOT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
@@ -203,6 +204,30 @@ impl FakeQuay {
     /// the client sends (Quay writes it into `aud` as it is), its `issuer` [`TOKEN_ISSUER`].
     pub fn token_realm(&self) -> String {
         format!("{}/v2/auth", self.url())
+    }
+
+    /// A token for robot `<org>+<short>` valid one hour on the fake's clock, as an operator
+    /// gets one out of band (Quay shows each robot's token in its UI): for tests that seed an
+    /// image before the broker is involved. Refused for a robot that does not exist.
+    ///
+    /// # Errors
+    /// [`FakeError::Refused`] for an unknown robot (or, status 500, a failed random
+    /// generator).
+    pub fn robot_token(&self, org: &str, short: &str) -> Result<SecretString, FakeError> {
+        let robot = format!("{org}+{short}");
+        self.shared.state().federation_of(&robot).map_err(refused)?;
+        let Some(token) = crate::fake::random_alphanumeric("", 64) else {
+            return Err(refused(rules::Refusal {
+                status: 500,
+                message: "random generator failed".to_owned(),
+            }));
+        };
+        let lifetime = i64::try_from(ROBOT_TOKEN_LIFETIME.as_secs()).unwrap_or(i64::MAX);
+        let now = self.shared.control.now_unix();
+        self.shared
+            .state()
+            .issue(&robot, token.expose_secret(), now.saturating_add(lifetime));
+        Ok(token)
     }
 
     /// PEM of the CA whose leaf signs registry tokens (the registry's `rootcertbundle`).
