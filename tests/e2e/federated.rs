@@ -337,3 +337,36 @@ fn a_quay_robot_token_from_the_plugin_pulls_from_a_real_registry_and_cannot_push
     );
     assert!(denied(&out), "a pull robot's token pushed: {out:?}");
 }
+
+#[test]
+fn federation_key_writes_an_owner_only_key_whose_kid_it_prints_and_never_overwrites() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("federation.pem");
+    let make = || {
+        svid_broker_testkit::process::run(
+            std::process::Command::new(env!("CARGO_BIN_EXE_svid-broker"))
+                .args(["federation-key", "--out"])
+                .arg(&path),
+            None,
+        )
+    };
+    let out = make();
+    assert!(out.success(), "{out:?}");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let key =
+        svid_broker_token::federation::FederationKey::from_pem(&std::fs::read(&path).unwrap())
+            .unwrap();
+    assert_eq!(out.stdout.trim(), key.kid());
+    let before = std::fs::read(&path).unwrap();
+    let again = make();
+    assert!(!again.success(), "{again:?}");
+    assert!(again.stderr.contains("--out"), "{again:?}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the key was overwritten"
+    );
+}

@@ -41,6 +41,18 @@ pub(crate) enum Command {
     Policy(PolicyCommand),
     /// Print a registry's `auth.token` configuration and write its root certificate bundle.
     RegistryConfig(RegistryConfigArgs),
+    /// Write a new RSA key for the broker's OIDC issuer (`[federation] key_files`).
+    ///
+    /// The file is created readable by its owner only and never overwritten; the key's `kid`
+    /// (its RFC 7638 thumbprint, as the issuer's JWKS will list it) is printed on stdout.
+    FederationKey(FederationKeyArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct FederationKeyArgs {
+    /// The PEM file to create (PKCS#8); it must not exist.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: PathBuf,
 }
 
 #[derive(Debug, Args)]

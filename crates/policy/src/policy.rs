@@ -1267,6 +1267,127 @@ impl Policy {
                 }
         }))
     }
+
+    /// Decides the registry-wide request "pull and push on every repository" for `subject` on
+    /// the registry named by `service`: what a credential that reaches the whole registry may
+    /// carry, for a request that names no repository (a Docker server URL, a plugin entry with
+    /// `scope = "registry"`).
+    ///
+    /// What a caller may rely on:
+    ///
+    /// - Only for a registry whose kind's credentials reach the whole registry
+    ///   ([`Reach::Registry`]: `nexus`, `artifactory`). For any other registry the decision
+    ///   grants nothing and has an empty trace: no credential of such a kind reaches every
+    ///   repository, so the question is not put to its rules.
+    /// - Only rules whose repository patterns cover every repository (`**`, written with
+    ///   `whole_registry = true`) take part; for these kinds the policy refuses any other rule
+    ///   at load, deny rules included, so that is every repository rule of the registry.
+    /// - The grant is (what matching allow rules allow) minus (what matching deny rules deny),
+    ///   of `pull` and `push` only (the actions a backend credential can carry; `delete` and
+    ///   `*` are never asked for), exactly as [`Self::decide`] would decide
+    ///   `repository:<any name>:pull,push`.
+    /// - [`Decision::granted`] is empty or one [`ResourceScope::every_repository`] scope
+    ///   (`repository:**:pull`, `repository:**:push` or `repository:**:pull,push`), and
+    ///   [`Decision::trace`] holds one entry whose requested scope is
+    ///   `repository:**:pull,push`, so [`Decision::explain`] names the rules that decided it.
+    ///
+    /// # Errors
+    /// [`DecisionError::UnknownService`].
+    pub fn decide_every_repository(
+        &self,
+        subject: &SpiffeId,
+        service: &str,
+    ) -> Result<Decision, DecisionError> {
+        let reg = self.registry_index(service)?;
+        let registry = self.registries[reg].clone();
+        if registry.kind.reach() != Reach::Registry {
+            return Ok(Decision {
+                registry,
+                subject: subject.clone(),
+                granted: Vec::new(),
+                trace: Vec::new(),
+            });
+        }
+        let requested = ResourceScope::every_repository([Action::PULL, Action::PUSH]);
+        let wanted = ActionSet::from_actions(&requested.actions);
+        let mut allowed = ActionSet::EMPTY;
+        let mut denied = ActionSet::EMPTY;
+        let mut allowed_by = Vec::new();
+        let mut denied_by = Vec::new();
+        for rule in self.rules_for_subject(reg, subject) {
+            let covers_every_repository = match &rule.target {
+                Target::Repositories(patterns) => {
+                    patterns.iter().any(RepositoryPattern::is_everything)
+                }
+                Target::Catalog => false,
+            };
+            if !covers_every_repository {
+                continue;
+            }
+            let (acc, hits, effective) = match rule.effect {
+                Effect::Allow => (&mut allowed, &mut allowed_by, rule.actions),
+                Effect::Deny => (&mut denied, &mut denied_by, rule.actions.deny_closure()),
+            };
+            let hit = effective.intersect(wanted);
+            if !hit.is_empty() {
+                *acc = acc.union(hit);
+                hits.push(RuleHit {
+                    rule: rule.id.clone(),
+                    actions: hit,
+                });
+            }
+        }
+        let granted = allowed.minus(denied);
+        Ok(Decision {
+            registry,
+            subject: subject.clone(),
+            granted: if granted.is_empty() {
+                Vec::new()
+            } else {
+                vec![ResourceScope::every_repository(granted.iter())]
+            },
+            trace: vec![ScopeTrace {
+                requested,
+                granted,
+                allowed_by,
+                denied_by,
+            }],
+        })
+    }
+
+    /// The index of the registry whose `service` this is.
+    fn registry_index(&self, service: &str) -> Result<usize, DecisionError> {
+        self.by_service.get(service).copied().ok_or_else(|| {
+            let mut cut = service.len().min(MAX_SERVICE_LEN);
+            while !service.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            DecisionError::UnknownService {
+                service: service[..cut].to_owned(),
+            }
+        })
+    }
+
+    /// The rules of registry `reg` whose subject matcher accepts `subject`, in id order.
+    /// (Captures are dropped: a rule that covers every repository has no template to fill.)
+    fn rules_for_subject<'p>(
+        &'p self,
+        reg: usize,
+        subject: &'p SpiffeId,
+    ) -> impl Iterator<Item = &'p Rule> + 'p {
+        let idx = &self.index[reg];
+        let exact = idx.exact.get(subject).map_or(&[][..], Vec::as_slice);
+        let by_td = idx
+            .by_trust_domain
+            .get(subject.trust_domain())
+            .map_or(&[][..], Vec::as_slice);
+        merge_sorted(exact, by_td)
+            .map(|i| &self.rules[i])
+            .filter(move |rule| match &rule.subject {
+                SubjectMatcher::Exact(_) | SubjectMatcher::TrustDomain(_) => true,
+                SubjectMatcher::Pattern(p) => p.matches(subject).is_some(),
+            })
+    }
 }
 
 /// Whether `rule`'s target (its repository patterns, or the catalog) covers `req`.

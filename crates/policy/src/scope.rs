@@ -229,7 +229,32 @@ impl ResourceScope {
     pub fn is_catalog(&self) -> bool {
         self.resource_type == ResourceType::Registry && self.name == CATALOG_NAME
     }
+
+    /// The scope `repository:**:<actions>`: these actions on every repository of a registry.
+    ///
+    /// [`EVERY_REPOSITORY`] is not a repository name ([`Self::parse`] refuses it), so such a
+    /// scope never comes from a request and never names a real repository. The policy makes it
+    /// only in [`crate::Policy::decide_every_repository`]'s grant, for a registry whose kind's
+    /// credentials reach the whole registry anyway ([`crate::Reach::Registry`]); it is never
+    /// put in a broker-signed token.
+    pub fn every_repository(actions: impl IntoIterator<Item = Action>) -> Self {
+        Self {
+            resource_type: ResourceType::Repository,
+            name: EVERY_REPOSITORY.to_owned(),
+            actions: actions.into_iter().collect(),
+        }
+    }
+
+    /// True for a scope made by [`Self::every_repository`] (type `repository`, name
+    /// [`EVERY_REPOSITORY`]).
+    pub fn is_every_repository(&self) -> bool {
+        self.resource_type == ResourceType::Repository && self.name == EVERY_REPOSITORY
+    }
 }
+
+/// The resource name of [`ResourceScope::every_repository`]: `**`, the policy's pattern for
+/// every repository. Not a valid repository name, so it cannot be confused with one.
+pub const EVERY_REPOSITORY: &str = "**";
 
 impl fmt::Display for ResourceScope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

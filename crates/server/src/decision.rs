@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use svid_broker_identity::SpiffeId;
-use svid_broker_policy::{Action, DecisionError, Policy, Registry, ResourceScope};
+use svid_broker_policy::{Action, DecisionError, Policy, Reach, Registry, ResourceScope};
 
 use crate::authn::{AuthMethod, CredentialBinding, MIN_DERIVED_TTL, Subject};
 use crate::error::{AuthFailure, Denial, ExchangeError, InvalidRequest};
@@ -66,8 +66,19 @@ impl Grant {
 /// [`AuthFailure::WrongService`] and [`AuthFailure::NoLongerAllowed`] (Unauthenticated: the
 /// presented credential no longer serves), [`InvalidRequest::UnknownService`] and
 /// [`InvalidRequest::TooManyScopes`], [`ExchangeError::ResourceExhausted`],
-/// [`Denial::EmptyGrant`] (an access token over gRPC with nothing granted) and
-/// [`Denial::RegistryNotAllowed`] (a login credential for a registry the subject may not use).
+/// [`Denial::EmptyGrant`] (an access token over gRPC with nothing granted),
+/// [`Denial::RegistryNotAllowed`] (a login credential for a registry the subject may not use)
+/// and [`InvalidRequest::RegistryWideNotServed`] (a registry-wide login credential for a
+/// registry whose credentials are per project).
+///
+/// A login credential asked with no scope is registry-wide. For the token kind that is the
+/// broker's login credential, allowed when any allow rule lets the subject use the registry
+/// (the tokens later obtained with it are decided one by one). For a kind whose every
+/// credential reaches the whole registry anyway ([`Reach::Registry`]: Nexus, Artifactory) it
+/// is decided as pull and push on every repository
+/// ([`Policy::decide_every_repository`]), so the backend gets the actions its credential
+/// carries; nothing granted is refused as [`Denial::RegistryNotAllowed`]. For a kind whose
+/// credentials are per project no credential can be made without a project, so it is refused.
 pub(crate) fn decide(
     policy: &Policy,
     subject: &Subject,
@@ -84,16 +95,24 @@ pub(crate) fn decide(
             bound: b.service.clone(),
         }));
     }
-    let decision = policy
-        .decide(&caller.spiffe_id, &request.service, &request.scopes)
-        .map_err(|e| {
-            ExchangeError::invalid(match e {
-                DecisionError::UnknownService { service } => {
-                    InvalidRequest::UnknownService { service }
-                }
-                e => InvalidRequest::TooManyScopes(e),
-            })
-        })?;
+    // A registry-wide request for a registry whose credentials reach every repository: decided
+    // for every repository, so the grant names the actions the credential will carry.
+    let every_repository = request.context.kind == ExchangeKind::LoginCredential
+        && request.scopes.is_empty()
+        && policy
+            .registry_by_service(&request.service)
+            .is_some_and(|r| r.kind().reach() == Reach::Registry);
+    let decision = if every_repository {
+        policy.decide_every_repository(&caller.spiffe_id, &request.service)
+    } else {
+        policy.decide(&caller.spiffe_id, &request.service, &request.scopes)
+    }
+    .map_err(|e| {
+        ExchangeError::invalid(match e {
+            DecisionError::UnknownService { service } => InvalidRequest::UnknownService { service },
+            e => InvalidRequest::TooManyScopes(e),
+        })
+    })?;
     let may_use_registry = || {
         policy
             .has_allow_rule(&caller.spiffe_id, &request.service)
@@ -136,7 +155,7 @@ pub(crate) fn decide(
             }
         }
         ExchangeKind::LoginCredential => {
-            let allowed = if grant.requested.is_empty() {
+            let allowed = if grant.requested.is_empty() && !every_repository {
                 may_use_registry()
             } else {
                 !grant.granted.is_empty()
@@ -145,6 +164,17 @@ pub(crate) fn decide(
                 return Err(ExchangeError::PermissionDenied {
                     reason: Denial::RegistryNotAllowed,
                 });
+            }
+            // After the policy, so a subject with no rule here learns only that it may not use
+            // the registry.
+            let kind = grant.registry.kind();
+            if grant.requested.is_empty() && matches!(kind.reach(), Reach::Project { .. }) {
+                return Err(ExchangeError::invalid(
+                    InvalidRequest::RegistryWideNotServed {
+                        registry: grant.registry.name().to_owned(),
+                        kind,
+                    },
+                ));
             }
         }
     }

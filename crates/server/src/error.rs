@@ -94,6 +94,19 @@ pub enum InvalidRequest {
         /// What was asked for, a fixed phrase.
         asked: &'static str,
     },
+    /// A registry-wide login credential (no scope: what the Docker credential helper and a
+    /// kubelet plugin entry with `scope = "registry"` ask for) was asked of a registry whose
+    /// credentials are per project (Harbor, GitLab, Quay): no project is named, so none can be
+    /// made.
+    #[error(
+        "registry {registry:?} is kind = \"{kind}\": its credentials are per project and a registry-wide request (a Docker server URL) names none: use the kubelet plugin with scope = \"repository\", or Exchange with a repository scope"
+    )]
+    RegistryWideNotServed {
+        /// The registry's policy name.
+        registry: String,
+        /// Its kind.
+        kind: svid_broker_policy::RegistryKind,
+    },
     /// The synchronous [`crate::Broker::exchange`] was asked for a registry whose own API makes
     /// the credential: it cannot wait for that API (an embedder's mistake; the gRPC edge uses
     /// [`crate::Broker::begin_exchange`]).

@@ -2,6 +2,7 @@
 
 pub(crate) mod demo;
 mod dev;
+mod federation_key;
 mod inspect;
 mod policy;
 mod registry_config;
@@ -20,5 +21,6 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
         Command::Serve(args) => serve::run(&args),
         Command::Policy(cmd) => policy::run(cmd),
         Command::RegistryConfig(args) => registry_config::run(&args),
+        Command::FederationKey(args) => federation_key::run(&args),
     }
 }

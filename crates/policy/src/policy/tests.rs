@@ -1704,3 +1704,187 @@ fn the_jwt_keys_belong_to_the_federated_kinds_only() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Registry-wide requests (decide_every_repository)
+
+/// A Nexus registry "corp" (service "nexus-docker") and a Harbor one "proj" (service
+/// "harbor-registry"), with `rules`.
+fn registry_wide_policy(rules: &str) -> Policy {
+    let nexus = HARBOR
+        .replace(
+            "kind = \"harbor\"",
+            "kind = \"nexus\"\npull_role = \"p\"\npush_role = \"q\"",
+        )
+        .replace("harbor-registry", "nexus-docker")
+        .replace("harbor.example.org\"]", "nexus.example.org\"]");
+    let harbor = HARBOR.replace("name = \"corp\"", "name = \"proj\"");
+    kinds_policy(&format!("{nexus}\n{harbor}"), rules).unwrap_or_else(|e| panic!("{e}"))
+}
+
+const WHOLE_REGISTRY_RULES: &str = r#"
+[[rules]]
+id = "ci-pushes-everything"
+subject = "spiffe://example.org/ci"
+registry = "corp"
+repositories = ["**"]
+whole_registry = true
+actions = ["pull", "push"]
+
+[[rules]]
+id = "everyone-pulls"
+trust_domain = "example.org"
+registry = "corp"
+repositories = ["**"]
+whole_registry = true
+actions = ["*"]
+
+[[rules]]
+id = "no-push-for-ns-frozen"
+subject = "spiffe://example.org/ns/frozen/sa/*"
+registry = "corp"
+repositories = ["**"]
+effect = "deny"
+actions = ["push"]
+
+[[rules]]
+id = "ci-on-harbor"
+subject = "spiffe://example.org/ci"
+registry = "proj"
+repositories = ["**"]
+whole_registry = true
+actions = ["pull", "push"]
+"#;
+
+#[test]
+fn every_repository_scope_is_not_a_repository_name() {
+    let every = ResourceScope::every_repository([Action::PUSH, Action::PULL]);
+    assert!(every.is_every_repository());
+    assert_eq!(every.to_string(), "repository:**:pull,push");
+    // A request can never name it: the grammar refuses `**`.
+    assert!(ResourceScope::parse("repository:**:pull").is_err());
+    assert!(
+        !ResourceScope::parse("repository:team/app:pull")
+            .unwrap()
+            .is_every_repository()
+    );
+}
+
+#[test]
+fn a_registry_wide_request_on_nexus_is_decided_by_the_rules_for_every_repository() {
+    let p = registry_wide_policy(WHOLE_REGISTRY_RULES);
+    let ci = p
+        .decide_every_repository(&id("spiffe://example.org/ci"), "nexus-docker")
+        .unwrap();
+    assert_eq!(ci.registry.name(), "corp");
+    assert_eq!(ci.granted_scope(), "repository:**:pull,push");
+    assert!(ci.granted[0].is_every_repository());
+    assert_eq!(ci.trace.len(), 1);
+    assert_eq!(ci.trace[0].requested.to_string(), "repository:**:pull,push");
+    let allowed: Vec<&str> = ci.trace[0].allowed_by.iter().map(|h| &*h.rule).collect();
+    assert_eq!(allowed, ["ci-pushes-everything", "everyone-pulls"]);
+
+    // `*` on a rule grants pull and push here, never `*` or `delete`: a backend credential
+    // carries only those two.
+    let web = p
+        .decide_every_repository(&id("spiffe://example.org/ns/shop/sa/web"), "nexus-docker")
+        .unwrap();
+    assert_eq!(web.granted_scope(), "repository:**:pull,push");
+}
+
+#[test]
+fn a_deny_rule_for_every_repository_removes_push_from_a_registry_wide_grant() {
+    let p = registry_wide_policy(WHOLE_REGISTRY_RULES);
+    let frozen = p
+        .decide_every_repository(&id("spiffe://example.org/ns/frozen/sa/web"), "nexus-docker")
+        .unwrap();
+    assert_eq!(frozen.granted_scope(), "repository:**:pull");
+    let denied = &frozen.trace[0].denied_by;
+    assert_eq!(denied.len(), 1);
+    assert_eq!(&*denied[0].rule, "no-push-for-ns-frozen");
+    assert_eq!(denied[0].actions.to_string(), "push");
+    let explained = frozen.explain();
+    assert!(
+        explained.contains("granted:  repository:**:pull\n"),
+        "{explained}"
+    );
+    assert!(
+        explained.contains("denied push by rule no-push-for-ns-frozen"),
+        "{explained}"
+    );
+}
+
+#[test]
+fn a_registry_wide_request_grants_only_what_is_allowed_and_nothing_to_strangers() {
+    let pull_only = r#"
+[[rules]]
+id = "reader"
+subject = "spiffe://example.org/reader"
+registry = "corp"
+repositories = ["**"]
+whole_registry = true
+actions = ["pull", "delete"]
+"#;
+    let p = registry_wide_policy(pull_only);
+    let reader = p
+        .decide_every_repository(&id("spiffe://example.org/reader"), "nexus-docker")
+        .unwrap();
+    assert_eq!(reader.granted_scope(), "repository:**:pull");
+    // Agrees with what `decide` says of any one repository.
+    let one = p
+        .decide(
+            &id("spiffe://example.org/reader"),
+            "nexus-docker",
+            &parse_scopes(["repository:team/app:pull,push"]).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(one.granted_scope(), "repository:team/app:pull");
+
+    let stranger = p
+        .decide_every_repository(&id("spiffe://other.org/reader"), "nexus-docker")
+        .unwrap();
+    assert!(stranger.is_empty());
+    assert_eq!(stranger.trace.len(), 1);
+    assert!(stranger.trace[0].allowed_by.is_empty());
+    assert!(
+        stranger
+            .explain()
+            .contains("denied by default: no rule matched"),
+        "{}",
+        stranger.explain()
+    );
+}
+
+#[test]
+fn a_registry_wide_request_is_never_granted_on_a_registry_whose_credentials_are_narrower() {
+    let p = registry_wide_policy(WHOLE_REGISTRY_RULES);
+    // Harbor: a rule on `**` exists, but a robot is per project, so nothing is granted.
+    let harbor = p
+        .decide_every_repository(&id("spiffe://example.org/ci"), "harbor-registry")
+        .unwrap();
+    assert_eq!(harbor.registry.name(), "proj");
+    assert!(harbor.is_empty());
+    assert!(harbor.trace.is_empty());
+
+    // The token kind: the broker signs per-repository tokens; `**` is no repository.
+    let token = policy(
+        r#"
+[[rules]]
+id = "all"
+trust_domain = "example.org"
+registry = "local"
+repositories = ["**"]
+whole_registry = true
+actions = ["pull"]
+"#,
+    );
+    let decision = token
+        .decide_every_repository(&id("spiffe://example.org/x"), "registry.local")
+        .unwrap();
+    assert!(decision.is_empty() && decision.trace.is_empty());
+
+    assert!(matches!(
+        p.decide_every_repository(&id("spiffe://example.org/ci"), "nope"),
+        Err(DecisionError::UnknownService { service }) if service == "nope"
+    ));
+}
