@@ -421,6 +421,7 @@ fn audit_event_fields() -> BTreeSet<String> {
         backend: Some(""),
         credential_id: Some(""),
         expires_at: Some(String::new()),
+        valid_until: Some(String::new()),
         cached: false,
         peer: Some(String::new()),
         endpoint: "",

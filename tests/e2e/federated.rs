@@ -103,6 +103,8 @@ fn a_quay_robot_token_is_exchanged_for_the_brokers_jwt_reused_and_dropped_at_the
     let audit = std::fs::read_to_string(node.dir().join("audit.log")).unwrap();
     assert!(audit.contains("\"backend\":\"quay\""), "{audit}");
     assert!(audit.contains("team-a+svid_pull"), "{audit}");
+    // The broker stops handing it out at the policy's time; Quay ends it at its hour.
+    assert!(audit.contains("\"valid_until\":"), "{audit}");
     assert!(
         !audit.contains(&token),
         "the audit log holds the robot token"
@@ -196,7 +198,11 @@ fn an_artifactory_token_is_exchanged_for_the_brokers_jwt_reused_and_dropped_at_t
         "pullers",
         1,
         pull.as_object().unwrap().clone(),
-        TokenSpec::new("svid-puller", "applied-permissions/groups:readers", 3600),
+        TokenSpec::new(
+            "svid-puller",
+            "applied-permissions/groups:readers",
+            TTL_SECONDS,
+        ),
     )
     .unwrap();
 

@@ -16,6 +16,7 @@ mod support;
 mod backends;
 mod config_reference;
 mod containerd;
+mod credential_helper_backends;
 mod demo;
 mod deploy;
 mod dev;

@@ -76,6 +76,10 @@ pub const MAX_EXPIRES_IN_SECS: u64 = 365 * 86_400;
 /// Access's default persistency threshold: tokens with a shorter `expires_in` are not stored,
 /// so they cannot be revoked one by one.
 pub const PERSISTENCY_THRESHOLD_SECS: u64 = 10_800;
+/// How much longer than the grant an access token may live and still be handed out: the
+/// rounding of a whole-second `expires_in` and the clock difference between the broker and
+/// Artifactory.
+pub const OUTLIVE_SLACK: Duration = Duration::from_secs(60);
 /// Longest provider name accepted, in characters.
 pub const MAX_PROVIDER_NAME_CHARS: usize = 255;
 
@@ -156,10 +160,9 @@ impl ArtifactoryBackend {
     ///
     /// # Errors
     /// A [`ConfigError`] naming the registry: a bad URL, plain http to a host that is not a
-    /// loopback address, an unusable CA file, a zero limit, or (for now as
-    /// [`ConfigProblem::ZeroLimit`], whose `what` names the setting and its rule) an empty or
-    /// non-printable provider name or audience, or a subject template that is empty, has an
-    /// unknown placeholder or lacks `{spiffe_id}`.
+    /// loopback address, an unusable CA file, a zero limit, or
+    /// ([`ConfigProblem::InvalidSetting`]) an empty or non-printable provider name or
+    /// audience, or a subject template that is empty or has an unknown placeholder.
     pub fn new(config: ArtifactoryConfig) -> Result<Self, ConfigError> {
         let fail = config_error(&config.registry, BackendKind::Artifactory);
         let bad_text = |text: &str, max: usize| {
@@ -241,16 +244,20 @@ impl ArtifactoryBackend {
         let result = self.exchange(&minted.token).await;
         let answer = self.api.finish(&step, result)?;
         let lifetime = Duration::from_secs(answer.expires_in);
-        let token_end = now.checked_add(lifetime).unwrap_or(grant.revoke_at);
-        if token_end > grant.revoke_at {
-            tracing::warn!(
-                registry = %self.api.registry,
-                provider = %self.provider_name,
-                expires_in = answer.expires_in,
-                "artifactory's access token outlives the grant and cannot be revoked: lower the \
-                 identity mapping's expires_in"
-            );
+        let granted = grant.revoke_at.duration_since(now).unwrap_or_default();
+        // The token cannot be revoked: one that outlives the grant (beyond the clock slack a
+        // second-granular `expires_in` needs) would defeat the policy's lifetime, so it is
+        // refused here and never leaves the broker.
+        if lifetime > granted + OUTLIVE_SLACK {
+            return Err(self.api.error(
+                step,
+                Failure::OutlivesGrant {
+                    lives: lifetime,
+                    granted,
+                },
+            ));
         }
+        let token_end = now.checked_add(lifetime).unwrap_or(grant.revoke_at);
         tracing::info!(
             registry = %self.api.registry,
             provider = %self.provider_name,
@@ -269,7 +276,8 @@ impl ArtifactoryBackend {
             ),
             token_end.min(grant.revoke_at),
             CredentialHandle::new(0, answer.username, ""),
-        ))
+        )
+        .valid_at_registry_until(token_end))
     }
 
     /// Does nothing and succeeds: the broker holds no admin credential to revoke with, and
@@ -424,10 +432,7 @@ impl fmt::Debug for ArtifactoryBackend {
 
 crate::backend::delegate_backend!(ArtifactoryBackend, revocable = false);
 
-/// A setting that breaks `rule` (`"<setting>: <rule>"`), logged with its value. Until
-/// [`ConfigProblem`] has a variant for it (requested in the lead's API-change notes, as for
-/// Quay), it is carried as [`ConfigProblem::ZeroLimit`], whose text then reads
-/// "<rule> must be greater than zero": switch here.
+/// A setting that breaks `rule`, with its value cut to 256 characters.
 fn invalid_setting(setting: &'static str, rule: &'static str, value: &str) -> ConfigProblem {
     ConfigProblem::InvalidSetting {
         setting,

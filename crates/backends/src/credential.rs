@@ -56,6 +56,11 @@ pub struct BackendCredential {
     /// When the broker revokes it: what the caller is told as its expiry. The registry's own
     /// expiry may be later (Harbor's floor is one day); the broker's delete is what ends it.
     pub expires_at: SystemTime,
+    /// When the registry itself ends the credential, if the broker cannot end it earlier
+    /// (Quay's robot tokens, Artifactory's access tokens): at or after `expires_at`, which is
+    /// then only when the broker stops handing it out. `None` where the broker's revocation
+    /// at `expires_at` ends it.
+    pub registry_expires_at: Option<SystemTime>,
     /// True when this credential was made for an earlier (or concurrent) request and handed
     /// out again.
     pub reused: bool,
@@ -78,9 +83,18 @@ impl BackendCredential {
             password,
             credential_id: credential_id.into(),
             expires_at,
+            registry_expires_at: None,
             reused: false,
             handle,
         }
+    }
+
+    /// The same credential, stated to stay valid at the registry until `at` whatever the
+    /// broker does (see [`Self::registry_expires_at`]).
+    #[must_use]
+    pub fn valid_at_registry_until(mut self, at: SystemTime) -> Self {
+        self.registry_expires_at = Some(at);
+        self
     }
 }
 

@@ -321,6 +321,15 @@ pub enum Failure {
         /// What was wrong (`robot created: no secret`, ...).
         what: &'static str,
     },
+    /// The registry made a credential that outlives the grant and that the broker cannot
+    /// revoke (an Artifactory identity mapping whose `expires_in` is longer than the policy's
+    /// lifetime): it is not handed out, since nothing could end it at the policy's time.
+    OutlivesGrant {
+        /// How long the registry's credential lives.
+        lives: Duration,
+        /// How long the policy grants.
+        granted: Duration,
+    },
     /// The answer's body was larger than the cap.
     TooLarge {
         /// The cap, in bytes.
@@ -385,6 +394,7 @@ impl Failure {
 
     /// A stable label for metrics: `unreachable`, `timeout`, `unauthorized`, `forbidden`,
     /// `jwt_refused`, `rate_limited`, `server_error`, `rejected`, `malformed`, `too_large`,
+    /// `outlives_grant`,
     /// `no_such_project`, `budget_exhausted`, `interrupted`, `internal`, or `grant_refused` for every
     /// grant-mapping failure.
     pub fn outcome(&self) -> &'static str {
@@ -399,6 +409,7 @@ impl Failure {
             Self::Rejected { .. } => "rejected",
             Self::Malformed { .. } => "malformed",
             Self::TooLarge { .. } => "too_large",
+            Self::OutlivesGrant { .. } => "outlives_grant",
             Self::NoSuchProject => "no_such_project",
             Self::GrantSpansProjects { .. }
             | Self::UnsupportedAction { .. }
@@ -450,6 +461,12 @@ impl Failure {
             }
             Self::Malformed { what } => write!(f, "{product}'s answer is malformed: {what}"),
             Self::TooLarge { max } => write!(f, "{product}'s answer is larger than {max} bytes"),
+            Self::OutlivesGrant { lives, granted } => write!(
+                f,
+                "{product}'s credential lives {}, longer than the {} the policy grants, and cannot be revoked: not handed out (shorten the registry's lifetime to at most token_ttl_seconds)",
+                Seconds(*lives),
+                Seconds(*granted)
+            ),
             Self::NoSuchProject => write!(f, "{product} has no project of that name"),
             Self::GrantSpansProjects { projects } => {
                 f.write_str("the grant spans projects ")?;

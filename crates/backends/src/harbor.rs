@@ -214,14 +214,13 @@ impl HarborBackend {
             subject = %grant.subject,
             "harbor robot created"
         );
-        Ok(BackendCredential {
-            username: name.clone(),
-            password: secret,
-            credential_id: format!("robot {id} {name}"),
-            expires_at: grant.revoke_at,
-            reused: false,
-            handle: CredentialHandle::new(id, name, mapped.project),
-        })
+        Ok(BackendCredential::new(
+            name.clone(),
+            secret,
+            format!("robot {id} {name}"),
+            grant.revoke_at,
+            CredentialHandle::new(id, name, mapped.project),
+        ))
     }
 
     /// Deletes a robot; one already gone (404) counts as deleted.

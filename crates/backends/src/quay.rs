@@ -14,8 +14,11 @@
 //! What the credential reaches is what the operator gave the robot in Quay (repository read
 //! or write); the broker's policy decides whether a workload gets it at all. Quay cannot end
 //! one robot token early: [`QuayBackend::revoke`] does nothing, and the credential's
-//! `expires_at` is the earlier of the policy's revocation time and the token's own expiry. To
-//! cut every token off, remove the robot's federation entry or the robot in Quay.
+//! `expires_at` is the earlier of the policy's revocation time and the token's own expiry
+//! (`registry_expires_at` the token's own). Removing the robot's federation entry stops new
+//! exchanges only: Quay checks an issued token's signature, `sub` and `aud`, not the entry.
+//! Deleting the robot ends its tokens (re-creating one of the same name revives the unexpired
+//! ones).
 //!
 //! Nothing is made in Quay that could outlive the broker's knowledge of it, so there is
 //! nothing to sweep. Operator setup per organization: two robots (pull with read, push with
@@ -239,14 +242,15 @@ impl QuayBackend {
             jti = %minted.jti,
             "quay robot token exchanged"
         );
-        let expires_at = grant.revoke_at.min(now + ROBOT_TOKEN_LIFETIME);
+        let token_end = now + ROBOT_TOKEN_LIFETIME;
         Ok(BackendCredential::new(
             robot.clone(),
             token,
             format!("robot {robot} (federated jwt {})", minted.jti),
-            expires_at,
+            grant.revoke_at.min(token_end),
             CredentialHandle::new(0, robot, mapped.grant.org),
-        ))
+        )
+        .valid_at_registry_until(token_end))
     }
 
     /// Does nothing: Quay cannot revoke one robot token; it lives to its own expiry (at most

@@ -66,6 +66,10 @@ impl SubjectTemplate {
             }
             if open > 0 {
                 parts.push(Part::Literal(rest[..open].to_owned()));
+            } else if parts.last().is_some_and(|p| !matches!(p, Part::Literal(_))) {
+                // `{spiffe_id}{project}` renders `x` + `yz` as `xy` + `z` does: a registry
+                // matching `sub` exactly could not tell those grants apart.
+                return Err("has two placeholders with no text between them");
             }
             let after = &rest[open + 1..];
             let Some(close) = after.find('}') else {
@@ -148,6 +152,7 @@ mod tests {
             "spiffe_id}",
             "{}",
             "{{spiffe_id}}",
+            "{spiffe_id}{access}",
             "a\nb",
             long.as_str(),
         ] {

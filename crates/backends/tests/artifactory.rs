@@ -30,8 +30,9 @@ use common::*;
 const PROVIDER: &str = "svid-broker";
 const PULLER: &str = "svid-puller";
 const PUSHER: &str = "svid-pusher";
-/// The mappings' token lifetime: longer than the grants' [`TTL`].
-const TOKEN_LIFE: u64 = 3600;
+/// The mappings' token lifetime: the grants' [`TTL`] (a longer one is refused, see
+/// `a_token_outliving_the_grant_is_refused_and_not_handed_out`).
+const TOKEN_LIFE: u64 = TTL.as_secs();
 
 /// The broker's issuer, its discovery document and JWKS served by a document host.
 struct Broker {
@@ -416,6 +417,45 @@ async fn an_artifactory_that_is_down_is_unreachable() {
 }
 
 // === expiry ===
+
+#[tokio::test]
+async fn a_token_outliving_the_grant_is_refused_and_not_handed_out() {
+    let broker = Broker::start();
+    let fake = FakeArtifactory::start().unwrap();
+    fake.add_provider(PROVIDER, broker.issuer.issuer(), Some(fake.url()));
+    // An hour, against a 300 s grant: nothing could end it at the policy's time.
+    map(&fake, "pull", access("pull"), PULLER, 3600);
+    let error = issue_error(config(&fake, &broker), false).await;
+    assert_eq!(
+        error.failure,
+        Failure::OutlivesGrant {
+            lives: Duration::from_secs(3600),
+            granted: TTL,
+        }
+    );
+    assert!(!error.retryable());
+    assert!(
+        error
+            .to_string()
+            .contains("lives 3600s, longer than the 300s the policy grants"),
+        "{error}"
+    );
+    // Within the slack (a second-granular expires_in, clock differences) it is handed out.
+    let fake = FakeArtifactory::start().unwrap();
+    fake.add_provider(PROVIDER, broker.issuer.issuer(), Some(fake.url()));
+    map(&fake, "pull", access("pull"), PULLER, TTL.as_secs() + 30);
+    let service = service_with(config(&fake, &broker));
+    let now = SystemTime::now();
+    let credential = service
+        .issue(grant(APP, &["repository:team-a/app:pull"], now), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        credential.expires_at,
+        now + TTL,
+        "the caller is told the grant's end"
+    );
+}
 
 #[tokio::test]
 async fn a_token_shorter_than_the_grant_expires_first_and_is_not_revoked() {

@@ -36,7 +36,11 @@ fn main() -> ExitCode {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    if invoked_as.starts_with(cmd::demo::PLUGIN_NAME) {
+    // Under the plugin's name, or as the Docker credential helper (`docker-credential-svid`),
+    // which the plugin's binary is too: the same library decides by its own name.
+    if invoked_as.starts_with(cmd::demo::PLUGIN_NAME)
+        || invoked_as.starts_with("docker-credential-")
+    {
         return svid_credential_provider::run();
     }
     let args = cli::Cli::parse();

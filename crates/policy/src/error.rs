@@ -144,6 +144,22 @@ pub enum PolicyError {
         /// Where the value is.
         at: Location,
     },
+    /// Two Quay or Artifactory registries whose JWTs would carry the same `aud` (their
+    /// `jwt_audience`, or their `url` when unset): either registry would accept the JWTs the
+    /// broker signs for the other.
+    #[error(
+        "registry {registry:?} at {at}: its JWT audience {audience:?} is also registry {other:?}'s; give each federated registry its own jwt_audience"
+    )]
+    SharedJwtAudience {
+        /// The second registry.
+        registry: String,
+        /// The first registry with that audience.
+        other: String,
+        /// The audience.
+        audience: String,
+        /// Where the second registry's entry is.
+        at: Location,
+    },
     /// Two registries with one `service` (the realm picks the registry by service).
     #[error("registry {registry:?}: duplicate service {service:?} at {at}")]
     DuplicateService {

@@ -962,9 +962,25 @@ impl Policy {
         let mut by_name = HashMap::new();
         let mut by_service = HashMap::new();
         let mut hosts = HashSet::new();
+        let mut audiences: HashMap<String, String> = HashMap::new();
         for spanned in &raw.registries {
             let r = spanned.get_ref();
             let registry = loader.registry(r, loader.at(spanned))?;
+            // One JWT audience per federated registry: the broker's JWTs for one registry
+            // must not be accepted by another that trusts the same issuer.
+            if let Some(api) = &registry.api
+                && let Some(federation) = &api.federation
+            {
+                let audience = federation.audience().unwrap_or(&api.url).to_owned();
+                if let Some(other) = audiences.insert(audience.clone(), registry.name.clone()) {
+                    return Err(PolicyError::SharedJwtAudience {
+                        registry: registry.name,
+                        other,
+                        audience,
+                        at: loader.at(spanned),
+                    });
+                }
+            }
             let i = registries.len();
             if by_name.insert(registry.name.clone(), i).is_some() {
                 return Err(PolicyError::DuplicateRegistryName {
@@ -1516,11 +1532,24 @@ fn is_quay_robot_name(name: &str) -> bool {
         })
 }
 
-/// The first `{name}` in `template` whose name is not in `allowed` (or an unclosed `{`, given
-/// as the rest of the text); `None` when every placeholder is known.
+/// The first `{name}` in `template` whose name is not in `allowed`, an unclosed `{` (given as
+/// the rest of the text), a stray `}`, or two placeholders with no text between them (given
+/// as the pair: `{spiffe_id}{project}` renders the same for `x` + `yz` as for `xy` + `z`, so a
+/// registry matching `sub` exactly could not tell those grants apart); `None` when the
+/// template is well formed. The backends' parser (`svid_broker_backends`) applies the same
+/// rules.
 fn unknown_placeholder(template: &str, allowed: &[&str]) -> Option<String> {
     let mut rest = template;
+    let mut previous: Option<&str> = None;
     while let Some(open) = rest.find('{') {
+        if rest[..open].contains('}') {
+            return Some("}".to_owned());
+        }
+        if let Some(before) = previous.filter(|_| open == 0) {
+            let after = &rest[1..];
+            let next = after.split('}').next().unwrap_or(after);
+            return Some(format!("{{{before}}}{{{next}}}"));
+        }
         let after = &rest[open + 1..];
         let Some(close) = after.find('}') else {
             return Some(format!("{{{after}"));
@@ -1529,6 +1558,7 @@ fn unknown_placeholder(template: &str, allowed: &[&str]) -> Option<String> {
         if !allowed.contains(&name) {
             return Some(format!("{{{name}}}"));
         }
+        previous = Some(name);
         rest = &after[close + 1..];
     }
     if rest.contains('}') {

@@ -277,9 +277,15 @@ pub struct AuditEvent<'a> {
     /// id and name), to correlate with the registry's own audit log. Never its secret.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential_id: Option<&'a str>,
-    /// Its expiry, RFC 3339.
+    /// Its expiry, RFC 3339: for a registry credential, when the broker stops handing it out
+    /// (and, where it can, revokes it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// For a registry credential the broker cannot revoke (Quay's robot tokens, Artifactory's
+    /// access tokens): when the registry itself ends it, RFC 3339. What an incident responder
+    /// needs: the credential works until then, whatever the broker does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_until: Option<String>,
     /// Whether a cached token was reused.
     pub cached: bool,
     /// The client's address.

@@ -21,7 +21,7 @@ use svid_broker_backends::{
 use svid_broker_identity::clock::Clock;
 use svid_broker_identity::secret::{SecretString, seal_string};
 use svid_broker_policy::{Federation, Policy, Registry, RegistryApi, RegistryKind};
-use svid_broker_sources::file::watched::read_watched_file;
+use svid_broker_sources::file::watched::{WatchedFileError, read_owner_only_file};
 use svid_broker_token::federation::FederationIssuer;
 use tokio::sync::watch;
 use zeroize::Zeroizing;
@@ -59,7 +59,7 @@ pub enum BackendsError {
         path: PathBuf,
         /// Why.
         #[source]
-        source: svid_broker_sources::file::watched::WatchedFileError,
+        source: WatchedFileError,
     },
     /// The credential file may be read by group or others.
     #[error(
@@ -112,6 +112,16 @@ pub enum BackendsError {
         registry: String,
         /// Its kind.
         kind: RegistryKind,
+    },
+    /// A token registry's `issuer` is the broker's federation issuer or `public_url`.
+    #[error(
+        "registry {registry:?}: issuer {issuer:?} is the broker's OIDC issuer (or its public_url); registry tokens and federated JWTs must not share an iss: pick another issuer"
+    )]
+    IssuerShared {
+        /// The registry's policy name.
+        registry: String,
+        /// Its `issuer`.
+        issuer: String,
     },
     /// The backend refused its configuration (URL, CA file).
     #[error("registry {registry:?}: backend configuration")]
@@ -264,6 +274,9 @@ impl Backends {
     /// # Errors
     /// [`BackendsError`], naming the registry.
     pub fn prepare(&self, policy: &Policy) -> Result<PreparedBackends, BackendsError> {
+        if let Some(issuer) = &self.options.federation {
+            check_issuers_apart(policy, issuer.issuer())?;
+        }
         let current = self.current.load();
         let mut next = HashMap::new();
         for registry in policy.registries() {
@@ -534,6 +547,27 @@ fn build_service(
     }
 }
 
+/// A token registry whose `issuer` is the federation issuer, or `public_url` (whose discovery
+/// document publishes the registry-token keys), would have the broker sign registry tokens a
+/// registry trusting the federation issuer (or pointed at `public_url` by mistake) could take
+/// for identity JWTs: refused, so the two token families never share an `iss`.
+fn check_issuers_apart(policy: &Policy, federation_issuer: &str) -> Result<(), BackendsError> {
+    let public_url = federation_issuer
+        .strip_suffix(crate::config::FEDERATION_PATH)
+        .unwrap_or(federation_issuer);
+    for registry in policy.registries() {
+        if let Some(issuer) = registry.issuer()
+            && (issuer == federation_issuer || issuer == public_url)
+        {
+            return Err(BackendsError::IssuerShared {
+                registry: registry.name().to_owned(),
+                issuer: issuer.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The backend product of a registry kind, for errors raised before any backend runs. The
 /// token kind has none; it never reaches a backend, and is named as the closest product.
 fn backend_kind(kind: RegistryKind) -> BackendKind {
@@ -609,24 +643,19 @@ fn read_credential_file(
     registry: &str,
     path: &Path,
 ) -> Result<(Zeroizing<Vec<u8>>, [u8; 32]), BackendsError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    // Checked on the path before the read: a file others may read has leaked the secret
-    // already, and starting with it would hide that.
-    if let Ok(meta) = std::fs::metadata(path)
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        return Err(BackendsError::CredentialFileOpen {
-            registry: registry.to_owned(),
-            path: path.to_owned(),
-            mode: meta.permissions().mode() & 0o777,
-        });
-    }
     let bytes = Zeroizing::new(
-        read_watched_file(path, MAX_CREDENTIAL_FILE_BYTES, "credential file").map_err(
-            |source| BackendsError::CredentialFile {
-                registry: registry.to_owned(),
-                path: path.to_owned(),
-                source,
+        read_owner_only_file(path, MAX_CREDENTIAL_FILE_BYTES, "credential file").map_err(
+            |source| match source {
+                WatchedFileError::NotOwnerOnly { mode, .. } => BackendsError::CredentialFileOpen {
+                    registry: registry.to_owned(),
+                    path: path.to_owned(),
+                    mode,
+                },
+                source => BackendsError::CredentialFile {
+                    registry: registry.to_owned(),
+                    path: path.to_owned(),
+                    source,
+                },
             },
         )?,
     );
@@ -784,18 +813,22 @@ hosts = ["harbor.example.org"]
     fn a_bad_credential_file_names_the_rule_and_never_its_content() {
         for (content, rule) in [
             (&b"no-colon-here"[..], "no `:`"),
-            (b":pw", "empty"),
+            (b":s3cretpw", "empty"),
             (b"user:", "empty"),
-            (b"a:b\nc:d\n", "more than one line"),
-            (b"\xff\xfe:pw", "UTF-8"),
-            (b"us\x07er:pw", "control"),
+            (b"a:b\nsecondline:d\n", "more than one line"),
+            (b"\xff\xfe:s3cretpw", "UTF-8"),
+            (b"us\x07er:s3cretpw", "control"),
         ] {
             let f = file(content);
             let err = read_user_password("corp", f.path()).unwrap_err();
             let text = svid_broker_identity::report::ErrorChain::new(&err).to_string();
             assert!(text.contains(rule), "{text}");
             assert!(text.contains("\"corp\""), "{text}");
-            assert!(!text.contains("pw") && !text.contains("c:d"), "{text}");
+            // Distinctive strings: a temporary file's random name may hold any short one.
+            assert!(
+                !text.contains("s3cretpw") && !text.contains("secondline"),
+                "{text}"
+            );
         }
         let open = file(b"user:pw\n");
         {
@@ -809,5 +842,87 @@ hosts = ["harbor.example.org"]
             read_user_password("corp", big.path()),
             Err(BackendsError::CredentialFile { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod federated_tests {
+    use svid_broker_token::federation::FederationKey;
+
+    use super::*;
+
+    fn options() -> BackendsOptions {
+        let issuer = FederationIssuer::new(
+            "https://broker.example.org/federation",
+            vec![FederationKey::generate().unwrap()],
+            Duration::from_secs(300),
+        )
+        .unwrap();
+        BackendsOptions {
+            federation: Some(Arc::new(issuer)),
+            ..BackendsOptions::default()
+        }
+    }
+
+    fn quay_policy(extra_registry: &str) -> Policy {
+        Policy::from_toml_str(&format!(
+            r#"
+[[registries]]
+name = "quay"
+service = "quay.example.org"
+kind = "quay"
+url = "https://quay.example.org"
+pull_robot = "svid_pull"
+push_robot = "svid_push"
+token_ttl_seconds = 600
+hosts = ["quay.example.org"]
+{extra_registry}
+"#
+        ))
+        .unwrap()
+    }
+
+    fn backends_with(options: BackendsOptions) -> Backends {
+        let backends = Backends::none();
+        Backends {
+            options,
+            ..backends
+        }
+    }
+
+    #[test]
+    fn a_federated_registry_needs_the_issuer_and_gets_a_service() {
+        let policy = quay_policy("");
+        let err = Backends::none().prepare(&policy).unwrap_err();
+        assert!(
+            matches!(&err, BackendsError::NoFederationIssuer { registry, kind: RegistryKind::Quay } if registry == "quay"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("configure [federation]"), "{err}");
+        let prepared = backends_with(options()).prepare(&policy).unwrap();
+        assert!(prepared.0.contains_key("quay"));
+    }
+
+    #[test]
+    fn a_token_registry_may_not_take_the_federation_issuer_or_public_url_as_its_issuer() {
+        for issuer in [
+            "https://broker.example.org/federation",
+            "https://broker.example.org",
+        ] {
+            let policy = quay_policy(&format!(
+                "[[registries]]\nname = \"local\"\nservice = \"local\"\nissuer = \"{issuer}\"\n\
+                 profile = \"distribution-2\"\nhosts = [\"127.0.0.1:5000\"]\n"
+            ));
+            let err = backends_with(options()).prepare(&policy).unwrap_err();
+            assert!(
+                matches!(&err, BackendsError::IssuerShared { registry, .. } if registry == "local"),
+                "{issuer}: {err:?}"
+            );
+        }
+        let fine = quay_policy(
+            "[[registries]]\nname = \"local\"\nservice = \"local\"\nissuer = \"svid-broker\"\n\
+             profile = \"distribution-2\"\nhosts = [\"127.0.0.1:5000\"]\n",
+        );
+        backends_with(options()).prepare(&fine).unwrap();
     }
 }

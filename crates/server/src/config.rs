@@ -48,7 +48,7 @@
 //! #                                   # PKCS#1, 2048..=4096 bits), owner-only files; the first
 //! #                                   # signs, all are published (rotation with overlap)
 //! # generate = true                   # instead of key_files: an in-memory key (dev, one replica)
-//! token_ttl_seconds = 300             # 60..=3600: life of the JWTs the broker exchanges
+//! token_ttl_seconds = 300             # 60..=600: life of the JWTs the broker exchanges
 //!
 //! [credentials]
 //! login_credential_ttl_seconds = 1800 # 60..=3600
@@ -987,7 +987,7 @@ fn federation_config(
     };
     let ttl = Duration::from_secs(raw.token_ttl_seconds);
     if !(MIN_FEDERATION_TOKEN_TTL..=MAX_FEDERATION_TOKEN_TTL).contains(&ttl) {
-        return invalid("federation.token_ttl_seconds", "must be 60..=3600");
+        return invalid("federation.token_ttl_seconds", "must be 60..=600");
     }
     Ok(Some(FederationConfig {
         keys,

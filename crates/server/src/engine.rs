@@ -484,6 +484,9 @@ impl Broker {
             ExchangeKind::AccessToken => self
                 .decide_and_issue(policy, subject, request, &self.registry_tokens, now)
                 .map(|(_, t)| ExchangeOutput::AccessToken(t)),
+            // With no scope, `decide` grants a Nexus or Artifactory registry's backend pull
+            // and push on every repository as policy allows (its credentials reach them all),
+            // and refuses a per-project kind (there is no project to make a credential in).
             ExchangeKind::LoginCredential => {
                 match decide(policy, subject, request, &self.limiter, now) {
                     Ok(grant) if !grant.registry.kind().is_broker_signed() => {

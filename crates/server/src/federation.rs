@@ -1,6 +1,6 @@
 //! The broker as an OIDC issuer (`[federation]`): its RSA keys read from owner-only files (or
-//! generated for a single development replica) into one
-//! [`FederationIssuer`](svid_broker_token::federation::FederationIssuer), shared by the realm
+//! generated for a single development replica) into one [`FederationIssuer`], shared by the
+//! realm
 //! (which publishes its discovery document and JWKS) and the Quay and Artifactory backends
 //! (which sign with it).
 //!
@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use svid_broker_sources::file::watched::{WatchedFileError, read_watched_file};
+use svid_broker_sources::file::watched::{WatchedFileError, read_owner_only_file};
 use svid_broker_token::federation::{FederationError, FederationIssuer, FederationKey};
 use zeroize::Zeroizing;
 
@@ -101,22 +101,19 @@ pub fn read_keys(paths: &[PathBuf]) -> Result<Vec<FederationKey>, FederationSetu
 }
 
 fn read_key(path: &Path) -> Result<FederationKey, FederationSetupError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    // Checked before the read, as for registry credential files: a key others may read has
-    // leaked, and starting with it would hide that.
-    if let Ok(meta) = std::fs::metadata(path)
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        return Err(FederationSetupError::KeyFileMode {
-            path: path.to_owned(),
-            mode: meta.permissions().mode() & 0o777,
-        });
-    }
+    // As for registry credential files: a key others may read has leaked, and starting with
+    // it would hide that (checked on the opened file).
     let bytes = Zeroizing::new(
-        read_watched_file(path, MAX_FEDERATION_KEY_FILE_BYTES, "federation key file").map_err(
-            |source| FederationSetupError::KeyFile {
-                path: path.to_owned(),
-                source,
+        read_owner_only_file(path, MAX_FEDERATION_KEY_FILE_BYTES, "federation key file").map_err(
+            |source| match source {
+                WatchedFileError::NotOwnerOnly { mode, .. } => FederationSetupError::KeyFileMode {
+                    path: path.to_owned(),
+                    mode,
+                },
+                source => FederationSetupError::KeyFile {
+                    path: path.to_owned(),
+                    source,
+                },
             },
         )?,
     );

@@ -70,6 +70,9 @@ pub struct IssuedRecord<'a> {
     /// For a credential a registry's own API made, the registry kind: then `jti` is the
     /// registry's id for the credential (audited as `credential_id`).
     pub backend: Option<&'static str>,
+    /// For a registry credential the broker cannot revoke: when the registry itself ends it
+    /// (audited as `valid_until`, at or after `expires_at`).
+    pub valid_until: Option<SystemTime>,
 }
 
 /// Why a credential could not be issued.
@@ -175,6 +178,7 @@ impl Issued for AccessToken {
             counted_as: Some(ExchangeKind::AccessToken),
             refusal: self.nothing_granted.then_some(Refusal::NothingGranted),
             backend: None,
+            valid_until: None,
             reason: if self.nothing_granted {
                 "nothing granted"
             } else if self.granted.is_empty() {
@@ -214,6 +218,7 @@ impl Issued for LoginCredential {
             counted_as: Some(ExchangeKind::LoginCredential),
             refusal: None,
             backend: None,
+            valid_until: None,
             reason: if self.ceiling.is_empty() {
                 "login credential issued (registry-wide)"
             } else {
@@ -249,6 +254,7 @@ impl Issued for RegistryCredential {
             counted_as: Some(ExchangeKind::LoginCredential),
             refusal: None,
             backend: Some(self.backend.as_str()),
+            valid_until: self.credential.registry_expires_at,
             reason: if self.credential.reused {
                 "registry credential reused"
             } else {
@@ -284,6 +290,7 @@ impl Issued for RefreshToken {
             counted_as: None,
             refusal: None,
             backend: None,
+            valid_until: None,
             reason: "refresh token issued",
         }
     }

@@ -40,10 +40,14 @@ pub const FEDERATION_ALGORITHM: &str = "RS256";
 /// Most keys published at once. AWS stops resolving a `kid` past 100 keys; two or three are
 /// all a rotation needs.
 pub const MAX_FEDERATION_KEYS: usize = 10;
+/// How far `nbf` is set before `iat`, for relying parties whose clock is behind.
+pub const NOT_BEFORE_BACKDATE: Duration = Duration::from_secs(60);
 /// Shortest token lifetime accepted.
 pub const MIN_FEDERATION_TOKEN_TTL: Duration = Duration::from_secs(60);
-/// Longest token lifetime accepted (AWS STS caps web-identity tokens' useful life at an hour).
-pub const MAX_FEDERATION_TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// Longest token lifetime accepted: a federated JWT only has to outlive one exchange call, and
+/// every second more is a second a copy of it (a registry's log, a proxy) can be replayed at
+/// another relying party that trusts the issuer.
+pub const MAX_FEDERATION_TOKEN_TTL: Duration = Duration::from_secs(600);
 /// The default token lifetime: the token is exchanged at once, so short is enough.
 pub const DEFAULT_FEDERATION_TOKEN_TTL: Duration = Duration::from_secs(300);
 /// Most extra claims a token carries.
@@ -218,7 +222,7 @@ impl FederationKey {
         Self::from_pair(pair)
     }
 
-    /// A fresh RSA-2048 key (`svid-broker federation new-key`, development).
+    /// A fresh RSA-2048 key (`svid-broker federation-key`, and `generate = true` in development).
     ///
     /// # Errors
     /// [`FederationError::KeyGeneration`].
@@ -552,7 +556,8 @@ impl FederationIssuer {
     }
 
     /// Signs a JWT for `claims` at `now`: header `{"alg":"RS256","typ":"JWT","kid"}`; payload
-    /// `iss`, `sub`, `aud` (one string), `iat` = `nbf` = `now` in whole seconds,
+    /// `iss`, `sub`, `aud` (one string), `iat` = `now` in whole seconds, `nbf` =
+    /// `iat` - [`NOT_BEFORE_BACKDATE`],
     /// `exp` = `iat` + the lifetime, a random `jti`, then the extra claims.
     ///
     /// # Errors
@@ -585,7 +590,12 @@ impl FederationIssuer {
         payload.insert("sub".into(), claims.subject.clone().into());
         payload.insert("aud".into(), claims.audience.clone().into());
         payload.insert("iat".into(), iat.into());
-        payload.insert("nbf".into(), iat.into());
+        // Back-dated, as registry tokens are: a registry whose clock is behind the broker's
+        // still takes the JWT at once. `iat` stays the truth.
+        payload.insert(
+            "nbf".into(),
+            iat.saturating_sub(NOT_BEFORE_BACKDATE.as_secs()).into(),
+        );
         payload.insert("exp".into(), exp.into());
         payload.insert("jti".into(), jti.clone().into());
         for (name, value) in &claims.extra {

@@ -412,6 +412,7 @@ fn debug_output_never_shows_passwords_or_secrets() {
         password: SecretString::from("robot-secret-Abc123".to_owned()),
         credential_id: "robot 7 robot$team-a+svid-1-0011223344556677".to_owned(),
         expires_at: at(1),
+        registry_expires_at: None,
         reused: false,
         handle: CredentialHandle::new(7, "robot$team-a+svid-1-0011223344556677", "team-a"),
     };

@@ -76,6 +76,7 @@ impl Backend for MockBackend {
                 password: SecretString::from(format!("secret-{id}")),
                 credential_id: format!("robot {id} {name}"),
                 expires_at: grant.revoke_at,
+                registry_expires_at: None,
                 reused: false,
                 handle: CredentialHandle::new(id, name, "p"),
             })
@@ -402,6 +403,7 @@ fn credential(id: i64, expires_at: SystemTime) -> BackendCredential {
         password: SecretString::from(format!("secret-{id}")),
         credential_id: format!("robot {id}"),
         expires_at,
+        registry_expires_at: None,
         reused: false,
         handle: CredentialHandle::new(id, format!("robot$p+mock-{id}"), "p"),
     }

@@ -438,6 +438,10 @@ fn check_times(claims: &Map<String, Value>, now: i64) -> Result<i64, JwtRejectio
     if exp <= now {
         return Err(JwtRejection::Expired { exp, now });
     }
+    // Quay and the clouds' STS refuse a token without `iat`; `nbf` is optional.
+    if number("iat")?.is_none() {
+        return Err(JwtRejection::MissingClaim { name: "iat" });
+    }
     for name in ["nbf", "iat"] {
         if number(name)?.is_some_and(|t| t > now) {
             return Err(JwtRejection::NotYetValid);

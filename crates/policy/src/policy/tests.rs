@@ -1669,6 +1669,24 @@ fn subject_templates_use_only_the_kinds_placeholders() {
         ("artifactory", "provider_name = \"p\"", "{spiffe_id", false),
         ("artifactory", "provider_name = \"p\"", "a}b", false),
         (
+            "artifactory",
+            "provider_name = \"p\"",
+            "a}{spiffe_id}",
+            false,
+        ),
+        (
+            "artifactory",
+            "provider_name = \"p\"",
+            "{spiffe_id}{access}",
+            false,
+        ),
+        (
+            "artifactory",
+            "provider_name = \"p\"",
+            "{spiffe_id}#{access}",
+            true,
+        ),
+        (
             "quay",
             "pull_robot = \"svid_pull\"\npush_robot = \"svid_push\"",
             "{project}/{access}",
@@ -1887,4 +1905,53 @@ actions = ["pull"]
         p.decide_every_repository(&id("spiffe://example.org/ci"), "nope"),
         Err(DecisionError::UnknownService { service }) if service == "nope"
     ));
+}
+
+#[test]
+fn a_registry_wide_request_on_artifactory_is_decided_like_nexus() {
+    let p = kinds_policy(
+        &federated("artifactory", "provider_name = \"svid-broker\""),
+        r#"
+[[rules]]
+id = "pull-all"
+trust_domain = "example.org"
+registry = "corp"
+repositories = ["**"]
+whole_registry = true
+actions = ["pull"]
+"#,
+    )
+    .unwrap();
+    let d = p
+        .decide_every_repository(&id("spiffe://example.org/x"), "harbor-registry")
+        .unwrap();
+    assert_eq!(d.registry.kind(), RegistryKind::Artifactory);
+    assert_eq!(d.granted_scope(), "repository:**:pull");
+}
+
+#[test]
+fn two_federated_registries_may_not_share_a_jwt_audience() {
+    let quay = federated(
+        "quay",
+        "pull_robot = \"svid_pull\"\npush_robot = \"svid_push\"\njwt_audience = \"shared\"",
+    );
+    let jfrog = federated(
+        "artifactory",
+        "provider_name = \"p\"\njwt_audience = \"shared\"",
+    )
+    .replace("name = \"corp\"", "name = \"jfrog\"")
+    .replace("service = \"harbor-registry\"", "service = \"jfrog\"")
+    .replace(
+        "hosts = [\"harbor.example.org\"]",
+        "hosts = [\"jfrog.example.org\"]",
+    );
+    let err = kinds_policy(&format!("{quay}\n{jfrog}"), "").unwrap_err();
+    assert!(
+        matches!(&err, PolicyError::SharedJwtAudience { registry, other, audience, .. }
+            if registry == "jfrog" && other == "corp" && audience == "shared"),
+        "{err:?}"
+    );
+    // Their own audiences (or their distinct urls) are fine.
+    let apart = jfrog.replace("jwt_audience = \"shared\"", "jwt_audience = \"jfrog\"");
+    kinds_policy(&format!("{quay}\n{apart}"), "").unwrap();
 }

@@ -661,7 +661,7 @@ fn the_federation_section_takes_key_files_or_generate_and_a_bounded_ttl() {
             "federation.token_ttl_seconds",
         ),
         (
-            "[federation]\ngenerate = true\ntoken_ttl_seconds = 3601\n",
+            "[federation]\ngenerate = true\ntoken_ttl_seconds = 601\n",
             "federation.token_ttl_seconds",
         ),
         (

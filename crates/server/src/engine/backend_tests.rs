@@ -1,5 +1,7 @@
-//! The pass for a registry whose own API makes the credential (Harbor): the engine stops at
-//! the decided grant, and records what the backend answered exactly once.
+//! The pass for a registry whose own API makes the credential (Harbor, Nexus): the engine stops
+//! at the decided grant, and records what the backend answered exactly once; a registry-wide
+//! request (no scope) is decided for every repository where one credential reaches them all,
+//! and refused where credentials are per project.
 
 use std::time::Duration;
 
@@ -259,4 +261,214 @@ fn a_broker_signed_token_for_a_harbor_registry_is_refused_before_authentication(
             "{text}"
         );
     }
+}
+
+// A registry-wide login credential (no scope: the Docker credential helper, a plugin entry with
+// `scope = "registry"`) for the backend kinds.
+
+const NEXUS_SERVICE: &str = "nexus-docker";
+/// Allowed only pull on the Nexus registry.
+const PARTNER: &str = "spiffe://partner.org/puller";
+
+fn nexus_fixture() -> Fixture {
+    let policy = format!(
+        r#"{}
+[[registries]]
+name = "nexus"
+service = "nexus-docker"
+kind = "nexus"
+url = "http://127.0.0.1:1"
+credential_file = "/nonexistent/nexus.credential"
+pull_role = "nx-docker-pull"
+push_role = "nx-docker-push"
+token_ttl_seconds = 600
+hosts = ["nexus.example.org"]
+
+[[rules]]
+id = "reader-pulls-nexus"
+subject = "{READER}"
+registry = "nexus"
+repositories = ["**"]
+whole_registry = true
+actions = ["pull"]
+
+[[rules]]
+id = "ci-pushes-nexus"
+trust_domain = "example.org"
+registry = "nexus"
+repositories = ["**"]
+whole_registry = true
+actions = ["pull", "push"]
+
+[[rules]]
+id = "partner-pulls-nexus"
+subject = "{PARTNER}"
+registry = "nexus"
+repositories = ["**"]
+whole_registry = true
+actions = ["pull"]
+
+[[rules]]
+id = "no-push-for-prod"
+subject = "spiffe://example.org/ns/prod/sa/*"
+registry = "nexus"
+repositories = ["**"]
+effect = "deny"
+actions = ["push"]
+"#,
+        harbor_policy()
+    );
+    Fixture::with_policy(&policy, |_| {})
+}
+
+fn registry_wide(service: &str) -> ExchangeRequest {
+    let context = RequestContext::new(
+        ExchangeKind::LoginCredential,
+        Endpoint::Grpc,
+        Some("127.0.0.1:4000".parse().unwrap()),
+    )
+    .with_service(service);
+    ExchangeRequest::parse(context, service, &[]).unwrap()
+}
+
+fn begin_registry_wide(f: &Fixture, who: &str, service: &str) -> Result<Begun, ExchangeError> {
+    f.broker
+        .begin_exchange_for(&subject(who), &registry_wide(service), t0())
+}
+
+#[test]
+fn a_registry_wide_nexus_request_carries_the_actions_policy_allows_on_every_repository() {
+    let f = nexus_fixture();
+    // BUILDER is in example.org: pull and push on every repository.
+    let Ok(Begun::Backend(pass)) = begin_registry_wide(&f, BUILDER, NEXUS_SERVICE) else {
+        panic!("no backend pass");
+    };
+    assert_eq!(pass.grant().registry.name(), "nexus");
+    assert!(pass.grant().requested.is_empty());
+    assert_eq!(
+        pass.grant().granted,
+        [ResourceScope::every_repository([
+            svid_broker_policy::Action::PULL,
+            svid_broker_policy::Action::PUSH
+        ])]
+    );
+    assert!(f.audit_lines().is_empty(), "{:?}", f.audit_lines());
+}
+
+#[test]
+fn a_registry_wide_nexus_request_allowed_only_pull_carries_only_pull() {
+    let f = nexus_fixture();
+    let Ok(Begun::Backend(pass)) = begin_registry_wide(&f, PARTNER, NEXUS_SERVICE) else {
+        panic!("no backend pass");
+    };
+    let granted: Vec<String> = pass.grant().granted.iter().map(|s| s.to_string()).collect();
+    assert_eq!(granted, ["repository:**:pull"]);
+}
+
+#[test]
+fn a_deny_rule_for_every_repository_leaves_a_registry_wide_nexus_grant_pull_only() {
+    let f = nexus_fixture();
+    // READER: allowed pull (its own rule) and push (the trust-domain rule), denied push.
+    let Ok(Begun::Backend(pass)) = begin_registry_wide(&f, READER, NEXUS_SERVICE) else {
+        panic!("no backend pass");
+    };
+    let granted: Vec<String> = pass.grant().granted.iter().map(|s| s.to_string()).collect();
+    assert_eq!(granted, ["repository:**:pull"]);
+    // What the backend is handed is what the audit event names once it is finished.
+    let now = t0();
+    let exchanged = f
+        .broker
+        .finish_exchange(
+            &registry_wide(NEXUS_SERVICE),
+            pass,
+            Ok(BackendCredential::new(
+                "svid-1-ab",
+                SecretString::from(ROBOT_SECRET.to_owned()),
+                "user svid-1-ab",
+                now + Duration::from_secs(600),
+                CredentialHandle::new(0, "svid-1-ab", ""),
+            )),
+            now,
+        )
+        .unwrap();
+    assert!(matches!(
+        exchanged.output,
+        ExchangeOutput::RegistryCredential(_)
+    ));
+    let lines = f.audit_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["decision"], "allow");
+    assert_eq!(lines[0]["granted"], "repository:**:pull");
+    assert_eq!(lines[0]["backend"], "nexus");
+}
+
+#[test]
+fn a_registry_wide_nexus_request_with_nothing_granted_is_refused_as_today() {
+    let f = nexus_fixture();
+    // Another trust domain: no rule on nexus at all.
+    let err = begin_registry_wide(&f, "spiffe://other.org/ns/x/sa/y", NEXUS_SERVICE)
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ExchangeError::PermissionDenied {
+                reason: crate::error::Denial::RegistryNotAllowed
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string(), "subject may not use this registry");
+    let lines = f.audit_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["decision"], "deny");
+}
+
+#[test]
+fn a_registry_wide_harbor_request_is_refused_saying_its_credentials_are_per_project() {
+    let f = nexus_fixture();
+    let err = begin_registry_wide(&f, BUILDER, HARBOR_SERVICE)
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument, "{err:?}");
+    assert!(
+        matches!(
+            &err,
+            ExchangeError::InvalidArgument {
+                reason: InvalidRequest::RegistryWideNotServed { registry, kind }
+            } if registry == "corp" && *kind == svid_broker_policy::RegistryKind::Harbor
+        ),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("its credentials are per project") && text.contains("scope = \"repository\""),
+        "{text}"
+    );
+    let lines = f.audit_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["decision"], "deny");
+    assert!(
+        lines[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("its credentials are per project"),
+        "{}",
+        lines[0]
+    );
+
+    // A subject with no rule on the Harbor registry is told only that.
+    let err = begin_registry_wide(&f, READER, HARBOR_SERVICE)
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::PermissionDenied, "{err:?}");
+}
+
+#[test]
+fn a_registry_wide_request_for_a_token_registry_is_still_the_brokers_login_credential() {
+    let f = nexus_fixture();
+    let Ok(Begun::Done(done)) = begin_registry_wide(&f, READER, crate::testutil::SERVICE) else {
+        panic!("not issued by the broker");
+    };
+    assert!(matches!(done.output, ExchangeOutput::LoginCredential(_)));
 }

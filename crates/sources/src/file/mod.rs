@@ -576,6 +576,12 @@ fn open(path: &Path) -> Result<(File, Metadata), FileSourceError> {
         watched::WatchedFileError::TooLarge { path, max, .. } => {
             FileSourceError::TooLarge { path, limit: max }
         }
+        // `open_regular` does not check ownership (bundles are public); were it to, a refusal
+        // reads as a permission problem.
+        watched::WatchedFileError::NotOwnerOnly { path, .. } => FileSourceError::Read {
+            path,
+            kind: io::ErrorKind::PermissionDenied,
+        },
     })
 }
 

@@ -34,6 +34,20 @@ pub enum WatchedFileError {
         /// What it is instead (`directory`, `fifo`, `character device`, ...).
         kind: &'static str,
     },
+    /// A file holding a secret ([`read_owner_only_file`]) may be read by others than its
+    /// owner.
+    #[error(
+        "{} has mode {mode:o}; a {what} must be readable by its owner only (chmod 600)",
+        .path.display()
+    )]
+    NotOwnerOnly {
+        /// The file's path as the caller gave it.
+        path: PathBuf,
+        /// The kind of file (`credential file`, `federation key file`).
+        what: &'static str,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The file is larger than its cap.
     #[error("{} is larger than {max} bytes, the cap for a {what}", .path.display())]
     TooLarge {
@@ -50,9 +64,10 @@ impl WatchedFileError {
     /// The file the error is about.
     pub fn path(&self) -> &Path {
         match self {
-            Self::Io { path, .. } | Self::NotRegular { path, .. } | Self::TooLarge { path, .. } => {
-                path
-            }
+            Self::Io { path, .. }
+            | Self::NotRegular { path, .. }
+            | Self::NotOwnerOnly { path, .. }
+            | Self::TooLarge { path, .. } => path,
         }
     }
 }
@@ -144,9 +159,53 @@ pub fn read_watched_file(
     read_open_capped(path, file, &meta, max, what)
 }
 
+/// As [`read_watched_file`], for a file holding a secret: refused when its group or others
+/// may read it (checked on the opened handle, so the file read is the file checked). A secret
+/// others can read has leaked already; starting with it would hide that.
+///
+/// # Errors
+/// [`WatchedFileError::NotOwnerOnly`], or as [`read_watched_file`].
+pub fn read_owner_only_file(
+    path: &Path,
+    max: usize,
+    what: &'static str,
+) -> Result<Vec<u8>, WatchedFileError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (file, meta) = open_regular(path)?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(WatchedFileError::NotOwnerOnly {
+            path: path.to_owned(),
+            what,
+            mode,
+        });
+    }
+    read_open_capped(path, file, &meta, max, what)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_file_others_may_read_is_refused_with_its_mode() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, b"s3cret").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = read_owner_only_file(&path, 64, "key file").unwrap_err();
+        assert!(
+            matches!(err, WatchedFileError::NotOwnerOnly { mode: 0o640, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert_eq!(
+            read_owner_only_file(&path, 64, "key file").unwrap(),
+            b"s3cret"
+        );
+    }
 
     #[test]
     fn a_regular_file_within_its_cap_is_read() {

@@ -263,7 +263,10 @@ fn minted_token_verifies_with_the_published_key_and_carries_the_claims() {
     assert_eq!(payload["sub"], "spiffe://example.org/ns/ci/sa/builder");
     assert_eq!(payload["aud"], "quay.example.org");
     assert_eq!(payload["iat"], iat);
-    assert_eq!(payload["nbf"], iat);
+    assert_eq!(
+        payload["nbf"].as_u64().unwrap(),
+        payload["iat"].as_u64().unwrap() - NOT_BEFORE_BACKDATE.as_secs()
+    );
     assert_eq!(payload["exp"], iat + 300);
     assert_eq!(payload["jti"], minted.jti.as_str());
     assert_eq!(payload["repository"], "org/app");

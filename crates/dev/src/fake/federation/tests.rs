@@ -187,17 +187,22 @@ async fn accepts_a_token_signed_by_a_published_key() {
 }
 
 #[tokio::test]
-async fn aud_may_be_an_array_and_nbf_iat_optional() {
+async fn aud_may_be_an_array_nbf_is_optional_and_iat_is_required() {
     let issuer = Issuer::start();
     let verifier = FederatedJwtVerifier::new();
     let mut claims = issuer.claims();
     claims["aud"] = json!(["a", "b"]);
     let obj = claims.as_object_mut().unwrap();
     obj.remove("nbf");
-    obj.remove("iat");
     let token = sign(rsa(0), &rs256("k0"), &claims);
     let verified = verify(&verifier, &issuer, &token).await.unwrap();
     assert_eq!(verified.audiences, vec!["a".to_owned(), "b".to_owned()]);
+    claims.as_object_mut().unwrap().remove("iat");
+    let token = sign(rsa(0), &rs256("k0"), &claims);
+    assert_eq!(
+        verify(&verifier, &issuer, &token).await.unwrap_err(),
+        JwtRejection::MissingClaim { name: "iat" }
+    );
 }
 
 #[tokio::test]
