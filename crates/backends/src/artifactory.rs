@@ -19,8 +19,8 @@
 //!
 //! **Revocation.** The broker holds no Artifactory credential of its own, and Access does not
 //! store tokens shorter than its persistency threshold (10,800 s by default), so they cannot
-//! be revoked one by one. [`ArtifactoryBackend::revoke`] is therefore a no-op and the backend
-//! says it is not revocable ([`Backend::revocable`](crate::Backend::revocable)): the
+//! be revoked one by one. Revoking (through [`crate::Backend::revoke`]) is therefore a no-op
+//! and the backend says it is not revocable ([`Backend::revocable`](crate::Backend::revocable)): the
 //! credential's `expires_at` is the earlier of the grant's revocation time and the token's own
 //! `expires_in`, and the token lives to its own expiry. Keep the mappings' `expires_in` at or
 //! below the policy's lifetime. Nothing is left to sweep.
@@ -43,7 +43,7 @@ use svid_broker_token::federation::{
 use zeroize::Zeroizing;
 
 use crate::api::{ApiShape, RegistryApi, config_error, expect_success, limits_of, parse_json};
-use crate::credential::{BackendCredential, BackendGrant, CredentialHandle, SweepReport};
+use crate::credential::{BackendCredential, BackendGrant, CredentialHandle};
 use crate::error::{
     BackendError, BackendKind, ConfigError, ConfigProblem, Failure, Step, sanitize_vendor_message,
 };
@@ -56,15 +56,15 @@ use crate::http::{
 mod grant;
 mod wire;
 
-use crate::subject::{Placeholders, SubjectTemplate};
 use grant::{Access, map_grant};
+use svid_broker_policy::subject::{Placeholders, SubjectTemplate};
 
 /// The token exchange endpoint, under the base URL.
 pub const OIDC_TOKEN_PATH: &str = "/access/api/v1/oidc/token";
 /// The claim every broker JWT carries, `pull` or `push`: what the identity mappings match on,
 /// so the operator maps pull and push to two token specs.
 pub const ACCESS_CLAIM: &str = "svid_broker_access";
-pub use crate::subject::DEFAULT_SUBJECT_TEMPLATE;
+pub use svid_broker_policy::subject::DEFAULT_SUBJECT_TEMPLATE;
 /// Longest access token accepted, in bytes (Access tokens are JWTs of about 1 KiB; a
 /// reference token is shorter).
 pub const MAX_ACCESS_TOKEN_BYTES: usize = 16 * 1024;
@@ -278,28 +278,6 @@ impl ArtifactoryBackend {
             CredentialHandle::new(0, answer.username, ""),
         )
         .valid_at_registry_until(token_end))
-    }
-
-    /// Does nothing and succeeds: the broker holds no admin credential to revoke with, and
-    /// tokens under Access's persistency threshold are not stored, so they cannot be revoked
-    /// one by one. The token lives to its own `expires_in`.
-    ///
-    /// # Errors
-    /// None.
-    pub async fn revoke(&self, _handle: &CredentialHandle) -> Result<(), BackendError> {
-        Ok(())
-    }
-
-    /// Finds nothing: the broker leaves nothing behind in Artifactory to sweep.
-    ///
-    /// # Errors
-    /// None.
-    pub async fn sweep(
-        &self,
-        _namespaces: &[String],
-        _now: SystemTime,
-    ) -> Result<SweepReport, BackendError> {
-        Ok(SweepReport::default())
     }
 
     /// The API request counters.

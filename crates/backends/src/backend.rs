@@ -79,35 +79,40 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
 /// `impl Backend for $backend` by its inherent `issue`, `revoke`, `sweep` (and, when named,
 /// the method listing visible namespaces), with the kind, registry name and meter of its
-/// `api` field.
+/// `api` field. With `revocable = false` (a registry that ends its credentials only at their
+/// own expiry, and where the broker leaves nothing to sweep) the backend has no `revoke` or
+/// `sweep` of its own: revoking does nothing, a sweep finds nothing.
 macro_rules! delegate_backend {
-    ($backend:ident $(, visible_namespaces = $visible:ident)? $(, revocable = $revocable:literal)?) => {
+    ($backend:ident, revocable = false) => {
         impl $crate::backend::Backend for $backend {
-            fn kind(&self) -> $crate::error::BackendKind {
-                self.api.kind
+            $crate::backend::delegate_backend!(@methods $backend);
+
+            fn revocable(&self) -> bool {
+                false
             }
 
-            fn registry(&self) -> &str {
-                &self.api.registry
-            }
-
-            fn reuse_key(
-                &self,
-                grant: &$crate::credential::BackendGrant,
-            ) -> Result<String, $crate::error::BackendError> {
-                Ok(self.map(grant)?.reuse_key())
-            }
-
-            fn issue<'a>(
+            fn revoke<'a>(
                 &'a self,
-                grant: &'a $crate::credential::BackendGrant,
-                now: std::time::SystemTime,
+                _handle: &'a $crate::credential::CredentialHandle,
+            ) -> futures_util::future::BoxFuture<'a, Result<(), $crate::error::BackendError>> {
+                Box::pin(async { Ok(()) })
+            }
+
+            fn sweep<'a>(
+                &'a self,
+                _namespaces: &'a [String],
+                _now: std::time::SystemTime,
             ) -> futures_util::future::BoxFuture<
                 'a,
-                Result<$crate::credential::BackendCredential, $crate::error::BackendError>,
+                Result<$crate::credential::SweepReport, $crate::error::BackendError>,
             > {
-                Box::pin($backend::issue(self, grant, now))
+                Box::pin(async { Ok($crate::credential::SweepReport::default()) })
             }
+        }
+    };
+    ($backend:ident $(, visible_namespaces = $visible:ident)?) => {
+        impl $crate::backend::Backend for $backend {
+            $crate::backend::delegate_backend!(@methods $backend);
 
             fn revoke<'a>(
                 &'a self,
@@ -137,16 +142,37 @@ macro_rules! delegate_backend {
                     Box::pin($backend::$visible(self))
                 }
             )?
+        }
+    };
+    (@methods $backend:ident) => {
+        fn kind(&self) -> $crate::error::BackendKind {
+            self.api.kind
+        }
 
-            $(
-                fn revocable(&self) -> bool {
-                    $revocable
-                }
-            )?
+        fn registry(&self) -> &str {
+            &self.api.registry
+        }
 
-            fn meter(&self) -> &$crate::figures::ApiMeter {
-                &self.api.meter
-            }
+        fn reuse_key(
+            &self,
+            grant: &$crate::credential::BackendGrant,
+        ) -> Result<String, $crate::error::BackendError> {
+            Ok(self.map(grant)?.reuse_key())
+        }
+
+        fn issue<'a>(
+            &'a self,
+            grant: &'a $crate::credential::BackendGrant,
+            now: std::time::SystemTime,
+        ) -> futures_util::future::BoxFuture<
+            'a,
+            Result<$crate::credential::BackendCredential, $crate::error::BackendError>,
+        > {
+            Box::pin($backend::issue(self, grant, now))
+        }
+
+        fn meter(&self) -> &$crate::figures::ApiMeter {
+            &self.api.meter
         }
     };
 }

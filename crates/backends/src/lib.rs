@@ -78,7 +78,6 @@ mod naming;
 pub mod nexus;
 pub mod quay;
 pub mod service;
-mod subject;
 mod sweep;
 #[cfg(test)]
 mod test_support;

@@ -13,9 +13,9 @@
 //!
 //! What the credential reaches is what the operator gave the robot in Quay (repository read
 //! or write); the broker's policy decides whether a workload gets it at all. Quay cannot end
-//! one robot token early: [`QuayBackend::revoke`] does nothing, and the credential's
-//! `expires_at` is the earlier of the policy's revocation time and the token's own expiry
-//! (`registry_expires_at` the token's own). Removing the robot's federation entry stops new
+//! one robot token early: revoking (through [`crate::Backend::revoke`]) does nothing, and
+//! the credential's `expires_at` is the earlier of the policy's revocation time and the
+//! token's own expiry (`registry_expires_at` the token's own). Removing the robot's federation entry stops new
 //! exchanges only: Quay checks an issued token's signature, `sub` and `aud`, not the entry.
 //! Deleting the robot ends its tokens (re-creating one of the same name revives the unexpired
 //! ones).
@@ -41,7 +41,7 @@ use svid_broker_token::federation::{FederatedClaims, FederationError, Federation
 use zeroize::Zeroizing;
 
 use crate::api::{ApiShape, RegistryApi, config_error, limits_of};
-use crate::credential::{BackendCredential, BackendGrant, CredentialHandle, SweepReport};
+use crate::credential::{BackendCredential, BackendGrant, CredentialHandle};
 use crate::error::{
     BackendError, BackendKind, ConfigError, ConfigProblem, Failure, Step, sanitize_vendor_message,
 };
@@ -54,8 +54,8 @@ use crate::http::{
 mod grant;
 mod wire;
 
-use crate::subject::{DEFAULT_SUBJECT_TEMPLATE, Placeholders, SubjectTemplate};
 use grant::{RobotGrant, map_grant, valid_robot_name};
+use svid_broker_policy::subject::{DEFAULT_SUBJECT_TEMPLATE, Placeholders, SubjectTemplate};
 
 /// How long a robot token Quay hands out lives (`TMP_ROBOT_TOKEN_VALIDITY_LIFETIME_S`,
 /// `data/model/user.py`): fixed by Quay, not asked for.
@@ -251,28 +251,6 @@ impl QuayBackend {
             CredentialHandle::new(0, robot, mapped.grant.org),
         )
         .valid_at_registry_until(token_end))
-    }
-
-    /// Does nothing: Quay cannot revoke one robot token; it lives to its own expiry (at most
-    /// [`ROBOT_TOKEN_LIFETIME`]). The service never calls it ([`crate::Backend::revocable`]
-    /// is false).
-    ///
-    /// # Errors
-    /// None.
-    pub async fn revoke(&self, _handle: &CredentialHandle) -> Result<(), BackendError> {
-        Ok(())
-    }
-
-    /// Does nothing: the broker makes nothing in Quay that outlives its token.
-    ///
-    /// # Errors
-    /// None.
-    pub async fn sweep(
-        &self,
-        _namespaces: &[String],
-        _now: SystemTime,
-    ) -> Result<SweepReport, BackendError> {
-        Ok(SweepReport::default())
     }
 
     /// The API request counters.

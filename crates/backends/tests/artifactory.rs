@@ -20,10 +20,9 @@ use svid_broker_backends::{
     Step,
 };
 use svid_broker_dev::fake::artifactory::{FakeArtifactory, Fault, TokenSpec};
-use svid_broker_dev::fake::federation::DocumentHost;
 use svid_broker_identity::clock::Clock;
 use svid_broker_identity::secret::{ExposeSecret as _, SecretString};
-use svid_broker_token::federation::{FederationIssuer, FederationKey};
+use svid_broker_token::federation::FederationKey;
 
 use common::*;
 
@@ -34,48 +33,29 @@ const PUSHER: &str = "svid-pusher";
 /// `a_token_outliving_the_grant_is_refused_and_not_handed_out`).
 const TOKEN_LIFE: u64 = TTL.as_secs();
 
-/// The broker's issuer, its discovery document and JWKS served by a document host.
+/// The broker's issuer, published, and its first signing key (kept to build a rotated set
+/// that still publishes it).
 struct Broker {
-    host: DocumentHost,
-    issuer: Arc<FederationIssuer>,
-    /// The first signing key, kept to build a rotated set that still publishes it.
+    published: PublishedIssuer,
     first_key: SecretString,
 }
 
 impl Broker {
     fn start() -> Self {
-        let host = DocumentHost::start().unwrap();
         let key = FederationKey::generate().unwrap();
         let first_key = key.to_pkcs8_pem().unwrap();
-        let issuer = Arc::new(
-            FederationIssuer::new(
-                format!("{}/federation", host.url()),
-                vec![key],
-                Duration::from_secs(300),
-            )
-            .unwrap(),
-        );
-        let broker = Self {
-            host,
-            issuer,
+        Self {
+            published: PublishedIssuer::start("/federation", key),
             first_key,
-        };
-        broker.publish();
-        broker
+        }
     }
+}
 
-    /// Serves the issuer's discovery document and its current JWKS.
-    fn publish(&self) {
-        self.host.set(
-            "/federation/.well-known/openid-configuration",
-            "application/json",
-            self.issuer.discovery_json(),
-        );
-        self.host.set(
-            "/federation/jwks.json",
-            "application/json",
-            self.issuer.jwks_json(),
-        );
+impl std::ops::Deref for Broker {
+    type Target = PublishedIssuer;
+
+    fn deref(&self) -> &PublishedIssuer {
+        &self.published
     }
 }
 

@@ -23,11 +23,10 @@ use svid_broker_backends::quay::ROBOT_TOKEN_LIFETIME;
 use svid_broker_backends::{
     BackendError, BackendGrant, BackendService, Failure, QuayBackend, QuayConfig, Step,
 };
-use svid_broker_dev::fake::federation::DocumentHost;
 use svid_broker_dev::fake::quay::{FakeQuay, Fault, FederationEntry, QuayRole};
 use svid_broker_identity::clock::Clock;
 use svid_broker_identity::secret::ExposeSecret as _;
-use svid_broker_token::federation::{FederationIssuer, FederationKey};
+use svid_broker_token::federation::FederationKey;
 
 use common::*;
 
@@ -51,38 +50,22 @@ fn key(index: usize) -> FederationKey {
 /// The broker's issuer, published by a document host, and a Quay whose robots
 /// `team-a+puller` (read) and `team-a+pusher` (write) trust it for [`APP`].
 struct World {
-    host: DocumentHost,
-    issuer: Arc<FederationIssuer>,
+    broker: PublishedIssuer,
     quay: FakeQuay,
 }
 
 impl World {
     fn start() -> Self {
-        let host = DocumentHost::start().unwrap();
-        let issuer = Arc::new(
-            FederationIssuer::new(host.url(), vec![key(0)], Duration::from_secs(300)).unwrap(),
-        );
+        let broker = PublishedIssuer::start("", key(0));
         let quay = FakeQuay::start().unwrap();
         for (robot, role) in [(PULL, QuayRole::Read), (PUSH, QuayRole::Write)] {
             quay.add_robot("team-a", robot).unwrap();
             quay.grant_repository("team-a", robot, "team-a/app", role)
                 .unwrap();
         }
-        let world = Self { host, issuer, quay };
-        world.trust(&[FederationEntry::new(world.issuer.issuer(), APP)]);
-        world.publish();
+        let world = Self { broker, quay };
+        world.trust(&[FederationEntry::new(world.broker.issuer.issuer(), APP)]);
         world
-    }
-
-    /// Serves the issuer's current discovery document and JWKS.
-    fn publish(&self) {
-        self.host.set(
-            "/.well-known/openid-configuration",
-            "application/json",
-            self.issuer.discovery_json(),
-        );
-        self.host
-            .set("/jwks.json", "application/json", self.issuer.jwks_json());
     }
 
     /// Sets both robots' federation entries.
@@ -98,7 +81,7 @@ impl World {
         QuayConfig::new(
             "corp",
             self.quay.url(),
-            Arc::clone(&self.issuer),
+            Arc::clone(&self.broker.issuer),
             PULL,
             PUSH,
         )
@@ -295,7 +278,7 @@ async fn a_subject_no_entry_names_is_refused() {
     );
     // Trusting the rendered subject instead: accepted.
     world.trust(&[FederationEntry::new(
-        world.issuer.issuer(),
+        world.broker.issuer.issuer(),
         "broker:team-a:pull",
     )]);
     let now = SystemTime::now();
@@ -310,9 +293,8 @@ async fn a_subject_no_entry_names_is_refused() {
 #[tokio::test]
 async fn an_audience_the_entry_does_not_list_is_refused() {
     let world = World::start();
-    world.trust(&[
-        FederationEntry::new(world.issuer.issuer(), APP).with_audiences(["https://quay.corp"])
-    ]);
+    world.trust(&[FederationEntry::new(world.broker.issuer.issuer(), APP)
+        .with_audiences(["https://quay.corp"])]);
     let error = pull_error(&world.service()).await;
     assert_eq!(
         error.failure,
@@ -360,7 +342,7 @@ async fn an_issuer_quay_does_not_trust_is_refused() {
     assert!(
         shown.ends_with(&format!(
             "Quay answered 400 Bad Request: issuer {} not configured for this robot",
-            world.issuer.issuer()
+            world.broker.issuer.issuer()
         )),
         "{shown}"
     );
@@ -374,7 +356,11 @@ async fn an_unpublished_key_fails_on_quays_side_and_a_published_rotation_works()
     let service = world.service();
     // The broker signs with a new key its JWKS does not show yet: Quay cannot load the key,
     // an exception it does not handle.
-    world.issuer.replace_keys(vec![key(1), key(0)]).unwrap();
+    world
+        .broker
+        .issuer
+        .replace_keys(vec![key(1), key(0)])
+        .unwrap();
     let error = pull_error(&service).await;
     assert_eq!(error.failure, Failure::ServerError { status: 500 });
     assert!(
@@ -384,7 +370,7 @@ async fn an_unpublished_key_fails_on_quays_side_and_a_published_rotation_works()
         "{error}"
     );
     // Published (the old key kept for its last tokens): Quay fetches the JWKS anew.
-    world.publish();
+    world.broker.publish();
     let now = SystemTime::now();
     let credential = service
         .issue(grant(APP, &["repository:team-a/app:pull"], now), now)

@@ -237,17 +237,15 @@ pub enum PolicyError {
         /// Where the value is.
         at: Location,
     },
-    /// `jwt_subject` names a placeholder the registry's kind does not fill.
-    #[error(
-        "registry {registry:?}: `jwt_subject` at {at} uses {placeholder:?}; the placeholders are {allowed}"
-    )]
+    /// `jwt_subject` is not a template of the registry's kind: an unknown placeholder, an
+    /// unbalanced brace, two placeholders with no text between them, a control character, or
+    /// over 1024 bytes.
+    #[error("registry {registry:?}: `jwt_subject` at {at} {rule}")]
     InvalidSubjectTemplate {
         /// The registry's `name`, as written in the file.
         registry: String,
-        /// The unknown placeholder as written (`{namespace}`), or the unbalanced brace.
-        placeholder: String,
-        /// The placeholders the kind fills, comma-separated.
-        allowed: String,
+        /// The rule it breaks (`has an unknown placeholder (known: {spiffe_id}, {access})`).
+        rule: &'static str,
         /// Where the value is.
         at: Location,
     },

@@ -61,15 +61,16 @@ mod policy;
 mod profile;
 pub mod repository;
 pub mod scope;
+pub mod subject;
 
 pub use decision::{ActionSet, Decision, RuleHit, ScopeTrace};
 pub use error::{DecisionError, Location, PolicyError};
 pub use kind::{Reach, RegistryKind};
 pub use policy::{
-    CATALOG_ACTION, DEFAULT_TOKEN_TTL_SECONDS, Effect, FEDERATED_SUBJECT_PLACEHOLDERS, Federation,
-    MAX_API_URL_LEN, MAX_FEDERATION_FIELD_LEN, MAX_LIST_LEN, MAX_PATH_LEN, MAX_POLICY_FILE_BYTES,
-    MAX_REGISTRIES, MAX_REGISTRY_NAME_LEN, MAX_ROLE_LEN, MAX_RULE_ID_LEN, MAX_RULES,
-    MAX_TOKEN_TTL_SECONDS, MIN_TOKEN_TTL_SECONDS, Policy, Registry, RegistryApi,
+    CATALOG_ACTION, DEFAULT_TOKEN_TTL_SECONDS, Effect, Federation, MAX_API_URL_LEN,
+    MAX_FEDERATION_FIELD_LEN, MAX_LIST_LEN, MAX_PATH_LEN, MAX_POLICY_FILE_BYTES, MAX_REGISTRIES,
+    MAX_REGISTRY_NAME_LEN, MAX_ROLE_LEN, MAX_RULE_ID_LEN, MAX_RULES, MAX_TOKEN_TTL_SECONDS,
+    MIN_TOKEN_TTL_SECONDS, Policy, Registry, RegistryApi,
 };
 pub use profile::Profile;
 pub use scope::{Action, ResourceScope, ResourceType, ScopeError};

@@ -17,6 +17,7 @@ use crate::kind::{Reach, RegistryKind};
 use crate::profile::Profile;
 use crate::repository::{RepoPatternError, RepositoryPattern};
 use crate::scope::{self, Action, ResourceScope};
+use crate::subject::{Placeholders, SubjectTemplate};
 
 /// Largest policy file [`Policy::load`] reads, in bytes.
 pub const MAX_POLICY_FILE_BYTES: u64 = 1024 * 1024;
@@ -103,8 +104,8 @@ impl Federation {
     }
 
     /// `jwt_subject`: the template of the JWT's `sub`; `None` means the default
-    /// (`{spiffe_id}`). Only [`FEDERATED_SUBJECT_PLACEHOLDERS`] of the kind appear in it
-    /// (checked at load).
+    /// (`{spiffe_id}`). It parses as a [`SubjectTemplate`] with the kind's
+    /// [`Placeholders`] (checked at load).
     pub fn subject_template(&self) -> Option<&str> {
         self.subject.as_deref()
     }
@@ -123,13 +124,6 @@ impl Federation {
         self.provider_name.as_deref()
     }
 }
-
-/// The placeholders a `jwt_subject` template may use, per kind: `{spiffe_id}` (the workload),
-/// `{access}` (`pull` or `push`), and for Quay `{project}` (the organization).
-pub const FEDERATED_SUBJECT_PLACEHOLDERS: [(RegistryKind, &[&str]); 2] = [
-    (RegistryKind::Quay, &["spiffe_id", "project", "access"]),
-    (RegistryKind::Artifactory, &["spiffe_id", "access"]),
-];
 
 /// Longest `jwt_audience`, `jwt_subject`, robot name or `provider_name`, in bytes.
 pub const MAX_FEDERATION_FIELD_LEN: usize = 255;
@@ -372,6 +366,23 @@ impl Loader<'_> {
         Ok(path.to_owned())
     }
 
+    /// Refuses the first of `fields` that is set: they do not belong to the entry's kind, and
+    /// `why` says so.
+    fn refuse_set(
+        &self,
+        fields: &[(&'static str, &Option<Spanned<String>>)],
+        why: &'static str,
+        not_for: &dyn Fn(&'static str, &'static str, Location) -> PolicyError,
+    ) -> Result<(), PolicyError> {
+        match fields
+            .iter()
+            .find_map(|(field, value)| Some((*field, value.as_ref()?)))
+        {
+            Some((field, value)) => Err(not_for(field, why, self.at(value))),
+            None => Ok(()),
+        }
+    }
+
     /// The federation keys of a `quay` or `artifactory` entry (refused on every other kind).
     fn federation(
         &self,
@@ -393,26 +404,18 @@ impl Loader<'_> {
                 })
             }
         };
-        let Some(placeholders) = FEDERATED_SUBJECT_PLACEHOLDERS
-            .iter()
-            .find(|(k, _)| *k == kind)
-            .map(|(_, p)| *p)
-        else {
-            for (field, value) in [
-                ("pull_robot", &raw.pull_robot),
-                ("push_robot", &raw.push_robot),
-                ("provider_name", &raw.provider_name),
-                ("jwt_audience", &raw.jwt_audience),
-                ("jwt_subject", &raw.jwt_subject),
-            ] {
-                if let Some(v) = value {
-                    return Err(not_for(
-                        field,
-                        "only Quay and Artifactory exchange a JWT the broker signs",
-                        self.at(v),
-                    ));
-                }
-            }
+        let Some(placeholders) = Placeholders::of(kind) else {
+            self.refuse_set(
+                &[
+                    ("pull_robot", &raw.pull_robot),
+                    ("push_robot", &raw.push_robot),
+                    ("provider_name", &raw.provider_name),
+                    ("jwt_audience", &raw.jwt_audience),
+                    ("jwt_subject", &raw.jwt_subject),
+                ],
+                "only Quay and Artifactory exchange a JWT the broker signs",
+                not_for,
+            )?;
             return Ok(None);
         };
         let robots = if kind == RegistryKind::Quay {
@@ -434,18 +437,14 @@ impl Loader<'_> {
                 robot("push_robot", &raw.push_robot)?,
             ))
         } else {
-            for (field, value) in [
-                ("pull_robot", &raw.pull_robot),
-                ("push_robot", &raw.push_robot),
-            ] {
-                if let Some(v) = value {
-                    return Err(not_for(
-                        field,
-                        "only Quay has robots that federate",
-                        self.at(v),
-                    ));
-                }
-            }
+            self.refuse_set(
+                &[
+                    ("pull_robot", &raw.pull_robot),
+                    ("push_robot", &raw.push_robot),
+                ],
+                "only Quay has robots that federate",
+                not_for,
+            )?;
             None
         };
         let provider_name = if kind == RegistryKind::Artifactory {
@@ -457,13 +456,11 @@ impl Loader<'_> {
             })?;
             Some(text("provider_name", value)?)
         } else {
-            if let Some(v) = &raw.provider_name {
-                return Err(not_for(
-                    "provider_name",
-                    "only Artifactory names an OIDC provider",
-                    self.at(v),
-                ));
-            }
+            self.refuse_set(
+                &[("provider_name", &raw.provider_name)],
+                "only Artifactory names an OIDC provider",
+                not_for,
+            )?;
             None
         };
         let audience = raw
@@ -475,11 +472,10 @@ impl Loader<'_> {
             None => None,
             Some(v) => {
                 let template = text("jwt_subject", v)?;
-                if let Some(bad) = unknown_placeholder(&template, placeholders) {
+                if let Err(rule) = SubjectTemplate::parse(&template, placeholders) {
                     return Err(PolicyError::InvalidSubjectTemplate {
                         registry: name.clone(),
-                        placeholder: bad,
-                        allowed: placeholders.join(", "),
+                        rule,
                         at: self.at(v),
                     });
                 }
@@ -543,32 +539,26 @@ impl Loader<'_> {
                     "it decides the shape of the tokens the broker signs",
                 )
             })?;
-            for (field, value) in [
-                ("url", &raw.url),
-                ("credential_file", &raw.credential_file),
-                ("ca_file", &raw.ca_file),
-                ("pull_role", &raw.pull_role),
-                ("push_role", &raw.push_role),
-                ("pull_robot", &raw.pull_robot),
-                ("push_robot", &raw.push_robot),
-                ("provider_name", &raw.provider_name),
-                ("jwt_audience", &raw.jwt_audience),
-                ("jwt_subject", &raw.jwt_subject),
-            ] {
-                if let Some(v) = value {
-                    return Err(not_for(
-                        field,
-                        "the broker signs this registry's tokens and never calls its API",
-                        self.at(v),
-                    ));
-                }
-            }
+            self.refuse_set(
+                &[
+                    ("url", &raw.url),
+                    ("credential_file", &raw.credential_file),
+                    ("ca_file", &raw.ca_file),
+                    ("pull_role", &raw.pull_role),
+                    ("push_role", &raw.push_role),
+                    ("pull_robot", &raw.pull_robot),
+                    ("push_robot", &raw.push_robot),
+                    ("provider_name", &raw.provider_name),
+                    ("jwt_audience", &raw.jwt_audience),
+                    ("jwt_subject", &raw.jwt_subject),
+                ],
+                "the broker signs this registry's tokens and never calls its API",
+                &not_for,
+            )?;
             (Some((issuer.get_ref().clone(), *profile.get_ref())), None)
         } else {
             const SIGNED_ELSEWHERE: &str = "this registry's own service signs its tokens";
-            if let Some(v) = &raw.issuer {
-                return Err(not_for("issuer", SIGNED_ELSEWHERE, self.at(v)));
-            }
+            self.refuse_set(&[("issuer", &raw.issuer)], SIGNED_ELSEWHERE, &not_for)?;
             if let Some(v) = &raw.profile {
                 return Err(not_for("profile", SIGNED_ELSEWHERE, self.at(v)));
             }
@@ -627,12 +617,11 @@ impl Loader<'_> {
                     role("push_role", &raw.push_role)?,
                 ))
             } else {
-                for (field, value) in [("pull_role", &raw.pull_role), ("push_role", &raw.push_role)]
-                {
-                    if let Some(v) = value {
-                        return Err(not_for(field, "only Nexus users get roles", self.at(v)));
-                    }
-                }
+                self.refuse_set(
+                    &[("pull_role", &raw.pull_role), ("push_role", &raw.push_role)],
+                    "only Nexus users get roles",
+                    &not_for,
+                )?;
                 None
             };
             let federation = self.federation(raw, kind, &not_for, &required)?;
@@ -1530,39 +1519,4 @@ fn is_quay_robot_name(name: &str) -> bool {
         && name.split(['.', '_', '-']).all(|run| {
             !run.is_empty() && run.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9'))
         })
-}
-
-/// The first `{name}` in `template` whose name is not in `allowed`, an unclosed `{` (given as
-/// the rest of the text), a stray `}`, or two placeholders with no text between them (given
-/// as the pair: `{spiffe_id}{project}` renders the same for `x` + `yz` as for `xy` + `z`, so a
-/// registry matching `sub` exactly could not tell those grants apart); `None` when the
-/// template is well formed. The backends' parser (`svid_broker_backends`) applies the same
-/// rules.
-fn unknown_placeholder(template: &str, allowed: &[&str]) -> Option<String> {
-    let mut rest = template;
-    let mut previous: Option<&str> = None;
-    while let Some(open) = rest.find('{') {
-        if rest[..open].contains('}') {
-            return Some("}".to_owned());
-        }
-        if let Some(before) = previous.filter(|_| open == 0) {
-            let after = &rest[1..];
-            let next = after.split('}').next().unwrap_or(after);
-            return Some(format!("{{{before}}}{{{next}}}"));
-        }
-        let after = &rest[open + 1..];
-        let Some(close) = after.find('}') else {
-            return Some(format!("{{{after}"));
-        };
-        let name = &after[..close];
-        if !allowed.contains(&name) {
-            return Some(format!("{{{name}}}"));
-        }
-        previous = Some(name);
-        rest = &after[close + 1..];
-    }
-    if rest.contains('}') {
-        return Some("}".to_owned());
-    }
-    None
 }

@@ -83,12 +83,13 @@ fn the_reuse_key_is_the_access_and_tokens_are_not_revocable() {
 #[tokio::test]
 async fn revoke_and_sweep_do_nothing() {
     let backend = backend();
-    backend
-        .revoke(&CredentialHandle::new(0, "someone", ""))
+    crate::Backend::revoke(&backend, &CredentialHandle::new(0, "someone", ""))
         .await
         .unwrap();
-    let report = backend.sweep(&[], SystemTime::now()).await.unwrap();
-    assert_eq!(report, SweepReport::default());
+    let report = crate::Backend::sweep(&backend, &[], SystemTime::now())
+        .await
+        .unwrap();
+    assert_eq!(report, crate::SweepReport::default());
     assert_eq!(backend.meter().snapshot().len(), 0);
 }
 

@@ -204,7 +204,7 @@ fn tokens_cannot_be_revoked_and_nothing_is_swept() {
         let report = QuayBackend::sweep(&backend, &["team-a".to_owned()], SystemTime::now())
             .await
             .unwrap();
-        assert_eq!(report, SweepReport::default());
+        assert_eq!(report, crate::SweepReport::default());
     });
 }
 

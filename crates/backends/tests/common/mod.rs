@@ -1,4 +1,4 @@
-//! Helpers the Harbor, GitLab and Nexus integration tests share (each does `mod common;`).
+//! Helpers the backends' integration tests share (each does `mod common;`).
 
 #![allow(
     dead_code,
@@ -349,4 +349,47 @@ pub(crate) fn assert_clean_sweep(
         report.failures.is_empty() && report.truncated.is_empty(),
         "{report:?}"
     );
+}
+
+// === the broker's federation issuer, for the backends that exchange its JWT ===
+
+/// The broker's federation issuer at `host.url()` + a path, its discovery document and JWKS
+/// served there by a document host, as the realm serves them.
+pub(crate) struct PublishedIssuer {
+    host: svid_broker_dev::fake::federation::DocumentHost,
+    pub(crate) issuer: Arc<svid_broker_token::federation::FederationIssuer>,
+}
+
+impl PublishedIssuer {
+    /// An issuer at `path` (`""` or `/federation`) signing with `key`, 300 s tokens, published.
+    pub(crate) fn start(path: &str, key: svid_broker_token::federation::FederationKey) -> Self {
+        let host = svid_broker_dev::fake::federation::DocumentHost::start().unwrap();
+        let issuer = Arc::new(
+            svid_broker_token::federation::FederationIssuer::new(
+                format!("{}{path}", host.url()),
+                vec![key],
+                Duration::from_secs(300),
+            )
+            .unwrap(),
+        );
+        let published = Self { host, issuer };
+        published.publish();
+        published
+    }
+
+    /// Serves the issuer's discovery document and its current JWKS (after a key change).
+    pub(crate) fn publish(&self) {
+        let base = self.host.url();
+        let path = |url: &str| url.strip_prefix(base.as_str()).unwrap().to_owned();
+        self.host.set(
+            &path(&self.issuer.discovery_url()),
+            "application/json",
+            self.issuer.discovery_json(),
+        );
+        self.host.set(
+            &path(&self.issuer.jwks_uri()),
+            "application/json",
+            self.issuer.jwks_json(),
+        );
+    }
 }

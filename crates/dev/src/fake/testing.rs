@@ -1,5 +1,7 @@
 //! What the fakes' tests share: one request on a fresh connection with a hyper client
-//! ([`Call`]), and the answer as plain data ([`Resp`]).
+//! ([`Call`]), the answer as plain data ([`Resp`]), and RS256 JWTs signed by hand with shared
+//! RSA keys ([`test_rsa_key`], [`rsa_jwk`], [`sign_rs256`]) for the fakes that verify an
+//! external issuer.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -8,7 +10,14 @@
 )]
 
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::Duration;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::KeySize;
+use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256, RsaKeyPair};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::json;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -158,4 +167,53 @@ impl<'a> Call<'a> {
             .expect("answer in time")
             .expect("an answer")
     }
+}
+
+// === hand-signed RS256 JWTs ===
+
+/// Three RSA keys shared by every test (generating one is slow in debug builds).
+pub(super) fn test_rsa_key(index: usize) -> &'static RsaKeyPair {
+    static KEYS: OnceLock<Vec<RsaKeyPair>> = OnceLock::new();
+    &KEYS.get_or_init(|| {
+        (0..3)
+            .map(|_| RsaKeyPair::generate(KeySize::Rsa2048).unwrap())
+            .collect()
+    })[index]
+}
+
+/// `key`'s public JWK as an issuer publishes it: RSA, `use` sig, `alg` RS256, `kid`.
+pub(super) fn rsa_jwk(kid: &str, key: &RsaKeyPair) -> Value {
+    let public = key.public_key();
+    json!({
+        "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
+        "n": URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
+        "e": URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
+    })
+}
+
+/// A compact JWS of `header` and `claims` (as given, whatever they say) signed RS256 by `key`.
+pub(super) fn sign_jws(key: &RsaKeyPair, header: &Value, claims: &Value) -> String {
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let mut signature = vec![0u8; key.public_modulus_len()];
+    key.sign(
+        &RSA_PKCS1_SHA256,
+        &SystemRandom::new(),
+        input.as_bytes(),
+        &mut signature,
+    )
+    .unwrap();
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+/// [`sign_jws`] with the header `{"alg": "RS256", "typ": "JWT", "kid": kid}`.
+pub(super) fn sign_rs256(kid: &str, key: &RsaKeyPair, claims: &Value) -> String {
+    sign_jws(
+        key,
+        &json!({ "alg": "RS256", "typ": "JWT", "kid": kid }),
+        claims,
+    )
 }

@@ -8,20 +8,14 @@
 )]
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::rsa::KeySize;
-use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256, RsaKeyPair};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::Method;
 use serde_json::{Map, Value, json};
 
 use super::{FakeArtifactory, Fault, OIDC_TOKEN_PATH, TokenSpec};
 use crate::fake::federation::DocumentHost;
-use crate::fake::testing::{Call, Listening, Resp};
+use crate::fake::testing::{Call, Listening, Resp, rsa_jwk, sign_rs256, test_rsa_key};
 
 const PROVIDER: &str = "svid-broker";
 const AUDIENCE: &str = "jfrog-audience";
@@ -31,26 +25,6 @@ impl Listening for FakeArtifactory {
     fn addr(&self) -> SocketAddr {
         FakeArtifactory::addr(self)
     }
-}
-
-/// Two RSA keys for every test (generation is slow in debug builds).
-fn keys() -> &'static [RsaKeyPair; 2] {
-    static KEYS: OnceLock<[RsaKeyPair; 2]> = OnceLock::new();
-    KEYS.get_or_init(|| {
-        [
-            RsaKeyPair::generate(KeySize::Rsa2048).unwrap(),
-            RsaKeyPair::generate(KeySize::Rsa2048).unwrap(),
-        ]
-    })
-}
-
-fn jwk(key: &RsaKeyPair, kid: &str) -> Value {
-    let public = key.public_key();
-    json!({
-        "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
-        "n": URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
-        "e": URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
-    })
 }
 
 /// A test OIDC issuer at a document host.
@@ -79,7 +53,7 @@ impl Issuer {
     fn publish(&self, indexes: &[usize]) {
         let keys: Vec<Value> = indexes
             .iter()
-            .map(|&i| jwk(&keys()[i], &format!("k{i}")))
+            .map(|&i| rsa_jwk(&format!("k{i}"), test_rsa_key(i)))
             .collect();
         self.host.set(
             "/issuer/jwks.json",
@@ -108,23 +82,9 @@ impl Issuer {
     }
 }
 
+/// A token signed by shared key `index` under `kid`.
 fn sign(index: usize, kid: &str, claims: &Value) -> String {
-    let header = json!({ "alg": "RS256", "typ": "JWT", "kid": kid });
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let key = &keys()[index];
-    let mut signature = vec![0u8; key.public_modulus_len()];
-    key.sign(
-        &RSA_PKCS1_SHA256,
-        &SystemRandom::new(),
-        input.as_bytes(),
-        &mut signature,
-    )
-    .unwrap();
-    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+    sign_rs256(kid, test_rsa_key(index), claims)
 }
 
 fn unix_now() -> i64 {

@@ -8,20 +8,18 @@
 )]
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::rsa::KeySize;
-use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _, RSA_PKCS1_SHA256, RsaKeyPair,
-};
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::Method;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::fake::testing::{Call, Listening};
+use crate::fake::testing::{
+    Call, Listening, rsa_jwk as jwk, sign_jws as sign, test_rsa_key as rsa,
+};
 
 const NOW: i64 = 1_800_000_000;
 const DISCOVERY: &str = "/.well-known/openid-configuration";
@@ -31,28 +29,6 @@ impl Listening for DocumentHost {
     fn addr(&self) -> SocketAddr {
         DocumentHost::addr(self)
     }
-}
-
-/// RSA keys are slow to make: three shared by every test.
-fn rsa(index: usize) -> &'static RsaKeyPair {
-    static KEYS: OnceLock<Vec<RsaKeyPair>> = OnceLock::new();
-    &KEYS.get_or_init(|| {
-        (0..3)
-            .map(|_| RsaKeyPair::generate(KeySize::Rsa2048).unwrap())
-            .collect()
-    })[index]
-}
-
-fn jwk(kid: &str, key: &RsaKeyPair) -> Value {
-    let public = key.public_key();
-    json!({
-        "kty": "RSA",
-        "use": "sig",
-        "alg": "RS256",
-        "kid": kid,
-        "n": URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
-        "e": URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
-    })
 }
 
 /// An issuer at a [`DocumentHost`] publishing key 0 as `k0`.
@@ -109,20 +85,6 @@ impl Issuer {
 
 fn encode(value: &Value) -> String {
     URL_SAFE_NO_PAD.encode(value.to_string())
-}
-
-/// A compact JWS of `header` and `claims` signed RS256 by `key`.
-fn sign(key: &RsaKeyPair, header: &Value, claims: &Value) -> String {
-    let input = format!("{}.{}", encode(header), encode(claims));
-    let mut sig = vec![0; key.public_modulus_len()];
-    key.sign(
-        &RSA_PKCS1_SHA256,
-        &SystemRandom::new(),
-        input.as_bytes(),
-        &mut sig,
-    )
-    .unwrap();
-    format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
 }
 
 fn rs256(kid: &str) -> Value {

@@ -8,19 +8,17 @@
 )]
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::rsa::KeySize;
-use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256, RsaKeyPair};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
 use super::{FakeError, FakeQuay, Fault, FederationEntry, QuayRole};
 use crate::fake::federation::DocumentHost;
-use crate::fake::testing::{Call, Listening, Resp};
+use crate::fake::testing::{
+    Call, Listening, Resp, rsa_jwk as jwk, sign_rs256 as sign, test_rsa_key as rsa,
+};
 
 const EXCHANGE: &str = "/oauth2/federation/robot/token";
 const ROBOT: &str = "team-a+puller";
@@ -30,25 +28,6 @@ impl Listening for FakeQuay {
     fn addr(&self) -> SocketAddr {
         FakeQuay::addr(self)
     }
-}
-
-/// RSA keys are slow to make: two shared by every test.
-fn rsa(index: usize) -> &'static RsaKeyPair {
-    static KEYS: OnceLock<Vec<RsaKeyPair>> = OnceLock::new();
-    &KEYS.get_or_init(|| {
-        (0..2)
-            .map(|_| RsaKeyPair::generate(KeySize::Rsa2048).unwrap())
-            .collect()
-    })[index]
-}
-
-fn jwk(kid: &str, key: &RsaKeyPair) -> Value {
-    let public = key.public_key();
-    json!({
-        "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
-        "n": URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
-        "e": URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
-    })
 }
 
 fn now_unix() -> i64 {
@@ -105,24 +84,6 @@ impl Issuer {
             "exp": now + 300, "jti": "j1",
         })
     }
-}
-
-fn sign(kid: &str, key: &RsaKeyPair, claims: &Value) -> String {
-    let header = json!({ "alg": "RS256", "typ": "JWT", "kid": kid });
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let mut signature = vec![0u8; key.public_modulus_len()];
-    key.sign(
-        &RSA_PKCS1_SHA256,
-        &SystemRandom::new(),
-        input.as_bytes(),
-        &mut signature,
-    )
-    .unwrap();
-    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
 }
 
 /// A Quay with robot `team-a+puller` trusting `issuer` for [`SUBJECT`].

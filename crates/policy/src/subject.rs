@@ -1,18 +1,20 @@
-//! The federated JWT's `sub`, rendered from the operator's template (`jwt_subject`), for every
-//! backend that exchanges a JWT the broker signs (Quay, Artifactory).
+//! The `jwt_subject` grammar: the federated JWT's `sub`, rendered from the operator's template,
+//! for every registry kind that exchanges a JWT the broker signs (Quay, Artifactory). One
+//! parser, used by the policy loader (a bad template is refused when the policy loads) and by
+//! the backends (which render it).
 //!
 //! Quay matches `sub` against a robot's federation entries by exact equality, and Artifactory's
 //! identity mappings may match on it, so the operator chooses what the broker writes there: the
 //! workload's SPIFFE ID (`{spiffe_id}`, the default: one entry per workload), or something
 //! coarser (`svid-broker:{access}`: one entry or mapping for every workload, the broker's policy
 //! having decided already). The template is parsed once, when the backend is built, so a typo
-//! is a configuration error rather than a refused exchange.
+//! is a policy error rather than a refused exchange.
 
 /// The default template: the workload's SPIFFE ID as it is.
 pub const DEFAULT_SUBJECT_TEMPLATE: &str = "{spiffe_id}";
 
 /// Longest template accepted, in bytes (the issuer caps the rendered `sub` too).
-pub(crate) const MAX_SUBJECT_TEMPLATE_BYTES: usize = 1024;
+pub const MAX_SUBJECT_TEMPLATE_BYTES: usize = 1024;
 
 /// One piece of a parsed template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,31 +25,46 @@ enum Part {
     Access,
 }
 
-/// Which placeholders a backend fills.
+/// Which placeholders a kind fills.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Placeholders {
+pub enum Placeholders {
     /// `{spiffe_id}`, `{project}` (the organization) and `{access}`: Quay.
     WithProject,
     /// `{spiffe_id}` and `{access}`: Artifactory, whose credential is registry-wide.
     WithoutProject,
 }
 
+impl Placeholders {
+    /// The placeholders `kind`'s `jwt_subject` may use; `None` for a kind that signs no JWT.
+    pub const fn of(kind: crate::RegistryKind) -> Option<Self> {
+        match kind {
+            crate::RegistryKind::Quay => Some(Self::WithProject),
+            crate::RegistryKind::Artifactory => Some(Self::WithoutProject),
+            crate::RegistryKind::Token
+            | crate::RegistryKind::Harbor
+            | crate::RegistryKind::Gitlab
+            | crate::RegistryKind::Nexus => None,
+        }
+    }
+}
+
 /// A parsed subject template.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SubjectTemplate {
+pub struct SubjectTemplate {
     parts: Vec<Part>,
 }
 
 /// Why a template was refused: the rule it breaks.
-pub(crate) type TemplateRule = &'static str;
+pub type TemplateRule = &'static str;
 
 impl SubjectTemplate {
-    /// Parses `template`: literal text and the placeholders `placeholders` allows.
+    /// Parses `template`: literal text and the placeholders `placeholders` allows, with text
+    /// between any two placeholders.
     ///
     /// # Errors
     /// The rule broken: an empty or over-long template, a control character, an unknown
     /// placeholder or a brace that opens or closes none.
-    pub(crate) fn parse(template: &str, placeholders: Placeholders) -> Result<Self, TemplateRule> {
+    pub fn parse(template: &str, placeholders: Placeholders) -> Result<Self, TemplateRule> {
         if template.is_empty() || template.len() > MAX_SUBJECT_TEMPLATE_BYTES {
             return Err("must be 1 to 1024 bytes");
         }
@@ -95,7 +112,7 @@ impl SubjectTemplate {
 
     /// The subject for workload `spiffe_id` with `access` (`pull` or `push`), in organization
     /// `project` (empty where the backend has none: a template for it cannot name one).
-    pub(crate) fn render(&self, spiffe_id: &str, project: &str, access: &str) -> String {
+    pub fn render(&self, spiffe_id: &str, project: &str, access: &str) -> String {
         let mut out = String::new();
         for part in &self.parts {
             out.push_str(match part {
