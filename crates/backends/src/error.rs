@@ -38,6 +38,15 @@ pub enum BackendKind {
     Quay,
     /// JFrog Artifactory, through its OIDC token exchange (the broker is the OIDC provider).
     Artifactory,
+    /// Amazon ECR, through AWS STS `AssumeRoleWithWebIdentity` (the broker is the OIDC
+    /// provider the IAM role trusts) and ECR `GetAuthorizationToken`.
+    Ecr,
+    /// Google Artifact Registry, through Google STS (workload identity federation) and IAM
+    /// Credentials `generateAccessToken`.
+    Gar,
+    /// Azure Container Registry, through Entra ID client credentials with the broker's JWT as
+    /// the assertion (a federated identity credential) and ACR's `/oauth2/exchange`.
+    Acr,
 }
 
 impl BackendKind {
@@ -49,6 +58,9 @@ impl BackendKind {
             Self::Nexus => "nexus",
             Self::Quay => "quay",
             Self::Artifactory => "artifactory",
+            Self::Ecr => "ecr",
+            Self::Gar => "gar",
+            Self::Acr => "acr",
         }
     }
 
@@ -60,6 +72,9 @@ impl BackendKind {
             Self::Nexus => "Nexus",
             Self::Quay => "Quay",
             Self::Artifactory => "Artifactory",
+            Self::Ecr => "Amazon ECR",
+            Self::Gar => "Google Artifact Registry",
+            Self::Acr => "Azure Container Registry",
         }
     }
 }
@@ -119,7 +134,9 @@ impl fmt::Display for BackendError {
             "{} registry {:?}: {}: ",
             self.kind, self.registry, self.step
         )?;
-        self.failure.describe(self.kind.product(), f)
+        // A cloud backend's steps talk to more than one service: name the one that answered.
+        let answered = self.step.service().unwrap_or(self.kind.product());
+        self.failure.describe(answered, f)
     }
 }
 
@@ -203,6 +220,41 @@ pub enum Step {
         /// The OIDC provider's name in Artifactory.
         provider: String,
     },
+    /// Exchanging the broker's JWT for temporary AWS credentials (AWS STS
+    /// `AssumeRoleWithWebIdentity`).
+    AssumeRoleWithWebIdentity {
+        /// The IAM role's ARN.
+        role_arn: String,
+    },
+    /// Getting a Docker credential from Amazon ECR with the temporary credentials, signed with
+    /// SigV4 (`GetAuthorizationToken`).
+    GetAuthorizationToken {
+        /// The AWS region.
+        region: String,
+    },
+    /// Exchanging the broker's JWT for a federated access token (Google STS `POST /v1/token`).
+    ExchangeStsToken {
+        /// The workload identity pool provider (the token exchange's audience).
+        provider: String,
+    },
+    /// Impersonating a service account with the federated token (Google IAM Credentials
+    /// `generateAccessToken`).
+    GenerateAccessToken {
+        /// The service account's email.
+        service_account: String,
+    },
+    /// Getting an Entra ID access token with the broker's JWT as the client assertion
+    /// (`POST /{tenant}/oauth2/v2.0/token`).
+    GetEntraToken {
+        /// The application (client) id.
+        client_id: String,
+    },
+    /// Exchanging the Entra ID access token for an ACR refresh token
+    /// (`POST /oauth2/exchange`).
+    ExchangeAcrRefreshToken {
+        /// The registry's login server.
+        login_server: String,
+    },
 }
 
 impl Step {
@@ -226,6 +278,42 @@ impl Step {
             Self::SignFederatedToken => "sign_federated_token",
             Self::ExchangeRobotToken { .. } => "exchange_robot_token",
             Self::ExchangeOidcToken { .. } => "exchange_oidc_token",
+            Self::AssumeRoleWithWebIdentity { .. } => "assume_role_with_web_identity",
+            Self::GetAuthorizationToken { .. } => "get_authorization_token",
+            Self::ExchangeStsToken { .. } => "exchange_sts_token",
+            Self::GenerateAccessToken { .. } => "generate_access_token",
+            Self::GetEntraToken { .. } => "get_entra_token",
+            Self::ExchangeAcrRefreshToken { .. } => "exchange_acr_refresh_token",
+        }
+    }
+
+    /// The service a cloud backend's step talks to (`AWS STS`), when it is not the registry
+    /// product itself: what "... answered 403" names.
+    pub fn service(&self) -> Option<&'static str> {
+        match self {
+            Self::AssumeRoleWithWebIdentity { .. } => Some("AWS STS"),
+            Self::GetAuthorizationToken { .. } => Some("Amazon ECR"),
+            Self::ExchangeStsToken { .. } => Some("Google STS"),
+            Self::GenerateAccessToken { .. } => Some("Google IAM Credentials"),
+            Self::GetEntraToken { .. } => Some("Microsoft Entra ID"),
+            Self::ExchangeAcrRefreshToken { .. } => Some("Azure Container Registry"),
+            // Spelled out, not `_`: a new step must say which service it talks to.
+            Self::MapGrant
+            | Self::Issue
+            | Self::LookUpProject { .. }
+            | Self::CreateRobot { .. }
+            | Self::ListRobots { .. }
+            | Self::DeleteRobot { .. }
+            | Self::ListProjects
+            | Self::CreateDeployToken { .. }
+            | Self::ListDeployTokens { .. }
+            | Self::DeleteDeployToken { .. }
+            | Self::CreateUser { .. }
+            | Self::ListUsers
+            | Self::DeleteUser { .. }
+            | Self::SignFederatedToken
+            | Self::ExchangeRobotToken { .. }
+            | Self::ExchangeOidcToken { .. } => None,
         }
     }
 }
@@ -261,6 +349,33 @@ impl fmt::Display for Step {
                     f,
                     "exchange the broker's token with OIDC provider {provider:?}"
                 )
+            }
+            Self::AssumeRoleWithWebIdentity { role_arn } => {
+                write!(f, "assume role {role_arn:?} with the broker's token (AWS STS)")
+            }
+            Self::GetAuthorizationToken { region } => {
+                write!(f, "get an ECR authorization token in region {region:?}")
+            }
+            Self::ExchangeStsToken { provider } => {
+                write!(
+                    f,
+                    "exchange the broker's token at Google STS for provider {provider:?}"
+                )
+            }
+            Self::GenerateAccessToken { service_account } => {
+                write!(
+                    f,
+                    "generate an access token for service account {service_account:?}"
+                )
+            }
+            Self::GetEntraToken { client_id } => {
+                write!(
+                    f,
+                    "get an Entra ID token for application {client_id:?} with the broker's token"
+                )
+            }
+            Self::ExchangeAcrRefreshToken { login_server } => {
+                write!(f, "exchange the Entra ID token for an ACR refresh token at {login_server:?}")
             }
         }
     }

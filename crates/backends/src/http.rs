@@ -130,6 +130,83 @@ impl ClientSettings {
     }
 }
 
+/// One request for [`ApiClient::send_request`]: what the JSON helpers cannot say (a form
+/// body, a vendor's own content type, headers a request signature covers).
+///
+/// `Debug` shows the method, path, header names and the body's length only: a body may carry
+/// the broker's JWT (a web identity token, a client assertion).
+#[non_exhaustive]
+pub struct OutgoingRequest {
+    /// The method.
+    pub method: Method,
+    /// The path and query, appended to the base URL's path; it must start with `/`.
+    pub path_and_query: String,
+    /// The body and its content type.
+    pub body: Option<RequestBody>,
+    /// Extra headers, in order. Mark a credential's value sensitive
+    /// ([`HeaderValue::set_sensitive`]) so hyper never shows it.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl OutgoingRequest {
+    /// A request of `method` to `path_and_query` without a body or extra headers.
+    pub fn new(method: Method, path_and_query: impl Into<String>) -> Self {
+        Self {
+            method,
+            path_and_query: path_and_query.into(),
+            body: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// With `bytes` as the body, sent as `content_type`.
+    #[must_use]
+    pub fn with_body(mut self, content_type: &'static str, bytes: Vec<u8>) -> Self {
+        self.body = Some(RequestBody {
+            content_type,
+            bytes,
+        });
+        self
+    }
+
+    /// With one more header.
+    #[must_use]
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+impl fmt::Debug for OutgoingRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&HeaderName> = self.headers.iter().map(|(name, _)| name).collect();
+        f.debug_struct("OutgoingRequest")
+            .field("method", &self.method)
+            .field("path_and_query", &self.path_and_query)
+            .field("headers", &names)
+            .field("body_len", &self.body.as_ref().map(|body| body.bytes.len()))
+            .finish()
+    }
+}
+
+/// A request body and its content type. `Debug` shows the content type and the length only.
+#[non_exhaustive]
+pub struct RequestBody {
+    /// The `Content-Type` (`application/x-www-form-urlencoded`).
+    pub content_type: &'static str,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl fmt::Debug for RequestBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestBody")
+            .field("content_type", &self.content_type)
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
 /// A registry API client. Cheap to clone; clones share the in-flight cap.
 #[derive(Clone)]
 pub struct ApiClient {
@@ -306,11 +383,45 @@ impl ApiClient {
             .await
     }
 
+    /// Sends `request` as it is: its body with its own content type, its extra headers
+    /// after `Host`, `Accept` and `Connection` (the cloud APIs: form bodies, AWS's
+    /// `X-Amz-Target` and SigV4 headers). The client's own [`Auth`] is added unless
+    /// `request` carries an `Authorization` header itself.
+    ///
+    /// # Errors
+    /// As [`Self::send`].
+    pub async fn send_request(&self, request: OutgoingRequest) -> Result<ApiResponse, Failure> {
+        self.send_built(request, None).await
+    }
+
+    /// The `Host` header every request carries (`api.ecr.us-east-1.amazonaws.com`,
+    /// `127.0.0.1:8080`): what a request signature covers.
+    pub fn authority(&self) -> &str {
+        &self.inner.target.authority
+    }
+
+    /// The request target sent for `path_and_query`: the base URL's path prefix and it.
+    pub fn request_target(&self, path_and_query: &str) -> String {
+        format!("{}{path_and_query}", self.inner.target.path_prefix)
+    }
+
     async fn send_inner(
         &self,
         method: Method,
         path_and_query: &str,
         json_body: Option<Vec<u8>>,
+        auth: Option<(HeaderName, SecretString)>,
+    ) -> Result<ApiResponse, Failure> {
+        let mut request = OutgoingRequest::new(method, path_and_query);
+        if let Some(bytes) = json_body {
+            request = request.with_body("application/json", bytes);
+        }
+        self.send_built(request, auth).await
+    }
+
+    async fn send_built(
+        &self,
+        request: OutgoingRequest,
         auth: Option<(HeaderName, SecretString)>,
     ) -> Result<ApiResponse, Failure> {
         let inner = &*self.inner;
@@ -322,7 +433,7 @@ impl ApiClient {
                 waited: inner.deadline,
             });
         };
-        let request = self.build_request(method, path_and_query, json_body, auth.as_ref())?;
+        let request = self.build_request(request, auth.as_ref())?;
         tokio::time::timeout(inner.deadline, self.exchange(request))
             .await
             .map_err(|_| Failure::Timeout {
@@ -332,40 +443,41 @@ impl ApiClient {
 
     fn build_request(
         &self,
-        method: Method,
-        path_and_query: &str,
-        json_body: Option<Vec<u8>>,
+        request: OutgoingRequest,
         auth: Option<&(HeaderName, SecretString)>,
     ) -> Result<Request<Full<Bytes>>, Failure> {
         let inner = &*self.inner;
-        let path = format!("{}{path_and_query}", inner.target.path_prefix);
+        let cannot_build = || Failure::Internal {
+            what: "cannot build the request",
+        };
         let mut builder = Request::builder()
-            .method(method)
-            .uri(path)
+            .method(request.method)
+            .uri(self.request_target(&request.path_and_query))
             .header(header::HOST, &inner.target.authority)
             .header(header::ACCEPT, "application/json")
             // One connection per request: say so, so the registry closes its side at once.
             .header(header::CONNECTION, "close");
-        if let Some((name, value)) = auth.or(inner.auth.as_ref()) {
+        let signed_itself = request
+            .headers
+            .iter()
+            .any(|(name, _)| name == header::AUTHORIZATION);
+        if !signed_itself && let Some((name, value)) = auth.or(inner.auth.as_ref()) {
             let mut credential =
-                HeaderValue::from_str(value.expose_secret()).map_err(|_| Failure::Internal {
-                    what: "cannot build the request",
-                })?;
+                HeaderValue::from_str(value.expose_secret()).map_err(|_| cannot_build())?;
             credential.set_sensitive(true);
             builder = builder.header(name.clone(), credential);
         }
-        let body = match json_body {
-            Some(bytes) => {
-                builder = builder.header(header::CONTENT_TYPE, "application/json");
-                Bytes::from(bytes)
+        for (name, value) in request.headers {
+            builder = builder.header(name, value);
+        }
+        let body = match request.body {
+            Some(body) => {
+                builder = builder.header(header::CONTENT_TYPE, body.content_type);
+                Bytes::from(body.bytes)
             }
             None => Bytes::new(),
         };
-        builder
-            .body(Full::new(body))
-            .map_err(|_| Failure::Internal {
-                what: "cannot build the request",
-            })
+        builder.body(Full::new(body)).map_err(|_| cannot_build())
     }
 
     async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<ApiResponse, Failure> {

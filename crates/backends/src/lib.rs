@@ -64,12 +64,18 @@
 //! # }
 //! ```
 
+#[cfg(feature = "acr")]
+pub mod acr;
 mod api;
 pub mod artifactory;
 mod backend;
 mod credential;
+#[cfg(feature = "ecr")]
+pub mod ecr;
 pub mod error;
 mod figures;
+#[cfg(feature = "gar")]
+pub mod gar;
 pub mod gitlab;
 mod grant;
 pub mod harbor;

@@ -14,8 +14,11 @@
 //!   token realm for robot tokens.
 
 pub mod artifactory;
+pub mod aws;
+pub mod azure;
 pub mod federation;
 pub mod gitlab;
+pub mod google;
 pub mod harbor;
 mod http;
 mod jwt;

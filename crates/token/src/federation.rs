@@ -54,6 +54,8 @@ pub const DEFAULT_FEDERATION_TOKEN_TTL: Duration = Duration::from_secs(300);
 pub const MAX_EXTRA_CLAIMS: usize = 8;
 /// Longest extra claim name, in bytes.
 pub const MAX_CLAIM_NAME_LEN: usize = 64;
+/// Longest extra object claim (AWS's `https://aws.amazon.com/tags`), as serialized JSON, in bytes.
+pub const MAX_OBJECT_CLAIM_LEN: usize = 4096;
 /// Longest extra claim value, in bytes.
 pub const MAX_CLAIM_VALUE_LEN: usize = 1024;
 /// Longest `sub`, in bytes.
@@ -339,6 +341,9 @@ pub struct FederatedClaims {
     pub audience: String,
     /// Extra string claims, in order.
     pub extra: Vec<(String, String)>,
+    /// Extra object claims, after the string claims (AWS session tags:
+    /// `https://aws.amazon.com/tags`), each at most [`MAX_OBJECT_CLAIM_LEN`] bytes as JSON.
+    pub extra_objects: Vec<(String, Map<String, Value>)>,
 }
 
 impl FederatedClaims {
@@ -348,7 +353,15 @@ impl FederatedClaims {
             subject: subject.into(),
             audience: audience.into(),
             extra: Vec::new(),
+            extra_objects: Vec::new(),
         }
+    }
+
+    /// Adds an extra object claim.
+    #[must_use]
+    pub fn with_object_claim(mut self, name: impl Into<String>, value: Map<String, Value>) -> Self {
+        self.extra_objects.push((name.into(), value));
+        self
     }
 
     /// Adds an extra string claim.
@@ -365,19 +378,32 @@ impl FederatedClaims {
     pub fn validate(&self) -> Result<(), FederationError> {
         check_value("sub", &self.subject, MAX_SUBJECT_LEN, false)?;
         check_value("aud", &self.audience, MAX_AUDIENCE_LEN, false)?;
-        if self.extra.len() > MAX_EXTRA_CLAIMS {
+        let count = self.extra.len() + self.extra_objects.len();
+        if count > MAX_EXTRA_CLAIMS {
             return Err(FederationError::TooManyClaims {
-                count: self.extra.len(),
+                count,
                 max: MAX_EXTRA_CLAIMS,
             });
         }
-        let mut seen = HashSet::with_capacity(self.extra.len());
+        let mut seen = HashSet::with_capacity(count);
         for (name, value) in &self.extra {
             check_claim_name(name)?;
             if !seen.insert(name.as_str()) {
                 return Err(invalid_claim(name, "claim is given twice"));
             }
             check_value(name, value, MAX_CLAIM_VALUE_LEN, true)?;
+        }
+        for (name, value) in &self.extra_objects {
+            check_claim_name(name)?;
+            if !seen.insert(name.as_str()) {
+                return Err(invalid_claim(name, "claim is given twice"));
+            }
+            if Value::Object(value.clone()).to_string().len() > MAX_OBJECT_CLAIM_LEN {
+                return Err(invalid_claim(
+                    name,
+                    "object claim is longer than 4096 bytes as JSON",
+                ));
+            }
         }
         Ok(())
     }
@@ -600,6 +626,9 @@ impl FederationIssuer {
         payload.insert("jti".into(), jti.clone().into());
         for (name, value) in &claims.extra {
             payload.insert(name.clone(), value.clone().into());
+        }
+        for (name, value) in &claims.extra_objects {
+            payload.insert(name.clone(), Value::Object(value.clone()));
         }
         // Written by hand: a fixed member order, and the kid is base64url (nothing to escape).
         let header = format!(
