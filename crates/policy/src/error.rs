@@ -249,11 +249,26 @@ pub enum PolicyError {
         /// Where the value is.
         at: Location,
     },
-    /// `url` is not an API base URL the broker will call.
-    #[error("registry {registry:?}: url {url:?} at {at} is not usable: {reason}")]
+    /// A value in a cloud table (`aws.role_arn`, `gcp.service_account`, `azure.tenant_id`, ...)
+    /// that does not have the cloud's shape.
+    #[error("registry {registry:?}: `{field}` at {at} {rule}")]
+    InvalidCloudSetting {
+        /// The registry's `name`, as written in the file.
+        registry: String,
+        /// The key (`aws.role_arn`).
+        field: &'static str,
+        /// The rule it breaks.
+        rule: &'static str,
+        /// Where the value is.
+        at: Location,
+    },
+    /// `url` (or a cloud endpoint override) is not an API base URL the broker will call.
+    #[error("registry {registry:?}: {field} {url:?} at {at} is not usable: {reason}")]
     InvalidApiUrl {
         /// The registry's `name`, as written in the file.
         registry: String,
+        /// The key (`url`, `aws.sts_endpoint`, ...).
+        field: &'static str,
         /// The value, capped.
         url: String,
         /// The rule it breaks.

@@ -29,17 +29,29 @@ pub enum RegistryKind {
     Artifactory,
     /// Nexus Repository: a local user with a role, deleted at the policy's lifetime.
     Nexus,
+    /// Amazon ECR: AWS STS `AssumeRoleWithWebIdentity` with the broker's JWT, a session policy
+    /// naming exactly the granted repositories, then ECR `GetAuthorizationToken`.
+    Ecr,
+    /// Google Artifact Registry: Google STS with the broker's JWT, then a service account's
+    /// access token from IAM Credentials.
+    Gar,
+    /// Azure Container Registry: an Entra ID token for an application whose federated
+    /// identity credential trusts the broker, then an ACR refresh token.
+    Acr,
 }
 
 impl RegistryKind {
     /// Every kind, in a stable order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 9] = [
         Self::Token,
         Self::Harbor,
         Self::Gitlab,
         Self::Quay,
         Self::Artifactory,
         Self::Nexus,
+        Self::Ecr,
+        Self::Gar,
+        Self::Acr,
     ];
 
     /// The name used in the policy file.
@@ -51,6 +63,9 @@ impl RegistryKind {
             Self::Quay => "quay",
             Self::Artifactory => "artifactory",
             Self::Nexus => "nexus",
+            Self::Ecr => "ecr",
+            Self::Gar => "gar",
+            Self::Acr => "acr",
         }
     }
 
@@ -70,18 +85,29 @@ impl RegistryKind {
     /// How much of the registry one of its credentials reaches. A Harbor robot names a project
     /// (the first component of a repository name), a Quay robot an organization (the same
     /// component: a robot lives in one), a GitLab deploy token a project (the first two), a
-    /// Nexus user whatever its role reaches and an Artifactory token whatever its identity
-    /// mapping's scope reaches (the whole registry, as far as the broker can know): a grant on
+    /// Nexus user whatever its role reaches, an Artifactory token whatever its identity
+    /// mapping's scope reaches, an Artifact Registry token whatever its service account's IAM
+    /// bindings reach and an ACR token whatever its application's role assignments reach (the
+    /// whole registry, as far as the broker can know); an ECR token reaches exactly the
+    /// granted repositories (the STS session policy names them). A grant on
     /// `team-a/app` becomes a credential for all of that. Every rule for such a registry must
     /// therefore be written at that reach (`team-a/**`, `group/project/**`, `**`), so that the
     /// policy means what the registry enforces.
     pub const fn reach(self) -> Reach {
         match self {
-            Self::Token => Reach::Repository,
             Self::Harbor | Self::Quay => Reach::Project { components: 1 },
             Self::Gitlab => Reach::Project { components: 2 },
-            Self::Nexus | Self::Artifactory => Reach::Registry,
+            Self::Token | Self::Ecr => Reach::Repository,
+            Self::Nexus | Self::Artifactory | Self::Gar | Self::Acr => Reach::Registry,
         }
+    }
+
+    /// Whether a request that names no repository (a Docker server URL, a plugin entry with
+    /// `scope = "registry"`) can be served with one credential for every repository: the
+    /// registry-wide kinds, and ECR, whose session policy can name every repository
+    /// (`repository/*`).
+    pub const fn serves_every_repository(self) -> bool {
+        matches!(self.reach(), Reach::Registry) || matches!(self, Self::Ecr)
     }
 }
 

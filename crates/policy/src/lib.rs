@@ -67,7 +67,9 @@ pub use decision::{ActionSet, Decision, RuleHit, ScopeTrace};
 pub use error::{DecisionError, Location, PolicyError};
 pub use kind::{Reach, RegistryKind};
 pub use policy::{
-    CATALOG_ACTION, DEFAULT_TOKEN_TTL_SECONDS, Effect, Federation, MAX_API_URL_LEN,
+    AWS_DEFAULT_JWT_AUDIENCE, AZURE_DEFAULT_JWT_AUDIENCE, AwsAccount, AzureAccount,
+    CATALOG_ACTION, CloudAccount, DEFAULT_TOKEN_TTL_SECONDS, Effect, Federation, GcpAccount,
+    MAX_API_URL_LEN, MAX_AWS_SESSION_SECONDS, MAX_CLOUD_FIELD_LEN, MIN_AWS_SESSION_SECONDS,
     MAX_FEDERATION_FIELD_LEN, MAX_LIST_LEN, MAX_PATH_LEN, MAX_POLICY_FILE_BYTES, MAX_REGISTRIES,
     MAX_REGISTRY_NAME_LEN, MAX_ROLE_LEN, MAX_RULE_ID_LEN, MAX_RULES, MAX_TOKEN_TTL_SECONDS,
     MIN_TOKEN_TTL_SECONDS, Policy, Registry, RegistryApi,

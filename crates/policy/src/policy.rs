@@ -19,6 +19,14 @@ use crate::repository::{RepoPatternError, RepositoryPattern};
 use crate::scope::{self, Action, ResourceScope};
 use crate::subject::{Placeholders, SubjectTemplate};
 
+mod cloud;
+
+use cloud::{RawAws, RawAzure, RawClouds, RawGcp};
+pub use cloud::{
+    AWS_DEFAULT_JWT_AUDIENCE, AZURE_DEFAULT_JWT_AUDIENCE, AwsAccount, AzureAccount, CloudAccount,
+    GcpAccount, MAX_AWS_SESSION_SECONDS, MAX_CLOUD_FIELD_LEN, MIN_AWS_SESSION_SECONDS,
+};
+
 /// Largest policy file [`Policy::load`] reads, in bytes.
 pub const MAX_POLICY_FILE_BYTES: u64 = 1024 * 1024;
 /// Most `[[registries]]` entries.
@@ -80,8 +88,10 @@ pub struct RegistryApi {
     ca_file: Option<PathBuf>,
     /// Nexus only: (pull role, push role).
     roles: Option<(String, String)>,
-    /// Quay and Artifactory only: the broker's JWT for the registry.
+    /// Quay, Artifactory and the cloud kinds: the broker's JWT for the registry.
     federation: Option<Federation>,
+    /// `ecr`, `gar`, `acr` only: the cloud identity the JWT is exchanged for.
+    cloud: Option<CloudAccount>,
 }
 
 /// What the broker's own JWT says to a registry that trusts the broker as an OIDC issuer
@@ -162,6 +172,24 @@ impl RegistryApi {
     /// exchanged for.
     pub fn federation(&self) -> Option<&Federation> {
         self.federation.as_ref()
+    }
+
+    /// For `kind = "ecr"`, `"gar"` and `"acr"` (where it is required): the `aws`, `gcp` or
+    /// `azure` table.
+    pub fn cloud(&self) -> Option<&CloudAccount> {
+        self.cloud.as_ref()
+    }
+
+    /// The `aud` of the broker's JWT for this registry: `jwt_audience` when set, else the
+    /// kind's default (the cloud's fixed audience, or the registry's `url`). `None` for a kind
+    /// that signs no JWT.
+    pub fn jwt_audience(&self) -> Option<String> {
+        let federation = self.federation.as_ref()?;
+        Some(match (federation.audience(), &self.cloud) {
+            (Some(audience), _) => audience.to_owned(),
+            (None, Some(cloud)) => cloud.default_jwt_audience(),
+            (None, None) => self.url.clone(),
+        })
     }
 }
 
@@ -293,6 +321,9 @@ struct RawRegistry {
     provider_name: Option<Spanned<String>>,
     jwt_audience: Option<Spanned<String>>,
     jwt_subject: Option<Spanned<String>>,
+    aws: Option<Spanned<RawAws>>,
+    gcp: Option<Spanned<RawGcp>>,
+    azure: Option<Spanned<RawAzure>>,
     token_ttl_seconds: Option<Spanned<i64>>,
     hosts: Spanned<Vec<Spanned<String>>>,
 }
@@ -413,7 +444,7 @@ impl Loader<'_> {
                     ("jwt_audience", &raw.jwt_audience),
                     ("jwt_subject", &raw.jwt_subject),
                 ],
-                "only Quay and Artifactory exchange a JWT the broker signs",
+                "only Quay, Artifactory and the cloud kinds exchange a JWT the broker signs",
                 not_for,
             )?;
             return Ok(None);
@@ -520,6 +551,16 @@ impl Loader<'_> {
             why,
             at: entry_at,
         };
+        let cloud = self.cloud_account(
+            name,
+            kind,
+            &RawClouds {
+                aws: &raw.aws,
+                gcp: &raw.gcp,
+                azure: &raw.azure,
+            },
+            entry_at,
+        )?;
         let (signing, api) = if kind.is_broker_signed() {
             let issuer = raw.issuer.as_ref().ok_or_else(|| {
                 required(
@@ -562,19 +603,35 @@ impl Loader<'_> {
             if let Some(v) = &raw.profile {
                 return Err(not_for("profile", SIGNED_ELSEWHERE, self.at(v)));
             }
-            let url = raw.url.as_ref().ok_or_else(|| {
-                required(
-                    "url",
-                    "the broker makes this registry's credentials through its API",
-                )
-            })?;
-            let url_text =
-                check_api_url(url.get_ref()).map_err(|reason| PolicyError::InvalidApiUrl {
-                    registry: name.clone(),
-                    url: url.get_ref().chars().take(200).collect(),
-                    reason,
-                    at: self.at(url),
-                })?;
+            let url_text = match (cloud.as_ref().and_then(CloudAccount::api_url), &raw.url) {
+                // ECR and Artifact Registry: the broker calls the cloud's token services,
+                // never the registry, so its API is the cloud's (the `aws`/`gcp` endpoints).
+                (Some(_), Some(url)) => {
+                    return Err(not_for(
+                        "url",
+                        "the broker calls the cloud's token services (the aws.* or gcp.* endpoints), never the registry",
+                        self.at(url),
+                    ));
+                }
+                (Some(api_url), None) => api_url,
+                (None, url) => {
+                    let url = url.as_ref().ok_or_else(|| {
+                        required(
+                            "url",
+                            "the broker makes this registry's credentials through its API",
+                        )
+                    })?;
+                    check_api_url(url.get_ref()).map_err(|reason| {
+                        PolicyError::InvalidApiUrl {
+                            registry: name.clone(),
+                            field: "url",
+                            url: url.get_ref().chars().take(200).collect(),
+                            reason,
+                            at: self.at(url),
+                        }
+                    })?
+                }
+            };
             let credential_file = match (&raw.credential_file, kind.needs_credential_file()) {
                 (Some(path), true) => Some(self.path(name, "credential_file", path)?),
                 (None, true) => {
@@ -633,6 +690,7 @@ impl Loader<'_> {
                     ca_file,
                     roles,
                     federation,
+                    cloud,
                 }),
             )
         };
@@ -951,7 +1009,7 @@ impl Policy {
         let mut by_name = HashMap::new();
         let mut by_service = HashMap::new();
         let mut hosts = HashSet::new();
-        let mut audiences: HashMap<String, String> = HashMap::new();
+        let mut audiences: HashMap<String, (String, RegistryKind)> = HashMap::new();
         for spanned in &raw.registries {
             let r = spanned.get_ref();
             let registry = loader.registry(r, loader.at(spanned))?;
@@ -960,14 +1018,31 @@ impl Policy {
             if let Some(api) = &registry.api
                 && let Some(federation) = &api.federation
             {
-                let audience = federation.audience().unwrap_or(&api.url).to_owned();
-                if let Some(other) = audiences.insert(audience.clone(), registry.name.clone()) {
-                    return Err(PolicyError::SharedJwtAudience {
-                        registry: registry.name,
-                        other,
-                        audience,
-                        at: loader.at(spanned),
-                    });
+                let audience = federation
+                    .audience()
+                    .map(str::to_owned)
+                    .or_else(|| api.cloud.as_ref().map(CloudAccount::default_jwt_audience))
+                    .unwrap_or_else(|| api.url.clone());
+                // Entries of one cloud kind share that cloud's audience by design: their JWTs
+                // all go to the same relying party (AWS STS, Entra ID), which tells them apart
+                // by `sub` and the role or application. Any other sharing would let one
+                // relying party replay a JWT meant for another.
+                let same_cloud = |other_kind: RegistryKind| {
+                    other_kind == registry.kind && api.cloud.is_some()
+                };
+                match audiences.get(&audience) {
+                    Some((other, other_kind)) if !same_cloud(*other_kind) => {
+                        return Err(PolicyError::SharedJwtAudience {
+                            registry: registry.name,
+                            other: other.clone(),
+                            audience,
+                            at: loader.at(spanned),
+                        });
+                    }
+                    Some(_) => {}
+                    None => {
+                        audiences.insert(audience, (registry.name.clone(), registry.kind));
+                    }
                 }
             }
             let i = registries.len();
@@ -1280,13 +1355,17 @@ impl Policy {
     ///
     /// What a caller may rely on:
     ///
-    /// - Only for a registry whose kind's credentials reach the whole registry
-    ///   ([`Reach::Registry`]: `nexus`, `artifactory`). For any other registry the decision
-    ///   grants nothing and has an empty trace: no credential of such a kind reaches every
-    ///   repository, so the question is not put to its rules.
+    /// - Only for a registry whose kind can serve such a request
+    ///   ([`RegistryKind::serves_every_repository`]: `nexus`, `artifactory`, `gar`, `acr`,
+    ///   whose credentials reach the whole registry, and `ecr`, whose session policy can name
+    ///   every repository). For any other registry the decision grants nothing and has an empty
+    ///   trace: no credential of such a kind reaches every repository, so the question is not
+    ///   put to its rules.
     /// - Only rules whose repository patterns cover every repository (`**`, written with
-    ///   `whole_registry = true`) take part; for these kinds the policy refuses any other rule
-    ///   at load, deny rules included, so that is every repository rule of the registry.
+    ///   `whole_registry = true`) grant; for the registry-wide kinds the policy refuses any other
+    ///   rule at load. For `ecr`, where rules may be narrower, a matching deny rule on part of
+    ///   the registry denies its actions for the whole request (one credential cannot leave a
+    ///   hole), and a narrower allow grants nothing here.
     /// - The grant is (what matching allow rules allow) minus (what matching deny rules deny),
     ///   of `pull` and `push` only (the actions a backend credential can carry; `delete` and
     ///   `*` are never asked for), exactly as [`Self::decide`] would decide
@@ -1305,7 +1384,7 @@ impl Policy {
     ) -> Result<Decision, DecisionError> {
         let reg = self.registry_index(service)?;
         let registry = self.registries[reg].clone();
-        if registry.kind.reach() != Reach::Registry {
+        if !registry.kind.serves_every_repository() {
             return Ok(Decision {
                 registry,
                 subject: subject.clone(),
@@ -1327,6 +1406,20 @@ impl Policy {
                 Target::Catalog => false,
             };
             if !covers_every_repository {
+                // Where rules may be narrower than the registry (ECR), a deny on part of it
+                // cannot be carved out of one credential for every repository: it denies its
+                // actions for the registry-wide request as a whole (fail closed). A narrower
+                // allow grants nothing registry-wide.
+                if rule.effect == Effect::Deny {
+                    let hit = rule.actions.deny_closure().intersect(wanted);
+                    if !hit.is_empty() {
+                        denied = denied.union(hit);
+                        denied_by.push(RuleHit {
+                            rule: rule.id.clone(),
+                            actions: hit,
+                        });
+                    }
+                }
                 continue;
             }
             let (acc, hits, effective) = match rule.effect {

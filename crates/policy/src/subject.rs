@@ -39,7 +39,10 @@ impl Placeholders {
     pub const fn of(kind: crate::RegistryKind) -> Option<Self> {
         match kind {
             crate::RegistryKind::Quay => Some(Self::WithProject),
-            crate::RegistryKind::Artifactory => Some(Self::WithoutProject),
+            crate::RegistryKind::Artifactory
+            | crate::RegistryKind::Ecr
+            | crate::RegistryKind::Gar
+            | crate::RegistryKind::Acr => Some(Self::WithoutProject),
             crate::RegistryKind::Token
             | crate::RegistryKind::Harbor
             | crate::RegistryKind::Gitlab

@@ -1284,7 +1284,10 @@ fn quay_and_artifactory_refuse_a_credential_file_and_every_kind_parses() {
         if kind == RegistryKind::Token {
             continue;
         }
-        let mut text = HARBOR.replace("kind = \"harbor\"", &format!("kind = \"{kind}\""));
+        let mut text = with_federation_keys(
+            &HARBOR.replace("kind = \"harbor\"", &format!("kind = \"{kind}\"")),
+            kind,
+        );
         if !kind.needs_credential_file() {
             let err = kinds_policy(&text, "").unwrap_err();
             assert!(
@@ -1309,7 +1312,6 @@ fn quay_and_artifactory_refuse_a_credential_file_and_every_kind_parses() {
                 "kind = \"nexus\"\npull_role = \"docker-pull\"\npush_role = \"docker-push\"",
             );
         }
-        text = with_federation_keys(&text, kind);
         let p = kinds_policy(&text, "").unwrap_or_else(|e| panic!("{kind}: {e}"));
         let corp = p.registry_by_name("corp").unwrap();
         assert_eq!(corp.kind(), kind);
@@ -1551,8 +1553,37 @@ fn with_federation_keys(text: &str, kind: RegistryKind) -> String {
             &kind_line,
             &format!("{kind_line}\nprovider_name = \"svid-broker\""),
         ),
+        RegistryKind::Ecr => without_url(text).replace(
+            &kind_line,
+            &format!(
+                "{kind_line}\naws.role_arn = \"arn:aws:iam::123456789012:role/puller\"\naws.region = \"us-east-1\""
+            ),
+        ),
+        RegistryKind::Gar => without_url(text).replace(
+            &kind_line,
+            &format!(
+                "{kind_line}\ngcp.workload_identity_provider = \"{GCP_PROVIDER}\"\ngcp.service_account = \"puller@proj.iam.gserviceaccount.com\""
+            ),
+        ),
+        RegistryKind::Acr => text.replace(
+            &kind_line,
+            &format!("{kind_line}\nazure.tenant_id = \"{AZURE_TENANT}\"\nazure.client_id = \"{AZURE_CLIENT}\""),
+        ),
         _ => text.to_owned(),
     }
+}
+
+const GCP_PROVIDER: &str =
+    "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/pool/providers/broker";
+const AZURE_TENANT: &str = "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b";
+const AZURE_CLIENT: &str = "11111111-2222-3333-4444-555555555555";
+
+/// `text` without its `url` line (ECR and Artifact Registry entries have none).
+fn without_url(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.starts_with("url"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn federated(kind: &str, extra: &str) -> String {
@@ -1954,4 +1985,152 @@ fn two_federated_registries_may_not_share_a_jwt_audience() {
     // Their own audiences (or their distinct urls) are fine.
     let apart = jfrog.replace("jwt_audience = \"shared\"", "jwt_audience = \"jfrog\"");
     kinds_policy(&format!("{quay}\n{apart}"), "").unwrap();
+}
+
+const ECR: &str = r#"
+[[registries]]
+name = "ecr"
+service = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+kind = "ecr"
+aws.role_arn = "arn:aws:iam::123456789012:role/svid-puller"
+aws.region = "us-east-1"
+hosts = ["123456789012.dkr.ecr.us-east-1.amazonaws.com"]
+"#;
+
+#[test]
+fn a_cloud_entry_reads_its_table_and_derives_its_api_and_audience() {
+    let p = kinds_policy(ECR, "").unwrap();
+    let ecr = p.registry_by_name("ecr").unwrap();
+    let api = ecr.api().unwrap();
+    assert_eq!(api.url(), "https://api.ecr.us-east-1.amazonaws.com");
+    assert_eq!(api.jwt_audience().as_deref(), Some("sts.amazonaws.com"));
+    let Some(CloudAccount::Aws(aws)) = api.cloud() else {
+        panic!("{:?}", api.cloud());
+    };
+    assert_eq!(aws.role_arn, "arn:aws:iam::123456789012:role/svid-puller");
+    assert_eq!((aws.sts_endpoint.as_deref(), aws.session_duration_seconds), (None, None));
+
+    let text = ECR.replace(
+        "aws.region = \"us-east-1\"",
+        "aws.region = \"us-east-1\"\naws.sts_endpoint = \"http://127.0.0.1:9000\"\n\
+         aws.ecr_endpoint = \"http://127.0.0.1:9001\"\naws.session_duration_seconds = 3600\n\
+         aws.session_tags = \"/ns/{namespace}/sa/{service_account}\"",
+    );
+    let p = kinds_policy(&text, "").unwrap();
+    let api = p.registry_by_name("ecr").unwrap().api().unwrap();
+    assert_eq!(api.url(), "http://127.0.0.1:9001");
+    let Some(CloudAccount::Aws(aws)) = api.cloud() else {
+        panic!("{:?}", api.cloud());
+    };
+    assert_eq!(aws.sts_endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+    assert_eq!(aws.session_duration_seconds, Some(3600));
+
+    let gar = with_federation_keys(
+        &HARBOR
+            .replace("kind = \"harbor\"", "kind = \"gar\"")
+            .lines()
+            .filter(|l| !l.starts_with("credential_file"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        RegistryKind::Gar,
+    );
+    let p = kinds_policy(&gar, "").unwrap();
+    let api = p.registry_by_name("corp").unwrap().api().unwrap();
+    assert_eq!(api.url(), "https://iamcredentials.googleapis.com");
+    assert_eq!(
+        api.jwt_audience().unwrap(),
+        format!("https:{GCP_PROVIDER}")
+    );
+}
+
+#[test]
+fn cloud_tables_are_checked_and_belong_to_one_kind() {
+    let cases: [(&str, &str, fn(&PolicyError) -> bool); 8] = [
+        ("aws.region = \"us-east-1\"", "", |e| {
+            matches!(e, PolicyError::FieldRequiredForKind { field: "aws.region", .. })
+        }),
+        ("arn:aws:iam::123456789012:role/svid-puller", "arn:aws:iam::1234:role/x", |e| {
+            matches!(e, PolicyError::InvalidCloudSetting { field: "aws.role_arn", .. })
+        }),
+        ("aws.region = \"us-east-1\"", "aws.region = \"us-east-1\"\naws.sts_endpoint = \"http://sts.example.org\"", |e| {
+            matches!(e, PolicyError::InvalidApiUrl { field: "aws.sts_endpoint", .. })
+        }),
+        ("aws.region = \"us-east-1\"", "aws.region = \"us-east-1\"\naws.session_duration_seconds = 899", |e| {
+            matches!(e, PolicyError::InvalidCloudSetting { field: "aws.session_duration_seconds", .. })
+        }),
+        ("aws.region = \"us-east-1\"", "aws.region = \"us-east-1\"\naws.colour = \"blue\"", |e| {
+            matches!(e, PolicyError::Syntax { .. })
+        }),
+        ("aws.region = \"us-east-1\"", "aws.region = \"us-east-1\"\ngcp.service_account = \"a@b\"", |e| {
+            matches!(e, PolicyError::FieldNotForKind { field: "gcp", .. })
+        }),
+        ("aws.region = \"us-east-1\"", "aws.region = \"us-east-1\"\nurl = \"https://ecr.example.org\"", |e| {
+            matches!(e, PolicyError::FieldNotForKind { field: "url", .. })
+        }),
+        ("kind = \"ecr\"", "kind = \"harbor\"\nurl = \"https://h.example.org\"\ncredential_file = \"/etc/c\"", |e| {
+            matches!(e, PolicyError::FieldNotForKind { field: "aws", .. })
+        }),
+    ];
+    for (from, to, expected) in cases {
+        let err = kinds_policy(&ECR.replace(from, to), "").unwrap_err();
+        assert!(expected(&err), "{from} -> {to}: {err:?}");
+        // A TOML error names the key and its place; every other names the registry.
+        let named = matches!(err, PolicyError::Syntax { .. })
+            || err.to_string().contains("registry \"ecr\"");
+        assert!(named, "{err}");
+    }
+}
+
+#[test]
+fn cloud_entries_of_one_kind_share_its_audience_but_no_other_registry_may() {
+    let second = ECR
+        .replace("name = \"ecr\"", "name = \"ecr-eu\"")
+        .replace("us-east-1", "eu-west-1");
+    kinds_policy(&format!("{ECR}{second}"), "").unwrap();
+    let quay = federated(
+        "quay",
+        "pull_robot = \"svid_pull\"\npush_robot = \"svid_push\"\njwt_audience = \"sts.amazonaws.com\"",
+    );
+    let err = kinds_policy(&format!("{ECR}{quay}"), "").unwrap_err();
+    assert!(
+        matches!(err, PolicyError::SharedJwtAudience { .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn an_ecr_registry_serves_every_repository_but_a_narrower_deny_closes_it() {
+    let rules = r#"
+[[rules]]
+id = "all"
+subject = "spiffe://example.org/ns/a/sa/b"
+registry = "ecr"
+repositories = ["**"]
+whole_registry = true
+actions = ["pull", "push"]
+
+[[rules]]
+id = "one"
+subject = "spiffe://example.org/ns/a/sa/c"
+registry = "ecr"
+repositories = ["team-a/app"]
+actions = ["pull"]
+"#;
+    let p = kinds_policy(ECR, rules).unwrap();
+    let service = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+    let b = SpiffeId::parse("spiffe://example.org/ns/a/sa/b").unwrap();
+    let d = p.decide_every_repository(&b, service).unwrap();
+    assert_eq!(d.granted.len(), 1, "{d:?}");
+    assert_eq!(d.granted[0].to_string(), "repository:**:pull,push");
+    let c = SpiffeId::parse("spiffe://example.org/ns/a/sa/c").unwrap();
+    assert!(p.decide_every_repository(&c, service).unwrap().granted.is_empty());
+
+    let deny = format!(
+        "{rules}\n[[rules]]\nid = \"no-secret\"\nsubject = \"spiffe://example.org/ns/a/sa/b\"\n\
+         registry = \"ecr\"\nrepositories = [\"team-a/secret\"]\nactions = [\"push\"]\neffect = \"deny\"\n"
+    );
+    let p = kinds_policy(ECR, &deny).unwrap();
+    let d = p.decide_every_repository(&b, service).unwrap();
+    assert_eq!(d.granted[0].to_string(), "repository:**:pull", "{d:?}");
+    assert_eq!(d.trace[0].denied_by[0].rule.to_string(), "no-secret");
 }
