@@ -71,6 +71,12 @@ if $have_deny; then deny_checks; fi
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked
 
+# The workspace build unifies features, so the cloud kinds (`ecr`, `gar`, `acr`, default in
+# `svid-broker`) are always in it. A broker built without them must still refuse their entries
+# by name: the server's test of that, and the slim binary, built without the features.
+cargo test --locked -q -p svid-broker-server --lib cloud_entry
+cargo build --locked -q -p svid-broker --no-default-features
+
 # The examples are documentation that must keep working: run them, not just build them.
 cargo run --locked -q -p svid-broker-examples --example validate_svids
 cargo run --locked -q -p svid-broker-examples --example workload_api_source

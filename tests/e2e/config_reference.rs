@@ -225,6 +225,58 @@ fn policy_nexus_registry() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+/// Amazon ECR: the `aws` table, no `url`; rules at any repository pattern.
+fn policy_ecr_registry() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("registries[].name", "\"ecr\""),
+        ("registries[].service", "\"ecr.example\""),
+        ("registries[].kind", "\"ecr\""),
+        (
+            "registries[].aws.role_arn",
+            "\"arn:aws:iam::123456789012:role/svid-puller\"",
+        ),
+        ("registries[].aws.region", "\"us-east-1\""),
+        ("registries[].hosts", "[\"ecr.example\"]"),
+    ]
+}
+
+/// Artifact Registry: the `gcp` table, no `url`.
+fn policy_gar_registry() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("registries[].name", "\"gar\""),
+        ("registries[].service", "\"gar.example\""),
+        ("registries[].kind", "\"gar\""),
+        (
+            "registries[].gcp.workload_identity_provider",
+            "\"//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/svid/providers/broker\"",
+        ),
+        (
+            "registries[].gcp.service_account",
+            "\"puller@my-project.iam.gserviceaccount.com\"",
+        ),
+        ("registries[].hosts", "[\"gar.example\"]"),
+    ]
+}
+
+/// ACR: the `azure` table and the login server as `url`.
+fn policy_acr_registry() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("registries[].name", "\"acr\""),
+        ("registries[].service", "\"acr.example\""),
+        ("registries[].kind", "\"acr\""),
+        ("registries[].url", "\"https://corp.azurecr.io\""),
+        (
+            "registries[].azure.tenant_id",
+            "\"0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b\"",
+        ),
+        (
+            "registries[].azure.client_id",
+            "\"11111111-2222-3333-4444-555555555555\"",
+        ),
+        ("registries[].hosts", "[\"corp.azurecr.io\"]"),
+    ]
+}
+
 #[test]
 fn broker_config_reference_matches_the_parser() {
     let (a, b, c, d, e) = (
@@ -249,11 +301,16 @@ fn policy_reference_matches_the_parser() {
         policy_nexus_registry(),
         policy_artifactory_registry(),
     );
+    let (h, i, j) = (
+        policy_ecr_registry(),
+        policy_gar_registry(),
+        policy_acr_registry(),
+    );
     let checked = check(
         &page(),
         "policy",
         &parse_policy,
-        &[&a, &b, &c, &d, &e, &f, &g],
+        &[&a, &b, &c, &d, &e, &f, &g, &h, &i, &j],
     );
     assert!(checked >= 20, "only {checked} policy keys");
 }

@@ -166,3 +166,159 @@ actions = ["pull"]
     );
     assert!(!audit.contains(secret), "the audit log holds a secret");
 }
+
+/// The helper's entries for the three clouds.
+const CLOUD_HELPER_REGISTRIES: &str = r#"
+[[registries]]
+service = "ecr.example"
+match_images = ["ecr.example"]
+
+[[registries]]
+service = "gar.example"
+match_images = ["gar.example"]
+
+[[registries]]
+service = "acr.example"
+match_images = ["acr.example"]
+"#;
+
+#[test]
+fn the_credential_helper_gets_registry_wide_ecr_gar_and_acr_credentials() {
+    use svid_broker_dev::fake::aws::{Condition, FakeAws, RoleTrust, Statement};
+    use svid_broker_dev::fake::azure::FakeAzure;
+    use svid_broker_dev::fake::google::{FakeGoogle, RegistryRole};
+
+    const ROLE: &str = "arn:aws:iam::123456789012:role/svid-puller";
+    const PROVIDER: &str = "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/svid/providers/broker";
+    const SA: &str = "puller@proj.iam.gserviceaccount.com";
+    const TENANT: &str = "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b";
+    const CLIENT: &str = "11111111-2222-3333-4444-555555555555";
+    let (aws, google, azure) = (
+        FakeAws::start().unwrap(),
+        FakeGoogle::start().unwrap(),
+        FakeAzure::start().unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (node, issuer) = Node::start_federated(
+        dir,
+        |_| {
+            let rule = |id: &str, registry: &str| {
+                format!(
+                    "[[rules]]\nid = \"{id}\"\nsubject = \"{NODE}\"\nregistry = \"{registry}\"\n\
+                     repositories = [\"**\"]\nwhole_registry = true\nactions = [\"pull\"]\n"
+                )
+            };
+            format!(
+                r#"
+[[registries]]
+name = "ecr"
+service = "ecr.example"
+kind = "ecr"
+aws.role_arn = "{ROLE}"
+aws.region = "{region}"
+aws.sts_endpoint = "{sts}"
+aws.ecr_endpoint = "{ecr}"
+token_ttl_seconds = {TTL_SECONDS}
+hosts = ["ecr.example"]
+
+[[registries]]
+name = "gar"
+service = "gar.example"
+kind = "gar"
+gcp.workload_identity_provider = "{PROVIDER}"
+gcp.service_account = "{SA}"
+gcp.sts_endpoint = "{google}"
+gcp.iamcredentials_endpoint = "{google}"
+token_ttl_seconds = {TTL_SECONDS}
+hosts = ["gar.example"]
+
+[[registries]]
+name = "acr"
+service = "acr.example"
+kind = "acr"
+url = "{acr}"
+azure.tenant_id = "{TENANT}"
+azure.client_id = "{CLIENT}"
+azure.authority_host = "{entra}"
+token_ttl_seconds = {TTL_SECONDS}
+hosts = ["acr.example"]
+
+{ecr_rule}
+{gar_rule}
+{acr_rule}"#,
+                region = aws.region(),
+                sts = aws.sts_url(),
+                ecr = aws.ecr_url(),
+                google = google.url(),
+                acr = azure.registry_url(),
+                entra = azure.authority_url(),
+                ecr_rule = rule("ecr-all", "ecr"),
+                gar_rule = rule("gar-all", "gar"),
+                acr_rule = rule("acr-all", "acr"),
+            )
+        },
+        CLOUD_HELPER_REGISTRIES,
+    );
+    aws.add_oidc_provider(&issuer, &["sts.amazonaws.com"]);
+    aws.add_role(
+        ROLE,
+        RoleTrust::new(
+            issuer.trim_start_matches("http://"),
+            Condition::StringEquals(NODE.to_owned()),
+            Condition::StringEquals("sts.amazonaws.com".to_owned()),
+        ),
+        &[Statement::allow(&["ecr:*"], &["*"])],
+    )
+    .unwrap();
+    google
+        .add_provider(PROVIDER, &issuer, Vec::new(), None)
+        .unwrap();
+    google.add_service_account(SA);
+    google
+        .grant_workload_identity_user(SA, &FakeGoogle::principal(PROVIDER, NODE).unwrap())
+        .unwrap();
+    google
+        .set_registry_role(SA, Some(RegistryRole::Reader))
+        .unwrap();
+    azure.add_app(TENANT, CLIENT).unwrap();
+    azure
+        .add_federated_credential(CLIENT, &issuer, NODE, &["api://AzureADTokenExchange"])
+        .unwrap();
+    azure.assign_role(CLIENT, "AcrPull").unwrap();
+    let bin = tempfile::tempdir().unwrap();
+
+    let get = |url: &str| {
+        let out = helper_get(&node, bin.path(), url);
+        assert!(out.success(), "helper failed for {url}: {out:?}");
+        let answer: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        (
+            answer["Username"].as_str().unwrap().to_owned(),
+            answer["Secret"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (user, password) = get("https://ecr.example");
+    assert_eq!(user, "AWS");
+    assert!(aws.token_is_live(&password));
+    let (user, token) = get("gar.example");
+    assert_eq!(user, "oauth2accesstoken");
+    assert_eq!(google.registry_role(&token), Some(RegistryRole::Reader));
+    let (user, refresh) = get("acr.example");
+    assert_eq!(user, "00000000-0000-0000-0000-000000000000");
+    assert!(azure.authenticate(&refresh));
+
+    let audit = std::fs::read_to_string(node.dir().join("audit.log")).unwrap();
+    for service in ["ecr.example", "gar.example", "acr.example"] {
+        assert!(
+            audit.lines().any(|l| l.contains("\"decision\":\"allow\"")
+                && l.contains(&format!("\"service\":\"{service}\""))
+                && l.contains("repository:**:pull")),
+            "no registry-wide grant for {service}: {audit}"
+        );
+    }
+    for secret in [&password, &token, &refresh] {
+        assert!(
+            !audit.contains(secret.as_str()),
+            "the audit log holds a secret"
+        );
+    }
+}

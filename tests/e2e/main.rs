@@ -14,6 +14,7 @@ mod markdown;
 mod support;
 
 mod backends;
+mod cloud;
 mod config_reference;
 mod containerd;
 mod credential_helper_backends;

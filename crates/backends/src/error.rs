@@ -351,7 +351,10 @@ impl fmt::Display for Step {
                 )
             }
             Self::AssumeRoleWithWebIdentity { role_arn } => {
-                write!(f, "assume role {role_arn:?} with the broker's token (AWS STS)")
+                write!(
+                    f,
+                    "assume role {role_arn:?} with the broker's token (AWS STS)"
+                )
             }
             Self::GetAuthorizationToken { region } => {
                 write!(f, "get an ECR authorization token in region {region:?}")
@@ -375,7 +378,10 @@ impl fmt::Display for Step {
                 )
             }
             Self::ExchangeAcrRefreshToken { login_server } => {
-                write!(f, "exchange the Entra ID token for an ACR refresh token at {login_server:?}")
+                write!(
+                    f,
+                    "exchange the Entra ID token for an ACR refresh token at {login_server:?}"
+                )
             }
         }
     }
@@ -398,9 +404,10 @@ pub enum Failure {
     },
     /// 401: the registry refused the broker's own credential (wrong user or password).
     Unauthorized,
-    /// 401 at a federated exchange (Quay, Artifactory): the registry refused the broker's JWT
-    /// (its issuer, subject or audience is not what the registry's federation entry or OIDC
-    /// integration trusts, or it matched no identity mapping).
+    /// A federated exchange refused the broker's JWT (Quay and Artifactory answer 401; the
+    /// clouds' token services 400 with `InvalidIdentityToken`, `invalid_grant`, `AADSTS7002..`):
+    /// its issuer, subject or audience is not what the registry's federation entry, OIDC
+    /// integration or cloud trust accepts, or it matched no identity mapping.
     JwtRefused {
         /// The registry's message, printable characters only, at most
         /// [`MAX_VENDOR_MESSAGE_CHARS`], the JWT scrubbed.
@@ -476,6 +483,13 @@ pub enum Failure {
     NoRepository,
     /// The grant's revocation time is not in the future, so no credential may be made for it.
     GrantExpired,
+    /// The grant cannot be served under the cloud's own rules (an ECR session policy past
+    /// STS's 2,048 characters, a workload outside the session-tag pattern, a subject longer
+    /// than a federated credential may name).
+    GrantRefused {
+        /// The rule the grant breaks.
+        rule: &'static str,
+    },
     /// Every one of the broker's in-flight API call slots for this registry stayed busy for a
     /// whole request deadline.
     BudgetExhausted {
@@ -531,7 +545,8 @@ impl Failure {
             | Self::UnsupportedResource { .. }
             | Self::RepositoryOutsideProject { .. }
             | Self::NoRepository
-            | Self::GrantExpired => "grant_refused",
+            | Self::GrantExpired
+            | Self::GrantRefused { .. } => "grant_refused",
             Self::BudgetExhausted { .. } => "budget_exhausted",
             Self::Interrupted => "interrupted",
             Self::Internal { .. } => "internal",
@@ -550,10 +565,9 @@ impl Failure {
                 "{product} answered 401 Unauthorized: the broker's credential was refused"
             ),
             Self::JwtRefused { message } => {
-                write!(
-                    f,
-                    "{product} answered 401 Unauthorized: it refused the broker's JWT"
-                )?;
+                // No status: Quay and Artifactory answer 401, the clouds' token services 400
+                // (`InvalidIdentityToken`, `invalid_grant`); the vendor's reason says which.
+                write!(f, "{product} refused the broker's JWT")?;
                 with_message(f, message)
             }
             Self::Forbidden { message } => {
@@ -609,6 +623,9 @@ impl Failure {
                 "the grant names no repository with an action (a registry-wide request cannot be served: ask for a repository scope; the kubelet plugin: scope = \"repository\")",
             ),
             Self::GrantExpired => f.write_str("the grant's revocation time has already passed"),
+            Self::GrantRefused { rule } => {
+                write!(f, "the grant cannot be served through {product}: {rule}")
+            }
             Self::BudgetExhausted {
                 max_in_flight,
                 waited,

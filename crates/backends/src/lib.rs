@@ -88,11 +88,17 @@ mod sweep;
 #[cfg(test)]
 mod test_support;
 
+#[cfg(feature = "acr")]
+pub use acr::{AcrBackend, AcrConfig};
 pub use artifactory::{ArtifactoryBackend, ArtifactoryConfig};
 pub use backend::Backend;
 pub use credential::{BackendCredential, BackendGrant, CredentialHandle, SweepReport};
+#[cfg(feature = "ecr")]
+pub use ecr::{EcrBackend, EcrConfig};
 pub use error::{BackendError, BackendKind, ConfigError, ConfigProblem, Failure, Step};
 pub use figures::{ApiMeter, ApiRequestCount, BackendFigures};
+#[cfg(feature = "gar")]
+pub use gar::{GarBackend, GarConfig};
 pub use gitlab::{GitlabBackend, GitlabConfig};
 pub use harbor::{HarborBackend, HarborConfig};
 pub use nexus::{NexusBackend, NexusConfig};

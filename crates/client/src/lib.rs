@@ -595,6 +595,7 @@ impl BrokerClient {
 
         let retry = self.options.retry;
         let mut attempt = 0u32;
+        let mut earlier: Option<String> = None;
         loop {
             attempt += 1;
             let failure = match self
@@ -602,9 +603,20 @@ impl BrokerClient {
                 .await
             {
                 Ok(credential) => return Ok(credential),
+                // A retry cut off by the deadline would hide why the broker was unavailable
+                // (a registry's API timing out, named with its step): report that reason.
+                Err(Attempt::Fatal(e)) if cut_off_by_deadline(&e) && earlier.is_some() => {
+                    let last = earlier.take().unwrap_or_default();
+                    return Err(ClientError::BrokerUnavailable {
+                        address: self.options.broker.clone(),
+                        attempts: attempt,
+                        last: format!("{last} (then the {total:?} deadline passed)"),
+                    });
+                }
                 Err(Attempt::Fatal(e)) => return Err(e),
                 Err(Attempt::Unavailable(reason)) => reason,
             };
+            earlier = Some(failure.clone());
             let unavailable = || ClientError::BrokerUnavailable {
                 address: self.options.broker.clone(),
                 attempts: attempt,
@@ -811,6 +823,19 @@ fn classify_status(status: &tonic::Status, broker: &str, total: Duration) -> Att
         },
         code => ClientError::Rejected { code, reason },
     })
+}
+
+/// Whether an attempt ended because the call's deadline passed: the client's own timer, or the
+/// broker answering `DEADLINE_EXCEEDED` or `CANCELLED` to the request's `grpc-timeout`.
+fn cut_off_by_deadline(error: &ClientError) -> bool {
+    matches!(
+        error,
+        ClientError::Deadline { .. }
+            | ClientError::Rejected {
+                code: tonic::Code::Cancelled | tonic::Code::DeadlineExceeded,
+                ..
+            }
+    )
 }
 
 /// Adds up to 25 % random jitter, so a fleet of one-shot clients does not retry in lockstep.

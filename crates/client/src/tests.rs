@@ -577,3 +577,27 @@ fn blocking_wrapper_works_outside_a_runtime() {
     assert_eq!(credential.subject, BUILDER);
     let _ = TrustDomain::parse("example.org").unwrap();
 }
+
+#[test]
+fn only_a_deadline_cuts_a_retry_short() {
+    let deadline = ClientError::Deadline {
+        step: Step::Exchange,
+        deadline: Duration::from_secs(10),
+    };
+    let cancelled = ClientError::Rejected {
+        code: tonic::Code::Cancelled,
+        reason: "Timeout expired".to_owned(),
+    };
+    let refused = ClientError::Rejected {
+        code: tonic::Code::FailedPrecondition,
+        reason: "no".to_owned(),
+    };
+    assert!(super::cut_off_by_deadline(&deadline));
+    assert!(super::cut_off_by_deadline(&cancelled));
+    assert!(!super::cut_off_by_deadline(&refused));
+    assert!(!super::cut_off_by_deadline(
+        &ClientError::PermissionDenied {
+            reason: String::new()
+        }
+    ));
+}

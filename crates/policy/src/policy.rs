@@ -21,11 +21,11 @@ use crate::subject::{Placeholders, SubjectTemplate};
 
 mod cloud;
 
-use cloud::{RawAws, RawAzure, RawClouds, RawGcp};
 pub use cloud::{
     AWS_DEFAULT_JWT_AUDIENCE, AZURE_DEFAULT_JWT_AUDIENCE, AwsAccount, AzureAccount, CloudAccount,
     GcpAccount, MAX_AWS_SESSION_SECONDS, MAX_CLOUD_FIELD_LEN, MIN_AWS_SESSION_SECONDS,
 };
+use cloud::{RawAws, RawAzure, RawClouds, RawGcp};
 
 /// Largest policy file [`Policy::load`] reads, in bytes.
 pub const MAX_POLICY_FILE_BYTES: u64 = 1024 * 1024;
@@ -621,14 +621,12 @@ impl Loader<'_> {
                             "the broker makes this registry's credentials through its API",
                         )
                     })?;
-                    check_api_url(url.get_ref()).map_err(|reason| {
-                        PolicyError::InvalidApiUrl {
-                            registry: name.clone(),
-                            field: "url",
-                            url: url.get_ref().chars().take(200).collect(),
-                            reason,
-                            at: self.at(url),
-                        }
+                    check_api_url(url.get_ref()).map_err(|reason| PolicyError::InvalidApiUrl {
+                        registry: name.clone(),
+                        field: "url",
+                        url: url.get_ref().chars().take(200).collect(),
+                        reason,
+                        at: self.at(url),
                     })?
                 }
             };
@@ -1027,9 +1025,8 @@ impl Policy {
                 // all go to the same relying party (AWS STS, Entra ID), which tells them apart
                 // by `sub` and the role or application. Any other sharing would let one
                 // relying party replay a JWT meant for another.
-                let same_cloud = |other_kind: RegistryKind| {
-                    other_kind == registry.kind && api.cloud.is_some()
-                };
+                let same_cloud =
+                    |other_kind: RegistryKind| other_kind == registry.kind && api.cloud.is_some();
                 match audiences.get(&audience) {
                     Some((other, other_kind)) if !same_cloud(*other_kind) => {
                         return Err(PolicyError::SharedJwtAudience {

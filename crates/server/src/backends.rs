@@ -20,13 +20,15 @@ use svid_broker_backends::{
 };
 use svid_broker_identity::clock::Clock;
 use svid_broker_identity::secret::{SecretString, seal_string};
-use svid_broker_policy::{Federation, Policy, Registry, RegistryApi, RegistryKind};
+use svid_broker_policy::{CloudAccount, Federation, Policy, Registry, RegistryApi, RegistryKind};
 use svid_broker_sources::file::watched::{WatchedFileError, read_owner_only_file};
 use svid_broker_token::federation::FederationIssuer;
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
 use crate::engine::BackendPass;
+
+mod cloud;
 
 /// Largest `credential_file` read, in bytes: one `username:password` line.
 pub const MAX_CREDENTIAL_FILE_BYTES: usize = 4096;
@@ -123,6 +125,16 @@ pub enum BackendsError {
         /// Its `issuer`.
         issuer: String,
     },
+    /// A cloud registry kind whose cargo feature this build of the broker lacks.
+    #[error(
+        "registry {registry:?}: kind {kind} is not in this build of the broker (built without the cargo feature `{kind}`)"
+    )]
+    KindNotInBuild {
+        /// The registry's policy name.
+        registry: String,
+        /// Its kind (also the feature's name).
+        kind: RegistryKind,
+    },
     /// The backend refused its configuration (URL, CA file).
     #[error("registry {registry:?}: backend configuration")]
     Config {
@@ -169,8 +181,10 @@ struct BackendIdentity {
     credential_digest: Option<[u8; 32]>,
     /// Nexus's roles.
     roles: Option<(String, String)>,
-    /// What the broker's JWT says (Quay, Artifactory).
+    /// What the broker's JWT says (Quay, Artifactory, the clouds).
     federation: Option<Federation>,
+    /// The cloud identity (ECR, Artifact Registry, ACR).
+    cloud: Option<CloudAccount>,
 }
 
 impl BackendIdentity {
@@ -186,6 +200,7 @@ impl BackendIdentity {
                 .nexus_roles()
                 .map(|(pull, push)| (pull.to_owned(), push.to_owned())),
             federation: api.federation().cloned(),
+            cloud: api.cloud().cloned(),
         })
     }
 
@@ -538,12 +553,15 @@ fn build_service(
                 }
             })
         }
-        kind @ (RegistryKind::Token | RegistryKind::Quay | RegistryKind::Artifactory) => {
-            Err(BackendsError::KindNotBuilt {
-                registry: name,
-                kind,
-            })
-        }
+        kind @ (RegistryKind::Token
+        | RegistryKind::Quay
+        | RegistryKind::Artifactory
+        | RegistryKind::Ecr
+        | RegistryKind::Gar
+        | RegistryKind::Acr) => Err(BackendsError::KindNotBuilt {
+            registry: name,
+            kind,
+        }),
     }
 }
 
@@ -577,10 +595,14 @@ fn backend_kind(kind: RegistryKind) -> BackendKind {
         RegistryKind::Nexus => BackendKind::Nexus,
         RegistryKind::Quay => BackendKind::Quay,
         RegistryKind::Artifactory => BackendKind::Artifactory,
+        RegistryKind::Ecr => BackendKind::Ecr,
+        RegistryKind::Gar => BackendKind::Gar,
+        RegistryKind::Acr => BackendKind::Acr,
     }
 }
 
-/// A Quay or Artifactory service: no broker secret, the broker's JWT from `options.federation`.
+/// A Quay, Artifactory or cloud service: no broker secret, the broker's JWT from
+/// `options.federation`.
 fn build_federated(
     registry: &Registry,
     api: &RegistryApi,
@@ -598,6 +620,17 @@ fn build_federated(
         registry: name.clone(),
         source,
     };
+    if let Some(cloud) = api.cloud() {
+        let entry = cloud::CloudEntry {
+            name: &name,
+            api,
+            federation,
+            issuer,
+            options,
+        };
+        let backend = cloud::build(&entry, cloud)?;
+        return Ok(BackendService::new(backend, options.service.clone()));
+    }
     let backend: Arc<dyn Backend> = match (
         registry.kind(),
         federation.quay_robots(),
@@ -924,5 +957,90 @@ hosts = ["quay.example.org"]
              profile = \"distribution-2\"\nhosts = [\"127.0.0.1:5000\"]\n",
         );
         backends_with(options()).prepare(&fine).unwrap();
+    }
+
+    /// One entry of each cloud kind, with loopback endpoints (nothing is called when building).
+    const CLOUD_POLICY: &str = r#"
+[[registries]]
+name = "ecr"
+service = "ecr.example"
+kind = "ecr"
+aws.role_arn = "arn:aws:iam::123456789012:role/svid-puller"
+aws.region = "us-east-1"
+aws.sts_endpoint = "http://127.0.0.1:9"
+aws.ecr_endpoint = "http://127.0.0.1:9"
+token_ttl_seconds = 600
+hosts = ["ecr.example"]
+
+[[registries]]
+name = "gar"
+service = "gar.example"
+kind = "gar"
+gcp.workload_identity_provider = "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/svid/providers/broker"
+gcp.service_account = "puller@proj.iam.gserviceaccount.com"
+token_ttl_seconds = 600
+hosts = ["gar.example"]
+
+[[registries]]
+name = "acr"
+service = "acr.example"
+kind = "acr"
+url = "https://corp.azurecr.io"
+azure.tenant_id = "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
+azure.client_id = "11111111-2222-3333-4444-555555555555"
+token_ttl_seconds = 600
+hosts = ["acr.example"]
+"#;
+
+    fn cloud_policy() -> Policy {
+        Policy::from_toml_str(CLOUD_POLICY).unwrap()
+    }
+
+    /// What this build does with each cloud entry: a service when its feature is in, else a
+    /// refusal naming the feature. `scripts/test.sh` runs this without the features too.
+    #[test]
+    fn each_cloud_entry_gets_a_service_or_names_the_missing_feature() {
+        let policy = cloud_policy();
+        let err = Backends::none().prepare(&policy).unwrap_err();
+        assert!(
+            matches!(err, BackendsError::NoFederationIssuer { .. }),
+            "{err:?}"
+        );
+        for (name, built) in [
+            ("ecr", cfg!(feature = "ecr")),
+            ("gar", cfg!(feature = "gar")),
+            ("acr", cfg!(feature = "acr")),
+        ] {
+            let one = Policy::from_toml_str(&policy_text_of(&policy, name)).unwrap();
+            let result = backends_with(options()).prepare(&one);
+            match result {
+                Ok(prepared) => {
+                    assert!(built, "{name} built without its feature");
+                    assert!(prepared.0.contains_key(name));
+                }
+                Err(err) => {
+                    assert!(!built, "{name}: {err}");
+                    assert!(
+                        matches!(&err, BackendsError::KindNotInBuild { registry, .. } if registry == name),
+                        "{err:?}"
+                    );
+                    let text = err.to_string();
+                    assert!(
+                        text.contains(&format!("built without the cargo feature `{name}`")),
+                        "{text}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The one registry `name` of [`cloud_policy`], as its own policy text.
+    fn policy_text_of(policy: &Policy, name: &str) -> String {
+        assert!(policy.registry_by_name(name).is_some());
+        CLOUD_POLICY
+            .split("[[registries]]")
+            .find(|entry| entry.contains(&format!("name = \"{name}\"")))
+            .map(|entry| format!("[[registries]]{entry}"))
+            .unwrap()
     }
 }

@@ -101,7 +101,7 @@ pub(crate) fn decide(
         && request.scopes.is_empty()
         && policy
             .registry_by_service(&request.service)
-            .is_some_and(|r| r.kind().reach() == Reach::Registry);
+            .is_some_and(|r| r.kind().serves_every_repository());
     let decision = if every_repository {
         policy.decide_every_repository(&caller.spiffe_id, &request.service)
     } else {

@@ -50,8 +50,10 @@ pub(super) struct RawAzure {
 }
 
 /// The cloud identity a cloud registry's credentials are made for.
+///
+/// Exhaustive on purpose, like [`RegistryKind`]: the server matches on it to build a backend,
+/// and a new cloud must fail to compile there.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum CloudAccount {
     /// `kind = "ecr"`: the `aws` table.
     Aws(AwsAccount),
@@ -167,9 +169,21 @@ impl Loader<'_> {
         entry_at: Location,
     ) -> Result<Option<CloudAccount>, PolicyError> {
         let tables: [(&'static str, Option<Location>, RegistryKind); 3] = [
-            ("aws", raw.aws.as_ref().map(|t| self.at(t)), RegistryKind::Ecr),
-            ("gcp", raw.gcp.as_ref().map(|t| self.at(t)), RegistryKind::Gar),
-            ("azure", raw.azure.as_ref().map(|t| self.at(t)), RegistryKind::Acr),
+            (
+                "aws",
+                raw.aws.as_ref().map(|t| self.at(t)),
+                RegistryKind::Ecr,
+            ),
+            (
+                "gcp",
+                raw.gcp.as_ref().map(|t| self.at(t)),
+                RegistryKind::Gar,
+            ),
+            (
+                "azure",
+                raw.azure.as_ref().map(|t| self.at(t)),
+                RegistryKind::Acr,
+            ),
         ];
         for (field, at, owner) in tables {
             if let Some(at) = at
@@ -196,7 +210,8 @@ impl Loader<'_> {
         };
         let account = match kind {
             RegistryKind::Ecr => {
-                let table = fields.table("aws", raw.aws, "the IAM role the broker's JWT assumes")?;
+                let table =
+                    fields.table("aws", raw.aws, "the IAM role the broker's JWT assumes")?;
                 let role_arn = fields.required("aws.role_arn", &table.role_arn, is_role_arn)?;
                 let region = fields.required("aws.region", &table.region, is_region)?;
                 let session_duration_seconds = table
@@ -223,9 +238,11 @@ impl Loader<'_> {
                     sts_endpoint: fields.endpoint("aws.sts_endpoint", &table.sts_endpoint)?,
                     ecr_endpoint: fields.endpoint("aws.ecr_endpoint", &table.ecr_endpoint)?,
                     session_duration_seconds,
-                    session_tags: fields.optional("aws.session_tags", &table.session_tags, |t| {
-                        t.starts_with('/')
-                    })?,
+                    session_tags: fields.optional(
+                        "aws.session_tags",
+                        &table.session_tags,
+                        |t| t.starts_with('/'),
+                    )?,
                 })
             }
             RegistryKind::Gar => {
@@ -243,11 +260,16 @@ impl Loader<'_> {
                     service_account: fields.required(
                         "gcp.service_account",
                         &table.service_account,
-                        |s| s.split_once('@').is_some_and(|(n, d)| !n.is_empty() && !d.is_empty()),
+                        |s| {
+                            s.split_once('@')
+                                .is_some_and(|(n, d)| !n.is_empty() && !d.is_empty())
+                        },
                     )?,
                     sts_endpoint: fields.endpoint("gcp.sts_endpoint", &table.sts_endpoint)?,
-                    iamcredentials_endpoint: fields
-                        .endpoint("gcp.iamcredentials_endpoint", &table.iamcredentials_endpoint)?,
+                    iamcredentials_endpoint: fields.endpoint(
+                        "gcp.iamcredentials_endpoint",
+                        &table.iamcredentials_endpoint,
+                    )?,
                 })
             }
             RegistryKind::Acr => {
@@ -365,7 +387,9 @@ impl Fields<'_, '_> {
 /// The rule a cloud setting's value breaks, for its error.
 fn shape_rule(field: &str) -> &'static str {
     match field {
-        "aws.role_arn" => "must be an IAM role ARN: arn:<partition>:iam::<12-digit account>:role/<name>",
+        "aws.role_arn" => {
+            "must be an IAM role ARN: arn:<partition>:iam::<12-digit account>:role/<name>"
+        }
         "aws.region" => "must be an AWS region: 1 to 32 of [a-z0-9-] (us-east-1)",
         "aws.session_tags" => {
             "must be a SPIFFE ID path pattern starting with '/' (/ns/{namespace}/sa/{service_account})"
@@ -373,7 +397,9 @@ fn shape_rule(field: &str) -> &'static str {
         "gcp.workload_identity_provider" => {
             "must be the provider's full name: //iam.googleapis.com/projects/<number>/locations/global/workloadIdentityPools/<pool>/providers/<provider>"
         }
-        "gcp.service_account" => "must be a service account's email (name@project.iam.gserviceaccount.com)",
+        "gcp.service_account" => {
+            "must be a service account's email (name@project.iam.gserviceaccount.com)"
+        }
         "azure.tenant_id" | "azure.client_id" => {
             "must be a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"
         }
@@ -396,9 +422,9 @@ fn is_role_arn(arn: &str) -> bool {
     !partition.is_empty()
         && account.len() == 12
         && account.bytes().all(|b| b.is_ascii_digit())
-        && resource.strip_prefix("role/").is_some_and(|name| {
-            !name.is_empty() && !name.ends_with('/') && !name.starts_with('/')
-        })
+        && resource
+            .strip_prefix("role/")
+            .is_some_and(|name| !name.is_empty() && !name.ends_with('/') && !name.starts_with('/'))
 }
 
 fn is_region(region: &str) -> bool {
@@ -424,7 +450,9 @@ mod tests {
     #[test]
     fn role_arns_regions_and_guids_have_their_shapes() {
         assert!(is_role_arn("arn:aws:iam::123456789012:role/svid-puller"));
-        assert!(is_role_arn("arn:aws-cn:iam::123456789012:role/path/to/puller"));
+        assert!(is_role_arn(
+            "arn:aws-cn:iam::123456789012:role/path/to/puller"
+        ));
         for bad in [
             "arn:aws:iam::12345678901:role/x",
             "arn:aws:iam:us-east-1:123456789012:role/x",

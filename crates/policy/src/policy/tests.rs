@@ -1573,8 +1573,7 @@ fn with_federation_keys(text: &str, kind: RegistryKind) -> String {
     }
 }
 
-const GCP_PROVIDER: &str =
-    "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/pool/providers/broker";
+const GCP_PROVIDER: &str = "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/pool/providers/broker";
 const AZURE_TENANT: &str = "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b";
 const AZURE_CLIENT: &str = "11111111-2222-3333-4444-555555555555";
 
@@ -2008,7 +2007,10 @@ fn a_cloud_entry_reads_its_table_and_derives_its_api_and_audience() {
         panic!("{:?}", api.cloud());
     };
     assert_eq!(aws.role_arn, "arn:aws:iam::123456789012:role/svid-puller");
-    assert_eq!((aws.sts_endpoint.as_deref(), aws.session_duration_seconds), (None, None));
+    assert_eq!(
+        (aws.sts_endpoint.as_deref(), aws.session_duration_seconds),
+        (None, None)
+    );
 
     let text = ECR.replace(
         "aws.region = \"us-east-1\"",
@@ -2037,39 +2039,81 @@ fn a_cloud_entry_reads_its_table_and_derives_its_api_and_audience() {
     let p = kinds_policy(&gar, "").unwrap();
     let api = p.registry_by_name("corp").unwrap().api().unwrap();
     assert_eq!(api.url(), "https://iamcredentials.googleapis.com");
-    assert_eq!(
-        api.jwt_audience().unwrap(),
-        format!("https:{GCP_PROVIDER}")
-    );
+    assert_eq!(api.jwt_audience().unwrap(), format!("https:{GCP_PROVIDER}"));
 }
 
 #[test]
 fn cloud_tables_are_checked_and_belong_to_one_kind() {
-    let cases: [(&str, &str, fn(&PolicyError) -> bool); 8] = [
+    type Case = (&'static str, &'static str, fn(&PolicyError) -> bool);
+    let cases: [Case; 8] = [
         ("aws.region = \"us-east-1\"", "", |e| {
-            matches!(e, PolicyError::FieldRequiredForKind { field: "aws.region", .. })
+            matches!(
+                e,
+                PolicyError::FieldRequiredForKind {
+                    field: "aws.region",
+                    ..
+                }
+            )
         }),
-        ("arn:aws:iam::123456789012:role/svid-puller", "arn:aws:iam::1234:role/x", |e| {
-            matches!(e, PolicyError::InvalidCloudSetting { field: "aws.role_arn", .. })
-        }),
-        ("aws.region = \"us-east-1\"", "aws.region = \"us-east-1\"\naws.sts_endpoint = \"http://sts.example.org\"", |e| {
-            matches!(e, PolicyError::InvalidApiUrl { field: "aws.sts_endpoint", .. })
-        }),
-        ("aws.region = \"us-east-1\"", "aws.region = \"us-east-1\"\naws.session_duration_seconds = 899", |e| {
-            matches!(e, PolicyError::InvalidCloudSetting { field: "aws.session_duration_seconds", .. })
-        }),
-        ("aws.region = \"us-east-1\"", "aws.region = \"us-east-1\"\naws.colour = \"blue\"", |e| {
-            matches!(e, PolicyError::Syntax { .. })
-        }),
-        ("aws.region = \"us-east-1\"", "aws.region = \"us-east-1\"\ngcp.service_account = \"a@b\"", |e| {
-            matches!(e, PolicyError::FieldNotForKind { field: "gcp", .. })
-        }),
-        ("aws.region = \"us-east-1\"", "aws.region = \"us-east-1\"\nurl = \"https://ecr.example.org\"", |e| {
-            matches!(e, PolicyError::FieldNotForKind { field: "url", .. })
-        }),
-        ("kind = \"ecr\"", "kind = \"harbor\"\nurl = \"https://h.example.org\"\ncredential_file = \"/etc/c\"", |e| {
-            matches!(e, PolicyError::FieldNotForKind { field: "aws", .. })
-        }),
+        (
+            "arn:aws:iam::123456789012:role/svid-puller",
+            "arn:aws:iam::1234:role/x",
+            |e| {
+                matches!(
+                    e,
+                    PolicyError::InvalidCloudSetting {
+                        field: "aws.role_arn",
+                        ..
+                    }
+                )
+            },
+        ),
+        (
+            "aws.region = \"us-east-1\"",
+            "aws.region = \"us-east-1\"\naws.sts_endpoint = \"http://sts.example.org\"",
+            |e| {
+                matches!(
+                    e,
+                    PolicyError::InvalidApiUrl {
+                        field: "aws.sts_endpoint",
+                        ..
+                    }
+                )
+            },
+        ),
+        (
+            "aws.region = \"us-east-1\"",
+            "aws.region = \"us-east-1\"\naws.session_duration_seconds = 899",
+            |e| {
+                matches!(
+                    e,
+                    PolicyError::InvalidCloudSetting {
+                        field: "aws.session_duration_seconds",
+                        ..
+                    }
+                )
+            },
+        ),
+        (
+            "aws.region = \"us-east-1\"",
+            "aws.region = \"us-east-1\"\naws.colour = \"blue\"",
+            |e| matches!(e, PolicyError::Syntax { .. }),
+        ),
+        (
+            "aws.region = \"us-east-1\"",
+            "aws.region = \"us-east-1\"\ngcp.service_account = \"a@b\"",
+            |e| matches!(e, PolicyError::FieldNotForKind { field: "gcp", .. }),
+        ),
+        (
+            "aws.region = \"us-east-1\"",
+            "aws.region = \"us-east-1\"\nurl = \"https://ecr.example.org\"",
+            |e| matches!(e, PolicyError::FieldNotForKind { field: "url", .. }),
+        ),
+        (
+            "kind = \"ecr\"",
+            "kind = \"harbor\"\nurl = \"https://h.example.org\"\ncredential_file = \"/etc/c\"",
+            |e| matches!(e, PolicyError::FieldNotForKind { field: "aws", .. }),
+        ),
     ];
     for (from, to, expected) in cases {
         let err = kinds_policy(&ECR.replace(from, to), "").unwrap_err();
@@ -2123,7 +2167,12 @@ actions = ["pull"]
     assert_eq!(d.granted.len(), 1, "{d:?}");
     assert_eq!(d.granted[0].to_string(), "repository:**:pull,push");
     let c = SpiffeId::parse("spiffe://example.org/ns/a/sa/c").unwrap();
-    assert!(p.decide_every_repository(&c, service).unwrap().granted.is_empty());
+    assert!(
+        p.decide_every_repository(&c, service)
+            .unwrap()
+            .granted
+            .is_empty()
+    );
 
     let deny = format!(
         "{rules}\n[[rules]]\nid = \"no-secret\"\nsubject = \"spiffe://example.org/ns/a/sa/b\"\n\
