@@ -405,3 +405,70 @@ actions = ["pull"]
         "{text}"
     );
 }
+
+/// Not a test: the measurement behind docs/performance.md ("The cached cloud path"). The
+/// plugin's latency for an image whose ECR credential the broker holds, against the same
+/// plugin for a `token` registry (the broker signs a registry token per call), 300 calls each,
+/// interleaved, in one run. Run with `cargo test --release -p svid-broker --test e2e --
+/// --ignored cloud::measure --nocapture`.
+#[test]
+#[ignore = "a measurement, run by hand for docs/performance.md"]
+fn measure_cached_cloud_plugin_latency() {
+    let fake = FakeAws::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token_registry = format!(
+        "\n[[registries]]\nname = \"local\"\nservice = \"local\"\nissuer = \"svid-broker\"\n\
+         profile = \"distribution-2\"\nhosts = [\"local.example\"]\n\n[[rules]]\nid = \"local\"\n\
+         subject = \"{NODE}\"\nregistry = \"local\"\nrepositories = [\"team-a/**\"]\nactions = [\"pull\"]\n"
+    );
+    let plugin = format!(
+        "{}{}",
+        plugin_entry("ecr.example", "ecr.example"),
+        plugin_entry("local", "local.example")
+    );
+    let (node, issuer) = Node::start_federated(
+        dir,
+        |_| format!("{}{token_registry}", ecr_policy(&fake)),
+        &plugin,
+    );
+    fake.add_oidc_provider(&issuer, &["sts.amazonaws.com"]);
+    fake.add_role(
+        ROLE,
+        RoleTrust::new(
+            issuer.trim_start_matches("http://"),
+            Condition::StringEquals(NODE.to_owned()),
+            Condition::StringEquals("sts.amazonaws.com".to_owned()),
+        ),
+        &[Statement::allow(&["ecr:*"], &["*"])],
+    )
+    .unwrap();
+    node.credential("ecr.example/team-a/app:v1");
+    node.credential("local.example/team-a/app:v1");
+    let (mut cloud, mut token) = (Vec::new(), Vec::new());
+    for _ in 0..300 {
+        for (image, into) in [
+            ("ecr.example/team-a/app:v1", &mut cloud),
+            ("local.example/team-a/app:v1", &mut token),
+        ] {
+            let started = std::time::Instant::now();
+            node.credential(image);
+            into.push(started.elapsed());
+        }
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let p99 = |v: &Vec<Duration>| v[v.len() * 99 / 100];
+    let (cm, tm) = (median(&mut cloud), median(&mut token));
+    println!(
+        "plugin exec, cached ECR: median {cm:?} p99 {:?}; token registry: median {tm:?} p99 {:?}; \
+         ratio of medians {:.2}; STS calls {}, ECR calls {}",
+        p99(&cloud),
+        p99(&token),
+        cm.as_secs_f64() / tm.as_secs_f64(),
+        fake.sts_calls(),
+        fake.ecr_calls()
+    );
+    assert_eq!((fake.sts_calls(), fake.ecr_calls()), (1, 1));
+}

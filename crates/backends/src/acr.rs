@@ -123,7 +123,7 @@ use crate::error::{
 use crate::figures::ApiMeter;
 use crate::http::{
     ApiClient, Auth, ClientSettings, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_RESPONSE_BYTES,
-    DEFAULT_REQUEST_DEADLINE, OutgoingRequest, encode_query_component,
+    DEFAULT_REQUEST_DEADLINE, OutgoingRequest, form_body,
 };
 
 mod grant;
@@ -138,7 +138,7 @@ pub use svid_broker_policy::subject::DEFAULT_SUBJECT_TEMPLATE;
 pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
 /// The JWT's audience a federated identity credential expects (Microsoft Graph: "should be
 /// set to `api://AzureADTokenExchange` for Microsoft Entra ID").
-pub const DEFAULT_AUDIENCE: &str = "api://AzureADTokenExchange";
+pub const DEFAULT_AUDIENCE: &str = svid_broker_policy::AZURE_DEFAULT_JWT_AUDIENCE;
 /// The Entra token's scope: the ACR audience (see the module docs for why not ARM's).
 pub const DEFAULT_SCOPE: &str = "https://containerregistry.azure.net/.default";
 /// The Docker username of a login with an ACR refresh token: the null GUID.
@@ -425,7 +425,7 @@ impl AcrBackend {
 
     /// Entra's client-credentials grant with the JWT as the client assertion.
     async fn entra_token(&self, jwt: &SecretString) -> Result<SecretString, Failure> {
-        let body = form(&[
+        let body = form_body(&[
             ("client_id", &self.client_id),
             ("scope", &self.scope),
             ("grant_type", wire::GRANT_TYPE),
@@ -474,7 +474,7 @@ impl AcrBackend {
         jwt: &SecretString,
         now: SystemTime,
     ) -> Result<(SecretString, SystemTime), Failure> {
-        let body = form(&[
+        let body = form_body(&[
             ("grant_type", wire::EXCHANGE_GRANT_TYPE),
             ("service", &self.login_server),
             ("tenant", &self.tenant_id),
@@ -597,24 +597,6 @@ fn login_server_of(url: &str, authority: &str) -> String {
         .map_or(lower.clone(), str::to_owned)
 }
 
-/// An `application/x-www-form-urlencoded` body. The JWT and the access token are in it: it
-/// is moved into the request (hyper's copy cannot be wiped).
-fn form(fields: &[(&str, &str)]) -> Vec<u8> {
-    // Sized once (percent-encoding at most triples a value) so that no reallocation leaves a
-    // copy of a token behind in freed memory.
-    let capacity = fields.iter().map(|(n, v)| n.len() + 2 + 3 * v.len()).sum();
-    let mut body = Zeroizing::new(String::with_capacity(capacity));
-    for (i, (name, value)) in fields.iter().enumerate() {
-        if i > 0 {
-            body.push('&');
-        }
-        body.push_str(name);
-        body.push('=');
-        body.push_str(&encode_query_component(value));
-    }
-    std::mem::take(&mut *body).into_bytes()
-}
-
 /// When the refresh token ends: its `exp` (read without trusting the token), or `now` plus
 /// [`DEFAULT_REFRESH_TOKEN_LIFETIME`] when the payload cannot be read.
 ///
@@ -626,12 +608,15 @@ fn refresh_token_end(token: &str, now: SystemTime) -> Result<SystemTime, Failure
         tracing::debug!("acr refresh token without a readable exp: assuming three hours");
         return Ok(now + DEFAULT_REFRESH_TOKEN_LIFETIME);
     };
-    let end = UNIX_EPOCH + Duration::from_secs(exp);
-    if end <= now || end > now + MAX_REFRESH_TOKEN_LIFETIME {
+    // Checked: `exp` is the registry's number, and a huge one must not overflow `SystemTime`.
+    let end = UNIX_EPOCH.checked_add(Duration::from_secs(exp));
+    let latest = now.checked_add(MAX_REFRESH_TOKEN_LIFETIME);
+    let Some(end) = end.filter(|end| *end > now && latest.is_some_and(|latest| *end <= latest))
+    else {
         return Err(Failure::Malformed {
             what: "ACR exchange: the refresh token's exp is not in the next year",
         });
-    }
+    };
     Ok(end)
 }
 

@@ -152,7 +152,7 @@ pub use svid_broker_policy::subject::DEFAULT_SUBJECT_TEMPLATE;
 use wire::{MAX_ECR_PASSWORD_BYTES, StsCredentials};
 
 /// The JWT audience the IAM OIDC provider's client id must equal, by default.
-pub const DEFAULT_AUDIENCE: &str = "sts.amazonaws.com";
+pub const DEFAULT_AUDIENCE: &str = svid_broker_policy::AWS_DEFAULT_JWT_AUDIENCE;
 /// The claim AWS reads session tags from.
 pub const TAGS_CLAIM: &str = "https://aws.amazon.com/tags";
 /// The default STS session duration (STS's minimum).
@@ -244,10 +244,7 @@ impl EcrConfig {
     ) -> Self {
         let role_arn = role_arn.into();
         let region = region.into();
-        let domain = match parse_role_arn(&role_arn) {
-            Some(("aws-cn", _)) => "amazonaws.com.cn",
-            _ => "amazonaws.com",
-        };
+        let domain = svid_broker_policy::aws_domain(&role_arn);
         Self {
             registry: registry.into(),
             issuer,
@@ -428,7 +425,7 @@ impl EcrBackend {
     ) -> Result<BackendCredential, BackendError> {
         let mapped = self.map(grant)?;
         self.api.ensure_unexpired(grant, now)?;
-        let access = mapped.grant.overall_access().as_str();
+        let access = mapped.grant.overall_access();
         let mut claims = FederatedClaims::new(
             self.subject.render(&grant.subject, "", access),
             self.audience.clone(),
@@ -521,7 +518,10 @@ impl EcrBackend {
             OutgoingRequest::new(Method::POST, "/").with_body(wire::FORM_CONTENT_TYPE, body);
         let response = self.api.client.send_request(request).await?;
         if !response.status.is_success() {
-            return Err(sts_failure(&self.api.client, &response, jwt));
+            let failure = sts_failure(&self.api.client, &response, jwt);
+            // Wiped: an error answer may echo the JWT (a `ValidationError` quoting it).
+            drop(Zeroizing::new(response.body));
+            return Err(failure);
         }
         let body = Zeroizing::new(response.body);
         let credentials = wire::parse_credentials(&body)?;
@@ -785,7 +785,12 @@ fn ecr_failure(
 fn by_status(response: &ApiResponse, message: String, jwt_step: bool) -> Failure {
     match response.status.as_u16() {
         401 if jwt_step => Failure::JwtRefused { message },
-        401 => Failure::Unauthorized,
+        // At ECR the refused credential is the STS session's, not a broker secret: keep the
+        // vendor's reason rather than "the broker's credential was refused".
+        401 => Failure::Rejected {
+            status: 401,
+            message,
+        },
         403 => Failure::Forbidden { message },
         429 => Failure::RateLimited {
             retry_after: response.retry_after(),

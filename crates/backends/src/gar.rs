@@ -468,6 +468,12 @@ impl GarBackend {
         };
         if let Err(failure) = expect_success(&self.iam, &response, no_message, None) {
             return Err(match failure {
+                // The refused credential is the federated token, not a broker secret: keep
+                // Google's reason rather than "the broker's credential was refused".
+                Failure::Unauthorized => Failure::Rejected {
+                    status: 401,
+                    message: message(&self.iam, &response.body),
+                },
                 Failure::Forbidden { .. } => Failure::Forbidden {
                     message: message(&self.iam, &response.body),
                 },

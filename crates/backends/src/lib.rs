@@ -20,6 +20,13 @@
 //! - [`QuayBackend`] speaks Quay 3.13+'s robot federation: the broker signs its own JWT (it is
 //!   the OIDC issuer the robot trusts) and exchanges it for a one-hour robot token of the
 //!   operator's pull or push robot in the grant's organization; nothing to revoke or sweep.
+//! - The cloud registries, each behind its cargo feature, trade the broker's JWT at the cloud's
+//!   own STS, so no cloud key exists: `ecr` (feature `ecr`: AWS STS `AssumeRoleWithWebIdentity`
+//!   with a session policy naming exactly the granted repositories, then ECR
+//!   `GetAuthorizationToken` signed with AWS's `aws-sigv4`), `gar` (feature `gar`: Google STS,
+//!   then IAM Credentials `generateAccessToken` for a service account) and `acr` (feature `acr`:
+//!   Entra ID client credentials with the JWT as the assertion, then ACR's `/oauth2/exchange`).
+//!   None can be revoked one by one; each lives to the cloud's own end.
 //! - [`BackendService`] wraps any [`Backend`] for one registry: reuse of live credentials,
 //!   one creation for many equal concurrent requests, a bounded lease table, a revocation
 //!   queue and periodic sweeps driven by [`BackendService::run`], and [`BackendFigures`] for

@@ -605,7 +605,14 @@ impl BrokerClient {
                 Ok(credential) => return Ok(credential),
                 // A retry cut off by the deadline would hide why the broker was unavailable
                 // (a registry's API timing out, named with its step): report that reason.
-                Err(Attempt::Fatal(e)) if cut_off_by_deadline(&e) && earlier.is_some() => {
+                // Only at the deadline itself: a `CANCELLED` earlier (a broker shutting down)
+                // is its own answer.
+                Err(Attempt::Fatal(e))
+                    if cut_off_by_deadline(&e)
+                        && earlier.is_some()
+                        && deadline.saturating_duration_since(Instant::now())
+                            < DEADLINE_CUT_SLACK =>
+                {
                     let last = earlier.take().unwrap_or_default();
                     return Err(ClientError::BrokerUnavailable {
                         address: self.options.broker.clone(),
@@ -824,6 +831,10 @@ fn classify_status(status: &tonic::Status, broker: &str, total: Duration) -> Att
         code => ClientError::Rejected { code, reason },
     })
 }
+
+/// How near the deadline an attempt's `CANCELLED` or `DEADLINE_EXCEEDED` must come to be taken
+/// for the deadline cutting it off (the broker enforces the same `grpc-timeout`).
+const DEADLINE_CUT_SLACK: Duration = Duration::from_millis(250);
 
 /// Whether an attempt ended because the call's deadline passed: the client's own timer, or the
 /// broker answering `DEADLINE_EXCEEDED` or `CANCELLED` to the request's `grpc-timeout`.

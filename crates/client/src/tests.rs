@@ -592,12 +592,10 @@ fn only_a_deadline_cuts_a_retry_short() {
         code: tonic::Code::FailedPrecondition,
         reason: "no".to_owned(),
     };
-    assert!(super::cut_off_by_deadline(&deadline));
-    assert!(super::cut_off_by_deadline(&cancelled));
-    assert!(!super::cut_off_by_deadline(&refused));
-    assert!(!super::cut_off_by_deadline(
-        &ClientError::PermissionDenied {
-            reason: String::new()
-        }
-    ));
+    assert!(cut_off_by_deadline(&deadline));
+    assert!(cut_off_by_deadline(&cancelled));
+    assert!(!cut_off_by_deadline(&refused));
+    assert!(!cut_off_by_deadline(&ClientError::PermissionDenied {
+        reason: String::new()
+    }));
 }

@@ -2,6 +2,13 @@
 //! tests and `svid-broker demo`. Each fake enforces the vendor's own rules (read from the
 //! vendor's published code, named in each rule's docs) so a test against it proves something.
 //!
+//! - [`aws`]: AWS STS `AssumeRoleWithWebIdentity` (the JWT verified through the issuer's
+//!   discovery document, a role's trust policy) and ECR `GetAuthorizationToken` (SigV4 checked
+//!   by the fake's own verifier), with a registry `/v2/` that honours the session policy.
+//! - [`azure`]: Entra ID client credentials with a federated client assertion, and ACR's
+//!   `/oauth2/exchange` with role assignments.
+//! - [`google`]: Google STS token exchange for a workload identity pool provider, IAM
+//!   Credentials `generateAccessToken` with `roles/iam.workloadIdentityUser` bindings.
 //! - [`artifactory`]: JFrog Artifactory's OIDC token exchange (`/access/api/v1/oidc/token`),
 //!   identity mappings, and Docker logins with the access tokens it issues.
 //! - [`federation`]: what those registries (and clouds) check of an external OIDC issuer's

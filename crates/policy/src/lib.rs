@@ -72,7 +72,7 @@ pub use policy::{
     MAX_AWS_SESSION_SECONDS, MAX_CLOUD_FIELD_LEN, MAX_FEDERATION_FIELD_LEN, MAX_LIST_LEN,
     MAX_PATH_LEN, MAX_POLICY_FILE_BYTES, MAX_REGISTRIES, MAX_REGISTRY_NAME_LEN, MAX_ROLE_LEN,
     MAX_RULE_ID_LEN, MAX_RULES, MAX_TOKEN_TTL_SECONDS, MIN_AWS_SESSION_SECONDS,
-    MIN_TOKEN_TTL_SECONDS, Policy, Registry, RegistryApi,
+    MIN_TOKEN_TTL_SECONDS, Policy, Registry, RegistryApi, aws_domain,
 };
 pub use profile::Profile;
 pub use scope::{Action, ResourceScope, ResourceType, ScopeError};

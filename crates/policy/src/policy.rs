@@ -23,7 +23,7 @@ mod cloud;
 
 pub use cloud::{
     AWS_DEFAULT_JWT_AUDIENCE, AZURE_DEFAULT_JWT_AUDIENCE, AwsAccount, AzureAccount, CloudAccount,
-    GcpAccount, MAX_AWS_SESSION_SECONDS, MAX_CLOUD_FIELD_LEN, MIN_AWS_SESSION_SECONDS,
+    GcpAccount, MAX_AWS_SESSION_SECONDS, MAX_CLOUD_FIELD_LEN, MIN_AWS_SESSION_SECONDS, aws_domain,
 };
 use cloud::{RawAws, RawAzure, RawClouds, RawGcp};
 

@@ -449,7 +449,7 @@ fn answers_are_read_strictly() {
 
 #[test]
 fn forms_are_percent_encoded() {
-    let body = form(&[
+    let body = form_body(&[
         ("scope", "https://containerregistry.azure.net/.default"),
         ("a", "x y&z"),
     ]);

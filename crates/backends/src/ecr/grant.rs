@@ -5,7 +5,9 @@
 //! credentials (and the ECR authorization token made with them) reach at most the granted
 //! repositories, whatever the role allows. The action lists are those of Amazon ECR's user
 //! guide ("IAM permissions for pushing an image", and the read-only managed policy for
-//! pulls); push includes the pull actions, as `docker push` reads layers and manifests too.
+//! pulls). Pull and push are kept apart per repository: a grant of push alone (a policy that
+//! denies pull there) gets the push actions and `ecr:BatchCheckLayerAvailability` (which a push
+//! needs to skip layers already there; it reads no content), never the pull actions.
 
 use std::collections::BTreeMap;
 
@@ -28,8 +30,9 @@ pub const PULL_ACTIONS: [&str; 3] = [
     "ecr:BatchGetImage",
     "ecr:GetDownloadUrlForLayer",
 ];
-/// The IAM actions a push adds to [`PULL_ACTIONS`].
-pub const PUSH_ACTIONS: [&str; 4] = [
+/// The IAM actions of a push.
+pub const PUSH_ACTIONS: [&str; 5] = [
+    "ecr:BatchCheckLayerAvailability",
     "ecr:CompleteLayerUpload",
     "ecr:InitiateLayerUpload",
     "ecr:PutImage",
@@ -38,40 +41,42 @@ pub const PUSH_ACTIONS: [&str; 4] = [
 /// The resource name of a registry-wide grant (`repository:**`): `repository/*`.
 const EVERY_REPOSITORY_RESOURCE: &str = "*";
 
-/// What the session may do: each granted repository (`*` for every one) with pull or push.
+/// What the session may do: each granted repository (`*` for every one) with its actions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct EcrGrant {
     /// Repository name (or `*`) to its access; sorted, so equal grants make equal keys.
     pub(crate) repositories: BTreeMap<String, Access>,
 }
 
-/// A repository's access.
+/// A repository's granted actions (at least one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Access {
-    Pull,
-    Push,
+pub(crate) struct Access {
+    pub(crate) pull: bool,
+    pub(crate) push: bool,
 }
 
 impl Access {
+    /// `pull`, `push` or `pull,push`: the reuse key's words.
     pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::Pull => "pull",
-            Self::Push => "push",
+        match (self.pull, self.push) {
+            (true, true) => "pull,push",
+            (false, true) => "push",
+            _ => "pull",
         }
     }
 }
 
 impl EcrGrant {
     /// `push` when any repository is pushed to, else `pull`: the `{access}` placeholder.
-    pub(crate) fn overall_access(&self) -> Access {
-        if self.repositories.values().any(|a| *a == Access::Push) {
-            Access::Push
+    pub(crate) fn overall_access(&self) -> &'static str {
+        if self.repositories.values().any(|a| a.push) {
+            "push"
         } else {
-            Access::Pull
+            "pull"
         }
     }
 
-    /// The reuse key part of the grant: `team-a/app=pull team-b/lib=push`, sorted.
+    /// The reuse key part of the grant: `team-a/app=pull team-b/lib=pull,push`, sorted.
     pub(crate) fn key(&self) -> String {
         self.repositories
             .iter()
@@ -81,13 +86,13 @@ impl EcrGrant {
     }
 
     /// The session policy (compact JSON): `ecr:GetAuthorizationToken` on `*`, the pull
-    /// actions on every granted repository, the push actions on the pushed ones.
+    /// actions on the repositories granted pull, the push actions on those granted push.
     /// `repository_arn_prefix` is `arn:<partition>:ecr:<region>:<account>:repository/`.
     pub(crate) fn session_policy(&self, repository_arn_prefix: &str) -> String {
-        let arns = |only_push: bool| -> Vec<Value> {
+        let arns = |wanted: fn(&Access) -> bool| -> Vec<Value> {
             self.repositories
                 .iter()
-                .filter(|(_, access)| !only_push || **access == Access::Push)
+                .filter(|(_, access)| wanted(access))
                 .map(|(name, _)| Value::from(format!("{repository_arn_prefix}{name}")))
                 .collect()
         };
@@ -96,12 +101,15 @@ impl EcrGrant {
             "Action": GET_AUTHORIZATION_TOKEN,
             "Resource": "*",
         })];
-        statements.push(json!({
-            "Effect": "Allow",
-            "Action": PULL_ACTIONS,
-            "Resource": arns(false),
-        }));
-        let pushed = arns(true);
+        let pulled = arns(|a| a.pull);
+        if !pulled.is_empty() {
+            statements.push(json!({
+                "Effect": "Allow",
+                "Action": PULL_ACTIONS,
+                "Resource": pulled,
+            }));
+        }
+        let pushed = arns(|a| a.push);
         if !pushed.is_empty() {
             statements.push(json!({
                 "Effect": "Allow",
@@ -113,7 +121,7 @@ impl EcrGrant {
     }
 }
 
-/// Each repository scope's name with pull or push (push when any scope pushes it); a
+/// Each repository scope's name with the actions granted on it (over every scope naming it); a
 /// registry-wide scope (`repository:**`) becomes `*`.
 ///
 /// # Errors
@@ -126,18 +134,19 @@ pub(crate) fn map_grant(scopes: &[ResourceScope]) -> Result<EcrGrant, Failure> {
         if actions.is_empty() {
             continue;
         }
-        let access = if actions.contains(&RepositoryAction::Push) {
-            Access::Push
-        } else {
-            Access::Pull
-        };
+        let pull = actions.contains(&RepositoryAction::Pull);
+        let push = actions.contains(&RepositoryAction::Push);
         let name = if scope.is_every_repository() {
             EVERY_REPOSITORY_RESOURCE.to_owned()
         } else {
             scope.name.clone()
         };
-        let entry = repositories.entry(name).or_insert(access);
-        *entry = (*entry).max(access);
+        let entry = repositories.entry(name).or_insert(Access {
+            pull: false,
+            push: false,
+        });
+        entry.pull |= pull;
+        entry.push |= push;
     }
     if repositories.is_empty() {
         return Err(Failure::NoRepository);

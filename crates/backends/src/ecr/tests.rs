@@ -145,7 +145,7 @@ fn the_session_policy_narrows_to_the_granted_repositories() {
         "repository:team-a/app:pull",
     ]))
     .unwrap();
-    assert_eq!(grant.key(), "team-a/app=pull team-a/lib=push");
+    assert_eq!(grant.key(), "team-a/app=pull team-a/lib=pull,push");
     let policy: Value = serde_json::from_str(&grant.session_policy(PREFIX)).unwrap();
     assert_eq!(
         policy,
@@ -156,6 +156,21 @@ fn the_session_policy_narrows_to_the_granted_repositories() {
             {"Effect": "Allow", "Action": PUSH_ACTIONS, "Resource": [format!("{PREFIX}team-a/lib")]},
         ]})
     );
+    // Push alone (a policy denying pull there): the push actions, never a pull action, and a
+    // key of its own, so a push-only credential is never reused for a pull-and-push grant.
+    let push_only = map_grant(&scopes(&["repository:team-a/secret:push"])).unwrap();
+    assert_eq!(push_only.key(), "team-a/secret=push");
+    let policy: Value = serde_json::from_str(&push_only.session_policy(PREFIX)).unwrap();
+    assert_eq!(
+        policy["Statement"],
+        json!([
+            {"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+            {"Effect": "Allow", "Action": PUSH_ACTIONS, "Resource": [format!("{PREFIX}team-a/secret")]},
+        ])
+    );
+    for pull in ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"] {
+        assert!(!policy.to_string().contains(pull), "{policy}");
+    }
     let pull_only = map_grant(&scopes(&["repository:team-a/app:pull"])).unwrap();
     let policy: Value = serde_json::from_str(&pull_only.session_policy(PREFIX)).unwrap();
     assert_eq!(policy["Statement"].as_array().unwrap().len(), 2);

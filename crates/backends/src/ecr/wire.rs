@@ -15,7 +15,7 @@ use svid_broker_identity::secret::{SecretString, seal_string};
 use zeroize::Zeroizing;
 
 use crate::error::Failure;
-use crate::http::encode_query_component;
+use crate::http::form_body;
 
 /// The STS Query API version.
 pub(crate) const STS_VERSION: &str = "2011-06-15";
@@ -46,27 +46,16 @@ pub(crate) fn assume_role_body(
     duration_secs: u64,
     policy: &str,
 ) -> Vec<u8> {
-    let mut body = String::with_capacity(jwt.len() + policy.len() * 2 + 256);
-    for (i, (name, value)) in [
+    let duration = duration_secs.to_string();
+    form_body(&[
         ("Action", "AssumeRoleWithWebIdentity"),
         ("Version", STS_VERSION),
         ("RoleArn", role_arn),
         ("RoleSessionName", session_name),
         ("WebIdentityToken", jwt),
-        ("DurationSeconds", &duration_secs.to_string()),
+        ("DurationSeconds", &duration),
         ("Policy", policy),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        if i > 0 {
-            body.push('&');
-        }
-        body.push_str(name);
-        body.push('=');
-        body.push_str(&encode_query_component(value));
-    }
-    body.into_bytes()
+    ])
 }
 
 /// The temporary credentials of an `AssumeRoleWithWebIdentity` answer. Not `Debug`.

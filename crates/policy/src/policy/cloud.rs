@@ -119,6 +119,36 @@ pub const AWS_DEFAULT_JWT_AUDIENCE: &str = "sts.amazonaws.com";
 /// The JWT audience an Entra ID federated identity credential expects by default.
 pub const AZURE_DEFAULT_JWT_AUDIENCE: &str = "api://AzureADTokenExchange";
 
+/// The DNS suffix of AWS's public endpoints for the partition of `role_arn`
+/// (`amazonaws.com.cn` for `aws-cn`, else `amazonaws.com`).
+pub fn aws_domain(role_arn: &str) -> &'static str {
+    if role_arn.starts_with("arn:aws-cn:") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    }
+}
+
+impl AwsAccount {
+    /// `aws.sts_endpoint`, or the region's public STS endpoint in the role's partition.
+    pub fn sts_url(&self) -> String {
+        self.sts_endpoint.clone().unwrap_or_else(|| {
+            format!("https://sts.{}.{}", self.region, aws_domain(&self.role_arn))
+        })
+    }
+
+    /// `aws.ecr_endpoint`, or the region's public ECR API endpoint in the role's partition.
+    pub fn ecr_url(&self) -> String {
+        self.ecr_endpoint.clone().unwrap_or_else(|| {
+            format!(
+                "https://api.ecr.{}.{}",
+                self.region,
+                aws_domain(&self.role_arn)
+            )
+        })
+    }
+}
+
 impl CloudAccount {
     /// The `aud` of the broker's JWT when `jwt_audience` is not set: `sts.amazonaws.com`
     /// (AWS), `https:` + the workload identity provider (what a Google provider without
@@ -136,11 +166,7 @@ impl CloudAccount {
     /// credential comes from the registry (its login server's `/oauth2/exchange`).
     pub fn api_url(&self) -> Option<String> {
         match self {
-            Self::Aws(aws) => Some(
-                aws.ecr_endpoint
-                    .clone()
-                    .unwrap_or_else(|| format!("https://api.ecr.{}.amazonaws.com", aws.region)),
-            ),
+            Self::Aws(aws) => Some(aws.ecr_url()),
             Self::Gcp(gcp) => Some(
                 gcp.iamcredentials_endpoint
                     .clone()
