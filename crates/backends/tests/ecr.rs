@@ -522,7 +522,7 @@ async fn sts_faults_fail_the_assume_role_step_clearly_and_are_not_kept() {
 async fn ecr_faults_fail_the_token_step_clearly_and_are_not_kept() {
     let broker = Broker::start();
     let fake = start(&broker);
-    let cases = failure_table(
+    let mut cases = failure_table(
         Fault::Hangup,
         Fault::Status,
         Fault::Malformed,
@@ -536,6 +536,9 @@ async fn ecr_faults_fail_the_token_step_clearly_and_are_not_kept() {
         }),
         rejected_400,
     );
+    // The table's second row is the 401: at ECR it is about the STS session, not a broker
+    // secret, so the vendor's reason is kept.
+    cases[1].1 = rejected_401;
     check_failures(
         cases,
         |fault| fake.fail_next(Endpoint::Ecr, fault, 1),

@@ -599,7 +599,7 @@ async fn sts_faults_fail_the_exchange_clearly_and_are_not_kept() {
 async fn iam_credentials_faults_fail_the_impersonation_clearly_and_are_not_kept() {
     let broker = Broker::start();
     let fake = start(&broker);
-    let cases = failure_table(
+    let mut cases = failure_table(
         Fault::Hangup,
         Fault::Status,
         Fault::Malformed,
@@ -621,6 +621,9 @@ async fn iam_credentials_faults_fail_the_impersonation_clearly_and_are_not_kept(
             );
         },
     );
+    // The second row is the 401: about the federated token, not a broker secret, so Google's
+    // reason is kept.
+    cases[1].1 = rejected_401;
     check_failures(
         cases,
         |fault| fake.fail_next_generate(fault, 1),

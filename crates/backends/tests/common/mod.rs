@@ -144,6 +144,16 @@ pub(crate) fn unauthorized(error: &BackendError) {
     assert!(!error.retryable());
 }
 
+/// A 401 about a credential that is not the broker's own (an STS session at ECR): the vendor's
+/// reason is kept.
+pub(crate) fn rejected_401(error: &BackendError) {
+    assert!(
+        matches!(&error.failure, Failure::Rejected { status: 401, message } if !message.is_empty()),
+        "{error}"
+    );
+    assert!(!error.retryable());
+}
+
 /// A federated exchange's 401 (Quay, Artifactory): the registry refused the broker's JWT.
 pub(crate) fn jwt_refused(error: &BackendError) {
     assert!(
