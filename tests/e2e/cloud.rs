@@ -63,7 +63,24 @@ fn issued(node: &Node) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn ecr_policy(fake: &FakeAws) -> String {
+/// The IAM side for the broker at `issuer`: its OIDC provider (client id `sts.amazonaws.com`)
+/// and [`ROLE`] trusting JWTs whose `sub` meets `sub`, allowed every ECR action (the session
+/// policy narrows each session).
+pub(crate) fn trust_the_broker(fake: &FakeAws, issuer: &str, sub: Condition) {
+    fake.add_oidc_provider(issuer, &["sts.amazonaws.com"]);
+    fake.add_role(
+        ROLE,
+        RoleTrust::new(
+            issuer.trim_start_matches("http://"),
+            sub,
+            Condition::StringEquals("sts.amazonaws.com".to_owned()),
+        ),
+        &[Statement::allow(&["ecr:*"], &["*"])],
+    )
+    .unwrap();
+}
+
+pub(crate) fn ecr_policy(fake: &FakeAws) -> String {
     format!(
         r#"
 [[registries]]
@@ -99,19 +116,7 @@ fn an_ecr_token_comes_from_the_brokers_jwt_narrowed_to_the_image_and_reused() {
         |_| ecr_policy(&fake),
         &plugin_entry("ecr.example", "ecr.example"),
     );
-    fake.add_oidc_provider(&issuer, &["sts.amazonaws.com"]);
-    let provider = issuer.trim_start_matches("http://").to_owned();
-    fake.add_role(
-        ROLE,
-        RoleTrust::new(
-            provider,
-            Condition::StringEquals(NODE.to_owned()),
-            Condition::StringEquals("sts.amazonaws.com".to_owned()),
-        ),
-        // The role reaches every repository; the session policy narrows it to the image.
-        &[Statement::allow(&["ecr:*"], &["*"])],
-    )
-    .unwrap();
+    trust_the_broker(&fake, &issuer, Condition::StringEquals(NODE.to_owned()));
 
     let (user, password, cache) = node.credential("ecr.example/team-a/app:v1");
     assert_eq!(user, "AWS");
@@ -208,17 +213,11 @@ fn ecr_node(fake: &FakeAws) -> Node {
         |_| ecr_policy(fake),
         &plugin_entry("ecr.example", "ecr.example"),
     );
-    fake.add_oidc_provider(&issuer, &["sts.amazonaws.com"]);
-    fake.add_role(
-        ROLE,
-        RoleTrust::new(
-            issuer.trim_start_matches("http://"),
-            Condition::StringLike("spiffe://nodes.example/*".to_owned()),
-            Condition::StringEquals("sts.amazonaws.com".to_owned()),
-        ),
-        &[Statement::allow(&["ecr:*"], &["*"])],
-    )
-    .unwrap();
+    trust_the_broker(
+        fake,
+        &issuer,
+        Condition::StringLike("spiffe://nodes.example/*".to_owned()),
+    );
     node
 }
 
@@ -431,17 +430,7 @@ fn measure_cached_cloud_plugin_latency() {
         |_| format!("{}{token_registry}", ecr_policy(&fake)),
         &plugin,
     );
-    fake.add_oidc_provider(&issuer, &["sts.amazonaws.com"]);
-    fake.add_role(
-        ROLE,
-        RoleTrust::new(
-            issuer.trim_start_matches("http://"),
-            Condition::StringEquals(NODE.to_owned()),
-            Condition::StringEquals("sts.amazonaws.com".to_owned()),
-        ),
-        &[Statement::allow(&["ecr:*"], &["*"])],
-    )
-    .unwrap();
+    trust_the_broker(&fake, &issuer, Condition::StringEquals(NODE.to_owned()));
     node.credential("ecr.example/team-a/app:v1");
     node.credential("local.example/team-a/app:v1");
     let (mut cloud, mut token) = (Vec::new(), Vec::new());

@@ -184,7 +184,7 @@ match_images = ["acr.example"]
 
 #[test]
 fn the_credential_helper_gets_registry_wide_ecr_gar_and_acr_credentials() {
-    use svid_broker_dev::fake::aws::{Condition, FakeAws, RoleTrust, Statement};
+    use svid_broker_dev::fake::aws::{Condition, FakeAws};
     use svid_broker_dev::fake::azure::FakeAzure;
     use svid_broker_dev::fake::google::{FakeGoogle, RegistryRole};
 
@@ -259,17 +259,7 @@ hosts = ["acr.example"]
         },
         CLOUD_HELPER_REGISTRIES,
     );
-    aws.add_oidc_provider(&issuer, &["sts.amazonaws.com"]);
-    aws.add_role(
-        ROLE,
-        RoleTrust::new(
-            issuer.trim_start_matches("http://"),
-            Condition::StringEquals(NODE.to_owned()),
-            Condition::StringEquals("sts.amazonaws.com".to_owned()),
-        ),
-        &[Statement::allow(&["ecr:*"], &["*"])],
-    )
-    .unwrap();
+    crate::cloud::trust_the_broker(&aws, &issuer, Condition::StringEquals(NODE.to_owned()));
     google
         .add_provider(PROVIDER, &issuer, Vec::new(), None)
         .unwrap();

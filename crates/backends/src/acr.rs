@@ -112,10 +112,13 @@ use base64::Engine as _;
 use http::Method;
 use svid_broker_identity::secret::{ExposeSecret as _, SecretString, seal_string};
 use svid_broker_policy::subject::{Placeholders, SubjectTemplate};
-use svid_broker_token::federation::{FederatedClaims, FederationError, FederationIssuer};
+use svid_broker_token::federation::{FederatedClaims, FederationIssuer};
 use zeroize::Zeroizing;
 
-use crate::api::{ApiShape, RegistryApi, config_error, expect_success, limits_of, parse_json};
+use crate::api::{
+    ApiShape, RegistryApi, config_error, expect_success, limits_of, no_message, parse_json,
+    sign_failure,
+};
 use crate::credential::{BackendCredential, BackendGrant, CredentialHandle};
 use crate::error::{
     BackendError, BackendKind, ConfigError, ConfigProblem, Failure, Step, sanitize_vendor_message,
@@ -126,10 +129,9 @@ use crate::http::{
     DEFAULT_REQUEST_DEADLINE, OutgoingRequest, form_body,
 };
 
-mod grant;
 mod wire;
 
-use grant::{Access, map_grant};
+use crate::grant::{Access, pull_or_push as map_grant};
 
 pub use svid_broker_policy::subject::DEFAULT_SUBJECT_TEMPLATE;
 
@@ -362,8 +364,10 @@ impl AcrBackend {
         self.api.ensure_unexpired(grant, now)?;
         let claims = FederatedClaims::new(mapped.subject, self.audience.clone());
         let minted = self.issuer.mint(&claims, now).map_err(|error| {
-            self.api
-                .error(Step::SignFederatedToken, sign_failure(&error))
+            self.api.error(
+                Step::SignFederatedToken,
+                sign_failure(BackendKind::Acr, &error),
+            )
         })?;
         let entra_step = Step::GetEntraToken {
             client_id: self.client_id.clone(),
@@ -747,30 +751,12 @@ fn vendor_message(client: &ApiClient, body: &[u8]) -> String {
     sanitize_vendor_message(&client.scrub(&acr_text(body)))
 }
 
-/// The classification-only message reader: each step reads its own (scrubbing its tokens).
-fn no_message(_client: &ApiClient, _body: &[u8]) -> String {
-    String::new()
-}
-
 /// A setting that breaks `rule`, with its value cut to 256 characters.
 fn invalid_setting(setting: &'static str, rule: &'static str, value: &str) -> ConfigProblem {
     ConfigProblem::InvalidSetting {
         setting,
         value: value.chars().take(256).collect(),
         rule,
-    }
-}
-
-/// Why the JWT could not be signed.
-fn sign_failure(error: &FederationError) -> Failure {
-    tracing::warn!(error = %error, "cannot sign the federated token for acr");
-    Failure::Internal {
-        what: match error {
-            FederationError::InvalidClaim { .. } | FederationError::TooManyClaims { .. } => {
-                "the rendered subject or the audience breaks the federated token's claim rules"
-            }
-            _ => "cannot sign the broker's JWT",
-        },
     }
 }
 

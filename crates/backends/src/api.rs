@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use http::{Method, StatusCode};
 use serde::de::DeserializeOwned;
+use svid_broker_token::federation::FederationError;
 
 use crate::credential::BackendGrant;
 use crate::error::{BackendError, BackendKind, ConfigError, ConfigProblem, Failure, Step};
@@ -245,3 +246,24 @@ pub(crate) fn expect_success(
 
 #[cfg(test)]
 mod tests;
+
+/// Why the broker's own JWT could not be signed (before any API call), as the failure names
+/// it; logged once with the kind, since it is the broker's fault, not the registry's.
+pub(crate) fn sign_failure(kind: BackendKind, error: &FederationError) -> Failure {
+    tracing::warn!(kind = %kind, error = %error, "cannot sign the federated token");
+    let what = match error {
+        FederationError::InvalidClaim { .. } | FederationError::TooManyClaims { .. } => {
+            "the rendered subject, the audience or an extra claim breaks the federated token's claim rules (1 to 1024 bytes, no control character)"
+        }
+        FederationError::TimeOutOfRange => "the current time cannot be written in a token",
+        FederationError::Random => "the random number generator failed",
+        _ => "the federation key could not sign",
+    };
+    Failure::Internal { what }
+}
+
+/// A [`VendorMessage`] that reads nothing: for a step whose caller reads (and scrubs) the
+/// vendor's text itself, the shared plumbing only classifies the status.
+pub(crate) fn no_message(_client: &ApiClient, _body: &[u8]) -> String {
+    String::new()
+}

@@ -37,12 +37,13 @@ use std::time::{Duration, SystemTime};
 
 use http::Method;
 use svid_broker_identity::secret::{SecretString, seal_string};
-use svid_broker_token::federation::{
-    FederatedClaims, FederationError, FederationIssuer, MAX_AUDIENCE_LEN,
-};
+use svid_broker_token::federation::{FederatedClaims, FederationIssuer, MAX_AUDIENCE_LEN};
 use zeroize::Zeroizing;
 
-use crate::api::{ApiShape, RegistryApi, config_error, expect_success, limits_of, parse_json};
+use crate::api::{
+    ApiShape, RegistryApi, config_error, expect_success, limits_of, no_message, parse_json,
+    sign_failure,
+};
 use crate::credential::{BackendCredential, BackendGrant, CredentialHandle};
 use crate::error::{
     BackendError, BackendKind, ConfigError, ConfigProblem, Failure, Step, sanitize_vendor_message,
@@ -53,10 +54,9 @@ use crate::http::{
     DEFAULT_REQUEST_DEADLINE,
 };
 
-mod grant;
 mod wire;
 
-use grant::{Access, map_grant};
+use crate::grant::{Access, pull_or_push as map_grant};
 use svid_broker_policy::subject::{Placeholders, SubjectTemplate};
 
 /// The token exchange endpoint, under the base URL.
@@ -235,8 +235,10 @@ impl ArtifactoryBackend {
         )
         .with_claim(ACCESS_CLAIM, access.as_str());
         let minted = self.issuer.mint(&claims, now).map_err(|error| {
-            self.api
-                .error(Step::SignFederatedToken, sign_failure(&error))
+            self.api.error(
+                Step::SignFederatedToken,
+                sign_failure(BackendKind::Artifactory, &error),
+            )
         })?;
         let step = Step::ExchangeOidcToken {
             provider: self.provider_name.clone(),
@@ -417,27 +419,6 @@ fn invalid_setting(setting: &'static str, rule: &'static str, value: &str) -> Co
         value: value.chars().take(256).collect(),
         rule,
     }
-}
-
-/// Why the JWT could not be signed: a claim over the issuer's rules (the rendered subject or
-/// the audience), or the signing itself.
-fn sign_failure(error: &FederationError) -> Failure {
-    tracing::warn!(error = %error, "cannot sign the federated token for artifactory");
-    Failure::Internal {
-        what: match error {
-            FederationError::InvalidClaim { .. } | FederationError::TooManyClaims { .. } => {
-                "the rendered subject breaks the federated token's claim rules (at most 1024 \
-                 bytes, no control characters)"
-            }
-            _ => "cannot sign the broker's JWT",
-        },
-    }
-}
-
-/// The classification-only message reader: the exchange reads its own (see
-/// [`exchange_message`]).
-fn no_message(_client: &ApiClient, _body: &[u8]) -> String {
-    String::new()
 }
 
 /// An exchange error's text with the broker's JWT scrubbed.

@@ -126,12 +126,10 @@ use serde_json::{Map, Value};
 use svid_broker_identity::secret::{SecretString, seal_string};
 use svid_broker_identity::{PathPattern, SpiffeId};
 use svid_broker_policy::subject::{Placeholders, SubjectTemplate};
-use svid_broker_token::federation::{
-    FederatedClaims, FederationError, FederationIssuer, MAX_AUDIENCE_LEN,
-};
+use svid_broker_token::federation::{FederatedClaims, FederationIssuer, MAX_AUDIENCE_LEN};
 use zeroize::Zeroizing;
 
-use crate::api::{ApiShape, RegistryApi, config_error, limits_of, parse_json};
+use crate::api::{ApiShape, RegistryApi, config_error, limits_of, parse_json, sign_failure};
 use crate::credential::{BackendCredential, BackendGrant, CredentialHandle};
 use crate::error::{
     BackendError, BackendKind, ConfigError, ConfigProblem, Failure, Step, sanitize_vendor_message,
@@ -434,8 +432,10 @@ impl EcrBackend {
             claims = claims.with_object_claim(TAGS_CLAIM, tags.clone());
         }
         let minted = self.issuer.mint(&claims, now).map_err(|error| {
-            self.api
-                .error(Step::SignFederatedToken, sign_failure(&error))
+            self.api.error(
+                Step::SignFederatedToken,
+                sign_failure(BackendKind::Ecr, &error),
+            )
         })?;
         let session_name = wire::role_session_name(&grant.subject);
         let sts_step = Step::AssumeRoleWithWebIdentity {
@@ -815,19 +815,6 @@ fn invalid_setting(setting: &'static str, rule: &'static str, value: &str) -> Co
         setting,
         value: value.chars().take(256).collect(),
         rule,
-    }
-}
-
-/// Why the JWT could not be signed.
-fn sign_failure(error: &FederationError) -> Failure {
-    tracing::warn!(error = %error, "cannot sign the federated token for ecr");
-    Failure::Internal {
-        what: match error {
-            FederationError::InvalidClaim { .. } | FederationError::TooManyClaims { .. } => {
-                "the rendered subject or the session tags break the federated token's claim rules"
-            }
-            _ => "cannot sign the broker's JWT",
-        },
     }
 }
 

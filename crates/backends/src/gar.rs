@@ -81,12 +81,13 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderValue, Method, header};
 use svid_broker_identity::secret::{ExposeSecret as _, SecretString, seal_string};
 use svid_broker_policy::subject::{Placeholders, SubjectTemplate};
-use svid_broker_token::federation::{
-    FederatedClaims, FederationError, FederationIssuer, MAX_AUDIENCE_LEN,
-};
+use svid_broker_token::federation::{FederatedClaims, FederationIssuer, MAX_AUDIENCE_LEN};
 use zeroize::Zeroizing;
 
-use crate::api::{ApiShape, RegistryApi, config_error, expect_success, limits_of, parse_json};
+use crate::api::{
+    ApiShape, RegistryApi, config_error, expect_success, limits_of, no_message, parse_json,
+    sign_failure,
+};
 use crate::credential::{BackendCredential, BackendGrant, CredentialHandle};
 use crate::error::{
     BackendError, BackendKind, ConfigError, ConfigProblem, Failure, Step, sanitize_vendor_message,
@@ -322,8 +323,10 @@ impl GarBackend {
         }
         let claims = FederatedClaims::new(subject, self.audience.clone());
         let minted = self.issuer.mint(&claims, now).map_err(|error| {
-            self.api
-                .error(Step::SignFederatedToken, sign_failure(&error))
+            self.api.error(
+                Step::SignFederatedToken,
+                sign_failure(BackendKind::Gar, &error),
+            )
         })?;
         let sts_step = Step::ExchangeStsToken {
             provider: self.provider.clone(),
@@ -582,25 +585,6 @@ fn invalid_setting(setting: &'static str, rule: &'static str, value: &str) -> Co
         value: value.chars().take(256).collect(),
         rule,
     }
-}
-
-/// Why the JWT could not be signed.
-fn sign_failure(error: &FederationError) -> Failure {
-    tracing::warn!(error = %error, "cannot sign the federated token for google");
-    Failure::Internal {
-        what: match error {
-            FederationError::InvalidClaim { .. } | FederationError::TooManyClaims { .. } => {
-                "the rendered subject or the audience breaks the federated token's claim rules \
-                 (at most 1024 bytes, no control characters)"
-            }
-            _ => "cannot sign the broker's JWT",
-        },
-    }
-}
-
-/// The classification-only message reader: each step reads its own, scrubbing its token.
-fn no_message(_client: &ApiClient, _body: &[u8]) -> String {
-    String::new()
 }
 
 /// An STS error's text (`invalid_grant: The audience in ID Token [...] ...`) with the JWT

@@ -106,3 +106,42 @@ fn repository_action(action: &Action) -> Result<RepositoryAction, Failure> {
 
 #[cfg(test)]
 mod tests;
+
+/// What a grant asks of a credential that reaches what the registry's own setup reaches
+/// (Artifactory's identity mapping, an Artifact Registry service account's bindings, an ACR
+/// application's role assignments): only pulls, or some push. The broker cannot narrow such a
+/// credential; the access picks which of the operator's credentials applies and keys reuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Access {
+    /// Only pulls were granted.
+    Pull,
+    /// Some scope grants `push`.
+    Push,
+}
+
+impl Access {
+    /// `pull` or `push`: a claim's value, the reuse key and the `{access}` placeholder.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Pull => "pull",
+            Self::Push => "push",
+        }
+    }
+}
+
+/// `push` when any repository scope pushes, else `pull`.
+///
+/// # Errors
+/// [`Failure::UnsupportedResource`] (not `repository`), [`Failure::UnsupportedAction`] (not
+/// `pull` or `push`) or [`Failure::NoRepository`].
+pub(crate) fn pull_or_push(scopes: &[ResourceScope]) -> Result<Access, Failure> {
+    let actions = repository_actions(scopes, |_| Ok(()))?;
+    if actions.is_empty() {
+        return Err(Failure::NoRepository);
+    }
+    Ok(if actions.contains(&RepositoryAction::Push) {
+        Access::Push
+    } else {
+        Access::Pull
+    })
+}

@@ -37,10 +37,10 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use http::Method;
 use svid_broker_identity::secret::{ExposeSecret as _, SecretString, seal_string};
-use svid_broker_token::federation::{FederatedClaims, FederationError, FederationIssuer};
+use svid_broker_token::federation::{FederatedClaims, FederationIssuer};
 use zeroize::Zeroizing;
 
-use crate::api::{ApiShape, RegistryApi, config_error, limits_of};
+use crate::api::{ApiShape, RegistryApi, config_error, limits_of, sign_failure};
 use crate::credential::{BackendCredential, BackendGrant, CredentialHandle};
 use crate::error::{
     BackendError, BackendKind, ConfigError, ConfigProblem, Failure, Step, sanitize_vendor_message,
@@ -227,8 +227,10 @@ impl QuayBackend {
             .render(&grant.subject, &mapped.grant.org, mapped.grant.access());
         let claims = FederatedClaims::new(subject, &self.audience);
         let minted = self.issuer.mint(&claims, now).map_err(|error| {
-            self.api
-                .error(Step::SignFederatedToken, sign_failure(&error))
+            self.api.error(
+                Step::SignFederatedToken,
+                sign_failure(BackendKind::Quay, &error),
+            )
         })?;
         let step = Step::ExchangeRobotToken {
             robot: robot.clone(),
@@ -341,19 +343,6 @@ fn invalid_setting(setting: &'static str, value: &str, rule: &'static str) -> Co
         value: value.chars().take(256).collect(),
         rule,
     }
-}
-
-/// Why the JWT could not be signed, as the failure names it.
-fn sign_failure(error: &FederationError) -> Failure {
-    let what = match error {
-        FederationError::InvalidClaim { .. } | FederationError::TooManyClaims { .. } => {
-            "the rendered subject or the audience is not a valid claim (1 to 1024 bytes, no control character)"
-        }
-        FederationError::TimeOutOfRange => "the current time cannot be written in a token",
-        FederationError::Random => "the random number generator failed",
-        _ => "the federation key could not sign",
-    };
-    Failure::Internal { what }
 }
 
 /// Reads `{"token": ...}`, wiping the body (it holds the token) when done.

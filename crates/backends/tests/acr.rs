@@ -21,38 +21,11 @@ use svid_broker_backends::{BackendError, BackendService, CredentialHandle, Failu
 use svid_broker_dev::fake::azure::{Endpoint, FakeAzure, Fault};
 use svid_broker_identity::clock::Clock;
 use svid_broker_identity::secret::{ExposeSecret as _, SecretString};
-use svid_broker_token::federation::FederationKey;
 
 use common::*;
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const CLIENT: &str = "af3110ba-0ba9-4412-b1a0-59f50b7e9273";
-
-/// The broker's issuer, published, and its first signing key (kept to build a rotated set
-/// that still publishes it).
-struct Broker {
-    published: PublishedIssuer,
-    first_key: SecretString,
-}
-
-impl Broker {
-    fn start() -> Self {
-        let key = FederationKey::generate().unwrap();
-        let first_key = key.to_pkcs8_pem().unwrap();
-        Self {
-            published: PublishedIssuer::start("/federation", key),
-            first_key,
-        }
-    }
-}
-
-impl std::ops::Deref for Broker {
-    type Target = PublishedIssuer;
-
-    fn deref(&self) -> &PublishedIssuer {
-        &self.published
-    }
-}
 
 /// A fake whose application trusts `broker` for `subjects` with Entra's audience and holds
 /// `AcrPull` on the registry.
@@ -318,10 +291,7 @@ async fn a_token_from_an_issuer_no_credential_trusts_is_refused() {
 async fn a_key_that_was_never_published_is_refused() {
     let broker = Broker::start();
     let fake = start(&broker);
-    broker
-        .issuer
-        .replace_keys(vec![FederationKey::generate().unwrap()])
-        .unwrap();
+    broker.sign_with_an_unpublished_key();
     let error = entra_error(config(&fake, &broker), false).await;
     jwt_refused_with(&error, "AADSTS7000272");
     assert_eq!(fake.jwks_fetches(), 1);
@@ -339,11 +309,7 @@ async fn a_rotated_key_is_picked_up_by_refetching_the_jwks() {
         .unwrap();
     assert_eq!(fake.jwks_fetches(), 1);
 
-    let old = FederationKey::from_pem(broker.first_key.expose_secret().as_bytes()).unwrap();
-    let new = FederationKey::generate().unwrap();
-    let new_kid = new.kid().to_owned();
-    broker.issuer.replace_keys(vec![new, old]).unwrap();
-    broker.publish();
+    let new_kid = broker.rotate();
     service
         .issue(grant(OTHER, &["repository:team-a/app:pull"], now), now)
         .await

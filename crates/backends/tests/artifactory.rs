@@ -21,8 +21,7 @@ use svid_broker_backends::{
 };
 use svid_broker_dev::fake::artifactory::{FakeArtifactory, Fault, TokenSpec};
 use svid_broker_identity::clock::Clock;
-use svid_broker_identity::secret::{ExposeSecret as _, SecretString};
-use svid_broker_token::federation::FederationKey;
+use svid_broker_identity::secret::ExposeSecret as _;
 
 use common::*;
 
@@ -32,32 +31,6 @@ const PUSHER: &str = "svid-pusher";
 /// The mappings' token lifetime: the grants' [`TTL`] (a longer one is refused, see
 /// `a_token_outliving_the_grant_is_refused_and_not_handed_out`).
 const TOKEN_LIFE: u64 = TTL.as_secs();
-
-/// The broker's issuer, published, and its first signing key (kept to build a rotated set
-/// that still publishes it).
-struct Broker {
-    published: PublishedIssuer,
-    first_key: SecretString,
-}
-
-impl Broker {
-    fn start() -> Self {
-        let key = FederationKey::generate().unwrap();
-        let first_key = key.to_pkcs8_pem().unwrap();
-        Self {
-            published: PublishedIssuer::start("/federation", key),
-            first_key,
-        }
-    }
-}
-
-impl std::ops::Deref for Broker {
-    type Target = PublishedIssuer;
-
-    fn deref(&self) -> &PublishedIssuer {
-        &self.published
-    }
-}
 
 fn access(value: &str) -> Map<String, Value> {
     let mut claims = Map::new();
@@ -302,10 +275,7 @@ async fn a_key_that_was_never_published_is_refused() {
     let broker = Broker::start();
     let fake = start(&broker);
     // The issuer signs with a new key the published JWKS does not hold.
-    broker
-        .issuer
-        .replace_keys(vec![FederationKey::generate().unwrap()])
-        .unwrap();
+    broker.sign_with_an_unpublished_key();
     let error = issue_error(config(&fake, &broker), false).await;
     rejected_saying(&error, "kid");
     // The unknown kid made the verifier refetch the JWKS once.
@@ -325,11 +295,7 @@ async fn a_rotated_key_is_picked_up_by_refetching_the_jwks() {
     assert_eq!(fake.jwks_fetches(), 1);
 
     // Rotation: a new key signs, the old one stays published.
-    let old = FederationKey::from_pem(broker.first_key.expose_secret().as_bytes()).unwrap();
-    let new = FederationKey::generate().unwrap();
-    let new_kid = new.kid().to_owned();
-    broker.issuer.replace_keys(vec![new, old]).unwrap();
-    broker.publish();
+    let new_kid = broker.rotate();
     let other = service
         .issue(grant(OTHER, &["repository:team-a/app:pull"], now), now)
         .await

@@ -20,7 +20,6 @@ use svid_broker_backends::http::{ApiClient, ClientSettings};
 use svid_broker_backends::{BackendError, BackendService, Failure, Step};
 use svid_broker_dev::fake::aws::{Condition, Endpoint, FakeAws, Fault, RoleTrust, Statement};
 use svid_broker_identity::secret::{ExposeSecret as _, SecretString};
-use svid_broker_token::federation::FederationKey;
 
 use common::*;
 
@@ -28,31 +27,6 @@ const ROLE: &str = "arn:aws:iam::111122223333:role/svid-broker-ecr";
 const AUDIENCE: &str = "sts.amazonaws.com";
 const STS_STEP: &str = "assume role \"arn:aws:iam::111122223333:role/svid-broker-ecr\" with the broker's token (AWS STS): ";
 const ECR_STEP: &str = "get an ECR authorization token in region \"us-east-1\": ";
-
-/// The broker's issuer, published, and its first signing key.
-struct Broker {
-    published: PublishedIssuer,
-    first_key: SecretString,
-}
-
-impl Broker {
-    fn start() -> Self {
-        let key = FederationKey::generate().unwrap();
-        let first_key = key.to_pkcs8_pem().unwrap();
-        Self {
-            published: PublishedIssuer::start("/federation", key),
-            first_key,
-        }
-    }
-}
-
-impl std::ops::Deref for Broker {
-    type Target = PublishedIssuer;
-
-    fn deref(&self) -> &PublishedIssuer {
-        &self.published
-    }
-}
 
 fn trust(broker: &Broker) -> RoleTrust {
     RoleTrust::new(
@@ -357,19 +331,13 @@ async fn an_unknown_kid_is_refused_and_a_rotation_is_picked_up_by_refetching() {
     let broker = Broker::start();
     let fake = start(&broker);
     // A key the published JWKS never held.
-    broker
-        .issuer
-        .replace_keys(vec![FederationKey::generate().unwrap()])
-        .unwrap();
+    broker.sign_with_an_unpublished_key();
     let error = issue_error(config(&fake, &broker), STS_STEP, false).await;
     jwt_refused_saying(&error, "InvalidIdentityToken");
     assert_eq!(fake.jwks_fetches(), 1);
 
     // Rotation: a new key signs, the old one stays published; the fake refetches.
-    let old = FederationKey::from_pem(broker.first_key.expose_secret().as_bytes()).unwrap();
-    let new = FederationKey::generate().unwrap();
-    broker.issuer.replace_keys(vec![new, old]).unwrap();
-    broker.publish();
+    broker.rotate();
     let service = service_with(config(&fake, &broker));
     let now = SystemTime::now();
     service

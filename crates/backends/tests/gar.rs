@@ -18,8 +18,7 @@ use svid_broker_backends::gar::{DOCKER_USERNAME, GarBackend, GarConfig};
 use svid_broker_backends::{BackendError, BackendService, CredentialHandle, Failure, Step};
 use svid_broker_dev::fake::google::{FakeGoogle, Fault, RegistryRole};
 use svid_broker_identity::clock::Clock;
-use svid_broker_identity::secret::{ExposeSecret as _, SecretString};
-use svid_broker_token::federation::FederationKey;
+use svid_broker_identity::secret::ExposeSecret as _;
 
 use common::*;
 
@@ -28,31 +27,6 @@ const SERVICE_ACCOUNT: &str = "puller@my-project.iam.gserviceaccount.com";
 const STS_HEAD: &str = "exchange the broker's token at Google STS for provider \"//iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/svid-broker/providers/broker\": ";
 const GENERATE_HEAD: &str =
     "generate an access token for service account \"puller@my-project.iam.gserviceaccount.com\": ";
-
-/// The broker's issuer, published, and its first signing key.
-struct Broker {
-    published: PublishedIssuer,
-    first_key: SecretString,
-}
-
-impl Broker {
-    fn start() -> Self {
-        let key = FederationKey::generate().unwrap();
-        let first_key = key.to_pkcs8_pem().unwrap();
-        Self {
-            published: PublishedIssuer::start("/federation", key),
-            first_key,
-        }
-    }
-}
-
-impl std::ops::Deref for Broker {
-    type Target = PublishedIssuer;
-
-    fn deref(&self) -> &PublishedIssuer {
-        &self.published
-    }
-}
 
 /// A fake Google whose provider trusts `broker` (default audiences, no condition), and a
 /// reader service account `APP` may impersonate.
@@ -418,10 +392,7 @@ async fn an_expired_jwt_is_refused() {
 async fn a_key_that_was_never_published_is_refused() {
     let broker = Broker::start();
     let fake = start(&broker);
-    broker
-        .issuer
-        .replace_keys(vec![FederationKey::generate().unwrap()])
-        .unwrap();
+    broker.sign_with_an_unpublished_key();
     let error = sts_error(config(&fake, &broker), false).await;
     jwt_refused_saying(&error, "kid");
     assert_eq!(fake.jwks_fetches(), 1);
@@ -444,11 +415,7 @@ async fn a_rotated_key_is_picked_up_by_refetching_the_jwks() {
         .unwrap();
     assert_eq!(fake.jwks_fetches(), 1);
 
-    let old = FederationKey::from_pem(broker.first_key.expose_secret().as_bytes()).unwrap();
-    let new = FederationKey::generate().unwrap();
-    let new_kid = new.kid().to_owned();
-    broker.issuer.replace_keys(vec![new, old]).unwrap();
-    broker.publish();
+    let new_kid = broker.rotate();
     service
         .issue(grant(OTHER, &["repository:team-a/app:pull"], now), now)
         .await

@@ -4,9 +4,9 @@ use std::time::{Duration, SystemTime};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use svid_broker_token::federation::{FederationIssuer, FederationKey};
 
-use super::grant::{Access, map_grant};
 use super::*;
 use crate::backend::Backend as _;
+use crate::grant::{Access, pull_or_push as map_grant};
 use crate::test_support::scopes;
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";

@@ -3,9 +3,9 @@ use std::time::{Duration, SystemTime};
 
 use svid_broker_token::federation::{FederationIssuer, FederationKey};
 
-use super::grant::{Access, map_grant};
 use super::*;
 use crate::backend::Backend as _;
+use crate::grant::{Access, pull_or_push as map_grant};
 use crate::test_support::scopes;
 
 /// One issuer for every test: RSA key generation is slow in debug builds.

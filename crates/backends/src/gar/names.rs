@@ -4,11 +4,6 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use svid_broker_policy::ResourceScope;
-
-use crate::error::Failure;
-use crate::grant::{RepositoryAction, repository_actions};
-
 /// What every provider's full resource name starts with.
 pub(crate) const PROVIDER_PREFIX: &str = "//iam.googleapis.com/projects/";
 /// The domain every service account email ends with (user-managed ones end
@@ -112,39 +107,7 @@ pub(crate) fn valid_service_account(email: &str) -> bool {
     email.len() <= MAX_EMAIL_LEN && name_ok && domain_ok
 }
 
-/// What the grant asks for: only pulls, or some push. The access token reaches what the
-/// service account's IAM bindings reach, so this only keys reuse and shows in the logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Access {
-    Pull,
-    Push,
-}
-
-impl Access {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::Pull => "pull",
-            Self::Push => "push",
-        }
-    }
-}
-
-/// `push` when any repository scope pushes, else `pull`.
-///
-/// # Errors
-/// [`Failure::UnsupportedResource`], [`Failure::UnsupportedAction`] or
-/// [`Failure::NoRepository`].
-pub(crate) fn map_grant(scopes: &[ResourceScope]) -> Result<Access, Failure> {
-    let actions = repository_actions(scopes, |_| Ok(()))?;
-    if actions.is_empty() {
-        return Err(Failure::NoRepository);
-    }
-    Ok(if actions.contains(&RepositoryAction::Push) {
-        Access::Push
-    } else {
-        Access::Pull
-    })
-}
+pub(crate) use crate::grant::{Access, pull_or_push as map_grant};
 
 /// Longest RFC 3339 text read (`2026-12-03T18:00:00.123456789+00:00` is 35 characters).
 const MAX_RFC3339_LEN: usize = 40;

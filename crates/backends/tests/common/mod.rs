@@ -403,3 +403,48 @@ impl PublishedIssuer {
         );
     }
 }
+
+/// The broker's issuer at `/federation`, published, with its first signing key kept so a
+/// rotation can keep publishing it (the federated backends' tests).
+pub(crate) struct Broker {
+    published: PublishedIssuer,
+    first_key: svid_broker_identity::secret::SecretString,
+}
+
+impl Broker {
+    pub(crate) fn start() -> Self {
+        let key = svid_broker_token::federation::FederationKey::generate().unwrap();
+        let first_key = key.to_pkcs8_pem().unwrap();
+        Self {
+            published: PublishedIssuer::start("/federation", key),
+            first_key,
+        }
+    }
+
+    /// Rotation with overlap: a new key signs, the first stays published; returns the new
+    /// key's `kid`.
+    pub(crate) fn rotate(&self) -> String {
+        use svid_broker_identity::secret::ExposeSecret as _;
+        use svid_broker_token::federation::FederationKey;
+        let old = FederationKey::from_pem(self.first_key.expose_secret().as_bytes()).unwrap();
+        let new = FederationKey::generate().unwrap();
+        let kid = new.kid().to_owned();
+        self.issuer.replace_keys(vec![new, old]).unwrap();
+        self.publish();
+        kid
+    }
+
+    /// Signs from now on with a key the published JWKS does not hold.
+    pub(crate) fn sign_with_an_unpublished_key(&self) {
+        let key = svid_broker_token::federation::FederationKey::generate().unwrap();
+        self.issuer.replace_keys(vec![key]).unwrap();
+    }
+}
+
+impl std::ops::Deref for Broker {
+    type Target = PublishedIssuer;
+
+    fn deref(&self) -> &PublishedIssuer {
+        &self.published
+    }
+}

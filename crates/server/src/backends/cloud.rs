@@ -50,6 +50,21 @@ impl CloudEntry<'_> {
     }
 }
 
+/// Sets what every cloud configuration takes from its entry the same way: the JWT's `aud`
+/// and `sub` template, the CA file and the request deadline. (A macro: the three config
+/// structs share these field names but no trait.)
+#[cfg(any(feature = "ecr", feature = "gar", feature = "acr"))]
+macro_rules! set_shared {
+    ($config:ident, $entry:ident) => {
+        $config.audience = $entry.audience();
+        if let Some(template) = $entry.federation.subject_template() {
+            template.clone_into(&mut $config.subject_template);
+        }
+        $config.ca_file = $entry.ca_file();
+        $config.request_deadline = $entry.options.request_deadline;
+    };
+}
+
 /// The backend of a cloud entry, or why it cannot be built.
 pub(super) fn build(
     entry: &CloudEntry<'_>,
@@ -84,12 +99,7 @@ fn build_ecr(
         config.session_duration = std::time::Duration::from_secs(seconds);
     }
     config.session_tags.clone_from(&aws.session_tags);
-    config.audience = entry.audience();
-    if let Some(template) = entry.federation.subject_template() {
-        template.clone_into(&mut config.subject_template);
-    }
-    config.ca_file = entry.ca_file();
-    config.request_deadline = entry.options.request_deadline;
+    set_shared!(config, entry);
     Ok(Arc::new(
         EcrBackend::new(config).map_err(entry.config_error())?,
     ))
@@ -113,12 +123,7 @@ fn build_gar(
     if let Some(endpoint) = &gcp.iamcredentials_endpoint {
         endpoint.clone_into(&mut config.iamcredentials_endpoint);
     }
-    config.audience = entry.audience();
-    if let Some(template) = entry.federation.subject_template() {
-        template.clone_into(&mut config.subject_template);
-    }
-    config.ca_file = entry.ca_file();
-    config.request_deadline = entry.options.request_deadline;
+    set_shared!(config, entry);
     Ok(Arc::new(
         GarBackend::new(config).map_err(entry.config_error())?,
     ))
@@ -140,12 +145,7 @@ fn build_acr(
     if let Some(host) = &azure.authority_host {
         host.clone_into(&mut config.authority_host);
     }
-    config.audience = entry.audience();
-    if let Some(template) = entry.federation.subject_template() {
-        template.clone_into(&mut config.subject_template);
-    }
-    config.ca_file = entry.ca_file();
-    config.request_deadline = entry.options.request_deadline;
+    set_shared!(config, entry);
     Ok(Arc::new(
         AcrBackend::new(config).map_err(entry.config_error())?,
     ))
