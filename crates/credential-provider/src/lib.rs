@@ -9,7 +9,8 @@
 //!   config search is `$SVID_CREDENTIAL_PROVIDER_CONFIG`, the per-user file, the node's file
 //!   (said on stderr), and it appends to the config's `log_file` as kubelet mode does.
 //! - `match-image PATTERN IMAGE` prints `true` or `false` by the kubelet's rule.
-//! - `validate --kubelet-config FILE [--config FILE]` lints both configs.
+//! - `validate --kubelet-config FILE [--config FILE] [--policy FILE]` lints both configs and,
+//!   with the broker's policy, warns where node mode would share per-identity grants.
 //!
 //! The binary's `main` is [`run`]; the library exists so the caps below are documented.
 
@@ -71,11 +72,16 @@ enum Command {
         /// An image as the kubelet passes it (`host[:port]/path`, no tag).
         image: String,
     },
-    /// Lint a kubelet CredentialProviderConfig (YAML or JSON) and, with --config, our config.
+    /// Lint a kubelet CredentialProviderConfig (YAML or JSON) and, with --config, our config;
+    /// with --policy (the broker's policy file, and --config), warn where a node-mode provider
+    /// serves a registry the policy grants per identity.
     Validate {
         /// The kubelet's --image-credential-provider-config file.
         #[arg(long, value_name = "FILE")]
         kubelet_config: PathBuf,
+        /// The broker's policy file.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
     },
 }
 
@@ -130,9 +136,10 @@ pub fn run() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Some(Command::Validate { kubelet_config }) => {
-            run_validate(&kubelet_config, cli.config.as_deref())
-        }
+        Some(Command::Validate {
+            kubelet_config,
+            policy,
+        }) => run_validate(&kubelet_config, cli.config.as_deref(), policy.as_deref()),
         None => run_kubelet(cli.config.as_deref(), cli.log_file.as_deref()),
     }
 }
@@ -181,11 +188,18 @@ fn run_helper(invoked_as: &str) -> ExitCode {
     code
 }
 
-fn run_validate(kubelet_config: &Path, ours: Option<&Path>) -> ExitCode {
+fn run_validate(kubelet_config: &Path, ours: Option<&Path>, policy: Option<&Path>) -> ExitCode {
     let ours = match ours.map(Config::load).transpose() {
         Ok(c) => c,
         Err(e) => {
             println!("error: config: {}", ErrorChain::new(&e));
+            return ExitCode::FAILURE;
+        }
+    };
+    let policy = match policy.map(svid_broker_policy::Policy::load).transpose() {
+        Ok(p) => p,
+        Err(e) => {
+            println!("error: policy: {}", ErrorChain::new(&e));
             return ExitCode::FAILURE;
         }
     };
@@ -202,7 +216,10 @@ fn run_validate(kubelet_config: &Path, ours: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let findings = validate::lint(&text, ours.as_ref());
+    let mut findings = validate::lint(&text, ours.as_ref());
+    if let (Some(ours), Some(policy)) = (&ours, &policy) {
+        findings.extend(validate::lint_node_mode_sharing(&text, ours, policy));
+    }
     for f in &findings {
         println!("{f}");
     }

@@ -240,6 +240,70 @@ pub(crate) fn lint(text: &str, ours: Option<&Config>) -> Vec<Finding> {
     out
 }
 
+/// With the broker's `policy`: a warning for each node-mode provider (no `tokenAttributes`) of
+/// ours whose images our config sends to a registry the policy grants per identity.
+///
+/// Why it matters (KEP-2535, beta and on by default since Kubernetes 1.35): the kubelet records
+/// an image pulled with a node-mode plugin's credential as usable by every pod on the node, so
+/// a rule that lets one workload pull an image and not another holds only until the first pull.
+/// Service-account mode keeps the grant per pod's service account. `text` is linted already.
+pub(crate) fn lint_node_mode_sharing(
+    text: &str,
+    ours: &Config,
+    policy: &svid_broker_policy::Policy,
+) -> Vec<Finding> {
+    let Ok(root) = parse(text) else {
+        return Vec::new();
+    };
+    let providers = root
+        .get("providers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for (i, provider) in providers.iter().enumerate() {
+        let name = provider.get("name").and_then(Value::as_str).unwrap_or("");
+        if !name.contains("svid") || provider.get("tokenAttributes").is_some() {
+            continue;
+        }
+        let patterns = provider
+            .get("matchImages")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>())
+            .unwrap_or_default();
+        // (service, the repository prefix the kubelet's pattern sends to the plugin)
+        let mut served = BTreeSet::new();
+        for pattern in patterns {
+            let prefix = pattern.split_once('/').map_or("", |(_, path)| path);
+            for entry in &ours.registries {
+                let covers = entry
+                    .match_images
+                    .iter()
+                    .any(|q| q == pattern || matcher::matches(q, pattern).unwrap_or(false));
+                if covers {
+                    served.insert((entry.service.as_str(), prefix));
+                }
+            }
+        }
+        let mut warned = BTreeSet::new();
+        for (service, prefix) in served {
+            let rules = policy.per_identity_allow_rules(service, prefix);
+            if rules.is_empty() || !warned.insert(service) {
+                continue;
+            }
+            out.push(Finding {
+                severity: Severity::Warning,
+                field: format!("providers[{i}]"),
+                message: format!(
+                    "node mode serves registry service {service:?}, which the policy grants per identity (rules {}): since Kubernetes 1.35 (KEP-2535) an image pulled with the node's credential is usable by every pod on the node; use service-account mode (tokenAttributes) for per-pod grants",
+                    rules.join(", ")
+                ),
+            });
+        }
+    }
+    out
+}
+
 /// The kubelet decodes `.json` with a JSON decoder and YAML by converting it to JSON first, so a
 /// document that starts with `{` gets JSON's error messages and anything else is read as YAML,
 /// into the same JSON value the lints walk.
@@ -522,5 +586,41 @@ providers:
                 .to_string()
                 .starts_with("warning: providers[0].matchImages: ")
         );
+    }
+
+    #[test]
+    fn node_mode_over_a_per_identity_registry_is_warned_about() {
+        let ours = Config::from_toml_str(
+            "broker = \"127.0.0.1:1\"\nbroker_id = \"spiffe://td/b\"\n[[registries]]\n\
+             service = \"registry.local\"\nmatch_images = [\"127.0.0.1:5000\"]\n",
+            Path::new("c"),
+            Path::new("/"),
+        )
+        .unwrap();
+        let registry = "[[registries]]\nname = \"local\"\nservice = \"registry.local\"\n\
+                        issuer = \"svid-broker\"\nprofile = \"distribution-2\"\n\
+                        hosts = [\"127.0.0.1:5000\"]\n";
+        let per_identity = svid_broker_policy::Policy::from_toml_str(&format!(
+            "{registry}[[rules]]\nid = \"team-a\"\nsubject = \"spiffe://td/ns/a/sa/app\"\n\
+             registry = \"local\"\nrepositories = [\"team-a/*\"]\nactions = [\"pull\"]\n"
+        ))
+        .unwrap();
+        let findings = lint_node_mode_sharing(GOOD, &ours, &per_identity);
+        // Only the node-mode provider (providers[0]); the service-account one keeps it per pod.
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        let shown = findings[0].to_string();
+        assert!(
+            shown.starts_with(
+                "warning: providers[0]: node mode serves registry service \"registry.local\""
+            ) && shown.contains("rules team-a")
+                && shown.contains("KEP-2535"),
+            "{shown}"
+        );
+        let everyone = svid_broker_policy::Policy::from_toml_str(&format!(
+            "{registry}[[rules]]\nid = \"all\"\ntrust_domain = \"td\"\nregistry = \"local\"\n\
+             repositories = [\"base/*\"]\nactions = [\"pull\"]\n"
+        ))
+        .unwrap();
+        assert!(lint_node_mode_sharing(GOOD, &ours, &everyone).is_empty());
     }
 }

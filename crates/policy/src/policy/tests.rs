@@ -2183,3 +2183,63 @@ actions = ["pull"]
     assert_eq!(d.granted[0].to_string(), "repository:**:pull", "{d:?}");
     assert_eq!(d.trace[0].denied_by[0].rule.to_string(), "no-secret");
 }
+
+#[test]
+fn per_identity_rules_are_the_allow_rules_for_a_subject() {
+    let rules = r#"
+[[rules]]
+id = "everyone"
+trust_domain = "example.org"
+registry = "local"
+repositories = ["base/*"]
+actions = ["pull"]
+
+[[rules]]
+id = "team-b"
+subject = "spiffe://example.org/ns/b/sa/*"
+registry = "local"
+repositories = ["team-b/*"]
+actions = ["pull"]
+
+[[rules]]
+id = "team-a"
+subject = "spiffe://example.org/ns/a/sa/b"
+registry = "local"
+repositories = ["team-a/*"]
+actions = ["pull"]
+
+[[rules]]
+id = "no-secret"
+subject = "spiffe://example.org/ns/a/sa/b"
+registry = "local"
+repositories = ["team-a/secret"]
+actions = ["pull"]
+effect = "deny"
+"#;
+    let p = policy(rules);
+    assert_eq!(
+        p.per_identity_allow_rules("registry.local", ""),
+        ["team-a", "team-b"]
+    );
+    // A node-mode matchImages path `team-a` reaches team-a's rule only; `base` reaches none
+    // of the per-identity rules; `team` (a string prefix, as the kubelet matches) both.
+    assert_eq!(
+        p.per_identity_allow_rules("registry.local", "team-a"),
+        ["team-a"]
+    );
+    assert!(
+        p.per_identity_allow_rules("registry.local", "base")
+            .is_empty()
+    );
+    assert_eq!(
+        p.per_identity_allow_rules("registry.local", "team"),
+        ["team-a", "team-b"]
+    );
+    assert!(p.per_identity_allow_rules("no.such.service", "").is_empty());
+    let everyone = policy(&rules[..rules.find("[[rules]]\nid = \"team-b\"").unwrap()]);
+    assert!(
+        everyone
+            .per_identity_allow_rules("registry.local", "")
+            .is_empty()
+    );
+}
