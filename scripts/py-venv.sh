@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The Python venv the py-spiffe end-to-end test (tests/e2e/pyspiffe.rs) uses: target/py-venv with
-# py-spiffe and the grpcio it was tried with, pinned, from PyPI. Created only when missing or
+# The Python venv the end-to-end tests use: target/py-venv with py-spiffe and the grpcio it was
+# tried with (tests/e2e/pyspiffe.rs), and authlib with requests (tests/e2e/oauth2.rs: a client
+# library nobody here wrote, against the RFC 8693 endpoint), pinned, from PyPI. Created only when missing or
 # holding other versions; built beside the final path and renamed into place, so a failed
 # install never leaves a venv that looks ready. Without python3 or PyPI it says so and exits 0:
 # the test then fails under CI=true and is skipped with a notice otherwise.
@@ -8,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=target/py-venv
-pins=(spiffe==0.3.2 grpcio==1.85.3)
+pins=(spiffe==0.3.2 grpcio==1.85.3 authlib==1.9.6 requests==2.34.2)
 
 have() {
   "$venv/bin/python" - "${pins[@]}" <<'PY' 2>/dev/null

@@ -27,6 +27,7 @@ mod federated;
 mod grpc;
 mod harbor;
 mod inspect;
+mod oauth2;
 mod pyspiffe;
 mod readme;
 mod realm;

@@ -20,8 +20,9 @@
 //! - [`satoken`]: Kubernetes service-account tokens as exchange subjects (KEP-4412).
 //!
 //! The edges: [`realm`] (the HTTP token realm, JWKS, OIDC discovery, health, metrics),
-//! [`grpc`] (the `Exchange` service), both served by [`http_listener`] and [`listen`]'s
-//! connection governor; [`config`] and [`server`] ([`BrokerServer`]) wire them.
+//! [`oauth2`] (RFC 8693 token exchange over HTTP, on the realm's router), [`grpc`] (the
+//! `Exchange` service), served by [`http_listener`] and [`listen`]'s connection governor;
+//! [`config`] and [`server`] ([`BrokerServer`]) wire them.
 
 pub mod audit;
 pub mod authn;
@@ -37,6 +38,7 @@ pub mod http_listener;
 pub mod issue;
 pub mod listen;
 pub mod metrics;
+pub mod oauth2;
 pub mod realm;
 pub mod request;
 pub mod satoken;

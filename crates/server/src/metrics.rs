@@ -35,12 +35,14 @@ pub enum Route {
     Metrics,
     /// The gRPC `Exchange` call.
     GrpcExchange,
+    /// `POST /oauth2/token`.
+    OAuth2Token,
     /// Anything else.
     Other,
 }
 
 impl Route {
-    const ALL: [Self; 10] = [
+    const ALL: [Self; 11] = [
         Self::TokenGet,
         Self::TokenPost,
         Self::Jwks,
@@ -50,6 +52,7 @@ impl Route {
         Self::Health,
         Self::Metrics,
         Self::GrpcExchange,
+        Self::OAuth2Token,
         Self::Other,
     ];
 
@@ -65,6 +68,7 @@ impl Route {
             Self::Health => "health",
             Self::Metrics => "metrics",
             Self::GrpcExchange => "grpc_exchange",
+            Self::OAuth2Token => "oauth2_token",
             Self::Other => "other",
         }
     }
@@ -82,6 +86,7 @@ impl Route {
             Self::Other => 7,
             Self::FederationDiscovery => 8,
             Self::FederationJwks => 9,
+            Self::OAuth2Token => 10,
         }
     }
 }
@@ -93,7 +98,12 @@ struct Histogram {
     sum_micros: AtomicU64,
 }
 
-const ENDPOINTS: [Endpoint; 3] = [Endpoint::RealmGet, Endpoint::RealmPost, Endpoint::Grpc];
+const ENDPOINTS: [Endpoint; 4] = [
+    Endpoint::RealmGet,
+    Endpoint::RealmPost,
+    Endpoint::Grpc,
+    Endpoint::OAuth2Token,
+];
 const CODES: [ErrorCode; 5] = [
     ErrorCode::InvalidArgument,
     ErrorCode::Unauthenticated,
@@ -106,9 +116,9 @@ const CODES: [ErrorCode; 5] = [
 /// dependency). Labels are fixed enums: never a subject, token or other caller input.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    issued: [[AtomicU64; 2]; 3],
-    denied: [[AtomicU64; 5]; 3],
-    refused: [[AtomicU64; REFUSALS.len()]; 3],
+    issued: [[AtomicU64; 2]; ENDPOINTS.len()],
+    denied: [[AtomicU64; 5]; ENDPOINTS.len()],
+    refused: [[AtomicU64; REFUSALS.len()]; ENDPOINTS.len()],
     audit_write_errors: AtomicU64,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
@@ -144,6 +154,7 @@ fn endpoint_index(e: Endpoint) -> usize {
         Endpoint::RealmGet => 0,
         Endpoint::RealmPost => 1,
         Endpoint::Grpc => 2,
+        Endpoint::OAuth2Token => 3,
     }
 }
 

@@ -25,7 +25,7 @@ use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use http::StatusCode;
@@ -63,8 +63,8 @@ pub const REALM_NAME: &str = "svid-broker";
 /// What the realm's handlers share.
 #[derive(Debug, Clone)]
 pub struct RealmState {
-    broker: Arc<Broker>,
-    clock: Arc<dyn Clock>,
+    pub(crate) broker: Arc<Broker>,
+    pub(crate) clock: Arc<dyn Clock>,
     public_url: Arc<str>,
     ready: Arc<AtomicBool>,
     backends: Option<Arc<crate::backends::Backends>>,
@@ -111,6 +111,7 @@ impl RealmState {
 pub fn router(state: RealmState) -> Router {
     Router::new()
         .route("/token", get(token_get).post(token_post))
+        .route(crate::oauth2::TOKEN_PATH, post(crate::oauth2::token))
         .route("/jwks.json", get(jwks))
         .route(
             "/.well-known/openid-configuration",

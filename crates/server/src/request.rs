@@ -38,6 +38,8 @@ pub enum Endpoint {
     RealmPost,
     /// gRPC `Exchange`.
     Grpc,
+    /// `POST /oauth2/token` (RFC 8693 token exchange over HTTP).
+    OAuth2Token,
 }
 
 impl Endpoint {
@@ -47,6 +49,7 @@ impl Endpoint {
             Self::RealmGet => "realm_get",
             Self::RealmPost => "realm_post",
             Self::Grpc => "grpc",
+            Self::OAuth2Token => "oauth2_token",
         }
     }
 
@@ -55,7 +58,7 @@ impl Endpoint {
     pub fn is_realm(self) -> bool {
         match self {
             Self::RealmGet | Self::RealmPost => true,
-            Self::Grpc => false,
+            Self::Grpc | Self::OAuth2Token => false,
         }
     }
 }
