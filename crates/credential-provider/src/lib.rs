@@ -196,6 +196,12 @@ fn run_validate(kubelet_config: &Path, ours: Option<&Path>, policy: Option<&Path
             return ExitCode::FAILURE;
         }
     };
+    if policy.is_some() && ours.is_none() {
+        println!(
+            "error: --policy: needs --config (which registry services the plugin's patterns reach)"
+        );
+        return ExitCode::FAILURE;
+    }
     let policy = match policy.map(svid_broker_policy::Policy::load).transpose() {
         Ok(p) => p,
         Err(e) => {

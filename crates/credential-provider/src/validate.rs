@@ -273,21 +273,27 @@ pub(crate) fn lint_node_mode_sharing(
             .unwrap_or_default();
         // (service, the repository prefix the kubelet's pattern sends to the plugin)
         let mut served = BTreeSet::new();
+        let path = |p: &str| p.split_once('/').map_or("", |(_, path)| path).to_owned();
         for pattern in patterns {
-            let prefix = pattern.split_once('/').map_or("", |(_, path)| path);
             for entry in &ours.registries {
-                let covers = entry
-                    .match_images
-                    .iter()
-                    .any(|q| q == pattern || matcher::matches(q, pattern).unwrap_or(false));
-                if covers {
-                    served.insert((entry.service.as_str(), prefix));
+                for ours_pattern in &entry.match_images {
+                    // Node mode shares whatever images both patterns admit: either may be
+                    // the broader one (`*.local` over `registry.local`, or the reverse).
+                    let overlap = ours_pattern == pattern
+                        || matcher::matches(ours_pattern, pattern).unwrap_or(false)
+                        || matcher::matches(pattern, ours_pattern).unwrap_or(false);
+                    if overlap {
+                        // The narrower path is the repositories both reach.
+                        let (a, b) = (path(pattern), path(ours_pattern));
+                        let prefix = if a.len() >= b.len() { a } else { b };
+                        served.insert((entry.service.as_str(), prefix));
+                    }
                 }
             }
         }
         let mut warned = BTreeSet::new();
         for (service, prefix) in served {
-            let rules = policy.per_identity_allow_rules(service, prefix);
+            let rules = policy.per_identity_rules(service, &prefix);
             if rules.is_empty() || !warned.insert(service) {
                 continue;
             }
@@ -622,5 +628,13 @@ providers:
         ))
         .unwrap();
         assert!(lint_node_mode_sharing(GOOD, &ours, &everyone).is_empty());
+        // A kubelet pattern broader than ours (`*.0.0.1:5000` over `127.0.0.1:5000`) shares
+        // just the same.
+        let broad = GOOD.replace("\"matchImages\": [\"127.0.0.1:5000\"], \"defaultCacheDuration\": \"0s\",\n         \"args\"", "\"matchImages\": [\"*.0.0.1:5000\"], \"defaultCacheDuration\": \"0s\",\n         \"args\"");
+        assert_ne!(broad, GOOD);
+        assert_eq!(
+            lint_node_mode_sharing(&broad, &ours, &per_identity).len(),
+            1
+        );
     }
 }

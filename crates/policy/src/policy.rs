@@ -1176,15 +1176,16 @@ impl Policy {
             .all(|p| p.literal_first_component().is_some())
     }
 
-    /// The ids (sorted) of the allow rules of the registry whose `service` this is that are
-    /// for particular identities (a `subject`, exact or a pattern) rather than a whole trust
-    /// domain, and that may reach a repository whose name starts with `repository_prefix`
+    /// The ids (sorted) of the rules of the registry whose `service` this is that are for
+    /// particular identities (a `subject`, exact or a pattern) rather than a whole trust
+    /// domain (allow rules, and deny rules, which take a grant away from one identity only),
+    /// and that may reach a repository whose name starts with `repository_prefix`
     /// (`""`: any; the kubelet's `matchImages` path is such a string prefix). Where they
     /// exist, the policy grants those repositories per identity, and a credential every pod of
     /// a node shares (the kubelet plugin in node mode) defeats that. Conservative: a pattern
     /// reaches the prefix when its literal text up to its first `*` or `{` and the prefix
     /// agree as far as both go. Empty for an unknown service.
-    pub fn per_identity_allow_rules(&self, service: &str, repository_prefix: &str) -> Vec<String> {
+    pub fn per_identity_rules(&self, service: &str, repository_prefix: &str) -> Vec<String> {
         let Some(&reg) = self.by_service.get(service) else {
             return Vec::new();
         };
@@ -1206,15 +1207,13 @@ impl Policy {
             .flatten()
             .map(|&r| &self.rules[r])
             .filter(|rule| {
-                rule.effect == Effect::Allow
-                    && matches!(
-                        rule.subject,
-                        SubjectMatcher::Exact(_) | SubjectMatcher::Pattern(_)
-                    )
-                    && match &rule.target {
-                        Target::Repositories(patterns) => patterns.iter().any(reaches),
-                        Target::Catalog => false,
-                    }
+                matches!(
+                    rule.subject,
+                    SubjectMatcher::Exact(_) | SubjectMatcher::Pattern(_)
+                ) && match &rule.target {
+                    Target::Repositories(patterns) => patterns.iter().any(reaches),
+                    Target::Catalog => false,
+                }
             })
             .map(|rule| rule.id.to_string())
             .collect();

@@ -121,6 +121,13 @@ pub enum InvalidRequest {
     /// an action the registry has no permission for, or names no repository).
     #[error(transparent)]
     Backend(Arc<svid_broker_backends::BackendError>),
+    /// The request's scopes are missing or past a cap (`POST /oauth2/token`: RFC 6749 §3.3
+    /// answers an absent scope with `invalid_scope`).
+    #[error("invalid scope request: {what}")]
+    ScopeRequest {
+        /// What was wrong, a fixed phrase (never the caller's text).
+        what: &'static str,
+    },
     /// `client_id` is not 1 to [`MAX_CLIENT_ID_LEN`](crate::request::MAX_CLIENT_ID_LEN) bytes of printable ASCII.
     #[error(
         "client_id must be 1 to 128 printable ASCII characters (no spaces, controls or Unicode)"

@@ -95,8 +95,13 @@ pub(crate) async fn token(State(state): State<RealmState>, req: Request) -> Resp
     } else {
         match to_bytes(body, MAX_BODY_BYTES).await {
             Err(_) => {
-                let resp = refuse_early(&state, peer, "body too large");
-                (StatusCode::PAYLOAD_TOO_LARGE, resp).into_response()
+                // 413 for the refusal itself; a rate-limited address keeps its 429.
+                let resp = refuse_early(&state, peer, "body too large or not fully sent");
+                if resp.status() == StatusCode::BAD_REQUEST {
+                    (StatusCode::PAYLOAD_TOO_LARGE, resp).into_response()
+                } else {
+                    resp
+                }
             }
             Ok(bytes) => serve(&state, peer, &bytes),
         }
@@ -193,7 +198,11 @@ fn parse_form(bytes: &[u8]) -> Result<Form, InvalidRequest> {
             "actor_token" => f.actor_token = Some(Zeroizing::new(value.into_owned())),
             "actor_token_type" => f.actor_token_type = Some(value.into_owned()),
             "requested_token_type" => f.requested_token_type = Some(value.into_owned()),
-            "audience" | "resource" => f.targets.push(value.into_owned()),
+            "audience" => f.targets.push(value.into_owned()),
+            // RFC 8693 §2.1: `resource` is an absolute URI; the registry it names is its
+            // authority (`https://registry.example.org/` → `registry.example.org`). A value
+            // without a scheme is taken as the service itself, as `audience` is.
+            "resource" => f.targets.push(resource_service(&value).to_owned()),
             "scope" => f.scopes.push(value.into_owned()),
             // Unrecognised parameters are ignored (RFC 6749 §3.2); `client_id` and
             // `client_secret` too (there is no client authentication), but only once each.
@@ -201,6 +210,15 @@ fn parse_form(bytes: &[u8]) -> Result<Form, InvalidRequest> {
         }
     }
     Ok(f)
+}
+
+/// The service a `resource` URI names: its authority, or the value itself when it has no
+/// `scheme://`.
+fn resource_service(resource: &str) -> &str {
+    match resource.split_once("://") {
+        Some((_, rest)) => rest.split(['/', '?', '#']).next().unwrap_or(rest),
+        None => resource,
+    }
 }
 
 /// The one target service the request names.
@@ -313,14 +331,15 @@ fn check(form: &Form) -> Result<(&str, Tokens<'_>), ExchangeError> {
         }
         Target::One(service) => service,
     };
+    let scope_error = |what| Err(ExchangeError::from(InvalidRequest::ScopeRequest { what }));
     if form.scopes.len() > MAX_SCOPE_PARAMS {
-        return malformed("too many scope values");
+        return scope_error("too many scope values");
     }
     if form.scopes.iter().any(|s| s.len() > MAX_SCOPE_PARAM_LEN) {
-        return malformed("a scope value is too long");
+        return scope_error("a scope value is too long");
     }
     if form.scopes.iter().all(|s| s.trim().is_empty()) {
-        return malformed("scope is required");
+        return scope_error("scope is required");
     }
     Ok((service, tokens))
 }
@@ -402,6 +421,7 @@ pub fn oauth2_error(err: &ExchangeError) -> (&'static str, StatusCode) {
                 | InvalidRequest::NeedsBackend { .. } => "invalid_target",
                 InvalidRequest::Scope(_)
                 | InvalidRequest::TooManyScopes(_)
+                | InvalidRequest::ScopeRequest { .. }
                 | InvalidRequest::Backend(_) => "invalid_scope",
                 InvalidRequest::MissingService
                 | InvalidRequest::Malformed { .. }

@@ -2185,7 +2185,7 @@ actions = ["pull"]
 }
 
 #[test]
-fn per_identity_rules_are_the_allow_rules_for_a_subject() {
+fn per_identity_rules_are_the_rules_for_a_subject() {
     let rules = r#"
 [[rules]]
 id = "everyone"
@@ -2217,29 +2217,23 @@ actions = ["pull"]
 effect = "deny"
 "#;
     let p = policy(rules);
+    // The deny counts: it takes team-a/secret away from one identity only.
     assert_eq!(
-        p.per_identity_allow_rules("registry.local", ""),
-        ["team-a", "team-b"]
+        p.per_identity_rules("registry.local", ""),
+        ["no-secret", "team-a", "team-b"]
     );
     // A node-mode matchImages path `team-a` reaches team-a's rule only; `base` reaches none
     // of the per-identity rules; `team` (a string prefix, as the kubelet matches) both.
     assert_eq!(
-        p.per_identity_allow_rules("registry.local", "team-a"),
-        ["team-a"]
+        p.per_identity_rules("registry.local", "team-a"),
+        ["no-secret", "team-a"]
     );
-    assert!(
-        p.per_identity_allow_rules("registry.local", "base")
-            .is_empty()
-    );
+    assert!(p.per_identity_rules("registry.local", "base").is_empty());
     assert_eq!(
-        p.per_identity_allow_rules("registry.local", "team"),
-        ["team-a", "team-b"]
+        p.per_identity_rules("registry.local", "team"),
+        ["no-secret", "team-a", "team-b"]
     );
-    assert!(p.per_identity_allow_rules("no.such.service", "").is_empty());
+    assert!(p.per_identity_rules("no.such.service", "").is_empty());
     let everyone = policy(&rules[..rules.find("[[rules]]\nid = \"team-b\"").unwrap()]);
-    assert!(
-        everyone
-            .per_identity_allow_rules("registry.local", "")
-            .is_empty()
-    );
+    assert!(everyone.per_identity_rules("registry.local", "").is_empty());
 }

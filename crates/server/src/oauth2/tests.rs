@@ -253,7 +253,6 @@ async fn malformed_requests_are_invalid_request_naming_the_parameter() {
             "subject_token_type must be",
         ),
         (without("audience"), "missing service"),
-        (without("scope"), "scope is required"),
         (
             with(&[("requested_token_type", TOKEN_TYPE_JWT)]),
             "requested_token_type must be",
@@ -289,6 +288,11 @@ async fn malformed_requests_are_invalid_request_naming_the_parameter() {
         assert!(description.contains(expect), "{description} / {expect}");
         assert!(!description.contains(&jwt));
     }
+    // RFC 6749 §3.3: an absent scope is `invalid_scope`, not `invalid_request`.
+    let description = post(app(&f), &without("scope"))
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_scope");
+    assert!(description.contains("scope is required"), "{description}");
     let fields: Vec<(&str, &str)> = (0..=MAX_FIELDS).map(|_| ("x", "1")).collect();
     let description = post(app(&f), &fields)
         .await
@@ -577,4 +581,17 @@ fn error_codes_cover_each_engine_class() {
         "invalid_target"
     );
     assert_eq!(description("a \"b\" \\ é\n"), "a 'b' ' ??");
+}
+
+#[test]
+fn a_resource_uri_names_its_authority() {
+    assert_eq!(
+        resource_service("https://registry.local/v2/"),
+        "registry.local"
+    );
+    assert_eq!(
+        resource_service("https://registry.local:5000?x#y"),
+        "registry.local:5000"
+    );
+    assert_eq!(resource_service("registry.local"), "registry.local");
 }
