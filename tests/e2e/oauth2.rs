@@ -5,8 +5,7 @@
 //!
 //! Without the venv this test fails under `CI=true` and is skipped with a notice otherwise.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 
 use svid_broker_dev::DevTrustDomain;
@@ -19,32 +18,11 @@ const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../tests/e2e/py/oauth2_client.py"
 );
-const VENV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/py-venv");
-
-/// The venv's interpreter with authlib, or `None` (after the notice) when missing outside CI.
-fn venv_python() -> Option<PathBuf> {
-    let python = Path::new(VENV).join("bin/python");
-    let usable = Command::new(&python)
-        .args(["-c", "import authlib, requests"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if usable {
-        return Some(python);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "the authlib venv {} is required under CI=true (run scripts/py-venv.sh)",
-        python.display()
-    );
-    eprintln!("SKIPPED: no authlib in the venv at {VENV}; run scripts/py-venv.sh");
-    None
-}
-
 #[test]
 fn authlib_exchanges_a_jwt_svid_at_the_rfc_8693_endpoint() {
-    let Some(python) = venv_python() else { return };
+    let Some(python) = crate::support::venv_python("authlib, requests") else {
+        return;
+    };
     let td = Arc::new(
         DevTrustDomain::new(TrustDomain::parse("example.org").unwrap(), [id(READER)]).unwrap(),
     );

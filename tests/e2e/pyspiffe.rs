@@ -6,8 +6,8 @@
 //! with pinned `spiffe` and `grpcio` from PyPI. Without it this test fails under `CI=true` and
 //! is skipped with a notice otherwise.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 
 use crate::support::daemon;
 
@@ -18,29 +18,6 @@ const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../tests/e2e/py/workload_api.py"
 );
-const VENV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/py-venv");
-
-/// The venv's interpreter, or `None` (after the notice) when it is missing outside CI.
-fn venv_python() -> Option<PathBuf> {
-    let python = Path::new(VENV).join("bin/python");
-    let usable = Command::new(&python)
-        .args(["-c", "import spiffe, grpc"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if usable {
-        return Some(python);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "py-spiffe venv {} is required under CI=true (run scripts/py-venv.sh)",
-        python.display()
-    );
-    eprintln!("SKIPPED: no py-spiffe venv at {VENV}; run scripts/py-venv.sh");
-    None
-}
-
 /// Runs the script and returns its stdout lines; a non-zero exit fails the test with stderr.
 fn run_script(python: &Path, socket: &Path) -> Vec<String> {
     let out = svid_broker_testkit::process::run(
@@ -63,7 +40,9 @@ fn run_script(python: &Path, socket: &Path) -> Vec<String> {
 
 #[test]
 fn py_spiffe_makes_every_workload_api_call_against_dev() {
-    let Some(python) = venv_python() else { return };
+    let Some(python) = crate::support::venv_python("spiffe, grpc") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let mut daemon = daemon(&[
         "dev",

@@ -58,7 +58,7 @@ use zeroize::Zeroizing;
 use crate::engine::ExchangeOutput;
 use crate::error::{Denial, ExchangeError, InvalidRequest};
 use crate::metrics::Route;
-use crate::realm::{MAX_BODY_BYTES, MAX_FIELDS, RealmState};
+use crate::realm::{MAX_BODY_BYTES, RealmState};
 use crate::request::{Endpoint, ExchangeKind, ExchangeRequest, Presented, RequestContext};
 use crate::satoken::MAX_SA_TOKEN_LEN;
 
@@ -172,21 +172,7 @@ const SINGLE_VALUED: [&str; 8] = [
 
 fn parse_form(bytes: &[u8]) -> Result<Form, InvalidRequest> {
     let mut f = Form::default();
-    let mut seen = [false; SINGLE_VALUED.len()];
-    for (n, (key, value)) in form_urlencoded::parse(bytes).enumerate() {
-        if n >= MAX_FIELDS {
-            return Err(InvalidRequest::Malformed {
-                what: "too many fields",
-            });
-        }
-        if let Some(i) = SINGLE_VALUED.iter().position(|name| *name == key) {
-            if seen[i] {
-                return Err(InvalidRequest::RepeatedParameter {
-                    name: SINGLE_VALUED[i],
-                });
-            }
-            seen[i] = true;
-        }
+    for (key, value) in crate::realm::form_fields(bytes, &SINGLE_VALUED)? {
         // RFC 6749 §3.2: a parameter sent without a value is treated as omitted.
         if value.is_empty() {
             continue;

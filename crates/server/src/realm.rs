@@ -16,6 +16,7 @@
 //! (see [`Broker::refuse_unauthenticated`]): one client sending garbage writes a few audit and log
 //! lines per interval, not one per request.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -156,23 +157,40 @@ const SINGLE_VALUED: [&str; 7] = [
     "refresh_token",
 ];
 
-fn parse_fields(bytes: &[u8]) -> Result<Fields, InvalidRequest> {
-    let mut f = Fields::default();
-    let mut seen = [false; SINGLE_VALUED.len()];
+/// One decoded `key=value` of a form.
+pub(crate) type FormField<'a> = (Cow<'a, str>, Cow<'a, str>);
+
+/// The fields of a form body or query (`key=value&...`, percent-decoded), refused past
+/// [`MAX_FIELDS`] or with a name of `single_valued` given twice: the one reading of a form
+/// both HTTP edges share (the realm, `POST /oauth2/token`).
+pub(crate) fn form_fields<'a>(
+    bytes: &'a [u8],
+    single_valued: &[&'static str],
+) -> Result<Vec<FormField<'a>>, InvalidRequest> {
+    let mut seen = vec![false; single_valued.len()];
+    let mut fields = Vec::new();
     for (n, (key, value)) in form_urlencoded::parse(bytes).enumerate() {
         if n >= MAX_FIELDS {
             return Err(InvalidRequest::Malformed {
                 what: "too many fields",
             });
         }
-        if let Some(i) = SINGLE_VALUED.iter().position(|name| *name == key) {
+        if let Some(i) = single_valued.iter().position(|name| *name == key) {
             if seen[i] {
                 return Err(InvalidRequest::RepeatedParameter {
-                    name: SINGLE_VALUED[i],
+                    name: single_valued[i],
                 });
             }
             seen[i] = true;
         }
+        fields.push((key, value));
+    }
+    Ok(fields)
+}
+
+fn parse_fields(bytes: &[u8]) -> Result<Fields, InvalidRequest> {
+    let mut f = Fields::default();
+    for (key, value) in form_fields(bytes, &SINGLE_VALUED)? {
         match &*key {
             "service" => f.service = Some(value.into_owned()),
             "scope" => f.scopes.push(value.into_owned()),

@@ -12,6 +12,7 @@ use svid_broker_identity::secret::ExposeSecret as _;
 use tower::ServiceExt as _;
 
 use super::*;
+use crate::realm::MAX_FIELDS;
 use crate::realm::router;
 use crate::satoken::{
     IdTemplate, IssuerKeys, SaIssuer, ServiceAccountMode, ServiceAccountValidator, TrustedActors,
