@@ -179,6 +179,28 @@ fn an_ecr_token_comes_from_the_brokers_jwt_narrowed_to_the_image_and_reused() {
         !log.contains(&password),
         "the audit log holds the ECR password"
     );
+    // `svid-broker audit report` over this real log: the node, the registry, 1,001 answers.
+    let audit_path = node.dir().join("audit.log");
+    let out = crate::support::run(
+        &[
+            "audit",
+            "report",
+            "--audit",
+            audit_path.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    assert!(out.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let rows = report["identities"].as_array().unwrap();
+    let node_row = rows
+        .iter()
+        .find(|r| r["subject"] == NODE && r["service"] == "ecr.example")
+        .unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(node_row["issued"], calls + 1, "{node_row}");
+    assert!(!out.stdout.contains(&password));
 
     // A workload the role does not trust: STS refuses, the broker names the cloud and step.
     let text = refusal(&node, "ecr.example/team-b/app:v1");

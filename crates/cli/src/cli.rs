@@ -46,6 +46,9 @@ pub(crate) enum Command {
     /// The file is created readable by its owner only and never overwritten; the key's `kid`
     /// (its RFC 7638 thumbprint, as the issuer's JWKS will list it) is printed on stdout.
     FederationKey(FederationKeyArgs),
+    /// Audit log tools.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 #[derive(Debug, Args)]
@@ -60,6 +63,36 @@ pub(crate) struct ServeArgs {
     /// The broker configuration file (TOML).
     #[arg(long, value_name = "FILE")]
     pub(crate) config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Summarize an audit log: per identity and registry what was issued and refused, the
+    /// credential lifetimes, identity and repository pairs granted for the first time, and hours
+    /// that stand out against the identity's own baseline.
+    Report(AuditReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditReportArgs {
+    /// The audit log (one JSON object per line, as `[log] audit` writes it).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) audit: PathBuf,
+    /// Only the last DURATION before the log's newest event (30m, 24h, 7d).
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) since: Option<String>,
+    /// The output format.
+    #[arg(long, value_enum, default_value_t = AuditFormat::Markdown)]
+    pub(crate) format: AuditFormat,
+}
+
+/// `audit report --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum AuditFormat {
+    /// A Markdown document.
+    Markdown,
+    /// One JSON object.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

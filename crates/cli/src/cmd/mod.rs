@@ -1,5 +1,6 @@
 //! One module per subcommand; `run` dispatches.
 
+mod audit;
 pub(crate) mod demo;
 mod dev;
 mod federation_key;
@@ -22,5 +23,6 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
         Command::Policy(cmd) => policy::run(cmd),
         Command::RegistryConfig(args) => registry_config::run(&args),
         Command::FederationKey(args) => federation_key::run(&args),
+        Command::Audit(crate::cli::AuditCommand::Report(args)) => audit::run(&args),
     }
 }
