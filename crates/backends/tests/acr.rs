@@ -228,17 +228,7 @@ async fn a_thousand_concurrent_issues_reach_entra_and_acr_once() {
     assert_eq!(usernames, [REFRESH_TOKEN_USERNAME]);
 
     // Another repository, the same access: the same token (it is registry-wide).
-    let later = now + Duration::from_secs(60);
-    let again = service
-        .issue(grant(APP, &["repository:team-b/other:pull"], later), later)
-        .await
-        .unwrap();
-    assert!(again.reused);
-    let other = service
-        .issue(grant(OTHER, &["repository:team-a/app:pull"], now), now)
-        .await
-        .unwrap();
-    assert!(!other.reused);
+    reused_across_repositories_not_subjects(&service, now).await;
     assert_eq!((fake.entra_calls(), fake.exchange_calls()), (2, 2));
 }
 
@@ -303,17 +293,9 @@ async fn a_rotated_key_is_picked_up_by_refetching_the_jwks() {
     let fake = start(&broker);
     let service = service_with(config(&fake, &broker));
     let now = SystemTime::now();
-    service
-        .issue(grant(APP, &["repository:team-a/app:pull"], now), now)
-        .await
-        .unwrap();
-    assert_eq!(fake.jwks_fetches(), 1);
-
-    let new_kid = broker.rotate();
-    service
-        .issue(grant(OTHER, &["repository:team-a/app:pull"], now), now)
-        .await
-        .unwrap();
+    // Rotation: a new key signs, the old one stays published.
+    let (_, new_kid) =
+        issue_across_a_rotation(&service, &broker, now, || fake.jwks_fetches()).await;
     assert_eq!(fake.jwks_fetches(), 2);
     assert_eq!(fake.verified_assertions()[1].kid, new_kid);
 }

@@ -262,18 +262,7 @@ async fn a_thousand_concurrent_issues_make_one_exchange_and_another_subject_a_se
     assert_eq!(usernames, [DOCKER_USERNAME]);
 
     // Another repository, the same access: the same token (it reaches the whole registry).
-    let later = now + Duration::from_secs(60);
-    let again = service
-        .issue(grant(APP, &["repository:team-b/other:pull"], later), later)
-        .await
-        .unwrap();
-    assert!(again.reused);
-
-    let other = service
-        .issue(grant(OTHER, &["repository:team-a/app:pull"], now), now)
-        .await
-        .unwrap();
-    assert!(!other.reused);
+    reused_across_repositories_not_subjects(&service, now).await;
     assert_eq!((fake.sts_calls(), fake.generate_calls()), (2, 2));
     let figures = service.figures();
     assert_eq!(
@@ -409,17 +398,9 @@ async fn a_rotated_key_is_picked_up_by_refetching_the_jwks() {
     .unwrap();
     let service = service_with(config(&fake, &broker));
     let now = SystemTime::now();
-    service
-        .issue(grant(APP, &["repository:team-a/app:pull"], now), now)
-        .await
-        .unwrap();
-    assert_eq!(fake.jwks_fetches(), 1);
-
-    let new_kid = broker.rotate();
-    service
-        .issue(grant(OTHER, &["repository:team-a/app:pull"], now), now)
-        .await
-        .unwrap();
+    // Rotation: a new key signs, the old one stays published.
+    let (_, new_kid) =
+        issue_across_a_rotation(&service, &broker, now, || fake.jwks_fetches()).await;
     assert_eq!(fake.jwks_fetches(), 2);
     assert_eq!(fake.verified_jwts()[1].kid, new_kid);
     assert_eq!(fake.exchanges(), 2);

@@ -140,19 +140,8 @@ async fn a_thousand_concurrent_issues_make_one_user_and_another_subject_a_second
     assert_eq!(usernames.len(), 1);
 
     // Later, another repository with the same action set: the same user (registry-wide).
-    let later = now + Duration::from_secs(60);
-    let again = service
-        .issue(grant(APP, &["repository:team-b/other:pull"], later), later)
-        .await
-        .unwrap();
-    assert!(again.reused);
+    let (again, _) = reused_across_repositories_not_subjects(&service, now).await;
     assert_eq!(again.username, usernames[0]);
-
-    let other = service
-        .issue(grant(OTHER, &["repository:team-a/app:pull"], now), now)
-        .await
-        .unwrap();
-    assert!(!other.reused);
     assert_eq!(fake.users_created(), 2);
     let figures = service.figures();
     assert_eq!(

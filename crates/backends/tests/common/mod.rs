@@ -448,3 +448,46 @@ impl std::ops::Deref for Broker {
         &self.published
     }
 }
+
+/// A registry-wide credential of `APP` is handed out again for another repository with the same
+/// access, and `OTHER` gets one of its own: returns (`APP`'s again, `OTHER`'s).
+pub(crate) async fn reused_across_repositories_not_subjects(
+    service: &BackendService,
+    now: SystemTime,
+) -> (BackendCredential, BackendCredential) {
+    let later = now + Duration::from_secs(60);
+    let again = service
+        .issue(grant(APP, &["repository:team-b/other:pull"], later), later)
+        .await
+        .unwrap();
+    assert!(again.reused);
+    let other = service
+        .issue(grant(OTHER, &["repository:team-a/app:pull"], now), now)
+        .await
+        .unwrap();
+    assert!(!other.reused);
+    (again, other)
+}
+
+/// Issues for `APP` (the fake fetches the issuer's JWKS once: `jwks_fetches`), rotates the
+/// broker's key with overlap, and issues for `OTHER` (the fake refetches it): returns
+/// `OTHER`'s credential and the new signing `kid`.
+pub(crate) async fn issue_across_a_rotation(
+    service: &BackendService,
+    broker: &Broker,
+    now: SystemTime,
+    jwks_fetches: impl Fn() -> u64,
+) -> (BackendCredential, String) {
+    service
+        .issue(grant(APP, &["repository:team-a/app:pull"], now), now)
+        .await
+        .unwrap();
+    assert_eq!(jwks_fetches(), 1);
+    let kid = broker.rotate();
+    let other = service
+        .issue(grant(OTHER, &["repository:team-a/app:pull"], now), now)
+        .await
+        .unwrap();
+    assert_eq!(jwks_fetches(), 2);
+    (other, kid)
+}

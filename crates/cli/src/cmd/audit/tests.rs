@@ -171,3 +171,22 @@ fn over_long_lines_are_skipped_and_caps_are_reported() {
     let md = r.markdown(Path::new("a|b.log"));
     assert!(md.contains("Source `a b.log`"), "{md}");
 }
+
+#[test]
+fn past_the_row_cap_further_identities_are_counted_not_kept() {
+    let mut r = Report::default();
+    for i in 0..=MAX_ROWS {
+        let line = deny(
+            "2026-12-03T10:00:00Z",
+            &format!("spiffe://example.org/ns/n/sa/s{i}"),
+            "permission_denied",
+        );
+        r.add_line(line.as_bytes());
+    }
+    assert_eq!((r.rows.len(), r.dropped_rows), (MAX_ROWS, 1));
+    assert_eq!(r.decisions, MAX_ROWS as u64 + 1);
+    let md = r.markdown(Path::new("audit.log"));
+    assert!(md.contains("Caps reached: 1 rows"), "{md}");
+    let json: serde_json::Value = serde_json::from_str(&r.json(Path::new("audit.log"))).unwrap();
+    assert_eq!(json["dropped"]["rows"], 1);
+}
