@@ -14,6 +14,10 @@ command -v skopeo >/dev/null || need+=(skopeo)
 command -v openssl >/dev/null || need+=(openssl)
 # containerd 1.6 and ctr: a real kubelet-side client (tests/e2e/containerd.rs runs a private daemon).
 command -v containerd >/dev/null || need+=(containerd)
+# Headless Chromium renders the audit report's HTML page (tests/e2e/audit_html.rs); SoftHSM2 is
+# the real PKCS#11 token that holds the signing keys in tests/e2e/hsm.rs.
+command -v chromium >/dev/null || need+=(chromium)
+command -v softhsm2-util >/dev/null || need+=(softhsm2)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

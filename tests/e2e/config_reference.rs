@@ -97,6 +97,55 @@ fn broker_federation_files() -> Vec<(&'static str, &'static str)> {
     b
 }
 
+/// The CA key in a PKCS#11 token, the PIN in a file.
+fn broker_pkcs11() -> Vec<(&'static str, &'static str)> {
+    let mut b = broker_dev();
+    b.retain(|(key, _)| *key != "signing.generate");
+    b.extend([
+        ("signing.ca_cert_file", "\"ca.pem\""),
+        (
+            "signing.key",
+            "\"pkcs11:token=svid-broker;object=signing-ca\"",
+        ),
+        (
+            "signing.pkcs11_module",
+            "\"/usr/lib/softhsm/libsofthsm2.so\"",
+        ),
+        ("signing.pin_file", "\"hsm.pin\""),
+    ]);
+    b
+}
+
+/// The federation keys in a PKCS#11 token, the PIN in the environment.
+fn broker_pkcs11_federation() -> Vec<(&'static str, &'static str)> {
+    let mut b = broker_dev();
+    b.extend([
+        (
+            "signing.pkcs11_module",
+            "\"/usr/lib/softhsm/libsofthsm2.so\"",
+        ),
+        ("signing.pin_env", "\"SVID_BROKER_HSM_PIN\""),
+        (
+            "federation.keys",
+            "[\"pkcs11:token=svid-broker;object=federation-a\"]",
+        ),
+    ]);
+    b
+}
+
+/// The CA key and its HMAC key in AWS KMS.
+fn broker_kms() -> Vec<(&'static str, &'static str)> {
+    let mut b = broker_dev();
+    b.retain(|(key, _)| *key != "signing.generate");
+    b.extend([
+        ("signing.ca_cert_file", "\"ca.pem\""),
+        ("signing.key", "\"awskms:alias/svid-broker-ca\""),
+        ("signing.mac_key", "\"awskms:alias/svid-broker-mac\""),
+        ("signing.aws_region", "\"eu-west-1\""),
+    ]);
+    b
+}
+
 /// Service-account tokens with a JWK Set file.
 fn broker_jwks_file() -> Vec<(&'static str, &'static str)> {
     let mut b = broker_dev();
@@ -286,7 +335,13 @@ fn broker_config_reference_matches_the_parser() {
         broker_federation(),
         broker_federation_files(),
     );
-    let checked = check(&page(), "broker", &parse_broker, &[&a, &b, &c, &d, &e]);
+    let (f, g, h) = (broker_pkcs11(), broker_pkcs11_federation(), broker_kms());
+    let checked = check(
+        &page(),
+        "broker",
+        &parse_broker,
+        &[&a, &b, &c, &d, &e, &f, &g, &h],
+    );
     assert!(checked >= 30, "only {checked} broker keys");
 }
 

@@ -13,6 +13,7 @@ mod fixtures;
 mod markdown;
 mod support;
 
+mod audit_html;
 mod backends;
 mod cloud;
 mod config_reference;
@@ -26,6 +27,7 @@ mod faults;
 mod federated;
 mod grpc;
 mod harbor;
+mod hsm;
 mod inspect;
 mod oauth2;
 mod pyspiffe;

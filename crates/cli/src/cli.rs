@@ -46,9 +46,42 @@ pub(crate) enum Command {
     /// The file is created readable by its owner only and never overwritten; the key's `kid`
     /// (its RFC 7638 thumbprint, as the issuer's JWKS will list it) is printed on stdout.
     FederationKey(FederationKeyArgs),
+    /// Key store tools, for `[signing] key` and `[federation] keys` in a PKCS#11 token or AWS
+    /// KMS.
+    #[command(subcommand)]
+    Keystore(KeystoreCommand),
     /// Audit log tools.
     #[command(subcommand)]
     Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeystoreCommand {
+    /// Make what a configuration's key store keys need, leaving whatever exists.
+    ///
+    /// In a PKCS#11 token: generates the signing CA's key pair and its HMAC key
+    /// (`signing.key`, `signing.mac_key`) and each `federation.keys` RSA key that is absent,
+    /// all sensitive and never extractable. Then writes `signing.ca_cert_file`, when absent,
+    /// as a CA certificate self-signed by the key store (PKCS#11 or AWS KMS). Prints one line
+    /// per key and file: `generated`, `kept` or `written`.
+    Init(KeystoreInitArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KeystoreInitArgs {
+    /// The broker's configuration file (the same one `serve` takes).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: PathBuf,
+    /// The CA certificate's common name.
+    #[arg(long, value_name = "NAME", default_value = "svid-broker signing ca")]
+    pub(crate) common_name: String,
+    /// The CA certificate's lifetime in days (1..=7300).
+    #[arg(long, value_name = "DAYS", default_value_t = 1825)]
+    pub(crate) ca_days: u64,
+    /// The CA key's algorithm when it is generated (ES256 or ES384; the leaves' algorithm
+    /// stays `signing.algorithm`).
+    #[arg(long, value_name = "ALG", default_value = "ES256")]
+    pub(crate) ca_algorithm: String,
 }
 
 #[derive(Debug, Args)]
@@ -93,6 +126,8 @@ pub(crate) enum AuditFormat {
     Markdown,
     /// One JSON object.
     Json,
+    /// A self-contained HTML page with charts (inline CSS and SVG, no script).
+    Html,
 }
 
 #[derive(Debug, Subcommand)]

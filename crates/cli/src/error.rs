@@ -59,6 +59,9 @@ pub(crate) enum CliError {
     /// The dev trust domain failed to start or run.
     #[error("dev trust domain: {0}")]
     Dev(Box<dyn std::error::Error + Send + Sync>),
+    /// `keystore init`: a key store or key refused, or the certificate does not match.
+    #[error("keystore init failed")]
+    KeyStore(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Output could not be written.
     #[error("cannot write output: {0}")]
     Output(std::io::Error),
@@ -67,6 +70,10 @@ pub(crate) enum CliError {
 impl CliError {
     pub(crate) fn rejected(err: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Rejected(Box::new(err))
+    }
+
+    pub(crate) fn key_store(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::KeyStore(Box::new(err))
     }
 
     pub(crate) fn exit_code(&self) -> ExitCode {
@@ -79,6 +86,7 @@ impl CliError {
             | Self::Read { .. }
             | Self::Bundle { .. }
             | Self::Dev(_)
+            | Self::KeyStore(_)
             | Self::Output(_) => ExitCode::from(2),
         }
     }

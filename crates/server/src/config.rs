@@ -127,6 +127,13 @@ use crate::satoken::{
 };
 use crate::throttle::DEFAULT_PREAUTH_AUDIT_INTERVAL;
 
+mod key_store;
+
+pub use key_store::{
+    AwsKmsSettings, KeyReference, KeyStoreConfig, MAX_KMS_KEY_ID_LEN, MAX_PIN_ENV_NAME_LEN,
+    PinSource, Pkcs11Settings,
+};
+
 /// Largest configuration file accepted, in bytes.
 pub const MAX_CONFIG_FILE_BYTES: u64 = 256 * 1024;
 /// Most bundle files.
@@ -173,6 +180,15 @@ pub enum ConfigError {
         /// The rule it breaks.
         rule: &'static str,
     },
+    /// A `pkcs11:` URI breaks a rule (printed by the error chain).
+    #[error("{key}")]
+    InvalidPkcs11Uri {
+        /// The key, e.g. `signing.key`.
+        key: &'static str,
+        /// The URI parser's rule.
+        #[source]
+        source: svid_broker_keystore::pkcs11::Pkcs11Error,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,6 +215,8 @@ struct RawConfig {
 struct RawFederation {
     #[serde(default)]
     key_files: Vec<PathBuf>,
+    #[serde(default)]
+    keys: Vec<String>,
     #[serde(default)]
     generate: bool,
     #[serde(default = "default_federation_ttl")]
@@ -228,6 +246,9 @@ pub enum FederationKeySource {
     /// One key generated in memory at start-up (development, single replica: another replica
     /// or a restart publishes a different key, and registries' cached JWKS go stale).
     Generate,
+    /// RSA keys in a key store (`keys`: `pkcs11:` URIs or `awskms:` keys), the first signing
+    /// and all published; never read.
+    KeyStore(Vec<KeyReference>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -491,6 +512,14 @@ struct RawPolicy {
 struct RawSigning {
     ca_cert_file: Option<PathBuf>,
     ca_key_file: Option<PathBuf>,
+    key: Option<String>,
+    mac_key: Option<String>,
+    pkcs11_module: Option<PathBuf>,
+    pin_file: Option<PathBuf>,
+    pin_env: Option<String>,
+    aws_region: Option<String>,
+    aws_kms_endpoint: Option<String>,
+    aws_sts_endpoint: Option<String>,
     #[serde(default)]
     generate: bool,
     #[serde(default = "default_algorithm")]
@@ -630,6 +659,15 @@ pub enum SigningSource {
     },
     /// Generated in memory at start-up (development, single replica).
     Generate,
+    /// The certificate chain from a file, the CA key in a key store (never read).
+    KeyStore {
+        /// Certificate chain, signing CA first (`svid-broker keystore init` writes it).
+        cert: PathBuf,
+        /// `signing.key`.
+        key: KeyReference,
+        /// The HMAC key the credential MAC keys are derived through (`signing.mac_key`).
+        mac: KeyReference,
+    },
 }
 
 /// Log line format.
@@ -714,6 +752,8 @@ pub struct BrokerConfig {
     pub service_account: Option<ServiceAccountConfig>,
     /// The OIDC issuer for federated registries, when configured.
     pub federation: Option<FederationConfig>,
+    /// The key stores `signing.key` and `federation.keys` live in.
+    pub key_store: KeyStoreConfig,
 }
 
 impl BrokerConfig {
@@ -839,29 +879,50 @@ impl BrokerConfig {
             return invalid("policy.poll_seconds", "must be 1..=3600");
         }
 
+        let signing_key = raw
+            .signing
+            .key
+            .as_deref()
+            .map(|text| KeyReference::parse("signing.key", text))
+            .transpose()?;
         let signing = match (
             raw.signing.generate,
             raw.signing.ca_cert_file,
             raw.signing.ca_key_file,
+            signing_key,
         ) {
-            (true, None, None) => SigningSource::Generate,
-            (false, Some(cert), Some(key)) => SigningSource::Files {
+            (true, None, None, None) => SigningSource::Generate,
+            (false, Some(cert), Some(key), None) => SigningSource::Files {
                 cert: resolve(&cert),
                 key: resolve(&key),
             },
-            (true, _, _) => {
+            (false, Some(cert), None, Some(key)) => SigningSource::KeyStore {
+                cert: resolve(&cert),
+                mac: key_store::mac_key(&key, raw.signing.mac_key.as_deref())?,
+                key,
+            },
+            (true, ..) => {
                 return invalid(
                     "signing.generate",
-                    "cannot be combined with ca_cert_file or ca_key_file",
+                    "cannot be combined with ca_cert_file, ca_key_file or key",
+                );
+            }
+            (false, _, Some(_), Some(_)) => {
+                return invalid(
+                    "signing.key",
+                    "cannot be combined with ca_key_file: the key is in a file or in a key store",
                 );
             }
             _ => {
                 return invalid(
                     "signing",
-                    "set both ca_cert_file and ca_key_file, or generate = true",
+                    "set ca_cert_file with ca_key_file (a PEM key) or with key (in a key store), or generate = true",
                 );
             }
         };
+        if raw.signing.mac_key.is_some() && !matches!(signing, SigningSource::KeyStore { .. }) {
+            return invalid("signing.mac_key", "applies only with signing.key");
+        }
         let Ok(algorithm) = SigningAlgorithm::from_jws_name(&raw.signing.algorithm) else {
             return invalid("signing.algorithm", "must be ES256, ES384 or RS256");
         };
@@ -918,6 +979,29 @@ impl BrokerConfig {
         };
 
         let federation = federation_config(raw.federation, &resolve)?;
+        let mut store_keys = Vec::new();
+        if let SigningSource::KeyStore { key, mac, .. } = &signing {
+            store_keys.extend([key, mac]);
+        }
+        if let Some(FederationConfig {
+            keys: FederationKeySource::KeyStore(keys),
+            ..
+        }) = &federation
+        {
+            store_keys.extend(keys);
+        }
+        let key_store = key_store::key_store_config(
+            &store_keys,
+            key_store::RawKeyStoreFields {
+                pkcs11_module: raw.signing.pkcs11_module,
+                pin_file: raw.signing.pin_file,
+                pin_env: raw.signing.pin_env,
+                aws_region: raw.signing.aws_region,
+                aws_kms_endpoint: raw.signing.aws_kms_endpoint,
+                aws_sts_endpoint: raw.signing.aws_sts_endpoint,
+            },
+            &resolve,
+        )?;
         let service_account = match raw.service_account {
             None => None,
             Some(sa) => Some(service_account(sa, &resolve)?),
@@ -952,6 +1036,7 @@ impl BrokerConfig {
             audit,
             service_account,
             federation,
+            key_store,
         })
     }
 }
@@ -969,19 +1054,37 @@ fn federation_config(
     let Some(raw) = raw else {
         return Ok(None);
     };
-    let keys = match (raw.generate, raw.key_files.is_empty()) {
-        (true, true) => FederationKeySource::Generate,
-        (false, false) if raw.key_files.len() <= MAX_FEDERATION_KEYS => {
+    let keys = match (raw.generate, raw.key_files.is_empty(), raw.keys.is_empty()) {
+        (true, true, true) => FederationKeySource::Generate,
+        (false, false, true) if raw.key_files.len() <= MAX_FEDERATION_KEYS => {
             FederationKeySource::Files(raw.key_files.iter().map(|p| resolve(p)).collect())
         }
-        (false, false) => return invalid("federation.key_files", "at most 10 keys"),
-        (true, false) => {
-            return invalid("federation.generate", "cannot be combined with key_files");
+        (false, false, true) => return invalid("federation.key_files", "at most 10 keys"),
+        (false, true, false) if raw.keys.len() <= MAX_FEDERATION_KEYS => {
+            FederationKeySource::KeyStore(
+                raw.keys
+                    .iter()
+                    .map(|text| KeyReference::parse("federation.keys", text))
+                    .collect::<Result<_, _>>()?,
+            )
         }
-        (false, true) => {
+        (false, true, false) => return invalid("federation.keys", "at most 10 keys"),
+        (true, ..) => {
+            return invalid(
+                "federation.generate",
+                "cannot be combined with key_files or keys",
+            );
+        }
+        (false, false, false) => {
+            return invalid(
+                "federation.keys",
+                "cannot be combined with key_files: the keys are in files or in a key store",
+            );
+        }
+        (false, true, true) => {
             return invalid(
                 "federation",
-                "set key_files (1..=10 PEM files), or generate = true",
+                "set key_files (1..=10 PEM files) or keys (1..=10 key store keys), or generate = true",
             );
         }
     };

@@ -25,6 +25,13 @@ pub const MAX_FEDERATION_KEY_FILE_BYTES: usize = 64 * 1024;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FederationSetupError {
+    /// A key in a key store (`federation.keys`) could not be opened.
+    #[error("a federation key in a key store is unusable")]
+    KeyStore {
+        /// Why.
+        #[source]
+        source: crate::key_stores::KeyStoreError,
+    },
     /// A key file may be read by others than its owner: the key has leaked already.
     #[error(
         "federation key file {path} has mode {mode:o}; it must be readable by its owner only (chmod 600)"
@@ -86,6 +93,21 @@ pub fn load_federation(
             ]
         }
         FederationKeySource::Files(paths) => read_keys(paths)?,
+        FederationKeySource::KeyStore(references) => {
+            let mut stores = crate::key_stores::KeyStores::new(&config.key_store);
+            references
+                .iter()
+                .map(|reference| {
+                    let key = stores
+                        .signing_key("federation key", reference)
+                        .map_err(|source| FederationSetupError::KeyStore { source })?;
+                    FederationKey::external(key).map_err(|source| FederationSetupError::Issuer {
+                        issuer: issuer.clone(),
+                        source,
+                    })
+                })
+                .collect::<Result<_, _>>()?
+        }
     };
     FederationIssuer::new(issuer.clone(), keys, federation.token_ttl)
         .map(|issuer| Some(Arc::new(issuer)))

@@ -36,6 +36,7 @@ pub mod federation;
 pub mod grpc;
 pub mod http_listener;
 pub mod issue;
+pub mod key_stores;
 pub mod listen;
 pub mod metrics;
 pub mod oauth2;

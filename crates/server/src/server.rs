@@ -26,6 +26,7 @@ use crate::credential::{CredentialError, CredentialKeys};
 use crate::engine::{Broker, BrokerOptions};
 use crate::error::BrokerBuildError;
 use crate::http_listener::HttpListenerOptions;
+use crate::key_stores::KeyStores;
 use crate::listen::Governor;
 use crate::realm::{self, RealmState};
 use crate::satoken::{
@@ -82,6 +83,9 @@ pub enum ServerError {
     /// Credential keys could not be derived.
     #[error("credential keys could not be derived")]
     Credentials(#[source] CredentialError),
+    /// A key in a key store (`signing.key`, `signing.mac_key`) could not be opened or used.
+    #[error("the signing key store is unusable")]
+    KeyStore(#[source] Box<crate::key_stores::KeyStoreError>),
     /// Bundle files could not be loaded.
     #[error("trust bundles could not be loaded")]
     Bundles(#[source] svid_broker_sources::file::FileSourceError),
@@ -166,10 +170,16 @@ impl std::fmt::Debug for ServerHandle {
     }
 }
 
+/// What the key store's HMAC key is asked to MAC to give every replica the bytes its
+/// credential MAC keys come from ([`SigningCa::derived_secret`]'s part, for a CA key that
+/// cannot be read).
+const KEY_STORE_DERIVED_SECRET_LABEL: &[u8] = b"svid-broker key-store derived secret v1";
+
 /// Builds the signing CA, key ring and credential keys from the configuration, at `now`.
+/// With a key store, blocks for its round trips (PKCS#11 login, KMS calls).
 ///
 /// # Errors
-/// [`ServerError::Keys`],
+/// [`ServerError::Keys`], [`ServerError::KeyStore`],
 /// [`ServerError::Credentials`].
 pub fn load_signing(
     config: &BrokerConfig,
@@ -185,6 +195,23 @@ pub fn load_signing(
         .map_err(ServerError::Keys)?,
         SigningSource::Files { cert, key } => {
             SigningCa::from_pem_files(cert, key, now).map_err(ServerError::Keys)?
+        }
+        SigningSource::KeyStore { cert, key, mac } => {
+            let mut stores = KeyStores::new(&config.key_store);
+            let signer = stores
+                .signing_key("signing key", key)
+                .map_err(|e| ServerError::KeyStore(Box::new(e)))?;
+            let mac = stores
+                .mac_key(mac)
+                .map_err(|e| ServerError::KeyStore(Box::new(e)))?;
+            // Replicas sharing the key store derive the same bytes; nothing is stored.
+            let derived = mac
+                .hmac_sha256(KEY_STORE_DERIVED_SECRET_LABEL)
+                .map_err(|source| {
+                    ServerError::Keys(KeyError::ExternalKey { source })
+                })?;
+            SigningCa::with_external_key_file(cert, signer, derived, now)
+                .map_err(ServerError::Keys)?
         }
     };
     // Derived from the very private key the CA signs with (never from anything else the key
@@ -469,7 +496,15 @@ impl BrokerServer {
                     tokio::select! {
                         _ = tick.tick() => {
                             broker.flush_preauth_denials(clock.now());
-                            if let Err(error) = broker.rotate_signing_key_if_due(clock.now()) {
+                            // Off the runtime's workers: with the CA key in an HSM or a KMS,
+                            // issuing a leaf waits for the key store's answer.
+                            let rotating = broker.clone();
+                            let now = clock.now();
+                            let rotated = tokio::task::spawn_blocking(move || {
+                                rotating.rotate_signing_key_if_due(now)
+                            })
+                            .await;
+                            if let Ok(Err(error)) = rotated {
                                 tracing::error!(error = %svid_broker_identity::report::ErrorChain::new(&error), "signing key rotation failed");
                             }
                         }

@@ -315,6 +315,22 @@ pub enum KeyError {
     /// The private key does not belong to the CA certificate.
     #[error("ca private key does not match the ca certificate's public key")]
     KeyMismatch,
+    /// The key store holding the CA key did not sign (unreachable, refused, or answered
+    /// something unusable).
+    #[error("the ca key's key store did not sign")]
+    ExternalKey {
+        /// The key store's error.
+        #[source]
+        source: crate::external::ExternalKeyError,
+    },
+    /// The key store's public key broke a rule (not the asked algorithm, malformed).
+    #[error("the ca key in {store} is unusable: {rule}")]
+    ExternalPublicKey {
+        /// What the key store is.
+        store: String,
+        /// The rule.
+        rule: &'static str,
+    },
     /// A JWS algorithm name that is not one of ES256, ES384 and RS256.
     #[error(
         "signing algorithm {name:?} is not supported; use ES256, ES384 or RS256 (EdDSA, PS* and HS* are rejected by distribution 2.8)"

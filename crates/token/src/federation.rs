@@ -33,6 +33,7 @@ use zeroize::Zeroizing;
 
 use crate::keys::pem_block;
 use crate::kid::{PublicJwk, strip_leading_zeros};
+use crate::external::{ExternalAlgorithm, ExternalKey, ExternalKeyError};
 
 /// The one JWS algorithm of federated tokens: what Quay, AWS STS, Entra and Google STS all
 /// accept.
@@ -154,6 +155,13 @@ pub enum FederationError {
     /// aws-lc-rs failed to sign.
     #[error("federated token signing failed")]
     Signing,
+    /// The key store holding the signing key did not sign.
+    #[error("the federation key's key store did not sign")]
+    ExternalSigning {
+        /// The key store's error.
+        #[source]
+        source: ExternalKeyError,
+    },
     /// The system random generator failed while making the `jti`.
     #[error("random generator failed")]
     Random,
@@ -165,7 +173,7 @@ pub enum FederationError {
 /// (base64url SHA-256 of the canonical `{"e","kty","n"}`), so the same key always has the same
 /// `kid`. `Debug` shows the `kid` only.
 pub struct FederationKey {
-    pair: RsaKeyPair,
+    signer: FederationSigner,
     kid: String,
     /// Modulus, unsigned big-endian without leading zeros.
     n: Vec<u8>,
@@ -173,7 +181,63 @@ pub struct FederationKey {
     e: Vec<u8>,
 }
 
+/// Who holds a federation key's private half.
+enum FederationSigner {
+    /// aws-lc-rs, in this process (which wipes it when freed).
+    Local(RsaKeyPair),
+    /// A key store that signs on request (an HSM, a cloud KMS); the key is never read.
+    External {
+        key: Arc<dyn ExternalKey>,
+        modulus_len: usize,
+    },
+}
+
 impl FederationKey {
+    /// A key held by a key store: it must be an RSA key (2048 to 4096 bits) signing
+    /// [`ExternalAlgorithm::RsaPkcs1Sha256`], because RS256 is the one algorithm every relying
+    /// service takes (Entra ID's federated credentials take no other). The `kid` is the same
+    /// RFC 7638 thumbprint a PEM file of that key would get.
+    ///
+    /// # Errors
+    /// [`FederationError::Key`] naming the rule the store's public key broke.
+    pub fn external(key: Arc<dyn ExternalKey>) -> Result<Self, FederationError> {
+        use x509_parser::prelude::FromDer as _;
+        use x509_parser::public_key::PublicKey;
+        let refuse = |rule| Err(FederationError::Key { rule });
+        if key.algorithm() != ExternalAlgorithm::RsaPkcs1Sha256 {
+            return refuse("a key store key for the federation issuer must sign RS256");
+        }
+        let spki = key.public_key_spki();
+        if spki.len() > crate::external::MAX_SPKI_LEN {
+            return refuse("key store public key is longer than 2048 bytes");
+        }
+        let Ok((_, info)) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki) else {
+            return refuse("key store public key is not a DER SubjectPublicKeyInfo");
+        };
+        let Ok(PublicKey::RSA(rsa)) = info.parsed() else {
+            return refuse("key store key is not an RSA key");
+        };
+        let n = strip_leading_zeros(rsa.modulus).to_vec();
+        let e = strip_leading_zeros(rsa.exponent).to_vec();
+        let bits = n.len() * 8;
+        if bits < MIN_FEDERATION_RSA_BITS {
+            return refuse(RSA_TOO_SHORT);
+        }
+        if bits > MAX_FEDERATION_RSA_BITS {
+            return refuse(RSA_TOO_LONG);
+        }
+        let kid = rsa_thumbprint(&n, &e);
+        Ok(Self {
+            signer: FederationSigner::External {
+                key,
+                modulus_len: n.len(),
+            },
+            kid,
+            n,
+            e,
+        })
+    }
+
     /// Loads one unencrypted RSA private key: a `PRIVATE KEY` (PKCS#8) or `RSA PRIVATE KEY`
     /// (PKCS#1) PEM block, the only block of the input.
     ///
@@ -248,16 +312,24 @@ impl FederationKey {
         let n = strip_leading_zeros(public.modulus().big_endian_without_leading_zero()).to_vec();
         let e = strip_leading_zeros(public.exponent().big_endian_without_leading_zero()).to_vec();
         let kid = rsa_thumbprint(&n, &e);
-        Ok(Self { pair, kid, n, e })
+        Ok(Self {
+            signer: FederationSigner::Local(pair),
+            kid,
+            n,
+            e,
+        })
     }
 
     /// The key as an unencrypted PKCS#8 `PRIVATE KEY` PEM, which [`Self::from_pem`] reads back
     /// to the same `kid`.
     ///
     /// # Errors
-    /// [`FederationError::Encoding`].
+    /// [`FederationError::Encoding`], also for a key in a key store (it cannot be read).
     pub fn to_pkcs8_pem(&self) -> Result<SecretString, FederationError> {
-        let der = self.pair.as_der().map_err(|_| FederationError::Encoding)?;
+        let FederationSigner::Local(pair) = &self.signer else {
+            return Err(FederationError::Encoding);
+        };
+        let der = pair.as_der().map_err(|_| FederationError::Encoding)?;
         Ok(seal_string(Zeroizing::new(pem_block(
             "PRIVATE KEY",
             der.as_ref(),
@@ -271,7 +343,7 @@ impl FederationKey {
 
     /// The modulus size in bits.
     pub fn bits(&self) -> usize {
-        self.pair.public_modulus_len() * 8
+        self.n.len() * 8
     }
 
     fn jwk(&self) -> Value {
@@ -286,11 +358,28 @@ impl FederationKey {
     }
 
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, FederationError> {
-        let mut sig = vec![0u8; self.pair.public_modulus_len()];
-        self.pair
-            .sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), msg, &mut sig)
-            .map_err(|_| FederationError::Signing)?;
-        Ok(sig)
+        match &self.signer {
+            FederationSigner::Local(pair) => {
+                let mut sig = vec![0u8; pair.public_modulus_len()];
+                pair.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), msg, &mut sig)
+                    .map_err(|_| FederationError::Signing)?;
+                Ok(sig)
+            }
+            FederationSigner::External { key, modulus_len } => {
+                let sig = key
+                    .sign(msg)
+                    .map_err(|source| FederationError::ExternalSigning { source })?;
+                if sig.len() != *modulus_len {
+                    return Err(FederationError::ExternalSigning {
+                        source: ExternalKeyError::Malformed {
+                            store: key.describe().to_owned(),
+                            rule: "RSA signature is not as long as the modulus",
+                        },
+                    });
+                }
+                Ok(sig)
+            }
+        }
     }
 }
 

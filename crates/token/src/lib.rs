@@ -29,6 +29,7 @@
 
 mod claims;
 mod error;
+pub mod external;
 pub mod federation;
 mod keys;
 mod kid;

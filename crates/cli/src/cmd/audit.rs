@@ -1,9 +1,9 @@
-//! `svid-broker audit report --audit FILE [--since DURATION] [--format markdown|json]`: the
+//! `svid-broker audit report --audit FILE [--since DURATION] [--format markdown|json|html]`: the
 //! audit log (one JSON line per decision, docs/operations.md "Audit events") turned into the
 //! answers an auditor asks for: who got what from which registry and how often, what was
 //! refused and why, what credential lifetimes were handed out, which identity pulled a
 //! repository it never had before, and which hours stood out against the identity's own
-//! baseline.
+//! baseline. The HTML page (`html`) shows the same facts with hourly charts drawn here, as SVG.
 //!
 //! Streamed: the file is read line by line (twice with `--since`: once for its newest time,
 //! which ends the window, then for the counts), and memory is bounded by caps on what is kept
@@ -37,6 +37,11 @@ pub(crate) const MAX_LISTED: usize = 100;
 pub(crate) const SPIKE_MIN: u32 = 10;
 /// ... and this many times the identity's median hourly count.
 pub(crate) const SPIKE_FACTOR: u32 = 5;
+/// Most identities given an hourly series (JSON `hourly`, a chart in the HTML page), and most
+/// registries and refusal codes charted; the busiest are kept, the tables list them all.
+pub(crate) const MAX_CHARTED: usize = 24;
+/// Most bins of an hourly series: a longer span is drawn in bins of several hours.
+pub(crate) const MAX_BINS: i64 = 168;
 
 /// The fields of an audit line the report reads; every other field is ignored. (`Cow`: a
 /// value with an escape cannot be borrowed from the line.)
@@ -124,6 +129,7 @@ pub(crate) fn run(args: &AuditReportArgs) -> Result<(), CliError> {
     let text = match args.format {
         AuditFormat::Markdown => report.markdown(&args.audit),
         AuditFormat::Json => report.json(&args.audit),
+        AuditFormat::Html => html::render(&report, &args.audit),
     };
     print!("{text}");
     Ok(())
@@ -322,9 +328,8 @@ impl Report {
         new
     }
 
-    /// Hours in the window where an identity's events or refusals stood out against its own
-    /// median hourly count: (subject, hour, what, count, median).
-    fn spikes(&self) -> Vec<(String, i64, &'static str, u32, u32)> {
+    /// Every kept hourly bucket, by subject: (hour, events, refusals).
+    fn hours_by_subject(&self) -> HashMap<&str, Vec<(i64, u32, u32)>> {
         let mut per_subject: HashMap<&str, Vec<(i64, u32, u32)>> = HashMap::new();
         for ((subject, hour), (events, refusals)) in &self.buckets {
             per_subject
@@ -332,16 +337,20 @@ impl Report {
                 .or_default()
                 .push((*hour, *events, *refusals));
         }
+        per_subject
+    }
+
+    /// Hours in the window where an identity's events or refusals stood out against its own
+    /// median hourly count: (subject, hour, what, count, median).
+    fn spikes(&self) -> Vec<(String, i64, &'static str, u32, u32)> {
         let start_hour = self.window_start.map(|s| s.div_euclid(3600));
         let mut out = Vec::new();
-        for (subject, hours) in per_subject {
+        for (subject, hours) in self.hours_by_subject() {
             for (what, pick) in [
                 ("events", (|e: u32, _r: u32| e) as fn(u32, u32) -> u32),
                 ("refusals", |_e, r| r),
             ] {
-                let mut counts: Vec<u32> = hours.iter().map(|(_, e, r)| pick(*e, *r)).collect();
-                counts.sort_unstable();
-                let median = counts[counts.len() / 2];
+                let median = median(hours.iter().map(|(_, e, r)| pick(*e, *r)));
                 for (hour, e, r) in &hours {
                     let count = pick(*e, *r);
                     let in_window = start_hour.is_none_or(|s| *hour >= s);
@@ -361,6 +370,90 @@ impl Report {
         });
         out.truncate(MAX_LISTED);
         out
+    }
+
+    /// The window's decisions per hour (in bins of several hours past [`MAX_BINS`]): all
+    /// identities together, and each of the [`MAX_CHARTED`] identities with the most decisions
+    /// in the window; the bins holding one of `spikes` ([`Report::spikes`]) marked. `None`
+    /// without a decision.
+    fn hourly(&self, spikes: &[(String, i64, &'static str, u32, u32)]) -> Option<Hourly> {
+        if self.rows.is_empty() {
+            return None;
+        }
+        let start_hour = self.window_start.or(self.oldest)?.div_euclid(3600);
+        let end_hour = self.newest?.div_euclid(3600);
+        let hours = end_hour.saturating_sub(start_hour).saturating_add(1).max(1);
+        // `i64::div_ceil` is unstable; both are positive.
+        let div_ceil = |a: i64, b: i64| a / b + i64::from(a % b != 0);
+        let bin_hours = div_ceil(hours, MAX_BINS);
+        let bins = usize::try_from(div_ceil(hours, bin_hours)).unwrap_or(1);
+        let mut decisions: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        for ((subject, _), row) in &self.rows {
+            let entry = decisions.entry(subject.as_str()).or_default();
+            entry.0 += row.issued + row.refused;
+            entry.1 += row.refused;
+        }
+        let total_identities = decisions.len();
+        let mut busiest: Vec<(&str, (u64, u64))> = decisions.into_iter().collect();
+        busiest.sort_by(|a, b| b.1.0.cmp(&a.1.0).then_with(|| a.0.cmp(b.0)));
+        busiest.truncate(MAX_CHARTED);
+        let index: HashMap<&str, usize> = busiest
+            .iter()
+            .enumerate()
+            .map(|(i, (subject, _))| (*subject, i))
+            .collect();
+        let mut total = vec![(0, 0); bins];
+        let mut identities: Vec<Series> = busiest
+            .iter()
+            .map(|(subject, (decisions, refused))| Series {
+                subject: (*subject).to_owned(),
+                decisions: *decisions,
+                refused: *refused,
+                median_events: 0,
+                bins: vec![(0, 0); bins],
+                spikes: vec![false; bins],
+            })
+            .collect();
+        let mut charted_hours: Vec<Vec<u32>> = vec![Vec::new(); identities.len()];
+        let bin_of = |hour: i64| -> Option<usize> {
+            if hour < start_hour || hour > end_hour {
+                return None;
+            }
+            usize::try_from((hour - start_hour) / bin_hours).ok()
+        };
+        for ((subject, hour), (events, refusals)) in &self.buckets {
+            let charted = index.get(subject.as_str()).copied();
+            if let Some(i) = charted {
+                // The median is over every kept hour, as for the spikes.
+                charted_hours[i].push(*events);
+            }
+            let Some(bin) = bin_of(*hour) else { continue };
+            total[bin].0 += u64::from(*events);
+            total[bin].1 += u64::from(*refusals);
+            if let Some(i) = charted {
+                identities[i].bins[bin].0 += u64::from(*events);
+                identities[i].bins[bin].1 += u64::from(*refusals);
+            }
+        }
+        let mut spike_bins = vec![false; bins];
+        for (subject, hour, _, _, _) in spikes {
+            let Some(bin) = bin_of(*hour) else { continue };
+            spike_bins[bin] = true;
+            if let Some(&i) = index.get(subject.as_str()) {
+                identities[i].spikes[bin] = true;
+            }
+        }
+        for (series, hours) in identities.iter_mut().zip(charted_hours) {
+            series.median_events = median(hours.into_iter());
+        }
+        Some(Hourly {
+            start_hour,
+            bin_hours,
+            total,
+            spike_bins,
+            not_charted: total_identities - identities.len(),
+            identities,
+        })
     }
 
     fn dropped(&self) -> serde_json::Value {
@@ -394,14 +487,41 @@ impl Report {
                         "first_granted": time_text(first) })
             })
             .collect();
-        let spikes: Vec<_> = self
-            .spikes()
-            .into_iter()
+        let spike_list = self.spikes();
+        let spikes: Vec<_> = spike_list
+            .iter()
             .map(|(subject, hour, what, count, median)| {
                 json!({ "subject": subject, "hour": time_text(hour * 3600), "kind": what,
                         "count": count, "median_per_hour": median })
             })
             .collect();
+        let hourly = self.hourly(&spike_list).map(|h| {
+            let split = |bins: &[(u64, u64)]| {
+                (
+                    bins.iter().map(|b| b.0).collect::<Vec<_>>(),
+                    bins.iter().map(|b| b.1).collect::<Vec<_>>(),
+                )
+            };
+            let (events, refusals) = split(&h.total);
+            let identities: Vec<_> = h
+                .identities
+                .iter()
+                .map(|s| {
+                    let (events, refusals) = split(&s.bins);
+                    json!({ "subject": s.subject, "decisions": s.decisions, "refused": s.refused,
+                            "median_events_per_hour": s.median_events,
+                            "events": events, "refusals": refusals })
+                })
+                .collect();
+            json!({
+                "from": time_text(h.start_hour * 3600),
+                "bin_hours": h.bin_hours,
+                "events": events,
+                "refusals": refusals,
+                "identities": identities,
+                "identities_not_charted": h.not_charted,
+            })
+        });
         let mut out = json!({
             "source": path.display().to_string(),
             "from": self.oldest.map(time_text),
@@ -414,6 +534,7 @@ impl Report {
             "identities": rows,
             "first_seen": first_seen,
             "spikes": spikes,
+            "hourly": hourly,
             "dropped": self.dropped(),
         })
         .to_string();
@@ -528,6 +649,43 @@ impl Report {
     }
 }
 
+/// The window's decisions in hourly bins, for charts ([`Report::hourly`]).
+struct Hourly {
+    /// The first bin's hour (Unix seconds / 3600).
+    start_hour: i64,
+    /// Hours per bin: 1 up to [`MAX_BINS`] hours, more past it.
+    bin_hours: i64,
+    /// All identities: (events, refusals) per bin.
+    total: Vec<(u64, u64)>,
+    /// Bins holding an hour listed among the spikes.
+    spike_bins: Vec<bool>,
+    /// The busiest identities, busiest first.
+    identities: Vec<Series>,
+    /// Identities with decisions in the window but no series (past [`MAX_CHARTED`]).
+    not_charted: usize,
+}
+
+/// One identity's hourly series.
+struct Series {
+    subject: String,
+    /// Its decisions in the window, and how many of them were refusals.
+    decisions: u64,
+    refused: u64,
+    /// Its median events per hour with any (the spikes' baseline).
+    median_events: u32,
+    /// (events, refusals) per bin.
+    bins: Vec<(u64, u64)>,
+    /// Bins holding one of its hours listed among the spikes.
+    spikes: Vec<bool>,
+}
+
+/// The median of `counts` (the upper one of an even count; 0 for none).
+fn median(counts: impl Iterator<Item = u32>) -> u32 {
+    let mut counts: Vec<u32> = counts.collect();
+    counts.sort_unstable();
+    counts.get(counts.len() / 2).copied().unwrap_or(0)
+}
+
 fn add_to_bucket(bucket: &mut (u32, u32), allowed: bool) {
     bucket.0 = bucket.0.saturating_add(1);
     if !allowed {
@@ -605,6 +763,8 @@ fn time_text(t: i64) -> String {
     let secs = u64::try_from(t).unwrap_or(0);
     svid_broker_server::audit::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
 }
+
+mod html;
 
 #[cfg(test)]
 mod tests;

@@ -1,9 +1,12 @@
 //! A fake AWS (STS `AssumeRoleWithWebIdentity`, ECR `GetAuthorizationToken` and an ECR
-//! registry's login check) on 127.0.0.1 that enforces what AWS enforces, for the broker's
-//! `ecr` registry kind.
+//! registry's login check, KMS `Sign`/`GetPublicKey`/`GenerateMac`/`DescribeKey`) on
+//! 127.0.0.1 that enforces what AWS enforces, for the broker's `ecr` registry kind and its
+//! KMS key store (`svid-broker-keystore`'s `kms`).
 //!
-//! Two listeners: STS ([`FakeAws::sts_url`]) and ECR ([`FakeAws::ecr_url`]), which also
-//! serves the registry's `/v2/` ([`FakeAws::registry_url`]). The operator's side is
+//! Three listeners: STS ([`FakeAws::sts_url`]), ECR ([`FakeAws::ecr_url`]), which also
+//! serves the registry's `/v2/` ([`FakeAws::registry_url`]), and KMS ([`FakeAws::kms_url`];
+//! its rules are in the private `kms` module's documentation: keys from
+//! [`FakeAws::create_kms_key`], callers from STS sessions or [`FakeAws::add_iam_user`]). The operator's side is
 //! [`FakeAws::add_oidc_provider`] (an IAM OIDC provider: its URL, named without the scheme,
 //! and its client ids) and [`FakeAws::add_role`] (the trust policy as a [`RoleTrust`], and
 //! the role's permission [`Statement`]s). Rules kept, from the STS API reference
@@ -67,6 +70,7 @@
 //! wildcards only; a session policy with other elements is refused as malformed.
 
 mod http;
+mod kms;
 mod rules;
 mod sigv4;
 
@@ -78,6 +82,7 @@ use std::time::Duration;
 use crate::fake::federation::FederatedJwtVerifier;
 pub use crate::fake::harbor::{FakeError, Fault};
 use crate::fake::server::{Control, FakeServer, lock};
+pub use kms::{IamAccessKey, KMS_ACCOUNT, KmsCall, KmsKeyInfo, KmsKeySpec, MAX_KMS_MESSAGE};
 use rules::{PolicyStatement, Provider, Role, State};
 
 /// The region the fake is in.
@@ -187,6 +192,8 @@ pub enum Endpoint {
     Sts,
     /// ECR's API (not the registry's `/v2/`).
     Ecr,
+    /// KMS.
+    Kms,
 }
 
 /// The fake's own counters.
@@ -204,6 +211,9 @@ struct Shared {
     audit: Mutex<Vec<VerifiedToken>>,
     sts: Control<Counts>,
     ecr: Control<()>,
+    kms: Control<()>,
+    kms_state: Mutex<kms::KmsState>,
+    kms_audit: Mutex<Vec<KmsCall>>,
     verifier: FederatedJwtVerifier,
     /// An `expiresAt` to answer instead of now + 12 h (a moto-like answer), seconds.
     forced_expires_at: Mutex<Option<f64>>,
@@ -229,17 +239,22 @@ struct StsService(Arc<Shared>);
 #[derive(Debug)]
 struct EcrService(Arc<Shared>);
 
+/// The KMS listener's service.
+#[derive(Debug)]
+struct KmsService(Arc<Shared>);
+
 /// A running fake AWS; dropping it stops both servers and joins their threads.
 #[derive(Debug)]
 pub struct FakeAws {
     shared: Arc<Shared>,
     sts_server: FakeServer,
     ecr_server: FakeServer,
+    kms_server: FakeServer,
 }
 
 impl FakeAws {
-    /// Runs STS and ECR on their own threads, plain HTTP on 127.0.0.1 at free ports, with no
-    /// provider and no role; returns once both accept connections.
+    /// Runs STS, ECR and KMS on their own threads, plain HTTP on 127.0.0.1 at free ports, with no
+    /// provider, role, user or key; returns once all three accept connections.
     ///
     /// # Errors
     /// [`FakeError`] naming what could not be set up.
@@ -249,6 +264,9 @@ impl FakeAws {
             audit: Mutex::new(Vec::new()),
             sts: Control::default(),
             ecr: Control::default(),
+            kms: Control::default(),
+            kms_state: Mutex::new(kms::KmsState::default()),
+            kms_audit: Mutex::new(Vec::new()),
             verifier: FederatedJwtVerifier::new(),
             forced_expires_at: Mutex::new(None),
         });
@@ -258,10 +276,14 @@ impl FakeAws {
         let ecr_server =
             FakeServer::start("fake-aws-ecr", Arc::new(EcrService(Arc::clone(&shared))))
                 .map_err(FakeError::from_start)?;
+        let kms_server =
+            FakeServer::start("fake-aws-kms", Arc::new(KmsService(Arc::clone(&shared))))
+                .map_err(FakeError::from_start)?;
         Ok(Self {
             shared,
             sts_server,
             ecr_server,
+            kms_server,
         })
     }
 
@@ -406,6 +428,7 @@ impl FakeAws {
         match endpoint {
             Endpoint::Sts => self.shared.sts.fail_next(fault, count),
             Endpoint::Ecr => self.shared.ecr.fail_next(fault, count),
+            Endpoint::Kms => self.shared.kms.fail_next(fault, count),
         }
     }
 
@@ -419,6 +442,7 @@ impl FakeAws {
     pub fn advance_clock(&self, by: Duration) {
         self.shared.sts.advance_clock(by);
         self.shared.ecr.advance_clock(by);
+        self.shared.kms.advance_clock(by);
     }
 }
 

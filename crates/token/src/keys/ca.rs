@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::rand::SystemRandom;
@@ -33,17 +34,93 @@ use super::{
     whole_seconds,
 };
 use crate::error::{KeyError, PemSource};
+use crate::external::{
+    ExternalAlgorithm, ExternalKey, ExternalKeyError, ExternalPublicKey, parse_public_key,
+};
 
 // === CA key ===
 
-/// The CA's private key, held by aws-lc-rs (which wipes it when freed). Signs certificates, so
-/// ECDSA signatures are DER (ASN.1), unlike the JWS `r || s` of the leaves.
+/// The CA's private key, held by aws-lc-rs (which wipes it when freed) or by a key store that
+/// signs on request. Signs certificates, so ECDSA signatures are DER (ASN.1), unlike the JWS
+/// `r || s` of the leaves.
 enum CaKey {
     Ecdsa {
         pair: EcdsaKeyPair,
         algorithm: SigningAlgorithm,
     },
     Rsa(RsaKeyPair),
+    External(ExternalCaKey),
+}
+
+/// A CA key in a key store. rcgen's signing callback can only answer an opaque
+/// `RemoteKeyError`, so the store's own error waits in `last_error` for the caller to report.
+struct ExternalCaKey {
+    key: Arc<dyn ExternalKey>,
+    public: ExternalPublicKey,
+    algorithm: SigningAlgorithm,
+    last_error: Mutex<Option<ExternalKeyError>>,
+}
+
+impl ExternalCaKey {
+    fn new(key: Arc<dyn ExternalKey>) -> Result<Self, KeyError> {
+        let public = parse_public_key(key.as_ref()).map_err(|rule| KeyError::ExternalPublicKey {
+            store: key.describe().to_owned(),
+            rule,
+        })?;
+        let algorithm = match key.algorithm() {
+            ExternalAlgorithm::EcdsaP256Sha256 => SigningAlgorithm::Es256,
+            ExternalAlgorithm::EcdsaP384Sha384 => SigningAlgorithm::Es384,
+            ExternalAlgorithm::RsaPkcs1Sha256 => SigningAlgorithm::Rs256,
+        };
+        Ok(Self {
+            key,
+            public,
+            algorithm,
+            last_error: Mutex::new(None),
+        })
+    }
+
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        let result = self.key.sign(msg).and_then(|sig| self.check_signature(sig));
+        result.map_err(|error| {
+            *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+            rcgen::Error::RemoteKeyError
+        })
+    }
+
+    /// A signature of the wrong form would make a certificate no registry accepts; refuse it
+    /// here, naming the store, rather than there.
+    fn check_signature(&self, sig: Vec<u8>) -> Result<Vec<u8>, ExternalKeyError> {
+        let malformed = |rule| ExternalKeyError::Malformed {
+            store: self.key.describe().to_owned(),
+            rule,
+        };
+        match (self.public.rsa_modulus_len, self.key.algorithm().ecdsa_scalar_len()) {
+            (Some(len), _) if sig.len() != len => {
+                Err(malformed("RSA signature is not as long as the modulus"))
+            }
+            (None, Some(scalar)) => {
+                crate::external::ecdsa_der_to_jws(&sig, scalar).map_err(malformed)?;
+                Ok(sig)
+            }
+            _ => Ok(sig),
+        }
+    }
+
+    /// Turns rcgen's opaque error back into the store's, when the store caused it.
+    fn take_error(&self, error: rcgen::Error) -> KeyError {
+        match self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            Some(source) if matches!(error, rcgen::Error::RemoteKeyError) => {
+                KeyError::ExternalKey { source }
+            }
+            _ => KeyError::Certificate(error),
+        }
+    }
 }
 
 impl CaKey {
@@ -75,6 +152,15 @@ impl CaKey {
         match self {
             Self::Ecdsa { algorithm, .. } => *algorithm,
             Self::Rsa(_) => SigningAlgorithm::Rs256,
+            Self::External(external) => external.algorithm,
+        }
+    }
+
+    /// A certificate error, with the key store's own error when it was the cause.
+    fn certificate_error(&self, error: rcgen::Error) -> KeyError {
+        match self {
+            Self::External(external) => external.take_error(error),
+            _ => KeyError::Certificate(error),
         }
     }
 }
@@ -92,6 +178,7 @@ impl PublicKeyData for CaKey {
         match self {
             Self::Ecdsa { pair, .. } => pair.public_key().as_ref(),
             Self::Rsa(pair) => pair.public_key().as_ref(),
+            Self::External(external) => &external.public.key_bits,
         }
     }
 
@@ -114,6 +201,7 @@ impl SigningKey for CaKey {
                     .map_err(|_| rcgen::Error::RingUnspecified)?;
                 Ok(sig)
             }
+            Self::External(external) => external.sign(msg),
         }
     }
 }
@@ -146,20 +234,8 @@ impl SigningCa {
         now: SystemTime,
     ) -> Result<Self, KeyError> {
         check_common_name(common_name)?;
-        let now = whole_seconds(now)?;
-        let not_before = now
-            .checked_sub(GENERATED_CA_BACKDATE)
-            .ok_or(KeyError::TimeOutOfRange)?;
-        let not_after = now.checked_add(lifetime).ok_or(KeyError::TimeOutOfRange)?;
-        unix_secs(not_before)?;
         let key = CaKey::generate(algorithm)?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = common_name_dn(common_name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params.not_before = not_before.into();
-        params.not_after = not_after.into();
-        params.serial_number = Some(random_serial(algorithm)?);
+        let (params, not_after) = ca_params(common_name, algorithm, lifetime, now)?;
         let cert = params.self_signed(&key).map_err(KeyError::Certificate)?;
         // The generated key never leaves this process, so there is nothing to derive from that
         // another process could share: random bytes play the part.
@@ -188,52 +264,89 @@ impl SigningCa {
     pub fn from_pem(cert_pem: &str, key_pem: &str, now: SystemTime) -> Result<Self, KeyError> {
         check_pem_len(PemSource::Certificate, cert_pem.len())?;
         check_pem_len(PemSource::PrivateKey, key_pem.len())?;
-        let certs = parse_cert_chain(cert_pem)?;
-        let now_unix = i64::try_from(unix_secs(now)?).map_err(|_| KeyError::TimeOutOfRange)?;
-        let mut not_after = i64::MAX;
-        let mut algorithm = SigningAlgorithm::Es256;
-        let mut signing_public_key = Vec::new();
-        for (index, der) in certs.iter().enumerate() {
-            let (_, cert) = x509_parser::parse_x509_certificate(der)
-                .map_err(|_| KeyError::MalformedCertificate { index })?;
-            let spki = cert.public_key();
-            if spki.algorithm.algorithm == OID_SIG_ED25519
-                || spki.algorithm.algorithm == OID_SIG_ED448
-            {
-                return Err(KeyError::EdwardsCurveRefused { index });
-            }
-            let validity = cert.validity();
-            let (nb, na) = (
-                validity.not_before.timestamp(),
-                validity.not_after.timestamp(),
-            );
-            if now_unix < nb || now_unix > na {
-                return Err(KeyError::CertificateNotValidNow {
-                    index,
-                    not_before: nb,
-                    not_after: na,
-                });
-            }
-            not_after = not_after.min(na);
-            if index == 0 {
-                algorithm = ca_key_algorithm(spki)?;
-                check_is_ca(&cert)?;
-                signing_public_key = spki.subject_public_key.data.to_vec();
-            }
-        }
+        let chain = check_chain(cert_pem, now)?;
         let key_der = parse_private_key(key_pem)?;
-        let key = CaKey::from_pkcs8(algorithm, &key_der)?;
-        if key.der_bytes() != signing_public_key.as_slice() {
+        let key = CaKey::from_pkcs8(chain.algorithm, &key_der)?;
+        if key.der_bytes() != chain.signing_public_key.as_slice() {
             return Err(KeyError::KeyMismatch);
         }
-        let not_after = UNIX_EPOCH
-            + Duration::from_secs(u64::try_from(not_after).map_err(|_| KeyError::TimeOutOfRange)?);
         Ok(Self {
             key,
             derived_secret: derive_secret(&key_der),
-            certs,
-            not_after,
+            certs: chain.certs,
+            not_after: chain.not_after,
         })
+    }
+
+    /// A CA whose private key stays in a key store (an HSM, a cloud KMS): `cert_pem` as for
+    /// [`Self::from_pem`], under the same rules, and `key` signs every leaf certificate.
+    /// `derived_secret` plays the part of [`Self::derived_secret`]: bytes every replica must
+    /// derive alike from something only the key store holds (an HMAC key there), since the
+    /// private key cannot be read to derive them from.
+    ///
+    /// # Errors
+    /// A [`KeyError`] naming the rule: any of [`Self::from_pem`]'s certificate rules,
+    /// [`KeyError::ExternalPublicKey`] when the store's public key is unusable, and
+    /// [`KeyError::KeyMismatch`] when it is not the certificate's.
+    pub fn with_external_key(
+        cert_pem: &str,
+        key: Arc<dyn ExternalKey>,
+        derived_secret: Zeroizing<[u8; 32]>,
+        now: SystemTime,
+    ) -> Result<Self, KeyError> {
+        check_pem_len(PemSource::Certificate, cert_pem.len())?;
+        let chain = check_chain(cert_pem, now)?;
+        let key = CaKey::External(ExternalCaKey::new(key)?);
+        if key.algorithm() != chain.algorithm
+            || key.der_bytes() != chain.signing_public_key.as_slice()
+        {
+            return Err(KeyError::KeyMismatch);
+        }
+        Ok(Self {
+            key,
+            derived_secret,
+            certs: chain.certs,
+            not_after: chain.not_after,
+        })
+    }
+
+    /// Reads the certificate chain of [`Self::with_external_key`] from a file, refusing one
+    /// over [`MAX_PEM_LEN`].
+    ///
+    /// # Errors
+    /// [`KeyError::Io`], [`KeyError::PemTooLarge`], or any error of
+    /// [`Self::with_external_key`].
+    pub fn with_external_key_file(
+        cert_path: &Path,
+        key: Arc<dyn ExternalKey>,
+        derived_secret: Zeroizing<[u8; 32]>,
+        now: SystemTime,
+    ) -> Result<Self, KeyError> {
+        let cert = read_pem_file(PemSource::Certificate, cert_path)?;
+        Self::with_external_key(&cert, key, derived_secret, now)
+    }
+
+    /// A self-signed CA certificate for a key held in a key store, as PEM: what an operator
+    /// makes once, when the key is generated in the store, and gives the broker as
+    /// `signing.ca_cert_file` (and registries as their `rootcertbundle`). Same profile as
+    /// [`Self::generate`]'s certificate: cA with path length 0, keyCertSign and cRLSign.
+    ///
+    /// # Errors
+    /// [`KeyError::InvalidCommonName`], [`KeyError::TimeOutOfRange`],
+    /// [`KeyError::ExternalPublicKey`], [`KeyError::ExternalKey`] when the store did not sign.
+    pub fn self_signed_external_pem(
+        key: Arc<dyn ExternalKey>,
+        common_name: &str,
+        lifetime: Duration,
+        now: SystemTime,
+    ) -> Result<String, KeyError> {
+        check_common_name(common_name)?;
+        let key = CaKey::External(ExternalCaKey::new(key)?);
+        let (params, _) = ca_params(common_name, key.algorithm(), lifetime, now)?;
+        let cert = params
+            .self_signed(&key)
+            .map_err(|e| key.certificate_error(e))?;
+        Ok(pem_block("CERTIFICATE", cert.der()))
     }
 
     /// 32 bytes derived one way from the CA's PKCS#8 private key (HMAC-SHA256 under a fixed
@@ -323,14 +436,14 @@ impl SigningCa {
         params.serial_number = Some(random_serial(algorithm)?);
         params.use_authority_key_identifier_extension = true;
         let issuer = Issuer::from_ca_cert_der(self.certificate(), &self.key)
-            .map_err(KeyError::Certificate)?;
+            .map_err(|e| self.key.certificate_error(e))?;
         let public = LeafPublicKey {
             der: key.public_der(),
             algorithm,
         };
         let cert = params
             .signed_by(&public, &issuer)
-            .map_err(KeyError::Certificate)?;
+            .map_err(|e| self.key.certificate_error(e))?;
         let cert = cert.der().clone();
         let mut x5c = Vec::with_capacity(1 + self.x5c_tail().len());
         x5c.push(STANDARD.encode(&cert));
@@ -356,6 +469,83 @@ impl fmt::Debug for SigningCa {
             .field("key", &"[redacted]")
             .finish()
     }
+}
+
+/// The profile of every CA certificate this module makes: cA with path length 0, keyCertSign
+/// and cRLSign, back-dated by [`GENERATED_CA_BACKDATE`], a random serial; and its `notAfter`.
+fn ca_params(
+    common_name: &str,
+    algorithm: SigningAlgorithm,
+    lifetime: Duration,
+    now: SystemTime,
+) -> Result<(CertificateParams, SystemTime), KeyError> {
+    let now = whole_seconds(now)?;
+    let not_before = now
+        .checked_sub(GENERATED_CA_BACKDATE)
+        .ok_or(KeyError::TimeOutOfRange)?;
+    let not_after = now.checked_add(lifetime).ok_or(KeyError::TimeOutOfRange)?;
+    unix_secs(not_before)?;
+    unix_secs(not_after)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = common_name_dn(common_name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.not_before = not_before.into();
+    params.not_after = not_after.into();
+    params.serial_number = Some(random_serial(algorithm)?);
+    Ok((params, not_after))
+}
+
+/// A certificate chain that passed [`SigningCa::from_pem`]'s rules.
+struct CheckedChain {
+    certs: Vec<CertificateDer<'static>>,
+    not_after: SystemTime,
+    algorithm: SigningAlgorithm,
+    /// The signing CA's subjectPublicKey bits, to match against its private key.
+    signing_public_key: Vec<u8>,
+}
+
+fn check_chain(cert_pem: &str, now: SystemTime) -> Result<CheckedChain, KeyError> {
+    let certs = parse_cert_chain(cert_pem)?;
+    let now_unix = i64::try_from(unix_secs(now)?).map_err(|_| KeyError::TimeOutOfRange)?;
+    let mut not_after = i64::MAX;
+    let mut algorithm = SigningAlgorithm::Es256;
+    let mut signing_public_key = Vec::new();
+    for (index, der) in certs.iter().enumerate() {
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|_| KeyError::MalformedCertificate { index })?;
+        let spki = cert.public_key();
+        if spki.algorithm.algorithm == OID_SIG_ED25519 || spki.algorithm.algorithm == OID_SIG_ED448
+        {
+            return Err(KeyError::EdwardsCurveRefused { index });
+        }
+        let validity = cert.validity();
+        let (nb, na) = (
+            validity.not_before.timestamp(),
+            validity.not_after.timestamp(),
+        );
+        if now_unix < nb || now_unix > na {
+            return Err(KeyError::CertificateNotValidNow {
+                index,
+                not_before: nb,
+                not_after: na,
+            });
+        }
+        not_after = not_after.min(na);
+        if index == 0 {
+            algorithm = ca_key_algorithm(spki)?;
+            check_is_ca(&cert)?;
+            signing_public_key = spki.subject_public_key.data.to_vec();
+        }
+    }
+    let not_after = UNIX_EPOCH
+        + Duration::from_secs(u64::try_from(not_after).map_err(|_| KeyError::TimeOutOfRange)?);
+    Ok(CheckedChain {
+        certs,
+        not_after,
+        algorithm,
+        signing_public_key,
+    })
 }
 
 pub(super) fn check_common_name(cn: &str) -> Result<(), KeyError> {

@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 use svid_broker_identity::secret::{ExposeSecret as _, SecretString, seal_string};
 use zeroize::Zeroizing;
 
-use super::rules::{AssumeRequest, AwsError, RegistryToken, parse_policy, session_tags};
+use super::rules::{
+    AssumeRequest, AwsError, Caller, Permissions, RegistryToken, parse_policy, session_tags,
+};
 use super::{
     EcrService, MAX_BODY_BYTES, MAX_CLOCK_SKEW, REGION, Shared, StsService, TOKEN_LIFETIME,
     VerifiedToken, sigv4,
@@ -350,11 +352,18 @@ fn rejection_error(rejection: &JwtRejection, now: i64) -> AwsError {
 
 /// A new session's access key id (`ASIA` and 16 of `[A-Z0-9]`), secret and token.
 fn new_credentials() -> Result<(String, SecretString, SecretString), AwsError> {
+    new_key_triple("ASIA")
+}
+
+/// An access key id (`prefix` and 16 of `[A-Z2-7]`), a 40-character secret and a session token.
+pub(super) fn new_key_triple(
+    prefix: &str,
+) -> Result<(String, SecretString, SecretString), AwsError> {
     let failed = || AwsError::new(500, "InternalFailure", "random generator failed");
     let mut bytes = [0u8; 16];
     aws_lc_rs::rand::fill(&mut bytes).map_err(|_| failed())?;
     const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let key: String = std::iter::once("ASIA".to_owned())
+    let key: String = std::iter::once(prefix.to_owned())
         .chain(
             bytes
                 .iter()
@@ -437,112 +446,9 @@ async fn authorization_token(shared: &Shared, req: Request<Incoming>) -> Result<
         ));
     }
     let now = shared.now();
-    let headers = &parts.headers;
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let Some(authorization) = text("authorization") else {
-        return Err(AwsError::new(
-            400,
-            "MissingAuthenticationTokenException",
-            "Missing Authentication Token",
-        ));
-    };
-    let incomplete = || {
-        AwsError::new(
-            403,
-            "IncompleteSignature",
-            "The request signature does not conform to AWS standards.",
-        )
-    };
-    let auth = sigv4::parse_authorization(authorization).ok_or_else(incomplete)?;
-    let invalid_signature =
-        |message: String| AwsError::new(403, "InvalidSignatureException", message);
-    let amz_date = text("x-amz-date").ok_or_else(incomplete)?;
-    let signed_at = sigv4::parse_amz_date(amz_date).ok_or_else(incomplete)?;
-    if auth.service != ECR_SERVICE || auth.region != REGION || !amz_date.starts_with(&auth.date) {
-        return Err(invalid_signature(format!(
-            "Credential should be scoped to a valid region and service: {}/{}/{}",
-            cut(&auth.date),
-            cut(&auth.region),
-            cut(&auth.service)
-        )));
-    }
-    let signed = |name: &str| auth.signed_headers.iter().any(|h| h == name);
-    // AWS requires host and x-amz-date to be signed; the token too when sent (stricter than
-    // the documentation says for every service: the SDKs always sign it).
-    if !signed("host")
-        || !signed("x-amz-date")
-        || (headers.contains_key("x-amz-security-token") && !signed("x-amz-security-token"))
-    {
-        return Err(invalid_signature(
-            "'Host' or 'X-Amz-Date' (or 'X-Amz-Security-Token') must be a signed header".to_owned(),
-        ));
-    }
-    let skew = i64::try_from(MAX_CLOCK_SKEW.as_secs()).unwrap_or(900);
-    if (now - signed_at).abs() > skew {
-        return Err(invalid_signature(format!(
-            "Signature expired: {amz_date} is now earlier than {} ({} - 15 min.)",
-            sigv4::amz_date(now - skew),
-            sigv4::amz_date(now)
-        )));
-    }
-    let unrecognized = || {
-        AwsError::new(
-            403,
-            "UnrecognizedClientException",
-            "The security token included in the request is invalid.",
-        )
-    };
-    let Some(session) = shared.state().sessions.get(&auth.access_key_id).cloned() else {
-        return Err(unrecognized());
-    };
-    let token_ok = text("x-amz-security-token")
-        .is_some_and(|t| sigv4::constant_time_eq(t, session.session_token.expose_secret()));
-    if !token_ok {
-        return Err(unrecognized());
-    }
-    if session.expires_at <= now {
-        return Err(AwsError::new(
-            403,
-            "ExpiredTokenException",
-            "The security token included in the request is expired",
-        ));
-    }
-    let canonical = sigv4::canonical_request(
-        parts.method.as_str(),
-        parts.uri.path(),
-        parts.uri.query().unwrap_or(""),
-        headers,
-        &auth.signed_headers,
-        &bytes,
-    )
-    .ok_or_else(incomplete)?;
-    let scope = format!(
-        "{}/{}/{}/{}",
-        auth.date,
-        auth.region,
-        auth.service,
-        sigv4::TERMINATOR
-    );
-    let string_to_sign = sigv4::string_to_sign(amz_date, &scope, &canonical);
-    let expected = sigv4::signature(
-        session.secret_access_key.expose_secret(),
-        &auth.date,
-        &auth.region,
-        &auth.service,
-        &string_to_sign,
-    );
-    if !sigv4::constant_time_eq(&expected, &auth.signature) {
-        return Err(invalid_signature(
-            "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.".to_owned(),
-        ));
-    }
-    let assumed = assumed_role_arn(
-        &session.partition,
-        &session.account,
-        &session.role_name,
-        &session.session_name,
-    );
-    if !session.permissions.allows("ecr:GetAuthorizationToken", "*") {
+    let caller = authenticate(shared, &parts, &bytes, ECR_SERVICE, now)?;
+    let assumed = caller.arn.clone();
+    if !caller.permissions.allows("ecr:GetAuthorizationToken", "*") {
         return Err(AwsError::new(
             403,
             "AccessDeniedException",
@@ -558,10 +464,10 @@ async fn authorization_token(shared: &Shared, req: Request<Incoming>) -> Result<
         &password,
         RegistryToken {
             expires_at,
-            partition: session.partition.clone(),
-            account: session.account.clone(),
+            partition: caller.partition.clone(),
+            account: caller.account.clone(),
             assumed_role_arn: assumed,
-            permissions: session.permissions.clone(),
+            permissions: caller.permissions.clone(),
         },
         now,
     );
@@ -577,7 +483,7 @@ async fn authorization_token(shared: &Shared, req: Request<Incoming>) -> Result<
         "authorizationData": [{
             "authorizationToken": encoded.as_str(),
             "expiresAt": answered_expiry,
-            "proxyEndpoint": format!("https://{}.dkr.ecr.{REGION}.amazonaws.com", session.account),
+            "proxyEndpoint": format!("https://{}.dkr.ecr.{REGION}.amazonaws.com", caller.account),
         }]
     });
     Ok(body.to_string())
@@ -688,13 +594,164 @@ fn escape(text: &str) -> String {
 }
 
 /// A value echoed in an error, cut to 64 characters.
-fn cut(text: &str) -> String {
+pub(super) fn cut(text: &str) -> String {
     text.chars().take(64).collect()
 }
 
 /// A request id shaped like AWS's.
-fn request_id() -> String {
+pub(super) fn request_id() -> String {
     random_alphanumeric("", 32)
         .map(|id| id.expose_secret().to_ascii_lowercase())
         .unwrap_or_default()
+}
+
+// === SigV4 authentication (ECR and KMS) ===
+
+/// Verifies a JSON 1.1 request's SigV4 signature for `service` and says who sent it: a session
+/// the fake's STS issued (its `x-amz-security-token` must be the session's) or an IAM user's
+/// access key ([`super::FakeAws::add_iam_user`], no token).
+///
+/// # Errors
+/// 400 `MissingAuthenticationTokenException`, 403 `IncompleteSignature`,
+/// `InvalidSignatureException` (scope, unsigned headers, date skew, mismatch),
+/// `UnrecognizedClientException` (unknown key or wrong token), `ExpiredTokenException`.
+pub(super) fn authenticate(
+    shared: &Shared,
+    parts: &http::request::Parts,
+    body: &[u8],
+    service: &str,
+    now: i64,
+) -> Result<Caller, AwsError> {
+    let headers = &parts.headers;
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let Some(authorization) = text("authorization") else {
+        return Err(AwsError::new(
+            400,
+            "MissingAuthenticationTokenException",
+            "Missing Authentication Token",
+        ));
+    };
+    let incomplete = || {
+        AwsError::new(
+            403,
+            "IncompleteSignature",
+            "The request signature does not conform to AWS standards.",
+        )
+    };
+    let auth = sigv4::parse_authorization(authorization).ok_or_else(incomplete)?;
+    let invalid_signature =
+        |message: String| AwsError::new(403, "InvalidSignatureException", message);
+    let amz_date = text("x-amz-date").ok_or_else(incomplete)?;
+    let signed_at = sigv4::parse_amz_date(amz_date).ok_or_else(incomplete)?;
+    if auth.service != service || auth.region != REGION || !amz_date.starts_with(&auth.date) {
+        return Err(invalid_signature(format!(
+            "Credential should be scoped to a valid region and service: {}/{}/{}",
+            cut(&auth.date),
+            cut(&auth.region),
+            cut(&auth.service)
+        )));
+    }
+    let signed = |name: &str| auth.signed_headers.iter().any(|h| h == name);
+    // AWS requires host and x-amz-date to be signed; the token too when sent (stricter than
+    // the documentation says for every service: the SDKs always sign it).
+    if !signed("host")
+        || !signed("x-amz-date")
+        || (headers.contains_key("x-amz-security-token") && !signed("x-amz-security-token"))
+    {
+        return Err(invalid_signature(
+            "'Host' or 'X-Amz-Date' (or 'X-Amz-Security-Token') must be a signed header".to_owned(),
+        ));
+    }
+    let skew = i64::try_from(MAX_CLOCK_SKEW.as_secs()).unwrap_or(900);
+    if (now - signed_at).abs() > skew {
+        return Err(invalid_signature(format!(
+            "Signature expired: {amz_date} is now earlier than {} ({} - 15 min.)",
+            sigv4::amz_date(now - skew),
+            sigv4::amz_date(now)
+        )));
+    }
+    let unrecognized = || {
+        AwsError::new(
+            403,
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        )
+    };
+    let token = text("x-amz-security-token");
+    let (secret, caller) = {
+        let state = shared.state();
+        if let Some(session) = state.sessions.get(&auth.access_key_id) {
+            let token_ok = token
+                .is_some_and(|t| sigv4::constant_time_eq(t, session.session_token.expose_secret()));
+            if !token_ok {
+                return Err(unrecognized());
+            }
+            if session.expires_at <= now {
+                return Err(AwsError::new(
+                    403,
+                    "ExpiredTokenException",
+                    "The security token included in the request is expired",
+                ));
+            }
+            let caller = Caller {
+                arn: assumed_role_arn(
+                    &session.partition,
+                    &session.account,
+                    &session.role_name,
+                    &session.session_name,
+                ),
+                partition: session.partition.clone(),
+                account: session.account.clone(),
+                permissions: session.permissions.clone(),
+            };
+            (session.secret_access_key.clone(), caller)
+        } else if let Some(user) = state.users.get(&auth.access_key_id) {
+            // A long-term key signs without a session token; one sent anyway is not its own.
+            if token.is_some() {
+                return Err(unrecognized());
+            }
+            let caller = Caller {
+                arn: user.arn.clone(),
+                partition: user.partition.clone(),
+                account: user.account.clone(),
+                permissions: Permissions {
+                    role: user.permissions.clone(),
+                    session: None,
+                },
+            };
+            (user.secret_access_key.clone(), caller)
+        } else {
+            return Err(unrecognized());
+        }
+    };
+    let canonical = sigv4::canonical_request(
+        parts.method.as_str(),
+        parts.uri.path(),
+        parts.uri.query().unwrap_or(""),
+        headers,
+        &auth.signed_headers,
+        body,
+    )
+    .ok_or_else(incomplete)?;
+    let scope = format!(
+        "{}/{}/{}/{}",
+        auth.date,
+        auth.region,
+        auth.service,
+        sigv4::TERMINATOR
+    );
+    let string_to_sign = sigv4::string_to_sign(amz_date, &scope, &canonical);
+    let expected = sigv4::signature(
+        secret.expose_secret(),
+        &auth.date,
+        &auth.region,
+        &auth.service,
+        &string_to_sign,
+    );
+    if !sigv4::constant_time_eq(&expected, &auth.signature) {
+        return Err(invalid_signature(
+            "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.".to_owned(),
+        ));
+    }
+    Ok(caller)
 }

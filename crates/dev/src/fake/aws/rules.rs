@@ -239,6 +239,45 @@ pub(super) struct State {
     pub(super) sessions: HashMap<String, Session>,
     /// By password.
     pub(super) tokens: HashMap<String, RegistryToken>,
+    /// IAM users' long-term access keys, by access key id.
+    pub(super) users: HashMap<String, IamUser>,
+}
+
+/// An IAM user with one long-term access key.
+#[derive(Debug, Clone)]
+pub(super) struct IamUser {
+    pub(super) arn: String,
+    pub(super) partition: String,
+    pub(super) account: String,
+    pub(super) secret_access_key: SecretString,
+    pub(super) permissions: Vec<PolicyStatement>,
+}
+
+/// Who signed a request, once its SigV4 signature verified: a session's assumed-role ARN or
+/// an IAM user's ARN, and what it may do.
+#[derive(Debug, Clone)]
+pub(super) struct Caller {
+    pub(super) arn: String,
+    pub(super) partition: String,
+    pub(super) account: String,
+    pub(super) permissions: Permissions,
+}
+
+/// `(partition, account)` of a user ARN `arn:<partition>:iam::<12 digits>:user/<path/>name`.
+pub(super) fn parse_user_arn(arn: &str) -> Option<(String, String)> {
+    let rest = arn.strip_prefix("arn:")?;
+    let (partition, rest) = rest.split_once(':')?;
+    let rest = rest.strip_prefix("iam::")?;
+    let (account, resource) = rest.split_once(':')?;
+    let name = resource.strip_prefix("user/")?.rsplit('/').next()?;
+    if partition.is_empty()
+        || account.len() != 12
+        || !account.bytes().all(|b| b.is_ascii_digit())
+        || name.is_empty()
+    {
+        return None;
+    }
+    Some((partition.to_owned(), account.to_owned()))
 }
 
 /// What a verified `AssumeRoleWithWebIdentity` request asks.

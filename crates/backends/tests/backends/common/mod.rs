@@ -1,8 +1,8 @@
-//! Helpers the backends' integration tests share (each does `mod common;`).
+//! Helpers the backends' integration tests share.
 
 #![allow(
     dead_code,
-    reason = "each test binary uses its own subset of these helpers"
+    reason = "the cloud modules that use some of these helpers are behind cargo features"
 )]
 #![allow(
     clippy::unwrap_used,
@@ -21,7 +21,7 @@ use svid_broker_identity::clock::Clock;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-#[path = "../../src/test_support.rs"]
+#[path = "../../../src/test_support.rs"]
 mod support;
 
 pub(crate) use support::*;

@@ -7,7 +7,6 @@
     reason = "test helpers outside #[test] functions: a failed step is a failed test"
 )]
 
-mod common;
 
 use std::time::{Duration, SystemTime};
 
@@ -21,7 +20,7 @@ use svid_broker_dev::fake::harbor::{FakeHarbor, Fault, HarborSpec};
 use svid_broker_identity::clock::Clock;
 use svid_broker_identity::secret::{ExposeSecret as _, SecretString};
 
-use common::*;
+use crate::common::*;
 
 fn start() -> FakeHarbor {
     FakeHarbor::start(HarborSpec::new(["team-a", "team-b"])).unwrap()
@@ -413,7 +412,7 @@ async fn sweep_failures_name_the_project_and_the_step() {
 /// was not kept (with the fault used up, the next request succeeds).
 async fn issue_error(config: HarborConfig, then_ok: bool) -> BackendError {
     let service = service_with(config);
-    common::issue_error(
+    crate::common::issue_error(
         &service,
         "harbor",
         "create robot in project \"team-a\": ",

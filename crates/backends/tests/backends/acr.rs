@@ -9,7 +9,6 @@
     reason = "test helpers outside #[test] functions: a failed step is a failed test"
 )]
 
-mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,7 +21,7 @@ use svid_broker_dev::fake::azure::{Endpoint, FakeAzure, Fault};
 use svid_broker_identity::clock::Clock;
 use svid_broker_identity::secret::{ExposeSecret as _, SecretString};
 
-use common::*;
+use crate::common::*;
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const CLIENT: &str = "af3110ba-0ba9-4412-b1a0-59f50b7e9273";

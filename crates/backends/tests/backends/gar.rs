@@ -9,7 +9,6 @@
     reason = "test helpers outside #[test] functions: a failed step is a failed test"
 )]
 
-mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -20,7 +19,7 @@ use svid_broker_dev::fake::google::{FakeGoogle, Fault, RegistryRole};
 use svid_broker_identity::clock::Clock;
 use svid_broker_identity::secret::ExposeSecret as _;
 
-use common::*;
+use crate::common::*;
 
 const PROVIDER: &str = "//iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/svid-broker/providers/broker";
 const SERVICE_ACCOUNT: &str = "puller@my-project.iam.gserviceaccount.com";
@@ -67,7 +66,7 @@ fn service_with(config: GarConfig) -> BackendService {
 /// request succeeds.
 async fn issue_error(config: GarConfig, head: &str, then_ok: bool) -> BackendError {
     let service = service_with(config);
-    let error = common::issue_error(&service, "gar", head, then_ok).await;
+    let error = crate::common::issue_error(&service, "gar", head, then_ok).await;
     // A JWT's header starts `eyJ` (base64 of `{"`): none may show in the error.
     assert!(!error.to_string().contains("eyJ"), "{error}");
     error

@@ -8,7 +8,6 @@
     reason = "test helpers outside #[test] functions: a failed step is a failed test"
 )]
 
-mod common;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -28,7 +27,7 @@ use svid_broker_identity::clock::Clock;
 use svid_broker_identity::secret::ExposeSecret as _;
 use svid_broker_token::federation::FederationKey;
 
-use common::*;
+use crate::common::*;
 
 const PULL: &str = "puller";
 const PUSH: &str = "pusher";

@@ -7,7 +7,6 @@
     reason = "test helpers outside #[test] functions: a failed step is a failed test"
 )]
 
-mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -21,7 +20,7 @@ use svid_broker_dev::fake::gitlab::{FakeGitlab, Fault, GitlabSpec, Role};
 use svid_broker_identity::clock::Clock;
 use svid_broker_identity::secret::{ExposeSecret as _, SecretString};
 
-use common::*;
+use crate::common::*;
 
 fn start() -> FakeGitlab {
     FakeGitlab::start(GitlabSpec::new(["team-a/app", "team-b/web"])).unwrap()
@@ -430,7 +429,7 @@ async fn sweep_failures_name_the_project_and_the_step() {
 /// was not kept (with the fault used up, the next request succeeds).
 async fn issue_error(config: GitlabConfig, then_ok: bool) -> BackendError {
     let service = service_with(config);
-    common::issue_error(
+    crate::common::issue_error(
         &service,
         "gitlab",
         "create deploy token in project \"team-a/app\": ",

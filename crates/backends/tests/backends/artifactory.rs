@@ -8,7 +8,6 @@
     reason = "test helpers outside #[test] functions: a failed step is a failed test"
 )]
 
-mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -23,7 +22,7 @@ use svid_broker_dev::fake::artifactory::{FakeArtifactory, Fault, TokenSpec};
 use svid_broker_identity::clock::Clock;
 use svid_broker_identity::secret::ExposeSecret as _;
 
-use common::*;
+use crate::common::*;
 
 const PROVIDER: &str = "svid-broker";
 const PULLER: &str = "svid-puller";
@@ -69,7 +68,7 @@ fn service_with(config: ArtifactoryConfig) -> BackendService {
 /// an exchange with the provider failing; with `then_ok`, the next request succeeds.
 async fn issue_error(config: ArtifactoryConfig, then_ok: bool) -> BackendError {
     let service = service_with(config);
-    let error = common::issue_error(
+    let error = crate::common::issue_error(
         &service,
         "artifactory",
         "exchange the broker's token with OIDC provider \"svid-broker\": ",

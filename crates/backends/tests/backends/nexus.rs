@@ -7,7 +7,6 @@
     reason = "test helpers outside #[test] functions: a failed step is a failed test"
 )]
 
-mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -19,7 +18,7 @@ use svid_broker_dev::fake::nexus::{FakeNexus, Fault, NexusSpec};
 use svid_broker_identity::clock::Clock;
 use svid_broker_identity::secret::{ExposeSecret as _, SecretString};
 
-use common::*;
+use crate::common::*;
 
 const PULL_ROLE: &str = "docker-pull";
 const PUSH_ROLE: &str = "docker-push";
@@ -315,7 +314,7 @@ async fn sweep_failures_name_the_step() {
 /// was not kept (with the fault used up, the next request succeeds).
 async fn issue_error(config: NexusConfig, then_ok: bool) -> BackendError {
     let service = service_with(config);
-    common::issue_error(&service, "nexus", "create user \"svid-", then_ok).await
+    crate::common::issue_error(&service, "nexus", "create user \"svid-", then_ok).await
 }
 
 #[tokio::test]

@@ -9,7 +9,6 @@
     reason = "test helpers outside #[test] functions: a failed step is a failed test"
 )]
 
-mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -21,7 +20,7 @@ use svid_broker_backends::{BackendError, BackendService, Failure, Step};
 use svid_broker_dev::fake::aws::{Condition, Endpoint, FakeAws, Fault, RoleTrust, Statement};
 use svid_broker_identity::secret::{ExposeSecret as _, SecretString};
 
-use common::*;
+use crate::common::*;
 
 const ROLE: &str = "arn:aws:iam::111122223333:role/svid-broker-ecr";
 const AUDIENCE: &str = "sts.amazonaws.com";
@@ -91,7 +90,7 @@ async fn registry_status(fake: &FakeAws, password: &SecretString, path: &str) ->
 /// `step_head`; with `then_ok`, the next request succeeds. The error never shows a JWT.
 async fn issue_error(config: EcrConfig, step_head: &str, then_ok: bool) -> BackendError {
     let service = service_with(config);
-    let error = common::issue_error(&service, "ecr", step_head, then_ok).await;
+    let error = crate::common::issue_error(&service, "ecr", step_head, then_ok).await;
     assert!(!error.to_string().contains("eyJ"), "{error}");
     error
 }

@@ -1,0 +1,438 @@
+//! AWS credentials for signing KMS requests: static keys, or a web identity token exchanged
+//! at STS (`AssumeRoleWithWebIdentity`, the Query API, answered in XML) and cached.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use quick_xml::Reader;
+use quick_xml::events::Event;
+use svid_broker_identity::secret::SecretString;
+use zeroize::Zeroizing;
+
+use super::transport::{self, Endpoint, TransportError};
+
+/// Refresh cached session credentials this long before they expire (what the AWS SDKs do).
+pub(crate) const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
+/// Largest web identity token file read (STS takes at most 20,000 characters).
+const MAX_TOKEN_FILE: u64 = 20_000;
+/// Bounds on the STS answer's XML.
+const MAX_XML_DEPTH: usize = 8;
+const MAX_XML_EVENTS: usize = 512;
+const MAX_FIELD_BYTES: usize = 8 * 1024;
+
+/// Credentials for one request.
+#[derive(Clone)]
+pub(crate) struct Credentials {
+    pub(crate) access_key_id: String,
+    pub(crate) secret_access_key: SecretString,
+    pub(crate) session_token: Option<SecretString>,
+    /// When they stop working (`None` for long-term keys).
+    pub(crate) expires_at: Option<SystemTime>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why no credentials could be had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CredentialError {
+    /// STS could not be reached or answered 5xx or throttled: retry later.
+    Unavailable(String),
+    /// STS refused, or the token file is unreadable: `code: message`.
+    Refused(String),
+    /// STS's answer broke a rule.
+    Malformed(&'static str),
+}
+
+/// The web identity exchange's settings.
+#[derive(Debug)]
+pub(crate) struct WebIdentity {
+    pub(crate) token_file: std::path::PathBuf,
+    pub(crate) role_arn: String,
+    pub(crate) session_name: String,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) tls: Arc<rustls::ClientConfig>,
+    pub(crate) timeout: Duration,
+    /// The session credentials last had.
+    pub(crate) cache: Mutex<Option<Credentials>>,
+}
+
+impl WebIdentity {
+    /// The cached session, or a new one when none is cached or it ends within
+    /// [`REFRESH_MARGIN`]. The token file is re-read for every exchange: the kubelet rotates it.
+    pub(crate) fn credentials(&self, now: SystemTime) -> Result<Credentials, CredentialError> {
+        // One exchange at a time: concurrent signers wait for it rather than each calling STS.
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(cached) = cache.as_ref()
+            && cached
+                .expires_at
+                .is_some_and(|end| now + REFRESH_MARGIN < end)
+        {
+            return Ok(cached.clone());
+        }
+        let fresh = self.assume(now)?;
+        *cache = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    fn assume(&self, now: SystemTime) -> Result<Credentials, CredentialError> {
+        let token = read_token_file(&self.token_file)?;
+        let mut body = Zeroizing::new(String::with_capacity(token.len() + 256));
+        for (i, (name, value)) in [
+            ("Action", "AssumeRoleWithWebIdentity"),
+            ("Version", "2011-06-15"),
+            ("RoleArn", self.role_arn.as_str()),
+            ("RoleSessionName", self.session_name.as_str()),
+            ("WebIdentityToken", token.as_str()),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if i > 0 {
+                body.push('&');
+            }
+            body.push_str(name);
+            body.push('=');
+            form_encode(&mut body, value);
+        }
+        let headers = [
+            ("host", self.endpoint.authority()),
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("accept", "text/xml"),
+        ];
+        let response = transport::post(
+            &self.endpoint,
+            &self.tls,
+            &headers,
+            body.as_bytes(),
+            self.timeout,
+        )
+        .map_err(|e| match e {
+            TransportError::Unavailable(why) => CredentialError::Unavailable(why),
+            TransportError::Malformed(rule) => CredentialError::Malformed(rule),
+        })?;
+        let fields = read_sts_xml(&response.body);
+        if response.status != 200 {
+            let (code, message) = match &fields {
+                Ok(f) => (
+                    f.code.as_deref().map_or("", |c| c.as_str()).to_owned(),
+                    f.message.as_deref().map_or("", |m| m.as_str()).to_owned(),
+                ),
+                Err(_) => (String::new(), String::new()),
+            };
+            let reason = format!(
+                "STS AssumeRoleWithWebIdentity answered {}: {}: {}",
+                response.status,
+                printable(&code, 64),
+                printable(&message, 256)
+            );
+            // Throttling and 5xx pass; every other refusal is the configuration's.
+            return Err(
+                if response.status >= 500 || code == "Throttling" || response.status == 429 {
+                    CredentialError::Unavailable(reason)
+                } else {
+                    CredentialError::Refused(reason)
+                },
+            );
+        }
+        let fields = fields.map_err(CredentialError::Malformed)?;
+        let (Some(key), Some(secret), Some(token), Some(expiration)) = (
+            fields.access_key_id,
+            fields.secret_access_key,
+            fields.session_token,
+            fields.expiration,
+        ) else {
+            return Err(CredentialError::Malformed(
+                "STS's Credentials lack AccessKeyId, SecretAccessKey, SessionToken or Expiration",
+            ));
+        };
+        let key = key.trim();
+        if !(16..=128).contains(&key.len()) || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(CredentialError::Malformed(
+                "STS's AccessKeyId is not 16 to 128 letters and digits",
+            ));
+        }
+        let printable_secret = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic());
+        if !printable_secret(secret.trim()) || !printable_secret(token.trim()) {
+            return Err(CredentialError::Malformed(
+                "STS's SecretAccessKey or SessionToken is not printable ASCII",
+            ));
+        }
+        let expires_at = parse_iso8601(expiration.trim()).ok_or(CredentialError::Malformed(
+            "STS's Expiration is not an ISO 8601 UTC time",
+        ))?;
+        if expires_at <= now {
+            return Err(CredentialError::Malformed(
+                "STS's credentials are already expired",
+            ));
+        }
+        Ok(Credentials {
+            access_key_id: key.to_owned(),
+            secret_access_key: SecretString::from(secret.trim().to_owned()),
+            session_token: Some(SecretString::from(token.trim().to_owned())),
+            expires_at: Some(expires_at),
+        })
+    }
+}
+
+/// The token file's content, trimmed; at most 20,000 bytes.
+fn read_token_file(path: &Path) -> Result<Zeroizing<String>, CredentialError> {
+    use std::io::Read as _;
+    let refused = |why: &str| {
+        CredentialError::Refused(format!("web identity token file {}: {why}", path.display()))
+    };
+    let mut bytes = Zeroizing::new(Vec::new());
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_TOKEN_FILE + 1).read_to_end(&mut bytes))
+        .map_err(|e| refused(&format!("unreadable: {}", e.kind())))?;
+    if bytes.len() as u64 > MAX_TOKEN_FILE {
+        return Err(refused("longer than 20000 bytes"));
+    }
+    let text = std::str::from_utf8(&bytes).map_err(|_| refused("not UTF-8"))?;
+    let text = text.trim();
+    if text.len() < 4 {
+        return Err(refused("empty"));
+    }
+    Ok(Zeroizing::new(text.to_owned()))
+}
+
+/// `application/x-www-form-urlencoded` of `value` onto `out`.
+fn form_encode(out: &mut String, value: &str) {
+    use std::fmt::Write as _;
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+}
+
+/// At most `max` characters of `text`, control characters dropped: a remote's words in an error.
+pub(crate) fn printable(text: &str, max: usize) -> String {
+    text.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
+#[derive(Default)]
+struct StsFields {
+    access_key_id: Option<Zeroizing<String>>,
+    secret_access_key: Option<Zeroizing<String>>,
+    session_token: Option<Zeroizing<String>>,
+    expiration: Option<Zeroizing<String>>,
+    code: Option<Zeroizing<String>>,
+    message: Option<Zeroizing<String>>,
+}
+
+const CREDENTIALS_PATH: [&str; 3] = [
+    "AssumeRoleWithWebIdentityResponse",
+    "AssumeRoleWithWebIdentityResult",
+    "Credentials",
+];
+const ERROR_PATH: [&str; 2] = ["ErrorResponse", "Error"];
+
+impl StsFields {
+    fn slot(&mut self, path: &[String]) -> Option<&mut Option<Zeroizing<String>>> {
+        let (leaf, parent) = path.split_last()?;
+        if parent.iter().map(String::as_str).eq(CREDENTIALS_PATH) {
+            return match leaf.as_str() {
+                "AccessKeyId" => Some(&mut self.access_key_id),
+                "SecretAccessKey" => Some(&mut self.secret_access_key),
+                "SessionToken" => Some(&mut self.session_token),
+                "Expiration" => Some(&mut self.expiration),
+                _ => None,
+            };
+        }
+        if parent.iter().map(String::as_str).eq(ERROR_PATH) {
+            return match leaf.as_str() {
+                "Code" => Some(&mut self.code),
+                "Message" => Some(&mut self.message),
+                _ => None,
+            };
+        }
+        None
+    }
+}
+
+/// Reads STS's credentials and error fields. Strict: one root, no DTD, bounded depth, events
+/// and field lengths, each field at most once, only the predefined entities.
+fn read_sts_xml(body: &[u8]) -> Result<StsFields, &'static str> {
+    let mut reader = Reader::from_reader(body);
+    let mut path: Vec<String> = Vec::new();
+    let mut fields = StsFields::default();
+    let mut text: Option<Zeroizing<String>> = None;
+    let mut roots = 0usize;
+    for _ in 0..MAX_XML_EVENTS {
+        match reader
+            .read_event()
+            .map_err(|_| "STS's answer is not well-formed XML")?
+        {
+            Event::Start(start) => {
+                if path.len() >= MAX_XML_DEPTH {
+                    return Err("STS's XML is nested too deep");
+                }
+                if path.is_empty() {
+                    roots += 1;
+                    if roots > 1 {
+                        return Err("STS's XML has more than one root");
+                    }
+                }
+                if text.is_some() {
+                    return Err("an STS credential field holds elements");
+                }
+                let name = std::str::from_utf8(start.local_name().as_ref())
+                    .map_err(|_| "an STS element name is not UTF-8")?
+                    .to_owned();
+                path.push(name);
+                if fields.slot(&path).is_some() {
+                    text = Some(Zeroizing::new(String::new()));
+                }
+            }
+            Event::End(_) => {
+                if let Some(done) = text.take() {
+                    let slot = fields.slot(&path).ok_or("STS's XML changed shape")?;
+                    if slot.replace(done).is_some() {
+                        return Err("an STS field appears twice");
+                    }
+                }
+                path.pop();
+            }
+            Event::Text(part) => {
+                let part = part.decode().map_err(|_| "STS's text is not UTF-8")?;
+                append(&mut text, &part)?;
+            }
+            Event::CData(part) => {
+                let part = part.decode().map_err(|_| "STS's CDATA is not UTF-8")?;
+                append(&mut text, &part)?;
+            }
+            Event::GeneralRef(reference) => {
+                let resolved = if reference.is_char_ref() {
+                    reference
+                        .resolve_char_ref()
+                        .ok()
+                        .flatten()
+                        .ok_or("a bad character reference in STS's XML")?
+                } else {
+                    match reference
+                        .decode()
+                        .map_err(|_| "a bad entity in STS's XML")?
+                        .as_ref()
+                    {
+                        "lt" => '<',
+                        "gt" => '>',
+                        "amp" => '&',
+                        "apos" => '\'',
+                        "quot" => '"',
+                        _ => return Err("an undeclared entity in STS's XML"),
+                    }
+                };
+                append(&mut text, resolved.encode_utf8(&mut [0; 4]))?;
+            }
+            Event::DocType(_) => return Err("STS's XML has a DTD"),
+            Event::Empty(_) | Event::Decl(_) | Event::Comment(_) | Event::PI(_) => {}
+            Event::Eof => {
+                if !path.is_empty() || roots == 0 {
+                    return Err("STS's XML is incomplete");
+                }
+                return Ok(fields);
+            }
+        }
+    }
+    Err("STS's XML has too many parts")
+}
+
+fn append(text: &mut Option<Zeroizing<String>>, part: &str) -> Result<(), &'static str> {
+    if let Some(text) = text {
+        if text.len() + part.len() > MAX_FIELD_BYTES {
+            return Err("an STS field is longer than 8 KiB");
+        }
+        text.push_str(part);
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fff]Z` as a time.
+fn parse_iso8601(text: &str) -> Option<SystemTime> {
+    let b = text.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
+        return None;
+    }
+    if b[16] != b':' || *b.last()? != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let s = text.get(r)?;
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let fraction = &text[19..text.len() - 1];
+    if !(fraction.is_empty()
+        || (fraction.len() >= 2
+            && fraction.starts_with('.')
+            && fraction[1..].bytes().all(|c| c.is_ascii_digit())))
+    {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    // Hinnant's days_from_civil.
+    let yy = if mo <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * ((mo + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = u64::try_from(days * 86_400 + h * 3600 + mi * 60 + s).ok()?;
+    UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+
+    #[test]
+    fn sts_answers_parse_strictly() {
+        let ok = b"<AssumeRoleWithWebIdentityResponse><AssumeRoleWithWebIdentityResult><Credentials>\
+            <AccessKeyId>ASIAEXAMPLE000000000</AccessKeyId><SecretAccessKey>s&amp;t</SecretAccessKey>\
+            <SessionToken>tok</SessionToken><Expiration>2030-01-02T03:04:05.123Z</Expiration>\
+            </Credentials></AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>";
+        let fields = read_sts_xml(ok).unwrap();
+        assert_eq!(fields.secret_access_key.unwrap().as_str(), "s&t");
+        assert_eq!(
+            parse_iso8601(fields.expiration.unwrap().as_str()),
+            Some(UNIX_EPOCH + Duration::from_secs(1_893_553_445))
+        );
+        let error = b"<ErrorResponse><Error><Code>AccessDenied</Code><Message>no</Message></Error></ErrorResponse>";
+        let fields = read_sts_xml(error).unwrap();
+        assert_eq!(fields.code.unwrap().as_str(), "AccessDenied");
+        for (xml, rule) in [
+            (&b"<!DOCTYPE x><a/>"[..], "DTD"),
+            (b"<a></a><b></b>", "more than one root"),
+            (b"<a>", "incomplete"),
+            (b"<a>&ent;</a>", "entity"),
+        ] {
+            let error = read_sts_xml(xml).err().unwrap();
+            assert!(error.contains(rule), "{error}");
+        }
+        assert_eq!(parse_iso8601("2030-01-02 03:04:05Z"), None);
+        assert_eq!(parse_iso8601("2030-01-02T03:04:05"), None);
+    }
+
+    #[test]
+    fn form_encoding_escapes_reserved_bytes() {
+        let mut out = String::new();
+        form_encode(&mut out, "a b/c=d&e~");
+        assert_eq!(out, "a%20b%2Fc%3Dd%26e~");
+    }
+}

@@ -1,0 +1,450 @@
+//! A small blocking HTTPS/1.1 client: one request per connection.
+//!
+//! Hand-written rather than hyper or reqwest: the `ExternalKey` seam is synchronous (rcgen
+//! calls it from its signing callback, and the federation issuer from `mint`), and hyper needs
+//! an async runtime, which a blocking call may not start or block on from inside the broker's
+//! own. One POST per call, `Connection: close`, a `Content-Length` body: there is little to
+//! write, and every bound is ours to choose.
+//!
+//! - `std::net::TcpStream` with connect, read and write timeouts, all cut to one overall
+//!   deadline per request (name resolution is the system resolver's, without a deadline);
+//! - TLS 1.3 through rustls (`aws_lc_rs` provider, webpki-roots plus an optional extra CA);
+//!   plain TCP only for an `http://` endpoint on a loopback IP literal (tests);
+//! - the answer read by httparse: a `Content-Length` is required, the head capped at 16 KiB
+//!   and the body at 64 KiB.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs as _};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+
+/// Largest response head read.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Largest response body read (KMS answers are well under 4 KiB, STS's under 8 KiB).
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Most response headers parsed.
+const MAX_HEADERS: usize = 64;
+
+/// Where requests go: parsed from an `https://` (or loopback `http://`) URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Endpoint {
+    /// Whether the connection is TLS.
+    tls: bool,
+    /// The host as written (a name or an IP literal, without brackets).
+    host: String,
+    port: u16,
+    /// The `Host` header: `host` or `host:port` when the port is not the scheme's default.
+    authority: String,
+}
+
+impl Endpoint {
+    /// Parses `url`: `https://host[:port][/]`, or `http://` with a loopback IP literal host;
+    /// no userinfo, path, query or fragment.
+    ///
+    /// # Errors
+    /// The rule the URL broke.
+    pub(crate) fn parse(url: &str) -> Result<Self, &'static str> {
+        if url.len() > 512 {
+            return Err("endpoint is longer than 512 bytes");
+        }
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err("endpoint must be an https:// URL (http:// only on a loopback IP)");
+        };
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.is_empty()
+            || authority
+                .bytes()
+                .any(|b| matches!(b, b'/' | b'?' | b'#' | b'@') || !b.is_ascii_graphic())
+        {
+            return Err("endpoint must be scheme://host[:port] without path, query or userinfo");
+        }
+        let (host, port) = split_host_port(authority)?;
+        let port = port.unwrap_or(if tls { 443 } else { 80 });
+        if !tls {
+            let loopback = host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            if !loopback {
+                return Err("an http:// endpoint must be a loopback IP literal (127.0.0.1, [::1])");
+            }
+        } else if ServerName::try_from(host.clone()).is_err() {
+            return Err("endpoint host is not a DNS name or IP address");
+        }
+        let default_port = if tls { 443 } else { 80 };
+        let bracketed = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.clone()
+        };
+        let authority = if port == default_port {
+            bracketed
+        } else {
+            format!("{bracketed}:{port}")
+        };
+        Ok(Self {
+            tls,
+            host,
+            port,
+            authority,
+        })
+    }
+
+    /// The `Host` header value.
+    pub(crate) fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    /// The URL, for errors.
+    pub(crate) fn url(&self) -> String {
+        format!(
+            "{}://{}",
+            if self.tls { "https" } else { "http" },
+            self.authority
+        )
+    }
+}
+
+fn split_host_port(authority: &str) -> Result<(String, Option<u16>), &'static str> {
+    let bad_port = "endpoint port is not a number from 1 to 65535";
+    let parse_port = |p: &str| p.parse::<u16>().ok().filter(|p| *p > 0).ok_or(bad_port);
+    if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or("endpoint has an unclosed IPv6 bracket")?;
+        if host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err("endpoint's bracketed host is not an IPv6 address");
+        }
+        let port = match after {
+            "" => None,
+            p => Some(parse_port(p.strip_prefix(':').ok_or(bad_port)?)?),
+        };
+        return Ok((host.to_owned(), port));
+    }
+    match authority.split_once(':') {
+        Some((host, port)) if !host.is_empty() => Ok((host.to_owned(), Some(parse_port(port)?))),
+        Some(_) => Err("endpoint has no host"),
+        None => Ok((authority.to_owned(), None)),
+    }
+}
+
+/// Why a request got no usable HTTP answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TransportError {
+    /// Could not connect, the connection failed, or the deadline passed.
+    Unavailable(String),
+    /// The answer broke HTTP/1.1 or a bound.
+    Malformed(&'static str),
+}
+
+/// An HTTP answer: its status, `Content-Type` and body.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) body: Vec<u8>,
+}
+
+/// Connects, sends one `POST /` of `body` with `headers`, and reads the answer, all within
+/// `timeout`.
+pub(crate) fn post(
+    endpoint: &Endpoint,
+    tls: &Arc<rustls::ClientConfig>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<Response, TransportError> {
+    let deadline = Instant::now() + timeout;
+    let tcp = connect(endpoint, deadline)?;
+    let mut request = Vec::with_capacity(512 + body.len());
+    request.extend_from_slice(b"POST / HTTP/1.1\r\n");
+    for (name, value) in headers {
+        request.extend_from_slice(name.as_bytes());
+        request.extend_from_slice(b": ");
+        request.extend_from_slice(value.as_bytes());
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    request.extend_from_slice(b"connection: close\r\n\r\n");
+    request.extend_from_slice(body);
+    // The request holds a session token and, for STS, the web identity JWT: wiped on drop.
+    let request = zeroize::Zeroizing::new(request);
+    if endpoint.tls {
+        let name = ServerName::try_from(endpoint.host.clone())
+            .map_err(|_| TransportError::Malformed("endpoint host is not a server name"))?;
+        let conn = rustls::ClientConnection::new(Arc::clone(tls), name)
+            .map_err(|e| unavailable(endpoint, &format!("TLS setup failed: {e}")))?;
+        let mut stream = rustls::StreamOwned::new(conn, tcp);
+        exchange(&mut stream, endpoint, &request, deadline)
+    } else {
+        let mut stream = tcp;
+        exchange(&mut stream, endpoint, &request, deadline)
+    }
+}
+
+fn unavailable(endpoint: &Endpoint, why: &str) -> TransportError {
+    TransportError::Unavailable(format!("{}: {why}", endpoint.url()))
+}
+
+/// What is left of the deadline, or the error saying it passed.
+fn remaining(endpoint: &Endpoint, deadline: Instant) -> Result<Duration, TransportError> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| unavailable(endpoint, "timed out"))
+}
+
+fn connect(endpoint: &Endpoint, deadline: Instant) -> Result<TcpStream, TransportError> {
+    let addrs: Vec<SocketAddr> = match endpoint.host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, endpoint.port)],
+        Err(_) => (endpoint.host.as_str(), endpoint.port)
+            .to_socket_addrs()
+            .map_err(|e| unavailable(endpoint, &format!("cannot resolve the host: {e}")))?
+            .take(8)
+            .collect(),
+    };
+    let mut last = String::from("no address");
+    for addr in addrs {
+        let left = remaining(endpoint, deadline)?;
+        match TcpStream::connect_timeout(&addr, left) {
+            Ok(stream) => {
+                // Nagle would hold the small request back a round trip.
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(e) => last = format!("cannot connect to {addr}: {e}"),
+        }
+    }
+    Err(unavailable(endpoint, &last))
+}
+
+/// Writes the request and reads the whole answer from `stream`, re-arming the socket
+/// timeouts to what is left of the deadline before each blocking step.
+fn exchange<S: Read + Write + SocketTimeouts>(
+    stream: &mut S,
+    endpoint: &Endpoint,
+    request: &[u8],
+    deadline: Instant,
+) -> Result<Response, TransportError> {
+    let io = |e: std::io::Error| {
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ) {
+            unavailable(endpoint, "timed out")
+        } else {
+            unavailable(endpoint, &format!("connection failed: {e}"))
+        }
+    };
+    let mut written = 0;
+    while written < request.len() {
+        stream.arm(remaining(endpoint, deadline)?).map_err(io)?;
+        match stream.write(&request[written..]) {
+            Ok(0) => return Err(unavailable(endpoint, "connection closed while sending")),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    stream.arm(remaining(endpoint, deadline)?).map_err(io)?;
+    stream.flush().map_err(io)?;
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 8192];
+    let mut head: Option<(u16, usize, usize)> = None;
+    loop {
+        if let Some((status, head_len, body_len)) = head
+            && buf.len() >= head_len + body_len
+        {
+            buf.truncate(head_len + body_len);
+            let body = buf.split_off(head_len);
+            return Ok(Response { status, body });
+        }
+        stream.arm(remaining(endpoint, deadline)?).map_err(io)?;
+        let n = match stream.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io(e)),
+        };
+        if n == 0 {
+            return Err(match head {
+                Some(_) => TransportError::Malformed("the answer ended before its Content-Length"),
+                None if buf.is_empty() => {
+                    unavailable(endpoint, "connection closed without an answer")
+                }
+                None => TransportError::Malformed("the answer ended inside its head"),
+            });
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if head.is_none() {
+            head = parse_head(&buf)?;
+        }
+        if let Some((_, head_len, body_len)) = head
+            && buf.len() > head_len + body_len + chunk.len()
+        {
+            return Err(TransportError::Malformed(
+                "the answer is longer than its Content-Length",
+            ));
+        }
+    }
+}
+
+/// `(status, head length, body length)` once the whole head is in `buf`.
+fn parse_head(buf: &[u8]) -> Result<Option<(u16, usize, usize)>, TransportError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    let head_len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() > MAX_HEAD_BYTES {
+                return Err(TransportError::Malformed(
+                    "the answer's head is longer than 16 KiB",
+                ));
+            }
+            return Ok(None);
+        }
+        Err(_) => return Err(TransportError::Malformed("the answer is not HTTP/1.1")),
+    };
+    if head_len > MAX_HEAD_BYTES {
+        return Err(TransportError::Malformed(
+            "the answer's head is longer than 16 KiB",
+        ));
+    }
+    let status = response
+        .code
+        .ok_or(TransportError::Malformed("the answer has no status"))?;
+    let mut length: Option<usize> = None;
+    for header in response.headers.iter() {
+        if header.name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(TransportError::Malformed(
+                "the answer is chunked; a Content-Length is required",
+            ));
+        }
+        if header.name.eq_ignore_ascii_case("content-length") {
+            let value = std::str::from_utf8(header.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or(TransportError::Malformed(
+                    "the answer's Content-Length is not a number",
+                ))?;
+            if length.replace(value).is_some_and(|old| old != value) {
+                return Err(TransportError::Malformed(
+                    "the answer has two different Content-Lengths",
+                ));
+            }
+        }
+    }
+    let length = length.ok_or(TransportError::Malformed(
+        "the answer has no Content-Length",
+    ))?;
+    if length > MAX_BODY_BYTES {
+        return Err(TransportError::Malformed(
+            "the answer's body is longer than 64 KiB",
+        ));
+    }
+    Ok(Some((status, head_len, length)))
+}
+
+/// Setting a stream's read and write timeouts, through TLS too.
+trait SocketTimeouts {
+    fn arm(&mut self, left: Duration) -> std::io::Result<()>;
+}
+
+impl SocketTimeouts for TcpStream {
+    fn arm(&mut self, left: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(left))?;
+        self.set_write_timeout(Some(left))
+    }
+}
+
+impl SocketTimeouts for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    fn arm(&mut self, left: Duration) -> std::io::Result<()> {
+        self.sock.arm(left)
+    }
+}
+
+/// The TLS client configuration: TLS 1.3 only, webpki-roots plus `extra_roots`.
+///
+/// TLS 1.3 only: the workspace enables rustls `tls12` for the realm's listener, and the safe
+/// defaults would let this client negotiate 1.2 too. AWS's KMS and STS endpoints offer 1.3.
+pub(crate) fn tls_config(
+    extra_roots: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<Arc<rustls::ClientConfig>, &'static str> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in extra_roots {
+        roots
+            .add(cert.clone())
+            .map_err(|_| "the extra CA certificate is not a usable CA certificate")?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .map_err(|_| "TLS 1.3 is not available from the crypto provider")?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+
+    #[test]
+    fn endpoints_parse_by_rule() {
+        let e = Endpoint::parse("https://kms.us-east-1.amazonaws.com").unwrap();
+        assert_eq!(e.authority(), "kms.us-east-1.amazonaws.com");
+        assert_eq!(e.port, 443);
+        let e = Endpoint::parse("http://127.0.0.1:8080/").unwrap();
+        assert_eq!(e.authority(), "127.0.0.1:8080");
+        let e = Endpoint::parse("http://[::1]:9").unwrap();
+        assert_eq!(e.authority(), "[::1]:9");
+        assert_eq!(e.host, "::1");
+        for (url, rule) in [
+            ("http://kms.example.com", "loopback"),
+            ("http://10.0.0.1:80", "loopback"),
+            ("ftp://x", "https://"),
+            ("https://h/path", "without path"),
+            ("https://u@h", "userinfo"),
+            ("https://h:0", "port"),
+            ("https://h:99999", "port"),
+            ("https://[::1", "bracket"),
+        ] {
+            let error = Endpoint::parse(url).unwrap_err();
+            assert!(error.contains(rule), "{url}: {error}");
+        }
+    }
+
+    #[test]
+    fn heads_need_a_bounded_content_length() {
+        assert_eq!(
+            parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}").unwrap(),
+            Some((200, 38, 2))
+        );
+        assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\ncontent-le").unwrap(), None);
+        for (head, rule) in [
+            (&b"HTTP/1.1 200 OK\r\n\r\n"[..], "no Content-Length"),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+                "chunked",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 70000\r\n\r\n",
+                "64 KiB",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+                "two",
+            ),
+            (b"garbage\r\n\r\n", "not HTTP"),
+        ] {
+            let Err(TransportError::Malformed(error)) = parse_head(head) else {
+                panic!("{head:?} accepted");
+            };
+            assert!(error.contains(rule), "{error}");
+        }
+    }
+}

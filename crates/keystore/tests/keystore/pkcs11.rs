@@ -1,0 +1,1 @@
+//! PKCS#11 against SoftHSM2 (being written).
