@@ -94,11 +94,11 @@ impl SoftHsm {
     }
 
     fn serve(&self, config: &Path) -> Daemon {
-        Daemon::start_until_ready(
-            broker()
-                .env("SOFTHSM2_CONF", self.conf())
-                .args(["serve", "--config", &config.display().to_string()]),
-        )
+        Daemon::start_until_ready(broker().env("SOFTHSM2_CONF", self.conf()).args([
+            "serve",
+            "--config",
+            &config.display().to_string(),
+        ]))
     }
 }
 
@@ -113,8 +113,8 @@ struct Deployment {
 impl Deployment {
     fn new(signing: &str, extra: &str) -> Deployment {
         let dir = tempfile::tempdir().unwrap();
-        let td = DevTrustDomain::new(TrustDomain::parse("example.org").unwrap(), [id(BUILDER)])
-            .unwrap();
+        let td =
+            DevTrustDomain::new(TrustDomain::parse("example.org").unwrap(), [id(BUILDER)]).unwrap();
         std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
         std::fs::write(dir.path().join("bundle.json"), td.bundle_document_json()).unwrap();
         let pin = dir.path().join("hsm.pin");
@@ -176,9 +176,7 @@ audit = "audit.log"
             "Basic {}",
             STANDARD.encode(format!("{BUILDER}:{}", self.jwt()))
         );
-        let path = format!(
-            "/token?service={SERVICE}&scope=repository%3Ateam%2Fapp%3Apull%2Cpush"
-        );
+        let path = format!("/token?service={SERVICE}&scope=repository%3Ateam%2Fapp%3Apull%2Cpush");
         let (status, _, body) = http(self.http_addr.parse().unwrap(), &path, Some(&basic));
         assert_eq!(status, 200, "realm refused: {body}");
         let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -238,7 +236,9 @@ fn a_ca_key_generated_in_softhsm_signs_leaves_the_real_registry_verifies() {
     let again = hsm.broker(&["keystore", "init", "--config", &config]);
     assert!(again.success(), "{again:?}");
     assert!(
-        again.stdout.contains("kept pkcs11:token=svid-broker;object=signing-ca")
+        again
+            .stdout
+            .contains("kept pkcs11:token=svid-broker;object=signing-ca")
             && again.stdout.contains("(it is the key's certificate)"),
         "{again:?}"
     );
@@ -269,7 +269,12 @@ fn a_ca_key_generated_in_softhsm_signs_leaves_the_real_registry_verifies() {
             .split("\n\n")
             .find(|o| o.contains("Private Key Object"))
             .unwrap_or_else(|| panic!("no private key listed: {}", objects.stdout));
-        for flag in ["sensitive", "always sensitive", "never extractable", "local"] {
+        for flag in [
+            "sensitive",
+            "always sensitive",
+            "never extractable",
+            "local",
+        ] {
             assert!(
                 private.contains(flag),
                 "private key is not {flag}: {private}"
@@ -304,14 +309,22 @@ fn a_ca_key_generated_in_softhsm_signs_leaves_the_real_registry_verifies() {
         ],
         work.path(),
     );
-    assert!(pushed.success(), "push: {}\n{}", pushed.stderr, registry.log());
+    assert!(
+        pushed.success(),
+        "push: {}\n{}",
+        pushed.stderr,
+        registry.log()
+    );
     let leaf_before = jws_part(&deployment.realm_token(), 0)["x5c"][0].clone();
     daemon.signal_and_wait("TERM");
 
     // A new process: a new signing leaf, from the same CA key in the same token.
     let _daemon = hsm.serve(&deployment.config());
     let leaf_after = jws_part(&deployment.realm_token(), 0)["x5c"][0].clone();
-    assert_ne!(leaf_before, leaf_after, "a restarted broker signs with a new leaf");
+    assert_ne!(
+        leaf_before, leaf_after,
+        "a restarted broker signs with a new leaf"
+    );
     let creds = format!("{BUILDER}:{}", deployment.jwt());
     let pulled = skopeo(
         &[
@@ -324,7 +337,12 @@ fn a_ca_key_generated_in_softhsm_signs_leaves_the_real_registry_verifies() {
         ],
         work.path(),
     );
-    assert!(pulled.success(), "pull: {}\n{}", pulled.stderr, registry.log());
+    assert!(
+        pulled.success(),
+        "pull: {}\n{}",
+        pulled.stderr,
+        registry.log()
+    );
 
     // Nothing the broker reads or writes holds a private key or the PIN but the PIN file.
     for (path, bytes) in files_under(deployment.dir.path(), &hsm.tokens()) {
@@ -341,6 +359,18 @@ fn a_ca_key_generated_in_softhsm_signs_leaves_the_real_registry_verifies() {
     for out in [&first, &again] {
         assert!(!out.stdout.contains(PIN) && !out.stderr.contains(PIN));
     }
+    // The broker's parsed configuration, dumped whole: a URI, a module path and where the PIN
+    // is, never the PIN or a key.
+    let parsed = svid_broker_server::BrokerConfig::load(&deployment.config()).unwrap();
+    let dump = format!("{parsed:#?}");
+    assert!(
+        dump.contains("signing-ca") && dump.contains("hsm.pin"),
+        "{dump}"
+    );
+    assert!(
+        !dump.contains(PIN) && !dump.contains("PRIVATE KEY"),
+        "{dump}"
+    );
 }
 
 /// A wrong PIN stops `serve` before it listens, naming the token and `C_Login`, and the PIN
@@ -411,8 +441,9 @@ fn a_federation_key_in_softhsm_is_published_under_its_thumbprint() {
     let init = hsm.broker(&["keystore", "init", "--config", &deployment.config_arg()]);
     assert!(init.success(), "{init:?}");
     assert!(
-        init.stdout
-            .contains("generated pkcs11:token=svid-broker;object=federation-a (an RSA-2048 federation key)"),
+        init.stdout.contains(
+            "generated pkcs11:token=svid-broker;object=federation-a (an RSA-2048 federation key)"
+        ),
         "{init:?}"
     );
     let kid = init
@@ -517,7 +548,12 @@ fn a_ca_key_in_aws_kms_signs_leaves_the_real_registry_verifies() {
         ],
         work.path(),
     );
-    assert!(pushed.success(), "push: {}\n{}", pushed.stderr, registry.log());
+    assert!(
+        pushed.success(),
+        "push: {}\n{}",
+        pushed.stderr,
+        registry.log()
+    );
 
     let calls = fake.kms_audit();
     let signs: Vec<_> = calls.iter().filter(|c| c.operation == "Sign").collect();

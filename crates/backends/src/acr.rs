@@ -363,12 +363,14 @@ impl AcrBackend {
         let mapped = self.map(grant)?;
         self.api.ensure_unexpired(grant, now)?;
         let claims = FederatedClaims::new(mapped.subject, self.audience.clone());
-        let minted = self.issuer.mint(&claims, now).map_err(|error| {
-            self.api.error(
-                Step::SignFederatedToken,
-                sign_failure(BackendKind::Acr, &error),
-            )
-        })?;
+        let minted = crate::api::mint_federated(&self.issuer, claims, now)
+            .await
+            .map_err(|error| {
+                self.api.error(
+                    Step::SignFederatedToken,
+                    sign_failure(BackendKind::Acr, &error),
+                )
+            })?;
         let entra_step = Step::GetEntraToken {
             client_id: self.client_id.clone(),
         };

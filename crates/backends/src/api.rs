@@ -5,11 +5,14 @@
 //! how the vendor words an error, and which 404 means "no such project".
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::{Method, StatusCode};
 use serde::de::DeserializeOwned;
-use svid_broker_token::federation::FederationError;
+use svid_broker_token::federation::{
+    FederatedClaims, FederationError, FederationIssuer, MintedFederatedToken,
+};
 
 use crate::credential::BackendGrant;
 use crate::error::{BackendError, BackendKind, ConfigError, ConfigProblem, Failure, Step};
@@ -246,6 +249,23 @@ pub(crate) fn expect_success(
 
 #[cfg(test)]
 mod tests;
+
+/// Signs the broker's JWT for an exchange. A federation key in a key store (an HSM, a KMS)
+/// answers after a round trip, so that signature runs on the blocking pool rather than on a
+/// runtime worker; a key in memory signs in place.
+pub(crate) async fn mint_federated(
+    issuer: &Arc<FederationIssuer>,
+    claims: FederatedClaims,
+    now: SystemTime,
+) -> Result<MintedFederatedToken, FederationError> {
+    if !issuer.signs_externally() {
+        return issuer.mint(&claims, now);
+    }
+    let issuer = Arc::clone(issuer);
+    tokio::task::spawn_blocking(move || issuer.mint(&claims, now))
+        .await
+        .unwrap_or(Err(FederationError::Signing))
+}
 
 /// Why the broker's own JWT could not be signed (before any API call), as the failure names
 /// it; logged once with the kind, since it is the broker's fault, not the registry's.

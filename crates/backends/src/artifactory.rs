@@ -234,12 +234,14 @@ impl ArtifactoryBackend {
             self.audience.clone(),
         )
         .with_claim(ACCESS_CLAIM, access.as_str());
-        let minted = self.issuer.mint(&claims, now).map_err(|error| {
-            self.api.error(
-                Step::SignFederatedToken,
-                sign_failure(BackendKind::Artifactory, &error),
-            )
-        })?;
+        let minted = crate::api::mint_federated(&self.issuer, claims, now)
+            .await
+            .map_err(|error| {
+                self.api.error(
+                    Step::SignFederatedToken,
+                    sign_failure(BackendKind::Artifactory, &error),
+                )
+            })?;
         let step = Step::ExchangeOidcToken {
             provider: self.provider_name.clone(),
         };

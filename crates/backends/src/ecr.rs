@@ -431,12 +431,14 @@ impl EcrBackend {
         if let Some(tags) = &mapped.tags {
             claims = claims.with_object_claim(TAGS_CLAIM, tags.clone());
         }
-        let minted = self.issuer.mint(&claims, now).map_err(|error| {
-            self.api.error(
-                Step::SignFederatedToken,
-                sign_failure(BackendKind::Ecr, &error),
-            )
-        })?;
+        let minted = crate::api::mint_federated(&self.issuer, claims, now)
+            .await
+            .map_err(|error| {
+                self.api.error(
+                    Step::SignFederatedToken,
+                    sign_failure(BackendKind::Ecr, &error),
+                )
+            })?;
         let session_name = wire::role_session_name(&grant.subject);
         let sts_step = Step::AssumeRoleWithWebIdentity {
             role_arn: self.role_arn.clone(),

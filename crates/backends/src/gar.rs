@@ -322,12 +322,14 @@ impl GarBackend {
             ));
         }
         let claims = FederatedClaims::new(subject, self.audience.clone());
-        let minted = self.issuer.mint(&claims, now).map_err(|error| {
-            self.api.error(
-                Step::SignFederatedToken,
-                sign_failure(BackendKind::Gar, &error),
-            )
-        })?;
+        let minted = crate::api::mint_federated(&self.issuer, claims, now)
+            .await
+            .map_err(|error| {
+                self.api.error(
+                    Step::SignFederatedToken,
+                    sign_failure(BackendKind::Gar, &error),
+                )
+            })?;
         let sts_step = Step::ExchangeStsToken {
             provider: self.provider.clone(),
         };

@@ -226,12 +226,14 @@ impl QuayBackend {
             .subject
             .render(&grant.subject, &mapped.grant.org, mapped.grant.access());
         let claims = FederatedClaims::new(subject, &self.audience);
-        let minted = self.issuer.mint(&claims, now).map_err(|error| {
-            self.api.error(
-                Step::SignFederatedToken,
-                sign_failure(BackendKind::Quay, &error),
-            )
-        })?;
+        let minted = crate::api::mint_federated(&self.issuer, claims, now)
+            .await
+            .map_err(|error| {
+                self.api.error(
+                    Step::SignFederatedToken,
+                    sign_failure(BackendKind::Quay, &error),
+                )
+            })?;
         let step = Step::ExchangeRobotToken {
             robot: robot.clone(),
         };

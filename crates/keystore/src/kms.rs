@@ -17,8 +17,9 @@
 //! exchanged at STS for a session cached until five minutes before it ends. On EKS the web
 //! identity is IAM Roles for Service Accounts: the kubelet writes and rotates a projected
 //! service-account token, so the broker holds no long-lived AWS secret at all (the signing
-//! key stays in KMS, the session lasts an hour). Static keys are the fallback, for hosts
-//! without a workload identity; they are long-lived secrets and should be a last resort.
+//! key stays in KMS, the session lasts an hour). Static keys are for hosts without a workload
+//! identity; they are long-lived secrets and should be a last resort. When both are set,
+//! static keys win, as in the SDKs' chain: see [`KmsCredentialSource::from_env`].
 
 mod credentials;
 mod signer;
@@ -132,8 +133,18 @@ impl fmt::Debug for KmsCredentialSource {
 }
 
 impl KmsCredentialSource {
-    /// Reads the process environment the way the AWS SDKs do: static keys when
-    /// `AWS_ACCESS_KEY_ID` is set, else a web identity.
+    /// Reads the process environment in the AWS SDKs' order:
+    ///
+    /// 1. static keys, whenever `AWS_ACCESS_KEY_ID` is set (non-empty): then
+    ///    `AWS_SECRET_ACCESS_KEY` is required, `AWS_SESSION_TOKEN` optional, and any
+    ///    `AWS_WEB_IDENTITY_TOKEN_FILE` is ignored;
+    /// 2. otherwise a web identity, when `AWS_WEB_IDENTITY_TOKEN_FILE` is set: then
+    ///    `AWS_ROLE_ARN` is required, `AWS_ROLE_SESSION_NAME` optional
+    ///    ([`DEFAULT_SESSION_NAME`]);
+    /// 3. otherwise an error. No other source (profiles, instance metadata) is read.
+    ///
+    /// So on EKS with IRSA, an `AWS_ACCESS_KEY_ID` left in the pod's environment takes
+    /// precedence over the projected token: leave it unset there.
     ///
     /// # Errors
     /// [`KmsError::Credentials`] naming what is missing.
@@ -141,7 +152,9 @@ impl KmsCredentialSource {
         Self::from_vars(|name| std::env::var(name).ok())
     }
 
-    /// [`Self::from_env`] over `var` instead of the process environment.
+    /// [`Self::from_env`] over `var` instead of the process environment, in the same order:
+    /// static keys when `AWS_ACCESS_KEY_ID` is set, else a web identity. An empty value
+    /// counts as unset.
     ///
     /// # Errors
     /// [`KmsError::Credentials`] naming what is missing.
@@ -902,8 +915,25 @@ mod tests {
             ("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE000000000"),
             ("AWS_SECRET_ACCESS_KEY", "do-not-print-me"),
             ("AWS_WEB_IDENTITY_TOKEN_FILE", "/t"),
+            ("AWS_ROLE_ARN", "arn:aws:iam::111122223333:role/broker"),
         ]))
         .unwrap();
+        // Static keys win over a complete web identity, as in the SDKs.
+        assert!(
+            matches!(keys, KmsCredentialSource::Static { .. }),
+            "{keys:?}"
+        );
+        // An empty AWS_ACCESS_KEY_ID counts as unset: the web identity is used.
+        let web = KmsCredentialSource::from_vars(vars(&[
+            ("AWS_ACCESS_KEY_ID", ""),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", "/t"),
+            ("AWS_ROLE_ARN", "arn:aws:iam::111122223333:role/broker"),
+        ]))
+        .unwrap();
+        assert!(
+            matches!(web, KmsCredentialSource::WebIdentity { .. }),
+            "{web:?}"
+        );
         let shown = format!("{keys:?}");
         assert!(
             !shown.contains("do-not-print-me") && !shown.contains("AKIA"),

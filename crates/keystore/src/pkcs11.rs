@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -99,6 +100,15 @@ pub enum Pkcs11Error {
         uri: String,
         /// The rule.
         rule: &'static str,
+    },
+    /// The token refused the PIN earlier in this process; it is not tried again, since
+    /// tokens lock a PIN after a few failed logins. Fix the PIN and restart.
+    #[error(
+        "{uri}: the token refused the pin before; not trying it again (restart with the right pin)"
+    )]
+    PinRefused {
+        /// The token, without secrets.
+        uri: String,
     },
     /// A PKCS#11 call failed.
     #[error("{uri}: {operation} failed")]
@@ -203,6 +213,8 @@ pub struct Pkcs11Token {
     /// The token part of the URI (no object attributes), for errors.
     description: String,
     pin: SecretString,
+    /// Set once the token refused the PIN: never tried again (see `login`).
+    pin_refused: AtomicBool,
     /// cryptoki's `Session` is `Send` but not `Sync`: one call at a time, which is what a
     /// token does anyway.
     session: Mutex<Option<Session>>,
@@ -263,6 +275,7 @@ impl Pkcs11Token {
             slot,
             description,
             pin,
+            pin_refused: AtomicBool::new(false),
             session: Mutex::new(None),
         };
         {
@@ -280,28 +293,61 @@ impl Pkcs11Token {
                 source,
             }
         };
+        if self.pin_refused.load(Ordering::Acquire) {
+            return Err(Pkcs11Error::PinRefused {
+                uri: self.description.clone(),
+            });
+        }
         let session = self
             .module
             .context
             .open_rw_session(self.slot)
             .map_err(call("opening a session"))?;
         match session.login(UserType::User, Some(&self.pin)) {
+            // Login state is the application's, per token: another session of this process
+            // logged in already.
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
-            Err(source) => Err(call("logging in (C_Login)")(source)),
+            Err(source) => {
+                // A token counts failed logins and locks its user PIN after a few: a PIN it
+                // refused once is never tried again by this process.
+                if matches!(
+                    source,
+                    CkError::Pkcs11(
+                        RvError::PinIncorrect | RvError::PinLocked | RvError::PinExpired,
+                        _
+                    )
+                ) {
+                    self.pin_refused.store(true, Ordering::Release);
+                }
+                Err(call("logging in (C_Login)")(source))
+            }
         }
     }
 
-    /// Runs `f` on the session; when the token says the session or the login is gone, opens a
-    /// new one, logs in, and runs `f` once more.
+    /// Runs `f` on the session; when the token says the session or the login is gone (or a
+    /// key `f` looks up is missing, as private objects are when the login is), opens a new
+    /// session, logs in, and runs `f` once more. `f` looks its objects up itself, so the retry
+    /// never uses a handle of the lost session.
     fn with_session<T>(
         &self,
         operation: &'static str,
-        f: impl Fn(&Session) -> Result<T, CkError>,
+        f: impl Fn(&Session) -> Result<T, SessionError>,
     ) -> Result<T, Pkcs11Error> {
-        let call_error = |source| Pkcs11Error::Call {
-            uri: self.description.clone(),
-            operation,
-            source,
+        let final_error = |error| match error {
+            SessionError::Call(source) => Pkcs11Error::Call {
+                uri: self.description.clone(),
+                operation,
+                source,
+            },
+            SessionError::Objects {
+                uri,
+                class,
+                matched,
+            } => Pkcs11Error::ObjectNotUnique {
+                uri,
+                class,
+                matched,
+            },
         };
         let mut guard = self.session.lock().unwrap_or_else(PoisonError::into_inner);
         let session = match guard.take() {
@@ -313,17 +359,17 @@ impl Pkcs11Token {
                 *guard = Some(session);
                 Ok(value)
             }
-            Err(error) if session_lost(&error) => {
+            Err(error) if error.may_be_lost_login() => {
                 // Closing a session the token already lost may fail; that changes nothing.
                 drop(session);
                 let session = self.login()?;
                 let result = f(&session);
                 *guard = Some(session);
-                result.map_err(call_error)
+                result.map_err(final_error)
             }
             Err(error) => {
                 *guard = Some(session);
-                Err(call_error(error))
+                Err(final_error(error))
             }
         }
     }
@@ -348,34 +394,36 @@ impl Pkcs11Token {
             rule,
         };
         let attributes = self.with_session("reading the private key's attributes", |s| {
-            s.get_attributes(
+            Ok(s.get_attributes(
                 private,
                 &[
                     AttributeType::KeyType,
                     AttributeType::Sensitive,
                     AttributeType::Extractable,
+                    AttributeType::AlwaysSensitive,
+                    AttributeType::NeverExtractable,
                     AttributeType::Sign,
                 ],
-            )
+            )?)
         })?;
-        let (mut key_type, mut sensitive, mut extractable, mut sign) = (None, false, true, false);
+        let (mut key_type, mut sign) = (None, false);
+        let mut kept_in = KeptIn::default();
         for attribute in attributes {
             match attribute {
                 Attribute::KeyType(kind) => key_type = Some(kind),
-                Attribute::Sensitive(value) => sensitive = value,
-                Attribute::Extractable(value) => extractable = value,
                 Attribute::Sign(value) => sign = value,
-                _ => {}
+                other => kept_in.note(&other),
             }
         }
-        if !sensitive || extractable {
+        if !kept_in.never_left() {
             return Err(unsuitable(
-                "the private key is extractable or not sensitive: the broker only signs with keys \
-                 that cannot leave the token (CKA_SENSITIVE true, CKA_EXTRACTABLE false)",
+                "the private key is or was extractable or not sensitive: the broker only signs with keys that never could leave the token (CKA_SENSITIVE, CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE true; CKA_EXTRACTABLE false)",
             ));
         }
         if !sign {
-            return Err(unsuitable("the private key may not sign (CKA_SIGN is false)"));
+            return Err(unsuitable(
+                "the private key may not sign (CKA_SIGN is false)",
+            ));
         }
         let public = self.find_one(uri, ObjectClass::PUBLIC_KEY, "public key")?;
         let (algorithm, spki) = match key_type {
@@ -402,23 +450,24 @@ impl Pkcs11Token {
         let description = uri.with_type(ObjectType::SecretKey).to_string();
         let handle = self.find_one(uri, ObjectClass::SECRET_KEY, "secret key")?;
         let attributes = self.with_session("reading the secret key's attributes", |s| {
-            s.get_attributes(
+            Ok(s.get_attributes(
                 handle,
-                &[AttributeType::Sensitive, AttributeType::Extractable],
-            )
+                &[
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                    AttributeType::AlwaysSensitive,
+                    AttributeType::NeverExtractable,
+                ],
+            )?)
         })?;
-        let (mut sensitive, mut extractable) = (false, true);
+        let mut kept_in = KeptIn::default();
         for attribute in attributes {
-            match attribute {
-                Attribute::Sensitive(value) => sensitive = value,
-                Attribute::Extractable(value) => extractable = value,
-                _ => {}
-            }
+            kept_in.note(&attribute);
         }
-        if !sensitive || extractable {
+        if !kept_in.never_left() {
             return Err(Pkcs11Error::UnsuitableKey {
                 uri: description,
-                rule: "the HMAC key is extractable or not sensitive",
+                rule: "the HMAC key is or was extractable or not sensitive",
             });
         }
         Ok(Pkcs11Mac {
@@ -430,8 +479,9 @@ impl Pkcs11Token {
 
     /// Generates the signing CA's key pair in the token under `uri`'s label (and `id`, when
     /// it has one), plus the 32-byte HMAC key the broker derives its credential MAC keys
-    /// from, under the same label: all on the token, sensitive, never extractable. Refuses
-    /// when any key with that label or id exists: generating never replaces a key.
+    /// from under `mac_uri`'s (the same label by default): all on the token, sensitive, never
+    /// extractable. Refuses when any key with those labels or ids exists: generating never
+    /// replaces a key.
     ///
     /// # Errors
     /// [`Pkcs11Error::ObjectExists`], [`Pkcs11Error::InvalidUri`] (no `object` label), or
@@ -439,6 +489,7 @@ impl Pkcs11Token {
     pub fn generate_ca_key(
         self: &Arc<Self>,
         uri: &Pkcs11Uri,
+        mac_uri: &Pkcs11Uri,
         algorithm: ExternalAlgorithm,
     ) -> Result<(), Pkcs11Error> {
         self.refuse_existing(
@@ -446,11 +497,11 @@ impl Pkcs11Token {
             &[
                 (ObjectClass::PRIVATE_KEY, "private key"),
                 (ObjectClass::PUBLIC_KEY, "public key"),
-                (ObjectClass::SECRET_KEY, "secret key"),
             ],
         )?;
+        self.refuse_existing(mac_uri, &[(ObjectClass::SECRET_KEY, "secret key")])?;
         self.generate_pair(uri, algorithm)?;
-        let mut template = key_template(uri)?;
+        let mut template = key_template(mac_uri)?;
         template.extend(secret_attributes());
         template.extend([
             Attribute::Class(ObjectClass::SECRET_KEY),
@@ -460,7 +511,7 @@ impl Pkcs11Token {
             Attribute::Verify(true),
         ]);
         self.with_session("generating the HMAC key (C_GenerateKey)", |s| {
-            s.generate_key(&Mechanism::GenericSecretKeyGen, &template)
+            Ok(s.generate_key(&Mechanism::GenericSecretKeyGen, &template)?)
         })?;
         Ok(())
     }
@@ -481,7 +532,11 @@ impl Pkcs11Token {
         self.generate_pair(uri, ExternalAlgorithm::RsaPkcs1Sha256)
     }
 
-    fn generate_pair(&self, uri: &Pkcs11Uri, algorithm: ExternalAlgorithm) -> Result<(), Pkcs11Error> {
+    fn generate_pair(
+        &self,
+        uri: &Pkcs11Uri,
+        algorithm: ExternalAlgorithm,
+    ) -> Result<(), Pkcs11Error> {
         let common = key_template(uri)?;
         let mut public = common.clone();
         let mut private = common;
@@ -506,7 +561,7 @@ impl Pkcs11Token {
             }
         };
         self.with_session("generating the key pair (C_GenerateKeyPair)", |s| {
-            s.generate_key_pair(&mechanism, &public, &private)
+            Ok(s.generate_key_pair(&mechanism, &public, &private)?)
         })?;
         Ok(())
     }
@@ -516,14 +571,18 @@ impl Pkcs11Token {
         uri: &Pkcs11Uri,
         classes: &[(ObjectClass, &'static str)],
     ) -> Result<(), Pkcs11Error> {
+        // By label and by id apart: a key sharing either would make the URI ambiguous later.
         for &(class, name) in classes {
-            let template = uri.object_template(class);
-            let found = self.with_session("looking for existing keys", |s| s.find_objects(&template))?;
-            if !found.is_empty() {
-                return Err(Pkcs11Error::ObjectExists {
-                    uri: uri.to_string(),
-                    class: name,
-                });
+            for template in uri.existing_object_templates(class) {
+                let found = self.with_session("looking for existing keys", |s| {
+                    Ok(s.find_objects(&template)?)
+                })?;
+                if !found.is_empty() {
+                    return Err(Pkcs11Error::ObjectExists {
+                        uri: uri.to_string(),
+                        class: name,
+                    });
+                }
             }
         }
         Ok(())
@@ -535,16 +594,9 @@ impl Pkcs11Token {
         class: ObjectClass,
         class_name: &'static str,
     ) -> Result<ObjectHandle, Pkcs11Error> {
-        let template = uri.object_template(class);
-        let found = self.with_session("finding the key (C_FindObjects)", |s| s.find_objects(&template))?;
-        match found[..] {
-            [handle] => Ok(handle),
-            _ => Err(Pkcs11Error::ObjectNotUnique {
-                uri: uri.to_string(),
-                class: class_name,
-                matched: found.len(),
-            }),
-        }
+        self.with_session("finding the key (C_FindObjects)", |s| {
+            find_one_on(s, uri, class, class_name)
+        })
     }
 
     fn ec_public_key(
@@ -553,7 +605,7 @@ impl Pkcs11Token {
         description: &str,
     ) -> Result<(ExternalAlgorithm, Vec<u8>), Pkcs11Error> {
         let attributes = self.with_session("reading the EC public key", |s| {
-            s.get_attributes(public, &[AttributeType::EcParams, AttributeType::EcPoint])
+            Ok(s.get_attributes(public, &[AttributeType::EcParams, AttributeType::EcPoint])?)
         })?;
         let (mut params, mut point) = (Vec::new(), Vec::new());
         for attribute in attributes {
@@ -575,7 +627,10 @@ impl Pkcs11Token {
         description: &str,
     ) -> Result<(ExternalAlgorithm, Vec<u8>), Pkcs11Error> {
         let attributes = self.with_session("reading the RSA public key", |s| {
-            s.get_attributes(public, &[AttributeType::Modulus, AttributeType::PublicExponent])
+            Ok(s.get_attributes(
+                public,
+                &[AttributeType::Modulus, AttributeType::PublicExponent],
+            )?)
         })?;
         let (mut modulus, mut exponent) = (Vec::new(), Vec::new());
         for attribute in attributes {
@@ -585,12 +640,11 @@ impl Pkcs11Token {
                 _ => {}
             }
         }
-        let spki = der::rsa_spki(&modulus, &exponent).map_err(|rule| {
-            Pkcs11Error::UnsuitableKey {
+        let spki =
+            der::rsa_spki(&modulus, &exponent).map_err(|rule| Pkcs11Error::UnsuitableKey {
                 uri: description.to_owned(),
                 rule,
-            }
-        })?;
+            })?;
         Ok((ExternalAlgorithm::RsaPkcs1Sha256, spki))
     }
 }
@@ -622,19 +676,93 @@ fn secret_attributes() -> [Attribute; 3] {
     ]
 }
 
-/// Session-level failures a fresh session and login cure.
-fn session_lost(error: &CkError) -> bool {
-    matches!(
-        error,
-        CkError::Pkcs11(
-            RvError::SessionHandleInvalid
-                | RvError::SessionClosed
-                | RvError::UserNotLoggedIn
-                | RvError::DeviceRemoved
-                | RvError::TokenNotPresent,
-            _
-        )
-    )
+/// Whether a key is, and always was, beyond reading: `CKA_SENSITIVE`, `CKA_ALWAYS_SENSITIVE`
+/// and `CKA_NEVER_EXTRACTABLE` true, `CKA_EXTRACTABLE` false. The `ALWAYS`/`NEVER` pair is
+/// what tells a key generated in the token from one imported, or exported once and locked
+/// after. A missing attribute counts against the key.
+#[derive(Default)]
+struct KeptIn {
+    sensitive: bool,
+    always_sensitive: bool,
+    never_extractable: bool,
+    extractable_now: Option<bool>,
+}
+
+impl KeptIn {
+    fn note(&mut self, attribute: &Attribute) {
+        match attribute {
+            Attribute::Sensitive(value) => self.sensitive = *value,
+            Attribute::AlwaysSensitive(value) => self.always_sensitive = *value,
+            Attribute::NeverExtractable(value) => self.never_extractable = *value,
+            Attribute::Extractable(value) => self.extractable_now = Some(*value),
+            _ => {}
+        }
+    }
+
+    fn never_left(&self) -> bool {
+        self.sensitive
+            && self.always_sensitive
+            && self.never_extractable
+            && self.extractable_now == Some(false)
+    }
+}
+
+/// What a call on the session can fail with.
+enum SessionError {
+    /// A PKCS#11 function failed.
+    Call(CkError),
+    /// Not exactly one object matched a lookup.
+    Objects {
+        uri: String,
+        class: &'static str,
+        matched: usize,
+    },
+}
+
+impl From<CkError> for SessionError {
+    fn from(error: CkError) -> Self {
+        Self::Call(error)
+    }
+}
+
+impl SessionError {
+    /// Failures a fresh session and login cure: the session or the login is gone, or a
+    /// private or secret key is missing, which is how a token that lost the login answers a
+    /// lookup (it hides private objects).
+    fn may_be_lost_login(&self) -> bool {
+        match self {
+            Self::Call(error) => matches!(
+                error,
+                CkError::Pkcs11(
+                    RvError::SessionHandleInvalid
+                        | RvError::SessionClosed
+                        | RvError::UserNotLoggedIn
+                        | RvError::DeviceRemoved
+                        | RvError::TokenNotPresent,
+                    _
+                )
+            ),
+            Self::Objects { matched, .. } => *matched == 0,
+        }
+    }
+}
+
+/// The one object of `class` `uri` names, looked up on `session`.
+fn find_one_on(
+    session: &Session,
+    uri: &Pkcs11Uri,
+    class: ObjectClass,
+    class_name: &'static str,
+) -> Result<ObjectHandle, SessionError> {
+    let found = session.find_objects(&uri.object_template(class))?;
+    match found[..] {
+        [handle] => Ok(handle),
+        _ => Err(SessionError::Objects {
+            uri: uri.to_string(),
+            class: class_name,
+            matched: found.len(),
+        }),
+    }
 }
 
 /// A refusal when the token answered no to this key (PIN, permissions, mechanism), else
@@ -656,7 +784,8 @@ fn store_error(description: &str, error: &Pkcs11Error) -> ExternalKeyError {
                 _
             ),
             ..
-        } | Pkcs11Error::ObjectNotUnique { .. }
+        } | Pkcs11Error::PinRefused { .. }
+            | Pkcs11Error::ObjectNotUnique { .. }
             | Pkcs11Error::UnsuitableKey { .. }
     );
     if refused {
@@ -701,10 +830,6 @@ impl ExternalKey for Pkcs11Key {
     }
 
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, ExternalKeyError> {
-        let handle = self
-            .token
-            .find_one(&self.uri, ObjectClass::PRIVATE_KEY, "private key")
-            .map_err(|e| store_error(&self.description, &e))?;
         let (mechanism, input) = match self.algorithm {
             ExternalAlgorithm::RsaPkcs1Sha256 => (Mechanism::Sha256RsaPkcs, message.to_vec()),
             ExternalAlgorithm::EcdsaP384Sha384 => (
@@ -722,7 +847,10 @@ impl ExternalKey for Pkcs11Key {
         };
         let signature = self
             .token
-            .with_session("signing (C_Sign)", |s| s.sign(&mechanism, handle, &input))
+            .with_session("signing (C_Sign)", |s| {
+                let handle = find_one_on(s, &self.uri, ObjectClass::PRIVATE_KEY, "private key")?;
+                Ok(s.sign(&mechanism, handle, &input)?)
+            })
             .map_err(|e| store_error(&self.description, &e))?;
         match self.algorithm.ecdsa_scalar_len() {
             // PKCS#11 ECDSA signatures are `r || s`; the seam hands out DER.
@@ -758,14 +886,11 @@ impl ExternalMac for Pkcs11Mac {
     }
 
     fn hmac_sha256(&self, message: &[u8]) -> Result<Zeroizing<[u8; 32]>, ExternalKeyError> {
-        let handle = self
-            .token
-            .find_one(&self.uri, ObjectClass::SECRET_KEY, "secret key")
-            .map_err(|e| store_error(&self.description, &e))?;
         let tag = Zeroizing::new(
             self.token
                 .with_session("computing an HMAC (C_Sign)", |s| {
-                    s.sign(&Mechanism::Sha256Hmac, handle, message)
+                    let handle = find_one_on(s, &self.uri, ObjectClass::SECRET_KEY, "secret key")?;
+                    Ok(s.sign(&Mechanism::Sha256Hmac, handle, message)?)
                 })
                 .map_err(|e| store_error(&self.description, &e))?,
         );

@@ -182,11 +182,14 @@ impl<'a> KeyStores<'a> {
             .aws_kms
             .as_ref()
             .ok_or(KeyStoreError::KmsNotInBuild)?;
-        // The SDKs' environment chain: web identity (IRSA: a projected token the kubelet
-        // rotates, so nothing long-lived) before static keys.
+        // The SDKs' environment chain: static keys when `AWS_ACCESS_KEY_ID` is set, else web
+        // identity (IRSA: a projected token the kubelet rotates, so nothing long-lived).
         let credentials = KmsCredentialSource::from_env().map_err(kms_error)?;
-        let mut config =
-            KmsConfig::new(key_id, &settings.region, credentials).map_err(kms_error)?;
+        // The configuration made sure every key has a region: its ARN's or `aws_region`.
+        let region = settings
+            .region_for(key_id)
+            .ok_or(KeyStoreError::KmsNotInBuild)?;
+        let mut config = KmsConfig::new(key_id, region, credentials).map_err(kms_error)?;
         if let Some(endpoint) = &settings.kms_endpoint {
             config = config.with_endpoint(endpoint).map_err(kms_error)?;
         }
@@ -254,12 +257,8 @@ fn read_pin(source: &PinSource) -> Result<SecretString, KeyStoreError> {
     let mut pin = match source {
         PinSource::File(path) => {
             let bytes = Zeroizing::new(
-                read_owner_only_file(
-                    path,
-                    MAX_PIN_LEN + 2,
-                    "pkcs11 pin file",
-                )
-                .map_err(|source| KeyStoreError::PinFile { source })?,
+                read_owner_only_file(path, MAX_PIN_LEN + 2, "pkcs11 pin file")
+                    .map_err(|source| KeyStoreError::PinFile { source })?,
             );
             let text = std::str::from_utf8(&bytes).map_err(|_| KeyStoreError::PinLength)?;
             Zeroizing::new(text.to_owned())

@@ -207,9 +207,7 @@ pub fn load_signing(
             // Replicas sharing the key store derive the same bytes; nothing is stored.
             let derived = mac
                 .hmac_sha256(KEY_STORE_DERIVED_SECRET_LABEL)
-                .map_err(|source| {
-                    ServerError::Keys(KeyError::ExternalKey { source })
-                })?;
+                .map_err(|source| ServerError::Keys(KeyError::ExternalKey { source }))?;
             SigningCa::with_external_key_file(cert, signer, derived, now)
                 .map_err(ServerError::Keys)?
         }
@@ -504,8 +502,14 @@ impl BrokerServer {
                                 rotating.rotate_signing_key_if_due(now)
                             })
                             .await;
-                            if let Ok(Err(error)) = rotated {
-                                tracing::error!(error = %svid_broker_identity::report::ErrorChain::new(&error), "signing key rotation failed");
+                            match rotated {
+                                Ok(Ok(_)) => {}
+                                Ok(Err(error)) => {
+                                    tracing::error!(error = %svid_broker_identity::report::ErrorChain::new(&error), "signing key rotation failed");
+                                }
+                                Err(error) => {
+                                    tracing::error!(error = %error, "signing key rotation task failed");
+                                }
                             }
                         }
                         _ = rx.changed() => break,

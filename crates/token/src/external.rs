@@ -118,7 +118,8 @@ pub trait ExternalMac: Send + Sync + fmt::Debug {
     ///
     /// # Errors
     /// [`ExternalKeyError`].
-    fn hmac_sha256(&self, message: &[u8]) -> Result<zeroize::Zeroizing<[u8; 32]>, ExternalKeyError>;
+    fn hmac_sha256(&self, message: &[u8])
+    -> Result<zeroize::Zeroizing<[u8; 32]>, ExternalKeyError>;
 }
 
 /// The public key of an [`ExternalKey`], parsed once and checked against its algorithm.
@@ -186,6 +187,41 @@ pub(crate) fn parse_public_key(key: &dyn ExternalKey) -> Result<ExternalPublicKe
         }
     }
 }
+
+/// What [`probe`] has the key sign.
+const PROBE_MESSAGE: &[u8] =
+    b"svid-broker key store probe: does the private key match its public key?";
+
+/// Has `key` sign a fixed message and verifies the signature under `public`: a store whose
+/// private key is not the pair of the public key it reports (a leftover public object, a
+/// mislabelled key) is refused before anything signed with it reaches a registry.
+pub(crate) fn probe(key: &dyn ExternalKey, public: &ExternalPublicKey) -> Result<(), ProbeError> {
+    use aws_lc_rs::signature::{
+        ECDSA_P256_SHA256_ASN1, ECDSA_P384_SHA384_ASN1, RSA_PKCS1_2048_8192_SHA256,
+        UnparsedPublicKey, VerificationAlgorithm,
+    };
+    let signature = key.sign(PROBE_MESSAGE).map_err(ProbeError::Sign)?;
+    let algorithm: &'static dyn VerificationAlgorithm = match key.algorithm() {
+        ExternalAlgorithm::EcdsaP256Sha256 => &ECDSA_P256_SHA256_ASN1,
+        ExternalAlgorithm::EcdsaP384Sha384 => &ECDSA_P384_SHA384_ASN1,
+        ExternalAlgorithm::RsaPkcs1Sha256 => &RSA_PKCS1_2048_8192_SHA256,
+    };
+    UnparsedPublicKey::new(algorithm, &public.key_bits)
+        .verify(PROBE_MESSAGE, &signature)
+        .map_err(|_| ProbeError::Mismatch)
+}
+
+/// Why [`probe`] failed.
+#[derive(Debug)]
+pub(crate) enum ProbeError {
+    /// The store did not sign.
+    Sign(ExternalKeyError),
+    /// It signed, and the signature does not verify under the public key it reports.
+    Mismatch,
+}
+
+/// The rule [`ProbeError::Mismatch`] breaks.
+pub(crate) const PROBE_MISMATCH: &str = "a signature by the private key does not verify under the public key the store reports (not a key pair)";
 
 /// Converts a DER `ECDSA-Sig-Value` (`SEQUENCE { r INTEGER, s INTEGER }`, what X.509, KMS and
 /// most HSM tools return) into the fixed-length `r || s` JWS needs, each scalar left-padded to
@@ -266,8 +302,14 @@ mod tests {
         let cases: &[(&[u8], &str)] = &[
             (&[], "not one DER SEQUENCE"),
             (&[0x30, 0x03, 0x02, 0x01, 0x01], "not a DER INTEGER"),
-            (&[0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x81], "negative"),
-            (&[0x30, 0x07, 0x02, 0x02, 0x00, 0x01, 0x02, 0x01, 0x01], "minimally"),
+            (
+                &[0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x81],
+                "negative",
+            ),
+            (
+                &[0x30, 0x07, 0x02, 0x02, 0x00, 0x01, 0x02, 0x01, 0x01],
+                "minimally",
+            ),
             (
                 &[0x30, 0x07, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01, 0x00],
                 "bytes after s",

@@ -31,9 +31,9 @@ use serde_json::{Map, Value, json};
 use svid_broker_identity::secret::{SecretString, seal_string};
 use zeroize::Zeroizing;
 
+use crate::external::{ExternalAlgorithm, ExternalKey, ExternalKeyError};
 use crate::keys::pem_block;
 use crate::kid::{PublicJwk, strip_leading_zeros};
-use crate::external::{ExternalAlgorithm, ExternalKey, ExternalKeyError};
 
 /// The one JWS algorithm of federated tokens: what Quay, AWS STS, Entra and Google STS all
 /// accept.
@@ -211,8 +211,8 @@ impl FederationKey {
         if spki.len() > crate::external::MAX_SPKI_LEN {
             return refuse("key store public key is longer than 2048 bytes");
         }
-        let Ok((_, info)) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki) else {
-            return refuse("key store public key is not a DER SubjectPublicKeyInfo");
+        let Ok(([], info)) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki) else {
+            return refuse("key store public key is not one DER SubjectPublicKeyInfo");
         };
         let Ok(PublicKey::RSA(rsa)) = info.parsed() else {
             return refuse("key store key is not an RSA key");
@@ -225,6 +225,19 @@ impl FederationKey {
         }
         if bits > MAX_FEDERATION_RSA_BITS {
             return refuse(RSA_TOO_LONG);
+        }
+        let public = crate::external::ExternalPublicKey {
+            key_bits: info.subject_public_key.data.to_vec(),
+            rsa_modulus_len: Some(n.len()),
+        };
+        match crate::external::probe(key.as_ref(), &public) {
+            Ok(()) => {}
+            Err(crate::external::ProbeError::Sign(source)) => {
+                return Err(FederationError::ExternalSigning { source });
+            }
+            Err(crate::external::ProbeError::Mismatch) => {
+                return refuse(crate::external::PROBE_MISMATCH);
+            }
         }
         let kid = rsa_thumbprint(&n, &e);
         Ok(Self {
@@ -648,6 +661,16 @@ impl FederationIssuer {
         check_keys(&keys)?;
         self.inner.keys.store(Arc::new(keys));
         Ok(())
+    }
+
+    /// Whether the signing key is held by a key store, which answers a signature after a
+    /// round trip (so async callers should sign on a blocking thread).
+    pub fn signs_externally(&self) -> bool {
+        self.inner
+            .keys
+            .load()
+            .first()
+            .is_some_and(|k| matches!(k.signer, FederationSigner::External { .. }))
     }
 
     /// The `kid` of the key that signs now.

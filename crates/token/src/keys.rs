@@ -276,6 +276,14 @@ impl KeyRing {
             .map_or(true, |left| left < self.config.rotate_when_remaining)
     }
 
+    /// Whether the CA key is held by a key store ([`SigningCa::with_external_key`]): then
+    /// [`TokenMinter::mint`](crate::TokenMinter::mint) issues a leaf only when the current one
+    /// cannot sign the token, and rotation is the owner's job ([`Self::rotate_if_due`] on a
+    /// schedule, off any request path).
+    pub fn ca_key_is_external(&self) -> bool {
+        self.ca.key_is_external()
+    }
+
     /// The configuration (validated).
     pub fn config(&self) -> &KeyRingConfig {
         &self.config

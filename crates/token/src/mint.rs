@@ -178,11 +178,19 @@ impl TokenMinter {
             .checked_add(ttl_secs)
             .ok_or(TokenError::TimeOutOfRange)?;
 
-        self.keys
-            .rotate_if_due(req.now)
-            .map_err(TokenError::Rotation)?;
-        let leaf = self.keys.current();
         let required = exp + REGISTRY_LEEWAY.as_secs();
+        let leaf = self.keys.current();
+        // A CA key in a key store (an HSM, a KMS) is asked to sign a leaf only when this token
+        // cannot do without one: the ring's owner rotates on its own schedule, off the request
+        // path, so a slow or unreachable store never holds requests while the current leaf
+        // still serves. A CA key in memory rotates here when due, as it always did.
+        let must_rotate = leaf.not_after_unix() <= required || req.now < leaf.not_before();
+        if must_rotate || !self.keys.ca_key_is_external() {
+            self.keys
+                .rotate_if_due(req.now)
+                .map_err(TokenError::Rotation)?;
+        }
+        let leaf = self.keys.current();
         if leaf.not_after_unix() <= required {
             return Err(TokenError::LeafTooShortLived {
                 leaf_not_after: leaf.not_after_unix(),

@@ -9,7 +9,6 @@
     reason = "test helpers outside #[test] functions: a failed step is a failed test"
 )]
 
-
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 

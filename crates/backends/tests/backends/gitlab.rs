@@ -7,7 +7,6 @@
     reason = "test helpers outside #[test] functions: a failed step is a failed test"
 )]
 
-
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

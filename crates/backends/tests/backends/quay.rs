@@ -8,7 +8,6 @@
     reason = "test helpers outside #[test] functions: a failed step is a failed test"
 )]
 
-
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};

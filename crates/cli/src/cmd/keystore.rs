@@ -49,11 +49,11 @@ pub(crate) fn init(args: &KeystoreInitArgs) -> Result<(), CliError> {
 
     if let SigningSource::KeyStore { cert, key, mac } = &config.signing {
         keys_seen += 1;
-        if let KeyReference::Pkcs11(uri) = key {
+        if let (KeyReference::Pkcs11(uri), KeyReference::Pkcs11(mac_uri)) = (key, mac) {
             let token = stores
                 .pkcs11_token("signing key", uri)
                 .map_err(CliError::key_store)?;
-            match token.generate_ca_key(uri, algorithm) {
+            match token.generate_ca_key(uri, mac_uri, algorithm) {
                 Ok(()) => println!("generated {uri} (the CA key pair and its HMAC key)"),
                 Err(Pkcs11Error::ObjectExists { .. }) => println!("kept {uri}"),
                 Err(error) => return Err(CliError::key_store(error)),

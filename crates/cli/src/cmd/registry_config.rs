@@ -37,7 +37,11 @@ pub(crate) fn run(args: &RegistryConfigArgs) -> Result<(), CliError> {
             ),
         ));
     };
-    let SigningSource::Files { cert, .. } = &config.signing else {
+    // Only the certificate is read: the key may be in a file or in a key store.
+    // Only the certificate is read: the key may be in a file or in a key store.
+    let (SigningSource::Files { cert, .. } | SigningSource::KeyStore { cert, .. }) =
+        &config.signing
+    else {
         return Err(usage(
             "--config",
             "signing.generate = true: a generated CA lives only inside `serve`; configure \

@@ -181,16 +181,37 @@ impl WebIdentity {
     }
 }
 
-/// The token file's content, trimmed; at most 20,000 bytes.
+/// The token file's content, trimmed; a regular file of at most 20,000 bytes.
+///
+/// Regular files only, checked before opening: opening a FIFO for reading blocks until a
+/// writer appears, and reading a device (`/dev/zero`) or a FIFO need never end. The path is
+/// followed through symlinks (the kubelet's projected token is one, into `..data/`). Checked
+/// again on the open file, so a file swapped in between is still refused before any read;
+/// a FIFO swapped in during that window could still block the open, a race only whoever
+/// controls the token's directory can run.
 fn read_token_file(path: &Path) -> Result<Zeroizing<String>, CredentialError> {
     use std::io::Read as _;
     let refused = |why: &str| {
         CredentialError::Refused(format!("web identity token file {}: {why}", path.display()))
     };
+    let unreadable = |e: std::io::Error| refused(&format!("unreadable: {}", e.kind()));
+    let not_regular = || refused("not a regular file");
+    if !std::fs::metadata(path).map_err(unreadable)?.is_file() {
+        return Err(not_regular());
+    }
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let metadata = file.metadata().map_err(unreadable)?;
+    if !metadata.is_file() {
+        return Err(not_regular());
+    }
+    if metadata.len() > MAX_TOKEN_FILE {
+        return Err(refused("longer than 20000 bytes"));
+    }
     let mut bytes = Zeroizing::new(Vec::new());
-    std::fs::File::open(path)
-        .and_then(|file| file.take(MAX_TOKEN_FILE + 1).read_to_end(&mut bytes))
-        .map_err(|e| refused(&format!("unreadable: {}", e.kind())))?;
+    // Capped again while reading: the file may grow after the size was checked.
+    file.take(MAX_TOKEN_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
     if bytes.len() as u64 > MAX_TOKEN_FILE {
         return Err(refused("longer than 20000 bytes"));
     }
@@ -358,6 +379,11 @@ fn append(text: &mut Option<Zeroizing<String>>, part: &str) -> Result<(), &'stat
 
 /// `YYYY-MM-DDTHH:MM:SS[.fff]Z` as a time.
 fn parse_iso8601(text: &str) -> Option<SystemTime> {
+    // ASCII first: the byte offsets below are then character boundaries, and slicing STS's
+    // text at them cannot panic (`0é` in the seconds would put one inside a character).
+    if !text.is_ascii() {
+        return None;
+    }
     let b = text.as_bytes();
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
         return None;
@@ -372,11 +398,11 @@ fn parse_iso8601(text: &str) -> Option<SystemTime> {
             .then(|| s.parse().ok())
             .flatten()
     };
-    let fraction = &text[19..text.len() - 1];
+    let fraction = text.get(19..text.len() - 1)?;
     if !(fraction.is_empty()
         || (fraction.len() >= 2
             && fraction.starts_with('.')
-            && fraction[1..].bytes().all(|c| c.is_ascii_digit())))
+            && fraction.bytes().skip(1).all(|c| c.is_ascii_digit())))
     {
         return None;
     }
@@ -434,5 +460,73 @@ mod tests {
         let mut out = String::new();
         form_encode(&mut out, "a b/c=d&e~");
         assert_eq!(out, "a%20b%2Fc%3Dd%26e~");
+    }
+
+    #[test]
+    fn non_ascii_expirations_are_refused_without_panicking() {
+        for text in [
+            "2030-01-02T03:04:0éZ",
+            "2030-01-02T03:04:05.1éZ",
+            "2030-01-02T03:04:05é",
+            "2030-01-02T03:04:05.12345678901234567890Z\u{1F600}",
+            "éééééééééééééééééééé",
+        ] {
+            assert_eq!(parse_iso8601(text), None, "{text}");
+        }
+        assert_eq!(
+            parse_iso8601("2030-01-02T03:04:05Z"),
+            Some(UNIX_EPOCH + Duration::from_secs(1_893_553_445))
+        );
+    }
+
+    fn refusal(result: Result<Zeroizing<String>, CredentialError>) -> String {
+        match result {
+            Err(CredentialError::Refused(why)) => why,
+            Err(other) => panic!("not a refusal: {other:?}"),
+            Ok(_) => panic!("read"),
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn token_files_must_be_small_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "  header.payload.signature\n").unwrap();
+        assert_eq!(
+            read_token_file(&token).unwrap().as_str(),
+            "header.payload.signature"
+        );
+        // Through a symlink, as the kubelet projects it.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&token, &link).unwrap();
+        assert_eq!(
+            read_token_file(&link).unwrap().as_str(),
+            "header.payload.signature"
+        );
+
+        let why = refusal(read_token_file(dir.path()));
+        assert!(why.contains("not a regular file"), "{why}");
+        // A FIFO with no writer: opening it would block forever; refused before the open.
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfifo failed");
+        let why = refusal(read_token_file(&fifo));
+        assert!(why.contains("not a regular file"), "{why}");
+        // An endless device likewise.
+        let why = refusal(read_token_file(Path::new("/dev/zero")));
+        assert!(why.contains("not a regular file"), "{why}");
+
+        std::fs::write(&token, "x".repeat(20_001)).unwrap();
+        let why = refusal(read_token_file(&token));
+        assert!(why.contains("longer than 20000"), "{why}");
+        let why = refusal(read_token_file(&dir.path().join("missing")));
+        assert!(why.contains("unreadable"), "{why}");
+        std::fs::write(&token, " \n").unwrap();
+        let why = refusal(read_token_file(&token));
+        assert!(why.contains("empty"), "{why}");
     }
 }

@@ -6,12 +6,14 @@
 //! own. One POST per call, `Connection: close`, a `Content-Length` body: there is little to
 //! write, and every bound is ours to choose.
 //!
-//! - `std::net::TcpStream` with connect, read and write timeouts, all cut to one overall
-//!   deadline per request (name resolution is the system resolver's, without a deadline);
+//! - `std::net::TcpStream` under one overall deadline per request: name resolution waited
+//!   for only until the deadline, the connect timeout cut to what is left, and every read and
+//!   write syscall (rustls' own included, see [`DeadlineStream`]) given only what is left;
 //! - TLS 1.3 through rustls (`aws_lc_rs` provider, webpki-roots plus an optional extra CA);
 //!   plain TCP only for an `http://` endpoint on a loopback IP literal (tests);
-//! - the answer read by httparse: a `Content-Length` is required, the head capped at 16 KiB
-//!   and the body at 64 KiB.
+//! - the answer read by httparse: a `Content-Length` of ASCII digits is required, the head
+//!   capped at 16 KiB and the body at 64 KiB, and a byte beyond the `Content-Length` is an
+//!   error.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs as _};
@@ -157,7 +159,10 @@ pub(crate) fn post(
     timeout: Duration,
 ) -> Result<Response, TransportError> {
     let deadline = Instant::now() + timeout;
-    let tcp = connect(endpoint, deadline)?;
+    let tcp = DeadlineStream {
+        tcp: connect(endpoint, deadline)?,
+        deadline,
+    };
     let mut request = Vec::with_capacity(512 + body.len());
     request.extend_from_slice(b"POST / HTTP/1.1\r\n");
     for (name, value) in headers {
@@ -177,10 +182,55 @@ pub(crate) fn post(
         let conn = rustls::ClientConnection::new(Arc::clone(tls), name)
             .map_err(|e| unavailable(endpoint, &format!("TLS setup failed: {e}")))?;
         let mut stream = rustls::StreamOwned::new(conn, tcp);
-        exchange(&mut stream, endpoint, &request, deadline)
+        exchange(&mut stream, endpoint, &request)
     } else {
         let mut stream = tcp;
-        exchange(&mut stream, endpoint, &request, deadline)
+        exchange(&mut stream, endpoint, &request)
+    }
+}
+
+/// A `TcpStream` whose every read and write syscall may block only until `deadline`.
+///
+/// rustls' `StreamOwned` loops inside one `read` or `write` (`complete_io`: the handshake,
+/// a record arriving a byte at a time), so timeouts set between the client's own calls would
+/// give each of its socket reads the whole remaining time again, and a peer trickling bytes
+/// could hold a call far past its deadline. Set here, before each syscall, they cannot.
+struct DeadlineStream {
+    tcp: TcpStream,
+    deadline: Instant,
+}
+
+impl DeadlineStream {
+    /// What is left of the deadline, never zero: std refuses `Some(Duration::ZERO)` as a
+    /// timeout, and zero left means the deadline has passed.
+    fn left(&self) -> std::io::Result<Duration> {
+        self.deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "the call's deadline passed")
+            })
+    }
+}
+
+impl Read for DeadlineStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.left()?;
+        self.tcp.set_read_timeout(Some(left))?;
+        self.tcp.read(buf)
+    }
+}
+
+impl Write for DeadlineStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let left = self.left()?;
+        self.tcp.set_write_timeout(Some(left))?;
+        self.tcp.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        // A `TcpStream` has no buffer of its own: nothing to wait for.
+        self.tcp.flush()
     }
 }
 
@@ -199,11 +249,7 @@ fn remaining(endpoint: &Endpoint, deadline: Instant) -> Result<Duration, Transpo
 fn connect(endpoint: &Endpoint, deadline: Instant) -> Result<TcpStream, TransportError> {
     let addrs: Vec<SocketAddr> = match endpoint.host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, endpoint.port)],
-        Err(_) => (endpoint.host.as_str(), endpoint.port)
-            .to_socket_addrs()
-            .map_err(|e| unavailable(endpoint, &format!("cannot resolve the host: {e}")))?
-            .take(8)
-            .collect(),
+        Err(_) => resolve(endpoint, deadline)?,
     };
     let mut last = String::from("no address");
     for addr in addrs {
@@ -220,13 +266,52 @@ fn connect(endpoint: &Endpoint, deadline: Instant) -> Result<TcpStream, Transpor
     Err(unavailable(endpoint, &last))
 }
 
-/// Writes the request and reads the whole answer from `stream`, re-arming the socket
-/// timeouts to what is left of the deadline before each blocking step.
-fn exchange<S: Read + Write + SocketTimeouts>(
+/// The host's first eight addresses, or an error once the deadline passes.
+///
+/// The system resolver (`getaddrinfo`) takes no timeout and cannot be cancelled, so it runs
+/// on a thread of its own and the call waits for its answer only until the deadline; a
+/// resolver that hangs longer leaves that thread to finish (or hang) on its own, holding
+/// nothing but the host name.
+fn resolve(endpoint: &Endpoint, deadline: Instant) -> Result<Vec<SocketAddr>, TransportError> {
+    let (send, answer) = std::sync::mpsc::sync_channel(1);
+    let (host, port) = (endpoint.host.clone(), endpoint.port);
+    std::thread::Builder::new()
+        .name("kms-resolve".to_owned())
+        .spawn(move || {
+            let addrs = (host.as_str(), port)
+                .to_socket_addrs()
+                .map(|addrs| addrs.take(8).collect::<Vec<_>>());
+            // The caller may have stopped waiting: nobody to tell.
+            let _ = send.send(addrs);
+        })
+        .map_err(|e| unavailable(endpoint, &format!("cannot start the resolver: {e}")))?;
+    match answer.recv_timeout(remaining(endpoint, deadline)?) {
+        Ok(Ok(addrs)) => Ok(addrs),
+        Ok(Err(e)) => Err(unavailable(
+            endpoint,
+            &format!("cannot resolve the host: {e}"),
+        )),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            Err(unavailable(endpoint, "timed out resolving the host"))
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            Err(unavailable(endpoint, "the resolver thread failed"))
+        }
+    }
+}
+
+/// Writes the request and reads the whole answer from `stream`, whose every syscall is
+/// bounded by the call's deadline ([`DeadlineStream`]).
+///
+/// One answer per connection (`Connection: close`): reading stops as soon as the head and
+/// `Content-Length` bytes are in, and any byte received beyond them, whichever read brought
+/// it, is an error. Bytes a server sends after the reads that completed the answer are never
+/// read, since the connection is dropped right after: no later answer exists for them to be
+/// mistaken for.
+fn exchange<S: Read + Write>(
     stream: &mut S,
     endpoint: &Endpoint,
     request: &[u8],
-    deadline: Instant,
 ) -> Result<Response, TransportError> {
     let io = |e: std::io::Error| {
         if matches!(
@@ -240,7 +325,6 @@ fn exchange<S: Read + Write + SocketTimeouts>(
     };
     let mut written = 0;
     while written < request.len() {
-        stream.arm(remaining(endpoint, deadline)?).map_err(io)?;
         match stream.write(&request[written..]) {
             Ok(0) => return Err(unavailable(endpoint, "connection closed while sending")),
             Ok(n) => written += n,
@@ -248,20 +332,23 @@ fn exchange<S: Read + Write + SocketTimeouts>(
             Err(e) => return Err(io(e)),
         }
     }
-    stream.arm(remaining(endpoint, deadline)?).map_err(io)?;
     stream.flush().map_err(io)?;
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = [0u8; 8192];
     let mut head: Option<(u16, usize, usize)> = None;
     loop {
-        if let Some((status, head_len, body_len)) = head
-            && buf.len() >= head_len + body_len
-        {
-            buf.truncate(head_len + body_len);
-            let body = buf.split_off(head_len);
-            return Ok(Response { status, body });
+        if let Some((status, head_len, body_len)) = head {
+            let whole = head_len + body_len;
+            if buf.len() > whole {
+                return Err(TransportError::Malformed(
+                    "the answer is longer than its Content-Length",
+                ));
+            }
+            if buf.len() == whole {
+                let body = buf.split_off(head_len);
+                return Ok(Response { status, body });
+            }
         }
-        stream.arm(remaining(endpoint, deadline)?).map_err(io)?;
         let n = match stream.read(&mut chunk) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -279,13 +366,6 @@ fn exchange<S: Read + Write + SocketTimeouts>(
         buf.extend_from_slice(&chunk[..n]);
         if head.is_none() {
             head = parse_head(&buf)?;
-        }
-        if let Some((_, head_len, body_len)) = head
-            && buf.len() > head_len + body_len + chunk.len()
-        {
-            return Err(TransportError::Malformed(
-                "the answer is longer than its Content-Length",
-            ));
         }
     }
 }
@@ -322,11 +402,15 @@ fn parse_head(buf: &[u8]) -> Result<Option<(u16, usize, usize)>, TransportError>
             ));
         }
         if header.name.eq_ignore_ascii_case("content-length") {
+            // ASCII digits only (RFC 9110's `1*DIGIT`): Rust's integer parse would also take
+            // a sign (`+5`), which another parser on the path might read differently.
             let value = std::str::from_utf8(header.value)
                 .ok()
-                .and_then(|v| v.trim().parse::<usize>().ok())
+                .map(|v| v.trim_matches([' ', '\t']))
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<usize>().ok())
                 .ok_or(TransportError::Malformed(
-                    "the answer's Content-Length is not a number",
+                    "the answer's Content-Length is not ASCII digits",
                 ))?;
             if length.replace(value).is_some_and(|old| old != value) {
                 return Err(TransportError::Malformed(
@@ -344,24 +428,6 @@ fn parse_head(buf: &[u8]) -> Result<Option<(u16, usize, usize)>, TransportError>
         ));
     }
     Ok(Some((status, head_len, length)))
-}
-
-/// Setting a stream's read and write timeouts, through TLS too.
-trait SocketTimeouts {
-    fn arm(&mut self, left: Duration) -> std::io::Result<()>;
-}
-
-impl SocketTimeouts for TcpStream {
-    fn arm(&mut self, left: Duration) -> std::io::Result<()> {
-        self.set_read_timeout(Some(left))?;
-        self.set_write_timeout(Some(left))
-    }
-}
-
-impl SocketTimeouts for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    fn arm(&mut self, left: Duration) -> std::io::Result<()> {
-        self.sock.arm(left)
-    }
 }
 
 /// The TLS client configuration: TLS 1.3 only, webpki-roots plus `extra_roots`.
@@ -440,11 +506,161 @@ mod tests {
                 "two",
             ),
             (b"garbage\r\n\r\n", "not HTTP"),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n",
+                "ASCII digits",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: -0\r\n\r\n",
+                "ASCII digits",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 0x2\r\n\r\n",
+                "ASCII digits",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: \r\n\r\n",
+                "ASCII digits",
+            ),
         ] {
             let Err(TransportError::Malformed(error)) = parse_head(head) else {
                 panic!("{head:?} accepted");
             };
             assert!(error.contains(rule), "{error}");
         }
+    }
+
+    /// A one-connection server on loopback: reads the request head, then runs `answer`
+    /// on the socket. Ends with the connection, or when `answer` gives up.
+    fn serve(answer: impl FnOnce(&mut TcpStream) + Send + 'static) -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().unwrap();
+            answer(&mut socket);
+        });
+        port
+    }
+
+    /// Sends `bytes` one at a time, `gap` apart, until the client hangs up.
+    fn trickle(socket: &mut TcpStream, bytes: &[u8], gap: Duration) {
+        for byte in bytes {
+            if socket.write_all(&[*byte]).is_err() {
+                return;
+            }
+            std::thread::sleep(gap);
+        }
+    }
+
+    /// Reads until the end of the request head, so the client's write is not refused.
+    fn read_head(socket: &mut TcpStream) {
+        let mut seen = Vec::new();
+        let mut byte = [0u8; 1];
+        while !seen.ends_with(b"\r\n\r\n") && socket.read(&mut byte).is_ok_and(|n| n == 1) {
+            seen.push(byte[0]);
+        }
+    }
+
+    fn call(url: &str, timeout: Duration) -> (Result<Response, TransportError>, Duration) {
+        let endpoint = Endpoint::parse(url).unwrap();
+        let tls = tls_config(&[]).unwrap();
+        let started = Instant::now();
+        let result = post(&endpoint, &tls, &[("host", "x")], b"{}", timeout);
+        (result, started.elapsed())
+    }
+
+    #[test]
+    fn a_trickled_http_answer_cannot_outlast_the_deadline() {
+        let port = serve(|socket| {
+            read_head(socket);
+            let head =
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+            trickle(socket, head, Duration::from_millis(300));
+        });
+        let timeout = Duration::from_secs(1);
+        let (result, elapsed) = call(&format!("http://127.0.0.1:{port}"), timeout);
+        let Err(TransportError::Unavailable(why)) = result else {
+            panic!("a trickled answer was read: {result:?}");
+        };
+        assert!(why.contains("timed out"), "{why}");
+        // A safety bound, not a speed claim: the trickle alone would take over 20 s.
+        assert!(elapsed < timeout * 3, "took {elapsed:?}");
+    }
+
+    #[test]
+    fn a_trickled_tls_record_cannot_outlast_the_deadline() {
+        let port = serve(|socket| {
+            // The start of a 16 KiB handshake record, then its body a byte at a time: rustls
+            // keeps reading inside one call, which the per-syscall deadline must cut short.
+            let mut record = vec![0x16, 0x03, 0x03, 0x40, 0x00];
+            record.extend_from_slice(&[0u8; 60]);
+            trickle(socket, &record, Duration::from_millis(300));
+        });
+        let timeout = Duration::from_secs(1);
+        let (result, elapsed) = call(&format!("https://127.0.0.1:{port}"), timeout);
+        let Err(TransportError::Unavailable(why)) = result else {
+            panic!("a trickled TLS record was not unavailable: {result:?}");
+        };
+        assert!(why.contains("timed out"), "{why}");
+        // A safety bound, not a speed claim: the trickle alone would take over 19 s.
+        assert!(elapsed < timeout * 3, "took {elapsed:?}");
+    }
+
+    #[test]
+    fn bytes_beyond_the_content_length_are_an_error_in_any_read() {
+        // All in one write, and the body with the excess arriving after the head was parsed.
+        let together = serve(|socket| {
+            read_head(socket);
+            let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}extra");
+            std::thread::sleep(Duration::from_secs(1));
+        });
+        let apart = serve(|socket| {
+            read_head(socket);
+            let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n");
+            let _ = socket.flush();
+            std::thread::sleep(Duration::from_millis(200));
+            let _ = socket.write_all(b"{}extra");
+            std::thread::sleep(Duration::from_secs(1));
+        });
+        for port in [together, apart] {
+            let (result, _) = call(&format!("http://127.0.0.1:{port}"), Duration::from_secs(5));
+            let Err(TransportError::Malformed(rule)) = result else {
+                panic!("an over-long answer was accepted: {result:?}");
+            };
+            assert!(rule.contains("longer than its Content-Length"), "{rule}");
+        }
+        let exact = serve(|socket| {
+            read_head(socket);
+            let _ = socket.write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}");
+            std::thread::sleep(Duration::from_secs(1));
+        });
+        let (result, _) = call(&format!("http://127.0.0.1:{exact}"), Duration::from_secs(5));
+        let response = result.unwrap();
+        assert_eq!(
+            (response.status, response.body.as_slice()),
+            (201, &b"{}"[..])
+        );
+    }
+
+    #[test]
+    fn host_names_resolve_within_the_deadline() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let endpoint = Endpoint::parse(&format!("https://localhost:{port}")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let addrs = resolve(&endpoint, deadline).unwrap();
+        assert!(
+            addrs
+                .iter()
+                .all(|a| a.port() == port && a.ip().is_loopback()),
+            "{addrs:?}"
+        );
+        let stream = connect(&endpoint, deadline).unwrap();
+        assert_eq!(stream.peer_addr().unwrap().port(), port);
+        // A deadline already past fails before waiting on the resolver.
+        let Err(TransportError::Unavailable(why)) = resolve(&endpoint, Instant::now()) else {
+            panic!("resolved past the deadline");
+        };
+        assert!(why.contains("timed out"), "{why}");
     }
 }

@@ -95,7 +95,10 @@ pub(crate) fn ec_spki(
 
 /// The SPKI of an RSA public key from its modulus and exponent (unsigned big-endian).
 pub(crate) fn rsa_spki(modulus: &[u8], exponent: &[u8]) -> Result<Vec<u8>, &'static str> {
-    let start = modulus.iter().position(|&b| b != 0).unwrap_or(modulus.len());
+    let start = modulus
+        .iter()
+        .position(|&b| b != 0)
+        .unwrap_or(modulus.len());
     let bits = (modulus.len() - start) * 8;
     if !(2048..=4096).contains(&bits) {
         return Err("the RSA key must be 2048 to 4096 bits");
@@ -109,7 +112,10 @@ pub(crate) fn rsa_spki(modulus: &[u8], exponent: &[u8]) -> Result<Vec<u8>, &'sta
 }
 
 /// A token's fixed-length `r || s` ECDSA signature as DER `SEQUENCE { r, s }`.
-pub(crate) fn ecdsa_fixed_to_der(signature: &[u8], scalar_len: usize) -> Result<Vec<u8>, &'static str> {
+pub(crate) fn ecdsa_fixed_to_der(
+    signature: &[u8],
+    scalar_len: usize,
+) -> Result<Vec<u8>, &'static str> {
     if signature.len() != 2 * scalar_len {
         return Err("ECDSA signature is not twice the curve's scalar length");
     }
@@ -123,11 +129,11 @@ pub(crate) fn ecdsa_fixed_to_der(signature: &[u8], scalar_len: usize) -> Result<
 mod tests {
     use super::*;
     use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::rsa::KeySize;
     use aws_lc_rs::signature::{
         ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _,
         RSA_PKCS1_SHA256, RsaKeyPair, UnparsedPublicKey,
     };
-    use aws_lc_rs::rsa::KeySize;
 
     #[test]
     fn built_ec_spki_is_the_one_aws_lc_rs_writes() {
@@ -153,14 +159,18 @@ mod tests {
         let n = public.modulus().big_endian_without_leading_zero();
         let e = public.exponent().big_endian_without_leading_zero();
         let built = rsa_spki(n, e).unwrap();
-        let expected = aws_lc_rs::encoding::AsDer::<aws_lc_rs::encoding::PublicKeyX509Der>::as_der(
-            public,
-        )
-        .unwrap();
+        let expected =
+            aws_lc_rs::encoding::AsDer::<aws_lc_rs::encoding::PublicKeyX509Der>::as_der(public)
+                .unwrap();
         assert_eq!(built, expected.as_ref());
         let mut signature = vec![0u8; pair.public_modulus_len()];
-        pair.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), b"m", &mut signature)
-            .unwrap();
+        pair.sign(
+            &RSA_PKCS1_SHA256,
+            &SystemRandom::new(),
+            b"m",
+            &mut signature,
+        )
+        .unwrap();
         assert!(rsa_spki(&n[..128], e).is_err(), "1024-bit keys are refused");
     }
 

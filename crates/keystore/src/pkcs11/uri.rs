@@ -87,9 +87,9 @@ impl Pkcs11Uri {
                     "`{name}` is refused: a PIN does not belong in the uri; name a PIN file or \
                      environment variable in the config"
                 ),
-                "module-name" | "module-path" => format!(
-                    "`{name}` is refused: the module is the config's pkcs11_module"
-                ),
+                "module-name" | "module-path" => {
+                    format!("`{name}` is refused: the module is the config's pkcs11_module")
+                }
                 _ => format!("query attribute `{}` is not supported", printable(name)),
             });
         }
@@ -99,6 +99,10 @@ impl Pkcs11Uri {
                 return invalid(format!("attribute `{}` has no `=`", printable(attribute)));
             };
             let value = percent_decode(raw)?;
+            if value.is_empty() {
+                // An empty label would match blank token labels or unlabelled objects.
+                return invalid(format!("`{}` has an empty value", printable(name)));
+            }
             let text_value = || {
                 String::from_utf8(value.clone()).map_err(|_| Pkcs11Error::InvalidUri {
                     rule: format!("`{name}` is not UTF-8 text"),
@@ -132,8 +136,11 @@ impl Pkcs11Uri {
                     };
                     uri.object_type.replace(kind).is_some()
                 }
-                "library-manufacturer" | "library-description" | "library-version"
-                | "slot-description" | "slot-manufacturer" => {
+                "library-manufacturer"
+                | "library-description"
+                | "library-version"
+                | "slot-description"
+                | "slot-manufacturer" => {
                     return invalid(format!(
                         "`{name}` is not supported; pick the token by token, serial or slot-id"
                     ));
@@ -206,6 +213,22 @@ impl Pkcs11Uri {
             && same(&self.model, info.model())
     }
 
+    /// Templates that find any object of `class` sharing this URI's label, or its id: what
+    /// must not exist before a key is generated under the URI.
+    pub(crate) fn existing_object_templates(&self, class: ObjectClass) -> Vec<Vec<Attribute>> {
+        let mut templates = Vec::new();
+        if let Some(label) = &self.object {
+            templates.push(vec![
+                Attribute::Class(class),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ]);
+        }
+        if let Some(id) = &self.id {
+            templates.push(vec![Attribute::Class(class), Attribute::Id(id.clone())]);
+        }
+        templates
+    }
+
     /// The `C_FindObjects` template for objects of `class` this URI names.
     pub(crate) fn object_template(&self, class: ObjectClass) -> Vec<Attribute> {
         let mut template = vec![Attribute::Class(class)];
@@ -263,8 +286,10 @@ fn percent_decode(raw: &str) -> Result<Vec<u8>, Pkcs11Error> {
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
+                // Two ASCII hex digits exactly: `from_str_radix` alone would take a sign.
                 let hex = bytes
                     .get(i + 1..i + 3)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                     .and_then(|h| std::str::from_utf8(h).ok())
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
                     .ok_or_else(|| invalid("a `%` is not followed by two hex digits"))?;
@@ -275,7 +300,11 @@ fn percent_decode(raw: &str) -> Result<Vec<u8>, Pkcs11Error> {
                 out.push(b);
                 i += 1;
             }
-            _ => return Err(invalid("a value holds a character that must be percent-encoded")),
+            _ => {
+                return Err(invalid(
+                    "a value holds a character that must be percent-encoded",
+                ));
+            }
         }
         if out.len() > MAX_VALUE_LEN {
             return Err(invalid("an attribute value is longer than 256 bytes"));
@@ -337,15 +366,26 @@ mod tests {
     fn refuses_each_rule_by_name() {
         for (text, want) in [
             ("pkcs12:token=a;object=b", "does not start with `pkcs11:`"),
-            ("pkcs11:token=a;object=b?pin-value=1234", "a PIN does not belong in the uri"),
-            ("pkcs11:token=a;object=b?pin-source=file:/p", "a PIN does not belong"),
+            (
+                "pkcs11:token=a;object=b?pin-value=1234",
+                "a PIN does not belong in the uri",
+            ),
+            (
+                "pkcs11:token=a;object=b?pin-source=file:/p",
+                "a PIN does not belong",
+            ),
             ("pkcs11:token=a;object=b?module-path=/x.so", "pkcs11_module"),
             ("pkcs11:token=a;token=b;object=c", "`token` appears twice"),
             ("pkcs11:token=a;objekt=b", "unknown attribute `objekt`"),
-            ("pkcs11:token=a;object=b;library-version=1", "`library-version` is not supported"),
+            (
+                "pkcs11:token=a;object=b;library-version=1",
+                "`library-version` is not supported",
+            ),
             ("pkcs11:object=b", "names no token"),
             ("pkcs11:token=a", "names no object"),
             ("pkcs11:token=a;object=%zz", "two hex digits"),
+            ("pkcs11:token=a;object=%+1", "two hex digits"),
+            ("pkcs11:token=;object=b", "`token` has an empty value"),
             ("pkcs11:token=a;object=b c", "must be percent-encoded"),
             ("pkcs11:token=a;object=b;type=secret", "`type` must be"),
             ("pkcs11:slot-id=x;object=b", "not a decimal number"),

@@ -159,12 +159,9 @@ fn a_wrong_secret_or_unknown_key_id_is_refused() {
         panic!("opened with a wrong secret");
     };
     assert!(refused_reason(error).contains("InvalidSignatureException"));
-    let unknown = KmsCredentialSource::static_keys(
-        "AKIAUNKNOWN000000000",
-        access.secret_access_key,
-        None,
-    )
-    .unwrap();
+    let unknown =
+        KmsCredentialSource::static_keys("AKIAUNKNOWN000000000", access.secret_access_key, None)
+            .unwrap();
     let Err(KmsError::Store(error)) = KmsKey::open(&config_for(&fake, "alias/broker", unknown))
     else {
         panic!("opened with an unknown access key");
@@ -445,9 +442,10 @@ fn kms_keys_sign_the_ca_leaves_and_federation_jwts() {
         .iter()
         .filter(|c| c.operation == "Sign" && c.outcome == "ok")
         .count();
-    // The self-signed CA, then the first leaf and the rotated one.
-    assert_eq!(signs, 3);
-    assert_eq!(signs_before, 1);
+    // Before the ring: the self-signed CA (and any probe signatures opening the key takes);
+    // the ring then signs exactly the first leaf and the rotated one.
+    assert!(signs_before >= 1, "{signs_before}");
+    assert_eq!(signs - signs_before, 2);
 
     let (fake, _, access) = fake_with(KmsKeySpec::Rsa2048, &["kms:Sign", "kms:GetPublicKey"]);
     let rsa = Arc::new(open(&fake, &access));

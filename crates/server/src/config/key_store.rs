@@ -88,12 +88,21 @@ pub struct Pkcs11Settings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AwsKmsSettings {
-    /// `signing.aws_region`, or the region of the signing key's ARN.
-    pub region: String,
+    /// `signing.aws_region`: the region of every `awskms:` key that is not an ARN (an ARN
+    /// names its own).
+    pub region: Option<String>,
     /// `signing.aws_kms_endpoint`: an override of `https://kms.{region}.amazonaws.com`.
     pub kms_endpoint: Option<String>,
     /// `signing.aws_sts_endpoint`: an override of STS, for web identity credentials.
     pub sts_endpoint: Option<String>,
+}
+
+impl AwsKmsSettings {
+    /// The region `key_id` lives in: its ARN's, else `aws_region` (the configuration makes
+    /// sure one of the two exists for every key it names).
+    pub fn region_for<'a>(&'a self, key_id: &'a str) -> Option<&'a str> {
+        region_of_arn(key_id).or(self.region.as_deref())
+    }
 }
 
 /// Every key store the configuration uses.
@@ -122,10 +131,12 @@ pub(super) fn mac_key(
     signing_key: &KeyReference,
     raw: Option<&str>,
 ) -> Result<KeyReference, ConfigError> {
-    let invalid = |rule| Err(ConfigError::Invalid {
-        key: "signing.mac_key",
-        rule,
-    });
+    let invalid = |rule| {
+        Err(ConfigError::Invalid {
+            key: "signing.mac_key",
+            rule,
+        })
+    };
     let mac = match (raw, signing_key) {
         (Some(text), _) => KeyReference::parse("signing.mac_key", text)?,
         (None, KeyReference::Pkcs11(uri)) => {
@@ -152,10 +163,13 @@ pub(super) fn key_store_config(
 ) -> Result<KeyStoreConfig, ConfigError> {
     let invalid = |key, rule| Err(ConfigError::Invalid { key, rule });
     let uses_pkcs11 = keys.iter().any(|k| k.is_pkcs11());
-    let kms_key = keys.iter().find_map(|k| match k {
-        KeyReference::AwsKms { key_id } => Some(key_id.as_str()),
-        KeyReference::Pkcs11(_) => None,
-    });
+    let kms_keys: Vec<&str> = keys
+        .iter()
+        .filter_map(|k| match k {
+            KeyReference::AwsKms { key_id } => Some(key_id.as_str()),
+            KeyReference::Pkcs11(_) => None,
+        })
+        .collect();
 
     let pkcs11 = match (uses_pkcs11, raw.pkcs11_module, raw.pin_file, raw.pin_env) {
         (false, None, None, None) => None,
@@ -198,71 +212,67 @@ pub(super) fn key_store_config(
         }
     };
 
-    let aws_kms = match kms_key {
-        None => {
-            if raw.aws_region.is_some()
-                || raw.aws_kms_endpoint.is_some()
-                || raw.aws_sts_endpoint.is_some()
-            {
-                return invalid(
-                    "signing.aws_region",
-                    "aws_region, aws_kms_endpoint and aws_sts_endpoint apply only to awskms: keys",
-                );
-            }
-            None
+    let aws_kms = if kms_keys.is_empty() {
+        if raw.aws_region.is_some()
+            || raw.aws_kms_endpoint.is_some()
+            || raw.aws_sts_endpoint.is_some()
+        {
+            return invalid(
+                "signing.aws_region",
+                "aws_region, aws_kms_endpoint and aws_sts_endpoint apply only to awskms: keys",
+            );
         }
-        Some(key_id) => {
-            let region = match raw.aws_region {
-                Some(region) => region,
-                None => match region_of_arn(key_id) {
-                    Some(region) => region.to_owned(),
-                    None => {
-                        return invalid(
-                            "signing.aws_region",
-                            "required unless the awskms: key is an ARN (which names its region)",
-                        );
-                    }
-                },
-            };
+        None
+    } else {
+        if let Some(region) = &raw.aws_region {
             let valid_region = !region.is_empty()
                 && region.len() <= 32
                 && region
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
             if !valid_region {
-                return invalid("signing.aws_region", "must be an AWS region name like us-east-1");
-            }
-            for (key, endpoint) in [
-                ("signing.aws_kms_endpoint", &raw.aws_kms_endpoint),
-                ("signing.aws_sts_endpoint", &raw.aws_sts_endpoint),
-            ] {
-                if let Some(endpoint) = endpoint
-                    && !endpoint_allowed(endpoint)
-                {
-                    return invalid(
-                        key,
-                        "must be an https:// URL, or http:// on a loopback IP address (tests), without path, query or credentials",
-                    );
-                }
-            }
-            if !cfg!(feature = "kms") {
                 return invalid(
-                    "signing.key",
-                    "awskms: keys need the broker built with the `kms` cargo feature",
+                    "signing.aws_region",
+                    "must be an AWS region name like us-east-1",
                 );
             }
-            Some(AwsKmsSettings {
-                region,
-                kms_endpoint: raw.aws_kms_endpoint,
-                sts_endpoint: raw.aws_sts_endpoint,
-            })
         }
+        if raw.aws_region.is_none() && kms_keys.iter().any(|k| region_of_arn(k).is_none()) {
+            return invalid(
+                "signing.aws_region",
+                "required unless every awskms: key is an ARN (which names its region)",
+            );
+        }
+        for (key, endpoint) in [
+            ("signing.aws_kms_endpoint", &raw.aws_kms_endpoint),
+            ("signing.aws_sts_endpoint", &raw.aws_sts_endpoint),
+        ] {
+            if let Some(endpoint) = endpoint
+                && !endpoint_allowed(endpoint)
+            {
+                return invalid(
+                    key,
+                    "must be an https:// URL, or http:// on a loopback IP address (tests), without path, query or credentials",
+                );
+            }
+        }
+        if !cfg!(feature = "kms") {
+            return invalid(
+                "signing.key",
+                "awskms: keys need the broker built with the `kms` cargo feature",
+            );
+        }
+        Some(AwsKmsSettings {
+            region: raw.aws_region,
+            kms_endpoint: raw.aws_kms_endpoint,
+            sts_endpoint: raw.aws_sts_endpoint,
+        })
     };
     Ok(KeyStoreConfig { pkcs11, aws_kms })
 }
 
 /// `arn:<partition>:kms:<region>:<account>:key/...` or `...:alias/...`.
-fn region_of_arn(key_id: &str) -> Option<&str> {
+pub(crate) fn region_of_arn(key_id: &str) -> Option<&str> {
     let mut parts = key_id.splitn(6, ':');
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
         (Some("arn"), Some(_), Some("kms"), Some(region)) if !region.is_empty() => Some(region),
@@ -282,7 +292,9 @@ fn endpoint_allowed(endpoint: &str) -> bool {
     if authority.is_empty()
         || endpoint.len() > 2048
         || authority.contains(['/', '?', '#', '@'])
-        || authority.chars().any(|c| c.is_control() || c.is_whitespace())
+        || authority
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace())
     {
         return false;
     }
@@ -292,7 +304,9 @@ fn endpoint_allowed(endpoint: &str) -> bool {
     // A plain-HTTP endpoint only on a loopback address literal: a name could resolve anywhere.
     let host = match authority.strip_prefix('[') {
         Some(v6) => v6.split_once(']').map_or("", |(host, _)| host),
-        None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host),
     };
     host.parse::<std::net::IpAddr>()
         .is_ok_and(|ip| ip.is_loopback())

@@ -672,3 +672,434 @@ fn the_federation_section_takes_key_files_or_generate_and_a_bounded_ttl() {
         assert_eq!(rule(&format!("{MINIMAL}{section}")).0, key, "{section}");
     }
 }
+
+// === Key stores: signing.key / mac_key / pkcs11_module / pin_* / aws_*, federation.keys ===
+
+const P11_KEY: &str = "pkcs11:token=broker;object=ca";
+const KMS_ARN: &str =
+    "awskms:arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+/// [`MINIMAL`] with `body` as its `[signing]` section (the last section).
+fn with_signing(body: &str) -> String {
+    let text = MINIMAL.replace("generate = true\n", body);
+    assert_ne!(text, MINIMAL, "MINIMAL's [signing] section moved");
+    text
+}
+
+/// A valid PKCS#11 signing section, plus `extra`.
+fn pkcs11_signing(extra: &str) -> String {
+    with_signing(&format!(
+        "ca_cert_file = \"ca.pem\"\nkey = \"{P11_KEY}\"\npkcs11_module = \"lib/p11.so\"\npin_file = \"pin\"\n{extra}"
+    ))
+}
+
+/// An AWS KMS signing section with key `key` and an HMAC key alias, plus `extra`.
+fn kms_signing(key: &str, extra: &str) -> String {
+    with_signing(&format!(
+        "ca_cert_file = \"ca.pem\"\nkey = \"{key}\"\nmac_key = \"awskms:arn:aws:kms:eu-west-1:111122223333:alias/broker-mac\"\n{extra}"
+    ))
+}
+
+fn p11(text: &str) -> KeyReference {
+    KeyReference::Pkcs11(Box::new(
+        svid_broker_keystore::pkcs11::Pkcs11Uri::parse(text).unwrap(),
+    ))
+}
+
+/// Without the `kms` feature an awskms: key gets this far and no further: every rule before
+/// it passed.
+const NO_KMS_FEATURE: (&str, &str) = (
+    "signing.key",
+    "awskms: keys need the broker built with the `kms` cargo feature",
+);
+
+#[test]
+fn a_pkcs11_signing_key_takes_its_secret_key_as_the_mac_and_the_module_resolved() {
+    let c = parse(&pkcs11_signing("")).unwrap();
+    assert_eq!(
+        c.signing,
+        SigningSource::KeyStore {
+            cert: "/cfg/ca.pem".into(),
+            key: p11(P11_KEY),
+            mac: p11("pkcs11:token=broker;object=ca;type=secret-key"),
+        }
+    );
+    assert_eq!(
+        c.key_store,
+        KeyStoreConfig {
+            pkcs11: Some(Pkcs11Settings {
+                module: "/cfg/lib/p11.so".into(),
+                pin: PinSource::File("/cfg/pin".into()),
+            }),
+            aws_kms: None,
+        }
+    );
+    // An explicit mac_key is taken as written; pin_env instead of pin_file.
+    let text = with_signing(&format!(
+        "ca_cert_file = \"ca.pem\"\nkey = \"{P11_KEY}\"\nmac_key = \"pkcs11:token=broker;object=hmac\"\npkcs11_module = \"/usr/lib/softhsm/libsofthsm2.so\"\npin_env = \"BROKER_PIN_1\"\n"
+    ));
+    let c = parse(&text).unwrap();
+    let SigningSource::KeyStore { mac, .. } = &c.signing else {
+        panic!("{:?}", c.signing)
+    };
+    assert_eq!(*mac, p11("pkcs11:token=broker;object=hmac"));
+    assert_eq!(
+        c.key_store.pkcs11,
+        Some(Pkcs11Settings {
+            module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+            pin: PinSource::Env("BROKER_PIN_1".into()),
+        })
+    );
+    // Federation keys in the token need the same module settings, with a generated CA too.
+    let text = format!(
+        "{}[federation]\nkeys = [\"pkcs11:token=broker;object=fed-b\", \"pkcs11:token=broker;object=fed-a\"]\n",
+        with_signing("generate = true\npkcs11_module = \"/m.so\"\npin_env = \"PIN\"\n")
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(
+        c.federation.unwrap().keys,
+        FederationKeySource::KeyStore(vec![
+            p11("pkcs11:token=broker;object=fed-b"),
+            p11("pkcs11:token=broker;object=fed-a"),
+        ])
+    );
+    assert_eq!(c.key_store.pkcs11.unwrap().module, PathBuf::from("/m.so"));
+}
+
+#[test]
+fn a_pkcs11_uri_with_a_pin_is_refused_and_the_pin_never_printed() {
+    for (text, key) in [
+        (
+            pkcs11_signing("").replace(P11_KEY, "pkcs11:token=broker;object=ca?pin-value=98765"),
+            "signing.key",
+        ),
+        (
+            pkcs11_signing("mac_key = \"pkcs11:token=broker;object=m?pin-value=98765\"\n"),
+            "signing.mac_key",
+        ),
+    ] {
+        let error = parse(&text).unwrap_err();
+        assert!(
+            matches!(error, ConfigError::InvalidPkcs11Uri { key: k, .. } if k == key),
+            "{error:?}"
+        );
+        let chain = svid_broker_identity::report::ErrorChain::new(&error).to_string();
+        assert!(chain.starts_with(key), "{chain}");
+        assert!(chain.contains("a PIN does not belong"), "{chain}");
+        assert!(!chain.contains("98765"), "{chain}");
+    }
+    let federation = format!(
+        "{}[federation]\nkeys = [\"pkcs11:token=broker\"]\n",
+        pkcs11_signing("")
+    );
+    let error = parse(&federation).unwrap_err();
+    let chain = svid_broker_identity::report::ErrorChain::new(&error).to_string();
+    assert!(
+        chain.starts_with("federation.keys") && chain.contains("names no object"),
+        "{chain}"
+    );
+}
+
+#[test]
+fn each_key_store_rule_is_enforced() {
+    let signing_files = "ca_cert_file = \"ca.pem\"\nca_key_file = \"ca.key\"\n";
+    let cases: Vec<(String, (&str, &str))> = vec![
+        (
+            with_signing(&format!("{signing_files}key = \"{P11_KEY}\"\n")),
+            (
+                "signing.key",
+                "cannot be combined with ca_key_file: the key is in a file or in a key store",
+            ),
+        ),
+        (
+            with_signing(&format!("generate = true\nkey = \"{P11_KEY}\"\n")),
+            (
+                "signing.generate",
+                "cannot be combined with ca_cert_file, ca_key_file or key",
+            ),
+        ),
+        (
+            pkcs11_signing("").replace("ca_cert_file = \"ca.pem\"\n", ""),
+            (
+                "signing",
+                "set ca_cert_file with ca_key_file (a PEM key) or with key (in a key store), or generate = true",
+            ),
+        ),
+        (
+            pkcs11_signing("").replace(P11_KEY, "file:/etc/broker/ca.key"),
+            (
+                "signing.key",
+                "must be a pkcs11: URI (RFC 7512) or awskms:<key id or ARN>",
+            ),
+        ),
+        (
+            kms_signing("awskms:", ""),
+            (
+                "signing.key",
+                "an awskms: key is 1..=2048 characters of [A-Za-z0-9_/:-] (a key id, key ARN, alias/name or alias ARN)",
+            ),
+        ),
+        (
+            kms_signing("awskms:alias/a b", ""),
+            (
+                "signing.key",
+                "an awskms: key is 1..=2048 characters of [A-Za-z0-9_/:-] (a key id, key ARN, alias/name or alias ARN)",
+            ),
+        ),
+        (
+            pkcs11_signing("").replace("pkcs11_module = \"lib/p11.so\"\n", ""),
+            (
+                "signing.pkcs11_module",
+                "required with a pkcs11: key: the PKCS#11 module's path",
+            ),
+        ),
+        (
+            pkcs11_signing("pin_env = \"PIN\"\n"),
+            (
+                "signing.pin_file",
+                "set exactly one of pin_file and pin_env with a pkcs11: key",
+            ),
+        ),
+        (
+            pkcs11_signing("").replace("pin_file = \"pin\"\n", ""),
+            (
+                "signing.pin_file",
+                "set exactly one of pin_file and pin_env with a pkcs11: key",
+            ),
+        ),
+        (
+            pkcs11_signing("").replace("pin_file = \"pin\"", "pin_env = \"BROKER-PIN\""),
+            (
+                "signing.pin_env",
+                "must be an environment variable name: 1..=128 of [A-Za-z0-9_]",
+            ),
+        ),
+        (
+            pkcs11_signing("").replace("pin_file = \"pin\"", "pin_env = \"\""),
+            (
+                "signing.pin_env",
+                "must be an environment variable name: 1..=128 of [A-Za-z0-9_]",
+            ),
+        ),
+        (
+            pkcs11_signing("").replace(
+                "pin_file = \"pin\"",
+                &format!("pin_env = \"{}\"", "P".repeat(MAX_PIN_ENV_NAME_LEN + 1)),
+            ),
+            (
+                "signing.pin_env",
+                "must be an environment variable name: 1..=128 of [A-Za-z0-9_]",
+            ),
+        ),
+        (
+            with_signing("generate = true\npkcs11_module = \"/m.so\"\npin_file = \"pin\"\n"),
+            (
+                "signing.pkcs11_module",
+                "pkcs11_module, pin_file and pin_env apply only to pkcs11: keys",
+            ),
+        ),
+        (
+            with_signing("generate = true\npin_env = \"PIN\"\n"),
+            (
+                "signing.pkcs11_module",
+                "pkcs11_module, pin_file and pin_env apply only to pkcs11: keys",
+            ),
+        ),
+        (
+            kms_signing(KMS_ARN, "pkcs11_module = \"/m.so\"\n"),
+            (
+                "signing.pkcs11_module",
+                "pkcs11_module, pin_file and pin_env apply only to pkcs11: keys",
+            ),
+        ),
+        (
+            with_signing("ca_cert_file = \"ca.pem\"\nkey = \"awskms:alias/broker\"\n"),
+            (
+                "signing.mac_key",
+                "required with an awskms: signing key: an HMAC_256 KMS key (every replica derives its credential MAC keys through it)",
+            ),
+        ),
+        (
+            kms_signing("awskms:alias/broker", ""),
+            (
+                "signing.aws_region",
+                "required unless every awskms: key is an ARN (which names its region)",
+            ),
+        ),
+        (
+            kms_signing("awskms:alias/broker", "aws_region = \"EU_WEST_1\"\n"),
+            (
+                "signing.aws_region",
+                "must be an AWS region name like us-east-1",
+            ),
+        ),
+        (
+            kms_signing(KMS_ARN, "aws_kms_endpoint = \"http://kms.internal:4566\"\n"),
+            (
+                "signing.aws_kms_endpoint",
+                "must be an https:// URL, or http:// on a loopback IP address (tests), without path, query or credentials",
+            ),
+        ),
+        (
+            kms_signing(KMS_ARN, "aws_kms_endpoint = \"https://kms.example/path\"\n"),
+            (
+                "signing.aws_kms_endpoint",
+                "must be an https:// URL, or http:// on a loopback IP address (tests), without path, query or credentials",
+            ),
+        ),
+        (
+            kms_signing(KMS_ARN, "aws_sts_endpoint = \"http://10.0.0.1\"\n"),
+            (
+                "signing.aws_sts_endpoint",
+                "must be an https:// URL, or http:// on a loopback IP address (tests), without path, query or credentials",
+            ),
+        ),
+        (
+            with_signing("generate = true\naws_region = \"eu-west-1\"\n"),
+            (
+                "signing.aws_region",
+                "aws_region, aws_kms_endpoint and aws_sts_endpoint apply only to awskms: keys",
+            ),
+        ),
+        (
+            pkcs11_signing("aws_kms_endpoint = \"https://kms.example\"\n"),
+            (
+                "signing.aws_region",
+                "aws_region, aws_kms_endpoint and aws_sts_endpoint apply only to awskms: keys",
+            ),
+        ),
+        (
+            with_signing("generate = true\nmac_key = \"awskms:alias/broker-mac\"\n"),
+            ("signing.mac_key", "applies only with signing.key"),
+        ),
+        (
+            with_signing(&format!("{signing_files}mac_key = \"{P11_KEY}\"\n")),
+            ("signing.mac_key", "applies only with signing.key"),
+        ),
+        (
+            pkcs11_signing("mac_key = \"awskms:alias/broker-mac\"\n"),
+            (
+                "signing.mac_key",
+                "must be in the same kind of key store as signing.key",
+            ),
+        ),
+        (
+            kms_signing(KMS_ARN, "").replace(
+                "awskms:arn:aws:kms:eu-west-1:111122223333:alias/broker-mac",
+                P11_KEY,
+            ),
+            (
+                "signing.mac_key",
+                "must be in the same kind of key store as signing.key",
+            ),
+        ),
+        (
+            format!(
+                "{}[federation]\nkey_files = [\"f.pem\"]\nkeys = [\"{P11_KEY}\"]\n",
+                pkcs11_signing("")
+            ),
+            (
+                "federation.keys",
+                "cannot be combined with key_files: the keys are in files or in a key store",
+            ),
+        ),
+        (
+            format!(
+                "{}[federation]\ngenerate = true\nkeys = [\"{P11_KEY}\"]\n",
+                pkcs11_signing("")
+            ),
+            (
+                "federation.generate",
+                "cannot be combined with key_files or keys",
+            ),
+        ),
+        (
+            format!(
+                "{}[federation]\nkeys = [{}]\n",
+                pkcs11_signing(""),
+                (0..=MAX_FEDERATION_KEYS)
+                    .map(|i| format!("\"pkcs11:token=broker;object=fed-{i}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            ("federation.keys", "at most 10 keys"),
+        ),
+        (
+            format!(
+                "{}[federation]\nkeys = [\"file:/f.pem\"]\n",
+                pkcs11_signing("")
+            ),
+            (
+                "federation.keys",
+                "must be a pkcs11: URI (RFC 7512) or awskms:<key id or ARN>",
+            ),
+        ),
+        (
+            // A pkcs11: federation key needs the module as much as a signing key does.
+            format!("{MINIMAL}[federation]\nkeys = [\"{P11_KEY}\"]\n"),
+            (
+                "signing.pkcs11_module",
+                "required with a pkcs11: key: the PKCS#11 module's path",
+            ),
+        ),
+    ];
+    for (text, want) in cases {
+        assert_eq!(rule(&text), want, "{text}");
+    }
+    // Exactly ten is the cap, not past it.
+    let ten = format!(
+        "{}[federation]\nkeys = [{}]\n",
+        pkcs11_signing(""),
+        (0..MAX_FEDERATION_KEYS)
+            .map(|i| format!("\"pkcs11:token=broker;object=fed-{i}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    assert!(parse(&ten).is_ok());
+}
+
+#[test]
+fn an_awskms_key_takes_its_region_from_the_arn_or_aws_region() {
+    let cases = [
+        (kms_signing(KMS_ARN, ""), "eu-west-1", None),
+        // An ARN names its own region; `aws_region` is for the keys that are not ARNs.
+        (
+            kms_signing(KMS_ARN, "aws_region = \"us-east-2\"\n"),
+            "eu-west-1",
+            None,
+        ),
+        (
+            kms_signing("awskms:alias/broker", "aws_region = \"ap-south-1\"\n"),
+            "ap-south-1",
+            None,
+        ),
+        (
+            kms_signing(KMS_ARN, "aws_kms_endpoint = \"http://127.0.0.1:4566\"\n"),
+            "eu-west-1",
+            Some("http://127.0.0.1:4566"),
+        ),
+    ];
+    for (text, region, endpoint) in cases {
+        if cfg!(feature = "kms") {
+            let c = parse(&text).unwrap();
+            let kms = c.key_store.aws_kms.unwrap();
+            assert_eq!(kms.kms_endpoint.as_deref(), endpoint);
+            assert_eq!(c.key_store.pkcs11, None);
+            let SigningSource::KeyStore { key, mac, .. } = c.signing else {
+                panic!("{:?}", c.signing)
+            };
+            let KeyReference::AwsKms { key_id } = &key else {
+                panic!("{key:?}")
+            };
+            assert_eq!(kms.region_for(key_id), Some(region));
+            assert_eq!(
+                mac,
+                KeyReference::AwsKms {
+                    key_id: "arn:aws:kms:eu-west-1:111122223333:alias/broker-mac".into()
+                }
+            );
+        } else {
+            assert_eq!(rule(&text), NO_KMS_FEATURE, "{text}");
+        }
+    }
+}

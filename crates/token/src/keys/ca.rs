@@ -35,7 +35,8 @@ use super::{
 };
 use crate::error::{KeyError, PemSource};
 use crate::external::{
-    ExternalAlgorithm, ExternalKey, ExternalKeyError, ExternalPublicKey, parse_public_key,
+    ExternalAlgorithm, ExternalKey, ExternalKeyError, ExternalPublicKey, PROBE_MISMATCH,
+    ProbeError, parse_public_key,
 };
 
 // === CA key ===
@@ -63,9 +64,17 @@ struct ExternalCaKey {
 
 impl ExternalCaKey {
     fn new(key: Arc<dyn ExternalKey>) -> Result<Self, KeyError> {
-        let public = parse_public_key(key.as_ref()).map_err(|rule| KeyError::ExternalPublicKey {
-            store: key.describe().to_owned(),
-            rule,
+        let public =
+            parse_public_key(key.as_ref()).map_err(|rule| KeyError::ExternalPublicKey {
+                store: key.describe().to_owned(),
+                rule,
+            })?;
+        crate::external::probe(key.as_ref(), &public).map_err(|error| match error {
+            ProbeError::Sign(source) => KeyError::ExternalKey { source },
+            ProbeError::Mismatch => KeyError::ExternalPublicKey {
+                store: key.describe().to_owned(),
+                rule: PROBE_MISMATCH,
+            },
         })?;
         let algorithm = match key.algorithm() {
             ExternalAlgorithm::EcdsaP256Sha256 => SigningAlgorithm::Es256,
@@ -83,7 +92,10 @@ impl ExternalCaKey {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
         let result = self.key.sign(msg).and_then(|sig| self.check_signature(sig));
         result.map_err(|error| {
-            *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+            *self
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(error);
             rcgen::Error::RemoteKeyError
         })
     }
@@ -95,7 +107,10 @@ impl ExternalCaKey {
             store: self.key.describe().to_owned(),
             rule,
         };
-        match (self.public.rsa_modulus_len, self.key.algorithm().ecdsa_scalar_len()) {
+        match (
+            self.public.rsa_modulus_len,
+            self.key.algorithm().ecdsa_scalar_len(),
+        ) {
             (Some(len), _) if sig.len() != len => {
                 Err(malformed("RSA signature is not as long as the modulus"))
             }
@@ -382,6 +397,11 @@ impl SigningCa {
     pub fn trust_anchor(&self) -> &CertificateDer<'static> {
         // The constructors never build an empty chain.
         &self.certs[self.certs.len() - 1]
+    }
+
+    /// Whether the CA key is held by a key store, which signs on request.
+    pub fn key_is_external(&self) -> bool {
+        matches!(self.key, CaKey::External(_))
     }
 
     /// The CA key's algorithm (independent of the leaves' algorithm).

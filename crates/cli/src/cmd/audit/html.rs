@@ -750,9 +750,26 @@ pub(super) fn text(raw: &str) -> String {
 }
 
 /// As [`text`], cut at `max` characters (with `…` when cut).
+/// Characters dropped from audit text: control characters, and the invisible format
+/// characters (bidirectional overrides and isolates, zero-width marks, the BOM) that could
+/// make one identity or repository name look like another on the page.
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{061C}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{FEFF}'
+        )
+}
+
 fn text_cut(raw: &str, max: usize) -> String {
     let mut out = String::with_capacity(raw.len().min(max * 6));
-    for (i, c) in raw.chars().filter(|c| !c.is_control()).enumerate() {
+    for (i, c) in raw.chars().filter(|&c| !hidden(c)).enumerate() {
         if i == max {
             out.push('…');
             break;
@@ -767,4 +784,19 @@ fn text_cut(raw: &str, max: usize) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn invisible_and_reordering_characters_never_reach_the_page() {
+        // A right-to-left override would show `.../sa/evil` as `.../sa/live`.
+        let disguised =
+            "spiffe://example.org/sa/\u{202E}live\u{202C}\u{200B}\u{FEFF}\u{2066}x\u{2069}";
+        assert_eq!(
+            super::text_cut(disguised, 256),
+            "spiffe://example.org/sa/livex"
+        );
+        assert_eq!(super::text_cut("a\u{7}<b>", 256), "a&lt;b&gt;");
+    }
 }
