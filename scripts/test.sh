@@ -18,6 +18,8 @@ command -v containerd >/dev/null || need+=(containerd)
 # the real PKCS#11 token that holds the signing keys in tests/e2e/hsm.rs.
 command -v chromium >/dev/null || need+=(chromium)
 command -v softhsm2-util >/dev/null || need+=(softhsm2)
+# OpenSC's pkcs11-tool: an independent reader of what the token holds (tests/e2e/hsm.rs).
+command -v pkcs11-tool >/dev/null || need+=(opensc)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
