@@ -192,6 +192,7 @@ impl Authenticator {
         credentials: Arc<CredentialKeys>,
         max_session: Duration,
         service_accounts: Option<ServiceAccountMode>,
+        cache_limits: CacheLimits,
     ) -> Result<Self, BrokerBuildError> {
         let validator = JwtSvidValidator::new([audience.to_owned()])
             .map_err(BrokerBuildError::Audience)?
@@ -202,7 +203,7 @@ impl Authenticator {
             credentials,
             max_session,
             service_accounts,
-            verified: VerifiedCaches::default(),
+            verified: VerifiedCaches::new(cache_limits),
         })
     }
 
@@ -577,6 +578,7 @@ mod login_cache_tests {
                 Arc::clone(keys),
                 Duration::from_secs(8 * 3600),
                 None,
+                CacheLimits::default(),
             )
             .unwrap()
         };

@@ -572,6 +572,10 @@ struct RawLimits {
     burst: u32,
     #[serde(default = "default_true")]
     token_cache: bool,
+    #[serde(default = "default_verified_cache_entries")]
+    verified_cache_entries: usize,
+    #[serde(default = "default_verified_cache_bytes")]
+    verified_cache_bytes: usize,
     #[serde(default = "default_failed_auth_rps")]
     failed_auth_per_second_per_ip: u32,
     #[serde(default = "default_failed_auth_burst")]
@@ -582,6 +586,14 @@ struct RawLimits {
 
 fn default_rps() -> u32 {
     50
+}
+
+fn default_verified_cache_entries() -> usize {
+    crate::verified_cache::DEFAULT_MAX_ENTRIES
+}
+
+fn default_verified_cache_bytes() -> usize {
+    crate::verified_cache::DEFAULT_MAX_BYTES
 }
 
 fn default_failed_auth_rps() -> u32 {
@@ -606,6 +618,8 @@ impl Default for RawLimits {
             requests_per_second_per_subject: default_rps(),
             burst: default_burst(),
             token_cache: true,
+            verified_cache_entries: default_verified_cache_entries(),
+            verified_cache_bytes: default_verified_cache_bytes(),
             failed_auth_per_second_per_ip: default_failed_auth_rps(),
             failed_auth_burst_per_ip: default_failed_auth_burst(),
             preauth_audit_interval_seconds: default_preauth_interval(),
@@ -736,6 +750,8 @@ pub struct BrokerConfig {
     pub burst: u32,
     /// Whether issued tokens are cached.
     pub token_cache: bool,
+    /// The caps of each verified-credential cache.
+    pub verified_cache: crate::verified_cache::CacheLimits,
     /// Per-source-address refill rate of the failed-authentication budget; 0 = unlimited.
     pub failed_auth_per_second_per_ip: u32,
     /// The failed-authentication budget per source address.
@@ -927,6 +943,21 @@ impl BrokerConfig {
             return invalid("signing.algorithm", "must be ES256, ES384 or RS256");
         };
 
+        use crate::verified_cache::{CacheLimits, MAX_MAX_BYTES, MAX_MAX_ENTRIES, MIN_MAX_BYTES};
+        if raw.limits.verified_cache_entries > MAX_MAX_ENTRIES {
+            return invalid(
+                "limits.verified_cache_entries",
+                "must be 0..=1048576 (0 disables)",
+            );
+        }
+        if !(MIN_MAX_BYTES..=MAX_MAX_BYTES).contains(&raw.limits.verified_cache_bytes) {
+            return invalid("limits.verified_cache_bytes", "must be 65536..=1073741824");
+        }
+        let verified_cache = CacheLimits::new(
+            raw.limits.verified_cache_entries,
+            raw.limits.verified_cache_bytes,
+        );
+
         let login = raw.credentials.login_credential_ttl_seconds;
         if !(60..=MAX_LOGIN_CREDENTIAL_TTL.as_secs()).contains(&login) {
             return invalid(
@@ -1028,6 +1059,7 @@ impl BrokerConfig {
             requests_per_second_per_subject: raw.limits.requests_per_second_per_subject,
             burst: raw.limits.burst,
             token_cache: raw.limits.token_cache,
+            verified_cache,
             failed_auth_per_second_per_ip: raw.limits.failed_auth_per_second_per_ip,
             failed_auth_burst_per_ip: raw.limits.failed_auth_burst_per_ip,
             preauth_audit_interval: Duration::from_secs(raw.limits.preauth_audit_interval_seconds),

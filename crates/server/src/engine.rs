@@ -161,6 +161,9 @@ pub struct BrokerOptions {
     pub preauth_audit_interval: Duration,
     /// Whether issued tokens are cached.
     pub cache: bool,
+    /// The caps of each verified-credential cache (X.509 chains, JWT-SVIDs, login
+    /// credentials).
+    pub verified_cache: crate::verified_cache::CacheLimits,
     /// Where audit events go.
     pub audit: AuditSink,
     /// What an audit write failure does to the decision.
@@ -191,6 +194,7 @@ impl BrokerOptions {
             failed_auth_limit: Some(DEFAULT_FAILED_AUTH_LIMIT),
             preauth_audit_interval: DEFAULT_PREAUTH_AUDIT_INTERVAL,
             cache: true,
+            verified_cache: crate::verified_cache::CacheLimits::default(),
             audit: AuditSink::Stderr,
             audit_on_error: AuditOnError::Deny,
             service_accounts: None,
@@ -243,6 +247,7 @@ impl Broker {
             keys.clone(),
             options.max_session,
             options.service_accounts,
+            options.verified_cache,
         )?;
         Ok(Self {
             policy: ArcSwap::from_pointee(policy),

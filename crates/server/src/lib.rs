@@ -62,3 +62,4 @@ pub use error::{AuthFailure, Denial, ErrorCode, ExchangeError, InvalidRequest, U
 pub use issue::CredentialIssuer;
 pub use request::{Endpoint, ExchangeKind, ExchangeRequest, Presented, RequestContext};
 pub use server::{BrokerServer, ServerError, ServerHandle};
+pub use verified_cache::CacheLimits;

@@ -318,6 +318,7 @@ impl BrokerServer {
             burst: f64::from(config.burst),
         });
         options.cache = config.token_cache;
+        options.verified_cache = config.verified_cache;
         options.audit = audit_sink(&config.audit)?;
         options.audit_on_error = config.audit_on_error;
         options.audience_policy = config.audience_policy;

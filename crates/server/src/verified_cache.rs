@@ -51,18 +51,35 @@ use svid_broker_identity::x509::{self, VerifiedX509Svid, X509SvidError};
 /// each holding one JWT-SVID per audience at a time; past this the cache turns over rather
 /// than grows.
 pub(crate) const DEFAULT_MAX_ENTRIES: usize = 16_384;
+/// Most entries `limits.verified_cache_entries` may set.
+pub(crate) const MAX_MAX_ENTRIES: usize = 1_048_576;
 /// Default cap on the memory of one cache, in bytes (entries, their subjects, and the table and
 /// queue slots they occupy, counted for the worst moment). About 500 bytes per JWT-SVID entry
 /// with a typical SPIFFE ID, so about 8,000 entries; more for shorter subjects.
 pub(crate) const DEFAULT_MAX_BYTES: usize = 4 * 1024 * 1024;
+/// Fewest bytes `limits.verified_cache_bytes` may set (a few hundred entries).
+pub(crate) const MIN_MAX_BYTES: usize = 64 * 1024;
+/// Most bytes `limits.verified_cache_bytes` may set.
+pub(crate) const MAX_MAX_BYTES: usize = 1024 * 1024 * 1024;
 
 /// How large one cache may grow. Both caps apply; zero entries disables the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct CacheLimits {
+#[non_exhaustive]
+pub struct CacheLimits {
     /// Most entries held.
-    pub(crate) max_entries: usize,
-    /// Most estimated bytes held (see [`HeapSize`] and the per-entry overhead).
-    pub(crate) max_bytes: usize,
+    pub max_entries: usize,
+    /// Most estimated bytes held (entries, subjects, table and queue slots).
+    pub max_bytes: usize,
+}
+
+impl CacheLimits {
+    /// Each cache holds at most `max_entries` entries and `max_bytes` estimated bytes.
+    pub fn new(max_entries: usize, max_bytes: usize) -> Self {
+        Self {
+            max_entries,
+            max_bytes,
+        }
+    }
 }
 
 impl Default for CacheLimits {

@@ -375,6 +375,32 @@ async fn metrics_count_verified_cache_hits_and_misses() {
     assert!(!body.contains(&svid));
 }
 
+/// `limits.verified_cache_entries = 0` turns the cache off: the same JWT-SVID presented twice
+/// is verified twice (two misses, nothing stored), with the same answers.
+#[tokio::test]
+async fn a_cache_capped_at_zero_entries_verifies_every_time() {
+    let f = Fixture::with(|o| o.verified_cache = crate::CacheLimits::new(0, 64 * 1024));
+    let svid = f.jwt(READER, AUDIENCE);
+    let auth = basic(READER, &svid);
+    for _ in 0..2 {
+        let r = get(
+            app(&f, true),
+            "/token?service=registry.local&scope=repository:team/app:pull",
+            Some(&auth),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    let body = get(app(&f, true), "/metrics", None).await.body;
+    for line in [
+        "svid_broker_verified_cache_lookups_total{cache=\"jwt_svid\",result=\"hit\"} 0",
+        "svid_broker_verified_cache_lookups_total{cache=\"jwt_svid\",result=\"miss\"} 2",
+        "svid_broker_verified_cache_entries{cache=\"jwt_svid\"} 0",
+    ] {
+        assert!(body.contains(line), "missing {line}\n{body}");
+    }
+}
+
 /// A real listener and a hand-written chunked POST, as containers/image sends it (no
 /// Content-Length).
 #[tokio::test]
