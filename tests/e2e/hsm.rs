@@ -20,8 +20,8 @@ use svid_broker_identity::TrustDomain;
 use svid_broker_identity::secret::ExposeSecret as _;
 
 use crate::fixtures::{AUDIENCE, BUILDER, ISSUER, POLICY, SERVICE, id};
-use crate::realm::{http, jws_part};
-use crate::registry::{Registry, TokenAuth, free_port, require, skopeo, write_oci_image};
+use crate::realm::{http, jws_part, pull, push};
+use crate::registry::{Registry, TokenAuth, free_port, require};
 use crate::support::{Daemon, Output, broker};
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -297,18 +297,7 @@ fn a_ca_key_generated_in_softhsm_signs_leaves_the_real_registry_verifies() {
     }));
     let work = tempfile::tempdir().unwrap();
     let creds = format!("{BUILDER}:{}", deployment.jwt());
-    let image = write_oci_image(&work.path().join("image"), "v1", "signed in the token\n");
-    let pushed = skopeo(
-        &[
-            "copy",
-            "--dest-tls-verify=false",
-            "--dest-creds",
-            &creds,
-            &format!("oci:{}:v1", image.display()),
-            &registry.image_ref("team/app", "v1"),
-        ],
-        work.path(),
-    );
+    let pushed = push(&registry, work.path(), &creds, "team/app");
     assert!(
         pushed.success(),
         "push: {}\n{}",
@@ -326,16 +315,12 @@ fn a_ca_key_generated_in_softhsm_signs_leaves_the_real_registry_verifies() {
         "a restarted broker signs with a new leaf"
     );
     let creds = format!("{BUILDER}:{}", deployment.jwt());
-    let pulled = skopeo(
-        &[
-            "copy",
-            "--src-tls-verify=false",
-            "--src-creds",
-            &creds,
-            &registry.image_ref("team/app", "v1"),
-            &format!("oci:{}:v1", work.path().join("pulled").display()),
-        ],
+    let pulled = pull(
+        &registry,
         work.path(),
+        &["--src-creds", &creds],
+        "team/app",
+        "pulled",
     );
     assert!(
         pulled.success(),
@@ -536,18 +521,8 @@ fn a_ca_key_in_aws_kms_signs_leaves_the_real_registry_verifies() {
         rootcertbundle: &ca,
     }));
     let work = tempfile::tempdir().unwrap();
-    let image = write_oci_image(&work.path().join("image"), "v1", "signed in kms\n");
-    let pushed = skopeo(
-        &[
-            "copy",
-            "--dest-tls-verify=false",
-            "--dest-creds",
-            &format!("{BUILDER}:{}", deployment.jwt()),
-            &format!("oci:{}:v1", image.display()),
-            &registry.image_ref("team/app", "v1"),
-        ],
-        work.path(),
-    );
+    let creds = format!("{BUILDER}:{}", deployment.jwt());
+    let pushed = push(&registry, work.path(), &creds, "team/app");
     assert!(
         pushed.success(),
         "push: {}\n{}",

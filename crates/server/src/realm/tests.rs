@@ -337,23 +337,29 @@ async fn jwks_discovery_health_and_metrics() {
     assert!(!r.body.contains(&token));
 }
 
-/// `/metrics` carries the verified caches' figures: one JWT-SVID presented twice is one miss
-/// (verified, then stored) and one hit, and the cache then holds one entry.
-#[tokio::test]
-async fn metrics_count_verified_cache_hits_and_misses() {
-    let f = Fixture::new();
+/// One JWT-SVID presented twice to the realm (both answered 200), then `/metrics`: the SVID
+/// and the metrics page.
+async fn present_twice_then_metrics(f: &Fixture) -> (String, String) {
     let svid = f.jwt(READER, AUDIENCE);
     let auth = basic(READER, &svid);
     for _ in 0..2 {
         let r = get(
-            app(&f, true),
+            app(f, true),
             "/token?service=registry.local&scope=repository:team/app:pull",
             Some(&auth),
         )
         .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     }
-    let body = get(app(&f, true), "/metrics", None).await.body;
+    (svid, get(app(f, true), "/metrics", None).await.body)
+}
+
+/// `/metrics` carries the verified caches' figures: one JWT-SVID presented twice is one miss
+/// (verified, then stored) and one hit, and the cache then holds one entry.
+#[tokio::test]
+async fn metrics_count_verified_cache_hits_and_misses() {
+    let f = Fixture::new();
+    let (svid, body) = present_twice_then_metrics(&f).await;
     for line in [
         "# TYPE svid_broker_verified_cache_lookups_total counter",
         "svid_broker_verified_cache_lookups_total{cache=\"jwt_svid\",result=\"hit\"} 1",
@@ -380,18 +386,7 @@ async fn metrics_count_verified_cache_hits_and_misses() {
 #[tokio::test]
 async fn a_cache_capped_at_zero_entries_verifies_every_time() {
     let f = Fixture::with(|o| o.verified_cache = crate::CacheLimits::new(0, 64 * 1024));
-    let svid = f.jwt(READER, AUDIENCE);
-    let auth = basic(READER, &svid);
-    for _ in 0..2 {
-        let r = get(
-            app(&f, true),
-            "/token?service=registry.local&scope=repository:team/app:pull",
-            Some(&auth),
-        )
-        .await;
-        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    }
-    let body = get(app(&f, true), "/metrics", None).await.body;
+    let (_, body) = present_twice_then_metrics(&f).await;
     for line in [
         "svid_broker_verified_cache_lookups_total{cache=\"jwt_svid\",result=\"hit\"} 0",
         "svid_broker_verified_cache_lookups_total{cache=\"jwt_svid\",result=\"miss\"} 2",
