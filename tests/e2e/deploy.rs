@@ -552,6 +552,37 @@ fn the_broker_runs_replicated_restricted_and_probed_on_its_configured_ports() {
     );
 }
 
+/// The KMS overlay's config loads whole, names its keys in KMS, and is base's in every other
+/// table, so the copy cannot drift from base unnoticed.
+#[test]
+fn the_kms_overlay_config_loads_and_differs_from_base_only_in_signing() {
+    let text = read("deploy/overlays/kms/config/broker.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let config = BrokerConfig::from_toml_str(&text, dir.path())
+        .unwrap_or_else(|e| panic!("deploy/overlays/kms/config/broker.toml does not load: {e}"));
+    assert!(
+        matches!(
+            config.signing,
+            svid_broker_server::config::SigningSource::KeyStore { .. }
+        ),
+        "{:?}",
+        config.signing
+    );
+    assert!(config.key_store.aws_kms.is_some() && config.key_store.pkcs11.is_none());
+    let mut overlay = toml_value(&text, "the kms overlay's broker.toml");
+    let mut base = toml_value(&broker_toml(), "broker.toml");
+    let overlay_signing = overlay.as_object_mut().unwrap().remove("signing").unwrap();
+    base.as_object_mut().unwrap().remove("signing");
+    assert_eq!(
+        overlay, base,
+        "the kms overlay's config differs from base outside [signing]"
+    );
+    assert!(
+        overlay_signing.get("ca_key_file").is_none(),
+        "{overlay_signing}"
+    );
+}
+
 #[test]
 fn broker_config_and_policy_load_and_their_paths_are_mounted() {
     let config = broker_config();
