@@ -663,4 +663,202 @@ mod tests {
         };
         assert!(why.contains("timed out"), "{why}");
     }
+
+    /// A server key and certificate chain (leaf, then CA) for `names`, and the CA alone.
+    struct Pki {
+        ca: rustls::pki_types::CertificateDer<'static>,
+        chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+        key: rustls::pki_types::PrivateKeyDer<'static>,
+    }
+
+    /// A fresh CA and a leaf it signed for `names` (DNS names or IP literals).
+    fn pki(names: &[&str]) -> Pki {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "transport test CA");
+        let ca =
+            rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let mut leaf_params = rcgen::CertificateParams::new(
+            names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        leaf_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
+        Pki {
+            ca: ca.der().clone(),
+            chain: vec![leaf.der().clone(), ca.der().clone()],
+            key: rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        }
+    }
+
+    /// What the TLS server saw of its one connection.
+    #[derive(Debug, Default)]
+    struct Seen {
+        version: Option<rustls::ProtocolVersion>,
+        sni: Option<String>,
+        /// Whether the handshake completed: the client's Finished arrived.
+        handshaken: bool,
+        /// Why the handshake failed, as the server's rustls put it.
+        handshake_error: Option<String>,
+        /// The decrypted request head, when the handshake completed.
+        request: Vec<u8>,
+    }
+
+    /// A one-connection TLS server on 127.0.0.1 offering TLS 1.2 and 1.3 (so the version it
+    /// reports is the client's choice): completes the handshake, reads the request head and
+    /// its `Content-Length` body, and sends `answer`.
+    fn tls_server(pki: &Pki, answer: &'static [u8]) -> (u16, std::thread::JoinHandle<Seen>) {
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(pki.chain.clone(), pki.key.clone_key())
+        .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut tcp, _) = listener.accept().unwrap();
+            // Only so a broken test cannot hang the thread forever.
+            tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut conn = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+            let mut seen = Seen::default();
+            while conn.is_handshaking() {
+                if let Err(e) = conn.complete_io(&mut tcp) {
+                    seen.handshake_error = Some(e.to_string());
+                    break;
+                }
+            }
+            seen.handshaken = !conn.is_handshaking();
+            seen.sni = conn.server_name().map(str::to_owned);
+            seen.version = conn.protocol_version();
+            if seen.handshake_error.is_some() {
+                return seen;
+            }
+            let mut stream = rustls::StreamOwned::new(conn, tcp);
+            let mut byte = [0u8; 1];
+            while !seen.request.ends_with(b"\r\n\r\n") {
+                if stream.read(&mut byte).unwrap() == 0 {
+                    return seen;
+                }
+                seen.request.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&seen.request).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            let mut body = vec![0u8; length];
+            stream.read_exact(&mut body).unwrap();
+            stream.write_all(answer).unwrap();
+            stream.conn.send_close_notify();
+            stream.flush().unwrap();
+            seen
+        });
+        (port, server)
+    }
+
+    const CANNED: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.1\r\n\
+        content-length: 27\r\n\r\n{\"KeyId\":\"alias/transport\"}";
+
+    fn tls_call(
+        url: &str,
+        roots: &[rustls::pki_types::CertificateDer<'static>],
+    ) -> Result<Response, TransportError> {
+        let endpoint = Endpoint::parse(url).unwrap();
+        let tls = tls_config(roots).unwrap();
+        post(
+            &endpoint,
+            &tls,
+            &[("host", endpoint.authority())],
+            b"{}",
+            Duration::from_secs(10),
+        )
+    }
+
+    #[test]
+    fn https_with_the_extra_ca_is_tls13_with_the_host_as_sni() {
+        let pki = pki(&["localhost", "127.0.0.1"]);
+        // A DNS name goes out as SNI; an IP literal cannot (RFC 6066), and the certificate's
+        // IP SAN is what matches it.
+        for (host, sni) in [("localhost", Some("localhost")), ("127.0.0.1", None)] {
+            let (port, server) = tls_server(&pki, CANNED);
+            let response = tls_call(
+                &format!("https://{host}:{port}"),
+                std::slice::from_ref(&pki.ca),
+            )
+            .unwrap();
+            assert_eq!(response.status, 200);
+            assert_eq!(response.body, b"{\"KeyId\":\"alias/transport\"}");
+            let seen = server.join().unwrap();
+            assert!(
+                seen.handshaken && seen.handshake_error.is_none(),
+                "{seen:?}"
+            );
+            assert_eq!(
+                seen.version,
+                Some(rustls::ProtocolVersion::TLSv1_3),
+                "{host}"
+            );
+            assert_eq!(seen.sni.as_deref(), sni, "{host}");
+            let request = String::from_utf8(seen.request).unwrap();
+            assert!(request.starts_with("POST / HTTP/1.1\r\n"), "{request}");
+            assert!(
+                request.contains(&format!("\r\nhost: {host}:{port}\r\n")),
+                "{request}"
+            );
+        }
+    }
+
+    /// Asserts `result` is an Unavailable naming a certificate problem `rule`, and that the
+    /// server's handshake never completed and no request reached it.
+    fn refused_before_any_request(
+        result: Result<Response, TransportError>,
+        server: std::thread::JoinHandle<Seen>,
+        rule: &str,
+    ) {
+        let Err(TransportError::Unavailable(why)) = result else {
+            panic!("an untrusted server was answered: {result:?}");
+        };
+        assert!(why.contains("certificate") && why.contains(rule), "{why}");
+        let seen = server.join().unwrap();
+        // The client hung up before its Finished: without application traffic keys no
+        // request can have been sent, and the server read none.
+        assert!(!seen.handshaken, "{seen:?}");
+        assert!(seen.handshake_error.is_some(), "{seen:?}");
+        assert!(seen.request.is_empty(), "{seen:?}");
+    }
+
+    #[test]
+    fn https_without_the_ca_is_refused_before_the_request() {
+        let pki = pki(&["localhost", "127.0.0.1"]);
+        let (port, server) = tls_server(&pki, CANNED);
+        let result = tls_call(&format!("https://127.0.0.1:{port}"), &[]);
+        refused_before_any_request(result, server, "UnknownIssuer");
+    }
+
+    #[test]
+    fn https_to_a_certificate_for_another_name_is_refused() {
+        let pki = pki(&["other.example"]);
+        for host in ["127.0.0.1", "localhost"] {
+            let (port, server) = tls_server(&pki, CANNED);
+            let result = tls_call(
+                &format!("https://{host}:{port}"),
+                std::slice::from_ref(&pki.ca),
+            );
+            refused_before_any_request(result, server, "not valid for name");
+        }
+    }
 }

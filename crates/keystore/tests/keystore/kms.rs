@@ -478,3 +478,126 @@ fn kms_keys_sign_the_ca_leaves_and_federation_jwts() {
         .unwrap();
     assert!(String::from_utf8(header).unwrap().contains("\"RS256\""));
 }
+
+/// A one-connection TLS 1.3 server on 127.0.0.1 with a leaf for `localhost` from a fresh CA:
+/// answers one `GetPublicKey` for a P-256 key it made. Gives the port, the CA's PEM, the SPKI
+/// and the server thread, which returns the decrypted request head (empty when the client
+/// never finished the handshake).
+fn tls_kms(arn: &'static str) -> (u16, String, Vec<u8>, std::thread::JoinHandle<String>) {
+    use std::io::{Read as _, Write as _};
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf.der().clone(), ca.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+    )
+    .unwrap();
+    let kms_key = rcgen::KeyPair::generate().unwrap();
+    let spki = rcgen::PublicKeyData::subject_public_key_info(&kms_key);
+    let body = serde_json::json!({
+        "KeyId": arn,
+        "KeyUsage": "SIGN_VERIFY",
+        "KeySpec": "ECC_NIST_P256",
+        "SigningAlgorithms": ["ECDSA_SHA_256"],
+        "PublicKey": base64::engine::general_purpose::STANDARD.encode(&spki),
+    })
+    .to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut tcp, _) = listener.accept().unwrap();
+        // Only so a broken test cannot hang the thread forever.
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut conn = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+        while conn.is_handshaking() {
+            if conn.complete_io(&mut tcp).is_err() {
+                return String::new();
+            }
+        }
+        let mut stream = rustls::StreamOwned::new(conn, tcp);
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        stream.read_exact(&mut vec![0u8; length]).unwrap();
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.1\r\n\
+             content-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(answer.as_bytes()).unwrap();
+        stream.conn.send_close_notify();
+        stream.flush().unwrap();
+        head
+    });
+    (port, ca.pem(), spki, server)
+}
+
+fn tls_config_for(port: u16) -> KmsConfig {
+    let credentials = KmsCredentialSource::static_keys(
+        "AKIAIOSFODNN7EXAMPLE",
+        SecretString::from("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".to_owned()),
+        None,
+    )
+    .unwrap();
+    KmsConfig::new("alias/broker", "us-east-1", credentials)
+        .unwrap()
+        .with_endpoint(&format!("https://localhost:{port}"))
+        .unwrap()
+}
+
+#[test]
+fn kms_over_tls_trusts_the_configured_ca_and_only_it() {
+    const ARN: &str = "arn:aws:kms:us-east-1:111122223333:key/tls-test";
+    let (port, ca_pem, spki, server) = tls_kms(ARN);
+    let config = tls_config_for(port).with_ca_pem(ca_pem.as_bytes()).unwrap();
+    let key = KmsKey::open(&config).unwrap();
+    assert_eq!(key.public_key_spki(), spki.as_slice());
+    assert_eq!(key.describe(), ARN);
+    let head = server.join().unwrap();
+    assert!(
+        head.starts_with("POST / HTTP/1.1\r\n")
+            && head.contains(&format!("\r\nhost: localhost:{port}\r\n"))
+            && head.contains("\r\nx-amz-target: TrentService.GetPublicKey\r\n"),
+        "{head}"
+    );
+
+    // webpki-roots alone do not know the test CA: refused at the handshake, nothing sent.
+    let (port, _, _, server) = tls_kms(ARN);
+    let error = KmsKey::open(&tls_config_for(port)).unwrap_err();
+    let KmsError::Store(ExternalKeyError::Unavailable { reason, .. }) = &error else {
+        panic!("an untrusted KMS was not unavailable: {error}");
+    };
+    assert!(
+        reason.contains("certificate") && reason.contains("UnknownIssuer"),
+        "{reason}"
+    );
+    assert_eq!(
+        server.join().unwrap(),
+        "",
+        "a request reached the untrusted server"
+    );
+}
