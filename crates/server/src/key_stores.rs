@@ -54,6 +54,10 @@ pub enum KeyStoreError {
         #[source]
         source: Pkcs11Error,
     },
+    /// An `awskms:` key while the configuration has no AWS settings (the configuration's own
+    /// checks make this unreachable from a file).
+    #[error("an awskms: key needs the configuration's aws settings")]
+    KmsNotConfigured,
     /// An `awskms:` key in a broker built without the `kms` feature.
     #[error("awskms: keys need the broker built with the `kms` cargo feature")]
     KmsNotInBuild,
@@ -181,14 +185,14 @@ impl<'a> KeyStores<'a> {
             .config
             .aws_kms
             .as_ref()
-            .ok_or(KeyStoreError::KmsNotInBuild)?;
+            .ok_or(KeyStoreError::KmsNotConfigured)?;
         // The SDKs' environment chain: static keys when `AWS_ACCESS_KEY_ID` is set, else web
         // identity (IRSA: a projected token the kubelet rotates, so nothing long-lived).
         let credentials = KmsCredentialSource::from_env().map_err(kms_error)?;
         // The configuration made sure every key has a region: its ARN's or `aws_region`.
         let region = settings
             .region_for(key_id)
-            .ok_or(KeyStoreError::KmsNotInBuild)?;
+            .ok_or(KeyStoreError::KmsNotConfigured)?;
         let mut config = KmsConfig::new(key_id, region, credentials).map_err(kms_error)?;
         if let Some(endpoint) = &settings.kms_endpoint {
             config = config.with_endpoint(endpoint).map_err(kms_error)?;
@@ -205,14 +209,7 @@ impl<'a> KeyStores<'a> {
         role: &'static str,
         key_id: &str,
     ) -> Result<Arc<dyn ExternalKey>, KeyStoreError> {
-        let config = self.kms_config(role, key_id)?;
-        let key = svid_broker_keystore::kms::KmsKey::open(&config).map_err(|source| {
-            KeyStoreError::Kms {
-                role,
-                key_id: key_id.to_owned(),
-                source,
-            }
-        })?;
+        let key = self.open_kms(role, key_id, svid_broker_keystore::kms::KmsKey::open)?;
         Ok(Arc::new(key))
     }
 
@@ -222,15 +219,26 @@ impl<'a> KeyStores<'a> {
         role: &'static str,
         key_id: &str,
     ) -> Result<Arc<dyn ExternalMac>, KeyStoreError> {
-        let config = self.kms_config(role, key_id)?;
-        let key = svid_broker_keystore::kms::KmsMac::open(&config).map_err(|source| {
-            KeyStoreError::Kms {
-                role,
-                key_id: key_id.to_owned(),
-                source,
-            }
-        })?;
+        let key = self.open_kms(role, key_id, svid_broker_keystore::kms::KmsMac::open)?;
         Ok(Arc::new(key))
+    }
+
+    /// `open` on `key_id`'s configuration, its error named by `role` and the key.
+    #[cfg(feature = "kms")]
+    fn open_kms<K>(
+        &self,
+        role: &'static str,
+        key_id: &str,
+        open: impl FnOnce(
+            &svid_broker_keystore::kms::KmsConfig,
+        ) -> Result<K, svid_broker_keystore::kms::KmsError>,
+    ) -> Result<K, KeyStoreError> {
+        let config = self.kms_config(role, key_id)?;
+        open(&config).map_err(|source| KeyStoreError::Kms {
+            role,
+            key_id: key_id.to_owned(),
+            source,
+        })
     }
 
     #[cfg(not(feature = "kms"))]

@@ -451,6 +451,26 @@ mod tests {
             let error = read_sts_xml(xml).err().unwrap();
             assert!(error.contains(rule), "{error}");
         }
+        let deep = format!(
+            "{}{}",
+            "<a>".repeat(MAX_XML_DEPTH + 1),
+            "</a>".repeat(MAX_XML_DEPTH + 1)
+        );
+        let many = format!("<a>{}</a>", "<b/>".repeat(MAX_XML_EVENTS));
+        let long_field = format!(
+            "<ErrorResponse><Error><Message>{}</Message></Error></ErrorResponse>",
+            "m".repeat(MAX_FIELD_BYTES + 1)
+        );
+        let twice = "<ErrorResponse><Error><Code>A</Code><Code>B</Code></Error></ErrorResponse>";
+        for (xml, rule) in [
+            (deep.as_str(), "nested too deep"),
+            (many.as_str(), "too many parts"),
+            (long_field.as_str(), "longer than 8 KiB"),
+            (twice, "appears twice"),
+        ] {
+            let error = read_sts_xml(xml.as_bytes()).err().unwrap();
+            assert!(error.contains(rule), "{error}");
+        }
         assert_eq!(parse_iso8601("2030-01-02 03:04:05Z"), None);
         assert_eq!(parse_iso8601("2030-01-02T03:04:05"), None);
     }

@@ -530,6 +530,25 @@ mod tests {
         }
     }
 
+    #[test]
+    fn heads_are_capped_in_size_and_header_count() {
+        let mut long = b"HTTP/1.1 200 OK\r\nx-filler: ".to_vec();
+        long.extend(std::iter::repeat_n(b'a', MAX_HEAD_BYTES));
+        let Err(TransportError::Malformed(error)) = parse_head(&long) else {
+            panic!("an endless head was waited for");
+        };
+        assert!(error.contains("longer than 16 KiB"), "{error}");
+        let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend(format!("x-h{i}: v\r\n").as_bytes());
+        }
+        many.extend(b"content-length: 0\r\n\r\n");
+        let Err(TransportError::Malformed(error)) = parse_head(&many) else {
+            panic!("{} headers accepted", MAX_HEADERS + 1);
+        };
+        assert!(error.contains("not HTTP/1.1"), "{error}");
+    }
+
     /// A one-connection server on loopback: reads the request head, then runs `answer`
     /// on the socket. Ends with the connection, or when `answer` gives up.
     fn serve(answer: impl FnOnce(&mut TcpStream) + Send + 'static) -> u16 {
