@@ -25,9 +25,9 @@ pub(crate) type VendorMessage = fn(&ApiClient, &[u8]) -> String;
 /// What tells one registry product's API apart in the shared plumbing.
 #[derive(Clone, Copy)]
 pub(crate) struct ApiShape {
-    /// The registry product.
+    /// Which product this is: the first word of its errors.
     pub(crate) kind: BackendKind,
-    /// How the product words an error.
+    /// Reads the product's error text (JSON shape, field names) out of an answer's body.
     pub(crate) vendor_message: VendorMessage,
     /// A 404 whose vendor text holds this means the project is unknown (GitLab's
     /// `404 Project Not Found`); without it every 404 is a refusal.
@@ -46,7 +46,7 @@ pub(crate) struct Limits {
 pub(crate) struct RegistryApi {
     /// The registry's name in the policy.
     pub(crate) registry: String,
-    /// The registry product.
+    /// Which product the registry is configured as: the first word of its errors.
     pub(crate) kind: BackendKind,
     pub(crate) client: ApiClient,
     pub(crate) meter: ApiMeter,

@@ -284,7 +284,7 @@ impl ArtifactoryBackend {
         .valid_at_registry_until(token_end))
     }
 
-    /// The API request counters.
+    /// This backend's API request counts by step and outcome since it was made (for `/metrics`).
     pub fn meter(&self) -> &ApiMeter {
         &self.api.meter
     }
@@ -365,7 +365,8 @@ impl AccessKey {
     }
 }
 
-/// A checked exchange answer.
+/// An exchange answer that passed [`check_answer`]: a printable token, 1 s to a year of life, a
+/// username Basic auth can carry.
 struct Exchanged {
     token: SecretString,
     expires_in: u64,

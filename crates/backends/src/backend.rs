@@ -16,7 +16,8 @@ use crate::figures::ApiMeter;
 /// Implementations keep no state a restart would lose: what a sweep needs is in the registry
 /// (Harbor: the revocation time is in the robot's name).
 pub trait Backend: Send + Sync + fmt::Debug {
-    /// The registry product.
+    /// Which product the backend speaks to: the first word of its errors and the `kind` of its
+    /// `/metrics` figures.
     fn kind(&self) -> BackendKind;
 
     /// The registry's name in the policy.

@@ -64,7 +64,7 @@ pub struct BackendCredential {
     /// True when this credential was made for an earlier (or concurrent) request and handed
     /// out again.
     pub reused: bool,
-    /// What revoking it takes.
+    /// What revoking it takes: the registry's id, full name and namespace of the credential.
     pub handle: CredentialHandle,
 }
 

@@ -166,11 +166,11 @@ pub const ECR_TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// The furthest `expiresAt` accepted: ECR's 12 hours and an hour of clock difference. A
 /// later one is not ECR's, and is taken as a malformed answer.
 pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(13 * 3600);
-/// Most session tags STS takes.
+/// Most session tags STS takes in one `AssumeRoleWithWebIdentity`.
 pub const MAX_SESSION_TAGS: usize = 50;
 /// Longest session tag value, in characters.
 pub const MAX_TAG_VALUE_CHARS: usize = 256;
-/// Longest region name accepted.
+/// Longest region name accepted, in ASCII characters (`[a-z0-9-]`).
 pub const MAX_REGION_CHARS: usize = 32;
 
 /// The STS error codes that are about the broker's JWT: its issuer, signature, lifetime or

@@ -94,11 +94,11 @@ impl fmt::Display for BackendKind {
 pub struct BackendError {
     /// The registry's name in the policy (`corp`).
     pub registry: String,
-    /// The registry product.
+    /// Which product the registry is configured as; the first word of `Display`.
     pub kind: BackendKind,
-    /// What the broker was doing.
+    /// The step that failed; [`Step::name`] is its metrics label.
     pub step: Step,
-    /// What went wrong.
+    /// Why the step failed; [`Failure::outcome`] is its metrics label.
     pub failure: Failure,
 }
 
@@ -153,24 +153,24 @@ pub enum Step {
     Issue,
     /// Finding a project's numeric id (Harbor `GET /projects?name=`).
     LookUpProject {
-        /// The project's name.
+        /// The Harbor project's name (`team-a`), from the grant's repositories or the sweep's list.
         project: String,
     },
     /// Creating a robot account (Harbor `POST /robots`).
     CreateRobot {
-        /// The project the robot belongs to.
+        /// The Harbor project the robot was to belong to, read from the grant (`team-a`).
         project: String,
     },
     /// Listing a project's robot accounts (Harbor `GET /robots?q=...`).
     ListRobots {
-        /// The project.
+        /// The Harbor project being swept (`team-a`).
         project: String,
     },
     /// Deleting a robot account (Harbor `DELETE /robots/{id}`).
     DeleteRobot {
-        /// The registry's id of the robot.
+        /// Harbor's numeric robot id, from its creation answer or a listing.
         robot_id: i64,
-        /// The robot's full name (`robot$team-a+svid-...`).
+        /// The robot's full name as Harbor answered it (`robot$team-a+svid-...`).
         name: String,
     },
     /// Listing the projects the broker's credential can see (Harbor `GET /projects`), for a
@@ -178,31 +178,32 @@ pub enum Step {
     ListProjects,
     /// Creating a project deploy token (GitLab `POST /projects/:id/deploy_tokens`).
     CreateDeployToken {
-        /// The project's path (`group/project`).
+        /// The GitLab project's path (`group/project`): the first two components of the grant's
+        /// repository.
         project: String,
     },
     /// Listing a project's deploy tokens (GitLab `GET /projects/:id/deploy_tokens`).
     ListDeployTokens {
-        /// The project's path.
+        /// The GitLab project's path (`group/project`) being swept.
         project: String,
     },
     /// Revoking a deploy token (GitLab `DELETE /projects/:id/deploy_tokens/:token_id`).
     DeleteDeployToken {
-        /// The project's path.
+        /// The GitLab project's path (`group/project`) the token belongs to.
         project: String,
-        /// GitLab's id of the token.
+        /// GitLab's numeric deploy token id, from its creation answer or a listing.
         token_id: i64,
     },
     /// Creating a local user (Nexus `POST /service/rest/v1/security/users`).
     CreateUser {
-        /// The user id.
+        /// The Nexus user id the broker chose, `<prefix>-<revoke_unix>-<16 hex>`.
         user: String,
     },
     /// Listing local users (Nexus `GET /service/rest/v1/security/users`).
     ListUsers,
     /// Deleting a local user (Nexus `DELETE /service/rest/v1/security/users/{userId}`).
     DeleteUser {
-        /// The user id.
+        /// The Nexus user id, `<prefix>-<revoke_unix>-<16 hex>`, as the broker made it.
         user: String,
     },
     /// Signing the broker's own JWT for a federated exchange (Quay, Artifactory), before any
@@ -211,55 +212,58 @@ pub enum Step {
     /// Exchanging the broker's JWT for a robot token (Quay
     /// `GET /oauth2/federation/robot/token`).
     ExchangeRobotToken {
-        /// The robot's full name (`<org>+<robot>`).
+        /// The Quay robot's full name, `<org>+<short>`: the grant's organization and the
+        /// configured pull or push robot.
         robot: String,
     },
     /// Exchanging the broker's JWT for an access token (Artifactory
     /// `POST /access/api/v1/oidc/token`).
     ExchangeOidcToken {
-        /// The OIDC provider's name in Artifactory.
+        /// The OIDC integration's name in Artifactory, as configured (`provider_name`).
         provider: String,
     },
     /// Exchanging the broker's JWT for temporary AWS credentials (AWS STS
     /// `AssumeRoleWithWebIdentity`).
     AssumeRoleWithWebIdentity {
-        /// The IAM role's ARN.
+        /// The IAM role's ARN as configured (checked to be a role ARN).
         role_arn: String,
     },
     /// Getting a Docker credential from Amazon ECR with the temporary credentials, signed with
     /// SigV4 (`GetAuthorizationToken`).
     GetAuthorizationToken {
-        /// The AWS region.
+        /// The AWS region as configured (`us-east-1`).
         region: String,
     },
     /// Exchanging the broker's JWT for a federated access token (Google STS `POST /v1/token`).
     ExchangeStsToken {
-        /// The workload identity pool provider (the token exchange's audience).
+        /// The workload identity pool provider's full resource name as configured (the token
+        /// exchange's audience).
         provider: String,
     },
     /// Impersonating a service account with the federated token (Google IAM Credentials
     /// `generateAccessToken`).
     GenerateAccessToken {
-        /// The service account's email.
+        /// The service account's email as configured (checked to be one).
         service_account: String,
     },
     /// Getting an Entra ID access token with the broker's JWT as the client assertion
     /// (`POST /{tenant}/oauth2/v2.0/token`).
     GetEntraToken {
-        /// The application (client) id.
+        /// The application (client) id as configured, lowercased (a GUID).
         client_id: String,
     },
     /// Exchanging the Entra ID access token for an ACR refresh token
     /// (`POST /oauth2/exchange`).
     ExchangeAcrRefreshToken {
-        /// The registry's login server.
+        /// The registry's login server: the API URL's `host[:port]`, lowercased, default port
+        /// dropped.
         login_server: String,
     },
 }
 
 impl Step {
-    /// A stable label for metrics: `map_grant`, `issue`, `look_up_project`, `create_robot`,
-    /// `list_robots` or `delete_robot`.
+    /// A stable label for metrics: the variant's name in snake case (`map_grant`, `issue`,
+    /// `create_robot`, `exchange_sts_token`, ...).
     pub fn name(&self) -> &'static str {
         match self {
             Self::MapGrant => "map_grant",
@@ -399,7 +403,7 @@ pub enum Failure {
     },
     /// The request's deadline (connect, TLS and the whole answer) passed.
     Timeout {
-        /// The deadline.
+        /// The configured request deadline, not a measured time.
         after: Duration,
     },
     /// 401: the registry refused the broker's own credential (wrong user or password).
@@ -422,17 +426,18 @@ pub enum Failure {
     },
     /// 429: the registry is rate limiting the broker.
     RateLimited {
-        /// The registry's `Retry-After`, when it sent a number of seconds.
+        /// The registry's `Retry-After`, when it sent a number of seconds (capped at an hour).
         retry_after: Option<Duration>,
     },
     /// 5xx: the registry failed on its side.
     ServerError {
-        /// The status code.
+        /// The HTTP status as answered, 500 to 599.
         status: u16,
     },
     /// Another 4xx: the registry refused the request as such.
     Rejected {
-        /// The status code.
+        /// The HTTP status as answered: not 2xx, 403, 429 or 5xx (401 only where the refused
+        /// credential is not the broker's own).
         status: u16,
         /// The registry's message, printable characters only, at most
         /// [`MAX_VENDOR_MESSAGE_CHARS`].
@@ -447,14 +452,14 @@ pub enum Failure {
     /// revoke (an Artifactory identity mapping whose `expires_in` is longer than the policy's
     /// lifetime): it is not handed out, since nothing could end it at the policy's time.
     OutlivesGrant {
-        /// How long the registry's credential lives.
+        /// How long the registry's credential lives from issue, as the registry answered.
         lives: Duration,
-        /// How long the policy grants.
+        /// The time left until the grant's revocation time at issue.
         granted: Duration,
     },
     /// The answer's body was larger than the cap.
     TooLarge {
-        /// The cap, in bytes.
+        /// The configured `max_response_bytes` cap, in bytes (not the body's size).
         max: usize,
     },
     /// The registry has no project of the name the step names.
@@ -466,7 +471,7 @@ pub enum Failure {
     },
     /// The grant has an action the backend cannot grant (only `pull` and `push` map).
     UnsupportedAction {
-        /// The action.
+        /// The action as the grant spells it (neither `pull` nor `push`).
         action: String,
     },
     /// The grant has a scope of a resource type other than `repository`.
@@ -476,7 +481,7 @@ pub enum Failure {
     },
     /// The grant names a repository with no project part (`app` rather than `team-a/app`).
     RepositoryOutsideProject {
-        /// The repository.
+        /// The repository name as granted, in which no project could be read.
         repository: String,
     },
     /// The grant names no repository with any action.
@@ -487,22 +492,22 @@ pub enum Failure {
     /// STS's 2,048 characters, a workload outside the session-tag pattern, a subject longer
     /// than a federated credential may name).
     GrantRefused {
-        /// The rule the grant breaks.
+        /// The rule the grant breaks, as a fixed sentence (no grant data).
         rule: &'static str,
     },
     /// Every one of the broker's in-flight API call slots for this registry stayed busy for a
     /// whole request deadline.
     BudgetExhausted {
-        /// The number of slots.
+        /// The registry's configured in-flight cap (`max_in_flight`).
         max_in_flight: usize,
-        /// How long the call waited.
+        /// How long the call waited for a slot: the configured request deadline.
         waited: Duration,
     },
     /// The operation was cut off before it finished (the runtime shut down under it).
     Interrupted,
     /// The broker failed on its side (its random number generator, encoding a request).
     Internal {
-        /// What failed.
+        /// What failed, as a fixed phrase (`cannot encode the robot`); never request data.
         what: &'static str,
     },
 }
@@ -655,9 +660,9 @@ impl fmt::Display for Failure {
 pub struct ConfigError {
     /// The registry's name in the policy.
     pub registry: String,
-    /// The registry product.
+    /// Which product the registry is configured as; the first word of `Display`.
     pub kind: BackendKind,
-    /// What is wrong.
+    /// What is wrong; its `Display` names the setting or the rule.
     pub problem: ConfigProblem,
 }
 
@@ -677,13 +682,13 @@ pub enum ConfigProblem {
     /// in the clear.
     #[error("plain http is allowed only to a loopback address, not to {host:?}; use https")]
     PlainHttpNotLoopback {
-        /// The URL's host.
+        /// The API URL's host as written (an IPv6 literal without its brackets).
         host: String,
     },
     /// The CA file could not be read or holds no usable certificate.
     #[error("cannot use the CA file {path:?}: {reason}")]
     CaFile {
-        /// The file.
+        /// The CA file's path as configured.
         path: PathBuf,
         /// Why (`unreadable`, `too large`, `not PEM`, `no certificate`, `bad certificate`).
         reason: &'static str,
@@ -700,15 +705,15 @@ pub enum ConfigProblem {
         "robot prefix {prefix:?} must be 1 to {max} characters of [a-z0-9] separated by single '.', '_' or '-'"
     )]
     InvalidRobotPrefix {
-        /// The prefix.
+        /// The prefix as configured.
         prefix: String,
-        /// The longest prefix allowed.
+        /// The longest prefix allowed, in ASCII characters.
         max: usize,
     },
     /// A limit is zero (a deadline, an in-flight cap).
     #[error("{what} must be greater than zero")]
     ZeroLimit {
-        /// The setting.
+        /// The setting, as a fixed phrase (`request deadline`, `max in-flight requests`).
         what: &'static str,
     },
     /// A setting breaks the registry's rule (Quay's robot short name, a subject template, an
@@ -719,7 +724,7 @@ pub enum ConfigProblem {
         setting: &'static str,
         /// Its value (cut to 256 characters).
         value: String,
-        /// The rule it breaks.
+        /// The rule it breaks, as a fixed sentence.
         rule: &'static str,
     },
 }

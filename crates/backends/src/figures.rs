@@ -13,7 +13,7 @@ pub struct ApiMeter {
 }
 
 impl ApiMeter {
-    /// An empty meter.
+    /// A meter with no request counted.
     pub fn new() -> Self {
         Self::default()
     }
@@ -46,7 +46,7 @@ pub struct ApiRequestCount {
     pub step: &'static str,
     /// `ok`, or a [`Failure::outcome`](crate::Failure::outcome) label.
     pub outcome: &'static str,
-    /// The count.
+    /// Requests of this step that ended with this outcome since the meter was made (never 0).
     pub count: u64,
 }
 

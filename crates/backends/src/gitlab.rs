@@ -233,7 +233,7 @@ impl GitlabBackend {
         sweep_namespaces(self, projects, now).await
     }
 
-    /// The API request counters.
+    /// This backend's API request counts by step and outcome since it was made (for `/metrics`).
     pub fn meter(&self) -> &ApiMeter {
         &self.api.meter
     }

@@ -44,7 +44,8 @@ mod wire;
 use grant::{ProjectGrant, map_grant};
 use naming::{encoded_revoke_time, robot_description};
 
-/// The default robot name prefix.
+/// The robot name prefix when none is configured: local names are
+/// `<prefix>-<revoke_unix>-<16 hex>`, and a sweep deletes only robots with the configured one.
 pub const DEFAULT_ROBOT_PREFIX: &str = "svid";
 /// Robots per listing page: Harbor refuses a `page_size` over 100 (422).
 pub const LIST_PAGE_SIZE: usize = 100;
@@ -247,7 +248,7 @@ impl HarborBackend {
         sweep_namespaces(self, projects, now).await
     }
 
-    /// The API request counters.
+    /// This backend's API request counts by step and outcome since it was made (for `/metrics`).
     pub fn meter(&self) -> &ApiMeter {
         &self.api.meter
     }

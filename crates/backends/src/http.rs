@@ -43,7 +43,8 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
 /// Largest CA file read, in bytes.
 pub const MAX_CA_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
-/// How to reach one registry API.
+/// How to reach one registry API: where, with which credential, within which limits; checked
+/// by [`ApiClient::new`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ClientSettings {
@@ -52,13 +53,13 @@ pub struct ClientSettings {
     pub base_url: String,
     /// PEM CA certificates to trust instead of the public web roots (`https://` only).
     pub ca_file: Option<PathBuf>,
-    /// How every request authenticates.
+    /// The broker's own credential, sent on every request that carries no credential of its own.
     pub auth: Auth,
     /// The deadline of one request; also the longest wait for an in-flight slot.
     pub request_deadline: Duration,
     /// The cap on an answer's body, in bytes.
     pub max_response_bytes: usize,
-    /// The cap on requests in flight.
+    /// The cap on requests in flight to this registry, shared by the client's clones.
     pub max_in_flight: usize,
 }
 
@@ -70,14 +71,16 @@ pub enum Auth {
     Basic {
         /// The user name (no `:`, no control character).
         username: String,
-        /// The password.
+        /// The password; [`ApiClient::scrub`] removes it (4 bytes or more) and its Basic base64
+        /// form from echoed error texts.
         password: SecretString,
     },
     /// One header carrying a token as it is (GitLab's `PRIVATE-TOKEN: <token>`).
     Header {
         /// The header's name (`PRIVATE-TOKEN`).
         name: String,
-        /// The token.
+        /// The token, sent as the header's whole value (non-empty printable ASCII); removed from
+        /// echoed error texts by [`ApiClient::scrub`] (4 bytes or more).
         value: SecretString,
     },
     /// No credential of the broker's own (Quay, Artifactory): each request that needs one
@@ -137,11 +140,11 @@ impl ClientSettings {
 /// the broker's JWT (a web identity token, a client assertion).
 #[non_exhaustive]
 pub struct OutgoingRequest {
-    /// The method.
+    /// The HTTP method, sent as is.
     pub method: Method,
     /// The path and query, appended to the base URL's path; it must start with `/`.
     pub path_and_query: String,
-    /// The body and its content type.
+    /// The body and its `Content-Type`; `None` sends an empty body and no `Content-Type`.
     pub body: Option<RequestBody>,
     /// Extra headers, in order. Mark a credential's value sensitive
     /// ([`HeaderValue::set_sensitive`]) so hyper never shows it.
@@ -194,7 +197,8 @@ impl fmt::Debug for OutgoingRequest {
 pub struct RequestBody {
     /// The `Content-Type` (`application/x-www-form-urlencoded`).
     pub content_type: &'static str,
-    /// The bytes.
+    /// The body as sent, byte for byte (it may hold the broker's JWT: `Debug` shows its length
+    /// only).
     pub bytes: Vec<u8>,
 }
 
@@ -235,9 +239,9 @@ struct ClientInner {
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct ApiResponse {
-    /// The status.
+    /// The status as the registry answered it (redirects are not followed).
     pub status: StatusCode,
-    /// The headers.
+    /// The headers as the registry sent them.
     pub headers: HeaderMap,
     /// The body. A plain `Vec` so that a caller reading a secret from it can wipe it
     /// (`zeroize::Zeroizing::new(response.body)`).
@@ -317,7 +321,7 @@ impl ApiClient {
         })
     }
 
-    /// The request deadline.
+    /// The configured request deadline: the limit on one request and on its wait for a slot.
     pub fn deadline(&self) -> Duration {
         self.inner.deadline
     }

@@ -54,7 +54,8 @@ mod wire;
 use grant::{UserGrant, map_grant};
 use naming::{PASSWORD_RANDOM_CHARS, password, subject_name};
 
-/// The default user id prefix.
+/// The user id prefix when none is configured: ids are `<prefix>-<revoke_unix>-<16 hex>`, and
+/// a sweep deletes only users with the configured one.
 pub const DEFAULT_USER_PREFIX: &str = "svid";
 /// The users API, under the base URL.
 pub const USERS_PATH: &str = "/service/rest/v1/security/users";
@@ -89,7 +90,7 @@ pub struct NexusConfig {
     /// The broker's Nexus user (an admin, or a user holding `nx-users-create`, `nx-users-read`
     /// and `nx-users-delete`).
     pub username: String,
-    /// Its password.
+    /// The password of `username`: a secret, redacted in `Debug`.
     pub password: SecretString,
     /// The role id given to users of pull-only grants: the operator's role with
     /// `nx-repository-view-docker-<repo>-browse` and `-read` on the Docker repository (or
@@ -299,7 +300,7 @@ impl NexusBackend {
         Ok(report)
     }
 
-    /// The API request counters.
+    /// This backend's API request counts by step and outcome since it was made (for `/metrics`).
     pub fn meter(&self) -> &ApiMeter {
         &self.api.meter
     }

@@ -257,7 +257,7 @@ impl QuayBackend {
         .valid_at_registry_until(token_end))
     }
 
-    /// The API request counters.
+    /// This backend's API request counts by step and outcome since it was made (for `/metrics`).
     pub fn meter(&self) -> &ApiMeter {
         &self.api.meter
     }

@@ -135,7 +135,8 @@ struct Counters {
 }
 
 impl BackendService {
-    /// A service over `backend`.
+    /// A service over `backend`, with no lease and nothing queued; it calls the registry only when
+    /// asked to (a `max_leases` of 0 counts as 1).
     pub fn new(backend: Arc<dyn Backend>, config: ServiceConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -182,7 +183,7 @@ impl BackendService {
         self.inner.backend.registry()
     }
 
-    /// The backend.
+    /// The backend this service drives, shared: calls made on it directly bypass the lease table.
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.inner.backend
     }

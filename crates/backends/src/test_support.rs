@@ -16,12 +16,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use svid_broker_identity::clock::Clock;
 use svid_broker_policy::ResourceScope;
 
-/// A clock the tests move by hand.
+/// A clock that moves only when a test advances it.
 #[derive(Debug)]
 pub(crate) struct ManualClock(Mutex<SystemTime>);
 
 impl ManualClock {
-    /// A clock showing `at`.
+    /// A clock showing `at` until a test moves it.
     pub(crate) fn starting_at(at: SystemTime) -> Arc<Self> {
         Arc::new(Self(Mutex::new(at)))
     }

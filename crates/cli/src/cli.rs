@@ -25,7 +25,7 @@ pub(crate) enum Command {
     /// Runs in the foreground until SIGINT or SIGTERM. Writes DIR/workload.sock,
     /// DIR/bundle.pem and DIR/bundle.jwks.json, then prints `ready` on stdout.
     Dev(DevArgs),
-    /// Inspect identities.
+    /// Check a SPIFFE ID offline.
     #[command(subcommand)]
     Inspect(InspectCommand),
     /// Verify an SVID offline against trust bundles.
@@ -36,7 +36,7 @@ pub(crate) enum Command {
     /// Runs in the foreground; SIGHUP reloads the policy (the last good one is kept when the
     /// new one is invalid); SIGINT or SIGTERM drain in-flight requests and stop.
     Serve(ServeArgs),
-    /// Policy tools.
+    /// Ask a policy file, offline, what it grants.
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// Print a registry's `auth.token` configuration and write its root certificate bundle.
@@ -50,7 +50,7 @@ pub(crate) enum Command {
     /// KMS.
     #[command(subcommand)]
     Keystore(KeystoreCommand),
-    /// Audit log tools.
+    /// Summarize an audit log file, offline.
     #[command(subcommand)]
     Audit(AuditCommand),
 }
@@ -114,7 +114,7 @@ pub(crate) struct AuditReportArgs {
     /// Only the last DURATION before the log's newest event (30m, 24h, 7d).
     #[arg(long, value_name = "DURATION")]
     pub(crate) since: Option<String>,
-    /// The output format.
+    /// How the report is written to stdout.
     #[arg(long, value_enum, default_value_t = AuditFormat::Markdown)]
     pub(crate) format: AuditFormat,
 }
@@ -122,7 +122,7 @@ pub(crate) struct AuditReportArgs {
 /// `audit report --format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum AuditFormat {
-    /// A Markdown document.
+    /// Markdown with headed sections and tables (the default).
     Markdown,
     /// One JSON object.
     Json,
@@ -137,7 +137,7 @@ pub(crate) enum PolicyCommand {
         /// The policy file (TOML).
         #[arg(long, value_name = "FILE")]
         policy: PathBuf,
-        /// The SPIFFE ID asking.
+        /// The SPIFFE ID the decision is for, e.g. spiffe://example.org/ci/builder.
         #[arg(long, value_name = "ID")]
         subject: String,
         /// The registry `service` (token audience).

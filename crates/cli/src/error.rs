@@ -19,7 +19,7 @@ pub(crate) enum CliError {
     /// A demo step failed; the step is named, the cause is the source.
     #[error(transparent)]
     Demo(DemoFailed),
-    /// An argument has the wrong form.
+    /// The value of `arg` (a flag such as `--subject`) was refused; `reason` says why.
     #[error("invalid {arg}: {reason}")]
     Usage { arg: &'static str, reason: String },
     /// `serve --config`: the file does not parse or a value in it is invalid.
@@ -42,7 +42,7 @@ pub(crate) enum CliError {
         #[source]
         source: std::io::Error,
     },
-    /// A file could not be read.
+    /// Opening, reading or creating the file or directory at `path` failed.
     #[error("cannot read {}", path.display())]
     Read {
         path: PathBuf,

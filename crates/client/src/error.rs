@@ -94,9 +94,9 @@ pub enum ClientError {
     /// The Workload API's Unix socket exists but refuses connections (the agent is down).
     #[error("workload api unreachable: {endpoint} refuses connections")]
     WorkloadApiRefused {
-        /// The endpoint.
+        /// The `unix://` endpoint, as configured or read from `SPIFFE_ENDPOINT_SOCKET`.
         endpoint: String,
-        /// The connect error.
+        /// The connect error (always `ConnectionRefused`).
         #[source]
         source: std::io::Error,
     },
@@ -110,25 +110,26 @@ pub enum ClientError {
     /// The broker address is not `host:port`.
     #[error("invalid broker address {address:?}: expected host:port")]
     InvalidBrokerAddress {
-        /// The configured address.
+        /// The broker address as configured ([`crate::ClientOptions::broker`]).
         address: String,
     },
     /// The broker stayed unavailable (connection refused, reset, `UNAVAILABLE`) for every
     /// attempt that fit in the deadline.
     #[error("broker {address} unavailable after {attempts} attempt(s): {last}")]
     BrokerUnavailable {
-        /// The broker address.
+        /// The broker address as configured (`host:port`), not the resolved socket address.
         address: String,
-        /// How many attempts were made.
+        /// Attempts made, the first included (at most the retry policy's `max_attempts`).
         attempts: u32,
-        /// The last failure, without secrets.
+        /// The last attempt's failure on one line, without secrets (a resolve, connect or
+        /// `UNAVAILABLE` reason).
         last: String,
     },
     /// The TLS handshake with the broker failed (its SVID is not trusted or not the expected
     /// broker ID, or it refused ours). Not retried.
     #[error("tls handshake with broker {address} failed")]
     BrokerIdentity {
-        /// The broker address.
+        /// The broker address as configured (`host:port`).
         address: String,
         /// rustls' reason.
         #[source]
@@ -158,7 +159,9 @@ pub enum ClientError {
     /// Any other gRPC status (rate limited, unimplemented, internal).
     #[error("the broker answered {code:?}: {reason}")]
     Rejected {
-        /// The gRPC status code.
+        /// The gRPC status the broker answered; never `OK`, `UNAVAILABLE`, `UNAUTHENTICATED`,
+        /// `PERMISSION_DENIED`, `INVALID_ARGUMENT` or `DEADLINE_EXCEEDED` (those have their own
+        /// variants).
         code: tonic::Code,
         /// The broker's client-facing reason, cut to [`crate::MAX_REASON_LEN`] bytes; never a
         /// secret.
@@ -167,21 +170,22 @@ pub enum ClientError {
     /// The overall deadline passed during `step`.
     #[error("deadline of {deadline:?} exceeded during {step}")]
     Deadline {
-        /// What was running.
+        /// The step that was running (`Exchange` also when the broker answered
+        /// `DEADLINE_EXCEEDED`).
         step: Step,
-        /// The configured overall deadline.
+        /// The configured overall deadline, not the time spent in `step`.
         deadline: Duration,
     },
     /// A local check on the request failed before anything was sent.
     #[error("invalid request: {rule}")]
     InvalidRequest {
-        /// The rule that failed.
+        /// The local rule the request broke; nothing was sent.
         rule: RequestRule,
     },
     /// The broker's response breaks the protocol.
     #[error("invalid response from the broker: {rule}")]
     InvalidResponse {
-        /// The rule that failed.
+        /// The protocol rule the broker's answer broke; no credential is returned.
         rule: ResponseRule,
     },
     /// rustls refused the client configuration (the SVID's key is unusable).
@@ -194,7 +198,7 @@ pub enum ClientError {
     /// The blocking wrapper could not build its runtime.
     #[error("cannot start the async runtime")]
     Runtime {
-        /// The I/O error.
+        /// The I/O error from building the Tokio runtime.
         #[source]
         source: std::io::Error,
     },
@@ -231,7 +235,7 @@ impl fmt::Display for RequestRule {
     }
 }
 
-/// Response rules.
+/// Rules on the broker's answer, checked before a credential is returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ResponseRule {

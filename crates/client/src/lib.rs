@@ -106,9 +106,9 @@ pub enum AuthMethod {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RetryPolicy {
-    /// First backoff.
+    /// Wait after the first failed attempt, before jitter; each later wait doubles, up to `max`.
     pub initial: Duration,
-    /// Largest backoff.
+    /// Longest wait between two attempts, before jitter.
     pub max: Duration,
     /// Most attempts, including the first (at least 1).
     pub max_attempts: u32,
@@ -263,7 +263,8 @@ pub enum CredentialKind {
     LoginCredential,
 }
 
-/// The kind of a subject token.
+/// What a subject token is, sent as the request's `subject_token_type` so the broker knows
+/// how to verify it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SubjectTokenKind {
@@ -409,7 +410,7 @@ pub struct Credential {
     pub username: String,
     /// The access token, or the login credential's password.
     pub secret: SecretString,
-    /// When it expires.
+    /// When it expires, as the broker's `expires_at` said (whole Unix seconds, after the epoch).
     pub expires_at: SystemTime,
     /// What was granted (access tokens), or the ceiling (login credentials).
     pub scopes: Vec<String>,

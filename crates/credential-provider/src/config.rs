@@ -33,19 +33,21 @@ use svid_broker_identity::report::ErrorChain;
 
 use crate::matcher;
 
-/// Default overall deadline.
+/// Deadline of the whole broker exchange (SVID, connect, `Exchange`, retries) when
+/// `deadline_seconds` is not set.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
 /// Largest deadline accepted: well under the kubelet's hard 60 s kill.
 pub const MAX_DEADLINE: Duration = Duration::from_secs(55);
-/// Default safety margin subtracted from a credential's remaining life.
+/// Default `safety_margin_seconds`: subtracted from a credential's remaining life to give the
+/// kubelet's cache duration.
 pub const DEFAULT_SAFETY_MARGIN: Duration = Duration::from_secs(60);
-/// Largest config file read.
+/// Largest config file read, in bytes; a larger file is refused, not cut.
 pub const MAX_CONFIG_SIZE: u64 = 256 * 1024;
-/// Largest broker bundle file read (`broker_bundle_file`).
+/// Largest broker bundle file read (`broker_bundle_file`), in bytes; a larger file is refused.
 pub const MAX_BUNDLE_FILE_SIZE: u64 = 1024 * 1024;
-/// Most registry entries.
+/// Most `[[registries]]` entries in one config file; more is an error.
 pub const MAX_REGISTRIES: usize = 64;
-/// Most patterns in one entry.
+/// Most `match_images` patterns in one entry (at least one is required).
 pub const MAX_PATTERNS: usize = 64;
 /// The node's config file: read when nothing else names one (see the `config::search` module).
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/svid-credential-provider/config.toml";
@@ -59,48 +61,48 @@ pub(crate) enum ConfigError {
     /// The file cannot be read.
     #[error("cannot read {}", .path.display())]
     Read {
-        /// The file.
+        /// The config file's path as located (flag, environment, per-user or node file).
         path: PathBuf,
-        /// The I/O error.
+        /// The I/O error (`InvalidData` when the file is not UTF-8).
         #[source]
         source: std::io::Error,
     },
     /// Larger than [`MAX_CONFIG_SIZE`].
     #[error("{} is larger than {MAX_CONFIG_SIZE} bytes", .path.display())]
     TooLarge {
-        /// The file.
+        /// The config file's path as given.
         path: PathBuf,
     },
     /// A FIFO, device, directory or other non-regular file.
     #[error("{} is not a regular file: the config must be a regular file", .path.display())]
     NotRegular {
-        /// The file.
+        /// The config file's path as given.
         path: PathBuf,
     },
     /// Not valid TOML for this schema (the message carries line and column).
     #[error("{}: {}", .path.display(), .message.trim_end().replace('\n', " "))]
     Parse {
-        /// The file.
+        /// The config file's path as given.
         path: PathBuf,
-        /// The TOML parser's message.
+        /// The TOML parser's message, with the line and column in the config file.
         message: String,
     },
     /// A rule on a value.
     #[error("{field}: {rule}")]
     Invalid {
-        /// Which key.
+        /// The key's path in the config file (`deadline_seconds`, `registries[2].actions`).
         field: String,
-        /// What is wrong.
+        /// The rule the value breaks, as a fixed phrase.
         rule: &'static str,
     },
     /// A `match_images` pattern the kubelet matcher cannot parse.
     #[error("{field}: pattern {pattern:?} is invalid")]
     Pattern {
-        /// Which key.
+        /// The pattern's key (`registries[0].match_images[1]`).
         field: String,
-        /// The pattern.
+        /// The pattern as written in the config file.
         pattern: String,
-        /// The parser's reason.
+        /// Why the kubelet's matcher refuses it.
         #[source]
         source: matcher::MatchError,
     },
@@ -110,9 +112,9 @@ pub(crate) enum ConfigError {
     /// The broker bundle file is unusable.
     #[error("broker_bundle_file {}: {reason}", .path.display())]
     Bundle {
-        /// The file.
+        /// The bundle file's path, resolved against the config file's directory.
         path: PathBuf,
-        /// Why.
+        /// Why it is unusable (too large, not a regular file, an I/O or bundle parse error).
         reason: String,
     },
 }
@@ -173,7 +175,8 @@ pub(crate) enum Scope {
     Repository,
 }
 
-/// One registry entry.
+/// One `[[registries]]` entry, validated: `service` non-empty, 1 to [`MAX_PATTERNS`] parsed
+/// `match_images`, at least one action (`pull` when none is given).
 #[derive(Debug, Clone)]
 pub(crate) struct RegistryEntry {
     pub(crate) service: String,
@@ -182,7 +185,8 @@ pub(crate) struct RegistryEntry {
     pub(crate) actions: Vec<String>,
 }
 
-/// The validated configuration.
+/// The configuration after every rule passed, with `broker_bundle_file` and `log_file`
+/// resolved against the config file's directory.
 #[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) broker: String,

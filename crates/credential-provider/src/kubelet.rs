@@ -25,7 +25,7 @@ pub(crate) const API_V1: &str = "credentialprovider.kubelet.k8s.io/v1";
 /// Largest request read from stdin, in bytes (a request with a service-account token and
 /// annotations is a few KiB).
 pub const MAX_REQUEST_SIZE: usize = 64 * 1024;
-/// Longest image name accepted.
+/// Longest image name accepted, in bytes; a longer one is refused, not cut.
 pub const MAX_IMAGE_LEN: usize = 4096;
 
 /// Why a request is refused.

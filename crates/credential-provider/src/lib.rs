@@ -67,7 +67,7 @@ struct Cli {
 enum Command {
     /// Print `true` or `false`: does PATTERN match IMAGE by the kubelet's matchImages rule?
     MatchImage {
-        /// A matchImages pattern.
+        /// A matchImages pattern, as a kubelet CredentialProviderConfig writes it.
         pattern: String,
         /// An image as the kubelet passes it (`host[:port]/path`, no tag).
         image: String,
@@ -79,7 +79,8 @@ enum Command {
         /// The kubelet's --image-credential-provider-config file.
         #[arg(long, value_name = "FILE")]
         kubelet_config: PathBuf,
-        /// The broker's policy file.
+        /// The broker's policy file: with it, warn where a node-mode provider serves a registry the
+        /// policy grants per identity.
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
     },

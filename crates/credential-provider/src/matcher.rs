@@ -36,12 +36,13 @@ pub(crate) enum MatchError {
     /// An IPv6 literal without its closing `]`.
     #[error("missing ']' in host")]
     UnclosedBracket,
-    /// A malformed glob in a host label.
+    /// A host label of the pattern whose glob cannot be parsed (an unclosed `[`, a bad range).
     #[error("syntax error in pattern")]
     BadPattern,
 }
 
-/// A URL as the matcher sees it.
+/// An image or pattern as the matcher sees it: no scheme, the host split into labels, the path
+/// decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SchemelessUrl {
     /// Host labels (split on `.`).

@@ -17,7 +17,7 @@ pub(crate) enum PlanError {
     /// A repository-scoped entry matched an image without a repository path.
     #[error("image {image:?} has no repository path, but its registry entry is repository-scoped")]
     NoRepository {
-        /// The image.
+        /// The image as the kubelet sent it: a host with no repository path.
         image: String,
     },
 }
@@ -29,7 +29,8 @@ pub(crate) struct Plan {
     pub(crate) key: String,
     /// Matches the key's scope.
     pub(crate) cache_key_type: CacheKeyType,
-    /// The exchange.
+    /// The exchange to make: a login credential for the entry's `service`, with the repository
+    /// scope (repository-scoped entries) and the service-account token when the kubelet sent one.
     pub(crate) params: ExchangeParams,
     /// Expiry of the service-account token, when one is sent: the answer is never cached
     /// beyond it.

@@ -31,13 +31,13 @@ pub(crate) enum ReferenceError {
     /// Longer than [`MAX_REPOSITORY_NAME_LEN`].
     #[error("repository name is {len} bytes, the maximum is {MAX_REPOSITORY_NAME_LEN}")]
     NameTooLong {
-        /// The name's length.
+        /// The name's length in bytes, domain included, tag and digest not.
         len: usize,
     },
     /// A path with upper-case letters (only the registry host may have them).
     #[error("repository name {name:?} must be lowercase")]
     Uppercase {
-        /// The name (truncated).
+        /// The name as given, cut to its first 80 characters.
         name: String,
     },
     /// A path component breaks `path-component`.
@@ -45,7 +45,7 @@ pub(crate) enum ReferenceError {
         "repository name {name:?} is invalid: each path component is lowercase letters and digits, joined by '.', '_', '__' or dashes"
     )]
     Path {
-        /// The name (truncated).
+        /// The name as given, cut to its first 80 characters.
         name: String,
     },
     /// The text after the last `:` of the last component breaks `tag`.
@@ -53,7 +53,7 @@ pub(crate) enum ReferenceError {
         "tag {tag:?} is invalid: a tag is 1 to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'"
     )]
     Tag {
-        /// The tag (truncated).
+        /// The tag as given, cut to its first 80 characters.
         tag: String,
     },
     /// The text after `@` breaks `digest`.
@@ -61,7 +61,7 @@ pub(crate) enum ReferenceError {
         "digest {digest:?} is invalid: want sha256:, sha384: or sha512: and that many lowercase hex digits"
     )]
     Digest {
-        /// The digest (truncated).
+        /// The digest as given, cut to its first 80 characters.
         digest: String,
     },
 }

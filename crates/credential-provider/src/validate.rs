@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::kubelet::API_VERSIONS;
 use crate::matcher;
 
-/// Largest kubelet config read.
+/// Largest kubelet config `validate` reads, in bytes; a larger file is an error.
 pub const MAX_KUBELET_CONFIG_SIZE: usize = 1024 * 1024;
 
 const CONFIG_VERSIONS: [&str; 3] = [
@@ -29,7 +29,7 @@ const PROVIDER_FIELDS: [&str; 7] = [
     "tokenAttributes",
 ];
 
-/// How bad a finding is.
+/// How bad a finding is: any [`Severity::Error`] makes the lint exit with failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Severity {
     /// The kubelet refuses the config, or a provider silently does nothing.

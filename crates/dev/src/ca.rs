@@ -30,7 +30,7 @@ use zeroize::Zeroizing;
 use crate::jwks;
 use crate::secret::{SecretKeyDer, pem_block};
 
-/// How long the root certificate is valid by default.
+/// Default root lifetime, counted from `build` (the root is not renewed by rotations).
 pub const DEFAULT_CA_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// How far the root's `notBefore` is set into the past, so peers with a slow clock accept it.
 pub const CA_BACKDATE: Duration = Duration::from_secs(5 * 60);
@@ -40,9 +40,9 @@ pub const DEFAULT_X509_SVID_TTL: Duration = Duration::from_secs(60 * 60);
 pub const X509_SVID_BACKDATE: Duration = Duration::from_secs(60);
 /// Default lifetime of a JWT-SVID (SPIRE's `default_jwt_svid_ttl`).
 pub const DEFAULT_JWT_SVID_TTL: Duration = Duration::from_secs(5 * 60);
-/// The `spiffe_refresh_hint` written into the bundle document.
+/// Default `spiffe_refresh_hint` of the bundle document.
 pub const DEFAULT_REFRESH_HINT: Duration = Duration::from_secs(5 * 60);
-/// Most workload identities one dev trust domain serves.
+/// Most workload identities a builder may be given; more fails `build`.
 pub const MAX_IDENTITIES: usize = 64;
 
 /// Which lifetime setting was rejected.
@@ -74,7 +74,7 @@ pub enum DevCaError {
     /// The SPIFFE ID belongs to another trust domain than this CA's.
     #[error("spiffe id {id} is not in trust domain {trust_domain}")]
     ForeignTrustDomain {
-        /// The rejected ID.
+        /// The SPIFFE ID as given.
         id: SpiffeId,
         /// This CA's trust domain.
         trust_domain: TrustDomain,
@@ -82,27 +82,27 @@ pub enum DevCaError {
     /// The SPIFFE ID has no path: SVIDs name workloads, never the trust domain itself.
     #[error("spiffe id {id} has no path and cannot be a workload identity")]
     MissingPath {
-        /// The rejected ID.
+        /// The trust domain's own ID (`spiffe://example.org`), as given.
         id: SpiffeId,
     },
     /// The same identity was configured twice.
     #[error("spiffe id {id} is configured more than once")]
     DuplicateIdentity {
-        /// The repeated ID.
+        /// The SPIFFE ID that was added more than once.
         id: SpiffeId,
     },
     /// More identities than [`MAX_IDENTITIES`].
     #[error("{count} identities configured, at most {max} allowed")]
     TooManyIdentities {
-        /// How many were configured.
+        /// How many identities the builder was given.
         count: usize,
-        /// The maximum number allowed.
+        /// Always [`MAX_IDENTITIES`].
         max: usize,
     },
     /// A lifetime was zero.
     #[error("{kind} ttl must be greater than zero")]
     ZeroTtl {
-        /// Which lifetime.
+        /// Which lifetime: a builder setting, or the `ttl` of an `issue_*_at` call.
         kind: TtlKind,
     },
     /// A JWT-SVID was requested without any audience.
@@ -111,25 +111,25 @@ pub enum DevCaError {
     /// One audience value was the empty string.
     #[error("audience {index} is empty")]
     EmptyAudience {
-        /// Position of the empty value.
+        /// Zero-based position of the empty value in the audience list.
         index: usize,
     },
     /// More audiences than [`MAX_JWT_AUDIENCES`].
     #[error("{count} audiences given, at most {max} allowed")]
     TooManyAudiences {
-        /// How many were given.
+        /// How many audience values were given.
         count: usize,
-        /// The maximum number allowed.
+        /// Always [`MAX_JWT_AUDIENCES`].
         max: usize,
     },
     /// One audience value is longer than [`MAX_JWT_AUDIENCE_LEN`].
     #[error("audience {index} is {len} bytes long, at most {max} allowed")]
     AudienceTooLong {
-        /// Position of the value.
+        /// Zero-based position of the value in the audience list.
         index: usize,
         /// Its length in bytes.
         len: usize,
-        /// The maximum allowed, in bytes.
+        /// Always [`MAX_JWT_AUDIENCE_LEN`], in bytes.
         max: usize,
     },
     /// An issuing time (or time plus lifetime) falls before 1970 or cannot be represented.
@@ -274,7 +274,7 @@ impl DevX509Svid {
         &self.chain
     }
 
-    /// The leaf certificate.
+    /// The leaf certificate (DER), whose URI SAN is [`spiffe_id`](Self::spiffe_id).
     pub fn leaf(&self) -> &CertificateDer<'static> {
         // The constructor always puts the leaf at index 0.
         &self.chain[0]
@@ -290,8 +290,8 @@ impl DevX509Svid {
         self.not_before
     }
 
-    /// The leaf's `notAfter`: `not_before` plus the X.509-SVID lifetime, never past the CA's own
-    /// `notAfter`.
+    /// The leaf's `notAfter`: the issuing time plus the X.509-SVID lifetime (the back-dating not
+    /// included), never past the root's own `notAfter`.
     pub fn not_after(&self) -> SystemTime {
         self.not_after
     }
@@ -350,12 +350,12 @@ impl DevJwtSvid {
         &self.token
     }
 
-    /// The `sub` claim.
+    /// The `sub` claim: the workload's SPIFFE ID.
     pub fn spiffe_id(&self) -> &SpiffeId {
         &self.spiffe_id
     }
 
-    /// The `aud` claim.
+    /// The `aud` claim, in the order requested (at least one value, none empty).
     pub fn audience(&self) -> &[String] {
         &self.audience
     }
@@ -644,7 +644,7 @@ impl DevTrustDomain {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The trust domain.
+    /// The trust domain every SVID is issued in, also in the root's URI SAN.
     pub fn trust_domain(&self) -> &TrustDomain {
         &self.config.trust_domain
     }
@@ -654,12 +654,13 @@ impl DevTrustDomain {
         &self.config.identities
     }
 
-    /// The configured X.509-SVID lifetime.
+    /// The configured X.509-SVID lifetime: what [`issue_x509_svid`](Self::issue_x509_svid) and rotations
+    /// use.
     pub fn x509_svid_ttl(&self) -> Duration {
         self.config.x509_svid_ttl
     }
 
-    /// The configured JWT-SVID lifetime.
+    /// The configured JWT-SVID lifetime: what [`issue_jwt_svid`](Self::issue_jwt_svid) uses.
     pub fn jwt_svid_ttl(&self) -> Duration {
         self.config.jwt_svid_ttl
     }
@@ -915,7 +916,7 @@ impl DevTrustDomain {
         self.lock().jwt_keys.iter().map(|k| k.kid.clone()).collect()
     }
 
-    /// The root's `notAfter`.
+    /// The root's `notAfter`, fixed at `build`: no SVID outlives it.
     pub fn ca_not_after(&self) -> SystemTime {
         self.lock().ca.not_after
     }

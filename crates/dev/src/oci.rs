@@ -27,7 +27,7 @@ const TAR_BLOCK: usize = 512;
 /// The ustar header's name field: longer file names need extensions this writer does not emit.
 pub const MAX_FILE_NAME_LEN: usize = 100;
 
-/// An image layout on disk.
+/// An OCI image layout [`write_image`] wrote: one manifest with one layer, tagged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OciImage {
     dir: PathBuf,
@@ -36,7 +36,7 @@ pub struct OciImage {
 }
 
 impl OciImage {
-    /// The layout directory.
+    /// The layout directory, as given to [`write_image`] (`index.json`, `oci-layout`, `blobs/`).
     pub fn dir(&self) -> &Path {
         &self.dir
     }

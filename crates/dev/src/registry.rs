@@ -128,7 +128,7 @@ pub enum RegistryError {
     /// `docker-registry` could not be executed (typically: not installed).
     #[error("cannot start {program}")]
     Spawn {
-        /// The program looked up on `PATH`.
+        /// The program looked up on `PATH`: always [`REGISTRY_PROGRAM`].
         program: &'static str,
         /// What `exec` said.
         #[source]
@@ -137,7 +137,7 @@ pub enum RegistryError {
     /// The registry exited before it listened; `log_tail` is the last line it logged.
     #[error("{REGISTRY_PROGRAM} exited during start-up ({status}): {log_tail}")]
     Exited {
-        /// How it exited.
+        /// Its exit status (a code, or the signal that ended it).
         status: ExitStatus,
         /// The last non-empty line of its log (config errors, a busy address).
         log_tail: String,
@@ -147,7 +147,7 @@ pub enum RegistryError {
     NotListening {
         /// The address it was configured to listen on.
         addr: SocketAddr,
-        /// How long the start waited.
+        /// How long the start waited: always [`READY_TIMEOUT`].
         waited: Duration,
     },
     /// The child's state could not be queried.
@@ -184,7 +184,7 @@ impl RegistryChild {
         Ok(registry)
     }
 
-    /// The address it listens on.
+    /// The address it listens on, as the spec configured it.
     pub fn addr(&self) -> SocketAddr {
         self.spec.addr
     }

@@ -56,7 +56,7 @@ pub enum DevSaAlgorithm {
 }
 
 impl DevSaAlgorithm {
-    /// The JOSE name.
+    /// The JOSE `alg` name the tokens' header and the JWK carry (`RS256`, `ES256`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Rs256 => "RS256",
@@ -172,7 +172,8 @@ impl SaTokenRequest {
 }
 
 impl DevServiceAccountIssuer {
-    /// A new issuer with a fresh key.
+    /// A new issuer with a fresh key, generated in memory and never persisted; `issuer` is
+    /// used verbatim as every token's `iss`.
     ///
     /// # Errors
     /// [`DevSaError::KeyGeneration`].
@@ -211,17 +212,17 @@ impl DevServiceAccountIssuer {
         })
     }
 
-    /// The `iss` of every token.
+    /// The `iss` of every token, exactly as given to [`new`](Self::new).
     pub fn issuer(&self) -> &str {
         &self.issuer
     }
 
-    /// The algorithm.
+    /// The algorithm every token is signed with, fixed at [`new`](Self::new).
     pub fn algorithm(&self) -> DevSaAlgorithm {
         self.alg
     }
 
-    /// The key id.
+    /// The key id: the `kid` of every token's header and of the JWK, its RFC 7638 thumbprint.
     pub fn kid(&self) -> &str {
         &self.kid
     }

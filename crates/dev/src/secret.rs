@@ -25,7 +25,7 @@ impl SecretKeyDer {
         self.0.expose_secret()
     }
 
-    /// A copy of the key for rustls.
+    /// A copy of the key (PKCS#8) for rustls.
     ///
     /// The copy is a plain `rustls-pki-types` value that does not zeroize itself; keep it only as
     /// long as the TLS configuration needs it.

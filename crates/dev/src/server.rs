@@ -56,7 +56,7 @@ pub enum ServerError {
     /// The trust domain has no configured identity, so there is nothing to serve.
     #[error("trust domain {trust_domain} has no workload identities to serve")]
     NoIdentities {
-        /// The trust domain.
+        /// The trust domain's name (`example.org`), not a SPIFFE ID.
         trust_domain: String,
     },
     /// Something accepts connections on the socket path already.
@@ -68,7 +68,7 @@ pub enum ServerError {
     /// The path exists and is not a socket; it is never removed.
     #[error("{path} exists and is not a socket")]
     NotASocket {
-        /// The path.
+        /// The path as resolved (the one given, or [`DEFAULT_SOCKET_NAME`] in the given directory).
         path: PathBuf,
     },
     /// Checking whether an existing socket is stale failed.
@@ -92,7 +92,8 @@ pub enum ServerError {
     /// Binding the listener failed.
     #[error("cannot bind socket {path}")]
     Bind {
-        /// The socket path being bound.
+        /// The path being bound: the socket's path, or the temporary name beside it
+        /// (`<name>.<pid>-<n>.tmp`).
         path: PathBuf,
         /// The I/O error.
         #[source]
@@ -113,7 +114,7 @@ pub enum ServerError {
     /// The server did not drain within [`SHUTDOWN_GRACE`] and was aborted.
     #[error("workload api server did not stop within {grace:?}")]
     ShutdownTimeout {
-        /// The grace period.
+        /// Always [`SHUTDOWN_GRACE`].
         grace: Duration,
     },
     /// The server task panicked or was cancelled.
@@ -382,7 +383,8 @@ impl fmt::Debug for WorkloadApiHandle {
 }
 
 impl WorkloadApiHandle {
-    /// The socket path.
+    /// The socket's path as resolved: the one given, or [`DEFAULT_SOCKET_NAME`] in the given
+    /// directory (relative if given so; see [`endpoint`](Self::endpoint)).
     pub fn socket_path(&self) -> &Path {
         &self.socket_path
     }
@@ -395,7 +397,8 @@ impl WorkloadApiHandle {
         format!("unix://{}", abs.display())
     }
 
-    /// The trust domain being served.
+    /// The trust domain being served, shared: a rotation made on it directly reaches this
+    /// server's streams too.
     pub fn trust_domain(&self) -> &Arc<DevTrustDomain> {
         &self.td
     }

@@ -25,7 +25,7 @@ pub enum PatternError {
     TooLong {
         /// Length of the pattern in bytes.
         len: usize,
-        /// The maximum allowed, in bytes.
+        /// The cap, [`MAX_PATTERN_LEN`] bytes.
         max: usize,
     },
     /// The pattern does not start with `spiffe://`.
@@ -72,7 +72,7 @@ pub enum PatternError {
     DuplicateCapture {
         /// Byte offset of the second `{`.
         offset: usize,
-        /// The repeated name.
+        /// The repeated capture name, without braces.
         name: String,
     },
     /// A literal segment breaks the SPIFFE ID path rules.
@@ -214,7 +214,7 @@ impl PathPattern {
         })
     }
 
-    /// The pattern as written.
+    /// The pattern's text exactly as given to [`PathPattern::parse`] (`Display` writes it too).
     pub fn as_str(&self) -> &str {
         &self.source
     }
@@ -419,7 +419,7 @@ pub enum AuthorizeError {
     /// [`Authorizer::Exact`] refused.
     #[error("spiffe id {id} is not authorized: expected exactly {expected}")]
     NotExact {
-        /// The refused ID.
+        /// The authenticated ID that was refused (an ID, not a secret).
         id: SpiffeId,
         /// The only ID allowed.
         expected: SpiffeId,
@@ -427,15 +427,15 @@ pub enum AuthorizeError {
     /// [`Authorizer::OneOf`] refused.
     #[error("spiffe id {id} is not authorized: not in the allow-list of {allowed} ids")]
     NotOneOf {
-        /// The refused ID.
+        /// The authenticated ID that was refused (an ID, not a secret).
         id: SpiffeId,
-        /// How many IDs the allow-list holds.
+        /// Size of the allow-list; the allowed IDs themselves are not in the error.
         allowed: usize,
     },
     /// [`Authorizer::MemberOf`] refused.
     #[error("spiffe id {id} is not authorized: not a member of trust domain {trust_domain}")]
     NotMemberOf {
-        /// The refused ID.
+        /// The authenticated ID that was refused (an ID, not a secret).
         id: SpiffeId,
         /// The trust domain required.
         trust_domain: TrustDomain,
@@ -443,9 +443,9 @@ pub enum AuthorizeError {
     /// [`Authorizer::Pattern`] refused.
     #[error("spiffe id {id} is not authorized: does not match pattern {pattern}")]
     NoPatternMatch {
-        /// The refused ID.
+        /// The authenticated ID that was refused (an ID, not a secret).
         id: SpiffeId,
-        /// The pattern as written.
+        /// The pattern's text, as [`PathPattern::as_str`] gives it.
         pattern: String,
     },
 }

@@ -79,7 +79,7 @@ pub enum BundleError {
     AuthorityUnparsable {
         /// Position of the certificate in the input.
         index: usize,
-        /// The webpki parse error.
+        /// Why webpki could not make a trust anchor of it.
         #[source]
         source: webpki::Error,
     },
@@ -92,14 +92,14 @@ pub enum BundleError {
     /// The PEM input could not be parsed.
     #[error("malformed pem")]
     Pem {
-        /// The PEM parse error.
+        /// Why the `pem` crate refused the text (framing, labels or base64).
         #[source]
         source: pem::PemError,
     },
     /// A PEM bundle contains a block that is not a `CERTIFICATE`.
     #[error("pem block {index} is {label:?}, only CERTIFICATE blocks are allowed")]
     PemNotCertificate {
-        /// Position of the block.
+        /// 0-based position of the block in the PEM input.
         index: usize,
         /// The block label (at most 64 characters).
         label: String,
@@ -110,7 +110,7 @@ pub enum BundleError {
     /// Two JWT authorities of one bundle have the same `kid`.
     #[error("duplicate jwt authority key id {kid:?}")]
     DuplicateKid {
-        /// The repeated key id.
+        /// The repeated `kid`, in full.
         kid: String,
     },
     /// The X.509 and JWT parts of a [`SpiffeBundle`] belong to different trust domains.
@@ -124,7 +124,7 @@ pub enum BundleError {
     /// A [`BundleSet`] or bundle map already has a bundle for this trust domain.
     #[error("duplicate bundle for trust domain {trust_domain}")]
     DuplicateTrustDomain {
-        /// The trust domain.
+        /// The trust domain given a second bundle.
         trust_domain: TrustDomain,
     },
     /// A bundle map key is not a trust domain name or trust domain SPIFFE ID.
@@ -136,26 +136,27 @@ pub enum BundleError {
         #[source]
         source: IdError,
     },
-    /// The input is larger than the cap.
+    /// A bundle document, JWK set, bundle map or PEM bundle is larger than its cap.
     #[error("{what} is {len} bytes, the maximum is {max}")]
     TooLarge {
-        /// `"bundle document"`, `"bundle map"` or `"pem bundle"`.
+        /// `"bundle document"`, `"jwk set"`, `"bundle map"` or `"pem bundle"`.
         what: &'static str,
-        /// Input length.
+        /// The input's length in bytes.
         len: usize,
-        /// The maximum allowed, in bytes.
+        /// That input's cap in bytes: [`MAX_BUNDLE_DOCUMENT_BYTES`] (also for a JWK set),
+        /// [`MAX_BUNDLE_MAP_BYTES`] or [`MAX_PEM_BUNDLE_BYTES`].
         max: usize,
     },
     /// The document has more `keys` entries than [`MAX_BUNDLE_KEYS`].
     #[error("bundle document has more than {max} keys")]
     TooManyKeys {
-        /// The maximum number allowed.
+        /// The cap, [`MAX_BUNDLE_KEYS`].
         max: usize,
     },
     /// The bundle map has more trust domains than [`MAX_BUNDLE_MAP_TRUST_DOMAINS`].
     #[error("bundle map has more than {max} trust domains")]
     TooManyTrustDomains {
-        /// The maximum number allowed.
+        /// The cap, [`MAX_BUNDLE_MAP_TRUST_DOMAINS`].
         max: usize,
     },
     /// The input is not JSON of the expected shape (also: wrong member types, duplicate members,
@@ -179,7 +180,7 @@ pub enum BundleError {
     InMap {
         /// The trust domain whose bundle failed.
         trust_domain: TrustDomain,
-        /// The failure.
+        /// Why that trust domain's bundle was rejected.
         #[source]
         source: Box<BundleError>,
     },
@@ -192,13 +193,13 @@ pub enum EntryError {
     /// A required key member (`crv`, `x`, `y`, `n`, `e`) is missing.
     #[error("missing member {member:?}")]
     MissingMember {
-        /// The member name.
+        /// `crv`, `x`, `y`, `n` or `e`.
         member: &'static str,
     },
     /// A member is not valid base64 (standard for `x5c`, base64url for key members).
     #[error("member {member:?} is not valid base64")]
     Base64 {
-        /// The member name.
+        /// `x5c`, or the key member `x`, `y`, `n` or `e`.
         member: &'static str,
     },
     /// The `x5c` certificate does not parse as a CA certificate.
@@ -207,7 +208,7 @@ pub enum EntryError {
     /// The `x5c` certificate's key type is not supported.
     #[error("x5c certificate has an unsupported public key type")]
     CertificateKey,
-    /// The key material is invalid.
+    /// The key members do not make a usable public key.
     #[error(transparent)]
     Key(#[from] KeyError),
 }
@@ -526,7 +527,7 @@ impl SpiffeBundle {
         document::to_document_json(self)
     }
 
-    /// The trust domain.
+    /// The trust domain both parts belong to ([`SpiffeBundle::new`] checks they match).
     pub fn trust_domain(&self) -> &TrustDomain {
         self.x509.trust_domain()
     }
@@ -536,7 +537,7 @@ impl SpiffeBundle {
         &self.x509
     }
 
-    /// The JWT authorities.
+    /// The JWT authorities, indexed by `kid`.
     pub fn jwt(&self) -> &JwtBundle {
         &self.jwt
     }

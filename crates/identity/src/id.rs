@@ -67,7 +67,7 @@ pub enum IdError {
     TooLong {
         /// Length of the input in bytes.
         len: usize,
-        /// The maximum allowed, in bytes.
+        /// The cap, [`MAX_SPIFFE_ID_LEN`] bytes.
         max: usize,
     },
     /// There is no `scheme://` at all.
@@ -87,7 +87,7 @@ pub enum IdError {
     TrustDomainTooLong {
         /// Length of the trust domain name in bytes.
         len: usize,
-        /// The maximum allowed, in bytes.
+        /// The cap, [`MAX_TRUST_DOMAIN_LEN`] bytes.
         max: usize,
     },
     /// An upper-case ASCII letter in the trust domain (strict mode).
@@ -104,7 +104,7 @@ pub enum IdError {
     BadTrustDomainChar {
         /// Byte offset of the offending byte.
         offset: usize,
-        /// The offending byte.
+        /// The byte itself (a non-ASCII character's first byte); messages show it escaped.
         byte: u8,
     },
     /// The authority has userinfo (`user@`).
@@ -160,7 +160,7 @@ pub enum IdError {
     BadPathChar {
         /// Byte offset of the offending byte.
         offset: usize,
-        /// The offending byte.
+        /// The byte itself (a non-ASCII character's first byte); messages show it escaped.
         byte: u8,
     },
     /// A bare trust domain name was expected but the input has a `scheme://`.

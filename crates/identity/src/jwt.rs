@@ -242,7 +242,7 @@ impl fmt::Display for ClaimValueProblem {
     }
 }
 
-/// How the signing key is chosen.
+/// How the validator picks the JWT authority whose key checks the signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum KidMode {
@@ -270,15 +270,15 @@ pub enum AudienceMatch {
     Single,
 }
 
-/// A part of a compact JWS.
+/// Which of a compact JWS's three `.`-separated segments an error is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TokenPart {
-    /// The JOSE header.
+    /// The first segment: the JOSE header.
     Header,
-    /// The claims set (payload).
+    /// The second segment: the claims set (payload).
     Claims,
-    /// The signature.
+    /// The third segment: the signature.
     Signature,
 }
 
@@ -310,25 +310,26 @@ pub enum JwtSvidError {
     /// A leeway that is over [`MAX_LEEWAY`] or not a whole number of seconds.
     #[error("leeway must be whole seconds and at most {max_secs} s")]
     InvalidLeeway {
-        /// The maximum, in seconds.
+        /// Whole seconds of [`MAX_LEEWAY`], the highest leeway accepted.
         max_secs: u64,
     },
     /// A validator limit outside its allowed range.
     #[error("option {option} must be between 1 and {max}, got {value}")]
     InvalidLimit {
-        /// The option.
+        /// The builder option: `max_token_len`, `max_audiences` or `max_kidless_candidates`.
         option: &'static str,
-        /// The value given.
+        /// The value passed: 0, or above `max`.
         value: usize,
-        /// The highest allowed value.
+        /// The option's `MAX_*_LIMIT` constant (the lowest allowed value is 1).
         max: usize,
     },
     /// The token is longer than the cap.
     #[error("token is {len} bytes, the maximum is {max}")]
     TokenTooLarge {
-        /// Token length.
+        /// The token's length in bytes, measured before anything is decoded.
         len: usize,
-        /// The maximum allowed, in bytes.
+        /// The cap in force, in bytes: the validator's `max_token_len`, or for
+        /// [`verify_compact_jws`] the caller's cap cut to [`MAX_TOKEN_LEN_LIMIT`].
         max: usize,
     },
     /// The token uses JWS JSON serialization, which JWT-SVIDs must not use (§1).
@@ -351,7 +352,7 @@ pub enum JwtSvidError {
     MalformedJson {
         /// Which of the three JWS segments (header, claims or signature).
         part: TokenPart,
-        /// Column of the JSON error.
+        /// serde_json's column (1-based) in the segment's decoded JSON.
         column: usize,
     },
     /// A JSON member occurs twice.
@@ -373,7 +374,7 @@ pub enum JwtSvidError {
     WrongType {
         /// Which of the three JWS segments (header, claims or signature).
         part: TokenPart,
-        /// The member.
+        /// `alg`, `kid` or `typ` in the header; `sub`, `aud`, `exp`, `nbf` or `iat` in the claims.
         member: &'static str,
     },
     /// The header has no `alg`.
@@ -409,7 +410,7 @@ pub enum JwtSvidError {
     /// The claims object has more than [`MAX_CLAIMS_MEMBERS`] members.
     #[error("claims have more than {max} members")]
     TooManyClaims {
-        /// The maximum number allowed.
+        /// The fixed cap, [`MAX_CLAIMS_MEMBERS`].
         max: usize,
     },
     /// `aud` is an empty array (§3.2 requires one or more values).
@@ -418,13 +419,13 @@ pub enum JwtSvidError {
     /// `aud` has more values than the cap.
     #[error("aud has more than {max} values")]
     TooManyAudiences {
-        /// The maximum number allowed.
+        /// The validator's `max_audiences` (default [`DEFAULT_MAX_AUDIENCES`]).
         max: usize,
     },
     /// `sub` is not a SPIFFE ID.
     #[error("sub is not a spiffe id")]
     InvalidSubject {
-        /// The parse error.
+        /// Why `sub` does not parse: the rule, an offset, at most the one offending byte.
         #[source]
         source: IdError,
     },
@@ -437,21 +438,21 @@ pub enum JwtSvidError {
     /// The authority's key type, curve or declared `alg` does not fit the token's `alg`.
     #[error("the jwt authority's key cannot be used with {alg}")]
     AlgorithmKeyMismatch {
-        /// The token's algorithm.
+        /// The header's `alg`, one of the JWT-SVID algorithms.
         alg: JwsAlgorithm,
     },
     /// Without `kid`: no authority of the trust domain fits `alg`.
     #[error("no jwt authority of the subject's trust domain fits {alg}")]
     NoCandidateKey {
-        /// The token's algorithm.
+        /// The header's `alg`, one of the JWT-SVID algorithms.
         alg: JwsAlgorithm,
     },
     /// Without `kid`: more authorities fit `alg` than the validator may try.
     #[error("{count} jwt authorities fit the token, the validator tries at most {max}")]
     TooManyCandidateKeys {
-        /// Authorities that fit.
+        /// Authorities of the subject's trust domain whose key fits `alg`.
         count: usize,
-        /// The maximum number allowed.
+        /// The validator's `max_kidless_candidates` (default [`DEFAULT_MAX_KIDLESS_CANDIDATES`]).
         max: usize,
     },
     /// The signature does not verify.
@@ -493,7 +494,7 @@ pub enum JwtSvidError {
     /// A NumericDate is outside [`MIN_NUMERIC_DATE`]..=[`MAX_NUMERIC_DATE`] (years 1 to 9999).
     #[error("claim {claim:?} is out of range")]
     TimeOutOfRange {
-        /// The claim.
+        /// `exp`, `nbf` or `iat`.
         claim: &'static str,
     },
     /// None of the token's audiences is expected.
@@ -502,7 +503,7 @@ pub enum JwtSvidError {
     /// [`AudienceMatch::Single`]: `aud` has more than one value.
     #[error("aud has {count} values; exactly one (this relying party's audience) is required")]
     AudienceNotSingle {
-        /// How many values `aud` has.
+        /// Values in `aud`: two or more.
         count: usize,
     },
 }
@@ -511,11 +512,11 @@ pub enum JwtSvidError {
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct JwtSvidClaims {
-    /// `sub`.
+    /// `sub`, parsed as a SPIFFE ID; its trust domain's bundle verified the signature.
     pub spiffe_id: SpiffeId,
     /// `aud`, as a list even when the token had a single string.
     pub audiences: Vec<String>,
-    /// `exp`.
+    /// `exp`, later than the validation time minus the leeway.
     pub expires_at: SystemTime,
     /// `iat`, when present.
     pub issued_at: Option<SystemTime>,
@@ -524,7 +525,7 @@ pub struct JwtSvidClaims {
     /// The `kid` of the authority that verified the signature (the header's `kid`, or in
     /// [`KidMode::TryTrustDomainKeys`] the key that matched).
     pub kid: String,
-    /// The token's algorithm.
+    /// The header's `alg`, which the verifying authority's key fits.
     pub alg: JwsAlgorithm,
     claims_json: Box<[u8]>,
 }
@@ -576,7 +577,7 @@ impl JwtSvid {
         Self(SecretString::from(token.into()))
     }
 
-    /// Length in bytes.
+    /// The token's length in bytes.
     pub fn len(&self) -> usize {
         self.0.expose_secret().len()
     }
@@ -953,7 +954,7 @@ impl JwtSvidValidator {
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct VerifiedJws {
-    /// The token's algorithm.
+    /// The header's `alg`, one of [`JwsAlgorithm::ALL`], which the verifying key fits.
     pub alg: JwsAlgorithm,
     /// The `kid` of the authority that verified the signature.
     pub kid: String,

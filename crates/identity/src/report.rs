@@ -49,6 +49,30 @@ impl fmt::Display for ErrorChain<'_> {
     }
 }
 
+/// `url` with whatever may be user info (`user:password@`) replaced by `***`, for error
+/// messages that quote a configured URL: a URL is often refused *because* it carries a
+/// password, and the message must not repeat it.
+///
+/// Everything between the scheme's `://` (or the start) and the last `@` before any `?` or
+/// `#` is replaced, so a password holding an unescaped `/` is covered too; an `@` in a path
+/// is over-redacted, which costs an error message some detail and nothing else.
+///
+/// ```
+/// use svid_broker_identity::report::redact_url_userinfo;
+///
+/// assert_eq!(redact_url_userinfo("https://robot:s3cret@harbor.example/api"), "https://***@harbor.example/api");
+/// assert_eq!(redact_url_userinfo("https://harbor.example/api"), "https://harbor.example/api");
+/// ```
+pub fn redact_url_userinfo(url: &str) -> std::borrow::Cow<'_, str> {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => std::borrow::Cow::Owned(format!("{}***{}", &url[..start], &rest[at..])),
+        None => std::borrow::Cow::Borrowed(url),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,5 +105,22 @@ mod tests {
             ErrorChain::new(&Repeats(Inner)).to_string(),
             "wrapper: inner"
         );
+    }
+
+    #[test]
+    fn user_info_is_redacted_wherever_it_may_be() {
+        for (url, shown) in [
+            ("https://u:p@h.example/x", "https://***@h.example/x"),
+            ("https://u:p/w@h.example/x", "https://***@h.example/x"),
+            ("u:p@h.example", "***@h.example"),
+            ("https://a@b@h.example", "https://***@h.example"),
+            (
+                "https://h.example/x?next=a@b",
+                "https://h.example/x?next=a@b",
+            ),
+            ("http://127.0.0.1:8080/", "http://127.0.0.1:8080/"),
+        ] {
+            assert_eq!(redact_url_userinfo(url), shown, "{url}");
+        }
     }
 }

@@ -148,7 +148,7 @@ impl Default for X509VerifyOptions {
 }
 
 impl X509VerifyOptions {
-    /// The defaults.
+    /// [`DEFAULT_MAX_CHAIN_LEN`], [`DEFAULT_MAX_CERT_DER_LEN`] and [`EkuPolicy::Spiffe`].
     pub fn new() -> Self {
         Self::default()
     }
@@ -189,7 +189,7 @@ pub enum LeafKeyAlgorithm {
     Ed25519,
     /// RSA with a modulus of `bits` bits.
     Rsa {
-        /// Modulus size.
+        /// The modulus's exact length in bits, within [`MIN_RSA_KEY_BITS`]..=[`MAX_RSA_KEY_BITS`].
         bits: usize,
     },
 }
@@ -322,7 +322,7 @@ pub enum X509SvidError {
     ChainTooLong {
         /// Presented chain length.
         len: usize,
-        /// The maximum number allowed.
+        /// The options' [`X509VerifyOptions::max_chain_len`].
         max: usize,
     },
     /// A certificate is larger than [`X509VerifyOptions::max_cert_der_len`].
@@ -330,9 +330,10 @@ pub enum X509SvidError {
     CertTooLarge {
         /// Index in the presented chain.
         index: usize,
-        /// DER length.
+        /// The certificate's DER length in bytes.
         len: usize,
-        /// The maximum allowed, in bytes.
+        /// The options' [`X509VerifyOptions::max_cert_der_len`] ([`DEFAULT_MAX_CERT_DER_LEN`] for
+        /// [`leaf_spiffe_id`]), in bytes.
         max: usize,
     },
     /// A certificate is not DER-encoded X.509 (or has trailing bytes).
@@ -369,7 +370,7 @@ pub enum X509SvidError {
     /// The leaf's SPIFFE ID is a trust domain ID with no path (X509-SVID §5.2).
     #[error("the leaf spiffe id {id} has no path")]
     LeafRootPath {
-        /// The ID.
+        /// The leaf's SPIFFE ID, a trust domain ID (`spiffe://<trust domain>`).
         id: SpiffeId,
     },
     /// The leaf has no basicConstraints extension (our decision: see the module docs).
@@ -395,7 +396,7 @@ pub enum X509SvidError {
         "the leaf extKeyUsage (serverAuth: {server_auth}, clientAuth: {client_auth}) does not satisfy policy {policy:?}"
     )]
     LeafExtendedKeyUsage {
-        /// The policy in force.
+        /// The options' [`X509VerifyOptions::eku`] that refused the leaf.
         policy: EkuPolicy,
         /// Whether serverAuth is present.
         server_auth: bool,
@@ -405,11 +406,11 @@ pub enum X509SvidError {
     /// The leaf's RSA key size is outside [`MIN_RSA_KEY_BITS`]..=[`MAX_RSA_KEY_BITS`].
     #[error("the leaf rsa key has {bits} bits, allowed are {min} to {max}")]
     LeafRsaKeySize {
-        /// Modulus size.
+        /// The modulus's exact length in bits.
         bits: usize,
-        /// Lower bound.
+        /// [`MIN_RSA_KEY_BITS`].
         min: usize,
-        /// Upper bound.
+        /// [`MAX_RSA_KEY_BITS`].
         max: usize,
     },
     /// An intermediate's RSA key size is outside [`MIN_RSA_KEY_BITS`]..=[`MAX_RSA_KEY_BITS`].
@@ -417,11 +418,11 @@ pub enum X509SvidError {
     IntermediateRsaKeySize {
         /// Index in the presented chain.
         index: usize,
-        /// Modulus size.
+        /// The modulus's exact length in bits.
         bits: usize,
-        /// Lower bound.
+        /// [`MIN_RSA_KEY_BITS`].
         min: usize,
-        /// Upper bound.
+        /// [`MAX_RSA_KEY_BITS`].
         max: usize,
     },
     /// Every trust anchor that could have issued the chain has an RSA key outside
@@ -430,11 +431,11 @@ pub enum X509SvidError {
         "the bundle's issuing authority has an rsa key of {bits} bits, allowed are {min} to {max}"
     )]
     TrustAnchorRsaKeySize {
-        /// Modulus size.
+        /// The modulus length in bits of the last such anchor checked.
         bits: usize,
-        /// Lower bound.
+        /// [`MIN_RSA_KEY_BITS`].
         min: usize,
-        /// Upper bound.
+        /// [`MAX_RSA_KEY_BITS`].
         max: usize,
     },
     /// The leaf's EC key is on a curve other than P-256 or P-384.
@@ -487,7 +488,7 @@ pub enum X509SvidError {
         index: usize,
         /// The certificate's notAfter.
         not_after: SystemTime,
-        /// The verification time.
+        /// The verification time the caller passed as `now`.
         now: SystemTime,
     },
     /// A certificate's notBefore is after the verification time.
@@ -501,7 +502,7 @@ pub enum X509SvidError {
         index: usize,
         /// The certificate's notBefore.
         not_before: SystemTime,
-        /// The verification time.
+        /// The verification time the caller passed as `now`.
         now: SystemTime,
     },
     /// The verification time is before 1970.
@@ -516,7 +517,7 @@ pub enum X509SvidError {
     /// A CA in the path has a URI name constraint, which path validation does not implement.
     #[error("{location} has uri name constraints, which are not supported")]
     UriNameConstraintsUnsupported {
-        /// Where.
+        /// The presented intermediate, or a trust anchor of the bundle, that has the constraint.
         location: NameConstraintsLocation,
     },
     /// No path from the leaf to a trust anchor of the leaf's bundle.

@@ -51,7 +51,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 /// The role session name used when `AWS_ROLE_SESSION_NAME` is unset.
 pub const DEFAULT_SESSION_NAME: &str = "svid-broker-kms";
-/// Largest extra CA PEM accepted.
+/// Largest extra CA PEM accepted, in bytes; a larger one is a configuration error.
 const MAX_CA_PEM: usize = 256 * 1024;
 /// SigV4's service name.
 const SERVICE: &str = "kms";
@@ -67,13 +67,13 @@ pub enum KmsError {
     Config {
         /// The setting (`key_id`, `region`, `endpoint`, ...).
         field: &'static str,
-        /// The rule it broke.
+        /// The rule it broke, as a fixed phrase.
         rule: &'static str,
     },
     /// The credentials could not be read from the environment.
     #[error("KMS credentials: {rule}")]
     Credentials {
-        /// The rule the environment broke.
+        /// The rule the environment broke, as a fixed phrase (never a variable's value).
         rule: &'static str,
     },
     /// KMS (or STS) could not be reached, refused, or answered something unusable.
@@ -82,9 +82,10 @@ pub enum KmsError {
     /// The key is not one the broker can use.
     #[error("KMS key {key}: {rule}")]
     Unsuitable {
-        /// The key's ARN.
+        /// The key's ARN as KMS answered it (else the key id as configured).
         key: String,
-        /// What is wrong with it.
+        /// What is wrong with it, quoting KMS's value where one is wrong (cut to 64 printable
+        /// characters).
         rule: String,
     },
 }
@@ -97,7 +98,8 @@ pub enum KmsCredentialSource {
     Static {
         /// `AKIA...` or `ASIA...`.
         access_key_id: String,
-        /// The secret access key.
+        /// The secret access key (`AWS_SECRET_ACCESS_KEY` when read from the environment); `Debug`
+        /// never shows it.
         secret_access_key: SecretString,
         /// The session token, for temporary keys.
         session_token: Option<SecretString>,
@@ -393,17 +395,17 @@ impl KmsConfig {
         Ok(self)
     }
 
-    /// The key as configured.
+    /// The key id, key ARN, alias or alias ARN as configured (before KMS resolves it).
     pub fn key_id(&self) -> &str {
         &self.key_id
     }
 
-    /// The region.
+    /// The AWS region as configured (checked: `[a-z0-9-]`, like `us-east-1`).
     pub fn region(&self) -> &str {
         &self.region
     }
 
-    /// The per-call timeout.
+    /// The per-call timeout (connect, send, answer): [`DEFAULT_TIMEOUT`] unless set.
     pub fn timeout(&self) -> Duration {
         self.timeout
     }

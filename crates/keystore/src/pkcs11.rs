@@ -45,22 +45,22 @@ pub enum Pkcs11Error {
     /// The `pkcs11:` URI broke a rule (RFC 7512 syntax, or what this broker accepts of it).
     #[error("pkcs11 uri is invalid: {rule}")]
     InvalidUri {
-        /// The rule.
+        /// The rule, naming the attribute at fault but never its value (so never a PIN).
         rule: String,
     },
     /// The module path is not an absolute path to a regular file that only its owner may
     /// write: the module is native code the broker runs.
     #[error("pkcs11 module {path}: {rule}")]
     UnsafeModule {
-        /// The module path.
+        /// The module path as configured.
         path: PathBuf,
-        /// The rule.
+        /// The rule the file breaks, as a fixed phrase (`must be an absolute path`).
         rule: &'static str,
     },
     /// Loading or initializing the module failed.
     #[error("pkcs11 module {path} could not be loaded")]
     ModuleLoad {
-        /// The module path.
+        /// The module path as configured (already checked to be a safe file).
         path: PathBuf,
         /// cryptoki's error.
         #[source]
@@ -69,9 +69,9 @@ pub enum Pkcs11Error {
     /// Not exactly one token matched the URI's token attributes.
     #[error("{matched} tokens match {uri} (exactly one must)")]
     TokenNotUnique {
-        /// The URI, without secrets.
+        /// The URI's token attributes only, without secrets.
         uri: String,
-        /// How many matched.
+        /// How many tokens matched: 0, or more than 1.
         matched: usize,
     },
     /// Not exactly one object matched the URI's object attributes.
@@ -79,9 +79,9 @@ pub enum Pkcs11Error {
     ObjectNotUnique {
         /// The URI, without secrets.
         uri: String,
-        /// The object class looked for.
+        /// The object class looked for: `private key`, `public key` or `secret key`.
         class: &'static str,
-        /// How many matched.
+        /// How many objects matched: 0 (also after one fresh login), or more than 1.
         matched: usize,
     },
     /// An object exists where a key was to be generated: generating never replaces a key.
@@ -89,7 +89,7 @@ pub enum Pkcs11Error {
     ObjectExists {
         /// The URI, without secrets.
         uri: String,
-        /// The object class found.
+        /// The class of the object found: `private key`, `public key` or `secret key`.
         class: &'static str,
     },
     /// The key is not what the broker needs of it (extractable, not sensitive, not a signing
@@ -98,7 +98,7 @@ pub enum Pkcs11Error {
     UnsuitableKey {
         /// The URI, without secrets.
         uri: String,
-        /// The rule.
+        /// The rule the key breaks, as a fixed phrase.
         rule: &'static str,
     },
     /// The token refused the PIN earlier in this process; it is not tried again, since
@@ -115,7 +115,7 @@ pub enum Pkcs11Error {
     Call {
         /// The URI, without secrets.
         uri: String,
-        /// What was being done.
+        /// What was being done, as a fixed phrase (`listing slots`, `signing (C_Sign)`).
         operation: &'static str,
         /// cryptoki's error (the PKCS#11 return value and function).
         #[source]
@@ -177,7 +177,7 @@ impl Pkcs11Module {
         Ok(module)
     }
 
-    /// The module's path.
+    /// The module's path as loaded: absolute, and the key of the per-process module cache.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -865,7 +865,8 @@ impl ExternalKey for Pkcs11Key {
     }
 }
 
-/// The HMAC key in a token.
+/// An HMAC-SHA256 secret key kept in a token, sensitive and never extractable; it is found
+/// again by its URI for every tag.
 pub struct Pkcs11Mac {
     token: Arc<Pkcs11Token>,
     uri: Pkcs11Uri,

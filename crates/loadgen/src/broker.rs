@@ -21,7 +21,7 @@ use crate::LoadgenError;
 pub const AUDIENCE: &str = "svid-broker";
 /// The registry's `service` (token `aud`).
 pub const SERVICE: &str = "registry.local";
-/// The scope every request asks for.
+/// The scope every request asks for, in the Docker token protocol's `type:name:actions` form.
 pub const SCOPE: &str = "repository:team/app:pull";
 /// The broker's own SPIFFE ID (its gRPC server certificate).
 pub const BROKER_ID: &str = "spiffe://example.org/svid-broker";
@@ -66,7 +66,7 @@ pub enum Mode {
     InProcess,
 }
 
-/// How the broker is set up.
+/// How the broker is started and configured for one run.
 #[derive(Debug, Clone)]
 pub struct BrokerSetup {
     /// Child or in-process.
@@ -174,6 +174,11 @@ http_addr = "127.0.0.1:0"
 grpc_addr = "127.0.0.1:{grpc_port}"
 public_url = "http://127.0.0.1:1"
 shutdown_grace_seconds = 1
+# Every simulated workload connects from 127.0.0.1, so the per-address caps (which guard
+# against one misbehaving address) would cap the whole load: the churn's 32 workers open a
+# new mTLS connection per subject on top of their own.
+max_connections_per_ip = 1024
+max_pending_handshakes_per_ip = 256
 [identity]
 audience = "{AUDIENCE}"
 workload_api = "{endpoint}"

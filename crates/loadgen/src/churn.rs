@@ -9,7 +9,11 @@
 //! a rate-limiter key), then the realm's `GET /token` with that login credential (a
 //! login-credential cache entry, an issued-token cache entry, the rate limiter again). The
 //! subjects are released on a fixed schedule (open loop) over the run, so the rate is the same
-//! from start to end and the RSS curve is a function of subjects seen.
+//! from start to end and the RSS curve is a function of subjects seen. With
+//! `--churn-mtls-every N`, every Nth subject also makes a gRPC `Exchange` over a new mTLS
+//! connection presenting an X.509-SVID issued for it: a verified-chain cache entry and a TLS
+//! handshake per such subject. At the end the broker's cache gauges and counters are read from
+//! its `/metrics`, so the report shows that every cache filled and evicted.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -80,7 +84,7 @@ pub struct ChurnReport {
     pub requests_ok: u64,
     /// Failed requests.
     pub errors: u64,
-    /// The first failure.
+    /// The first failure recorded, if any request failed; never a token.
     pub first_error: Option<String>,
     /// Wall time, seconds.
     pub elapsed_secs: f64,
@@ -92,6 +96,11 @@ pub struct ChurnReport {
     pub samples: Vec<ChurnSample>,
     /// The broker's peak RSS (`VmHWM`) at the end, KiB.
     pub broker_peak_rss_kib: u64,
+    /// Every how many subjects one made the mTLS step (0: none did).
+    pub mtls_every: u64,
+    /// The broker's cache lines of `/metrics` at the end (`svid_broker_verified_cache_*`,
+    /// `svid_broker_token_cache_*`), as the broker wrote them; empty if it could not be read.
+    pub cache_metrics: Vec<String>,
 }
 
 fn mib(kib: u64) -> f64 {
@@ -117,11 +126,16 @@ impl ChurnReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "churn: broker on CPUs {}, load generator on CPUs {}, token cache {}; {} of {} \
+            "churn: broker on CPUs {}, load generator on CPUs {}, token cache {}, {}; {} of {} \
              subjects in {:.0} s ({:.0} subjects/s), {} requests ok, {} errors; broker CPU {} s\n",
             self.broker_cpus,
             self.loadgen_cpus,
             if self.token_cache { "on" } else { "off" },
+            match self.mtls_every {
+                0 => "no mTLS step".to_owned(),
+                1 => "every subject also over mTLS".to_owned(),
+                n => format!("one subject in {n} also over mTLS"),
+            },
             self.subjects_done,
             self.subjects_planned,
             self.elapsed_secs,
@@ -161,6 +175,13 @@ impl ChurnReport {
         );
         if let Some(e) = &self.first_error {
             let _ = writeln!(out, "first error: {e}");
+        }
+        if !self.cache_metrics.is_empty() {
+            let _ = writeln!(out, "\nthe broker's caches at the end (`/metrics`):\n```");
+            for line in &self.cache_metrics {
+                let _ = writeln!(out, "{line}");
+            }
+            let _ = writeln!(out, "```");
         }
         out
     }
@@ -246,6 +267,9 @@ pub fn run(options: &Options) -> Result<ChurnReport, LoadgenError> {
 struct Worker {
     grpc: TokenExchangeClient<Channel>,
     realm: Option<SendRequest<Empty<Bytes>>>,
+    /// For the mTLS step's client configurations.
+    bundles: Arc<dyn BundleProvider>,
+    grpc_addr: std::net::SocketAddr,
 }
 
 async fn drive(broker: &RunningBroker, options: &Options) -> Result<ChurnReport, LoadgenError> {
@@ -277,8 +301,11 @@ async fn drive(broker: &RunningBroker, options: &Options) -> Result<ChurnReport,
         workers.push(Worker {
             grpc,
             realm: Some(realm),
+            bundles: Arc::clone(&bundles),
+            grpc_addr: broker.grpc_addr,
         });
     }
+    let mtls_every = options.churn_mtls_every;
     // One subject through both steps before the clock starts: setup is right or the run stops.
     {
         let counters = Counters::default();
@@ -286,7 +313,17 @@ async fn drive(broker: &RunningBroker, options: &Options) -> Result<ChurnReport,
             what: "workers",
             reason: "none".to_owned(),
         })?;
-        subject(first, &broker.td, broker.http_addr, u64::MAX, &counters).await;
+        // With the mTLS step on, the setup subject takes it too.
+        let mtls = mtls_every > 0;
+        subject(
+            first,
+            &broker.td,
+            broker.http_addr,
+            u64::MAX,
+            mtls,
+            &counters,
+        )
+        .await;
         if let Some(e) = counters
             .first_error
             .lock()
@@ -333,7 +370,8 @@ async fn drive(broker: &RunningBroker, options: &Options) -> Result<ChurnReport,
             loop {
                 let job = rx.lock().await.recv().await;
                 let Some(n) = job else { break };
-                subject(&mut worker, &td, http, n, &counters).await;
+                let mtls = mtls_every > 0 && n % mtls_every == 0;
+                subject(&mut worker, &td, http, n, mtls, &counters).await;
             }
         }));
     }
@@ -383,7 +421,41 @@ async fn drive(broker: &RunningBroker, options: &Options) -> Result<ChurnReport,
         rss_before_kib,
         samples,
         broker_peak_rss_kib: broker::memory_kib(pid).map_or(0, |(hwm, _)| hwm),
+        mtls_every,
+        cache_metrics: cache_metrics(broker.http_addr).await.unwrap_or_default(),
     })
+}
+
+/// The cache lines of the broker's `/metrics` (the realm listener serves it).
+async fn cache_metrics(http: std::net::SocketAddr) -> Result<Vec<String>, String> {
+    let mut conn = http1_connect(http).await.map_err(|e| e.to_string())?;
+    let request = http::Request::get("/metrics")
+        .header(http::header::HOST, "127.0.0.1")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let fetch = async {
+        conn.ready().await.map_err(|e| e.to_string())?;
+        let response = conn
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .map_err(|e| e.to_string())
+    };
+    let body = tokio::time::timeout(REQUEST_TIMEOUT, fetch)
+        .await
+        .map_err(|_| "metrics: timeout".to_owned())??;
+    Ok(String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| {
+            l.starts_with("svid_broker_verified_cache_")
+                || l.starts_with("svid_broker_token_cache_")
+        })
+        .map(str::to_owned)
+        .collect())
 }
 
 fn sample(pid: u32, start: Instant, counters: &Counters) -> ChurnSample {
@@ -395,12 +467,13 @@ fn sample(pid: u32, start: Instant, counters: &Counters) -> ChurnSample {
     }
 }
 
-/// Subject `n`'s two requests; every failure is counted once.
+/// Subject `n`'s two requests (three with `mtls`); every failure is counted once.
 async fn subject(
     worker: &mut Worker,
     td: &DevTrustDomain,
     http: std::net::SocketAddr,
     n: u64,
+    mtls: bool,
     counters: &Counters,
 ) {
     let minted = SpiffeId::parse(&format!("{CHURN_ID_PREFIX}{n}"))
@@ -421,9 +494,51 @@ async fn subject(
                     counters.record(realm_token(worker, http, &who, &password).await);
                 }
             }
+            if mtls {
+                counters.record(mtls_exchange(worker, td, &who).await);
+            }
         }
     }
     counters.done.fetch_add(1, Ordering::Relaxed);
+}
+
+/// One `Exchange` over a new mTLS connection presenting an X.509-SVID issued for `who`: the
+/// broker verifies a chain it has never seen and remembers it.
+async fn mtls_exchange(worker: &Worker, td: &DevTrustDomain, who: &SpiffeId) -> Result<(), String> {
+    let svid = td
+        .issue_x509_svid(who)
+        .map_err(|e| format!("mTLS: x509-svid: {}", ErrorChain::new(&e)))?;
+    let identity = Some((svid.chain().to_vec(), svid.private_key().to_rustls()));
+    let broker_id = id(BROKER_ID).map_err(|e| format!("mTLS: {e}"))?;
+    let tls = client_tls_config(
+        Arc::clone(&worker.bundles),
+        Authorizer::Exact(broker_id),
+        identity,
+    )
+    .map_err(|e| format!("mTLS: client tls: {}", ErrorChain::new(&e)))?;
+    let request = ExchangeRequest {
+        requested_token_type: TokenType::RegistryAccessToken.into(),
+        audience: SERVICE.to_owned(),
+        scope: vec![SCOPE.to_owned()],
+        ..Default::default()
+    };
+    let exchange = async {
+        let mut client = exchange_client(worker.grpc_addr, tls)
+            .await
+            .map_err(|e| format!("mTLS: connect: {}", ErrorChain::new(&e)))?;
+        client
+            .exchange(request)
+            .await
+            .map_err(|s| format!("mTLS: grpc {:?}: {}", s.code(), s.message()))
+    };
+    let response = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .map_err(|_| "mTLS: timeout".to_owned())??
+        .into_inner();
+    Some(response.access_token)
+        .filter(|t| !t.is_empty())
+        .map(|_| ())
+        .ok_or_else(|| "mTLS: empty".to_owned())
 }
 
 async fn login_credential(
@@ -525,6 +640,8 @@ mod tests {
                 })
                 .collect(),
             broker_peak_rss_kib: 4096,
+            mtls_every: 0,
+            cache_metrics: Vec::new(),
         }
     }
 

@@ -35,10 +35,10 @@ pub struct Floor {
     pub sign_per_sec: f64,
 }
 
-/// What the floor loops work on.
-#[derive(Debug)]
+/// What the floor loops work on. Its `Debug` leaves out the two tokens.
 pub struct FloorInput<'a> {
-    /// A JWT-SVID the broker accepts.
+    /// A JWT-SVID for [`AUDIENCE`](crate::broker::AUDIENCE) that the validator accepts (checked
+    /// before the floor runs); a bearer secret.
     pub jwt_svid: &'a str,
     /// The JWKS (`{"keys":[...]}`) holding its key.
     pub jwks_json: &'a [u8],
@@ -48,6 +48,16 @@ pub struct FloorInput<'a> {
     pub audience: &'a str,
     /// A registry token as issued (its signing input is what gets signed).
     pub registry_token: &'a str,
+}
+
+impl std::fmt::Debug for FloorInput<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The JWT-SVID is a bearer secret and the registry token a credential: never printed.
+        f.debug_struct("FloorInput")
+            .field("jwks_json_len", &self.jwks_json.len())
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Measures the floor, each loop for `duration`.
@@ -174,6 +184,21 @@ mod tests {
         assert!(half > 0.0);
         assert!(all > 0.0);
         assert_eq!(rate(Duration::from_millis(5), || false), 0.0);
+    }
+
+    #[test]
+    fn debug_shows_neither_token() {
+        let bundles = BundleSet::default();
+        let input = FloorInput {
+            jwt_svid: "eyJ.jwt-svid-secret.sig",
+            jwks_json: b"{}",
+            bundles: &bundles,
+            audience: "svid-broker",
+            registry_token: "eyJ.registry-token-secret.sig",
+        };
+        let shown = format!("{input:?}");
+        assert!(shown.contains("svid-broker"), "{shown}");
+        assert!(!shown.contains("secret"), "{shown}");
     }
 
     #[test]

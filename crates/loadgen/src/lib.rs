@@ -33,11 +33,12 @@ use crate::scenario::{Client, Kind, Target, TokenPool};
 /// Goal: p99 latency at half the peak rate below this. (The per-core goals, shares of the
 /// crypto floor, depend on the scenario: [`Kind::floor_goal`].)
 pub const GOAL_P99: Duration = Duration::from_millis(5);
-/// Most concurrent workers (connections) per scenario.
+/// Most concurrent workers (connections) per scenario: the cap on `--workers`.
 pub const MAX_WORKERS: usize = 1024;
-/// Longest phase.
+/// Longest phase: the cap on `--warmup-secs`, `--duration-secs`, `--open-secs` and
+/// `--floor-secs`.
 pub const MAX_PHASE: Duration = Duration::from_secs(600);
-/// Most tokens pre-minted for one cold scenario.
+/// Most JWT-SVIDs pre-minted for one cold scenario: the cap on `--cold-tokens`.
 pub const MAX_COLD_TOKENS: usize = 2_000_000;
 
 /// What went wrong with the run as a whole (single failed requests are counted, not errors).
@@ -47,45 +48,45 @@ pub enum LoadgenError {
     /// A setup step failed.
     #[error("setup failed at {what}: {reason}")]
     Setup {
-        /// The step.
+        /// The step, as a fixed phrase (`runtime`, `taskset`, `jwt-svid`, `svid-broker stdout`).
         what: &'static str,
         /// Why (error chain; never a token).
         reason: String,
     },
-    /// The `svid-broker` binary is not there.
+    /// The `svid-broker` binary is not there (child mode only).
     #[error("no svid-broker binary at {path} (build it: cargo build --release -p svid-broker)")]
     BrokerBinary {
-        /// Where it was looked for.
+        /// Where it was looked for: `--broker-bin`, or next to this executable.
         path: PathBuf,
     },
     /// The child never announced it was ready.
     #[error("svid-broker did not start: {reason} (its log: {log})")]
     BrokerNotReady {
-        /// What was missing.
+        /// What was missing from the child's stdout (the `ready` line, the `http=ADDR` line).
         reason: String,
-        /// The child's stderr.
+        /// The file the child's stderr was written to (`broker.log` in the run's directory).
         log: PathBuf,
     },
     /// The floor's inputs did not verify.
     #[error("crypto floor: {what}")]
     Floor {
-        /// The check that failed.
+        /// The check that failed, as a fixed phrase.
         what: &'static str,
     },
     /// An option is out of range.
     #[error("option {option}: {rule}")]
     Option {
-        /// The option.
+        /// The option's flag (`--workers`).
         option: &'static str,
-        /// The rule.
+        /// The range the value must be in, as a fixed phrase.
         rule: &'static str,
     },
     /// A scenario's first exchange failed, so it cannot be measured.
     #[error("scenario {scenario:?} cannot exchange")]
     Scenario {
-        /// The scenario.
+        /// The scenario; no phase of it ran.
         scenario: Kind,
-        /// The failure.
+        /// How its first exchange failed.
         #[source]
         source: scenario::CallError,
     },
@@ -163,6 +164,12 @@ pub struct Options {
     /// default, so every cache is exercised).
     #[arg(long)]
     pub churn_without_token_cache: bool,
+    /// Churn: every Nth subject also makes a gRPC `Exchange` over a new mTLS connection with
+    /// an X.509-SVID of its own (a verified-chain cache entry and a TLS handshake each); 0
+    /// turns the step off. A handshake costs the broker several times an exchange, so a full
+    /// million of them does not fit ten minutes on one core.
+    #[arg(long, default_value_t = 0)]
+    pub churn_mtls_every: u64,
     /// Also write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -172,14 +179,14 @@ pub struct Options {
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(untagged)]
 pub enum Outcome {
-    /// The scenarios.
+    /// The scenario benchmarks, with the crypto floor and the machine they ran on.
     Scenarios(Report),
-    /// The churn test.
+    /// The churn test's rates and RSS samples.
     Churn(churn::ChurnReport),
 }
 
 impl Outcome {
-    /// The report as Markdown.
+    /// The report as Markdown (what the binary prints).
     pub fn to_markdown(&self) -> String {
         match self {
             Outcome::Scenarios(r) => r.to_markdown(),

@@ -14,63 +14,65 @@ use crate::stats::Summary;
 /// Where and how the run happened.
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {
-    /// CPUs this process may use.
+    /// CPUs this process could use, counted before `--pin` narrowed them (0 if unknown).
     pub available_cores: usize,
     /// "child process" or "in process".
     pub broker_mode: &'static str,
-    /// The broker's `Cpus_allowed_list`.
+    /// The broker's `Cpus_allowed_list` from `/proc` (empty if unreadable).
     pub broker_cpus: String,
-    /// The load generator's `Cpus_allowed_list`.
+    /// The load generator's `Cpus_allowed_list` from `/proc` (empty if unreadable).
     pub loadgen_cpus: String,
     /// Tokio worker threads in the load generator.
     pub client_threads: usize,
     /// Concurrent workers (connections) per scenario.
     pub workers: usize,
-    /// Closed-loop phase length, seconds.
+    /// Configured closed-loop (peak) phase length, seconds (`--duration-secs`), not the measured
+    /// time.
     pub peak_secs: f64,
-    /// Open-loop phase length, seconds.
+    /// Configured open-loop phase length, seconds (`--open-secs`), not the measured time.
     pub open_secs: f64,
-    /// Whether the broker's token cache was on.
+    /// Whether the broker's issued-token cache was on (`--token-cache`).
     pub token_cache: bool,
 }
 
-/// The closed-loop phase.
+/// The closed-loop phase's figures: the peak rate and what it cost the broker.
 #[derive(Debug, Clone, Serialize)]
 pub struct Peak {
-    /// Successful exchanges.
+    /// Exchanges answered with a token in the peak phase (the warm-up is not counted).
     pub ok: u64,
-    /// Failed exchanges.
+    /// Failed exchanges in the peak phase.
     pub errors: u64,
-    /// The first failure.
+    /// One failure's message, if any exchange failed; never a token.
     pub first_error: Option<String>,
-    /// Exchanges per second.
+    /// Successful exchanges per second of the phase's wall time.
     pub rate: f64,
     /// CPU the broker used, in cores (CPU seconds per wall second).
     pub broker_cores: Option<f64>,
     /// CPU everything else on the machine used meanwhile, in cores (noise).
     pub other_cores: Option<f64>,
-    /// Exchanges per broker CPU second.
+    /// Successful exchanges per broker CPU second (`rate` / `broker_cores`); `None` when the
+    /// broker's CPU time could not be read or was 0.
     pub per_core: Option<f64>,
-    /// `per_core` / the floor's rate.
+    /// `per_core` / the floor's `raw_per_sec`.
     pub floor_share: Option<f64>,
     /// The goal for `floor_share` ([`Kind::floor_goal`]).
     pub floor_goal: f64,
-    /// Latency under saturation.
+    /// Latency of successful exchanges, send to answer, under saturation.
     pub latency: Summary,
 }
 
 /// The open-loop phase at half the peak rate.
 #[derive(Debug, Clone, Serialize)]
 pub struct HalfPeak {
-    /// The paced rate.
+    /// The paced rate, exchanges per second: half the peak phase's `rate`.
     pub target_rate: f64,
-    /// Successful exchanges.
+    /// Exchanges answered with a token in the open-loop phase.
     pub ok: u64,
-    /// Failed exchanges.
+    /// Failed exchanges in the open-loop phase.
     pub errors: u64,
-    /// The first failure.
+    /// One failure's message, if any exchange failed; never a token.
     pub first_error: Option<String>,
-    /// Achieved exchanges per second.
+    /// Achieved successful exchanges per second.
     pub rate: f64,
     /// CPU the broker used, in cores.
     pub broker_cores: Option<f64>,
@@ -85,11 +87,11 @@ pub struct HalfPeak {
 /// One scenario's figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScenarioReport {
-    /// Which.
+    /// The scenario, as `--scenarios` names it.
     pub kind: Kind,
-    /// Its label.
+    /// Its short label in the Markdown tables.
     pub label: &'static str,
-    /// Closed loop.
+    /// The closed-loop phase at the peak rate.
     pub peak: Peak,
     /// Open loop at half the peak.
     pub half: HalfPeak,
@@ -112,13 +114,13 @@ impl ScenarioReport {
 /// The whole run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// Setting.
+    /// Where and how the run happened.
     pub machine: Machine,
     /// The crypto floor, per second on one core.
     pub floor: Floor,
-    /// Per scenario.
+    /// One report per scenario, in the order they ran.
     pub scenarios: Vec<ScenarioReport>,
-    /// The broker's peak RSS (`VmHWM`), KiB.
+    /// The broker's peak RSS (`VmHWM`), KiB, read after the last scenario (0 if unreadable).
     pub broker_peak_rss_kib: u64,
     /// The load generator's peak RSS, KiB (equal to the broker's in in-process mode).
     pub loadgen_peak_rss_kib: u64,

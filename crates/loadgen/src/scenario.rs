@@ -30,9 +30,9 @@ use crate::pace;
 use crate::stats::Samples;
 use svid_broker_identity::report::ErrorChain;
 
-/// How long one request may take before it counts as failed.
+/// How long one request may take before it counts as failed ([`CallError::Timeout`]).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest realm response body read, in bytes.
+/// Largest realm response body read, in bytes; a larger one fails the request.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// One way to get a registry token.
@@ -143,7 +143,7 @@ impl TokenPool {
         })
     }
 
-    /// Tokens not yet handed out.
+    /// Tokens not yet handed out (0 once the pool is used up).
     pub fn remaining(&self) -> u64 {
         (self.items.len() as u64).saturating_sub(self.next.load(Ordering::Relaxed))
     }
@@ -161,21 +161,22 @@ pub enum CallError {
     /// The gRPC call returned a status.
     #[error("grpc status {code:?}: {message}")]
     Status {
-        /// The status code.
+        /// The status code the broker answered.
         code: tonic::Code,
-        /// The broker's short reason.
+        /// The broker's status message as sent (its client-facing reason, no token).
         message: String,
     },
     /// The realm answered with a status other than 200.
     #[error("realm answered http {status}")]
     HttpStatus {
-        /// The status.
+        /// The HTTP status the realm answered (not 200).
         status: u16,
     },
     /// Connection or protocol failure.
     #[error("transport: {reason}")]
     Transport {
-        /// What failed.
+        /// What failed, on one line (connecting, TLS, HTTP, decoding the answer, or a worker task);
+        /// no token.
         reason: String,
     },
     /// The answer held no token.
@@ -184,7 +185,7 @@ pub enum CallError {
     /// No answer within [`REQUEST_TIMEOUT`].
     #[error("no response within {timeout:?}")]
     Timeout {
-        /// The limit.
+        /// Always [`REQUEST_TIMEOUT`].
         timeout: Duration,
     },
     /// A cold scenario used up its pre-minted tokens (the phase budget should prevent it).
@@ -235,11 +236,11 @@ enum Inner {
 /// What a scenario's clients need: where the broker is and who to be.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// The dev trust domain.
+    /// The dev trust domain the broker trusts; each client's SVIDs are issued from it.
     pub td: Arc<DevTrustDomain>,
-    /// The realm.
+    /// The broker's HTTP realm listener, on 127.0.0.1.
     pub http_addr: SocketAddr,
-    /// The gRPC listener.
+    /// The broker's gRPC listener, on 127.0.0.1.
     pub grpc_addr: SocketAddr,
 }
 
@@ -520,13 +521,14 @@ pub(crate) async fn http1_connect(
 /// The outcome of one phase.
 #[derive(Debug)]
 pub struct Phase {
-    /// Successful requests.
+    /// Requests answered with a token.
     pub ok: u64,
-    /// Failed requests.
+    /// Requests that failed (timeouts included), plus any worker task that died.
     pub errors: u64,
-    /// The first failure, if any.
+    /// One failure, if any (the first of the first worker that had one); the rest are only
+    /// counted.
     pub first_error: Option<CallError>,
-    /// Wall time of the phase.
+    /// Wall time of the phase, from its start until its last request ended.
     pub elapsed: Duration,
     /// Latencies of the successful requests, from the moment each was sent (closed loop) or
     /// released by the pacer (open loop).
@@ -537,7 +539,7 @@ pub struct Phase {
 }
 
 impl Phase {
-    /// Successful requests per second.
+    /// Successful requests per second of [`elapsed`](Self::elapsed) (0 when none elapsed).
     pub fn rate(&self) -> f64 {
         let secs = self.elapsed.as_secs_f64();
         if secs > 0.0 {

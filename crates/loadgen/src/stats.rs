@@ -17,7 +17,7 @@ pub struct Samples {
 }
 
 impl Samples {
-    /// An empty set.
+    /// An empty set: nothing recorded, nothing dropped.
     pub fn new() -> Self {
         Self::default()
     }

@@ -91,6 +91,43 @@ fn churn_run_takes_every_subject_through_both_requests() {
     assert!(report.to_markdown().contains("broker RSS MiB"));
 }
 
+/// With the mTLS step every second subject, half the subjects make a third request over a
+/// connection of their own, and the report carries the broker's verified-chain cache filled.
+#[test]
+fn churn_with_the_mtls_step_fills_the_verified_chain_cache() {
+    let outcome = run_any(&options(&[
+        "--churn",
+        "--churn-subjects",
+        "40",
+        "--churn-secs",
+        "1",
+        "--churn-sample-secs",
+        "0.2",
+        "--churn-mtls-every",
+        "2",
+    ]))
+    .unwrap();
+    let Outcome::Churn(report) = outcome else {
+        panic!("not a churn report");
+    };
+    assert_eq!(report.errors, 0, "{:?}", report.first_error);
+    assert_eq!(report.subjects_done, 40);
+    assert_eq!(report.requests_ok, 80 + 20);
+    assert_eq!(report.mtls_every, 2);
+    // The setup subject and the 20 even ones: 21 chains verified and kept.
+    let entries = report
+        .cache_metrics
+        .iter()
+        .find(|l| l.starts_with("svid_broker_verified_cache_entries") && l.contains("x509"))
+        .unwrap_or_else(|| panic!("no chain cache gauge in {:?}", report.cache_metrics));
+    assert!(entries.ends_with(" 21"), "{entries}");
+    assert!(
+        report
+            .to_markdown()
+            .contains("one subject in 2 also over mTLS")
+    );
+}
+
 #[test]
 fn bad_options_are_refused() {
     let err = run(&options(&["--workers", "0"])).unwrap_err();

@@ -163,7 +163,7 @@ pub struct Decision {
     /// The registry the request's `service` named (its service, issuer, profile and TTL say
     /// how to mint the token).
     pub registry: Arc<Registry>,
-    /// Who asked.
+    /// The `subject` given to the [`crate::Policy`] call that made this decision, unchanged.
     pub subject: SpiffeId,
     /// What is granted: the intersection of what was asked and what policy allows, sorted,
     /// merged per resource, without entries left with no action. May be empty.

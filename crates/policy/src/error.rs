@@ -47,22 +47,22 @@ fn fmt_at(location: Option<&Location>) -> String {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PolicyError {
-    /// The file could not be read.
+    /// The file could not be opened or read, or is not UTF-8.
     #[error("cannot read policy file {path}", path = path.display())]
     Io {
         /// The file's path as the caller gave it.
         path: PathBuf,
-        /// The I/O error.
+        /// From opening or reading; `InvalidData` when the text is not UTF-8.
         source: std::io::Error,
     },
     /// The file is larger than [`crate::MAX_POLICY_FILE_BYTES`].
-    #[error("policy file {path} is {len} bytes, the maximum is {max}", path = path.display())]
+    #[error("policy file {path} is over {max} bytes", path = path.display())]
     FileTooLarge {
         /// The file's path as the caller gave it.
         path: PathBuf,
-        /// Its size.
+        /// Bytes read: `max + 1`, as reading stops one byte past the cap (not the file's size).
         len: u64,
-        /// The maximum allowed, in bytes.
+        /// The cap, [`crate::MAX_POLICY_FILE_BYTES`], in bytes.
         max: u64,
     },
     /// TOML syntax, an unknown key, a missing key or a value of the wrong type.
@@ -70,50 +70,50 @@ pub enum PolicyError {
     Syntax {
         /// Where the parser stopped, when it says.
         at: Option<Location>,
-        /// The parser's message.
+        /// The `toml` parser's message, trailing whitespace trimmed; the position is in `at`.
         message: String,
     },
     /// No `[[registries]]` at all.
     #[error("policy defines no registries")]
     NoRegistries,
-    /// Too many registries.
+    /// More `[[registries]]` entries than [`crate::MAX_REGISTRIES`].
     #[error("policy defines {count} registries, the maximum is {max}")]
     TooManyRegistries {
-        /// How many.
+        /// `[[registries]]` entries in the file.
         count: usize,
-        /// The maximum number allowed.
+        /// The cap, [`crate::MAX_REGISTRIES`].
         max: usize,
     },
-    /// Too many rules.
+    /// More `[[rules]]` entries than [`crate::MAX_RULES`].
     #[error("policy defines {count} rules, the maximum is {max}")]
     TooManyRules {
-        /// How many.
+        /// `[[rules]]` entries in the file.
         count: usize,
-        /// The maximum number allowed.
+        /// The cap, [`crate::MAX_RULES`].
         max: usize,
     },
     /// A list is longer than [`crate::MAX_LIST_LEN`].
     #[error("{owner:?}: {field} has {len} entries, the maximum is {max} (at {at})")]
     ListTooLong {
-        /// The rule id or registry name.
+        /// The (already valid) `name` of the registry for `hosts`, or `id` of the rule otherwise.
         owner: String,
-        /// The key.
+        /// The list's key: `hosts`, `actions` or `repositories`.
         field: &'static str,
-        /// How many entries.
+        /// Entries in the list as written.
         len: usize,
-        /// The maximum number allowed.
+        /// The cap, [`crate::MAX_LIST_LEN`].
         max: usize,
-        /// Where the list is.
+        /// The list's opening `[` in the policy file.
         at: Location,
     },
     /// A list that must not be empty is empty.
     #[error("{owner:?}: {field} must not be empty (at {at})")]
     EmptyList {
-        /// The rule id or registry name.
+        /// The (already valid) `name` of the registry for `hosts`, or `id` of the rule otherwise.
         owner: String,
-        /// The key.
+        /// The list's key: `hosts`, `actions` or `repositories`.
         field: &'static str,
-        /// Where the list is.
+        /// The list's opening `[` in the policy file.
         at: Location,
     },
     /// A registry name is not `[a-z0-9][a-z0-9._-]*` (at most 64 bytes).
@@ -121,17 +121,17 @@ pub enum PolicyError {
         "invalid registry name {name:?} at {at} (expected [a-z0-9][a-z0-9._-]*, at most 64 bytes)"
     )]
     InvalidRegistryName {
-        /// The name.
+        /// The `name` value exactly as written, not truncated.
         name: String,
-        /// Where it is.
+        /// Start of the `name` value in the policy file.
         at: Location,
     },
     /// Two registries with one name.
     #[error("duplicate registry name {name:?} at {at}")]
     DuplicateRegistryName {
-        /// The name.
+        /// The repeated `name` (a valid registry name).
         name: String,
-        /// Where the second one is.
+        /// Start of the later entry's `name` value (entries are checked in file order).
         at: Location,
     },
     /// A `service` that is empty, too long, or has spaces, quotes or control characters.
@@ -141,7 +141,7 @@ pub enum PolicyError {
     InvalidService {
         /// The registry's `name`, as written in the file.
         registry: String,
-        /// Where the value is.
+        /// Start of the `service` value in the policy file.
         at: Location,
     },
     /// Two Quay or Artifactory registries whose JWTs would carry the same `aud` (their
@@ -151,23 +151,23 @@ pub enum PolicyError {
         "registry {registry:?} at {at}: its JWT audience {audience:?} is also registry {other:?}'s; give each federated registry its own jwt_audience"
     )]
     SharedJwtAudience {
-        /// The second registry.
+        /// `name` of the later registry in the file, the one refused.
         registry: String,
-        /// The first registry with that audience.
+        /// `name` of the earlier registry already given that audience.
         other: String,
-        /// The audience.
+        /// The `aud` both would get: `jwt_audience`, else the cloud's default, else `url`.
         audience: String,
-        /// Where the second registry's entry is.
+        /// Start of the later registry's `[[registries]]` entry.
         at: Location,
     },
     /// Two registries with one `service` (the realm picks the registry by service).
     #[error("registry {registry:?}: duplicate service {service:?} at {at}")]
     DuplicateService {
-        /// The second registry.
+        /// `name` of the later registry in the file, the one refused.
         registry: String,
-        /// The service.
+        /// The `service` value both registries set.
         service: String,
-        /// Where the second one is.
+        /// Start of the later registry's `service` value.
         at: Location,
     },
     /// An `issuer` that is empty, too long, or has spaces, quotes or control characters.
@@ -177,7 +177,7 @@ pub enum PolicyError {
     InvalidIssuer {
         /// The registry's `name`, as written in the file.
         registry: String,
-        /// Where the value is.
+        /// Start of the `issuer` value in the policy file.
         at: Location,
     },
     /// A registry key that this registry's `kind` does not use (`issuer` and `profile` belong
@@ -187,13 +187,13 @@ pub enum PolicyError {
     FieldNotForKind {
         /// The registry's `name`, as written in the file.
         registry: String,
-        /// The registry's kind.
+        /// The registry's `kind` (`token` when the key is absent).
         kind: crate::RegistryKind,
-        /// The key.
+        /// The key as written: `url`, `pull_robot`, ..., or a table name (`aws`, `gcp`, `azure`).
         field: &'static str,
         /// Why the key has no meaning there.
         why: &'static str,
-        /// Where the key's value is.
+        /// Start of the key's value (or table) in the policy file.
         at: Location,
     },
     /// A registry key that this registry's `kind` requires is absent.
@@ -201,13 +201,13 @@ pub enum PolicyError {
     FieldRequiredForKind {
         /// The registry's `name`, as written in the file.
         registry: String,
-        /// The registry's kind.
+        /// The registry's `kind` (`token` when the key is absent).
         kind: crate::RegistryKind,
-        /// The key.
+        /// The absent key: `issuer`, `url`, ..., or dotted within a cloud table (`aws.role_arn`).
         field: &'static str,
         /// What it is needed for.
         why: &'static str,
-        /// Where the registry entry is.
+        /// Start of the registry's `[[registries]]` entry (an absent key has no position).
         at: Location,
     },
     /// `pull_role`, `push_role`, `provider_name`, `jwt_audience` or `jwt_subject` is empty,
@@ -218,11 +218,12 @@ pub enum PolicyError {
     InvalidRole {
         /// The registry's `name`, as written in the file.
         registry: String,
-        /// The key.
+        /// `pull_role`, `push_role`, `provider_name`, `jwt_audience` or `jwt_subject`.
         field: &'static str,
-        /// The longest role accepted.
+        /// Longest value accepted for that key, in bytes: [`crate::MAX_ROLE_LEN`] for the roles,
+        /// [`crate::MAX_FEDERATION_FIELD_LEN`] for the others.
         max: usize,
-        /// Where the value is.
+        /// Start of the value in the policy file.
         at: Location,
     },
     /// `pull_robot` or `push_robot` is not a Quay robot's short name.
@@ -232,9 +233,9 @@ pub enum PolicyError {
     InvalidRobotName {
         /// The registry's `name`, as written in the file.
         registry: String,
-        /// The key.
+        /// `pull_robot` or `push_robot`.
         field: &'static str,
-        /// Where the value is.
+        /// Start of the value in the policy file.
         at: Location,
     },
     /// `jwt_subject` is not a template of the registry's kind: an unknown placeholder, an
@@ -246,7 +247,7 @@ pub enum PolicyError {
         registry: String,
         /// The rule it breaks (`has an unknown placeholder (known: {spiffe_id}, {access})`).
         rule: &'static str,
-        /// Where the value is.
+        /// Start of the `jwt_subject` value in the policy file.
         at: Location,
     },
     /// A value in a cloud table (`aws.role_arn`, `gcp.service_account`, `azure.tenant_id`, ...)
@@ -257,9 +258,9 @@ pub enum PolicyError {
         registry: String,
         /// The key (`aws.role_arn`).
         field: &'static str,
-        /// The rule it breaks.
+        /// The shape the value must have, worded to follow the key (`must be an AWS region: ...`).
         rule: &'static str,
-        /// Where the value is.
+        /// Start of the value in the policy file.
         at: Location,
     },
     /// `url` (or a cloud endpoint override) is not an API base URL the broker will call.
@@ -269,11 +270,12 @@ pub enum PolicyError {
         registry: String,
         /// The key (`url`, `aws.sts_endpoint`, ...).
         field: &'static str,
-        /// The value, capped.
+        /// The value as written with any user info replaced by `***` (a URL is refused for
+        /// carrying a password, which the message must not repeat), cut to 200 characters.
         url: String,
-        /// The rule it breaks.
+        /// The rule the URL breaks (`the scheme must be https:// ...`).
         reason: &'static str,
-        /// Where the value is.
+        /// Start of the value in the policy file.
         at: Location,
     },
     /// A path key (`credential_file`, `ca_file`) that is empty, relative or too long.
@@ -283,11 +285,11 @@ pub enum PolicyError {
     InvalidPath {
         /// The registry's `name`, as written in the file.
         registry: String,
-        /// The key.
+        /// `credential_file` or `ca_file`.
         field: &'static str,
-        /// The longest path accepted.
+        /// The cap, [`crate::MAX_PATH_LEN`], in bytes.
         max: usize,
-        /// Where the value is.
+        /// Start of the value in the policy file.
         at: Location,
     },
     /// A rule for a registry whose credentials reach more than one repository (a Harbor or
@@ -301,13 +303,13 @@ pub enum PolicyError {
     PatternNarrowerThanReach {
         /// The rule's `id`.
         rule: String,
-        /// The rule's registry.
+        /// The rule's `registry`: the registry's `name`.
         registry: String,
         /// The registry's kind (its [`crate::RegistryKind::reach`] is what the rule must cover).
         kind: crate::RegistryKind,
-        /// The pattern as written.
+        /// The `repositories` entry as written.
         pattern: String,
-        /// Where the pattern is.
+        /// Start of that entry in the policy file.
         at: Location,
     },
     /// A catalog rule (`registry:catalog:*`) for a registry whose credentials cannot carry the
@@ -318,11 +320,11 @@ pub enum PolicyError {
     CatalogNotForKind {
         /// The rule's `id`.
         rule: String,
-        /// The rule's registry.
+        /// The rule's `registry`: the registry's `name`.
         registry: String,
-        /// The registry's kind.
+        /// The registry's `kind`, one whose credentials are made through its API.
         kind: crate::RegistryKind,
-        /// Where the rule is.
+        /// Start of the rule's `[[rules]]` entry in the policy file.
         at: Location,
     },
     /// `token_ttl_seconds` below [`crate::MIN_TOKEN_TTL_SECONDS`].
@@ -332,11 +334,11 @@ pub enum PolicyError {
     TtlTooShort {
         /// The registry's `name`, as written in the file.
         registry: String,
-        /// The value.
+        /// The `token_ttl_seconds` value as written; may be zero or negative.
         seconds: i64,
-        /// The limit.
+        /// The floor, [`crate::MIN_TOKEN_TTL_SECONDS`].
         min: u64,
-        /// Where the value is.
+        /// Start of the `token_ttl_seconds` value in the policy file.
         at: Location,
     },
     /// `token_ttl_seconds` above [`crate::MAX_TOKEN_TTL_SECONDS`].
@@ -346,11 +348,11 @@ pub enum PolicyError {
     TtlTooLong {
         /// The registry's `name`, as written in the file.
         registry: String,
-        /// The value.
+        /// The `token_ttl_seconds` value as written.
         seconds: i64,
-        /// The maximum number allowed.
+        /// The cap, [`crate::MAX_TOKEN_TTL_SECONDS`].
         max: u64,
-        /// Where the value is.
+        /// Start of the `token_ttl_seconds` value in the policy file.
         at: Location,
     },
     /// A host that is not a lowercase `host[:port]`.
@@ -360,9 +362,9 @@ pub enum PolicyError {
     InvalidHost {
         /// The registry's `name`, as written in the file.
         registry: String,
-        /// The host.
+        /// The `hosts` entry as written (perhaps with uppercase), not truncated.
         host: String,
-        /// Where it is.
+        /// Start of that entry in the policy file.
         at: Location,
     },
     /// One host listed twice (in one registry or across registries).
@@ -370,25 +372,25 @@ pub enum PolicyError {
     DuplicateHost {
         /// The registry listing it the second time.
         registry: String,
-        /// The host.
+        /// The repeated host (valid and lowercase).
         host: String,
-        /// Where the second one is.
+        /// Start of its later `hosts` entry (registries are checked in file order).
         at: Location,
     },
     /// A rule id that is empty, too long or not `[A-Za-z0-9._:/-]+`.
     #[error("invalid rule id {rule:?} at {at} (expected [A-Za-z0-9._:/-]+, at most 128 bytes)")]
     InvalidRuleId {
-        /// The id.
+        /// The `id` value as written, not truncated.
         rule: String,
-        /// Where it is.
+        /// Start of the `id` value in the policy file.
         at: Location,
     },
     /// Two rules with one id.
     #[error("duplicate rule id {rule:?} at {at}")]
     DuplicateRuleId {
-        /// The id.
+        /// The repeated `id` (a valid rule id).
         rule: String,
-        /// Where the second one is.
+        /// Start of the later rule's `id` value (rules are checked in file order).
         at: Location,
     },
     /// A rule with both or neither of `subject` and `trust_domain`.
@@ -396,7 +398,7 @@ pub enum PolicyError {
     SubjectMatcher {
         /// The rule's `id`, as written in the file.
         rule: String,
-        /// Where the rule is.
+        /// Start of the rule's `[[rules]]` entry in the policy file.
         at: Location,
     },
     /// `subject` without wildcards is not a valid SPIFFE ID.
@@ -404,7 +406,7 @@ pub enum PolicyError {
     InvalidSubject {
         /// The rule's `id`, as written in the file.
         rule: String,
-        /// Where the value is.
+        /// Start of the `subject` value in the policy file.
         at: Location,
         /// The parse error, also returned by `source()`.
         source: IdError,
@@ -414,7 +416,7 @@ pub enum PolicyError {
     InvalidSubjectPattern {
         /// The rule's `id`, as written in the file.
         rule: String,
-        /// Where the value is.
+        /// Start of the `subject` value in the policy file.
         at: Location,
         /// The parse error, also returned by `source()`.
         source: PatternError,
@@ -424,7 +426,7 @@ pub enum PolicyError {
     InvalidTrustDomain {
         /// The rule's `id`, as written in the file.
         rule: String,
-        /// Where the value is.
+        /// Start of the `trust_domain` value in the policy file.
         at: Location,
         /// The parse error, also returned by `source()`.
         source: IdError,
@@ -434,9 +436,9 @@ pub enum PolicyError {
     UnknownRegistry {
         /// The rule's `id`, as written in the file.
         rule: String,
-        /// The name used.
+        /// The rule's `registry` value as written, which no registry has as its `name`.
         registry: String,
-        /// Where it is.
+        /// Start of the `registry` value in the policy file.
         at: Location,
     },
     /// A repository pattern does not parse.
@@ -444,9 +446,9 @@ pub enum PolicyError {
     InvalidRepositoryPattern {
         /// The rule's `id`, as written in the file.
         rule: String,
-        /// The pattern.
+        /// The `repositories` entry as written.
         pattern: String,
-        /// Where it is.
+        /// Start of that entry in the policy file.
         at: Location,
         /// The parse error, also returned by `source()`.
         source: RepoPatternError,
@@ -458,9 +460,9 @@ pub enum PolicyError {
     UndefinedCapture {
         /// The rule's `id`, as written in the file.
         rule: String,
-        /// The capture name.
+        /// The capture's name, without braces.
         capture: String,
-        /// Where the pattern is.
+        /// Start of the `repositories` entry that uses it.
         at: Location,
     },
     /// The subject defines a capture that no repository pattern uses (the rule then grants
@@ -471,9 +473,9 @@ pub enum PolicyError {
     UnusedCapture {
         /// The rule's `id`, as written in the file.
         rule: String,
-        /// The capture name.
+        /// The first unused capture's name, without braces.
         capture: String,
-        /// Where the subject is.
+        /// Start of the `subject` value in the policy file.
         at: Location,
     },
     /// An action other than `pull`, `push`, `delete`, `*` and `registry:catalog:*`.
@@ -483,9 +485,9 @@ pub enum PolicyError {
     InvalidAction {
         /// The rule's `id`, as written in the file.
         rule: String,
-        /// The action.
+        /// The `actions` entry as written.
         action: String,
-        /// Where it is.
+        /// Start of that entry in the policy file.
         at: Location,
     },
     /// A catalog rule that also lists repositories.
@@ -493,7 +495,7 @@ pub enum PolicyError {
     CatalogWithRepositories {
         /// The rule's `id`, as written in the file.
         rule: String,
-        /// Where the repositories are.
+        /// The `repositories` list's opening `[` in the policy file.
         at: Location,
     },
     /// `registry:catalog:*` listed together with repository actions.
@@ -503,7 +505,7 @@ pub enum PolicyError {
     CatalogMixedActions {
         /// The rule's `id`, as written in the file.
         rule: String,
-        /// Where the actions are.
+        /// The `actions` list's opening `[` in the policy file.
         at: Location,
     },
     /// A repository rule without `repositories`.
@@ -513,7 +515,7 @@ pub enum PolicyError {
     MissingRepositories {
         /// The rule's `id`, as written in the file.
         rule: String,
-        /// Where the rule is.
+        /// Start of the rule's `[[rules]]` entry in the policy file.
         at: Location,
     },
     /// An allow rule whose pattern matches every repository, without `whole_registry = true`.
@@ -523,9 +525,9 @@ pub enum PolicyError {
     WholeRegistryNotMarked {
         /// The rule's `id`, as written in the file.
         rule: String,
-        /// The pattern.
+        /// The registry-wide `repositories` entry as written (`*`, `**`, ...).
         pattern: String,
-        /// Where it is.
+        /// Start of that entry in the policy file.
         at: Location,
     },
     /// `whole_registry = true` on a rule with no registry-wide pattern (a stale marker would
@@ -536,7 +538,7 @@ pub enum PolicyError {
     WholeRegistryUnused {
         /// The rule's `id`, as written in the file.
         rule: String,
-        /// Where the marker is.
+        /// Start of the `whole_registry` value in the policy file.
         at: Location,
     },
 }
@@ -555,9 +557,9 @@ pub enum DecisionError {
     /// More requested scopes than [`svid_broker_identity::limits::MAX_SCOPES`].
     #[error("{count} scopes requested, the maximum is {max}")]
     TooManyScopes {
-        /// How many.
+        /// Scopes passed to [`crate::Policy::decide`].
         count: usize,
-        /// The maximum number allowed.
+        /// The cap, [`svid_broker_identity::limits::MAX_SCOPES`].
         max: usize,
     },
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use svid_broker_identity::limits::{MAX_ISSUER_LEN, MAX_SCOPES, MAX_SERVICE_LEN};
+use svid_broker_identity::report::redact_url_userinfo;
 use svid_broker_identity::{Captures, PathPattern, SpiffeId, TrustDomain};
 use toml::Spanned;
 
@@ -624,7 +625,10 @@ impl Loader<'_> {
                     check_api_url(url.get_ref()).map_err(|reason| PolicyError::InvalidApiUrl {
                         registry: name.clone(),
                         field: "url",
-                        url: url.get_ref().chars().take(200).collect(),
+                        url: redact_url_userinfo(url.get_ref())
+                            .chars()
+                            .take(200)
+                            .collect(),
                         reason,
                         at: self.at(url),
                     })?
@@ -1123,11 +1127,13 @@ impl Policy {
         let file = std::fs::File::open(path).map_err(io)?;
         // Read one byte past the cap instead of trusting metadata, which a FIFO or a file
         // growing under us would get wrong.
-        let mut text = String::new();
+        // Bytes first, the size checked before UTF-8: the cap may cut a character in two, and
+        // an oversized file must be reported as oversized, not as invalid UTF-8.
+        let mut bytes = Vec::new();
         file.take(MAX_POLICY_FILE_BYTES + 1)
-            .read_to_string(&mut text)
+            .read_to_end(&mut bytes)
             .map_err(io)?;
-        let len = text.len() as u64;
+        let len = bytes.len() as u64;
         if len > MAX_POLICY_FILE_BYTES {
             return Err(PolicyError::FileTooLarge {
                 path: path.to_owned(),
@@ -1135,6 +1141,8 @@ impl Policy {
                 max: MAX_POLICY_FILE_BYTES,
             });
         }
+        let text = String::from_utf8(bytes)
+            .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
         Self::from_toml_str(&text)
     }
 
@@ -1148,7 +1156,7 @@ impl Policy {
         self.by_service.get(service).map(|&i| &self.registries[i])
     }
 
-    /// The registry with this name.
+    /// The registry whose `name` is exactly `name` (no case folding; names are unique).
     pub fn registry_by_name(&self, name: &str) -> Option<&Arc<Registry>> {
         self.by_name.get(name).map(|&i| &self.registries[i])
     }

@@ -83,7 +83,7 @@ impl RepositoryPattern {
         })
     }
 
-    /// The pattern as written.
+    /// The pattern's text exactly as given to [`RepositoryPattern::parse`].
     pub fn as_str(&self) -> &str {
         &self.source
     }
@@ -279,15 +279,15 @@ pub enum RepoPatternError {
     /// The pattern is longer than a repository name may be.
     #[error("repository pattern is {len} bytes long, the maximum is {max}")]
     TooLong {
-        /// Length in bytes.
+        /// The pattern's length in bytes.
         len: usize,
-        /// The maximum allowed, in bytes.
+        /// The cap, [`svid_broker_identity::limits::MAX_REPOSITORY_NAME_LEN`] bytes.
         max: usize,
     },
     /// An empty component (`a//b`, leading or trailing `/`).
     #[error("empty component at byte {offset}")]
     EmptyComponent {
-        /// Where the empty component starts.
+        /// Byte offset where the empty component would start (0, or just after a `/`).
         offset: usize,
     },
     /// More than one `**`.
@@ -299,13 +299,13 @@ pub enum RepoPatternError {
     /// `*` mixed with other characters in one component (`app-*`, `***`).
     #[error("'*' must be a whole component (\"*\" or \"**\"), found at byte {offset}")]
     PartialWildcard {
-        /// Where the `*` is.
+        /// Byte offset of the component's first `*`.
         offset: usize,
     },
     /// A `{` without `}` or a stray `}`.
     #[error("unbalanced brace at byte {offset}")]
     UnbalancedBrace {
-        /// Where the brace is.
+        /// Byte offset of the unmatched `{`, or of the stray `}`.
         offset: usize,
     },
     /// Two captures in one component (ambiguous, see [`RepositoryPattern`]).
@@ -323,7 +323,7 @@ pub enum RepoPatternError {
     /// The capture is not defined by the rule's subject pattern.
     #[error("undefined capture {{{name}}} at byte {offset}: the subject does not define it")]
     UndefinedCapture {
-        /// The capture name.
+        /// The capture's name, without braces.
         name: String,
         /// Where the `{` is.
         offset: usize,

@@ -169,7 +169,7 @@ impl fmt::Display for ResourceType {
 /// grammar and grants nothing).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ResourceScope {
-    /// The resource type.
+    /// The resource type as requested (`repository(plugin)` is kept apart from `repository`).
     pub resource_type: ResourceType,
     /// The resource name (a repository name, or `catalog` for the registry type).
     pub name: String,
@@ -516,45 +516,45 @@ pub enum NameError {
     /// The name is longer than [`MAX_REPOSITORY_NAME_LEN`].
     #[error("name is {len} bytes long, the maximum is {max}")]
     TooLong {
-        /// Length in bytes.
+        /// The name's length in bytes.
         len: usize,
-        /// The maximum allowed, in bytes.
+        /// The cap, [`MAX_REPOSITORY_NAME_LEN`] bytes.
         max: usize,
     },
     /// An empty component (`a//b`, a leading or trailing `/`).
     #[error("empty path component at byte {offset}")]
     EmptyComponent {
-        /// Where the empty component starts.
+        /// Byte offset where the empty component would start (0, or just after a `/`).
         offset: usize,
     },
     /// A capital letter in a path component (repository names are lowercase).
     #[error("uppercase letter at byte {offset} (repository names are lowercase)")]
     Uppercase {
-        /// Where the letter is.
+        /// Byte offset of the letter.
         offset: usize,
     },
     /// A character outside `[a-z0-9._-]` in a path component.
     #[error("invalid character at byte {offset}")]
     InvalidChar {
-        /// Where the character starts.
+        /// Byte offset of the character's first byte.
         offset: usize,
     },
     /// A component starts with a separator (`.`, `_` or `-`).
     #[error("path component starting at byte {offset} must start with a letter or digit")]
     LeadingSeparator {
-        /// Where the component starts.
+        /// Byte offset of the component, which is its leading separator.
         offset: usize,
     },
     /// A component ends with a separator.
     #[error("path component must end with a letter or digit (byte {offset})")]
     TrailingSeparator {
-        /// Where the separator is.
+        /// Byte offset of the component's last byte, the separator.
         offset: usize,
     },
     /// A separator other than `.`, `_`, `__` or a run of `-` (for example `..`).
     #[error("invalid separator at byte {offset} (allowed: '.', '_', '__', '-'+)")]
     BadSeparator {
-        /// Where the separator run starts.
+        /// Byte offset of the run's first byte.
         offset: usize,
     },
     /// The first part has a port or brackets but is not a valid `host[:port]`.
@@ -572,33 +572,33 @@ pub enum ScopeError {
     /// A `scope` parameter is longer than [`MAX_SCOPE_PARAM_LEN`].
     #[error("scope parameter is {len} bytes long, the maximum is {max}")]
     ParameterTooLong {
-        /// Length in bytes.
+        /// The parameter's length in bytes (from [`ResourceScope::parse`]: the scope's).
         len: usize,
-        /// The maximum allowed, in bytes.
+        /// The cap, [`MAX_SCOPE_PARAM_LEN`] bytes.
         max: usize,
     },
     /// More than [`MAX_SCOPE_PARAMS`] `scope` parameters.
     #[error("more than {max} scope parameters")]
     TooManyParameters {
-        /// The maximum number allowed.
+        /// The cap, [`MAX_SCOPE_PARAMS`] (empty parameters count).
         max: usize,
     },
     /// More than [`MAX_SCOPES`] resource scopes in all.
     #[error("more than {max} resource scopes")]
     TooManyScopes {
-        /// The maximum number allowed.
+        /// The cap, [`MAX_SCOPES`], counted before duplicates are merged.
         max: usize,
     },
     /// A resource scope without two `:` separators.
     #[error("scope {scope:?} is not of the form type:name:actions")]
     Malformed {
-        /// The offending resource scope.
+        /// The resource scope as sent.
         scope: String,
     },
     /// The type does not match `[a-z0-9]+ ['(' [a-z0-9]+ ')']`.
     #[error("invalid resource type {resource_type:?}")]
     InvalidResourceType {
-        /// The offending type.
+        /// The text before the scope's first `:`, as sent.
         resource_type: String,
     },
     /// A well-formed type other than `repository`, `repository(plugin)` and `registry`.
@@ -606,37 +606,37 @@ pub enum ScopeError {
         "unsupported resource type {resource_type:?} (expected repository, repository(plugin) or registry)"
     )]
     UnsupportedResourceType {
-        /// The offending type.
+        /// The well-formed type as sent (`blob`, `repository(foo)`, ...).
         resource_type: String,
     },
     /// The resource name breaks the name grammar.
     #[error("invalid resource name {name:?}")]
     InvalidName {
-        /// The offending name.
+        /// The text between the scope's first and last `:`, as sent.
         name: String,
-        /// What is wrong with it.
+        /// Which name rule it breaks, with a byte offset where one applies; also `source()`.
         source: NameError,
     },
     /// An action other than `*` or `[a-z]+`.
     #[error("invalid action {action:?} (expected '*' or lowercase letters)")]
     InvalidAction {
-        /// The offending action.
+        /// The action as sent, at most [`MAX_ACTION_LEN`] bytes (longer: [`Self::ActionTooLong`]).
         action: String,
     },
     /// An action longer than [`MAX_ACTION_LEN`].
     #[error("action is {len} bytes long, the maximum is {max}")]
     ActionTooLong {
-        /// Length in bytes.
+        /// The action's length in bytes (its text is not kept).
         len: usize,
-        /// The maximum allowed, in bytes.
+        /// The cap, [`MAX_ACTION_LEN`] bytes.
         max: usize,
     },
     /// More than [`MAX_ACTIONS_PER_SCOPE`] actions in one resource scope.
     #[error("scope {scope:?} has more than {max} actions")]
     TooManyActions {
-        /// The offending resource scope.
+        /// The resource scope as sent.
         scope: String,
-        /// The maximum number allowed.
+        /// The cap, [`MAX_ACTIONS_PER_SCOPE`] (empty actions count).
         max: usize,
     },
 }

@@ -1,7 +1,7 @@
 //! The `jwt_subject` grammar: the federated JWT's `sub`, rendered from the operator's template,
-//! for every registry kind that exchanges a JWT the broker signs (Quay, Artifactory). One
-//! parser, used by the policy loader (a bad template is refused when the policy loads) and by
-//! the backends (which render it).
+//! for every registry kind that exchanges a JWT the broker signs (Quay, Artifactory, and the
+//! clouds: ECR, Artifact Registry, ACR). One parser, used by the policy loader (a bad template
+//! is refused when the policy loads) and by the backends (which render it).
 //!
 //! Quay matches `sub` against a robot's federation entries by exact equality, and Artifactory's
 //! identity mappings may match on it, so the operator chooses what the broker writes there: the
@@ -51,7 +51,8 @@ impl Placeholders {
     }
 }
 
-/// A parsed subject template.
+/// A `jwt_subject` template that [`SubjectTemplate::parse`] accepted, split into its literals
+/// and placeholders.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubjectTemplate {
     parts: Vec<Part>,

@@ -22,16 +22,16 @@ use crate::error::{AuthFailure, BrokerBuildError, Denial, ExchangeError, Unavail
 use crate::request::{MAX_USERNAME_LEN, Presented};
 use crate::satoken::{ServiceAccountIdentity, ServiceAccountMode};
 
-/// An authenticated caller.
+/// A caller whose proof verified; a mapped service account is one too (its own [`AuthMethod`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// Who: the SPIFFE ID the proof names.
     pub spiffe_id: SpiffeId,
-    /// How they proved it.
+    /// Which proof verified; [`AuthMethod::is_svid`] says whether it may vouch for someone else.
     pub method: AuthMethod,
 }
 
-/// How a caller authenticated.
+/// Which proof a caller presented; [`Self::label`] names it in audit events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum AuthMethod {
@@ -49,7 +49,7 @@ pub enum AuthMethod {
 }
 
 impl AuthMethod {
-    /// The audit label.
+    /// The label audit events carry (`x509-svid`, `jwt-svid`, ..., `sa-token`).
     pub fn label(self) -> &'static str {
         match self {
             Self::X509Svid => "x509-svid",
@@ -93,7 +93,7 @@ pub struct CredentialBinding {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Authenticated {
-    /// The caller whose proof verified.
+    /// The caller whose proof verified (for a broker credential, its verified `sub`).
     pub caller: Caller,
     /// Present exactly for login credentials and refresh tokens.
     pub binding: Option<CredentialBinding>,

@@ -52,12 +52,12 @@ pub enum BackendsError {
         /// Its kind.
         kind: RegistryKind,
     },
-    /// The credential file cannot be read.
+    /// `credential_file` is unreadable, not a regular file, or over [`MAX_CREDENTIAL_FILE_BYTES`].
     #[error("registry {registry:?}: cannot read credential_file {}", .path.display())]
     CredentialFile {
         /// The registry's policy name.
         registry: String,
-        /// The file.
+        /// The registry's `credential_file`, an absolute path as the policy requires.
         path: PathBuf,
         /// Why.
         #[source]
@@ -71,9 +71,9 @@ pub enum BackendsError {
     CredentialFileOpen {
         /// The registry's policy name.
         registry: String,
-        /// The file.
+        /// The registry's `credential_file`, an absolute path as the policy requires.
         path: PathBuf,
-        /// Its permission bits.
+        /// Its permission bits (`mode & 0o777`), with some group or other bit set.
         mode: u32,
     },
     /// The credential file is not one `username:password` line.
@@ -84,7 +84,7 @@ pub enum BackendsError {
     CredentialFormat {
         /// The registry's policy name.
         registry: String,
-        /// The file.
+        /// The registry's `credential_file`, an absolute path as the policy requires.
         path: PathBuf,
         /// The rule it breaks (never its content).
         rule: &'static str,
@@ -150,9 +150,9 @@ pub enum BackendsError {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BackendsOptions {
-    /// One API call's deadline.
+    /// One API call's deadline; [`DEFAULT_BACKEND_REQUEST_DEADLINE`] by default.
     pub request_deadline: Duration,
-    /// The lease and sweep tunables.
+    /// Reuse, lease, sweep and revocation tunables, the same for every registry's service.
     pub service: ServiceConfig,
     /// The broker's OIDC issuer (`[federation]`), which Quay and Artifactory entries need.
     pub federation: Option<Arc<FederationIssuer>>,

@@ -136,18 +136,18 @@ pub use key_store::{
 
 /// Largest configuration file accepted, in bytes.
 pub const MAX_CONFIG_FILE_BYTES: u64 = 256 * 1024;
-/// Most bundle files.
+/// Most `identity.bundle_files` entries accepted.
 pub const MAX_BUNDLE_FILES: usize = 256;
-/// Longest `shutdown_grace_seconds`.
+/// Largest `server.shutdown_grace_seconds` accepted (the smallest is 1).
 pub const MAX_SHUTDOWN_GRACE_SECONDS: u64 = 300;
-/// Longest poll period, in seconds.
+/// Largest `*poll_seconds` and `preauth_audit_interval_seconds` accepted; the smallest is 1.
 pub const MAX_POLL_SECONDS: u64 = 3600;
 
 /// Why the configuration was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The file could not be read.
+    /// Opening or reading the file failed, or its text is not UTF-8.
     #[error("cannot read {path}")]
     Io {
         /// The file, as given.
@@ -172,12 +172,12 @@ pub enum ConfigError {
         /// The parser's message (the file holds paths and addresses, never secrets).
         message: String,
     },
-    /// A value breaks a rule.
+    /// A value parsed but breaks a rule; only the key and rule are reported, never the value.
     #[error("{key}: {rule}")]
     Invalid {
         /// The key, e.g. `server.http_addr`.
         key: &'static str,
-        /// The rule it breaks.
+        /// The rule in words, with its bounds (e.g. `must be 1..=300`); static text.
         rule: &'static str,
     },
     /// A `pkcs11:` URI breaks a rule (printed by the error chain).
@@ -290,7 +290,7 @@ fn default_discovery_refresh() -> u64 {
 pub struct ServiceAccountConfig {
     /// Who may present subject tokens (exact SPIFFE IDs or patterns); empty = mode off.
     pub trusted_actors: Vec<String>,
-    /// The cluster issuers.
+    /// The cluster issuers in file order: each `issuer` once, no two templates rendering one ID.
     pub issuers: Vec<SaIssuerConfig>,
 }
 
@@ -298,13 +298,13 @@ pub struct ServiceAccountConfig {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct SaIssuerConfig {
-    /// The tokens' `iss`.
+    /// The tokens' `iss`, matched exactly as written here (1 to 1024 bytes).
     pub issuer: String,
-    /// Accepted `aud` values (non-empty).
+    /// 1 to 16 accepted values; a token's `aud` must contain one of them.
     pub audiences: Vec<String>,
-    /// The mapping trust domain.
+    /// The trust domain every mapped SPIFFE ID is in (`template` is bound to it).
     pub trust_domain: TrustDomain,
-    /// The mapping template.
+    /// Renders the SPIFFE ID from a token's namespace and account name (trust domain fixed).
     pub template: IdTemplate,
     /// The template may lack `{name}` (every account of a namespace shares one identity).
     pub allow_shared_identity: bool,
@@ -379,9 +379,9 @@ fn default_read_timeout() -> u64 {
 pub struct ListenerConfig {
     /// Caps and timeouts of each listener's connections.
     pub limits: crate::listen::ConnectionLimits,
-    /// The realm's header read timeout.
+    /// Time a realm request head has to arrive in (1..=300 s).
     pub header_read_timeout: Duration,
-    /// The realm's body read timeout.
+    /// Time a realm request body has to arrive in (1..=300 s).
     pub body_read_timeout: Duration,
     /// Whether the realm serves HTTP/2 (prior knowledge, or ALPN `h2` over TLS).
     pub h2c: bool,
@@ -393,11 +393,11 @@ pub struct ListenerConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerTlsConfig {
-    /// PEM certificate chain, leaf first.
+    /// PEM certificate chain, leaf first; resolved against the config file's directory.
     pub cert_file: PathBuf,
-    /// PEM private key.
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1); resolved like `cert_file`.
     pub key_file: PathBuf,
-    /// How often both files are re-read.
+    /// How often both files are checked for a content change (1..=3600 s); last good pair kept.
     pub poll: Duration,
 }
 
@@ -668,7 +668,7 @@ pub enum SigningSource {
     Files {
         /// Certificate chain, signing CA first.
         cert: PathBuf,
-        /// PKCS#8 private key.
+        /// Unencrypted PKCS#8 private key.
         key: PathBuf,
     },
     /// Generated in memory at start-up (development, single replica).
@@ -677,7 +677,7 @@ pub enum SigningSource {
     KeyStore {
         /// Certificate chain, signing CA first (`svid-broker keystore init` writes it).
         cert: PathBuf,
-        /// `signing.key`.
+        /// The CA key in the key store (`signing.key`: a `pkcs11:` URI or `awskms:` key).
         key: KeyReference,
         /// The HMAC key the credential MAC keys are derived through (`signing.mac_key`).
         mac: KeyReference,
@@ -702,51 +702,51 @@ pub enum AuditTarget {
     Stderr,
     /// Standard output.
     Stdout,
-    /// A file, appended to.
+    /// A file, appended to; resolved against the config file's directory.
     File(PathBuf),
 }
 
-/// A validated broker configuration.
+/// A configuration that passed every rule; relative paths are already resolved.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct BrokerConfig {
-    /// Realm listener address.
+    /// `server.http_addr`: realm, JWKS, discovery, health and metrics listener.
     pub http_addr: SocketAddr,
-    /// gRPC listener address, if any.
+    /// `server.grpc_addr`: the gRPC Exchange listener; only set together with `workload_api`.
     pub grpc_addr: Option<SocketAddr>,
     /// The URL clients and registries reach the realm at (no trailing slash).
     pub public_url: String,
-    /// How long shutdown waits for in-flight requests.
+    /// How long shutdown waits for in-flight requests (1..=300 s).
     pub shutdown_grace: Duration,
     /// Connection limits, the realm's read timeouts, HTTP/2 and TLS.
     pub listener: ListenerConfig,
-    /// The broker's JWT-SVID audience.
+    /// The `aud` a JWT-SVID presented to the broker must carry (1 to 1024 bytes).
     pub audience: String,
     /// How a JWT-SVID's `aud` is matched against `audience`.
     pub audience_policy: AudienceMatch,
-    /// Trust bundle files, per trust domain.
+    /// Trust bundle files, resolved, each trust domain at most once (up to [`MAX_BUNDLE_FILES`]).
     pub bundle_files: Vec<(TrustDomain, PathBuf)>,
-    /// Bundle file poll period.
+    /// How often the bundle files are re-read (1..=3600 s).
     pub bundle_poll: Duration,
-    /// Workload API endpoint, if any.
+    /// The Workload API endpoint as written (e.g. `unix:///run/spire/agent.sock`), unchecked here.
     pub workload_api: Option<String>,
-    /// Policy file.
+    /// The policy file, resolved against the config file's directory.
     pub policy_file: PathBuf,
-    /// Policy poll period.
+    /// How often the policy file is checked for change (1..=3600 s); SIGHUP also reloads it.
     pub policy_poll: Duration,
-    /// The signing CA's source.
+    /// The signing CA: PEM files, a key store, or generated (dev); set by `[signing]`.
     pub signing: SigningSource,
-    /// The signing leaves' algorithm.
+    /// `signing.algorithm` of the signing leaves: ES256 (the default), ES384 or RS256.
     pub algorithm: SigningAlgorithm,
-    /// Login credential lifetime.
+    /// Lifetime of each login credential issued (60..=3600 s).
     pub login_credential_ttl: Duration,
-    /// Refresh token lifetime.
+    /// Lifetime of each refresh token issued (60..=86400 s).
     pub refresh_token_ttl: Duration,
     /// Absolute bound on a refresh-token session, from the original authentication.
     pub max_session: Duration,
     /// Per-subject requests per second; 0 = unlimited.
     pub requests_per_second_per_subject: u32,
-    /// Rate-limit burst.
+    /// Per-subject bucket size; at least 1 when `requests_per_second_per_subject` is set.
     pub burst: u32,
     /// Whether issued tokens are cached.
     pub token_cache: bool,
@@ -754,15 +754,15 @@ pub struct BrokerConfig {
     pub verified_cache: crate::verified_cache::CacheLimits,
     /// Per-source-address refill rate of the failed-authentication budget; 0 = unlimited.
     pub failed_auth_per_second_per_ip: u32,
-    /// The failed-authentication budget per source address.
+    /// The failed-authentication budget per source address; once spent, 429 before any check.
     pub failed_auth_burst_per_ip: u32,
     /// Aggregation interval of refusals before authentication.
     pub preauth_audit_interval: Duration,
     /// What an audit write failure does.
     pub audit_on_error: AuditOnError,
-    /// Log format.
+    /// Format of the diagnostic log (`log.format`).
     pub log_format: LogFormat,
-    /// Audit destination.
+    /// Where audit events go (`log.audit`), apart from the diagnostic log.
     pub audit: AuditTarget,
     /// Service-account token mode, when configured.
     pub service_account: Option<ServiceAccountConfig>,

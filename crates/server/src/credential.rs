@@ -64,7 +64,7 @@ const LOGIN_INFO: &[u8] = b"svid-broker login credential v1";
 const REFRESH_INFO: &[u8] = b"svid-broker refresh token v1";
 const JTI_BYTES: usize = 16;
 
-/// The two kinds of broker credential.
+/// Which broker credential a secret is; each kind has its own wire prefix and MAC key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CredentialKind {
@@ -156,7 +156,7 @@ pub enum CredentialError {
     UnsupportedVersion {
         /// The credential's kind, from its prefix.
         kind: CredentialKind,
-        /// The outdated prefix.
+        /// The refused prefix, without its dot (`sbr1`).
         prefix: &'static str,
     },
     /// A refresh token's session (`sxp`) has ended: the chain of renewals is over.
@@ -174,12 +174,12 @@ pub enum CredentialError {
         /// The credential's kind, from its prefix.
         kind: CredentialKind,
     },
-    /// A part does not decode.
+    /// A part does not decode (shape and MAC encoding before the MAC check, the payload after it).
     #[error("malformed {kind}: bad {part}")]
     Malformed {
         /// The kind the caller asked to verify (what the prefix claimed, for a mismatch).
         kind: CredentialKind,
-        /// The part that did not decode.
+        /// The first part that failed; never its bytes.
         part: CredentialPart,
     },
     /// The MAC does not verify (forged, altered, or from another signing CA).
@@ -203,7 +203,7 @@ pub enum CredentialError {
         #[source]
         source: ScopeError,
     },
-    /// `exp` is past.
+    /// `exp` is at or before the verifier's clock (no leeway).
     #[error("{kind} expired at unix time {expired_at}")]
     Expired {
         /// The credential's kind, from its prefix.
@@ -257,13 +257,13 @@ pub enum CredentialError {
 pub struct CredentialClaims {
     /// Which kind it is (verified: the MAC covers the prefix).
     pub kind: CredentialKind,
-    /// The SPIFFE ID it was issued to.
+    /// The SPIFFE ID it was issued to (`sub`, parsed once the MAC verified).
     pub subject: SpiffeId,
-    /// The registry `service` it is bound to.
+    /// The registry `service` it is bound to, as issued; the caller must compare it.
     pub service: String,
-    /// Issue time.
+    /// `iat`, whole seconds; at most [`CREDENTIAL_IAT_LEEWAY`] ahead of the verifier's clock.
     pub issued_at: SystemTime,
-    /// Expiry.
+    /// `exp`, whole seconds: after `issued_at`, within the kind's longest lifetime, not yet past.
     pub expires_at: SystemTime,
     /// Its unique ID (safe to log).
     pub jti: String,
@@ -283,11 +283,11 @@ pub struct CredentialClaims {
 pub struct Session {
     /// When the original authentication happened.
     pub auth_time: SystemTime,
-    /// The absolute end of the session.
+    /// The session's absolute end; renewals are cut to it, and none is issued at or past it.
     pub end: SystemTime,
 }
 
-/// An issued credential.
+/// A freshly issued credential; only `secret` is sensitive.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct IssuedCredential {

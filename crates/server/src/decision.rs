@@ -19,11 +19,11 @@ use crate::throttle::RateLimiter;
 pub struct Grant {
     /// Who the credential is for.
     pub subject: SpiffeId,
-    /// What is issued.
+    /// Which credential kind is issued (access token or login credential).
     pub kind: ExchangeKind,
     /// The registry, from the policy snapshot the decision was made on.
     pub registry: Arc<Registry>,
-    /// What was asked for.
+    /// The scopes the request named, parsed; empty for a registry-wide request.
     pub requested: Vec<ResourceScope>,
     /// What policy allows of it, within the presented credential's ceiling; possibly empty
     /// (an empty access token at the realm).

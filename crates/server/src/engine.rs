@@ -51,9 +51,9 @@ use record::Party;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum ExchangeOutput {
-    /// A registry bearer token.
+    /// A registry bearer token signed by the broker's key ring.
     AccessToken(AccessToken),
-    /// A registry login credential.
+    /// A broker login credential (`sbl1.` password, SPIFFE ID username) the realm accepts.
     LoginCredential(LoginCredential),
     /// A credential the registry's own API made (a Harbor robot), answered like a login
     /// credential.
@@ -101,7 +101,7 @@ impl BackendPass {
         &self.grant
     }
 
-    /// Who it is for.
+    /// The subject the grant is for, with the actor that vouched for it, if any.
     pub fn subject(&self) -> &Subject {
         &self.subject
     }
@@ -142,9 +142,9 @@ pub struct RealmTokens {
 pub struct BrokerOptions {
     /// The audience JWT-SVIDs presented to the broker must carry.
     pub audience: String,
-    /// Lifetime of login credentials.
+    /// Lifetime of each login credential before the grant's cap shortens it (config: 60..=3600 s).
     pub login_credential_ttl: Duration,
-    /// Lifetime of refresh tokens.
+    /// Lifetime of each refresh token, cut to its session's end (config: 60..=86400 s).
     pub refresh_token_ttl: Duration,
     /// Absolute bound on a refresh-token session, from the original authentication
     /// (`auth_time`); renewals never reach past it.
@@ -274,7 +274,7 @@ impl Broker {
         })
     }
 
-    /// The current policy snapshot.
+    /// The policy in force, as a snapshot: a later [`Self::replace_policy`] does not change it.
     pub fn policy(&self) -> Arc<Policy> {
         self.policy.load_full()
     }
@@ -286,7 +286,7 @@ impl Broker {
         self.registry_tokens.clear_cache();
     }
 
-    /// The metrics.
+    /// This engine's counters and histograms (fixed labels, never caller input).
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
@@ -296,7 +296,7 @@ impl Broker {
         self.registry_tokens.minter()
     }
 
-    /// The bundle provider.
+    /// The trust bundles given to [`Self::new`], which every presented SVID is checked against.
     pub fn bundles(&self) -> &Arc<dyn BundleProvider> {
         self.authenticator.bundles()
     }
@@ -306,7 +306,7 @@ impl Broker {
         &self.authenticator
     }
 
-    /// The audience JWT-SVIDs must carry.
+    /// The configured `aud` value ([`BrokerOptions::audience`]), matched per `audience_policy`.
     pub fn audience(&self) -> &str {
         &self.audience
     }

@@ -34,7 +34,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    /// The metrics and audit label.
+    /// The snake_case label metrics and audit events carry (`invalid_argument` ... `unavailable`).
     pub fn label(self) -> &'static str {
         match self {
             Self::InvalidArgument => "invalid_argument",
@@ -59,7 +59,7 @@ pub enum InvalidRequest {
         /// The service asked for, cut to 256 bytes.
         service: String,
     },
-    /// A scope does not parse.
+    /// A `scope` parameter does not parse (checked before the policy is consulted).
     #[error("invalid scope")]
     Scope(#[source] ScopeError),
     /// Too many scopes for the policy.
@@ -145,10 +145,10 @@ pub enum AuthFailure {
     /// The `Authorization` header is not `Basic` or `Bearer`, or does not decode.
     #[error("malformed authorization header")]
     MalformedAuthorization,
-    /// The JWT-SVID was rejected.
+    /// The JWT-SVID failed validation (form, bundle key, `aud`, times); the source says which rule.
     #[error("jwt-svid rejected")]
     JwtSvid(#[source] JwtSvidError),
-    /// The X.509-SVID was rejected.
+    /// The X.509-SVID chain failed verification against the current bundles; the source says why.
     #[error("x509-svid rejected")]
     X509Svid(#[source] X509SvidError),
     /// A login credential or refresh token was rejected.
@@ -157,7 +157,7 @@ pub enum AuthFailure {
     /// The credential is bound to another registry service.
     #[error("credential is bound to another service")]
     WrongService {
-        /// The service it is bound to.
+        /// The `service` the verified credential carries (the request named another).
         bound: String,
     },
     /// A login credential's Basic username is not its subject.
@@ -225,10 +225,10 @@ pub enum Denial {
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Unavailability {
-    /// Minting failed.
+    /// Signing the registry token failed.
     #[error("token signing failed")]
     Mint(#[source] Arc<TokenError>),
-    /// Issuing a credential failed.
+    /// Issuing a login credential or refresh token failed (random source, lifetime or length).
     #[error("credential issuance failed")]
     Credential(#[source] CredentialError),
     /// The subject token's issuer has no keys loaded yet.
@@ -248,30 +248,30 @@ pub enum Unavailability {
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ExchangeError {
-    /// Bad request.
+    /// The request is malformed or asks what policy cannot serve ([`ErrorCode::InvalidArgument`]).
     #[error(transparent)]
     InvalidArgument {
         /// The rule the request broke; `Display` is what the client reads.
         reason: InvalidRequest,
     },
-    /// Bad or missing credentials.
+    /// Bad or missing credentials ([`ErrorCode::Unauthenticated`]).
     #[error(transparent)]
     Unauthenticated {
         /// The check the presented proof failed; `Display` is what the client reads.
         reason: AuthFailure,
     },
-    /// Not allowed.
+    /// The caller authenticated but is refused ([`ErrorCode::PermissionDenied`]).
     #[error(transparent)]
     PermissionDenied {
         /// The rule that refused the authenticated caller.
         reason: Denial,
     },
-    /// Rate limited.
+    /// The subject's rate limit is spent ([`ErrorCode::ResourceExhausted`]).
     #[error("rate limit exceeded")]
     ResourceExhausted {
-        /// The subject whose bucket is empty.
+        /// The authenticated subject's SPIFFE ID; its per-subject bucket is empty.
         subject: SpiffeId,
-        /// When to try again.
+        /// Until the bucket holds a token again; sent as HTTP `Retry-After`, seconds rounded up.
         retry_after: Duration,
     },
     /// Too many requests from this address failed before authentication; refused before any
@@ -280,10 +280,10 @@ pub enum ExchangeError {
     PeerLimited {
         /// The address key the budget is kept for (IPv4, or the IPv6 /64).
         peer: IpAddr,
-        /// When to try again.
+        /// Until the address's budget admits a request again; sent as `Retry-After`, rounded up.
         retry_after: Duration,
     },
-    /// Cannot serve now.
+    /// The broker cannot serve now; the request may succeed later ([`ErrorCode::Unavailable`]).
     #[error(transparent)]
     Unavailable {
         /// What the broker could not do (the client may retry later).
@@ -292,7 +292,7 @@ pub enum ExchangeError {
 }
 
 impl ExchangeError {
-    /// The error class.
+    /// The class, which fixes the HTTP and gRPC status (see [`ErrorCode`]).
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::InvalidArgument { .. } => ErrorCode::InvalidArgument,

@@ -37,15 +37,15 @@ pub enum FederationSetupError {
         "federation key file {path} has mode {mode:o}; it must be readable by its owner only (chmod 600)"
     )]
     KeyFileMode {
-        /// The file.
+        /// The key file as listed in `federation.key_files`, resolved against the config directory.
         path: PathBuf,
-        /// Its permission bits.
+        /// Its permission bits (`mode & 0o777`), with some group or other bit set.
         mode: u32,
     },
-    /// A key file could not be read.
+    /// A key file is unreadable, not a regular file, or over [`MAX_FEDERATION_KEY_FILE_BYTES`].
     #[error("cannot read federation key file {path}")]
     KeyFile {
-        /// The file.
+        /// The key file as listed in `federation.key_files`, resolved against the config directory.
         path: PathBuf,
         /// Why (printed by the error chain).
         #[source]
@@ -54,7 +54,7 @@ pub enum FederationSetupError {
     /// A key file does not hold a usable RSA key.
     #[error("federation key file {path}")]
     Key {
-        /// The file.
+        /// The key file whose contents were refused (no key bytes are kept in the error).
         path: PathBuf,
         /// Why (printed by the error chain).
         #[source]
@@ -63,7 +63,7 @@ pub enum FederationSetupError {
     /// The issuer refused its URL, key set or lifetime.
     #[error("federation issuer {issuer}")]
     Issuer {
-        /// The issuer URL.
+        /// `public_url` + `/federation`: the `iss` the issuer would sign with.
         issuer: String,
         /// Why (printed by the error chain).
         #[source]

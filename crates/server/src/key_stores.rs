@@ -67,7 +67,7 @@ pub enum KeyStoreError {
     Kms {
         /// What the key is for.
         role: &'static str,
-        /// The key id or ARN.
+        /// What followed `awskms:` (key id, key ARN, alias or alias ARN); a name, not key material.
         key_id: String,
         /// Why.
         #[source]
@@ -146,7 +146,7 @@ impl<'a> KeyStores<'a> {
         }
     }
 
-    /// The HMAC key `reference` names.
+    /// Opens the HMAC key `reference` names; MACs are computed in the store, the key never read.
     ///
     /// # Errors
     /// [`KeyStoreError`] naming the key and why.

@@ -69,7 +69,7 @@ pub const MAX_IDLE_TIMEOUT_SECONDS: u64 = 3600;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConnectionLimits {
-    /// Most open connections.
+    /// Most open connections on the listener; past it a new one is accepted and closed at once.
     pub max_connections: usize,
     /// Most open connections from one source IP address.
     pub max_connections_per_ip: usize,
@@ -142,7 +142,7 @@ pub struct Governor {
 }
 
 impl Governor {
-    /// A governor enforcing `limits`.
+    /// A fresh governor for one listener: nothing counted yet, `limits` fixed for its life.
     pub fn new(limits: ConnectionLimits) -> Arc<Self> {
         Arc::new(Self {
             limits,
@@ -151,7 +151,7 @@ impl Governor {
         })
     }
 
-    /// The limits.
+    /// The limits given to [`Self::new`]; they never change.
     pub fn limits(&self) -> &ConnectionLimits {
         &self.limits
     }
@@ -459,7 +459,7 @@ impl<S> GovernedIo<S> {
         self.admission.handshake_done();
     }
 
-    /// The wrapped stream.
+    /// The wrapped stream (e.g. for its peer address); deadlines apply only to I/O through `self`.
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
@@ -704,7 +704,7 @@ pub trait HasActivity {
 pub struct ActivityLayer<I>(std::marker::PhantomData<fn() -> I>);
 
 impl<I> ActivityLayer<I> {
-    /// The layer.
+    /// A stateless layer: each request's connection record is found in its extensions.
     pub fn new() -> Self {
         Self(std::marker::PhantomData)
     }

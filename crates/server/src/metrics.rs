@@ -33,7 +33,7 @@ pub enum Route {
     Health,
     /// `/metrics`.
     Metrics,
-    /// The gRPC `Exchange` call.
+    /// The gRPC `Exchange` call, served on the gRPC listener (not the realm's).
     GrpcExchange,
     /// `POST /oauth2/token`.
     OAuth2Token,
@@ -56,7 +56,7 @@ impl Route {
         Self::Other,
     ];
 
-    /// The `route` label.
+    /// The `route` label value, snake_case (`token_get`, `grpc_exchange`, ...).
     pub fn label(self) -> &'static str {
         match self {
             Self::TokenGet => "token_get",
@@ -432,7 +432,7 @@ impl VerifiedCacheKind {
     /// Every cache, in exposition order.
     pub const ALL: [Self; 3] = [Self::X509Svid, Self::JwtSvid, Self::LoginCredential];
 
-    /// The `cache` label value.
+    /// The `cache` label value (`x509_svid`, `jwt_svid` or `login_credential`).
     pub fn label(self) -> &'static str {
         match self {
             Self::X509Svid => "x509_svid",

@@ -88,7 +88,7 @@ pub enum SaTokenError {
     /// JSON object).
     #[error("service-account token is not a compact jws with a json payload")]
     Malformed,
-    /// The token has no string `iss`.
+    /// `iss` is absent or null in the unverified payload (non-string: [`Self::Malformed`]).
     #[error("service-account token has no iss")]
     MissingIssuer,
     /// No configured issuer has this `iss`.
@@ -107,10 +107,10 @@ pub enum SaTokenError {
     /// duplicate member).
     #[error("service-account token claims are malformed (column {column})")]
     MalformedClaims {
-        /// Column of the JSON error.
+        /// 1-based column in the verified claims JSON (a position, never its text).
         column: usize,
     },
-    /// A required claim is missing.
+    /// A claim the checks need is absent (`exp`, `aud`, namespace, name, or node when bound).
     #[error("service-account token claim {claim} is missing")]
     MissingClaim {
         /// The claim's name (a fixed string, never token text).
@@ -123,25 +123,25 @@ pub enum SaTokenError {
     /// The token has expired: `exp <= now - leeway`.
     #[error("service-account token expired at {exp} (now {now})")]
     Expired {
-        /// `exp`.
+        /// The verified `exp`, in Unix seconds.
         exp: i64,
-        /// `now`.
+        /// The current time in Unix seconds, without the leeway.
         now: i64,
     },
     /// `nbf > now + leeway`.
     #[error("service-account token is not valid before {nbf} (now {now})")]
     NotYetValid {
-        /// `nbf`.
+        /// The verified `nbf`, in Unix seconds.
         nbf: i64,
-        /// `now`.
+        /// The current time in Unix seconds, without the leeway.
         now: i64,
     },
     /// `iat > now + leeway`.
     #[error("service-account token issued in the future at {iat} (now {now})")]
     IssuedInFuture {
-        /// `iat`.
+        /// The verified `iat`, in Unix seconds.
         iat: i64,
-        /// `now`.
+        /// The current time in Unix seconds, without the leeway.
         now: i64,
     },
     /// `now` is before 1970.
@@ -155,7 +155,7 @@ pub enum SaTokenError {
     AudienceCount {
         /// How many `aud` values the token has.
         count: usize,
-        /// The cap.
+        /// [`MAX_SA_TOKEN_AUDIENCES`].
         max: usize,
     },
     /// None of the token's audiences is one the issuer is configured with.
@@ -404,22 +404,22 @@ impl SaIssuer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServiceAccountIdentity {
-    /// The mapped SPIFFE ID.
+    /// The issuer's template rendered with `namespace` and `name`; policy applies to this ID.
     pub spiffe_id: SpiffeId,
     /// The token's `iss` (one of the configured issuers).
     pub issuer: String,
-    /// `kubernetes.io.namespace`.
+    /// The verified `kubernetes.io.namespace`, a valid SPIFFE path segment.
     pub namespace: String,
-    /// `kubernetes.io.serviceaccount.name`.
+    /// The verified `kubernetes.io.serviceaccount.name`, a valid SPIFFE path segment.
     pub name: String,
-    /// `kubernetes.io.pod.name`, when the token is pod-bound (audit only).
+    /// `kubernetes.io.pod.name` if pod-bound, for the audit log: no control chars, at most 253.
     pub pod_name: Option<String>,
-    /// `kubernetes.io.pod.uid`, when the token is pod-bound (audit only).
+    /// `kubernetes.io.pod.uid` if pod-bound, for the audit log: no control chars, at most 253.
     pub pod_uid: Option<String>,
     /// `kubernetes.io.node.name`, when the token carries it: checked against the caller's node
     /// when its trusted-actor pattern captured `{node}`, otherwise for the audit log only.
     pub node_name: Option<String>,
-    /// `exp`.
+    /// The verified `exp` (at most year 9999).
     pub expires_at: SystemTime,
 }
 
@@ -469,7 +469,7 @@ struct ObjectRef {
 }
 
 impl ServiceAccountValidator {
-    /// A validator for these issuers.
+    /// Tries `issuers` by exact `iss`, first match wins (the configuration keeps each `iss` once).
     pub fn new(issuers: Vec<SaIssuer>) -> Self {
         Self { issuers }
     }
@@ -484,7 +484,7 @@ impl ServiceAccountValidator {
     /// [`TrustedActors::admits`] makes) means no caller can skip the node binding.
     ///
     /// # Errors
-    /// The first rule the token breaks.
+    /// The first [`SaTokenError`], in the module docs' order; later checks do not run.
     pub fn validate(
         &self,
         token: &str,
@@ -749,7 +749,7 @@ pub enum TrustedActorError {
     /// More than [`MAX_TRUSTED_ACTORS`] entries.
     #[error("more than {max} trusted actors")]
     TooMany {
-        /// The cap.
+        /// [`MAX_TRUSTED_ACTORS`].
         max: usize,
     },
 }

@@ -54,7 +54,7 @@ pub const WORKLOAD_API_SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
-    /// The policy file is invalid.
+    /// The policy file's text breaks a policy rule; on a reload the last good policy stays live.
     #[error("policy {path} is invalid")]
     Policy {
         /// The policy file, as configured.
@@ -89,13 +89,13 @@ pub enum ServerError {
     /// Bundle files could not be loaded.
     #[error("trust bundles could not be loaded")]
     Bundles(#[source] svid_broker_sources::file::FileSourceError),
-    /// The Workload API could not be reached.
+    /// The Workload API's initial sync failed, or it has no X.509-SVID for the gRPC listener.
     #[error("the workload api is unavailable")]
     WorkloadApi(#[source] svid_broker_sources::workload::WorkloadSourceError),
-    /// The engine refused its options.
+    /// [`Broker::new`] refused the options built from the configuration.
     #[error("broker options are invalid")]
     Broker(#[source] BrokerBuildError),
-    /// The audit file could not be opened.
+    /// `log.audit` names a file that could not be opened (or created) for appending.
     #[error("cannot open audit log {path}")]
     Audit {
         /// The audit file, as configured.
@@ -104,10 +104,10 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
-    /// A listener could not be bound.
+    /// Binding a listener, or reading back its bound address, failed.
     #[error("cannot listen on {addr}")]
     Bind {
-        /// The configured listen address.
+        /// `server.http_addr` or `server.grpc_addr` as configured (port 0 stays 0 here).
         addr: SocketAddr,
         /// The underlying error (printed by the error chain, not by this `Display`).
         #[source]
@@ -143,7 +143,7 @@ pub enum ServerError {
 #[derive(Debug)]
 pub struct BrokerServer;
 
-/// A running broker.
+/// A running broker, returned by [`BrokerServer::start`] once every listener is bound.
 pub struct ServerHandle {
     broker: Arc<Broker>,
     clock: Arc<dyn Clock>,
@@ -265,9 +265,20 @@ impl BrokerServer {
     /// Builds the engine and starts every listener and background task. Must be called inside
     /// a Tokio runtime. `clock` governs every decision (tests inject one).
     ///
+    /// The returned future is boxed: the start holds the whole configuration, the engine and
+    /// every listener across its awaits (about 17 KB), which every caller would otherwise
+    /// carry in its own future or on its stack.
+    ///
     /// # Errors
     /// A [`ServerError`] naming what could not be set up; nothing keeps running on error.
-    pub async fn start(
+    pub fn start(
+        config: BrokerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> impl Future<Output = Result<ServerHandle, ServerError>> + Send {
+        Box::pin(Self::start_in_place(config, clock))
+    }
+
+    async fn start_in_place(
         config: BrokerConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<ServerHandle, ServerError> {
@@ -734,7 +745,7 @@ impl ServerHandle {
             .map_err(|_| ServerError::ReloadTask)?
     }
 
-    /// The clock the server decides with.
+    /// The clock passed to [`BrokerServer::start`], which every decision reads.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }

@@ -21,9 +21,9 @@ pub const MAX_RATE_LIMITED_SUBJECTS: usize = 100_000;
 /// Token-bucket settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimit {
-    /// Sustained requests per second per subject.
+    /// Refill rate: tokens added per second to each key's bucket (a subject or an address).
     pub per_second: f64,
-    /// Bucket size.
+    /// Bucket size: requests a full bucket admits at once; a new key starts full.
     pub burst: f64,
 }
 
@@ -160,20 +160,20 @@ pub const MAX_PREAUTH_AGGREGATES: usize = 1024;
 pub const DEFAULT_PREAUTH_AUDIT_INTERVAL: Duration = Duration::from_secs(10);
 /// The audit `event` of a pre-authentication summary.
 pub const PREAUTH_SUMMARY_EVENT: &str = "svid-broker.preauth_denials";
-/// The reason of the overflow key.
+/// The `reason` denials share once [`MAX_PREAUTH_AGGREGATES`] keys are tracked.
 const PREAUTH_OVERFLOW_REASON: &str = "other (aggregation table full)";
 
 /// What a pre-authentication denial is aggregated by: fixed labels and the address, never
 /// caller-chosen text.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PreauthKey {
-    /// The client's IP address (the port changes per connection).
+    /// The address key (IPv4, or the IPv6 /64); `None` for an unknown peer or the overflow key.
     pub peer: Option<IpAddr>,
-    /// The edge it came in at.
+    /// The edge it came in at (realm `GET`/`POST`, `/oauth2/token`, or gRPC).
     pub endpoint: Endpoint,
-    /// The request kind label.
+    /// [`ExchangeKind::label`](crate::request::ExchangeKind::label) of what was asked for.
     pub kind: &'static str,
-    /// The error class.
+    /// The class of the answer sent (resource exhausted when the address's budget was spent).
     pub code: ErrorCode,
     /// The short reason (the error's `Display`, which never carries request text).
     pub reason: String,
@@ -186,7 +186,7 @@ pub struct PreauthSummary {
     pub key: PreauthKey,
     /// Denials in the interval (including the first one, audited in full).
     pub count: u64,
-    /// The interval's length.
+    /// The configured interval length, not the time that actually elapsed.
     pub interval: Duration,
 }
 

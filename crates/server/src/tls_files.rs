@@ -45,13 +45,13 @@ pub enum TlsFileError {
     /// The certificate file holds no PEM `CERTIFICATE` block, or a malformed one.
     #[error("{}: no pem certificate", .path.display())]
     NoCertificate {
-        /// The file.
+        /// `server.tls.cert_file` as resolved from the configuration.
         path: PathBuf,
     },
     /// The key file holds no PEM private key (PKCS#8, SEC1 or PKCS#1).
     #[error("{}: no pem private key", .path.display())]
     NoKey {
-        /// The file.
+        /// `server.tls.key_file` as resolved; the error never holds key bytes.
         path: PathBuf,
     },
     /// The key is unusable or does not match the certificate.

@@ -22,9 +22,9 @@ pub const MAX_CACHED_TOKEN_BYTES: usize = 8 * 1024 * 1024;
 /// again would give an equivalent one, even across a policy reload racing a request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
-    /// The subject.
+    /// The SPIFFE ID the token is issued to (the mapped subject, never a vouching actor).
     pub subject: SpiffeId,
-    /// The registry service.
+    /// The registry's `service`, from the policy snapshot the grant was decided on.
     pub service: String,
     /// The granted scopes, canonical and space-joined.
     pub granted: String,

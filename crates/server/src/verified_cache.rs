@@ -96,7 +96,7 @@ impl Default for CacheLimits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub(crate) enum CredentialDomain {
-    /// A compact JWT-SVID.
+    /// A compact JWT-SVID, hashed as the exact string presented.
     JwtSvid,
     /// An X.509-SVID chain, leaf first.
     X509Chain,
@@ -308,7 +308,7 @@ fn entry_overhead<V>() -> usize {
 }
 
 impl<S: Snapshot, V: Clone + HeapSize> VerifiedCache<S, V> {
-    /// An empty cache with these caps.
+    /// An empty cache, bound to no snapshot yet; `max_entries == 0` keeps it empty.
     pub(crate) fn new(limits: CacheLimits) -> Self {
         Self {
             limits,
@@ -422,7 +422,7 @@ impl<S: Snapshot, V: Clone + HeapSize> VerifiedCache<S, V> {
         Ok(value)
     }
 
-    /// The counters and current size.
+    /// A copy of the counters, with the entries and estimated bytes held right now.
     pub(crate) fn stats(&self) -> CacheStats {
         let inner = self.lock();
         CacheStats {

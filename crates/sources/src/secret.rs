@@ -53,12 +53,12 @@ impl JwtSvidToken {
         }
     }
 
-    /// The `sub` claim.
+    /// The `sub` claim as the `spiffe` crate decoded it, re-checked by [`SpiffeId::parse`].
     pub fn spiffe_id(&self) -> &SpiffeId {
         &self.spiffe_id
     }
 
-    /// The `aud` claim.
+    /// The `aud` claim as the `spiffe` crate decoded it, always as a list.
     pub fn audience(&self) -> &[String] {
         &self.audience
     }

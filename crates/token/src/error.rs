@@ -37,7 +37,7 @@ pub enum TokenError {
     TtlTooShort {
         /// The requested lifetime in whole seconds.
         ttl_secs: u64,
-        /// The minimum.
+        /// [`crate::MIN_TOKEN_TTL`], in whole seconds.
         min_secs: u64,
     },
     /// The requested lifetime exceeds the key ring's `max_token_ttl`, which the leaf rotation is
@@ -46,7 +46,7 @@ pub enum TokenError {
     TtlTooLong {
         /// The requested lifetime in whole seconds.
         ttl_secs: u64,
-        /// The key ring's maximum.
+        /// The key ring's `max_token_ttl`, in whole seconds.
         max_secs: u64,
     },
     /// A string claim is empty.
@@ -60,9 +60,11 @@ pub enum TokenError {
     ClaimTooLong {
         /// Which claim.
         claim: Claim,
-        /// Its length in bytes.
+        /// The value's length in bytes (the value itself is not kept).
         len: usize,
-        /// The maximum allowed, in bytes.
+        /// The claim's cap in bytes: [`svid_broker_identity::limits::MAX_ISSUER_LEN`] for `iss`,
+        /// [`svid_broker_identity::limits::MAX_SERVICE_LEN`] for `aud`,
+        /// [`svid_broker_identity::id::MAX_SPIFFE_ID_LEN`] for `sub`.
         max: usize,
     },
     /// A string claim contains a control character.
@@ -74,55 +76,55 @@ pub enum TokenError {
     /// More access entries than [`crate::MAX_ACCESS_ENTRIES`].
     #[error("{count} access entries given, at most {max} allowed")]
     TooManyAccessEntries {
-        /// How many were given.
+        /// Entries in the request, counted before duplicates are merged.
         count: usize,
-        /// The maximum number allowed.
+        /// The cap, [`crate::MAX_ACCESS_ENTRIES`].
         max: usize,
     },
     /// An access entry's type does not match `[a-z0-9]+ ['(' [a-z0-9]+ ')']`.
     #[error("access entry {index} has an invalid resource type")]
     InvalidResourceType {
-        /// Position of the entry in the request.
+        /// 0-based position of the entry in the request.
         index: usize,
     },
     /// An access entry's name is empty.
     #[error("access entry {index} has an empty resource name")]
     EmptyResourceName {
-        /// Position of the entry in the request.
+        /// 0-based position of the entry in the request.
         index: usize,
     },
     /// An access entry's name is longer than [`svid_broker_identity::limits::MAX_REPOSITORY_NAME_LEN`].
     #[error("access entry {index} has a resource name of {len} bytes, at most {max} allowed")]
     ResourceNameTooLong {
-        /// Position of the entry in the request.
+        /// 0-based position of the entry in the request.
         index: usize,
-        /// Its length in bytes.
+        /// The name's length in bytes (the name itself is not kept).
         len: usize,
-        /// The maximum allowed, in bytes.
+        /// The cap, [`svid_broker_identity::limits::MAX_REPOSITORY_NAME_LEN`] bytes.
         max: usize,
     },
     /// An access entry's name contains whitespace or a control character.
     #[error("access entry {index} has a resource name with whitespace or a control character")]
     InvalidResourceName {
-        /// Position of the entry in the request.
+        /// 0-based position of the entry in the request.
         index: usize,
     },
     /// An access entry lists more actions than [`crate::MAX_ACTIONS_PER_ENTRY`].
     #[error("access entry {index} lists {count} actions, at most {max} allowed")]
     TooManyActions {
-        /// Position of the entry in the request.
+        /// 0-based position of the entry in the request.
         index: usize,
-        /// How many actions it lists.
+        /// Actions the entry lists, counted before duplicates are merged.
         count: usize,
-        /// The maximum number allowed.
+        /// The cap, [`crate::MAX_ACTIONS_PER_ENTRY`].
         max: usize,
     },
     /// An action is neither `*` nor `[a-z]+` of at most [`svid_broker_identity::limits::MAX_ACTION_LEN`] bytes.
     #[error("access entry {index} has an invalid action at position {action_index}")]
     InvalidAction {
-        /// Position of the entry in the request.
+        /// 0-based position of the entry in the request.
         index: usize,
-        /// Position of the action in the entry.
+        /// 0-based position of the action in the entry.
         action_index: usize,
     },
     /// `now` (or `now` plus the lifetime) cannot be written as a NumericDate.
@@ -154,9 +156,9 @@ pub enum TokenError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PemSource {
-    /// The CA certificate chain.
+    /// The CA certificate chain PEM, the signing CA first.
     Certificate,
-    /// The CA private key.
+    /// The CA private key PEM; errors about it never quote its content.
     PrivateKey,
 }
 
@@ -209,27 +211,28 @@ pub enum KeyError {
     Io {
         /// What the file should hold.
         source_kind: PemSource,
-        /// The path.
+        /// The path as the caller gave it.
         path: PathBuf,
-        /// The IO error.
+        /// From opening or reading; `InvalidData` when the file is not UTF-8.
         #[source]
         source: std::io::Error,
     },
     /// A PEM input is larger than [`crate::MAX_PEM_LEN`].
     #[error("{source_kind} pem is {len} bytes, at most {max} allowed")]
     PemTooLarge {
-        /// Which input.
+        /// Whether the certificate or the key input is too large.
         source_kind: PemSource,
-        /// Its size in bytes.
+        /// Bytes seen: `max + 1` for a file (reading stops one past the cap), the whole
+        /// length for text given directly.
         len: usize,
-        /// The maximum allowed, in bytes.
+        /// The cap, [`crate::MAX_PEM_LEN`] bytes.
         max: usize,
     },
     /// A PEM input could not be parsed. The parser's error is dropped on purpose: it could quote
     /// parts of a private key file.
     #[error("{source_kind} pem is malformed")]
     MalformedPem {
-        /// Which input.
+        /// Whether the certificate or the key input is malformed.
         source_kind: PemSource,
     },
     /// The certificate PEM holds no `CERTIFICATE` block.
@@ -238,17 +241,17 @@ pub enum KeyError {
     /// The certificate PEM holds more than [`crate::MAX_CA_CERTS`] certificates.
     #[error("ca certificate pem holds {count} certificates, at most {max} allowed")]
     TooManyCaCertificates {
-        /// How many it holds.
+        /// PEM blocks in the certificate input, whatever their label.
         count: usize,
-        /// The maximum number allowed.
+        /// The cap, [`crate::MAX_CA_CERTS`].
         max: usize,
     },
     /// A block in the certificate PEM is not a `CERTIFICATE`.
     #[error("ca certificate pem block {index} is {label:?}, expected CERTIFICATE")]
     UnexpectedCertificateLabel {
-        /// Position of the block.
+        /// 0-based position of the block in the certificate PEM.
         index: usize,
-        /// Its label.
+        /// The block's label (`PRIVATE KEY`, ...), cut to 64 characters.
         label: String,
     },
     /// A certificate is not valid DER X.509.
@@ -275,9 +278,9 @@ pub enum KeyError {
     /// An RSA key is shorter than [`crate::MIN_RSA_BITS`].
     #[error("rsa key is {bits} bits, at least {min} required")]
     RsaKeyTooSmall {
-        /// The modulus size in bits.
+        /// The signing CA certificate's RSA modulus size, in bits.
         bits: usize,
-        /// The minimum.
+        /// [`crate::MIN_RSA_BITS`].
         min: usize,
     },
     /// The signing CA certificate does not have basicConstraints cA=true.
@@ -306,7 +309,7 @@ pub enum KeyError {
         "ca private key pem block {label:?} is not supported; convert it to unencrypted pkcs#8 (PRIVATE KEY)"
     )]
     UnsupportedKeyFormat {
-        /// The block's label.
+        /// The label (`RSA PRIVATE KEY`, `ENCRYPTED PRIVATE KEY`, ...), cut to 64 characters.
         label: String,
     },
     /// The private key is not a valid PKCS#8 key of the CA certificate's key type.
@@ -326,9 +329,9 @@ pub enum KeyError {
     /// The key store's public key broke a rule (not the asked algorithm, malformed).
     #[error("the ca key in {store} is unusable: {rule}")]
     ExternalPublicKey {
-        /// What the key store is.
+        /// The store's [`crate::external::ExternalKey::describe`]: never a PIN or other secret.
         store: String,
-        /// The rule.
+        /// The rule the public key broke (`RSA public key is malformed`, a key-pair mismatch, ...).
         rule: &'static str,
     },
     /// A JWS algorithm name that is not one of ES256, ES384 and RS256.
@@ -336,21 +339,21 @@ pub enum KeyError {
         "signing algorithm {name:?} is not supported; use ES256, ES384 or RS256 (EdDSA, PS* and HS* are rejected by distribution 2.8)"
     )]
     UnsupportedAlgorithm {
-        /// The rejected name.
+        /// The name as given, cut to 32 characters.
         name: String,
     },
     /// A key-ring setting breaks a rotation rule.
     #[error("invalid key ring configuration: {rule}")]
     InvalidRotation {
-        /// The broken rule.
+        /// Which rule, and so which setting to change.
         rule: RotationRule,
     },
     /// The leaf common name is empty or longer than [`crate::MAX_LEAF_COMMON_NAME_LEN`].
     #[error("leaf common name is {len} bytes long, 1 to {max} allowed")]
     InvalidCommonName {
-        /// Its length in bytes.
+        /// The common name's length in bytes (0 when empty).
         len: usize,
-        /// The maximum allowed, in bytes.
+        /// The cap, [`crate::MAX_LEAF_COMMON_NAME_LEN`] bytes.
         max: usize,
     },
     /// A new leaf would outlive the signing CA: it could not be verified for its whole life.
@@ -369,7 +372,8 @@ pub enum KeyError {
     /// The system random generator or aws-lc-rs failed to make a key.
     #[error("key generation with {algorithm} failed")]
     KeyGeneration {
-        /// The algorithm of the key.
+        /// The algorithm of the key being made (also set when the random serial or derived
+        /// secret for it could not be drawn).
         algorithm: SigningAlgorithm,
     },
     /// rcgen failed to build or sign a certificate.

@@ -38,7 +38,7 @@ pub enum ExternalAlgorithm {
 }
 
 impl ExternalAlgorithm {
-    /// The JWS `alg` name.
+    /// The JWS `alg` header value: `ES256`, `ES384` or `RS256`.
     pub fn jws_name(self) -> &'static str {
         match self {
             Self::EcdsaP256Sha256 => "ES256",
@@ -72,18 +72,18 @@ pub enum ExternalKeyError {
     /// The store answered and refused (wrong PIN, key disabled, access denied).
     #[error("{store} refused: {reason}")]
     Refused {
-        /// What the store is.
+        /// What the store is ([`ExternalKey::describe`]).
         store: String,
-        /// The store's reason.
+        /// The store's reason, in its words where it gave any (a KMS message, a PKCS#11 error).
         reason: String,
     },
     /// The store's answer broke a rule (a signature of the wrong form or length, a public key
     /// that is not of the configured kind).
     #[error("{store} answered something unusable: {rule}")]
     Malformed {
-        /// What the store is.
+        /// What the store is ([`ExternalKey::describe`]).
         store: String,
-        /// The rule the answer broke.
+        /// The rule the answer broke (`RSA signature is not as long as the modulus`, ...).
         rule: &'static str,
     },
 }
@@ -214,7 +214,7 @@ pub(crate) fn probe(key: &dyn ExternalKey, public: &ExternalPublicKey) -> Result
 /// Why [`probe`] failed.
 #[derive(Debug)]
 pub(crate) enum ProbeError {
-    /// The store did not sign.
+    /// The store did not sign the probe message.
     Sign(ExternalKeyError),
     /// It signed, and the signature does not verify under the public key it reports.
     Mismatch,
@@ -231,7 +231,7 @@ pub(crate) const PROBE_MISMATCH: &str = "a signature by the private key does not
 /// positive minimal integers) and aws-lc-rs exposes no converter.
 ///
 /// # Errors
-/// The rule the input broke.
+/// A fixed phrase naming the DER rule the input broke (`ECDSA signature has bytes after s`).
 pub fn ecdsa_der_to_jws(der: &[u8], scalar_len: usize) -> Result<Vec<u8>, &'static str> {
     let body = match der {
         [0x30, len, body @ ..] if usize::from(*len) == body.len() && *len < 0x80 => body,

@@ -28,6 +28,7 @@ use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256, RsaKeyPair};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value, json};
+use svid_broker_identity::report::redact_url_userinfo;
 use svid_broker_identity::secret::{SecretString, seal_string};
 use zeroize::Zeroizing;
 
@@ -86,61 +87,62 @@ const REGISTERED_CLAIMS: [&str; 7] = ["iss", "sub", "aud", "iat", "nbf", "exp", 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FederationError {
-    /// The issuer URL breaks a rule.
+    /// The issuer URL given to [`FederationIssuer::new`] breaks a rule of its docs.
     #[error("issuer url {url:?} is invalid: {rule}")]
     InvalidIssuerUrl {
-        /// The URL (cut to [`MAX_ISSUER_URL_LEN`] characters).
+        /// The URL as given with any user info replaced by `***` (never the password it may
+        /// have been refused for), cut to [`MAX_ISSUER_URL_LEN`] characters.
         url: String,
-        /// The rule it breaks.
+        /// The rule it breaks (`must have no userinfo`, `host is empty`, ...).
         rule: &'static str,
     },
-    /// A PEM key was refused.
+    /// A PEM, generated or key-store key was refused.
     #[error("federation key refused: {rule}")]
     Key {
-        /// Why.
+        /// The rule the key broke (`rsa key is shorter than 2048 bits`, ...); never key material.
         rule: &'static str,
     },
-    /// An issuer needs at least one key.
+    /// The key set given is empty.
     #[error("a federation issuer needs at least one key")]
     NoKeys,
     /// More keys than [`MAX_FEDERATION_KEYS`].
     #[error("{count} federation keys given, at most {max} allowed")]
     TooManyKeys {
-        /// How many were given.
+        /// Keys in the set given to [`FederationIssuer::new`] or `replace_keys`.
         count: usize,
-        /// The maximum.
+        /// The cap, [`MAX_FEDERATION_KEYS`].
         max: usize,
     },
     /// Two keys have the same `kid` (the same public key).
     #[error("federation key {kid} is given twice")]
     DuplicateKid {
-        /// The repeated `kid`.
+        /// The repeated `kid`: an RFC 7638 thumbprint, public.
         kid: String,
     },
     /// The token lifetime is outside [`MIN_FEDERATION_TOKEN_TTL`]..=[`MAX_FEDERATION_TOKEN_TTL`].
     #[error("federation token ttl of {ttl:?} is outside {min:?} to {max:?}")]
     TokenTtlOutOfRange {
-        /// The requested lifetime.
+        /// The lifetime passed to [`FederationIssuer::new`].
         ttl: Duration,
-        /// The minimum.
+        /// [`MIN_FEDERATION_TOKEN_TTL`].
         min: Duration,
-        /// The maximum.
+        /// [`MAX_FEDERATION_TOKEN_TTL`].
         max: Duration,
     },
-    /// A claim breaks a rule.
+    /// `sub`, `aud` or an extra claim breaks a rule of [`FederatedClaims`].
     #[error("claim {name:?} is invalid: {rule}")]
     InvalidClaim {
         /// The claim's name (cut to [`MAX_CLAIM_NAME_LEN`] characters).
         name: String,
-        /// The rule it breaks.
+        /// The rule it breaks (`claim must not be empty`, ...); never the claim's value.
         rule: &'static str,
     },
     /// More extra claims than [`MAX_EXTRA_CLAIMS`].
     #[error("{count} extra claims given, at most {max} allowed")]
     TooManyClaims {
-        /// How many were given.
+        /// Extra string and object claims together.
         count: usize,
-        /// The maximum.
+        /// The cap, [`MAX_EXTRA_CLAIMS`].
         max: usize,
     },
     /// `now` (or `now` plus the lifetime) cannot be written as a NumericDate.
@@ -354,7 +356,7 @@ impl FederationKey {
         &self.kid
     }
 
-    /// The modulus size in bits.
+    /// The modulus length in bits, counted in whole bytes (so a multiple of 8): 2048 to 4096.
     pub fn bits(&self) -> usize {
         self.n.len() * 8
     }
@@ -559,7 +561,7 @@ fn check_value(name: &str, value: &str, max: usize, empty_ok: bool) -> Result<()
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct MintedFederatedToken {
-    /// The compact JWS.
+    /// The signed compact JWS: a bearer credential, sealed so `Debug` never shows it.
     pub token: SecretString,
     /// The header `kid`: the signing key's thumbprint.
     pub kid: String,
@@ -646,7 +648,8 @@ impl FederationIssuer {
         format!("{}{DISCOVERY_SUFFIX}", self.inner.issuer)
     }
 
-    /// The lifetime of every token minted.
+    /// The lifetime set at [`Self::new`]; every token's `exp` is its `iat` plus this, in
+    /// whole seconds.
     pub fn token_ttl(&self) -> Duration {
         self.inner.token_ttl
     }
@@ -825,7 +828,10 @@ fn check_keys(keys: &[FederationKey]) -> Result<(), FederationError> {
 fn check_issuer_url(url: &str) -> Result<(), FederationError> {
     let refuse = |rule| {
         Err(FederationError::InvalidIssuerUrl {
-            url: url.chars().take(MAX_ISSUER_URL_LEN).collect(),
+            url: redact_url_userinfo(url)
+                .chars()
+                .take(MAX_ISSUER_URL_LEN)
+                .collect(),
             rule,
         })
     };

@@ -289,7 +289,7 @@ impl KeyRing {
         &self.config
     }
 
-    /// The signing CA.
+    /// The signing CA: it issues every leaf, and its certificate is the registry's trust anchor.
     pub fn ca(&self) -> &SigningCa {
         &self.ca
     }

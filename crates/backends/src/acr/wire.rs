@@ -4,7 +4,8 @@
 
 use serde::Deserialize;
 
-/// The client-credentials grant.
+/// The `grant_type` of Entra's token request: client credentials, the assertion standing in for a
+/// secret.
 pub(crate) const GRANT_TYPE: &str = "client_credentials";
 /// A JWT client assertion (RFC 7523), what a federated credential takes.
 pub(crate) const CLIENT_ASSERTION_TYPE: &str =

@@ -24,13 +24,15 @@ pub const MAX_SESSION_POLICY_CHARS: usize = 2048;
 /// The IAM action that makes an ECR authorization token; it has no resource-level
 /// permission, so its statement names `*`.
 pub const GET_AUTHORIZATION_TOKEN: &str = "ecr:GetAuthorizationToken";
-/// The IAM actions of a pull.
+/// The IAM actions a pull needs, on the ARNs of the repositories granted pull (the session
+/// policy puts [`GET_AUTHORIZATION_TOKEN`] on `*` apart).
 pub const PULL_ACTIONS: [&str; 3] = [
     "ecr:BatchCheckLayerAvailability",
     "ecr:BatchGetImage",
     "ecr:GetDownloadUrlForLayer",
 ];
-/// The IAM actions of a push.
+/// The IAM actions a push needs, on the ARNs of the repositories granted push (a pull's are
+/// granted apart).
 pub const PUSH_ACTIONS: [&str; 5] = [
     "ecr:BatchCheckLayerAvailability",
     "ecr:CompleteLayerUpload",

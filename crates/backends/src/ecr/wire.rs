@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use crate::error::Failure;
 use crate::http::form_body;
 
-/// The STS Query API version.
+/// The STS Query API version every request's `Version` names.
 pub(crate) const STS_VERSION: &str = "2011-06-15";
 /// ECR's JSON 1.1 content type.
 pub(crate) const ECR_CONTENT_TYPE: &str = "application/x-amz-json-1.1";

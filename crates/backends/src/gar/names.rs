@@ -75,7 +75,8 @@ fn valid_id(id: &str) -> bool {
         && !id.starts_with("gcp-")
 }
 
-/// The service account rule.
+/// What a `service_account` must look like, as
+/// [`ConfigProblem::InvalidSetting`](crate::ConfigProblem::InvalidSetting) words it.
 pub(crate) const SERVICE_ACCOUNT_RULE: &str = "an email <name>@<project>.iam.gserviceaccount.com \
      (or Google's default <...>@developer.gserviceaccount.com / @appspot.gserviceaccount.com): \
      lowercase letters, digits and '-' before the @, at most 254 characters";

@@ -35,7 +35,7 @@ pub(crate) enum RegistryScope {
 }
 
 impl RegistryScope {
-    /// The scope as GitLab spells it.
+    /// The scope as GitLab's deploy token API spells it (`read_registry`, `write_registry`).
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Read => "read_registry",

@@ -18,7 +18,7 @@ use crate::grant::{one_project, reuse_key};
 /// The Harbor side of a grant: one project and the repository actions in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ProjectGrant {
-    /// The project.
+    /// The project's name: the part of every granted repository before its first `/`.
     pub(crate) project: String,
     /// The actions, from `pull` and `push`, sorted, at least one.
     pub(crate) actions: BTreeSet<RepositoryAction>,

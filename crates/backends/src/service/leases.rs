@@ -160,7 +160,7 @@ impl LeaseTable {
         });
     }
 
-    /// The live leases held now.
+    /// How many credentials are leased out now (live slots only, not those being created).
     pub(crate) fn live(&self) -> usize {
         self.slots
             .values()

@@ -29,14 +29,14 @@ pub(crate) enum ConfigSource {
     Env,
     /// The per-user file (helper mode only).
     User,
-    /// The node's `/etc` file.
+    /// [`DEFAULT_CONFIG_PATH`], when nothing else named a file.
     Node,
 }
 
 /// The file to load, and why that one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Located {
-    /// The file.
+    /// The config file's path, as the flag or variable gives it (not resolved) or the default.
     pub(crate) path: PathBuf,
     /// Which rule chose it.
     pub(crate) source: ConfigSource,
@@ -45,7 +45,7 @@ pub(crate) struct Located {
 /// A lookup of one environment variable.
 pub(crate) type Env<'a> = &'a dyn Fn(&str) -> Option<OsString>;
 
-/// The config of a kubelet-mode run.
+/// Where a kubelet-mode run's config is: `--config`, else the variable, else the node's file.
 pub(crate) fn for_kubelet(flag: Option<&Path>, env: Env<'_>) -> Result<Located, ConfigError> {
     if let Some(path) = flag {
         return Ok(Located {
@@ -56,7 +56,8 @@ pub(crate) fn for_kubelet(flag: Option<&Path>, env: Env<'_>) -> Result<Located, 
     Ok(from_env(env)?.unwrap_or_else(node))
 }
 
-/// The config of a credential-helper run.
+/// Where a credential-helper run's config is: the variable, else an existing per-user file,
+/// else the node's file.
 pub(crate) fn for_helper(env: Env<'_>) -> Result<Located, ConfigError> {
     if let Some(located) = from_env(env)? {
         return Ok(located);

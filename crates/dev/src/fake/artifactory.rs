@@ -75,7 +75,7 @@ use rules::{Mapping, Provider, State};
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Most access tokens held at once (expired ones are dropped first). The fake's bound.
 pub const MAX_TOKENS: usize = rules::MAX_TOKENS;
-/// The exchange endpoint.
+/// The token exchange's path (`/access/api/v1/oidc/token`), relative to [`FakeArtifactory::url`].
 pub const OIDC_TOKEN_PATH: &str = http::OIDC_TOKEN;
 
 /// What an identity mapping's token gets: Access's `token_spec`.
@@ -91,7 +91,7 @@ pub struct TokenSpec {
 }
 
 impl TokenSpec {
-    /// A token spec.
+    /// A token spec; `expires_in` is in seconds.
     pub fn new(username: impl Into<String>, scope: impl Into<String>, expires_in: u64) -> Self {
         Self {
             username: username.into(),
@@ -105,13 +105,13 @@ impl TokenSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TokenInfo {
-    /// The username it was issued for.
+    /// The username it was issued for: the matched mapping's `token_spec` username.
     pub username: String,
     /// Its scope.
     pub scope: String,
-    /// The integration that exchanged it.
+    /// The OIDC integration's name, as the exchange request's `provider_name` gave it.
     pub provider: String,
-    /// The identity mapping that matched.
+    /// The name of the identity mapping that matched.
     pub mapping: String,
     /// The JWT's `sub`.
     pub subject: String,
@@ -171,7 +171,7 @@ impl FakeArtifactory {
         self.server.url()
     }
 
-    /// The address it listens on.
+    /// The address it listens on: 127.0.0.1 and a free port.
     pub fn addr(&self) -> SocketAddr {
         self.server.addr()
     }

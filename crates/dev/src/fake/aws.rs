@@ -85,7 +85,8 @@ use crate::fake::server::{Control, FakeServer, lock};
 pub use kms::{IamAccessKey, KMS_ACCOUNT, KmsCall, KmsKeyInfo, KmsKeySpec, MAX_KMS_MESSAGE};
 use rules::{PolicyStatement, Provider, Role, State};
 
-/// The region the fake is in.
+/// The region the fake is in: SigV4 requests must be signed for it, and ARNs and endpoints
+/// it answers name it.
 pub const REGION: &str = "us-east-1";
 /// Largest request body read; larger ones get 413. The fake's bound.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -172,13 +173,14 @@ pub struct VerifiedToken {
     pub subject: String,
     /// `aud`.
     pub audiences: Vec<String>,
-    /// The header `kid`.
+    /// The token header's `kid`: the key of the issuer's JWKS that verified it.
     pub kid: String,
     /// The session tags the token asked for (empty without the claim).
     pub session_tags: BTreeMap<String, String>,
-    /// The role asked for.
+    /// The role ARN as the request's `RoleArn` gave it, whether or not such a role exists (see
+    /// `outcome`).
     pub role_arn: String,
-    /// The role session name asked for.
+    /// The role session name as the request's `RoleSessionName` gave it.
     pub role_session_name: String,
     /// `issued`, or the error code STS answered (`AccessDenied`, ...).
     pub outcome: String,

@@ -114,7 +114,7 @@ pub use rules::{MAX_FEDERATED_CREDENTIALS, MAX_FIC_FIELD_CHARS, ROLES};
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The username of a Docker login with an ACR refresh token (the null GUID).
 pub const REFRESH_TOKEN_USERNAME: &str = "00000000-0000-0000-0000-000000000000";
-/// The ACR exchange endpoint.
+/// The ACR exchange's path (`POST`), relative to the fake's URL.
 pub const EXCHANGE_PATH: &str = "/oauth2/exchange";
 /// An ACR refresh token's default lifetime: three hours.
 pub const DEFAULT_REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(3 * 3600);
@@ -141,9 +141,9 @@ pub struct VerifiedAssertion {
     pub subject: String,
     /// `aud`.
     pub audiences: Vec<String>,
-    /// The header `kid`.
+    /// The assertion header's `kid`: which key of the issuer's JWKS verified it.
     pub kid: String,
-    /// The application it authenticated.
+    /// The application (client) id it authenticated as, lowercased.
     pub client_id: String,
 }
 
@@ -151,9 +151,9 @@ pub struct VerifiedAssertion {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RefreshTokenInfo {
-    /// The tenant.
+    /// The tenant id of the Entra token it was exchanged for, lowercased.
     pub tenant: String,
-    /// The application.
+    /// The application (client) id, lowercased; also the token's `sub`.
     pub client_id: String,
     /// The app's roles on the registry when it was made.
     pub roles: Vec<String>,

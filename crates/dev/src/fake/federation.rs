@@ -43,7 +43,7 @@ pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most keys read from one JWKS (AWS resolves a `kid` among the first 100).
 pub const MAX_JWKS_KEYS: usize = 100;
-/// The only JWS algorithm accepted.
+/// The only JWS algorithm accepted: the header `alg` must be exactly this.
 pub const ACCEPTED_ALGORITHM: &str = "RS256";
 /// Appended to `iss` to find the discovery document.
 pub const DISCOVERY_SUFFIX: &str = "/.well-known/openid-configuration";
@@ -84,13 +84,13 @@ pub enum JwtRejection {
     /// No key of the JWKS has the header `kid`, even after refetching it.
     #[error("no published key has kid {kid:?}")]
     UnknownKid {
-        /// The header `kid`.
+        /// The token header's `kid`, as sent (matched nowhere in the issuer's JWKS).
         kid: String,
     },
     /// The published key with the header `kid` cannot verify RS256.
     #[error("published key {kid:?} is unusable: {rule}")]
     UnusableKey {
-        /// The header `kid`.
+        /// The token header's `kid`: the JWKS key it names.
         kid: String,
         /// Why.
         rule: &'static str,
@@ -135,7 +135,7 @@ pub struct VerifiedJwt {
     pub subject: String,
     /// `aud`, a string or an array of strings in the token.
     pub audiences: Vec<String>,
-    /// The header `kid`.
+    /// The token header's `kid`: the key of the issuer's JWKS that verified it.
     pub kid: String,
     /// `exp`, unix seconds.
     pub expires_at: i64,

@@ -105,7 +105,7 @@ pub enum FakeError {
     /// The server thread did not report ready within the start timeout.
     #[error("the fake did not start within {waited:?}")]
     NotReady {
-        /// How long the start waited.
+        /// How long the start waited: the fakes' start timeout (10 s).
         waited: Duration,
     },
     /// The token signing material could not be made.
@@ -129,7 +129,7 @@ pub struct DeployTokenInfo {
     pub id: i64,
     /// The project's path.
     pub project: String,
-    /// The name.
+    /// The token's name as given at creation.
     pub name: String,
     /// The username (given, or `gitlab+deploy-token-<id>`).
     pub username: String,
@@ -145,7 +145,7 @@ pub struct DeployTokenInfo {
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct DeployTokenSecret {
-    /// The token as stored.
+    /// What the fake holds of the token (everything but its value).
     pub info: DeployTokenInfo,
     /// Its value (shown once).
     pub token: SecretString,
@@ -223,7 +223,7 @@ impl FakeGitlab {
         self.server.url()
     }
 
-    /// The address it listens on.
+    /// The address it listens on: 127.0.0.1 and a free port.
     pub fn addr(&self) -> SocketAddr {
         self.server.addr()
     }

@@ -129,7 +129,7 @@ pub struct VerifiedJwtRecord {
     pub subject: String,
     /// `aud`.
     pub audiences: Vec<String>,
-    /// The header `kid`.
+    /// The token header's `kid`: the key of the issuer's JWKS that verified it.
     pub kid: String,
 }
 
@@ -191,7 +191,7 @@ impl FakeGoogle {
         self.server.url()
     }
 
-    /// The address it listens on.
+    /// The address it listens on: 127.0.0.1 and a free port.
     pub fn addr(&self) -> SocketAddr {
         self.server.addr()
     }

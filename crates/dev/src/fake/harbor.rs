@@ -160,7 +160,8 @@ pub enum FakeError {
     /// The server thread did not report ready within the start timeout.
     #[error("the fake did not start within {waited:?}")]
     NotReady {
-        /// How long the start waited.
+        /// How long the start waited: the fakes' start timeout (10 s); zero when the Nexus fake's
+        /// random generator failed instead.
         waited: Duration,
     },
     /// The token signing material could not be made.
@@ -199,7 +200,7 @@ pub struct RobotInfo {
     pub name: String,
     /// The project a project robot belongs to; `None` for a system robot.
     pub project: Option<String>,
-    /// The description given at creation.
+    /// The description as given at creation (empty when none; at most 1024 bytes).
     pub description: String,
     /// Creation, Unix seconds (the fake's clock).
     pub creation_time: i64,
@@ -298,7 +299,7 @@ impl FakeHarbor {
         self.server.url()
     }
 
-    /// The address it listens on.
+    /// The address it listens on: 127.0.0.1 and a free port.
     pub fn addr(&self) -> SocketAddr {
         self.server.addr()
     }

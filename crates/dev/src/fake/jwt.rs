@@ -50,7 +50,7 @@ pub enum SignerError {
     /// rcgen could not build a certificate.
     #[error("cannot build the token certificates")]
     Certificate(#[source] rcgen::Error),
-    /// A JWT could not be signed.
+    /// A JWT could not be signed (aws-lc-rs refused; no token is returned).
     #[error("cannot sign a registry token")]
     Signing,
 }

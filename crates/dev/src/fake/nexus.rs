@@ -126,7 +126,7 @@ impl NexusSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct UserInfo {
-    /// The user id.
+    /// The user id as created (`userId`), unique in the fake; the Basic auth user name.
     pub user_id: String,
     /// `firstName`.
     pub first_name: String,
@@ -212,7 +212,7 @@ impl FakeNexus {
         self.server.url()
     }
 
-    /// The address it listens on.
+    /// The address it listens on: 127.0.0.1 and a free port.
     pub fn addr(&self) -> SocketAddr {
         self.server.addr()
     }

@@ -107,7 +107,7 @@ pub struct FederationEntry {
 }
 
 impl FederationEntry {
-    /// An entry without audiences.
+    /// An entry without audiences: any `aud` is accepted.
     pub fn new(issuer: impl Into<String>, subject: impl Into<String>) -> Self {
         Self {
             issuer: issuer.into(),
@@ -195,7 +195,7 @@ impl FakeQuay {
         self.server.url()
     }
 
-    /// The address it listens on.
+    /// The address it listens on: 127.0.0.1 and a free port.
     pub fn addr(&self) -> SocketAddr {
         self.server.addr()
     }

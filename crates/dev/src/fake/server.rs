@@ -24,7 +24,7 @@ pub(super) enum StartError {
     Thread(std::io::Error),
     /// The thread did not report ready within [`START_TIMEOUT`].
     NotReady {
-        /// How long the start waited.
+        /// How long the start waited: always [`START_TIMEOUT`].
         waited: Duration,
     },
 }
@@ -97,7 +97,7 @@ impl FakeServer {
         }
     }
 
-    /// The address it listens on.
+    /// The address it listens on: 127.0.0.1 and the free port bound at start.
     pub(super) fn addr(&self) -> SocketAddr {
         self.addr
     }

@@ -98,25 +98,25 @@ pub(crate) enum FrontError {
     /// A HEADERS or CONTINUATION frame is larger than the server's maximum frame size.
     #[error("{kind} frame of {len} bytes exceeds the maximum frame size of {max} bytes")]
     FrameTooLarge {
-        /// The frame type.
+        /// `HEADERS` or `CONTINUATION`.
         kind: &'static str,
-        /// The frame's payload length.
+        /// The payload length its frame header declares, in bytes (the payload is not read).
         len: u32,
-        /// [`MAX_FRAME_SIZE`].
+        /// Always [`MAX_FRAME_SIZE`], in bytes.
         max: u32,
     },
     /// A header-carrying frame on stream 0 (RFC 9113 §6.2).
     #[error("{kind} frame on stream 0")]
     StreamZero {
-        /// The frame type.
+        /// `HEADERS` or `CONTINUATION`.
         kind: &'static str,
     },
     /// A HEADERS frame too short for the padding length or priority fields its flags announce.
     #[error("HEADERS frame on stream {stream} is too short ({len} bytes) for its flags")]
     TruncatedHeaders {
-        /// The stream.
+        /// The frame's stream id (never 0).
         stream: u32,
-        /// The payload length.
+        /// The whole payload's length, in bytes, flag-announced fields included.
         len: usize,
     },
     /// The padding length is not smaller than the payload (RFC 9113 §6.2).
@@ -124,11 +124,11 @@ pub(crate) enum FrontError {
         "HEADERS frame on stream {stream} has {pad_len} bytes of padding in a {len}-byte payload"
     )]
     PaddingTooLong {
-        /// The stream.
+        /// The frame's stream id (never 0).
         stream: u32,
-        /// The declared padding length.
+        /// The Pad Length field's value, in bytes.
         pad_len: usize,
-        /// The payload length.
+        /// The whole payload's length, in bytes, Pad Length and priority fields included.
         len: usize,
     },
     /// A frame other than the CONTINUATION of the open header block arrived (RFC 9113 §6.10).
@@ -138,44 +138,44 @@ pub(crate) enum FrontError {
     ContinuationExpected {
         /// The stream whose header block is open.
         stream: u32,
-        /// The type of the frame that arrived.
+        /// The arriving frame's type byte (`0x9` when only its stream was wrong).
         frame_type: u8,
-        /// Its stream.
+        /// The arriving frame's stream id (may be 0).
         got_stream: u32,
     },
     /// A CONTINUATION frame without an open header block (RFC 9113 §6.10).
     #[error("CONTINUATION on stream {stream} without a preceding HEADERS")]
     UnexpectedContinuation {
-        /// The stream.
+        /// The frame's stream id (never 0).
         stream: u32,
     },
     /// Clients never send PUSH_PROMISE (RFC 9113 §8.4).
     #[error("client sent PUSH_PROMISE on stream {stream}")]
     PushPromise {
-        /// The stream.
+        /// The stream id the frame header names (may be 0).
         stream: u32,
     },
     /// The encoded header block exceeds [`MAX_HEADER_BLOCK_BYTES`].
     #[error("header block on stream {stream} exceeds {max} bytes")]
     HeaderBlockTooLarge {
-        /// The stream.
+        /// The stream whose header block is open.
         stream: u32,
-        /// The maximum allowed, in bytes.
+        /// Always [`MAX_HEADER_BLOCK_BYTES`], in bytes of encoded block (padding excluded).
         max: usize,
     },
     /// The header block spans more than [`MAX_CONTINUATION_FRAMES`] CONTINUATION frames.
     #[error("header block on stream {stream} spans more than {max} CONTINUATION frames")]
     TooManyContinuations {
-        /// The stream.
+        /// The stream whose header block is open.
         stream: u32,
-        /// The maximum number of CONTINUATION frames allowed.
+        /// Always [`MAX_CONTINUATION_FRAMES`].
         max: usize,
     },
     /// The header block is not valid HPACK (RFC 7541), asks for a dynamic table above
     /// [`CLIENT_HEADER_TABLE_SIZE`], or decodes to more than [`MAX_HEADER_LIST_BYTES`].
     #[error("header block on stream {stream} refused")]
     Hpack {
-        /// The stream.
+        /// The stream whose header block failed to decode.
         stream: u32,
         /// The decoder's finding.
         #[source]

@@ -87,29 +87,29 @@ pub enum KeyError {
     /// An EC coordinate does not have the curve's full length.
     #[error("ec {curve} coordinate {coordinate} is {len} bytes, expected {expected}")]
     EcCoordinateLength {
-        /// The curve.
+        /// The curve the key was given as.
         curve: EcCurve,
         /// `"x"` or `"y"`.
         coordinate: &'static str,
-        /// Length found.
+        /// The coordinate's length in bytes.
         len: usize,
-        /// Length required.
+        /// The curve's full coordinate length in bytes.
         expected: usize,
     },
     /// An uncompressed EC point does not have the form `0x04 || x || y` for the curve.
     #[error("ec {curve} point is not an uncompressed point of {expected} bytes ({len} given)")]
     EcPointEncoding {
-        /// The curve.
+        /// The curve the key was given as.
         curve: EcCurve,
-        /// Length found.
+        /// The point's length in bytes.
         len: usize,
-        /// Length required.
+        /// The form's length in bytes: the `0x04` byte, then two full-length coordinates.
         expected: usize,
     },
     /// The EC point is not on the curve.
     #[error("ec point is not on curve {curve}")]
     EcPointNotOnCurve {
-        /// The curve.
+        /// The curve the point was checked against.
         curve: EcCurve,
     },
     /// The RSA modulus or exponent is empty or has leading zero bytes.
@@ -121,17 +121,17 @@ pub enum KeyError {
     /// The RSA modulus is shorter than [`MIN_RSA_BITS`].
     #[error("rsa modulus has {bits} bits, the minimum is {min}")]
     RsaTooSmall {
-        /// Modulus size.
+        /// The modulus's exact length in bits.
         bits: u32,
-        /// The minimum.
+        /// [`MIN_RSA_BITS`].
         min: u32,
     },
     /// The RSA modulus is longer than [`MAX_RSA_BITS`].
     #[error("rsa modulus has {bits} bits, the maximum is {max}")]
     RsaTooLarge {
-        /// Modulus size.
+        /// The modulus's length in bits (saturated, never wrapped, for an absurdly long `n`).
         bits: u32,
-        /// The maximum.
+        /// [`MAX_RSA_BITS`].
         max: u32,
     },
     /// aws-lc-rs rejected the RSA components (for example an even or out-of-range exponent).
@@ -170,7 +170,7 @@ const RSA_ALGS: usize = 6;
 pub(crate) enum VerifyFailure {
     /// The algorithm does not fit this key's type, curve or size.
     KeyMismatch,
-    /// The signature does not verify.
+    /// The algorithm fits the key, but the signature does not verify under it.
     BadSignature,
 }
 

@@ -59,7 +59,7 @@ pub(crate) struct WebIdentity {
     pub(crate) endpoint: Endpoint,
     pub(crate) tls: Arc<rustls::ClientConfig>,
     pub(crate) timeout: Duration,
-    /// The session credentials last had.
+    /// The session credentials from the last STS exchange, until they near their end.
     pub(crate) cache: Mutex<Option<Credentials>>,
 }
 

@@ -46,7 +46,7 @@ impl Endpoint {
     /// no userinfo, path, query or fragment.
     ///
     /// # Errors
-    /// The rule the URL broke.
+    /// The rule the URL broke, as a fixed phrase.
     pub(crate) fn parse(url: &str) -> Result<Self, &'static str> {
         if url.len() > 512 {
             return Err("endpoint is longer than 512 bytes");
@@ -95,7 +95,7 @@ impl Endpoint {
         })
     }
 
-    /// The `Host` header value.
+    /// The `Host` header value: `host`, or `host:port` off the scheme's default port.
     pub(crate) fn authority(&self) -> &str {
         &self.authority
     }

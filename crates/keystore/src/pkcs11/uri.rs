@@ -15,7 +15,7 @@ use cryptoki::slot::TokenInfo;
 
 use super::Pkcs11Error;
 
-/// Longest URI taken.
+/// Longest URI accepted, in bytes; a longer one is [`Pkcs11Error::InvalidUri`].
 pub const MAX_URI_LEN: usize = 4096;
 /// Longest decoded attribute value (token labels are 32 bytes, `CKA_LABEL` is free-form).
 const MAX_VALUE_LEN: usize = 256;
@@ -180,7 +180,7 @@ impl Pkcs11Uri {
         self.id.as_deref()
     }
 
-    /// The same URI with `type` set.
+    /// A copy of this URI with `type` set to `object_type`, replacing any `type` it had.
     pub fn with_type(&self, object_type: ObjectType) -> Self {
         Self {
             object_type: Some(object_type),

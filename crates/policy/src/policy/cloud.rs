@@ -7,6 +7,7 @@
 //! checks the rest when it is built, before the server starts.
 
 use serde::Deserialize;
+use svid_broker_identity::report::redact_url_userinfo;
 use toml::Spanned;
 
 use super::{Loader, check_api_url, is_token_text};
@@ -403,7 +404,10 @@ impl Fields<'_, '_> {
             .map_err(|reason| PolicyError::InvalidApiUrl {
                 registry: self.registry.to_owned(),
                 field,
-                url: value.get_ref().chars().take(200).collect(),
+                url: redact_url_userinfo(value.get_ref())
+                    .chars()
+                    .take(200)
+                    .collect(),
                 reason,
                 at: self.loader.at(value),
             })

@@ -561,6 +561,15 @@ fn load_from_file() {
         "{e}"
     );
 
+    // A multi-byte character straddling the cap: still "too large", not invalid UTF-8.
+    let cut = dir.path().join("cut.toml");
+    let mut text = "#".repeat(usize::try_from(MAX_POLICY_FILE_BYTES).unwrap() - 1);
+    text.push_str("é and more");
+    std::fs::write(&cut, text).unwrap();
+    let e = Policy::load(&cut).unwrap_err();
+    assert!(matches!(e, PolicyError::FileTooLarge { .. }), "{e}");
+    assert!(e.to_string().ends_with("is over 1048576 bytes"), "{e}");
+
     let e = Policy::load(dir.path().join("missing.toml")).unwrap_err();
     assert!(matches!(e, PolicyError::Io { .. }), "{e}");
 }
@@ -1447,8 +1456,10 @@ fn api_urls_must_be_https_unless_loopback_and_carry_no_credentials() {
         ("https://h/\u{202e}x", "printable"),
     ] {
         match kinds_policy(&with_url(bad), "") {
-            Err(PolicyError::InvalidApiUrl { reason, .. }) => {
+            Err(e @ PolicyError::InvalidApiUrl { reason, .. }) => {
                 assert!(reason.contains(rule), "{bad}: {reason}");
+                // Refused for carrying a password, the message must not repeat it.
+                assert!(!e.to_string().contains(":pw@"), "{e}");
             }
             other => panic!("{bad}: {other:?}"),
         }

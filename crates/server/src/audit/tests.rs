@@ -168,6 +168,76 @@ fn a_partial_audit_write_does_not_corrupt_the_next_event() {
     assert_eq!(event["reason"], "second", "{text}");
 }
 
+/// An append-only file that takes `room` more bytes, then fails like a full disk.
+struct ShortFile {
+    bytes: Vec<u8>,
+    room: usize,
+}
+
+impl std::io::Write for ShortFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.room == 0 {
+            return Err(std::io::Error::from_raw_os_error(28));
+        }
+        // At most 7 bytes per call, so an event takes several writes.
+        let n = buf.len().min(self.room).min(7);
+        self.bytes.extend_from_slice(&buf[..n]);
+        self.room -= n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The audit file after a write cut short holds exactly the lines written before it: the
+/// partial event is cut back by the bytes it wrote, without asking the length beforehand.
+#[test]
+fn a_partial_write_to_the_audit_file_is_cut_back_to_the_previous_line() {
+    use std::cell::RefCell;
+
+    /// The file behind a `RefCell`, as the trait cuts through `&self` like `File::set_len`.
+    struct Cut<'a>(&'a RefCell<ShortFile>);
+    impl std::io::Write for Cut<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.borrow_mut().write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    impl AppendOnly for Cut<'_> {
+        fn len(&self) -> std::io::Result<u64> {
+            Ok(self.0.borrow().bytes.len() as u64)
+        }
+        fn truncate(&self, len: u64) -> std::io::Result<()> {
+            self.0
+                .borrow_mut()
+                .bytes
+                .truncate(usize::try_from(len).unwrap());
+            Ok(())
+        }
+    }
+
+    let file = RefCell::new(ShortFile {
+        bytes: Vec::new(),
+        room: 1 << 20,
+    });
+    append_whole_line(&mut Cut(&file), b"first line\n").unwrap();
+    file.borrow_mut().room = 9;
+    let err = append_whole_line(&mut Cut(&file), b"second line, cut short\n").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(28));
+    assert_eq!(
+        file.borrow().bytes,
+        b"first line\n",
+        "the partial event is cut back"
+    );
+    file.borrow_mut().room = 1 << 20;
+    append_whole_line(&mut Cut(&file), b"third line\n").unwrap();
+    assert_eq!(file.borrow().bytes, b"first line\nthird line\n");
+}
+
 struct FailingWriter;
 
 impl std::io::Write for FailingWriter {

@@ -84,7 +84,7 @@ pub struct Pkcs11Settings {
     pub pin: PinSource,
 }
 
-/// How the broker reaches AWS KMS.
+/// `signing.aws_*`: region and endpoint overrides (credentials come from the environment).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AwsKmsSettings {

@@ -64,7 +64,7 @@ fn realm(scopes: &[&str]) -> ExchangeRequest {
     )
 }
 
-/// An access-token request over gRPC.
+/// An access-token request for `SERVICE` at the gRPC edge, where an empty grant is refused.
 fn grpc(scopes: &[&str]) -> ExchangeRequest {
     request(ExchangeKind::AccessToken, SERVICE, scopes, Endpoint::Grpc)
 }
@@ -92,7 +92,7 @@ fn subject_of(authenticated: Authenticated) -> Subject {
     }
 }
 
-/// A subject that proved a JWT-SVID.
+/// A subject `who` that proved a JWT-SVID: no credential binding, no vouching actor.
 fn subject(who: &str) -> Subject {
     subject_of(svid_auth(who))
 }

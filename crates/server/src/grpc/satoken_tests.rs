@@ -241,7 +241,7 @@ async fn call(
         .map(tonic::Response::into_inner)
 }
 
-/// A checked request for `SERVICE`.
+/// A request for `SERVICE` that passed `ExchangeRequest::parse` (panics on a bad scope).
 fn checked(kind: ExchangeKind, endpoint: Endpoint, scopes: &[String]) -> crate::ExchangeRequest {
     let context = RequestContext::new(kind, endpoint, None)
         .with_service(SERVICE)

@@ -89,7 +89,7 @@ pub enum RequestError {
     /// More `scope` values than [`MAX_SCOPE_PARAMS`].
     #[error("{count} scope values sent, more than the {max} allowed")]
     TooManyScopes {
-        /// How many were sent.
+        /// The number of `scope` values in the request (each may hold several scopes).
         count: usize,
         /// [`MAX_SCOPE_PARAMS`].
         max: usize,
@@ -305,7 +305,7 @@ enum Handled {
 struct ToBackend {
     /// The checked request (its context is what the outcome is recorded against).
     request: CheckedRequest,
-    /// The decided grant.
+    /// The decided grant; only [`Broker::finish_exchange`] consumes it, recording the outcome.
     pass: BackendPass,
 }
 

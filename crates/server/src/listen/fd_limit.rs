@@ -26,7 +26,7 @@ pub enum FdLimitCheck {
     Enough,
     /// The soft limit is below what the caps need.
     TooLow {
-        /// The soft limit.
+        /// The soft `RLIMIT_NOFILE` checked (after the raise to the hard limit, if tried).
         limit: u64,
         /// Sum of the listeners' `max_connections` plus [`FD_MARGIN`].
         needed: u64,

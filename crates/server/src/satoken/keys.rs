@@ -34,12 +34,12 @@ pub const DEFAULT_MIN_REFRESH_SPACING: Duration = Duration::from_secs(10);
 pub enum KeySource {
     /// A JWK Set file, re-read every `poll`.
     File {
-        /// The file.
+        /// The `jwks_file` setting, resolved against the config file's directory when relative.
         path: PathBuf,
-        /// Change-detection period.
+        /// How often the file is re-read; a new key set is installed only when its bytes changed.
         poll: Duration,
     },
-    /// OIDC discovery.
+    /// Fetched over https through the issuer's OIDC discovery document.
     Discovery(DiscoveryConfig),
 }
 
@@ -49,11 +49,11 @@ pub enum KeySource {
 pub struct DiscoveryConfig {
     /// The discovery document URL (`https://…/.well-known/openid-configuration`).
     pub url: String,
-    /// The `issuer` the document must declare.
+    /// The `issuer` the document must declare, compared byte for byte (a trailing `/` counts).
     pub issuer: String,
     /// PEM CA certificates to trust instead of the public web roots.
     pub ca_file: Option<PathBuf>,
-    /// Refresh interval.
+    /// Time between scheduled fetches (the config's `discovery_refresh_seconds`, 30..=86400).
     pub refresh: Duration,
     /// Shortest time between fetches (unknown-`kid` triggers are dropped inside it).
     pub min_spacing: Duration,
@@ -91,7 +91,7 @@ pub enum KeyLoadError {
     /// Reading the file failed.
     #[error("cannot read {path}")]
     Io {
-        /// The file.
+        /// The path given to [`IssuerKeys::load_file`] or polled by [`run`] (the JWK Set file).
         path: PathBuf,
         /// The underlying error (printed by the error chain, not by this `Display`).
         #[source]
@@ -100,7 +100,7 @@ pub enum KeyLoadError {
     /// The JWK Set is malformed or too large.
     #[error("invalid jwk set")]
     Jwks(#[source] BundleError),
-    /// The JWK Set has no usable key.
+    /// The JWK Set parsed but holds no usable key (it is empty, or every entry was skipped).
     #[error("jwk set has no usable signing key")]
     NoKeys,
     /// A URL is not `https://host[:port]/path`.
@@ -115,10 +115,10 @@ pub enum KeyLoadError {
     /// The discovery document's `issuer` is not the configured one (OIDC Discovery §4.3).
     #[error("discovery document issuer does not match")]
     IssuerMismatch,
-    /// The CA file could not be used.
+    /// The CA file is unreadable, over 4 MiB, not PEM, or holds no certificate rustls accepts.
     #[error("invalid ca file {path}")]
     CaFile {
-        /// The file.
+        /// The resolved `discovery_ca_file`; empty if the TLS 1.3 client config could not be built.
         path: PathBuf,
     },
     /// Connecting, TLS or HTTP failed.
@@ -126,12 +126,12 @@ pub enum KeyLoadError {
     Fetch {
         /// `discovery document` or `jwk set`.
         what: &'static str,
-        /// A short reason.
+        /// Which step failed; carries no URL, header or body text.
         reason: FetchFailure,
     },
 }
 
-/// How a fetch failed.
+/// Which step of one HTTPS fetch failed: a fixed label (or a status code), safe to log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FetchFailure {
@@ -141,13 +141,13 @@ pub enum FetchFailure {
     /// The TLS handshake failed (certificate not trusted, ...).
     #[error("tls")]
     Tls,
-    /// The HTTP exchange failed.
+    /// The HTTP/1.1 handshake, sending the GET, or reading a body frame failed.
     #[error("http")]
     Http,
     /// A non-2xx status.
     #[error("status {0}")]
     Status(u16),
-    /// The body exceeded its cap.
+    /// The body passed its cap ([`MAX_DISCOVERY_BYTES`] or [`MAX_JWKS_BYTES`]); the rest is unread.
     #[error("body too large")]
     TooLarge,
     /// [`FETCH_TIMEOUT`] elapsed.
@@ -165,7 +165,7 @@ impl IssuerKeys {
         }
     }
 
-    /// The current key set.
+    /// The last key set installed, as a snapshot; `None` until the first successful load.
     pub fn current(&self) -> Option<Arc<JwtBundle>> {
         self.current.load_full()
     }

@@ -27,7 +27,7 @@ pub enum FetchError {
     /// The whole fetch (connect, handshake, headers and body) took longer than the timeout.
     #[error("bundle fetch timed out after {timeout:?}")]
     Timeout {
-        /// The configured fetch timeout.
+        /// [`crate::federation::FederationOptions::fetch_timeout`], which ran out.
         timeout: Duration,
     },
     /// The TCP connection could not be opened.
@@ -67,13 +67,13 @@ pub enum FetchError {
     /// Any status other than 200 and 3xx.
     #[error("bundle endpoint answered with status {status}")]
     Status {
-        /// The status code.
+        /// The HTTP status the endpoint answered with (neither 200 nor 3xx).
         status: u16,
     },
     /// The body (declared or actual) exceeds the configured cap.
     #[error("bundle endpoint response is larger than {limit} bytes")]
     TooLarge {
-        /// The cap in bytes.
+        /// [`crate::federation::FederationOptions::max_response_bytes`], in bytes.
         limit: usize,
     },
 }

@@ -168,7 +168,9 @@ impl FederationRelationship {
         }
     }
 
-    /// An `https_spiffe` relationship.
+    /// An `https_spiffe` relationship: the endpoint's server certificate must be an X.509-SVID
+    /// for exactly `endpoint_id`, verified against `bootstrap` (and, for an endpoint of
+    /// `trust_domain`, later against the latest bundle fetched).
     ///
     /// # Errors
     /// [`FederationConfigError::BootstrapTrustDomainMismatch`] when `bootstrap` is not the bundle
@@ -302,7 +304,7 @@ pub enum FederationConfigError {
         "bootstrap bundle is for trust domain {bootstrap}, but endpoint id {endpoint_id} needs its own trust domain's bundle"
     )]
     BootstrapTrustDomainMismatch {
-        /// The configured endpoint SPIFFE ID.
+        /// The `endpoint_id` given to [`FederationRelationship::https_spiffe`].
         endpoint_id: SpiffeId,
         /// The bootstrap bundle's trust domain.
         bootstrap: TrustDomain,
@@ -310,21 +312,21 @@ pub enum FederationConfigError {
     /// The roots PEM is larger than [`MAX_ROOTS_PEM_BYTES`].
     #[error("roots pem is {len} bytes, longer than the limit of {limit}")]
     RootsPemTooLarge {
-        /// Its length.
+        /// The PEM text's length in bytes.
         len: usize,
-        /// The limit.
+        /// The cap, [`MAX_ROOTS_PEM_BYTES`].
         limit: usize,
     },
     /// The roots PEM does not parse.
     #[error("roots pem is malformed")]
     RootsPem,
-    /// A custom root list is empty.
+    /// The roots PEM holds no `CERTIFICATE` block, or a `Custom`/`MozillaAnd` list is empty.
     #[error("no root certificates configured")]
     NoRoots,
     /// A configured root is not a usable trust anchor.
     #[error("root certificate {index} is not a usable trust anchor")]
     InvalidRoot {
-        /// Its position in the list.
+        /// 0-based position in the `Custom` or `MozillaAnd` list.
         index: usize,
         /// Why rustls refused it.
         #[source]
@@ -333,9 +335,9 @@ pub enum FederationConfigError {
     /// `min_refresh` is zero or larger than `max_refresh`.
     #[error("refresh bounds are invalid: min {min:?} must be non-zero and at most max {max:?}")]
     RefreshBounds {
-        /// The lower clamp.
+        /// The configured `min_refresh`.
         min: Duration,
-        /// The upper clamp.
+        /// The configured `max_refresh`.
         max: Duration,
     },
     /// `fetch_timeout` is zero.
@@ -344,9 +346,9 @@ pub enum FederationConfigError {
     /// `max_response_bytes` is zero or above the bundle document cap.
     #[error("response cap {limit} must be between 1 and {max} bytes")]
     ResponseCap {
-        /// The requested cap.
+        /// The configured `max_response_bytes`.
         limit: usize,
-        /// The largest allowed.
+        /// [`DEFAULT_MAX_RESPONSE_BYTES`], the bundle document cap.
         max: usize,
     },
     /// rustls rejected the TLS configuration.
@@ -368,7 +370,7 @@ pub enum FederationError {
     /// The HTTPS fetch failed (network, TLS or server authentication, HTTP, size, redirect).
     #[error("fetching the bundle of {trust_domain} failed")]
     Fetch {
-        /// The federated trust domain.
+        /// The relationship's configured trust domain (never taken from the URL).
         trust_domain: TrustDomain,
         /// What failed.
         #[source]
@@ -377,7 +379,7 @@ pub enum FederationError {
     /// The response is not a valid SPIFFE bundle document.
     #[error("the bundle served for {trust_domain} is invalid")]
     Parse {
-        /// The federated trust domain.
+        /// The relationship's configured trust domain (never taken from the URL).
         trust_domain: TrustDomain,
         /// What the parser rejected.
         #[source]
@@ -389,7 +391,7 @@ pub enum FederationError {
         "the bundle served for {trust_domain} has sequence {fetched}, older than the current {current}"
     )]
     SequenceRegressed {
-        /// The federated trust domain.
+        /// The relationship's configured trust domain (never taken from the URL).
         trust_domain: TrustDomain,
         /// The current bundle's sequence.
         current: u64,
@@ -399,7 +401,7 @@ pub enum FederationError {
     /// The TLS configuration for this fetch could not be built.
     #[error("cannot build the tls client configuration for {trust_domain}")]
     TlsConfig {
-        /// The federated trust domain.
+        /// The relationship's configured trust domain (never taken from the URL).
         trust_domain: TrustDomain,
         /// rustls' error.
         #[source]
@@ -413,7 +415,7 @@ pub enum FederationError {
 pub enum RefreshOutcome {
     /// A new bundle was published.
     Updated {
-        /// Its `spiffe_sequence`.
+        /// The published bundle's `spiffe_sequence`; `None` when the document has none.
         sequence: Option<u64>,
     },
     /// The endpoint served byte-for-byte the current document; nothing was published.
@@ -540,7 +542,7 @@ impl FederationSource {
         self.inner.refresh().await
     }
 
-    /// The federated trust domain.
+    /// The relationship's configured trust domain, the only one [`BundleProvider::bundles`] holds.
     pub fn trust_domain(&self) -> &TrustDomain {
         &self.inner.relationship.trust_domain
     }

@@ -107,15 +107,15 @@ impl FileSourceConfig {
     }
 }
 
-/// The format a file was read as.
+/// The format a file was parsed as: a bundle file's is detected from its content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FileFormat {
     /// PEM `CERTIFICATE` blocks.
     Pem,
-    /// A SPIFFE bundle document.
+    /// A SPIFFE bundle document (JWK Set): a bundle file whose first non-blank byte is `{`.
     BundleDocument,
-    /// A bundle map.
+    /// A bundle map: the configured bundle map file, never detected from content.
     BundleMap,
 }
 
@@ -139,17 +139,17 @@ pub enum FileSourceError {
     /// Two bundle files were configured for one trust domain.
     #[error("trust domain {trust_domain} has two bundle files: {} and {}", .first.display(), .second.display())]
     DuplicateTrustDomain {
-        /// The trust domain.
+        /// The trust domain given two bundle files.
         trust_domain: TrustDomain,
-        /// The first file.
+        /// The path configured first for it, as given.
         first: PathBuf,
-        /// The second file.
+        /// The path configured next for it, as given.
         second: PathBuf,
     },
     /// The poll interval is below [`MIN_POLL_INTERVAL`].
     #[error("poll interval {interval:?} is shorter than the minimum {min:?}")]
     PollInterval {
-        /// The requested interval.
+        /// The interval passed to [`FileSourceConfig::poll_interval`].
         interval: Duration,
         /// [`MIN_POLL_INTERVAL`].
         min: Duration,
@@ -183,7 +183,7 @@ pub enum FileSourceError {
     Parse {
         /// The file's path as the caller gave it.
         path: PathBuf,
-        /// The format it was read as.
+        /// The format it was parsed as (detected from the content for a bundle file).
         format: FileFormat,
         /// What the parser rejected.
         #[source]
@@ -192,9 +192,9 @@ pub enum FileSourceError {
     /// The bundle map names a trust domain that has its own bundle file.
     #[error("bundle map {} has trust domain {trust_domain}, which already has bundle file {}", .path.display(), .other.display())]
     MapConflict {
-        /// The bundle map file.
+        /// The bundle map file's path, as configured.
         path: PathBuf,
-        /// The trust domain named twice.
+        /// A trust domain the map names that has a bundle file (the first such, in config order).
         trust_domain: TrustDomain,
         /// The bundle file of that trust domain.
         other: PathBuf,

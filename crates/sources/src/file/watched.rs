@@ -22,7 +22,7 @@ pub enum WatchedFileError {
     Io {
         /// The file's path as the caller gave it.
         path: PathBuf,
-        /// Why.
+        /// From opening, inspecting or reading the file.
         #[source]
         source: io::Error,
     },
@@ -45,7 +45,7 @@ pub enum WatchedFileError {
         path: PathBuf,
         /// The kind of file (`credential file`, `federation key file`).
         what: &'static str,
-        /// Its permission bits.
+        /// Its permission bits (`mode & 0o777`), with some group or other bit set.
         mode: u32,
     },
     /// The file is larger than its cap.
@@ -55,13 +55,13 @@ pub enum WatchedFileError {
         path: PathBuf,
         /// The kind of file (`policy file`, `tls certificate file`, ...).
         what: &'static str,
-        /// The maximum allowed, in bytes.
+        /// The caller's cap for this kind of file, in bytes.
         max: usize,
     },
 }
 
 impl WatchedFileError {
-    /// The file the error is about.
+    /// The path the error is about, as the caller gave it.
     pub fn path(&self) -> &Path {
         match self {
             Self::Io { path, .. }

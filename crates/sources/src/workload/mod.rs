@@ -60,7 +60,7 @@ pub const DIAGNOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The environment variable naming the Workload API endpoint (Workload Endpoint §4).
 pub const ENDPOINT_ENV: &str = "SPIFFE_ENDPOINT_SOCKET";
 
-/// How to reach the Workload API.
+/// Where the Workload API is, and how long to wait for and between connections to it.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct WorkloadApiOptions {
@@ -147,7 +147,7 @@ pub enum WorkloadSourceError {
     /// The endpoint cannot be connected to.
     #[error("workload api endpoint is unreachable")]
     Unreachable {
-        /// The connection error.
+        /// Why the diagnostic connection, made after the initial sync timed out, failed.
         #[source]
         source: spiffe::WorkloadApiError,
     },
@@ -165,7 +165,7 @@ pub enum WorkloadSourceError {
     InitialSyncTimeout {
         /// Which Workload API stream (X.509-SVIDs, or JWT bundles and SVIDs).
         stream: ApiStream,
-        /// The configured bound.
+        /// [`WorkloadApiOptions::initial_sync_timeout`], which ran out.
         timeout: Duration,
     },
     /// The X.509 source failed.
@@ -192,7 +192,7 @@ pub enum WorkloadSourceError {
     /// A bundle from the Workload API was rejected by the identity crate.
     #[error("the workload api sent an invalid bundle for trust domain {trust_domain}")]
     InvalidBundle {
-        /// The trust domain.
+        /// The trust domain the Workload API sent the bundle under.
         trust_domain: TrustDomain,
         /// What was rejected.
         #[source]

@@ -568,6 +568,7 @@ fn issuer_urls_follow_the_rules() {
         ("https://broker.example.org?x=1", "query"),
         ("https://broker.example.org#f", "fragment"),
         ("https://user@broker.example.org", "userinfo"),
+        ("https://user:s3cret@broker.example.org", "userinfo"),
         ("https://broker.example.org:0", "port"),
         ("https://broker.example.org:99999", "port"),
         ("https://broker.example.org:", "port"),
@@ -582,6 +583,10 @@ fn issuer_urls_follow_the_rules() {
             Err(e @ FederationError::InvalidIssuerUrl { rule, .. }) => {
                 assert!(rule.contains(rule_part), "{url}: {rule}");
                 assert!(e.to_string().contains(rule));
+                assert!(
+                    !e.to_string().contains("s3cret"),
+                    "the password is repeated: {e}"
+                );
             }
             other => panic!("{url}: expected an issuer url refusal, got {other:?}"),
         }

@@ -78,7 +78,7 @@ tbody tr:nth-child(even) { background: #fafbfc; }
 footer { color: var(--muted); font-size: 12px; }
 "#;
 
-/// The report as an HTML page.
+/// The whole page for `report` read from `path`; audit-file text only through [`text`].
 pub(super) fn render(report: &Report, path: &Path) -> String {
     let mut out = String::with_capacity(64 * 1024 + report.rows.len() * 400);
     let spikes = report.spikes();

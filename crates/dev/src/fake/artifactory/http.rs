@@ -18,7 +18,7 @@ use crate::fake::random_alphanumeric;
 
 /// Where JFrog Access's API lives; faults and call counts apply below it.
 const ACCESS_ROOT: &str = "/access/api/";
-/// The token exchange.
+/// The token exchange's path (JFrog Access `POST`).
 pub(super) const OIDC_TOKEN: &str = "/access/api/v1/oidc/token";
 /// Artifactory's Basic realm (`WWW-Authenticate` of a registry 401).
 const REALM: &str = "Basic realm=\"Artifactory Realm\"";

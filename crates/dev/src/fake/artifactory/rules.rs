@@ -82,7 +82,7 @@ pub(super) struct Provider {
     pub(super) mappings: Vec<Mapping>,
 }
 
-/// An access token handed out.
+/// An access token handed out: what the fake keeps of it, keyed by its text.
 #[derive(Debug, Clone)]
 pub(super) struct Issued {
     pub(super) username: String,

@@ -29,11 +29,11 @@ use crate::fake::server::lock;
 
 /// STS's XML namespace.
 const STS_NAMESPACE: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
-/// The only STS version.
+/// The only STS `Version` accepted.
 const STS_VERSION: &str = "2011-06-15";
 /// ECR's JSON 1.1 content type.
 const ECR_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
-/// The one ECR operation served.
+/// The one ECR operation served: the `X-Amz-Target` a request must carry.
 const ECR_TARGET: &str = "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken";
 /// SigV4's service name for ECR.
 const ECR_SERVICE: &str = "ecr";

@@ -122,7 +122,8 @@ pub struct KmsKeyInfo {
 pub struct IamAccessKey {
     /// `AKIA...`.
     pub access_key_id: String,
-    /// The secret access key.
+    /// The secret access key the fake made for the user; SigV4 requests signed with it authenticate
+    /// as that user.
     pub secret_access_key: SecretString,
 }
 
@@ -411,7 +412,7 @@ fn new_key_id() -> Option<String> {
 
 // === the server's side ===
 
-/// The operations served.
+/// The KMS operations served (the `X-Amz-Target` after `TrentService.`); any other one is refused.
 const OPERATIONS: [&str; 4] = ["Sign", "GetPublicKey", "GenerateMac", "DescribeKey"];
 
 impl Service for KmsService {

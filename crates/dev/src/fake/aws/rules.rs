@@ -14,7 +14,7 @@ use crate::fake::federation::VerifiedJwt;
 pub(super) const MAX_PROVIDERS: usize = 64;
 pub(super) const MAX_ROLES: usize = 64;
 pub(super) const MAX_SESSIONS: usize = 10_000;
-/// The claim session tags come in.
+/// The claim session tags come in (`principal_tags` and `transitive_tag_keys` inside it).
 pub(super) const TAGS_CLAIM: &str = "https://aws.amazon.com/tags";
 /// STS: at most 50 session tags, keys 1 to 128 characters, values at most 256.
 pub(super) const MAX_TAGS: usize = 50;
@@ -63,7 +63,7 @@ pub(super) struct Provider {
     pub(super) client_ids: Vec<String>,
 }
 
-/// An IAM role.
+/// An IAM role: its ARN's parts, its trust policy and its permissions.
 #[derive(Debug, Clone)]
 pub(super) struct Role {
     pub(super) partition: String,
@@ -206,7 +206,8 @@ pub(super) fn parse_policy(text: &str) -> Result<Vec<PolicyStatement>, AwsError>
         .collect()
 }
 
-/// An STS session the fake issued.
+/// An STS session the fake issued, keyed by its access key id; dropped once expired when
+/// the table is full.
 #[derive(Debug, Clone)]
 pub(super) struct Session {
     pub(super) secret_access_key: SecretString,

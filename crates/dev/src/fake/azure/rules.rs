@@ -106,7 +106,7 @@ pub(super) struct App {
     pub(super) roles: BTreeSet<String>,
 }
 
-/// An Entra access token handed out.
+/// An Entra access token handed out, keyed by its text; tenant and client id lowercased.
 #[derive(Debug, Clone)]
 pub(super) struct EntraToken {
     pub(super) tenant: String,
@@ -116,7 +116,8 @@ pub(super) struct EntraToken {
     pub(super) expires_at: i64,
 }
 
-/// An ACR refresh token handed out.
+/// An ACR refresh token handed out, keyed by its text; tenant and client id as its Entra
+/// token had them.
 #[derive(Debug, Clone)]
 pub(super) struct RefreshToken {
     pub(super) tenant: String,

@@ -211,7 +211,8 @@ pub(super) struct ServiceAccount {
     pub(super) role: Option<RegistryRole>,
 }
 
-/// A federated token STS handed out.
+/// A federated token STS handed out, keyed by its text: the `principal://` of the JWT's `sub` in
+/// the pool, and when it ends.
 #[derive(Debug, Clone)]
 pub(super) struct Federated {
     pub(super) principal: String,

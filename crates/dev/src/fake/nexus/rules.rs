@@ -22,7 +22,7 @@ pub(super) const MAX_ROLES_PER_USER: usize = 64;
 /// The built-in administrator role (`nx-admin`), holding `nx-all`.
 pub(super) const ADMIN_ROLE: &str = "nx-admin";
 
-/// A refusal as Nexus answers it.
+/// A refusal as Nexus answers it: each variant fixes the status and the body shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum ApiError {
     /// 401 with `WWW-Authenticate` and no body: no or bad credentials.

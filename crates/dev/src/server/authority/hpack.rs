@@ -29,13 +29,13 @@ pub(crate) enum HpackError {
     /// Index 0, or past the end of the static and dynamic tables (RFC 7541 §2.3.3).
     #[error("index {index} is not in the header table")]
     BadIndex {
-        /// The index.
+        /// The index as the block encodes it (1-based, static table first).
         index: usize,
     },
     /// A Huffman string is not valid (RFC 7541 §5.2).
     #[error("huffman string is invalid: {reason}")]
     Huffman {
-        /// The decoder's finding.
+        /// What the Huffman decoder found, as a fixed phrase (`EOS symbol in the string`).
         reason: &'static str,
     },
     /// A dynamic table size update above what the server allows (RFC 7541 §6.3).
@@ -52,7 +52,7 @@ pub(crate) enum HpackError {
     /// The decoded list exceeds the cap; decoding stopped at the field that crossed it.
     #[error("decoded header list exceeds {max} bytes")]
     ListTooLarge {
-        /// The maximum allowed, in bytes.
+        /// The cap passed to the decoder, in RFC 9113 §6.5.2 bytes (name + value + 32 per field).
         max: usize,
     },
 }
