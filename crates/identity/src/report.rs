@@ -53,9 +53,11 @@ impl fmt::Display for ErrorChain<'_> {
 /// messages that quote a configured URL: a URL is often refused *because* it carries a
 /// password, and the message must not repeat it.
 ///
-/// Everything between the scheme's `://` (or the start) and the last `@` before any `?` or
-/// `#` is replaced, so a password holding an unescaped `/` is covered too; an `@` in a path
-/// is over-redacted, which costs an error message some detail and nothing else.
+/// Everything between the scheme's `://` (when it comes before the first `@`, or else the
+/// start) and the **last** `@` of the whole string is replaced. A password may hold any of
+/// `/`, `?`, `#` or `://` unescaped, and the URL may be refused for one of those before its
+/// user info is looked at, so no delimiter is trusted; an `@` in a path or query is
+/// over-redacted, which costs an error message some detail and nothing else.
 ///
 /// ```
 /// use svid_broker_identity::report::redact_url_userinfo;
@@ -64,13 +66,15 @@ impl fmt::Display for ErrorChain<'_> {
 /// assert_eq!(redact_url_userinfo("https://harbor.example/api"), "https://harbor.example/api");
 /// ```
 pub fn redact_url_userinfo(url: &str) -> std::borrow::Cow<'_, str> {
-    let start = url.find("://").map_or(0, |i| i + 3);
-    let rest = &url[start..];
-    let end = rest.find(['?', '#']).unwrap_or(rest.len());
-    match rest[..end].rfind('@') {
-        Some(at) => std::borrow::Cow::Owned(format!("{}***{}", &url[..start], &rest[at..])),
-        None => std::borrow::Cow::Borrowed(url),
-    }
+    let Some(last_at) = url.rfind('@') else {
+        return std::borrow::Cow::Borrowed(url);
+    };
+    let first_at = url.find('@').unwrap_or(last_at);
+    let start = url
+        .find("://")
+        .filter(|&i| i < first_at)
+        .map_or(0, |i| i + 3);
+    std::borrow::Cow::Owned(format!("{}***{}", &url[..start], &url[last_at..]))
 }
 
 #[cfg(test)]
@@ -115,9 +119,20 @@ mod tests {
             ("u:p@h.example", "***@h.example"),
             ("https://a@b@h.example", "https://***@h.example"),
             (
-                "https://h.example/x?next=a@b",
-                "https://h.example/x?next=a@b",
+                "https://robot:pa?ss@harbor.example",
+                "https://***@harbor.example",
             ),
+            (
+                "https://robot:s3c#ret@harbor.example/api",
+                "https://***@harbor.example/api",
+            ),
+            (
+                "robot:pw@harbor.example/x?next=https://y",
+                "***@harbor.example/x?next=https://y",
+            ),
+            ("https://u:p:///@h.example", "https://***@h.example"),
+            // Over-redacted, never leaked.
+            ("https://h.example/x?next=a@b", "https://***@b"),
             ("http://127.0.0.1:8080/", "http://127.0.0.1:8080/"),
         ] {
             assert_eq!(redact_url_userinfo(url), shown, "{url}");

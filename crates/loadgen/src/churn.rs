@@ -12,8 +12,9 @@
 //! from start to end and the RSS curve is a function of subjects seen. With
 //! `--churn-mtls-every N`, every Nth subject also makes a gRPC `Exchange` over a new mTLS
 //! connection presenting an X.509-SVID issued for it: a verified-chain cache entry and a TLS
-//! handshake per such subject. At the end the broker's cache gauges and counters are read from
-//! its `/metrics`, so the report shows that every cache filled and evicted.
+//! handshake per such subject. At the end the broker's cache lines are read from its
+//! `/metrics`: the verified caches' entries, bytes and evictions, and the issued-token cache's
+//! hits and misses (it exports no more).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -99,7 +100,8 @@ pub struct ChurnReport {
     /// Every how many subjects one made the mTLS step (0: none did).
     pub mtls_every: u64,
     /// The broker's cache lines of `/metrics` at the end (`svid_broker_verified_cache_*`,
-    /// `svid_broker_token_cache_*`), as the broker wrote them; empty if it could not be read.
+    /// `svid_broker_token_cache_*`), as the broker wrote them; one `#` line saying why when
+    /// `/metrics` could not be read.
     pub cache_metrics: Vec<String>,
 }
 
@@ -422,8 +424,30 @@ async fn drive(broker: &RunningBroker, options: &Options) -> Result<ChurnReport,
         samples,
         broker_peak_rss_kib: broker::memory_kib(pid).map_or(0, |(hwm, _)| hwm),
         mtls_every,
-        cache_metrics: cache_metrics(broker.http_addr).await.unwrap_or_default(),
+        // A report without the section would look like a broker without caches: say why.
+        cache_metrics: cache_metrics(broker.http_addr)
+            .await
+            .unwrap_or_else(|e| vec![format!("# the broker's /metrics could not be read: {e}")]),
     })
+}
+
+/// Sends `request` on `conn`: the status and the body, read up to [`MAX_RESPONSE_BYTES`].
+async fn send(
+    conn: &mut SendRequest<Empty<Bytes>>,
+    request: http::Request<Empty<Bytes>>,
+) -> Result<(u16, Bytes), String> {
+    conn.ready().await.map_err(|e| e.to_string())?;
+    let response = conn
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, body))
 }
 
 /// The cache lines of the broker's `/metrics` (the realm listener serves it).
@@ -433,21 +457,12 @@ async fn cache_metrics(http: std::net::SocketAddr) -> Result<Vec<String>, String
         .header(http::header::HOST, "127.0.0.1")
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
-    let fetch = async {
-        conn.ready().await.map_err(|e| e.to_string())?;
-        let response = conn
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .map_err(|e| e.to_string())
-    };
-    let body = tokio::time::timeout(REQUEST_TIMEOUT, fetch)
+    let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, send(&mut conn, request))
         .await
         .map_err(|_| "metrics: timeout".to_owned())??;
+    if status != 200 {
+        return Err(format!("metrics: http {status}"));
+    }
     Ok(String::from_utf8_lossy(&body)
         .lines()
         .filter(|l| {
@@ -587,17 +602,7 @@ async fn realm_token(
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
     let exchange = async {
-        conn.ready().await.map_err(|e| e.to_string())?;
-        let response = conn
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = response.status().as_u16();
-        let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
+        let (status, body) = send(conn, request).await?;
         if status != 200 {
             return Err(format!("realm: http {status}"));
         }

@@ -68,9 +68,9 @@ fn token_cache_scenario_also_succeeds() {
     assert!(report.machine.token_cache);
 }
 
-#[test]
-fn churn_run_takes_every_subject_through_both_requests() {
-    let outcome = run_any(&options(&[
+/// A churn of 40 subjects over one second, with `extra` options.
+fn churn_of_40(extra: &[&str]) -> Result<Outcome, LoadgenError> {
+    let mut args = vec![
         "--churn",
         "--churn-subjects",
         "40",
@@ -78,14 +78,25 @@ fn churn_run_takes_every_subject_through_both_requests() {
         "1",
         "--churn-sample-secs",
         "0.2",
-    ]))
-    .unwrap();
-    let Outcome::Churn(report) = outcome else {
-        panic!("not a churn report");
-    };
+    ];
+    args.extend_from_slice(extra);
+    run_any(&options(&args))
+}
+
+/// All 40 subjects finished, none failed.
+fn assert_all_done(report: &svid_broker_loadgen::churn::ChurnReport) {
     assert_eq!(report.errors, 0, "{:?}", report.first_error);
     assert_eq!(report.subjects_done, 40);
+}
+
+#[test]
+fn churn_run_takes_every_subject_through_both_requests() {
+    let Outcome::Churn(report) = churn_of_40(&[]).unwrap() else {
+        panic!("not a churn report");
+    };
+    assert_all_done(&report);
     assert_eq!(report.requests_ok, 80);
+    assert_eq!(report.mtls_every, 0);
     assert!(!report.samples.is_empty());
     assert!(report.samples.iter().all(|s| s.rss_kib > 0));
     assert!(report.to_markdown().contains("broker RSS MiB"));
@@ -95,23 +106,10 @@ fn churn_run_takes_every_subject_through_both_requests() {
 /// connection of their own, and the report carries the broker's verified-chain cache filled.
 #[test]
 fn churn_with_the_mtls_step_fills_the_verified_chain_cache() {
-    let outcome = run_any(&options(&[
-        "--churn",
-        "--churn-subjects",
-        "40",
-        "--churn-secs",
-        "1",
-        "--churn-sample-secs",
-        "0.2",
-        "--churn-mtls-every",
-        "2",
-    ]))
-    .unwrap();
-    let Outcome::Churn(report) = outcome else {
+    let Outcome::Churn(report) = churn_of_40(&["--churn-mtls-every", "2"]).unwrap() else {
         panic!("not a churn report");
     };
-    assert_eq!(report.errors, 0, "{:?}", report.first_error);
-    assert_eq!(report.subjects_done, 40);
+    assert_all_done(&report);
     assert_eq!(report.requests_ok, 80 + 20);
     assert_eq!(report.mtls_every, 2);
     // The setup subject and the 20 even ones: 21 chains verified and kept.

@@ -1142,7 +1142,14 @@ impl Policy {
             });
         }
         let text = String::from_utf8(bytes)
-            .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+            // `utf8_error`, not the `FromUtf8Error`, which would keep the whole file inside the
+            // error (and print it in `Debug`).
+            .map_err(|e| {
+                io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    e.utf8_error(),
+                ))
+            })?;
         Self::from_toml_str(&text)
     }
 

@@ -27,7 +27,7 @@ pub enum AuditSink {
     /// Standard output.
     Stdout,
     /// An append-only file.
-    File(Arc<Mutex<File>>),
+    File(Arc<Mutex<AuditFile>>),
     /// Kept in memory (tests), at most [`MAX_MEMORY_AUDIT_LINES`].
     Memory(Arc<Mutex<Vec<String>>>),
     /// Any writer (tests: one that fails like a full filesystem).
@@ -59,7 +59,10 @@ impl AuditSink {
             .create(true)
             .append(true)
             .open(path)?;
-        Ok(Self::File(Arc::new(Mutex::new(file))))
+        Ok(Self::File(Arc::new(Mutex::new(AuditFile {
+            file,
+            broken_line: false,
+        }))))
     }
 
     /// An in-memory sink and the handle to read it.
@@ -76,7 +79,7 @@ impl AuditSink {
         })))
     }
 
-    /// Writes one event as a JSON line, in one `write_all` so concurrent events never
+    /// Writes one event as a JSON line, under the sink's lock so concurrent events never
     /// interleave. What a failure means (refuse the decision or serve on) is
     /// [`AuditLog`]'s business, so this only reports it.
     ///
@@ -88,9 +91,23 @@ impl AuditSink {
         match self {
             Self::Stderr => std::io::stderr().lock().write_all(line.as_bytes()),
             Self::Stdout => std::io::stdout().lock().write_all(line.as_bytes()),
-            Self::File(file) => {
-                let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
-                append_whole_line(&mut *file, line.as_bytes())
+            Self::File(state) => {
+                let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+                // A half line left by an earlier failure that could not be cut back: end it,
+                // so this event is a line of its own.
+                if state.broken_line {
+                    line.insert(0, '\n');
+                }
+                match append_whole_line(&mut state.file, line.as_bytes()) {
+                    Ok(()) => {
+                        state.broken_line = false;
+                        Ok(())
+                    }
+                    Err(failure) => {
+                        state.broken_line |= failure.partial_line_left;
+                        Err(failure.error)
+                    }
+                }
             }
             Self::Memory(lines) => {
                 let mut lines = lines.lock().unwrap_or_else(PoisonError::into_inner);
@@ -120,14 +137,31 @@ impl AuditSink {
     }
 }
 
-/// Appends `line` to the append-only audit file, or nothing of it.
+/// An append-only audit file ([`AuditSink::file`]), and whether a failed write left a partial
+/// line in it.
+#[derive(Debug)]
+pub struct AuditFile {
+    file: File,
+    broken_line: bool,
+}
+
+/// A failed [`append_whole_line`]: the error, and whether part of the line stayed in the file
+/// (the cut-back failed too).
+#[derive(Debug)]
+struct AppendFailure {
+    error: std::io::Error,
+    partial_line_left: bool,
+}
+
+/// Appends `line` to the append-only audit file, whole or not at all when it can.
 ///
 /// A write cut short (ENOSPC after a partial write) would leave half a line that the next
 /// event is appended to, making both unreadable, so the file is cut back by what this event
 /// wrote. Counting the bytes written, rather than asking the file's length before every
 /// event, keeps a `statx` off every request (about 1% of a realm exchange in a profile); the
-/// length is asked only after a failure.
-fn append_whole_line(file: &mut impl AppendOnly, line: &[u8]) -> std::io::Result<()> {
+/// length is asked only after a failure. When even the cut-back fails, the failure says so
+/// and the caller starts the next event on a new line.
+fn append_whole_line(file: &mut impl AppendOnly, line: &[u8]) -> Result<(), AppendFailure> {
     let mut written = 0;
     while written < line.len() {
         let error = match file.write(&line[written..]) {
@@ -139,12 +173,15 @@ fn append_whole_line(file: &mut impl AppendOnly, line: &[u8]) -> std::io::Result
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => e,
         };
-        if written > 0
-            && let Ok(len) = file.len()
-        {
-            let _ = file.truncate(len.saturating_sub(written as u64));
-        }
-        return Err(error);
+        let cut_back = written == 0
+            || file
+                .len()
+                .and_then(|len| file.truncate(len.saturating_sub(written as u64)))
+                .is_ok();
+        return Err(AppendFailure {
+            error,
+            partial_line_left: !cut_back,
+        });
     }
     Ok(())
 }

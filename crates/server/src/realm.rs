@@ -427,10 +427,14 @@ fn serve_token(
         scope: (endpoint == Endpoint::RealmPost).then(|| scope::join_scopes(&access.granted)),
         token: access.token.expose_secret(),
     };
-    // Serialized straight from the borrowed secrets into the one buffer hyper sends: no
-    // intermediate `Value` holding unwiped copies of the token, and one allocation fewer.
-    match serde_json::to_vec(&body) {
-        Ok(bytes) => json_bytes_response(StatusCode::OK, bytes),
+    // Serialized straight from the borrowed secrets into the buffer hyper sends, sized up
+    // front so it does not reallocate (each reallocation would free an unwiped partial copy of
+    // the token), and without an intermediate `Value` holding copies of its own.
+    let refresh_len = body.refresh_token.map_or(0, str::len);
+    let scope_len = body.scope.as_ref().map_or(0, String::len);
+    let mut bytes = Vec::with_capacity(2 * body.token.len() + refresh_len + scope_len + 256);
+    match serde_json::to_writer(&mut bytes, &body) {
+        Ok(()) => json_bytes_response(StatusCode::OK, bytes),
         Err(_) => json_response(
             StatusCode::INTERNAL_SERVER_ERROR,
             &json!({ "errors": [{ "code": "UNKNOWN", "message": "the token response could not be encoded" }] }),

@@ -563,7 +563,8 @@ fn load_from_file() {
 
     // A multi-byte character straddling the cap: still "too large", not invalid UTF-8.
     let cut = dir.path().join("cut.toml");
-    let mut text = "#".repeat(usize::try_from(MAX_POLICY_FILE_BYTES).unwrap() - 1);
+    // The read stops one byte past the cap, inside the two bytes of "é".
+    let mut text = "#".repeat(usize::try_from(MAX_POLICY_FILE_BYTES).unwrap());
     text.push_str("é and more");
     std::fs::write(&cut, text).unwrap();
     let e = Policy::load(&cut).unwrap_err();
@@ -1446,6 +1447,7 @@ fn api_urls_must_be_https_unless_loopback_and_carry_no_credentials() {
         ("ftp://harbor.example.org", "scheme"),
         ("harbor.example.org", "scheme"),
         ("https://admin:pw@harbor.example.org", "credential_file"),
+        ("https://admin:pw#x@harbor.example.org", "fragment"),
         ("https://harbor.example.org?x=1", "query"),
         ("https://harbor.example.org#f", "fragment"),
         ("https://", "no host"),
@@ -1459,7 +1461,7 @@ fn api_urls_must_be_https_unless_loopback_and_carry_no_credentials() {
             Err(e @ PolicyError::InvalidApiUrl { reason, .. }) => {
                 assert!(reason.contains(rule), "{bad}: {reason}");
                 // Refused for carrying a password, the message must not repeat it.
-                assert!(!e.to_string().contains(":pw@"), "{e}");
+                assert!(!e.to_string().contains("admin:pw"), "{e}");
             }
             other => panic!("{bad}: {other:?}"),
         }

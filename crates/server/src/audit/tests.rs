@@ -191,51 +191,93 @@ impl std::io::Write for ShortFile {
     }
 }
 
+/// The file behind a `RefCell`, as the trait cuts through `&self` like `File::set_len`;
+/// `refuse_cut` makes the cut-back fail too.
+struct Cut<'a> {
+    file: &'a std::cell::RefCell<ShortFile>,
+    refuse_cut: bool,
+}
+
+impl std::io::Write for Cut<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file.borrow_mut().write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AppendOnly for Cut<'_> {
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(self.file.borrow().bytes.len() as u64)
+    }
+    fn truncate(&self, len: u64) -> std::io::Result<()> {
+        if self.refuse_cut {
+            return Err(std::io::Error::from_raw_os_error(5));
+        }
+        self.file
+            .borrow_mut()
+            .bytes
+            .truncate(usize::try_from(len).unwrap());
+        Ok(())
+    }
+}
+
 /// The audit file after a write cut short holds exactly the lines written before it: the
 /// partial event is cut back by the bytes it wrote, without asking the length beforehand.
 #[test]
 fn a_partial_write_to_the_audit_file_is_cut_back_to_the_previous_line() {
-    use std::cell::RefCell;
-
-    /// The file behind a `RefCell`, as the trait cuts through `&self` like `File::set_len`.
-    struct Cut<'a>(&'a RefCell<ShortFile>);
-    impl std::io::Write for Cut<'_> {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.borrow_mut().write(buf)
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    impl AppendOnly for Cut<'_> {
-        fn len(&self) -> std::io::Result<u64> {
-            Ok(self.0.borrow().bytes.len() as u64)
-        }
-        fn truncate(&self, len: u64) -> std::io::Result<()> {
-            self.0
-                .borrow_mut()
-                .bytes
-                .truncate(usize::try_from(len).unwrap());
-            Ok(())
-        }
-    }
-
-    let file = RefCell::new(ShortFile {
+    let file = std::cell::RefCell::new(ShortFile {
         bytes: Vec::new(),
         room: 1 << 20,
     });
-    append_whole_line(&mut Cut(&file), b"first line\n").unwrap();
+    let mut cut = Cut {
+        file: &file,
+        refuse_cut: false,
+    };
+    append_whole_line(&mut cut, b"first line\n").unwrap();
     file.borrow_mut().room = 9;
-    let err = append_whole_line(&mut Cut(&file), b"second line, cut short\n").unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(28));
+    let failure = append_whole_line(&mut cut, b"second line, cut short\n").unwrap_err();
+    assert_eq!(failure.error.raw_os_error(), Some(28));
+    assert!(!failure.partial_line_left);
     assert_eq!(
         file.borrow().bytes,
         b"first line\n",
         "the partial event is cut back"
     );
     file.borrow_mut().room = 1 << 20;
-    append_whole_line(&mut Cut(&file), b"third line\n").unwrap();
+    append_whole_line(&mut cut, b"third line\n").unwrap();
     assert_eq!(file.borrow().bytes, b"first line\nthird line\n");
+
+    // When the cut-back fails too, the failure says a partial line is left.
+    file.borrow_mut().room = 5;
+    cut.refuse_cut = true;
+    let failure = append_whole_line(&mut cut, b"fourth line\n").unwrap_err();
+    assert!(failure.partial_line_left);
+    assert_eq!(file.borrow().bytes, b"first line\nthird line\nfourt");
+}
+
+/// Through the sink: after a partial line that could not be cut back, the next event still
+/// parses, on a line of its own.
+#[test]
+fn an_event_after_an_uncut_partial_line_starts_a_line_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let sink = AuditSink::file(&path).unwrap();
+    let AuditSink::File(state) = &sink else {
+        unreachable!()
+    };
+    // What a failed cut-back leaves: half an event, and the flag set.
+    {
+        let mut state = state.lock().unwrap();
+        std::io::Write::write_all(&mut state.file, b"{\"half\":").unwrap();
+        state.broken_line = true;
+    }
+    sink.emit(&event()).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let last = text.lines().last().unwrap();
+    serde_json::from_str::<serde_json::Value>(last).unwrap();
+    assert!(!state.lock().unwrap().broken_line);
 }
 
 struct FailingWriter;

@@ -145,6 +145,25 @@ async fn offline_token_returns_a_refresh_token_usable_on_post() {
     );
     assert_eq!(v["token"], v["access_token"]);
     assert!(v["refresh_token"].as_str().unwrap().starts_with("sbr2."));
+    // Every field, in the order the answer has always had (sorted, as `serde_json`'s map
+    // wrote it): clients parse JSON, but a changed body should be a decision.
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "access_token",
+            "expires_in",
+            "issued_at",
+            "refresh_token",
+            "scope",
+            "token"
+        ]
+    );
+    let order: Vec<usize> = keys
+        .iter()
+        .map(|k| r.body.find(&format!("\"{k}\":")).unwrap())
+        .collect();
+    assert!(order.is_sorted(), "{}", r.body);
 }
 
 #[tokio::test]

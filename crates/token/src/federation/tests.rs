@@ -569,6 +569,8 @@ fn issuer_urls_follow_the_rules() {
         ("https://broker.example.org#f", "fragment"),
         ("https://user@broker.example.org", "userinfo"),
         ("https://user:s3cret@broker.example.org", "userinfo"),
+        // Refused for its "query" before its user info is looked at: still not repeated.
+        ("https://user:s3cret?x@broker.example.org", "query"),
         ("https://broker.example.org:0", "port"),
         ("https://broker.example.org:99999", "port"),
         ("https://broker.example.org:", "port"),
